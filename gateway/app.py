@@ -1,0 +1,83 @@
+"""Composition root: builds every service from the configuration, runs them, stops them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+import structlog
+import uvicorn
+
+from gateway.config import GatewayConfig
+from gateway.rooms.directory import Directory
+from gateway.webrtc.server import build_http_app
+from gateway.webrtc.session import BrowserHub
+
+log = structlog.get_logger(__name__)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.directory = Directory(config)
+        self.browsers = BrowserHub(config, self.directory)
+        self.http = build_http_app(self.browsers)
+        server = config.server
+        tls = server.tls
+        self._uvicorn = uvicorn.Server(
+            uvicorn.Config(
+                self.http,
+                host=server.host,
+                port=server.port,
+                ssl_certfile=str(tls.cert) if tls else None,
+                ssl_keyfile=str(tls.key) if tls else None,
+                log_config=None,
+                access_log=False,
+                ws_max_size=server.websocket_max_message_bytes,
+                lifespan="off",
+            )
+        )
+        self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.started = asyncio.Event()
+
+    @property
+    def http_port(self) -> int:
+        for srv in self._uvicorn.servers:
+            for sock in srv.sockets:
+                return int(sock.getsockname()[1])
+        return self.config.server.port
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.config.server.tls else "http"
+        return f"{scheme}://{self.config.server.host}:{self.http_port}"
+
+    async def run(self, ready: Callable[[Gateway], None] | None = None) -> None:
+        serve = asyncio.create_task(self._uvicorn.serve())
+        while not self._uvicorn.started:
+            if serve.done():
+                await serve  # raises the start-up error (port in use, bad certificate)
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.02)
+        log.info("gateway started", url=self.base_url, rooms=[c.room.id for c in self.directory])
+        self.started.set()
+        if ready is not None:
+            ready(self)
+        try:
+            await serve
+        finally:
+            await self.browsers.close()
+            await self.directory.close()
+            log.info("gateway stopped")
+
+    def stop(self) -> None:
+        self._uvicorn.should_exit = True
+
+
+async def run_gateway(config: GatewayConfig) -> None:
+    gateway = Gateway(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, gateway.stop)
+    await gateway.run()

@@ -1,0 +1,55 @@
+"""The `gateway` command: `gateway run [--config FILE]`, `gateway check-config FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from gateway.config import ConfigInvalid, GatewayConfig, load_config
+from gateway.logging import configure_logging
+
+DEFAULT_CONFIG = Path("configs/gateway.yaml")
+
+
+def _load(path: Path) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigInvalid as exc:
+        print(f"{exc.source}: the configuration is not valid:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="Open-source meeting gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway")
+    run.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG, help="YAML file (default: %(default)s)")
+    check = sub.add_parser("check-config", help="validate a configuration file and print every error")
+    check.add_argument("file", type=Path)
+    args = parser.parse_args(argv)
+
+    if args.command == "check-config":
+        config = _load(args.file)
+        if config is None:
+            return 1
+        print(f"{args.file}: OK ({len(config.rooms)} room(s))")
+        return 0
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    configure_logging(config.logging)
+    from gateway.app import run_gateway  # heavy imports (aiortc, av) only when running
+
+    try:
+        asyncio.run(run_gateway(config))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"gateway: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Control plane: the admin REST API (and, later, the MQTT bridge and persistence)."""

@@ -1,0 +1,114 @@
+"""Admin REST API under /api, protected by the bearer token from the configuration.
+
+Answers are JSON; every refusal is a 4xx JSON body {"error": code, "reason": text}.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from gateway.rooms.conference import Conference
+from gateway.rooms.directory import Directory
+from gateway.rooms.errors import NotAllowed, RoomError, UnknownParticipant
+
+log = structlog.get_logger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.code, self.reason = status, code, reason
+
+
+def api_error_response(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"error": exc.code, "reason": exc.reason}, status_code=exc.status)
+
+
+class RoomSummary(BaseModel):
+    id: str
+    name: str
+    locked: bool
+    lobby_enabled: bool
+    participants: int
+    lobby_waiting: int
+    aliases: list[str]
+
+
+class MuteResult(BaseModel):
+    participant: str
+    muted: bool
+
+
+def build_router(directory: Directory, admin_token: str | None) -> APIRouter:
+    def authorise(request: Request) -> None:
+        if not admin_token:
+            raise ApiError(403, "api_disabled", "no admin token is configured (admin.token)")
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "unauthorised", "send 'Authorization: Bearer <admin token>'")
+        if not hmac.compare_digest(token.encode(), admin_token.encode()):
+            log.warning("admin API: wrong token", client=request.client.host if request.client else None)
+            raise ApiError(401, "unauthorised", "wrong admin token")
+
+    # Every route is async: room changes must happen on the event loop, never in a worker thread.
+    router = APIRouter(prefix="/api", dependencies=[Depends(authorise)])
+
+    def conference(room: str) -> Conference:
+        found = directory.find(room)
+        if found is None:
+            raise ApiError(404, "unknown_room", f"no room {room!r}")
+        return found
+
+    def room_action(action: Any) -> None:
+        try:
+            action()
+        except UnknownParticipant as exc:
+            raise ApiError(404, exc.code, str(exc)) from None
+        except NotAllowed as exc:
+            raise ApiError(409, exc.code, str(exc)) from None
+        except RoomError as exc:
+            raise ApiError(409, exc.code, str(exc)) from None
+
+    @router.get("/rooms", response_model=list[RoomSummary])
+    async def list_rooms() -> list[RoomSummary]:
+        return [
+            RoomSummary(
+                id=c.room.id,
+                name=c.room.name,
+                locked=c.room.locked,
+                lobby_enabled=c.room.lobby_enabled,
+                participants=len(c.room.participants),
+                lobby_waiting=len(c.room.lobby),
+                aliases=c.room.aliases,
+            )
+            for c in directory
+        ]
+
+    @router.get("/rooms/{room}/participants")
+    async def list_participants(room: str) -> list[dict[str, Any]]:
+        conf = conference(room)
+        return [conf.participant_view(pid) for pid in list(conf.room.participants)]
+
+    @router.post("/rooms/{room}/participants/{participant}/mute", response_model=MuteResult)
+    async def mute(room: str, participant: str) -> MuteResult:
+        conf = conference(room)
+        room_action(lambda: conf.room.mute(None, participant))
+        log.info("admin muted participant", room=conf.room.id, participant=participant)
+        return MuteResult(participant=participant, muted=conf.room.get(participant).audio_muted)
+
+    @router.post("/rooms/{room}/participants/{participant}/unmute", response_model=MuteResult)
+    async def unmute(room: str, participant: str) -> MuteResult:
+        conf = conference(room)
+        room_action(lambda: conf.room.unmute(None, participant))
+        log.info("admin unmuted participant", room=conf.room.id, participant=participant)
+        return MuteResult(participant=participant, muted=conf.room.get(participant).audio_muted)
+
+    return router

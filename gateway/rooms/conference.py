@@ -1,0 +1,146 @@
+"""A live meeting: binds a Room's rules to its media (mixer, video router, media clock) and its legs.
+
+Protocol-free. Legs attach once admitted; the conference keeps the mixer's mute flags equal to
+the room's mute state on every event, so enforcement never depends on any client; removes and
+ends hang the affected legs up; speaking detected by the mixer flows back into the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from gateway.config import MediaConfig
+from gateway.rooms.events import RoomEvent
+from gateway.rooms.leg import Leg
+from gateway.rooms.room import Room
+from gateway.transcode.clock import MediaClock
+from gateway.transcode.mixer import Mixer
+from gateway.transcode.video import EncodedVideoFrame, VideoRouter
+
+log = structlog.get_logger(__name__)
+
+_MUTE_EVENTS = {"muted", "unmuted", "participant_joined"}
+_HANG_UP_EVENTS = {"participant_removed": "removed"}
+
+
+class Conference:
+    def __init__(self, room: Room, media: MediaConfig, video_router: VideoRouter | None = None) -> None:
+        self.room = room
+        self.legs: dict[str, Leg] = {}
+        self.mixer = Mixer(
+            max_speakers=media.mixer.max_speakers,
+            speaker_floor_dbov=media.mixer.speaker_floor_dbov,
+            speaker_hangover_ms=media.mixer.speaker_hangover_ms,
+            jitter_min_ms=media.jitter.min_delay_ms,
+            jitter_max_ms=media.jitter.max_delay_ms,
+        )
+        self.video = video_router or VideoRouter()
+        self.clock = MediaClock(
+            self._tick,
+            period_s=media.mixer.tick_ms / 1000,
+            late_tolerance_s=media.mixer.late_tick_tolerance_ms / 1000,
+            name=f"mixer:{room.id}",
+        )
+        self._unsubscribe = room.subscribe(self._on_room_event)
+        self._log = log.bind(room=room.id)
+
+    # -- legs -----------------------------------------------------------------------------------
+
+    def attach(self, leg: Leg) -> None:
+        pid = leg.participant_id
+        participant = self.room.get(pid)
+        self.legs[pid] = leg
+        self.mixer.add(pid, leg.audio_in_codec, leg.audio_out_format, leg.send_audio)
+        self.mixer.set_muted(pid, participant.audio_muted)
+        self.video.add_source(pid, leg.request_keyframe)
+        self.attach_video_receiver(leg)
+        if not self.clock.running:
+            self.clock.start()
+        self._log.info("leg attached", participant=pid, kind=leg.kind.value, legs=len(self.legs))
+
+    def attach_video_receiver(self, leg: Leg) -> None:
+        """(Re-)registers what video a leg can receive; legs that negotiate later call this then."""
+        if leg.video_codecs:
+            self.video.add_receiver(leg.participant_id, leg.video_codecs, leg.send_video)
+
+    def detach(self, participant_id: str) -> None:
+        leg = self.legs.pop(participant_id, None)
+        self.mixer.remove(participant_id)
+        self.video.remove(participant_id)
+        if leg is not None:
+            self._log.info("leg detached", participant=participant_id, legs=len(self.legs))
+        if not self.legs and self.clock.running:
+            asyncio.get_running_loop().create_task(self.clock.stop())
+
+    def set_video_subscriptions(self, receiver_id: str, source_ids: list[str]) -> None:
+        current = self.video.subscriptions(receiver_id)
+        for source in current - set(source_ids):
+            self.video.unsubscribe(receiver_id, source)
+        for source in source_ids:
+            if source not in current:
+                self.video.subscribe(receiver_id, source)
+
+    # -- media in -------------------------------------------------------------------------------
+
+    def push_audio(self, pid: str, seq: int, payload: bytes, level_dbov: float | None, arrival_s: float) -> None:
+        self.mixer.push(pid, seq, payload, level_dbov, arrival_s)
+
+    def push_video(self, pid: str, frame: EncodedVideoFrame) -> None:
+        participant = self.room.participants.get(pid)
+        if participant is None or participant.video_off:
+            return
+        self.video.on_frame(pid, frame)
+
+    # -- clock and events -----------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        result = self.mixer.tick()
+        for pid, speaking in result.speaking_changed:
+            self.room.set_speaking(pid, speaking)
+
+    def _on_room_event(self, event: RoomEvent) -> None:
+        pid = event.participant
+        if event.type in _MUTE_EVENTS and pid in self.room.participants:
+            self.mixer.set_muted(pid, self.room.participants[pid].audio_muted)
+        for leg in list(self.legs.values()):
+            try:
+                leg.on_room_event(event)
+            except Exception:
+                self._log.exception("leg failed to show an event", participant=leg.participant_id, event=event.type)
+        if event.type in _HANG_UP_EVENTS and pid in self.legs:
+            self._hang_up(self.legs[pid], _HANG_UP_EVENTS[event.type])
+        elif event.type == "meeting_ended":
+            for leg in list(self.legs.values()):
+                self._hang_up(leg, "meeting_ended")
+
+    def _hang_up(self, leg: Leg, reason: str) -> None:
+        self.detach(leg.participant_id)
+        asyncio.get_running_loop().create_task(leg.hang_up(reason))
+
+    def participant_view(self, pid: str) -> dict[str, Any]:
+        """A participant with its media counters, for the admin API."""
+        participant = self.room.get(pid)
+        view = participant.public()
+        stats = self.mixer.stats(pid)
+        jitter = self.mixer.jitter(pid)
+        leg = self.legs.get(pid)
+        view["media"] = {
+            "audio_packets_in": stats.packets_in if stats else 0,
+            "audio_frames_mixed": stats.frames_mixed if stats else 0,
+            "audio_frames_dropped_muted": stats.frames_dropped_muted if stats else 0,
+            "audio_frames_lost": stats.frames_lost if stats else 0,
+            "audio_frames_out": stats.frames_out if stats else 0,
+            "audio_level_dbov": round(stats.level_dbov, 1) if stats else None,
+            "jitter_ms": round(jitter.jitter_ms, 2) if jitter else None,
+            "video_frames_in": self.video.source_stats(pid),
+            "video_frames_out": self.video.receiver_stats(pid),
+            **(leg.media_counters() if leg else {}),
+        }
+        return view
+
+    async def close(self) -> None:
+        self._unsubscribe()
+        await self.clock.stop()

@@ -1,0 +1,40 @@
+"""The rooms this gateway hosts, by id and alias, each with its live Conference."""
+
+from __future__ import annotations
+
+from gateway.config import GatewayConfig
+from gateway.rooms.conference import Conference
+from gateway.rooms.room import Room
+
+
+class Directory:
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self.conferences: dict[str, Conference] = {}
+        self._aliases: dict[str, str] = {}
+        for rc in config.rooms:
+            room = Room(
+                rc.id,
+                rc.name,
+                host_pin=rc.host_pin,
+                guest_pin=rc.guest_pin,
+                lobby=rc.lobby,
+                locked=rc.locked,
+                max_participants=rc.max_participants,
+                default_lobby_wait_s=config.lobby.default_wait_s,
+                aliases=rc.aliases,
+            )
+            self.conferences[rc.id] = Conference(room, config.media)
+            for alias in (rc.id, *rc.aliases):
+                self._aliases[alias.lower()] = rc.id
+
+    def find(self, room_or_alias: str) -> Conference | None:
+        room_id = self._aliases.get(room_or_alias.strip().lower())
+        return self.conferences.get(room_id) if room_id else None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.conferences.values())
+
+    async def close(self) -> None:
+        for conference in self.conferences.values():
+            await conference.close()

@@ -1,0 +1,48 @@
+"""Room events: every state change becomes one, for web clients, legs and (later) MQTT."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+EventType = Literal[
+    "participant_joined",
+    "participant_left",
+    "participant_removed",
+    "muted",
+    "unmuted",
+    "self_unmute_forbidden",
+    "self_unmute_allowed",
+    "hand_raised",
+    "hand_lowered",
+    "video_changed",
+    "lobby_changed",
+    "lobby_admitted",
+    "lobby_denied",
+    "room_locked",
+    "room_unlocked",
+    "meeting_ended",
+    "speaking_started",
+    "speaking_stopped",
+]
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    type: EventType
+    room: str
+    participant: str | None = None
+    by: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "room": self.room,
+            "participant": self.participant,
+            "by": self.by,
+            "data": self.data,
+            "at": self.at,
+        }

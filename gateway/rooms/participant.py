@@ -1,0 +1,61 @@
+"""A participant of a room: identity, role and the state hosts and the participant control."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Role(str, enum.Enum):
+    HOST = "host"
+    GUEST = "guest"
+
+
+class LegKind(str, enum.Enum):
+    BROWSER = "browser"
+    SIP_ROOM_SYSTEM = "sip_room_system"
+    PHONE = "phone"
+    H323_ROOM_SYSTEM = "h323_room_system"
+
+
+@dataclass
+class Participant:
+    id: str
+    name: str
+    role: Role
+    kind: LegKind
+    joined_at: float
+    # Two mute sources, so a host can never open a microphone its owner closed.
+    self_muted: bool = False
+    host_muted: bool = False
+    self_unmute_forbidden: bool = False
+    hand_raised: bool = False
+    video_off: bool = False
+    speaking: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def audio_muted(self) -> bool:
+        """Whether the mixer must drop this participant's audio."""
+        return self.self_muted or self.host_muted
+
+    @property
+    def is_host(self) -> bool:
+        return self.role is Role.HOST
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role.value,
+            "kind": self.kind.value,
+            "muted": self.audio_muted,
+            "self_muted": self.self_muted,
+            "host_muted": self.host_muted,
+            "self_unmute_forbidden": self.self_unmute_forbidden,
+            "hand_raised": self.hand_raised,
+            "video_off": self.video_off,
+            "speaking": self.speaking,
+            "joined_at": self.joined_at,
+        }

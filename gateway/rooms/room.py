@@ -1,0 +1,330 @@
+"""A room's rules as a sans-IO state machine: joining with PINs, lock, lobby, roles and the mute policy.
+
+Every method validates the actor, changes state and emits RoomEvents to the subscribers; nothing
+here touches media or sockets. `by=None` means the administrator (admin API), who may do what a
+host may do.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.rooms.errors import JoinRefused, NotAllowed, UnknownParticipant
+from gateway.rooms.events import EventType, RoomEvent
+from gateway.rooms.participant import LegKind, Participant, Role
+
+Listener = Callable[[RoomEvent], None]
+
+
+def new_participant_id() -> str:
+    return "p" + secrets.token_hex(5)
+
+
+@dataclass
+class LobbyEntry:
+    id: str
+    name: str
+    kind: LegKind
+    since: float  # monotonic
+
+    def public(self, position: int, estimated_wait_s: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind.value,
+            "position": position,
+            "estimated_wait_s": round(estimated_wait_s),
+        }
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    participant: Participant | None = None
+    lobby_entry: LobbyEntry | None = None
+
+
+def _same_pin(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+class Room:
+    def __init__(
+        self,
+        id: str,
+        name: str | None = None,
+        *,
+        host_pin: str | None = None,
+        guest_pin: str | None = None,
+        lobby: bool = False,
+        locked: bool = False,
+        max_participants: int = 100,
+        default_lobby_wait_s: float = 120.0,
+        aliases: list[str] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        id_factory: Callable[[], str] = new_participant_id,
+    ) -> None:
+        self.id = id
+        self.name = name or id
+        self.host_pin = host_pin
+        self.guest_pin = guest_pin
+        self.lobby_enabled = lobby
+        self.locked = locked
+        self._locked_by_config = locked
+        self.max_participants = max_participants
+        self.aliases = list(aliases or [])
+        self.participants: dict[str, Participant] = {}
+        self.lobby: dict[str, LobbyEntry] = {}  # insertion order is queue order
+        self._default_lobby_wait_s = default_lobby_wait_s
+        self._decision_interval_s: float | None = None
+        self._last_decision_at: float | None = None
+        self._monotonic = monotonic
+        self._wall = wall_clock
+        self._new_id = id_factory
+        self._listeners: list[Listener] = []
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, type: EventType, participant: str | None = None, by: str | None = None, **data: Any) -> None:
+        event = RoomEvent(type=type, room=self.id, participant=participant, by=by, data=data, at=self._wall())
+        for listener in list(self._listeners):
+            listener(event)
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    def get(self, participant_id: str) -> Participant:
+        try:
+            return self.participants[participant_id]
+        except KeyError:
+            raise UnknownParticipant(f"no participant {participant_id!r} in room {self.id!r}") from None
+
+    def _require_host(self, by: str | None) -> None:
+        if by is None:
+            return
+        actor = self.participants.get(by)
+        if actor is None or not actor.is_host:
+            raise NotAllowed("only a host may do this")
+
+    @property
+    def hosts_present(self) -> bool:
+        return any(p.is_host for p in self.participants.values())
+
+    # -- joining --------------------------------------------------------------------------------
+
+    def role_for_pin(self, pin: str | None) -> Role:
+        """Host PIN makes a host; the guest PIN (or none, when the room has none) a guest."""
+        pin = (pin or "").strip()
+        if self.host_pin and pin and _same_pin(pin, self.host_pin):
+            return Role.HOST
+        if self.guest_pin:
+            if pin and _same_pin(pin, self.guest_pin):
+                return Role.GUEST
+            raise JoinRefused("wrong PIN", "wrong_pin")
+        if pin:
+            # A PIN was typed but is not the host PIN: say so rather than silently making a guest.
+            raise JoinRefused("wrong PIN", "wrong_pin")
+        return Role.GUEST
+
+    def request_join(self, name: str, pin: str | None, kind: LegKind) -> JoinResult:
+        role = self.role_for_pin(pin)
+        if role is Role.GUEST and self.locked:
+            raise JoinRefused("the meeting is locked", "locked")
+        if role is Role.GUEST and self.lobby_enabled:
+            entry = LobbyEntry(id=self._new_id(), name=name, kind=kind, since=self._monotonic())
+            if not self.lobby:
+                self._last_decision_at = entry.since
+            self.lobby[entry.id] = entry
+            self._emit("lobby_changed", entry.id, waiting=len(self.lobby), name=name)
+            return JoinResult(lobby_entry=entry)
+        return JoinResult(participant=self._add(self._new_id(), name, role, kind))
+
+    def _add(self, participant_id: str, name: str, role: Role, kind: LegKind) -> Participant:
+        if len(self.participants) >= self.max_participants:
+            raise JoinRefused("the meeting is full", "full")
+        participant = Participant(id=participant_id, name=name, role=role, kind=kind, joined_at=self._wall())
+        self.participants[participant.id] = participant
+        self._emit("participant_joined", participant.id, name=name, role=role.value, kind=kind.value)
+        return participant
+
+    def leave(self, participant_id: str) -> None:
+        """The participant hung up or its connection was lost."""
+        if self.participants.pop(participant_id, None) is not None:
+            self._emit("participant_left", participant_id)
+        elif self.lobby.pop(participant_id, None) is not None:
+            self._emit("lobby_changed", participant_id, waiting=len(self.lobby), left=True)
+        if not self.participants and not self._locked_by_config:
+            self.locked = False  # an empty room starts the next meeting unlocked
+
+    def remove(self, by: str | None, participant_id: str) -> None:
+        self._require_host(by)
+        self.get(participant_id)
+        del self.participants[participant_id]
+        self._emit("participant_removed", participant_id, by)
+
+    def end(self, by: str | None) -> list[str]:
+        """Ends the meeting for everyone (and everyone waiting); the room stays for the next one."""
+        self._require_host(by)
+        ended = [*self.participants, *self.lobby]
+        self.participants.clear()
+        self.lobby.clear()
+        self.locked = self._locked_by_config
+        self._emit("meeting_ended", None, by, participants=ended)
+        return ended
+
+    # -- lobby ----------------------------------------------------------------------------------
+
+    def lobby_position(self, entry_id: str) -> tuple[int, float]:
+        """1-based queue position and the estimated wait in seconds."""
+        order = list(self.lobby)
+        if entry_id not in self.lobby:
+            raise UnknownParticipant(f"{entry_id!r} is not waiting in room {self.id!r}")
+        position = order.index(entry_id) + 1
+        interval = self._decision_interval_s or self._default_lobby_wait_s
+        return position, position * interval
+
+    def lobby_public(self) -> list[dict[str, Any]]:
+        return [entry.public(*self.lobby_position(entry.id)) for entry in self.lobby.values()]
+
+    def _take_from_lobby(self, by: str | None, entry_id: str) -> LobbyEntry:
+        self._require_host(by)
+        entry = self.lobby.get(entry_id)
+        if entry is None:
+            raise UnknownParticipant(f"{entry_id!r} is not waiting in room {self.id!r}")
+        now = self._monotonic()
+        # Smoothed interval between a host's decisions: the basis of the wait estimate.
+        started = max(self._last_decision_at or entry.since, entry.since)
+        sample = max(now - started, 1.0)
+        prev = self._decision_interval_s
+        self._decision_interval_s = sample if prev is None else 0.7 * prev + 0.3 * sample
+        self._last_decision_at = now
+        del self.lobby[entry_id]
+        return entry
+
+    def admit(self, by: str | None, entry_id: str) -> Participant:
+        entry = self.lobby.get(entry_id)
+        if entry is not None and len(self.participants) >= self.max_participants:
+            raise JoinRefused("the meeting is full", "full")
+        entry = self._take_from_lobby(by, entry_id)
+        self._emit("lobby_admitted", entry.id, by, name=entry.name)
+        self._emit("lobby_changed", entry.id, by, waiting=len(self.lobby))
+        return self._add(entry.id, entry.name, Role.GUEST, entry.kind)
+
+    def deny(self, by: str | None, entry_id: str) -> None:
+        entry = self._take_from_lobby(by, entry_id)
+        self._emit("lobby_denied", entry.id, by, name=entry.name)
+        self._emit("lobby_changed", entry.id, by, waiting=len(self.lobby))
+
+    # -- lock -----------------------------------------------------------------------------------
+
+    def set_locked(self, by: str | None, locked: bool) -> None:
+        self._require_host(by)
+        if self.locked != locked:
+            self.locked = locked
+            self._emit("room_locked" if locked else "room_unlocked", None, by)
+
+    # -- mute policy ----------------------------------------------------------------------------
+
+    def set_self_muted(self, participant_id: str, muted: bool) -> None:
+        """The participant's own microphone switch. Unmuting also lifts a host's mute unless forbidden."""
+        p = self.get(participant_id)
+        if muted:
+            was = p.audio_muted
+            p.self_muted = True
+            if not was:
+                self._emit("muted", p.id, p.id)
+            return
+        if p.host_muted and p.self_unmute_forbidden and not p.is_host:
+            raise NotAllowed("a host has muted you and not allowed you to unmute", "self_unmute_forbidden")
+        was = p.audio_muted
+        p.self_muted = False
+        p.host_muted = False
+        if was:
+            self._emit("unmuted", p.id, p.id)
+
+    def mute(self, by: str | None, participant_id: str, forbid_self_unmute: bool = False) -> None:
+        self._require_host(by)
+        p = self.get(participant_id)
+        was = p.audio_muted
+        p.host_muted = True
+        if forbid_self_unmute and not p.is_host and not p.self_unmute_forbidden:
+            p.self_unmute_forbidden = True
+            self._emit("self_unmute_forbidden", p.id, by)
+        if not was:
+            self._emit("muted", p.id, by)
+
+    def unmute(self, by: str | None, participant_id: str) -> None:
+        """Lifts a host's mute (and its ban on self-unmute). A participant's own mute stays theirs."""
+        self._require_host(by)
+        p = self.get(participant_id)
+        was = p.audio_muted
+        p.host_muted = False
+        if p.self_unmute_forbidden:
+            p.self_unmute_forbidden = False
+            self._emit("self_unmute_allowed", p.id, by)
+        if was and not p.audio_muted:
+            self._emit("unmuted", p.id, by)
+
+    def set_self_unmute_forbidden(self, by: str | None, participant_id: str, forbidden: bool) -> None:
+        self._require_host(by)
+        p = self.get(participant_id)
+        if p.is_host and forbidden:
+            raise NotAllowed("hosts can always unmute themselves")
+        if p.self_unmute_forbidden != forbidden:
+            p.self_unmute_forbidden = forbidden
+            self._emit("self_unmute_forbidden" if forbidden else "self_unmute_allowed", p.id, by)
+
+    def mute_all_guests(self, by: str | None, forbid_self_unmute: bool = False) -> list[str]:
+        self._require_host(by)
+        muted = []
+        for p in list(self.participants.values()):
+            if not p.is_host:
+                self.mute(by, p.id, forbid_self_unmute)
+                muted.append(p.id)
+        return muted
+
+    # -- hand, video, speaking ------------------------------------------------------------------
+
+    def set_hand(self, by: str | None, participant_id: str, raised: bool) -> None:
+        """Anyone raises or lowers their own hand; a host may lower anyone's."""
+        p = self.get(participant_id)
+        if by != participant_id:
+            if raised:
+                raise NotAllowed("only the participant can raise their hand")
+            self._require_host(by)
+        if p.hand_raised != raised:
+            p.hand_raised = raised
+            self._emit("hand_raised" if raised else "hand_lowered", p.id, by)
+
+    def set_video_off(self, participant_id: str, off: bool) -> None:
+        p = self.get(participant_id)
+        if p.video_off != off:
+            p.video_off = off
+            self._emit("video_changed", p.id, p.id, video_off=off)
+
+    def set_speaking(self, participant_id: str, speaking: bool) -> None:
+        p = self.participants.get(participant_id)
+        if p is not None and p.speaking != speaking:
+            p.speaking = speaking
+            self._emit("speaking_started" if speaking else "speaking_stopped", p.id)
+
+    # -- views ----------------------------------------------------------------------------------
+
+    def public(self, for_host: bool) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "locked": self.locked,
+            "lobby_enabled": self.lobby_enabled,
+            "participants": [p.public() for p in self.participants.values()],
+            "lobby": self.lobby_public() if for_host else [],
+            "lobby_waiting": len(self.lobby),
+        }

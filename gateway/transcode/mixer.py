@@ -1,0 +1,254 @@
+"""The room's audio mixer: one tick per 20 ms, the N loudest unmuted speakers, mix-minus for them.
+
+Sans-IO and protocol-free: legs push encoded frames in (`push`), a clock calls `tick()`, and each
+tick hands every listener its encoded frame through the sink it registered. Per tick:
+
+1. one frame is popped from every participant's jitter buffer; a muted participant's frame is
+   dropped here, before anything else (moderator mute is enforced on the media, not the UI);
+2. levels come from the RFC 6464 header value when the sender set it, or a cheap probe (G.711),
+   or a decode; the N loudest above the floor (with a hangover, so speech tails are kept) are
+   the speakers; only they are decoded (and resampled);
+3. the full mix is encoded once per output format and the same bytes go to every non-speaker;
+   each speaker gets its own mix-minus (everyone but itself), encoded just for it.
+
+So the cost grows with the number of legs (a pop each) plus N decodes and (formats + N) encodes,
+never with legs squared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateway.transcode.audio import (
+    FRAME_MS,
+    FRAME_SAMPLES,
+    SILENCE,
+    AudioCodec,
+    AudioDecoder,
+    AudioEncoder,
+    AudioFormat,
+    Pcm,
+    level_dbov,
+    make_decoder,
+    make_encoder,
+)
+from gateway.transcode.jitter import LOSS, AudioJitterBuffer, BufferedFrame
+
+
+@dataclass(frozen=True, slots=True)
+class MixedFrame:
+    """One tick's encoded output for a listener. `payload` is shared between listeners of a format."""
+
+    payload: bytes
+    tick: int
+    format: AudioFormat
+    speech: bool  # someone (other than the listener) is in this mix: the start of a talkspurt is marked
+
+
+Sink = Callable[[MixedFrame], None]
+
+
+@dataclass
+class InputStats:
+    packets_in: int = 0
+    frames_mixed: int = 0
+    frames_dropped_muted: int = 0
+    frames_lost: int = 0
+    frames_decoded: int = 0
+    frames_out: int = 0
+    level_dbov: float = -127.0
+
+
+@dataclass
+class _Member:
+    id: str
+    input_codec: AudioCodec
+    output: AudioFormat
+    sink: Sink | None
+    jitter: AudioJitterBuffer
+    decoder: AudioDecoder
+    muted: bool = False
+    last_active_tick: int = -(10**9)
+    speaking: bool = False
+    own_encoder: AudioEncoder | None = None
+    stats: InputStats = field(default_factory=InputStats)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    tick: int
+    speakers: tuple[str, ...]
+    speaking_changed: tuple[tuple[str, bool], ...]
+
+
+class Mixer:
+    def __init__(
+        self,
+        max_speakers: int = 3,
+        speaker_floor_dbov: float = -60.0,
+        speaker_hangover_ms: int = 300,
+        jitter_min_ms: int = 40,
+        jitter_max_ms: int = 200,
+        encoder_factory: Callable[[AudioFormat], AudioEncoder] = make_encoder,
+        decoder_factory: Callable[[AudioCodec], AudioDecoder] = make_decoder,
+    ) -> None:
+        self.max_speakers = max_speakers
+        self.floor = speaker_floor_dbov
+        self._hangover_ticks = speaker_hangover_ms // FRAME_MS
+        self._jitter_bounds = (jitter_min_ms, jitter_max_ms)
+        self._make_encoder = encoder_factory
+        self._make_decoder = decoder_factory
+        self._members: dict[str, _Member] = {}
+        self._shared_encoders: dict[AudioFormat, AudioEncoder] = {}
+        self.tick_count = 0
+        self.encodes_last_tick = 0
+        self.decodes_last_tick = 0
+
+    # -- membership -----------------------------------------------------------------------------
+
+    def add(self, id: str, input_codec: AudioCodec, output: AudioFormat, sink: Sink | None) -> None:
+        """A participant that sends `input_codec` and listens in `output` through `sink` (None: deaf)."""
+        self._members[id] = _Member(
+            id=id,
+            input_codec=input_codec,
+            output=output,
+            sink=sink,
+            jitter=AudioJitterBuffer(FRAME_MS, *self._jitter_bounds),
+            decoder=self._make_decoder(input_codec),
+        )
+
+    def remove(self, id: str) -> None:
+        self._members.pop(id, None)
+        still_used = {m.output for m in self._members.values()}
+        for fmt in list(self._shared_encoders):
+            if fmt not in still_used:
+                del self._shared_encoders[fmt]
+
+    def __contains__(self, id: str) -> bool:
+        return id in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def set_muted(self, id: str, muted: bool) -> None:
+        member = self._members.get(id)
+        if member is not None:
+            member.muted = muted
+            if muted:
+                # Nothing buffered before the mute may leak out after it.
+                member.jitter.reset()
+
+    def stats(self, id: str) -> InputStats | None:
+        member = self._members.get(id)
+        return member.stats if member else None
+
+    def jitter(self, id: str) -> AudioJitterBuffer | None:
+        member = self._members.get(id)
+        return member.jitter if member else None
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def push(self, id: str, seq: int, payload: bytes, level_dbov: float | None, arrival_s: float) -> None:
+        member = self._members.get(id)
+        if member is None:
+            return
+        member.stats.packets_in += 1
+        if member.muted:
+            member.stats.frames_dropped_muted += 1
+            return
+        member.jitter.put(seq, payload, level_dbov, arrival_s)
+
+    # -- the tick -------------------------------------------------------------------------------
+
+    def tick(self) -> TickResult:
+        self.tick_count += 1
+        tick = self.tick_count
+        frames: list[tuple[_Member, BufferedFrame | None, float, Pcm | None]] = []
+        for member in self._members.values():
+            if member.muted:
+                continue
+            popped = member.jitter.pop()
+            if popped is None:
+                continue
+            if popped is LOSS:
+                member.stats.frames_lost += 1
+                if tick - member.last_active_tick <= self._hangover_ticks:
+                    frames.append((member, None, self.floor, None))
+                continue
+            assert isinstance(popped, BufferedFrame)
+            level, pcm = popped.level_dbov, None
+            if level is None:
+                level = member.decoder.probe_level(popped.payload)
+            if level is None:
+                pcm = member.decoder.decode(popped.payload)
+                member.stats.frames_decoded += 1
+                level = level_dbov(pcm)
+            member.stats.level_dbov = level
+            if level >= self.floor:
+                member.last_active_tick = tick
+            frames.append((member, popped, level, pcm))
+
+        # The N loudest among those active now or within the hangover.
+        eligible = [f for f in frames if tick - f[0].last_active_tick <= self._hangover_ticks]
+        eligible.sort(key=lambda f: f[2], reverse=True)
+        chosen = eligible[: self.max_speakers]
+
+        decodes = 0
+        voices: list[tuple[_Member, Pcm]] = []
+        for member, frame, _level, pcm in chosen:
+            if pcm is None:
+                if frame is None:
+                    pcm = member.decoder.conceal()
+                else:
+                    pcm = member.decoder.decode(frame.payload)
+                    member.stats.frames_decoded += 1
+                    decodes += 1
+            member.stats.frames_mixed += 1
+            voices.append((member, pcm))
+        self.decodes_last_tick = decodes
+
+        changed = []
+        speaker_ids = {m.id for m, _ in voices}
+        for member in self._members.values():
+            speaking = member.id in speaker_ids
+            if speaking != member.speaking:
+                member.speaking = speaking
+                changed.append((member.id, speaking))
+
+        self._deliver(tick, voices)
+        return TickResult(tick, tuple(m.id for m, _ in voices), tuple(changed))
+
+    def _deliver(self, tick: int, voices: list[tuple[_Member, Pcm]]) -> None:
+        encodes = 0
+        if voices:
+            total = np.sum([pcm for _, pcm in voices], axis=0, dtype=np.int32)
+            full = np.clip(total, -32768, 32767).astype(np.int16)
+        else:
+            total, full = None, SILENCE
+        shared: dict[AudioFormat, MixedFrame] = {}
+        speakers = {m.id: pcm for m, pcm in voices}
+        for member in self._members.values():
+            if member.sink is None:
+                continue
+            own = speakers.get(member.id)
+            if own is not None and total is not None:
+                if member.own_encoder is None:
+                    member.own_encoder = self._make_encoder(member.output)
+                minus = np.clip(total - own, -32768, 32767).astype(np.int16)
+                out = MixedFrame(member.own_encoder.encode(minus), tick, member.output, len(voices) > 1)
+                encodes += 1
+            else:
+                out = shared.get(member.output)  # type: ignore[assignment]
+                if out is None:
+                    encoder = self._shared_encoders.get(member.output)
+                    if encoder is None:
+                        encoder = self._shared_encoders[member.output] = self._make_encoder(member.output)
+                    out = MixedFrame(encoder.encode(full), tick, member.output, bool(voices))
+                    shared[member.output] = out
+                    encodes += 1
+            member.stats.frames_out += 1
+            member.sink(out)
+        self.encodes_last_tick = encodes

@@ -1,0 +1,230 @@
+"""Video routing between participants: forward encoded frames, transcode only when a receiver needs it.
+
+Protocol-free. A source pushes whole encoded frames (`on_frame`); each receiver subscribed to it
+gets the very same frame object when it accepts the codec, so forwarding costs nothing per pixel.
+A new subscriber waits for a keyframe (and one is requested from the source, rate-limited);
+receivers' keyframe requests travel back the same way. When a receiver accepts none of the
+source's codec, one Transcoder per (source, output codec) decodes once and encodes once, and all
+receivers of that codec share its output.
+"""
+
+from __future__ import annotations
+
+import fractions
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import av
+import structlog
+
+log = structlog.get_logger(__name__)
+
+VIDEO_CLOCK = 90_000
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedVideoFrame:
+    codec: str  # "VP8" or "H264"
+    data: bytes
+    timestamp: int  # 90 kHz
+    keyframe: bool
+
+
+def is_keyframe(codec: str, data: bytes) -> bool:
+    """Whether a whole encoded frame starts a decodable picture (VP8 key frame, H.264 IDR or SPS)."""
+    if not data:
+        return False
+    if codec == "VP8":
+        return (data[0] & 0x01) == 0
+    if codec == "H264":
+        i = 0
+        while True:
+            i = data.find(b"\x00\x00\x01", i)
+            if i < 0 or i + 3 >= len(data):
+                return False
+            nal_type = data[i + 3] & 0x1F
+            if nal_type in (5, 7):
+                return True
+            i += 3
+    return False
+
+
+Deliver = Callable[[str, EncodedVideoFrame], None]
+
+
+@dataclass
+class _Receiver:
+    id: str
+    codecs: tuple[str, ...]
+    deliver: Deliver
+    waiting_keyframe: set[str] = field(default_factory=set)
+    frames_out: int = 0
+
+
+@dataclass
+class _Source:
+    id: str
+    request_keyframe: Callable[[], None]
+    subscribers: set[str] = field(default_factory=set)
+    last_request: float = -1e9
+    frames_in: int = 0
+    codec: str | None = None
+
+
+class Transcoder:
+    """Decodes one source and encodes it into one other codec; shared by all receivers of that codec."""
+
+    def __init__(self, target_codec: str, bitrate: int = 1_000_000) -> None:
+        self.target = target_codec
+        self._bitrate = bitrate
+        self._decoder: av.CodecContext | None = None
+        self._decoder_codec: str | None = None
+        self._encoder: av.CodecContext | None = None
+        self._size: tuple[int, int] | None = None
+        self.force_keyframe = True
+
+    def _open_encoder(self, width: int, height: int) -> av.CodecContext:
+        name = "libvpx" if self.target == "VP8" else "libx264"
+        ctx = av.CodecContext.create(name, "w")
+        ctx.width, ctx.height = width, height
+        ctx.pix_fmt = "yuv420p"
+        ctx.bit_rate = self._bitrate
+        ctx.framerate = fractions.Fraction(30, 1)
+        ctx.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        if name == "libx264":
+            ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline"}
+            ctx.profile = "Baseline"
+        else:
+            ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        ctx.open()
+        return ctx
+
+    def transcode(self, frame: EncodedVideoFrame) -> list[EncodedVideoFrame]:
+        if self._decoder is None or self._decoder_codec != frame.codec:
+            self._decoder = av.CodecContext.create("libvpx" if frame.codec == "VP8" else "h264", "r")
+            self._decoder_codec = frame.codec
+        out: list[EncodedVideoFrame] = []
+        for picture in self._decoder.decode(av.Packet(frame.data)):
+            size = (picture.width, picture.height)
+            if self._encoder is None or size != self._size:
+                self._encoder, self._size = self._open_encoder(*size), size
+                self.force_keyframe = True
+            picture = picture.reformat(format="yuv420p")
+            picture.pts = frame.timestamp
+            picture.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+            if self.force_keyframe:
+                picture.pict_type = av.video.frame.PictureType.I
+                self.force_keyframe = False
+            for packet in self._encoder.encode(picture):
+                data = bytes(packet)
+                out.append(EncodedVideoFrame(self.target, data, frame.timestamp, is_keyframe(self.target, data)))
+        return out
+
+
+class VideoRouter:
+    def __init__(
+        self,
+        keyframe_interval_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        transcode: Callable[[str, str, EncodedVideoFrame, Callable[[list[EncodedVideoFrame]], None]], None]
+        | None = None,
+    ) -> None:
+        """`transcode(source, codec, frame, done)` runs a Transcoder (off the loop) and calls done."""
+        self._sources: dict[str, _Source] = {}
+        self._receivers: dict[str, _Receiver] = {}
+        self._keyframe_interval = keyframe_interval_s
+        self._clock = clock
+        self._transcode = transcode
+        self.frames_forwarded = 0
+        self.frames_transcoded = 0
+
+    def add_source(self, id: str, request_keyframe: Callable[[], None]) -> None:
+        self._sources[id] = _Source(id, request_keyframe)
+
+    def add_receiver(self, id: str, codecs: tuple[str, ...], deliver: Deliver) -> None:
+        self._receivers[id] = _Receiver(id, codecs, deliver)
+
+    def remove(self, id: str) -> None:
+        self._sources.pop(id, None)
+        self._receivers.pop(id, None)
+        for source in self._sources.values():
+            source.subscribers.discard(id)
+
+    def subscribe(self, receiver_id: str, source_id: str) -> None:
+        receiver, source = self._receivers.get(receiver_id), self._sources.get(source_id)
+        if receiver is None or source is None or receiver_id == source_id:
+            return
+        if receiver_id not in source.subscribers:
+            source.subscribers.add(receiver_id)
+            receiver.waiting_keyframe.add(source_id)
+            self.request_keyframe(source_id, force=True)
+
+    def unsubscribe(self, receiver_id: str, source_id: str) -> None:
+        source = self._sources.get(source_id)
+        if source is not None:
+            source.subscribers.discard(receiver_id)
+        receiver = self._receivers.get(receiver_id)
+        if receiver is not None:
+            receiver.waiting_keyframe.discard(source_id)
+
+    def subscriptions(self, receiver_id: str) -> set[str]:
+        return {s.id for s in self._sources.values() if receiver_id in s.subscribers}
+
+    def request_keyframe(self, source_id: str, force: bool = False) -> None:
+        """A receiver lost a picture (PLI/FIR) or a new one subscribed: ask the source, rate-limited."""
+        source = self._sources.get(source_id)
+        if source is None:
+            return
+        now = self._clock()
+        if not force and now - source.last_request < self._keyframe_interval:
+            return
+        source.last_request = now
+        source.request_keyframe()
+
+    def source_stats(self, source_id: str) -> int:
+        source = self._sources.get(source_id)
+        return source.frames_in if source else 0
+
+    def receiver_stats(self, receiver_id: str) -> int:
+        receiver = self._receivers.get(receiver_id)
+        return receiver.frames_out if receiver else 0
+
+    def on_frame(self, source_id: str, frame: EncodedVideoFrame) -> None:
+        source = self._sources.get(source_id)
+        if source is None:
+            return
+        source.frames_in += 1
+        source.codec = frame.codec
+        needs: dict[str, list[_Receiver]] = {}
+        for rid in source.subscribers:
+            receiver = self._receivers.get(rid)
+            if receiver is None:
+                continue
+            if frame.codec in receiver.codecs:
+                self._forward(receiver, source_id, frame)
+            elif receiver.codecs:
+                needs.setdefault(receiver.codecs[0], []).append(receiver)
+        for codec, receivers in needs.items():
+            if self._transcode is None:
+                continue
+            targets = [r.id for r in receivers]
+
+            def done(frames: list[EncodedVideoFrame], targets: list[str] = targets) -> None:
+                for out in frames:
+                    for rid in targets:
+                        receiver = self._receivers.get(rid)
+                        if receiver is not None:
+                            self._forward(receiver, source_id, out)
+                            self.frames_transcoded += 1
+
+            self._transcode(source_id, codec, frame, done)
+
+    def _forward(self, receiver: _Receiver, source_id: str, frame: EncodedVideoFrame) -> None:
+        if source_id in receiver.waiting_keyframe:
+            if not frame.keyframe:
+                return
+            receiver.waiting_keyframe.discard(source_id)
+        receiver.frames_out += 1
+        self.frames_forwarded += 1
+        receiver.deliver(source_id, frame)

@@ -1,0 +1,147 @@
+"""A headless participant built on aiortc: joins a room over the WebSocket protocol and sends a tone.
+
+Used by the benchmarks (many of them in a separate process) and by smoke tests of a deployment;
+it measures what it receives (audio frames and the strongest frequency, video frames).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+import websockets
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+
+class ToneTrack(MediaStreamTrack):
+    """20 ms mono frames of a sine tone, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float, amplitude: int = 8000) -> None:
+        super().__init__()
+        self._frequency = frequency
+        self._amplitude = amplitude
+        self._pts = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        due = self._start + self._pts / 48_000
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t = (np.arange(960) + self._pts) / 48_000
+        samples = (np.sin(2 * np.pi * self._frequency * t) * self._amplitude).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 48_000
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, 48_000)
+        self._pts += 960
+        return frame
+
+
+@dataclass
+class ProbeStats:
+    audio_frames: int = 0
+    video_frames: int = 0
+    spectrum: np.ndarray = field(default_factory=lambda: np.zeros(24_001))
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def strongest_hz(self, top: int = 3) -> list[int]:
+        return [int(i) for i in np.argsort(self.spectrum)[::-1][:top]]
+
+    def energy_near(self, hz: float, width: float = 15.0) -> float:
+        lo, hi = int(hz - width), int(hz + width) + 1
+        return float(self.spectrum[lo:hi].sum() / (self.spectrum.sum() + 1e-9))
+
+
+class Probe:
+    def __init__(self, url: str, room: str, name: str, pin: str = "", tone_hz: float | None = 440.0) -> None:
+        self.url, self.room, self.name, self.pin = url, room, name, pin
+        self.tone_hz = tone_hz
+        self.stats = ProbeStats()
+        self.pc: RTCPeerConnection | None = None
+        self.ws: Any = None
+        self.you: dict[str, Any] | None = None
+        self.analyse = True
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.joined = asyncio.Event()
+        self.ended: str | None = None
+
+    async def start(self) -> None:
+        self.ws = await websockets.connect(self.url, max_size=2**20)
+        await self.ws.send(json.dumps({"type": "join", "room": self.room, "name": self.name, "pin": self.pin}))
+        self._tasks.append(asyncio.create_task(self._read()))
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                msg = json.loads(raw)
+                self.stats.messages.append(msg)
+                if msg["type"] == "joined":
+                    self.you = msg["you"]
+                    self.joined.set()
+                elif msg["type"] == "state":
+                    self.you = msg["you"]
+                elif msg["type"] == "offer":
+                    await self._answer(msg)
+                elif msg["type"] == "ended":
+                    self.ended = msg["reason"]
+        except websockets.ConnectionClosed:
+            pass
+
+    async def _answer(self, msg: dict[str, Any]) -> None:
+        pc = self.pc = RTCPeerConnection()
+        pc.on("track", self._on_track)
+        await pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
+        for transceiver in pc.getTransceivers():
+            if transceiver.mid == msg["audio_mid"]:
+                if self.tone_hz is not None:
+                    transceiver.sender.replaceTrack(ToneTrack(self.tone_hz))
+                transceiver.direction = "sendrecv"
+            else:
+                transceiver.direction = "recvonly" if transceiver.mid != msg["video_mid"] else "inactive"
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._tasks.append(asyncio.create_task(self._consume(track)))
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if track.kind == "audio":
+                    self.stats.audio_frames += 1
+                    if self.analyse:
+                        pcm = frame.to_ndarray().reshape(-1)[:: len(frame.layout.channels)].astype(np.float32)
+                        if pcm.size == 960:
+                            window = np.concatenate((pcm, np.zeros(48_000 - 960, dtype=np.float32)))
+                            self.stats.spectrum += np.abs(np.fft.rfft(window))
+                else:
+                    self.stats.video_frames += 1
+        except MediaStreamError:
+            pass
+
+    def reset_spectrum(self) -> None:
+        self.stats.spectrum[:] = 0
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.pc is not None:
+            await self.pc.close()
+        if self.ws is not None:
+            await self.ws.close()

@@ -1,0 +1,81 @@
+"""The HTTP(S) side: the web client's page and files, the browser WebSocket, the admin API.
+
+A thin adapter: it turns WebSocket frames into BrowserSession calls and back; everything the
+conversation means lives in session.py and signalling.py.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from gateway.control.api import ApiError, api_error_response, build_router
+from gateway.webrtc.session import BrowserHub, BrowserSession
+
+log = structlog.get_logger(__name__)
+
+STATIC_DIR = Path(str(resources.files("gateway.webrtc") / "static"))
+
+
+def build_http_app(hub: BrowserHub) -> FastAPI:
+    app = FastAPI(
+        title="Meeting gateway",
+        description="Admin API of the meeting gateway",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    app.add_exception_handler(ApiError, api_error_response)
+    app.include_router(build_router(hub.directory, hub.config.admin.token))
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    max_bytes = hub.config.server.websocket_max_message_bytes
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/r/{room}", include_in_schema=False)
+    async def room_page(room: str) -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.websocket("/ws")
+    async def websocket(ws: WebSocket) -> None:
+        await ws.accept()
+        remote = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+
+        async def close(code: int, reason: str) -> None:
+            try:
+                await ws.close(code, reason[:120])
+            except RuntimeError:
+                pass
+
+        session = BrowserSession(hub, ws.send_json, close, remote)
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                raw = message.get("text")
+                if raw is None:
+                    raw = message.get("bytes") or b""
+                if len(raw) > max_bytes:
+                    await session.send({"type": "error", "code": "bad_message", "message": "message too large", "request": None})
+                    continue
+                await session.handle_text(raw)
+        except WebSocketDisconnect:
+            pass
+        except RuntimeError as exc:  # receive after close
+            log.debug("websocket ended", remote=remote, error=str(exc))
+        finally:
+            await session.socket_closed()
+
+    return app

@@ -1,0 +1,437 @@
+"""One browser participant: its WebSocket conversation, its place in a room, and its media leg.
+
+A BrowserSession is the browser's Leg. It is driven by the WebSocket adapter in server.py
+(`handle_text` per message, `socket_closed` at the end) and talks back only through the `send`
+and `close` callables it was given, so the whole conversation can run in tests without a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from gateway.config import GatewayConfig
+from gateway.rooms.conference import Conference
+from gateway.rooms.directory import Directory
+from gateway.rooms.errors import JoinRefused, RoomError
+from gateway.rooms.events import RoomEvent
+from gateway.rooms.participant import LegKind
+from gateway.transcode.audio import AudioCodec, AudioFormat
+from gateway.transcode.mixer import MixedFrame
+from gateway.transcode.video import EncodedVideoFrame
+from gateway.webrtc import signalling as sig
+from gateway.webrtc.media import BrowserMedia
+
+log = structlog.get_logger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+
+
+class BrowserHub:
+    """All browser sessions of this gateway, and the places kept for those who lost their connection."""
+
+    def __init__(self, config: GatewayConfig, directory: Directory) -> None:
+        self.config = config
+        self.directory = directory
+        self.sessions: set[BrowserSession] = set()
+        self._resumable: dict[str, tuple[str, str, asyncio.TimerHandle]] = {}
+
+    def keep_place(self, token: str, conference: Conference, pid: str) -> None:
+        def expire() -> None:
+            self._resumable.pop(token, None)
+            conference.room.leave(pid)
+            log.info("reconnect grace expired", room=conference.room.id, participant=pid)
+
+        handle = asyncio.get_running_loop().call_later(self.config.webrtc.reconnect_grace_s, expire)
+        self._resumable[token] = (conference.room.id, pid, handle)
+
+    def take_place(self, token: str, room_id: str) -> str | None:
+        entry = self._resumable.get(token)
+        if entry is None or entry[0] != room_id:
+            return None
+        del self._resumable[token]
+        entry[2].cancel()
+        return entry[1]
+
+    async def close(self) -> None:
+        for session in list(self.sessions):
+            await session.hang_up("meeting_ended")
+        for _room, _pid, handle in self._resumable.values():
+            handle.cancel()
+        self._resumable.clear()
+
+
+class BrowserSession:
+    kind = LegKind.BROWSER
+    audio_in_codec = AudioCodec.OPUS
+
+    def __init__(self, hub: BrowserHub, send: Send, close: Close, remote: str) -> None:
+        self.hub = hub
+        self._send = send
+        self._close = close
+        self.remote = remote
+        self.phase = "new"  # new -> lobby -> meeting -> ended
+        self.participant_id = ""
+        self.conference: Conference | None = None
+        self.media: BrowserMedia | None = None
+        self.resume_token = ""
+        opus = hub.config.media.opus
+        self.audio_out_format = AudioFormat(AudioCodec.OPUS, opus.bitrate, opus.complexity)
+        self.video_codecs: tuple[str, ...] = ()
+        self._unsubscribe_lobby: Callable[[], None] | None = None
+        self._state_pending = False
+        self._negotiation_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._log = log.bind(remote=remote)
+        hub.sessions.add(self)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        try:
+            await self._send(message)
+        except Exception as exc:  # the socket is gone; socket_closed() will clean up
+            self._log.debug("send failed", error=str(exc))
+
+    @property
+    def room(self):  # type: ignore[no-untyped-def]
+        assert self.conference is not None
+        return self.conference.room
+
+    def _you(self) -> dict[str, Any] | None:
+        if self.conference is None:
+            return None
+        p = self.conference.room.participants.get(self.participant_id)
+        return p.public() if p else None
+
+    # -- inbound messages -----------------------------------------------------------------------
+
+    async def handle_text(self, raw: str | bytes) -> None:
+        try:
+            message = sig.parse_client_message(raw)
+        except sig.BadMessage as exc:
+            self._log.warning("bad websocket message", reason=exc.reason)
+            await self.send(sig.server_error("bad_message", exc.reason))
+            return
+        handler = getattr(self, f"_on_{message.type}")
+        try:
+            await handler(message)
+        except RoomError as exc:
+            self._log.info("request refused", request=message.type, code=exc.code, reason=str(exc))
+            await self.send(sig.server_error(exc.code, str(exc), message.type))
+        except Exception as exc:
+            self._log.exception("request failed", request=message.type)
+            await self.send(sig.server_error("internal", f"could not do {message.type}: {exc}", message.type))
+
+    def _require_meeting(self, request: str) -> None:
+        if self.phase != "meeting":
+            raise RoomError(f"{request} is only possible in the meeting", "not_in_meeting")
+
+    async def _on_ping(self, _msg: sig.Ping) -> None:
+        await self.send({"type": "pong"})
+
+    async def _on_join(self, msg: sig.Join) -> None:
+        if self.phase != "new":
+            raise RoomError("already joined", "already_joined")
+        conference = self.hub.directory.find(msg.room)
+        if conference is None:
+            self._log.info("join refused", room=msg.room, code="unknown_room")
+            await self._end("unknown_room")
+            return
+        self.conference = conference
+        self._log = self._log.bind(room=conference.room.id)
+        if msg.resume:
+            pid = self.hub.take_place(msg.resume, conference.room.id)
+            if pid is not None and pid in conference.room.participants:
+                self.participant_id, self.resume_token = pid, msg.resume
+                self._log = self._log.bind(participant=pid)
+                self._log.info("participant reconnected")
+                await self._enter_meeting()
+                return
+        try:
+            result = conference.room.request_join(msg.name, msg.pin, LegKind.BROWSER)
+        except JoinRefused as exc:
+            self._log.info("join refused", code=exc.code)
+            await self._end(exc.code)
+            return
+        self.resume_token = secrets.token_urlsafe(24)
+        if result.lobby_entry is not None:
+            self.participant_id = result.lobby_entry.id
+            self._log = self._log.bind(participant=self.participant_id)
+            self.phase = "lobby"
+            self._unsubscribe_lobby = conference.room.subscribe(self._on_lobby_event)
+            self._log.info("waiting in lobby")
+            await self._send_lobby_position()
+            return
+        assert result.participant is not None
+        self.participant_id = result.participant.id
+        self._log = self._log.bind(participant=self.participant_id)
+        await self._enter_meeting()
+
+    async def _send_lobby_position(self) -> None:
+        position, wait = self.room.lobby_position(self.participant_id)
+        await self.send(sig.server_lobby(position, wait, self.room.name))
+
+    def _on_lobby_event(self, event: RoomEvent) -> None:
+        if self.phase != "lobby":
+            return
+        if event.participant == self.participant_id and event.type == "lobby_admitted":
+            self._stop_lobby_events()
+            self._spawn(self._enter_meeting())
+        elif event.participant == self.participant_id and event.type == "lobby_denied":
+            self._stop_lobby_events()
+            self._spawn(self.hang_up("denied"))
+        elif event.type == "meeting_ended" and self.participant_id in event.data.get("participants", []):
+            self._stop_lobby_events()
+            self._spawn(self.hang_up("meeting_ended"))
+        elif event.type == "lobby_changed" and self.participant_id in self.room.lobby:
+            self._spawn(self._send_lobby_position())
+
+    def _stop_lobby_events(self) -> None:
+        if self._unsubscribe_lobby is not None:
+            self._unsubscribe_lobby()
+            self._unsubscribe_lobby = None
+
+    async def _enter_meeting(self) -> None:
+        conference = self.conference
+        assert conference is not None
+        self.phase = "meeting"
+        you = self._you()
+        assert you is not None
+        await self.send(sig.server_joined(you, conference.room.public(you["role"] == "host"), self.resume_token))
+        self._log.info("joined meeting", role=you["role"])
+        webrtc = self.hub.config.webrtc
+        self.media = BrowserMedia(
+            webrtc,
+            webrtc.video_slots,
+            on_audio=self._on_audio_packet,
+            on_video=self._on_video_frame,
+            on_keyframe_wanted=conference.video.request_keyframe,
+        )
+        conference.attach(self)
+        sdp = await self.media.create_offer()
+        await self.send(
+            sig.server_offer(sdp, self.media.audio_mid, self.media.camera_mid, self.media.slot_map())
+        )
+        self._negotiation_timer = asyncio.get_running_loop().call_later(
+            webrtc.negotiation_timeout_s, lambda: self._spawn(self._negotiation_timed_out())
+        )
+        self._schedule_state()
+
+    async def _negotiation_timed_out(self) -> None:
+        self._log.warning("browser did not answer the offer in time")
+        await self.send(sig.server_error("negotiation_timeout", "no answer to the media offer"))
+        await self._lose_connection()
+
+    async def _on_answer(self, msg: sig.Answer) -> None:
+        self._require_meeting("answer")
+        assert self.media is not None and self.conference is not None
+        if self._negotiation_timer is not None:
+            self._negotiation_timer.cancel()
+            self._negotiation_timer = None
+        try:
+            await self.media.accept_answer(msg.sdp)
+        except Exception as exc:
+            self._log.warning("bad SDP answer", error=str(exc))
+            await self.send(sig.server_error("bad_answer", f"the SDP answer was not accepted: {exc}", "answer"))
+            return
+        self.video_codecs = self.media.video_codecs
+        self.conference.attach_video_receiver(self)
+        self._update_video_slots(force=True)
+        self._log.info("media negotiated", video_codecs=list(self.video_codecs))
+
+    async def _on_mute_self(self, msg: sig.SelfMute) -> None:
+        self._require_meeting("mute_self")
+        self.room.set_self_muted(self.participant_id, msg.muted)
+
+    async def _on_video_self(self, msg: sig.SelfVideo) -> None:
+        self._require_meeting("video_self")
+        self.room.set_video_off(self.participant_id, msg.off)
+
+    async def _on_hand(self, msg: sig.Hand) -> None:
+        self._require_meeting("hand")
+        self.room.set_hand(self.participant_id, msg.participant or self.participant_id, msg.raised)
+
+    async def _on_mute(self, msg: sig.Mute) -> None:
+        self._require_meeting("mute")
+        self.room.mute(self.participant_id, msg.participant, msg.forbid_self_unmute)
+
+    async def _on_unmute(self, msg: sig.Unmute) -> None:
+        self._require_meeting("unmute")
+        self.room.unmute(self.participant_id, msg.participant)
+
+    async def _on_mute_all(self, msg: sig.MuteAll) -> None:
+        self._require_meeting("mute_all")
+        self.room.mute_all_guests(self.participant_id, msg.forbid_self_unmute)
+
+    async def _on_forbid_self_unmute(self, msg: sig.ForbidSelfUnmute) -> None:
+        self._require_meeting("forbid_self_unmute")
+        self.room.set_self_unmute_forbidden(self.participant_id, msg.participant, msg.forbidden)
+
+    async def _on_remove(self, msg: sig.Remove) -> None:
+        self._require_meeting("remove")
+        if msg.participant == self.participant_id:
+            raise RoomError("use leave to leave the meeting", "not_allowed")
+        self.room.remove(self.participant_id, msg.participant)
+
+    async def _on_lock(self, msg: sig.Lock) -> None:
+        self._require_meeting("lock")
+        self.room.set_locked(self.participant_id, msg.locked)
+
+    async def _on_admit(self, msg: sig.Admit) -> None:
+        self._require_meeting("admit")
+        self.room.admit(self.participant_id, msg.participant)
+
+    async def _on_deny(self, msg: sig.Deny) -> None:
+        self._require_meeting("deny")
+        self.room.deny(self.participant_id, msg.participant)
+
+    async def _on_end_meeting(self, _msg: sig.EndMeeting) -> None:
+        self._require_meeting("end_meeting")
+        self.room.end(self.participant_id)
+
+    async def _on_leave(self, _msg: sig.Leave) -> None:
+        self._log.info("participant left")
+        await self._finish(keep_place=False)
+        await self.send(sig.server_ended("left"))
+        await self._close(1000, "left")
+
+    # -- media ----------------------------------------------------------------------------------
+
+    def _on_audio_packet(self, codec: str, seq: int, payload: bytes, level: float | None, arrival: float) -> None:
+        if codec == "opus" and self.conference is not None:
+            self.conference.push_audio(self.participant_id, seq, payload, level, arrival)
+
+    def _on_video_frame(self, frame: EncodedVideoFrame) -> None:
+        if self.conference is not None:
+            self.conference.push_video(self.participant_id, frame)
+
+    def _update_video_slots(self, force: bool = False) -> None:
+        if self.media is None or self.conference is None or not self.video_codecs:
+            return
+        others = [
+            p for p in self.room.participants.values() if p.id != self.participant_id and not p.video_off
+        ]
+        others.sort(key=lambda p: (not p.speaking, p.joined_at))
+        changed = self.media.assign_slots([p.id for p in others])
+        if changed or force:
+            shown = [s.source for s in self.media.slots if s.source is not None]
+            self.conference.set_video_subscriptions(self.participant_id, shown)
+            self._spawn(self.send(sig.server_video_slots(self.media.slot_map())))
+
+    # -- the Leg interface ----------------------------------------------------------------------
+
+    def send_audio(self, frame: MixedFrame) -> None:
+        if self.media is not None:
+            self.media.send_audio(frame)
+
+    def send_video(self, source_id: str, frame: EncodedVideoFrame) -> None:
+        if self.media is not None:
+            self.media.send_video(source_id, frame)
+
+    def request_keyframe(self) -> None:
+        if self.media is not None:
+            self.media.request_keyframe()
+
+    def media_counters(self) -> dict[str, Any]:
+        return self.media.counters() if self.media else {}
+
+    def on_room_event(self, event: RoomEvent) -> None:
+        me = self.participant_id
+        self._schedule_state()
+        if event.type in ("participant_joined", "participant_left", "participant_removed", "video_changed") or (
+            event.type in ("speaking_started", "speaking_stopped")
+        ):
+            self._update_video_slots()
+        if event.participant == me and event.by != me:
+            notice = {
+                "muted": "host_muted",
+                "unmuted": "host_unmuted",
+                "self_unmute_forbidden": "self_unmute_forbidden",
+                "self_unmute_allowed": "self_unmute_allowed",
+                "hand_lowered": "hand_lowered",
+            }.get(event.type)
+            if notice is not None:
+                self._spawn(self.send(sig.server_notice(notice, by=self._name_of(event.by))))
+        if event.type == "lobby_changed" and event.data.get("name") and not event.data.get("left"):
+            you = self._you()
+            if you is not None and you["role"] == "host" and event.by is None:
+                self._spawn(self.send(sig.server_notice("lobby_waiting", name=event.data["name"])))
+
+    def _name_of(self, pid: str | None) -> str | None:
+        if pid is None:
+            return None
+        p = self.room.participants.get(pid)
+        return p.name if p else None
+
+    def _schedule_state(self) -> None:
+        if self._state_pending:
+            return
+        self._state_pending = True
+
+        def flush() -> None:
+            self._state_pending = False
+            if self.phase == "meeting" and self.conference is not None:
+                you = self._you()
+                if you is not None:
+                    room = self.room.public(you["role"] == "host")
+                    self._spawn(self.send(sig.server_state(room, you)))
+
+        asyncio.get_running_loop().call_soon(flush)
+
+    async def hang_up(self, reason: str) -> None:
+        if self.phase == "ended":
+            return
+        self._log.info("session ended by the room", reason=reason)
+        await self._finish(keep_place=False)
+        await self.send(sig.server_ended(reason))
+        await self._close(1000, reason)
+
+    # -- endings --------------------------------------------------------------------------------
+
+    async def _end(self, reason: str) -> None:
+        self.phase = "ended"
+        self.hub.sessions.discard(self)
+        await self.send(sig.server_ended(reason))
+        await self._close(1000, reason)
+
+    async def _finish(self, keep_place: bool) -> None:
+        """Leaves the room (or keeps the place for a reconnect) and releases the media."""
+        if self.phase == "ended":
+            return
+        previous, self.phase = self.phase, "ended"
+        self.hub.sessions.discard(self)
+        self._stop_lobby_events()
+        if self._negotiation_timer is not None:
+            self._negotiation_timer.cancel()
+        conference = self.conference
+        if conference is not None and self.participant_id:
+            conference.detach(self.participant_id)
+            if keep_place and previous == "meeting" and self.participant_id in conference.room.participants:
+                self.hub.keep_place(self.resume_token, conference, self.participant_id)
+                self._log.info("connection lost; place kept", grace_s=self.hub.config.webrtc.reconnect_grace_s)
+            else:
+                conference.room.leave(self.participant_id)
+        if self.media is not None:
+            media, self.media = self.media, None
+            await media.close()
+
+    async def _lose_connection(self) -> None:
+        await self._finish(keep_place=True)
+        await self._close(1011, "connection lost")
+
+    async def socket_closed(self) -> None:
+        await self._finish(keep_place=True)
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()

@@ -1,0 +1,195 @@
+"""The browser WebSocket protocol: one JSON object per message, validated by these pydantic models.
+
+Client -> gateway messages carry `type` and are parsed by `parse_client_message`; a malformed or
+unknown one raises `BadMessage`, which the socket answers with an `error` message and keeps open.
+Gateway -> client messages are plain dicts built by the `server_*` helpers below, so the whole
+protocol is visible in this one file.
+
+The gateway always sends the SDP offer (it adds a video slot per other participant) and the browser
+answers; so there is never glare. ICE is not trickled: both sides send complete descriptions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+Id = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Join(_Msg):
+    type: Literal["join"]
+    room: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Name
+    pin: Annotated[str, Field(max_length=32)] = ""
+    # Reconnecting with the previous session token keeps the participant's place (no lobby again).
+    resume: Annotated[str, Field(max_length=128)] | None = None
+
+
+class Answer(_Msg):
+    type: Literal["answer"]
+    sdp: Annotated[str, Field(min_length=10, max_length=200_000)]
+
+
+class SelfMute(_Msg):
+    type: Literal["mute_self"]
+    muted: bool
+
+
+class SelfVideo(_Msg):
+    type: Literal["video_self"]
+    off: bool
+
+
+class Hand(_Msg):
+    type: Literal["hand"]
+    raised: bool
+    participant: Id | None = None  # a host lowering someone else's hand
+
+
+class Mute(_Msg):
+    type: Literal["mute"]
+    participant: Id
+    forbid_self_unmute: bool = False
+
+
+class Unmute(_Msg):
+    type: Literal["unmute"]
+    participant: Id
+
+
+class MuteAll(_Msg):
+    type: Literal["mute_all"]
+    forbid_self_unmute: bool = False
+
+
+class ForbidSelfUnmute(_Msg):
+    type: Literal["forbid_self_unmute"]
+    participant: Id
+    forbidden: bool
+
+
+class Remove(_Msg):
+    type: Literal["remove"]
+    participant: Id
+
+
+class Lock(_Msg):
+    type: Literal["lock"]
+    locked: bool
+
+
+class Admit(_Msg):
+    type: Literal["admit"]
+    participant: Id
+
+
+class Deny(_Msg):
+    type: Literal["deny"]
+    participant: Id
+
+
+class EndMeeting(_Msg):
+    type: Literal["end_meeting"]
+
+
+class Leave(_Msg):
+    type: Literal["leave"]
+
+
+class Ping(_Msg):
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[
+    Join
+    | Answer
+    | SelfMute
+    | SelfVideo
+    | Hand
+    | Mute
+    | Unmute
+    | MuteAll
+    | ForbidSelfUnmute
+    | Remove
+    | Lock
+    | Admit
+    | Deny
+    | EndMeeting
+    | Leave
+    | Ping,
+    Field(discriminator="type"),
+]
+
+_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+class BadMessage(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_client_message(raw: str | bytes) -> ClientMessage:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadMessage(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadMessage("a message must be a JSON object")
+    if "type" not in data:
+        raise BadMessage("missing field 'type'")
+    try:
+        return _adapter.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "union_tag_invalid":
+            raise BadMessage(f"unknown message type {data.get('type')!r}") from None
+        where = ".".join(str(p) for p in first["loc"][1:]) or "message"
+        raise BadMessage(f"{where}: {first['msg']}") from None
+
+
+# -- gateway -> client --------------------------------------------------------------------------
+
+
+def server_joined(participant: dict[str, Any], room: dict[str, Any], resume: str) -> dict[str, Any]:
+    return {"type": "joined", "you": participant, "room": room, "resume": resume}
+
+
+def server_lobby(position: int, estimated_wait_s: float, room_name: str) -> dict[str, Any]:
+    return {"type": "lobby", "position": position, "estimated_wait_s": round(estimated_wait_s), "room_name": room_name}
+
+
+def server_offer(sdp: str, audio_mid: str, video_mid: str, video_slots: dict[str, str | None]) -> dict[str, Any]:
+    """audio_mid: the sendrecv audio (microphone up, meeting mix down); video_mid: the camera upload;
+    video_slots maps each gateway-to-browser video mid to the participant whose video it carries."""
+    return {"type": "offer", "sdp": sdp, "audio_mid": audio_mid, "video_mid": video_mid, "video_slots": video_slots}
+
+
+def server_video_slots(video_slots: dict[str, str | None]) -> dict[str, Any]:
+    return {"type": "video_slots", "video_slots": video_slots}
+
+
+def server_state(room: dict[str, Any], you: dict[str, Any] | None) -> dict[str, Any]:
+    return {"type": "state", "room": room, "you": you}
+
+
+def server_notice(code: str, **data: Any) -> dict[str, Any]:
+    """Something happened to this participant: host_muted, host_unmuted, self_unmute_forbidden, ..."""
+    return {"type": "notice", "code": code, **data}
+
+
+def server_error(code: str, message: str, request: str | None = None) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, "request": request}
+
+
+def server_ended(reason: str) -> dict[str, Any]:
+    """The session is over: wrong_pin, locked, full, denied, removed, meeting_ended, unknown_room."""
+    return {"type": "ended", "reason": reason}
