@@ -159,16 +159,22 @@ class Room:
         """The participant hung up or its connection was lost."""
         if self.participants.pop(participant_id, None) is not None:
             self._emit("participant_left", participant_id)
+            self._reset_lock_if_empty()
         elif self.lobby.pop(participant_id, None) is not None:
             self._emit("lobby_changed", participant_id, waiting=len(self.lobby), left=True)
-        if not self.participants and not self._locked_by_config:
-            self.locked = False  # an empty room starts the next meeting unlocked
+
+    def _reset_lock_if_empty(self) -> None:
+        """The last participant is gone: the next meeting starts with the configured lock."""
+        if not self.participants and self.locked != self._locked_by_config:
+            self.locked = self._locked_by_config
+            self._emit("room_locked" if self.locked else "room_unlocked")
 
     def remove(self, by: str | None, participant_id: str) -> None:
         self._require_host(by)
         self.get(participant_id)
         del self.participants[participant_id]
         self._emit("participant_removed", participant_id, by)
+        self._reset_lock_if_empty()
 
     def end(self, by: str | None) -> list[str]:
         """Ends the meeting for everyone (and everyone waiting); the room stays for the next one."""
@@ -210,6 +216,7 @@ class Room:
         return entry
 
     def admit(self, by: str | None, entry_id: str) -> Participant:
+        self._require_host(by)  # before the capacity check: a guest learns nothing but "not allowed"
         entry = self.lobby.get(entry_id)
         if entry is not None and len(self.participants) >= self.max_participants:
             raise JoinRefused("the meeting is full", "full")

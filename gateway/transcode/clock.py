@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -39,12 +39,17 @@ class MediaClock:
         late_tolerance_s: float = 0.005,
         max_catch_up: int = 5,
         name: str = "media-clock",
+        now: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
+        """`now` defaults to the event loop's monotonic clock; tests pass a virtual clock and sleep."""
         self._tick = tick
         self.period_s = period_s
         self._tolerance = late_tolerance_s
         self._max_catch_up = max_catch_up
         self._name = name
+        self._now = now
+        self._sleep = sleep
         self._task: asyncio.Task[None] | None = None
         self.stats = ClockStats()
 
@@ -66,16 +71,16 @@ class MediaClock:
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        now = self._now or asyncio.get_running_loop().time
+        start = now()
         k = 0
         while True:
             k += 1
             deadline = start + k * self.period_s
-            delay = deadline - loop.time()
+            delay = deadline - now()
             if delay > 0:
-                await asyncio.sleep(delay)
-            lateness = loop.time() - deadline
+                await self._sleep(delay)
+            lateness = now() - deadline
             if lateness > self._tolerance:
                 self.stats.late_ticks += 1
                 self.stats.max_lateness_ms = max(self.stats.max_lateness_ms, lateness * 1000)

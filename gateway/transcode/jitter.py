@@ -77,7 +77,8 @@ class AudioJitterBuffer:
 
     @property
     def target_frames(self) -> int:
-        wanted = math.ceil((3 * self._jitter_s) / self._frame_s) + 1
+        # round() first: a jitter of a few nanoseconds must not cost a whole frame of delay
+        wanted = math.ceil(round(3 * self._jitter_s / self._frame_s, 3)) + 1
         return min(self._max_frames, max(self._min_frames, wanted))
 
     @property
@@ -106,7 +107,7 @@ class AudioJitterBuffer:
                 self._next = first
         assert self._next is not None
         # Too much delay built up (a burst, or jitter fell): drop the oldest frame to catch up.
-        if self.depth > self.target_frames + 2 and self._next in self._frames:
+        if len(self._frames) > self.target_frames + 2 and self._next in self._frames:
             del self._frames[self._next]
             self._next += 1
             self.dropped_to_catch_up += 1

@@ -21,7 +21,8 @@ Id = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON boolean must be true/false, not "yes", 1 or "off" (which lax mode would coerce)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Join(_Msg):
@@ -137,11 +138,18 @@ class BadMessage(Exception):
         self.reason = reason
 
 
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_client_message(raw: str | bytes) -> ClientMessage:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadMessage(f"not JSON: {exc}") from None
+    except RecursionError:  # deeply nested arrays/objects; must not escape as a RuntimeError
+        raise BadMessage("not JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadMessage("a message must be a JSON object")
     if "type" not in data:
@@ -151,7 +159,7 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "union_tag_invalid":
-            raise BadMessage(f"unknown message type {data.get('type')!r}") from None
+            raise BadMessage(f"unknown message type {_short(data.get('type'))}") from None
         where = ".".join(str(p) for p in first["loc"][1:]) or "message"
         raise BadMessage(f"{where}: {first['msg']}") from None
 

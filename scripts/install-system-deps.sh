@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages the tests use (real peers, see ../shared/PEERS.md). Installs what is missing when
+# run as root; otherwise says what to install and fails, so a test run never silently skips peers.
+set -euo pipefail
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+# fonts so that screenshots of the page show text
+[ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "Missing Debian packages for the tests: ${need[*]}" >&2
+  echo "Install them with: sudo apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+echo "Installing Debian packages: ${need[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,218 @@
+"""The audio mixer: mix-minus, top-N speakers, mute enforced before mixing, shared encodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gateway.transcode.audio import FRAME_SAMPLES, AudioCodec, AudioFormat, make_decoder, make_encoder
+from gateway.transcode.mixer import MixedFrame, Mixer
+
+RAW = AudioFormat(AudioCodec.PCMU, bitrate=0, complexity=0)  # stands for "raw PCM" with the fake codec
+
+
+class RawDecoder:
+    """PCM in the payload as it is: lets the tests check the mix sample by sample."""
+
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log, self.name = log, name
+
+    def probe_level(self, payload: bytes) -> None:
+        return None
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        self.log.append(self.name)
+        return np.frombuffer(payload, dtype=np.int16).copy()
+
+    def conceal(self) -> np.ndarray:
+        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+
+class RawEncoder:
+    def __init__(self, counter: list[int]) -> None:
+        self.counter = counter
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        self.counter.append(1)
+        return pcm.astype(np.int16).tobytes()
+
+
+class Harness:
+    def __init__(self, max_speakers: int = 3, hangover_ms: int = 0) -> None:
+        self.decoded: list[str] = []
+        self.encodes: list[int] = []
+        self._names = iter([])
+        self.mixer = Mixer(
+            max_speakers=max_speakers,
+            speaker_floor_dbov=-60,
+            speaker_hangover_ms=hangover_ms,
+            jitter_min_ms=20,
+            jitter_max_ms=200,
+            encoder_factory=lambda fmt: RawEncoder(self.encodes),
+            decoder_factory=lambda codec: RawDecoder(self.decoded, self._pending_name),
+        )
+        self.received: dict[str, list[MixedFrame]] = {}
+        self.seq: dict[str, int] = {}
+        self._pending_name = ""
+
+    def add(self, name: str, fmt: AudioFormat = RAW) -> None:
+        self._pending_name = name
+        self.received[name] = []
+        self.seq[name] = 0
+        self.mixer.add(name, AudioCodec.PCMU, fmt, self.received[name].append)
+
+    def speak(self, name: str, value: int, level: float | None = None) -> None:
+        """Pushes one frame of constant `value` (a recognisable 'voice')."""
+        pcm = np.full(FRAME_SAMPLES, value, dtype=np.int16)
+        if level is None:
+            level = -127.0 if value == 0 else 20 * np.log10(abs(value) / 32768)
+        self.mixer.push(name, self.seq[name], pcm.tobytes(), level, self.seq[name] * 0.02)
+        self.seq[name] += 1
+
+    def heard(self, name: str) -> int:
+        """The constant sample value of the last frame `name` received."""
+        pcm = np.frombuffer(self.received[name][-1].payload, dtype=np.int16)
+        assert (pcm == pcm[0]).all()
+        return int(pcm[0])
+
+
+def test_each_speaker_hears_everyone_but_itself_and_listeners_hear_all() -> None:
+    h = Harness()
+    for name in ("a", "b", "c", "listener"):
+        h.add(name)
+    for _ in range(3):
+        h.speak("a", 1000)
+        h.speak("b", 300)
+        h.speak("c", 100)
+        h.mixer.tick()
+    assert h.heard("a") == 400
+    assert h.heard("b") == 1100
+    assert h.heard("c") == 1300
+    assert h.heard("listener") == 1400
+
+
+def test_only_the_n_loudest_are_mixed_and_only_they_are_decoded() -> None:
+    h = Harness(max_speakers=2)
+    volumes = {"v1": 1000, "v2": 3000, "v3": 2000, "v4": 500, "v5": 100}
+    for name in volumes:
+        h.add(name)
+    h.add("listener")
+    for name, value in volumes.items():
+        h.speak(name, value)
+    h.mixer.tick()
+    h.decoded.clear()
+    for name, value in volumes.items():
+        h.speak(name, value)
+    result = h.mixer.tick()
+    assert set(result.speakers) == {"v2", "v3"}
+    assert sorted(h.decoded) == ["v2", "v3"]  # levels came from RFC 6464 values: no other decode
+    assert h.heard("listener") == 5000
+    assert h.heard("v1") == 5000  # a quieter participant hears the two speakers
+    assert h.heard("v2") == 2000  # mix-minus
+    assert h.heard("v3") == 3000
+
+
+def test_full_mix_is_encoded_once_per_format_and_mix_minus_only_for_speakers() -> None:
+    h = Harness(max_speakers=3)
+    opus_like = AudioFormat(AudioCodec.OPUS)
+    for i in range(20):
+        h.add(f"g711-{i}")
+    for i in range(20):
+        h.add(f"opus-{i}", opus_like)
+    h.speak("g711-0", 1000)
+    h.speak("opus-0", 2000)
+    h.mixer.tick()
+    h.encodes.clear()
+    h.speak("g711-0", 1000)
+    h.speak("opus-0", 2000)
+    h.mixer.tick()
+    # 2 shared full mixes (one per format) + 2 mix-minus for the speakers, not 40 encodes.
+    assert len(h.encodes) == 4
+    full = {id(f.payload) for name, frames in h.received.items() if name not in ("g711-0", "opus-0") for f in frames[-1:]}
+    assert len(full) == 2  # everyone else got one of two shared byte strings
+
+
+def test_muted_audio_is_dropped_before_mixing_and_never_decoded() -> None:
+    h = Harness()
+    for name in ("host", "guest", "listener"):
+        h.add(name)
+    h.mixer.set_muted("guest", True)
+    h.decoded.clear()
+    for _ in range(5):
+        h.speak("host", 100)
+        h.speak("guest", 5000)
+        h.mixer.tick()
+    assert "guest" not in h.decoded
+    assert h.heard("listener") == 100
+    assert h.heard("host") == 0
+    assert h.mixer.stats("guest").frames_dropped_muted == 5  # type: ignore[union-attr]
+
+
+def test_audio_buffered_before_a_mute_never_leaks_after_it() -> None:
+    h = Harness()
+    h.add("guest")
+    h.add("listener")
+    for _ in range(5):  # buffered, not yet played out
+        h.speak("guest", 700)
+    h.mixer.set_muted("guest", True)
+    for _ in range(6):
+        h.mixer.tick()
+    assert all(np.frombuffer(f.payload, dtype=np.int16).max() == 0 for f in h.received["listener"])
+
+
+def test_unmuted_participant_is_heard_again() -> None:
+    h = Harness()
+    h.add("guest")
+    h.add("listener")
+    h.mixer.set_muted("guest", True)
+    h.speak("guest", 500)
+    h.mixer.tick()
+    h.mixer.set_muted("guest", False)
+    for _ in range(3):
+        h.speak("guest", 500)
+        h.mixer.tick()
+    assert h.heard("listener") == 500
+
+
+def test_silence_is_not_a_speaker_and_clipping_saturates() -> None:
+    h = Harness()
+    for name in ("a", "b", "quiet", "listener"):
+        h.add(name)
+    for _ in range(2):
+        h.speak("a", 30000)
+        h.speak("b", 30000)
+        h.speak("quiet", 0)
+        result = h.mixer.tick()
+    assert "quiet" not in result.speakers
+    assert h.heard("listener") == 32767
+
+
+def test_speaking_changes_are_reported_once_with_hangover() -> None:
+    h = Harness(hangover_ms=100)  # 5 ticks
+    h.add("a")
+    h.add("listener")
+    changes = []
+    for i in range(20):
+        h.speak("a", 1000 if i < 5 else 0)
+        changes += h.mixer.tick().speaking_changed
+    assert changes == [("a", True), ("a", False)]
+
+
+def test_real_codecs_carry_a_tone_through_the_mix() -> None:
+    """Opus in, G.711 out and back: the listener's decoded audio has the speaker's frequency."""
+    mixer = Mixer(max_speakers=3, jitter_min_ms=20)
+    out: list[MixedFrame] = []
+    mixer.add("speaker", AudioCodec.OPUS, AudioFormat(AudioCodec.OPUS), None)
+    mixer.add("phone", AudioCodec.PCMA, AudioFormat(AudioCodec.PCMA), out.append)
+    encoder = make_encoder(AudioFormat(AudioCodec.OPUS))
+    t = np.arange(FRAME_SAMPLES * 50) / 48_000
+    tone = (np.sin(2 * np.pi * 600 * t) * 8000).astype(np.int16)
+    for i in range(50):
+        mixer.push("speaker", i, encoder.encode(tone[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]), None, i * 0.02)
+        mixer.tick()
+    decoder = make_decoder(AudioCodec.PCMA)
+    heard = np.concatenate([decoder.decode(f.payload) for f in out[-25:]]).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(heard))
+    peak_hz = np.argmax(spectrum) * 48_000 / heard.size
+    assert peak_hz == pytest.approx(600, abs=10)
+    assert all(len(f.payload) == 160 for f in out)  # 20 ms of G.711
