@@ -35,6 +35,7 @@ class Gateway:
                 log_config=None,
                 access_log=False,
                 ws_max_size=server.websocket_max_message_bytes,
+                ws_per_message_deflate=False,  # small JSON messages: compressing them costs more CPU than it saves
                 lifespan="off",
             )
         )

@@ -27,9 +27,9 @@ async def settle(*probes: Probe, seconds: float = 2.0) -> None:
     await asyncio.sleep(seconds)
 
 
-async def wait_for_audio(*probes: Probe, frames: int = 50, timeout: float = 15.0) -> None:
+async def wait_for_audio(*probes: Probe, frames: int = 50, within_s: float = 15.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within_s
     while any(p.stats.audio_frames < frames for p in probes):
         assert loop.time() < deadline, f"audio never arrived: {[p.stats.audio_frames for p in probes]}"
         await asyncio.sleep(0.1)

@@ -41,6 +41,18 @@ class RoomSummary(BaseModel):
     aliases: list[str]
 
 
+class MixerClockView(BaseModel):
+    ticks: int
+    late_ticks: int
+    skipped_ticks: int
+    max_lateness_ms: float
+    tick_cpu_ms_mean: float
+
+
+class RoomDetail(RoomSummary):
+    mixer: MixerClockView
+
+
 class MuteResult(BaseModel):
     participant: str
     muted: bool
@@ -77,20 +89,33 @@ def build_router(directory: Directory, admin_token: str | None) -> APIRouter:
         except RoomError as exc:
             raise ApiError(409, exc.code, str(exc)) from None
 
+    def summary(c: Conference) -> dict[str, Any]:
+        return {
+            "id": c.room.id,
+            "name": c.room.name,
+            "locked": c.room.locked,
+            "lobby_enabled": c.room.lobby_enabled,
+            "participants": len(c.room.participants),
+            "lobby_waiting": len(c.room.lobby),
+            "aliases": c.room.aliases,
+        }
+
     @router.get("/rooms", response_model=list[RoomSummary])
     async def list_rooms() -> list[RoomSummary]:
-        return [
-            RoomSummary(
-                id=c.room.id,
-                name=c.room.name,
-                locked=c.room.locked,
-                lobby_enabled=c.room.lobby_enabled,
-                participants=len(c.room.participants),
-                lobby_waiting=len(c.room.lobby),
-                aliases=c.room.aliases,
-            )
-            for c in directory
-        ]
+        return [RoomSummary(**summary(c)) for c in directory]
+
+    @router.get("/rooms/{room}", response_model=RoomDetail)
+    async def get_room(room: str) -> RoomDetail:
+        conf = conference(room)
+        clock = conf.clock.stats
+        mixer = MixerClockView(
+            ticks=clock.ticks,
+            late_ticks=clock.late_ticks,
+            skipped_ticks=clock.skipped_ticks,
+            max_lateness_ms=round(clock.max_lateness_ms, 2),
+            tick_cpu_ms_mean=round(clock.tick_cpu_ms_total / clock.ticks, 4) if clock.ticks else 0.0,
+        )
+        return RoomDetail(**summary(conf), mixer=mixer)
 
     @router.get("/rooms/{room}/participants")
     async def list_participants(room: str) -> list[dict[str, Any]]:

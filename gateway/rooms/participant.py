@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     HOST = "host"
     GUEST = "guest"
 
 
-class LegKind(str, enum.Enum):
+class LegKind(enum.StrEnum):
     BROWSER = "browser"
     SIP_ROOM_SYSTEM = "sip_room_system"
     PHONE = "phone"

@@ -87,6 +87,7 @@ class Room:
         self._wall = wall_clock
         self._new_id = id_factory
         self._listeners: list[Listener] = []
+        self.version = 0  # increases with every event: lets views of the room be cached
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -95,6 +96,7 @@ class Room:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _emit(self, type: EventType, participant: str | None = None, by: str | None = None, **data: Any) -> None:
+        self.version += 1
         event = RoomEvent(type=type, room=self.id, participant=participant, by=by, data=data, at=self._wall())
         for listener in list(self._listeners):
             listener(event)

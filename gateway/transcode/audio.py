@@ -26,7 +26,7 @@ SILENCE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 SILENCE.setflags(write=False)
 
 
-class AudioCodec(str, enum.Enum):
+class AudioCodec(enum.StrEnum):
     OPUS = "opus"
     PCMU = "pcmu"
     PCMA = "pcma"

@@ -24,7 +24,6 @@ import numpy as np
 
 from gateway.transcode.audio import (
     FRAME_MS,
-    FRAME_SAMPLES,
     SILENCE,
     AudioCodec,
     AudioDecoder,
@@ -72,7 +71,8 @@ class _Member:
     decoder: AudioDecoder
     muted: bool = False
     last_active_tick: int = -(10**9)
-    speaking: bool = False
+    speaking: bool = False  # voice activity, with hangover: what the room shows
+    mixed: bool = False  # among the N mixed at the last tick
     own_encoder: AudioEncoder | None = None
     stats: InputStats = field(default_factory=InputStats)
 
@@ -80,7 +80,7 @@ class _Member:
 @dataclass(frozen=True)
 class TickResult:
     tick: int
-    speakers: tuple[str, ...]
+    speakers: tuple[str, ...]  # mixed at this tick
     speaking_changed: tuple[tuple[str, bool], ...]
 
 
@@ -191,9 +191,10 @@ class Mixer:
                 member.last_active_tick = tick
             frames.append((member, popped, level, pcm))
 
-        # The N loudest among those active now or within the hangover.
+        # The N loudest among those active now or within the hangover. Those already in the mix get
+        # a 6 dB head start, so near-equal voices do not flap in and out (and swap encoders) per tick.
         eligible = [f for f in frames if tick - f[0].last_active_tick <= self._hangover_ticks]
-        eligible.sort(key=lambda f: f[2], reverse=True)
+        eligible.sort(key=lambda f: f[2] + (6.0 if f[0].mixed else 0.0), reverse=True)
         chosen = eligible[: self.max_speakers]
 
         decodes = 0
@@ -210,10 +211,11 @@ class Mixer:
             voices.append((member, pcm))
         self.decodes_last_tick = decodes
 
+        mixed_ids = {m.id for m, _ in voices}
         changed = []
-        speaker_ids = {m.id for m, _ in voices}
         for member in self._members.values():
-            speaking = member.id in speaker_ids
+            member.mixed = member.id in mixed_ids
+            speaking = not member.muted and tick - member.last_active_tick <= self._hangover_ticks
             if speaking != member.speaking:
                 member.speaking = speaking
                 changed.append((member.id, speaking))

@@ -18,6 +18,9 @@ import websockets
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from gateway.transcode.audio import FRAME_SAMPLES, AudioCodec, AudioFormat, make_encoder
+from gateway.webrtc.aiortc_glue import AUDIO_TIME_BASE, tap_audio
+
 
 class ToneTrack(MediaStreamTrack):
     """20 ms mono frames of a sine tone, paced in real time."""
@@ -49,6 +52,34 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
+class EncodedToneTrack(MediaStreamTrack):
+    """The same tone as ToneTrack, encoded to Opus once up front: a load generator that costs no encode."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float, amplitude: int = 8000) -> None:
+        super().__init__()
+        encoder = make_encoder(AudioFormat(AudioCodec.OPUS))
+        t = np.arange(FRAME_SAMPLES * 50) / 48_000
+        pcm = (np.sin(2 * np.pi * frequency * t) * amplitude).astype(np.int16)
+        self._payloads = [encoder.encode(pcm[i : i + FRAME_SAMPLES]) for i in range(0, pcm.size, FRAME_SAMPLES)]
+        self._n = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        delay = self._start + self._n * 0.020 - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        packet = av.Packet(self._payloads[self._n % len(self._payloads)])
+        packet.pts = self._n * FRAME_SAMPLES
+        packet.time_base = AUDIO_TIME_BASE
+        self._n += 1
+        return packet
+
+
 @dataclass
 class ProbeStats:
     audio_frames: int = 0
@@ -65,9 +96,14 @@ class ProbeStats:
 
 
 class Probe:
-    def __init__(self, url: str, room: str, name: str, pin: str = "", tone_hz: float | None = 440.0) -> None:
+    def __init__(
+        self, url: str, room: str, name: str, pin: str = "", tone_hz: float | None = 440.0, light: bool = False
+    ) -> None:
+        """light=True: send pre-encoded audio and count received packets without decoding (load tests)."""
         self.url, self.room, self.name, self.pin = url, room, name, pin
         self.tone_hz = tone_hz
+        self.light = light
+        self.audio_packets = 0
         self.stats = ProbeStats()
         self.pc: RTCPeerConnection | None = None
         self.ws: Any = None
@@ -109,14 +145,22 @@ class Probe:
         for transceiver in pc.getTransceivers():
             if transceiver.mid == msg["audio_mid"]:
                 if self.tone_hz is not None:
-                    transceiver.sender.replaceTrack(ToneTrack(self.tone_hz))
+                    track = EncodedToneTrack(self.tone_hz) if self.light else ToneTrack(self.tone_hz)
+                    transceiver.sender.replaceTrack(track)
                 transceiver.direction = "sendrecv"
+                if self.light:
+                    tap_audio(transceiver.receiver, self._count_packet)
             else:
                 transceiver.direction = "recvonly" if transceiver.mid != msg["video_mid"] else "inactive"
         await pc.setLocalDescription(await pc.createAnswer())
         await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
 
+    def _count_packet(self, *_args: object) -> None:
+        self.audio_packets += 1
+
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if self.light:
+            return
         self._tasks.append(asyncio.create_task(self._consume(track)))
 
     async def _consume(self, track: MediaStreamTrack) -> None:

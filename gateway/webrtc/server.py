@@ -6,6 +6,7 @@ conversation means lives in session.py and signalling.py.
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -58,7 +59,13 @@ def build_http_app(hub: BrowserHub) -> FastAPI:
             except RuntimeError:
                 pass
 
-        session = BrowserSession(hub, ws.send_json, close, remote)
+        async def send(message: dict[str, object] | str) -> None:
+            if isinstance(message, str):
+                await ws.send_text(message)
+            else:
+                await ws.send_text(json.dumps(message, separators=(",", ":")))
+
+        session = BrowserSession(hub, send, close, remote)
         try:
             while True:
                 message = await ws.receive()

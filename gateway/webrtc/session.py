@@ -8,6 +8,7 @@ and `close` callables it was given, so the whole conversation can run in tests w
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,7 +29,7 @@ from gateway.webrtc.media import BrowserMedia
 
 log = structlog.get_logger(__name__)
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[dict[str, Any] | str], Awaitable[None]]  # a message, or one already serialized
 Close = Callable[[int, str], Awaitable[None]]
 
 
@@ -40,6 +41,17 @@ class BrowserHub:
         self.directory = directory
         self.sessions: set[BrowserSession] = set()
         self._resumable: dict[str, tuple[str, str, asyncio.TimerHandle]] = {}
+        self._room_json: dict[tuple[str, bool], tuple[int, str]] = {}
+
+    def room_json(self, conference: Conference, for_host: bool) -> str:
+        """The room's public view, serialized once per room change for all sessions that show it."""
+        room = conference.room
+        key = (room.id, for_host)
+        cached = self._room_json.get(key)
+        if cached is None or cached[0] != room.version:
+            cached = (room.version, json.dumps(room.public(for_host), separators=(",", ":")))
+            self._room_json[key] = cached
+        return cached[1]
 
     def keep_place(self, token: str, conference: Conference, pid: str) -> None:
         def expire() -> None:
@@ -85,6 +97,7 @@ class BrowserSession:
         self.video_codecs: tuple[str, ...] = ()
         self._unsubscribe_lobby: Callable[[], None] | None = None
         self._state_pending = False
+        self._state_timer: asyncio.TimerHandle | None = None
         self._negotiation_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log = log.bind(remote=remote)
@@ -97,7 +110,7 @@ class BrowserSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any] | str) -> None:
         try:
             await self._send(message)
         except Exception as exc:  # the socket is gone; socket_closed() will clean up
@@ -348,11 +361,12 @@ class BrowserSession:
 
     def on_room_event(self, event: RoomEvent) -> None:
         me = self.participant_id
-        self._schedule_state()
-        if event.type in ("participant_joined", "participant_left", "participant_removed", "video_changed") or (
-            event.type in ("speaking_started", "speaking_stopped")
-        ):
+        speaking = event.type in ("speaking_started", "speaking_stopped")
+        self._schedule_state(urgent=not speaking)
+        if event.type in ("participant_joined", "participant_left", "participant_removed", "video_changed"):
             self._update_video_slots()
+        elif speaking and self.media is not None and len(self.room.participants) > len(self.media.slots) + 1:
+            self._update_video_slots()  # more videos than slots: speakers move into view
         if event.participant == me and event.by != me:
             notice = {
                 "muted": "host_muted",
@@ -374,20 +388,33 @@ class BrowserSession:
         p = self.room.participants.get(pid)
         return p.name if p else None
 
-    def _schedule_state(self) -> None:
+    def _schedule_state(self, urgent: bool = True) -> None:
+        """Sends the room state soon: at the next loop turn for real changes, within 250 ms for
+        speaking indications (which change often and must not cost every session a send per tick)."""
         if self._state_pending:
+            if urgent and self._state_timer is not None:
+                self._state_timer.cancel()
+                self._state_timer = None
+                asyncio.get_running_loop().call_soon(self._flush_state)
             return
         self._state_pending = True
+        loop = asyncio.get_running_loop()
+        if urgent:
+            loop.call_soon(self._flush_state)
+        else:
+            self._state_timer = loop.call_later(0.25, self._flush_state)
 
-        def flush() -> None:
-            self._state_pending = False
-            if self.phase == "meeting" and self.conference is not None:
-                you = self._you()
-                if you is not None:
-                    room = self.room.public(you["role"] == "host")
-                    self._spawn(self.send(sig.server_state(room, you)))
-
-        asyncio.get_running_loop().call_soon(flush)
+    def _flush_state(self) -> None:
+        if not self._state_pending:
+            return
+        self._state_pending = False
+        self._state_timer = None
+        if self.phase == "meeting" and self.conference is not None:
+            you = self._you()
+            if you is not None:
+                room = self.hub.room_json(self.conference, you["role"] == "host")
+                you_json = json.dumps(you, separators=(",", ":"))
+                self._spawn(self.send(f'{{"type":"state","room":{room},"you":{you_json}}}'))
 
     async def hang_up(self, reason: str) -> None:
         if self.phase == "ended":

@@ -1,0 +1,721 @@
+// Main module of the browser client: join form, WebSocket signalling, the single
+// RTCPeerConnection of a session, reconnects, and the wiring of all controls.
+// The protocol is defined in gateway/webrtc/signalling.py: the gateway always sends the offer,
+// we answer with a complete (non-trickled) description.
+
+import { t, detectLang, setLang, getLang, applyStatic, has } from '/static/i18n.js';
+import { acquireMedia, stopStream, iceGatheringDone } from '/static/media.js';
+import { $, el, setText, toast, clearToasts, confirmDialog, showScreen } from '/static/ui.js';
+import { renderMeeting } from '/static/views.js';
+
+const PING_INTERVAL_MS = 20000;
+const BACKOFF_S = [1, 2, 4, 8, 15];
+
+const state = {
+  phase: 'form', // form | connecting | lobby | meeting | ended | reconnecting
+  roomId: '',
+  roomFromPath: '',
+  name: '',
+  pin: '',
+  formErrors: { room: null, name: null, pin: null }, // i18n keys, so a language switch re-renders them
+  ws: null,
+  pc: null,
+  session: 0, // bumped whenever a connection is torn down; stale async work checks it
+  offers: Promise.resolve(), // offers are handled one at a time, in arrival order
+  you: null,
+  room: null,
+  resume: null,
+  lobby: null,
+  iceServers: [],
+  localStream: null,
+  micTrack: null,
+  cameraTrack: null,
+  mediaIssue: null,
+  mediaBannerHidden: false,
+  remoteAudioStream: null,
+  audioMid: null,
+  videoMid: null,
+  videoSlots: {},
+  videoStreams: {},
+  lastError: null,
+  lastNotice: null,
+  ended: null,
+  pingTimer: null,
+  lastPong: 0,
+  reconnectAttempt: 0,
+  reconnectTimer: null,
+  countdownTimer: null,
+  reconnectDeadline: 0,
+  knownHands: null, // whose raised hand a host has already been told about
+};
+
+// Test hook (Playwright): live views of the client state.
+window.gatewayClient = {
+  get ws() { return state.ws; },
+  get pc() { return state.pc; },
+  get you() { return state.you; },
+  get room() { return state.room; },
+  get resume() { return state.resume; },
+  get localStream() { return state.localStream; },
+  get micTrack() { return state.micTrack; },
+  get cameraTrack() { return state.cameraTrack; },
+  get remoteAudioStream() { return state.remoteAudioStream; },
+  get videoSlots() { return state.videoSlots; },
+  get videoStreams() { return state.videoStreams; },
+  get lastError() { return state.lastError; },
+  get lastNotice() { return state.lastNotice; },
+  get ended() { return state.ended; },
+  get phase() { return state.phase; },
+  send,
+};
+
+function send(obj) {
+  const ws = state.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(obj));
+  return true;
+}
+
+// -- rendering ---------------------------------------------------------------------------------
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  queueMicrotask(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+function render() {
+  try {
+    renderForm();
+    if (state.phase === 'lobby') renderLobbyScreen();
+    else if (state.phase === 'meeting') {
+      renderMeeting(state, hostActions);
+      renderMediaBanner();
+    } else if (state.phase !== 'form') renderStatus();
+    const roomName = state.room && state.room.name;
+    document.title = roomName && state.phase === 'meeting' ? `${roomName} – ${t('appName')}` : t('appName');
+  } catch (err) {
+    console.error('gateway client: render failed', err);
+  }
+}
+
+function setPhase(phase, { focus = true } = {}) {
+  const changed = state.phase !== phase;
+  state.phase = phase;
+  if (changed) {
+    const screen = { form: 'screen-form', lobby: 'screen-lobby', meeting: 'screen-meeting' }[phase] || 'screen-status';
+    showScreen(screen, focus);
+    if (phase !== 'meeting') document.body.classList.remove('panel-open');
+  }
+  render();
+}
+
+function renderForm() {
+  const title = $('form-title');
+  setText(title, state.roomFromPath ? t('formTitleRoom', { room: state.roomFromPath }) : t('formTitle'));
+  for (const field of ['room', 'name', 'pin']) {
+    const key = state.formErrors[field];
+    const input = $(`${field}-input`);
+    const error = $(`${field}-error`);
+    if (key) input.setAttribute('aria-invalid', 'true');
+    else input.removeAttribute('aria-invalid');
+    error.hidden = !key;
+    setText(error, key ? t(key) : '');
+  }
+}
+
+function renderLobbyScreen() {
+  const lobby = state.lobby || {};
+  setText($('lobby-intro'), t('lobbyIntro', { room: lobby.room_name || state.roomId }));
+  const seconds = Number(lobby.estimated_wait_s) || 0;
+  const minutes = Math.round(seconds / 60);
+  const wait = seconds < 45 ? t('lobbyWaitUnderMinute')
+    : minutes <= 1 ? t('lobbyWaitOneMinute') : t('lobbyWaitMinutes', { minutes });
+  setText($('lobby-position'), `${t('lobbyPosition', { position: lobby.position ?? '–' })} ${wait}`);
+}
+
+const ENDED_WITH_RETRY = new Set(['left', 'locked', 'full', 'denied', 'meeting_ended']);
+
+/** The shared status screen: connecting, connection lost (with countdown), ended. */
+function renderStatus() {
+  const spinner = $('status-spinner');
+  let title;
+  let text;
+  let actions = [];
+  if (state.phase === 'connecting') {
+    title = t('connectingTitle');
+    text = t('connectingText');
+  } else if (state.phase === 'reconnecting') {
+    title = t('lostTitle');
+    const seconds = Math.ceil((state.reconnectDeadline - Date.now()) / 1000);
+    text = state.reconnectDeadline && seconds > 0 ? t('lostCountdown', { seconds }) : t('lostTrying');
+    actions = [['reconnectNow', 'btn-primary', reconnectNow], ['leave', '', leave]];
+  } else {
+    const reason = state.ended || 'unknown';
+    const known = has(`ended_${reason}`);
+    title = known ? t(`ended_${reason}`) : t('ended_generic');
+    text = known ? t(`ended_${reason}_text`) : t('ended_generic_text', { reason });
+    if (ENDED_WITH_RETRY.has(reason) || !known) actions = [['joinAgain', 'btn-primary', join]];
+    if (reason === 'unknown_room') actions = [['changeRoom', 'btn-primary', changeRoom]];
+  }
+  spinner.hidden = !(state.phase === 'connecting' || (state.phase === 'reconnecting' && !state.reconnectDeadline));
+  setText($('status-title'), title);
+  setText($('status-text'), text);
+  // Rebuild the buttons only when they change, so the countdown does not steal the focus.
+  const box = $('status-actions');
+  const signature = `${getLang()}:${actions.map((a) => a[0]).join(',')}`;
+  if (box.dataset.signature !== signature) {
+    box.dataset.signature = signature;
+    box.replaceChildren(...actions.map(([key, cls, fn]) =>
+      el('button', { type: 'button', class: `btn ${cls}`, text: t(key), onclick: fn })));
+  }
+}
+
+function renderMediaBanner() {
+  const banner = $('media-banner');
+  const issue = state.mediaIssue;
+  banner.hidden = !issue || state.mediaBannerHidden;
+  if (banner.hidden) return;
+  const prefix = { noCamera: 'mediaNoCamera', blocked: 'mediaBlocked', notFound: 'mediaNotFound', insecure: 'mediaInsecure' }[issue] || 'mediaFailed';
+  setText($('media-banner-title'), t(`${prefix}Title`));
+  setText($('media-banner-text'), t(`${prefix}Text`));
+  $('media-retry').hidden = issue === 'insecure';
+}
+
+// -- joining, connection and reconnects -----------------------------------------------------------
+
+async function join() {
+  closeSession();
+  Object.assign(state, { ended: null, resume: null, you: null, room: null, lobby: null, reconnectAttempt: 0 });
+  Object.assign(state, { lastError: null, lastNotice: null });
+  clearToasts();
+  state.knownHands = null;
+  setPhase('connecting');
+  if (!state.localStream) {
+    const session = state.session;
+    applyMedia(await acquireMedia());
+    if (session !== state.session || state.phase !== 'connecting') return; // left meanwhile
+  }
+  connect();
+}
+
+function applyMedia(media) {
+  state.localStream = media.stream;
+  state.micTrack = media.micTrack;
+  state.cameraTrack = media.cameraTrack;
+  state.mediaIssue = media.issue;
+  state.mediaBannerHidden = false;
+  if (state.cameraTrack) state.cameraTrack.addEventListener('ended', scheduleRender);
+}
+
+function connect() {
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+  let ws;
+  try {
+    ws = new WebSocket(url);
+  } catch {
+    connectionLost();
+    return;
+  }
+  state.ws = ws;
+  ws.addEventListener('open', () => {
+    if (ws !== state.ws) return;
+    const msg = { type: 'join', room: state.roomId, name: state.name, pin: state.pin };
+    if (state.resume) msg.resume = state.resume;
+    send(msg);
+    state.lastPong = 0;
+    clearInterval(state.pingTimer);
+    state.pingTimer = setInterval(() => {
+      // A silently dropped network can leave a socket "open" for minutes; missing pongs tell sooner.
+      if (state.lastPong && Date.now() - state.lastPong > 2.5 * PING_INTERVAL_MS) {
+        state.ws = null;
+        try { ws.close(); } catch { /* ignore */ }
+        connectionLost();
+        return;
+      }
+      send({ type: 'ping' });
+    }, PING_INTERVAL_MS);
+  });
+  ws.addEventListener('message', (ev) => {
+    if (ws === state.ws) onMessage(ev.data);
+  });
+  ws.addEventListener('close', () => {
+    if (ws !== state.ws) return; // we closed it on purpose
+    state.ws = null;
+    connectionLost();
+  });
+}
+
+/** Closes socket and peer connection (local media stays, for a reconnect). */
+function closeSession() {
+  state.session += 1;
+  clearInterval(state.pingTimer);
+  clearTimeout(state.reconnectTimer);
+  clearInterval(state.countdownTimer);
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) {
+    try { ws.close(1000); } catch { /* already closed */ }
+  }
+  if (state.pc) {
+    try { state.pc.close(); } catch { /* ignore */ }
+  }
+  state.pc = null;
+  state.offers = Promise.resolve();
+  state.videoStreams = {};
+  state.videoSlots = {};
+  state.remoteAudioStream = null;
+  $('remote-audio').srcObject = null;
+  $('audio-banner').hidden = true;
+}
+
+function connectionLost() {
+  if (state.phase === 'form' || state.phase === 'ended') return;
+  closeSession();
+  setPhase('reconnecting');
+  const delay = BACKOFF_S[Math.min(state.reconnectAttempt, BACKOFF_S.length - 1)];
+  state.reconnectAttempt += 1;
+  state.reconnectDeadline = Date.now() + delay * 1000;
+  state.reconnectTimer = setTimeout(reconnectNow, delay * 1000);
+  state.countdownTimer = setInterval(renderStatus, 1000);
+  renderStatus();
+}
+
+function reconnectNow() {
+  clearTimeout(state.reconnectTimer);
+  clearInterval(state.countdownTimer);
+  const pending = state.ws; // "Reconnect now" pressed while an attempt is still under way
+  state.ws = null;
+  if (pending) {
+    try { pending.close(); } catch { /* ignore */ }
+  }
+  state.reconnectDeadline = 0;
+  renderStatus();
+  connect(); // joins again with the resume token, if we had one
+}
+
+/** The session is over for good: show why (or the form again for a wrong PIN). */
+function endSession(reason) {
+  closeSession();
+  stopStream(state.localStream);
+  Object.assign(state, { localStream: null, micTrack: null, cameraTrack: null, mediaIssue: null });
+  Object.assign(state, { ended: reason, resume: null, you: null, room: null, lobby: null });
+  clearToasts(); // messages about the meeting are stale now; the screen says what happened
+  if (reason === 'wrong_pin') {
+    state.formErrors = { room: null, name: null, pin: state.pin ? 'formPinWrong' : 'formPinRequired' };
+    setPhase('form', { focus: false });
+    $('pin-input').value = state.pin;
+    $('pin-input').focus();
+    $('pin-input').select();
+    return;
+  }
+  setPhase('ended');
+}
+
+function leave() {
+  send({ type: 'leave' });
+  endSession('left');
+}
+
+function changeRoom() {
+  state.roomFromPath = '';
+  state.ended = null;
+  $('room-field').hidden = false;
+  setPhase('form', { focus: false });
+  $('room-input').focus();
+}
+
+// -- messages from the gateway ------------------------------------------------------------------
+
+function onMessage(raw) {
+  let msg;
+  try {
+    msg = JSON.parse(raw);
+  } catch {
+    return;
+  }
+  if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return;
+  const handler = HANDLERS[msg.type];
+  if (!handler) return; // unknown types are ignored (newer gateway)
+  try {
+    handler(msg);
+  } catch (err) {
+    console.error(`gateway client: handling "${msg.type}" failed`, err);
+  }
+}
+
+const HANDLERS = {
+  pong() {
+    state.lastPong = Date.now();
+  },
+
+  lobby(msg) {
+    state.lobby = msg;
+    state.reconnectAttempt = 0;
+    setPhase('lobby', { focus: state.phase !== 'lobby' });
+  },
+
+  joined(msg) {
+    const wasReconnect = state.phase === 'reconnecting';
+    state.you = msg.you || null;
+    state.room = msg.room || null;
+    state.resume = msg.resume || state.resume;
+    state.reconnectAttempt = 0;
+    if (Array.isArray(msg.ice_servers)) state.iceServers = normalizeIceServers(msg.ice_servers);
+    setPhase('meeting');
+    applyYouToTracks();
+    announceChanges();
+    if (wasReconnect) toast('notice', t('reconnected'));
+    // Without a device, tell the others honestly that we are muted / have no video.
+    if (state.you && !state.micTrack && !state.you.muted) send({ type: 'mute_self', muted: true });
+    if (state.you && !state.cameraTrack && !state.you.video_off) send({ type: 'video_self', off: true });
+  },
+
+  offer(msg) {
+    if (typeof msg.sdp !== 'string') return;
+    if (msg.video_slots && typeof msg.video_slots === 'object') state.videoSlots = { ...msg.video_slots };
+    const session = state.session;
+    state.offers = state.offers
+      .then(() => handleOffer(msg, session))
+      .catch((err) => {
+        if (session !== state.session) return;
+        state.lastError = { code: 'webrtc', message: String((err && err.message) || err) };
+        toast('error', t('error_webrtc'));
+      });
+    scheduleRender();
+  },
+
+  video_slots(msg) {
+    if (msg.video_slots && typeof msg.video_slots === 'object') state.videoSlots = { ...msg.video_slots };
+    scheduleRender();
+  },
+
+  state(msg) {
+    if (msg.room && typeof msg.room === 'object') state.room = msg.room;
+    state.you = msg.you && typeof msg.you === 'object' ? msg.you : null;
+    applyYouToTracks();
+    announceChanges();
+    scheduleRender();
+  },
+
+  notice(msg) {
+    state.lastNotice = msg;
+    const code = String(msg.code || '');
+    // Prefer the variant naming who did it ("Anna has muted you"), when the gateway says.
+    const key = msg.by && has(`notice_${code}_by`) ? `notice_${code}_by` : `notice_${code}`;
+    const text = has(key) ? t(key, msg) : msg.message || t('notice_generic', { text: code.replace(/_/g, ' ') });
+    // Once a host lifts the ban, an earlier "you may not unmute" message is no longer true.
+    if (code === 'self_unmute_allowed' || code === 'host_unmuted') clearToasts('self_unmute_forbidden');
+    toast('notice', text, { code });
+  },
+
+  error(msg) {
+    state.lastError = msg;
+    const code = String(msg.code || '');
+    const message = msg.message || code;
+    const key = `error_${code}`;
+    if (code === 'self_unmute_forbidden') {
+      if (state.micTrack) state.micTrack.enabled = false; // stays muted, as the gateway insists
+      clearToasts(code); // the notice said the same already
+    }
+    toast('error', has(key) ? t(key, { message }) : t('error_generic', { message }), { code });
+    // A refused join (e.g. a name the gateway rejects) leaves us nowhere: back to the form.
+    if (msg.request === 'join' && (state.phase === 'connecting' || state.phase === 'reconnecting')) {
+      closeSession();
+      setPhase('form', { focus: false });
+      $('name-input').focus();
+    }
+    scheduleRender();
+  },
+
+  ended(msg) {
+    endSession(String(msg.reason || 'unknown'));
+  },
+};
+
+function normalizeIceServers(list) {
+  return list.map((s) => (typeof s === 'string' ? { urls: s } : s)).filter((s) => s && s.urls);
+}
+
+/** The gateway decides the mute; we mirror it on the track (it enforces it on the media anyway). */
+function applyYouToTracks() {
+  const you = state.you;
+  if (!you) return;
+  if (state.micTrack) state.micTrack.enabled = !you.muted;
+  if (state.cameraTrack) state.cameraTrack.enabled = !you.video_off;
+}
+
+/** Hosts are told when someone raises a hand (the gateway itself announces new waiting people). */
+function announceChanges() {
+  const { you, room } = state;
+  if (!you || !room || you.role !== 'host') {
+    state.knownHands = null;
+    return;
+  }
+  const raised = (room.participants || []).filter((p) => p.hand_raised && p.id !== you.id);
+  if (state.knownHands) {
+    for (const p of raised) if (!state.knownHands.has(p.id)) toast('notice', t('handRaisedNotice', { name: p.name }));
+  }
+  state.knownHands = new Set(raised.map((p) => p.id));
+}
+
+// -- WebRTC ---------------------------------------------------------------------------------------
+
+function createPeerConnection() {
+  const pc = new RTCPeerConnection({ iceServers: state.iceServers });
+  pc.addEventListener('track', (ev) => {
+    if (pc === state.pc) onTrack(ev);
+  });
+  pc.addEventListener('connectionstatechange', () => {
+    if (pc !== state.pc || pc.connectionState !== 'failed') return;
+    // Media is gone: start over with a fresh connection (the resume token keeps our place).
+    state.lastError = { code: 'webrtc', message: 'ICE/DTLS connection failed' };
+    toast('error', t('error_webrtc'));
+    connectionLost();
+  });
+  state.pc = pc;
+  return pc;
+}
+
+async function handleOffer(msg, session) {
+  if (session !== state.session) return;
+  const pc = state.pc || createPeerConnection();
+  const audioMid = String(msg.audio_mid);
+  const videoMid = String(msg.video_mid);
+  state.audioMid = audioMid;
+  state.videoMid = videoMid;
+  await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+  for (const tr of pc.getTransceivers()) {
+    if (tr.mid == null || tr.currentDirection === 'stopped' || tr.stopped) continue;
+    if (tr.mid === audioMid) {
+      await tr.sender.replaceTrack(state.micTrack || null);
+      tr.direction = 'sendrecv';
+    } else if (tr.mid === videoMid) {
+      await tr.sender.replaceTrack(state.cameraTrack || null);
+      tr.direction = 'sendonly';
+    } else {
+      tr.direction = 'recvonly'; // a video slot: another participant's camera
+    }
+  }
+  await pc.setLocalDescription(await pc.createAnswer());
+  await iceGatheringDone(pc, 3000);
+  if (session !== state.session || pc !== state.pc) return;
+  send({ type: 'answer', sdp: pc.localDescription.sdp });
+}
+
+function onTrack(ev) {
+  const track = ev.track;
+  if (track.kind === 'audio') {
+    // The one mixed meeting audio (transceiver audio_mid).
+    state.remoteAudioStream = new MediaStream([track]);
+    playRemoteAudio();
+    return;
+  }
+  const mid = ev.transceiver ? ev.transceiver.mid : null;
+  if (mid == null) return;
+  state.videoStreams[mid] = new MediaStream([track]);
+  // Remote tracks are "muted" until frames flow; re-render when that changes.
+  for (const type of ['mute', 'unmute', 'ended']) track.addEventListener(type, scheduleRender);
+  scheduleRender();
+}
+
+function playRemoteAudio() {
+  const audio = $('remote-audio');
+  audio.srcObject = state.remoteAudioStream;
+  audio.play().then(
+    () => { $('audio-banner').hidden = true; },
+    // Autoplay policy: ask for one click instead of staying silent.
+    () => { $('audio-banner').hidden = !state.remoteAudioStream; },
+  );
+}
+
+async function retryMedia() {
+  const media = await acquireMedia();
+  if (!media.stream) {
+    state.mediaIssue = media.issue;
+    toast('error', t(`${{ blocked: 'mediaBlocked', notFound: 'mediaNotFound', insecure: 'mediaInsecure' }[media.issue] || 'mediaFailed'}Title`));
+    scheduleRender();
+    return;
+  }
+  stopStream(state.localStream);
+  applyMedia(media);
+  applyYouToTracks();
+  // The senders exist already with the right directions: swapping tracks needs no renegotiation.
+  if (state.pc) {
+    for (const tr of state.pc.getTransceivers()) {
+      if (tr.mid === state.audioMid) await tr.sender.replaceTrack(state.micTrack).catch(() => {});
+      else if (tr.mid === state.videoMid) await tr.sender.replaceTrack(state.cameraTrack).catch(() => {});
+    }
+  }
+  scheduleRender();
+}
+
+// -- own controls and host actions --------------------------------------------------------------
+
+function toggleMic() {
+  const you = state.you;
+  if (!you) return;
+  if (!you.muted) {
+    // Muting is immediate and local first (privacy); the gateway confirms with `state`.
+    if (state.micTrack) state.micTrack.enabled = false;
+    state.you = { ...you, muted: true, self_muted: true };
+    send({ type: 'mute_self', muted: true });
+  } else if (!state.micTrack) {
+    toast('notice', t('noMicrophone'));
+  } else {
+    // Unmuting waits for the gateway: a host may have forbidden it.
+    send({ type: 'mute_self', muted: false });
+  }
+  scheduleRender();
+}
+
+function toggleCamera() {
+  const you = state.you;
+  if (!you) return;
+  const off = !you.video_off;
+  if (!off && !state.cameraTrack) {
+    toast('notice', t('noCamera'));
+    return;
+  }
+  if (state.cameraTrack) state.cameraTrack.enabled = !off;
+  state.you = { ...you, video_off: off };
+  send({ type: 'video_self', off });
+  scheduleRender();
+}
+
+function toggleHand() {
+  const you = state.you;
+  if (!you) return;
+  state.you = { ...you, hand_raised: !you.hand_raised };
+  send({ type: 'hand', raised: state.you.hand_raised });
+  scheduleRender();
+}
+
+const hostActions = {
+  toggleMute(p) {
+    send(p.host_muted ? { type: 'unmute', participant: p.id } : { type: 'mute', participant: p.id });
+  },
+  toggleForbid(p) {
+    send({ type: 'forbid_self_unmute', participant: p.id, forbidden: !p.self_unmute_forbidden });
+  },
+  lowerHand(p) {
+    send({ type: 'hand', raised: false, participant: p.id });
+  },
+  async remove(p) {
+    const ok = await confirmDialog({
+      title: t('confirmRemoveTitle', { name: p.name }),
+      text: t('confirmRemoveText', { name: p.name }),
+      confirmLabel: t('confirmRemove'),
+    });
+    if (ok) send({ type: 'remove', participant: p.id });
+  },
+  admit(entry) {
+    send({ type: 'admit', participant: entry.id });
+  },
+  deny(entry) {
+    send({ type: 'deny', participant: entry.id });
+  },
+};
+
+async function endMeetingForAll() {
+  const ok = await confirmDialog({ title: t('confirmEndTitle'), text: t('confirmEndText'), confirmLabel: t('confirmEnd') });
+  if (ok) send({ type: 'end_meeting' });
+}
+
+function togglePanel(open = !document.body.classList.contains('panel-open')) {
+  document.body.classList.toggle('panel-open', open);
+  $('btn-panel').setAttribute('aria-expanded', String(open));
+}
+
+// -- start-up -----------------------------------------------------------------------------------
+
+function roomFromPath() {
+  const match = location.pathname.match(/^\/r\/([^/]+)\/?$/);
+  if (!match) return '';
+  try {
+    return decodeURIComponent(match[1]);
+  } catch {
+    return match[1];
+  }
+}
+
+function onSubmit(ev) {
+  ev.preventDefault();
+  const room = state.roomFromPath || $('room-input').value.trim();
+  const name = $('name-input').value.trim();
+  state.formErrors = { room: room ? null : 'formRoomRequired', name: name ? null : 'formNameRequired', pin: null };
+  renderForm();
+  const firstInvalid = ['room', 'name'].find((f) => state.formErrors[f]);
+  if (firstInvalid) {
+    $(`${firstInvalid}-input`).focus();
+    return;
+  }
+  state.roomId = room;
+  state.name = name;
+  state.pin = $('pin-input').value.trim();
+  try { localStorage.setItem('gateway.name', name); } catch { /* ignore */ }
+  join();
+}
+
+function wireUp() {
+  $('join-form').addEventListener('submit', onSubmit);
+  $('lang-select').addEventListener('change', (ev) => {
+    setLang(ev.target.value, true);
+    applyStatic();
+    render();
+  });
+  $('btn-mic').addEventListener('click', toggleMic);
+  $('btn-cam').addEventListener('click', toggleCamera);
+  $('btn-hand').addEventListener('click', toggleHand);
+  $('btn-leave').addEventListener('click', leave);
+  $('lobby-leave').addEventListener('click', leave);
+  $('btn-panel').addEventListener('click', () => togglePanel());
+  $('btn-mute-all').addEventListener('click', () => send({ type: 'mute_all', forbid_self_unmute: $('mute-all-forbid').checked }));
+  $('btn-lock').addEventListener('click', () => send({ type: 'lock', locked: !(state.room && state.room.locked) }));
+  $('btn-end').addEventListener('click', endMeetingForAll);
+  $('media-retry').addEventListener('click', retryMedia);
+  $('media-dismiss').addEventListener('click', () => {
+    state.mediaBannerHidden = true;
+    renderMediaBanner();
+    $('btn-mic').focus();
+  });
+  $('audio-play').addEventListener('click', playRemoteAudio);
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && document.body.classList.contains('panel-open') && !$('confirm-dialog').open) {
+      togglePanel(false);
+      $('btn-panel').focus();
+    }
+  });
+  // Closing the tab is leaving: free our place at once instead of waiting for a timeout.
+  window.addEventListener('pagehide', () => send({ type: 'leave' }));
+}
+
+function init() {
+  setLang(detectLang());
+  $('lang-select').value = getLang();
+  applyStatic();
+  wireUp();
+
+  const params = new URLSearchParams(location.search);
+  state.roomFromPath = roomFromPath();
+  state.roomId = state.roomFromPath || params.get('room') || '';
+  let storedName = '';
+  try { storedName = localStorage.getItem('gateway.name') || ''; } catch { /* ignore */ }
+  state.name = (params.get('name') || storedName).trim().slice(0, 64);
+  state.pin = (params.get('pin') || '').trim();
+  $('room-field').hidden = !!state.roomFromPath;
+  $('room-input').value = state.roomId;
+  $('name-input').value = state.name;
+  $('pin-input').value = state.pin;
+
+  // A join link with a name joins in one click.
+  if (params.get('name') && state.name && state.roomId) join();
+  else setPhase('form', { focus: false });
+  render();
+}
+
+init();

@@ -1,0 +1,223 @@
+// Renders the meeting screen from the client state: tiles, toolbar, participant list,
+// host controls and the waiting-room list. Everything is idempotent and keyed, so it can run
+// on every `state` message (speaking changes arrive often) without losing keyboard focus.
+
+import { t } from '/static/i18n.js';
+import { $, el, setText, setHidden, setIcon, reconcile, initials } from '/static/ui.js';
+
+/** `actions` holds the host callbacks: mute, unmute, forbid, lowerHand, remove, admit, deny. */
+export function renderMeeting(state, actions) {
+  const room = state.room || { participants: [], lobby: [] };
+  const you = state.you;
+  const isHost = !!you && you.role === 'host';
+  const others = (room.participants || []).filter((p) => !you || p.id !== you.id);
+
+  setText($('meeting-title'), room.name || room.id || '');
+  const lockBadge = $('lock-badge');
+  lockBadge.hidden = !room.locked;
+  if (room.locked) {
+    setText(lockBadge, t('meetingLocked'));
+    setIcon(lockBadge, 'lock');
+  }
+
+  renderToolbar(state, room, isHost);
+  renderTiles(state, you, others);
+  renderParticipants(room, you, isHost, actions);
+  renderHostSection(room, isHost);
+  renderLobby(room, isHost, actions);
+}
+
+function renderToolbar(state, room, isHost) {
+  const you = state.you || {};
+  const toggle = (id, pressed, iconOn, iconOff, labelOn, labelOff) => {
+    const btn = $(id);
+    btn.setAttribute('aria-pressed', String(pressed));
+    setIcon(btn, pressed ? iconOn : iconOff);
+    setText(btn.querySelector('.label'), pressed ? labelOn : labelOff);
+  };
+  // "Pressed" means the restricting state is active: muted, camera off, hand raised.
+  toggle('btn-mic', !!you.muted, 'micOff', 'mic', t('micUnmute'), t('micMute'));
+  toggle('btn-cam', !!you.video_off || !state.cameraTrack, 'camOff', 'cam', t('camOn'), t('camOff'));
+  toggle('btn-hand', !!you.hand_raised, 'hand', 'hand', t('handLower'), t('handRaise'));
+  setIcon($('btn-leave'), 'leave');
+  setText($('btn-leave').querySelector('.label'), t('leave'));
+
+  const panelBtn = $('btn-panel');
+  setIcon(panelBtn, 'people');
+  const count = (room.participants || []).length;
+  let label = t('participantsCount', { count });
+  if (isHost && room.lobby_waiting) label += `, ${t('waitingCount', { count: room.lobby_waiting })}`;
+  setText(panelBtn.querySelector('.label'), label);
+  setText($('participants-title'), t('participantsCount', { count }));
+}
+
+// -- video tiles -------------------------------------------------------------------------------
+
+function renderTiles(state, you, others) {
+  const items = [];
+  if (you) items.push({ key: 'self', self: true, p: you });
+  for (const p of others) items.push({ key: p.id, self: false, p });
+  const tiles = $('tiles');
+  const n = Math.max(items.length, 1);
+  const cols = n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4;
+  tiles.style.setProperty('--cols', cols);
+  tiles.style.setProperty('--cols-narrow', n <= 3 ? 1 : 2); // phones: stacked, larger tiles
+  tiles.style.setProperty('--rows', Math.ceil(n / cols));
+  tiles.dataset.count = String(items.length);
+  reconcile(tiles, items, (i) => i.key, createTile, (node, item) => updateTile(node, item, state));
+}
+
+function createTile() {
+  const video = el('video', { autoplay: true, playsinline: true, 'aria-hidden': 'true' });
+  video.muted = true; // sound comes from the single mixed audio stream, never from tiles
+  return el('li', { class: 'tile' },
+    video,
+    el('div', { class: 'tile-initials', 'aria-hidden': 'true' }, el('span', { class: 'avatar avatar-large' })),
+    el('div', { class: 'tile-caption' }, el('span', { class: 'tile-name' }), el('span', { class: 'badges' })));
+}
+
+/** The stream to show in a tile, or null when the participant has no (live) video. */
+function tileStream(item, state) {
+  const p = item.p;
+  if (p.video_off) return null;
+  if (item.self) return state.cameraTrack && state.cameraTrack.readyState === 'live' ? state.localStream : null;
+  for (const [mid, pid] of Object.entries(state.videoSlots || {})) {
+    if (pid !== p.id) continue;
+    const stream = state.videoStreams[mid];
+    const track = stream && stream.getVideoTracks()[0];
+    // A remote track stays "muted" until frames arrive: show initials rather than black.
+    if (track && track.readyState === 'live' && !track.muted) return stream;
+  }
+  return null;
+}
+
+function updateTile(node, item, state) {
+  const p = item.p;
+  const video = node.querySelector('video');
+  const stream = tileStream(item, state);
+  if (video.srcObject !== stream) {
+    video.srcObject = stream;
+    if (stream) video.play().catch(() => {});
+  }
+  video.hidden = !stream;
+  node.classList.toggle('self', item.self);
+  node.classList.toggle('speaking', !!p.speaking);
+  node.querySelector('.tile-initials').hidden = !!stream;
+  setText(node.querySelector('.avatar'), initials(p.name));
+  setText(node.querySelector('.tile-name'), item.self ? t('you') : p.name);
+  renderBadges(node.querySelector('.badges'), statusBadges(p, false));
+}
+
+/** Status shown as icon + text (never colour alone). */
+function statusBadges(p, detailed) {
+  const list = [];
+  if (p.speaking) list.push(['speaking', t('statusSpeaking'), 'badge-speaking']);
+  if (p.muted) list.push(['micOff', detailed && p.host_muted ? t('statusHostMuted') : t('statusMuted'), 'badge-muted']);
+  if (detailed && p.self_unmute_forbidden) list.push(['lock', t('statusUnmuteForbidden'), 'badge-muted']);
+  if (p.hand_raised) list.push(['hand', t('statusHand'), 'badge-hand']);
+  if (detailed && p.video_off) list.push(['camOff', t('statusVideoOff'), '']);
+  return list;
+}
+
+function renderBadges(container, list) {
+  const signature = list.map((b) => b.join('|')).join(';');
+  if (container.dataset.signature === signature) return;
+  container.dataset.signature = signature;
+  container.replaceChildren(...list.map(([name, text, cls]) => {
+    const badge = el('span', { class: `badge ${cls}` }, el('span', { text }));
+    setIcon(badge, name);
+    return badge;
+  }));
+}
+
+// -- participant list ----------------------------------------------------------------------------
+
+function renderParticipants(room, you, isHost, actions) {
+  const list = $('participant-list');
+  const participants = room.participants || [];
+  reconcile(list, participants, (p) => p.id, (p) => createParticipant(p, actions),
+    (node, p) => updateParticipant(node, p, you, isHost));
+  if (!participants.some((p) => !you || p.id !== you.id)) {
+    list.append(el('li', { class: 'muted-text', text: t('noOthers') }));
+  }
+}
+
+function createParticipant(p, actions) {
+  // Buttons read the current participant from node.participant, so handlers never go stale.
+  const node = el('li', { class: 'participant' });
+  const act = (name) => () => actions[name](node.participant);
+  node.append(
+    el('div', { class: 'p-head' },
+      el('span', { class: 'avatar', 'aria-hidden': 'true' }),
+      el('div', { class: 'p-ident' }, el('span', { class: 'p-name' }), el('span', { class: 'p-meta' }))),
+    el('div', { class: 'badges' }),
+    el('div', { class: 'p-actions', role: 'group' },
+      el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'mute', onclick: act('toggleMute') }),
+      el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'forbid', onclick: act('toggleForbid') }),
+      el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'hand', onclick: act('lowerHand') }),
+      el('button', { type: 'button', class: 'btn btn-small btn-danger-quiet', 'data-act': 'remove', onclick: act('remove') })));
+  return node;
+}
+
+function updateParticipant(node, p, you, isHost) {
+  node.participant = p;
+  const isYou = !!you && p.id === you.id;
+  setText(node.querySelector('.avatar'), initials(p.name));
+  setText(node.querySelector('.p-name'), isYou ? `${p.name} ${t('youSuffix')}` : p.name);
+  setText(node.querySelector('.p-meta'), `${t(`role_${p.role}`)} · ${t(`kind_${p.kind}`)}`);
+  renderBadges(node.querySelector('.badges'), statusBadges(p, true));
+
+  const group = node.querySelector('.p-actions');
+  const showActions = isHost && !isYou;
+  group.hidden = !showActions;
+  if (!showActions) return;
+  group.setAttribute('aria-label', t('actionsFor', { name: p.name }));
+  const btn = (name) => group.querySelector(`[data-act="${name}"]`);
+  const mute = btn('mute');
+  // A host lifts only a host's mute; a participant's own mute stays theirs.
+  setText(mute, t(p.host_muted ? 'hostUnmute' : 'hostMute', { name: p.name }));
+  const forbid = btn('forbid');
+  setText(forbid, t(p.self_unmute_forbidden ? 'hostAllow' : 'hostForbid', { name: p.name }));
+  setHidden(forbid, p.role === 'host' && !p.self_unmute_forbidden, mute);
+  const hand = btn('hand');
+  setText(hand, t('hostLowerHand', { name: p.name }));
+  setHidden(hand, !p.hand_raised, mute);
+  setText(btn('remove'), t('hostRemove', { name: p.name }));
+}
+
+// -- host controls and waiting room --------------------------------------------------------------
+
+function renderHostSection(room, isHost) {
+  $('host-section').hidden = !isHost;
+  if (!isHost) return;
+  const lockBtn = $('btn-lock');
+  setText(lockBtn, room.locked ? t('unlock') : t('lock'));
+  setText($('lock-hint'), room.locked ? t('lockedHint') : t('unlockedHint'));
+}
+
+function renderLobby(room, isHost, actions) {
+  const lobby = room.lobby || [];
+  const section = $('lobby-section');
+  section.hidden = !isHost || (!room.lobby_enabled && lobby.length === 0);
+  if (section.hidden) return;
+  setText($('lobby-panel-title'), `${t('lobbyPanel')} (${lobby.length})`);
+  $('lobby-empty').hidden = lobby.length > 0;
+  reconcile($('lobby-list'), lobby, (e) => e.id, (e) => {
+    const node = el('li', { class: 'participant lobby-entry' });
+    node.append(
+      el('div', { class: 'p-head' },
+        el('span', { class: 'avatar', 'aria-hidden': 'true' }),
+        el('div', { class: 'p-ident' }, el('span', { class: 'p-name' }), el('span', { class: 'p-meta' }))),
+      el('div', { class: 'p-actions' },
+        el('button', { type: 'button', class: 'btn btn-small btn-primary', 'data-act': 'admit', onclick: () => actions.admit(node.entry) }),
+        el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'deny', onclick: () => actions.deny(node.entry) })));
+    return node;
+  }, (node, e) => {
+    node.entry = e;
+    setText(node.querySelector('.avatar'), initials(e.name));
+    setText(node.querySelector('.p-name'), e.name);
+    setText(node.querySelector('.p-meta'), t('lobbyEntryMeta', { kind: t(`kind_${e.kind}`), position: e.position }));
+    setText(node.querySelector('[data-act="admit"]'), t('lobbyAdmit', { name: e.name }));
+    setText(node.querySelector('[data-act="deny"]'), t('lobbyDeny', { name: e.name }));
+  });
+}

@@ -1,0 +1,832 @@
+"""The room's rules (gateway/rooms): PINs, lock, capacity, lobby, roles, mute policy, hands, events."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.rooms import (
+    JoinRefused,
+    LegKind,
+    NotAllowed,
+    Participant,
+    Role,
+    Room,
+    RoomEvent,
+    UnknownParticipant,
+)
+from gateway.rooms.room import new_participant_id
+
+HOST_PIN = "1234"
+GUEST_PIN = "5678"
+WALL_TIME = 1_700_000_000.0
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, start: float = 500.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Events(list[RoomEvent]):
+    """Every event a room emitted, in order."""
+
+    def summary(self) -> list[tuple[str, str | None, str | None]]:
+        return [(e.type, e.participant, e.by) for e in self]
+
+    def types(self) -> list[str]:
+        return [e.type for e in self]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_room(clock: FakeClock) -> Callable[..., Room]:
+    def make(**options: Any) -> Room:
+        ids = (f"p{n}" for n in itertools.count(1))
+        options.setdefault("monotonic", clock)
+        options.setdefault("wall_clock", lambda: WALL_TIME)
+        options.setdefault("id_factory", lambda: next(ids))
+        return Room("r1", "Room one", **options)
+
+    return make
+
+
+@pytest.fixture
+def events() -> Events:
+    return Events()
+
+
+def listen(room: Room, events: Events) -> Events:
+    room.subscribe(events.append)
+    return events
+
+
+def join(room: Room, name: str, pin: str | None = None, kind: LegKind = LegKind.BROWSER) -> Participant:
+    result = room.request_join(name, pin, kind)
+    assert result.participant is not None, f"{name} was expected to enter the meeting directly"
+    assert result.lobby_entry is None
+    return result.participant
+
+
+def wait(room: Room, name: str, pin: str | None = None, kind: LegKind = LegKind.BROWSER) -> str:
+    result = room.request_join(name, pin, kind)
+    assert result.lobby_entry is not None, f"{name} was expected to wait in the lobby"
+    assert result.participant is None
+    return result.lobby_entry.id
+
+
+class Meeting:
+    """A room with host PIN 1234 (no guest PIN), one host and two guests, and an event recorder
+    that starts empty once they are in."""
+
+    def __init__(self, room: Room, events: Events) -> None:
+        self.room = room
+        self.host = join(room, "Hanna", HOST_PIN)
+        self.gil = join(room, "Gil")
+        self.gus = join(room, "Gus")
+        self.events = listen(room, events)
+
+
+@pytest.fixture
+def meeting(make_room: Callable[..., Room], events: Events) -> Meeting:
+    return Meeting(make_room(host_pin=HOST_PIN), events)
+
+
+# -- PINs -----------------------------------------------------------------------------------------
+
+
+def test_host_pin_makes_a_host(make_room: Callable[..., Room]) -> None:
+    room = make_room(host_pin=HOST_PIN, guest_pin=GUEST_PIN)
+    p = join(room, "Hanna", HOST_PIN)
+    assert p.role is Role.HOST and p.is_host
+    assert room.participants == {p.id: p}
+
+
+def test_guest_pin_makes_a_guest_not_a_host(make_room: Callable[..., Room]) -> None:
+    room = make_room(host_pin=HOST_PIN, guest_pin=GUEST_PIN)
+    p = join(room, "Gil", GUEST_PIN)
+    assert p.role is Role.GUEST and not p.is_host
+
+
+def test_surrounding_whitespace_in_a_typed_pin_is_ignored(make_room: Callable[..., Room]) -> None:
+    room = make_room(host_pin=HOST_PIN, guest_pin=GUEST_PIN)
+    assert join(room, "Hanna", f" {HOST_PIN}\n").is_host
+    assert not join(room, "Gil", f"\t{GUEST_PIN} ").is_host
+
+
+@pytest.mark.parametrize("pin", [None, "", "  "])
+def test_no_pin_needed_when_the_room_has_no_guest_pin(make_room: Callable[..., Room], pin: str | None) -> None:
+    assert join(make_room(host_pin=HOST_PIN), "Gil", pin).role is Role.GUEST
+    assert join(make_room(), "Gus", pin).role is Role.GUEST
+
+
+@pytest.mark.parametrize(
+    ("host_pin", "guest_pin", "typed"),
+    [
+        (HOST_PIN, GUEST_PIN, "0000"),  # neither PIN
+        (HOST_PIN, GUEST_PIN, None),  # the room has a guest PIN: no PIN is not enough
+        (HOST_PIN, GUEST_PIN, ""),
+        (HOST_PIN, GUEST_PIN, "123"),  # a prefix of the host PIN
+        (HOST_PIN, GUEST_PIN, "12345"),  # the host PIN and more
+        (HOST_PIN, None, "0000"),  # only a host PIN, and a PIN that is not it
+        (HOST_PIN, None, GUEST_PIN),
+        (None, GUEST_PIN, HOST_PIN),  # only a guest PIN
+        (None, None, "1234"),  # no PINs at all, yet one was typed
+    ],
+)
+def test_a_wrong_pin_is_refused(
+    make_room: Callable[..., Room], events: Events, host_pin: str | None, guest_pin: str | None, typed: str | None
+) -> None:
+    room = make_room(host_pin=host_pin, guest_pin=guest_pin, lobby=True)
+    listen(room, events)
+    with pytest.raises(JoinRefused) as refused:
+        room.request_join("Mallory", typed, LegKind.PHONE)
+    assert refused.value.code == "wrong_pin"
+    assert room.participants == {} and room.lobby == {}
+    assert events == []
+
+
+def test_role_for_pin_without_joining(make_room: Callable[..., Room]) -> None:
+    room = make_room(host_pin=HOST_PIN, guest_pin=GUEST_PIN)
+    assert room.role_for_pin(HOST_PIN) is Role.HOST
+    assert room.role_for_pin(GUEST_PIN) is Role.GUEST
+    with pytest.raises(JoinRefused):
+        room.role_for_pin("9999")
+    assert room.participants == {}
+
+
+# -- joining and leaving --------------------------------------------------------------------------
+
+
+def test_join_emits_participant_joined_with_role_and_kind(make_room: Callable[..., Room], events: Events) -> None:
+    room = make_room(host_pin=HOST_PIN)
+    listen(room, events)
+    p = join(room, "Sam", kind=LegKind.SIP_ROOM_SYSTEM)
+    assert p.kind is LegKind.SIP_ROOM_SYSTEM and p.name == "Sam" and p.joined_at == WALL_TIME
+    [event] = events
+    assert (event.type, event.room, event.participant, event.by) == ("participant_joined", "r1", p.id, None)
+    assert event.data == {"name": "Sam", "role": "guest", "kind": "sip_room_system"}
+    assert event.at == WALL_TIME
+
+
+def test_each_participant_gets_its_own_id(make_room: Callable[..., Room]) -> None:
+    room = make_room(id_factory=new_participant_id)  # the real id factory
+    ids = {join(room, f"guest {n}").id for n in range(20)}
+    assert len(ids) == 20
+
+
+def test_leave_emits_participant_left(meeting: Meeting) -> None:
+    meeting.room.leave(meeting.gil.id)
+    assert meeting.gil.id not in meeting.room.participants
+    assert meeting.events.summary() == [("participant_left", meeting.gil.id, None)]
+
+
+def test_leaving_twice_or_unknown_emits_nothing(meeting: Meeting) -> None:
+    meeting.room.leave(meeting.gil.id)
+    meeting.events.clear()
+    meeting.room.leave(meeting.gil.id)
+    meeting.room.leave("nobody")
+    assert meeting.events == []
+    assert set(meeting.room.participants) == {meeting.host.id, meeting.gus.id}
+
+
+# -- lock -----------------------------------------------------------------------------------------
+
+
+def test_locked_room_refuses_guests_but_lets_hosts_in(meeting: Meeting) -> None:
+    room = meeting.room
+    room.set_locked(meeting.host.id, True)
+    with pytest.raises(JoinRefused) as refused:
+        room.request_join("Late guest", None, LegKind.BROWSER)
+    assert refused.value.code == "locked"
+    second_host = join(room, "Second host", HOST_PIN)
+    assert second_host.is_host
+    assert len(room.participants) == 4
+
+
+def test_lock_and_unlock_emit_events_and_repeats_emit_nothing(meeting: Meeting) -> None:
+    room, host = meeting.room, meeting.host.id
+    room.set_locked(host, True)
+    room.set_locked(host, True)
+    assert room.locked
+    room.set_locked(host, False)
+    room.set_locked(host, False)
+    assert not room.locked
+    assert meeting.events.summary() == [("room_locked", None, host), ("room_unlocked", None, host)]
+
+
+def test_the_admin_may_lock(meeting: Meeting) -> None:
+    meeting.room.set_locked(None, True)
+    assert meeting.room.locked
+    assert meeting.events.summary() == [("room_locked", None, None)]
+
+
+def test_a_guest_may_not_lock(meeting: Meeting) -> None:
+    with pytest.raises(NotAllowed) as refused:
+        meeting.room.set_locked(meeting.gil.id, True)
+    assert refused.value.code == "not_allowed"
+    assert not meeting.room.locked
+    assert meeting.events == []
+
+
+def test_a_locked_room_unlocks_when_the_last_participant_leaves(meeting: Meeting) -> None:
+    room = meeting.room
+    room.set_locked(meeting.host.id, True)
+    room.leave(meeting.gil.id)
+    room.leave(meeting.host.id)
+    assert room.locked, "still locked while someone is in the meeting"
+    meeting.events.clear()
+    room.leave(meeting.gus.id)
+    assert not room.locked
+    assert meeting.events.summary() == [("participant_left", meeting.gus.id, None), ("room_unlocked", None, None)]
+    assert join(room, "Next meeting's guest").role is Role.GUEST
+
+
+def test_a_room_locked_by_config_stays_locked_when_emptied(make_room: Callable[..., Room], events: Events) -> None:
+    room = make_room(host_pin=HOST_PIN, locked=True)
+    with pytest.raises(JoinRefused):
+        room.request_join("Gil", None, LegKind.BROWSER)
+    host = join(room, "Hanna", HOST_PIN)
+    listen(room, events)
+    room.leave(host.id)
+    assert room.locked
+    assert events.types() == ["participant_left"]
+
+
+def test_a_room_locked_by_config_locks_again_for_the_next_meeting(make_room: Callable[..., Room], events: Events) -> None:
+    room = make_room(host_pin=HOST_PIN, locked=True)
+    host = join(room, "Hanna", HOST_PIN)
+    room.set_locked(host.id, False)
+    guest = join(room, "Gil")
+    listen(room, events)
+    room.leave(guest.id)
+    room.leave(host.id)
+    assert room.locked
+    assert events.summary()[-1] == ("room_locked", None, None)
+
+
+def test_a_waiting_guest_leaving_does_not_unlock_an_empty_room(make_room: Callable[..., Room]) -> None:
+    room = make_room(lobby=True)
+    entry = wait(room, "Gil")
+    room.set_locked(None, True)  # the admin locks the room before anyone is in the meeting
+    room.leave(entry)
+    room.leave("unknown")
+    assert room.locked
+
+
+def test_the_admin_removing_the_last_participant_unlocks(meeting: Meeting) -> None:
+    room = meeting.room
+    room.set_locked(None, True)
+    for p in (meeting.gil, meeting.gus, meeting.host):
+        room.remove(None, p.id)
+    assert not room.locked
+    assert meeting.events.types()[-1] == "room_unlocked"
+
+
+# -- capacity -------------------------------------------------------------------------------------
+
+
+def test_a_full_room_refuses_guests_and_hosts(make_room: Callable[..., Room], events: Events) -> None:
+    room = make_room(host_pin=HOST_PIN, max_participants=2)
+    join(room, "Hanna", HOST_PIN)
+    gil = join(room, "Gil")
+    listen(room, events)
+    for pin in (None, HOST_PIN):
+        with pytest.raises(JoinRefused) as refused:
+            room.request_join("One too many", pin, LegKind.PHONE)
+        assert refused.value.code == "full"
+    assert len(room.participants) == 2
+    assert events == []
+    room.leave(gil.id)
+    assert join(room, "Now there is room").role is Role.GUEST
+
+
+# -- lobby ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lobby_room(make_room: Callable[..., Room]) -> Room:
+    return make_room(host_pin=HOST_PIN, lobby=True, default_lobby_wait_s=60.0)
+
+
+def test_guests_wait_in_the_lobby(lobby_room: Room, events: Events) -> None:
+    listen(lobby_room, events)
+    result = lobby_room.request_join("Gil", None, LegKind.PHONE)
+    assert result.participant is None
+    entry = result.lobby_entry
+    assert entry is not None
+    assert (entry.name, entry.kind) == ("Gil", LegKind.PHONE)
+    assert lobby_room.participants == {}
+    assert list(lobby_room.lobby) == [entry.id]
+    [event] = events
+    assert (event.type, event.participant, event.by) == ("lobby_changed", entry.id, None)
+    assert event.data == {"waiting": 1, "name": "Gil"}
+
+
+def test_hosts_skip_the_lobby(lobby_room: Room) -> None:
+    host = join(lobby_room, "Hanna", HOST_PIN)
+    assert host.is_host and lobby_room.lobby == {}
+
+
+def test_a_locked_room_refuses_guests_instead_of_queueing_them(lobby_room: Room) -> None:
+    lobby_room.set_locked(None, True)
+    with pytest.raises(JoinRefused) as refused:
+        lobby_room.request_join("Gil", None, LegKind.BROWSER)
+    assert refused.value.code == "locked"
+    assert lobby_room.lobby == {}
+
+
+def test_queue_position_and_default_wait_before_any_decision(lobby_room: Room, clock: FakeClock) -> None:
+    a = wait(lobby_room, "A")
+    clock.advance(5)
+    b = wait(lobby_room, "B")
+    c = wait(lobby_room, "C")
+    assert [lobby_room.lobby_position(x) for x in (a, b, c)] == [(1, 60.0), (2, 120.0), (3, 180.0)]
+    assert [(e["id"], e["name"], e["position"], e["estimated_wait_s"]) for e in lobby_room.lobby_public()] == [
+        (a, "A", 1, 60),
+        (b, "B", 2, 120),
+        (c, "C", 3, 180),
+    ]
+    assert lobby_room.lobby_public()[0]["kind"] == "browser"
+
+
+def test_wait_estimate_is_learned_from_the_hosts_decisions(lobby_room: Room, clock: FakeClock) -> None:
+    host = join(lobby_room, "Hanna", HOST_PIN).id
+    a = wait(lobby_room, "A")
+    clock.advance(10)
+    b = wait(lobby_room, "B")
+    c = wait(lobby_room, "C")
+    clock.advance(20)
+    lobby_room.admit(host, a)  # 30 s after A arrived: the first sample
+    assert lobby_room.lobby_position(b) == (1, 30.0)
+    assert lobby_room.lobby_position(c) == (2, 60.0)
+    clock.advance(20)
+    lobby_room.deny(host, b)  # 20 s after the previous decision: smoothed 0.7 * 30 + 0.3 * 20
+    position, estimate = lobby_room.lobby_position(c)
+    assert position == 1
+    assert estimate == pytest.approx(27.0)
+    assert lobby_room.lobby_public()[0]["estimated_wait_s"] == 27
+
+
+def test_time_with_nobody_waiting_does_not_count_as_decision_time(lobby_room: Room, clock: FakeClock) -> None:
+    host = join(lobby_room, "Hanna", HOST_PIN).id
+    a = wait(lobby_room, "A")
+    clock.advance(10)
+    lobby_room.admit(host, a)
+    clock.advance(1000)  # an empty lobby for a long while
+    b = wait(lobby_room, "B")
+    c = wait(lobby_room, "C")
+    clock.advance(20)
+    lobby_room.admit(host, b)
+    assert lobby_room.lobby_position(c) == (1, pytest.approx(0.7 * 10 + 0.3 * 20))
+
+
+def test_an_instant_decision_counts_as_at_least_one_second(lobby_room: Room) -> None:
+    a = wait(lobby_room, "A")
+    b = wait(lobby_room, "B")
+    lobby_room.deny(None, a)
+    assert lobby_room.lobby_position(b) == (1, 1.0)
+
+
+def test_admit_turns_the_entry_into_a_guest_with_the_same_id(lobby_room: Room, events: Events) -> None:
+    host = join(lobby_room, "Hanna", HOST_PIN).id
+    entry = wait(lobby_room, "Gil", kind=LegKind.H323_ROOM_SYSTEM)
+    listen(lobby_room, events)
+    p = lobby_room.admit(host, entry)
+    assert p.id == entry
+    assert (p.name, p.role, p.kind) == ("Gil", Role.GUEST, LegKind.H323_ROOM_SYSTEM)
+    assert lobby_room.participants[entry] is p
+    assert lobby_room.lobby == {}
+    assert events.summary() == [
+        ("lobby_admitted", entry, host),
+        ("lobby_changed", entry, host),
+        ("participant_joined", entry, None),
+    ]
+    assert events[1].data == {"waiting": 0}
+
+
+def test_deny_removes_the_entry_without_a_participant(lobby_room: Room, events: Events) -> None:
+    host = join(lobby_room, "Hanna", HOST_PIN).id
+    denied = wait(lobby_room, "Gil")
+    other = wait(lobby_room, "Gus")
+    listen(lobby_room, events)
+    lobby_room.deny(host, denied)
+    assert denied not in lobby_room.lobby and denied not in lobby_room.participants
+    assert lobby_room.lobby_position(other) == (1, pytest.approx(1.0))
+    assert events.summary() == [("lobby_denied", denied, host), ("lobby_changed", denied, host)]
+    assert events[0].data == {"name": "Gil"} and events[1].data == {"waiting": 1}
+
+
+def test_the_admin_may_admit_and_deny(lobby_room: Room) -> None:
+    a, b = wait(lobby_room, "A"), wait(lobby_room, "B")
+    assert lobby_room.admit(None, a).id == a
+    lobby_room.deny(None, b)
+    assert lobby_room.lobby == {} and list(lobby_room.participants) == [a]
+
+
+def test_a_waiting_guest_leaving_moves_the_queue_up(lobby_room: Room, events: Events) -> None:
+    a, b = wait(lobby_room, "A"), wait(lobby_room, "B")
+    listen(lobby_room, events)
+    lobby_room.leave(a)
+    assert list(lobby_room.lobby) == [b]
+    assert lobby_room.lobby_position(b)[0] == 1
+    assert events.summary() == [("lobby_changed", a, None)]
+    assert events[0].data == {"waiting": 1, "left": True}
+    with pytest.raises(UnknownParticipant):
+        lobby_room.lobby_position(a)
+
+
+@pytest.mark.parametrize("decide", ["admit", "deny"])
+def test_only_hosts_decide_on_the_lobby(lobby_room: Room, events: Events, decide: str) -> None:
+    join(lobby_room, "Hanna", HOST_PIN)
+    lobby_room.lobby_enabled = False
+    guest = join(lobby_room, "Gil").id
+    lobby_room.lobby_enabled = True
+    waiting = wait(lobby_room, "Gus")
+    listen(lobby_room, events)
+    for actor in (guest, waiting, "stranger"):
+        with pytest.raises(NotAllowed):
+            getattr(lobby_room, decide)(actor, waiting)
+    assert list(lobby_room.lobby) == [waiting]
+    assert waiting not in lobby_room.participants
+    assert events == []
+
+
+def test_a_guest_trying_to_admit_into_a_full_room_is_not_allowed(make_room: Callable[..., Room]) -> None:
+    room = make_room(host_pin=HOST_PIN, max_participants=1)
+    guest = join(room, "Gil")
+    room.lobby_enabled = True
+    waiting = wait(room, "Gus")
+    with pytest.raises(NotAllowed):
+        room.admit(guest.id, waiting)
+
+
+def test_admitting_into_a_full_room_is_refused_and_the_guest_keeps_waiting(
+    make_room: Callable[..., Room], events: Events
+) -> None:
+    room = make_room(host_pin=HOST_PIN, lobby=True, max_participants=1)
+    host = join(room, "Hanna", HOST_PIN).id
+    entry = wait(room, "Gil")
+    listen(room, events)
+    with pytest.raises(JoinRefused) as refused:
+        room.admit(host, entry)
+    assert refused.value.code == "full"
+    assert list(room.lobby) == [entry]
+    assert events == []
+
+
+def test_deciding_on_someone_not_waiting(lobby_room: Room) -> None:
+    host = join(lobby_room, "Hanna", HOST_PIN).id
+    with pytest.raises(UnknownParticipant):
+        lobby_room.admit(host, "nobody")
+    with pytest.raises(UnknownParticipant):
+        lobby_room.deny(host, host)  # in the meeting, not in the lobby
+
+
+def test_only_hosts_see_the_lobby(lobby_room: Room) -> None:
+    wait(lobby_room, "Gil")
+    for_host, for_guest = lobby_room.public(for_host=True), lobby_room.public(for_host=False)
+    assert [e["name"] for e in for_host["lobby"]] == ["Gil"]
+    assert for_guest["lobby"] == []
+    assert for_host["lobby_waiting"] == for_guest["lobby_waiting"] == 1
+    assert for_host["lobby_enabled"] is True
+
+
+# -- remove and end -------------------------------------------------------------------------------
+
+
+def test_a_host_removes_a_participant(meeting: Meeting) -> None:
+    meeting.room.remove(meeting.host.id, meeting.gil.id)
+    assert meeting.gil.id not in meeting.room.participants
+    assert meeting.events.summary() == [("participant_removed", meeting.gil.id, meeting.host.id)]
+
+
+def test_removing_someone_not_there(meeting: Meeting) -> None:
+    with pytest.raises(UnknownParticipant) as error:
+        meeting.room.remove(meeting.host.id, "nobody")
+    assert error.value.code == "unknown_participant"
+    assert meeting.events == []
+
+
+def test_end_sends_everyone_and_the_lobby_away(make_room: Callable[..., Room], events: Events) -> None:
+    room = make_room(host_pin=HOST_PIN, lobby=True)
+    host = join(room, "Hanna", HOST_PIN).id
+    guest = wait(room, "Gil")
+    room.admit(host, guest)
+    waiting = wait(room, "Gus")
+    room.set_locked(host, True)
+    listen(room, events)
+    ended = room.end(host)
+    assert sorted(ended) == sorted([host, guest, waiting])
+    assert room.participants == {} and room.lobby == {}
+    assert not room.locked
+    [event] = events
+    assert (event.type, event.participant, event.by) == ("meeting_ended", None, host)
+    assert sorted(event.data["participants"]) == sorted(ended)
+    # the room serves the next meeting
+    assert join(room, "Hanna again", HOST_PIN).is_host
+    assert wait(room, "New guest") in room.lobby
+
+
+def test_the_admin_may_end_a_meeting(meeting: Meeting) -> None:
+    ended = meeting.room.end(None)
+    assert set(ended) == {meeting.host.id, meeting.gil.id, meeting.gus.id}
+    assert meeting.events.summary() == [("meeting_ended", None, None)]
+
+
+def test_end_keeps_a_lock_from_the_config(make_room: Callable[..., Room]) -> None:
+    room = make_room(host_pin=HOST_PIN, locked=True)
+    host = join(room, "Hanna", HOST_PIN).id
+    room.set_locked(host, False)
+    room.end(host)
+    assert room.locked
+
+
+# -- mute -----------------------------------------------------------------------------------------
+
+
+def test_self_mute_and_unmute(meeting: Meeting) -> None:
+    room, gil = meeting.room, meeting.gil
+    room.set_self_muted(gil.id, True)
+    assert gil.self_muted and gil.audio_muted and not gil.host_muted
+    room.set_self_muted(gil.id, True)  # no change
+    room.set_self_muted(gil.id, False)
+    assert not gil.audio_muted
+    room.set_self_muted(gil.id, False)  # no change
+    assert meeting.events.summary() == [("muted", gil.id, gil.id), ("unmuted", gil.id, gil.id)]
+
+
+def test_a_host_mutes_one_participant(meeting: Meeting) -> None:
+    room, gil, gus = meeting.room, meeting.gil, meeting.gus
+    room.mute(meeting.host.id, gil.id)
+    assert gil.host_muted and gil.audio_muted and not gil.self_muted and not gil.self_unmute_forbidden
+    assert not gus.audio_muted
+    room.mute(meeting.host.id, gil.id)  # already muted by the host
+    assert meeting.events.summary() == [("muted", gil.id, meeting.host.id)]
+
+
+def test_unmuting_oneself_lifts_a_host_mute_unless_forbidden(meeting: Meeting) -> None:
+    room, gil = meeting.room, meeting.gil
+    room.mute(meeting.host.id, gil.id)
+    meeting.events.clear()
+    room.set_self_muted(gil.id, False)
+    assert not gil.host_muted and not gil.audio_muted
+    assert meeting.events.summary() == [("unmuted", gil.id, gil.id)]
+
+
+def test_muted_and_forbidden_participant_cannot_unmute(meeting: Meeting) -> None:
+    room, gil = meeting.room, meeting.gil
+    room.mute(meeting.host.id, gil.id, forbid_self_unmute=True)
+    assert gil.self_unmute_forbidden
+    assert meeting.events.summary() == [
+        ("self_unmute_forbidden", gil.id, meeting.host.id),
+        ("muted", gil.id, meeting.host.id),
+    ]
+    meeting.events.clear()
+    with pytest.raises(NotAllowed) as refused:
+        room.set_self_muted(gil.id, False)
+    assert refused.value.code == "self_unmute_forbidden"
+    assert gil.audio_muted and gil.host_muted and gil.self_unmute_forbidden
+    assert meeting.events == []
+
+
+def test_forbid_and_allow_self_unmute(meeting: Meeting) -> None:
+    room, host, gil = meeting.room, meeting.host.id, meeting.gil
+    room.mute(host, gil.id)
+    room.set_self_unmute_forbidden(host, gil.id, True)
+    room.set_self_unmute_forbidden(host, gil.id, True)  # no change
+    with pytest.raises(NotAllowed):
+        room.set_self_muted(gil.id, False)
+    room.set_self_unmute_forbidden(host, gil.id, False)
+    room.set_self_unmute_forbidden(host, gil.id, False)  # no change
+    assert gil.host_muted, "allowing self-unmute does not unmute"
+    room.set_self_muted(gil.id, False)
+    assert not gil.audio_muted
+    assert meeting.events.summary() == [
+        ("muted", gil.id, host),
+        ("self_unmute_forbidden", gil.id, host),
+        ("self_unmute_allowed", gil.id, host),
+        ("unmuted", gil.id, gil.id),
+    ]
+
+
+def test_a_forbidden_participant_may_still_mute_themselves(meeting: Meeting) -> None:
+    room, gil = meeting.room, meeting.gil
+    room.mute(meeting.host.id, gil.id, forbid_self_unmute=True)
+    meeting.events.clear()
+    room.set_self_muted(gil.id, True)
+    assert gil.self_muted and gil.audio_muted
+    assert "unmuted" not in meeting.events.types()
+
+
+def test_host_unmute_lifts_the_host_mute_and_the_ban(meeting: Meeting) -> None:
+    room, host, gil = meeting.room, meeting.host.id, meeting.gil
+    room.mute(host, gil.id, forbid_self_unmute=True)
+    meeting.events.clear()
+    room.unmute(host, gil.id)
+    assert not gil.audio_muted and not gil.host_muted and not gil.self_unmute_forbidden
+    assert meeting.events.summary() == [("self_unmute_allowed", gil.id, host), ("unmuted", gil.id, host)]
+
+
+def test_host_unmute_never_lifts_a_self_mute(meeting: Meeting) -> None:
+    room, host, gil = meeting.room, meeting.host.id, meeting.gil
+    room.set_self_muted(gil.id, True)
+    room.mute(host, gil.id, forbid_self_unmute=True)
+    meeting.events.clear()
+    room.unmute(host, gil.id)
+    assert gil.self_muted and gil.audio_muted
+    assert not gil.host_muted and not gil.self_unmute_forbidden
+    assert "unmuted" not in meeting.events.types()
+    room.set_self_muted(gil.id, False)  # the ban is gone: the participant may unmute
+    assert not gil.audio_muted
+
+
+def test_host_unmute_of_someone_unmuted_emits_nothing(meeting: Meeting) -> None:
+    meeting.room.unmute(meeting.host.id, meeting.gil.id)
+    assert meeting.events == []
+
+
+def test_mute_all_guests_leaves_hosts_alone(meeting: Meeting) -> None:
+    room, host = meeting.room, meeting.host
+    cohost = join(room, "Second host", HOST_PIN)
+    meeting.events.clear()
+    muted = room.mute_all_guests(host.id)
+    assert sorted(muted) == sorted([meeting.gil.id, meeting.gus.id])
+    assert meeting.gil.host_muted and meeting.gus.host_muted
+    assert not host.audio_muted and not cohost.audio_muted
+    assert not meeting.gil.self_unmute_forbidden
+    assert sorted(meeting.events.summary()) == sorted(
+        [("muted", meeting.gil.id, host.id), ("muted", meeting.gus.id, host.id)]
+    )
+
+
+def test_mute_all_guests_can_forbid_self_unmute(meeting: Meeting) -> None:
+    room = meeting.room
+    room.mute_all_guests(None, forbid_self_unmute=True)
+    for guest in (meeting.gil, meeting.gus):
+        assert guest.host_muted and guest.self_unmute_forbidden
+        with pytest.raises(NotAllowed):
+            room.set_self_muted(guest.id, False)
+    assert not meeting.host.self_unmute_forbidden
+    assert meeting.events.types().count("self_unmute_forbidden") == 2
+
+
+def test_hosts_can_always_unmute_themselves(meeting: Meeting) -> None:
+    room, host = meeting.room, meeting.host
+    cohost = join(room, "Second host", HOST_PIN)
+    room.mute(host.id, cohost.id, forbid_self_unmute=True)
+    assert cohost.host_muted and not cohost.self_unmute_forbidden
+    with pytest.raises(NotAllowed):
+        room.set_self_unmute_forbidden(host.id, cohost.id, True)
+    assert not cohost.self_unmute_forbidden
+    room.set_self_muted(cohost.id, False)
+    assert not cohost.audio_muted
+
+
+def test_mute_state_shows_in_the_public_view(meeting: Meeting) -> None:
+    meeting.room.mute(meeting.host.id, meeting.gil.id, forbid_self_unmute=True)
+    view = meeting.gil.public()
+    assert (view["muted"], view["host_muted"], view["self_muted"], view["self_unmute_forbidden"]) == (
+        True,
+        True,
+        False,
+        True,
+    )
+    roster = {p["id"]: p for p in meeting.room.public(for_host=False)["participants"]}
+    assert roster[meeting.gil.id]["muted"] and not roster[meeting.gus.id]["muted"]
+
+
+def test_muting_someone_unknown(meeting: Meeting) -> None:
+    with pytest.raises(UnknownParticipant):
+        meeting.room.mute(meeting.host.id, "nobody")
+    with pytest.raises(UnknownParticipant):
+        meeting.room.set_self_muted("nobody", True)
+
+
+# -- what guests may not do -----------------------------------------------------------------------
+
+HOST_ACTIONS: dict[str, Callable[[Room, str, str], Any]] = {
+    "mute": lambda room, by, target: room.mute(by, target),
+    "unmute": lambda room, by, target: room.unmute(by, target),
+    "forbid": lambda room, by, target: room.set_self_unmute_forbidden(by, target, True),
+    "allow": lambda room, by, target: room.set_self_unmute_forbidden(by, target, False),
+    "mute_all": lambda room, by, target: room.mute_all_guests(by),
+    "remove": lambda room, by, target: room.remove(by, target),
+    "lock": lambda room, by, target: room.set_locked(by, True),
+    "end": lambda room, by, target: room.end(by),
+    "lower_hand": lambda room, by, target: room.set_hand(by, target, False),
+}
+
+
+@pytest.mark.parametrize("action", HOST_ACTIONS.values(), ids=HOST_ACTIONS.keys())
+@pytest.mark.parametrize("actor", ["guest", "stranger"])
+def test_guests_may_not_use_host_actions(meeting: Meeting, action: Callable[..., Any], actor: str) -> None:
+    room = meeting.room
+    room.mute(meeting.host.id, meeting.gus.id, forbid_self_unmute=True)  # so unmute/allow would change something
+    room.set_hand(meeting.gus.id, meeting.gus.id, True)  # so lowering would change something
+    meeting.events.clear()
+    before = room.public(for_host=True)
+    by = meeting.gil.id if actor == "guest" else "stranger"
+    with pytest.raises(NotAllowed) as refused:
+        action(room, by, meeting.gus.id)
+    assert refused.value.code == "not_allowed"
+    assert room.public(for_host=True) == before
+    assert meeting.events == []
+
+
+# -- hands ----------------------------------------------------------------------------------------
+
+
+def test_raise_and_lower_your_own_hand(meeting: Meeting) -> None:
+    room, gil = meeting.room, meeting.gil
+    room.set_hand(gil.id, gil.id, True)
+    room.set_hand(gil.id, gil.id, True)  # no change
+    assert gil.hand_raised
+    room.set_hand(gil.id, gil.id, False)
+    room.set_hand(gil.id, gil.id, False)  # no change
+    assert not gil.hand_raised
+    assert meeting.events.summary() == [("hand_raised", gil.id, gil.id), ("hand_lowered", gil.id, gil.id)]
+
+
+@pytest.mark.parametrize("lowered_by", ["host", "admin"])
+def test_a_host_may_lower_someone_elses_hand(meeting: Meeting, lowered_by: str) -> None:
+    room, gil = meeting.room, meeting.gil
+    room.set_hand(gil.id, gil.id, True)
+    meeting.events.clear()
+    by = meeting.host.id if lowered_by == "host" else None
+    room.set_hand(by, gil.id, False)
+    assert not gil.hand_raised
+    assert meeting.events.summary() == [("hand_lowered", gil.id, by)]
+
+
+@pytest.mark.parametrize("raiser", ["host", "guest", "admin"])
+def test_nobody_raises_someone_elses_hand(meeting: Meeting, raiser: str) -> None:
+    by = {"host": meeting.host.id, "guest": meeting.gus.id, "admin": None}[raiser]
+    with pytest.raises(NotAllowed):
+        meeting.room.set_hand(by, meeting.gil.id, True)
+    assert not meeting.gil.hand_raised
+    assert meeting.events == []
+
+
+# -- video and speaking ---------------------------------------------------------------------------
+
+
+def test_video_off_and_speaking_emit_only_on_change(meeting: Meeting) -> None:
+    room, gil = meeting.room, meeting.gil
+    room.set_video_off(gil.id, True)
+    room.set_video_off(gil.id, True)
+    room.set_speaking(gil.id, True)
+    room.set_speaking(gil.id, True)
+    room.set_speaking(gil.id, False)
+    room.set_speaking("gone", True)  # the mixer may report someone who just left
+    assert gil.video_off and not gil.speaking
+    assert meeting.events.summary() == [
+        ("video_changed", gil.id, gil.id),
+        ("speaking_started", gil.id, None),
+        ("speaking_stopped", gil.id, None),
+    ]
+    assert meeting.events[0].data == {"video_off": True}
+
+
+# -- events plumbing ------------------------------------------------------------------------------
+
+
+def test_unsubscribe_stops_events(make_room: Callable[..., Room], events: Events) -> None:
+    room = make_room()
+    other: list[RoomEvent] = []
+    unsubscribe = room.subscribe(events.append)
+    room.subscribe(other.append)
+    join(room, "A")
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    join(room, "B")
+    assert len(events) == 1 and len(other) == 2
+
+
+def test_event_as_dict(meeting: Meeting) -> None:
+    meeting.room.mute(meeting.host.id, meeting.gil.id)
+    assert meeting.events[0].as_dict() == {
+        "type": "muted",
+        "room": "r1",
+        "participant": meeting.gil.id,
+        "by": meeting.host.id,
+        "data": {},
+        "at": WALL_TIME,
+    }
