@@ -827,6 +827,21 @@ def test_event_as_dict(meeting: Meeting) -> None:
         "room": "r1",
         "participant": meeting.gil.id,
         "by": meeting.host.id,
-        "data": {},
+        "data": {"self_muted": False, "host_muted": True},
         "at": WALL_TIME,
     }
+
+
+def test_a_change_of_who_holds_the_mute_is_an_event_too(meeting: Meeting) -> None:
+    """The host's view must never go stale: flag changes that keep the participant muted still show."""
+    room, gil, host = meeting.room, meeting.gil, meeting.host
+    room.set_self_muted(gil.id, True)
+    meeting.events.clear()
+    room.mute(host.id, gil.id)  # already silent by their own choice; now the host holds it too
+    assert [(e.type, e.by, e.data) for e in meeting.events] == [
+        ("mute_changed", host.id, {"self_muted": True, "host_muted": True})
+    ]
+    meeting.events.clear()
+    room.unmute(host.id, gil.id)  # the host lets go; the guest's own mute stays
+    assert [(e.type, e.data) for e in meeting.events] == [("mute_changed", {"self_muted": True, "host_muted": False})]
+    assert gil.audio_muted

@@ -18,11 +18,11 @@ from gateway.rooms.leg import Leg
 from gateway.rooms.room import Room
 from gateway.transcode.clock import MediaClock
 from gateway.transcode.mixer import Mixer
-from gateway.transcode.video import EncodedVideoFrame, VideoRouter
+from gateway.transcode.video import EncodedVideoFrame, TranscodePool, VideoRouter
 
 log = structlog.get_logger(__name__)
 
-_MUTE_EVENTS = {"muted", "unmuted", "participant_joined"}
+_MUTE_EVENTS = {"muted", "unmuted", "mute_changed", "participant_joined"}
 _HANG_UP_EVENTS = {"participant_removed": "removed"}
 
 
@@ -37,7 +37,8 @@ class Conference:
             jitter_min_ms=media.jitter.min_delay_ms,
             jitter_max_ms=media.jitter.max_delay_ms,
         )
-        self.video = video_router or VideoRouter()
+        self._transcoders: TranscodePool | None = None
+        self.video = video_router or VideoRouter(transcode=self._transcode)
         self.clock = MediaClock(
             self._tick,
             period_s=media.mixer.tick_ms / 1000,
@@ -69,11 +70,20 @@ class Conference:
     def detach(self, participant_id: str) -> None:
         leg = self.legs.pop(participant_id, None)
         self.mixer.remove(participant_id)
-        self.video.remove(participant_id)
+        self.video.remove_receiver(participant_id)
+        if participant_id in self.room.participants:
+            self.video.remove_source(participant_id)  # may reconnect: others stay subscribed
+        else:
+            self.video.remove(participant_id)
         if leg is not None:
             self._log.info("leg detached", participant=participant_id, legs=len(self.legs))
         if not self.legs and self.clock.running:
             asyncio.get_running_loop().create_task(self.clock.stop())
+
+    def _transcode(self, source: str, codec: str, frame: EncodedVideoFrame, done: Any) -> None:
+        if self._transcoders is None:
+            self._transcoders = TranscodePool(asyncio.get_running_loop())
+        self._transcoders(source, codec, frame, done)
 
     def set_video_subscriptions(self, receiver_id: str, source_ids: list[str]) -> None:
         current = self.video.subscriptions(receiver_id)
@@ -105,6 +115,10 @@ class Conference:
         pid = event.participant
         if event.type in _MUTE_EVENTS and pid in self.room.participants:
             self.mixer.set_muted(pid, self.room.participants[pid].audio_muted)
+        if event.type in ("participant_left", "participant_removed") and pid is not None:
+            self.video.remove(pid)
+            if self._transcoders is not None:
+                self._transcoders.drop(pid)
         for leg in list(self.legs.values()):
             try:
                 leg.on_room_event(event)
@@ -143,4 +157,6 @@ class Conference:
 
     async def close(self) -> None:
         self._unsubscribe()
+        if self._transcoders is not None:
+            self._transcoders.close()
         await self.clock.stop()

@@ -12,6 +12,7 @@ EventType = Literal[
     "participant_removed",
     "muted",
     "unmuted",
+    "mute_changed",
     "self_unmute_forbidden",
     "self_unmute_allowed",
     "hand_raised",

@@ -242,45 +242,47 @@ class Room:
 
     # -- mute policy ----------------------------------------------------------------------------
 
+    def _set_mute(self, p: Participant, by: str | None, *, self_muted: bool | None = None, host_muted: bool | None = None) -> None:
+        """Changes mute flags and says so: `muted`/`unmuted` when the participant's audibility changes,
+        `mute_changed` when only who holds the mute changes (so the host's view never goes stale)."""
+        before = (p.self_muted, p.host_muted, p.audio_muted)
+        if self_muted is not None:
+            p.self_muted = self_muted
+        if host_muted is not None:
+            p.host_muted = host_muted
+        if (p.self_muted, p.host_muted) == before[:2]:
+            return
+        kind: EventType = "mute_changed"
+        if p.audio_muted != before[2]:
+            kind = "muted" if p.audio_muted else "unmuted"
+        self._emit(kind, p.id, by, self_muted=p.self_muted, host_muted=p.host_muted)
+
     def set_self_muted(self, participant_id: str, muted: bool) -> None:
         """The participant's own microphone switch. Unmuting also lifts a host's mute unless forbidden."""
         p = self.get(participant_id)
         if muted:
-            was = p.audio_muted
-            p.self_muted = True
-            if not was:
-                self._emit("muted", p.id, p.id)
+            self._set_mute(p, p.id, self_muted=True)
             return
         if p.host_muted and p.self_unmute_forbidden and not p.is_host:
             raise NotAllowed("a host has muted you and not allowed you to unmute", "self_unmute_forbidden")
-        was = p.audio_muted
-        p.self_muted = False
-        p.host_muted = False
-        if was:
-            self._emit("unmuted", p.id, p.id)
+        self._set_mute(p, p.id, self_muted=False, host_muted=False)
 
     def mute(self, by: str | None, participant_id: str, forbid_self_unmute: bool = False) -> None:
         self._require_host(by)
         p = self.get(participant_id)
-        was = p.audio_muted
-        p.host_muted = True
         if forbid_self_unmute and not p.is_host and not p.self_unmute_forbidden:
             p.self_unmute_forbidden = True
             self._emit("self_unmute_forbidden", p.id, by)
-        if not was:
-            self._emit("muted", p.id, by)
+        self._set_mute(p, by, host_muted=True)
 
     def unmute(self, by: str | None, participant_id: str) -> None:
         """Lifts a host's mute (and its ban on self-unmute). A participant's own mute stays theirs."""
         self._require_host(by)
         p = self.get(participant_id)
-        was = p.audio_muted
-        p.host_muted = False
         if p.self_unmute_forbidden:
             p.self_unmute_forbidden = False
             self._emit("self_unmute_allowed", p.id, by)
-        if was and not p.audio_muted:
-            self._emit("unmuted", p.id, by)
+        self._set_mute(p, by, host_muted=False)
 
     def set_self_unmute_forbidden(self, by: str | None, participant_id: str, forbidden: bool) -> None:
         self._require_host(by)

@@ -10,9 +10,11 @@ receivers of that codec share its output.
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import av
@@ -66,7 +68,6 @@ class _Receiver:
 class _Source:
     id: str
     request_keyframe: Callable[[], None]
-    subscribers: set[str] = field(default_factory=set)
     last_request: float = -1e9
     frames_in: int = 0
     codec: str | None = None
@@ -122,6 +123,49 @@ class Transcoder:
         return out
 
 
+class TranscodePool:
+    """Runs one Transcoder per (source, output codec), each on its own worker thread so frames stay
+    in order and the event loop never decodes or encodes a picture; results return on the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_pending: int = 8) -> None:
+        self._loop = loop
+        self._max_pending = max_pending
+        self._workers: dict[tuple[str, str], tuple[Transcoder, ThreadPoolExecutor, list[int]]] = {}
+
+    def __call__(
+        self, source: str, codec: str, frame: EncodedVideoFrame, done: Callable[[list[EncodedVideoFrame]], None]
+    ) -> None:
+        worker = self._workers.get((source, codec))
+        if worker is None:
+            worker = (Transcoder(codec), ThreadPoolExecutor(1, thread_name_prefix=f"transcode-{codec}"), [0])
+            self._workers[(source, codec)] = worker
+        transcoder, executor, pending = worker
+        if pending[0] >= self._max_pending and not frame.keyframe:
+            return  # falling behind: skip to the next keyframe rather than build up delay
+        pending[0] += 1
+
+        def finished(future: Future[list[EncodedVideoFrame]]) -> None:
+            pending[0] -= 1
+            try:
+                frames = future.result()
+            except Exception as exc:  # a corrupt frame must not stop the stream
+                log.warning("transcoding failed", source=source, codec=codec, error=str(exc))
+                return
+            if frames:
+                self._loop.call_soon_threadsafe(done, frames)
+
+        executor.submit(transcoder.transcode, frame).add_done_callback(finished)
+
+    def drop(self, source: str) -> None:
+        for key in [k for k in self._workers if k[0] == source]:
+            self._workers.pop(key)[1].shutdown(wait=False)
+
+    def close(self) -> None:
+        for _transcoder, executor, _pending in self._workers.values():
+            executor.shutdown(wait=False)
+        self._workers.clear()
+
+
 class VideoRouter:
     def __init__(
         self,
@@ -133,6 +177,9 @@ class VideoRouter:
         """`transcode(source, codec, frame, done)` runs a Transcoder (off the loop) and calls done."""
         self._sources: dict[str, _Source] = {}
         self._receivers: dict[str, _Receiver] = {}
+        # Subscriptions live apart from the sources: a receiver may subscribe to a participant whose
+        # media is not attached yet (or is reconnecting), and gets its video once it is.
+        self._subscribers: dict[str, set[str]] = {}
         self._keyframe_interval = keyframe_interval_s
         self._clock = clock
         self._transcode = transcode
@@ -141,35 +188,51 @@ class VideoRouter:
 
     def add_source(self, id: str, request_keyframe: Callable[[], None]) -> None:
         self._sources[id] = _Source(id, request_keyframe)
+        if self._subscribers.get(id):
+            self.request_keyframe(id, force=True)
 
     def add_receiver(self, id: str, codecs: tuple[str, ...], deliver: Deliver) -> None:
         self._receivers[id] = _Receiver(id, codecs, deliver)
 
-    def remove(self, id: str) -> None:
+    def remove_source(self, id: str) -> None:
+        """The participant's media went away; who subscribed to it stays subscribed (a reconnect)."""
         self._sources.pop(id, None)
+        subscribers = self._subscribers.get(id, set())
+        for receiver in self._receivers.values():
+            if receiver.id in subscribers:
+                receiver.waiting_keyframe.add(id)
+
+    def remove_receiver(self, id: str) -> None:
         self._receivers.pop(id, None)
-        for source in self._sources.values():
-            source.subscribers.discard(id)
+        for subscribers in self._subscribers.values():
+            subscribers.discard(id)
+
+    def remove(self, id: str) -> None:
+        """The participant left: as source and as receiver."""
+        self._sources.pop(id, None)
+        self._subscribers.pop(id, None)
+        self._receivers.pop(id, None)
+        for subscribers in self._subscribers.values():
+            subscribers.discard(id)
 
     def subscribe(self, receiver_id: str, source_id: str) -> None:
-        receiver, source = self._receivers.get(receiver_id), self._sources.get(source_id)
-        if receiver is None or source is None or receiver_id == source_id:
+        receiver = self._receivers.get(receiver_id)
+        if receiver is None or receiver_id == source_id:
             return
-        if receiver_id not in source.subscribers:
-            source.subscribers.add(receiver_id)
+        subscribers = self._subscribers.setdefault(source_id, set())
+        if receiver_id not in subscribers:
+            subscribers.add(receiver_id)
             receiver.waiting_keyframe.add(source_id)
             self.request_keyframe(source_id, force=True)
 
     def unsubscribe(self, receiver_id: str, source_id: str) -> None:
-        source = self._sources.get(source_id)
-        if source is not None:
-            source.subscribers.discard(receiver_id)
+        self._subscribers.get(source_id, set()).discard(receiver_id)
         receiver = self._receivers.get(receiver_id)
         if receiver is not None:
             receiver.waiting_keyframe.discard(source_id)
 
     def subscriptions(self, receiver_id: str) -> set[str]:
-        return {s.id for s in self._sources.values() if receiver_id in s.subscribers}
+        return {source for source, subs in self._subscribers.items() if receiver_id in subs}
 
     def request_keyframe(self, source_id: str, force: bool = False) -> None:
         """A receiver lost a picture (PLI/FIR) or a new one subscribed: ask the source, rate-limited."""
@@ -197,7 +260,7 @@ class VideoRouter:
         source.frames_in += 1
         source.codec = frame.codec
         needs: dict[str, list[_Receiver]] = {}
-        for rid in source.subscribers:
+        for rid in self._subscribers.get(source_id, ()):
             receiver = self._receivers.get(rid)
             if receiver is None:
                 continue

@@ -369,12 +369,12 @@ class BrowserSession:
             self._update_video_slots()  # more videos than slots: speakers move into view
         if event.participant == me and event.by != me:
             notice = {
-                "muted": "host_muted",
-                "unmuted": "host_unmuted",
                 "self_unmute_forbidden": "self_unmute_forbidden",
                 "self_unmute_allowed": "self_unmute_allowed",
                 "hand_lowered": "hand_lowered",
             }.get(event.type)
+            if event.type in ("muted", "unmuted", "mute_changed"):
+                notice = "host_muted" if event.data.get("host_muted") else "host_unmuted"
             if notice is not None:
                 self._spawn(self.send(sig.server_notice(notice, by=self._name_of(event.by))))
         if event.type == "lobby_changed" and event.data.get("name") and not event.data.get("left"):

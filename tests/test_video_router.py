@@ -1,0 +1,111 @@
+"""The video router: forwarding without decoding, keyframe handling, transcoding once per format."""
+
+from __future__ import annotations
+
+import fractions
+
+import av
+import numpy as np
+
+from gateway.transcode.video import EncodedVideoFrame, Transcoder, VideoRouter, is_keyframe
+
+
+def frame(key: bool, codec: str = "VP8", ts: int = 0) -> EncodedVideoFrame:
+    data = (b"\x00" if key else b"\x01") + b"payload"
+    return EncodedVideoFrame(codec, data, ts, is_keyframe(codec, data))
+
+
+class Receivers:
+    def __init__(self) -> None:
+        self.got: dict[str, list[tuple[str, EncodedVideoFrame]]] = {}
+
+    def __call__(self, rid: str):  # type: ignore[no-untyped-def]
+        self.got[rid] = []
+        return lambda source, f: self.got[rid].append((source, f))
+
+
+def test_forwards_the_same_frame_object_to_every_subscriber_after_a_keyframe() -> None:
+    keyframe_requests: list[str] = []
+    router = VideoRouter(clock=lambda: 0.0)
+    rx = Receivers()
+    router.add_source("anna", lambda: keyframe_requests.append("anna"))
+    for rid in ("ben", "cem"):
+        router.add_receiver(rid, ("VP8",), rx(rid))
+        router.subscribe(rid, "anna")
+    assert keyframe_requests == ["anna", "anna"]  # each new subscriber asks for one
+    delta, key, delta2 = frame(False), frame(True), frame(False)
+    for f in (delta, key, delta2):
+        router.on_frame("anna", f)
+    for rid in ("ben", "cem"):
+        assert [f for _, f in rx.got[rid]] == [key, delta2]  # nothing before the keyframe
+    assert rx.got["ben"][0][1] is rx.got["cem"][0][1]  # one object, no copy, no decode
+
+
+def test_subscribing_before_the_source_attaches_still_delivers() -> None:
+    router = VideoRouter(clock=lambda: 0.0)
+    rx = Receivers()
+    router.add_receiver("anna", ("VP8",), rx("anna"))
+    router.subscribe("anna", "ben")  # Ben's media is not attached yet
+    requests: list[int] = []
+    router.add_source("ben", lambda: requests.append(1))
+    assert requests == [1]
+    router.on_frame("ben", frame(True))
+    assert len(rx.got["anna"]) == 1
+
+
+def test_keyframe_requests_from_receivers_are_rate_limited() -> None:
+    now = [0.0]
+    requests: list[float] = []
+    router = VideoRouter(keyframe_interval_s=0.5, clock=lambda: now[0])
+    router.add_source("anna", lambda: requests.append(now[0]))
+    for t in (0.0, 0.1, 0.2, 0.6, 0.7):
+        now[0] = t
+        router.request_keyframe("anna")
+    assert requests == [0.0, 0.6]
+
+
+def test_receiver_without_the_codec_gets_one_shared_transcode() -> None:
+    calls: list[tuple[str, str]] = []
+    router = VideoRouter(clock=lambda: 0.0, transcode=None)
+    rx = Receivers()
+
+    def transcode(source, codec, f, done):  # type: ignore[no-untyped-def]
+        calls.append((source, codec))
+        done([EncodedVideoFrame(codec, b"\x00h264", f.timestamp, True)])
+
+    router = VideoRouter(clock=lambda: 0.0, transcode=transcode)
+    router.add_source("anna", lambda: None)
+    for rid in ("h1", "h2", "vp8"):
+        router.add_receiver(rid, ("H264",) if rid != "vp8" else ("VP8",), rx(rid))
+        router.subscribe(rid, "anna")
+    router.on_frame("anna", frame(True))
+    assert calls == [("anna", "H264")]  # once for both H.264 receivers
+    assert [f.codec for _, f in rx.got["h1"]] == ["H264"] and [f.codec for _, f in rx.got["h2"]] == ["H264"]
+    assert [f.codec for _, f in rx.got["vp8"]] == ["VP8"]
+
+
+def test_transcoder_turns_vp8_into_decodable_h264() -> None:
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 90_000)
+    encoder.open()
+    transcoder = Transcoder("H264", bitrate=300_000)
+    out: list[EncodedVideoFrame] = []
+    for i in range(5):
+        picture = av.VideoFrame.from_ndarray(np.full((240, 320, 3), i * 40, dtype=np.uint8), format="rgb24")
+        picture = picture.reformat(format="yuv420p")
+        picture.pts = i * 3000
+        for packet in encoder.encode(picture):
+            data = bytes(packet)
+            out += transcoder.transcode(EncodedVideoFrame("VP8", data, i * 3000, is_keyframe("VP8", data)))
+    assert out and out[0].codec == "H264" and out[0].keyframe
+    decoder = av.CodecContext.create("h264", "r")
+    pictures = [p for f in out for p in decoder.decode(av.Packet(f.data))]
+    assert pictures and (pictures[0].width, pictures[0].height) == (320, 240)
+
+
+def test_keyframe_detection() -> None:
+    assert is_keyframe("VP8", b"\x10\x02") and not is_keyframe("VP8", b"\x11\x02")
+    assert is_keyframe("H264", b"\x00\x00\x00\x01\x67sps\x00\x00\x01\x65idr")
+    assert not is_keyframe("H264", b"\x00\x00\x00\x01\x41slice")
+    assert not is_keyframe("VP8", b"")
