@@ -171,12 +171,16 @@ class Mixer:
             if member.muted:
                 continue
             popped = member.jitter.pop()
-            if popped is None:
+            if popped is None and tick - member.last_active_tick > self._hangover_ticks:
                 continue
-            if popped is LOSS:
-                member.stats.frames_lost += 1
+            if popped is None or popped is LOSS:
+                # A talker whose frame is late or lost stays a speaker (concealed): dropping out of the
+                # speakers for a tick would switch it to the shared full-mix stream, whose encoder still
+                # holds the talker's own voice from the tick before (codec look-ahead), an audible echo.
+                if popped is LOSS:
+                    member.stats.frames_lost += 1
                 if tick - member.last_active_tick <= self._hangover_ticks:
-                    frames.append((member, None, self.floor, None))
+                    frames.append((member, None, member.stats.level_dbov, None))
                 continue
             assert isinstance(popped, BufferedFrame)
             level, pcm = popped.level_dbov, None

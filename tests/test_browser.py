@@ -1,0 +1,210 @@
+"""End to end with real headless Chromium participants (Debian chromium, driven by Playwright).
+
+Each browser sends its own tone through Chromium's fake microphone; what a page hears is measured
+in the page with an AnalyserNode on the meeting audio it receives. Video is checked with getStats.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningGateway, wait_until
+
+pytestmark = pytest.mark.browser
+
+HEARD_DB = -75.0  # analyser level at a tone's frequency above which the tone counts as heard
+
+# Installed once per page: every 20 ms, the level at each watched frequency of the meeting audio the
+# page receives; remembers when each tone was last above the threshold (Date.now(), so times from
+# different pages on this machine compare).
+MONITOR_JS = """
+([freqs, threshold]) => {
+  if (window.__monitor) return;
+  const m = window.__monitor = {lastHeard: {}, level: {}, stream: null, ctx: null, analyser: null};
+  const data = new Float32Array(4096);
+  setInterval(() => {
+    const c = window.gatewayClient;
+    const stream = c && c.remoteAudioStream;
+    if (!stream || stream.getAudioTracks().length === 0) return;
+    if (m.stream !== stream) {
+      if (m.ctx) m.ctx.close();
+      m.ctx = new AudioContext();
+      m.analyser = m.ctx.createAnalyser();
+      m.analyser.fftSize = 8192;
+      m.analyser.smoothingTimeConstant = 0;
+      m.ctx.createMediaStreamSource(stream).connect(m.analyser);
+      m.stream = stream;
+    }
+    if (m.ctx.state !== 'running') { m.ctx.resume(); return; }
+    m.analyser.getFloatFrequencyData(data);
+    const hzPerBin = m.ctx.sampleRate / m.analyser.fftSize;
+    for (const f of freqs) {
+      const bin = Math.round(f / hzPerBin);
+      let best = -200;
+      for (let b = bin - 2; b <= bin + 2; b++) best = Math.max(best, data[b]);
+      m.level[f] = best;
+      if (best > threshold) m.lastHeard[f] = Date.now();
+    }
+  }, 20);
+}
+"""
+
+WATCHED = [440.0, 1000.0, 1300.0, 1700.0]
+
+
+def watch(page) -> None:  # type: ignore[no-untyped-def]
+    page.evaluate(MONITOR_JS, [WATCHED, HEARD_DB])
+
+
+def last_heard(page, freq: float) -> float:  # type: ignore[no-untyped-def]
+    """Date.now() (ms) when the page last heard the tone, 0 if never."""
+    watch(page)
+    return float(page.evaluate("(f) => window.__monitor.lastHeard[f] || 0", freq))
+
+
+def hears(page, freq: float) -> bool:  # type: ignore[no-untyped-def]
+    """Heard within the last 300 ms."""
+    heard = last_heard(page, freq)
+    return heard > 0 and page.evaluate("() => Date.now()") - heard < 300
+
+
+VIDEO_FRAMES_JS = """
+async () => {
+  const pc = window.gatewayClient && window.gatewayClient.pc;
+  if (!pc) return [];
+  const stats = await pc.getStats();
+  const out = [];
+  stats.forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'video') out.push(s.framesDecoded || 0); });
+  return out;
+}
+"""
+
+
+def in_meeting(page) -> bool:  # type: ignore[no-untyped-def]
+    return page.evaluate("() => window.gatewayClient && window.gatewayClient.phase") == "meeting"
+
+
+def join(open_participant, gateway: RunningGateway, room: str, name: str, tone: float | None, pin: str = ""):  # type: ignore[no-untyped-def]
+    query = f"name={name}" + (f"&pin={pin}" if pin else "")
+    return open_participant(f"{gateway.base_url}/r/{room}?{query}", tone)
+
+
+def test_three_browsers_hear_and_see_each_other_and_a_host_mutes_a_guest(
+    gateway: RunningGateway, open_participant, tmp_path: Path
+) -> None:
+    anna = join(open_participant, gateway, "demo", "Anna", 440, pin="1234")
+    ben = join(open_participant, gateway, "demo", "Ben", 1000)
+    cem = join(open_participant, gateway, "demo", "Cem", 1700)
+    pages = {"Anna": (anna, 440), "Ben": (ben, 1000), "Cem": (cem, 1700)}
+    for name, (page, _) in pages.items():
+        wait_until(lambda page=page: in_meeting(page), 30, what=f"{name} in the meeting")
+
+    # Everyone hears the two others and not their own voice (mix-minus).
+    for name, (page, own) in pages.items():
+        others = [tone for other, (_, tone) in pages.items() if other != name]
+        wait_until(lambda page=page, others=others: all(hears(page, f) for f in others), 30, what=f"{name} hears others")
+    # (The start of a stream is a broadband click: only what comes after it counts.)
+    settled = {name: page.evaluate("() => Date.now()") for name, (page, _) in pages.items()}
+    time.sleep(1.5)
+    for name, (page, own) in pages.items():
+        assert last_heard(page, own) < settled[name], f"{name} hears their own tone"
+
+    # Everyone receives the others' video.
+    for name, (page, _) in pages.items():
+        wait_until(
+            lambda page=page: sum(1 for n in page.evaluate(VIDEO_FRAMES_JS) if n > 10) >= 2,
+            30,
+            what=f"{name} decodes video from both others",
+        )
+    anna.screenshot(path=str(tmp_path / "meeting-host.png"))
+
+    # The host mutes Ben from the page: within one second nobody hears him.
+    clicked = anna.evaluate("() => Date.now()")
+    anna.get_by_role("button", name="Mute Ben", exact=True).click()
+    time.sleep(2.0)
+    for listener in (anna, cem):
+        silenced_after = (last_heard(listener, 1000) - clicked) / 1000
+        assert silenced_after < 1.0, f"Ben was still heard {silenced_after:.2f} s after the host muted him"
+    # ... and stays silent, while the others are still heard.
+    assert not hears(anna, 1000) and not hears(cem, 1000)
+    assert hears(cem, 440) and hears(ben, 440)
+    # Ben's page shows it.
+    wait_until(lambda: ben.get_by_role("button", name="Unmute microphone").count() == 1, 5, what="Ben's mic shown muted")
+    assert anna.get_by_role("button", name="Unmute Ben", exact=True).count() == 1
+
+
+def test_forbidden_self_unmute_cannot_be_got_around_from_the_page(
+    gateway: RunningGateway, open_participant
+) -> None:
+    anna = join(open_participant, gateway, "demo", "Anna", 440, pin="1234")
+    ben = join(open_participant, gateway, "demo", "Ben", 1000)
+    for page in (anna, ben):
+        wait_until(lambda page=page: in_meeting(page), 30, what="in meeting")
+    wait_until(lambda: hears(anna, 1000), 30, what="Anna hears Ben")
+
+    anna.get_by_role("checkbox", name="and do not allow them to unmute themselves").check()
+    anna.get_by_role("button", name="Mute all guests").click()
+    wait_until(lambda: not hears(anna, 1000), 5, what="Ben silenced by mute-all")
+
+    # Ben tries the button: refused, with a message.
+    ben.get_by_role("button", name="Unmute microphone").click()
+    wait_until(
+        lambda: (ben.evaluate("() => window.gatewayClient.lastError") or {}).get("code") == "self_unmute_forbidden",
+        5,
+        what="Ben's unmute refused",
+    )
+    assert ben.get_by_text("You can unmute once a host allows it", exact=False).count() >= 1
+    # A modified client: enable the microphone track and ask the gateway directly.
+    ben.evaluate(
+        "() => { window.gatewayClient.micTrack.enabled = true;"
+        " window.gatewayClient.send({type: 'mute_self', muted: false}); }"
+    )
+    time.sleep(2.0)
+    assert not hears(anna, 1000), "a guest got around a forbidden self-unmute"
+
+    # The host allows it again; now Ben's own unmute brings him back.
+    anna.get_by_role("button", name="Allow Ben to unmute").click()
+    time.sleep(0.3)
+    ben.get_by_role("button", name="Unmute microphone").click()
+    wait_until(lambda: hears(anna, 1000), 5, what="Ben heard again")
+
+
+def test_lobby_admit_and_deny(gateway: RunningGateway, open_participant) -> None:
+    anna = join(open_participant, gateway, "lobby", "Anna", 440, pin="1234")
+    wait_until(lambda: in_meeting(anna), 30, what="host in the meeting (hosts skip the lobby)")
+    carol = join(open_participant, gateway, "lobby", "Carol", 1300)
+    wait_until(lambda: carol.get_by_text("You are number 1 in the queue").count() == 1, 20, what="Carol waits")
+    dora = join(open_participant, gateway, "lobby", "Dora", None)
+    wait_until(lambda: dora.get_by_text("You are number 2 in the queue").count() == 1, 20, what="Dora waits")
+
+    anna.get_by_role("button", name="Admit Carol").click()
+    wait_until(lambda: in_meeting(carol), 20, what="Carol admitted")
+    wait_until(lambda: dora.get_by_text("You are number 1 in the queue").count() == 1, 10, what="Dora moves up")
+    wait_until(lambda: hears(anna, 1300), 30, what="the host hears the admitted guest")
+
+    anna.get_by_role("button", name="Deny Dora").click()
+    wait_until(lambda: dora.get_by_text("The host did not admit you").count() == 1, 10, what="Dora denied")
+    assert not in_meeting(dora)
+
+
+def test_wrong_pin_lock_and_german_texts(gateway: RunningGateway, open_participant) -> None:
+    wrong = join(open_participant, gateway, "secret", "Xaver", None, pin="0000")
+    wait_until(lambda: wrong.get_by_text("The PIN is not correct").count() == 1, 20, what="wrong PIN message")
+    assert wrong.get_by_label("PIN (optional)").is_visible()
+    # Retrying with the right PIN from the same form works.
+    wrong.get_by_label("PIN (optional)").fill("5555")
+    wrong.get_by_role("button", name="Join").click()
+    wait_until(lambda: in_meeting(wrong), 30, what="joined with the right PIN")
+
+    anna = join(open_participant, gateway, "demo", "Anna", None, pin="1234")
+    wait_until(lambda: in_meeting(anna), 30, what="host in the meeting")
+    anna.get_by_role("button", name="Lock meeting").click()
+    wait_until(lambda: anna.get_by_role("button", name="Unlock meeting").count() == 1, 5, what="locked")
+    late = open_participant(f"{gateway.base_url}/r/demo?name=Emil", None, "de-DE")
+    wait_until(lambda: late.get_by_text("Diese Besprechung ist gesperrt").count() >= 1, 20, what="locked, in German")
+    assert late.evaluate("() => document.documentElement.lang") == "de"
+    second_host = join(open_participant, gateway, "demo", "Berta", None, pin="1234")
+    wait_until(lambda: in_meeting(second_host), 30, what="a host still enters a locked meeting")
