@@ -357,8 +357,8 @@ def _check_environment(environ: Mapping[str, str]) -> tuple[dict[tuple[str, ...]
     overrides: dict[tuple[str, ...], str] = {}
     errors: list[ConfigError] = []
     for name in sorted(environ):
-        if not name.upper().startswith(_ENV_PREFIX):
-            continue
+        if not name.upper().startswith(_ENV_PREFIX) or name.upper() == "GATEWAY_INTERFACE":
+            continue  # GATEWAY_INTERFACE is CGI's, set by web servers for their scripts
         # Names are case-insensitive, as for pydantic-settings (case_sensitive=False).
         setting = tuple(name[len(_ENV_PREFIX) :].lower().split(_ENV_DELIMITER))
         if setting not in settings:

@@ -103,7 +103,7 @@ def test_three_browsers_hear_and_see_each_other_and_a_host_mutes_a_guest(
         wait_until(lambda page=page: in_meeting(page), 30, what=f"{name} in the meeting")
 
     # Everyone hears the two others and not their own voice (mix-minus).
-    for name, (page, own) in pages.items():
+    for name, (page, _own) in pages.items():
         others = [tone for other, (_, tone) in pages.items() if other != name]
         wait_until(lambda page=page, others=others: all(hears(page, f) for f in others), 30, what=f"{name} hears others")
     # (The start of a stream is a broadband click: only what comes after it counts.)

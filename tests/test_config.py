@@ -153,6 +153,13 @@ def test_deeply_nested_env_override_keeps_sibling_settings(monkeypatch: pytest.M
     assert config.media.opus.complexity == 9
 
 
+def test_env_override_of_an_integer_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_MEDIA__MIXER__TICK_MS", "10")
+    assert parse_config("").media.mixer.tick_ms == 10
+    monkeypatch.setenv("GATEWAY_MEDIA__MIXER__TICK_MS", "15")
+    assert "10 or 20" in only_error("").message
+
+
 def test_env_override_of_a_section_the_file_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_SERVER__PORT", "0")
     assert parse_config("").server.port == 0
@@ -163,6 +170,108 @@ def test_an_invalid_env_override_is_an_error(monkeypatch: pytest.MonkeyPatch) ->
     error = only_error("server:\n  port: 8080\n")
     assert error.path == "server.port"
     assert "integer" in error.message
+
+
+@pytest.mark.parametrize("text", ["server:\n  port: 8080\n", ""])
+def test_an_invalid_env_override_names_the_variable_not_the_file_line(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    monkeypatch.setenv("GATEWAY_SERVER__PORT", "abc")
+    error = only_error(text)
+    assert (error.path, error.line, error.env_var) == ("server.port", None, "GATEWAY_SERVER__PORT")
+    assert str(error).startswith(
+        "server.port (from environment GATEWAY_SERVER__PORT): Input should be a valid integer"
+    )
+
+
+def test_an_env_section_given_as_json_is_checked_and_blamed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_ROOMS", '[{"id": "a"}, {"id": "a"}]')
+    error = only_error("rooms:\n  - id: b\n")
+    assert (error.path, error.line, error.env_var) == ("rooms[1].id", None, "GATEWAY_ROOMS")
+    monkeypatch.setenv("GATEWAY_ROOMS", '[{"id": "a"}')
+    error = only_error("")
+    assert str(error).startswith("GATEWAY_ROOMS (environment): not valid JSON")
+
+
+def test_env_json_values_are_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_SERVER", '{"port": 9001}')
+    monkeypatch.setenv("GATEWAY_WEBRTC__ICE_SERVERS", '["stun:stun.example.org"]')
+    config = parse_config("")
+    assert config.server.port == 9001
+    assert config.webrtc.ice_servers == ["stun:stun.example.org"]
+
+
+def test_a_section_the_environment_starts_is_blamed_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_SERVER__TLS__CERT", "/etc/cert.pem")
+    error = only_error("server:\n  port: 8080\n")
+    assert str(error) == "server.tls.key (from environment GATEWAY_SERVER__TLS__CERT): Field required"
+
+
+def test_a_file_error_the_environment_takes_part_in_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_MEDIA__JITTER__MAX_DELAY_MS", "50")
+    error = only_error("media:\n  jitter:\n    min_delay_ms: 100\n")
+    assert (error.path, error.line, error.env_var) == ("media.jitter", 2, None)
+    assert "GATEWAY_MEDIA__JITTER__MAX_DELAY_MS" in error.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "GATEWAY_SERVER_PORT",
+        "GATEWAY_SERVR__PORT",
+        "GATEWAY_SERVER__PROT",
+        "gateway_server_port",
+        "GATEWAY_SERVER__PORT__X",
+        "GATEWAY_ROOMS__0__ID",
+        "GATEWAY_SERVER____PORT",
+        "GATEWAY_",
+    ],
+)
+def test_an_env_variable_that_names_no_setting_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "9000")
+    error = only_error("server:\n  port: 8080\n")
+    assert (error.path, error.line, error.env_var) == (name, None, name)
+    assert str(error).startswith(
+        f"{name} (environment): no such setting; sections are joined with __, e.g. GATEWAY_SERVER__PORT"
+    )
+
+
+def test_the_one_underscore_mistake_reads_as_specified(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_SERVER_PORT", "9000")
+    assert str(only_error("")) == (
+        "GATEWAY_SERVER_PORT (environment): no such setting; sections are joined with __, e.g. GATEWAY_SERVER__PORT"
+    )
+
+
+def test_a_near_miss_env_name_gets_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "a-much-better-secret-token")
+    assert only_error("").message.endswith("did you mean GATEWAY_ADMIN__TOKEN?")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "GATEWAY_SERVER__PORT",
+        "gateway_server__port",
+        "GATEWAY_MEDIA__MIXER__TICK_MS",
+        "GATEWAY_LOBBY__DEFAULT_WAIT_S",
+    ],
+)
+def test_env_names_of_real_settings_are_case_insensitive(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "10")
+    parse_config("")
+
+
+def test_a_wrong_env_name_and_file_errors_are_all_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_SERVER_PORT", "9000")
+    monkeypatch.setenv("GATEWAY_LOGGING__LEVEL", "loud")  # not applied while the environment is wrong
+    text = "server:\n  port: eighty\n"
+    assert [str(e) for e in errors_of(text)] == [
+        "server.port (line 2): Input should be a valid integer, unable to parse string as an integer",
+        "GATEWAY_SERVER_PORT (environment): no such setting; sections are joined with __, e.g. GATEWAY_SERVER__PORT",
+    ]
 
 
 # -- located errors -------------------------------------------------------------------------------
@@ -176,9 +285,38 @@ def test_not_yaml_is_located() -> None:
     assert error.message.startswith("not valid YAML")
 
 
+def test_a_yaml_syntax_error_names_the_file_line_and_column() -> None:
+    error = only_error("server:\n  port: 8080\n\thost: oops\n")
+    assert error.message == (
+        "not valid YAML: found character '\\t' that cannot start any token (test.yaml, line 3, column 1),"
+        " while scanning for the next token"
+    )
+    assert "<unicode string>" not in error.message and "\n" not in error.message
+
+
 def test_unbalanced_yaml_is_refused() -> None:
     error = only_error('rooms: [{id: "demo"\n')
     assert error.path == "(file)" and "not valid YAML" in error.message and error.line is not None
+    assert "(test.yaml, line 2, column 1)" in error.message
+    assert "while parsing a flow mapping at line 1, column 9" in error.message
+    assert "<unicode string>" not in error.message and "\n" not in error.message
+
+
+def test_a_control_character_is_located() -> None:
+    error = only_error("server:\n  host: a\x00b\n")
+    assert (error.path, error.line) == ("(file)", 2)
+    assert "(test.yaml, line 2, column 10)" in error.message and "<unicode string>" not in error.message
+
+
+@pytest.mark.parametrize("text", ["rooms: &loop [*loop]\n", "server: &loop {host: *loop}\n"])
+def test_a_recursive_alias_is_an_error_not_a_crash(text: str) -> None:
+    assert only_error(text).line == 1
+
+
+def test_merge_keys_still_work() -> None:
+    text = "server:\n  <<: {port: 9000, host: 0.0.0.0}\n  host: 127.0.0.2\n"
+    server = parse_config(text).server
+    assert (server.port, server.host) == (9000, "127.0.0.2")
 
 
 @pytest.mark.parametrize("text", ["- server\n- rooms\n", "just a string\n", "42\n"])
@@ -262,9 +400,14 @@ def test_duplicate_room_ids() -> None:
           - id: sales
     """)
     error = only_error(text)
-    assert error.path.startswith("rooms")
-    assert "'sales'" in error.message and "twice" in error.message
-    assert error.line is not None and line_of(text, "rooms:") <= error.line <= line_of(text, "id: sales", 2)
+    assert (error.path, error.line) == ("rooms[2].id", line_of(text, "id: sales", 2))
+    assert "'sales'" in error.message and "twice" in error.message and "rooms[0]" in error.message
+
+
+def test_every_duplicate_room_id_is_located() -> None:
+    text = "rooms:\n  - id: s\n  - id: b\n  - id: s\n  - id: s\n  - id: b\n"
+    found = [(e.path, e.line) for e in errors_of(text)]
+    assert found == [("rooms[2].id", 4), ("rooms[3].id", 5), ("rooms[4].id", 6)]
 
 
 def test_equal_host_and_guest_pins() -> None:
@@ -277,9 +420,13 @@ def test_equal_host_and_guest_pins() -> None:
             guest_pin: "2222"
     """)
     error = only_error(text)
-    assert error.path.startswith("rooms[1]")
-    assert error.line is not None and line_of(text, "id: b") <= error.line <= line_of(text, "guest_pin")
+    assert (error.path, error.line) == ("rooms[1].guest_pin", line_of(text, "guest_pin"))
     assert "must differ" in error.message
+
+
+def test_a_bad_host_pin_is_not_also_compared() -> None:
+    text = 'rooms:\n  - id: a\n    host_pin: "12"\n    guest_pin: "12"\n'
+    assert [e.path for e in errors_of(text)] == ["rooms[0].host_pin", "rooms[0].guest_pin"]
 
 
 @pytest.mark.parametrize("pin", ["123", "12a4", "1234567890123", " 1234"])
@@ -343,19 +490,37 @@ def test_load_config_of_a_missing_file(tmp_path: Path) -> None:
     assert error.message.startswith("cannot read")
 
 
-# -- known bugs in config.py (see the report); strict so a fix shows up as XPASS -> remove the mark --
-
-
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="config.py:217 GatewayConfig(**data) with non-string keys")
-@pytest.mark.parametrize("text", ["1: 2\n", "true: x\n", "null: x\n"])
-def test_non_string_top_level_keys_are_a_config_error(text: str) -> None:
+@pytest.mark.parametrize(("text", "kind"), [("1: 2\n", "int"), ("true: x\n", "bool"), ("null: x\n", "null")])
+def test_non_string_top_level_keys_are_a_config_error(text: str, kind: str) -> None:
     error = only_error(text)
-    assert error.path != ""
+    assert (error.path, error.line) == (text.split(":")[0], 1)
+    assert error.message == f"keys must be text, this one is read as {kind}"
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason="config.py:237 catches only OSError")
+def test_non_string_keys_are_located_at_any_depth_with_the_other_errors() -> None:
+    text = yaml_text("""
+        server:
+          port: eighty
+          8080: x
+        2024-01-01: new year
+        rooms:
+          - id: a
+            on: true
+    """)
+    assert [(e.path, e.line) for e in errors_of(text)] == [
+        ("server.8080", line_of(text, "8080:")),
+        ("2024-01-01", line_of(text, "new year")),
+        ("rooms[0].on", line_of(text, "on:")),
+        ("server.port", line_of(text, "eighty")),
+    ]
+
+
 def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes("rooms:\n  - id: a\n    name: Caf\xe9\n".encode("latin-1"))
-    with pytest.raises(ConfigInvalid):
+    with pytest.raises(ConfigInvalid) as invalid:
         load_config(path)
+    assert invalid.value.source == str(path)
+    [error] = invalid.value.errors
+    assert (error.path, error.line) == ("(file)", 3)
+    assert error.message.startswith("not UTF-8 text (byte 0xe9")

@@ -11,9 +11,11 @@ from importlib import resources
 from pathlib import Path
 
 import structlog
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from gateway.control.api import ApiError, api_error_response, build_router
 from gateway.webrtc.session import BrowserHub, BrowserSession
@@ -32,6 +34,17 @@ def build_http_app(hub: BrowserHub) -> FastAPI:
         redoc_url=None,
     )
     app.add_exception_handler(ApiError, api_error_response)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": "bad_request", "reason": f"{where}: {first['msg']}"}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "reason": str(exc.detail)}, status_code=exc.status_code)
     app.include_router(build_router(hub.directory, hub.config.admin.token))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     max_bytes = hub.config.server.websocket_max_message_bytes
