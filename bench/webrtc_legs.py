@@ -71,6 +71,7 @@ async def peers_main(url: str, legs: int, warmup: float, window: float) -> None:
     await asyncio.sleep(window)
     after = [p.audio_packets for p in probes]
     print(json.dumps({"event": "window_end", "received": [b - a for a, b in zip(before, after, strict=True)]}), flush=True)
+    await asyncio.sleep(2)  # the gateway's counters are read now, while every leg is still there
     for probe in probes:
         await probe.close()
 
@@ -79,6 +80,12 @@ def api(base: str, path: str) -> object:
     import httpx
 
     return httpx.get(base + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+
+
+def sent_per_leg(base: str) -> dict[str, int]:
+    """Frames the gateway handed to each browser leg's sender (the gateway's side of delivery)."""
+    participants = api(base, "/api/rooms/bench/participants")
+    return {p["id"]: p["media"].get("audio_frames_sent", 0) for p in participants}  # type: ignore[attr-defined,index]
 
 
 def measure(legs: int, warmup: float, window: float) -> dict[str, float]:
@@ -100,9 +107,11 @@ def measure(legs: int, warmup: float, window: float) -> dict[str, float]:
                 if event["event"] == "window_start":
                     cpu0, wall0 = cpu_seconds(gateway.pid), time.monotonic()
                     mixer0 = api(base, "/api/rooms/bench")["mixer"]  # type: ignore[index]
+                    sent0 = sent_per_leg(base)
                 elif event["event"] == "window_end":
                     cpu1, wall1 = cpu_seconds(gateway.pid), time.monotonic()
                     mixer1 = api(base, "/api/rooms/bench")["mixer"]  # type: ignore[index]
+                    sent1 = sent_per_leg(base)
                     received = event["received"]
             peers.wait(60)
         finally:
@@ -113,6 +122,7 @@ def measure(legs: int, warmup: float, window: float) -> dict[str, float]:
     due = window / 0.020
     ticks = mixer1["ticks"] - mixer0["ticks"]
     late = mixer1["late_ticks"] - mixer0["late_ticks"]
+    sent = [sent1[pid] - sent0.get(pid, 0) for pid in sent1]
     return {
         "legs": legs,
         "gateway_cores": cores,
@@ -122,6 +132,8 @@ def measure(legs: int, warmup: float, window: float) -> dict[str, float]:
         "delivered_ratio_min": min(received) / due if received else 0.0,
         "delivered_ratio_mean": sum(received) / len(received) / due if received else 0.0,
         "late_tick_ratio": late / ticks if ticks else 0.0,
+        "gateway_sent_ratio_min": min(sent) / ticks if sent and ticks else 0.0,
+        "mixer_ticks_ratio": ticks / due,
     }
 
 
@@ -139,13 +151,14 @@ def main() -> None:
     points = [measure(n, args.warmup, args.window) for n in args.sizes]
     path = write_results("webrtc_legs", {"points": points, "goal_legs_per_core": 50})
     print_table(
-        ["legs", "gateway cores", "us CPU/leg/frame", "legs/core", "delivered min", "delivered mean", "late ticks"],
+        ["legs", "gateway cores", "us CPU/leg/frame", "legs/core", "sent min", "delivered min", "delivered mean", "late ticks"],
         [
             [
                 p["legs"],
                 f"{p['gateway_cores']:.2f}",
                 p["cpu_us_per_leg_frame"],
                 p["legs_per_core"],
+                f"{p['gateway_sent_ratio_min']:.3f}",
                 f"{p['delivered_ratio_min']:.3f}",
                 f"{p['delivered_ratio_mean']:.3f}",
                 f"{p['late_tick_ratio']:.4f}",

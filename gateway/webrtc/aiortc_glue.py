@@ -137,6 +137,20 @@ class VideoTap:
             asyncio.ensure_future(self._receiver._send_rtcp_pli(self.media_ssrc))
 
 
+def send_audio_level(sender: RTCRtpSender, level_dbov: Callable[[], float]) -> None:
+    """Sets the RFC 6464 level on packets a sender sends pre-encoded (aiortc only sets it on frames
+    it encodes itself), as browsers do on every audio packet."""
+    next_frame = sender._next_encoded_frame
+
+    async def with_level(codec: Any) -> Any:
+        encoded = await next_frame(codec)
+        if encoded is not None and encoded.audio_level is None:
+            encoded.audio_level = max(0, min(127, round(-level_dbov())))
+        return encoded
+
+    sender._next_encoded_frame = with_level  # type: ignore[method-assign]
+
+
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
     """A PLI or FIR from the browser for this (forwarded) stream calls `callback` instead of the encoder."""
     sender._send_keyframe = callback  # type: ignore[method-assign]

@@ -19,7 +19,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from gateway.transcode.audio import FRAME_SAMPLES, AudioCodec, AudioFormat, make_encoder
-from gateway.webrtc.aiortc_glue import AUDIO_TIME_BASE, tap_audio
+from gateway.webrtc.aiortc_glue import AUDIO_TIME_BASE, send_audio_level, tap_audio
 
 
 class ToneTrack(MediaStreamTrack):
@@ -147,6 +147,8 @@ class Probe:
                 if self.tone_hz is not None:
                     track = EncodedToneTrack(self.tone_hz) if self.light else ToneTrack(self.tone_hz)
                     transceiver.sender.replaceTrack(track)
+                    if self.light:  # like a browser: every packet says how loud it is
+                        send_audio_level(transceiver.sender, lambda: -20.0)
                 transceiver.direction = "sendrecv"
                 if self.light:
                     tap_audio(transceiver.receiver, self._count_packet)
