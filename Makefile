@@ -20,7 +20,7 @@ run: $(VENV)/.installed
 system-deps:
 	@scripts/install-system-deps.sh
 
-test: $(VENV)/.installed system-deps
+test: $(VENV)/.installed system-deps lint
 	$(BIN)/python -m pytest
 
 unit: $(VENV)/.installed
@@ -32,6 +32,7 @@ bench: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check gateway tests bench
+	$(BIN)/mypy gateway
 
 clean:
 	rm -rf $(VENV) .pytest_cache

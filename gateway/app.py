@@ -40,7 +40,6 @@ class Gateway:
                 lifespan="off",
             )
         )
-        self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.started = asyncio.Event()
 
     @property

@@ -100,7 +100,7 @@ class OpusConfig(_Strict):
 
 class WebRtcConfig(_Strict):
     video_codecs: list[Literal["VP8", "H264"]] = Field(
-        default_factory=lambda: ["VP8", "H264"],
+        default_factory=lambda: list[Literal["VP8", "H264"]](["VP8", "H264"]),
         description="offered to browsers in this order; the first common one is forwarded untouched",
     )
     ice_servers: list[str] = Field(default_factory=list, description="stun:/turn: URLs")

@@ -11,7 +11,7 @@ import enum
 import fractions
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import av
 import numpy as np
@@ -127,7 +127,8 @@ class _Resampler:
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, self._from)
         self._pts += pcm.size
-        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        # the resampler was made for s16 output
+        out = [cast(Pcm, f.to_ndarray().reshape(-1)) for f in self._resampler.resample(frame)]
         if not out:
             return np.zeros(0, dtype=np.int16)
         return out[0] if len(out) == 1 else np.concatenate(out)
@@ -198,7 +199,7 @@ class G711Encoder:
 
 class _PyAvDecoder(_Concealing):
     def __init__(self, name: str, rate: int) -> None:
-        self._ctx = av.CodecContext.create(name, "r")
+        self._ctx = cast(av.AudioCodecContext, av.CodecContext.create(name, "r"))
         self._ctx.sample_rate = rate
         self._ctx.layout = "mono"
         self._up = _Resampler(rate, SAMPLE_RATE) if rate != SAMPLE_RATE else None
@@ -212,9 +213,9 @@ class _PyAvDecoder(_Concealing):
         if not frames:
             return self.conceal()
         parts = [f.to_ndarray() for f in frames]
-        pcm = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        pcm: npt.NDArray[np.generic] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         if pcm.dtype != np.int16:  # planar float from some decoders
-            pcm = np.clip(pcm * 32768.0, -32768, 32767).astype(np.int16)
+            pcm = np.clip(pcm.astype(np.float32) * 32768.0, -32768, 32767).astype(np.int16)
         mono = pcm[0] if pcm.shape[0] == 1 else pcm.mean(axis=0).astype(np.int16)
         if self._up is not None:
             mono = self._up(mono)
@@ -233,7 +234,7 @@ class G722Decoder(_PyAvDecoder):
 
 class _PyAvEncoder:
     def __init__(self, name: str, rate: int, bitrate: int | None, options: dict[str, str]) -> None:
-        ctx = av.CodecContext.create(name, "w")
+        ctx = cast(av.AudioCodecContext, av.CodecContext.create(name, "w"))
         ctx.sample_rate = rate
         ctx.layout = "mono"
         ctx.format = "s16"

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 import av
 import structlog
@@ -79,15 +80,15 @@ class Transcoder:
     def __init__(self, target_codec: str, bitrate: int = 1_000_000) -> None:
         self.target = target_codec
         self._bitrate = bitrate
-        self._decoder: av.CodecContext | None = None
+        self._decoder: av.VideoCodecContext | None = None
         self._decoder_codec: str | None = None
-        self._encoder: av.CodecContext | None = None
+        self._encoder: av.VideoCodecContext | None = None
         self._size: tuple[int, int] | None = None
         self.force_keyframe = True
 
-    def _open_encoder(self, width: int, height: int) -> av.CodecContext:
+    def _open_encoder(self, width: int, height: int) -> av.VideoCodecContext:
         name = "libvpx" if self.target == "VP8" else "libx264"
-        ctx = av.CodecContext.create(name, "w")
+        ctx = cast(av.VideoCodecContext, av.CodecContext.create(name, "w"))
         ctx.width, ctx.height = width, height
         ctx.pix_fmt = "yuv420p"
         ctx.bit_rate = self._bitrate
@@ -103,7 +104,7 @@ class Transcoder:
 
     def transcode(self, frame: EncodedVideoFrame) -> list[EncodedVideoFrame]:
         if self._decoder is None or self._decoder_codec != frame.codec:
-            self._decoder = av.CodecContext.create("libvpx" if frame.codec == "VP8" else "h264", "r")
+            self._decoder = av.VideoCodecContext.create("libvpx" if frame.codec == "VP8" else "h264", "r")
             self._decoder_codec = frame.codec
         out: list[EncodedVideoFrame] = []
         for picture in self._decoder.decode(av.Packet(frame.data)):

@@ -37,7 +37,7 @@ class EncodedTrack(MediaStreamTrack):
     def __init__(self, kind: str, max_queue: int = 16) -> None:
         super().__init__()
         self.kind = kind
-        self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(max_queue)
+        self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue(max_queue)
         self._time_base = AUDIO_TIME_BASE if kind == "audio" else VIDEO_TIME_BASE
         self.dropped = 0
         self.pushed = 0
@@ -53,7 +53,7 @@ class EncodedTrack(MediaStreamTrack):
         self._queue.put_nowait(packet)
         self.pushed += 1
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         packet = await self._queue.get()

@@ -8,6 +8,7 @@ so people joining and leaving never need an SDP renegotiation.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,7 +79,7 @@ class BrowserMedia:
         tap_audio(self.audio.receiver, on_audio)
         self._video_tap = VideoTap(self.camera.receiver, self._camera_frame)
         for slot, transceiver in zip(self.slots, self._slot_transceivers, strict=True):
-            on_keyframe_request(transceiver.sender, lambda slot=slot: self._slot_wants_keyframe(slot))
+            on_keyframe_request(transceiver.sender, functools.partial(self._slot_wants_keyframe, slot))
         self.video_frames_in = 0
         self.video_codecs: tuple[str, ...] = ()
 

@@ -66,7 +66,7 @@ class EncodedToneTrack(MediaStreamTrack):
         self._n = 0
         self._start: float | None = None
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet[Any]:
         loop = asyncio.get_running_loop()
         if self._start is None:
             self._start = loop.time()
@@ -169,7 +169,7 @@ class Probe:
         try:
             while True:
                 frame = await track.recv()
-                if track.kind == "audio":
+                if isinstance(frame, av.AudioFrame):
                     self.stats.audio_frames += 1
                     if self.analyse:
                         pcm = frame.to_ndarray().reshape(-1)[:: len(frame.layout.channels)].astype(np.float32)
