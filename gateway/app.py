@@ -36,7 +36,10 @@ class Gateway:
                 log_config=None,
                 access_log=False,
                 ws_max_size=server.websocket_max_message_bytes,
-                ws_per_message_deflate=False,  # small JSON messages: compressing them costs more CPU than it saves
+                ws_per_message_deflate=False,
+                # The client address (PIN lockouts, logs) comes from X-Forwarded-For only behind these.
+                proxy_headers=bool(server.trusted_proxies),
+                forwarded_allow_ips=server.trusted_proxies or None,  # small JSON messages: compressing them costs more CPU than it saves
                 lifespan="off",
             )
         )

@@ -49,6 +49,10 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
     tls: TlsConfig | None = None
     websocket_max_message_bytes: int = Field(256 * 1024, ge=1024)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses of reverse proxies whose X-Forwarded-For names the real client",
+    )
 
 
 class AdminConfig(_Strict):
@@ -125,6 +129,12 @@ class LobbyConfig(_Strict):
     )
 
 
+class SecurityConfig(_Strict):
+    pin_max_failures: int = Field(5, ge=1, le=100, description="wrong PINs from one address before it is locked out")
+    pin_failure_window_s: float = Field(600.0, gt=0, description="wrong PINs older than this are forgotten")
+    pin_lockout_s: float = Field(900.0, gt=0, description="how long a locked-out address must wait")
+
+
 class RoomConfig(_Strict):
     id: str = Field(pattern=ROOM_ID_PATTERN)
     name: str | None = None
@@ -156,6 +166,7 @@ class GatewayConfig(BaseSettings):
     media: MediaConfig = Field(default_factory=MediaConfig)
     webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
     lobby: LobbyConfig = Field(default_factory=LobbyConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
     rooms: list[RoomConfig] = Field(default_factory=list)
 
     @field_validator("rooms")

@@ -246,7 +246,7 @@ def test_values_out_of_bounds(type_: str, field: str, value: str, expected: str)
 
 def test_server_messages_are_json_objects_with_a_type() -> None:
     messages = [
-        sig.server_joined({"id": "p1"}, {"id": "demo"}, "tok"),
+        sig.server_joined({"id": "p1"}, {"id": "demo"}, "tok", ["stun:stun.example.org"]),
         sig.server_lobby(2, 59.6, "Demo"),
         sig.server_offer(SDP, "0", "1", {"2": "p1", "3": None}),
         sig.server_video_slots({"2": None}),
@@ -254,9 +254,10 @@ def test_server_messages_are_json_objects_with_a_type() -> None:
         sig.server_notice("host_muted", by="Hanna"),
         sig.server_error("bad_message", "nope", "join"),
         sig.server_ended("removed"),
+        sig.server_pong(),
     ]
     types = [json.loads(json.dumps(m))["type"] for m in messages]
-    assert types == ["joined", "lobby", "offer", "video_slots", "state", "notice", "error", "ended"]
+    assert types == ["joined", "lobby", "offer", "video_slots", "state", "notice", "error", "ended", "pong"]
 
 
 def test_server_lobby_rounds_the_wait_and_notice_carries_its_data() -> None:

@@ -182,3 +182,33 @@ async def test_admin_api_refuses_bad_requests(gateway: RunningGateway) -> None:
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_room"
     nobody = gateway.api("POST", "/api/rooms/demo/participants/nobody/mute")
     assert nobody.status_code == 404 and "reason" in nobody.json()
+
+
+async def test_a_lost_connection_keeps_the_place_and_the_mute(gateway: RunningGateway) -> None:
+    """A host-muted guest whose connection drops comes back on the same place, still muted."""
+    a = await join(gateway, "Anna", 440, pin="1234")
+    b = await join(gateway, "Ben", 1000)
+    try:
+        ben, token = b.you["id"], next(m["resume"] for m in b.stats.messages if m["type"] == "joined")  # type: ignore[index]
+        await a.send({"type": "mute", "participant": ben, "forbid_self_unmute": True})
+        await asyncio.sleep(0.3)
+        await b.close()  # the connection is lost (no leave)
+        await asyncio.sleep(0.5)
+        roster = {p["id"]: p for p in gateway.api("GET", "/api/rooms/demo/participants").json()}
+        assert roster[ben]["connected"] is False and roster[ben]["muted"] is True
+
+        async with websockets.connect(gateway.ws_url) as ws:
+            await ws.send(json.dumps({"type": "join", "room": "demo", "name": "Ben", "resume": token}))
+            joined = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert joined["type"] == "joined"
+            assert joined["you"]["id"] == ben and joined["you"]["muted"] and joined["you"]["self_unmute_forbidden"]
+            roster = {p["id"]: p for p in gateway.api("GET", "/api/rooms/demo/participants").json()}
+            assert roster[ben]["connected"] is True and len(roster) == 2
+            assert joined["resume"] != token  # rotated
+        await asyncio.sleep(0.5)  # that connection is gone too; the old token must not take the place
+        async with websockets.connect(gateway.ws_url) as ws:
+            await ws.send(json.dumps({"type": "join", "room": "demo", "name": "Eve", "resume": token}))
+            replay = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert replay["type"] != "joined" or replay["you"]["id"] != ben
+    finally:
+        await a.close()

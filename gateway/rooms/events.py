@@ -18,6 +18,7 @@ EventType = Literal[
     "hand_raised",
     "hand_lowered",
     "video_changed",
+    "connection_changed",
     "lobby_changed",
     "lobby_admitted",
     "lobby_denied",

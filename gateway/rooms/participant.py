@@ -33,6 +33,7 @@ class Participant:
     hand_raised: bool = False
     video_off: bool = False
     speaking: bool = False
+    connected: bool = True  # False while its connection is lost and its place is kept for a reconnect
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -57,5 +58,6 @@ class Participant:
             "hand_raised": self.hand_raised,
             "video_off": self.video_off,
             "speaking": self.speaking,
+            "connected": self.connected,
             "joined_at": self.joined_at,
         }

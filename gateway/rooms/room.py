@@ -321,6 +321,15 @@ class Room:
             p.video_off = off
             self._emit("video_changed", p.id, p.id, video_off=off)
 
+    def set_connected(self, participant_id: str, connected: bool) -> None:
+        """A leg lost its connection (its place is kept for a while) or came back."""
+        p = self.participants.get(participant_id)
+        if p is not None and p.connected != connected:
+            p.connected = connected
+            if not connected:
+                p.speaking = False
+            self._emit("connection_changed", p.id, connected=connected)
+
     def set_speaking(self, participant_id: str, speaking: bool) -> None:
         p = self.participants.get(participant_id)
         if p is not None and p.speaking != speaking:

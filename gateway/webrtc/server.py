@@ -78,7 +78,7 @@ def build_http_app(hub: BrowserHub) -> FastAPI:
             else:
                 await ws.send_text(json.dumps(message, separators=(",", ":")))
 
-        session = BrowserSession(hub, send, close, remote)
+        session = BrowserSession(hub, send, close, remote, ws.client.host if ws.client else "")
         try:
             while True:
                 message = await ws.receive()

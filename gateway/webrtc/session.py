@@ -21,6 +21,7 @@ from gateway.rooms.directory import Directory
 from gateway.rooms.errors import JoinRefused, RoomError
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind
+from gateway.rooms.pinguard import PinGuard
 from gateway.transcode.audio import AudioCodec, AudioFormat
 from gateway.transcode.mixer import MixedFrame
 from gateway.transcode.video import EncodedVideoFrame
@@ -40,6 +41,8 @@ class BrowserHub:
         self.config = config
         self.directory = directory
         self.sessions: set[BrowserSession] = set()
+        security = config.security
+        self.pin_guard = PinGuard(security.pin_max_failures, security.pin_failure_window_s, security.pin_lockout_s)
         self._resumable: dict[str, tuple[str, str, asyncio.TimerHandle]] = {}
         self._room_json: dict[tuple[str, bool], tuple[int, str]] = {}
 
@@ -82,8 +85,9 @@ class BrowserSession:
     kind = LegKind.BROWSER
     audio_in_codec = AudioCodec.OPUS
 
-    def __init__(self, hub: BrowserHub, send: Send, close: Close, remote: str) -> None:
+    def __init__(self, hub: BrowserHub, send: Send, close: Close, remote: str, client_ip: str = "") -> None:
         self.hub = hub
+        self.client_ip = client_ip or remote
         self._send = send
         self._close = close
         self.remote = remote
@@ -151,7 +155,7 @@ class BrowserSession:
             raise RoomError(f"{request} is only possible in the meeting", "not_in_meeting")
 
     async def _on_ping(self, _msg: sig.Ping) -> None:
-        await self.send({"type": "pong"})
+        await self.send(sig.server_pong())
 
     async def _on_join(self, msg: sig.Join) -> None:
         if self.phase != "new":
@@ -166,17 +170,29 @@ class BrowserSession:
         if msg.resume:
             pid = self.hub.take_place(msg.resume, conference.room.id)
             if pid is not None and pid in conference.room.participants:
-                self.participant_id, self.resume_token = pid, msg.resume
+                # A fresh token each time: a used one (seen by someone else, or replayed) is worthless.
+                self.participant_id, self.resume_token = pid, secrets.token_urlsafe(24)
                 self._log = self._log.bind(participant=pid)
                 self._log.info("participant reconnected")
+                conference.room.set_connected(pid, True)
                 await self._enter_meeting()
                 return
+        guard = self.hub.pin_guard
         try:
+            guard.check(self.client_ip)
             result = conference.room.request_join(msg.name, msg.pin, LegKind.BROWSER)
         except JoinRefused as exc:
-            self._log.info("join refused", code=exc.code)
+            if exc.code == "wrong_pin":
+                locked_out = guard.failed(self.client_ip)
+                self._log.warning("wrong PIN", source=self.client_ip, now_locked_out=locked_out)
+            elif exc.code == "locked_out":
+                self._log.warning("join refused: source locked out after wrong PINs", source=self.client_ip)
+            else:
+                self._log.info("join refused", code=exc.code)
             await self._end(exc.code)
             return
+        if msg.pin:
+            guard.succeeded(self.client_ip)
         self.resume_token = secrets.token_urlsafe(24)
         if result.lobby_entry is not None:
             self.participant_id = result.lobby_entry.id
@@ -221,7 +237,11 @@ class BrowserSession:
         self.phase = "meeting"
         you = self._you()
         assert you is not None
-        await self.send(sig.server_joined(you, conference.room.public(you["role"] == "host"), self.resume_token))
+        await self.send(
+            sig.server_joined(
+                you, conference.room.public(you["role"] == "host"), self.resume_token, self.hub.config.webrtc.ice_servers
+            )
+        )
         self._log.info("joined meeting", role=you["role"])
         webrtc = self.hub.config.webrtc
         self.media = BrowserMedia(
@@ -446,6 +466,7 @@ class BrowserSession:
             conference.detach(self.participant_id)
             if keep_place and previous == "meeting" and self.participant_id in conference.room.participants:
                 self.hub.keep_place(self.resume_token, conference, self.participant_id)
+                conference.room.set_connected(self.participant_id, False)
                 self._log.info("connection lost; place kept", grace_s=self.hub.config.webrtc.reconnect_grace_s)
             else:
                 conference.room.leave(self.participant_id)

@@ -167,8 +167,15 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
 # -- gateway -> client --------------------------------------------------------------------------
 
 
-def server_joined(participant: dict[str, Any], room: dict[str, Any], resume: str) -> dict[str, Any]:
-    return {"type": "joined", "you": participant, "room": room, "resume": resume}
+def server_joined(
+    participant: dict[str, Any], room: dict[str, Any], resume: str, ice_servers: list[str]
+) -> dict[str, Any]:
+    """`resume` rejoins the same place after a lost connection; `ice_servers` are STUN/TURN URLs."""
+    return {"type": "joined", "you": participant, "room": room, "resume": resume, "ice_servers": ice_servers}
+
+
+def server_pong() -> dict[str, Any]:
+    return {"type": "pong"}
 
 
 def server_lobby(position: int, estimated_wait_s: float, room_name: str) -> dict[str, Any]:
@@ -190,7 +197,9 @@ def server_state(room: dict[str, Any], you: dict[str, Any] | None) -> dict[str, 
 
 
 def server_notice(code: str, **data: Any) -> dict[str, Any]:
-    """Something happened to this participant: host_muted, host_unmuted, self_unmute_forbidden, ..."""
+    """Something happened that this participant should be told: host_muted, host_unmuted,
+    self_unmute_forbidden, self_unmute_allowed, hand_lowered (each with `by`, a name or None for the
+    administrator), and for hosts lobby_waiting (with `name`)."""
     return {"type": "notice", "code": code, **data}
 
 
@@ -199,5 +208,6 @@ def server_error(code: str, message: str, request: str | None = None) -> dict[st
 
 
 def server_ended(reason: str) -> dict[str, Any]:
-    """The session is over: wrong_pin, locked, full, denied, removed, meeting_ended, unknown_room."""
+    """The session is over: wrong_pin, locked_out (too many wrong PINs), locked, full, denied,
+    removed, meeting_ended, unknown_room, left."""
     return {"type": "ended", "reason": reason}

@@ -111,6 +111,7 @@ function updateTile(node, item, state) {
 /** Status shown as icon + text (never colour alone). */
 function statusBadges(p, detailed) {
   const list = [];
+  if (p.connected === false) list.push(['leave', t('statusReconnecting'), 'badge-muted']);
   if (p.speaking) list.push(['speaking', t('statusSpeaking'), 'badge-speaking']);
   if (p.muted) list.push(['micOff', detailed && p.host_muted ? t('statusHostMuted') : t('statusMuted'), 'badge-muted']);
   if (detailed && p.self_unmute_forbidden) list.push(['lock', t('statusUnmuteForbidden'), 'badge-muted']);

@@ -1,0 +1,57 @@
+"""Brute-force protection for PINs: unit rules, and over a real WebSocket from two addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import websockets
+
+from gateway.rooms.errors import JoinRefused
+from gateway.rooms.pinguard import PinGuard
+from tests.conftest import RunningGateway
+
+
+def test_locks_out_after_too_many_failures_within_the_window() -> None:
+    now = [0.0]
+    guard = PinGuard(max_failures=3, window_s=60, lockout_s=300, clock=lambda: now[0])
+    assert guard.failed("1.2.3.4") is False
+    now[0] = 10
+    assert guard.failed("1.2.3.4") is False
+    now[0] = 20
+    assert guard.failed("1.2.3.4") is True
+    with pytest.raises(JoinRefused) as refused:
+        guard.check("1.2.3.4")
+    assert refused.value.code == "locked_out"
+    guard.check("5.6.7.8")  # others are not affected
+    now[0] = 321
+    guard.check("1.2.3.4")  # the lockout ends
+
+
+def test_old_failures_are_forgotten_and_success_resets() -> None:
+    now = [0.0]
+    guard = PinGuard(max_failures=2, window_s=60, lockout_s=300, clock=lambda: now[0])
+    guard.failed("a")
+    now[0] = 100
+    assert guard.failed("a") is False  # the first one is older than the window
+    guard.succeeded("a")
+    assert guard.failed("a") is False
+
+
+async def test_a_guessing_address_is_locked_out_and_others_are_not(gateway: RunningGateway) -> None:
+    async def attempt(pin: str, local: str = "127.0.0.1") -> dict[str, object]:
+        async with websockets.connect(gateway.ws_url, local_addr=(local, 0)) as ws:
+            await ws.send(json.dumps({"type": "join", "room": "secret", "name": "Mallory", "pin": pin}))
+            return json.loads(await asyncio.wait_for(ws.recv(), 5))  # type: ignore[no-any-return]
+
+    for guess in ("0000", "1111", "2222", "3333", "4444"):
+        assert (await attempt(guess))["reason"] == "wrong_pin"
+    locked = await attempt("5555")  # even the right PIN: the address is locked out
+    assert locked == {"type": "ended", "reason": "locked_out"}
+    other = await attempt("5555", local="127.0.0.2")
+    assert other["type"] == "joined"
+    lines = gateway.log_lines()
+    assert sum(1 for line in lines if line.get("event") == "wrong PIN") == 5
+    assert any(line.get("event", "").startswith("join refused: source locked out") for line in lines)  # type: ignore[union-attr]
+    assert not any("5555" in json.dumps(line) or "0000" in json.dumps(line) for line in lines), "a PIN was logged"
