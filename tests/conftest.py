@@ -106,12 +106,11 @@ def write_tone(path: Path, frequency: float, seconds: float = 30.0, rate: int = 
 CHROMIUM = "/usr/bin/chromium"
 
 
-def chromium_args(tone_wav: Path | None) -> list[str]:
+def chromium_args(tone_wav: Path | None, allow_media: bool = True) -> list[str]:
     args = [
         "--no-sandbox",
         "--disable-gpu",
         "--no-first-run",
-        "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         "--autoplay-policy=no-user-gesture-required",
         "--disable-background-networking",
@@ -119,6 +118,8 @@ def chromium_args(tone_wav: Path | None) -> list[str]:
         "--disable-sync",
         "--disable-quic",
     ]
+    if allow_media:  # answers the camera/microphone prompt with "allow"; without it, headless denies
+        args.append("--use-fake-ui-for-media-stream")
     if tone_wav is not None:
         args.append(f"--use-file-for-fake-audio-capture={tone_wav}")
     return args
@@ -134,13 +135,14 @@ def playwright_instance():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def open_participant(playwright_instance, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """open_participant(url, tone_hz=None, lang='en-US') -> a Playwright page in its own Chromium."""
+    """open_participant(url, tone_hz=None, lang='en-US', allow_media=True) -> a Playwright page in its
+    own Chromium (each its own process, so each can have its own fake microphone tone)."""
     browsers = []
 
-    def open_(url: str, tone_hz: float | None = None, lang: str = "en-US"):  # type: ignore[no-untyped-def]
+    def open_(url: str, tone_hz: float | None = None, lang: str = "en-US", allow_media: bool = True):  # type: ignore[no-untyped-def]
         wav = write_tone(tmp_path / f"tone-{tone_hz}.wav", tone_hz) if tone_hz else None
         browser = playwright_instance.chromium.launch(
-            executable_path=CHROMIUM, args=chromium_args(wav), headless=True
+            executable_path=CHROMIUM, args=chromium_args(wav, allow_media), headless=True
         )
         browsers.append(browser)
         context = browser.new_context(locale=lang)

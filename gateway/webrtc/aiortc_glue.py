@@ -34,9 +34,12 @@ VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
 class EncodedTrack(MediaStreamTrack):
     """A track whose frames are encoded packets pushed by the gateway (mixer or video router)."""
 
-    def __init__(self, kind: str, max_queue: int = 16) -> None:
+    def __init__(self, kind: str, max_queue: int = 16, max_backlog: int | None = None) -> None:
+        """max_backlog: when the sender finds more packets than this waiting, it skips the oldest.
+        For audio: a sender that stalled once would otherwise carry the backlog as latency forever."""
         super().__init__()
         self.kind = kind
+        self._max_backlog = max_backlog
         self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue(max_queue)
         self._time_base = AUDIO_TIME_BASE if kind == "audio" else VIDEO_TIME_BASE
         self.dropped = 0
@@ -57,6 +60,10 @@ class EncodedTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         packet = await self._queue.get()
+        if self._max_backlog is not None:
+            while packet is not None and self._queue.qsize() > self._max_backlog:
+                packet = self._queue.get_nowait()
+                self.dropped += 1
         if packet is None:
             raise MediaStreamError
         return packet

@@ -65,7 +65,7 @@ class BrowserMedia:
         self._config = config
         self._on_video = on_video
         self._on_keyframe_wanted = on_keyframe_wanted
-        self.audio_track = EncodedTrack("audio", max_queue=8)
+        self.audio_track = EncodedTrack("audio", max_queue=8, max_backlog=2)
         self.audio = self.pc.addTransceiver(self.audio_track, direction="sendrecv")
         self.camera = self.pc.addTransceiver("video", direction="recvonly")
         self.slots: list[VideoSlot] = []
