@@ -35,7 +35,9 @@ class Gateway:
                 ssl_keyfile=str(tls.key) if tls else None,
                 log_config=None,
                 access_log=False,
-                ws_max_size=server.websocket_max_message_bytes,
+                # Above the application's own limit, so an oversize message gets an error message
+                # from the session rather than a closed socket.
+                ws_max_size=4 * server.websocket_max_message_bytes,
                 ws_per_message_deflate=False,
                 # The client address (PIN lockouts, logs) comes from X-Forwarded-For only behind these.
                 proxy_headers=bool(server.trusted_proxies),

@@ -49,6 +49,9 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
     tls: TlsConfig | None = None
     websocket_max_message_bytes: int = Field(256 * 1024, ge=1024)
+    websocket_messages_per_s: float = Field(
+        20.0, gt=0, description="sustained messages a browser may send (bursts of twice that are fine)"
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses of reverse proxies whose X-Forwarded-For names the real client",
@@ -127,6 +130,7 @@ class LobbyConfig(_Strict):
     default_wait_s: float = Field(
         120.0, gt=0, description="wait estimate per queue position before any admission was measured"
     )
+    max_waiting: int = Field(200, ge=1, le=10_000, description="people one room's waiting room holds at most")
 
 
 class SecurityConfig(_Strict):

@@ -358,11 +358,12 @@ def test_queue_position_and_default_wait_before_any_decision(lobby_room: Room, c
     clock.advance(5)
     b = wait(lobby_room, "B")
     c = wait(lobby_room, "C")
-    assert [lobby_room.lobby_position(x) for x in (a, b, c)] == [(1, 60.0), (2, 120.0), (3, 180.0)]
+    # A has already waited 5 s of its 60: the estimate counts down.
+    assert [lobby_room.lobby_position(x) for x in (a, b, c)] == [(1, 55.0), (2, 115.0), (3, 175.0)]
     assert [(e["id"], e["name"], e["position"], e["estimated_wait_s"]) for e in lobby_room.lobby_public()] == [
-        (a, "A", 1, 60),
-        (b, "B", 2, 120),
-        (c, "C", 3, 180),
+        (a, "A", 1, 55),
+        (b, "B", 2, 115),
+        (c, "C", 3, 175),
     ]
     assert lobby_room.lobby_public()[0]["kind"] == "browser"
 
@@ -672,8 +673,9 @@ def test_mute_all_guests_leaves_hosts_alone(meeting: Meeting) -> None:
     assert meeting.gil.host_muted and meeting.gus.host_muted
     assert not host.audio_muted and not cohost.audio_muted
     assert not meeting.gil.self_unmute_forbidden
-    assert sorted(meeting.events.summary()) == sorted(
-        [("muted", meeting.gil.id, host.id), ("muted", meeting.gus.id, host.id)]
+    assert sorted(meeting.events.summary(), key=str) == sorted(
+        [("mute_policy_changed", None, host.id), ("muted", meeting.gil.id, host.id), ("muted", meeting.gus.id, host.id)],
+        key=str,
     )
 
 
@@ -845,3 +847,53 @@ def test_a_change_of_who_holds_the_mute_is_an_event_too(meeting: Meeting) -> Non
     room.unmute(host.id, gil.id)  # the host lets go; the guest's own mute stays
     assert [(e.type, e.data) for e in meeting.events] == [("mute_changed", {"self_muted": True, "host_muted": False})]
     assert gil.audio_muted
+
+
+def test_mute_all_guests_also_mutes_guests_who_join_later_until_allowed(meeting: Meeting) -> None:
+    room, host = meeting.room, meeting.host
+    room.mute_all_guests(host.id, forbid_self_unmute=True)
+    late = join(room, "Late guest")
+    assert late.host_muted and late.self_unmute_forbidden
+    late_host = join(room, "Late host", HOST_PIN)
+    assert not late_host.audio_muted
+    assert room.public(True)["guests_muted_on_entry"] and not room.public(True)["guests_may_unmute"]
+    room.allow_guests_to_unmute(host.id)
+    assert not late.self_unmute_forbidden and late.host_muted  # allowed, not forced open
+    room.set_self_muted(late.id, False)
+    assert not late.audio_muted
+    assert not join(room, "Later still").audio_muted
+
+
+def test_a_host_mute_survives_leaving_and_coming_back(meeting: Meeting) -> None:
+    room, host = meeting.room, meeting.host
+    guest = room.request_join("Mallory", None, LegKind.BROWSER, source="10.0.0.7").participant
+    assert guest is not None
+    room.mute(host.id, guest.id, forbid_self_unmute=True)
+    room.leave(guest.id)
+    back = room.request_join("mallory ", None, LegKind.BROWSER, source="10.0.0.7").participant
+    assert back is not None and back.host_muted and back.self_unmute_forbidden
+    elsewhere = room.request_join("Mallory", None, LegKind.BROWSER, source="10.0.0.8").participant
+    assert elsewhere is not None and not elsewhere.audio_muted
+    room.end(host.id)  # a new meeting forgets it
+    fresh = room.request_join("Mallory", None, LegKind.BROWSER, source="10.0.0.7").participant
+    assert fresh is not None and not fresh.audio_muted
+
+
+def test_places_kept_for_reconnects_never_lock_a_host_out() -> None:
+    room = Room("r", host_pin=HOST_PIN, max_participants=2)
+    a = room.request_join("A", None, LegKind.BROWSER).participant
+    b = room.request_join("B", None, LegKind.BROWSER).participant
+    assert a is not None and b is not None
+    room.set_connected(a.id, False)
+    room.set_connected(b.id, False)
+    assert room.request_join("Host", HOST_PIN, LegKind.BROWSER).participant is not None
+
+
+def test_the_waiting_room_has_a_cap() -> None:
+    room = Room("r", lobby=True)
+    room.max_lobby = 3
+    for i in range(3):
+        room.request_join(f"G{i}", None, LegKind.BROWSER)
+    with pytest.raises(JoinRefused) as refused:
+        room.request_join("G4", None, LegKind.BROWSER)
+    assert refused.value.code == "full"

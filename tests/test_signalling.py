@@ -31,6 +31,7 @@ VALID: dict[str, tuple[dict[str, Any], type, dict[str, Any]]] = {
     ),
     "unmute": ({"type": "unmute", "participant": "p1"}, sig.Unmute, {"participant": "p1"}),
     "mute_all": ({"type": "mute_all", "forbid_self_unmute": True}, sig.MuteAll, {"forbid_self_unmute": True}),
+    "allow_all_unmute": ({"type": "allow_all_unmute"}, sig.AllowAllUnmute, {}),
     "forbid_self_unmute": (
         {"type": "forbid_self_unmute", "participant": "p1", "forbidden": False},
         sig.ForbidSelfUnmute,
@@ -247,7 +248,7 @@ def test_values_out_of_bounds(type_: str, field: str, value: str, expected: str)
 def test_server_messages_are_json_objects_with_a_type() -> None:
     messages = [
         sig.server_joined({"id": "p1"}, {"id": "demo"}, "tok", ["stun:stun.example.org"]),
-        sig.server_lobby(2, 59.6, "Demo"),
+        sig.server_lobby(2, 59.6, "Demo", True),
         sig.server_offer(SDP, "0", "1", {"2": "p1", "3": None}),
         sig.server_video_slots({"2": None}),
         sig.server_state({"id": "demo"}, None),
@@ -261,11 +262,12 @@ def test_server_messages_are_json_objects_with_a_type() -> None:
 
 
 def test_server_lobby_rounds_the_wait_and_notice_carries_its_data() -> None:
-    assert sig.server_lobby(2, 59.6, "Demo") == {
+    assert sig.server_lobby(2, 59.6, "Demo", False) == {
         "type": "lobby",
         "position": 2,
         "estimated_wait_s": 60,
         "room_name": "Demo",
+        "host_present": False,
     }
     assert sig.server_notice("host_muted", by="Hanna") == {"type": "notice", "code": "host_muted", "by": "Hanna"}
     assert sig.server_error("full", "the meeting is full") == {
@@ -274,3 +276,17 @@ def test_server_lobby_rounds_the_wait_and_notice_carries_its_data() -> None:
         "message": "the meeting is full",
         "request": None,
     }
+
+
+@pytest.mark.parametrize(
+    "name", ["A\u202eB", "\u200b", "   ", "Bob\u0000", "\u2066Eve\u2069"]
+)
+def test_names_that_could_spoof_or_are_invisible_are_refused(name: str) -> None:
+    with pytest.raises(BadMessage) as refused:
+        parse_client_message(json.dumps({"type": "join", "room": "demo", "name": name}))
+    assert refused.value.reason.startswith("name:")
+
+
+def test_names_are_tidied_but_keep_what_people_write() -> None:
+    message = parse_client_message(json.dumps({"type": "join", "room": "demo", "name": "  Jörg   Müller 🙂 "}))
+    assert isinstance(message, sig.Join) and message.name == "Jörg Müller 🙂"

@@ -6,6 +6,7 @@ Each participant sends its own tone; what each one receives is analysed for freq
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import websockets
@@ -212,3 +213,72 @@ async def test_a_lost_connection_keeps_the_place_and_the_mute(gateway: RunningGa
             assert replay["type"] != "joined" or replay["you"]["id"] != ben
     finally:
         await a.close()
+
+
+async def test_leaving_and_rejoining_does_not_lift_a_host_mute(gateway: RunningGateway) -> None:
+    a = await join(gateway, "Anna", 440, pin="1234")
+    b = await join(gateway, "Ben", 1000)
+    try:
+        await a.send({"type": "mute_all", "forbid_self_unmute": True})
+        await asyncio.sleep(0.3)
+        await b.send({"type": "leave"})
+        await b.close()
+        b = await join(gateway, "Ben", 1000)  # same address, same name: a returner
+        assert b.you is not None and b.you["host_muted"] and b.you["self_unmute_forbidden"]
+        c = await join(gateway, "Cem", 1700)  # a newcomer after "mute all guests": muted too
+        assert c.you is not None and c.you["muted"] and c.you["self_unmute_forbidden"]
+        await wait_for_audio(a)
+        await settle(a, seconds=2)
+        assert a.stats.energy_near(1000) < 0.01 and a.stats.energy_near(1700) < 0.01
+        await a.send({"type": "allow_all_unmute"})
+        await asyncio.sleep(0.3)
+        await c.send({"type": "mute_self", "muted": False})
+        await asyncio.sleep(0.8)
+        await settle(a, seconds=1.5)
+        assert a.stats.energy_near(1700) > 0.05 and a.stats.energy_near(1000) < 0.01
+        await c.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_place_removed_during_the_reconnect_grace_is_not_reentered(gateway: RunningGateway) -> None:
+    a = await join(gateway, "Anna", None, pin="1234")
+    b = await join(gateway, "Ben", None)
+    try:
+        await asyncio.sleep(1.0)  # Ben's media is up: his place is kept when his connection drops
+        ben = b.you["id"]  # type: ignore[index]
+        token = next(m["resume"] for m in b.stats.messages if m["type"] == "joined")
+        await b.close()
+        await asyncio.sleep(0.3)
+        await a.send({"type": "remove", "participant": ben})
+        await asyncio.sleep(0.3)
+        async with websockets.connect(gateway.ws_url) as ws:
+            await ws.send(json.dumps({"type": "join", "room": "demo", "name": "Ben", "resume": token}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "ended", "reason": "removed"}
+    finally:
+        await a.close()
+
+
+async def test_floods_and_oversize_messages_are_refused_without_hurting_the_room(gateway: RunningGateway) -> None:
+    a = await join(gateway, "Anna", 440, pin="1234")
+    b = await join(gateway, "Ben", 1000)
+    try:
+        await wait_for_audio(a, b)
+        async with websockets.connect(gateway.ws_url, max_size=2**20) as raw:
+            await raw.send("x" * (300 * 1024))  # over the 256 KiB limit: an error, the socket stays
+            reply = json.loads(await asyncio.wait_for(raw.recv(), 5))
+            assert reply["type"] == "error" and "too large" in reply["message"]
+            for _ in range(300):
+                await raw.send('{"type": "ping"}')
+            replies = []
+            with contextlib.suppress(asyncio.TimeoutError):
+                while True:
+                    replies.append(json.loads(await asyncio.wait_for(raw.recv(), 1)))
+            assert any(r.get("code") == "rate_limited" for r in replies)
+            assert sum(1 for r in replies if r["type"] == "pong") < 100
+        await settle(a, b, seconds=1.5)
+        assert a.stats.energy_near(1000) > 0.05 and b.stats.energy_near(440) > 0.05
+    finally:
+        await a.close()
+        await b.close()

@@ -44,6 +44,7 @@ class Conference:
             period_s=media.mixer.tick_ms / 1000,
             late_tolerance_s=media.mixer.late_tick_tolerance_ms / 1000,
             name=f"mixer:{room.id}",
+            log_context={"room": room.id},
         )
         self._unsubscribe = room.subscribe(self._on_room_event)
         self._log = log.bind(room=room.id)
@@ -77,8 +78,8 @@ class Conference:
             self.video.remove(participant_id)
         if leg is not None:
             self._log.info("leg detached", participant=participant_id, legs=len(self.legs))
-        if not self.legs and self.clock.running:
-            asyncio.get_running_loop().create_task(self.clock.stop())
+        if not self.legs:
+            self.clock.stop_now()
 
     def _transcode(self, source: str, codec: str, frame: EncodedVideoFrame, done: Any) -> None:
         if self._transcoders is None:
@@ -129,6 +130,10 @@ class Conference:
         elif event.type == "meeting_ended":
             for leg in list(self.legs.values()):
                 self._hang_up(leg, "meeting_ended")
+            for pid in event.data.get("participants", []):
+                self.video.remove(pid)
+                if self._transcoders is not None:
+                    self._transcoders.drop(pid)
 
     def _hang_up(self, leg: Leg, reason: str) -> None:
         self.detach(leg.participant_id)

@@ -24,6 +24,7 @@ class Directory:
                 default_lobby_wait_s=config.lobby.default_wait_s,
                 aliases=rc.aliases,
             )
+            room.max_lobby = config.lobby.max_waiting
             self.conferences[rc.id] = Conference(room, config.media)
             for alias in (rc.id, *rc.aliases):
                 self._aliases[alias.lower()] = rc.id

@@ -15,6 +15,7 @@ EventType = Literal[
     "mute_changed",
     "self_unmute_forbidden",
     "self_unmute_allowed",
+    "mute_policy_changed",
     "hand_raised",
     "hand_lowered",
     "video_changed",

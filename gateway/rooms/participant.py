@@ -34,6 +34,7 @@ class Participant:
     video_off: bool = False
     speaking: bool = False
     connected: bool = True  # False while its connection is lost and its place is kept for a reconnect
+    source: str | None = None  # where it came from (an address, a number): recognises a returner
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

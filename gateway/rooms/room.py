@@ -31,6 +31,7 @@ class LobbyEntry:
     name: str
     kind: LegKind
     since: float  # monotonic
+    source: str | None = None
 
     def public(self, position: int, estimated_wait_s: float) -> dict[str, Any]:
         return {
@@ -87,6 +88,12 @@ class Room:
         self._wall = wall_clock
         self._new_id = id_factory
         self._listeners: list[Listener] = []
+        # "Mute all guests" is also a policy for guests who join later, and a host's mute follows a
+        # guest who leaves and comes back (same source and name): leaving must not lift a mute.
+        self.guests_muted_on_entry = False
+        self.guests_forbidden_on_entry = False
+        self._held_mutes: dict[str, bool] = {}  # returner key -> self-unmute forbidden
+        self.max_lobby = 200
         self.version = 0  # increases with every event: lets views of the room be cached
 
     # -- events ---------------------------------------------------------------------------------
@@ -136,44 +143,69 @@ class Room:
             raise JoinRefused("wrong PIN", "wrong_pin")
         return Role.GUEST
 
-    def request_join(self, name: str, pin: str | None, kind: LegKind) -> JoinResult:
+    def request_join(self, name: str, pin: str | None, kind: LegKind, source: str | None = None) -> JoinResult:
+        """`source` identifies where the join comes from (an address, a number), to recognise returners."""
         role = self.role_for_pin(pin)
         if role is Role.GUEST and self.locked:
             raise JoinRefused("the meeting is locked", "locked")
         if role is Role.GUEST and self.lobby_enabled:
-            entry = LobbyEntry(id=self._new_id(), name=name, kind=kind, since=self._monotonic())
+            if len(self.lobby) >= self.max_lobby:
+                raise JoinRefused("the waiting room is full", "full")
+            entry = LobbyEntry(id=self._new_id(), name=name, kind=kind, since=self._monotonic(), source=source)
             if not self.lobby:
                 self._last_decision_at = entry.since
             self.lobby[entry.id] = entry
             self._emit("lobby_changed", entry.id, waiting=len(self.lobby), name=name)
             return JoinResult(lobby_entry=entry)
-        return JoinResult(participant=self._add(self._new_id(), name, role, kind))
+        return JoinResult(participant=self._add(self._new_id(), name, role, kind, source))
 
-    def _add(self, participant_id: str, name: str, role: Role, kind: LegKind) -> Participant:
-        if len(self.participants) >= self.max_participants:
+    @staticmethod
+    def _returner_key(source: str | None, name: str) -> str | None:
+        return f"{source}|{name.strip().casefold()}" if source else None
+
+    def _add(self, participant_id: str, name: str, role: Role, kind: LegKind, source: str | None = None) -> Participant:
+        # Places kept for a reconnect do not count: they must never lock a host out.
+        if sum(1 for p in self.participants.values() if p.connected) >= self.max_participants:
             raise JoinRefused("the meeting is full", "full")
-        participant = Participant(id=participant_id, name=name, role=role, kind=kind, joined_at=self._wall())
+        participant = Participant(
+            id=participant_id, name=name, role=role, kind=kind, joined_at=self._wall(), source=source
+        )
+        if role is Role.GUEST:
+            held = self._held_mutes.get(self._returner_key(source, name) or "")
+            if self.guests_muted_on_entry or held is not None:
+                participant.host_muted = True
+                participant.self_unmute_forbidden = self.guests_forbidden_on_entry or bool(held)
         self.participants[participant.id] = participant
         self._emit("participant_joined", participant.id, name=name, role=role.value, kind=kind.value)
         return participant
 
+    def _remember_mute(self, p: Participant) -> None:
+        key = self._returner_key(p.source, p.name)
+        if key is not None and p.host_muted and not p.is_host:
+            self._held_mutes[key] = p.self_unmute_forbidden
+
     def leave(self, participant_id: str) -> None:
         """The participant hung up or its connection was lost."""
-        if self.participants.pop(participant_id, None) is not None:
+        participant = self.participants.pop(participant_id, None)
+        if participant is not None:
+            self._remember_mute(participant)
             self._emit("participant_left", participant_id)
             self._reset_lock_if_empty()
         elif self.lobby.pop(participant_id, None) is not None:
             self._emit("lobby_changed", participant_id, waiting=len(self.lobby), left=True)
 
     def _reset_lock_if_empty(self) -> None:
-        """The last participant is gone: the next meeting starts with the configured lock."""
+        """The last participant is gone: the next meeting starts with the configured lock (and no
+        mute policy from this one)."""
+        if not self.participants:
+            self._reset_mute_policy()
         if not self.participants and self.locked != self._locked_by_config:
             self.locked = self._locked_by_config
             self._emit("room_locked" if self.locked else "room_unlocked")
 
     def remove(self, by: str | None, participant_id: str) -> None:
         self._require_host(by)
-        self.get(participant_id)
+        self._remember_mute(self.get(participant_id))
         del self.participants[participant_id]
         self._emit("participant_removed", participant_id, by)
         self._reset_lock_if_empty()
@@ -185,6 +217,7 @@ class Room:
         self.participants.clear()
         self.lobby.clear()
         self.locked = self._locked_by_config
+        self._reset_mute_policy()
         self._emit("meeting_ended", None, by, participants=ended)
         return ended
 
@@ -197,7 +230,9 @@ class Room:
             raise UnknownParticipant(f"{entry_id!r} is not waiting in room {self.id!r}")
         position = order.index(entry_id) + 1
         interval = self._decision_interval_s or self._default_lobby_wait_s
-        return position, position * interval
+        # Time since the last decision (or since the head of the queue arrived) is already served.
+        served = self._monotonic() - (self._last_decision_at or self.lobby[order[0]].since)
+        return position, max(0.0, position * interval - served)
 
     def lobby_public(self) -> list[dict[str, Any]]:
         return [entry.public(*self.lobby_position(entry.id)) for entry in self.lobby.values()]
@@ -293,8 +328,29 @@ class Room:
             p.self_unmute_forbidden = forbidden
             self._emit("self_unmute_forbidden" if forbidden else "self_unmute_allowed", p.id, by)
 
-    def mute_all_guests(self, by: str | None, forbid_self_unmute: bool = False) -> list[str]:
+    def _reset_mute_policy(self) -> None:
+        self.guests_muted_on_entry = self.guests_forbidden_on_entry = False
+        self._held_mutes.clear()
+
+    def allow_guests_to_unmute(self, by: str | None) -> None:
+        """Ends a 'mute all guests' policy and lets every guest unmute themselves again."""
         self._require_host(by)
+        self.guests_muted_on_entry = self.guests_forbidden_on_entry = False
+        self._held_mutes = {k: False for k in self._held_mutes}
+        for p in list(self.participants.values()):
+            if p.self_unmute_forbidden:
+                p.self_unmute_forbidden = False
+                self._emit("self_unmute_allowed", p.id, by)
+        self._emit("mute_policy_changed", None, by, guests_muted_on_entry=False, guests_may_unmute=True)
+
+    def mute_all_guests(self, by: str | None, forbid_self_unmute: bool = False) -> list[str]:
+        """Mutes every guest now and every guest who joins later, until a host allows unmuting."""
+        self._require_host(by)
+        self.guests_muted_on_entry = True
+        self.guests_forbidden_on_entry = forbid_self_unmute
+        self._emit(
+            "mute_policy_changed", None, by, guests_muted_on_entry=True, guests_may_unmute=not forbid_self_unmute
+        )
         muted = []
         for p in list(self.participants.values()):
             if not p.is_host:
@@ -344,6 +400,8 @@ class Room:
             "name": self.name,
             "locked": self.locked,
             "lobby_enabled": self.lobby_enabled,
+            "guests_muted_on_entry": self.guests_muted_on_entry,
+            "guests_may_unmute": not self.guests_forbidden_on_entry,
             "participants": [p.public() for p in self.participants.values()],
             "lobby": self.lobby_public() if for_host else [],
             "lobby_waiting": len(self.lobby),

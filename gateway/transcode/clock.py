@@ -39,6 +39,7 @@ class MediaClock:
         late_tolerance_s: float = 0.005,
         max_catch_up: int = 5,
         name: str = "media-clock",
+        log_context: dict[str, str] | None = None,
         now: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
@@ -48,6 +49,7 @@ class MediaClock:
         self._tolerance = late_tolerance_s
         self._max_catch_up = max_catch_up
         self._name = name
+        self._log_context = log_context or {"clock": name}
         self._now = now
         self._sleep = sleep
         self._task: asyncio.Task[None] | None = None
@@ -56,6 +58,13 @@ class MediaClock:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+
+    def stop_now(self) -> None:
+        """Stops ticking at once: a start() right after starts a fresh clock (the old task is only
+        cancelled, never awaited, so there is no window in which a start is ignored)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -88,11 +97,11 @@ class MediaClock:
                 if behind > self._max_catch_up:
                     k += behind
                     self.stats.skipped_ticks += behind
-                    log.warning("media clock fell behind; skipping ticks", clock=self._name, skipped=behind)
+                    log.warning("media clock fell behind; skipping ticks", **self._log_context, skipped=behind)
             self.stats.ticks += 1
             began = time.thread_time()  # CPU time: what the tick costs, whatever else runs on the machine
             try:
                 self._tick()
             except Exception:
-                log.exception("media tick failed", clock=self._name)
+                log.exception("media tick failed", **self._log_context)
             self.stats.tick_cpu_ms_total += (time.thread_time() - began) * 1000

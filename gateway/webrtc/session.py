@@ -43,7 +43,9 @@ class BrowserHub:
         self.sessions: set[BrowserSession] = set()
         security = config.security
         self.pin_guard = PinGuard(security.pin_max_failures, security.pin_failure_window_s, security.pin_lockout_s)
-        self._resumable: dict[str, tuple[str, str, asyncio.TimerHandle]] = {}
+        self._resumable: dict[str, tuple[str, str, asyncio.TimerHandle, Callable[[], None]]] = {}
+        # Tokens of kept places that ended meanwhile (removed, meeting ended): the returner is told.
+        self._ended_places: dict[str, str] = {}
         self._room_json: dict[tuple[str, bool], tuple[int, str]] = {}
 
     def room_json(self, conference: Conference, for_host: bool) -> str:
@@ -57,27 +59,53 @@ class BrowserHub:
         return cached[1]
 
     def keep_place(self, token: str, conference: Conference, pid: str) -> None:
+        grace = self.config.webrtc.reconnect_grace_s
+        loop = asyncio.get_running_loop()
+
+        def forget(reason: str | None) -> None:
+            entry = self._resumable.pop(token, None)
+            if entry is None:
+                return
+            entry[2].cancel()
+            entry[3]()
+            if reason is not None:
+                self._ended_places[token] = reason
+                loop.call_later(grace, self._ended_places.pop, token, None)
+
         def expire() -> None:
-            self._resumable.pop(token, None)
+            forget(None)
             conference.room.leave(pid)
             log.info("reconnect grace expired", room=conference.room.id, participant=pid)
 
-        handle = asyncio.get_running_loop().call_later(self.config.webrtc.reconnect_grace_s, expire)
-        self._resumable[token] = (conference.room.id, pid, handle)
+        def on_event(event: RoomEvent) -> None:
+            if event.type == "participant_removed" and event.participant == pid:
+                forget("removed")
+            elif event.type == "meeting_ended" and pid in event.data.get("participants", []):
+                forget("meeting_ended")
+
+        unsubscribe = conference.room.subscribe(on_event)
+        self._resumable[token] = (conference.room.id, pid, loop.call_later(grace, expire), unsubscribe)
 
     def take_place(self, token: str, room_id: str) -> str | None:
+        """The participant id whose place the token keeps, or None."""
         entry = self._resumable.get(token)
         if entry is None or entry[0] != room_id:
             return None
         del self._resumable[token]
         entry[2].cancel()
+        entry[3]()
         return entry[1]
+
+    def ended_place(self, token: str) -> str | None:
+        """Why the place a token kept is gone (removed, meeting_ended), if it ended during the grace."""
+        return self._ended_places.pop(token, None)
 
     async def close(self) -> None:
         for session in list(self.sessions):
             await session.hang_up("meeting_ended")
-        for _room, _pid, handle in self._resumable.values():
+        for _room, _pid, handle, unsubscribe in self._resumable.values():
             handle.cancel()
+            unsubscribe()
         self._resumable.clear()
 
 
@@ -104,6 +132,11 @@ class BrowserSession:
         self._state_timer: asyncio.TimerHandle | None = None
         self._negotiation_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._tokens = 2 * hub.config.server.websocket_messages_per_s
+        self._tokens_at = 0.0
+        self._flood_strikes = 0
+        self._media_ready = False  # the browser answered our offer: only then is a lost place kept
+        self._last_lobby_position: tuple[int, int, bool] | None = None
         self._log = log.bind(remote=remote)
         hub.sessions.add(self)
 
@@ -133,7 +166,27 @@ class BrowserSession:
 
     # -- inbound messages -----------------------------------------------------------------------
 
+    def _rate_ok(self) -> bool:
+        """Token bucket: a browser may send `websocket_messages_per_s` messages a second, bursts of
+        twice that; a flood must not take the event loop (and every room's audio) away from others."""
+        rate = self.hub.config.server.websocket_messages_per_s
+        now = asyncio.get_running_loop().time()
+        self._tokens = min(2 * rate, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
     async def handle_text(self, raw: str | bytes) -> None:
+        if not self._rate_ok():
+            self._flood_strikes += 1
+            if self._flood_strikes == 1 or self._flood_strikes % 100 == 0:
+                self._log.warning("websocket messages over the rate limit", dropped=self._flood_strikes)
+                await self.send(sig.server_error("rate_limited", "too many messages; slow down"))
+            if self._flood_strikes >= 500:
+                await self._lose_connection()
+            return
         try:
             message = sig.parse_client_message(raw)
         except sig.BadMessage as exc:
@@ -146,9 +199,9 @@ class BrowserSession:
         except RoomError as exc:
             self._log.info("request refused", request=message.type, code=exc.code, reason=str(exc))
             await self.send(sig.server_error(exc.code, str(exc), message.type))
-        except Exception as exc:
+        except Exception:
             self._log.exception("request failed", request=message.type)
-            await self.send(sig.server_error("internal", f"could not do {message.type}: {exc}", message.type))
+            await self.send(sig.server_error("internal", f"the gateway could not do {message.type}", message.type))
 
     def _require_meeting(self, request: str) -> None:
         if self.phase != "meeting":
@@ -168,6 +221,11 @@ class BrowserSession:
         self.conference = conference
         self._log = self._log.bind(room=conference.room.id)
         if msg.resume:
+            gone = self.hub.ended_place(msg.resume)
+            if gone is not None:
+                self._log.info("join refused: the kept place ended meanwhile", code=gone)
+                await self._end(gone)
+                return
             pid = self.hub.take_place(msg.resume, conference.room.id)
             if pid is not None and pid in conference.room.participants:
                 # A fresh token each time: a used one (seen by someone else, or replayed) is worthless.
@@ -177,13 +235,16 @@ class BrowserSession:
                 conference.room.set_connected(pid, True)
                 await self._enter_meeting()
                 return
-        guard = self.hub.pin_guard
+        # Guesses are counted per address and room, and only joins that carry a PIN are refused: a
+        # shared address (town-hall Wi-Fi, carrier NAT) must not lock everyone out of every room.
+        guard, guard_key = self.hub.pin_guard, f"{self.client_ip}|{conference.room.id}"
         try:
-            guard.check(self.client_ip)
-            result = conference.room.request_join(msg.name, msg.pin, LegKind.BROWSER)
+            if msg.pin:
+                guard.check(guard_key)
+            result = conference.room.request_join(msg.name, msg.pin, LegKind.BROWSER, source=self.client_ip)
         except JoinRefused as exc:
             if exc.code == "wrong_pin":
-                locked_out = guard.failed(self.client_ip)
+                locked_out = guard.failed(guard_key)
                 self._log.warning("wrong PIN", source=self.client_ip, now_locked_out=locked_out)
             elif exc.code == "locked_out":
                 self._log.warning("join refused: source locked out after wrong PINs", source=self.client_ip)
@@ -191,8 +252,8 @@ class BrowserSession:
                 self._log.info("join refused", code=exc.code)
             await self._end(exc.code)
             return
-        if msg.pin:
-            guard.succeeded(self.client_ip)
+        if result.participant is not None and result.participant.is_host:
+            guard.succeeded(guard_key)  # only the host PIN clears: knowing the guest PIN must not help
         self.resume_token = secrets.token_urlsafe(24)
         if result.lobby_entry is not None:
             self.participant_id = result.lobby_entry.id
@@ -208,8 +269,14 @@ class BrowserSession:
         await self._enter_meeting()
 
     async def _send_lobby_position(self) -> None:
+        if self.participant_id not in self.room.lobby:
+            return
         position, wait = self.room.lobby_position(self.participant_id)
-        await self.send(sig.server_lobby(position, wait, self.room.name))
+        hosts = self.room.hosts_present
+        shown = (position, round(wait / 30), hosts)  # a message only when something a person sees changed
+        if shown != self._last_lobby_position:
+            self._last_lobby_position = shown
+            await self.send(sig.server_lobby(position, wait, self.room.name, hosts))
 
     def _on_lobby_event(self, event: RoomEvent) -> None:
         if self.phase != "lobby":
@@ -223,8 +290,10 @@ class BrowserSession:
         elif event.type == "meeting_ended" and self.participant_id in event.data.get("participants", []):
             self._stop_lobby_events()
             self._spawn(self.hang_up("meeting_ended"))
-        elif event.type == "lobby_changed" and self.participant_id in self.room.lobby:
-            self._spawn(self._send_lobby_position())
+        elif event.type in ("lobby_changed", "participant_joined", "participant_left") and (
+            self.participant_id in self.room.lobby
+        ):
+            self._spawn(self._send_lobby_position())  # position, or whether a host is there
 
     def _stop_lobby_events(self) -> None:
         if self._unsubscribe_lobby is not None:
@@ -252,10 +321,11 @@ class BrowserSession:
             on_keyframe_wanted=conference.video.request_keyframe,
         )
         conference.attach(self)
-        sdp = await self.media.create_offer()
-        await self.send(
-            sig.server_offer(sdp, self.media.audio_mid, self.media.camera_mid, self.media.slot_map())
-        )
+        media = self.media
+        sdp = await media.create_offer()
+        if self.phase != "meeting" or self.media is not media:
+            return  # removed, ended or gone while the offer was being made
+        await self.send(sig.server_offer(sdp, media.audio_mid, media.camera_mid, media.slot_map()))
         self._negotiation_timer = asyncio.get_running_loop().call_later(
             webrtc.negotiation_timeout_s, lambda: self._spawn(self._negotiation_timed_out())
         )
@@ -272,13 +342,17 @@ class BrowserSession:
         if self._negotiation_timer is not None:
             self._negotiation_timer.cancel()
             self._negotiation_timer = None
+        media = self.media
         try:
-            await self.media.accept_answer(msg.sdp)
+            await media.accept_answer(msg.sdp)
         except Exception as exc:
             self._log.warning("bad SDP answer", error=str(exc))
             await self.send(sig.server_error("bad_answer", f"the SDP answer was not accepted: {exc}", "answer"))
             return
-        self.video_codecs = self.media.video_codecs
+        if self.phase != "meeting" or self.media is not media or self.conference is None:
+            return  # removed or gone while the answer was being applied
+        self._media_ready = True
+        self.video_codecs = media.video_codecs
         self.conference.attach_video_receiver(self)
         self._update_video_slots(force=True)
         self._log.info("media negotiated", video_codecs=list(self.video_codecs))
@@ -306,6 +380,10 @@ class BrowserSession:
     async def _on_mute_all(self, msg: sig.MuteAll) -> None:
         self._require_meeting("mute_all")
         self.room.mute_all_guests(self.participant_id, msg.forbid_self_unmute)
+
+    async def _on_allow_all_unmute(self, _msg: sig.AllowAllUnmute) -> None:
+        self._require_meeting("allow_all_unmute")
+        self.room.allow_guests_to_unmute(self.participant_id)
 
     async def _on_forbid_self_unmute(self, msg: sig.ForbidSelfUnmute) -> None:
         self._require_meeting("forbid_self_unmute")
@@ -464,7 +542,12 @@ class BrowserSession:
         conference = self.conference
         if conference is not None and self.participant_id:
             conference.detach(self.participant_id)
-            if keep_place and previous == "meeting" and self.participant_id in conference.room.participants:
+            if (
+                keep_place
+                and previous == "meeting"
+                and self._media_ready
+                and self.participant_id in conference.room.participants
+            ):
                 self.hub.keep_place(self.resume_token, conference, self.participant_id)
                 conference.room.set_connected(self.participant_id, False)
                 self._log.info("connection lost; place kept", grace_s=self.hub.config.webrtc.reconnect_grace_s)

@@ -5,18 +5,33 @@ unknown one raises `BadMessage`, which the socket answers with an `error` messag
 Gateway -> client messages are plain dicts built by the `server_*` helpers below, so the whole
 protocol is visible in this one file.
 
-The gateway always sends the SDP offer (it adds a video slot per other participant) and the browser
-answers; so there is never glare. ICE is not trickled: both sides send complete descriptions.
+The gateway always sends the SDP offer (with a fixed set of video slots, which participant each
+carries is told in `video_slots` messages) and the browser answers; so there is never glare. ICE is
+not trickled: both sides send complete descriptions.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-Name = Annotated[str, Field(min_length=1, max_length=64)]
+
+def _display_name(value: str) -> str:
+    """A name others will read: no control or invisible formatting characters (bidi overrides,
+    zero-width joiners could make one name look like another), and something visible in it."""
+    value = " ".join(value.split())
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            raise ValueError(f"the name contains an invisible or control character (U+{ord(char):04X})")
+    if not any(unicodedata.category(c)[0] in "LNPS" for c in value):
+        raise ValueError("the name must contain a visible character")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_display_name)]
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -71,6 +86,12 @@ class MuteAll(_Msg):
     forbid_self_unmute: bool = False
 
 
+class AllowAllUnmute(_Msg):
+    """Ends a 'mute all guests' policy: every guest may unmute themselves again (none is unmuted)."""
+
+    type: Literal["allow_all_unmute"]
+
+
 class ForbidSelfUnmute(_Msg):
     type: Literal["forbid_self_unmute"]
     participant: Id
@@ -118,6 +139,7 @@ ClientMessage = Annotated[
     | Mute
     | Unmute
     | MuteAll
+    | AllowAllUnmute
     | ForbidSelfUnmute
     | Remove
     | Lock
@@ -178,8 +200,14 @@ def server_pong() -> dict[str, Any]:
     return {"type": "pong"}
 
 
-def server_lobby(position: int, estimated_wait_s: float, room_name: str) -> dict[str, Any]:
-    return {"type": "lobby", "position": position, "estimated_wait_s": round(estimated_wait_s), "room_name": room_name}
+def server_lobby(position: int, estimated_wait_s: float, room_name: str, host_present: bool) -> dict[str, Any]:
+    return {
+        "type": "lobby",
+        "position": position,
+        "estimated_wait_s": round(estimated_wait_s),
+        "room_name": room_name,
+        "host_present": host_present,
+    }
 
 
 def server_offer(sdp: str, audio_mid: str, video_mid: str, video_slots: dict[str, str | None]) -> dict[str, Any]:

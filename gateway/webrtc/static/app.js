@@ -135,7 +135,8 @@ function renderLobbyScreen() {
   const minutes = Math.round(seconds / 60);
   const wait = seconds < 45 ? t('lobbyWaitUnderMinute')
     : minutes <= 1 ? t('lobbyWaitOneMinute') : t('lobbyWaitMinutes', { minutes });
-  setText($('lobby-position'), `${t('lobbyPosition', { position: lobby.position ?? '–' })} ${wait}`);
+  const noHost = lobby.host_present === false ? ` ${t('lobbyNoHost')}` : '';
+  setText($('lobby-position'), `${t('lobbyPosition', { position: lobby.position ?? '–' })} ${wait}${noHost}`);
 }
 
 const ENDED_WITH_RETRY = new Set(['left', 'locked', 'full', 'denied', 'meeting_ended']);
@@ -675,6 +676,7 @@ function wireUp() {
   $('lobby-leave').addEventListener('click', leave);
   $('btn-panel').addEventListener('click', () => togglePanel());
   $('btn-mute-all').addEventListener('click', () => send({ type: 'mute_all', forbid_self_unmute: $('mute-all-forbid').checked }));
+  $('btn-allow-all').addEventListener('click', () => send({ type: 'allow_all_unmute' }));
   $('btn-lock').addEventListener('click', () => send({ type: 'lock', locked: !(state.room && state.room.locked) }));
   $('btn-end').addEventListener('click', endMeetingForAll);
   $('media-retry').addEventListener('click', retryMedia);
@@ -707,6 +709,12 @@ function init() {
   try { storedName = localStorage.getItem('gateway.name') || ''; } catch { /* ignore */ }
   state.name = (params.get('name') || storedName).trim().slice(0, 64);
   state.pin = (params.get('pin') || '').trim();
+  if (params.has('pin')) {
+    // Keep the PIN out of the address bar and the browser history once it has been read.
+    params.delete('pin');
+    const query = params.toString();
+    history.replaceState(null, '', location.pathname + (query ? `?${query}` : '') + location.hash);
+  }
   $('room-field').hidden = !!state.roomFromPath;
   $('room-input').value = state.roomId;
   $('name-input').value = state.name;

@@ -33,6 +33,7 @@ const STRINGS = {
     lobbyWaitMinutes: 'Estimated wait: about {minutes} minutes.',
     lobbyWaitOneMinute: 'Estimated wait: about 1 minute.',
     lobbyWaitUnderMinute: 'Estimated wait: less than a minute.',
+    lobbyNoHost: 'No host has joined yet; you will be let in once one arrives.',
     lobbyLeave: 'Leave waiting room',
 
     // reconnecting
@@ -107,6 +108,9 @@ const STRINGS = {
     hostControls: 'Meeting controls',
     muteAll: 'Mute all guests',
     muteAllForbid: 'and do not allow them to unmute themselves',
+    allowAllUnmute: 'Allow all guests to unmute',
+    mutePolicyHint: 'Guests are muted, also those who join later. They may unmute themselves.',
+    mutePolicyForbidHint: 'Guests are muted, also those who join later, and may not unmute themselves.',
     lock: 'Lock meeting',
     unlock: 'Unlock meeting',
     lockedHint: 'The meeting is locked: nobody else can join.',
@@ -202,6 +206,7 @@ const STRINGS = {
     lobbyWaitMinutes: 'Geschätzte Wartezeit: etwa {minutes} Minuten.',
     lobbyWaitOneMinute: 'Geschätzte Wartezeit: etwa 1 Minute.',
     lobbyWaitUnderMinute: 'Geschätzte Wartezeit: weniger als eine Minute.',
+    lobbyNoHost: 'Es ist noch keine Moderation anwesend; Sie werden eingelassen, sobald jemand da ist.',
     lobbyLeave: 'Warteraum verlassen',
 
     lostTitle: 'Verbindung unterbrochen',
@@ -271,6 +276,9 @@ const STRINGS = {
     hostControls: 'Moderationsfunktionen',
     muteAll: 'Alle Gäste stummschalten',
     muteAllForbid: 'und ihnen nicht erlauben, das Mikrofon selbst wieder einzuschalten',
+    allowAllUnmute: 'Allen Gästen das Einschalten des Mikrofons erlauben',
+    mutePolicyHint: 'Gäste sind stummgeschaltet, auch wer später hinzukommt. Sie dürfen ihr Mikrofon selbst einschalten.',
+    mutePolicyForbidHint: 'Gäste sind stummgeschaltet, auch wer später hinzukommt, und dürfen ihr Mikrofon nicht selbst einschalten.',
     lock: 'Besprechung sperren',
     unlock: 'Besprechung entsperren',
     lockedHint: 'Die Besprechung ist gesperrt: Niemand kann mehr beitreten.',

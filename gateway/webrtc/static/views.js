@@ -194,6 +194,13 @@ function renderHostSection(room, isHost) {
   const lockBtn = $('btn-lock');
   setText(lockBtn, room.locked ? t('unlock') : t('lock'));
   setText($('lock-hint'), room.locked ? t('lockedHint') : t('unlockedHint'));
+  // "Mute all guests" stays in force for guests who join later, until a host allows unmuting.
+  const policy = !!room.guests_muted_on_entry;
+  $('mute-policy-hint').hidden = !policy;
+  $('btn-allow-all').hidden = !policy;
+  if (policy) {
+    setText($('mute-policy-hint'), room.guests_may_unmute ? t('mutePolicyHint') : t('mutePolicyForbidHint'));
+  }
 }
 
 function renderLobby(room, isHost, actions) {
