@@ -248,7 +248,7 @@ def test_values_out_of_bounds(type_: str, field: str, value: str, expected: str)
 def test_server_messages_are_json_objects_with_a_type() -> None:
     messages = [
         sig.server_joined({"id": "p1"}, {"id": "demo"}, "tok", ["stun:stun.example.org"]),
-        sig.server_lobby(2, 59.6, "Demo", True),
+        sig.server_lobby(2, 59.6, "Demo", True, "tok"),
         sig.server_offer(SDP, "0", "1", {"2": "p1", "3": None}),
         sig.server_video_slots({"2": None}),
         sig.server_state({"id": "demo"}, None),
@@ -268,6 +268,7 @@ def test_server_lobby_rounds_the_wait_and_notice_carries_its_data() -> None:
         "estimated_wait_s": 60,
         "room_name": "Demo",
         "host_present": False,
+        "resume": "",
     }
     assert sig.server_notice("host_muted", by="Hanna") == {"type": "notice", "code": "host_muted", "by": "Hanna"}
     assert sig.server_error("full", "the meeting is full") == {

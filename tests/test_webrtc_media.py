@@ -282,3 +282,36 @@ async def test_floods_and_oversize_messages_are_refused_without_hurting_the_room
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_lost_connection_in_the_waiting_room_keeps_the_place_in_the_queue(gateway: RunningGateway) -> None:
+    host = await join(gateway, "Anna", None, pin="1234", room="lobby")
+
+    async def wait_in_lobby(name: str) -> tuple[websockets.ClientConnection, dict[str, object]]:
+        ws = await websockets.connect(gateway.ws_url)
+        await ws.send(json.dumps({"type": "join", "room": "lobby", "name": name}))
+        return ws, json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+    try:
+        carl_ws, carl = await wait_in_lobby("Carl")
+        dora_ws, dora = await wait_in_lobby("Dora")
+        assert (carl["position"], dora["position"]) == (1, 2) and carl["host_present"] is True
+        await carl_ws.close()  # Carl's connection drops
+        await asyncio.sleep(0.3)
+        async with websockets.connect(gateway.ws_url) as ws:
+            await ws.send(json.dumps({"type": "join", "room": "lobby", "name": "Carl", "resume": carl["resume"]}))
+            back = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert back["type"] == "lobby" and back["position"] == 1
+        # Dora drops, and the host denies her meanwhile: her return is told so.
+        await dora_ws.close()
+        await asyncio.sleep(0.3)
+        lobby = next(m["room"]["lobby"] for m in reversed(host.stats.messages) if m["type"] == "state")
+        dora_id = next(e["id"] for e in lobby if e["name"] == "Dora")
+        await host.send({"type": "deny", "participant": dora_id})
+        await asyncio.sleep(0.3)
+        async with websockets.connect(gateway.ws_url) as ws:
+            await ws.send(json.dumps({"type": "join", "room": "lobby", "name": "Dora", "resume": dora["resume"]}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "ended", "reason": "denied"}
+    finally:
+        await host.close()
+

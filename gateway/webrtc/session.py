@@ -80,6 +80,8 @@ class BrowserHub:
         def on_event(event: RoomEvent) -> None:
             if event.type == "participant_removed" and event.participant == pid:
                 forget("removed")
+            elif event.type == "lobby_denied" and event.participant == pid:
+                forget("denied")
             elif event.type == "meeting_ended" and pid in event.data.get("participants", []):
                 forget("meeting_ended")
 
@@ -227,11 +229,17 @@ class BrowserSession:
                 await self._end(gone)
                 return
             pid = self.hub.take_place(msg.resume, conference.room.id)
-            if pid is not None and pid in conference.room.participants:
+            if pid is not None and (pid in conference.room.participants or pid in conference.room.lobby):
                 # A fresh token each time: a used one (seen by someone else, or replayed) is worthless.
                 self.participant_id, self.resume_token = pid, secrets.token_urlsafe(24)
                 self._log = self._log.bind(participant=pid)
-                self._log.info("participant reconnected")
+                if pid in conference.room.lobby:  # still waiting: back to the same place in the queue
+                    self._log.info("reconnected to the lobby")
+                    self.phase = "lobby"
+                    self._unsubscribe_lobby = conference.room.subscribe(self._on_lobby_event)
+                    await self._send_lobby_position()
+                    return
+                self._log.info("participant reconnected")  # (admitted meanwhile, or was in the meeting)
                 conference.room.set_connected(pid, True)
                 await self._enter_meeting()
                 return
@@ -276,7 +284,7 @@ class BrowserSession:
         shown = (position, round(wait / 30), hosts)  # a message only when something a person sees changed
         if shown != self._last_lobby_position:
             self._last_lobby_position = shown
-            await self.send(sig.server_lobby(position, wait, self.room.name, hosts))
+            await self.send(sig.server_lobby(position, wait, self.room.name, hosts, self.resume_token))
 
     def _on_lobby_event(self, event: RoomEvent) -> None:
         if self.phase != "lobby":
@@ -551,6 +559,9 @@ class BrowserSession:
                 self.hub.keep_place(self.resume_token, conference, self.participant_id)
                 conference.room.set_connected(self.participant_id, False)
                 self._log.info("connection lost; place kept", grace_s=self.hub.config.webrtc.reconnect_grace_s)
+            elif keep_place and previous == "lobby" and self.participant_id in conference.room.lobby:
+                self.hub.keep_place(self.resume_token, conference, self.participant_id)
+                self._log.info("connection lost; place in the queue kept")
             else:
                 conference.room.leave(self.participant_id)
         if self.media is not None:

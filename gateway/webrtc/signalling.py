@@ -200,13 +200,17 @@ def server_pong() -> dict[str, Any]:
     return {"type": "pong"}
 
 
-def server_lobby(position: int, estimated_wait_s: float, room_name: str, host_present: bool) -> dict[str, Any]:
+def server_lobby(
+    position: int, estimated_wait_s: float, room_name: str, host_present: bool, resume: str = ""
+) -> dict[str, Any]:
+    """`resume` keeps the place in the queue across a lost connection, as in `joined`."""
     return {
         "type": "lobby",
         "position": position,
         "estimated_wait_s": round(estimated_wait_s),
         "room_name": room_name,
         "host_present": host_present,
+        "resume": resume,
     }
 
 

@@ -356,6 +356,7 @@ const HANDLERS = {
 
   lobby(msg) {
     state.lobby = msg;
+    if (msg.resume) state.resume = msg.resume; // a lost connection keeps the place in the queue too
     state.reconnectAttempt = 0;
     setPhase('lobby', { focus: state.phase !== 'lobby' });
   },
