@@ -247,3 +247,34 @@ def test_removed_ended_blocked_media_and_lost_connection_are_explained(
     for page in (anna, blocked):
         wait_until(lambda page=page: page.get_by_text("The meeting has ended").count() == 1, 10, what="meeting ended")
     assert gateway.api("GET", "/api/rooms/demo/participants").json() == []
+
+
+def test_the_meeting_can_be_run_by_keyboard(gateway: RunningGateway, open_participant) -> None:
+    """Tab reaches the own controls and the host controls in a sensible order, focus is visible,
+    and Enter on a focused host control works."""
+    anna = join(open_participant, gateway, "demo", "Anna", None, pin="1234")
+    ben = join(open_participant, gateway, "demo", "Ben", 1000)
+    for page in (anna, ben):
+        wait_until(lambda page=page: in_meeting(page), 30, what="in the meeting")
+    wait_until(lambda: anna.get_by_role("button", name="Mute Ben", exact=True).count() == 1, 10, what="roster")
+    anna.evaluate("() => document.activeElement && document.activeElement.blur()")
+    order: list[str] = []
+    for _ in range(40):
+        anna.keyboard.press("Tab")
+        focused = anna.evaluate(
+            """() => { const e = document.activeElement; if (!e || e === document.body) return null;
+               const s = getComputedStyle(e);
+               return {name: (e.getAttribute('aria-label') || e.innerText || e.labels?.[0]?.innerText || '').trim(),
+                       visible: s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0}; }"""
+        )
+        if focused:
+            assert focused["visible"], f"no visible focus on {focused['name']!r}"
+            order.append(focused["name"])
+        if "Mute Ben" in order and "Lock meeting" in order:
+            break
+    for wanted in ("Mute microphone", "Mute Ben", "Lock meeting"):
+        assert wanted in order, f"{wanted!r} not reachable by Tab: {order}"
+    assert order.index("Mute microphone") < order.index("Mute Ben") < order.index("Lock meeting")
+    anna.get_by_role("button", name="Mute Ben", exact=True).focus()
+    anna.keyboard.press("Enter")
+    wait_until(lambda: anna.get_by_role("button", name="Unmute Ben", exact=True).count() == 1, 5, what="muted by Enter")

@@ -216,3 +216,15 @@ def test_real_codecs_carry_a_tone_through_the_mix() -> None:
     peak_hz = np.argmax(spectrum) * 48_000 / heard.size
     assert peak_hz == pytest.approx(600, abs=10)
     assert all(len(f.payload) == 160 for f in out)  # 20 ms of G.711
+
+
+def test_a_sender_claiming_a_false_level_cannot_hold_a_speaker_slot() -> None:
+    h = Harness(max_speakers=1)
+    h.add("liar")
+    h.add("talker")
+    h.add("listener")
+    for _ in range(3):
+        h.speak("liar", 10, level=-1.0)  # nearly silent, claims to be very loud
+        h.speak("talker", 3000)
+        h.mixer.tick()
+    assert h.heard("listener") == 3000  # after the first decode, the claim is no longer believed

@@ -74,6 +74,9 @@ class _Member:
     speaking: bool = False  # voice activity, with hangover: what the room shows
     mixed: bool = False  # among the N mixed at the last tick
     own_encoder: AudioEncoder | None = None
+    # Set when the level a sender claims (RFC 6464) proved far louder than its decoded audio: from
+    # then on its level is measured, so a modified client cannot hold a speaker slot by claiming.
+    claims_untrusted: bool = False
     stats: InputStats = field(default_factory=InputStats)
 
 
@@ -183,7 +186,7 @@ class Mixer:
                     frames.append((member, None, member.stats.level_dbov, None))
                 continue
             assert isinstance(popped, BufferedFrame)
-            level, pcm = popped.level_dbov, None
+            level, pcm = (None if member.claims_untrusted else popped.level_dbov), None
             if level is None:
                 level = member.decoder.probe_level(popped.payload)
             if level is None:
@@ -211,6 +214,8 @@ class Mixer:
                     pcm = member.decoder.decode(frame.payload)
                     member.stats.frames_decoded += 1
                     decodes += 1
+                    if frame.level_dbov is not None and frame.level_dbov - level_dbov(pcm) > 20:
+                        member.claims_untrusted = True
             member.stats.frames_mixed += 1
             voices.append((member, pcm))
         self.decodes_last_tick = decodes
