@@ -1,0 +1,344 @@
+"""SDP offer/answer for SIP legs, sans-IO: parse an offer, choose what to answer, write the answer.
+
+The gateway carries SIP media on its own RTP sockets, so pjsua2's SDP is replaced by the one built
+here (ARCHITECTURE.md, "Signalling"). Rules (RFC 3264, RFC 4566):
+- the audio codec is chosen among the offered formats we support, in the offerer's order, or in
+  our configured order when `prefer_ours`; its payload type and fmtp are echoed;
+- telephone-event (RFC 4733) is accepted at the chosen codec's clock rate and its events echoed;
+- the answer's direction mirrors the offer's (sendonly -> recvonly ...), narrowed by our own wish
+  (e.g. inactive while a caller is on hold in the lobby);
+- RTP/AVP and RTP/SAVP with SDES crypto (RFC 4568): the first offered suite we support is answered
+  with a fresh key of ours; `rtcp` (RFC 3605) is read, `rtcp-mux` (RFC 5761) echoed;
+- m-lines we do not take (video for now, BFCP, anything unknown) are answered with port 0, never
+  rejecting the whole offer; no usable audio at all is a 488.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass, field
+
+from gateway.transcode.audio import AudioCodec
+
+# The RTP names and clock rates on the wire (G.722's RTP clock is 8000 though it samples at 16 kHz).
+RTP_NAMES: dict[AudioCodec, tuple[str, int]] = {
+    AudioCodec.PCMU: ("PCMU", 8000),
+    AudioCodec.PCMA: ("PCMA", 8000),
+    AudioCodec.G722: ("G722", 8000),
+    AudioCodec.OPUS: ("opus", 48000),
+}
+STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
+CRYPTO_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+class SdpError(Exception):
+    """An offer we cannot use: `status` is the SIP answer (400 malformed, 488 not acceptable)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class Media:
+    kind: str  # audio, video, application, ...
+    port: int
+    proto: str  # RTP/AVP, RTP/SAVP, UDP/BFCP, ...
+    formats: list[str]
+    connection: str | None = None
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def values(self, name: str) -> list[str]:
+        return [v or "" for k, v in self.attributes if k == name]
+
+    def first(self, name: str) -> str | None:
+        values = self.values(name)
+        return values[0] if values else None
+
+    def has(self, name: str) -> bool:
+        return any(k == name for k, _ in self.attributes)
+
+    @property
+    def direction(self) -> str:
+        for key, _ in reversed(self.attributes):
+            if key in DIRECTIONS:
+                return key
+        return "sendrecv"
+
+
+@dataclass
+class SessionDescription:
+    origin: str
+    session_name: str
+    connection: str | None
+    attributes: list[tuple[str, str | None]]
+    media: list[Media]
+
+    @property
+    def direction(self) -> str:
+        for key, _ in reversed(self.attributes):
+            if key in DIRECTIONS:
+                return key
+        return "sendrecv"
+
+
+def _address(connection: str | None, where: str) -> str | None:
+    if connection is None:
+        return None
+    parts = connection.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SdpError(400, f"malformed c= line in {where}: {connection!r}")
+    return parts[2].split("/")[0]
+
+
+def parse(text: str) -> SessionDescription:
+    """Parses SDP text; raises SdpError(400) naming the first problem."""
+    if not text or not text.strip():
+        raise SdpError(400, "empty SDP")
+    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+    if not lines[0].startswith("v=0"):
+        raise SdpError(400, "SDP must start with v=0")
+    origin = session_name = ""
+    connection: str | None = None
+    session_attrs: list[tuple[str, str | None]] = []
+    media: list[Media] = []
+    for number, line in enumerate(lines, 1):
+        if len(line) < 2 or line[1] != "=":
+            raise SdpError(400, f"SDP line {number} is not <type>=<value>: {line[:40]!r}")
+        kind, value = line[0], line[2:].strip()
+        if kind == "m":
+            parts = value.split()
+            if len(parts) < 4:
+                raise SdpError(400, f"malformed m= line {number}: {value[:60]!r}")
+            try:
+                port = int(parts[1].split("/")[0])
+            except ValueError:
+                raise SdpError(400, f"m= line {number} has a bad port: {parts[1]!r}") from None
+            if not 0 <= port <= 65535:
+                raise SdpError(400, f"m= line {number} has a port out of range: {port}")
+            media.append(Media(parts[0], port, parts[2], parts[3:]))
+        elif kind == "c":
+            if media:
+                media[-1].connection = value
+            else:
+                connection = value
+        elif kind == "a":
+            name, _, attr_value = value.partition(":")
+            entry = (name, attr_value if _ else None)
+            (media[-1].attributes if media else session_attrs).append(entry)
+        elif kind == "o" and not media:
+            origin = value
+        elif kind == "s" and not media:
+            session_name = value
+    if not origin:
+        raise SdpError(400, "SDP has no o= line")
+    session = SessionDescription(origin, session_name, connection, session_attrs, media)
+    _address(connection, "the session")
+    for index, m in enumerate(media):
+        _address(m.connection, f"m-line {index}")
+        if m.port and m.kind in ("audio", "video") and m.connection is None and connection is None:
+            raise SdpError(400, f"m-line {index} has no connection address (c=)")
+    return session
+
+
+@dataclass(frozen=True)
+class Crypto:
+    """One SDES crypto line: tag, suite and the master key+salt (30 bytes for both suites)."""
+
+    tag: int
+    suite: str
+    key_salt: bytes
+
+    def line(self) -> str:
+        return f"{self.tag} {self.suite} inline:{base64.b64encode(self.key_salt).decode()}"
+
+
+def _parse_crypto(value: str) -> Crypto | None:
+    parts = value.split()
+    if len(parts) < 3 or parts[1] not in CRYPTO_SUITES or not parts[2].startswith("inline:"):
+        return None
+    key_b64 = parts[2][len("inline:") :].split("|")[0]
+    try:
+        key_salt = base64.b64decode(key_b64, validate=True)
+        tag = int(parts[0])
+    except ValueError:
+        return None
+    return Crypto(tag, parts[1], key_salt) if len(key_salt) == 30 else None
+
+
+@dataclass(frozen=True)
+class AudioChoice:
+    """What an answer agreed for the audio stream: what the RTP engine needs to run it."""
+
+    codec: AudioCodec
+    payload_type: int
+    clock_rate: int
+    fmtp: str | None
+    telephone_event_pt: int | None
+    direction: str  # ours, as answered
+    remote_address: str
+    remote_port: int
+    remote_rtcp_port: int
+    rtcp_mux: bool
+    ptime_ms: int
+    remote_crypto: Crypto | None
+    local_crypto: Crypto | None
+
+    @property
+    def on_hold(self) -> bool:
+        return self.direction in ("recvonly", "inactive")
+
+
+@dataclass(frozen=True)
+class Answer:
+    sdp: str
+    audio: AudioChoice
+
+
+def _rtpmaps(m: Media) -> dict[int, tuple[str, int, str | None]]:
+    """payload type -> (encoding name, clock rate, fmtp) for every format of the m-line."""
+    maps: dict[int, tuple[str, int, str | None]] = {}
+    fmtps: dict[int, str] = {}
+    for value in m.values("fmtp"):
+        pt, _, params = value.partition(" ")
+        if pt.isdigit():
+            fmtps[int(pt)] = params.strip()
+    for value in m.values("rtpmap"):
+        pt, _, rest = value.partition(" ")
+        name, _, clock = rest.partition("/")
+        if pt.isdigit() and clock.split("/")[0].isdigit():
+            maps[int(pt)] = (name, int(clock.split("/")[0]), fmtps.get(int(pt)))
+    for fmt in m.formats:
+        if fmt.isdigit() and int(fmt) not in maps and int(fmt) in STATIC_PAYLOAD_TYPES:
+            static_name, static_clock = STATIC_PAYLOAD_TYPES[int(fmt)]
+            maps[int(fmt)] = (static_name, static_clock, fmtps.get(int(fmt)))
+    return maps
+
+
+_REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+
+
+def _narrow(offered: str, wanted: str) -> str:
+    """Our direction: the mirror of the offered one, narrowed by what we want (e.g. on hold)."""
+    mirrored = _REVERSE[offered]
+    can_send = mirrored in ("sendrecv", "sendonly") and wanted in ("sendrecv", "sendonly")
+    can_recv = mirrored in ("sendrecv", "recvonly") and wanted in ("sendrecv", "recvonly")
+    return {(True, True): "sendrecv", (True, False): "sendonly", (False, True): "recvonly"}.get(
+        (can_send, can_recv), "inactive"
+    )
+
+
+def answer(
+    offer: SessionDescription,
+    *,
+    local_address: str,
+    audio_port: int,
+    codecs: list[AudioCodec],
+    prefer_ours: bool = False,
+    direction: str = "sendrecv",
+    session_id: int | None = None,
+    session_version: int = 1,
+    user_agent: str = "gateway",
+) -> Answer:
+    """Answers an offer with one audio stream on (local_address, audio_port); raises SdpError(488)
+    when there is nothing usable, SdpError(400) when the offer is malformed."""
+    chosen_index: int | None = None
+    choice: AudioChoice | None = None
+    local_crypto: Crypto | None = None
+    for index, m in enumerate(offer.media):
+        if m.kind != "audio" or m.port == 0 or m.proto not in ("RTP/AVP", "RTP/SAVP") or choice is not None:
+            continue
+        maps = _rtpmaps(m)
+        offered: list[tuple[int, AudioCodec]] = []
+        for fmt in m.formats:
+            if not fmt.isdigit() or int(fmt) not in maps:
+                continue
+            name, clock, _fmtp = maps[int(fmt)]
+            for codec in codecs:
+                wire_name, wire_clock = RTP_NAMES[codec]
+                if name.lower() == wire_name.lower() and clock == wire_clock:
+                    offered.append((int(fmt), codec))
+        if not offered:
+            continue
+        if prefer_ours:
+            offered.sort(key=lambda item: codecs.index(item[1]))
+        pt, codec = offered[0]
+        clock = maps[pt][1]
+        telephone_event = next(
+            (p for p, (name, rate, _f) in maps.items() if name.lower() == "telephone-event" and rate == clock), None
+        )
+        remote_crypto = None
+        if m.proto == "RTP/SAVP":
+            remote_crypto = next((c for c in map(_parse_crypto, m.values("crypto")) if c is not None), None)
+            if remote_crypto is None:
+                continue  # SRTP offered with no suite we support: this m-line cannot be used
+            local_crypto = Crypto(remote_crypto.tag, remote_crypto.suite, secrets.token_bytes(30))
+        address = _address(m.connection, f"m-line {index}") or _address(offer.connection, "the session") or ""
+        rtcp_port = m.port + 1
+        rtcp_attr = m.first("rtcp")
+        if rtcp_attr and rtcp_attr.split()[0].isdigit():
+            rtcp_port = int(rtcp_attr.split()[0])
+        # A media-level direction wins over the session-level one (RFC 3264 5.1).
+        offered_direction = m.direction if any(m.has(d) for d in DIRECTIONS) else offer.direction
+        ptime = m.first("ptime")
+        choice = AudioChoice(
+            codec=codec,
+            payload_type=pt,
+            clock_rate=clock,
+            fmtp=maps[pt][2],
+            telephone_event_pt=telephone_event,
+            direction=_narrow(offered_direction, direction),
+            remote_address=address,
+            remote_port=m.port,
+            remote_rtcp_port=m.port if m.has("rtcp-mux") else rtcp_port,
+            rtcp_mux=m.has("rtcp-mux"),
+            ptime_ms=int(ptime) if ptime and ptime.isdigit() else 20,
+            remote_crypto=remote_crypto,
+            local_crypto=local_crypto,
+        )
+        chosen_index = index
+    if choice is None:
+        if not any(m.kind == "audio" for m in offer.media):
+            raise SdpError(488, "the offer has no audio stream")
+        raise SdpError(488, "no common audio codec (we take " + ", ".join(RTP_NAMES[c][0] for c in codecs) + ")")
+
+    sid = session_id if session_id is not None else secrets.randbelow(2**31)
+    family = "IP6" if ":" in local_address else "IP4"
+    lines = [
+        "v=0",
+        f"o={user_agent} {sid} {session_version} IN {family} {local_address}",
+        "s=-",
+        f"c=IN {family} {local_address}",
+        "t=0 0",
+    ]
+    for index, m in enumerate(offer.media):
+        if index != chosen_index:
+            # Declined (RFC 3264 6): same media and protocol, port 0, a format of the offer's.
+            lines.append(f"m={m.kind} 0 {m.proto} {m.formats[0] if m.formats else '0'}")
+            continue
+        formats = [choice.payload_type] + ([choice.telephone_event_pt] if choice.telephone_event_pt is not None else [])
+        proto = "RTP/SAVP" if choice.local_crypto else "RTP/AVP"
+        lines.append(f"m=audio {audio_port} {proto} {' '.join(map(str, formats))}")
+        name, clock = RTP_NAMES[choice.codec]
+        lines.append(f"a=rtpmap:{choice.payload_type} {name}/{clock}" + ("/2" if choice.codec is AudioCodec.OPUS else ""))
+        if choice.fmtp:
+            lines.append(f"a=fmtp:{choice.payload_type} {choice.fmtp}")
+        if choice.telephone_event_pt is not None:
+            lines.append(f"a=rtpmap:{choice.telephone_event_pt} telephone-event/{choice.clock_rate}")
+            events = next(
+                (v.partition(" ")[2] for v in m.values("fmtp") if v.partition(" ")[0] == str(choice.telephone_event_pt)),
+                "",
+            )
+            lines.append(f"a=fmtp:{choice.telephone_event_pt} {events.strip() or '0-15'}")
+        lines.append(f"a=ptime:{choice.ptime_ms}")
+        if choice.rtcp_mux:
+            lines.append("a=rtcp-mux")
+        else:
+            lines.append(f"a=rtcp:{audio_port + 1}")
+        if choice.local_crypto:
+            lines.append(f"a=crypto:{choice.local_crypto.line()}")
+        lines.append(f"a={choice.direction}")
+    return Answer("\r\n".join(lines) + "\r\n", choice)
