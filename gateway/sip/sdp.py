@@ -19,6 +19,7 @@ import base64
 import secrets
 from dataclasses import dataclass, field
 
+from gateway.rtp.crypto import CRYPTO_SUITES, Crypto
 from gateway.transcode.audio import AudioCodec
 
 # The RTP names and clock rates on the wire (G.722's RTP clock is 8000 though it samples at 16 kHz).
@@ -29,7 +30,6 @@ RTP_NAMES: dict[AudioCodec, tuple[str, int]] = {
     AudioCodec.OPUS: ("opus", 48000),
 }
 STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
-CRYPTO_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
 
@@ -142,18 +142,6 @@ def parse(text: str) -> SessionDescription:
         if m.port and m.kind in ("audio", "video") and m.connection is None and connection is None:
             raise SdpError(400, f"m-line {index} has no connection address (c=)")
     return session
-
-
-@dataclass(frozen=True)
-class Crypto:
-    """One SDES crypto line: tag, suite and the master key+salt (30 bytes for both suites)."""
-
-    tag: int
-    suite: str
-    key_salt: bytes
-
-    def line(self) -> str:
-        return f"{self.tag} {self.suite} inline:{base64.b64encode(self.key_salt).decode()}"
 
 
 def _parse_crypto(value: str) -> Crypto | None:
