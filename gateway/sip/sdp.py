@@ -42,6 +42,14 @@ class SdpError(Exception):
         self.reason = reason
 
 
+Attributes = list[tuple[str, str | None]]
+
+
+def _direction(attributes: Attributes) -> str:
+    """The last direction attribute given, sendrecv when none is (RFC 3264 5.1)."""
+    return next((key for key, _ in reversed(attributes) if key in DIRECTIONS), "sendrecv")
+
+
 @dataclass
 class Media:
     kind: str  # audio, video, application, ...
@@ -63,10 +71,7 @@ class Media:
 
     @property
     def direction(self) -> str:
-        for key, _ in reversed(self.attributes):
-            if key in DIRECTIONS:
-                return key
-        return "sendrecv"
+        return _direction(self.attributes)
 
 
 @dataclass
@@ -79,10 +84,7 @@ class SessionDescription:
 
     @property
     def direction(self) -> str:
-        for key, _ in reversed(self.attributes):
-            if key in DIRECTIONS:
-                return key
-        return "sendrecv"
+        return _direction(self.attributes)
 
 
 def _address(connection: str | None, where: str) -> str | None:
