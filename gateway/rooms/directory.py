@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from gateway.config import GatewayConfig
 from gateway.rooms.conference import Conference
 from gateway.rooms.room import Room
@@ -33,7 +35,7 @@ class Directory:
         room_id = self._aliases.get(room_or_alias.strip().lower())
         return self.conferences.get(room_id) if room_id else None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Conference]:
         return iter(self.conferences.values())
 
     async def close(self) -> None:

@@ -102,11 +102,8 @@ class BrowserMedia:
 
     async def accept_answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-        codecs: tuple[str, ...] = ()
-        for transceiver in self._slot_transceivers:
-            codecs = negotiated_codecs(transceiver)
-            break
-        self.video_codecs = codecs
+        # All slots were offered alike: the first one says what this browser receives.
+        self.video_codecs = negotiated_codecs(self._slot_transceivers[0]) if self._slot_transceivers else ()
 
     @property
     def audio_mid(self) -> str:
