@@ -12,6 +12,7 @@ import uvicorn
 
 from gateway.config import GatewayConfig
 from gateway.rooms.directory import Directory
+from gateway.sip.service import SipService
 from gateway.webrtc.server import build_http_app
 from gateway.webrtc.session import BrowserHub
 
@@ -23,6 +24,9 @@ class Gateway:
         self.config = config
         self.directory = Directory(config)
         self.browsers = BrowserHub(config, self.directory)
+        # One PIN guard for every kind of leg: guessing by phone and by browser add up.
+        self.sip = SipService(config, self.directory, self.browsers.pin_guard) if config.sip.enabled else None
+        self.sip_ports: dict[str, int] = {}
         self.http = build_http_app(self.browsers)
         server = config.server
         tls = server.tls
@@ -69,15 +73,24 @@ class Gateway:
         # Everything built so far lives as long as the process: keep it out of the cyclic collector,
         # and collect young objects less often. A full collection over aiortc's many small objects
         # paused the loop for up to 150 ms under load, late for dozens of 20 ms mixer ticks.
+        try:
+            if self.sip is not None:
+                self.sip_ports = await self.sip.start()
+        except Exception:
+            self.stop()
+            await serve
+            raise
         gc.freeze()
         gc.set_threshold(10_000, 20, 1_000)
-        log.info("gateway started", url=self.base_url, rooms=[c.room.id for c in self.directory])
+        log.info("gateway started", url=self.base_url, sip=self.sip_ports, rooms=[c.room.id for c in self.directory])
         self.started.set()
         if ready is not None:
             ready(self)
         try:
             await serve
         finally:
+            if self.sip is not None:
+                await self.sip.stop()
             await self.browsers.close()
             await self.directory.close()
             log.info("gateway stopped")

@@ -139,6 +139,66 @@ class SecurityConfig(_Strict):
     pin_lockout_s: float = Field(900.0, gt=0, description="how long a locked-out address must wait")
 
 
+class SipTlsConfig(TlsConfig):
+    port: int = Field(5061, ge=0, le=65535, description="SIP over TLS listens here when a certificate is set")
+
+
+class SipKeysConfig(_Strict):
+    """Phone keys during a meeting: a star (or hash) and a digit, or a single key."""
+
+    self_mute: str = Field("*6", pattern=r"^[*#]?[0-9*#]$", description="toggles one's own microphone")
+    hand: str = Field("*1", pattern=r"^[*#]?[0-9*#]$", description="raises or lowers the hand")
+    mute_all: str = Field("*5", pattern=r"^[*#]?[0-9*#]$", description="hosts: mutes or unmutes all guests")
+    lock: str = Field("*7", pattern=r"^[*#]?[0-9*#]$", description="hosts: locks or unlocks the meeting")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SipKeysConfig:
+        keys = [self.self_mute, self.hand, self.mute_all, self.lock]
+        if len(set(keys)) != len(keys):
+            raise ValueError("every phone key must be different")
+        return self
+
+
+SipTransport = Literal["udp", "tcp"]
+SipCodec = Literal["G722", "PCMA", "PCMU", "opus"]
+_SIP_TRANSPORTS: tuple[SipTransport, ...] = ("udp", "tcp")
+_SIP_CODECS: tuple[SipCodec, ...] = ("opus", "G722", "PCMA", "PCMU")
+
+
+class SipConfig(_Strict):
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="address SIP and RTP listen on")
+    port: int = Field(5060, ge=0, le=65535, description="SIP over UDP and TCP; 0 picks a free port")
+    transports: list[SipTransport] = Field(default_factory=lambda: list(_SIP_TRANSPORTS))
+    tls: SipTlsConfig | None = None
+    public_address: str | None = Field(
+        None, description="address announced in SDP and Contact when the gateway is behind NAT"
+    )
+    rtp_port_min: int = Field(20000, ge=1024, le=65534)
+    rtp_port_max: int = Field(39999, ge=1025, le=65535)
+    codecs: list[SipCodec] = Field(
+        default_factory=lambda: list(_SIP_CODECS),
+        description="audio codecs taken, in the order used when prefer_our_codecs is set",
+    )
+    prefer_our_codecs: bool = Field(
+        False, description="pick by our order instead of the caller's (RFC 3264 lets the answerer choose)"
+    )
+    menu: bool = Field(True, description="callers to an unknown number are asked for the conference number")
+    language: Literal["de", "en"] = Field("de", description="prompts for rooms that set none, and for the menu")
+    pin_attempts: int = Field(3, ge=1, le=10, description="wrong PINs (or conference numbers) before hanging up")
+    digit_timeout_s: float = Field(5.0, gt=0, description="entry ends this long after the last key")
+    entry_timeout_s: float = Field(20.0, gt=0, description="a prompt waits this long for the first key")
+    keys: SipKeysConfig = Field(default_factory=SipKeysConfig)
+    user_agent: str = "meeting-gateway"
+    max_calls: int = Field(1000, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _port_range(self) -> SipConfig:
+        if self.rtp_port_max - self.rtp_port_min < 3:
+            raise ValueError("rtp_port_max must be at least rtp_port_min + 3 (RTP and RTCP take a pair)")
+        return self
+
+
 class RoomConfig(_Strict):
     id: str = Field(pattern=ROOM_ID_PATTERN)
     name: str | None = None
@@ -147,7 +207,8 @@ class RoomConfig(_Strict):
     lobby: bool = False
     locked: bool = False
     max_participants: int = Field(100, ge=1, le=1000)
-    aliases: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list, description="SIP user parts and numbers that dial this room")
+    language: Literal["de", "en"] | None = Field(None, description="prompt language (default: sip.language)")
 
     @field_validator("guest_pin")
     @classmethod
@@ -171,6 +232,7 @@ class GatewayConfig(BaseSettings):
     webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
     lobby: LobbyConfig = Field(default_factory=LobbyConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    sip: SipConfig = Field(default_factory=SipConfig)
     rooms: list[RoomConfig] = Field(default_factory=list)
 
     @field_validator("rooms")

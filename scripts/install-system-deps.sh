@@ -6,6 +6,12 @@ need=()
 command -v chromium >/dev/null || need+=(chromium)
 # fonts so that screenshots of the page show text
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+# SIP peers: baresip (room system / phone stand-in), sipp (scenarios, load), tshark (packet checks),
+# sox (test audio and measuring recordings)
+command -v baresip >/dev/null || need+=(baresip-core)
+command -v sipp >/dev/null || need+=(sip-tester)
+command -v tshark >/dev/null || need+=(tshark)
+command -v sox >/dev/null || need+=(sox)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "Missing Debian packages for the tests: ${need[*]}" >&2
@@ -14,4 +20,5 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "Installing Debian packages: ${need[*]}"
 apt-get update -qq
+echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -21,6 +21,7 @@ TEST_CONFIG = f"""
 server: {{host: 127.0.0.1, port: 0}}
 admin: {{token: {ADMIN_TOKEN}}}
 logging: {{level: debug, format: json}}
+sip: {{host: 127.0.0.1, port: 0, language: en, digit_timeout_s: 2}}
 rooms:
   - {{id: demo, name: Demo, host_pin: "1234", aliases: ["4711"]}}
   - {{id: lobby, name: Citizen office, host_pin: "1234", lobby: true}}
@@ -34,6 +35,7 @@ class RunningGateway:
     process: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
+    sip_port: int = 0
 
     @property
     def ws_url(self) -> str:
@@ -70,7 +72,8 @@ def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGate
     while time.monotonic() < deadline:
         for raw in log_path.read_text(errors="replace").splitlines():
             if '"gateway started"' in raw:
-                return RunningGateway(process, json.loads(raw)["url"], log_path)
+                started = json.loads(raw)
+                return RunningGateway(process, started["url"], log_path, (started.get("sip") or {}).get("udp", 0))
         if process.poll() is not None:
             raise RuntimeError("gateway exited during start-up:\n" + log_path.read_text())
         time.sleep(0.05)

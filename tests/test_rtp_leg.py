@@ -60,17 +60,13 @@ async def add_phone(room: Room, conference: Conference, name: str, digits: list[
     _, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
     participant = room.request_join(name, None, LegKind.PHONE).participant
     assert participant is not None
-    leg = RtpAudioLeg(
-        participant.id,
-        LegKind.PHONE,
-        RtpSession(8, 8000, 160, remote=phone.address, telephone_event_pt=101),
-        AudioCodec.PCMA,
-        conference,
-        on_digit=digits.append,
-    )
-    port = await leg.open("127.0.0.1")
+    leg = RtpAudioLeg(LegKind.PHONE, on_digit=digits.append)
+    port = await leg.open("127.0.0.1", 40000, 40999)
+    assert port % 2 == 0  # RTP on an even port, RTCP on the next
+    rtcp = (phone.address[0], phone.address[1] + 1)
+    leg.apply(AudioCodec.PCMA, 8, 8000, phone.address, rtcp, telephone_event_pt=101)
     phone.session = RtpSession(8, 8000, 160, remote=("127.0.0.1", port), telephone_event_pt=101)
-    conference.attach(leg)
+    leg.attach(conference, participant.id)
     return phone, leg
 
 
@@ -120,9 +116,53 @@ async def test_two_phones_hear_each_other_send_dtmf_and_a_host_mute_silences_one
         assert counters["rtp_packets_in"] > 100 and counters["audio_frames_dropped_muted"] > 20
     finally:
         for leg in (leg1, leg2):
-            conference.detach(leg.participant_id)
+            leg.detach()
             leg.close()
         for phone in (phone1, phone2):
             assert phone.transport is not None
             phone.transport.close()
         await conference.close()
+
+
+async def test_prompts_play_on_the_legs_own_clock_then_give_way_to_the_mix() -> None:
+    """Before a leg joins (voice menu, lobby), what `play` gave it goes out every 20 ms with one
+    SSRC and running sequence numbers; a prompt started in the meeting replaces the mix while it lasts."""
+    room = Room("town-hall")
+    conference = Conference(room, MediaConfig())
+    phone, leg = await add_phone_unattached()
+    done: list[bool] = []
+    try:
+        prompt = tone_frames(1000, 0.4)
+        leg.play(prompt, done=lambda: done.append(True))
+        await asyncio.sleep(0.6)
+        assert done == [True]
+        got = phone.received
+        assert 18 <= len(got) <= 21, len(got)
+        seqs = [f.sequence_number for f in got]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        assert abs(peak_hz_and_level(got)[0] - 1000) < 10
+        participant = room.request_join("+49 89 1", None, LegKind.PHONE).participant
+        assert participant is not None
+        leg.attach(conference, participant.id)
+        phone.received.clear()
+        leg.play(tone_frames(700, 0.3))
+        await asyncio.sleep(0.5)
+        hz, level = peak_hz_and_level(phone.received[:12])
+        assert abs(hz - 700) < 10 and level > 1000  # the prompt, over the (silent) mix
+        assert peak_hz_and_level(phone.received[-5:])[1] < 50  # then the mix again
+    finally:
+        leg.detach()
+        leg.close()
+        assert phone.transport is not None
+        phone.transport.close()
+        await conference.close()
+
+
+async def add_phone_unattached() -> tuple[Phone, RtpAudioLeg]:
+    loop = asyncio.get_running_loop()
+    _, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    leg = RtpAudioLeg(LegKind.PHONE)
+    port = await leg.open("127.0.0.1", 40000, 40999)
+    leg.apply(AudioCodec.PCMA, 8, 8000, phone.address, (phone.address[0], phone.address[1] + 1))
+    phone.session = RtpSession(8, 8000, 160, remote=("127.0.0.1", port))
+    return phone, leg

@@ -63,6 +63,16 @@ class Conference:
             self.clock.start()
         self._log.info("leg attached", participant=pid, kind=leg.kind.value, legs=len(self.legs))
 
+    def reattach_audio(self, leg: Leg) -> None:
+        """The leg's audio codec changed (a re-INVITE): the mixer decodes and encodes anew."""
+        pid = leg.participant_id
+        if self.legs.get(pid) is not leg:
+            return
+        self.mixer.remove(pid)
+        self.mixer.add(pid, leg.audio_in_codec, leg.audio_out_format, leg.send_audio)
+        self.mixer.set_muted(pid, self.room.get(pid).audio_muted)
+        self._log.info("leg audio format changed", participant=pid, codec=leg.audio_in_codec.value)
+
     def attach_video_receiver(self, leg: Leg) -> None:
         """(Re-)registers what video a leg can receive; legs that negotiate later call this then."""
         if leg.video_codecs:

@@ -260,7 +260,7 @@ class Room:
         entry = self._take_from_lobby(by, entry_id)
         self._emit("lobby_admitted", entry.id, by, name=entry.name)
         self._emit("lobby_changed", entry.id, by, waiting=len(self.lobby))
-        return self._add(entry.id, entry.name, Role.GUEST, entry.kind)
+        return self._add(entry.id, entry.name, Role.GUEST, entry.kind, entry.source)
 
     def deny(self, by: str | None, entry_id: str) -> None:
         entry = self._take_from_lobby(by, entry_id)

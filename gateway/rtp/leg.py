@@ -1,14 +1,21 @@
 """An audio leg over our own RTP: the media half of a SIP (and later H.323) participant.
 
-The thin asyncio adapter around RtpSession: a UDP socket for RTP (and one for RTCP unless
-rtcp-mux), inbound audio pushed to the Conference, the mixer's frames sent out, RTCP reports every
-few seconds, digits and room events handed to the signalling layer through callbacks. It
-implements the Leg interface, so the room cannot tell it from a browser.
+The thin asyncio adapter around RtpSession: a UDP socket pair (RTP on an even port, RTCP on the
+next), inbound audio pushed to the Conference once attached, the mixer's frames sent out, RTCP
+reports every few seconds, digits handed to the signalling layer. It implements the Leg interface,
+so the room cannot tell it from a browser.
+
+Before it joins a conference (voice menu, waiting room) and whenever a prompt is playing, the leg
+sends what `play` gave it instead of the mix: prompts, hold music or silence, on its own 20 ms clock
+while no mixer drives it. Sequence numbers, timestamps and SSRC run on across all of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -18,6 +25,7 @@ import structlog
 from gateway.rooms.conference import Conference
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind
+from gateway.rtp.crypto import Crypto
 from gateway.rtp.session import Address, AudioIn, DigitIn, RtpSession
 from gateway.transcode.audio import AudioCodec, AudioFormat
 from gateway.transcode.mixer import MixedFrame
@@ -26,6 +34,7 @@ from gateway.transcode.video import EncodedVideoFrame
 log = structlog.get_logger(__name__)
 
 RTCP_INTERVAL_S = 5.0
+FRAME_S = 0.020
 
 
 class _Receiver(asyncio.DatagramProtocol):
@@ -41,63 +50,136 @@ class _Receiver(asyncio.DatagramProtocol):
         self._on_datagram(data, (addr[0], addr[1]))
 
 
+def bind_pair(host: str, port_min: int, port_max: int) -> tuple[socket.socket, socket.socket]:
+    """Two UDP sockets on an even port and the next one (RFC 3550 11), from a random start in the range."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    first = port_min + (port_min % 2)
+    count = (port_max - first) // 2
+    start = secrets.randbelow(max(count, 1))
+    for i in range(count):
+        port = first + 2 * ((start + i) % count)
+        rtp = socket.socket(family, socket.SOCK_DGRAM)
+        rtcp = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            rtp.bind((host, port))
+            rtcp.bind((host, port + 1))
+        except OSError as exc:
+            rtp.close()
+            rtcp.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        rtp.setblocking(False)
+        rtcp.setblocking(False)
+        return rtp, rtcp
+    raise OSError(errno.EADDRINUSE, f"no free RTP port pair in {port_min}-{port_max}")
+
+
 class RtpAudioLeg:
     video_codecs: tuple[str, ...] = ()
 
     def __init__(
         self,
-        participant_id: str,
         kind: LegKind,
-        session: RtpSession,
-        codec: AudioCodec,
-        conference: Conference,
-        rtcp_remote: Address | None = None,
         on_digit: Callable[[str], None] | None = None,
         on_event: Callable[[RoomEvent], None] | None = None,
         on_hang_up: Callable[[str], Awaitable[None]] | None = None,
+        log_context: dict[str, Any] | None = None,
     ) -> None:
-        self.participant_id = participant_id
+        self.participant_id = ""
         self.kind = kind
-        self.session = session
-        self.audio_in_codec = codec
-        self.audio_out_format = AudioFormat(codec)
-        self._conference = conference
-        self._rtcp_remote = rtcp_remote
+        self.session: RtpSession | None = None
+        self.audio_in_codec = AudioCodec.PCMU
+        self.audio_out_format = AudioFormat(AudioCodec.PCMU)
+        self.conference: Conference | None = None
+        self.sending = True  # what the SDP agreed: False on hold (recvonly, inactive)
+        self.receiving = True
         self._on_digit = on_digit
         self._on_event = on_event
         self._on_hang_up = on_hang_up
         self._rtp: _Receiver | None = None
         self._rtcp: _Receiver | None = None
-        self._rtcp_task: asyncio.Task[None] | None = None
-        self._log = log.bind(room=conference.room.id, participant=participant_id)
+        self._rtcp_remote: Address | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._playing: list[bytes] = []
+        self._play_at = 0
+        self._play_loop = False
+        self._play_done: Callable[[], None] | None = None
+        self._idle: bytes | None = None  # what to send when nothing plays and no mixer drives us
+        self._clock_wakeup = asyncio.Event()
+        self._log = log.bind(**(log_context or {}))
 
-    async def open(self, host: str, port: int = 0, rtcp_mux: bool = False) -> int:
-        """Binds the sockets (RTCP on port + 1 unless muxed) and returns the RTP port."""
+    # -- sockets and negotiation ----------------------------------------------------------------
+
+    async def open(self, host: str, port_min: int = 20000, port_max: int = 39999) -> int:
+        """Binds the socket pair and returns the RTP port."""
         loop = asyncio.get_running_loop()
-        _, self._rtp = await loop.create_datagram_endpoint(
-            lambda: _Receiver(self._on_rtp), local_addr=(host, port)
-        )
-        assert self._rtp.transport is not None
-        rtp_port = int(self._rtp.transport.get_extra_info("sockname")[1])
-        if not rtcp_mux:
-            _, self._rtcp = await loop.create_datagram_endpoint(
-                lambda: _Receiver(self._on_rtp), local_addr=(host, rtp_port + 1)
-            )
-        self._rtcp_task = loop.create_task(self._report_loop())
-        return rtp_port
+        rtp_sock, rtcp_sock = bind_pair(host, port_min, port_max)
+        _, self._rtp = await loop.create_datagram_endpoint(lambda: _Receiver(self._on_datagram), sock=rtp_sock)
+        _, self._rtcp = await loop.create_datagram_endpoint(lambda: _Receiver(self._on_datagram), sock=rtcp_sock)
+        self._tasks = [loop.create_task(self._report_loop()), loop.create_task(self._own_clock())]
+        return self.local_port
 
     @property
     def local_port(self) -> int:
         assert self._rtp is not None and self._rtp.transport is not None
         return int(self._rtp.transport.get_extra_info("sockname")[1])
 
-    def _on_rtp(self, data: bytes, source: Address) -> None:
+    def apply(
+        self,
+        codec: AudioCodec,
+        payload_type: int,
+        clock_rate: int,
+        remote: Address,
+        remote_rtcp: Address,
+        *,
+        ptime_ms: int = 20,
+        telephone_event_pt: int | None = None,
+        direction: str = "sendrecv",
+        local_crypto: Crypto | None = None,
+        remote_crypto: Crypto | None = None,
+        out_format: AudioFormat | None = None,
+    ) -> None:
+        """What an offer/answer agreed, first or again (hold, resume, codec change)."""
+        samples = clock_rate * FRAME_S
+        if self.session is None:
+            self.session = RtpSession(
+                payload_type,
+                clock_rate,
+                int(samples),
+                remote,
+                telephone_event_pt=telephone_event_pt,
+                local_crypto=local_crypto,
+                remote_crypto=remote_crypto,
+            )
+        else:
+            self.session.renegotiate(
+                payload_type, clock_rate, int(samples), remote, telephone_event_pt, local_crypto, remote_crypto
+            )
+        if ptime_ms != 20:
+            self._log.info("remote asked for another ptime; we send 20 ms", ptime_ms=ptime_ms)
+        self._rtcp_remote = remote_rtcp
+        self.sending = direction in ("sendrecv", "sendonly") and remote[0] not in ("0.0.0.0", "::")
+        self.receiving = direction in ("sendrecv", "recvonly")
+        changed = codec is not self.audio_in_codec or (out_format or AudioFormat(codec)) != self.audio_out_format
+        self.audio_in_codec = codec
+        self.audio_out_format = out_format or AudioFormat(codec)
+        if changed and self.conference is not None:
+            self.conference.reattach_audio(self)
+
+    # -- inbound --------------------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, source: Address) -> None:
+        session = self.session
+        if session is None:
+            return
         now = asyncio.get_running_loop().time()
-        for event in self.session.receive(data, source, now):
+        for event in session.receive(data, source, now):
             if isinstance(event, AudioIn):
-                self._conference.push_audio(self.participant_id, event.sequence_number, event.payload, None, now)
+                if self.conference is not None and self.receiving:
+                    self.conference.push_audio(self.participant_id, event.sequence_number, event.payload, None, now)
             elif isinstance(event, DigitIn):
-                self._log.info("DTMF received", digit=event.digit)
+                self._log.info("DTMF received", digit=event.digit, via="rfc4733")
                 if self._on_digit is not None:
                     self._on_digit(event.digit)
 
@@ -105,18 +187,106 @@ class RtpAudioLeg:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(RTCP_INTERVAL_S)
+            if self.session is None or not self.sending:
+                continue
             data, remote = self.session.rtcp_report(loop.time(), time.time())
-            target = self._rtcp if self._rtcp is not None else self._rtp
+            if self._rtcp_remote is not None and self._rtcp_remote[1] == self.session.remote[1] + 1:
+                # RTCP follows the latched RTP address (symmetric RTP), on its own port unless muxed
+                remote = (self.session.remote[0], self.session.remote[1] + 1)
+            elif self._rtcp_remote is not None and self._rtcp_remote[1] != self.session.remote[1]:
+                remote = self._rtcp_remote
+            target = self._rtp if remote[1] == self.session.remote[1] else self._rtcp
             if target is not None and target.transport is not None:
-                target.transport.sendto(data, self._rtcp_remote or remote)
+                target.transport.sendto(data, remote)
+
+    # -- outbound: prompts and the leg's own clock ----------------------------------------------
+
+    def play(
+        self, frames: list[bytes], *, loop: bool = False, done: Callable[[], None] | None = None
+    ) -> None:
+        """Sends these payloads (already in audio_out_format) instead of the mix, from now on."""
+        previous = self._play_done
+        self._playing, self._play_at, self._play_loop, self._play_done = frames, 0, loop, done
+        self._clock_wakeup.set()
+        if previous is not None:
+            previous()
+
+    def stop_playing(self) -> None:
+        self.play([])
+
+    def set_idle(self, payload: bytes | None) -> None:
+        """What the leg sends on its own clock when nothing plays (encoded silence), None for nothing."""
+        self._idle = payload
+        self._clock_wakeup.set()
+
+    @property
+    def playing(self) -> bool:
+        return self._play_at < len(self._playing)
+
+    def _next_prompt_frame(self) -> bytes | None:
+        if self._play_at >= len(self._playing):
+            return None
+        payload = self._playing[self._play_at]
+        self._play_at += 1
+        if self._play_at >= len(self._playing):
+            if self._play_loop:
+                self._play_at = 0
+            else:
+                done, self._play_done = self._play_done, None
+                if done is not None:
+                    asyncio.get_running_loop().call_soon(done)
+        return payload
+
+    def _send(self, payload: bytes, speech: bool) -> None:
+        if self.session is None or not self.sending or self._rtp is None or self._rtp.transport is None:
+            return
+        data, remote = self.session.send_audio(payload, speech)
+        self._rtp.transport.sendto(data, remote)
+
+    async def _own_clock(self) -> None:
+        """20 ms ticks while no mixer drives the leg and there is something to send."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            if self.conference is not None or (not self.playing and self._idle is None):
+                self._clock_wakeup.clear()
+                await self._clock_wakeup.wait()
+                next_at = loop.time()
+                continue
+            prompt = self._next_prompt_frame()
+            if prompt is not None:
+                self._send(prompt, True)
+            elif self._idle is not None:
+                self._send(self._idle, False)
+            next_at += FRAME_S
+            delay = next_at - loop.time()
+            if delay < -0.2:  # the loop stalled: do not burst to catch up
+                next_at = loop.time()
+                delay = 0
+            await asyncio.sleep(max(delay, 0))
+
+    # -- conference ------------------------------------------------------------------------------
+
+    def attach(self, conference: Conference, participant_id: str) -> None:
+        self.participant_id = participant_id
+        self.conference = conference
+        self._log = self._log.bind(participant=participant_id)
+        conference.attach(self)
+
+    def detach(self) -> None:
+        conference, self.conference = self.conference, None
+        if conference is not None:
+            conference.detach(self.participant_id)
+        self._clock_wakeup.set()
 
     # -- the Leg interface ----------------------------------------------------------------------
 
     def send_audio(self, frame: MixedFrame) -> None:
-        if self._rtp is None or self._rtp.transport is None:
-            return
-        data, remote = self.session.send_audio(frame.payload, frame.speech)
-        self._rtp.transport.sendto(data, remote)
+        prompt = self._next_prompt_frame()
+        if prompt is not None:
+            self._send(prompt, True)
+        else:
+            self._send(frame.payload, frame.speech)
 
     def send_video(self, source_id: str, frame: EncodedVideoFrame) -> None:
         """Audio only (video for room systems comes with its own m-line later)."""
@@ -129,11 +299,16 @@ class RtpAudioLeg:
             self._on_event(event)
 
     async def hang_up(self, reason: str) -> None:
-        self.close()
+        self.conference = None  # the conference detached us already
+        self._clock_wakeup.set()
         if self._on_hang_up is not None:
             await self._on_hang_up(reason)
+        else:
+            self.close()
 
     def media_counters(self) -> dict[str, Any]:
+        if self.session is None:
+            return {}
         stats = self.session.stats
         return {
             "rtp_packets_in": stats.packets_in,
@@ -141,12 +316,17 @@ class RtpAudioLeg:
             "rtp_dropped": stats.dropped_unknown_pt + stats.dropped_malformed + stats.dropped_undecryptable,
             "rtp_packets_lost": self.session.packets_lost,
             "rtp_jitter_ms": round(self.session.jitter_ms, 2),
+            "codec": self.audio_in_codec.value,
         }
 
     def close(self) -> None:
-        if self._rtcp_task is not None:
-            self._rtcp_task.cancel()
-            self._rtcp_task = None
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        done, self._play_done = self._play_done, None
+        self._playing = []
+        if done is not None:
+            done()
         for receiver in (self._rtp, self._rtcp):
             if receiver is not None and receiver.transport is not None:
                 receiver.transport.close()

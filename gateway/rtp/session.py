@@ -96,6 +96,33 @@ class RtpSession:
         self._last_sr_ntp_middle = 0
         self._last_sr_arrival = 0.0
 
+    def renegotiate(
+        self,
+        payload_type: int,
+        clock_rate: int,
+        samples_per_frame: int,
+        remote: Address,
+        telephone_event_pt: int | None,
+        local_crypto: Crypto | None,
+        remote_crypto: Crypto | None,
+    ) -> None:
+        """A new offer/answer (re-INVITE: codec change, hold, new address): our SSRC and sequence
+        numbers go on, as RFC 3264 8.3.1 wants for an unchanged stream; a new address unlatches."""
+        self.payload_type = payload_type
+        self.clock_rate = clock_rate
+        self.samples_per_frame = samples_per_frame
+        self.telephone_event_pt = telephone_event_pt
+        if remote != self.remote:
+            self.remote = remote
+            self._latched = False
+        if local_crypto != self.local_crypto:
+            self.local_crypto = local_crypto
+            self._tx = _srtp_session(local_crypto, True) if local_crypto else None
+        if remote_crypto != self.remote_crypto:
+            self.remote_crypto = remote_crypto
+            self._rx = _srtp_session(remote_crypto, False) if remote_crypto else None
+        self._talking = False
+
     # -- inbound --------------------------------------------------------------------------------
 
     def receive(self, data: bytes, source: Address, now: float) -> list[AudioIn | DigitIn]:

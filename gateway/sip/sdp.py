@@ -332,3 +332,92 @@ def answer(
             lines.append(f"a=crypto:{choice.local_crypto.line()}")
         lines.append(f"a={choice.direction}")
     return Answer("\r\n".join(lines) + "\r\n", choice)
+
+
+# Our payload types when we make the offer (late offer, session refresh without SDP).
+OFFER_PAYLOAD_TYPES: dict[AudioCodec, int] = {
+    AudioCodec.PCMU: 0,
+    AudioCodec.PCMA: 8,
+    AudioCodec.G722: 9,
+    AudioCodec.OPUS: 111,
+}
+_OFFER_TELEPHONE_EVENT = {8000: 101, 48000: 110}
+
+
+def offer(
+    *,
+    local_address: str,
+    audio_port: int,
+    codecs: list[AudioCodec],
+    direction: str = "sendrecv",
+    session_id: int,
+    session_version: int = 1,
+    user_agent: str = "gateway",
+) -> str:
+    """Our offer of one audio stream (RTP/AVP) with every codec we take, in our order, and
+    telephone-events for each clock rate used."""
+    family = "IP6" if ":" in local_address else "IP4"
+    pts = [OFFER_PAYLOAD_TYPES[c] for c in codecs]
+    clocks = sorted({RTP_NAMES[c][1] for c in codecs})
+    events = [_OFFER_TELEPHONE_EVENT[clock] for clock in clocks]
+    lines = [
+        "v=0",
+        f"o={user_agent} {session_id} {session_version} IN {family} {local_address}",
+        "s=-",
+        f"c=IN {family} {local_address}",
+        "t=0 0",
+        f"m=audio {audio_port} RTP/AVP {' '.join(map(str, pts + events))}",
+    ]
+    for codec, pt in zip(codecs, pts, strict=True):
+        name, clock = RTP_NAMES[codec]
+        lines.append(f"a=rtpmap:{pt} {name}/{clock}" + ("/2" if codec is AudioCodec.OPUS else ""))
+        if codec is AudioCodec.OPUS:
+            lines.append(f"a=fmtp:{pt} useinbandfec=1")
+    for clock, pt in zip(clocks, events, strict=True):
+        lines += [f"a=rtpmap:{pt} telephone-event/{clock}", f"a=fmtp:{pt} 0-15"]
+    lines += ["a=ptime:20", f"a=rtcp:{audio_port + 1}", f"a={direction}"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def accept_answer(answer_sdp: SessionDescription, codecs: list[AudioCodec], direction: str = "sendrecv") -> AudioChoice:
+    """What the remote answered to our `offer(codecs=...)`: raises SdpError(488) when it took
+    nothing of ours."""
+    by_pt = {OFFER_PAYLOAD_TYPES[c]: c for c in codecs}
+    for index, m in enumerate(answer_sdp.media):
+        if m.kind != "audio" or m.port == 0 or m.proto != "RTP/AVP":
+            continue
+        maps = _rtpmaps(m)
+        for fmt in m.formats:
+            if not fmt.isdigit():
+                continue
+            pt = int(fmt)
+            name, clock, fmtp = maps.get(pt, ("", 0, None))
+            codec = by_pt.get(pt)
+            if codec is None or RTP_NAMES[codec][0].lower() != name.lower() or RTP_NAMES[codec][1] != clock:
+                continue
+            telephone_event = next(
+                (p for p, (n, rate, _f) in maps.items() if n.lower() == "telephone-event" and rate == clock), None
+            )
+            rtcp_port = m.port + 1
+            rtcp_attr = m.first("rtcp")
+            if rtcp_attr and rtcp_attr.split()[0].isdigit():
+                rtcp_port = int(rtcp_attr.split()[0])
+            answered = m.direction if any(m.has(d) for d in DIRECTIONS) else answer_sdp.direction
+            ptime = m.first("ptime")
+            address = _address(m.connection, f"m-line {index}") or _address(answer_sdp.connection, "the session") or ""
+            return AudioChoice(
+                codec=codec,
+                payload_type=pt,
+                clock_rate=clock,
+                fmtp=fmtp,
+                telephone_event_pt=telephone_event,
+                direction=_narrow(answered, direction),
+                remote_address=address,
+                remote_port=m.port,
+                remote_rtcp_port=m.port if m.has("rtcp-mux") else rtcp_port,
+                rtcp_mux=m.has("rtcp-mux"),
+                ptime_ms=int(ptime) if ptime and ptime.isdigit() else 20,
+                remote_crypto=None,
+                local_crypto=None,
+            )
+    raise SdpError(488, "the answer takes none of the offered audio codecs")

@@ -1,0 +1,478 @@
+"""SIP participants: calls from room systems and phones, from INVITE to BYE, on the asyncio loop.
+
+`SipService` receives what the SIP thread reports (stack.CallEvents) and keeps one `SipCall` per
+call. A SipCall checks the call before answering (room, lockout, lock, capacity, SDP), answers it
+with our SDP on our own RTP leg, runs the voice menu (ivr.EntryFlow), waits in the lobby with hold
+music, joins the room's conference, turns phone keys into room actions and room events into
+prompts, and ends with a prompt and a BYE that says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from gateway.config import GatewayConfig
+from gateway.rooms.conference import Conference
+from gateway.rooms.directory import Directory
+from gateway.rooms.errors import JoinRefused, RoomError
+from gateway.rooms.events import RoomEvent
+from gateway.rooms.participant import LegKind
+from gateway.rooms.pinguard import PinGuard
+from gateway.rtp.leg import RtpAudioLeg
+from gateway.sip import ivr, sdp
+from gateway.sip.prompts import HOLD_MUSIC, Prompt, PromptLibrary
+from gateway.sip.stack import IncomingCall, MediaPlan, SipStack
+from gateway.transcode.audio import SILENCE, AudioCodec, AudioFormat, make_encoder
+
+log = structlog.get_logger(__name__)
+
+_CODECS = {"PCMU": AudioCodec.PCMU, "PCMA": AudioCodec.PCMA, "G722": AudioCodec.G722, "opus": AudioCodec.OPUS}
+_NUMBER = re.compile(r"^\+?[0-9]{2,}$")
+# Why the room ended a call -> what the caller hears, and the cause in the BYE's Reason header.
+_ENDINGS: dict[str, tuple[Prompt, int, str]] = {
+    "removed": (Prompt.REMOVED, 403, "Removed by the host"),
+    "meeting_ended": (Prompt.MEETING_ENDED, 200, "Meeting ended"),
+    "denied": (Prompt.DENIED, 403, "Not admitted"),
+    "locked": (Prompt.MEETING_LOCKED, 403, "Meeting locked"),
+    "full": (Prompt.MEETING_FULL, 486, "Meeting full"),
+    "locked_out": (Prompt.TOO_MANY_ATTEMPTS, 403, "Too many wrong PINs"),
+}
+
+
+class SipService:
+    def __init__(self, config: GatewayConfig, directory: Directory, pin_guard: PinGuard) -> None:
+        self.config = config
+        self.directory = directory
+        self.pin_guard = pin_guard
+        self.prompts = PromptLibrary()
+        self.codecs = [_CODECS[name] for name in config.sip.codecs]
+        self.calls: dict[int, SipCall] = {}
+        self.stack: SipStack | None = None
+        self._silence: dict[AudioFormat, bytes] = {}
+        self.counters = {"calls": 0, "rejected": 0}
+
+    async def start(self) -> dict[str, int]:
+        self.stack = SipStack(self.config.sip, self, asyncio.get_running_loop())
+        ports = await self.stack.start()
+        log.info("SIP started", host=self.config.sip.host, ports=ports)
+        return ports
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            call.release()
+        if self.stack is not None:
+            await self.stack.stop()
+        self.calls.clear()
+
+    def silence(self, fmt: AudioFormat) -> bytes:
+        payload = self._silence.get(fmt)
+        if payload is None:
+            payload = self._silence[fmt] = make_encoder(fmt).encode(SILENCE)
+        return payload
+
+    def room_info(self, conference: Conference) -> ivr.RoomInfo:
+        room = conference.room
+        language = next((r.language for r in self.config.rooms if r.id == room.id), None) or self.config.sip.language
+        return ivr.RoomInfo(room.id, language, bool(room.host_pin), bool(room.guest_pin))
+
+    # -- stack.CallEvents -----------------------------------------------------------------------
+
+    def incoming(self, call: IncomingCall) -> None:
+        assert self.stack is not None
+        sip_call = SipCall(self, self.stack, call)
+        self.calls[call.call] = sip_call
+        self.counters["calls"] += 1
+        asyncio.get_running_loop().create_task(sip_call.start())
+
+    def media(self, call: int, choice: sdp.AudioChoice) -> None:
+        if call in self.calls:
+            self.calls[call].apply(choice)
+
+    def digit(self, call: int, digit: str, via: str) -> None:
+        if call in self.calls:
+            self.calls[call].log.info("DTMF received", digit=digit, via=via)
+            self.calls[call].on_digit(digit)
+
+    def confirmed(self, call: int) -> None:
+        if call in self.calls:
+            self.calls[call].on_confirmed()
+
+    def disconnected(self, call: int, status: int, reason: str) -> None:
+        sip_call = self.calls.pop(call, None)
+        if sip_call is not None:
+            sip_call.on_disconnected(status, reason)
+
+
+class SipCall:
+    def __init__(self, service: SipService, stack: SipStack, incoming: IncomingCall) -> None:
+        self.service = service
+        self.stack = stack
+        self.incoming = incoming
+        config = service.config.sip
+        self.kind = LegKind.PHONE if _NUMBER.match(incoming.from_user or "") else LegKind.SIP_ROOM_SYSTEM
+        self.name = (incoming.display_name or incoming.from_user or "SIP")[:64]
+        self.source = incoming.source
+        self.log = log.bind(call_id=incoming.sip_call_id, source=incoming.source, dialled=incoming.user)
+        self.leg = RtpAudioLeg(
+            self.kind,
+            on_digit=self.on_digit,
+            on_event=self.on_room_event,
+            on_hang_up=self.on_room_hang_up,
+            log_context={"call_id": incoming.sip_call_id},
+        )
+        self.flow = ivr.EntryFlow(
+            config.language, config.pin_attempts, config.digit_timeout_s, config.entry_timeout_s
+        )
+        self.conference: Conference | None = None
+        self.participant_id = ""
+        self.phase = "new"  # new -> answered -> menu -> lobby -> meeting -> ending -> ended
+        self._confirmed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._keys = ""
+        self._unsubscribe: Callable[[], None] | None = None
+        self._first_room: Conference | None = None
+
+    @property
+    def language(self) -> str:
+        return self.flow.language
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _reject(self, status: int, reason: str) -> None:
+        self.log.info("call refused", status=status, reason=reason)
+        self.service.counters["rejected"] += 1
+        self.phase = "ended"
+        self.stack.hang_up(self.incoming.call, status, reason)
+
+    def _pin_key(self, conference: Conference) -> str:
+        return f"{self.source}|{conference.room.id}"
+
+    async def start(self) -> None:
+        config = self.service.config.sip
+        conference = self.service.directory.find(self.incoming.user) if self.incoming.user else None
+        if conference is None and not config.menu:
+            self._reject(404, "Unknown conference")
+            return
+        if conference is not None:
+            room = conference.room
+            try:
+                self.service.pin_guard.check(self._pin_key(conference))
+            except JoinRefused:
+                self.log.warning("call refused: source locked out after wrong PINs")
+                self._reject(403, "Too many wrong PINs")
+                return
+            if room.locked and not room.host_pin:
+                self._reject(403, "Meeting locked")
+                return
+            if sum(1 for p in room.participants.values() if p.connected) >= room.max_participants:
+                self._reject(486, "Meeting full")
+                return
+        offer = None
+        if self.incoming.offer is not None:
+            try:
+                offer = sdp.parse(self.incoming.offer)
+                sdp.answer(offer, local_address=config.host, audio_port=9, codecs=self.service.codecs)
+            except sdp.SdpError as exc:
+                self._reject(exc.status, exc.reason if exc.status == 488 else f"Bad SDP: {exc.reason}")
+                return
+        try:
+            port = await self.leg.open(config.host, config.rtp_port_min, config.rtp_port_max)
+        except OSError as exc:
+            self.log.error("no RTP port for a call", error=str(exc))
+            self._reject(503, "No media port free")
+            return
+        if self.phase == "ended":  # cancelled meanwhile
+            self.leg.close()
+            return
+        plan = MediaPlan(
+            local_address=config.public_address or config.host,
+            audio_port=port,
+            codecs=self.service.codecs,
+            prefer_ours=config.prefer_our_codecs,
+            user_agent=config.user_agent.replace(" ", "-"),
+        )
+        body = None
+        if offer is not None:
+            answer = sdp.answer(
+                offer,
+                local_address=plan.local_address,
+                audio_port=port,
+                codecs=plan.codecs,
+                prefer_ours=plan.prefer_ours,
+                session_id=plan.session_id,
+                user_agent=plan.user_agent,
+            )
+            body = answer.sdp
+            self.apply(answer.audio)
+        self._first_room = conference
+        self.phase = "answered"
+        self.log.info("call answered", kind=self.kind.value, name=self.name, transport=self.incoming.transport)
+        self.stack.answer(self.incoming.call, 200, plan=plan, body=body)
+
+    def apply(self, choice: sdp.AudioChoice) -> None:
+        opus = self.service.config.media.opus
+        out = AudioFormat(choice.codec, opus.bitrate, opus.complexity) if choice.codec is AudioCodec.OPUS else None
+        first = self.leg.session is None
+        self.leg.apply(
+            choice.codec,
+            choice.payload_type,
+            choice.clock_rate,
+            (choice.remote_address, choice.remote_port),
+            (choice.remote_address, choice.remote_rtcp_port),
+            ptime_ms=choice.ptime_ms,
+            telephone_event_pt=choice.telephone_event_pt,
+            direction=choice.direction,
+            local_crypto=choice.local_crypto,
+            remote_crypto=choice.remote_crypto,
+            out_format=out,
+        )
+        self.leg.set_idle(self.service.silence(self.leg.audio_out_format))
+        self.log.info(
+            "media agreed" if first else "media renegotiated",
+            codec=choice.codec.value,
+            pt=choice.payload_type,
+            direction=choice.direction,
+            srtp=choice.local_crypto is not None,
+            telephone_event=choice.telephone_event_pt,
+        )
+
+    def on_confirmed(self) -> None:
+        if self._confirmed or self.phase != "answered":
+            return
+        self._confirmed = True
+        self.phase = "menu"
+        info = self.service.room_info(self._first_room) if self._first_room is not None else None
+        self._run(self.flow.start(info, self._now()))
+
+    # -- the voice menu -------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _run(self, actions: list[ivr.Action]) -> None:
+        for action in actions:
+            if isinstance(action, ivr.Say):
+                self.say(*action.prompts, done=self._prompt_finished)
+            elif isinstance(action, ivr.StopSaying):
+                self.leg.stop_playing()
+            elif isinstance(action, ivr.FindRoom):
+                conference = self.service.directory.find(action.number)
+                info = self.service.room_info(conference) if conference is not None else None
+                self.log.info("conference number entered", number=action.number, found=conference is not None)
+                self._run(self.flow.room_found(info, self._now()))
+                return
+            elif isinstance(action, ivr.Join):
+                self._join(action.room_id, action.pin)
+                return
+            elif isinstance(action, ivr.End):
+                self.end(action.prompt, action.status, action.reason)
+                return
+        self._arm()
+
+    def _prompt_finished(self) -> None:
+        self.flow.prompt_finished(self._now())
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.flow.deadline is not None and self.phase == "menu":
+            self._timer = asyncio.get_running_loop().call_at(
+                self.flow.deadline, lambda: self._run(self.flow.timeout(self._now()))
+            )
+
+    def say(self, *prompts: Prompt, done: Callable[[], Any] | None = None, then_hold: bool = False) -> None:
+        fmt = self.leg.audio_out_format
+        frames = [f for p in prompts for f in self.service.prompts.frames(p, self.language, fmt)]
+        if then_hold:
+            music = self.service.prompts.frames(HOLD_MUSIC, "", fmt)
+            self.leg.play(frames, done=lambda: self.leg.play(music, loop=True) if self.phase == "lobby" else None)
+        else:
+            self.leg.play(frames, done=done)
+
+    def _join(self, room_id: str, pin: str | None) -> None:
+        conference = self.service.directory.find(room_id)
+        if conference is None:
+            self.end(Prompt.MEETING_ENDED, 404, "Unknown conference")
+            return
+        guard, key = self.service.pin_guard, self._pin_key(conference)
+        self.conference = conference
+        self.log = self.log.bind(room=conference.room.id)
+        try:
+            if pin:
+                guard.check(key)
+            result = conference.room.request_join(self.name, pin, self.kind, source=self.source)
+        except JoinRefused as exc:
+            if exc.code == "wrong_pin":
+                locked_out = guard.failed(key)
+                self.log.warning("wrong PIN", now_locked_out=locked_out)
+                if locked_out:
+                    self.end(Prompt.TOO_MANY_ATTEMPTS, 403, "Too many wrong PINs")
+                else:
+                    self._run(self.flow.wrong_pin(self._now()))
+                return
+            self.log.info("join refused", code=exc.code)
+            prompt, status, reason = _ENDINGS.get(exc.code, (Prompt.GOODBYE, 403, str(exc)))
+            self.end(prompt, status, reason)
+            return
+        self.flow.joined()
+        if result.participant is not None and result.participant.is_host:
+            guard.succeeded(key)
+        if result.lobby_entry is not None:
+            self.participant_id = result.lobby_entry.id
+            self.log = self.log.bind(participant=self.participant_id)
+            self.phase = "lobby"
+            self._unsubscribe = conference.room.subscribe(self._on_lobby_event)
+            self.log.info("waiting in lobby")
+            self.say(Prompt.WAITING_FOR_HOST, then_hold=True)
+            return
+        assert result.participant is not None
+        self._enter_meeting(result.participant.id, result.participant.is_host)
+
+    def _on_lobby_event(self, event: RoomEvent) -> None:
+        if self.phase != "lobby":
+            return
+        if event.participant == self.participant_id and event.type == "lobby_admitted":
+            self._stop_lobby_events()
+            self._enter_meeting(self.participant_id, False)
+        elif event.participant == self.participant_id and event.type == "lobby_denied":
+            self._stop_lobby_events()
+            self.end(*_ENDINGS["denied"])
+        elif event.type == "meeting_ended" and self.participant_id in event.data.get("participants", []):
+            self._stop_lobby_events()
+            self.end(*_ENDINGS["meeting_ended"])
+
+    def _stop_lobby_events(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _enter_meeting(self, participant_id: str, is_host: bool) -> None:
+        assert self.conference is not None
+        self.phase = "meeting"
+        self.participant_id = participant_id
+        self.log = self.log.bind(participant=participant_id)
+        self.leg.stop_playing()
+        self.leg.attach(self.conference, participant_id)
+        self.log.info("joined meeting", role="host" if is_host else "guest", kind=self.kind.value)
+        participant = self.conference.room.participants.get(participant_id)
+        if participant is not None and participant.host_muted:
+            self.say(Prompt.JOINED, Prompt.HOST_MUTED_YOU)
+        else:
+            self.say(Prompt.JOINED)
+
+    # -- keys and events in the meeting ---------------------------------------------------------
+
+    def on_digit(self, digit: str) -> None:
+        if self.phase == "menu":
+            self._run(self.flow.digit(digit, self._now()))
+        elif self.phase == "meeting":
+            self._meeting_key(digit)
+
+    def _meeting_key(self, digit: str) -> None:
+        keys = self.service.config.sip.keys
+        self._keys = (self._keys + digit)[-2:]
+        command = next(
+            (name for name, key in (("self_mute", keys.self_mute), ("hand", keys.hand), ("mute_all", keys.mute_all), ("lock", keys.lock)) if self._keys.endswith(key)),
+            None,
+        )
+        if command is None or self.conference is None:
+            return
+        self._keys = ""
+        room, me = self.conference.room, self.participant_id
+        participant = room.participants.get(me)
+        if participant is None:
+            return
+        self.log.info("phone key", command=command)
+        try:
+            if command == "self_mute":
+                if participant.audio_muted:
+                    if participant.host_muted and participant.self_unmute_forbidden and not participant.is_host:
+                        self.say(Prompt.HOST_MUTED_YOU)
+                        return
+                    room.set_self_muted(me, False)
+                    self.say(Prompt.YOU_ARE_UNMUTED)
+                else:
+                    room.set_self_muted(me, True)
+                    self.say(Prompt.YOU_ARE_MUTED)
+            elif command == "hand":
+                room.set_hand(me, me, not participant.hand_raised)
+                self.say(Prompt.HAND_RAISED if participant.hand_raised else Prompt.HAND_LOWERED)
+            elif not participant.is_host:
+                self.say(Prompt.NOT_ALLOWED)
+            elif command == "mute_all":
+                if room.guests_muted_on_entry:
+                    room.allow_guests_to_unmute(me)
+                    self.say(Prompt.ALL_GUESTS_UNMUTED)
+                else:
+                    room.mute_all_guests(me)
+                    self.say(Prompt.ALL_GUESTS_MUTED)
+            elif command == "lock":
+                room.set_locked(me, not room.locked)
+                self.say(Prompt.MEETING_LOCKED if room.locked else Prompt.MEETING_UNLOCKED)
+        except RoomError as exc:
+            self.log.info("phone key refused", command=command, code=exc.code)
+            self.say(Prompt.HOST_MUTED_YOU if exc.code == "self_unmute_forbidden" else Prompt.NOT_ALLOWED)
+
+    def on_room_event(self, event: RoomEvent) -> None:
+        me = self.participant_id
+        if event.participant != me or event.by in (None, me):
+            return
+        if event.type == "muted" or (event.type == "mute_changed" and event.data.get("host_muted")):
+            self.say(Prompt.HOST_MUTED_YOU)
+        elif event.type == "unmuted":
+            self.say(Prompt.YOU_ARE_UNMUTED)
+        elif event.type == "self_unmute_allowed":
+            self.say(Prompt.UNMUTE_ALLOWED)
+
+    async def on_room_hang_up(self, reason: str) -> None:
+        """The room ended our part (removed, meeting ended): the caller hears why, then a BYE."""
+        prompt, status, text = _ENDINGS.get(reason, (Prompt.GOODBYE, 200, reason))
+        self.end(prompt, status, text)
+
+    # -- endings --------------------------------------------------------------------------------
+
+    def end(self, prompt: Prompt, status: int, reason: str) -> None:
+        """Says `prompt`, then hangs up with a Reason header naming `status` (unless all is well)."""
+        if self.phase in ("ending", "ended"):
+            return
+        self.log.info("ending call", reason=reason, cause=status)
+        self._leave_room()
+        self.phase = "ending"
+        if self._timer is not None:
+            self._timer.cancel()
+        cause = (status, reason) if status != 200 else None
+
+        def bye() -> None:
+            if self.phase == "ending":
+                self.phase = "ended"
+                self.stack.hang_up(self.incoming.call, 200, None, cause)
+                self.leg.close()
+
+        self.say(prompt, done=bye)
+        asyncio.get_running_loop().call_later(self.service.prompts.duration_s(prompt, self.language) + 2.0, bye)
+
+    def _leave_room(self) -> None:
+        self._stop_lobby_events()
+        conference = self.conference
+        if conference is not None and self.participant_id:
+            self.leg.detach()
+            conference.room.leave(self.participant_id)  # (no-op when the room removed us already)
+        self.conference = None
+
+    def on_disconnected(self, status: int, reason: str) -> None:
+        self.log.info("call ended", status=status, reason=reason, phase=self.phase)
+        self.release()
+
+    def release(self) -> None:
+        self.phase = "ended"
+        if self._timer is not None:
+            self._timer.cancel()
+        self._leave_room()
+        self.leg.close()
