@@ -1,0 +1,123 @@
+"""A SIP room system (baresip) and a browser (Chromium) in one meeting: they hear each other, the
+room system shows in the page's participant list, and the host's mute from the page silences it on
+the media; phone keys reach the room."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.baresip import Baresip, tone_level
+from tests.conftest import RunningGateway, wait_until
+from tests.test_browser import hears, in_meeting, join, last_heard
+
+pytestmark = pytest.mark.browser
+
+
+def sip_participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
+    return [p for p in gateway.api("GET", f"/api/rooms/{room}/participants").json() if p["kind"] != "browser"]
+
+
+def logged(gateway: RunningGateway, event: str, **fields: object) -> list[dict[str, object]]:
+    return [
+        line
+        for line in gateway.log_lines()
+        if line.get("event") == event and all(line.get(k) == v for k, v in fields.items())
+    ]
+
+
+def test_baresip_and_a_browser_hear_each_other_and_the_host_mutes_the_room_system(
+    gateway: RunningGateway, open_participant, tmp_path: Path
+) -> None:
+    anna = join(open_participant, gateway, "demo", "Anna", 440, pin="1234")
+    wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
+
+    room_system = Baresip(tmp_path / "baresip", tone_hz=1000, name="Room 123")
+    room_system.start(dial=f"sip:demo@127.0.0.1:{gateway.sip_port}")
+    try:
+        wait_until(room_system.established, 15, what="baresip's call established")
+        # The demo room has only a host PIN: a guest presses # at the PIN prompt.
+        wait_until(lambda: logged(gateway, "call answered"), 5, what="the call answered")
+        time.sleep(1.0)
+        room_system.send_keys("#")
+        wait_until(lambda: sip_participants(gateway, "demo"), 15, what="baresip in the room")
+        (member,) = sip_participants(gateway, "demo")
+        assert member["kind"] == "sip_room_system" and member["name"] == "Room 123"
+        # Wideband stays wideband: baresip offers G.722 first and gets it.
+        assert logged(gateway, "media agreed", codec="g722")
+
+        # The page lists the room system with its kind, and the browser hears it.
+        wait_until(lambda: anna.get_by_text("Room system (SIP)").count() >= 1, 10, what="room system in the list")
+        wait_until(lambda: hears(anna, 1000), 15, what="the browser hears baresip's tone")
+        time.sleep(3.0)  # baresip records the meeting meanwhile (Anna's 440 Hz after the join prompt)
+
+        # The host mutes the room system from the page: within a second the browser no longer hears it.
+        clicked = anna.evaluate("() => Date.now()")
+        anna.get_by_role("button", name="Mute Room 123", exact=True).click()
+        time.sleep(2.0)
+        silenced_after = (last_heard(anna, 1000) - clicked) / 1000
+        print(f"baresip last heard {silenced_after:.3f} s after the click")
+        assert silenced_after < 1.0, f"baresip was still heard {silenced_after:.2f} s after the host muted it"
+        assert not hears(anna, 1000)
+        view = gateway.api("GET", "/api/rooms/demo/participants").json()
+        muted = next(p for p in view if p["kind"] == "sip_room_system")
+        assert muted["host_muted"] and muted["media"]["audio_frames_dropped_muted"] > 20
+        assert muted["media"]["rtp_packets_in"] > 200 and muted["media"]["codec"] == "g722"
+        anna.screenshot(path=str(tmp_path / "meeting-with-room-system.png"))
+    finally:
+        room_system.stop()
+
+    # What baresip heard: the browser's tone, clearly, in G.722's 16 kHz.
+    samples, rate = room_system.recording()
+    assert rate == 16000
+    heard = samples[-int(4 * rate) :]
+    assert tone_level(heard, rate, 440) > 30, "baresip did not hear the browser's tone"
+    assert tone_level(heard, rate, 1000) < 10, "baresip heard itself"
+    wait_until(lambda: not sip_participants(gateway, "demo"), 10, what="baresip gone from the room after hanging up")
+
+
+def test_phone_keys_mute_and_raise_the_hand_and_a_forbidden_unmute_stays_muted(
+    gateway: RunningGateway, open_participant, tmp_path: Path
+) -> None:
+    anna = join(open_participant, gateway, "demo", "Anna", 440, pin="1234")
+    wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
+    phone = Baresip(tmp_path / "baresip", tone_hz=1000, name="Citizen", codecs=("g711",))
+    phone.start(dial=f"sip:4711@127.0.0.1:{gateway.sip_port}")  # the room's number
+    try:
+        wait_until(phone.established, 15, what="call established")
+        time.sleep(1.0)
+        phone.send_keys("#")
+        wait_until(lambda: sip_participants(gateway, "demo"), 15, what="the phone in the room")
+        wait_until(lambda: hears(anna, 1000), 15, what="the browser hears the phone")
+
+        def state() -> dict[str, object]:
+            return sip_participants(gateway, "demo")[0]
+
+        phone.send_keys("*6")  # self-mute
+        wait_until(lambda: state()["self_muted"], 5, what="*6 mutes")
+        time.sleep(1.0)
+        assert not hears(anna, 1000)
+        phone.send_keys("*1")  # raise the hand
+        wait_until(lambda: state()["hand_raised"], 5, what="*1 raises the hand")
+        wait_until(lambda: anna.get_by_text("Citizen").count() >= 1, 5, what="the phone listed on the page")
+
+        # The host mutes all guests and forbids unmuting: *6 no longer helps.
+        anna.get_by_role("checkbox", name="and do not allow them to unmute themselves").check()
+        anna.get_by_role("button", name="Mute all guests").click()
+        wait_until(lambda: state()["self_unmute_forbidden"], 5, what="unmuting forbidden")
+        phone.send_keys("*6")
+        time.sleep(1.5)
+        assert state()["muted"], "a forbidden self-unmute by phone key went through"
+        assert not hears(anna, 1000)
+        assert logged(gateway, "phone key", command="self_mute")
+
+        # Allowed again: *6 brings the phone back.
+        anna.get_by_role("button", name="Allow Citizen to unmute").click()
+        wait_until(lambda: not state()["self_unmute_forbidden"], 5, what="unmuting allowed")
+        phone.send_keys("*6")
+        wait_until(lambda: not state()["muted"], 5, what="*6 unmutes")
+        wait_until(lambda: hears(anna, 1000), 10, what="the browser hears the phone again")
+    finally:
+        phone.stop()
