@@ -121,3 +121,37 @@ def test_phone_keys_mute_and_raise_the_hand_and_a_forbidden_unmute_stays_muted(
         wait_until(lambda: hears(anna, 1000), 10, what="the browser hears the phone again")
     finally:
         phone.stop()
+
+
+def test_a_caller_waits_in_the_lobby_with_music_until_the_host_admits_then_is_removed(
+    gateway: RunningGateway, open_participant, tmp_path: Path
+) -> None:
+    # The caller arrives first: nobody is in the meeting yet.
+    caller = Baresip(tmp_path / "baresip", tone_hz=1000, name="Front desk", codecs=("g711",))
+    caller.start(dial=f"sip:lobby@127.0.0.1:{gateway.sip_port}")
+    try:
+        wait_until(caller.established, 15, what="call established")
+        time.sleep(1.0)
+        caller.send_keys("#")  # a guest (the room has only a host PIN)
+        wait_until(lambda: logged(gateway, "waiting in lobby"), 10, what="the caller in the lobby")
+        assert gateway.api("GET", "/api/rooms/lobby").json()["lobby_waiting"] == 1
+        time.sleep(6.0)  # the waiting prompt, then hold music
+
+        anna = join(open_participant, gateway, "lobby", "Anna", 440, pin="1234")
+        wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
+        assert anna.get_by_text("Phone", exact=False).count() + anna.get_by_text("Room system", exact=False).count() >= 1
+        anna.get_by_role("button", name="Admit Front desk").click()
+        wait_until(lambda: sip_participants(gateway, "lobby"), 10, what="the caller admitted")
+        wait_until(lambda: hears(anna, 1000), 15, what="the browser hears the admitted caller")
+
+        anna.get_by_role("button", name="Remove Front desk from the meeting").click()
+        anna.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()
+        wait_until(lambda: not sip_participants(gateway, "lobby"), 5, what="the caller removed")
+        wait_until(lambda: "session closed" in caller.log() or "Call terminated" in caller.log(), 15, what="BYE at baresip")
+        assert logged(gateway, "ending call", reason="Removed by the host")
+    finally:
+        caller.stop()
+    # While waiting the caller heard something (prompt and music), not silence.
+    samples, rate = caller.recording()
+    waiting = samples[int(3 * rate) : int(8 * rate)]
+    assert (waiting**2).mean() ** 0.5 > 200, "nothing was heard in the lobby"

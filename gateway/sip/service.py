@@ -130,7 +130,7 @@ class SipCall:
         )
         self.conference: Conference | None = None
         self.participant_id = ""
-        self.phase = "new"  # new -> answered -> menu -> lobby -> meeting -> ending -> ended
+        self.phase = "new"  # new -> answered -> menu -> lobby -> admitted -> meeting -> ending -> ended
         self._confirmed = False
         self._timer: asyncio.TimerHandle | None = None
         self._keys = ""
@@ -340,13 +340,22 @@ class SipCall:
             return
         if event.participant == self.participant_id and event.type == "lobby_admitted":
             self._stop_lobby_events()
-            self._enter_meeting(self.participant_id, False)
+            self.phase = "admitted"
+            # (the room adds the participant right after saying so: enter on the next loop turn)
+            asyncio.get_running_loop().call_soon(self._enter_admitted)
         elif event.participant == self.participant_id and event.type == "lobby_denied":
             self._stop_lobby_events()
             self.end(*_ENDINGS["denied"])
         elif event.type == "meeting_ended" and self.participant_id in event.data.get("participants", []):
             self._stop_lobby_events()
             self.end(*_ENDINGS["meeting_ended"])
+
+    def _enter_admitted(self) -> None:
+        if self.phase == "admitted" and self.conference is not None:
+            if self.participant_id in self.conference.room.participants:
+                self._enter_meeting(self.participant_id, False)
+            else:
+                self.end(Prompt.GOODBYE, 480, "Admitted but gone")
 
     def _stop_lobby_events(self) -> None:
         if self._unsubscribe is not None:
