@@ -35,7 +35,14 @@ def write_tone(path: Path, frequency: float, rate: int, seconds: float = 120.0) 
 
 
 class Baresip:
-    def __init__(self, directory: Path, tone_hz: float, name: str = "Room 123", codecs: tuple[str, ...] = ("g722", "g711")) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        tone_hz: float,
+        name: str = "Room 123",
+        codecs: tuple[str, ...] = ("g722", "g711"),
+        extra_config: str = "",
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.sip_port = free_port()
@@ -62,6 +69,7 @@ module_app menu.so
 module_app ctrl_tcp.so
 ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}
 snd_path {directory}
+{extra_config}
 """
         )
         (directory / "accounts").write_text(f'"{name}" <sip:A@127.0.0.1:{self.sip_port}>;regint=0;answermode=auto\n')
