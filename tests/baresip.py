@@ -7,6 +7,7 @@ runs through ctrl_tcp (netstring JSON commands: dial, sndcode, hangup).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import wave
@@ -42,13 +43,17 @@ class Baresip:
         name: str = "Room 123",
         codecs: tuple[str, ...] = ("g722", "g711"),
         extra_config: str = "",
+        account_params: str = "",
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.sip_port = free_port()
         self.ctrl_port = free_port()
-        # aufile wants the sample rate of the codec in use: 16 kHz for G.722, 8 kHz for G.711
-        tone = write_tone(directory / "tone.wav", tone_hz, 16000 if codecs[0] == "g722" else 8000)
+        # aufile wants the sample rate of the codec in use
+        rate = {"g722": 16000, "g711": 8000, "opus": 48000}[codecs[0]]
+        if codecs[0] == "opus" and "g722" in codecs:
+            rate = 16000  # the gateway answers G.722 to such offers
+        tone = write_tone(directory / "tone.wav", tone_hz, rate)
         modules = "\n".join(f"module {codec}.so" for codec in codecs)
         (directory / "config").write_text(
             f"""poll_method epoll
@@ -72,12 +77,12 @@ snd_path {directory}
 {extra_config}
 """
         )
-        (directory / "accounts").write_text(f'"{name}" <sip:A@127.0.0.1:{self.sip_port}>;regint=0;answermode=auto\n')
+        (directory / "accounts").write_text(f'"{name}" <sip:A@127.0.0.1:{self.sip_port}>;regint=0;answermode=auto{account_params}\n')
         self.log_path = directory / "baresip.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, dial: str | None = None, seconds: int = 120) -> None:
-        args = ["baresip", "-f", str(self.directory), "-t", str(seconds)]
+        args = ["baresip", "-f", str(self.directory), "-t", str(seconds)] + (["-s"] if os.environ.get("BARESIP_TRACE") else [])
         if dial:
             args += ["-e", f"/dial {dial}"]
         self.process = subprocess.Popen(args, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)

@@ -155,3 +155,31 @@ def test_a_caller_waits_in_the_lobby_with_music_until_the_host_admits_then_is_re
     samples, rate = caller.recording()
     waiting = samples[int(3 * rate) : int(8 * rate)]
     assert (waiting**2).mean() ** 0.5 > 200, "nothing was heard in the lobby"
+
+
+def test_a_room_system_offering_opus_with_srtp_gets_g722_and_is_heard_wideband(
+    gateway: RunningGateway, open_participant, tmp_path: Path
+) -> None:
+    """Room systems offer Opus first (beside G.722 and G.711) and encrypt with SDES-SRTP (RFC 4568):
+    the gateway answers G.722 (pjsua has no Opus, see SipConfig.codecs), wideband and encrypted."""
+    anna = join(open_participant, gateway, "demo", "Anna", 440, pin="1234")
+    wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
+    system = Baresip(
+        tmp_path / "baresip", tone_hz=1300, name="Board room", codecs=("opus", "g722"),
+        extra_config="module srtp.so", account_params=";mediaenc=srtp-mand",
+    )
+    system.start(dial=f"sip:demo@127.0.0.1:{gateway.sip_port}")
+    try:
+        wait_until(system.established, 15, what="call established")
+        time.sleep(1.0)
+        system.send_keys("#")
+        wait_until(lambda: sip_participants(gateway, "demo"), 15, what="the room system in the room")
+        assert logged(gateway, "media agreed", codec="g722", srtp=True)
+        wait_until(lambda: hears(anna, 1300), 15, what="the browser hears the room system")
+        time.sleep(3.0)
+    finally:
+        system.stop()
+    samples, rate = system.recording()
+    assert rate == 16000
+    heard = samples[-int(3 * rate) :]
+    assert tone_level(heard, rate, 440) > 30, "the room system did not hear the browser over SRTP"

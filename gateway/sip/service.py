@@ -31,7 +31,7 @@ from gateway.transcode.audio import SILENCE, AudioCodec, AudioFormat, make_encod
 
 log = structlog.get_logger(__name__)
 
-_CODECS = {"PCMU": AudioCodec.PCMU, "PCMA": AudioCodec.PCMA, "G722": AudioCodec.G722, "opus": AudioCodec.OPUS}
+_CODECS = {"PCMU": AudioCodec.PCMU, "PCMA": AudioCodec.PCMA, "G722": AudioCodec.G722}
 _NUMBER = re.compile(r"^\+?[0-9]{2,}$")
 # Why the room ended a call -> what the caller hears, and the cause in the BYE's Reason header.
 _ENDINGS: dict[str, tuple[Prompt, int, str]] = {
