@@ -418,6 +418,8 @@ class SipCall:
             elif command == "mute_all":
                 if room.guests_muted_on_entry:
                     room.allow_guests_to_unmute(me)
+                    for guest in [p for p in room.participants.values() if not p.is_host and p.host_muted]:
+                        room.unmute(me, guest.id)
                     self.say(Prompt.ALL_GUESTS_UNMUTED)
                 else:
                     room.mute_all_guests(me)
