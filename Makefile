@@ -26,9 +26,11 @@ test: $(VENV)/.installed system-deps lint
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not browser"
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed system-deps
 	$(BIN)/python bench/mixer.py
 	$(BIN)/python bench/webrtc_legs.py
+	$(BIN)/python bench/sip_legs.py
+	$(BIN)/python bench/sip_setup.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check gateway tests bench

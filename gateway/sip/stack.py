@@ -129,7 +129,8 @@ class _Call(pj.Call):  # type: ignore[misc]
             return
         self._version += 1
         # We offer (late offer, refresh without SDP): in a running call the codec in use goes first.
-        self.offered_codecs = list(plan.codecs)
+        in_use = self._codec_in_use()
+        self.offered_codecs = sorted(plan.codecs, key=lambda codec: codec is not in_use)
         prm.sdp.wholeSdp = sdp.offer(
             local_address=plan.local_address,
             audio_port=plan.audio_port,
@@ -183,6 +184,57 @@ class _Call(pj.Call):  # type: ignore[misc]
                 self.stack._post("digit", self.id, digit, "sip-info")
         elif tsx.method == "ACK":
             self._take_answer(text)
+
+    def _stream(self) -> pj.StreamInfo | None:
+        """pjsua's audio stream info (it runs one on its loop transport for every completed
+        offer/answer), None before the first one or for a codec pjsua lacks (opus)."""
+        if not self.hasMedia():
+            return None  # (asking anyway makes pjsua2 log an error line)
+        try:
+            return self.getStreamInfo(0)
+        except pj.Error:
+            return None
+
+    def _codec_in_use(self) -> AudioCodec | None:
+        stream = self._stream()
+        name = str(stream.codecName).lower() if stream is not None else ""
+        return next((codec for codec, (wire, _) in sdp.RTP_NAMES.items() if wire.lower() == name), None)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        """An offer/answer completed. The answer to our offer in the 200 to a re-INVITE without SDP
+        comes in the ACK, which pjsua2 shows nowhere else (no state change, no transaction event
+        with the message): it is read back from the stream pjsua negotiated from it."""
+        codecs = self.offered_codecs
+        if codecs is None or self.getInfo().state != pj.PJSIP_INV_STATE_CONFIRMED:
+            return  # (the ACK of a late offer confirms the call: onCallState reads it whole)
+        self.offered_codecs = None
+        stream, codec = self._stream(), self._codec_in_use()
+        if stream is None or codec not in codecs:
+            log.warning("SDP answer in an ACK not readable; media unchanged", call_id=self.sip_call_id)
+            return
+        host, _, port = str(stream.remoteRtpAddress).rpartition(":")
+        rtcp_port = str(stream.remoteRtcpAddress).rpartition(":")[2]
+        directions = {
+            pj.PJMEDIA_DIR_ENCODING_DECODING: "sendrecv",
+            pj.PJMEDIA_DIR_ENCODING: "sendonly",
+            pj.PJMEDIA_DIR_DECODING: "recvonly",
+        }
+        choice = sdp.AudioChoice(
+            codec=codec,
+            payload_type=int(stream.txPt),
+            clock_rate=sdp.RTP_NAMES[codec][1],
+            fmtp=None,
+            telephone_event_pt=int(stream.audTxEventPt) if stream.audTxEventPt >= 0 else None,
+            direction=directions.get(stream.dir, "inactive"),
+            remote_address=host.strip("[]"),
+            remote_port=int(port),
+            remote_rtcp_port=int(rtcp_port),
+            rtcp_mux=rtcp_port == port,
+            ptime_ms=20,
+            remote_crypto=None,
+            local_crypto=None,
+        )
+        self.stack._post("media", self.id, choice)
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         """pjsua's own DTMF reports: SIP INFO (application/dtmf-relay) is parsed in onCallTsxState,
@@ -286,6 +338,9 @@ class SipStack:
         account_config.idUri = f"sip:gateway@{config.public_address or config.host}"
         account_config.mediaConfig.useLoopMedTp = True
         account_config.mediaConfig.enableLoopback = False
+        # pjsua checks offers itself before we see them: let RTP/SAVP (SDES) through, we do the SRTP.
+        account_config.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_OPTIONAL
+        account_config.mediaConfig.srtpSecureSignaling = 0
         account = _Account(self)
         account.create(account_config, True)
         return account
