@@ -160,12 +160,9 @@ class SipKeysConfig(_Strict):
 
 
 SipTransport = Literal["udp", "tcp"]
-# Opus is not offered on SIP legs: pjsua validates every answer against its own codecs and the
-# pjsua2-python wheel has no Opus, so a call that chose it would be refused by pjsua itself (488).
-# Room systems that offer Opus also offer G.722, which keeps them wideband.
-SipCodec = Literal["G722", "PCMA", "PCMU"]
+SipCodec = Literal["opus", "G722", "PCMA", "PCMU"]
 _SIP_TRANSPORTS: tuple[SipTransport, ...] = ("udp", "tcp")
-_SIP_CODECS: tuple[SipCodec, ...] = ("G722", "PCMA", "PCMU")
+_SIP_CODECS: tuple[SipCodec, ...] = ("opus", "G722", "PCMA", "PCMU")
 
 
 class SipConfig(_Strict):

@@ -24,11 +24,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_tone(path: Path, frequency: float, rate: int, seconds: float = 120.0) -> Path:
+def write_tone(path: Path, frequency: float, rate: int, seconds: float = 120.0, channels: int = 1) -> Path:
     t = np.arange(int(seconds * rate)) / rate
-    samples = (np.sin(2 * np.pi * frequency * t) * 9000).astype("<i2")
+    samples = np.repeat((np.sin(2 * np.pi * frequency * t) * 9000).astype("<i2"), channels)
     with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
+        wav.setnchannels(channels)
         wav.setsampwidth(2)
         wav.setframerate(rate)
         wav.writeframes(samples.tobytes())
@@ -51,9 +51,8 @@ class Baresip:
         self.ctrl_port = free_port()
         # aufile wants the sample rate of the codec in use
         rate = {"g722": 16000, "g711": 8000, "opus": 48000}[codecs[0]]
-        if codecs[0] == "opus" and "g722" in codecs:
-            rate = 16000  # the gateway answers G.722 to such offers
-        tone = write_tone(directory / "tone.wav", tone_hz, rate)
+        # (baresip's Opus is stereo: its audio source must be too)
+        tone = write_tone(directory / "tone.wav", tone_hz, rate, channels=2 if codecs[0] == "opus" else 1)
         modules = "\n".join(f"module {codec}.so" for codec in codecs)
         (directory / "config").write_text(
             f"""poll_method epoll
@@ -118,9 +117,9 @@ snd_path {directory}
         files = sorted(self.directory.glob("dump-*-dec.wav"))
         assert files, f"baresip recorded nothing: {self.log()[-2000:]}"
         with wave.open(str(files[-1])) as wav:
-            rate = wav.getframerate()
+            rate, channels = wav.getframerate(), wav.getnchannels()
             samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
-        return samples, rate
+        return samples[::channels], rate  # the first channel
 
     def stop(self) -> None:
         if self.process is None:

@@ -19,8 +19,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import RunningGateway, wait_until
 
 SIPP = "/usr/bin/sipp"
@@ -293,11 +291,6 @@ def test_refused_offers_and_the_next_call_is_served(gateway: RunningGateway, tmp
     assert logged(gateway, "call ended", normal.call_id, status=200)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pjsua answers only application/dtmf-relay INFOs itself; an application/dtmf INFO is read "
-    "(DTMF received) but answered '500 Unhandled by dialog usages' (see the report on stack.py)",
-)
 def test_sip_info_application_dtmf_is_answered_200_and_read(gateway: RunningGateway, tmp_path: Path) -> None:
     """SIP INFO with Content-Type application/dtmf and body `5`: 200 (sipp checks) and a digit."""
     sipp = Sipp(gateway, tmp_path / "sipp", "info_dtmf.xml", "demo")
@@ -306,11 +299,6 @@ def test_sip_info_application_dtmf_is_answered_200_and_read(gateway: RunningGate
     assert result.returncode == 0, result.describe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pjsua2 wheel is built with PJSUA_MAX_CALLS 4: pjsua itself answers a fifth call "
-    "'486 Busy Here' whatever sip.max_calls says, before the gateway sees it (see the report)",
-)
 def test_six_calls_at_once_are_all_answered(gateway: RunningGateway, tmp_path: Path) -> None:
     """Six short calls (the late offer scenario, 1.5 s each) started within a tenth of a second."""
     sipp = Sipp(gateway, tmp_path / "sipp", "late_offer.xml", "demo", calls=6)

@@ -96,33 +96,57 @@ INVITE = (
     "Via: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK1\r\n"
     'f: "M\\"uller, Anna" <sip:+4930123@carrier.example>;tag=1\r\n'
     "To: <sip:4711@gw.example>\r\n"
+    "Call-ID: a@b\r\n"
+    "CSeq: 1 INVITE\r\n"
     "Content-Type: application/sdp\r\n"
+    "Content-Length: 5\r\n"
     "\r\n"
     "v=0\r\n"
 )
 
 
 def test_invite_gives_the_dialled_alias_the_callers_name_and_number() -> None:
-    invite = message.parse_invite(INVITE)
+    invite = message.parse_invite(message.parse(INVITE.encode()))
     assert invite.user == "4711"
     assert invite.display_name == 'M"uller, Anna'
     assert invite.from_user == "+4930123"
     assert invite.transport == "tcp"
     assert invite.sdp == "v=0\r\n"
-    assert message.parse_invite(INVITE.replace("sip:4711@gw.example;user=phone", "tel:%2B4930999")).user == "+4930999"
+    tel = INVITE.replace("sip:4711@gw.example;user=phone", "tel:%2B4930999")
+    assert message.parse_invite(message.parse(tel.encode())).user == "+4930999"
+
+
+HEADERS = "Via: SIP/2.0/UDP h;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
 
 
 @pytest.mark.parametrize(
     "text, reason",
     [
-        ("INVITE sip:x@y\r\nFrom: <sip:a@b>\r\n\r\n", "malformed request line"),
-        ("INVITE http://x SIP/2.0\r\nFrom: <sip:a@b>\r\n\r\n", "unsupported URI scheme"),
-        ("INVITE sip:x@y SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n", "missing From header"),
+        ("INVITE sip:x@y\r\n" + HEADERS + "\r\n", "malformed request line"),
+        ("INVITE sip:x@y SIP/2.0\r\n" + HEADERS.replace("From: <sip:a@b>;tag=1\r\n", "") + "\r\n", "missing From"),
+        ("INVITE sip:x@y SIP/2.0\r\n" + HEADERS.replace("1 INVITE", "1 BYE") + "\r\n", "bad CSeq"),
+        ("INVITE sip:x@y SIP/2.0\r\n" + HEADERS + "Content-Length: 99\r\n\r\nv=0", "shorter than Content-Length"),
+        ("INVITE sip:x@y SIP/2.0\r\n" + HEADERS + "no colon here\r\n\r\n", "malformed header line"),
     ],
 )
-def test_unusable_invites_are_refused_with_a_reason(text: str, reason: str) -> None:
+def test_malformed_requests_are_refused_with_a_reason(text: str, reason: str) -> None:
     with pytest.raises(message.SipMessageError, match=reason):
-        message.parse_invite(text)
+        message.parse(text.encode())
+
+
+def test_unsupported_uri_scheme_is_refused() -> None:
+    text = "INVITE http://x SIP/2.0\r\n" + HEADERS + "\r\n"
+    with pytest.raises(message.SipMessageError, match="unsupported URI scheme"):
+        message.parse_invite(message.parse(text.encode()))
+
+
+def test_stream_framing_by_content_length_and_keepalives() -> None:
+    one = ("OPTIONS sip:x@y SIP/2.0\r\n" + HEADERS.replace("1 INVITE", "1 OPTIONS") + "Content-Length: 3\r\n\r\nabc").encode()
+    framer = message.StreamFramer()
+    assert framer.feed(b"\r\n\r\n" + one[:20]) == []
+    assert framer.feed(one[20:] + one) == [one, one]
+    assert message.parse(one).body == b"abc"
+    assert message.parse(one).serialize().endswith(b"Content-Length: 3\r\n\r\nabc")
 
 
 @pytest.mark.parametrize(
@@ -138,8 +162,9 @@ def test_unusable_invites_are_refused_with_a_reason(text: str, reason: str) -> N
     ],
 )
 def test_sip_info_digits(content_type: str, body: str, digits: str | None) -> None:
-    text = f"INFO sip:gw SIP/2.0\r\nContent-Type: {content_type}\r\n\r\n{body}"
-    assert message.info_digits(text) == digits
+    headers = HEADERS.replace("1 INVITE", "2 INFO")
+    text = f"INFO sip:gw SIP/2.0\r\n{headers}Content-Type: {content_type}\r\n\r\n{body}"
+    assert message.info_digits(message.parse(text.encode())) == digits
 
 
 def test_every_prompt_ships_in_both_languages_and_encodes_for_every_codec() -> None:

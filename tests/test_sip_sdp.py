@@ -72,17 +72,28 @@ def test_offerers_order_wins_unless_we_prefer_ours() -> None:
     assert "a=fmtp:96 0-16" in ours.sdp  # the offered events are echoed
 
 
-def test_opus_keeps_its_payload_type_fmtp_and_48k_telephone_event() -> None:
+def test_opus_keeps_its_payload_type_with_our_fmtp_and_48k_telephone_event() -> None:
     offer = parse(
         "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
         "m=audio 6000 RTP/AVP 111 9 110 101\r\na=rtpmap:111 opus/48000/2\r\n"
-        "a=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:110 telephone-event/48000\r\n"
+        "a=fmtp:111 minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1\r\na=rtpmap:110 telephone-event/48000\r\n"
         "a=rtpmap:101 telephone-event/8000\r\n"
     )
     result = answer(offer, local_address="203.0.113.5", audio_port=4000, codecs=ALL)
     assert (result.audio.codec, result.audio.payload_type, result.audio.telephone_event_pt) == (AudioCodec.OPUS, 111, 110)
-    assert "a=rtpmap:111 opus/48000/2" in result.sdp and "a=fmtp:111 minptime=10;useinbandfec=1" in result.sdp
+    # RFC 7587: the fmtp says what we want to receive: mono with FEC, not the offerer's stereo
+    assert "a=rtpmap:111 opus/48000/2" in result.sdp and "a=fmtp:111 useinbandfec=1\r\n" in result.sdp
     assert "telephone-event/48000" in result.sdp and "telephone-event/8000" not in result.sdp
+
+
+def test_telephone_event_at_another_clock_is_taken_when_none_matches() -> None:
+    """baresip and others offer telephone-event/8000 beside Opus: DTMF must still work."""
+    offer = parse(
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+        "m=audio 6000 RTP/AVP 96 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+    result = answer(offer, local_address="203.0.113.5", audio_port=4000, codecs=ALL)
+    assert result.audio.telephone_event_pt == 101 and "a=rtpmap:101 telephone-event/8000" in result.sdp
 
 
 @pytest.mark.parametrize(

@@ -1,1 +1,2 @@
-"""SIP legs: signalling through pjsua2, our own SDP and RTP (issue 3; the SDP core comes first)."""
+"""SIP legs: our own user agent core (sans-IO) and asyncio transports, SDP offer/answer, the voice
+menu and prompts, and the SIP call's life from INVITE to BYE on our own RTP engine."""

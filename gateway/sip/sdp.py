@@ -1,10 +1,12 @@
 """SDP offer/answer for SIP legs, sans-IO: parse an offer, choose what to answer, write the answer.
 
-The gateway carries SIP media on its own RTP sockets, so pjsua2's SDP is replaced by the one built
-here (ARCHITECTURE.md, "Signalling"). Rules (RFC 3264, RFC 4566):
+The gateway carries SIP media on its own RTP sockets and writes every SDP of its SIP legs here.
+Rules (RFC 3264, RFC 4566, RFC 7587):
 - the audio codec is chosen among the offered formats we support, in the offerer's order, or in
   our configured order when `prefer_ours`; its payload type and fmtp are echoed;
-- telephone-event (RFC 4733) is accepted at the chosen codec's clock rate and its events echoed;
+- telephone-event (RFC 4733) is taken at the chosen codec's clock rate, else at any offered rate
+  (endpoints offer telephone-event/8000 beside Opus), and its events echoed;
+- Opus is answered with our own fmtp (mono, in-band FEC): the offer's stereo wishes are not ours;
 - the answer's direction mirrors the offer's (sendonly -> recvonly ...), narrowed by our own wish
   (e.g. inactive while a caller is on hold in the lobby);
 - RTP/AVP and RTP/SAVP with SDES crypto (RFC 4568): the first offered suite we support is answered
@@ -257,9 +259,9 @@ def answer(
             offered.sort(key=lambda item: codecs.index(item[1]))
         pt, codec = offered[0]
         clock = maps[pt][1]
-        telephone_event = next(
-            (p for p, (name, rate, _f) in maps.items() if name.lower() == "telephone-event" and rate == clock), None
-        )
+        events = [(p, rate) for p, (name, rate, _f) in maps.items() if name.lower() == "telephone-event"]
+        telephone_event = next((p for p, rate in events if rate == clock), events[0][0] if events else None)
+        event_clock = next((rate for p, rate in events if p == telephone_event), clock)
         remote_crypto = None
         if m.proto == "RTP/SAVP":
             remote_crypto = next((c for c in map(_parse_crypto, m.values("crypto")) if c is not None), None)
@@ -278,7 +280,7 @@ def answer(
             codec=codec,
             payload_type=pt,
             clock_rate=clock,
-            fmtp=maps[pt][2],
+            fmtp="useinbandfec=1" if codec is AudioCodec.OPUS else maps[pt][2],
             telephone_event_pt=telephone_event,
             direction=_narrow(offered_direction, direction),
             remote_address=address,
@@ -317,12 +319,12 @@ def answer(
         if choice.fmtp:
             lines.append(f"a=fmtp:{choice.payload_type} {choice.fmtp}")
         if choice.telephone_event_pt is not None:
-            lines.append(f"a=rtpmap:{choice.telephone_event_pt} telephone-event/{choice.clock_rate}")
-            events = next(
+            lines.append(f"a=rtpmap:{choice.telephone_event_pt} telephone-event/{event_clock}")
+            event_list = next(
                 (v.partition(" ")[2] for v in m.values("fmtp") if v.partition(" ")[0] == str(choice.telephone_event_pt)),
                 "",
             )
-            lines.append(f"a=fmtp:{choice.telephone_event_pt} {events.strip() or '0-15'}")
+            lines.append(f"a=fmtp:{choice.telephone_event_pt} {event_list.strip() or '0-15'}")
         lines.append(f"a=ptime:{choice.ptime_ms}")
         if choice.rtcp_mux:
             lines.append("a=rtcp-mux")

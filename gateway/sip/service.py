@@ -1,6 +1,6 @@
 """SIP participants: calls from room systems and phones, from INVITE to BYE, on the asyncio loop.
 
-`SipService` receives what the SIP thread reports (stack.CallEvents) and keeps one `SipCall` per
+`SipService` receives what the SIP user agent reports (useragent.CallEvents) and keeps one `SipCall` per
 call. A SipCall checks the call before answering (room, lockout, lock, capacity, SDP), answers it
 with our SDP on our own RTP leg, runs the voice menu (ivr.EntryFlow), waits in the lobby with hold
 music, joins the room's conference, turns phone keys into room actions and room events into
@@ -26,12 +26,13 @@ from gateway.rooms.pinguard import PinGuard
 from gateway.rtp.leg import RtpAudioLeg
 from gateway.sip import ivr, sdp
 from gateway.sip.prompts import HOLD_MUSIC, Prompt, PromptLibrary
-from gateway.sip.stack import IncomingCall, MediaPlan, SipStack
+from gateway.sip.transport import SipTransport
+from gateway.sip.useragent import IncomingCall, MediaPlan
 from gateway.transcode.audio import SILENCE, AudioCodec, AudioFormat, make_encoder
 
 log = structlog.get_logger(__name__)
 
-_CODECS = {"PCMU": AudioCodec.PCMU, "PCMA": AudioCodec.PCMA, "G722": AudioCodec.G722}
+_CODECS = {"PCMU": AudioCodec.PCMU, "PCMA": AudioCodec.PCMA, "G722": AudioCodec.G722, "opus": AudioCodec.OPUS}
 _NUMBER = re.compile(r"^\+?[0-9]{2,}$")
 # Why the room ended a call -> what the caller hears, and the cause in the BYE's Reason header.
 _ENDINGS: dict[str, tuple[Prompt, int, str]] = {
@@ -52,21 +53,21 @@ class SipService:
         self.prompts = PromptLibrary()
         self.codecs = [_CODECS[name] for name in config.sip.codecs]
         self.calls: dict[int, SipCall] = {}
-        self.stack: SipStack | None = None
+        self.stack: SipTransport | None = None
         self._silence: dict[AudioFormat, bytes] = {}
         self.counters = {"calls": 0, "rejected": 0}
 
     async def start(self) -> dict[str, int]:
-        self.stack = SipStack(self.config.sip, self, asyncio.get_running_loop())
+        self.stack = SipTransport(self.config.sip, self)
         ports = await self.stack.start()
         log.info("SIP started", host=self.config.sip.host, ports=ports)
         return ports
 
     async def stop(self) -> None:
+        if self.stack is not None:
+            await self.stack.stop()  # BYE to every call; each is released as it ends
         for call in list(self.calls.values()):
             call.release()
-        if self.stack is not None:
-            await self.stack.stop()
         self.calls.clear()
 
     def silence(self, fmt: AudioFormat) -> bytes:
@@ -80,7 +81,7 @@ class SipService:
         language = next((r.language for r in self.config.rooms if r.id == room.id), None) or self.config.sip.language
         return ivr.RoomInfo(room.id, language, bool(room.host_pin), bool(room.guest_pin))
 
-    # -- stack.CallEvents -----------------------------------------------------------------------
+    # -- useragent.CallEvents -------------------------------------------------------------------
 
     def incoming(self, call: IncomingCall) -> None:
         assert self.stack is not None
@@ -109,7 +110,7 @@ class SipService:
 
 
 class SipCall:
-    def __init__(self, service: SipService, stack: SipStack, incoming: IncomingCall) -> None:
+    def __init__(self, service: SipService, stack: SipTransport, incoming: IncomingCall) -> None:
         self.service = service
         self.stack = stack
         self.incoming = incoming

@@ -1,0 +1,187 @@
+"""The asyncio adapter of the SIP user agent: UDP, TCP and TLS listeners on the configured address,
+messages framed and handed to the sans-IO `UserAgent`, what it sends written out, its timers run
+on the loop. One port serves UDP and TCP (RFC 3261 18); TLS has its own."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import ssl
+from typing import Any, cast
+
+import structlog
+
+from gateway.config import SipConfig
+from gateway.sip.message import SipMessageError, StreamFramer
+from gateway.sip.useragent import CallEvents, MediaPlan, Peer, UserAgent
+
+log = structlog.get_logger(__name__)
+
+MAX_CONNECTIONS = 2000
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self._owner = owner
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self._owner.received(data, Peer("udp", (addr[0], addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("SIP UDP error", error=str(exc))
+
+
+class SipTransport:
+    """Owns the sockets and the user agent; the gateway talks to it as to the SIP stack."""
+
+    def __init__(self, config: SipConfig, events: CallEvents) -> None:
+        self.config = config
+        self._events = events
+        self.ports: dict[str, int] = {}
+        self.ua: UserAgent | None = None
+        self._udp: _Datagrams | None = None
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[int, asyncio.StreamWriter] = {}
+        self._connection_ids = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> dict[str, int]:
+        loop = self._loop = asyncio.get_running_loop()
+        config = self.config
+        port = config.port
+        if "udp" in config.transports:
+            _, self._udp = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(self), local_addr=(config.host, port)
+            )
+            assert self._udp.transport is not None
+            port = int(self._udp.transport.get_extra_info("sockname")[1])
+            self.ports["udp"] = port
+        if "tcp" in config.transports:
+            server = await asyncio.start_server(
+                lambda r, w: self._serve(r, w, "tcp"), config.host, port, limit=2**17
+            )
+            self._servers.append(server)
+            self.ports["tcp"] = int(server.sockets[0].getsockname()[1])
+        if config.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(config.tls.cert), str(config.tls.key))
+            server = await asyncio.start_server(
+                lambda r, w: self._serve(r, w, "tls"), config.host, config.tls.port, ssl=context
+            )
+            self._servers.append(server)
+            self.ports["tls"] = int(server.sockets[0].getsockname()[1])
+        local = {name: (config.host, number) for name, number in self.ports.items()}
+        self.ua = UserAgent(
+            self._send,
+            self._events,
+            loop.time,
+            local=local,
+            public_address=config.public_address,
+            user_agent=config.user_agent,
+            max_calls=config.max_calls,
+        )
+        return self.ports
+
+    async def stop(self) -> None:
+        if self.ua is not None:
+            self.ua.close()
+        await asyncio.sleep(0.05)  # the BYEs out
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.close()
+        for writer in list(self._connections.values()):
+            writer.close()
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+
+    # -- in and out -----------------------------------------------------------------------------
+
+    def received(self, data: bytes, peer: Peer) -> None:
+        assert self.ua is not None
+        self.ua.receive(data, peer)
+        self._arm()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str) -> None:
+        if len(self._connections) >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        number = next(self._connection_ids)
+        address = writer.get_extra_info("peername")
+        peer = Peer(kind, (address[0], address[1]), number)
+        self._connections[number] = writer
+        framer = StreamFramer()
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for message in framer.feed(data):
+                    self.received(message, peer)
+        except SipMessageError as exc:
+            log.info("SIP stream closed: unframeable data", reason=str(exc), source=address[0], transport=kind)
+        except (ConnectionError, ssl.SSLError) as exc:
+            log.debug("SIP connection lost", error=str(exc), source=address[0])
+        finally:
+            self._connections.pop(number, None)
+            writer.close()
+
+    def _send(self, data: bytes, peer: Peer) -> None:
+        if peer.transport == "udp":
+            if self._udp is not None and self._udp.transport is not None:
+                self._udp.transport.sendto(data, peer.address)
+            return
+        writer = self._connections.get(peer.connection or -1)
+        if writer is None or writer.is_closing():
+            log.info("SIP connection gone; message not sent", destination=peer.address[0], transport=peer.transport)
+            return
+        writer.write(data)
+
+    def _arm(self) -> None:
+        """Wakes the loop at the user agent's next timer."""
+        if self.ua is None or self._loop is None:
+            return
+        deadline = self.ua.next_deadline
+        if self._timer is not None:
+            if deadline is not None and abs(self._timer.when() - deadline) < 0.001:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self.ua is not None and self._loop is not None:
+            self.ua.poll(self._loop.time())
+        self._arm()
+
+    # -- commands (the SIP stack's interface for the gateway) -----------------------------------
+
+    def answer(
+        self, call_id: int, status: int, reason: str | None = None, plan: MediaPlan | None = None, body: str | None = None
+    ) -> None:
+        assert self.ua is not None
+        self.ua.answer(call_id, status, reason, plan, body)
+        self._arm()
+
+    def hang_up(self, call_id: int, status: int = 200, reason: str | None = None, cause: tuple[int, str] | None = None) -> None:
+        assert self.ua is not None
+        self.ua.hang_up(call_id, status, reason, cause)
+        self._arm()
+
+    def set_plan(self, call_id: int, **changes: Any) -> None:
+        assert self.ua is not None
+        self.ua.set_plan(call_id, **changes)
+
+    @property
+    def active_calls(self) -> int:
+        return len(self.ua.calls) if self.ua is not None else 0

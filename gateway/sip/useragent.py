@@ -1,0 +1,696 @@
+"""The gateway's SIP user agent core, sans-IO (RFC 3261 8.2, 12, 13.3, 17.2, 17.1.2; RFC 3311,
+RFC 6086 INFO, RFC 3326 Reason): datagrams and stream messages in, messages to send and call
+events out; a clock is injected and `poll(now)` runs what timers are due.
+
+It answers calls (the gateway is the UAS: room systems and phones dial in): INVITE server
+transactions with 100 Trying and retransmitted final answers, 2xx retransmitted until the ACK,
+CANCEL, re-INVITE and UPDATE offers answered from the call's `MediaPlan` (late offers included,
+the answer then read from the ACK), INFO digits, OPTIONS, BYE either way (ours with a Reason
+header, retransmitted until answered), 481 for requests outside any dialog, 420 for extensions
+we do not support, and a 400 with the reason for malformed requests.
+
+Why our own core and not pjsua2: the pjsua2-python wheel is built with PJSUA_MAX_CALLS 4 (a fifth
+concurrent call is answered 486 by pjsua itself), leaks a conference slot per call (no calls
+after about 253), and refuses any answer with a codec it lacks (Opus). A conference bridge needs
+hundreds of calls per process; the SIP a bridge needs as a UAS is a small, testable core.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import structlog
+
+from gateway.sip import message as sipmsg
+from gateway.sip import sdp
+from gateway.sip.message import NameAddr, SipMessage, SipMessageError
+from gateway.transcode.audio import AudioCodec
+
+log = structlog.get_logger(__name__)
+
+Address = tuple[str, int]
+T1, T2 = 0.5, 4.0
+TIMEOUT = 64 * T1  # timers B, F, H: a transaction gives up after 32 s
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+SUPPORTED = ""  # no extensions: no 100rel, no session timers of ours (refreshes are answered anyway)
+_KNOWN_EXTENSIONS: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Where a message came from, and so where answers go: a UDP address or a stream connection."""
+
+    transport: str  # udp, tcp, tls
+    address: Address
+    connection: int | None = None
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """What our SDP says about our side of a call."""
+
+    local_address: str
+    audio_port: int
+    codecs: list[AudioCodec]
+    prefer_ours: bool
+    user_agent: str
+    session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
+    direction: str = "sendrecv"
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    call: int
+    sip_call_id: str
+    user: str  # user part of the request URI: the alias dialled
+    display_name: str
+    from_user: str
+    source: str  # the address the INVITE came from (ip), for lockouts and logs
+    transport: str
+    offer: str | None  # the SDP body, None for a late offer
+
+
+class CallEvents(Protocol):
+    def incoming(self, call: IncomingCall) -> None: ...
+    def media(self, call: int, choice: sdp.AudioChoice) -> None: ...
+    def digit(self, call: int, digit: str, via: str) -> None: ...
+    def confirmed(self, call: int) -> None: ...
+    def disconnected(self, call: int, status: int, reason: str) -> None: ...
+
+
+Send = Callable[[bytes, Peer], None]
+
+
+@dataclass
+class _ServerTransaction:
+    key: tuple[str, str]
+    peer: Peer
+    last_response: bytes | None = None
+    call: int | None = None  # for INVITE transactions
+    final_status: int = 0
+    acked: bool = False
+
+
+@dataclass
+class _Call:
+    id: int
+    invite: SipMessage
+    peer: Peer
+    local_tag: str
+    remote_tag: str
+    call_id: str
+    local_uri: str  # the To of the INVITE (we are the callee)
+    remote_uri: str  # the From of the INVITE
+    remote_target: str  # the caller's Contact
+    route_set: list[str]
+    remote_cseq: int
+    invite_tx: _ServerTransaction
+    state: str = "incoming"  # incoming -> answered (2xx sent) -> confirmed -> terminated
+    local_cseq: int = field(default_factory=lambda: secrets.randbelow(2**16))
+    plan: MediaPlan | None = None
+    offered_codecs: list[AudioCodec] | None = None  # our offer awaits its answer (in an ACK)
+    version: int = 1
+    codec_in_use: AudioCodec | None = None
+    pending_2xx: bytes | None = None
+    pending_2xx_cseq: int = 0
+    bye_after_ack: tuple[int, str] | None = None
+    timers: list[int] = field(default_factory=list)
+
+
+class UserAgent:
+    def __init__(
+        self,
+        send: Send,
+        events: CallEvents,
+        now: Callable[[], float],
+        *,
+        local: dict[str, Address],
+        public_address: str | None = None,
+        user_agent: str = "meeting-gateway",
+        max_calls: int = 1000,
+    ) -> None:
+        self._send = send
+        self._events = events
+        self._now = now
+        self.local = local  # transport -> (host, port) we listen on
+        self.public_address = public_address
+        self.user_agent = user_agent
+        self.max_calls = max_calls
+        self.calls: dict[int, _Call] = {}
+        self._dialogs: dict[tuple[str, str, str], int] = {}  # (Call-ID, our tag, their tag) -> call
+        self._server_tx: dict[tuple[str, str], _ServerTransaction] = {}
+        self._client_tx: dict[str, tuple[bytes, Peer, int]] = {}  # branch -> (request, peer, timer)
+        self._timers: list[tuple[float, int, Callable[[], object]]] = []
+        self._cancelled_timers: set[int] = set()
+        self._timer_ids = itertools.count(1)
+        self._call_ids = itertools.count(1)
+        self.counters = {"requests": 0, "malformed": 0, "calls": 0, "refused_busy": 0}
+
+    # -- timers -----------------------------------------------------------------------------------
+
+    def _after(self, delay: float, action: Callable[[], object]) -> int:
+        timer = next(self._timer_ids)
+        heapq.heappush(self._timers, (self._now() + delay, timer, action))
+        return timer
+
+    def _cancel(self, timer: int) -> None:
+        self._cancelled_timers.add(timer)
+
+    @property
+    def next_deadline(self) -> float | None:
+        while self._timers and self._timers[0][1] in self._cancelled_timers:
+            self._cancelled_timers.discard(heapq.heappop(self._timers)[1])
+        return self._timers[0][0] if self._timers else None
+
+    def poll(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, timer, action = heapq.heappop(self._timers)
+            if timer in self._cancelled_timers:
+                self._cancelled_timers.discard(timer)
+                continue
+            try:
+                action()
+            except Exception:
+                log.exception("SIP timer failed")
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, peer: Peer) -> None:
+        if not data.strip():
+            return  # keep-alive
+        try:
+            msg = sipmsg.parse(data)
+        except SipMessageError as exc:
+            self.counters["malformed"] += 1
+            log.info("malformed SIP message", reason=str(exc), source=peer.address[0], transport=peer.transport)
+            self._answer_malformed(data, peer, str(exc))
+            return
+        try:
+            if msg.is_request:
+                self.counters["requests"] += 1
+                self._request(msg, peer)
+            else:
+                self._response(msg)
+        except SipMessageError as exc:
+            self.counters["malformed"] += 1
+            log.info("unusable SIP message", reason=str(exc), source=peer.address[0])
+            if msg.is_request and msg.method != "ACK":
+                self._reply(msg, peer, 400, f"Bad Request ({exc})"[:120])
+
+    def _answer_malformed(self, data: bytes, peer: Peer, reason: str) -> None:
+        """A 400 when the request is good enough to answer (Via, From, To, Call-ID, CSeq readable)."""
+        try:
+            head = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+            lenient = sipmsg.SipMessage()
+            lines = head.decode("utf-8", "replace").split("\r\n")
+            method = lines[0].split(" ")[0].upper()
+            if not method.isalpha() or method in ("ACK", "SIP/2.0"):
+                return
+            for line in lines[1:]:
+                name, colon, value = line.partition(":")
+                if colon:
+                    key = name.strip().lower()
+                    lenient.headers.append((sipmsg._COMPACT.get(key, key), value.strip()))
+            lenient.method = method
+            if not all(lenient.get(h) for h in ("via", "from", "to", "call-id", "cseq")):
+                return
+            self._reply(lenient, peer, 400, f"Bad Request ({reason})"[:120])
+        except (SipMessageError, ValueError):
+            return
+
+    def _request(self, msg: SipMessage, peer: Peer) -> None:
+        via = msg.top_via
+        method = msg.method
+        if method == "ACK":
+            self._ack(msg)
+            return
+        key = (via.branch, "INVITE" if method == "INVITE" else method)
+        tx = self._server_tx.get(key) if via.branch else None
+        if tx is not None:  # a retransmission: the last answer again
+            if tx.last_response is not None:
+                self._send(tx.last_response, peer)
+            return
+        if method == "CANCEL":
+            self._cancel_request(msg, peer)
+            return
+        tx = _ServerTransaction(key, peer)
+        if via.branch:
+            self._server_tx[key] = tx
+            self._after(TIMEOUT, lambda: self._server_tx.pop(key, None))
+        max_forwards = msg.get("max-forwards")
+        if max_forwards is not None and max_forwards.strip() == "0" and method != "OPTIONS":
+            self._reply(msg, peer, 483, "Too Many Hops", tx)
+            return
+        unsupported = [t for t in _tags(msg.get("require")) if t not in _KNOWN_EXTENSIONS]
+        if unsupported and method != "CANCEL":
+            self._reply(msg, peer, 420, "Bad Extension", tx, extra=[("unsupported", ", ".join(unsupported))])
+            return
+        to_tag = NameAddr.parse(msg.get("to") or "").tag
+        if to_tag:
+            self._in_dialog(msg, peer, tx, to_tag)
+        elif method == "INVITE":
+            self._new_call(msg, peer, tx)
+        elif method == "OPTIONS":
+            self._reply(msg, peer, 200, "OK", tx, extra=self._capabilities())
+        elif method == "BYE" or method == "INFO" or method == "UPDATE":
+            self._reply(msg, peer, 481, "Call/Transaction Does Not Exist", tx)
+        else:
+            self._reply(msg, peer, 405, "Method Not Allowed", tx, extra=[("allow", ALLOW)])
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        return [("allow", ALLOW), ("accept", "application/sdp, application/dtmf-relay, application/dtmf")]
+
+    # -- new calls --------------------------------------------------------------------------------
+
+    def _new_call(self, msg: SipMessage, peer: Peer, tx: _ServerTransaction) -> None:
+        invite = sipmsg.parse_invite(msg)  # SipMessageError -> 400
+        if len(self.calls) >= self.max_calls:
+            self.counters["refused_busy"] += 1
+            self._reply(msg, peer, 503, "Too Many Calls", tx, extra=[("retry-after", "30")])
+            return
+        contact = msg.all("contact")
+        call = _Call(
+            id=next(self._call_ids),
+            invite=msg,
+            peer=peer,
+            local_tag=secrets.token_hex(8),
+            remote_tag=NameAddr.parse(msg.get("from") or "").tag,
+            call_id=msg.call_id,
+            local_uri=NameAddr.parse(msg.get("to") or "").uri,
+            remote_uri=NameAddr.parse(msg.get("from") or "").uri,
+            remote_target=NameAddr.parse(contact[0]).uri if contact else NameAddr.parse(msg.get("from") or "").uri,
+            route_set=msg.all("record-route"),
+            remote_cseq=msg.cseq[0],
+            invite_tx=tx,
+        )
+        tx.call = call.id
+        self.calls[call.id] = call
+        self._dialogs[(call.call_id, call.local_tag, call.remote_tag)] = call.id
+        self.counters["calls"] += 1
+        self._reply(msg, peer, 100, "Trying", tx)
+        self._events.incoming(
+            IncomingCall(
+                call=call.id,
+                sip_call_id=call.call_id,
+                user=invite.user,
+                display_name=invite.display_name,
+                from_user=invite.from_user,
+                source=peer.address[0],
+                transport=peer.transport,
+                offer=invite.sdp,
+            )
+        )
+
+    # -- commands from the gateway ----------------------------------------------------------------
+
+    def answer(
+        self, call_id: int, status: int, reason: str | None = None, plan: MediaPlan | None = None, body: str | None = None
+    ) -> None:
+        """Answers an INVITE: 200 with `body` (our SDP answer), or with our offer from `plan`
+        when the INVITE had none (the answer then comes in the ACK)."""
+        call = self.calls.get(call_id)
+        if call is None or call.state != "incoming":
+            return
+        if plan is not None:
+            call.plan = plan
+        if status >= 300:
+            self._final_failure(call, status, reason or "Refused")
+            return
+        if body is None and call.plan is not None:
+            body = self._our_offer(call)
+        elif body is not None:
+            codec = next(iter(_codecs_in(body, call.plan)), None) if call.plan else None
+            call.codec_in_use = codec
+        call.state = "answered"
+        self._send_2xx(call, call.invite, body)
+        call.invite_tx.final_status = status
+
+    def hang_up(self, call_id: int, status: int = 200, reason: str | None = None, cause: tuple[int, str] | None = None) -> None:
+        """Refuses (before an answer: `status` >= 300) or ends (BYE, with a Reason header from `cause`)."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        if call.state == "incoming":
+            code = status if status >= 300 else 480
+            self._final_failure(call, code, reason or "Temporarily Unavailable")
+            return
+        if call.state == "answered":  # no ACK yet: the BYE waits for it (RFC 3261 15)
+            call.bye_after_ack = cause or (200, "")
+            return
+        if call.state == "confirmed":
+            self._send_bye(call, cause)
+            self._terminate(call, 200, "Local BYE")
+
+    def set_plan(self, call_id: int, **changes: Any) -> None:
+        call = self.calls.get(call_id)
+        if call is not None and call.plan is not None:
+            call.plan = replace(call.plan, **changes)
+
+    # -- responses --------------------------------------------------------------------------------
+
+    def _contact(self, peer: Peer) -> str:
+        host, port = self.local.get(peer.transport, next(iter(self.local.values())))
+        host = self.public_address or host
+        if ":" in host:
+            host = f"[{host}]"
+        suffix = "" if peer.transport == "udp" else f";transport={peer.transport}"
+        scheme = "sips" if peer.transport == "tls" else "sip"
+        return f"<{scheme}:gateway@{host}:{port}{suffix}>"
+
+    def _build_response(
+        self, request: SipMessage, status: int, reason: str, to_tag: str | None, extra: list[tuple[str, str]] | None = None
+    ) -> SipMessage:
+        response = SipMessage(status=status, reason=reason)
+        for via in request.all("via"):
+            response.add("via", via)
+        response.add("from", request.get("from") or "")
+        to = request.get("to") or ""
+        if to_tag and status > 100 and not NameAddr.parse(to).tag:
+            to += f";tag={to_tag}"
+        response.add("to", to)
+        response.add("call-id", request.call_id)
+        response.add("cseq", request.get("cseq") or "")
+        for key, value in extra or []:
+            response.add(key, value)
+        response.add("server", self.user_agent)
+        return response
+
+    def _reply(
+        self,
+        request: SipMessage,
+        peer: Peer,
+        status: int,
+        reason: str,
+        tx: _ServerTransaction | None = None,
+        extra: list[tuple[str, str]] | None = None,
+        to_tag: str | None = None,
+    ) -> None:
+        tag = to_tag or (secrets.token_hex(8) if status >= 200 else None)
+        data = self._build_response(request, status, reason, tag, extra).serialize()
+        if tx is not None:
+            tx.last_response = data
+        self._send(data, peer)
+
+    def _final_failure(self, call: _Call, status: int, reason: str) -> None:
+        """A 3xx-6xx to the INVITE, retransmitted over UDP until the ACK (timers G, H)."""
+        tx = call.invite_tx
+        tx.final_status = status
+        self._reply(call.invite, call.peer, status, reason, tx, to_tag=call.local_tag)
+        if call.peer.transport == "udp":
+            self._retransmit_until_acked(tx, T1)
+        self._terminate(call, status, reason)
+
+    def _retransmit_until_acked(self, tx: _ServerTransaction, interval: float, waited: float = 0.0) -> None:
+        def again() -> None:
+            if tx.acked or tx.last_response is None:
+                return
+            self._send(tx.last_response, tx.peer)
+            self._retransmit_until_acked(tx, min(2 * interval, T2), waited + interval)
+
+        if waited + interval < TIMEOUT:
+            self._after(interval, again)
+
+    def _send_2xx(self, call: _Call, request: SipMessage, body: str | None) -> None:
+        extra = [("contact", self._contact(call.peer)), ("allow", ALLOW)]
+        if request.method == "INVITE":
+            extra += [("record-route", route) for route in request.all("record-route")]
+        if body is not None:
+            extra.append(("content-type", "application/sdp"))
+        response = self._build_response(request, 200, "OK", call.local_tag, extra)
+        if body is not None:
+            response.body = body.encode()
+        data = response.serialize()
+        tx = self._server_tx.get((request.top_via.branch, request.method))
+        if tx is not None:
+            tx.last_response = data  # a retransmitted request gets this again
+        if request.method == "INVITE":
+            # The 2xx to an INVITE is the core's to retransmit, until the ACK (RFC 3261 13.3.1.4).
+            call.pending_2xx = data
+            call.pending_2xx_cseq = request.cseq[0]
+            self._send(data, call.peer)
+            if call.peer.transport == "udp":
+                self._schedule_2xx(call, data, T1, 0.0)
+            else:
+                self._schedule_2xx(call, data, TIMEOUT, TIMEOUT - 0.001)  # only the no-ACK timeout
+        else:
+            self._send(data, call.peer)
+
+    def _schedule_2xx(self, call: _Call, data: bytes, interval: float, waited: float) -> None:
+        def again() -> None:
+            if call.pending_2xx is not data or call.state == "terminated":
+                return
+            if waited + interval >= TIMEOUT:
+                log.warning("no ACK for our 200 OK; ending the call", call_id=call.call_id)
+                call.pending_2xx = None
+                call.state = "confirmed"
+                self._send_bye(call, (408, "No ACK"))
+                self._terminate(call, 408, "No ACK")
+                return
+            self._send(data, call.peer)
+            self._schedule_2xx(call, data, min(2 * interval, T2), waited + interval)
+
+        call.timers.append(self._after(interval, again))
+
+    # -- ACK, CANCEL ------------------------------------------------------------------------------
+
+    def _ack(self, msg: SipMessage) -> None:
+        via_branch = msg.top_via.branch
+        tx = self._server_tx.get((via_branch, "INVITE"))
+        if tx is not None and tx.final_status >= 300:
+            tx.acked = True  # the ACK of a failure answer: absorbed by the transaction
+            return
+        to_tag = NameAddr.parse(msg.get("to") or "").tag
+        call_number = self._dialogs.get((msg.call_id, to_tag, NameAddr.parse(msg.get("from") or "").tag))
+        call = self.calls.get(call_number) if call_number is not None else None
+        if call is None or call.pending_2xx is None or msg.cseq[0] != call.pending_2xx_cseq:
+            return  # a retransmitted or stray ACK
+        call.pending_2xx = None
+        if call.offered_codecs is not None:
+            self._take_answer(call, msg)
+        if call.state == "answered":
+            call.state = "confirmed"
+            self._events.confirmed(call.id)
+            if call.bye_after_ack is not None:
+                cause = call.bye_after_ack
+                self._send_bye(call, cause if cause[0] != 200 else None)
+                self._terminate(call, 200, "Local BYE")
+
+    def _cancel_request(self, msg: SipMessage, peer: Peer) -> None:
+        tx = self._server_tx.get((msg.top_via.branch, "INVITE"))
+        call = self.calls.get(tx.call) if tx is not None and tx.call is not None else None
+        if tx is None:
+            self._reply(msg, peer, 481, "Call/Transaction Does Not Exist")
+            return
+        cancel_tx = _ServerTransaction((msg.top_via.branch, "CANCEL"), peer)
+        self._server_tx[cancel_tx.key] = cancel_tx
+        self._after(TIMEOUT, lambda: self._server_tx.pop(cancel_tx.key, None))
+        self._reply(msg, peer, 200, "OK", cancel_tx, to_tag=call.local_tag if call else None)
+        if call is not None and call.state == "incoming":
+            log.info("call cancelled before the answer", call_id=call.call_id)
+            self._final_failure(call, 487, "Request Terminated")
+
+    # -- in-dialog requests -----------------------------------------------------------------------
+
+    def _in_dialog(self, msg: SipMessage, peer: Peer, tx: _ServerTransaction, to_tag: str) -> None:
+        from_tag = NameAddr.parse(msg.get("from") or "").tag
+        number = self._dialogs.get((msg.call_id, to_tag, from_tag))
+        call = self.calls.get(number) if number is not None else None
+        if call is None or call.state == "terminated":
+            self._reply(msg, peer, 481, "Call/Transaction Does Not Exist", tx)
+            return
+        cseq = msg.cseq[0]
+        if cseq <= call.remote_cseq and msg.method != "ACK":
+            self._reply(msg, peer, 500, "Server Internal Error", tx, extra=[("retry-after", "1")], to_tag=to_tag)
+            return
+        call.remote_cseq = cseq
+        if msg.get("contact") and msg.method in ("INVITE", "UPDATE"):
+            call.remote_target = NameAddr.parse(msg.all("contact")[0]).uri  # target refresh
+        method = msg.method
+        if method == "BYE":
+            self._reply(msg, peer, 200, "OK", tx, to_tag=to_tag)
+            self._terminate(call, 200, "Remote BYE")
+        elif method in ("INVITE", "UPDATE"):
+            self._reoffer(call, msg, peer, tx)
+        elif method == "INFO":
+            digits = sipmsg.info_digits(msg)
+            self._reply(msg, peer, 200, "OK", tx, to_tag=to_tag)
+            for digit in digits or "":
+                self._events.digit(call.id, digit, "sip-info")
+        elif method == "OPTIONS":
+            self._reply(msg, peer, 200, "OK", tx, extra=self._capabilities(), to_tag=to_tag)
+        else:
+            self._reply(msg, peer, 405, "Method Not Allowed", tx, extra=[("allow", ALLOW)], to_tag=to_tag)
+
+    def _reoffer(self, call: _Call, msg: SipMessage, peer: Peer, tx: _ServerTransaction) -> None:
+        """Hold, resume, codec change, session refresh: answered from the plan, or our offer."""
+        plan = call.plan
+        if call.state != "confirmed" or plan is None or call.pending_2xx is not None:
+            # RFC 3261 14.2: an offer while ours is pending or the first is unconfirmed
+            self._reply(msg, peer, 491, "Request Pending", tx, to_tag=call.local_tag)
+            return
+        offer = sipmsg.sdp_body(msg)
+        if offer is None:
+            if msg.method == "UPDATE":
+                self._send_2xx(call, msg, None)  # a refresh without an offer
+                return
+            body = self._our_offer(call)
+        else:
+            try:
+                answer = self._answer(call, offer)
+            except sdp.SdpError as exc:
+                log.info("re-offer refused", call_id=call.call_id, status=exc.status, reason=exc.reason)
+                self._reply(msg, peer, 488, "Not Acceptable Here", tx, to_tag=call.local_tag)
+                return
+            body = answer.sdp
+            call.codec_in_use = answer.audio.codec
+            self._events.media(call.id, answer.audio)
+        self._send_2xx(call, msg, body)
+        if msg.method == "INVITE":
+            call.state = "answered"
+
+    def _answer(self, call: _Call, offer_text: str) -> sdp.Answer:
+        plan = call.plan
+        assert plan is not None
+        call.version += 1
+        return sdp.answer(
+            sdp.parse(offer_text),
+            local_address=plan.local_address,
+            audio_port=plan.audio_port,
+            codecs=plan.codecs,
+            prefer_ours=plan.prefer_ours,
+            direction=plan.direction,
+            session_id=plan.session_id,
+            session_version=call.version,
+            user_agent=plan.user_agent,
+        )
+
+    def _our_offer(self, call: _Call) -> str:
+        plan = call.plan
+        assert plan is not None
+        call.version += 1
+        in_use = call.codec_in_use
+        call.offered_codecs = sorted(plan.codecs, key=lambda codec: codec is not in_use)
+        return sdp.offer(
+            local_address=plan.local_address,
+            audio_port=plan.audio_port,
+            codecs=call.offered_codecs,
+            direction=plan.direction,
+            session_id=plan.session_id,
+            session_version=call.version,
+            user_agent=plan.user_agent,
+        )
+
+    def _take_answer(self, call: _Call, ack: SipMessage) -> None:
+        codecs, call.offered_codecs = call.offered_codecs, None
+        body = sipmsg.sdp_body(ack)
+        if codecs is None or call.plan is None:
+            return
+        if body is None:
+            log.warning("ACK without the SDP answer to our offer", call_id=call.call_id)
+            return
+        try:
+            choice = sdp.accept_answer(sdp.parse(body), codecs, call.plan.direction)
+        except sdp.SdpError as exc:
+            log.warning("unusable SDP answer", call_id=call.call_id, reason=exc.reason)
+            call.bye_after_ack = (488, exc.reason)
+            return
+        call.codec_in_use = choice.codec
+        self._events.media(call.id, choice)
+
+    # -- our requests (BYE) -----------------------------------------------------------------------
+
+    def _send_bye(self, call: _Call, cause: tuple[int, str] | None) -> None:
+        call.local_cseq += 1
+        branch = "z9hG4bK" + secrets.token_hex(10)
+        host, port = self.local.get(call.peer.transport, next(iter(self.local.values())))
+        host = self.public_address or host
+        request = SipMessage(method="BYE", uri=call.remote_target)
+        transport = call.peer.transport.upper()
+        request.add("via", f"SIP/2.0/{transport} {host}:{port};branch={branch};rport")
+        request.add("max-forwards", "70")
+        request.add("from", f"<{call.local_uri}>;tag={call.local_tag}")
+        request.add("to", f"<{call.remote_uri}>;tag={call.remote_tag}")
+        request.add("call-id", call.call_id)
+        request.add("cseq", f"{call.local_cseq} BYE")
+        for route in call.route_set:
+            request.add("route", route)
+        if cause is not None:
+            text = cause[1].replace('"', "'")
+            request.add("reason", f'SIP;cause={cause[0]};text="{text}"')
+        request.add("user-agent", self.user_agent)
+        data = request.serialize()
+        peer = call.peer  # in-dialog requests go back the way the call came (NAT, connections)
+        self._send(data, peer)
+        if peer.transport == "udp":
+            self._client_retransmit(branch, data, peer, T1, 0.0)
+
+    def _client_retransmit(self, branch: str, data: bytes, peer: Peer, interval: float, waited: float) -> None:
+        def again() -> None:
+            if branch not in self._client_tx:
+                return
+            if waited + interval >= TIMEOUT:
+                self._client_tx.pop(branch, None)
+                return
+            self._send(data, peer)
+            self._client_retransmit(branch, data, peer, min(2 * interval, T2), waited + interval)
+
+        timer = self._after(interval, again)
+        self._client_tx[branch] = (data, peer, timer)
+
+    def _response(self, msg: SipMessage) -> None:
+        branch = msg.top_via.branch
+        entry = self._client_tx.get(branch)
+        if entry is not None and msg.status >= 200:
+            del self._client_tx[branch]
+            self._cancel(entry[2])
+
+    # -- endings ----------------------------------------------------------------------------------
+
+    def _terminate(self, call: _Call, status: int, reason: str) -> None:
+        if call.state == "terminated":
+            return
+        call.state = "terminated"
+        for timer in call.timers:
+            self._cancel(timer)
+        self.calls.pop(call.id, None)
+        # The dialog lingers a little so retransmissions and late requests are still recognised.
+        key = (call.call_id, call.local_tag, call.remote_tag)
+        self._after(TIMEOUT, lambda: self._dialogs.pop(key, None))
+        self._events.disconnected(call.id, status, reason)
+
+    def close(self) -> None:
+        """Ends every call (BYE, or 503 before an answer)."""
+        for call in list(self.calls.values()):
+            if call.state == "incoming":
+                self._final_failure(call, 503, "Service Shutting Down")
+            else:
+                self._send_bye(call, (503, "Service shutting down"))
+                self._terminate(call, 503, "Shutting down")
+
+
+def _tags(value: str | None) -> list[str]:
+    return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
+
+
+def _codecs_in(body: str, plan: MediaPlan | None) -> list[AudioCodec]:
+    """The codecs of our own SDP answer body, in its order (to know the codec in use)."""
+    if plan is None:
+        return []
+    try:
+        session = sdp.parse(body)
+    except sdp.SdpError:
+        return []
+    names = {sdp.RTP_NAMES[c][0].lower(): c for c in plan.codecs}
+    found: list[AudioCodec] = []
+    for m in session.media:
+        if m.kind == "audio" and m.port:
+            for value in m.values("rtpmap"):
+                name = value.partition(" ")[2].split("/")[0].lower()
+                if name in names:
+                    found.append(names[name])
+    return found
