@@ -94,9 +94,14 @@ class SipMessage:
     def serialize(self) -> bytes:
         start = f"{self.method} {self.uri} SIP/2.0" if self.is_request else f"SIP/2.0 {self.status} {self.reason}"
         lines = [start]
-        lines += [f"{canonical(k)}: {v}" for k, v in self.headers if k != "content-length"]
+        # (a CR or LF inside a value would end the header: never let one through, from anyone)
+        lines += [f"{canonical(k)}: {_one_line(v)}" for k, v in self.headers if k != "content-length"]
         lines.append(f"Content-Length: {len(self.body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+
+
+def _one_line(value: str) -> str:
+    return value.replace("\r", " ").replace("\n", " ") if ("\r" in value or "\n" in value) else value
 
 
 def split_list(value: str) -> list[str]:

@@ -119,6 +119,7 @@ class _Call:
     pending_2xx: bytes | None = None
     pending_2xx_cseq: int = 0
     bye_after_ack: tuple[int, str] | None = None
+    confirmed_once: bool = False
     timers: list[int] = field(default_factory=list)
 
 
@@ -187,7 +188,14 @@ class UserAgent:
             msg = sipmsg.parse(data)
         except SipMessageError as exc:
             self.counters["malformed"] += 1
-            log.info("malformed SIP message", reason=str(exc), source=peer.address[0], transport=peer.transport)
+            if _worth_logging(self.counters["malformed"]):  # a flood of garbage must not flood the log
+                log.info(
+                    "malformed SIP message",
+                    reason=str(exc),
+                    source=peer.address[0],
+                    transport=peer.transport,
+                    malformed_so_far=self.counters["malformed"],
+                )
             self._answer_malformed(data, peer, str(exc))
             return
         try:
@@ -250,6 +258,15 @@ class UserAgent:
         if unsupported and method != "CANCEL":
             self._reply(msg, peer, 420, "Bad Extension", tx, extra=[("unsupported", ", ".join(unsupported))])
             return
+        try:
+            self._dispatch(msg, peer, tx)
+        except SipMessageError as exc:
+            self.counters["malformed"] += 1
+            log.info("unusable SIP request", reason=str(exc), source=peer.address[0], method=method)
+            self._reply(msg, peer, 400, f"Bad Request ({exc})"[:120], tx)
+
+    def _dispatch(self, msg: SipMessage, peer: Peer, tx: _ServerTransaction) -> None:
+        method = msg.method
         to_tag = NameAddr.parse(msg.get("to") or "").tag
         if to_tag:
             self._in_dialog(msg, peer, tx, to_tag)
@@ -358,16 +375,23 @@ class UserAgent:
         host = self.public_address or host
         if ":" in host:
             host = f"[{host}]"
+        # sip: with transport=tls rather than sips: (which would demand TLS on every hop; many
+        # room systems and baresip do not take sips: Contacts)
         suffix = "" if peer.transport == "udp" else f";transport={peer.transport}"
-        scheme = "sips" if peer.transport == "tls" else "sip"
-        return f"<{scheme}:gateway@{host}:{port}{suffix}>"
+        return f"<sip:gateway@{host}:{port}{suffix}>"
 
     def _build_response(
-        self, request: SipMessage, status: int, reason: str, to_tag: str | None, extra: list[tuple[str, str]] | None = None
+        self,
+        request: SipMessage,
+        status: int,
+        reason: str,
+        to_tag: str | None,
+        extra: list[tuple[str, str]] | None = None,
+        peer: Peer | None = None,
     ) -> SipMessage:
         response = SipMessage(status=status, reason=reason)
-        for via in request.all("via"):
-            response.add("via", via)
+        for index, via in enumerate(request.all("via")):
+            response.add("via", _stamp_via(via, peer) if index == 0 and peer is not None else via)
         response.add("from", request.get("from") or "")
         to = request.get("to") or ""
         if to_tag and status > 100 and not NameAddr.parse(to).tag:
@@ -391,18 +415,19 @@ class UserAgent:
         to_tag: str | None = None,
     ) -> None:
         tag = to_tag or (secrets.token_hex(8) if status >= 200 else None)
-        data = self._build_response(request, status, reason, tag, extra).serialize()
+        data = self._build_response(request, status, reason, tag, extra, peer).serialize()
         if tx is not None:
             tx.last_response = data
+            if request.method == "INVITE" and status >= 300 and tx.final_status == 0:
+                # Every failure answer to an INVITE is retransmitted over UDP until its ACK (17.2.1).
+                tx.final_status = status
+                if peer.transport == "udp":
+                    self._retransmit_until_acked(tx, T1)
         self._send(data, peer)
 
     def _final_failure(self, call: _Call, status: int, reason: str) -> None:
         """A 3xx-6xx to the INVITE, retransmitted over UDP until the ACK (timers G, H)."""
-        tx = call.invite_tx
-        tx.final_status = status
-        self._reply(call.invite, call.peer, status, reason, tx, to_tag=call.local_tag)
-        if call.peer.transport == "udp":
-            self._retransmit_until_acked(tx, T1)
+        self._reply(call.invite, call.peer, status, reason, call.invite_tx, to_tag=call.local_tag)
         self._terminate(call, status, reason)
 
     def _retransmit_until_acked(self, tx: _ServerTransaction, interval: float, waited: float = 0.0) -> None:
@@ -421,7 +446,7 @@ class UserAgent:
             extra += [("record-route", route) for route in request.all("record-route")]
         if body is not None:
             extra.append(("content-type", "application/sdp"))
-        response = self._build_response(request, 200, "OK", call.local_tag, extra)
+        response = self._build_response(request, 200, "OK", call.local_tag, extra, call.peer)
         if body is not None:
             response.body = body.encode()
         data = response.serialize()
@@ -434,27 +459,29 @@ class UserAgent:
             call.pending_2xx_cseq = request.cseq[0]
             self._send(data, call.peer)
             if call.peer.transport == "udp":
-                self._schedule_2xx(call, data, T1, 0.0)
-            else:
-                self._schedule_2xx(call, data, TIMEOUT, TIMEOUT - 0.001)  # only the no-ACK timeout
+                self._schedule_2xx(call, data, T1)
+            call.timers.append(self._after(TIMEOUT, lambda: self._no_ack(call, data)))
         else:
             self._send(data, call.peer)
 
-    def _schedule_2xx(self, call: _Call, data: bytes, interval: float, waited: float) -> None:
+    def _schedule_2xx(self, call: _Call, data: bytes, interval: float) -> None:
         def again() -> None:
             if call.pending_2xx is not data or call.state == "terminated":
                 return
-            if waited + interval >= TIMEOUT:
-                log.warning("no ACK for our 200 OK; ending the call", call_id=call.call_id)
-                call.pending_2xx = None
-                call.state = "confirmed"
-                self._send_bye(call, (408, "No ACK"))
-                self._terminate(call, 408, "No ACK")
-                return
             self._send(data, call.peer)
-            self._schedule_2xx(call, data, min(2 * interval, T2), waited + interval)
+            self._schedule_2xx(call, data, min(2 * interval, T2))
 
         call.timers.append(self._after(interval, again))
+
+    def _no_ack(self, call: _Call, data: bytes) -> None:
+        """64*T1 without the ACK of our 2xx: the dialog is confirmed and ended (RFC 3261 13.3.1.4)."""
+        if call.pending_2xx is not data or call.state == "terminated":
+            return
+        log.warning("no ACK for our 200 OK; ending the call", call_id=call.call_id)
+        call.pending_2xx = None
+        call.state = "confirmed"
+        self._send_bye(call, (408, "No ACK"))
+        self._terminate(call, 408, "No ACK")
 
     # -- ACK, CANCEL ------------------------------------------------------------------------------
 
@@ -474,7 +501,9 @@ class UserAgent:
             self._take_answer(call, msg)
         if call.state == "answered":
             call.state = "confirmed"
-            self._events.confirmed(call.id)
+            if not call.confirmed_once:
+                call.confirmed_once = True
+                self._events.confirmed(call.id)
             if call.bye_after_ack is not None:
                 cause = call.bye_after_ack
                 self._send_bye(call, cause if cause[0] != 200 else None)
@@ -556,8 +585,7 @@ class UserAgent:
     def _answer(self, call: _Call, offer_text: str) -> sdp.Answer:
         plan = call.plan
         assert plan is not None
-        call.version += 1
-        return sdp.answer(
+        answer = sdp.answer(
             sdp.parse(offer_text),
             local_address=plan.local_address,
             audio_port=plan.audio_port,
@@ -565,9 +593,11 @@ class UserAgent:
             prefer_ours=plan.prefer_ours,
             direction=plan.direction,
             session_id=plan.session_id,
-            session_version=call.version,
+            session_version=call.version + 1,
             user_agent=plan.user_agent,
         )
+        call.version += 1  # (only once the answer exists: a refused offer changes nothing)
+        return answer
 
     def _our_offer(self, call: _Call) -> str:
         plan = call.plan
@@ -671,6 +701,33 @@ class UserAgent:
             else:
                 self._send_bye(call, (503, "Service shutting down"))
                 self._terminate(call, 503, "Shutting down")
+
+
+def _stamp_via(via: str, peer: Peer) -> str:
+    """The top Via of a response: where the request really came from (received, rport)."""
+    try:
+        parsed = sipmsg.Via.parse(via)
+    except SipMessageError:
+        return via
+    params = []
+    has_rport = "rport" in parsed.params
+    for part in via.split(";")[1:]:
+        key = part.strip().split("=")[0].lower()
+        if key in ("received", "rport"):
+            continue
+        params.append(part.strip())
+    out = via.split(";")[0]
+    if params:
+        out += ";" + ";".join(params)
+    if has_rport or parsed.host != peer.address[0]:
+        out += f";received={peer.address[0]}"
+    if has_rport:
+        out += f";rport={peer.address[1]}"
+    return out
+
+
+def _worth_logging(count: int) -> bool:
+    return count <= 20 or count % 1000 == 0
 
 
 def _tags(value: str | None) -> list[str]:
