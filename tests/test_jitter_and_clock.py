@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 
-from gateway.transcode.clock import MediaClock
+import pytest
+
+from gateway.transcode.clock import ClockDriver, MediaClock
 from gateway.transcode.jitter import LOSS, AudioJitterBuffer, BufferedFrame
 
 
@@ -136,3 +138,39 @@ async def test_media_clock_counts_late_ticks_and_skips_instead_of_bursting() -> 
     assert clock.stats.skipped_ticks >= 20
     gaps = [b - a for a, b in zip(fired[11:], fired[12:], strict=False)]
     assert min(gaps) >= 0.019  # no burst of catch-up ticks
+
+
+async def test_rooms_on_one_driver_tick_in_turn_on_one_grid() -> None:
+    """One timer for every room: each round ticks every clock once, in the order they started; a
+    round started late counts as late for each room in it; a stopped room drops out."""
+    vt = VirtualTime(lateness_s=0.0)
+    order: list[tuple[str, float]] = []
+    driver = ClockDriver(period_s=0.020, now=vt.time, sleep=vt.sleep)
+
+    def make(name: str) -> MediaClock:
+        def tick() -> None:
+            order.append((name, vt.now))
+            vt.now += 0.001  # each room's tick costs 1 ms
+            if name == "b" and len(order) == 6:
+                vt.now += 0.030  # the loop stalls once: the next round starts late
+
+        return MediaClock(tick, period_s=0.020, late_tolerance_s=0.005, now=vt.time, sleep=vt.sleep, driver=driver)
+
+    a, b = make("a"), make("b")
+    a.start()
+    b.start()
+    assert a.running and b.running
+    for _ in range(200):
+        await asyncio.sleep(0)
+        if len(order) >= 10:
+            break
+    b.stop_now()
+    assert not b.running and a.running
+    names = [name for name, _ in order[:10]]
+    assert names == ["a", "b"] * 5
+    # Rooms of one round start within the previous rooms' CPU time of the grid point.
+    first_round = [t for _, t in order[:2]]
+    assert first_round[1] - first_round[0] == pytest.approx(0.001)
+    assert a.stats.late_ticks == 1 and b.stats.late_ticks == 1
+    a.stop_now()
+    assert not a.running

@@ -16,7 +16,7 @@ from gateway.config import MediaConfig
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.leg import Leg
 from gateway.rooms.room import Room
-from gateway.transcode.clock import MediaClock
+from gateway.transcode.clock import ClockDriver, MediaClock
 from gateway.transcode.mixer import Mixer
 from gateway.transcode.video import EncodedVideoFrame, TranscodePool, VideoRouter
 
@@ -27,7 +27,13 @@ _HANG_UP_EVENTS = {"participant_removed": "removed"}
 
 
 class Conference:
-    def __init__(self, room: Room, media: MediaConfig, video_router: VideoRouter | None = None) -> None:
+    def __init__(
+        self,
+        room: Room,
+        media: MediaConfig,
+        video_router: VideoRouter | None = None,
+        clock_driver: ClockDriver | None = None,
+    ) -> None:
         self.room = room
         self.legs: dict[str, Leg] = {}
         self.mixer = Mixer(
@@ -45,6 +51,7 @@ class Conference:
             late_tolerance_s=media.mixer.late_tick_tolerance_ms / 1000,
             name=f"mixer:{room.id}",
             log_context={"room": room.id},
+            driver=clock_driver,
         )
         self._unsubscribe = room.subscribe(self._on_room_event)
         self._log = log.bind(room=room.id)

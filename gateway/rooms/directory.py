@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from gateway.config import GatewayConfig
 from gateway.rooms.conference import Conference
 from gateway.rooms.room import Room
+from gateway.transcode.clock import ClockDriver
 
 
 class Directory:
@@ -14,6 +15,8 @@ class Directory:
         self._config = config
         self.conferences: dict[str, Conference] = {}
         self._aliases: dict[str, str] = {}
+        # One media timer for every room of the process: rooms tick in turn on one 20 ms grid.
+        self.clock_driver = ClockDriver(config.media.mixer.tick_ms / 1000)
         for rc in config.rooms:
             room = Room(
                 rc.id,
@@ -27,7 +30,7 @@ class Directory:
                 aliases=rc.aliases,
             )
             room.max_lobby = config.lobby.max_waiting
-            self.conferences[rc.id] = Conference(room, config.media)
+            self.conferences[rc.id] = Conference(room, config.media, clock_driver=self.clock_driver)
             for alias in (rc.id, *rc.aliases):
                 self._aliases[alias.lower()] = rc.id
 
