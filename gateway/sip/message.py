@@ -92,7 +92,8 @@ class SipMessage:
         return self.body.decode("utf-8", "replace")
 
     def serialize(self) -> bytes:
-        start = f"{self.method} {self.uri} SIP/2.0" if self.is_request else f"SIP/2.0 {self.status} {self.reason}"
+        reason = _one_line(self.reason)
+        start = f"{self.method} {self.uri} SIP/2.0" if self.is_request else f"SIP/2.0 {self.status} {reason}"
         lines = [start]
         # (a CR or LF inside a value would end the header: never let one through, from anyone)
         lines += [f"{canonical(k)}: {_one_line(v)}" for k, v in self.headers if k != "content-length"]

@@ -256,8 +256,10 @@ class SipCall:
         return asyncio.get_running_loop().time()
 
     def _run(self, actions: list[ivr.Action]) -> None:
+        said: tuple[Prompt, ...] = ()
         for action in actions:
             if isinstance(action, ivr.Say):
+                said = action.prompts
                 self.say(*action.prompts, done=self._prompt_finished)
             elif isinstance(action, ivr.StopSaying):
                 self.leg.stop_playing()
@@ -268,7 +270,7 @@ class SipCall:
                 self._run(self.flow.room_found(info, self._now()))
                 return
             elif isinstance(action, ivr.Join):
-                self._join(action.room_id, action.pin)
+                self._join(action.room_id, action.pin, greeting=said)
                 return
             elif isinstance(action, ivr.End):
                 self.end(action.prompt, action.status, action.reason)
@@ -297,7 +299,8 @@ class SipCall:
         else:
             self.leg.play(frames, done=done)
 
-    def _join(self, room_id: str, pin: str | None) -> None:
+    def _join(self, room_id: str, pin: str | None, greeting: tuple[Prompt, ...] = ()) -> None:
+        """`greeting`: prompts said just before (a room without PIN: the welcome), heard in full."""
         conference = self.service.directory.find(room_id)
         if conference is None:
             self.end(Prompt.MEETING_ENDED, 404, "Unknown conference")
@@ -334,7 +337,7 @@ class SipCall:
             self.say(Prompt.WAITING_FOR_HOST, then_hold=True)
             return
         assert result.participant is not None
-        self._enter_meeting(result.participant.id, result.participant.is_host)
+        self._enter_meeting(result.participant.id, result.participant.is_host, greeting)
 
     def _on_lobby_event(self, event: RoomEvent) -> None:
         if self.phase != "lobby":
@@ -363,7 +366,7 @@ class SipCall:
             self._unsubscribe()
             self._unsubscribe = None
 
-    def _enter_meeting(self, participant_id: str, is_host: bool) -> None:
+    def _enter_meeting(self, participant_id: str, is_host: bool, greeting: tuple[Prompt, ...] = ()) -> None:
         assert self.conference is not None
         self.phase = "meeting"
         self.participant_id = participant_id
@@ -372,10 +375,8 @@ class SipCall:
         self.leg.attach(self.conference, participant_id)
         self.log.info("joined meeting", role="host" if is_host else "guest", kind=self.kind.value)
         participant = self.conference.room.participants.get(participant_id)
-        if participant is not None and participant.host_muted:
-            self.say(Prompt.JOINED, Prompt.HOST_MUTED_YOU)
-        else:
-            self.say(Prompt.JOINED)
+        muted = (Prompt.HOST_MUTED_YOU,) if participant is not None and participant.host_muted else ()
+        self.say(*greeting, Prompt.JOINED, *muted)
 
     # -- keys and events in the meeting ---------------------------------------------------------
 
