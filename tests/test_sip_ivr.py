@@ -177,3 +177,26 @@ def test_every_prompt_ships_in_both_languages_and_encodes_for_every_codec() -> N
         assert len(frames) == round(library.duration_s(Prompt.WELCOME, "de") * 50)
         assert library.frames(Prompt.WELCOME, "de", AudioFormat(codec)) is frames  # encoded once, shared
     assert library.duration_s("hold_music", "") == pytest.approx(12.0, abs=0.05)
+
+
+def test_prompt_language_is_the_rooms_or_else_the_sip_default() -> None:
+    from gateway.config import parse_config
+    from gateway.rooms.directory import Directory
+    from gateway.rooms.pinguard import PinGuard
+    from gateway.sip.service import SipService
+
+    config = parse_config(
+        "sip: {language: de}\nrooms:\n  - {id: rathaus}\n  - {id: council, language: en, host_pin: '1234'}\n"
+    )
+    directory = Directory(config)
+    service = SipService(config, directory, PinGuard(5, 600, 900))
+    rathaus, council = directory.find("rathaus"), directory.find("council")
+    assert rathaus is not None and council is not None
+    assert service.room_info(rathaus) == RoomInfo("rathaus", "de", host_pin=False, guest_pin=False)
+    assert service.room_info(council) == RoomInfo("council", "en", host_pin=True, guest_pin=False)
+    # and the menu starts in the SIP default language, switching to the room's once it is known
+    flow = EntryFlow(config.sip.language)
+    assert flow.start(None, 0.0) == [Say((Prompt.WELCOME, Prompt.ENTER_CONFERENCE), "de")]
+    flow.digit("1", 1.0)
+    flow.digit("#", 1.0)
+    assert flow.room_found(service.room_info(council), 2.0) == [Say((Prompt.ENTER_PIN_OPTIONAL,), "en")]

@@ -1,4 +1,4 @@
-"""SIP over TLS when a certificate is configured: a room system (baresip) calls over TLS and joins."""
+"""SIP over TCP and, when a certificate is configured, TLS: a room system (baresip) calls and joins."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tests.baresip import Baresip
-from tests.conftest import TEST_CONFIG, start_gateway, wait_until
+from tests.conftest import TEST_CONFIG, RunningGateway, start_gateway, wait_until
 
 
 def test_a_room_system_calls_over_tls_and_joins(tmp_path: Path) -> None:
@@ -46,3 +46,23 @@ def test_a_room_system_calls_over_tls_and_joins(tmp_path: Path) -> None:
     finally:
         gateway.process.terminate()
         gateway.process.wait(10)
+
+
+def test_a_room_system_calls_over_tcp_and_joins(gateway: RunningGateway, tmp_path: Path) -> None:
+    """UDP and TCP share the configured port."""
+    system = Baresip(tmp_path / "baresip", tone_hz=1000)
+    system.start(dial=f"sip:4711@127.0.0.1:{gateway.sip_port};transport=tcp")
+    try:
+        wait_until(system.established, 15, what="the TCP call established")
+        time.sleep(1.0)
+        system.send_keys("#")
+        wait_until(
+            lambda: any(line.get("event") == "joined meeting" for line in gateway.log_lines()), 15, what="joined"
+        )
+        answered = [line for line in gateway.log_lines() if line.get("event") == "call answered"]
+        assert answered and answered[0]["transport"] == "tcp"
+    finally:
+        system.stop()
+    wait_until(
+        lambda: any(line.get("event") == "call ended" for line in gateway.log_lines()), 10, what="the call ended"
+    )
