@@ -191,6 +191,9 @@ class SipConfig(_Strict):
     keys: SipKeysConfig = Field(default_factory=SipKeysConfig)
     user_agent: str = "meeting-gateway"
     max_calls: int = Field(1000, ge=1, le=10000)
+    media_timeout_s: float = Field(
+        60.0, ge=5, description="a call whose RTP stops this long (not on hold) is ended: the caller is gone"
+    )
 
     @model_validator(mode="after")
     def _port_range(self) -> SipConfig:

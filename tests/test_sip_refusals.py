@@ -190,3 +190,49 @@ def _write(directory: Path, xml: str) -> Path:
     path = directory / "scenario.xml"
     path.write_text(xml)
     return path
+
+
+def silent_caller() -> str:
+    """INVITE, 200, ACK, then no RTP at all: the gateway's BYE (Reason 408) is awaited and answered."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="silent">
+{INVITE.format(headers=headers("INVITE", 1, False))}
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      {headers("ACK", 1, True)}
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="BYE" timeout="20000">
+    <action><ereg regexp="cause=408" search_in="hdr" header="Reason:" check_it="true" assign_to="why"/></action>
+  </recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <Reference variables="why"/>
+</scenario>
+"""
+
+
+def test_a_caller_gone_without_bye_is_ended_after_the_media_timeout(tmp_path: Path) -> None:
+    config = TEST_CONFIG.replace("sip: {host: 127.0.0.1, port: 0,", "sip: {host: 127.0.0.1, port: 0, media_timeout_s: 5,")
+    gateway = start_gateway(tmp_path, config)
+    try:
+        run(gateway, tmp_path / "silent", silent_caller(), "demo")
+        ended = logged(gateway, "no media from the caller; ending the call")
+        assert ended and 5 <= float(str(ended[0]["silent_s"])) < 12
+    finally:
+        gateway.process.terminate()
+        gateway.process.wait(10)

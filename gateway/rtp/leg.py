@@ -107,6 +107,8 @@ class RtpAudioLeg:
         self._play_done: Callable[[], None] | None = None
         self._idle: bytes | None = None  # what to send when nothing plays and no mixer drives us
         self._clock_wakeup = asyncio.Event()
+        self.last_packet_at = asyncio.get_running_loop().time()  # RTP or RTCP: the remote is alive
+        self.remote_sends = True  # what the SDP agreed: False when the remote will not send (hold)
         self._log = log.bind(**(log_context or {}))
 
     # -- sockets and negotiation ----------------------------------------------------------------
@@ -161,6 +163,8 @@ class RtpAudioLeg:
         self._rtcp_remote = remote_rtcp
         self.sending = direction in ("sendrecv", "sendonly") and remote[0] not in ("0.0.0.0", "::")
         self.receiving = direction in ("sendrecv", "recvonly")
+        self.remote_sends = self.receiving
+        self.last_packet_at = asyncio.get_running_loop().time()  # a new agreement starts the count anew
         changed = codec is not self.audio_in_codec or (out_format or AudioFormat(codec)) != self.audio_out_format
         self.audio_in_codec = codec
         self.audio_out_format = out_format or AudioFormat(codec)
@@ -174,6 +178,7 @@ class RtpAudioLeg:
         if session is None:
             return
         now = asyncio.get_running_loop().time()
+        self.last_packet_at = now
         for event in session.receive(data, source, now):
             if isinstance(event, AudioIn):
                 if self.conference is not None and self.receiving:

@@ -247,8 +247,22 @@ class SipCall:
             return
         self._confirmed = True
         self.phase = "menu"
+        self._watch_media()
         info = self.service.room_info(self._first_room) if self._first_room is not None else None
         self._run(self.flow.start(info, self._now()))
+
+    def _watch_media(self) -> None:
+        """A caller whose RTP (and RTCP) stopped while not on hold is gone without a BYE (a crashed
+        room system, a lost network): end the call rather than keep a ghost in the room."""
+        if self.phase in ("ending", "ended"):
+            return
+        timeout = self.service.config.sip.media_timeout_s
+        silent_for = self._now() - self.leg.last_packet_at
+        if self.leg.remote_sends and silent_for > timeout:
+            self.log.warning("no media from the caller; ending the call", silent_s=round(silent_for, 1))
+            self.end(Prompt.GOODBYE, 408, "Media timeout")
+            return
+        asyncio.get_running_loop().call_later(min(timeout / 4, 10.0), self._watch_media)
 
     # -- the voice menu -------------------------------------------------------------------------
 
