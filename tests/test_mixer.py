@@ -228,3 +228,45 @@ def test_a_sender_claiming_a_false_level_cannot_hold_a_speaker_slot() -> None:
         h.speak("talker", 3000)
         h.mixer.tick()
     assert h.heard("listener") == 3000  # after the first decode, the claim is no longer believed
+
+
+def test_a_room_of_g711_phones_mixes_at_8_khz_and_goes_wideband_when_a_browser_joins() -> None:
+    """Phones only: no resampling at all (the mix is done on the 8 kHz samples), still mix-minus;
+    an Opus member switches the room to 48 kHz, and leaving switches it back."""
+    mixer = Mixer(max_speakers=3, jitter_min_ms=20)
+    heard: dict[str, list[MixedFrame]] = {"a": [], "b": [], "c": []}
+    for name in heard:
+        mixer.add(name, AudioCodec.PCMA, AudioFormat(AudioCodec.PCMA), heard[name].append)
+    assert mixer.narrowband
+    encoders = {name: make_encoder(AudioFormat(AudioCodec.PCMA)) for name in ("a", "b")}  # one per phone
+    t = np.arange(FRAME_SAMPLES * 50) / 48_000
+    tones = {"a": 500.0, "b": 1300.0}
+    frames = {n: (np.sin(2 * np.pi * hz * t) * 8000).astype(np.int16) for n, hz in tones.items()}
+    for i in range(50):
+        for name, pcm in frames.items():
+            mixer.push(name, i, encoders[name].encode(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]), None, i * 0.02)
+        mixer.tick()
+
+    def peaks(frames_out: list[MixedFrame]) -> set[int]:
+        decoder = make_decoder(AudioCodec.PCMA)  # (fresh: one decoder per stream)
+        pcm = np.concatenate([decoder.decode(f.payload) for f in frames_out[-25:]]).astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(pcm))
+        hz = np.fft.rfftfreq(pcm.size, 1 / 48_000)
+        strong = hz[spectrum > spectrum.max() / 10]
+        return {int(round(h / 100) * 100) for h in strong}
+
+    assert peaks(heard["c"]) == {500, 1300}  # the listener hears both
+    assert peaks(heard["a"]) == {1300}  # each talker hears the other only
+    assert peaks(heard["b"]) == {500}
+    assert all(len(f.payload) == 160 for f in heard["c"])
+
+    mixer.add("browser", AudioCodec.OPUS, AudioFormat(AudioCodec.OPUS), None)
+    assert not mixer.narrowband
+    for i in range(50, 70):
+        for name, pcm in frames.items():
+            j = i - 50
+            mixer.push(name, i, encoders[name].encode(pcm[j * FRAME_SAMPLES : (j + 1) * FRAME_SAMPLES]), None, i * 0.02)
+        mixer.tick()
+    assert peaks(heard["c"]) == {500, 1300}  # the same through the 48 kHz path
+    mixer.remove("browser")
+    assert mixer.narrowband

@@ -11,7 +11,7 @@ import enum
 import fractions
 import math
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol, cast, runtime_checkable
 
 import av
 import numpy as np
@@ -24,6 +24,10 @@ FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 960
 Pcm = npt.NDArray[np.int16]
 SILENCE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 SILENCE.setflags(write=False)
+NARROW_RATE = 8_000
+NARROW_FRAME_SAMPLES = NARROW_RATE * FRAME_MS // 1000  # 160: a G.711 frame, for rooms that mix at 8 kHz
+NARROW_SILENCE: Pcm = np.zeros(NARROW_FRAME_SAMPLES, dtype=np.int16)
+NARROW_SILENCE.setflags(write=False)
 
 
 class AudioCodec(enum.StrEnum):
@@ -66,6 +70,20 @@ class AudioDecoder(Protocol):
     def decode(self, payload: bytes) -> Pcm: ...
 
     def conceal(self) -> Pcm: ...
+
+
+@runtime_checkable
+class NarrowbandDecoder(Protocol):
+    """A decoder that can also hand out its 8 kHz samples as they are (G.711)."""
+
+    def decode_narrow(self, payload: bytes) -> Pcm: ...
+
+    def conceal_narrow(self) -> Pcm: ...
+
+
+@runtime_checkable
+class NarrowbandEncoder(Protocol):
+    def encode_narrow(self, pcm: Pcm) -> bytes: ...
 
 
 class AudioEncoder(Protocol):
@@ -166,10 +184,13 @@ class _Concealing:
         return pcm
 
     def conceal(self) -> Pcm:
+        return self._conceal(SILENCE)
+
+    def _conceal(self, silence: Pcm) -> Pcm:
         self._concealed += 1
-        if self._concealed == 1:
+        if self._concealed == 1 and self._last.size == silence.size:
             return (self._last >> 1).astype(np.int16)
-        return SILENCE
+        return silence
 
 
 class G711Decoder(_Concealing):
@@ -185,6 +206,14 @@ class G711Decoder(_Concealing):
         narrow = self._table[np.frombuffer(payload, dtype=np.uint8)]
         return self._remember(self._fit(self._up(narrow)))
 
+    # A room whose every member speaks G.711 mixes at 8 kHz: no resampling at all (the largest cost
+    # of a phone conference otherwise: ~25 us per resample, 7 per room and tick).
+    def decode_narrow(self, payload: bytes) -> Pcm:
+        return self._remember(self._table[np.frombuffer(payload, dtype=np.uint8)])
+
+    def conceal_narrow(self) -> Pcm:
+        return self._conceal(NARROW_SILENCE)
+
 
 class G711Encoder:
     def __init__(self, codec: AudioCodec) -> None:
@@ -195,6 +224,9 @@ class G711Encoder:
     def encode(self, pcm: Pcm) -> bytes:
         narrow = self._fit(self._down(pcm))
         return self._table[narrow.view(np.uint16)].tobytes()
+
+    def encode_narrow(self, pcm: Pcm) -> bytes:
+        return self._table[pcm.view(np.uint16)].tobytes()
 
 
 class _PyAvDecoder(_Concealing):

@@ -12,29 +12,36 @@ tick hands every listener its encoded frame through the sink it registered. Per 
    each speaker gets its own mix-minus (everyone but itself), encoded just for it.
 
 So the cost grows with the number of legs (a pop each) plus N decodes and (formats + N) encodes,
-never with legs squared.
+never with legs squared. A room whose every member sends and hears G.711 mixes at 8 kHz: no
+resampling at all, the largest cost of a phone conference at 48 kHz.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
 from gateway.transcode.audio import (
     FRAME_MS,
+    NARROW_SILENCE,
     SILENCE,
     AudioCodec,
     AudioDecoder,
     AudioEncoder,
     AudioFormat,
+    NarrowbandDecoder,
+    NarrowbandEncoder,
     Pcm,
     level_dbov,
     make_decoder,
     make_encoder,
 )
 from gateway.transcode.jitter import LOSS, AudioJitterBuffer, BufferedFrame
+
+_NARROW_CODECS = (AudioCodec.PCMU, AudioCodec.PCMA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +116,7 @@ class Mixer:
         self.tick_count = 0
         self.encodes_last_tick = 0
         self.decodes_last_tick = 0
+        self.narrowband = False  # every member speaks and hears G.711: the room mixes at 8 kHz
 
     # -- membership -----------------------------------------------------------------------------
 
@@ -122,6 +130,7 @@ class Mixer:
             jitter=AudioJitterBuffer(FRAME_MS, *self._jitter_bounds),
             decoder=self._make_decoder(input_codec),
         )
+        self._choose_rate()
 
     def remove(self, id: str) -> None:
         self._members.pop(id, None)
@@ -129,6 +138,23 @@ class Mixer:
         for fmt in list(self._shared_encoders):
             if fmt not in still_used:
                 del self._shared_encoders[fmt]
+        self._choose_rate()
+
+    def _shared_encoder(self, fmt: AudioFormat) -> AudioEncoder:
+        encoder = self._shared_encoders.get(fmt)
+        if encoder is None:
+            encoder = self._shared_encoders[fmt] = self._make_encoder(fmt)
+        return encoder
+
+    def _choose_rate(self) -> None:
+        members = list(self._members.values())
+        self.narrowband = bool(members) and all(
+            m.input_codec in _NARROW_CODECS
+            and m.output.codec in _NARROW_CODECS
+            and isinstance(m.decoder, NarrowbandDecoder)
+            and isinstance(self._shared_encoder(m.output), NarrowbandEncoder)
+            for m in members
+        )
 
     def __contains__(self, id: str) -> bool:
         return id in self._members
@@ -190,7 +216,7 @@ class Mixer:
             if level is None:
                 level = member.decoder.probe_level(popped.payload)
             if level is None:
-                pcm = member.decoder.decode(popped.payload)
+                pcm = self._decode(member, popped.payload)
                 member.stats.frames_decoded += 1
                 level = level_dbov(pcm)
             member.stats.level_dbov = level
@@ -209,9 +235,9 @@ class Mixer:
         for member, frame, _level, pcm in chosen:
             if pcm is None:
                 if frame is None:
-                    pcm = member.decoder.conceal()
+                    pcm = self._conceal(member)
                 else:
-                    pcm = member.decoder.decode(frame.payload)
+                    pcm = self._decode(member, frame.payload)
                     member.stats.frames_decoded += 1
                     decodes += 1
                     if frame.level_dbov is not None and frame.level_dbov - level_dbov(pcm) > 20:
@@ -232,13 +258,29 @@ class Mixer:
         self._deliver(tick, voices)
         return TickResult(tick, tuple(m.id for m, _ in voices), tuple(changed))
 
+    # (narrowband is only chosen when every decoder and encoder of the room can do it)
+    def _decode(self, member: _Member, payload: bytes) -> Pcm:
+        if self.narrowband:
+            return cast(NarrowbandDecoder, member.decoder).decode_narrow(payload)
+        return member.decoder.decode(payload)
+
+    def _conceal(self, member: _Member) -> Pcm:
+        if self.narrowband:
+            return cast(NarrowbandDecoder, member.decoder).conceal_narrow()
+        return member.decoder.conceal()
+
+    def _encode(self, encoder: AudioEncoder, pcm: Pcm) -> bytes:
+        if self.narrowband:
+            return cast(NarrowbandEncoder, encoder).encode_narrow(pcm)
+        return encoder.encode(pcm)
+
     def _deliver(self, tick: int, voices: list[tuple[_Member, Pcm]]) -> None:
         encodes = 0
         if voices:
             total = np.sum([pcm for _, pcm in voices], axis=0, dtype=np.int32)
             full = np.clip(total, -32768, 32767).astype(np.int16)
         else:
-            total, full = None, SILENCE
+            total, full = None, (NARROW_SILENCE if self.narrowband else SILENCE)
         shared: dict[AudioFormat, MixedFrame] = {}
         speakers = {m.id: pcm for m, pcm in voices}
         for member in self._members.values():
@@ -249,15 +291,13 @@ class Mixer:
                 if member.own_encoder is None:
                     member.own_encoder = self._make_encoder(member.output)
                 minus = np.clip(total - own, -32768, 32767).astype(np.int16)
-                out = MixedFrame(member.own_encoder.encode(minus), tick, member.output, len(voices) > 1)
+                out = MixedFrame(self._encode(member.own_encoder, minus), tick, member.output, len(voices) > 1)
                 encodes += 1
             else:
                 out = shared.get(member.output)  # type: ignore[assignment]
                 if out is None:
-                    encoder = self._shared_encoders.get(member.output)
-                    if encoder is None:
-                        encoder = self._shared_encoders[member.output] = self._make_encoder(member.output)
-                    out = MixedFrame(encoder.encode(full), tick, member.output, bool(voices))
+                    encoder = self._shared_encoder(member.output)
+                    out = MixedFrame(self._encode(encoder, full), tick, member.output, bool(voices))
                     shared[member.output] = out
                     encodes += 1
             member.stats.frames_out += 1
