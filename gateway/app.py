@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import resource
 import signal
 from collections.abc import Callable
 
@@ -99,7 +100,20 @@ class Gateway:
         self._uvicorn.should_exit = True
 
 
+def _raise_open_file_limit() -> None:
+    """Each SIP call holds two RTP sockets and each browser several: take the hard limit of open
+    files, not the soft one (often 1024, about 400 calls)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit", soft=soft, hard=hard, error=str(exc))
+
+
 async def run_gateway(config: GatewayConfig) -> None:
+    _raise_open_file_limit()
     gateway = Gateway(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -178,10 +178,6 @@ class SipTransport:
         self.ua.hang_up(call_id, status, reason, cause)
         self._arm()
 
-    def set_plan(self, call_id: int, **changes: Any) -> None:
-        assert self.ua is not None
-        self.ua.set_plan(call_id, **changes)
-
     @property
     def active_calls(self) -> int:
         return len(self.ua.calls) if self.ua is not None else 0

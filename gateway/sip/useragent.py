@@ -21,8 +21,8 @@ import heapq
 import itertools
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -362,11 +362,6 @@ class UserAgent:
         if call.state == "confirmed":
             self._send_bye(call, cause)
             self._terminate(call, 200, "Local BYE")
-
-    def set_plan(self, call_id: int, **changes: Any) -> None:
-        call = self.calls.get(call_id)
-        if call is not None and call.plan is not None:
-            call.plan = replace(call.plan, **changes)
 
     # -- responses --------------------------------------------------------------------------------
 
