@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 DTMF_SIGNALS = "0123456789*#ABCD"
 MAX_MESSAGE_BYTES = 65_535
-_COMPACT = {
+COMPACT_FORMS = {
     "f": "from", "t": "to", "i": "call-id", "v": "via", "m": "contact", "c": "content-type",
     "l": "content-length", "k": "supported", "e": "content-encoding", "s": "subject", "x": "session-expires",
 }
@@ -167,7 +167,7 @@ def parse(data: bytes) -> SipMessage:
         if not colon or not name.strip():
             raise SipMessageError(f"malformed header line: {line[:40]!r}")
         key = name.strip().lower()
-        message.headers.append((_COMPACT.get(key, key), value.strip()))
+        message.headers.append((COMPACT_FORMS.get(key, key), value.strip()))
     length = message.get("content-length")
     if length is not None:
         if not length.isdigit():

@@ -223,7 +223,7 @@ class UserAgent:
                 name, colon, value = line.partition(":")
                 if colon:
                     key = name.strip().lower()
-                    lenient.headers.append((sipmsg._COMPACT.get(key, key), value.strip()))
+                    lenient.headers.append((sipmsg.COMPACT_FORMS.get(key, key), value.strip()))
             lenient.method = method
             if not all(lenient.get(h) for h in ("via", "from", "to", "call-id", "cseq")):
                 return
@@ -237,7 +237,7 @@ class UserAgent:
         if method == "ACK":
             self._ack(msg)
             return
-        key = (via.branch, "INVITE" if method == "INVITE" else method)
+        key = (via.branch, method)
         tx = self._server_tx.get(key) if via.branch else None
         if tx is not None:  # a retransmission: the last answer again
             if tx.last_response is not None:
@@ -255,7 +255,7 @@ class UserAgent:
             self._reply(msg, peer, 483, "Too Many Hops", tx)
             return
         unsupported = [t for t in _tags(msg.get("require")) if t not in _KNOWN_EXTENSIONS]
-        if unsupported and method != "CANCEL":
+        if unsupported:
             self._reply(msg, peer, 420, "Bad Extension", tx, extra=[("unsupported", ", ".join(unsupported))])
             return
         try:
