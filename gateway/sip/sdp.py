@@ -210,6 +210,14 @@ def _rtpmaps(m: Media) -> dict[int, tuple[str, int, str | None]]:
     return maps
 
 
+def _rtcp_port(m: Media) -> int:
+    """RFC 3605 a=rtcp when given, else the RTP port + 1."""
+    value = m.first("rtcp")
+    if value and value.split()[0].isdigit():
+        return int(value.split()[0])
+    return m.port + 1
+
+
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
 
@@ -269,10 +277,7 @@ def answer(
                 continue  # SRTP offered with no suite we support: this m-line cannot be used
             local_crypto = Crypto(remote_crypto.tag, remote_crypto.suite, secrets.token_bytes(30))
         address = _address(m.connection, f"m-line {index}") or _address(offer.connection, "the session") or ""
-        rtcp_port = m.port + 1
-        rtcp_attr = m.first("rtcp")
-        if rtcp_attr and rtcp_attr.split()[0].isdigit():
-            rtcp_port = int(rtcp_attr.split()[0])
+        rtcp_port = _rtcp_port(m)
         # A media-level direction wins over the session-level one (RFC 3264 5.1).
         offered_direction = m.direction if any(m.has(d) for d in DIRECTIONS) else offer.direction
         ptime = m.first("ptime")
@@ -400,10 +405,7 @@ def accept_answer(answer_sdp: SessionDescription, codecs: list[AudioCodec], dire
             telephone_event = next(
                 (p for p, (n, rate, _f) in maps.items() if n.lower() == "telephone-event" and rate == clock), None
             )
-            rtcp_port = m.port + 1
-            rtcp_attr = m.first("rtcp")
-            if rtcp_attr and rtcp_attr.split()[0].isdigit():
-                rtcp_port = int(rtcp_attr.split()[0])
+            rtcp_port = _rtcp_port(m)
             answered = m.direction if any(m.has(d) for d in DIRECTIONS) else answer_sdp.direction
             ptime = m.first("ptime")
             address = _address(m.connection, f"m-line {index}") or _address(answer_sdp.connection, "the session") or ""

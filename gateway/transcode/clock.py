@@ -96,22 +96,10 @@ class MediaClock:
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
-        now = self._now or asyncio.get_running_loop().time
-        start = now()
-        k = 0
-        while True:
-            k += 1
-            deadline = start + k * self.period_s
-            delay = deadline - now()
-            if delay > 0:
-                await self._sleep(delay)
-            lateness = now() - deadline
-            behind = int(lateness / self.period_s) if lateness > self._tolerance else 0
-            if behind > self._max_catch_up:
-                k += behind
-                log.warning("media clock fell behind; skipping ticks", **self._log_context, skipped=behind)
-            self.count_late(lateness, behind if behind > self._max_catch_up else 0)
-            self.fire()
+        """A clock of its own: a driver with this one clock (one scheduling loop for both cases)."""
+        driver = ClockDriver(self.period_s, self._max_catch_up, self._now, self._sleep, self._log_context)
+        driver.adopt(self)
+        await driver._run()
 
     def fire(self) -> None:
         """One tick, timed in CPU time: what it costs, whatever else runs on the machine."""
@@ -139,9 +127,11 @@ class ClockDriver:
         max_catch_up: int = 5,
         now: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        log_context: dict[str, str] | None = None,
     ) -> None:
         self.period_s = period_s
         self._max_catch_up = max_catch_up
+        self._log_context = log_context or {}
         self._now = now
         self._sleep = sleep
         self._clocks: dict[MediaClock, None] = {}  # ordered set
@@ -157,6 +147,10 @@ class ClockDriver:
         if not self._clocks and self._task is not None:
             self._task.cancel()
             self._task = None
+
+    def adopt(self, clock: MediaClock) -> None:
+        """Drives `clock` from a loop its owner runs (`_run`), without a task of the driver's."""
+        self._clocks[clock] = None
 
     def drives(self, clock: MediaClock) -> bool:
         return clock in self._clocks
@@ -177,7 +171,9 @@ class ClockDriver:
             if behind > self._max_catch_up:
                 k += behind
                 skipped = behind
-                log.warning("media clock fell behind; skipping ticks", skipped=behind, rooms=len(self._clocks))
+                log.warning(
+                    "media clock fell behind; skipping ticks", **self._log_context, skipped=behind, rooms=len(self._clocks)
+                )
             for clock in list(self._clocks):
                 clock.count_late(lateness, skipped)
                 clock.fire()
