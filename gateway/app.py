@@ -28,7 +28,7 @@ class Gateway:
         # One PIN guard for every kind of leg: guessing by phone and by browser add up.
         self.sip = SipService(config, self.directory, self.browsers.pin_guard) if config.sip.enabled else None
         self.sip_ports: dict[str, int] = {}
-        self.http = build_http_app(self.browsers)
+        self.http = build_http_app(self.browsers, self.sip.dial_out if self.sip is not None else None)
         server = config.server
         tls = server.tls
         self._uvicorn = uvicorn.Server(

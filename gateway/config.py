@@ -191,9 +191,23 @@ class SipConfig(_Strict):
     keys: SipKeysConfig = Field(default_factory=SipKeysConfig)
     user_agent: str = "meeting-gateway"
     max_calls: int = Field(1000, ge=1, le=10000)
+    dial_out_allow: list[str] = Field(
+        default_factory=list,
+        description="regular expressions a whole dial-out SIP URI must match; none: no dial-out (toll fraud)",
+    )
     media_timeout_s: float = Field(
         60.0, ge=5, description="a call whose RTP stops this long (not on hold) is ended: the caller is gone"
     )
+
+    @field_validator("dial_out_allow")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression {pattern!r}: {exc}") from None
+        return patterns
 
     @model_validator(mode="after")
     def _port_range(self) -> SipConfig:

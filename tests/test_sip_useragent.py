@@ -530,3 +530,79 @@ def test_mutated_invites_never_raise_and_every_answer_parses() -> None:
     assert sent, "nothing was answered at all"
     for data in sent:
         message.parse(data)  # raises if we ever sent something malformed
+
+
+# -- dial-out (UAC) -------------------------------------------------------------------------------
+
+
+def response_to(invite: message.SipMessage, status: int, reason: str, to_tag: str = "callee1", body: str = "") -> bytes:
+    """The callee's answer to our INVITE."""
+    lines = [f"SIP/2.0 {status} {reason}"]
+    lines += [f"Via: {via}" for via in invite.all("via")]
+    lines += [
+        f"From: {invite.get('from')}",
+        f"To: {invite.get('to')}" + (f";tag={to_tag}" if status > 100 else ""),
+        f"Call-ID: {invite.call_id}",
+        f"CSeq: {invite.get('cseq')}",
+        "Contact: <sip:room@192.0.2.20:5070>",
+        "Record-Route: <sip:proxy1.example;lr>, <sip:proxy2.example;lr>",
+    ]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    return ("\r\n".join(lines) + f"\r\nContent-Length: {len(body.encode())}\r\n\r\n" + body).encode()
+
+
+CALLEE = Peer("udp", ("192.0.2.20", 5070))
+
+
+def test_dial_out_offers_takes_the_answer_and_acks_the_2xx_with_a_new_branch() -> None:
+    """RFC 3261 13.2.2.4 / 17.1.1.3: 1xx stops our retransmissions; the 2xx is ACKed end to end
+    (new branch, the callee's Contact as Request-URI, the route set reversed); a retransmitted 2xx
+    is ACKed again. The answer's codec comes as a media event."""
+    h = Harness()
+    call = h.ua.invite("sip:room@192.0.2.20:5070", CALLEE, PLAN, display_name="Council")
+    (invite,) = h.take()
+    assert invite.method == "INVITE" and '"Council"' in (invite.get("from") or "")
+    assert "m=audio 30000 RTP/AVP" in invite.text()
+    assert [m.method for _, m in h.run_until(0.6)] == ["INVITE"]  # retransmitted at T1 (UDP)
+    h.feed(response_to(invite, 180, "Ringing"), CALLEE)
+    assert h.run_until(5.0) == []  # provisional: no more retransmissions
+    answer = offer_sdp("8 101").replace("192.0.2.10", "192.0.2.20")
+    (ack,) = h.feed(response_to(invite, 200, "OK", body=answer), CALLEE)
+    assert ack.method == "ACK" and ack.uri == "sip:room@192.0.2.20:5070"
+    assert ack.top_via.branch != invite.top_via.branch
+    assert ack.all("route") == ["<sip:proxy2.example;lr>", "<sip:proxy1.example;lr>"]
+    assert h.events.named("media") == [("media", str(call), "pcma", "sendrecv")]
+    assert h.events.named("confirmed") == [("confirmed", str(call))]
+    (again,) = h.feed(response_to(invite, 200, "OK", body=answer), CALLEE)
+    assert again.method == "ACK" and h.events.named("confirmed") == [("confirmed", str(call))]
+    # and the dialog works: our BYE goes to the callee's target with both tags
+    h.ua.hang_up(call, 200, None, (403, "Removed by the host"))
+    (bye,) = h.take()
+    assert bye.method == "BYE" and bye.uri == "sip:room@192.0.2.20:5070"
+    assert message.NameAddr.parse(bye.get("to") or "").tag == "callee1"
+
+
+def test_a_refused_dial_out_is_acked_on_the_same_branch_and_reported() -> None:
+    """RFC 3261 17.1.1.3: the ACK of a failure belongs to the INVITE transaction (same branch)."""
+    h = Harness()
+    call = h.ua.invite("sip:room@192.0.2.20:5070", CALLEE, PLAN)
+    (invite,) = h.take()
+    (ack,) = h.feed(response_to(invite, 486, "Busy Here"), CALLEE)
+    assert ack.method == "ACK" and ack.top_via.branch == invite.top_via.branch
+    assert message.NameAddr.parse(ack.get("to") or "").tag == "callee1"
+    assert h.events.named("disconnected") == [("disconnected", str(call), "486", "Busy Here")]
+
+
+def test_an_unanswered_dial_out_is_cancelled_after_64_t1() -> None:
+    """Timer B: no final answer for 32 s ends the attempt (CANCEL, 408 to the gateway)."""
+    h = Harness()
+    call = h.ua.invite("sip:room@192.0.2.20:5070", CALLEE, PLAN)
+    (invite,) = h.take()
+    h.feed(response_to(invite, 180, "Ringing"), CALLEE)
+    sent = h.run_until(33.0)
+    assert [m.method for _, m in sent] == ["CANCEL"]
+    assert sent[0][1].top_via.branch == invite.top_via.branch
+    assert h.events.named("disconnected") == [("disconnected", str(call), "408", "No answer")]
+    (ack,) = h.feed(response_to(invite, 487, "Request Terminated"), CALLEE)
+    assert ack.method == "ACK"

@@ -6,6 +6,7 @@ Answers are JSON; every refusal is a 4xx JSON body {"error": code, "reason": tex
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -15,7 +16,11 @@ from pydantic import BaseModel
 
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
-from gateway.rooms.errors import NotAllowed, RoomError, UnknownParticipant
+from gateway.rooms.errors import DialOutRefused, NotAllowed, RoomError, UnknownParticipant
+
+# Places a call into a room: (room, destination URI, who asked) -> what was placed.
+DialOut = Callable[[str, str, str], Awaitable[dict[str, Any]]]
+_DIAL_OUT_STATUS = {"dial_out_refused": 403, "unknown_room": 404, "bad_uri": 400}
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +63,17 @@ class MuteResult(BaseModel):
     muted: bool
 
 
-def build_router(directory: Directory, admin_token: str | None) -> APIRouter:
+class DialRequest(BaseModel):
+    uri: str  # sip:user@host[:port]: a room system or a number behind a trunk
+
+
+class DialResult(BaseModel):
+    call: int
+    room: str
+    uri: str
+
+
+def build_router(directory: Directory, admin_token: str | None, dial_out: DialOut | None = None) -> APIRouter:
     def authorise(request: Request) -> None:
         if not admin_token:
             raise ApiError(403, "api_disabled", "no admin token is configured (admin.token)")
@@ -135,5 +150,17 @@ def build_router(directory: Directory, admin_token: str | None) -> APIRouter:
         room_action(lambda: conf.room.unmute(None, participant))
         log.info("admin unmuted participant", room=conf.room.id, participant=participant)
         return MuteResult(participant=participant, muted=conf.room.get(participant).audio_muted)
+
+    @router.post("/rooms/{room}/dial", response_model=DialResult, status_code=202)
+    async def dial(room: str, request: DialRequest) -> DialResult:
+        """Calls a room system or number into the room (allowed destinations: sip.dial_out_allow)."""
+        conf = conference(room)
+        if dial_out is None:
+            raise ApiError(503, "sip_disabled", "SIP is not enabled")
+        try:
+            placed = await dial_out(conf.room.id, request.uri.strip(), "admin-api")
+        except DialOutRefused as exc:
+            raise ApiError(_DIAL_OUT_STATUS.get(exc.code, 503), exc.code, str(exc)) from None
+        return DialResult(**placed)
 
     return router

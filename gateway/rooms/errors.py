@@ -26,3 +26,9 @@ class NotAllowed(RoomError):
 
 class UnknownParticipant(RoomError):
     code = "unknown_participant"
+
+
+class DialOutRefused(RoomError):
+    """A call the room will not place (no rule allows the destination, a bad address, no SIP)."""
+
+    code = "dial_out_refused"

@@ -159,6 +159,11 @@ class Room:
             return JoinResult(lobby_entry=entry)
         return JoinResult(participant=self._add(self._new_id(), name, role, kind, source))
 
+    def add_invited(self, name: str, kind: LegKind, source: str | None = None) -> Participant:
+        """Someone the room called (dial-out): a guest, past the lobby and the lock (a host or an
+        administrator asked for them), still within the room's size."""
+        return self._add(self._new_id(), name, Role.GUEST, kind, source)
+
     @staticmethod
     def _returner_key(source: str | None, name: str) -> str | None:
         return f"{source}|{name.strip().casefold()}" if source else None

@@ -10,7 +10,9 @@ prompts, and ends with a prompt and a BYE that says why.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -19,15 +21,15 @@ import structlog
 from gateway.config import GatewayConfig
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
-from gateway.rooms.errors import JoinRefused, RoomError
+from gateway.rooms.errors import DialOutRefused, JoinRefused, RoomError
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind
 from gateway.rooms.pinguard import PinGuard
 from gateway.rtp.leg import RtpAudioLeg
-from gateway.sip import ivr, sdp
+from gateway.sip import ivr, message, sdp
 from gateway.sip.prompts import HOLD_MUSIC, Prompt, PromptLibrary
 from gateway.sip.transport import SipTransport
-from gateway.sip.useragent import IncomingCall, MediaPlan
+from gateway.sip.useragent import IncomingCall, MediaPlan, Peer
 from gateway.transcode.audio import SILENCE, AudioCodec, AudioFormat, make_encoder
 
 log = structlog.get_logger(__name__)
@@ -83,6 +85,40 @@ class SipService:
 
     # -- useragent.CallEvents -------------------------------------------------------------------
 
+    # -- dial-out -------------------------------------------------------------------------------
+
+    async def dial_out(self, room_id: str, uri: str, requested_by: str) -> dict[str, Any]:
+        """Calls `uri` into the room: allowed only when it matches a configured dial-out rule (toll
+        fraud protection); every attempt is logged. The callee joins as a guest once it answers."""
+        conference = self.directory.find(room_id)
+        attempt = log.bind(room=room_id, uri=uri, requested_by=requested_by)
+        if conference is None:
+            raise DialOutRefused(f"no room {room_id!r}", "unknown_room")
+        if self.stack is None or self.stack.ua is None:
+            raise DialOutRefused("SIP is not running", "sip_disabled")
+        if not any(re.fullmatch(rule, uri) for rule in self.config.sip.dial_out_allow):
+            attempt.warning("dial-out refused: no rule allows the destination")
+            raise DialOutRefused("no dial-out rule allows this destination", "dial_out_refused")
+        try:
+            host, port, transport = message.uri_host_port(uri)
+            user = message.uri_user(uri)
+        except message.SipMessageError as exc:
+            raise DialOutRefused(f"not a SIP URI: {exc}", "bad_uri") from None
+        if transport not in (None, "udp"):
+            raise DialOutRefused("dial-out goes over UDP for now", "bad_uri")
+        try:
+            address = str(ipaddress.ip_address(host))
+        except ValueError:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port or 5060, type=socket.SOCK_DGRAM)
+            if not infos:
+                raise DialOutRefused(f"cannot resolve {host!r}", "bad_uri") from None
+            address = str(infos[0][4][0])
+        incoming = IncomingCall(0, "", room_id, user or host, user, address, "udp", None)
+        call = SipCall(self, self.stack, incoming, outbound=True)
+        number = await call.dial(conference, uri, Peer("udp", (address, port or 5060)))
+        attempt.info("dial-out placed", call=number)
+        return {"call": number, "room": conference.room.id, "uri": uri}
+
     def incoming(self, call: IncomingCall) -> None:
         assert self.stack is not None
         sip_call = SipCall(self, self.stack, call)
@@ -110,8 +146,9 @@ class SipService:
 
 
 class SipCall:
-    def __init__(self, service: SipService, stack: SipTransport, incoming: IncomingCall) -> None:
+    def __init__(self, service: SipService, stack: SipTransport, incoming: IncomingCall, outbound: bool = False) -> None:
         self.service = service
+        self.outbound = outbound
         self.stack = stack
         self.incoming = incoming
         config = service.config.sip
@@ -242,10 +279,37 @@ class SipCall:
             telephone_event=choice.telephone_event_pt,
         )
 
+    async def dial(self, conference: Conference, uri: str, peer: Peer) -> int:
+        """Places the call (dial-out); it joins `conference` when answered."""
+        config = self.service.config.sip
+        try:
+            port = await self.leg.open(config.host, config.rtp_port_min, config.rtp_port_max)
+        except OSError as exc:
+            raise DialOutRefused(f"no RTP port free: {exc}", "no_media_port") from None
+        plan = MediaPlan(
+            local_address=config.public_address or config.host,
+            audio_port=port,
+            codecs=self.service.codecs,
+            prefer_ours=True,
+            user_agent=config.user_agent.replace(" ", "-"),
+        )
+        assert self.stack.ua is not None
+        number = self.stack.ua.invite(uri, peer, plan, display_name=conference.room.name)
+        self.stack.rearm()
+        self.incoming = IncomingCall(number, "", conference.room.id, self.name, self.name, peer.address[0], "udp", None)
+        self.conference = self._first_room = conference
+        self.phase = "answered"
+        self.log = log.bind(call=number, room=conference.room.id, dialled=uri, direction="out")
+        self.service.calls[number] = self
+        return number
+
     def on_confirmed(self) -> None:
         if self._confirmed or self.phase != "answered":
             return
         self._confirmed = True
+        if self.outbound:
+            self._join_invited()
+            return
         self.phase = "menu"
         self._watch_media()
         info = self.service.room_info(self._first_room) if self._first_room is not None else None
@@ -352,6 +416,20 @@ class SipCall:
             return
         assert result.participant is not None
         self._enter_meeting(result.participant.id, result.participant.is_host, greeting)
+
+    def _join_invited(self) -> None:
+        """The callee of a dial-out answered: straight into the room, past the lobby and the lock."""
+        conference = self.conference
+        if conference is None:
+            return
+        try:
+            participant = conference.room.add_invited(self.name, self.kind, source=self.source)
+        except JoinRefused as exc:
+            prompt, status, reason = _ENDINGS.get(exc.code, (Prompt.GOODBYE, 403, str(exc)))
+            self.end(prompt, status, reason)
+            return
+        self._watch_media()
+        self._enter_meeting(participant.id, False)
 
     def _on_lobby_event(self, event: RoomEvent) -> None:
         if self.phase != "lobby":

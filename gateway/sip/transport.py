@@ -145,6 +145,10 @@ class SipTransport:
             return
         writer.write(data)
 
+    def rearm(self) -> None:
+        """After a command given to the user agent directly: its timers may have changed."""
+        self._arm()
+
     def _arm(self) -> None:
         """Wakes the loop at the user agent's next timer."""
         if self.ua is None or self._loop is None:

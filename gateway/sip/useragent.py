@@ -110,7 +110,8 @@ class _Call:
     route_set: list[str]
     remote_cseq: int
     invite_tx: _ServerTransaction
-    state: str = "incoming"  # incoming -> answered (2xx sent) -> confirmed -> terminated
+    state: str = "incoming"  # incoming -> answered (2xx sent) -> confirmed -> terminated;
+    # dial-out: calling -> confirmed -> terminated
     local_cseq: int = field(default_factory=lambda: secrets.randbelow(2**16))
     plan: MediaPlan | None = None
     offered_codecs: list[AudioCodec] | None = None  # our offer awaits its answer (in an ACK)
@@ -146,6 +147,7 @@ class UserAgent:
         self._dialogs: dict[tuple[str, str, str], int] = {}  # (Call-ID, our tag, their tag) -> call
         self._server_tx: dict[tuple[str, str], _ServerTransaction] = {}
         self._client_tx: dict[str, tuple[bytes, Peer, int]] = {}  # branch -> (request, peer, timer)
+        self._invites: dict[str, tuple[int, SipMessage, Peer]] = {}  # our INVITEs: branch -> (call, request, peer)
         self._timers: list[tuple[float, int, Callable[[], object]]] = []
         self._cancelled_timers: set[int] = set()
         self._timer_ids = itertools.count(1)
@@ -355,6 +357,10 @@ class UserAgent:
         if call.state == "incoming":
             code = status if status >= 300 else 480
             self._final_failure(call, code, reason or "Temporarily Unavailable")
+            return
+        if call.state == "calling":  # our dial-out, not answered yet
+            self._cancel_invite(call)
+            self._terminate(call, 487, "Cancelled")
             return
         if call.state == "answered":  # no ACK yet: the BYE waits for it (RFC 3261 15)
             call.bye_after_ack = cause or (200, "")
@@ -670,9 +676,160 @@ class UserAgent:
     def _response(self, msg: SipMessage) -> None:
         branch = msg.top_via.branch
         entry = self._client_tx.get(branch)
-        if entry is not None and msg.status >= 200:
-            del self._client_tx[branch]
+        if entry is not None and (msg.status >= 200 or branch in self._invites):
+            del self._client_tx[branch]  # (a provisional answer to our INVITE stops its retransmission)
             self._cancel(entry[2])
+        if branch in self._invites and msg.cseq[1] == "INVITE":
+            self._invite_response(branch, msg)
+
+    # -- dial-out: our INVITE (RFC 3261 13.2, 17.1.1) ---------------------------------------------
+
+    def invite(self, target: str, peer: Peer, plan: MediaPlan, display_name: str = "") -> int:
+        """Calls `target` (a SIP URI) at `peer` with our offer; the call's events come as for
+        incoming calls: media (from the answer), confirmed, disconnected (with the failure status)."""
+        host, port = self.local.get(peer.transport, next(iter(self.local.values())))
+        host = self.public_address or host
+        local_uri = f"sip:gateway@{host}:{port}"
+        call_id = f"{secrets.token_hex(12)}@{host}"
+        request = SipMessage(method="INVITE", uri=target)
+        call = _Call(
+            id=next(self._call_ids),
+            invite=request,
+            peer=peer,
+            local_tag=secrets.token_hex(8),
+            remote_tag="",
+            call_id=call_id,
+            local_uri=local_uri,
+            remote_uri=target,
+            remote_target=target,
+            route_set=[],
+            remote_cseq=0,
+            invite_tx=_ServerTransaction(("", "INVITE"), peer),
+            state="calling",
+            plan=plan,
+        )
+        call.local_cseq = 1
+        body = self._our_offer(call)
+        branch = "z9hG4bK" + secrets.token_hex(10)
+        name = display_name.replace('"', "'")
+        request.add("via", f"SIP/2.0/{peer.transport.upper()} {host}:{port};branch={branch};rport")
+        request.add("max-forwards", "70")
+        request.add("from", (f'"{name}" ' if name else "") + f"<{local_uri}>;tag={call.local_tag}")
+        request.add("to", f"<{target}>")
+        request.add("call-id", call_id)
+        request.add("cseq", "1 INVITE")
+        request.add("contact", self._contact(peer))
+        request.add("allow", ALLOW)
+        request.add("user-agent", self.user_agent)
+        request.add("content-type", "application/sdp")
+        request.body = body.encode()
+        data = request.serialize()
+        self.calls[call.id] = call
+        self._invites[branch] = (call.id, request, peer)
+        self.counters["calls"] += 1
+        self._send(data, peer)
+        if peer.transport == "udp":
+            self._client_retransmit(branch, data, peer, T1, 0.0)
+        call.timers.append(self._after(TIMEOUT, lambda: self._no_answer(call)))
+        return call.id
+
+    def _no_answer(self, call: _Call) -> None:
+        if call.state == "calling":
+            log.info("dial-out: no answer", call_id=call.call_id)
+            self._cancel_invite(call)
+            self._terminate(call, 408, "No answer")
+
+    def _invite_response(self, branch: str, msg: SipMessage) -> None:
+        number, request, peer = self._invites[branch]
+        call = self.calls.get(number)
+        to = NameAddr.parse(msg.get("to") or "")
+        if msg.status < 200:
+            return
+        if msg.status >= 300:
+            self._send(self._build_ack(request, msg, branch), peer)
+            self._after(TIMEOUT, lambda: self._invites.pop(branch, None))
+            if call is not None and call.state == "calling":
+                self._terminate(call, msg.status, msg.reason or "Refused")
+            return
+        if call is None or call.state not in ("calling", "confirmed"):
+            # Answered after we gave up (CANCEL lost the race): acknowledge, then end it.
+            ghost = self._answered_dialog(number, request, msg, peer)
+            self._send(self._build_ack(request, msg, None, ghost), ghost.peer)
+            self._send_bye(ghost, None)
+            return
+        if call.state == "calling":
+            call.remote_tag = to.tag
+            contact = msg.all("contact")
+            if contact:
+                call.remote_target = NameAddr.parse(contact[0]).uri
+            call.route_set = list(reversed(msg.all("record-route")))
+            self._dialogs[(call.call_id, call.local_tag, call.remote_tag)] = call.id
+            call.state = "confirmed"
+            call.confirmed_once = True
+            self._send(self._build_ack(request, msg, None, call), call.peer)
+            self._take_answer(call, msg)
+            self._events.confirmed(call.id)
+            if call.bye_after_ack is not None:
+                self._send_bye(call, call.bye_after_ack)
+                self._terminate(call, 200, "Local BYE")
+        else:  # a retransmitted 2xx: our ACK was lost
+            self._send(self._build_ack(request, msg, None, call), call.peer)
+
+    def _answered_dialog(self, number: int, request: SipMessage, msg: SipMessage, peer: Peer) -> _Call:
+        """A throw-away dialog for a 2xx that came after we gave up, enough to ACK and BYE it."""
+        contact = msg.all("contact")
+        return _Call(
+            id=number,
+            invite=request,
+            peer=peer,
+            local_tag=NameAddr.parse(request.get("from") or "").tag,
+            remote_tag=NameAddr.parse(msg.get("to") or "").tag,
+            call_id=request.call_id,
+            local_uri=NameAddr.parse(request.get("from") or "").uri,
+            remote_uri=request.uri,
+            remote_target=NameAddr.parse(contact[0]).uri if contact else request.uri,
+            route_set=list(reversed(msg.all("record-route"))),
+            remote_cseq=0,
+            invite_tx=_ServerTransaction(("", "INVITE"), peer),
+            state="confirmed",
+            local_cseq=1,
+        )
+
+    def _build_ack(self, request: SipMessage, response: SipMessage, branch: str | None, call: _Call | None = None) -> bytes:
+        """The ACK of a failure (same branch, hop by hop) or of a 2xx (new branch, to the dialog's target)."""
+        ack = SipMessage(method="ACK", uri=request.uri if call is None else call.remote_target)
+        via = request.all("via")[0]
+        if branch is None:
+            via = via.split(";branch=")[0] + f";branch=z9hG4bK{secrets.token_hex(10)};rport"
+        ack.add("via", via)
+        ack.add("max-forwards", "70")
+        ack.add("from", request.get("from") or "")
+        ack.add("to", response.get("to") or "")
+        ack.add("call-id", request.call_id)
+        ack.add("cseq", f"{request.cseq[0]} ACK")
+        for route in call.route_set if call is not None else []:
+            ack.add("route", route)
+        return ack.serialize()
+
+    def _cancel_invite(self, call: _Call) -> None:
+        """CANCEL our INVITE (RFC 3261 9.1): same branch, Request-URI, Call-ID, From, To and CSeq number."""
+        for branch, (number, request, _peer) in self._invites.items():
+            if number != call.id:
+                continue
+            cancel = SipMessage(method="CANCEL", uri=request.uri)
+            cancel.add("via", request.all("via")[0])
+            cancel.add("max-forwards", "70")
+            cancel.add("from", request.get("from") or "")
+            cancel.add("to", request.get("to") or "")
+            cancel.add("call-id", request.call_id)
+            cancel.add("cseq", f"{request.cseq[0]} CANCEL")
+            data = cancel.serialize()
+            self._send(data, call.peer)
+            entry = self._client_tx.pop(branch, None)
+            if entry is not None:
+                self._cancel(entry[2])
+            self._after(TIMEOUT, lambda branch=branch: self._invites.pop(branch, None))  # type: ignore[misc]
+            return
 
     # -- endings ----------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from gateway.control.api import ApiError, api_error_response, build_router
+from gateway.control.api import ApiError, DialOut, api_error_response, build_router
 from gateway.webrtc.session import BrowserHub, BrowserSession
 
 log = structlog.get_logger(__name__)
@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 STATIC_DIR = Path(str(resources.files("gateway.webrtc") / "static"))
 
 
-def build_http_app(hub: BrowserHub) -> FastAPI:
+def build_http_app(hub: BrowserHub, dial_out: DialOut | None = None) -> FastAPI:
     app = FastAPI(
         title="Meeting gateway",
         description="Admin API of the meeting gateway",
@@ -45,7 +45,7 @@ def build_http_app(hub: BrowserHub) -> FastAPI:
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse({"error": code, "reason": str(exc.detail)}, status_code=exc.status_code)
-    app.include_router(build_router(hub.directory, hub.config.admin.token))
+    app.include_router(build_router(hub.directory, hub.config.admin.token, dial_out))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     max_bytes = hub.config.server.websocket_max_message_bytes
 
