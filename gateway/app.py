@@ -12,6 +12,7 @@ import structlog
 import uvicorn
 
 from gateway.config import GatewayConfig
+from gateway.control.metrics import CallCounters, LoopLag, build_registry
 from gateway.rooms.directory import Directory
 from gateway.sip.service import SipService
 from gateway.webrtc.server import build_http_app
@@ -28,7 +29,17 @@ class Gateway:
         # One PIN guard for every kind of leg: guessing by phone and by browser add up.
         self.sip = SipService(config, self.directory, self.browsers.pin_guard) if config.sip.enabled else None
         self.sip_ports: dict[str, int] = {}
-        self.http = build_http_app(self.browsers, self.sip.dial_out if self.sip is not None else None)
+        self.loop_lag = LoopLag()
+        sip = self.sip
+        calls = (lambda: CallCounters(len(sip.calls), dict(sip.attempts), dict(sip.failures))) if sip else None
+        self.metrics = build_registry(self.directory, calls, self.loop_lag)
+        self.ready = False
+        self.http = build_http_app(
+            self.browsers,
+            sip.dial_out if sip is not None else None,
+            metrics=self.metrics,
+            ready=lambda: self.ready,
+        )
         server = config.server
         tls = server.tls
         self._uvicorn = uvicorn.Server(
@@ -83,6 +94,8 @@ class Gateway:
             raise
         gc.freeze()
         gc.set_threshold(10_000, 20, 1_000)
+        lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
+        self.ready = True
         log.info("gateway started", url=self.base_url, sip=self.sip_ports, rooms=[c.room.id for c in self.directory])
         self.started.set()
         if ready is not None:
@@ -90,6 +103,8 @@ class Gateway:
         try:
             await serve
         finally:
+            self.ready = False
+            lag_task.cancel()
             if self.sip is not None:
                 await self.sip.stop()
             await self.browsers.close()

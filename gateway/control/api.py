@@ -73,7 +73,9 @@ class DialResult(BaseModel):
     uri: str
 
 
-def build_router(directory: Directory, admin_token: str | None, dial_out: DialOut | None = None) -> APIRouter:
+def make_authorise(admin_token: str | None) -> Callable[[Request], None]:
+    """The bearer-token check of the admin API (and of /metrics)."""
+
     def authorise(request: Request) -> None:
         if not admin_token:
             raise ApiError(403, "api_disabled", "no admin token is configured (admin.token)")
@@ -84,6 +86,12 @@ def build_router(directory: Directory, admin_token: str | None, dial_out: DialOu
         if not hmac.compare_digest(token.encode(), admin_token.encode()):
             log.warning("admin API: wrong token", client=request.client.host if request.client else None)
             raise ApiError(401, "unauthorised", "wrong admin token")
+
+    return authorise
+
+
+def build_router(directory: Directory, admin_token: str | None, dial_out: DialOut | None = None) -> APIRouter:
+    authorise = make_authorise(admin_token)
 
     # Every route is async: room changes must happen on the event loop, never in a worker thread.
     router = APIRouter(prefix="/api", dependencies=[Depends(authorise)])

@@ -57,7 +57,9 @@ class SipService:
         self.calls: dict[int, SipCall] = {}
         self.stack: SipTransport | None = None
         self._silence: dict[AudioFormat, bytes] = {}
-        self.counters = {"calls": 0, "rejected": 0}
+        self.attempts: dict[str, int] = {"in": 0, "out": 0}
+        # refusals by SIP status, failed dial-outs by the callee's status (bounded label values)
+        self.failures: dict[str, int] = {}
 
     async def start(self) -> dict[str, int]:
         self.stack = SipTransport(self.config.sip, self)
@@ -116,14 +118,18 @@ class SipService:
         incoming = IncomingCall(0, "", room_id, user or host, user, address, "udp", None)
         call = SipCall(self, self.stack, incoming, outbound=True)
         number = await call.dial(conference, uri, Peer("udp", (address, port or 5060)))
+        self.attempts["out"] += 1
         attempt.info("dial-out placed", call=number)
         return {"call": number, "room": conference.room.id, "uri": uri}
+
+    def count_failure(self, reason: str) -> None:
+        self.failures[reason] = self.failures.get(reason, 0) + 1
 
     def incoming(self, call: IncomingCall) -> None:
         assert self.stack is not None
         sip_call = SipCall(self, self.stack, call)
         self.calls[call.call] = sip_call
-        self.counters["calls"] += 1
+        self.attempts["in"] += 1
         asyncio.get_running_loop().create_task(sip_call.start())
 
     def media(self, call: int, choice: sdp.AudioChoice) -> None:
@@ -183,7 +189,7 @@ class SipCall:
 
     def _reject(self, status: int, reason: str) -> None:
         self.log.info("call refused", status=status, reason=reason)
-        self.service.counters["rejected"] += 1
+        self.service.count_failure(str(status))
         self.phase = "ended"
         self.stack.hang_up(self.incoming.call, status, reason)
 
@@ -573,6 +579,8 @@ class SipCall:
 
     def on_disconnected(self, status: int, reason: str) -> None:
         self.log.info("call ended", status=status, reason=reason, phase=self.phase)
+        if self.outbound and not self._confirmed and status >= 300:
+            self.service.count_failure(f"dial-out {status}")
         self.release()
 
     def release(self) -> None:

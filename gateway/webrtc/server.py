@@ -7,17 +7,20 @@ conversation means lives in session.py and signalling.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
 from starlette.exceptions import HTTPException
 
-from gateway.control.api import ApiError, DialOut, api_error_response, build_router
+from gateway.control.api import ApiError, DialOut, api_error_response, build_router, make_authorise
 from gateway.webrtc.session import BrowserHub, BrowserSession
 
 log = structlog.get_logger(__name__)
@@ -25,7 +28,12 @@ log = structlog.get_logger(__name__)
 STATIC_DIR = Path(str(resources.files("gateway.webrtc") / "static"))
 
 
-def build_http_app(hub: BrowserHub, dial_out: DialOut | None = None) -> FastAPI:
+def build_http_app(
+    hub: BrowserHub,
+    dial_out: DialOut | None = None,
+    metrics: CollectorRegistry | None = None,
+    ready: Callable[[], bool] = lambda: True,
+) -> FastAPI:
     app = FastAPI(
         title="Meeting gateway",
         description="Admin API of the meeting gateway",
@@ -59,7 +67,25 @@ def build_http_app(hub: BrowserHub, dial_out: DialOut | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
+        """The process answers."""
         return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        """Every service (HTTP, SIP) has started and none is shutting down: send calls here."""
+        if ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not_ready"}, status_code=503)
+
+    authorise = make_authorise(hub.config.admin.token)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format; the admin token as a bearer token (scrape config: authorization)."""
+        authorise(request)
+        if metrics is None:
+            return Response(status_code=404)
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")
     async def websocket(ws: WebSocket) -> None:

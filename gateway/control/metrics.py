@@ -1,0 +1,106 @@
+"""Prometheus metrics, read from the live state at each scrape (prometheus_client's custom collector):
+participants by room and leg kind, the lobby, mixer ticks (late and skipped), packet loss and
+jitter, SIP calls and their failures by reason, and the event loop's lag.
+
+Protocol-free: the SIP side hands in a function that returns its counters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from gateway.rooms.directory import Directory
+
+
+@dataclass
+class CallCounters:
+    """What a signalling side reports: calls now, attempts by direction, failures by reason."""
+
+    active: int = 0
+    attempts: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+class LoopLag:
+    """How late the event loop runs a callback that asked to run now: every audio tick waits that long."""
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self.interval_s = interval_s
+        self.last_s = 0.0
+        self.max_s = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.interval_s)
+            self.last_s = max(0.0, loop.time() - started - self.interval_s)
+            self.max_s = max(self.max_s, self.last_s)
+
+
+class GatewayCollector(Collector):
+    def __init__(self, directory: Directory, calls: Callable[[], CallCounters] | None, lag: LoopLag) -> None:
+        self._directory = directory
+        self._calls = calls
+        self._lag = lag
+
+    def collect(self) -> Iterator[Metric]:
+        participants = GaugeMetricFamily(
+            "gateway_participants", "Participants in a room by leg kind", labels=["room", "kind"]
+        )
+        lobby = GaugeMetricFamily("gateway_lobby_waiting", "Participants waiting in a room's lobby", labels=["room"])
+        ticks = CounterMetricFamily("gateway_mixer_ticks", "Mixer ticks of a room", labels=["room"])
+        late = CounterMetricFamily("gateway_mixer_late_ticks", "Mixer ticks started late (> tolerance)", labels=["room"])
+        skipped = CounterMetricFamily("gateway_mixer_skipped_ticks", "Mixer ticks skipped (loop far behind)", labels=["room"])
+        lost = CounterMetricFamily(
+            "gateway_audio_frames_lost", "Audio frames lost before the mixer (current participants)", labels=["room"]
+        )
+        jitter = GaugeMetricFamily("gateway_audio_jitter_ms", "Worst inbound audio jitter of a room's participants", labels=["room"])
+        for conference in self._directory:
+            room = conference.room
+            by_kind: dict[str, int] = {}
+            for p in room.participants.values():
+                by_kind[p.kind.value] = by_kind.get(p.kind.value, 0) + 1
+            for kind, count in sorted(by_kind.items()):
+                participants.add_metric([room.id, kind], count)
+            lobby.add_metric([room.id], len(room.lobby))
+            stats = conference.clock.stats
+            ticks.add_metric([room.id], stats.ticks)
+            late.add_metric([room.id], stats.late_ticks)
+            skipped.add_metric([room.id], stats.skipped_ticks)
+            frames_lost, worst = 0, 0.0
+            for pid in list(room.participants):
+                mixer_stats = conference.mixer.stats(pid)
+                buffer = conference.mixer.jitter(pid)
+                if mixer_stats is not None:
+                    frames_lost += mixer_stats.frames_lost
+                if buffer is not None:
+                    worst = max(worst, buffer.jitter_ms)
+            lost.add_metric([room.id], frames_lost)
+            jitter.add_metric([room.id], round(worst, 3))
+        yield from (participants, lobby, ticks, late, skipped, lost, jitter)
+
+        if self._calls is not None:
+            counters = self._calls()
+            yield GaugeMetricFamily("gateway_sip_calls_active", "SIP calls in progress", value=counters.active)
+            attempts = CounterMetricFamily("gateway_sip_call_attempts", "SIP call attempts", labels=["direction"])
+            for direction, count in sorted(counters.attempts.items()):
+                attempts.add_metric([direction], count)
+            yield attempts
+            failures = CounterMetricFamily("gateway_sip_call_failures", "SIP calls refused or failed", labels=["reason"])
+            for reason, count in sorted(counters.failures.items()):
+                failures.add_metric([reason], count)
+            yield failures
+
+        yield GaugeMetricFamily("gateway_event_loop_lag_seconds", "Event loop lag, last measured", value=self._lag.last_s)
+        yield GaugeMetricFamily("gateway_event_loop_lag_max_seconds", "Event loop lag, worst since start", value=self._lag.max_s)
+
+
+def build_registry(directory: Directory, calls: Callable[[], CallCounters] | None, lag: LoopLag) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(directory, calls, lag))
+    return registry
