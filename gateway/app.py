@@ -82,9 +82,6 @@ class Gateway:
                 await serve  # raises the start-up error (port in use, bad certificate)
                 raise RuntimeError("HTTP server stopped during start-up")
             await asyncio.sleep(0.02)
-        # Everything built so far lives as long as the process: keep it out of the cyclic collector,
-        # and collect young objects less often. A full collection over aiortc's many small objects
-        # paused the loop for up to 150 ms under load, late for dozens of 20 ms mixer ticks.
         try:
             if self.sip is not None:
                 self.sip_ports = await self.sip.start()
@@ -92,6 +89,9 @@ class Gateway:
             self.stop()
             await serve
             raise
+        # Everything built so far lives as long as the process: keep it out of the cyclic collector,
+        # and collect young objects less often. A full collection over aiortc's many small objects
+        # paused the loop for up to 150 ms under load, late for dozens of 20 ms mixer ticks.
         gc.freeze()
         gc.set_threshold(10_000, 20, 1_000)
         lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
@@ -112,6 +112,7 @@ class Gateway:
             log.info("gateway stopped")
 
     def stop(self) -> None:
+        self.ready = False  # /readyz says so at once: load balancers stop sending calls here
         self._uvicorn.should_exit = True
 
 
