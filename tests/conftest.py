@@ -81,18 +81,22 @@ def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGate
     raise RuntimeError("gateway did not start in 30 s:\n" + log_path.read_text())
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
-    running = start_gateway(tmp_path)
-    yield running
+def stop_and_check(running: RunningGateway) -> None:
+    """Stops a gateway; a crash or traceback it logged fails the test that caused it."""
     running.process.terminate()
     try:
         running.process.wait(10)
     except subprocess.TimeoutExpired:
         running.process.kill()
-    # A crash or traceback in the gateway fails the test that caused it.
     errors = [line for line in running.log_lines() if line.get("level") in ("error", "critical")]
     assert not errors, f"gateway logged errors: {errors}"
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
+    running = start_gateway(tmp_path)
+    yield running
+    stop_and_check(running)
 
 
 def write_tone(path: Path, frequency: float, seconds: float = 30.0, rate: int = 48_000) -> Path:

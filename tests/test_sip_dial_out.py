@@ -3,14 +3,13 @@ hears it; a destination outside the dial-out rules is refused (toll fraud) and t
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.baresip import Baresip
-from tests.conftest import TEST_CONFIG, RunningGateway, start_gateway, wait_until
+from tests.conftest import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
 from tests.test_browser import hears, in_meeting, join
 
 pytestmark = pytest.mark.browser
@@ -24,13 +23,7 @@ def dialling_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     )
     running = start_gateway(tmp_path, config)
     yield running
-    running.process.terminate()
-    try:
-        running.process.wait(10)
-    except subprocess.TimeoutExpired:
-        running.process.kill()
-    errors = [line for line in running.log_lines() if line.get("level") in ("error", "critical")]
-    assert not errors, errors
+    stop_and_check(running)
 
 
 def test_dial_out_to_a_room_system_that_joins_and_is_heard(

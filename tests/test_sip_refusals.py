@@ -4,13 +4,12 @@ here from two templates; sipp checks each message."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_CONFIG, RunningGateway, start_gateway, wait_until
+from tests.conftest import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
 from tests.test_sip_calls import Sipp, logged
 
 HEADERS = """Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -133,13 +132,7 @@ def strict_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     )
     running = start_gateway(tmp_path, config)
     yield running
-    running.process.terminate()
-    try:
-        running.process.wait(10)
-    except subprocess.TimeoutExpired:
-        running.process.kill()
-    errors = [line for line in running.log_lines() if line.get("level") in ("error", "critical")]
-    assert not errors, errors
+    stop_and_check(running)
 
 
 def test_unknown_number_without_menu_locked_room_and_full_room_are_refused(
@@ -234,5 +227,4 @@ def test_a_caller_gone_without_bye_is_ended_after_the_media_timeout(tmp_path: Pa
         ended = logged(gateway, "no media from the caller; ending the call")
         assert ended and 5 <= float(str(ended[0]["silent_s"])) < 12
     finally:
-        gateway.process.terminate()
-        gateway.process.wait(10)
+        stop_and_check(gateway)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tests.baresip import Baresip
-from tests.conftest import TEST_CONFIG, RunningGateway, start_gateway, wait_until
+from tests.conftest import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
 
 
 def test_a_room_system_calls_over_tls_and_joins(tmp_path: Path) -> None:
@@ -44,8 +44,7 @@ def test_a_room_system_calls_over_tls_and_joins(tmp_path: Path) -> None:
         finally:
             system.stop()
     finally:
-        gateway.process.terminate()
-        gateway.process.wait(10)
+        stop_and_check(gateway)
 
 
 def test_a_room_system_calls_over_tcp_and_joins(gateway: RunningGateway, tmp_path: Path) -> None:
