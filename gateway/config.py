@@ -10,11 +10,15 @@ import difflib
 import json
 import os
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -58,10 +62,110 @@ class ServerConfig(_Strict):
     )
 
 
+TokenRole = Literal["admin", "operator"]
+
+
+class AdminTokenConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="who acts with this token (named in logs)")
+    token: str = Field(min_length=16)
+    role: TokenRole = Field("admin", description="operator: may only read and control live meetings")
+
+
 class AdminConfig(_Strict):
     token: str | None = Field(
-        None, min_length=16, description="Bearer token for /api; the API is closed while unset"
+        None, min_length=16, description="Bearer token (role admin) for /api; the API is closed while no token is set"
     )
+    tokens: list[AdminTokenConfig] = Field(default_factory=list, description="further named tokens with a role")
+    host_link_valid_h: float = Field(
+        168.0, gt=0, le=24 * 366, description="how long a signed host link is valid unless the request says otherwise"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> AdminConfig:
+        seen = [t.token for t in self.tokens] + ([self.token] if self.token else [])
+        if len(set(seen)) != len(seen):
+            raise ValueError("two admin tokens are the same")
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("two admin tokens have the same name")
+        return self
+
+
+class StorageConfig(_Strict):
+    path: Path | None = Field(
+        Path("var/gateway.sqlite3"),
+        description="SQLite file for rooms, room systems, rules and call records made through the API; "
+        "null keeps them in memory only",
+    )
+    call_records_days: int = Field(
+        90, ge=1, le=3650, description="call records older than this are deleted (data minimisation)"
+    )
+
+
+_TOPIC_LEVEL = r"^[^/+#\x00]{1,64}$"
+
+
+class MqttConfig(_Strict):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: bool = Field(False, description="MQTT over TLS (the system's CA certificates)")
+    tls_ca: Path | None = Field(None, description="a CA file to trust instead of the system's")
+    prefix: str = Field("gateway", pattern=r"^[^+#\x00]{1,128}$", description="first topic level(s)")
+    node: str = Field(
+        default_factory=socket.gethostname, pattern=_TOPIC_LEVEL, description="this gateway's name in topics"
+    )
+    command_token: str | None = Field(
+        None, min_length=16, description="commands must carry this token; no commands are taken while unset"
+    )
+    queue_max: int = Field(1000, ge=1, le=1_000_000, description="events kept while the broker is away")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must not be below reconnect_min_s")
+        return self
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_SPAN = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-(([01][0-9]|2[0-3]):([0-5][0-9])|24:00)$")
+
+
+class OpeningHoursConfig(_Strict):
+    """When guests may enter (a virtual citizen office); hosts may always enter."""
+
+    timezone: str = Field("Europe/Berlin", description="IANA time zone of the times below")
+    weekly: dict[Weekday, list[str]] = Field(
+        default_factory=dict, description='per weekday, spans like "08:00-12:00"; a day not named is closed'
+    )
+    closed: list[date] = Field(default_factory=list, description="closed days (holidays), YYYY-MM-DD")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @field_validator("weekly")
+    @classmethod
+    def _spans(cls, weekly: dict[str, list[str]]) -> dict[str, list[str]]:
+        for day, spans in weekly.items():
+            for span in spans:
+                if not _SPAN.match(span):
+                    raise ValueError(f"{day}: {span!r} is not a span like 08:00-12:00")
+                start, end = span.split("-")
+                if end <= start:
+                    raise ValueError(f"{day}: {span!r} ends before it starts")
+        return weekly
 
 
 class LoggingConfig(_Strict):
@@ -226,6 +330,18 @@ class RoomConfig(_Strict):
     max_participants: int = Field(100, ge=1, le=1000)
     aliases: list[str] = Field(default_factory=list, description="SIP user parts and numbers that dial this room")
     language: Literal["de", "en"] | None = Field(None, description="prompt language (default: sip.language)")
+    opening_hours: OpeningHoursConfig | None = Field(None, description="none: always open")
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_distinct(cls, aliases: list[str]) -> list[str]:
+        for alias in aliases:
+            if not alias or len(alias) > 128 or any(c.isspace() or c in "<>" for c in alias):
+                raise ValueError(f"alias {alias!r} must be a SIP user part or number (no spaces, < or >)")
+        lowered = [a.lower() for a in aliases]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError("an alias is listed twice")
+        return aliases
 
     @field_validator("guest_pin")
     @classmethod
@@ -235,6 +351,47 @@ class RoomConfig(_Strict):
         if guest_pin is not None and guest_pin == info.data.get("host_pin"):
             raise ValueError("host_pin and guest_pin must differ, or guests would become hosts")
         return guest_pin
+
+
+class RoomSystemConfig(_Strict):
+    """A room system the gateway knows (directory): to call it, and to recognise it when it calls."""
+
+    id: str = Field(pattern=ROOM_ID_PATTERN)
+    name: str = Field(min_length=1, max_length=128)
+    uri: str = Field(pattern=r"^sips?:[^\s@<>;]+@[^\s@<>;]+$", max_length=256, description="sip:user@host[:port]")
+    trusted: bool = Field(False, description="skips the lobby and the PIN when it calls its own (default) room")
+    default_room: str | None = Field(None, pattern=ROOM_ID_PATTERN, description="its own room")
+
+
+class RoutingRuleConfig(_Strict):
+    """An ordered rule: a called alias matching `pattern` (whole alias, case-insensitive) goes to `room`."""
+
+    id: str = Field(pattern=ROOM_ID_PATTERN)
+    pattern: str = Field(min_length=1, max_length=512)
+    room: str = Field(
+        min_length=1, max_length=128, description=r"room id; \1 or \g<name> take the pattern's groups"
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            compiled = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if compiled.groups > 9:
+            raise ValueError("at most 9 groups")
+        return pattern
+
+    @model_validator(mode="after")
+    def _template(self) -> RoutingRuleConfig:
+        compiled = re.compile(self.pattern, re.IGNORECASE)
+        for ref in re.findall(r"\\g<([^>]*)>|\\([0-9]+)", self.room):
+            name = ref[0] or ref[1]
+            known = 1 <= int(name) <= compiled.groups if name.isdigit() else name in compiled.groupindex
+            if not known:
+                raise ValueError(f"room {self.room!r} refers to group {name!r}, which the pattern does not have")
+        return self
 
 
 class GatewayConfig(BaseSettings):
@@ -250,6 +407,8 @@ class GatewayConfig(BaseSettings):
     lobby: LobbyConfig = Field(default_factory=LobbyConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     sip: SipConfig = Field(default_factory=SipConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     rooms: list[RoomConfig] = Field(default_factory=list)
 
     @field_validator("rooms")

@@ -22,6 +22,7 @@ server: {{host: 127.0.0.1, port: 0}}
 admin: {{token: {ADMIN_TOKEN}}}
 logging: {{level: debug, format: json}}
 sip: {{host: 127.0.0.1, port: 0, language: en, digit_timeout_s: 2}}
+storage: {{path: null}}
 rooms:
   - {{id: demo, name: Demo, host_pin: "1234", aliases: ["4711"]}}
   - {{id: lobby, name: Citizen office, host_pin: "1234", lobby: true}}

@@ -13,7 +13,7 @@ class RoomError(Exception):
 
 
 class JoinRefused(RoomError):
-    """Codes: wrong_pin, locked, full, ended, denied."""
+    """Codes: wrong_pin, locked, full, ended, denied, closed (outside the opening hours)."""
 
     code = "join_refused"
 

@@ -12,13 +12,21 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.rooms.errors import JoinRefused, NotAllowed, UnknownParticipant
 from gateway.rooms.events import EventType, RoomEvent
 from gateway.rooms.participant import LegKind, Participant, Role
 
 Listener = Callable[[RoomEvent], None]
+
+
+class Schedule(Protocol):
+    """Opening hours (gateway.rooms.hours.OpeningHours): guests may enter only while open."""
+
+    def is_open(self, at: float) -> bool: ...
+
+    def public(self, at: float) -> dict[str, Any]: ...
 
 
 def new_participant_id() -> str:
@@ -66,6 +74,8 @@ class Room:
         max_participants: int = 100,
         default_lobby_wait_s: float = 120.0,
         aliases: list[str] | None = None,
+        language: str | None = None,
+        opening_hours: Schedule | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = new_participant_id,
@@ -79,6 +89,8 @@ class Room:
         self._locked_by_config = locked
         self.max_participants = max_participants
         self.aliases = list(aliases or [])
+        self.language = language  # prompts; None: the gateway's default
+        self.opening_hours = opening_hours
         self.participants: dict[str, Participant] = {}
         self.lobby: dict[str, LobbyEntry] = {}  # insertion order is queue order
         self._default_lobby_wait_s = default_lobby_wait_s
@@ -127,6 +139,38 @@ class Room:
     def hosts_present(self) -> bool:
         return any(p.is_host for p in self.participants.values())
 
+    def reconfigure(
+        self,
+        *,
+        name: str | None,
+        host_pin: str | None,
+        guest_pin: str | None,
+        lobby: bool,
+        locked: bool,
+        max_participants: int,
+        aliases: list[str],
+        language: str | None,
+        opening_hours: Schedule | None,
+    ) -> None:
+        """New settings for a live room (the admin changed them): whoever is in stays in."""
+        self.name = name or self.id
+        self.host_pin, self.guest_pin = host_pin, guest_pin
+        self.max_participants = max_participants
+        self.aliases = list(aliases)
+        self.language = language
+        self.opening_hours = opening_hours
+        if self._locked_by_config != locked:
+            self._locked_by_config = locked
+            if self.locked != locked:
+                self.locked = locked
+                self._emit("room_locked" if locked else "room_unlocked")
+        if self.lobby_enabled != lobby:
+            self.lobby_enabled = lobby
+            self._emit("lobby_changed", None, waiting=len(self.lobby), enabled=lobby)
+
+    def is_open(self) -> bool:
+        return self.opening_hours is None or self.opening_hours.is_open(self._wall())
+
     # -- joining --------------------------------------------------------------------------------
 
     def role_for_pin(self, pin: str | None) -> Role:
@@ -146,6 +190,8 @@ class Room:
     def request_join(self, name: str, pin: str | None, kind: LegKind, source: str | None = None) -> JoinResult:
         """`source` identifies where the join comes from (an address, a number), to recognise returners."""
         role = self.role_for_pin(pin)
+        if role is Role.GUEST and not self.is_open():
+            raise JoinRefused("the room is closed now (see its opening hours)", "closed")
         if role is Role.GUEST and self.locked:
             raise JoinRefused("the meeting is locked", "locked")
         if role is Role.GUEST and self.lobby_enabled:
@@ -410,4 +456,5 @@ class Room:
             "participants": [p.public() for p in self.participants.values()],
             "lobby": self.lobby_public() if for_host else [],
             "lobby_waiting": len(self.lobby),
+            "opening_hours": self.opening_hours.public(self._wall()) if self.opening_hours else None,
         }

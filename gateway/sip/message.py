@@ -306,6 +306,7 @@ class Invite:
     from_user: str
     transport: str
     sdp: str | None
+    from_uri: str = ""
 
 
 def sdp_body(message: SipMessage) -> str | None:
@@ -326,6 +327,7 @@ def parse_invite(message: SipMessage) -> Invite:
         user=user,
         display_name=caller.display_name,
         from_user=from_user,
+        from_uri=caller.uri,
         transport=message.top_via.transport.lower(),
         sdp=sdp_body(message),
     )

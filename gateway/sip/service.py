@@ -82,23 +82,26 @@ class SipService:
 
     def room_info(self, conference: Conference) -> ivr.RoomInfo:
         room = conference.room
-        language = next((r.language for r in self.config.rooms if r.id == room.id), None) or self.config.sip.language
+        language = room.language or self.config.sip.language
         return ivr.RoomInfo(room.id, language, bool(room.host_pin), bool(room.guest_pin))
 
     # -- useragent.CallEvents -------------------------------------------------------------------
 
     # -- dial-out -------------------------------------------------------------------------------
 
-    async def dial_out(self, room_id: str, uri: str, requested_by: str) -> dict[str, Any]:
-        """Calls `uri` into the room: allowed only when it matches a configured dial-out rule (toll
-        fraud protection); every attempt is logged. The callee joins as a guest once it answers."""
+    async def dial_out(
+        self, room_id: str, uri: str, requested_by: str, name: str | None = None, in_directory: bool = False
+    ) -> dict[str, Any]:
+        """Calls `uri` into the room: a room system of the directory, or a destination a configured
+        dial-out rule allows (toll fraud protection); every attempt is logged. The callee joins as a
+        guest once it answers."""
         conference = self.directory.find(room_id)
-        attempt = log.bind(room=room_id, uri=uri, requested_by=requested_by)
+        attempt = log.bind(room=room_id, uri=uri, requested_by=requested_by, directory=in_directory)
         if conference is None:
             raise DialOutRefused(f"no room {room_id!r}", "unknown_room")
         if self.stack is None or self.stack.ua is None:
             raise DialOutRefused("SIP is not running", "sip_disabled")
-        if not any(re.fullmatch(rule, uri) for rule in self.config.sip.dial_out_allow):
+        if not in_directory and not any(re.fullmatch(rule, uri) for rule in self.config.sip.dial_out_allow):
             attempt.warning("dial-out refused: no rule allows the destination")
             raise DialOutRefused("no dial-out rule allows this destination", "dial_out_refused")
         try:
@@ -115,7 +118,7 @@ class SipService:
             if not infos:
                 raise DialOutRefused(f"cannot resolve {host!r}", "bad_uri") from None
             address = str(infos[0][4][0])
-        incoming = IncomingCall(0, "", room_id, user or host, user, address, "udp", None)
+        incoming = IncomingCall(0, "", room_id, name or user or host, user, address, "udp", None)
         call = SipCall(self, self.stack, incoming, outbound=True)
         number = await call.dial(conference, uri, Peer("udp", (address, port or 5060)))
         self.attempts["out"] += 1

@@ -73,6 +73,7 @@ class IncomingCall:
     source: str  # the address the INVITE came from (ip), for lockouts and logs
     transport: str
     offer: str | None  # the SDP body, None for a late offer
+    from_uri: str = ""  # the caller's URI (From): recognises a room system of the directory
 
 
 class CallEvents(Protocol):
@@ -322,6 +323,7 @@ class UserAgent:
                 source=peer.address[0],
                 transport=peer.transport,
                 offer=invite.sdp,
+                from_uri=invite.from_uri,
             )
         )
 

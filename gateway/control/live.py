@@ -1,0 +1,105 @@
+"""Live control of meetings, shared by every control surface (REST API, MQTT, CLI through the API).
+
+Each action names its actor (a token's name, "mqtt", a host's participant id) for the log, acts as
+the administrator on the room (which may do what a host may do) and raises a RoomError with a
+stable code when it cannot: each surface turns that into its own kind of answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from gateway.rooms.conference import Conference
+from gateway.rooms.directory import Directory, NotFound
+from gateway.rooms.errors import DialOutRefused
+
+log = structlog.get_logger(__name__)
+
+# Places a call into a room: (room, destination URI, who asked, display name, directory entry?) -> the call.
+DialOut = Callable[[str, str, str, str | None, bool], Awaitable[dict[str, Any]]]
+
+
+class LiveControl:
+    def __init__(self, directory: Directory, dial_out: DialOut | None = None) -> None:
+        self.directory = directory
+        self.dial_out = dial_out
+
+    def conference(self, room: str) -> Conference:
+        found = self.directory.find(room)
+        if found is None:
+            raise NotFound(f"no room {room!r}", "unknown_room")
+        return found
+
+    def _done(self, action: str, conference: Conference, actor: str, **fields: Any) -> None:
+        log.info(f"live control: {action}", room=conference.room.id, actor=actor, **fields)
+
+    def mute(self, room: str, participant: str, actor: str, forbid_self_unmute: bool = False) -> dict[str, Any]:
+        conf = self.conference(room)
+        conf.room.mute(None, participant, forbid_self_unmute)
+        self._done("mute", conf, actor, participant=participant, forbid_self_unmute=forbid_self_unmute)
+        return conf.room.get(participant).public()
+
+    def unmute(self, room: str, participant: str, actor: str) -> dict[str, Any]:
+        conf = self.conference(room)
+        conf.room.unmute(None, participant)
+        self._done("unmute", conf, actor, participant=participant)
+        return conf.room.get(participant).public()
+
+    def set_self_unmute(self, room: str, participant: str, allowed: bool, actor: str) -> dict[str, Any]:
+        conf = self.conference(room)
+        conf.room.set_self_unmute_forbidden(None, participant, not allowed)
+        self._done("self-unmute " + ("allowed" if allowed else "forbidden"), conf, actor, participant=participant)
+        return conf.room.get(participant).public()
+
+    def mute_all(self, room: str, actor: str, forbid_self_unmute: bool = False) -> list[str]:
+        conf = self.conference(room)
+        muted = conf.room.mute_all_guests(None, forbid_self_unmute)
+        self._done("mute all guests", conf, actor, muted=len(muted), forbid_self_unmute=forbid_self_unmute)
+        return muted
+
+    def remove(self, room: str, participant: str, actor: str) -> None:
+        conf = self.conference(room)
+        conf.room.remove(None, participant)
+        self._done("remove", conf, actor, participant=participant)
+
+    def admit(self, room: str, entry: str, actor: str) -> dict[str, Any]:
+        conf = self.conference(room)
+        participant = conf.room.admit(None, entry)
+        self._done("admit", conf, actor, participant=entry)
+        return participant.public()
+
+    def deny(self, room: str, entry: str, actor: str) -> None:
+        conf = self.conference(room)
+        conf.room.deny(None, entry)
+        self._done("deny", conf, actor, participant=entry)
+
+    def lock(self, room: str, locked: bool, actor: str) -> bool:
+        conf = self.conference(room)
+        conf.room.set_locked(None, locked)
+        self._done("lock" if locked else "unlock", conf, actor)
+        return conf.room.locked
+
+    def end(self, room: str, actor: str) -> list[str]:
+        conf = self.conference(room)
+        ended = conf.room.end(None)
+        self._done("end meeting", conf, actor, participants=len(ended))
+        return ended
+
+    async def dial(self, room: str, actor: str, uri: str | None = None, system: str | None = None) -> dict[str, Any]:
+        """Calls a directory room system (always allowed) or a SIP URI (only where a dial-out rule
+        allows it: toll fraud) into the room."""
+        conf = self.conference(room)
+        if self.dial_out is None:
+            raise DialOutRefused("SIP is not enabled", "sip_disabled")
+        if (uri is None) == (system is None):
+            raise DialOutRefused("name either a SIP URI or a room system of the directory", "bad_uri")
+        if system is not None:
+            entry = self.directory.systems.get(system)
+            if entry is None:
+                raise NotFound(f"no room system {system!r} in the directory", "unknown_system")
+            return await self.dial_out(conf.room.id, entry.uri, actor, entry.name, True)
+        assert uri is not None
+        return await self.dial_out(conf.room.id, uri.strip(), actor, None, False)
