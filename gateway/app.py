@@ -12,7 +12,14 @@ import structlog
 import uvicorn
 
 from gateway.config import GatewayConfig
+from gateway.control.admin import Administration
+from gateway.control.api import build_router
+from gateway.control.auth import Authenticator, HostLinks
+from gateway.control.live import LiveControl
 from gateway.control.metrics import CallCounters, LoopLag, build_registry
+from gateway.control.mqtt import MqttBridge
+from gateway.control.records import CallRecorder
+from gateway.control.store import Store
 from gateway.rooms.directory import Directory
 from gateway.sip.service import SipService
 from gateway.webrtc.server import build_http_app
@@ -20,26 +27,34 @@ from gateway.webrtc.session import BrowserHub
 
 log = structlog.get_logger(__name__)
 
+# Long enough for a caller to hear "the meeting has ended" before the BYE.
+_SHUTDOWN_PROMPT_S = 6.0
+
 
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.directory = Directory(config)
+        self.store = Store(config.storage.path)  # StoreError: not usable (reported by the CLI)
+        self.admin = Administration(config, self.directory, self.store)
+        self.records = CallRecorder(self.directory, self.store, config.storage.call_records_days)
         self.browsers = BrowserHub(config, self.directory)
+        self.host_links = HostLinks(self.store.secret("host-links"))
+        self.browsers.host_links = self.host_links
         # One PIN guard for every kind of leg: guessing by phone and by browser add up.
         self.sip = SipService(config, self.directory, self.browsers.pin_guard) if config.sip.enabled else None
+        self.live = LiveControl(self.directory, self.sip.dial_out if self.sip is not None else None)
+        self.auth = Authenticator(config.admin)
         self.sip_ports: dict[str, int] = {}
         self.loop_lag = LoopLag()
         sip = self.sip
         calls = (lambda: CallCounters(len(sip.calls), dict(sip.attempts), dict(sip.failures))) if sip else None
-        self.metrics = build_registry(self.directory, calls, self.loop_lag)
+        # Events out, commands in, presence (gateway/control/mqtt.py): only with mqtt.enabled.
+        self.mqtt = MqttBridge(config.mqtt, self.directory, self.live) if config.mqtt.enabled else None
+        self.metrics = build_registry(self.directory, calls, self.loop_lag, self.mqtt.counters if self.mqtt else None)
         self.ready = False
-        self.http = build_http_app(
-            self.browsers,
-            sip.dial_out if sip is not None else None,
-            metrics=self.metrics,
-            ready=lambda: self.ready,
-        )
+        api = build_router(config, self.admin, self.live, self.host_links)
+        self.http = build_http_app(self.browsers, api, self.auth, metrics=self.metrics, ready=lambda: self.ready)
         server = config.server
         tls = server.tls
         self._uvicorn = uvicorn.Server(
@@ -62,6 +77,7 @@ class Gateway:
             )
         )
         self.started = asyncio.Event()
+        self._stopping: asyncio.Task[None] | None = None
 
     @property
     def http_port(self) -> int:
@@ -95,6 +111,9 @@ class Gateway:
         gc.freeze()
         gc.set_threshold(10_000, 20, 1_000)
         lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
+        prune_task = asyncio.create_task(self.records.run_pruning(), name="call-record-pruning")
+        if self.mqtt is not None:
+            self.mqtt.start()
         self.ready = True
         log.info("gateway started", url=self.base_url, sip=self.sip_ports, rooms=[c.room.id for c in self.directory])
         self.started.set()
@@ -105,15 +124,37 @@ class Gateway:
         finally:
             self.ready = False
             lag_task.cancel()
+            prune_task.cancel()
             if self.sip is not None:
                 await self.sip.stop()
             await self.browsers.close()
+            await self.records.close()
             await self.directory.close()
+            if self.mqtt is not None:
+                await self.mqtt.stop()  # last: the meetings' end and call records go out first, then "offline"
+            self.store.close()
             log.info("gateway stopped")
 
     def stop(self) -> None:
+        """Stops gracefully: every meeting is ended first (callers hear that it ends, browsers are
+        told), then the servers stop."""
         self.ready = False  # /readyz says so at once: load balancers stop sending calls here
-        self._uvicorn.should_exit = True
+        if self._stopping is None and self.started.is_set():
+            self._stopping = asyncio.get_running_loop().create_task(self._end_meetings())
+        else:
+            self._uvicorn.should_exit = True  # not started yet, or a second signal: stop now
+
+    async def _end_meetings(self) -> None:
+        try:
+            busy = [c for c in self.directory if c.room.participants or c.room.lobby]
+            for conference in busy:
+                conference.room.end(None)
+            log.info("shutting down: meetings ended", rooms=len(busy))
+            if self.sip is not None:
+                await self.sip.wait_idle(timeout_s=_SHUTDOWN_PROMPT_S)
+            await asyncio.sleep(0.2)  # the browsers' "ended" messages leave before the sockets close
+        finally:
+            self._uvicorn.should_exit = True
 
 
 def _raise_open_file_limit() -> None:

@@ -17,7 +17,6 @@ from datetime import date
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
-
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml

@@ -1,28 +1,44 @@
-"""Admin REST API under /api, protected by the bearer token from the configuration.
+"""Admin REST API under /api (OpenAPI at /api/openapi.json, interactive docs at /api/docs).
 
-Answers are JSON; every refusal is a 4xx JSON body {"error": code, "reason": text}.
+Bearer tokens with a role: `admin` may do everything, `operator` may read and control live meetings.
+Answers are JSON; every refusal is a 4xx JSON body {"error": code, "reason": text}. The routes are
+thin: rules live in Administration (rooms, systems, rules), LiveControl (meetings) and the Store.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.config import ROOM_ID_PATTERN, GatewayConfig, RoomConfig, RoomSystemConfig, RoutingRuleConfig
+from gateway.control.admin import Administration
+from gateway.control.auth import Authenticator, AuthError, HostLinks, Principal
+from gateway.control.live import LiveControl
+from gateway.control.records import records_csv
 from gateway.rooms.conference import Conference
-from gateway.rooms.directory import Directory
-from gateway.rooms.errors import DialOutRefused, NotAllowed, RoomError, UnknownParticipant
-
-# Places a call into a room: (room, destination URI, who asked) -> what was placed.
-DialOut = Callable[[str, str, str], Awaitable[dict[str, Any]]]
-_DIAL_OUT_STATUS = {"dial_out_refused": 403, "unknown_room": 404, "bad_uri": 400}
+from gateway.rooms.errors import RoomError
 
 log = structlog.get_logger(__name__)
+
+_STATUS_BY_CODE = {
+    "unknown_room": 404,
+    "unknown_participant": 404,
+    "unknown_system": 404,
+    "unknown_rule": 404,
+    "not_found": 404,
+    "dial_out_refused": 403,
+    "bad_uri": 400,
+    "bad_request": 400,
+    "sip_disabled": 503,
+    "no_media_port": 503,
+    "storage_failed": 503,
+}
 
 
 class ApiError(Exception):
@@ -32,39 +48,26 @@ class ApiError(Exception):
 
 
 def api_error_response(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
+    assert isinstance(exc, ApiError | AuthError)
     return JSONResponse({"error": exc.code, "reason": exc.reason}, status_code=exc.status)
 
 
-class RoomSummary(BaseModel):
-    id: str
-    name: str
-    locked: bool
-    lobby_enabled: bool
-    participants: int
-    lobby_waiting: int
-    aliases: list[str]
+def room_error_response(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RoomError)
+    return JSONResponse({"error": exc.code, "reason": str(exc)}, status_code=_STATUS_BY_CODE.get(exc.code, 409))
 
 
-class MixerClockView(BaseModel):
-    ticks: int
-    late_ticks: int
-    skipped_ticks: int
-    max_lateness_ms: float
-    tick_cpu_ms_mean: float
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-class RoomDetail(RoomSummary):
-    mixer: MixerClockView
+class MuteRequest(_Body):
+    forbid_self_unmute: bool = False
 
 
-class MuteResult(BaseModel):
-    participant: str
-    muted: bool
-
-
-class DialRequest(BaseModel):
-    uri: str  # sip:user@host[:port]: a room system or a number behind a trunk
+class DialRequest(_Body):
+    uri: str | None = Field(None, max_length=256, description="sip:user@host[:port]: a room system or a number behind a trunk")
+    system: str | None = Field(None, pattern=ROOM_ID_PATTERN, description="a room system of the directory")
 
 
 class DialResult(BaseModel):
@@ -73,102 +76,302 @@ class DialResult(BaseModel):
     uri: str
 
 
-def make_authorise(admin_token: str | None) -> Callable[[Request], None]:
-    """The bearer-token check of the admin API (and of /metrics)."""
-
-    def authorise(request: Request) -> None:
-        if not admin_token:
-            raise ApiError(403, "api_disabled", "no admin token is configured (admin.token)")
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "unauthorised", "send 'Authorization: Bearer <admin token>'")
-        if not hmac.compare_digest(token.encode(), admin_token.encode()):
-            log.warning("admin API: wrong token", client=request.client.host if request.client else None)
-            raise ApiError(401, "unauthorised", "wrong admin token")
-
-    return authorise
+class HostLinkRequest(_Body):
+    valid_hours: float | None = Field(None, gt=0, le=24 * 366)
 
 
-def build_router(directory: Directory, admin_token: str | None, dial_out: DialOut | None = None) -> APIRouter:
-    authorise = make_authorise(admin_token)
+class HostLink(BaseModel):
+    url: str
+    path: str
+    expires_at: int
+
+
+class RoomSettings(RoomConfig):
+    """A room's settings for PUT: the id comes from the path."""
+
+    id: str | None = Field(None, pattern=ROOM_ID_PATTERN)  # type: ignore[assignment]
+
+
+class SystemSettings(RoomSystemConfig):
+    id: str | None = Field(None, pattern=ROOM_ID_PATTERN)  # type: ignore[assignment]
+
+
+class RuleInsert(RoutingRuleConfig):
+    position: int | None = Field(None, ge=0, description="place in the order (default: last)")
+
+
+ErrorBody = {"content": {"application/json": {"example": {"error": "code", "reason": "why"}}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "bad request", **ErrorBody},
+    401: {"description": "no or unknown token", **ErrorBody},
+    403: {"description": "not allowed", **ErrorBody},
+    404: {"description": "not found", **ErrorBody},
+    409: {"description": "conflict", **ErrorBody},
+    422: {"description": "invalid body or parameters", **ErrorBody},
+}
+
+
+def _principal(request: Request) -> Principal:
+    """The caller of an API route (the app's Authenticator is in `app.state.auth`)."""
+    auth: Authenticator = request.app.state.auth
+    return auth.authenticate(request.headers.get("authorization", ""))
+
+
+def _admin(who: Annotated[Principal, Depends(_principal)]) -> Principal:
+    Authenticator.require(who, "admin")
+    return who
+
+
+Reader = Annotated[Principal, Depends(_principal)]
+Admin = Annotated[Principal, Depends(_admin)]
+
+
+def build_router(
+    config: GatewayConfig,
+    admin: Administration,
+    live: LiveControl,
+    host_links: HostLinks,
+    mqtt_state: Callable[[], dict[str, Any]] | None = None,
+) -> APIRouter:
+    started = time.time()
 
     # Every route is async: room changes must happen on the event loop, never in a worker thread.
-    router = APIRouter(prefix="/api", dependencies=[Depends(authorise)])
+    router = APIRouter(prefix="/api", responses=_ERRORS)
+    directory = admin.directory
 
     def conference(room: str) -> Conference:
-        found = directory.find(room)
-        if found is None:
-            raise ApiError(404, "unknown_room", f"no room {room!r}")
-        return found
+        return live.conference(room)
 
-    def room_action(action: Any) -> None:
-        try:
-            action()
-        except UnknownParticipant as exc:
-            raise ApiError(404, exc.code, str(exc)) from None
-        except NotAllowed as exc:
-            raise ApiError(409, exc.code, str(exc)) from None
-        except RoomError as exc:
-            raise ApiError(409, exc.code, str(exc)) from None
+    def room_view(c: Conference, who: Principal) -> dict[str, Any]:
+        room = c.room
+        spec = directory.specs[room.id]
+        settings = spec.model_dump(mode="json", exclude={"host_pin", "guest_pin"})
+        view: dict[str, Any] = {
+            **settings,
+            "name": room.name,
+            "origin": directory.origins[room.id],
+            "host_pin_set": bool(spec.host_pin),
+            "guest_pin_set": bool(spec.guest_pin),
+            "live": {
+                "locked": room.locked,
+                "participants": len(room.participants),
+                "lobby_waiting": len(room.lobby),
+                "open_now": room.is_open(),
+            },
+        }
+        if who.role == "admin":
+            view["host_pin"], view["guest_pin"] = spec.host_pin, spec.guest_pin
+        return view
 
-    def summary(c: Conference) -> dict[str, Any]:
+    # -- status -----------------------------------------------------------------------------------
+
+    @router.get("/status", tags=["status"])
+    async def status(who: Reader) -> dict[str, Any]:
+        """The gateway at a glance, and rooms of the database that clash with the configuration file."""
         return {
-            "id": c.room.id,
-            "name": c.room.name,
-            "locked": c.room.locked,
-            "lobby_enabled": c.room.lobby_enabled,
-            "participants": len(c.room.participants),
-            "lobby_waiting": len(c.room.lobby),
-            "aliases": c.room.aliases,
+            "you": {"name": who.name, "role": who.role},
+            "uptime_s": round(time.time() - started, 1),
+            "rooms": len(directory.conferences),
+            "participants": sum(len(c.room.participants) for c in directory),
+            "database": str(admin.store.path) if admin.store.path else None,
+            "conflicts": admin.conflicts,
+            "mqtt": mqtt_state() if mqtt_state else {"enabled": False},
+            "sip_enabled": config.sip.enabled,
         }
 
-    @router.get("/rooms", response_model=list[RoomSummary])
-    async def list_rooms() -> list[RoomSummary]:
-        return [RoomSummary(**summary(c)) for c in directory]
+    # -- rooms ------------------------------------------------------------------------------------
 
-    @router.get("/rooms/{room}", response_model=RoomDetail)
-    async def get_room(room: str) -> RoomDetail:
+    @router.get("/rooms", tags=["rooms"])
+    async def list_rooms(who: Reader) -> list[dict[str, Any]]:
+        return [room_view(c, who) for c in directory]
+
+    @router.post("/rooms", status_code=201, tags=["rooms"])
+    async def create_room(spec: RoomConfig, who: Admin) -> dict[str, Any]:
+        await admin.create_room(spec, who.name)
+        return room_view(conference(spec.id), who)
+
+    @router.get("/rooms/{room}", tags=["rooms"])
+    async def get_room(room: str, who: Reader) -> dict[str, Any]:
         conf = conference(room)
+        view = room_view(conf, who)
         clock = conf.clock.stats
-        mixer = MixerClockView(
-            ticks=clock.ticks,
-            late_ticks=clock.late_ticks,
-            skipped_ticks=clock.skipped_ticks,
-            max_lateness_ms=round(clock.max_lateness_ms, 2),
-            tick_cpu_ms_mean=round(clock.tick_cpu_ms_total / clock.ticks, 4) if clock.ticks else 0.0,
-        )
-        return RoomDetail(**summary(conf), mixer=mixer)
+        view["mixer"] = {
+            "ticks": clock.ticks,
+            "late_ticks": clock.late_ticks,
+            "skipped_ticks": clock.skipped_ticks,
+            "max_lateness_ms": round(clock.max_lateness_ms, 2),
+            "tick_cpu_ms_mean": round(clock.tick_cpu_ms_total / clock.ticks, 4) if clock.ticks else 0.0,
+        }
+        if conf.room.opening_hours is not None:
+            view["hours"] = conf.room.opening_hours.public(time.time())
+        return view
 
-    @router.get("/rooms/{room}/participants")
-    async def list_participants(room: str) -> list[dict[str, Any]]:
+    @router.put("/rooms/{room}", tags=["rooms"])
+    async def update_room(room: str, settings: RoomSettings, who: Admin) -> dict[str, Any]:
+        if settings.id is not None and settings.id != room:
+            raise ApiError(400, "bad_request", f"the body's id {settings.id!r} is not the path's {room!r}")
+        conf = conference(room)
+        spec = RoomConfig.model_validate({**settings.model_dump(exclude_unset=False), "id": conf.room.id})
+        admin.update_room(spec, who.name)
+        return room_view(conf, who)
+
+    @router.delete("/rooms/{room}", status_code=204, tags=["rooms"])
+    async def delete_room(room: str, who: Admin) -> Response:
+        await admin.delete_room(room, who.name)
+        return Response(status_code=204)
+
+    @router.post("/rooms/{room}/host-link", response_model=HostLink, tags=["rooms"])
+    async def host_link(room: str, request: Request, who: Admin, body: HostLinkRequest | None = None) -> HostLink:
+        """A link that lets a host join without typing the PIN, until it expires or the host PIN changes."""
+        conf = conference(room)
+        hours = body.valid_hours if body and body.valid_hours else config.admin.host_link_valid_h
+        token, expires = host_links.issue(conf.room.id, conf.room.host_pin, hours * 3600)
+        path = f"/r/{conf.room.id}?host={token}"
+        log.info("host link issued", room=conf.room.id, actor=who.name, valid_hours=hours)  # never the link itself
+        return HostLink(url=str(request.base_url).rstrip("/") + path, path=path, expires_at=expires)
+
+    # -- live meetings ------------------------------------------------------------------------------
+
+    @router.get("/rooms/{room}/participants", tags=["live"])
+    async def list_participants(room: str, _who: Reader) -> list[dict[str, Any]]:
         conf = conference(room)
         return [conf.participant_view(pid) for pid in list(conf.room.participants)]
 
-    @router.post("/rooms/{room}/participants/{participant}/mute", response_model=MuteResult)
-    async def mute(room: str, participant: str) -> MuteResult:
-        conf = conference(room)
-        room_action(lambda: conf.room.mute(None, participant))
-        log.info("admin muted participant", room=conf.room.id, participant=participant)
-        return MuteResult(participant=participant, muted=conf.room.get(participant).audio_muted)
+    @router.get("/rooms/{room}/lobby", tags=["live"])
+    async def list_lobby(room: str, _who: Reader) -> list[dict[str, Any]]:
+        return conference(room).room.lobby_public()
 
-    @router.post("/rooms/{room}/participants/{participant}/unmute", response_model=MuteResult)
-    async def unmute(room: str, participant: str) -> MuteResult:
-        conf = conference(room)
-        room_action(lambda: conf.room.unmute(None, participant))
-        log.info("admin unmuted participant", room=conf.room.id, participant=participant)
-        return MuteResult(participant=participant, muted=conf.room.get(participant).audio_muted)
+    @router.post("/rooms/{room}/participants/{participant}/mute", tags=["live"])
+    async def mute(room: str, participant: str, who: Reader, body: MuteRequest | None = None) -> dict[str, Any]:
+        return live.mute(room, participant, who.name, bool(body and body.forbid_self_unmute))
 
-    @router.post("/rooms/{room}/dial", response_model=DialResult, status_code=202)
-    async def dial(room: str, request: DialRequest) -> DialResult:
-        """Calls a room system or number into the room (allowed destinations: sip.dial_out_allow)."""
-        conf = conference(room)
-        if dial_out is None:
-            raise ApiError(503, "sip_disabled", "SIP is not enabled")
-        try:
-            placed = await dial_out(conf.room.id, request.uri.strip(), "admin-api")
-        except DialOutRefused as exc:
-            raise ApiError(_DIAL_OUT_STATUS.get(exc.code, 503), exc.code, str(exc)) from None
+    @router.post("/rooms/{room}/participants/{participant}/unmute", tags=["live"])
+    async def unmute(room: str, participant: str, who: Reader) -> dict[str, Any]:
+        return live.unmute(room, participant, who.name)
+
+    @router.post("/rooms/{room}/participants/{participant}/forbid-unmute", tags=["live"])
+    async def forbid_unmute(room: str, participant: str, who: Reader) -> dict[str, Any]:
+        return live.set_self_unmute(room, participant, False, who.name)
+
+    @router.post("/rooms/{room}/participants/{participant}/allow-unmute", tags=["live"])
+    async def allow_unmute(room: str, participant: str, who: Reader) -> dict[str, Any]:
+        return live.set_self_unmute(room, participant, True, who.name)
+
+    @router.delete("/rooms/{room}/participants/{participant}", status_code=204, tags=["live"])
+    async def remove(room: str, participant: str, who: Reader) -> Response:
+        live.remove(room, participant, who.name)
+        return Response(status_code=204)
+
+    @router.post("/rooms/{room}/mute-all", tags=["live"])
+    async def mute_all(room: str, who: Reader, body: MuteRequest | None = None) -> dict[str, Any]:
+        return {"muted": live.mute_all(room, who.name, bool(body and body.forbid_self_unmute))}
+
+    @router.post("/rooms/{room}/lobby/{entry}/admit", tags=["live"])
+    async def admit(room: str, entry: str, who: Reader) -> dict[str, Any]:
+        return live.admit(room, entry, who.name)
+
+    @router.post("/rooms/{room}/lobby/{entry}/deny", status_code=204, tags=["live"])
+    async def deny(room: str, entry: str, who: Reader) -> Response:
+        live.deny(room, entry, who.name)
+        return Response(status_code=204)
+
+    @router.post("/rooms/{room}/lock", tags=["live"])
+    async def lock(room: str, who: Reader) -> dict[str, bool]:
+        return {"locked": live.lock(room, True, who.name)}
+
+    @router.post("/rooms/{room}/unlock", tags=["live"])
+    async def unlock(room: str, who: Reader) -> dict[str, bool]:
+        return {"locked": live.lock(room, False, who.name)}
+
+    @router.post("/rooms/{room}/end", tags=["live"])
+    async def end(room: str, who: Reader) -> dict[str, Any]:
+        return {"ended": live.end(room, who.name)}
+
+    @router.post("/rooms/{room}/dial", response_model=DialResult, status_code=202, tags=["live"])
+    async def dial(room: str, request: DialRequest, who: Reader) -> DialResult:
+        """Calls a directory room system, or a SIP URI allowed by sip.dial_out_allow, into the room."""
+        placed = await live.dial(room, who.name, uri=request.uri, system=request.system)
         return DialResult(**placed)
+
+    # -- directory of room systems ------------------------------------------------------------------
+
+    @router.get("/systems", tags=["directory"])
+    async def list_systems(_who: Reader) -> list[RoomSystemConfig]:
+        return list(directory.systems.values())
+
+    @router.post("/systems", status_code=201, tags=["directory"])
+    async def add_system(system: RoomSystemConfig, who: Admin) -> RoomSystemConfig:
+        admin.save_system(system, who.name, create=True)
+        return system
+
+    @router.get("/systems/{system}", tags=["directory"])
+    async def get_system(system: str, _who: Reader) -> RoomSystemConfig:
+        found = directory.systems.get(system)
+        if found is None:
+            raise ApiError(404, "unknown_system", f"no room system {system!r}")
+        return found
+
+    @router.put("/systems/{system}", tags=["directory"])
+    async def update_system(system: str, settings: SystemSettings, who: Admin) -> RoomSystemConfig:
+        if settings.id is not None and settings.id != system:
+            raise ApiError(400, "bad_request", f"the body's id {settings.id!r} is not the path's {system!r}")
+        entry = RoomSystemConfig.model_validate({**settings.model_dump(), "id": system})
+        admin.save_system(entry, who.name, create=False)
+        return entry
+
+    @router.delete("/systems/{system}", status_code=204, tags=["directory"])
+    async def delete_system(system: str, who: Admin) -> Response:
+        admin.delete_system(system, who.name)
+        return Response(status_code=204)
+
+    # -- routing rules ------------------------------------------------------------------------------
+
+    @router.get("/rules", tags=["routing"])
+    async def list_rules(_who: Reader) -> list[RoutingRuleConfig]:
+        return list(directory.rules)
+
+    @router.put("/rules", tags=["routing"])
+    async def replace_rules(rules: list[RoutingRuleConfig], who: Admin) -> list[RoutingRuleConfig]:
+        """The whole ordered list at once; checked after exact aliases, first match wins."""
+        admin.set_rules(rules, who.name)
+        return list(directory.rules)
+
+    @router.post("/rules", status_code=201, tags=["routing"])
+    async def add_rule(rule: RuleInsert, who: Admin) -> list[RoutingRuleConfig]:
+        admin.add_rule(RoutingRuleConfig.model_validate(rule.model_dump(exclude={"position"})), who.name, rule.position)
+        return list(directory.rules)
+
+    @router.delete("/rules/{rule}", status_code=204, tags=["routing"])
+    async def delete_rule(rule: str, who: Admin) -> Response:
+        admin.delete_rule(rule, who.name)
+        return Response(status_code=204)
+
+    @router.get("/route", tags=["routing"])
+    async def route(called: Annotated[str, Query(min_length=1, max_length=128)], _who: Reader) -> dict[str, Any]:
+        """Where a call to `called` would go (exact alias first, then the rules)."""
+        found = directory.route(called)
+        return {"called": called, "room": found.room.id if found else None}
+
+    # -- call records -------------------------------------------------------------------------------
+
+    @router.get("/call-records", tags=["records"], response_model=None)
+    async def call_records(
+        _who: Reader,
+        room: Annotated[str | None, Query(max_length=64)] = None,
+        since: Annotated[float | None, Query(ge=0, le=1e11, description="Unix time")] = None,
+        until: Annotated[float | None, Query(ge=0, le=1e11, description="Unix time")] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+        format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    ) -> Any:
+        """Newest first. `format=csv` downloads them as CSV (UTF-8, a header line)."""
+        records = admin.store.call_records(room, since, until, limit, offset)
+        if format == "csv":
+            return PlainTextResponse(
+                records_csv(records),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="call-records.csv"'},
+            )
+        return records
 
     return router

@@ -53,6 +53,8 @@ class Conference:
             log_context={"room": room.id},
             driver=clock_driver,
         )
+        # Media figures of legs that went, for the call record written when their participant leaves.
+        self.last_media: dict[str, dict[str, Any]] = {}
         self._unsubscribe = room.subscribe(self._on_room_event)
         self._log = log.bind(room=room.id)
 
@@ -86,6 +88,10 @@ class Conference:
             self.video.add_receiver(leg.participant_id, leg.video_codecs, leg.send_video)
 
     def detach(self, participant_id: str) -> None:
+        if participant_id in self.legs:
+            self.last_media[participant_id] = self.media_summary(participant_id)
+            while len(self.last_media) > 1000:  # never read when the room keeps no records
+                del self.last_media[next(iter(self.last_media))]
         leg = self.legs.pop(participant_id, None)
         self.mixer.remove(participant_id)
         self.video.remove_receiver(participant_id)
@@ -176,6 +182,25 @@ class Conference:
             **(leg.media_counters() if leg else {}),
         }
         return view
+
+    def media_summary(self, pid: str) -> dict[str, Any]:
+        """Codecs, loss and jitter of a participant's leg, for its call record."""
+        leg = self.legs.get(pid)
+        if leg is None:
+            return self.last_media.get(pid, {})
+        stats = self.mixer.stats(pid)
+        jitter = self.mixer.jitter(pid)
+        counters = leg.media_counters()
+        received = stats.packets_in if stats else 0
+        lost = stats.frames_lost if stats else 0
+        return {
+            "audio_codec": leg.audio_in_codec.value,
+            "video_codecs": ",".join(leg.video_codecs),
+            "audio_packets_in": received,
+            "audio_frames_lost": lost,
+            "loss_percent": round(100.0 * lost / (received + lost), 2) if received + lost else 0.0,
+            "jitter_ms": round(jitter.jitter_ms, 2) if jitter else counters.get("rtp_jitter_ms"),
+        }
 
     async def close(self) -> None:
         self._unsubscribe()

@@ -28,6 +28,7 @@ EventType = Literal[
     "meeting_ended",
     "speaking_started",
     "speaking_stopped",
+    "call_record_written",  # the gateway's own: a participant's call record was stored
 ]
 
 

@@ -187,9 +187,13 @@ class Room:
             raise JoinRefused("wrong PIN", "wrong_pin")
         return Role.GUEST
 
-    def request_join(self, name: str, pin: str | None, kind: LegKind, source: str | None = None) -> JoinResult:
-        """`source` identifies where the join comes from (an address, a number), to recognise returners."""
-        role = self.role_for_pin(pin)
+    def request_join(
+        self, name: str, pin: str | None, kind: LegKind, source: str | None = None, role: Role | None = None
+    ) -> JoinResult:
+        """`source` identifies where the join comes from (an address, a number), to recognise returners.
+        `role` is given when the caller proved it otherwise (a signed host link, a trusted room system):
+        then no PIN is asked."""
+        role = role or self.role_for_pin(pin)
         if role is Role.GUEST and not self.is_open():
             raise JoinRefused("the room is closed now (see its opening hours)", "closed")
         if role is Role.GUEST and self.locked:
@@ -208,19 +212,22 @@ class Room:
     def add_invited(self, name: str, kind: LegKind, source: str | None = None) -> Participant:
         """Someone the room called (dial-out): a guest, past the lobby and the lock (a host or an
         administrator asked for them), still within the room's size."""
-        return self._add(self._new_id(), name, Role.GUEST, kind, source)
+        return self._add(self._new_id(), name, Role.GUEST, kind, source, direction="out")
 
     @staticmethod
     def _returner_key(source: str | None, name: str) -> str | None:
         return f"{source}|{name.strip().casefold()}" if source else None
 
-    def _add(self, participant_id: str, name: str, role: Role, kind: LegKind, source: str | None = None) -> Participant:
+    def _add(
+        self, participant_id: str, name: str, role: Role, kind: LegKind, source: str | None = None, direction: str = "in"
+    ) -> Participant:
         # Places kept for a reconnect do not count: they must never lock a host out.
         if sum(1 for p in self.participants.values() if p.connected) >= self.max_participants:
             raise JoinRefused("the meeting is full", "full")
         participant = Participant(
             id=participant_id, name=name, role=role, kind=kind, joined_at=self._wall(), source=source
         )
+        participant.extra["direction"] = direction
         if role is Role.GUEST:
             held = self._held_mutes.get(self._returner_key(source, name) or "")
             if self.guests_muted_on_entry or held is not None:

@@ -67,6 +67,13 @@ class SipService:
         log.info("SIP started", host=self.config.sip.host, ports=ports)
         return ports
 
+    async def wait_idle(self, timeout_s: float) -> None:
+        """Waits until every call has ended (their goodbye prompts played), at most `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.calls and loop.time() < deadline:  # noqa: ASYNC110 (calls end in many places; 100 ms polls at shutdown only)
+            await asyncio.sleep(0.1)
+
     async def stop(self) -> None:
         if self.stack is not None:
             await self.stack.stop()  # BYE to every call; each is released as it ends

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import structlog
-from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -20,7 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from starlette.exceptions import HTTPException
 
-from gateway.control.api import ApiError, DialOut, api_error_response, build_router, make_authorise
+from gateway.control.api import ApiError, api_error_response, room_error_response
+from gateway.control.auth import Authenticator, AuthError
+from gateway.rooms.errors import RoomError
 from gateway.webrtc.session import BrowserHub, BrowserSession
 
 log = structlog.get_logger(__name__)
@@ -30,7 +32,8 @@ STATIC_DIR = Path(str(resources.files("gateway.webrtc") / "static"))
 
 def build_http_app(
     hub: BrowserHub,
-    dial_out: DialOut | None = None,
+    api: APIRouter | None = None,
+    auth: Authenticator | None = None,
     metrics: CollectorRegistry | None = None,
     ready: Callable[[], bool] = lambda: True,
 ) -> FastAPI:
@@ -41,19 +44,24 @@ def build_http_app(
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
+    app.state.auth = auth or Authenticator(hub.config.admin)
     app.add_exception_handler(ApiError, api_error_response)
+    app.add_exception_handler(AuthError, api_error_response)
+    app.add_exception_handler(RoomError, room_error_response)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse({"error": "bad_request", "reason": f"{where}: {first['msg']}"}, status_code=422)
+        problems = [
+            f"{'.'.join(str(p) for p in error.get('loc', ()))}: {error.get('msg', 'invalid')}" for error in exc.errors()
+        ] or ["invalid request"]
+        return JSONResponse({"error": "bad_request", "reason": "; ".join(problems[:5])}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse({"error": code, "reason": str(exc.detail)}, status_code=exc.status_code)
-    app.include_router(build_router(hub.directory, hub.config.admin.token, dial_out))
+    if api is not None:
+        app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     max_bytes = hub.config.server.websocket_max_message_bytes
 
@@ -77,12 +85,10 @@ def build_http_app(
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not_ready"}, status_code=503)
 
-    authorise = make_authorise(hub.config.admin.token)
-
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:
-        """Prometheus text format; the admin token as a bearer token (scrape config: authorization)."""
-        authorise(request)
+        """Prometheus text format; an admin or operator token as a bearer token (scrape config: authorization)."""
+        app.state.auth.authenticate(request.headers.get("authorization", ""))
         if metrics is None:
             return Response(status_code=404)
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
 from gateway.config import GatewayConfig
+from gateway.control.auth import HostLinks
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
 from gateway.rooms.errors import JoinRefused, RoomError
 from gateway.rooms.events import RoomEvent
-from gateway.rooms.participant import LegKind
+from gateway.rooms.participant import LegKind, Role
 from gateway.rooms.pinguard import PinGuard
 from gateway.transcode.audio import AudioCodec, AudioFormat
 from gateway.transcode.mixer import MixedFrame
@@ -47,6 +49,7 @@ class BrowserHub:
         # Tokens of kept places that ended meanwhile (removed, meeting ended): the returner is told.
         self._ended_places: dict[str, str] = {}
         self._room_json: dict[tuple[str, bool], tuple[int, str]] = {}
+        self.host_links: HostLinks | None = None  # set by the gateway once its store is open
 
     def room_json(self, conference: Conference, for_host: bool) -> str:
         """The room's public view, serialized once per room change for all sessions that show it."""
@@ -246,10 +249,21 @@ class BrowserSession:
         # Guesses are counted per address and room, and only joins that carry a PIN are refused: a
         # shared address (town-hall Wi-Fi, carrier NAT) must not lock everyone out of every room.
         guard, guard_key = self.hub.pin_guard, f"{self.client_ip}|{conference.room.id}"
+        role = None
+        if msg.host is not None:
+            links = self.hub.host_links
+            room = conference.room
+            if links is None or not room.host_pin or not links.verify(msg.host, room.id, room.host_pin):
+                self._log.warning("join refused: host link not valid (expired, or the host PIN changed)")
+                await self._end("bad_host_link")
+                return
+            role = Role.HOST
         try:
-            if msg.pin:
+            if msg.pin and role is None:
                 guard.check(guard_key)
-            result = conference.room.request_join(msg.name, msg.pin, LegKind.BROWSER, source=self.client_ip)
+            result = conference.room.request_join(
+                msg.name, msg.pin, LegKind.BROWSER, source=self.client_ip, role=role
+            )
         except JoinRefused as exc:
             if exc.code == "wrong_pin":
                 locked_out = guard.failed(guard_key)
@@ -535,7 +549,11 @@ class BrowserSession:
     async def _end(self, reason: str) -> None:
         self.phase = "ended"
         self.hub.sessions.discard(self)
-        await self.send(sig.server_ended(reason))
+        hours = None
+        room = self.conference.room if self.conference is not None else None
+        if reason == "closed" and room is not None and room.opening_hours is not None:
+            hours = room.opening_hours.public(time.time())
+        await self.send(sig.server_ended(reason, hours))
         await self._close(1000, reason)
 
     async def _finish(self, keep_place: bool) -> None:

@@ -47,6 +47,8 @@ class Join(_Msg):
     pin: Annotated[str, Field(max_length=32)] = ""
     # Reconnecting with the previous session token keeps the participant's place (no lobby again).
     resume: Annotated[str, Field(max_length=128)] | None = None
+    # A signed host link's token (`/r/<room>?host=...`): a host without typing the PIN.
+    host: Annotated[str, Field(max_length=128)] | None = None
 
 
 class Answer(_Msg):
@@ -239,7 +241,11 @@ def server_error(code: str, message: str, request: str | None = None) -> dict[st
     return {"type": "error", "code": code, "message": message, "request": request}
 
 
-def server_ended(reason: str) -> dict[str, Any]:
+def server_ended(reason: str, hours: dict[str, Any] | None = None) -> dict[str, Any]:
     """The session is over: wrong_pin, locked_out (too many wrong PINs), locked, full, denied,
-    removed, meeting_ended, unknown_room, left."""
-    return {"type": "ended", "reason": reason}
+    removed, meeting_ended, unknown_room, left, bad_host_link, closed (outside the opening hours:
+    `hours` has the schedule and the next opening)."""
+    message: dict[str, Any] = {"type": "ended", "reason": reason}
+    if hours is not None:
+        message["hours"] = hours
+    return message

@@ -1,0 +1,162 @@
+"""Administration: rooms, room systems and routing rules changed at run time and kept in the store.
+
+The Directory serves what is live; the Store keeps what the API made. Every change is checked by the
+Directory first (clashes), then stored, and undone in the Directory if storing fails, so the two
+never disagree. Rooms of the configuration file are read-only here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from gateway.config import GatewayConfig, RoomConfig, RoomSystemConfig, RoutingRuleConfig
+from gateway.control.store import Store
+from gateway.rooms.directory import Conflict, Directory, NotFound
+from gateway.rooms.errors import RoomError
+
+log = structlog.get_logger(__name__)
+
+
+class StorageFailed(RoomError):
+    code = "storage_failed"
+
+
+class Administration:
+    def __init__(self, config: GatewayConfig, directory: Directory, store: Store) -> None:
+        self.config = config
+        self.directory = directory
+        self.store = store
+        # Rooms in the database that clash with the configuration file: kept, not served, reported.
+        self.conflicts: list[dict[str, Any]] = []
+        self._load()
+
+    def _load(self) -> None:
+        where = str(self.store.path) if self.store.path else "memory"
+        for spec in self.store.rooms():
+            problems = self.directory.clashes(spec)
+            if problems:
+                self.conflicts.append({"room": spec.id, "problems": problems})
+                log.error(
+                    "room in the database clashes with the configuration file; it is not served until one "
+                    "of them changes (delete it with DELETE /api/rooms/<id> or `gateway rooms delete <id>`, "
+                    "or remove it from the file)",
+                    room=spec.id,
+                    database=where,
+                    problems=problems,
+                )
+                continue
+            self.directory.add(spec, "api")
+        self.directory.set_systems(self.store.systems())
+        self.directory.set_rules(self.store.rules())
+        log.info(
+            "administration loaded",
+            database=where,
+            rooms_from_database=sum(1 for o in self.directory.origins.values() if o == "api"),
+            rooms_from_config=sum(1 for o in self.directory.origins.values() if o == "config"),
+            systems=len(self.directory.systems),
+            rules=len(self.directory.rules),
+            conflicts=len(self.conflicts),
+        )
+
+    def _stored(self, action: Any, undo: Any) -> None:
+        try:
+            action()
+        except Exception as exc:
+            undo()
+            log.exception("storing a change failed; the change was undone")
+            raise StorageFailed(f"the change could not be stored: {exc}") from None
+
+    # -- rooms ----------------------------------------------------------------------------------
+
+    async def create_room(self, spec: RoomConfig, actor: str) -> None:
+        if any(c["room"] == spec.id for c in self.conflicts):
+            raise Conflict(f"room {spec.id!r} is in the database but clashes with the configuration file: delete it first")
+        self.directory.add(spec, "api")
+        try:
+            self.store.save_room(spec)
+        except Exception as exc:
+            await self.directory.remove(spec.id)
+            log.exception("storing a new room failed; it was not created", room=spec.id)
+            raise StorageFailed(f"the room could not be stored: {exc}") from None
+        log.info("room created", room=spec.id, actor=actor)
+
+    def update_room(self, spec: RoomConfig, actor: str) -> None:
+        before = self.directory.specs.get(spec.id)
+        self.directory.update(spec)
+        if before is not None:
+            self._stored(lambda: self.store.save_room(spec), lambda: self.directory.update(before))
+        log.info("room changed", room=spec.id, actor=actor)
+
+    async def delete_room(self, room_id: str, actor: str) -> None:
+        conflicting = next((c for c in self.conflicts if c["room"] == room_id), None)
+        if conflicting is not None:  # only in the database: deleting it resolves the clash
+            self.store.delete_room(room_id)
+            self.conflicts.remove(conflicting)
+            log.info("clashing room deleted from the database", room=room_id, actor=actor)
+            return
+        spec = self.directory.specs.get(room_id)
+        if spec is None:
+            raise NotFound(f"no room {room_id!r}", "unknown_room")
+        await self.directory.remove(room_id)
+        try:
+            self.store.delete_room(room_id)
+        except Exception as exc:
+            self.directory.add(spec, "api")
+            log.exception("deleting a room from the database failed; it was kept", room=room_id)
+            raise StorageFailed(f"the room could not be deleted: {exc}") from None
+        log.info("room deleted", room=room_id, actor=actor)
+
+    # -- room systems -----------------------------------------------------------------------------
+
+    def _check_system(self, system: RoomSystemConfig) -> None:
+        if system.default_room is not None and self.directory.find(system.default_room) is None:
+            raise NotFound(f"default_room {system.default_room!r} is no room", "unknown_room")
+        for other in self.directory.systems.values():
+            if other.id != system.id and other.uri.lower() == system.uri.lower():
+                raise Conflict(f"room system {other.id!r} already has the URI {system.uri!r}")
+
+    def save_system(self, system: RoomSystemConfig, actor: str, create: bool) -> None:
+        exists = system.id in self.directory.systems
+        if create and exists:
+            raise Conflict(f"room system {system.id!r} exists")
+        if not create and not exists:
+            raise NotFound(f"no room system {system.id!r}", "unknown_system")
+        self._check_system(system)
+        before = dict(self.directory.systems)
+        self.directory.set_systems([*(s for s in before.values() if s.id != system.id), system])
+        self._stored(lambda: self.store.save_system(system), lambda: self.directory.set_systems(list(before.values())))
+        log.info("room system " + ("added" if create else "changed"), system=system.id, actor=actor)
+
+    def delete_system(self, system_id: str, actor: str) -> None:
+        before = dict(self.directory.systems)
+        if system_id not in before:
+            raise NotFound(f"no room system {system_id!r}", "unknown_system")
+        self.directory.set_systems([s for s in before.values() if s.id != system_id])
+        self._stored(lambda: self.store.delete_system(system_id), lambda: self.directory.set_systems(list(before.values())))
+        log.info("room system deleted", system=system_id, actor=actor)
+
+    # -- routing rules ----------------------------------------------------------------------------
+
+    def set_rules(self, rules: list[RoutingRuleConfig], actor: str) -> None:
+        ids = [r.id for r in rules]
+        if len(set(ids)) != len(ids):
+            raise Conflict("two rules have the same id")
+        before = list(self.directory.rules)
+        self.directory.set_rules(rules)
+        self._stored(lambda: self.store.save_rules(rules), lambda: self.directory.set_rules(before))
+        log.info("routing rules set", rules=ids, actor=actor)
+
+    def add_rule(self, rule: RoutingRuleConfig, actor: str, position: int | None = None) -> None:
+        if any(r.id == rule.id for r in self.directory.rules):
+            raise Conflict(f"rule {rule.id!r} exists")
+        rules = list(self.directory.rules)
+        rules.insert(len(rules) if position is None else max(0, position), rule)
+        self.set_rules(rules, actor)
+
+    def delete_rule(self, rule_id: str, actor: str) -> None:
+        rules = [r for r in self.directory.rules if r.id != rule_id]
+        if len(rules) == len(self.directory.rules):
+            raise NotFound(f"no rule {rule_id!r}", "unknown_rule")
+        self.set_rules(rules, actor)
