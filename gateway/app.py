@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import structlog
 import uvicorn
@@ -31,6 +32,15 @@ log = structlog.get_logger(__name__)
 _SHUTDOWN_PROMPT_S = 6.0
 
 
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own SIGINT/SIGTERM handling: the gateway's handler ends the meetings
+    first (callers hear why) and only then stops the HTTP server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
@@ -44,6 +54,7 @@ class Gateway:
         # One PIN guard for every kind of leg: guessing by phone and by browser add up.
         self.sip = SipService(config, self.directory, self.browsers.pin_guard) if config.sip.enabled else None
         self.live = LiveControl(self.directory, self.sip.dial_out if self.sip is not None else None)
+        self.browsers.live = self.live
         self.auth = Authenticator(config.admin)
         self.sip_ports: dict[str, int] = {}
         self.loop_lag = LoopLag()
@@ -53,11 +64,11 @@ class Gateway:
         self.mqtt = MqttBridge(config.mqtt, self.directory, self.live) if config.mqtt.enabled else None
         self.metrics = build_registry(self.directory, calls, self.loop_lag, self.mqtt.counters if self.mqtt else None)
         self.ready = False
-        api = build_router(config, self.admin, self.live, self.host_links)
+        api = build_router(config, self.admin, self.live, self.host_links, self.mqtt.state if self.mqtt else None)
         self.http = build_http_app(self.browsers, api, self.auth, metrics=self.metrics, ready=lambda: self.ready)
         server = config.server
         tls = server.tls
-        self._uvicorn = uvicorn.Server(
+        self._uvicorn = _HttpServer(
             uvicorn.Config(
                 self.http,
                 host=server.host,
@@ -148,7 +159,7 @@ class Gateway:
         try:
             busy = [c for c in self.directory if c.room.participants or c.room.lobby]
             for conference in busy:
-                conference.room.end(None)
+                conference.room.end(None, reason="shutdown")
             log.info("shutting down: meetings ended", rooms=len(busy))
             if self.sip is not None:
                 await self.sip.wait_idle(timeout_s=_SHUTDOWN_PROMPT_S)

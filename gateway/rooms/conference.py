@@ -152,7 +152,7 @@ class Conference:
             self._hang_up(self.legs[pid], _HANG_UP_EVENTS[event.type])
         elif event.type == "meeting_ended":
             for leg in list(self.legs.values()):
-                self._hang_up(leg, "meeting_ended")
+                self._hang_up(leg, event.data.get("reason", "meeting_ended"))
             for pid in event.data.get("participants", []):
                 self.video.remove(pid)
                 if self._transcoders is not None:

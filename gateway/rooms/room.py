@@ -209,10 +209,11 @@ class Room:
             return JoinResult(lobby_entry=entry)
         return JoinResult(participant=self._add(self._new_id(), name, role, kind, source))
 
-    def add_invited(self, name: str, kind: LegKind, source: str | None = None) -> Participant:
-        """Someone the room called (dial-out): a guest, past the lobby and the lock (a host or an
-        administrator asked for them), still within the room's size."""
-        return self._add(self._new_id(), name, Role.GUEST, kind, source, direction="out")
+    def add_invited(self, name: str, kind: LegKind, source: str | None = None, direction: str = "out") -> Participant:
+        """Someone the room called (dial-out), or its own trusted room system calling in: a guest,
+        past the lobby, the lock and the opening hours (an administrator vouched for them), still
+        within the room's size."""
+        return self._add(self._new_id(), name, Role.GUEST, kind, source, direction=direction)
 
     @staticmethod
     def _returner_key(source: str | None, name: str) -> str | None:
@@ -268,15 +269,16 @@ class Room:
         self._emit("participant_removed", participant_id, by)
         self._reset_lock_if_empty()
 
-    def end(self, by: str | None) -> list[str]:
-        """Ends the meeting for everyone (and everyone waiting); the room stays for the next one."""
+    def end(self, by: str | None, reason: str = "meeting_ended") -> list[str]:
+        """Ends the meeting for everyone (and everyone waiting); the room stays for the next one.
+        `reason` is what legs tell their people: meeting_ended, or shutdown (the gateway stops)."""
         self._require_host(by)
         ended = [*self.participants, *self.lobby]
         self.participants.clear()
         self.lobby.clear()
         self.locked = self._locked_by_config
         self._reset_mute_policy()
-        self._emit("meeting_ended", None, by, participants=ended)
+        self._emit("meeting_ended", None, by, participants=ended, reason=reason)
         return ended
 
     # -- lobby ----------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ class Prompt(enum.StrEnum):
     DENIED = "denied"
     NOT_ALLOWED = "not_allowed"
     GOODBYE = "goodbye"
+    CLOSED = "closed"
+    SHUTTING_DOWN = "shutting_down"
 
 
 def _decode(path: Path) -> list[Pcm]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, RoomSystemConfig
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
 from gateway.rooms.errors import DialOutRefused, JoinRefused, RoomError
@@ -44,6 +44,8 @@ _ENDINGS: dict[str, tuple[Prompt, int, str]] = {
     "locked": (Prompt.MEETING_LOCKED, 403, "Meeting locked"),
     "full": (Prompt.MEETING_FULL, 486, "Meeting full"),
     "locked_out": (Prompt.TOO_MANY_ATTEMPTS, 403, "Too many wrong PINs"),
+    "closed": (Prompt.CLOSED, 480, "Closed (outside the opening hours)"),
+    "shutdown": (Prompt.SHUTTING_DOWN, 503, "Gateway shutting down"),
 }
 
 
@@ -190,6 +192,7 @@ class SipCall:
         self._keys = ""
         self._unsubscribe: Callable[[], None] | None = None
         self._first_room: Conference | None = None
+        self.trusted = False  # its own room system of the directory, calling its room: no PIN, no lobby
 
     @property
     def language(self) -> str:
@@ -206,13 +209,44 @@ class SipCall:
     def _pin_key(self, conference: Conference) -> str:
         return f"{self.source}|{conference.room.id}"
 
+    def _known_system(self) -> RoomSystemConfig | None:
+        """The directory entry of the caller. Where its URI names an IP address the INVITE must come
+        from there (a From header alone is easily forged); a host name is taken on the From alone."""
+        system = self.service.directory.system_for(self.incoming.from_uri) if self.incoming.from_uri else None
+        if system is None:
+            return None
+        try:
+            host = message.uri_host_port(system.uri)[0]
+            if ipaddress.ip_address(host) != ipaddress.ip_address(self.source):
+                self.log.warning("caller claims a directory room system but calls from elsewhere", system=system.id)
+                return None
+        except (ValueError, message.SipMessageError):
+            pass
+        return system
+
     async def start(self) -> None:
         config = self.service.config.sip
-        conference = self.service.directory.find(self.incoming.user) if self.incoming.user else None
+        directory = self.service.directory
+        system = self._known_system()
+        conference = directory.route(self.incoming.user) if self.incoming.user else None
+        if system is not None:
+            self.kind, self.name = LegKind.SIP_ROOM_SYSTEM, system.name[:64]
+            if conference is None and system.default_room:
+                conference = directory.find(system.default_room)  # it called the gateway, not a room
+            self.trusted = bool(
+                system.trusted and conference is not None and conference.room.id == system.default_room
+            )
+            self.log = self.log.bind(system=system.id, trusted=self.trusted)
         if conference is None and not config.menu:
             self._reject(404, "Unknown conference")
             return
-        if conference is not None:
+        if conference is not None and self.trusted:
+            room = conference.room
+            if sum(1 for p in room.participants.values() if p.connected) >= room.max_participants:
+                self._reject(486, "Meeting full")
+                return
+            self.conference = conference
+        elif conference is not None:
             room = conference.room
             try:
                 self.service.pin_guard.check(self._pin_key(conference))
@@ -323,7 +357,9 @@ class SipCall:
         if self._confirmed or self.phase != "answered":
             return
         self._confirmed = True
-        if self.outbound:
+        if self.outbound or self.trusted:
+            if self.trusted:
+                self._watch_media()
             self._join_invited()
             return
         self.phase = "menu"
@@ -358,7 +394,7 @@ class SipCall:
             elif isinstance(action, ivr.StopSaying):
                 self.leg.stop_playing()
             elif isinstance(action, ivr.FindRoom):
-                conference = self.service.directory.find(action.number)
+                conference = self.service.directory.route(action.number)
                 info = self.service.room_info(conference) if conference is not None else None
                 self.log.info("conference number entered", number=action.number, found=conference is not None)
                 self._run(self.flow.room_found(info, self._now()))
@@ -439,7 +475,8 @@ class SipCall:
         if conference is None:
             return
         try:
-            participant = conference.room.add_invited(self.name, self.kind, source=self.source)
+            direction = "out" if self.outbound else "in"
+            participant = conference.room.add_invited(self.name, self.kind, source=self.source, direction=direction)
         except JoinRefused as exc:
             prompt, status, reason = _ENDINGS.get(exc.code, (Prompt.GOODBYE, 403, str(exc)))
             self.end(prompt, status, reason)
@@ -460,7 +497,7 @@ class SipCall:
             self.end(*_ENDINGS["denied"])
         elif event.type == "meeting_ended" and self.participant_id in event.data.get("participants", []):
             self._stop_lobby_events()
-            self.end(*_ENDINGS["meeting_ended"])
+            self.end(*_ENDINGS[event.data.get("reason", "meeting_ended")])
 
     def _enter_admitted(self) -> None:
         if self.phase == "admitted" and self.conference is not None:

@@ -18,9 +18,10 @@ import structlog
 
 from gateway.config import GatewayConfig
 from gateway.control.auth import HostLinks
+from gateway.control.live import LiveControl
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
-from gateway.rooms.errors import JoinRefused, RoomError
+from gateway.rooms.errors import JoinRefused, NotAllowed, RoomError
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind, Role
 from gateway.rooms.pinguard import PinGuard
@@ -50,6 +51,7 @@ class BrowserHub:
         self._ended_places: dict[str, str] = {}
         self._room_json: dict[tuple[str, bool], tuple[int, str]] = {}
         self.host_links: HostLinks | None = None  # set by the gateway once its store is open
+        self.live: LiveControl | None = None  # hosts invite room systems through it
 
     def room_json(self, conference: Conference, for_host: bool) -> str:
         """The room's public view, serialized once per room change for all sessions that show it."""
@@ -311,7 +313,7 @@ class BrowserSession:
             self._spawn(self.hang_up("denied"))
         elif event.type == "meeting_ended" and self.participant_id in event.data.get("participants", []):
             self._stop_lobby_events()
-            self._spawn(self.hang_up("meeting_ended"))
+            self._spawn(self.hang_up(event.data.get("reason", "meeting_ended")))
         elif event.type in ("lobby_changed", "participant_joined", "participant_left") and (
             self.participant_id in self.room.lobby
         ):
@@ -432,6 +434,25 @@ class BrowserSession:
     async def _on_end_meeting(self, _msg: sig.EndMeeting) -> None:
         self._require_meeting("end_meeting")
         self.room.end(self.participant_id)
+
+    def _require_host(self, request: str) -> None:
+        self._require_meeting(request)
+        me = self.room.participants.get(self.participant_id)
+        if me is None or not me.is_host:
+            raise NotAllowed("only a host may do this")
+
+    async def _on_list_systems(self, _msg: sig.ListSystems) -> None:
+        self._require_host("list_systems")
+        systems = self.hub.directory.systems.values()
+        await self.send(sig.server_systems([{"id": s.id, "name": s.name} for s in systems]))
+
+    async def _on_dial(self, msg: sig.Dial) -> None:
+        self._require_host("dial")
+        if self.hub.live is None:
+            raise RoomError("inviting is not available", "sip_disabled")
+        me = self.room.participants[self.participant_id]
+        placed = await self.hub.live.dial(self.room.id, f"host {me.name} ({self.participant_id})", msg.uri, msg.system)
+        await self.send(sig.server_notice("dial_placed", uri=placed["uri"]))
 
     async def _on_leave(self, _msg: sig.Leave) -> None:
         self._log.info("participant left")

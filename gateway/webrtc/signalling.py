@@ -128,6 +128,20 @@ class Leave(_Msg):
     type: Literal["leave"]
 
 
+class ListSystems(_Msg):
+    """Hosts: which room systems of the directory can be invited (answered by `systems`)."""
+
+    type: Literal["list_systems"]
+
+
+class Dial(_Msg):
+    """Hosts: invite a room system of the directory, or a SIP URI the dial-out rules allow."""
+
+    type: Literal["dial"]
+    system: Id | None = None
+    uri: Annotated[str, Field(min_length=5, max_length=256)] | None = None
+
+
 class Ping(_Msg):
     type: Literal["ping"]
 
@@ -149,6 +163,8 @@ ClientMessage = Annotated[
     | Deny
     | EndMeeting
     | Leave
+    | ListSystems
+    | Dial
     | Ping,
     Field(discriminator="type"),
 ]
@@ -235,6 +251,10 @@ def server_notice(code: str, **data: Any) -> dict[str, Any]:
     self_unmute_forbidden, self_unmute_allowed, hand_lowered (each with `by`, a name or None for the
     administrator), and for hosts lobby_waiting (with `name`)."""
     return {"type": "notice", "code": code, **data}
+
+
+def server_systems(systems: list[dict[str, str]]) -> dict[str, Any]:
+    return {"type": "systems", "systems": systems}
 
 
 def server_error(code: str, message: str, request: str | None = None) -> dict[str, Any]:

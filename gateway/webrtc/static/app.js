@@ -17,6 +17,8 @@ const state = {
   roomFromPath: '',
   name: '',
   pin: '',
+  hostLink: '', // a signed host link's token (?host=...): joins as host without the PIN
+  endedHours: null, // opening hours sent with an "ended: closed"
   formErrors: { room: null, name: null, pin: null }, // i18n keys, so a language switch re-renders them
   ws: null,
   pc: null,
@@ -139,7 +141,7 @@ function renderLobbyScreen() {
   setText($('lobby-position'), `${t('lobbyPosition', { position: lobby.position ?? '–' })} ${wait}${noHost}`);
 }
 
-const ENDED_WITH_RETRY = new Set(['left', 'locked', 'full', 'denied', 'meeting_ended']);
+const ENDED_WITH_RETRY = new Set(['left', 'locked', 'full', 'denied', 'meeting_ended', 'shutdown']);
 
 /** The shared status screen: connecting, connection lost (with countdown), ended. */
 function renderStatus() {
@@ -163,6 +165,7 @@ function renderStatus() {
     if (ENDED_WITH_RETRY.has(reason) || !known) actions = [['joinAgain', 'btn-primary', join]];
     if (reason === 'unknown_room') actions = [['changeRoom', 'btn-primary', changeRoom]];
   }
+  renderHours(state.phase === 'ended' && state.ended === 'closed' ? state.endedHours : null);
   spinner.hidden = !(state.phase === 'connecting' || (state.phase === 'reconnecting' && !state.reconnectDeadline));
   setText($('status-title'), title);
   setText($('status-text'), text);
@@ -174,6 +177,47 @@ function renderStatus() {
     box.replaceChildren(...actions.map(([key, cls, fn]) =>
       el('button', { type: 'button', class: `btn ${cls}`, text: t(key), onclick: fn })));
   }
+}
+
+/** The opening hours of a closed room: the next opening, then the week and the closed days. */
+function renderHours(hours) {
+  const box = $('status-hours');
+  box.hidden = !hours;
+  if (!hours) return;
+  const parts = [];
+  if (hours.next_opening) {
+    const when = new Date(hours.next_opening);
+    const text = when.toLocaleString(getLang(), { weekday: 'long', day: 'numeric', month: 'long', hour: '2-digit', minute: '2-digit', timeZone: hours.timezone });
+    parts.push(el('p', { class: 'hours-next', text: t('hoursNext', { when: text }) }));
+  }
+  parts.push(el('h2', { text: t('hoursTitle') }));
+  const rows = Object.entries(hours.weekly || {}).map(([day, spans]) =>
+    el('tr', {}, el('th', { scope: 'row', text: t(`day_${day}`) }),
+      el('td', { text: spans && spans.length ? spans.join(', ').replace(/-/g, '–') : t('hoursNone') })));
+  parts.push(el('table', { class: 'hours-table' }, el('tbody', {}, ...rows)));
+  if (hours.closed && hours.closed.length) {
+    const days = hours.closed.slice(0, 10).map((d) => new Date(`${d}T12:00:00`).toLocaleDateString(getLang()));
+    parts.push(el('p', { class: 'muted-text', text: t('hoursClosedDays', { days: days.join(', ') }) }));
+  }
+  box.replaceChildren(...parts);
+}
+
+async function openInvite() {
+  send({ type: 'list_systems' });
+  const dialog = $('invite-dialog');
+  const opener = document.activeElement;
+  $('invite-uri').value = '';
+  dialog.returnValue = '';
+  dialog.addEventListener('close', () => {
+    if (opener && opener.isConnected) opener.focus();
+    if (dialog.returnValue !== 'invite') return;
+    const uri = $('invite-uri').value.trim();
+    const system = $('invite-system').value;
+    if (uri) send({ type: 'dial', uri });
+    else if (system) send({ type: 'dial', system });
+  }, { once: true });
+  dialog.showModal();
+  $('invite-system').focus();
 }
 
 function renderMediaBanner() {
@@ -226,6 +270,7 @@ function connect() {
   ws.addEventListener('open', () => {
     if (ws !== state.ws) return;
     const msg = { type: 'join', room: state.roomId, name: state.name, pin: state.pin };
+    if (state.hostLink) msg.host = state.hostLink;
     if (state.resume) msg.resume = state.resume;
     send(msg);
     state.lastPong = 0;
@@ -435,7 +480,18 @@ const HANDLERS = {
   },
 
   ended(msg) {
+    state.endedHours = msg.hours && typeof msg.hours === 'object' ? msg.hours : null;
     endSession(String(msg.reason || 'unknown'));
+  },
+
+  systems(msg) {
+    const select = $('invite-system');
+    const systems = Array.isArray(msg.systems) ? msg.systems : [];
+    select.replaceChildren(
+      el('option', { value: '', text: t('inviteSystemNone') }),
+      ...systems.map((s) => el('option', { value: String(s.id), text: String(s.name) })),
+    );
+    if (systems.length) select.value = String(systems[0].id);
   },
 };
 
@@ -680,6 +736,7 @@ function wireUp() {
   $('btn-allow-all').addEventListener('click', () => send({ type: 'allow_all_unmute' }));
   $('btn-lock').addEventListener('click', () => send({ type: 'lock', locked: !(state.room && state.room.locked) }));
   $('btn-end').addEventListener('click', endMeetingForAll);
+  $('btn-invite').addEventListener('click', openInvite);
   $('media-retry').addEventListener('click', retryMedia);
   $('media-dismiss').addEventListener('click', () => {
     state.mediaBannerHidden = true;
@@ -710,9 +767,18 @@ function init() {
   try { storedName = localStorage.getItem('gateway.name') || ''; } catch { /* ignore */ }
   state.name = (params.get('name') || storedName).trim().slice(0, 64);
   state.pin = (params.get('pin') || '').trim();
-  if (params.has('pin')) {
-    // Keep the PIN out of the address bar and the browser history once it has been read.
+  const hostKey = `gateway.host.${state.roomId}`;
+  try { state.hostLink = params.get('host') || sessionStorage.getItem(hostKey) || ''; } catch { state.hostLink = params.get('host') || ''; }
+  if (state.hostLink) {
+    try { sessionStorage.setItem(hostKey, state.hostLink); } catch { /* ignore */ }
+  }
+  $('pin-field').hidden = !!state.hostLink;
+  $('host-link-hint').hidden = !state.hostLink;
+  if (params.has('pin') || params.has('host')) {
+    // Keep the PIN and the host link out of the address bar and the history once read: a guest
+    // given this page's address must not become a host.
     params.delete('pin');
+    params.delete('host');
     const query = params.toString();
     history.replaceState(null, '', location.pathname + (query ? `?${query}` : '') + location.hash);
   }
