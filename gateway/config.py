@@ -357,7 +357,7 @@ class RoomSystemConfig(_Strict):
 
     id: str = Field(pattern=ROOM_ID_PATTERN)
     name: str = Field(min_length=1, max_length=128)
-    uri: str = Field(pattern=r"^sips?:[^\s@<>;]+@[^\s@<>;]+$", max_length=256, description="sip:user@host[:port]")
+    uri: str = Field(pattern=r"^sips?:[^\s@<>]+@[^\s@<>]+$", max_length=256, description="sip:user@host[:port][;params]")
     trusted: bool = Field(False, description="skips the lobby and the PIN when it calls its own (default) room")
     default_room: str | None = Field(None, pattern=ROOM_ID_PATTERN, description="its own room")
 
