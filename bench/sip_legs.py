@@ -104,6 +104,7 @@ def gateway_config(
 server: {{host: 127.0.0.1, port: {http_port}}}
 admin: {{token: {TOKEN}}}
 logging: {{level: {log_level}, format: json}}
+storage: {{path: null}}
 sip: {{host: 127.0.0.1, port: {sip_port}, transports: [udp], language: en, max_calls: 4000,
        rtp_port_min: {GATEWAY_RTP[0]}, rtp_port_max: {GATEWAY_RTP[1]}}}
 rooms:
@@ -360,7 +361,7 @@ def snapshot(gateway: Gateway, rooms: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def joined(gateway: Gateway, rooms: list[str]) -> int:
-    return sum(int(r["participants"]) for r in gateway.api("/api/rooms") if r["id"] in rooms)
+    return sum(int(r["live"]["participants"]) for r in gateway.api("/api/rooms") if r["id"] in rooms)
 
 
 def sipp_cpu(sipps: list[Sipp]) -> float:

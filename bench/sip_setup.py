@@ -97,7 +97,7 @@ def open_fds(pid: int) -> int:
 
 
 def in_room(gateway: Gateway) -> int:
-    return int(next(r["participants"] for r in gateway.api("/api/rooms") if r["id"] == ROOM))
+    return int(next(r["live"]["participants"] for r in gateway.api("/api/rooms") if r["id"] == ROOM))
 
 
 def measure(rate: int, calls: int, hold_ms: int, log_level: str, keep: Path | None) -> dict[str, Any]:

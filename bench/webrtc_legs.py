@@ -28,6 +28,7 @@ CONFIG = f"""
 server: {{host: 127.0.0.1, port: 0}}
 admin: {{token: {TOKEN}}}
 logging: {{level: warning, format: json}}
+storage: {{path: null}}
 rooms: [{{id: bench, host_pin: "1234", max_participants: 1000}}]
 """
 

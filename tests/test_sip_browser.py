@@ -136,7 +136,7 @@ def test_a_caller_waits_in_the_lobby_with_music_until_the_host_admits_then_is_re
         time.sleep(1.0)
         caller.send_keys("#")  # a guest (the room has only a host PIN)
         wait_until(lambda: logged(gateway, "waiting in lobby"), 10, what="the caller in the lobby")
-        assert gateway.api("GET", "/api/rooms/lobby").json()["lobby_waiting"] == 1
+        assert gateway.api("GET", "/api/rooms/lobby").json()["live"]["lobby_waiting"] == 1
         time.sleep(6.0)  # the waiting prompt, then hold music
 
         anna = join(open_participant, gateway, "lobby", "Anna", 440, pin="1234")

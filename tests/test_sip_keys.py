@@ -45,10 +45,10 @@ def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: Ru
         )
         guest.send_keys("*7")  # a guest may not lock
         time.sleep(1.0)
-        assert not gateway.api("GET", "/api/rooms/demo").json()["locked"]
+        assert not gateway.api("GET", "/api/rooms/demo").json()["live"]["locked"]
         assert logged(gateway, "phone key", command="lock")
         host.send_keys("*7")
-        wait_until(lambda: gateway.api("GET", "/api/rooms/demo").json()["locked"], 5, what="*7 locks")
+        wait_until(lambda: gateway.api("GET", "/api/rooms/demo").json()["live"]["locked"], 5, what="*7 locks")
 
         late.start(dial=f"sip:4711@127.0.0.1:{gateway.sip_port}")
         wait_until(late.established, 15, what="late call answered (the room has a host PIN)")
