@@ -73,6 +73,14 @@ def build_http_app(
     async def room_page(room: str) -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/admin", include_in_schema=False)
+    async def admin_page() -> FileResponse:
+        """The administration page; it signs in with an API token typed into it (never in the URL)."""
+        # The token lives in sessionStorage: no script, style or frame from anywhere else may reach it.
+        csp = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        headers = {"Cache-Control": "no-cache", "Content-Security-Policy": csp, "Referrer-Policy": "no-referrer"}
+        return FileResponse(STATIC_DIR / "admin.html", headers=headers)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
         """The process answers."""
