@@ -12,6 +12,8 @@ command -v baresip >/dev/null || need+=(baresip-core)
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v tshark >/dev/null || need+=(tshark)
 command -v sox >/dev/null || need+=(sox)
+# MQTT broker for the MQTT bridge's tests (installed in /usr/sbin, which a non-root PATH may lack)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || need+=(mosquitto)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "Missing Debian packages for the tests: ${need[*]}" >&2

@@ -25,6 +25,19 @@ class CallCounters:
     failures: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class MqttCounters:
+    """What the MQTT bridge reports: connected now, events published and dropped (queue full while the
+    broker was away), events waiting, reconnections, commands by result (accepted / refused)."""
+
+    connected: bool = False
+    published: int = 0
+    dropped: int = 0
+    queued: int = 0
+    reconnects: int = 0
+    commands: dict[str, int] = field(default_factory=dict)
+
+
 class LoopLag:
     """How late the event loop runs a callback that asked to run now: every audio tick waits that long."""
 
@@ -43,10 +56,17 @@ class LoopLag:
 
 
 class GatewayCollector(Collector):
-    def __init__(self, directory: Directory, calls: Callable[[], CallCounters] | None, lag: LoopLag) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        calls: Callable[[], CallCounters] | None,
+        lag: LoopLag,
+        mqtt: Callable[[], MqttCounters] | None = None,
+    ) -> None:
         self._directory = directory
         self._calls = calls
         self._lag = lag
+        self._mqtt = mqtt
 
     def collect(self) -> Iterator[Metric]:
         participants = GaugeMetricFamily(
@@ -96,11 +116,30 @@ class GatewayCollector(Collector):
                 failures.add_metric([reason], count)
             yield failures
 
+        if self._mqtt is not None:
+            mqtt = self._mqtt()
+            yield GaugeMetricFamily("gateway_mqtt_connected", "1 while connected to the MQTT broker", value=int(mqtt.connected))
+            yield CounterMetricFamily("gateway_mqtt_events_published", "Events published to MQTT", value=mqtt.published)
+            yield CounterMetricFamily(
+                "gateway_mqtt_events_dropped", "Events dropped (oldest first) while the broker was away", value=mqtt.dropped
+            )
+            yield GaugeMetricFamily("gateway_mqtt_events_queued", "Events waiting for the broker", value=mqtt.queued)
+            yield CounterMetricFamily("gateway_mqtt_reconnects", "Reconnections to the MQTT broker", value=mqtt.reconnects)
+            commands = CounterMetricFamily("gateway_mqtt_commands", "MQTT commands by result", labels=["result"])
+            for result, count in sorted(mqtt.commands.items()):
+                commands.add_metric([result], count)
+            yield commands
+
         yield GaugeMetricFamily("gateway_event_loop_lag_seconds", "Event loop lag, last measured", value=self._lag.last_s)
         yield GaugeMetricFamily("gateway_event_loop_lag_max_seconds", "Event loop lag, worst since start", value=self._lag.max_s)
 
 
-def build_registry(directory: Directory, calls: Callable[[], CallCounters] | None, lag: LoopLag) -> CollectorRegistry:
+def build_registry(
+    directory: Directory,
+    calls: Callable[[], CallCounters] | None,
+    lag: LoopLag,
+    mqtt: Callable[[], MqttCounters] | None = None,
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(directory, calls, lag))
+    registry.register(GatewayCollector(directory, calls, lag, mqtt))
     return registry
