@@ -390,6 +390,10 @@ class RoutingRuleConfig(_Strict):
             known = 1 <= int(name) <= compiled.groups if name.isdigit() else name in compiled.groupindex
             if not known:
                 raise ValueError(f"room {self.room!r} refers to group {name!r}, which the pattern does not have")
+        try:
+            compiled.sub(self.room, "")  # parses the template as a call would (stray backslashes, \g<1)
+        except (re.error, IndexError) as exc:
+            raise ValueError(f"room {self.room!r} is not a valid template: {exc}") from None
         return self
 
 
@@ -491,6 +495,10 @@ class ConfigInvalid(Exception):
 _Path = tuple[str | int, ...]
 
 _STR_TAG = "tag:yaml.org,2002:str"
+
+# GATEWAY_INTERFACE is CGI's (set by web servers for their scripts); GATEWAY_URL and GATEWAY_TOKEN
+# are the admin CLI's (which API, which token), not settings of the gateway itself.
+_NOT_SETTINGS = frozenset({"GATEWAY_INTERFACE", "GATEWAY_URL", "GATEWAY_TOKEN"})
 
 _ENV_EXAMPLE = f"{_ENV_PREFIX}SERVER{_ENV_DELIMITER}PORT"
 
@@ -609,8 +617,8 @@ def _check_environment(environ: Mapping[str, str]) -> tuple[dict[tuple[str, ...]
     overrides: dict[tuple[str, ...], str] = {}
     errors: list[ConfigError] = []
     for name in sorted(environ):
-        if not name.upper().startswith(_ENV_PREFIX) or name.upper() == "GATEWAY_INTERFACE":
-            continue  # GATEWAY_INTERFACE is CGI's, set by web servers for their scripts
+        if not name.upper().startswith(_ENV_PREFIX) or name.upper() in _NOT_SETTINGS:
+            continue
         # Names are case-insensitive, as for pydantic-settings (case_sensitive=False).
         setting = tuple(name[len(_ENV_PREFIX) :].lower().split(_ENV_DELIMITER))
         if setting not in settings:

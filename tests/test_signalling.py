@@ -44,6 +44,8 @@ VALID: dict[str, tuple[dict[str, Any], type, dict[str, Any]]] = {
     "end_meeting": ({"type": "end_meeting"}, sig.EndMeeting, {}),
     "leave": ({"type": "leave"}, sig.Leave, {}),
     "ping": ({"type": "ping"}, sig.Ping, {}),
+    "list_systems": ({"type": "list_systems"}, sig.ListSystems, {}),
+    "dial": ({"type": "dial", "system": "board"}, sig.Dial, {"system": "board"}),
 }
 
 # The fields each message cannot do without.

@@ -70,7 +70,7 @@ async def test_admin_api_lists_counters_and_mute_silences_within_a_second(gatewa
 
         ben = by_name["Ben"]["id"]
         muted = gateway.api("POST", f"/api/rooms/demo/participants/{ben}/mute")
-        assert muted.status_code == 200 and muted.json() == {"participant": ben, "muted": True}
+        assert muted.status_code == 200 and muted.json()["id"] == ben and muted.json()["muted"] is True
         await asyncio.sleep(1.0)
         await settle(a, seconds=1.5)
         assert a.stats.energy_near(1000) < 0.01, "the host still hears the muted guest a second later"

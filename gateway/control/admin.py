@@ -99,6 +99,10 @@ class Administration:
         spec = self.directory.specs.get(room_id)
         if spec is None:
             raise NotFound(f"no room {room_id!r}", "unknown_room")
+        homed = sorted(s.id for s in self.directory.systems.values() if s.default_room == room_id)
+        if homed and self.directory.origins.get(room_id) == "api":
+            # A later room of the same id would otherwise inherit their trust (no PIN, no lobby).
+            raise Conflict(f"room {room_id!r} is the default room of room system(s) {', '.join(map(repr, homed))}: change them first")
         await self.directory.remove(room_id)
         try:
             self.store.delete_room(room_id)
@@ -110,24 +114,31 @@ class Administration:
 
     # -- room systems -----------------------------------------------------------------------------
 
-    def _check_system(self, system: RoomSystemConfig) -> None:
-        if system.default_room is not None and self.directory.find(system.default_room) is None:
-            raise NotFound(f"default_room {system.default_room!r} is no room", "unknown_room")
+    def _check_system(self, system: RoomSystemConfig) -> RoomSystemConfig:
+        """The entry as it is kept: its default room named by the room's id, not an alias (a trusted
+        system is recognised by the id of the room it calls)."""
+        if system.default_room is not None:
+            home = self.directory.find(system.default_room)
+            if home is None:
+                raise NotFound(f"default_room {system.default_room!r} is no room", "unknown_room")
+            system = system.model_copy(update={"default_room": home.room.id})
         for other in self.directory.systems.values():
             if other.id != system.id and other.uri.lower() == system.uri.lower():
                 raise Conflict(f"room system {other.id!r} already has the URI {system.uri!r}")
+        return system
 
-    def save_system(self, system: RoomSystemConfig, actor: str, create: bool) -> None:
+    def save_system(self, system: RoomSystemConfig, actor: str, create: bool) -> RoomSystemConfig:
         exists = system.id in self.directory.systems
         if create and exists:
             raise Conflict(f"room system {system.id!r} exists")
         if not create and not exists:
             raise NotFound(f"no room system {system.id!r}", "unknown_system")
-        self._check_system(system)
+        system = self._check_system(system)
         before = dict(self.directory.systems)
         self.directory.set_systems([*(s for s in before.values() if s.id != system.id), system])
         self._stored(lambda: self.store.save_system(system), lambda: self.directory.set_systems(list(before.values())))
         log.info("room system " + ("added" if create else "changed"), system=system.id, actor=actor)
+        return system
 
     def delete_system(self, system_id: str, actor: str) -> None:
         before = dict(self.directory.systems)
@@ -152,7 +163,7 @@ class Administration:
         if any(r.id == rule.id for r in self.directory.rules):
             raise Conflict(f"rule {rule.id!r} exists")
         rules = list(self.directory.rules)
-        rules.insert(len(rules) if position is None else max(0, position), rule)
+        rules.insert(len(rules) if position is None else min(max(0, position), len(rules)), rule)
         self.set_rules(rules, actor)
 
     def delete_rule(self, rule_id: str, actor: str) -> None:

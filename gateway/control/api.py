@@ -12,9 +12,11 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.config import ROOM_ID_PATTERN, GatewayConfig, RoomConfig, RoomSystemConfig, RoutingRuleConfig
 from gateway.control.admin import Administration
@@ -97,7 +99,7 @@ class SystemSettings(RoomSystemConfig):
 
 
 class RuleInsert(RoutingRuleConfig):
-    position: int | None = Field(None, ge=0, description="place in the order (default: last)")
+    position: int | None = Field(None, ge=0, le=1_000_000, description="place in the order (default: last)")
 
 
 ErrorBody = {"content": {"application/json": {"example": {"error": "code", "reason": "why"}}}}
@@ -111,7 +113,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _principal(request: Request) -> Principal:
+# Declares the bearer token in the OpenAPI schema (the docs' "Authorize" button, generated clients);
+# checking it is the Authenticator's job, so this never refuses by itself.
+_bearer = HTTPBearer(auto_error=False, description="an API token from admin.token or admin.tokens")
+
+
+def _principal(request: Request, _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     """The caller of an API route (the app's Authenticator is in `app.state.auth`)."""
     auth: Authenticator = request.app.state.auth
     return auth.authenticate(request.headers.get("authorization", ""))
@@ -215,6 +222,24 @@ def build_router(
         admin.update_room(spec, who.name)
         return room_view(conf, who)
 
+    @router.patch("/rooms/{room}", tags=["rooms"])
+    async def patch_room(
+        room: str,
+        changes: Annotated[dict[str, Any], Body(examples=[{"lobby": True, "guest_pin": None}])],
+        who: Admin,
+    ) -> dict[str, Any]:
+        """Changes only the settings given (JSON merge: null clears a setting); the rest stay."""
+        conf = conference(room)
+        if changes.get("id", conf.room.id) != conf.room.id:
+            raise ApiError(400, "bad_request", "a room's id cannot be changed")
+        current = directory.specs[conf.room.id].model_dump(mode="json")
+        try:
+            spec = RoomConfig.model_validate({**current, **changes, "id": conf.room.id})
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+        admin.update_room(spec, who.name)
+        return room_view(conf, who)
+
     @router.delete("/rooms/{room}", status_code=204, tags=["rooms"])
     async def delete_room(room: str, who: Admin) -> Response:
         await admin.delete_room(room, who.name)
@@ -224,6 +249,8 @@ def build_router(
     async def host_link(room: str, request: Request, who: Admin, body: HostLinkRequest | None = None) -> HostLink:
         """A link that lets a host join without typing the PIN, until it expires or the host PIN changes."""
         conf = conference(room)
+        if not conf.room.host_pin:  # the link is signed over the host PIN; without one nobody is a host
+            raise ApiError(409, "no_host_pin", f"room {conf.room.id!r} has no host PIN: set one before issuing host links")
         hours = body.valid_hours if body and body.valid_hours else config.admin.host_link_valid_h
         token, expires = host_links.issue(conf.room.id, conf.room.host_pin, hours * 3600)
         path = f"/r/{conf.room.id}?host={token}"
@@ -266,6 +293,12 @@ def build_router(
     async def mute_all(room: str, who: Reader, body: MuteRequest | None = None) -> dict[str, Any]:
         return {"muted": live.mute_all(room, who.name, bool(body and body.forbid_self_unmute))}
 
+    @router.post("/rooms/{room}/allow-unmute-all", tags=["live"])
+    async def allow_unmute_all(room: str, who: Reader) -> dict[str, bool]:
+        """Ends mute-all: guests who join are no longer muted, and every guest may unmute again."""
+        live.allow_all_unmute(room, who.name)
+        return {"guests_may_unmute": True}
+
     @router.post("/rooms/{room}/lobby/{entry}/admit", tags=["live"])
     async def admit(room: str, entry: str, who: Reader) -> dict[str, Any]:
         return live.admit(room, entry, who.name)
@@ -301,8 +334,7 @@ def build_router(
 
     @router.post("/systems", status_code=201, tags=["directory"])
     async def add_system(system: RoomSystemConfig, who: Admin) -> RoomSystemConfig:
-        admin.save_system(system, who.name, create=True)
-        return system
+        return admin.save_system(system, who.name, create=True)
 
     @router.get("/systems/{system}", tags=["directory"])
     async def get_system(system: str, _who: Reader) -> RoomSystemConfig:
@@ -315,9 +347,10 @@ def build_router(
     async def update_system(system: str, settings: SystemSettings, who: Admin) -> RoomSystemConfig:
         if settings.id is not None and settings.id != system:
             raise ApiError(400, "bad_request", f"the body's id {settings.id!r} is not the path's {system!r}")
+        if system not in directory.systems:  # before validating: a path that is no valid id is unknown, not a 500
+            raise ApiError(404, "unknown_system", f"no room system {system!r}")
         entry = RoomSystemConfig.model_validate({**settings.model_dump(), "id": system})
-        admin.save_system(entry, who.name, create=False)
-        return entry
+        return admin.save_system(entry, who.name, create=False)
 
     @router.delete("/systems/{system}", status_code=204, tags=["directory"])
     async def delete_system(system: str, who: Admin) -> Response:

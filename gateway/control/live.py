@@ -60,6 +60,12 @@ class LiveControl:
         self._done("mute all guests", conf, actor, muted=len(muted), forbid_self_unmute=forbid_self_unmute)
         return muted
 
+    def allow_all_unmute(self, room: str, actor: str) -> None:
+        """Ends a mute-all policy: guests who join are no longer muted, and all may unmute again."""
+        conf = self.conference(room)
+        conf.room.allow_guests_to_unmute(None)
+        self._done("guests may unmute", conf, actor)
+
     def remove(self, room: str, participant: str, actor: str) -> None:
         conf = self.conference(room)
         conf.room.remove(None, participant)

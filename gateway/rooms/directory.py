@@ -180,7 +180,11 @@ class Directory:
             match = pattern.fullmatch(called.strip())
             if match is None:
                 continue
-            target = match.expand(rule.room).lower()
+            try:
+                target = match.expand(rule.room).lower()
+            except (re.error, IndexError):  # a rule stored before templates were checked: skip it, not the call
+                log.warning("routing rule's room cannot be expanded; rule skipped", rule=rule.id, room=rule.room)
+                continue
             conference = self.find(target)
             if conference is not None:
                 log.debug("routed by rule", called=called, rule=rule.id, room=conference.room.id)

@@ -5,6 +5,7 @@ on the loop. One port serves UDP and TCP (RFC 3261 18); TLS has its own."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import ssl
 from typing import Any, cast
@@ -55,20 +56,16 @@ class SipTransport:
     async def start(self) -> dict[str, int]:
         loop = self._loop = asyncio.get_running_loop()
         config = self.config
-        port = config.port
-        if "udp" in config.transports:
-            _, self._udp = await loop.create_datagram_endpoint(
-                lambda: _Datagrams(self), local_addr=(config.host, port)
-            )
-            assert self._udp.transport is not None
-            port = int(self._udp.transport.get_extra_info("sockname")[1])
-            self.ports["udp"] = port
-        if "tcp" in config.transports:
-            server = await asyncio.start_server(
-                lambda r, w: self._serve(r, w, "tcp"), config.host, port, limit=2**17
-            )
-            self._servers.append(server)
-            self.ports["tcp"] = int(server.sockets[0].getsockname()[1])
+        # With port 0 UDP picks a free port and TCP must take the same number, which an outgoing TCP
+        # connection of another program may hold: then pick another pair.
+        for attempt in range(1 if config.port else 20):
+            try:
+                await self._bind_udp_and_tcp(loop, config.port)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == 19 or config.port:
+                    raise
+                self._close_bound()
         if config.tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(config.tls.cert), str(config.tls.key))
@@ -88,6 +85,31 @@ class SipTransport:
             max_calls=config.max_calls,
         )
         return self.ports
+
+    async def _bind_udp_and_tcp(self, loop: asyncio.AbstractEventLoop, port: int) -> None:
+        config = self.config
+        if "udp" in config.transports:
+            _, self._udp = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(self), local_addr=(config.host, port)
+            )
+            assert self._udp.transport is not None
+            port = int(self._udp.transport.get_extra_info("sockname")[1])
+            self.ports["udp"] = port
+        if "tcp" in config.transports:
+            server = await asyncio.start_server(
+                lambda r, w: self._serve(r, w, "tcp"), config.host, port, limit=2**17
+            )
+            self._servers.append(server)
+            self.ports["tcp"] = int(server.sockets[0].getsockname()[1])
+
+    def _close_bound(self) -> None:
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.close()
+        self._udp = None
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        self.ports.clear()
 
     async def stop(self) -> None:
         if self.ua is not None:

@@ -52,7 +52,8 @@ def build_http_app(
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            f"{'.'.join(str(p) for p in error.get('loc', ()))}: {error.get('msg', 'invalid')}" for error in exc.errors()
+            f"{'.'.join(str(p) for p in error.get('loc', ()))}: {error.get('msg', 'invalid').removeprefix('Value error, ')}"
+            for error in exc.errors()
         ] or ["invalid request"]
         return JSONResponse({"error": "bad_request", "reason": "; ".join(problems[:5])}, status_code=422)
 
