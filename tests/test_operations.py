@@ -3,6 +3,7 @@ browsers and callers, trusted room systems of the directory, routing rules, grac
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,7 +165,8 @@ def test_a_trusted_room_system_and_routing_rules(ops_gateway: RunningGateway, tm
 
 
 def test_shutdown_tells_everyone_the_meeting_ends(tmp_path: Path, open_participant) -> None:
-    gateway = start_gateway(tmp_path)
+    database = tmp_path / "gw.sqlite3"
+    gateway = start_gateway(tmp_path, TEST_CONFIG.replace("storage: {path: null}", f"storage: {{path: {database}}}"))
     phone = Baresip(tmp_path / "phone", tone_hz=900, name="Caller")
     try:
         anna = join(open_participant, gateway, "demo", "Anna", 440, pin="1234")
@@ -184,6 +186,10 @@ def test_shutdown_tells_everyone_the_meeting_ends(tmp_path: Path, open_participa
             line.get("event") == "ending call" and line.get("reason") == "Gateway shutting down"
             for line in gateway.log_lines()
         ), "the caller heard why and got a BYE with a Reason"
+        # Both call records were written before the process ended.
+        with sqlite3.connect(database) as db:
+            rows = db.execute("SELECT name, kind, end_reason, audio_codec FROM call_records ORDER BY name").fetchall()
+        assert rows == [("Anna", "browser", "shutdown", "opus"), ("Caller", "sip_room_system", "shutdown", "g722")]
     finally:
         phone.stop()
         stop_and_check(gateway)

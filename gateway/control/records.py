@@ -53,8 +53,8 @@ class CallRecorder:
         elif event.type in _ENDINGS and event.participant:
             self._finish(event.room, event.participant, _ENDINGS[event.type], event.at)
         elif event.type == "meeting_ended":
-            for pid in event.data.get("participants", []):
-                self._finish(event.room, pid, "meeting_ended", event.at)
+            for pid in event.data.get("participants", []):  # (reason: meeting_ended, or shutdown)
+                self._finish(event.room, pid, event.data.get("reason", "meeting_ended"), event.at)
 
     def _finish(self, room: str, pid: str, reason: str, at: float) -> None:
         record = self._open.pop((room, pid), None)
