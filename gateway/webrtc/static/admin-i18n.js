@@ -1,3 +1,5 @@
+import { createI18n } from '/static/lang.js';
+
 // All user-visible texts of the administration page, German and English, and the number, date
 // and duration formats of the chosen language. Templates use {placeholders}; a key with a `_one`
 // variant takes it when {count} is 1. Keys missing in one language fall back to English.
@@ -685,57 +687,22 @@ const STRINGS = {
   },
 };
 
-// The starting language is the meeting page's rule (a stored choice, else the browser's language);
-// the stored choice is shared, so a browser speaks one language on both pages.
-export { detectLang } from '/static/i18n.js';
-
-const STORAGE_KEY = 'gateway.lang';
-let current = 'en';
-
-export function getLang() {
-  return current;
-}
-
-export function setLang(lang, remember = false) {
-  current = STRINGS[lang] ? lang : 'en';
-  document.documentElement.lang = current;
-  if (remember) {
-    try { localStorage.setItem(STORAGE_KEY, current); } catch { /* ignore */ }
-  }
-}
-
-export function has(key) {
-  return key in STRINGS[current] || key in STRINGS.en;
-}
-
-function lookup(key) {
-  return STRINGS[current][key] ?? STRINGS.en[key];
-}
-
-/** Translates `key`, filling {placeholders}; {count} of 1 takes `key_one` where there is one. */
-export function t(key, params = {}) {
-  const text = (params.count === 1 && lookup(`${key}_one`)) || lookup(key) || key;
-  return text.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
-}
-
-/** Fills static markup: data-i18n (text), data-i18n-label (aria-label). */
-export function applyStatic(root = document) {
-  for (const node of root.querySelectorAll('[data-i18n]')) node.textContent = t(node.dataset.i18n);
-  for (const node of root.querySelectorAll('[data-i18n-label]')) node.setAttribute('aria-label', t(node.dataset.i18nLabel));
-}
+// The same language rule and stored choice as the meeting page (lang.js).
+const i18n = createI18n(STRINGS);
+export const { t, has, getLang, setLang, detectLang, applyStatic } = i18n;
 
 // -- formats of the chosen language ------------------------------------------------------------------
 
 export function formatNumber(value, digits = 0) {
-  return new Intl.NumberFormat(current, { maximumFractionDigits: digits, minimumFractionDigits: digits }).format(Number(value) || 0);
+  return new Intl.NumberFormat(getLang(), { maximumFractionDigits: digits, minimumFractionDigits: digits }).format(Number(value) || 0);
 }
 
 export function formatTime(ms) {
-  return new Intl.DateTimeFormat(current, { hour: '2-digit', minute: '2-digit', second: '2-digit' }).format(ms);
+  return new Intl.DateTimeFormat(getLang(), { hour: '2-digit', minute: '2-digit', second: '2-digit' }).format(ms);
 }
 
 export function formatDateTime(ms) {
-  return new Intl.DateTimeFormat(current, { dateStyle: 'medium', timeStyle: 'short' }).format(ms);
+  return new Intl.DateTimeFormat(getLang(), { dateStyle: 'medium', timeStyle: 'short' }).format(ms);
 }
 
 /** 45 s, 12 min 05 s, 3 h 07 min. */

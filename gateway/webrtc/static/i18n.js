@@ -1,3 +1,5 @@
+import { createI18n } from '/static/lang.js';
+
 // All user-visible texts of the web client, German and English.
 // Templates use {placeholders}; t() fills them. Keys missing in one language fall back to English.
 
@@ -390,43 +392,5 @@ const STRINGS = {
 };
 
 export const LANGUAGES = { de: 'Deutsch', en: 'English' };
-const STORAGE_KEY = 'gateway.lang';
-let current = 'en';
-
-/** The language to start with: a stored choice, else the browser's language (de* -> German). */
-export function detectLang() {
-  let stored = null;
-  try { stored = localStorage.getItem(STORAGE_KEY); } catch { /* storage may be disabled */ }
-  if (stored && STRINGS[stored]) return stored;
-  const langs = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language || 'en'];
-  return String(langs[0] || 'en').toLowerCase().startsWith('de') ? 'de' : 'en';
-}
-
-export function getLang() {
-  return current;
-}
-
-export function setLang(lang, remember = false) {
-  current = STRINGS[lang] ? lang : 'en';
-  document.documentElement.lang = current;
-  if (remember) {
-    try { localStorage.setItem(STORAGE_KEY, current); } catch { /* ignore */ }
-  }
-}
-
-export function has(key) {
-  return key in STRINGS[current] || key in STRINGS.en;
-}
-
-/** Translates `key`, filling {placeholders} from `params`. Unknown keys return the key itself. */
-export function t(key, params = {}) {
-  const text = STRINGS[current][key] ?? STRINGS.en[key] ?? key;
-  return text.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
-}
-
-/** Fills static markup: data-i18n (text), data-i18n-label (aria-label), data-i18n-title. */
-export function applyStatic(root = document) {
-  for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
-  for (const el of root.querySelectorAll('[data-i18n-label]')) el.setAttribute('aria-label', t(el.dataset.i18nLabel));
-  for (const el of root.querySelectorAll('[data-i18n-title]')) el.title = t(el.dataset.i18nTitle);
-}
+const i18n = createI18n(STRINGS);
+export const { t, has, getLang, setLang, detectLang, applyStatic } = i18n;
