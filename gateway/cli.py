@@ -127,8 +127,6 @@ def _say(text: str) -> None:
 
 # -- the admin commands ---------------------------------------------------------------------------
 
-ROOM_FIELDS = ("name", "host_pin", "guest_pin", "lobby", "locked", "max_participants", "aliases", "language", "opening_hours")
-
 
 def _room_changes(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {}
@@ -202,13 +200,8 @@ def cmd_rooms(api: Api, args: argparse.Namespace) -> Any:
         room = api.call("POST", "/rooms", {"id": args.room, **_room_changes(args)})
         return room if args.json else _say(f"room {room['id']!r} created")
     if action == "update":
-        current = api.call("GET", _room_path(args.room))
-        if current.get("origin") == "config":
-            raise CliError(f"room {current['id']!r} is defined in the configuration file: change it there")
-        if "host_pin" not in current and (current.get("host_pin_set") or current.get("guest_pin_set")):
-            raise CliError("only an admin token may change rooms")  # an operator sees no PINs to keep
-        settings = {k: current[k] for k in ROOM_FIELDS if k in current}
-        room = api.call("PUT", _room_path(current["id"]), {**settings, **_room_changes(args)})
+        # PATCH: the gateway keeps what is not named (and refuses config rooms and operators itself).
+        room = api.call("PATCH", _room_path(args.room), _room_changes(args))
         return room if args.json else _say(f"room {room['id']!r} changed")
     assert action == "delete"
     api.call("DELETE", _room_path(args.room))

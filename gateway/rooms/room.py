@@ -465,5 +465,4 @@ class Room:
             "participants": [p.public() for p in self.participants.values()],
             "lobby": self.lobby_public() if for_host else [],
             "lobby_waiting": len(self.lobby),
-            "opening_hours": self.opening_hours.public(self._wall()) if self.opening_hours else None,
         }
