@@ -21,6 +21,7 @@ from gateway.control.metrics import CallCounters, LoopLag, build_registry
 from gateway.control.mqtt import MqttBridge
 from gateway.control.records import CallRecorder
 from gateway.control.store import Store
+from gateway.rooms.admission import Admission
 from gateway.rooms.directory import Directory
 from gateway.sip.service import SipService
 from gateway.webrtc.server import build_http_app
@@ -58,6 +59,11 @@ class Gateway:
         self.auth = Authenticator(config.admin)
         self.sip_ports: dict[str, int] = {}
         self.loop_lag = LoopLag()
+        # New calls and browsers are refused while the process is overloaded (meetings go on).
+        self.admission = Admission(config.admission, lambda: self.loop_lag.last_s)
+        self.browsers.admission = self.admission
+        if self.sip is not None:
+            self.sip.admission = self.admission
         sip = self.sip
         calls = (lambda: CallCounters(len(sip.calls), dict(sip.attempts), dict(sip.failures))) if sip else None
         # Events out, commands in, presence (gateway/control/mqtt.py): only with mqtt.enabled.
@@ -123,6 +129,7 @@ class Gateway:
         gc.set_threshold(10_000, 20, 1_000)
         lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         prune_task = asyncio.create_task(self.records.run_pruning(), name="call-record-pruning")
+        admission_task = asyncio.create_task(self.admission.run(), name="admission")
         if self.mqtt is not None:
             self.mqtt.start()
         self.ready = True
@@ -136,6 +143,7 @@ class Gateway:
             self.ready = False
             lag_task.cancel()
             prune_task.cancel()
+            admission_task.cancel()
             if self.sip is not None:
                 await self.sip.stop()
             await self.browsers.close()

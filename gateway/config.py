@@ -7,6 +7,7 @@ Environment overrides use `__` between levels, e.g. `GATEWAY_SERVER__PORT=9000` 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -58,6 +59,14 @@ class ServerConfig(_Strict):
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses of reverse proxies whose X-Forwarded-For names the real client",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose pages may open the meeting WebSocket besides the "
+        "gateway's own; a browser page from any other site is refused (cross-site WebSocket hijacking)",
+    )
+    joins_per_minute: int = Field(
+        30, ge=1, le=10_000, description="meeting WebSockets one client address may open per minute"
     )
 
 
@@ -240,6 +249,27 @@ class SecurityConfig(_Strict):
     pin_max_failures: int = Field(5, ge=1, le=100, description="wrong PINs from one address before it is locked out")
     pin_failure_window_s: float = Field(600.0, gt=0, description="wrong PINs older than this are forgotten")
     pin_lockout_s: float = Field(900.0, gt=0, description="how long a locked-out address must wait")
+    room_pin_max_failures: int = Field(
+        20, ge=1, le=10_000, description="wrong PINs for one room, from anyone, before PIN entry pauses for it"
+    )
+    room_pin_window_s: float = Field(600.0, gt=0, description="window of room_pin_max_failures")
+    room_pin_pause_s: float = Field(
+        120.0, gt=0, description="how long a room takes no PINs after too many wrong ones (kept short: "
+        "a guesser must not keep a room's callers out for long)"
+    )
+
+
+class AdmissionConfig(_Strict):
+    """New calls and browsers are refused (SIP 503 with Retry-After, a message on the page) while the
+    process is overloaded; meetings in progress keep their media."""
+
+    max_loop_lag_ms: float = Field(
+        100.0, gt=0, description="refuse new participants while the event loop runs this late"
+    )
+    max_cpu: float = Field(
+        0.9, gt=0, le=1.0, description="refuse new participants while the process uses this share of one core"
+    )
+    retry_after_s: int = Field(30, ge=1, le=3600, description="Retry-After of the 503")
 
 
 class SipTlsConfig(TlsConfig):
@@ -293,7 +323,33 @@ class SipConfig(_Strict):
     entry_timeout_s: float = Field(20.0, gt=0, description="a prompt waits this long for the first key")
     keys: SipKeysConfig = Field(default_factory=SipKeysConfig)
     user_agent: str = "meeting-gateway"
-    max_calls: int = Field(1000, ge=1, le=10000)
+    max_calls: int = Field(
+        250, ge=1, le=10000, description="calls at once; one process carries about 250 G.711 legs (bench/sip_legs.py)"
+    )
+    srtp: Literal["optional", "required"] = Field(
+        "optional", description="required: calls without SDES-SRTP are refused with 488 (room systems may set their own)"
+    )
+    rtp_latching: Literal["strict", "learn"] = Field(
+        "learn",
+        description="strict: RTP only from the address the SDP names; learn: also from the first source seen in "
+        "rtp_learn_s after the answer (callers behind NAT); packets from anywhere else are dropped and counted",
+    )
+    rtp_learn_s: float = Field(3.0, gt=0, le=60, description="learning window of rtp_latching: learn")
+    trunk_sources: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of carrier or PBX trunks: their callers are told apart by "
+        "their From number for PIN lockouts, not by the trunk's address",
+    )
+    max_transactions: int = Field(
+        10_000, ge=100, le=1_000_000, description="SIP server transactions remembered at once (bounded memory)"
+    )
+    tcp_max_connections: int = Field(2000, ge=1, le=100_000, description="SIP TCP/TLS connections at once")
+    tcp_max_per_address: int = Field(32, ge=1, le=10_000, description="SIP TCP/TLS connections from one address")
+    tcp_idle_s: float = Field(
+        300.0, gt=0, description="a SIP TCP/TLS connection that carries no call and sends nothing for this long is closed"
+    )
+    dial_out_per_minute: int = Field(10, ge=1, le=10_000, description="dial-outs one actor may place per minute")
+    dial_out_per_minute_total: int = Field(60, ge=1, le=100_000, description="dial-outs per minute in all")
     dial_out_allow: list[str] = Field(
         default_factory=list,
         description="regular expressions a whole dial-out SIP URI must match; none: no dial-out (toll fraud)",
@@ -301,6 +357,16 @@ class SipConfig(_Strict):
     media_timeout_s: float = Field(
         60.0, ge=5, description="a call whose RTP stops this long (not on hold) is ended: the caller is gone"
     )
+
+    @field_validator("trunk_sources")
+    @classmethod
+    def _networks(cls, sources: list[str]) -> list[str]:
+        for source in sources:
+            try:
+                ipaddress.ip_network(source, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {source!r}") from None
+        return sources
 
     @field_validator("dial_out_allow")
     @classmethod
@@ -358,8 +424,13 @@ class RoomSystemConfig(_Strict):
     id: str = Field(pattern=ROOM_ID_PATTERN)
     name: str = Field(min_length=1, max_length=128)
     uri: str = Field(pattern=r"^sips?:[^\s@<>]+@[^\s@<>]+$", max_length=256, description="sip:user@host[:port][;params]")
-    trusted: bool = Field(False, description="skips the lobby and the PIN when it calls its own (default) room")
+    trusted: bool = Field(
+        False,
+        description="skips the lobby and the PIN when it calls its own (default) room from the address its URI "
+        "names (a host name is resolved when the entry is saved and refreshed); the From header alone never counts",
+    )
     default_room: str | None = Field(None, pattern=ROOM_ID_PATTERN, description="its own room")
+    srtp: Literal["optional", "required"] | None = Field(None, description="overrides sip.srtp for its calls")
 
 
 class RoutingRuleConfig(_Strict):
@@ -409,6 +480,7 @@ class GatewayConfig(BaseSettings):
     webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
     lobby: LobbyConfig = Field(default_factory=LobbyConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     sip: SipConfig = Field(default_factory=SipConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)

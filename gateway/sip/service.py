@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from gateway.config import GatewayConfig, RoomSystemConfig
+from gateway.rooms.admission import Admission
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
 from gateway.rooms.errors import DialOutRefused, JoinRefused, RoomError
@@ -62,6 +63,15 @@ class SipService:
         self.attempts: dict[str, int] = {"in": 0, "out": 0}
         # refusals by SIP status, failed dial-outs by the callee's status (bounded label values)
         self.failures: dict[str, int] = {}
+        self.admission: Admission | None = None  # set by the gateway: refuses new calls while overloaded
+        self.trunks = [ipaddress.ip_network(source, strict=False) for source in config.sip.trunk_sources]
+
+    def from_trunk(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trunks)
 
     async def start(self) -> dict[str, int]:
         self.stack = SipTransport(self.config.sip, self)
@@ -206,8 +216,12 @@ class SipCall:
         self.phase = "ended"
         self.stack.hang_up(self.incoming.call, status, reason)
 
-    def _pin_key(self, conference: Conference) -> str:
-        return f"{self.source}|{conference.room.id}"
+    def _pin_source(self) -> str:
+        """Who is guessing: the caller's number where the call comes through a configured trunk
+        (every caller of a carrier shares its address), the source address otherwise."""
+        if self.service.from_trunk(self.source) and _NUMBER.match(self.incoming.from_user or ""):
+            return f"number:{self.incoming.from_user}"
+        return self.source
 
     def _known_system(self) -> RoomSystemConfig | None:
         """The directory entry of the caller. Where its URI names an IP address the INVITE must come
@@ -249,7 +263,7 @@ class SipCall:
         elif conference is not None:
             room = conference.room
             try:
-                self.service.pin_guard.check(self._pin_key(conference))
+                self.service.pin_guard.check(self._pin_source(), conference.room.id)
             except JoinRefused:
                 self.log.warning("call refused: source locked out after wrong PINs")
                 self._reject(403, "Too many wrong PINs")
@@ -435,16 +449,16 @@ class SipCall:
         if conference is None:
             self.end(Prompt.MEETING_ENDED, 404, "Unknown conference")
             return
-        guard, key = self.service.pin_guard, self._pin_key(conference)
+        guard, key = self.service.pin_guard, (self._pin_source(), conference.room.id)
         self.conference = conference
         self.log = self.log.bind(room=conference.room.id)
         try:
             if pin:
-                guard.check(key)
+                guard.check(*key)
             result = conference.room.request_join(self.name, pin, self.kind, source=self.source)
         except JoinRefused as exc:
             if exc.code == "wrong_pin":
-                locked_out = guard.failed(key)
+                locked_out = guard.failed(*key)
                 self.log.warning("wrong PIN", now_locked_out=locked_out)
                 if locked_out:
                     self.end(Prompt.TOO_MANY_ATTEMPTS, 403, "Too many wrong PINs")
@@ -457,7 +471,7 @@ class SipCall:
             return
         self.flow.joined()
         if result.participant is not None and result.participant.is_host:
-            guard.succeeded(key)
+            guard.succeeded(*key)
         if result.lobby_entry is not None:
             self.participant_id = result.lobby_entry.id
             self.log = self.log.bind(participant=self.participant_id)

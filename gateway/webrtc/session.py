@@ -19,6 +19,7 @@ import structlog
 from gateway.config import GatewayConfig
 from gateway.control.auth import HostLinks
 from gateway.control.live import LiveControl
+from gateway.rooms.admission import Admission
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
 from gateway.rooms.errors import JoinRefused, NotAllowed, RoomError
@@ -45,13 +46,21 @@ class BrowserHub:
         self.directory = directory
         self.sessions: set[BrowserSession] = set()
         security = config.security
-        self.pin_guard = PinGuard(security.pin_max_failures, security.pin_failure_window_s, security.pin_lockout_s)
+        self.pin_guard = PinGuard(
+            security.pin_max_failures,
+            security.pin_failure_window_s,
+            security.pin_lockout_s,
+            room_max_failures=security.room_pin_max_failures,
+            room_window_s=security.room_pin_window_s,
+            room_pause_s=security.room_pin_pause_s,
+        )
         self._resumable: dict[str, tuple[str, str, asyncio.TimerHandle, Callable[[], None]]] = {}
         # Tokens of kept places that ended meanwhile (removed, meeting ended): the returner is told.
         self._ended_places: dict[str, str] = {}
         self._room_json: dict[tuple[str, bool], tuple[int, str]] = {}
         self.host_links: HostLinks | None = None  # set by the gateway once its store is open
         self.live: LiveControl | None = None  # hosts invite room systems through it
+        self.admission: Admission | None = None  # set by the gateway: refuses new browsers while overloaded
 
     def room_json(self, conference: Conference, for_host: bool) -> str:
         """The room's public view, serialized once per room change for all sessions that show it."""
@@ -250,7 +259,7 @@ class BrowserSession:
                 return
         # Guesses are counted per address and room, and only joins that carry a PIN are refused: a
         # shared address (town-hall Wi-Fi, carrier NAT) must not lock everyone out of every room.
-        guard, guard_key = self.hub.pin_guard, f"{self.client_ip}|{conference.room.id}"
+        guard, guard_key = self.hub.pin_guard, (self.client_ip, conference.room.id)
         role = None
         if msg.host is not None:
             links = self.hub.host_links
@@ -262,13 +271,13 @@ class BrowserSession:
             role = Role.HOST
         try:
             if msg.pin and role is None:
-                guard.check(guard_key)
+                guard.check(*guard_key)
             result = conference.room.request_join(
                 msg.name, msg.pin, LegKind.BROWSER, source=self.client_ip, role=role
             )
         except JoinRefused as exc:
             if exc.code == "wrong_pin":
-                locked_out = guard.failed(guard_key)
+                locked_out = guard.failed(*guard_key)
                 self._log.warning("wrong PIN", source=self.client_ip, now_locked_out=locked_out)
             elif exc.code == "locked_out":
                 self._log.warning("join refused: source locked out after wrong PINs", source=self.client_ip)
@@ -277,7 +286,7 @@ class BrowserSession:
             await self._end(exc.code)
             return
         if result.participant is not None and result.participant.is_host:
-            guard.succeeded(guard_key)  # only the host PIN clears: knowing the guest PIN must not help
+            guard.succeeded(*guard_key)  # only the host PIN clears: knowing the guest PIN must not help
         self.resume_token = secrets.token_urlsafe(24)
         if result.lobby_entry is not None:
             self.participant_id = result.lobby_entry.id

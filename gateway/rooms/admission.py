@@ -1,0 +1,79 @@
+"""Admission control: while the process is overloaded (its event loop runs late, or it uses more of
+its core than configured), new participants are refused so that meetings in progress keep their
+audio. Protocol-free: each protocol says "no" in its own terms (SIP 503 with Retry-After, a message
+on the meeting page).
+
+LiveKit's SIP bridge refuses new calls past 0.9 of its CPU; the same idea, measured per process
+(one process serves one core).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from gateway.config import AdmissionConfig
+
+log = structlog.get_logger(__name__)
+
+_SAMPLE_S = 0.5
+_CLEAR_AFTER = 4  # samples below the limits (2 s) before new participants are taken again
+
+
+class Admission:
+    def __init__(
+        self,
+        config: AdmissionConfig,
+        loop_lag_s: Callable[[], float],
+        cpu_time: Callable[[], float] = time.process_time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._lag = loop_lag_s
+        self._cpu_time = cpu_time
+        self._clock = clock
+        self._last: tuple[float, float] | None = None
+        self._good_samples = _CLEAR_AFTER
+        self.reason: str | None = None  # why new participants are refused now; None: they are taken
+        self.cpu_share = 0.0
+        self.refused = 0
+
+    def sample(self) -> None:
+        """Measures once (call every half second)."""
+        now, cpu = self._clock(), self._cpu_time()
+        if self._last is not None and now > self._last[0]:
+            self.cpu_share = (cpu - self._last[1]) / (now - self._last[0])
+        self._last = (now, cpu)
+        lag_ms = self._lag() * 1000
+        reason = None
+        if lag_ms > self.config.max_loop_lag_ms:
+            reason = f"event loop {lag_ms:.0f} ms late"
+        elif self.cpu_share > self.config.max_cpu:
+            reason = f"CPU at {self.cpu_share:.0%} of a core"
+        if reason is not None:
+            if self.reason is None:
+                log.warning("overloaded: new participants are refused", why=reason)
+            self.reason, self._good_samples = reason, 0
+        elif self.reason is not None:
+            self._good_samples += 1
+            if self._good_samples >= _CLEAR_AFTER:
+                log.info("load back to normal: new participants are taken again")
+                self.reason = None
+
+    def admit(self) -> str | None:
+        """None when a new participant may come in; otherwise why not (counted)."""
+        if self.reason is not None:
+            self.refused += 1
+        return self.reason
+
+    @property
+    def retry_after_s(self) -> int:
+        return self.config.retry_after_s
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(_SAMPLE_S)
