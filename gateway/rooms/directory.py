@@ -8,6 +8,7 @@ records), reach the subscribers of `subscribe` (MQTT, call records).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from typing import Literal
@@ -40,6 +41,14 @@ class NotFound(RoomError):
 
 def _hours(spec: RoomConfig) -> OpeningHours | None:
     return OpeningHours(spec.opening_hours) if spec.opening_hours is not None else None
+
+
+def uri_host(uri: str) -> str:
+    """The host of a SIP URI (brackets of an IPv6 literal removed)."""
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    rest = rest.split(";", 1)[0].split("?", 1)[0]
+    host = rest.rpartition("@")[2]
+    return host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
 
 
 def system_address(uri: str) -> str:
@@ -204,6 +213,14 @@ class Directory:
         """The directory entry a caller's (From) URI belongs to."""
         address = system_address(uri)
         return next((s for s in self.systems.values() if system_address(s.uri) == address), None)
+
+    def system_addresses(self, system: RoomSystemConfig) -> frozenset[str]:
+        """The IP addresses a room system calls from: its URI's host when that is an IP literal,
+        else what the host name resolved to when the entry was saved or last refreshed."""
+        try:
+            return frozenset({str(ipaddress.ip_address(uri_host(system.uri)))})
+        except ValueError:
+            return frozenset()
 
     def set_rules(self, rules: list[RoutingRuleConfig]) -> None:
         self.rules = list(rules)

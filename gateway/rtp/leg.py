@@ -85,8 +85,12 @@ class RtpAudioLeg:
         on_event: Callable[[RoomEvent], None] | None = None,
         on_hang_up: Callable[[str], Awaitable[None]] | None = None,
         log_context: dict[str, Any] | None = None,
+        latching: str = "learn",
+        learn_s: float = 3.0,
     ) -> None:
         self.participant_id = ""
+        self.latching = latching  # strict | learn (sip.rtp_latching)
+        self.learn_s = learn_s
         self.kind = kind
         self.session: RtpSession | None = None
         self.audio_in_codec = AudioCodec.PCMU
@@ -121,6 +125,9 @@ class RtpAudioLeg:
         _, self._rtcp = await loop.create_datagram_endpoint(lambda: _Receiver(self._on_datagram), sock=rtcp_sock)
         self._tasks = [loop.create_task(self._report_loop()), loop.create_task(self._own_clock())]
         return self.local_port
+
+    def confirm(self) -> None:
+        """The signalling confirmed the call (ACK of our 200, or the 200 to our INVITE)."""
 
     @property
     def local_port(self) -> int:

@@ -190,6 +190,8 @@ class SipCall:
             on_event=self.on_room_event,
             on_hang_up=self.on_room_hang_up,
             log_context={"call_id": incoming.sip_call_id},
+            latching=config.rtp_latching,
+            learn_s=config.rtp_learn_s,
         )
         self.flow = ivr.EntryFlow(
             config.language, config.pin_attempts, config.digit_timeout_s, config.entry_timeout_s
@@ -371,6 +373,7 @@ class SipCall:
         if self._confirmed or self.phase != "answered":
             return
         self._confirmed = True
+        self.leg.confirm()  # the ACK (or the callee's 200) confirmed the media address: we may send
         if self.outbound or self.trusted:
             if self.trusted:
                 self._watch_media()
