@@ -130,6 +130,8 @@ class Gateway:
         lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         prune_task = asyncio.create_task(self.records.run_pruning(), name="call-record-pruning")
         admission_task = asyncio.create_task(self.admission.run(), name="admission")
+        # Room systems named by host name are recognised by the addresses it resolves to (off the loop).
+        refresh_task = asyncio.create_task(self.directory.run_refresh(), name="room-system-addresses")
         if self.mqtt is not None:
             self.mqtt.start()
         self.ready = True
@@ -144,6 +146,7 @@ class Gateway:
             lag_task.cancel()
             prune_task.cancel()
             admission_task.cancel()
+            refresh_task.cancel()
             if self.sip is not None:
                 await self.sip.stop()
             await self.browsers.close()

@@ -33,6 +33,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from gateway.rooms.patterns import MAX_GROUPS, PatternError, compile_rule, parse_template
+
 ROOM_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 _ENV_PREFIX = "GATEWAY_"
@@ -371,11 +373,12 @@ class SipConfig(_Strict):
     @field_validator("dial_out_allow")
     @classmethod
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        # RE2, as the dial-out check runs them (gateway.rooms.patterns): linear time on any URI.
         for pattern in patterns:
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression {pattern!r}: {exc}") from None
+                compile_rule(pattern)
+            except PatternError as exc:
+                raise ValueError(f"{pattern!r}: {exc}") from None
         return patterns
 
     @model_validator(mode="after")
@@ -434,10 +437,17 @@ class RoomSystemConfig(_Strict):
 
 
 class RoutingRuleConfig(_Strict):
-    """An ordered rule: a called alias matching `pattern` (whole alias, case-insensitive) goes to `room`."""
+    """An ordered rule: a called alias matching `pattern` (whole alias, case-insensitive) goes to `room`.
+
+    Patterns are RE2 syntax, matched in linear time (no backreferences or lookaround: refused when
+    written); an alias longer than 128 characters matches no rule."""
 
     id: str = Field(pattern=ROOM_ID_PATTERN)
-    pattern: str = Field(min_length=1, max_length=512)
+    pattern: str = Field(
+        min_length=1,
+        max_length=512,
+        description="RE2 regular expression (no backreferences or lookaround), matched against the whole alias",
+    )
     room: str = Field(
         min_length=1, max_length=128, description=r"room id; \1 or \g<name> take the pattern's groups"
     )
@@ -445,26 +455,22 @@ class RoutingRuleConfig(_Strict):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
+        # Compiled as calls run it (RE2, linear time): what RE2 refuses (backreferences, lookaround)
+        # is refused here, when the rule is written, not when a call comes.
         try:
-            compiled = re.compile(pattern, re.IGNORECASE)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        if compiled.groups > 9:
-            raise ValueError("at most 9 groups")
+            compiled = compile_rule(pattern, ignore_case=True)
+        except PatternError as exc:
+            raise ValueError(str(exc)) from None
+        if compiled.groups > MAX_GROUPS:
+            raise ValueError(f"at most {MAX_GROUPS} groups")
         return pattern
 
     @model_validator(mode="after")
     def _template(self) -> RoutingRuleConfig:
-        compiled = re.compile(self.pattern, re.IGNORECASE)
-        for ref in re.findall(r"\\g<([^>]*)>|\\([0-9]+)", self.room):
-            name = ref[0] or ref[1]
-            known = 1 <= int(name) <= compiled.groups if name.isdigit() else name in compiled.groupindex
-            if not known:
-                raise ValueError(f"room {self.room!r} refers to group {name!r}, which the pattern does not have")
         try:
-            compiled.sub(self.room, "")  # parses the template as a call would (stray backslashes, \g<1)
-        except (re.error, IndexError) as exc:
-            raise ValueError(f"room {self.room!r} is not a valid template: {exc}") from None
+            parse_template(self.room, compile_rule(self.pattern, ignore_case=True))
+        except PatternError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 

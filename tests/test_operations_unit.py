@@ -118,6 +118,11 @@ def test_rules_refuse_bad_expressions_and_missing_groups() -> None:
         RoutingRuleConfig(id="a", pattern=r"8(\d)", room=r"room-\2")
     with pytest.raises(ValidationError, match="group 'x'"):
         RoutingRuleConfig(id="a", pattern=r"8(\d)", room=r"\g<x>")
+    # Rules run on RE2 (linear time on the caller's alias): what it cannot run is refused when written.
+    with pytest.raises(ValidationError, match="RE2"):
+        RoutingRuleConfig(id="a", pattern=r"(\d)\1", room="x")
+    with pytest.raises(ValidationError, match="RE2"):
+        RoutingRuleConfig(id="a", pattern=r"(?!9)\d+", room="x")
 
 
 async def test_removing_a_room_ends_its_meeting() -> None:
@@ -139,6 +144,7 @@ def test_room_systems_are_recognised_by_user_and_host() -> None:
     assert directory.system_for("sip:board@10.0.0.5").id == "board"  # type: ignore[union-attr]
     assert directory.system_for("sips:BOARD@10.0.0.5:5061") is not None
     assert directory.system_for("sip:board@10.0.0.6") is None
+    assert directory.system_addresses(directory.systems["board"]) == {"10.0.0.5"}  # an IP literal: no lookup
 
 
 def test_store_keeps_everything_and_reports_rows_it_cannot_read(tmp_path: Path) -> None:

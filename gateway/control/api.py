@@ -39,6 +39,8 @@ _STATUS_BY_CODE = {
     "bad_request": 400,
     "sip_disabled": 503,
     "no_media_port": 503,
+    "busy": 503,
+    "rate_limited": 429,
     "storage_failed": 503,
 }
 

@@ -2,15 +2,21 @@
 
 Rooms come from the configuration file (origin "config") or the admin API (origin "api"); each has
 its live Conference. A call or browser names a room by id or alias; calls may also be routed by
-ordered regular-expression rules. Every room's events, and events of the gateway itself (call
-records), reach the subscribers of `subscribe` (MQTT, call records).
+ordered regular-expression rules (RE2: linear time on whatever the caller dials). Every room's
+events, and events of the gateway itself (call records), reach the subscribers of `subscribe` (MQTT,
+call records).
+
+A room system is recognised by the address its call comes from, not by its From header alone: the
+host name of its URI is resolved when the entry is saved and every REFRESH_S seconds after
+(`run_refresh`), never per call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-import re
-from collections.abc import Callable, Iterator
+import socket
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Literal
 
 import structlog
@@ -20,6 +26,15 @@ from gateway.rooms.conference import Conference
 from gateway.rooms.errors import RoomError
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.hours import OpeningHours
+from gateway.rooms.patterns import (
+    MAX_ALIAS,
+    Pattern,
+    PatternError,
+    Template,
+    compile_rule,
+    full_match,
+    parse_template,
+)
 from gateway.rooms.room import Room
 from gateway.transcode.clock import ClockDriver
 
@@ -27,6 +42,15 @@ log = structlog.get_logger(__name__)
 
 Origin = Literal["config", "api"]
 Listener = Callable[[RoomEvent], None]
+# host name -> its IP addresses (as str(ipaddress.ip_address(...))); raises when the lookup fails
+Resolver = Callable[[str], Awaitable[frozenset[str]]]
+
+# How often room systems' host names are looked up again. Not a setting: DNS records of room
+# systems change rarely, and five minutes bounds how long a moved system is not recognised.
+REFRESH_S = 300.0
+# One lookup that takes longer counts as failed (the old addresses are kept); the thread running
+# getaddrinfo cannot be cancelled, but the refresh goes on to the next host.
+RESOLVE_TIMEOUT_S = 10.0
 
 
 class Conflict(RoomError):
@@ -51,6 +75,20 @@ def uri_host(uri: str) -> str:
     return host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
 
 
+def _ip(host: str) -> str | None:
+    """The canonical text of an IP literal (as the SIP service compares sources), else None."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+async def resolve_host(host: str) -> frozenset[str]:
+    """The addresses of a host name, looked up in the loop's executor (getaddrinfo blocks)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    return frozenset(address for info in infos if (address := _ip(str(info[4][0]))) is not None)
+
+
 def system_address(uri: str) -> str:
     """user@host of a SIP URI, lower-cased, without scheme, port and parameters: how a caller is
     recognised whatever port or transport it calls from."""
@@ -61,8 +99,14 @@ def system_address(uri: str) -> str:
     return f"{user}@{host}".lower()
 
 
+def _host_name(system: RoomSystemConfig) -> str | None:
+    """The host name of a room system's URI (lower case), None when it is an IP literal."""
+    host = uri_host(system.uri)
+    return None if _ip(host) is not None else host.lower()
+
+
 class Directory:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, resolver: Resolver = resolve_host) -> None:
         self._config = config
         self.conferences: dict[str, Conference] = {}
         self.specs: dict[str, RoomConfig] = {}
@@ -70,7 +114,11 @@ class Directory:
         self._aliases: dict[str, str] = {}
         self.systems: dict[str, RoomSystemConfig] = {}
         self.rules: list[RoutingRuleConfig] = []
-        self._compiled: list[tuple[RoutingRuleConfig, re.Pattern[str]]] = []
+        self._compiled: list[tuple[RoutingRuleConfig, Pattern, Template]] = []
+        self._resolver = resolver
+        self._addresses: dict[str, frozenset[str]] = {}  # host name (lower case) -> addresses
+        self._failures: dict[str, str] = {}  # host name -> why its last lookup failed
+        self._lookups: set[asyncio.Task[None]] = set()
         self._listeners: list[Listener] = []
         self._unsubscribe: dict[str, Callable[[], None]] = {}
         # One media timer for every room of the process: rooms tick in turn on one 20 ms grid.
@@ -181,19 +229,19 @@ class Directory:
         return self.conferences.get(room_id) if room_id else None
 
     def route(self, called: str) -> Conference | None:
-        """The room a call to `called` goes to: an exact id or alias, else the first matching rule."""
+        """The room a call to `called` goes to: an exact id or alias, else the first matching rule.
+
+        Rules run on RE2 (linear time), and an alias longer than MAX_ALIAS (128) characters matches
+        no rule at all: the caller controls it."""
         found = self.find(called)
         if found is not None:
             return found
-        for rule, pattern in self._compiled:
-            match = pattern.fullmatch(called.strip())
+        alias = called.strip()
+        for rule, pattern, template in self._compiled:
+            match = full_match(pattern, alias, max_length=MAX_ALIAS)
             if match is None:
                 continue
-            try:
-                target = match.expand(rule.room).lower()
-            except (re.error, IndexError):  # a rule stored before templates were checked: skip it, not the call
-                log.warning("routing rule's room cannot be expanded; rule skipped", rule=rule.id, room=rule.room)
-                continue
+            target = template.expand(match).lower()
             conference = self.find(target)
             if conference is not None:
                 log.debug("routed by rule", called=called, rule=rule.id, room=conference.room.id)
@@ -207,7 +255,25 @@ class Directory:
     # -- room systems and rules -----------------------------------------------------------------
 
     def set_systems(self, systems: list[RoomSystemConfig]) -> None:
+        """The room systems now known. The host name of an entry that is new or changed is looked up
+        in the background at once when an event loop runs (else by the first round of
+        `run_refresh`); addresses of host names no entry names any more are forgotten."""
+        before = self.systems
         self.systems = {s.id: s for s in systems}
+        wanted = self._host_names()
+        for host in [h for h in self._addresses if h not in wanted]:
+            del self._addresses[host]
+        for host in [h for h in self._failures if h not in wanted]:
+            del self._failures[host]
+        changed = {h for s in self.systems.values() if before.get(s.id) != s and (h := _host_name(s)) is not None}
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # at start-up, before the loop: run_refresh looks every host up first thing
+        for host in sorted(changed):
+            task = loop.create_task(self._look_up(host), name=f"resolve-{host}")
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
 
     def system_for(self, uri: str) -> RoomSystemConfig | None:
         """The directory entry a caller's (From) URI belongs to."""
@@ -216,16 +282,82 @@ class Directory:
 
     def system_addresses(self, system: RoomSystemConfig) -> frozenset[str]:
         """The IP addresses a room system calls from: its URI's host when that is an IP literal,
-        else what the host name resolved to when the entry was saved or last refreshed."""
+        else what the host name resolved to when the entry was saved or last refreshed (empty
+        until the first lookup succeeded)."""
+        host = uri_host(system.uri)
+        literal = _ip(host)
+        if literal is not None:
+            return frozenset({literal})
+        return self._addresses.get(host.lower(), frozenset())
+
+    async def lookups_done(self) -> None:
+        """Returns when the lookups `set_systems` started have ended (tests; a caller that must know)."""
+        while self._lookups:
+            await asyncio.gather(*self._lookups, return_exceptions=True)
+
+    def _host_names(self) -> set[str]:
+        return {h for s in self.systems.values() if (h := _host_name(s)) is not None}
+
+    async def _look_up(self, host: str) -> None:
+        """Looks `host` up once; a failure keeps the addresses it had and is logged when it starts
+        or its reason changes, not at every refresh."""
         try:
-            return frozenset({str(ipaddress.ip_address(uri_host(system.uri)))})
-        except ValueError:
-            return frozenset()
+            addresses = await asyncio.wait_for(self._resolver(host), RESOLVE_TIMEOUT_S)
+            if not addresses:
+                raise OSError("no addresses")
+        except Exception as exc:  # gaierror, timeout, IDNA errors of odd names: all keep the old addresses
+            reason = str(exc) or type(exc).__name__
+            if host in self._host_names() and self._failures.get(host) != reason:
+                self._failures[host] = reason
+                log.warning(
+                    "room system host name does not resolve; its last known addresses stay in use",
+                    host=host,
+                    reason=reason,
+                    addresses=sorted(self._addresses.get(host, ())),
+                )
+            return
+        if host not in self._host_names():
+            return  # its room system was deleted or changed meanwhile
+        if self._failures.pop(host, None) is not None:
+            log.info("room system host name resolves again", host=host)
+        if self._addresses.get(host) != addresses:
+            log.info(
+                "room system host name resolved",
+                host=host,
+                addresses=sorted(addresses),
+                before=sorted(self._addresses.get(host, ())),
+            )
+            self._addresses[host] = addresses
+
+    async def refresh(self) -> None:
+        """Looks up the host name of every room system now, one after another (each lookup holds an
+        executor thread: a slow DNS server must not take them all)."""
+        for host in sorted(self._host_names()):
+            await self._look_up(host)
+
+    async def run_refresh(self, interval_s: float = REFRESH_S) -> None:
+        """Runs until cancelled: room systems' host names looked up at once, then every interval_s."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("refreshing room system addresses failed")
+            await asyncio.sleep(interval_s)
 
     def set_rules(self, rules: list[RoutingRuleConfig]) -> None:
+        """The ordered rules, compiled once by RE2 (the config validator has already refused what RE2
+        cannot run; a rule that still fails is skipped and logged, never a call's failure)."""
         self.rules = list(rules)
-        self._compiled = [(rule, re.compile(rule.pattern, re.IGNORECASE)) for rule in self.rules]
+        self._compiled = []
+        for rule in self.rules:
+            try:
+                pattern = compile_rule(rule.pattern, ignore_case=True)
+                self._compiled.append((rule, pattern, parse_template(rule.room, pattern)))
+            except PatternError as exc:
+                log.error("routing rule cannot be used; it is skipped", rule=rule.id, reason=str(exc))
 
     async def close(self) -> None:
+        for task in list(self._lookups):
+            task.cancel()
         for conference in list(self.conferences.values()):
             await conference.close()

@@ -13,7 +13,8 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ from gateway.rooms.directory import Directory
 from gateway.rooms.errors import DialOutRefused, JoinRefused, RoomError
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind
+from gateway.rooms.patterns import MAX_URI, compile_rule, full_match
 from gateway.rooms.pinguard import PinGuard
 from gateway.rtp.leg import RtpAudioLeg
 from gateway.sip import ivr, message, sdp
@@ -36,7 +38,8 @@ from gateway.transcode.audio import SILENCE, AudioCodec, AudioFormat, make_encod
 log = structlog.get_logger(__name__)
 
 _CODECS = {"PCMU": AudioCodec.PCMU, "PCMA": AudioCodec.PCMA, "G722": AudioCodec.G722, "opus": AudioCodec.OPUS}
-_NUMBER = re.compile(r"^\+?[0-9]{2,}$")
+_NUMBER = re.compile(r"^\+?[0-9]{2,32}$")
+_DIGITS_PER_S = 10  # keys a person can press in a second, at most
 # Why the room ended a call -> what the caller hears, and the cause in the BYE's Reason header.
 _ENDINGS: dict[str, tuple[Prompt, int, str]] = {
     "removed": (Prompt.REMOVED, 403, "Removed by the host"),
@@ -64,6 +67,8 @@ class SipService:
         # refusals by SIP status, failed dial-outs by the callee's status (bounded label values)
         self.failures: dict[str, int] = {}
         self.admission: Admission | None = None  # set by the gateway: refuses new calls while overloaded
+        self._dial_outs: dict[str, deque[float]] = {}
+        self._dial_outs_total: deque[float] = deque()
         self.trunks = [ipaddress.ip_network(source, strict=False) for source in config.sip.trunk_sources]
 
     def from_trunk(self, address: str) -> bool:
@@ -115,26 +120,29 @@ class SipService:
         dial-out rule allows (toll fraud protection); every attempt is logged. The callee joins as a
         guest once it answers."""
         conference = self.directory.find(room_id)
-        attempt = log.bind(room=room_id, uri=uri, requested_by=requested_by, directory=in_directory)
-        if conference is None:
-            raise DialOutRefused(f"no room {room_id!r}", "unknown_room")
-        if self.stack is None or self.stack.ua is None:
-            raise DialOutRefused("SIP is not running", "sip_disabled")
-        if not in_directory and not any(re.fullmatch(rule, uri) for rule in self.config.sip.dial_out_allow):
-            attempt.warning("dial-out refused: no rule allows the destination")
-            raise DialOutRefused("no dial-out rule allows this destination", "dial_out_refused")
+        attempt = log.bind(room=room_id, uri=uri[:300], requested_by=requested_by, directory=in_directory)
         try:
-            host, port, transport = message.uri_host_port(uri)
-            user = message.uri_user(uri)
-        except message.SipMessageError as exc:
-            raise DialOutRefused(f"not a SIP URI: {exc}", "bad_uri") from None
-        if transport not in (None, "udp"):
-            raise DialOutRefused("dial-out goes over UDP for now", "bad_uri")
+            if conference is None:
+                raise DialOutRefused(f"no room {room_id!r}", "unknown_room")
+            if self.stack is None or self.stack.ua is None:
+                raise DialOutRefused("SIP is not running", "sip_disabled")
+            uri, host, port, user = _dial_target(uri)
+            rules = self.config.sip.dial_out_allow
+            if not in_directory and not any(full_match(compile_rule(r), uri, max_length=MAX_URI) for r in rules):
+                raise DialOutRefused("no dial-out rule allows this destination", "dial_out_refused")
+            self._dial_out_allowed(requested_by)
+        except DialOutRefused as exc:
+            attempt.warning("dial-out refused", code=exc.code, why=str(exc))
+            raise
         try:
             address = str(ipaddress.ip_address(host))
         except ValueError:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port or 5060, type=socket.SOCK_DGRAM)
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port or 5060, type=socket.SOCK_DGRAM)
+            except OSError:
+                infos = []
             if not infos:
+                attempt.warning("dial-out refused", code="bad_uri", why="host name does not resolve")
                 raise DialOutRefused(f"cannot resolve {host!r}", "bad_uri") from None
             address = str(infos[0][4][0])
         incoming = IncomingCall(0, "", room_id, name or user or host, user, address, "udp", None)
@@ -144,33 +152,109 @@ class SipService:
         attempt.info("dial-out placed", call=number)
         return {"call": number, "room": conference.room.id, "uri": uri}
 
+    def _dial_out_allowed(self, actor: str) -> None:
+        """Dial-out costs money and can be abused (toll fraud): bounded by max_calls, by a rate per
+        actor and a rate in all, and by the process's load."""
+        config = self.config.sip
+        assert self.stack is not None
+        if self.stack.active_calls >= config.max_calls:
+            raise DialOutRefused("the gateway carries as many calls as it may", "busy")
+        busy = self.admission.admit() if self.admission is not None else None
+        if busy is not None:
+            raise DialOutRefused(f"the gateway is overloaded ({busy})", "busy")
+        now = asyncio.get_running_loop().time()
+        for times in (self._dial_outs_total, self._dial_outs.get(actor)):
+            while times and now - times[0] > 60.0:
+                times.popleft()
+        if len(self._dial_outs_total) >= config.dial_out_per_minute_total:
+            raise DialOutRefused("too many dial-outs in the last minute", "rate_limited")
+        mine = self._dial_outs.setdefault(actor, deque())
+        if len(mine) >= config.dial_out_per_minute:
+            raise DialOutRefused("too many dial-outs by you in the last minute", "rate_limited")
+        if len(self._dial_outs) > 10_000:  # (actors are tokens and hosts: few; bounded all the same)
+            self._dial_outs = {a: t for a, t in self._dial_outs.items() if t}
+        mine.append(now)
+        self._dial_outs_total.append(now)
+
     def count_failure(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
     def incoming(self, call: IncomingCall) -> None:
         assert self.stack is not None
+        self.attempts["in"] += 1
+        busy = self.admission.admit() if self.admission is not None else None
+        if busy is not None:
+            log.warning("call refused: overloaded", call_id=call.sip_call_id, source=call.source, why=busy)
+            self.count_failure("503")
+            assert self.admission is not None
+            self.stack.hang_up(call.call, 503, "Service Unavailable (overloaded)", retry_after_s=self.admission.retry_after_s)
+            return
         sip_call = SipCall(self, self.stack, call)
         self.calls[call.call] = sip_call
-        self.attempts["in"] += 1
-        asyncio.get_running_loop().create_task(sip_call.start())
+        sip_call.task = asyncio.get_running_loop().create_task(self._supervised(sip_call, sip_call.start()))
+
+    async def _supervised(self, sip_call: SipCall, work: Coroutine[Any, Any, None]) -> None:
+        """Runs one call's work: an exception ends that call (500 or BYE with a Reason), frees its
+        slot and ports, and is logged once with the call id; other calls carry on."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            sip_call.fail()
+
+    def _guarded(self, call: int, action: Callable[[SipCall], None]) -> None:
+        """An event of the SIP stack for one call: a failure ends that call only."""
+        sip_call = self.calls.get(call)
+        if sip_call is None:
+            return
+        try:
+            action(sip_call)
+        except Exception:
+            sip_call.fail()
 
     def media(self, call: int, choice: sdp.AudioChoice) -> None:
-        if call in self.calls:
-            self.calls[call].apply(choice)
+        self._guarded(call, lambda c: c.apply(choice))
 
     def digit(self, call: int, digit: str, via: str) -> None:
-        if call in self.calls:
-            self.calls[call].log.info("DTMF received", digit=digit, via=via)
-            self.calls[call].on_digit(digit)
+        self._guarded(call, lambda c: c.on_digit(digit, via))
 
     def confirmed(self, call: int) -> None:
-        if call in self.calls:
-            self.calls[call].on_confirmed()
+        self._guarded(call, lambda c: c.on_confirmed())
 
     def disconnected(self, call: int, status: int, reason: str) -> None:
         sip_call = self.calls.pop(call, None)
         if sip_call is not None:
-            sip_call.on_disconnected(status, reason)
+            try:
+                sip_call.on_disconnected(status, reason)
+            except Exception:
+                sip_call.log.exception("call clean-up failed")
+
+
+def _dial_target(uri: str) -> tuple[str, str, int | None, str]:
+    """A dial-out URI checked and normalised before any rule sees it: no control characters, spaces
+    or header parts, a sip: URI over UDP, scheme and host lower-case, the user part percent-decoded
+    (so that `%2B` cannot sneak past a rule written for `+`). Returns (uri, host, port, user)."""
+    if len(uri) > 256 or any(ord(c) < 0x21 or ord(c) == 0x7F or c in '<>"?,' for c in uri):
+        raise DialOutRefused("the address has characters a SIP URI to call may not have", "bad_uri")
+    scheme, colon, rest = uri.partition(":")
+    if not colon or scheme.lower() != "sip":
+        raise DialOutRefused("dial-out takes sip: URIs", "bad_uri")
+    try:
+        host, port, transport = message.uri_host_port(uri)
+        user = message.uri_user(uri)
+    except message.SipMessageError as exc:
+        raise DialOutRefused(f"not a SIP URI: {exc}", "bad_uri") from None
+    if transport not in (None, "udp"):
+        raise DialOutRefused("dial-out goes over UDP for now", "bad_uri")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F or c in '<>"?,@:;' for c in user) or not host or "@" not in rest:
+        raise DialOutRefused("the address has characters a SIP URI to call may not have", "bad_uri")
+    params = rest.partition(";")[2]
+    if params and any(p.split("=")[0].lower() not in ("transport", "user") for p in params.split(";")):
+        raise DialOutRefused("only the transport and user parameters may follow the address", "bad_uri")
+    shown_host = f"[{host}]" if ":" in host else host.lower()
+    normal = f"sip:{user}@{shown_host}" + (f":{port}" if port else "") + (f";{params.lower()}" if params else "")
+    return normal, host.lower(), port, user
 
 
 class SipCall:
@@ -205,6 +289,9 @@ class SipCall:
         self._unsubscribe: Callable[[], None] | None = None
         self._first_room: Conference | None = None
         self.trusted = False  # its own room system of the directory, calling its room: no PIN, no lobby
+        self.task: asyncio.Task[None] | None = None
+        self._digit_times: deque[float] = deque()
+        self._digits_dropped = 0
 
     @property
     def language(self) -> str:
@@ -226,19 +313,25 @@ class SipCall:
         return self.source
 
     def _known_system(self) -> RoomSystemConfig | None:
-        """The directory entry of the caller. Where its URI names an IP address the INVITE must come
-        from there (a From header alone is easily forged); a host name is taken on the From alone."""
-        system = self.service.directory.system_for(self.incoming.from_uri) if self.incoming.from_uri else None
+        """The directory entry of the caller: its From names the system and the INVITE comes from
+        an address of the system (its URI's IP, or what its host name resolved to). A From header
+        alone is easily forged: it never names a system, let alone grants trust."""
+        directory = self.service.directory
+        system = directory.system_for(self.incoming.from_uri) if self.incoming.from_uri else None
         if system is None:
             return None
         try:
-            host = message.uri_host_port(system.uri)[0]
-            if ipaddress.ip_address(host) != ipaddress.ip_address(self.source):
-                self.log.warning("caller claims a directory room system but calls from elsewhere", system=system.id)
-                return None
-        except (ValueError, message.SipMessageError):
-            pass
+            source = str(ipaddress.ip_address(self.source))
+        except ValueError:
+            return None
+        if source not in directory.system_addresses(system):
+            self.log.warning("caller claims a directory room system but calls from elsewhere", system=system.id)
+            return None
         return system
+
+    def _srtp_required(self, system: RoomSystemConfig | None) -> bool:
+        policy = system.srtp if system is not None and system.srtp is not None else self.service.config.sip.srtp
+        return policy == "required"
 
     async def start(self) -> None:
         config = self.service.config.sip
@@ -277,13 +370,20 @@ class SipCall:
                 self._reject(486, "Meeting full")
                 return
         offer = None
+        require_srtp = self._srtp_required(system)
         if self.incoming.offer is not None:
             try:
                 offer = sdp.parse(self.incoming.offer)
-                sdp.answer(offer, local_address=config.host, audio_port=9, codecs=self.service.codecs)
+                trial = sdp.answer(offer, local_address=config.host, audio_port=9, codecs=self.service.codecs)
             except sdp.SdpError as exc:
                 self._reject(exc.status, exc.reason if exc.status == 488 else f"Bad SDP: {exc.reason}")
                 return
+            if require_srtp and trial.audio.local_crypto is None:
+                self._reject(488, "SRTP required")
+                return
+        elif require_srtp:  # (our own offer would be plain RTP: a late offer cannot be made secure here)
+            self._reject(488, "SRTP required (send an offer with SDES keys)")
+            return
         try:
             port = await self.leg.open(config.host, config.rtp_port_min, config.rtp_port_max)
         except OSError as exc:
@@ -299,6 +399,7 @@ class SipCall:
             codecs=self.service.codecs,
             prefer_ours=config.prefer_our_codecs,
             user_agent=config.user_agent.replace(" ", "-"),
+            require_srtp=require_srtp,
         )
         body = None
         if offer is not None:
@@ -413,7 +514,12 @@ class SipCall:
             elif isinstance(action, ivr.FindRoom):
                 conference = self.service.directory.route(action.number)
                 info = self.service.room_info(conference) if conference is not None else None
-                self.log.info("conference number entered", number=action.number, found=conference is not None)
+                # (not the number typed: typed digits stay out of the log)
+                self.log.info(
+                    "conference number entered",
+                    found=conference is not None,
+                    room=conference.room.id if conference is not None else None,
+                )
                 self._run(self.flow.room_found(info, self._now()))
                 return
             elif isinstance(action, ivr.Join):
@@ -542,7 +648,22 @@ class SipCall:
 
     # -- keys and events in the meeting ---------------------------------------------------------
 
-    def on_digit(self, digit: str) -> None:
+    def on_digit(self, digit: str, via: str = "rfc4733") -> None:
+        now = self._now()
+        times = self._digit_times
+        while times and now - times[0] > 1.0:
+            times.popleft()
+        if len(times) >= _DIGITS_PER_S:
+            # Nobody presses keys faster than this: a flood is a guessing machine; drop, count, log once.
+            self._digits_dropped += 1
+            if self._digits_dropped == 1:
+                self.log.warning("DTMF flood: keys dropped", via=via)
+            return
+        times.append(now)
+        if self.phase == "meeting":
+            self.log.info("DTMF received", digit=digit, via=via)
+        else:  # in the menu keys are PINs and conference numbers: that one arrived, not which
+            self.log.debug("DTMF received", via=via)
         if self.phase == "menu":
             self._run(self.flow.digit(digit, self._now()))
         elif self.phase == "meeting":
@@ -640,6 +761,23 @@ class SipCall:
             self.leg.detach()
             conference.room.leave(self.participant_id)  # (no-op when the room removed us already)
         self.conference = None
+
+    def fail(self) -> None:
+        """Something raised while handling this call: end it (500 before the answer, a BYE with
+        Reason 500 after), free its slot and ports. Logged once, with the traceback."""
+        self.log.exception("call failed; ending it", phase=self.phase)
+        self.service.count_failure("500")
+        phase, self.phase = self.phase, "ended"
+        try:
+            self._leave_room()
+        except Exception:
+            self.log.exception("leaving the room failed")
+        self.leg.close()
+        self.service.calls.pop(self.incoming.call, None)
+        if phase == "new":
+            self.stack.hang_up(self.incoming.call, 500, "Server Internal Error")
+        else:
+            self.stack.hang_up(self.incoming.call, 200, None, (500, "Server Internal Error"))
 
     def on_disconnected(self, status: int, reason: str) -> None:
         self.log.info("call ended", status=status, reason=reason, phase=self.phase)

@@ -18,7 +18,6 @@ from gateway.sip.useragent import CallEvents, MediaPlan, Peer, UserAgent
 
 log = structlog.get_logger(__name__)
 
-MAX_CONNECTIONS = 2000
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -47,6 +46,8 @@ class SipTransport:
         self._udp: _Datagrams | None = None
         self._servers: list[asyncio.Server] = []
         self._connections: dict[int, asyncio.StreamWriter] = {}
+        self._per_address: dict[str, int] = {}
+        self._failures = 0
         self._connection_ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,6 +84,7 @@ class SipTransport:
             public_address=config.public_address,
             user_agent=config.user_agent,
             max_calls=config.max_calls,
+            max_transactions=config.max_transactions,
         )
         return self.ports
 
@@ -129,32 +131,56 @@ class SipTransport:
 
     def received(self, data: bytes, peer: Peer) -> None:
         assert self.ua is not None
-        self.ua.receive(data, peer)
+        try:
+            self.ua.receive(data, peer)
+        except Exception:
+            # A bug met by one message must cost that message only, never the listener or the loop.
+            self._failures += 1
+            if self._failures <= 20 or self._failures % 1000 == 0:
+                log.exception("SIP message could not be handled", source=peer.address[0], transport=peer.transport)
         self._arm()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str) -> None:
-        if len(self._connections) >= MAX_CONNECTIONS:
+        config = self.config
+        address = writer.get_extra_info("peername")
+        source = str(address[0])
+        if len(self._connections) >= config.tcp_max_connections or self._per_address.get(source, 0) >= config.tcp_max_per_address:
+            log.warning("SIP connection refused: too many connections", source=source, transport=kind)
             writer.close()
             return
         number = next(self._connection_ids)
-        address = writer.get_extra_info("peername")
         peer = Peer(kind, (address[0], address[1]), number)
         self._connections[number] = writer
+        self._per_address[source] = self._per_address.get(source, 0) + 1
         framer = StreamFramer()
         try:
             while True:
-                data = await reader.read(65536)
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), config.tcp_idle_s)
+                except TimeoutError:
+                    if self._carries_a_call(number):
+                        continue
+                    log.info("SIP connection closed: idle", source=source, transport=kind, idle_s=config.tcp_idle_s)
+                    break
                 if not data:
                     break
                 for message in framer.feed(data):
                     self.received(message, peer)
         except SipMessageError as exc:
-            log.info("SIP stream closed: unframeable data", reason=str(exc), source=address[0], transport=kind)
+            log.info("SIP stream closed: unframeable data", reason=str(exc), source=source, transport=kind)
         except (ConnectionError, ssl.SSLError) as exc:
-            log.debug("SIP connection lost", error=str(exc), source=address[0])
+            log.debug("SIP connection lost", error=str(exc), source=source)
         finally:
             self._connections.pop(number, None)
+            left = self._per_address.get(source, 1) - 1
+            if left > 0:
+                self._per_address[source] = left
+            else:
+                self._per_address.pop(source, None)
             writer.close()
+
+    def _carries_a_call(self, connection: int) -> bool:
+        return self.ua is not None and any(call.peer.connection == connection for call in self.ua.calls.values())
 
     def _send(self, data: bytes, peer: Peer) -> None:
         if peer.transport == "udp":
@@ -199,9 +225,16 @@ class SipTransport:
         self.ua.answer(call_id, status, reason, plan, body)
         self._arm()
 
-    def hang_up(self, call_id: int, status: int = 200, reason: str | None = None, cause: tuple[int, str] | None = None) -> None:
+    def hang_up(
+        self,
+        call_id: int,
+        status: int = 200,
+        reason: str | None = None,
+        cause: tuple[int, str] | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
         assert self.ua is not None
-        self.ua.hang_up(call_id, status, reason, cause)
+        self.ua.hang_up(call_id, status, reason, cause, retry_after_s)
         self._arm()
 
     @property

@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -39,6 +40,7 @@ TIMEOUT = 64 * T1  # timers B, F, H: a transaction gives up after 32 s
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 SUPPORTED = ""  # no extensions: no 100rel, no session timers of ours (refreshes are answered anyway)
 _KNOWN_EXTENSIONS: set[str] = set()
+MAX_INFO_DIGITS = 4  # digits one SIP INFO may carry (phones send one per INFO)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class MediaPlan:
     user_agent: str
     session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
     direction: str = "sendrecv"
+    require_srtp: bool = False  # sip.srtp required (or the room system's): offers without SDES get 488
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ Send = Callable[[bytes, Peer], None]
 class _ServerTransaction:
     key: tuple[str, str]
     peer: Peer
+    expires_at: float = 0.0
     last_response: bytes | None = None
     call: int | None = None  # for INVITE transactions
     final_status: int = 0
@@ -136,6 +140,7 @@ class UserAgent:
         public_address: str | None = None,
         user_agent: str = "meeting-gateway",
         max_calls: int = 1000,
+        max_transactions: int = 10_000,
     ) -> None:
         self._send = send
         self._events = events
@@ -146,14 +151,18 @@ class UserAgent:
         self.max_calls = max_calls
         self.calls: dict[int, _Call] = {}
         self._dialogs: dict[tuple[str, str, str], int] = {}  # (Call-ID, our tag, their tag) -> call
-        self._server_tx: dict[tuple[str, str], _ServerTransaction] = {}
+        # Server transactions in the order they began, so the oldest expire (and, past
+        # max_transactions, are dropped) from the front: a flood of distinct branches costs bounded
+        # memory and no timer per transaction.
+        self._server_tx: OrderedDict[tuple[str, str], _ServerTransaction] = OrderedDict()
+        self.max_transactions = max_transactions
         self._client_tx: dict[str, tuple[bytes, Peer, int]] = {}  # branch -> (request, peer, timer)
         self._invites: dict[str, tuple[int, SipMessage, Peer]] = {}  # our INVITEs: branch -> (call, request, peer)
         self._timers: list[tuple[float, int, Callable[[], object]]] = []
         self._cancelled_timers: set[int] = set()
         self._timer_ids = itertools.count(1)
         self._call_ids = itertools.count(1)
-        self.counters = {"requests": 0, "malformed": 0, "calls": 0, "refused_busy": 0}
+        self.counters = {"requests": 0, "malformed": 0, "calls": 0, "refused_busy": 0, "transactions_dropped": 0}
 
     # -- timers -----------------------------------------------------------------------------------
 
@@ -181,6 +190,23 @@ class UserAgent:
                 action()
             except Exception:
                 log.exception("SIP timer failed")
+
+    def _remember(self, tx: _ServerTransaction) -> None:
+        """Keeps a server transaction for 64*T1 (retransmissions are answered from it)."""
+        now = self._now()
+        table = self._server_tx
+        while table:
+            oldest = next(iter(table.values()))
+            if oldest.expires_at > now and len(table) < self.max_transactions:
+                break
+            table.popitem(last=False)
+            if oldest.expires_at > now:  # full: the oldest live one goes (a flood of branches)
+                self.counters["transactions_dropped"] += 1
+                if _worth_logging(self.counters["transactions_dropped"]):
+                    log.warning("SIP transaction table full; oldest dropped", dropped=self.counters["transactions_dropped"])
+        tx.expires_at = now + TIMEOUT
+        table[tx.key] = tx
+        table.move_to_end(tx.key)
 
     # -- input ------------------------------------------------------------------------------------
 
@@ -251,8 +277,7 @@ class UserAgent:
             return
         tx = _ServerTransaction(key, peer)
         if via.branch:
-            self._server_tx[key] = tx
-            self._after(TIMEOUT, lambda: self._server_tx.pop(key, None))
+            self._remember(tx)
         max_forwards = msg.get("max-forwards")
         if max_forwards is not None and max_forwards.strip() == "0" and method != "OPTIONS":
             self._reply(msg, peer, 483, "Too Many Hops", tx)
@@ -351,14 +376,23 @@ class UserAgent:
         self._send_2xx(call, call.invite, body)
         call.invite_tx.final_status = status
 
-    def hang_up(self, call_id: int, status: int = 200, reason: str | None = None, cause: tuple[int, str] | None = None) -> None:
-        """Refuses (before an answer: `status` >= 300) or ends (BYE, with a Reason header from `cause`)."""
+    def hang_up(
+        self,
+        call_id: int,
+        status: int = 200,
+        reason: str | None = None,
+        cause: tuple[int, str] | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        """Refuses (before an answer: `status` >= 300, with Retry-After when given) or ends (BYE,
+        with a Reason header from `cause`)."""
         call = self.calls.get(call_id)
         if call is None:
             return
         if call.state == "incoming":
             code = status if status >= 300 else 480
-            self._final_failure(call, code, reason or "Temporarily Unavailable")
+            extra = [("retry-after", str(retry_after_s))] if retry_after_s is not None else None
+            self._final_failure(call, code, reason or "Temporarily Unavailable", extra)
             return
         if call.state == "calling":  # our dial-out, not answered yet
             self._cancel_invite(call)
@@ -428,9 +462,11 @@ class UserAgent:
                     self._retransmit_until_acked(tx, T1)
         self._send(data, peer)
 
-    def _final_failure(self, call: _Call, status: int, reason: str) -> None:
+    def _final_failure(
+        self, call: _Call, status: int, reason: str, extra: list[tuple[str, str]] | None = None
+    ) -> None:
         """A 3xx-6xx to the INVITE, retransmitted over UDP until the ACK (timers G, H)."""
-        self._reply(call.invite, call.peer, status, reason, call.invite_tx, to_tag=call.local_tag)
+        self._reply(call.invite, call.peer, status, reason, call.invite_tx, extra=extra, to_tag=call.local_tag)
         self._terminate(call, status, reason)
 
     def _retransmit_until_acked(self, tx: _ServerTransaction, interval: float, waited: float = 0.0) -> None:
@@ -519,8 +555,7 @@ class UserAgent:
             self._reply(msg, peer, 481, "Call/Transaction Does Not Exist")
             return
         cancel_tx = _ServerTransaction((msg.top_via.branch, "CANCEL"), peer)
-        self._server_tx[cancel_tx.key] = cancel_tx
-        self._after(TIMEOUT, lambda: self._server_tx.pop(cancel_tx.key, None))
+        self._remember(cancel_tx)
         self._reply(msg, peer, 200, "OK", cancel_tx, to_tag=call.local_tag if call else None)
         if call is not None and call.state == "incoming":
             log.info("call cancelled before the answer", call_id=call.call_id)
@@ -550,6 +585,11 @@ class UserAgent:
             self._reoffer(call, msg, peer, tx)
         elif method == "INFO":
             digits = sipmsg.info_digits(msg)
+            if digits is not None and len(digits) > MAX_INFO_DIGITS:
+                # A key press is one digit; thousands in one INFO would be a PIN-guessing machine gun.
+                log.info("SIP INFO with too many digits refused", call_id=call.call_id, digits=len(digits))
+                self._reply(msg, peer, 400, "Bad Request (too many digits in one INFO)", tx, to_tag=to_tag)
+                return
             self._reply(msg, peer, 200, "OK", tx, to_tag=to_tag)
             for digit in digits or "":
                 self._events.digit(call.id, digit, "sip-info")
@@ -599,6 +639,8 @@ class UserAgent:
             session_version=call.version + 1,
             user_agent=plan.user_agent,
         )
+        if plan.require_srtp and answer.audio.local_crypto is None:
+            raise sdp.SdpError(488, "SRTP required")
         call.version += 1  # (only once the answer exists: a refused offer changes nothing)
         return answer
 
