@@ -354,7 +354,7 @@ class SipConfig(_Strict):
     dial_out_per_minute_total: int = Field(60, ge=1, le=100_000, description="dial-outs per minute in all")
     dial_out_allow: list[str] = Field(
         default_factory=list,
-        description="regular expressions a whole dial-out SIP URI must match; none: no dial-out (toll fraud)",
+        description="regular expressions (RE2 syntax: linear time) a whole dial-out SIP URI must match after normalisation; none: no dial-out (toll fraud)",
     )
     media_timeout_s: float = Field(
         60.0, ge=5, description="a call whose RTP stops this long (not on hold) is ended: the caller is gone"

@@ -284,3 +284,27 @@ def test_an_overloaded_gateway_refuses_new_calls_with_retry_after(tmp_path: Path
     finally:
         caller.close()
         stop_and_check(running)
+
+
+def test_a_room_system_that_must_use_srtp_is_refused_without_it(hardened: RunningGateway) -> None:
+    import base64
+
+    system = {"id": "secure", "name": "Secure", "uri": "sip:secure@127.0.0.4", "srtp": "required", "default_room": "demo"}
+    assert hardened.api("POST", "/api/systems", json=system).status_code in (200, 201)
+    caller = RawCaller(hardened.sip_port, host="127.0.0.4", number="secure")
+    anybody = RawCaller(hardened.sip_port, host="127.0.0.1", number="+4930999")
+    try:
+        dialog, plain = caller.call("demo", from_uri="sip:secure@127.0.0.4")
+        assert plain.status == 488 and "SRTP" in plain.reason
+        key = base64.b64encode(bytes(range(30))).decode()
+        secure = sdp_offer("127.0.0.4", caller.rtp_port, "0 101", f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n")
+        dialog, answer = caller.call("demo", secure.replace("RTP/AVP", "RTP/SAVP"), from_uri="sip:secure@127.0.0.4")
+        assert answer.status == 200 and b"a=crypto:1 AES_CM_128_HMAC_SHA1_80" in answer.body
+        hang_up(caller, dialog)
+        # the policy is the room system's: other callers may still use plain RTP (sip.srtp: optional)
+        dialog, answer = anybody.call("demo")
+        assert answer.status == 200
+        hang_up(anybody, dialog)
+    finally:
+        caller.close()
+        anybody.close()
