@@ -170,6 +170,16 @@ class RawCaller:
                     return message
         raise AssertionError(f"no final answer to {method} within {timeout} s")
 
+    def bye_from_gateway(self, dialog: Dialog, timeout: float = 15.0) -> Request:
+        """Waits for the gateway's BYE in this dialog (answered 200)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for request in self.requests:
+                if request.method == "BYE" and request.headers.get("call-id", [""])[0] == dialog.call_id:
+                    return request
+            self.receive(max(0.05, deadline - time.monotonic()))
+        raise AssertionError(f"no BYE from the gateway within {timeout} s")
+
     def ack(self, dialog: Dialog, failed: bool = False) -> None:
         """The ACK of a 2xx is a new transaction; that of a failure shares the INVITE's branch."""
         self.send(self.build(dialog, "ACK", new_branch=not failed))

@@ -290,6 +290,7 @@ class SipCall:
         self._first_room: Conference | None = None
         self.trusted = False  # its own room system of the directory, calling its room: no PIN, no lobby
         self.task: asyncio.Task[None] | None = None
+        self._refusal: tuple[Prompt, int, str] | None = None  # said once answered, then the BYE
         self._digit_times: deque[float] = deque()
         self._digits_dropped = 0
 
@@ -360,10 +361,12 @@ class SipCall:
             try:
                 self.service.pin_guard.check(self._pin_source(), conference.room.id)
             except JoinRefused:
+                # Answered so that a person hears why (a bare 403 is a carrier's busy tone), then
+                # a BYE with Reason 403; the PIN is never asked for.
                 self.log.warning("call refused: source locked out after wrong PINs")
-                self._reject(403, "Too many wrong PINs")
-                return
-            if room.locked and not room.host_pin:
+                self.service.count_failure("403")
+                self._refusal = _ENDINGS["locked_out"]
+            if self._refusal is None and room.locked and not room.host_pin:
                 self._reject(403, "Meeting locked")
                 return
             if sum(1 for p in room.participants.values() if p.connected) >= room.max_participants:
@@ -475,6 +478,9 @@ class SipCall:
             return
         self._confirmed = True
         self.leg.confirm()  # the ACK (or the callee's 200) confirmed the media address: we may send
+        if self._refusal is not None:
+            self.end(*self._refusal)
+            return
         if self.outbound or self.trusted:
             if self.trusted:
                 self._watch_media()
