@@ -342,6 +342,10 @@ class SipConfig(_Strict):
         description="addresses or networks (CIDR) of carrier or PBX trunks: their callers are told apart by "
         "their From number for PIN lockouts, not by the trunk's address",
     )
+    max_calls_per_source: int = Field(
+        20, ge=1, le=10000, description="calls at once from one address (not counting trunk_sources): one "
+        "caller or bot cannot take every line"
+    )
     max_transactions: int = Field(
         10_000, ge=100, le=1_000_000, description="SIP server transactions remembered at once (bounded memory)"
     )

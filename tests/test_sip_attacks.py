@@ -21,7 +21,7 @@ from tests.sip_client import RawCaller, Response, sdp_offer
 HARDENED = TEST_CONFIG.replace(
     "sip: {host: 127.0.0.1, port: 0,",
     "sip: {host: 127.0.0.1, port: 0, trunk_sources: ['127.0.0.3/32'], max_transactions: 500,"
-    " tcp_max_per_address: 8, tcp_idle_s: 2, dial_out_per_minute: 3,"
+    " tcp_max_per_address: 8, tcp_idle_s: 2, dial_out_per_minute: 3, max_calls_per_source: 3,"
     r" dial_out_allow: ['sip:[0-9]+@127\.0\.0\.1:[0-9]+'],",
 )
 
@@ -311,3 +311,21 @@ def test_a_room_system_that_must_use_srtp_is_refused_without_it(hardened: Runnin
     finally:
         caller.close()
         anybody.close()
+
+
+def test_one_address_cannot_take_every_line(hardened: RunningGateway) -> None:
+    caller = RawCaller(hardened.sip_port, host="127.0.0.5")
+    other = RawCaller(hardened.sip_port, host="127.0.0.6")
+    try:
+        held = [caller.call("demo") for _ in range(3)]
+        assert [answer.status for _, answer in held] == [200, 200, 200]
+        _, fourth = caller.call("demo")
+        assert fourth.status == 486 and "address" in fourth.reason
+        dialog, answer = other.call("demo")  # another address is served
+        assert answer.status == 200
+        hang_up(other, dialog)
+        for dialog, _ in held:
+            hang_up(caller, dialog)
+    finally:
+        caller.close()
+        other.close()

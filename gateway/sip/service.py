@@ -189,6 +189,13 @@ class SipService:
             assert self.admission is not None
             self.stack.hang_up(call.call, 503, "Service Unavailable (overloaded)", retry_after_s=self.admission.retry_after_s)
             return
+        if not self.from_trunk(call.source):
+            from_there = sum(1 for c in self.calls.values() if c.source == call.source and not c.outbound)
+            if from_there >= self.config.sip.max_calls_per_source:
+                log.warning("call refused: too many calls from one address", call_id=call.sip_call_id, source=call.source)
+                self.count_failure("486")
+                self.stack.hang_up(call.call, 486, "Busy Here (too many calls from your address)")
+                return
         sip_call = SipCall(self, self.stack, call)
         self.calls[call.call] = sip_call
         sip_call.task = asyncio.get_running_loop().create_task(self._supervised(sip_call, sip_call.start()))
