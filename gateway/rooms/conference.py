@@ -36,6 +36,7 @@ class Conference:
     ) -> None:
         self.room = room
         self.legs: dict[str, Leg] = {}
+        self._hang_ups: set[asyncio.Task[None]] = set()
         self.mixer = Mixer(
             max_speakers=media.mixer.max_speakers,
             speaker_floor_dbov=media.mixer.speaker_floor_dbov,
@@ -160,7 +161,16 @@ class Conference:
 
     def _hang_up(self, leg: Leg, reason: str) -> None:
         self.detach(leg.participant_id)
-        asyncio.get_running_loop().create_task(leg.hang_up(reason))
+        task = asyncio.get_running_loop().create_task(leg.hang_up(reason))
+        # Owned until done (the loop keeps only weak references), and a failure is logged with the
+        # participant rather than as "Task exception was never retrieved".
+        self._hang_ups.add(task)
+        task.add_done_callback(lambda done: self._hang_up_done(done, leg.participant_id))
+
+    def _hang_up_done(self, task: asyncio.Task[None], pid: str) -> None:
+        self._hang_ups.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("hanging up a leg failed", participant=pid, exc_info=task.exception())
 
     def participant_view(self, pid: str) -> dict[str, Any]:
         """A participant with its media counters, for the admin API."""
