@@ -68,7 +68,7 @@ class ServerConfig(_Strict):
         "gateway's own; a browser page from any other site is refused (cross-site WebSocket hijacking)",
     )
     joins_per_minute: int = Field(
-        30, ge=1, le=10_000, description="meeting WebSockets one client address may open per minute"
+        30, ge=1, le=10_000, description="joins one client address (an IPv6 /64) may make per minute; returns to a kept place do not count"
     )
 
 
@@ -198,7 +198,7 @@ class MixerConfig(_Strict):
     @classmethod
     def _tick_from_text(cls, value: Any) -> Any:
         # A Literal of ints refuses "10", and text is all GATEWAY_MEDIA__MIXER__TICK_MS can give.
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             return int(value)
         return value
 

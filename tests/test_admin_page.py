@@ -182,6 +182,7 @@ def test_an_administrator_manages_rooms_systems_and_rules_by_keyboard_and_in_ger
     expect(page.get_by_role("row", name="Council chamber ratssaal")).to_contain_text("Bürgerbüro (buergerbuero)")
     assert gateway.api("GET", "/api/systems/ratssaal").json() == {
         "id": "ratssaal", "name": "Council chamber", "uri": "sip:ratssaal@192.0.2.10", "trusted": True, "default_room": "buergerbuero",
+        "srtp": None,
     }
     page.screenshot(path=str(SHOTS / "admin-systems.png"), full_page=True)
 

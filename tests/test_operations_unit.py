@@ -221,4 +221,5 @@ def test_tokens_roles_and_host_links() -> None:
     assert not links.verify(token, "other", "1234", now=2000)  # another room
     assert not links.verify(token, "demo", "9999", now=2000)  # the host PIN changed
     assert not links.verify("9" * 13 + ".x", "demo", "1234", now=2000)
+    assert not links.verify("\u00b22.abc", "demo", "1234", now=2000)  # a digit to isdigit(), not to int()
     assert not HostLinks(b"j" * 32).verify(token, "demo", "1234", now=2000)  # another gateway's key

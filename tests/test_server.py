@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from tests.conftest import RunningGateway, start_gateway
 
@@ -51,6 +54,14 @@ def test_https_with_a_configured_certificate(tmp_path: Path) -> None:
         context = ssl.create_default_context(cafile=str(cert))
         page = httpx.get(gateway.base_url + "/r/demo", verify=context)
         assert page.status_code == 200 and "<html" in page.text.lower()
+        # The page's own origin is https://...: its WebSocket (wss) is let in, the http:// twin is not.
+        ws_url = gateway.base_url.replace("https", "wss", 1) + "/ws"
+        with connect(ws_url, ssl=context, origin=gateway.base_url) as ws:  # type: ignore[arg-type]
+            ws.send('{"type": "ping"}')
+            assert ws.recv(10) == '{"type":"pong"}'
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url, ssl=context, origin=gateway.base_url.replace("https", "http", 1))  # type: ignore[arg-type]
+        assert refused.value.response.status_code == 403
     finally:
         gateway.process.terminate()
         gateway.process.wait(10)

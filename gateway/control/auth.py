@@ -85,7 +85,7 @@ class HostLinks:
 
     def verify(self, token: str, room: str, host_pin: str | None, now: float | None = None) -> bool:
         expiry, _, signature = token.partition(".")
-        if not expiry.isdigit() or len(expiry) > 12 or not signature:
+        if not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 12 or not signature:
             return False
         if int(expiry) < (now if now is not None else time.time()):
             return False

@@ -8,9 +8,12 @@ and `close` callables it was given, so the whole conversation can run in tests w
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +40,59 @@ log = structlog.get_logger(__name__)
 Send = Callable[[dict[str, Any] | str], Awaitable[None]]  # a message, or one already serialized
 Close = Callable[[int, str], Awaitable[None]]
 
+# What HostLinks.issue() writes: expiry digits, a dot, base64url. Anything else is refused before the
+# check, which does arithmetic on the digits ("²" is a digit to str.isdigit(), not to int()).
+_HOST_LINK = re.compile(r"[0-9]{1,12}\.[A-Za-z0-9_-]{1,100}")
+
+
+def address_key(address: str) -> str:
+    """Whose joins count together: one IPv4 address, or an IPv6 /64 (one household or phone gets a
+    whole /64, so counting single IPv6 addresses would give it billions of allowances)."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])  # without a link-local zone
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class JoinRate:
+    """At most `per_minute` joins per client address in any 60 seconds (a sliding window). Keeps a
+    flood of joins (room scans, reconnect storms of a broken client) from one address from costing
+    everyone else their media; PIN guessing has its own, stricter guard."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._joins: dict[str, deque[float]] = {}
+        self._refusals: dict[str, int] = {}  # refused since the address reached its limit
+        self._swept_at = clock()
+
+    def refusals(self, address: str) -> int:
+        """0: the join may go ahead (and is counted); n: the n-th refused in a row for the address."""
+        now = self._clock()
+        if now - self._swept_at > self.WINDOW_S:
+            # Forget addresses quiet for a whole window, so the table holds only the last minute's.
+            self._swept_at = now
+            for key in [k for k, times in self._joins.items() if now - times[-1] >= self.WINDOW_S]:
+                del self._joins[key]
+                self._refusals.pop(key, None)
+        key = address_key(address)
+        times = self._joins.setdefault(key, deque())
+        while times and now - times[0] >= self.WINDOW_S:
+            times.popleft()
+        if len(times) >= self.per_minute:
+            self._refusals[key] = self._refusals.get(key, 0) + 1
+            return self._refusals[key]
+        self._refusals.pop(key, None)
+        times.append(now)
+        return 0
+
 
 class BrowserHub:
     """All browser sessions of this gateway, and the places kept for those who lost their connection."""
@@ -61,6 +117,7 @@ class BrowserHub:
         self.host_links: HostLinks | None = None  # set by the gateway once its store is open
         self.live: LiveControl | None = None  # hosts invite room systems through it
         self.admission: Admission | None = None  # set by the gateway: refuses new browsers while overloaded
+        self.join_rate = JoinRate(config.server.joins_per_minute)
 
     def room_json(self, conference: Conference, for_host: bool) -> str:
         """The room's public view, serialized once per room change for all sessions that show it."""
@@ -101,6 +158,10 @@ class BrowserHub:
 
         unsubscribe = conference.room.subscribe(on_event)
         self._resumable[token] = (conference.room.id, pid, loop.call_later(grace, expire), unsubscribe)
+
+    def holds_place(self, token: str) -> bool:
+        """A place is kept for this token: its owner lost the connection and is within the grace."""
+        return token in self._resumable
 
     def take_place(self, token: str, room_id: str) -> str | None:
         """The participant id whose place the token keeps, or None."""
@@ -203,6 +264,10 @@ class BrowserSession:
             if self._flood_strikes >= 500:
                 await self._lose_connection()
             return
+        if len(raw) > self.hub.config.server.websocket_max_message_bytes:
+            self._log.warning("bad websocket message", reason="message too large", size=len(raw))
+            await self.send(sig.server_error("bad_message", "message too large"))
+            return
         try:
             message = sig.parse_client_message(raw)
         except sig.BadMessage as exc:
@@ -229,6 +294,20 @@ class BrowserSession:
     async def _on_join(self, msg: sig.Join) -> None:
         if self.phase != "new":
             raise RoomError("already joined", "already_joined")
+        # Someone coming back to a kept place is already in the meeting (or its lobby): neither the
+        # join limit nor overload may cost them that place, which the grace promised to keep.
+        if not (msg.resume and self.hub.holds_place(msg.resume)):
+            refused = self.hub.join_rate.refusals(self.client_ip)
+            if refused:
+                if refused == 1 or refused % 100 == 0:  # a flood must not fill the log as well
+                    self._log.warning("join refused: too many joins from this address", source=self.client_ip, refused=refused)
+                await self._end("rate_limited")
+                return
+            busy = self.hub.admission.admit() if self.hub.admission is not None else None
+            if busy is not None:
+                self._log.info("join refused: the gateway is overloaded", why=busy)
+                await self._end("overloaded")
+                return
         conference = self.hub.directory.find(msg.room)
         if conference is None:
             self._log.info("join refused", room=msg.room, code="unknown_room")
@@ -264,7 +343,12 @@ class BrowserSession:
         if msg.host is not None:
             links = self.hub.host_links
             room = conference.room
-            if links is None or not room.host_pin or not links.verify(msg.host, room.id, room.host_pin):
+            if (
+                links is None
+                or not room.host_pin
+                or not _HOST_LINK.fullmatch(msg.host)
+                or not links.verify(msg.host, room.id, room.host_pin)
+            ):
                 self._log.warning("join refused: host link not valid (expired, or the host PIN changed)")
                 await self._end("bad_host_link")
                 return

@@ -31,8 +31,19 @@ def _display_name(value: str) -> str:
     return value
 
 
+def _unicode(value: str) -> str:
+    """JSON can carry lone surrogates ("\\ud800"), which are no text: everything downstream that
+    encodes the value (PIN comparison, host-link check, SDP, logs) would fail on them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode text (U+{ord(value[exc.start]):04X})") from None
+    return value
+
+
+Unicode = AfterValidator(_unicode)  # after the length limits: never encode an oversize value
 Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_display_name)]
-Id = Annotated[str, Field(min_length=1, max_length=64)]
+Id = Annotated[str, Field(min_length=1, max_length=64), Unicode]
 
 
 class _Msg(BaseModel):
@@ -42,18 +53,18 @@ class _Msg(BaseModel):
 
 class Join(_Msg):
     type: Literal["join"]
-    room: Annotated[str, Field(min_length=1, max_length=64)]
+    room: Annotated[str, Field(min_length=1, max_length=64), Unicode]
     name: Name
-    pin: Annotated[str, Field(max_length=32)] = ""
+    pin: Annotated[str, Field(max_length=32), Unicode] = ""
     # Reconnecting with the previous session token keeps the participant's place (no lobby again).
-    resume: Annotated[str, Field(max_length=128)] | None = None
+    resume: Annotated[str, Field(max_length=128), Unicode] | None = None
     # A signed host link's token (`/r/<room>?host=...`): a host without typing the PIN.
-    host: Annotated[str, Field(max_length=128)] | None = None
+    host: Annotated[str, Field(max_length=128), Unicode] | None = None
 
 
 class Answer(_Msg):
     type: Literal["answer"]
-    sdp: Annotated[str, Field(min_length=10, max_length=200_000)]
+    sdp: Annotated[str, Field(min_length=10, max_length=200_000), Unicode]
 
 
 class SelfMute(_Msg):
@@ -139,7 +150,7 @@ class Dial(_Msg):
 
     type: Literal["dial"]
     system: Id | None = None
-    uri: Annotated[str, Field(min_length=5, max_length=256)] | None = None
+    uri: Annotated[str, Field(min_length=5, max_length=256), Unicode] | None = None
 
 
 class Ping(_Msg):
@@ -264,7 +275,8 @@ def server_error(code: str, message: str, request: str | None = None) -> dict[st
 def server_ended(reason: str, hours: dict[str, Any] | None = None) -> dict[str, Any]:
     """The session is over: wrong_pin, locked_out (too many wrong PINs), locked, full, denied,
     removed, meeting_ended, unknown_room, left, bad_host_link, closed (outside the opening hours:
-    `hours` has the schedule and the next opening)."""
+    `hours` has the schedule and the next opening), rate_limited (too many joins from the address
+    within a minute), overloaded (the gateway takes no new participants for now)."""
     message: dict[str, Any] = {"type": "ended", "reason": reason}
     if hours is not None:
         message["hours"] = hours

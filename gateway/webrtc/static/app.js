@@ -141,7 +141,7 @@ function renderLobbyScreen() {
   setText($('lobby-position'), `${t('lobbyPosition', { position: lobby.position ?? '–' })} ${wait}${noHost}`);
 }
 
-const ENDED_WITH_RETRY = new Set(['left', 'locked', 'full', 'denied', 'meeting_ended', 'shutdown']);
+const ENDED_WITH_RETRY = new Set(['left', 'locked', 'full', 'denied', 'meeting_ended', 'shutdown', 'overloaded', 'rate_limited']);
 
 /** The shared status screen: connecting, connection lost (with countdown), ended. */
 function renderStatus() {
