@@ -329,10 +329,12 @@ class SipCall:
         if system is None:
             return None
         try:
-            source = str(ipaddress.ip_address(self.source))
+            ip = ipaddress.ip_address(self.source)
         except ValueError:
             return None
-        if source not in directory.system_addresses(system):
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:  # a dual-stack socket
+            ip = ip.ipv4_mapped
+        if str(ip) not in directory.system_addresses(system):
             self.log.warning("caller claims a directory room system but calls from elsewhere", system=system.id)
             return None
         return system
