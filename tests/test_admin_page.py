@@ -177,12 +177,13 @@ def test_an_administrator_manages_rooms_systems_and_rules_by_keyboard_and_in_ger
     page.get_by_label("SIP address", exact=True).fill("sip:ratssaal@192.0.2.10")
     page.get_by_label("Default room").select_option("buergerbuero")
     page.get_by_label("Trusted", exact=True).check()
+    page.get_by_label("Require encrypted media (SRTP)").check()
     page.get_by_role("button", name="Save").click()
     expect(notices(page).first).to_contain_text("Room system “Council chamber” is added.", timeout=SLOW)
     expect(page.get_by_role("row", name="Council chamber ratssaal")).to_contain_text("Bürgerbüro (buergerbuero)")
     assert gateway.api("GET", "/api/systems/ratssaal").json() == {
         "id": "ratssaal", "name": "Council chamber", "uri": "sip:ratssaal@192.0.2.10", "trusted": True, "default_room": "buergerbuero",
-        "srtp": None,
+        "srtp": "required",
     }
     page.screenshot(path=str(SHOTS / "admin-systems.png"), full_page=True)
 

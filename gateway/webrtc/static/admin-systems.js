@@ -91,12 +91,13 @@ function openEditor(mode, system, from) {
   opener = from;
   const form = $('system-form');
   clearInvalid(form);
-  const s = system || { id: '', name: '', uri: '', trusted: false, default_room: null };
+  const s = system || { id: '', name: '', uri: '', trusted: false, default_room: null, srtp: null };
   $('system-id').value = s.id;
   $('system-id').readOnly = mode === 'edit';
   $('system-name').value = s.name;
   $('system-uri').value = s.uri;
   $('system-trusted').checked = s.trusted;
+  $('system-srtp').checked = s.srtp === 'required';
   renderRoomOptions(s.default_room);
   renderEditorTexts();
   form.hidden = false;
@@ -139,6 +140,7 @@ async function onSubmit(event) {
     name: $('system-name').value.trim(),
     uri: $('system-uri').value.trim(),
     trusted: $('system-trusted').checked,
+    srtp: $('system-srtp').checked ? 'required' : null,
     default_room: $('system-room').value || null,
   };
   const isNew = editing.mode === 'new';
