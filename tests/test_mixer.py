@@ -50,6 +50,7 @@ class Harness:
             jitter_max_ms=200,
             encoder_factory=lambda fmt: RawEncoder(self.encodes),
             decoder_factory=lambda codec: RawDecoder(self.decoded, self._pending_name),
+            max_frame_bytes=2 * FRAME_SAMPLES,  # raw PCM stands in for a codec here
         )
         self.received: dict[str, list[MixedFrame]] = {}
         self.seq: dict[str, int] = {}
@@ -270,3 +271,108 @@ def test_a_room_of_g711_phones_mixes_at_8_khz_and_goes_wideband_when_a_browser_j
     assert peaks(heard["c"]) == {500, 1300}  # the same through the 48 kHz path
     mixer.remove("browser")
     assert mixer.narrowband
+
+
+# -- malformed frames: this sender's problem only ---------------------------------------------------
+
+
+def tone(hz: float, frames: int, amplitude: int = 8000) -> np.ndarray:
+    t = np.arange(FRAME_SAMPLES * frames) / 48_000
+    return (np.sin(2 * np.pi * hz * t) * amplitude).astype(np.int16)
+
+
+def peak_and_level(codec: AudioCodec, frames: list[MixedFrame]) -> tuple[float, float]:
+    decoder = make_decoder(codec)
+    pcm = np.concatenate([decoder.decode(f.payload) for f in frames]).astype(np.float64)
+    return float(np.argmax(np.abs(np.fft.rfft(pcm))) * 48_000 / pcm.size), float(np.sqrt(np.mean(pcm**2)))
+
+
+def test_garbage_truncated_empty_and_oversized_frames_are_concealed_and_cost_nobody_else() -> None:
+    """An Opus talker and a listener share the room with three senders of bad frames (Opus that
+    libopus rejects, empty frames, 64 KB frames, in Opus, G.722 and G.711). Every tick runs, every
+    listener gets every frame, the listener hears the talker's tone, the bad frames are counted per
+    sender; an empty frame never reaches a decoder (to libavcodec it means 'flush', after which the
+    decoder refuses everything), so the Opus sender's next good frame is decoded again."""
+    mixer = Mixer(max_speakers=3, jitter_min_ms=20)
+    heard: dict[str, list[MixedFrame]] = {name: [] for name in ("talker", "opus", "g722", "pcmu", "listener")}
+    for name, codec in (("talker", AudioCodec.OPUS), ("opus", AudioCodec.OPUS), ("g722", AudioCodec.G722)):
+        mixer.add(name, codec, AudioFormat(codec), heard[name].append)
+    mixer.add("pcmu", AudioCodec.PCMU, AudioFormat(AudioCodec.PCMU), heard["pcmu"].append)
+    mixer.add("listener", AudioCodec.PCMU, AudioFormat(AudioCodec.PCMU), heard["listener"].append)
+    opus = make_encoder(AudioFormat(AudioCodec.OPUS))
+    voice = tone(440, 60)
+    talk = [opus.encode(voice[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]) for i in range(60)]
+    bad_opus = [b"\xff", b"", b"\x00" * 65_000, bytes(range(256)) * 4, talk[5][:1]]  # (the last decodes: a loss)
+    for tick in range(60):
+        mixer.push("talker", tick, talk[tick], None, tick * 0.02)
+        mixer.push("opus", tick, bad_opus[tick % len(bad_opus)], -5.0, tick * 0.02)  # claims to be loud
+        mixer.push("g722", tick, b"" if tick % 2 else b"\x00" * 65_000, None, tick * 0.02)
+        mixer.push("pcmu", tick, b"" if tick % 2 else b"\xff" * 20_000, None, tick * 0.02)
+        mixer.tick()
+    assert all(len(frames) == 60 for frames in heard.values())
+    hz, level = peak_and_level(AudioCodec.PCMU, heard["listener"][-25:])
+    assert hz == pytest.approx(440, abs=10) and level > 1000, (hz, level)
+    malformed = {name: mixer.stats(name).frames_malformed for name in heard}  # type: ignore[union-attr]
+    assert malformed["talker"] == malformed["listener"] == 0
+    assert malformed["g722"] == malformed["pcmu"] == 60
+    assert malformed["opus"] >= 36, malformed  # 12 empty + 12 oversized at push, the rest in decoding
+    decoded = mixer.stats("opus").frames_decoded  # type: ignore[union-attr]
+    mixer.push("opus", 60, talk[10], -5.0, 1.2)
+    for _ in range(3):
+        mixer.tick()
+    assert mixer.stats("opus").frames_decoded > decoded  # type: ignore[union-attr]
+    assert mixer.stats("opus").frames_malformed == malformed["opus"]  # type: ignore[union-attr]
+
+
+class FailingDecoder(RawDecoder):
+    """Raises on b'boom', decodes b'short' to too few samples: what a broken codec might do."""
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        if payload == b"boom":
+            raise RuntimeError("codec exploded")
+        if payload == b"short":
+            return np.zeros(100, dtype=np.int16)
+        return super().decode(payload)
+
+
+def test_a_decoder_that_raises_or_returns_the_wrong_size_costs_only_its_sender() -> None:
+    h = Harness()
+    h.mixer._make_decoder = lambda codec: FailingDecoder(h.decoded, "bad")  # type: ignore[method-assign]
+    h.add("bad")
+    h.mixer._make_decoder = lambda codec: RawDecoder(h.decoded, "ok")  # type: ignore[method-assign]
+    for name in ("a", "listener"):
+        h.add(name)
+    for i in range(6):
+        h.speak("a", 1000)
+        h.mixer.push("bad", i, b"boom" if i % 2 else b"short", -3.0, i * 0.02)
+        h.mixer.tick()
+        assert h.heard("listener") == 1000  # every tick, exactly the good voice
+        assert h.heard("a") == 0
+    assert h.mixer.stats("bad").frames_malformed == 6  # type: ignore[union-attr]
+
+
+def test_a_sink_that_raises_costs_no_other_listener() -> None:
+    h = Harness()
+    h.add("a")
+    h.mixer.add("broken", AudioCodec.PCMU, RAW, lambda frame: 1 / 0)  # type: ignore[func-returns-value]
+    h.add("listener")
+    for _ in range(3):
+        h.speak("a", 700)
+        h.mixer.tick()
+    assert h.heard("listener") == 700 and len(h.received["listener"]) == 3
+    assert h.mixer.stats("broken").send_failures == 3  # type: ignore[union-attr]
+
+
+def test_a_phone_sending_30_ms_frames_in_a_g711_room_does_not_break_the_8_khz_mix() -> None:
+    """ptime 30 (240 samples a frame) beside 20 ms phones: the 8 kHz mix adds arrays of one size."""
+    mixer = Mixer(max_speakers=3, jitter_min_ms=20)
+    heard: dict[str, list[MixedFrame]] = {"p20": [], "p30": [], "listener": []}
+    for name in heard:
+        mixer.add(name, AudioCodec.PCMU, AudioFormat(AudioCodec.PCMU), heard[name].append)
+    assert mixer.narrowband
+    for i in range(20):
+        mixer.push("p20", i, b"\x20" * 160, None, i * 0.02)
+        mixer.push("p30", i, b"\x30" * 240, None, i * 0.02)
+        mixer.tick()
+    assert all(len(f.payload) == 160 for frames in heard.values() for f in frames)
+    assert len(heard["listener"]) == 20

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from aiortc.rtp import RtpPacket
@@ -65,6 +65,7 @@ async def add_phone(room: Room, conference: Conference, name: str, digits: list[
     assert port % 2 == 0  # RTP on an even port, RTCP on the next
     rtcp = (phone.address[0], phone.address[1] + 1)
     leg.apply(AudioCodec.PCMA, 8, 8000, phone.address, rtcp, telephone_event_pt=101)
+    leg.confirm()  # (what the SIP call does on the ACK)
     phone.session = RtpSession(8, 8000, 160, remote=("127.0.0.1", port), telephone_event_pt=101)
     leg.attach(conference, participant.id)
     return phone, leg
@@ -158,11 +159,44 @@ async def test_prompts_play_on_the_legs_own_clock_then_give_way_to_the_mix() -> 
         await conference.close()
 
 
-async def add_phone_unattached() -> tuple[Phone, RtpAudioLeg]:
+async def add_phone_unattached(confirm: bool = True, **latching: Any) -> tuple[Phone, RtpAudioLeg]:
     loop = asyncio.get_running_loop()
     _, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
-    leg = RtpAudioLeg(LegKind.PHONE)
+    leg = RtpAudioLeg(LegKind.PHONE, **latching)
     port = await leg.open("127.0.0.1", 40000, 40999)
     leg.apply(AudioCodec.PCMA, 8, 8000, phone.address, (phone.address[0], phone.address[1] + 1))
+    if confirm:
+        leg.confirm()
     phone.session = RtpSession(8, 8000, 160, remote=("127.0.0.1", port))
     return phone, leg
+
+
+async def test_nothing_is_sent_before_the_call_is_confirmed_or_the_phone_is_heard() -> None:
+    """An answered but unconfirmed call (no ACK yet) sends no prompt, no idle silence: the SDP's
+    address is only a claim until then. A packet from elsewhere changes nothing; the first valid
+    RTP from the SDP's address, or the confirmation, starts the prompt."""
+    for start_by in ("rtp", "confirm"):
+        phone, leg = await add_phone_unattached(confirm=False, latching="strict")
+        loop = asyncio.get_running_loop()
+        _, stranger = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+        try:
+            leg.set_idle(b"\xd5" * 160)
+            leg.play(tone_frames(1000, 1.0))
+            assert phone.session is not None and stranger.transport is not None
+            stranger.transport.sendto(phone.session.send_audio(b"\xd5" * 160)[0], phone.session.remote)
+            await asyncio.sleep(0.3)
+            assert phone.received == [] and stranger.received == []
+            assert leg.media_counters()["rtp_packets_out"] == 0
+            if start_by == "rtp":
+                phone.send(b"\xd5" * 160)
+            else:
+                leg.confirm()
+            await asyncio.sleep(0.3)
+            assert len(phone.received) >= 10, (start_by, len(phone.received))
+            assert stranger.received == []
+            assert leg.media_counters()["rtp_dropped_foreign"] == 1
+        finally:
+            leg.close()
+            for transport in (phone.transport, stranger.transport):
+                assert transport is not None
+                transport.close()

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import fractions
+import functools
 
 import av
 import numpy as np
+import pytest
 
-from gateway.transcode.video import EncodedVideoFrame, Transcoder, VideoRouter, is_keyframe
+from gateway.transcode.video import (
+    EncodedVideoFrame,
+    TranscodeDone,
+    TranscodePool,
+    Transcoder,
+    UndecodableFrame,
+    VideoRouter,
+    is_keyframe,
+)
 
 
 def frame(key: bool, codec: str = "VP8", ts: int = 0) -> EncodedVideoFrame:
@@ -109,3 +120,106 @@ def test_keyframe_detection() -> None:
     assert is_keyframe("H264", b"\x00\x00\x00\x01\x67sps\x00\x00\x01\x65idr")
     assert not is_keyframe("H264", b"\x00\x00\x00\x01\x41slice")
     assert not is_keyframe("VP8", b"")
+
+
+# -- frames nobody can decode ---------------------------------------------------------------------
+
+
+def vp8_frames(count: int, size: tuple[int, int] = (320, 240)) -> list[EncodedVideoFrame]:
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = size[0], size[1], "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 90_000)
+    encoder.open()
+    out = []
+    for i in range(count):
+        picture = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), (i * 40) % 256, dtype=np.uint8), format="rgb24")
+        picture = picture.reformat(format="yuv420p")
+        picture.pts = i * 3000
+        for packet in encoder.encode(picture):
+            data = bytes(packet)
+            out.append(EncodedVideoFrame("VP8", data, i * 3000, is_keyframe("VP8", data)))
+    return out
+
+
+def test_transcoder_rejects_a_garbage_frame_then_skips_to_the_next_keyframe() -> None:
+    good = vp8_frames(4)
+    assert good[0].keyframe and not good[1].keyframe
+    transcoder = Transcoder("H264", bitrate=300_000)
+    assert transcoder.transcode(good[1]) == []  # the middle of a stream: wait for a keyframe
+    assert transcoder.transcode(good[0])
+    for broken in (EncodedVideoFrame("VP8", b"\x00" + b"\xff" * 40, 3000, True), EncodedVideoFrame("VP8", b"", 3000, False)):
+        with pytest.raises(UndecodableFrame):
+            transcoder.transcode(broken)
+    assert transcoder.transcode(good[2]) == []  # references the decoder no longer has
+    assert transcoder.transcode(good[0])  # a keyframe starts it afresh
+
+
+def test_an_undecodable_frame_is_counted_and_a_keyframe_asked_for_and_nobody_else_notices() -> None:
+    """A fake transcode that fails for one source: its frames are counted as undecodable and a
+    keyframe is requested of it (rate-limited); another source's transcoded frames flow on. An
+    empty frame is dropped before any receiver gets it."""
+    now = [0.0]
+    requests: list[str] = []
+
+    def transcode(source, codec, f, done):  # type: ignore[no-untyped-def]
+        if source == "broken":
+            done.failed()
+        else:
+            done([EncodedVideoFrame(codec, b"\x00\x00\x01\x65idr", f.timestamp, True)])
+
+    router = VideoRouter(keyframe_interval_s=0.5, clock=lambda: now[0], transcode=transcode)
+    rx = Receivers()
+    for source in ("broken", "fine"):
+        router.add_source(source, lambda source=source: requests.append(source))  # type: ignore[misc]
+    router.add_receiver("h264", ("H264",), rx("h264"))
+    router.add_receiver("vp8", ("VP8",), rx("vp8"))
+    for source in ("broken", "fine"):
+        router.subscribe("h264", source)
+        router.subscribe("vp8", source)
+    now[0] = 1.0
+    requests.clear()
+    for i in range(8):
+        now[0] = 1.0 + i * 0.1
+        router.on_frame("broken", frame(True))
+        router.on_frame("fine", frame(True))
+    assert router.source_undecodable("broken") == 8 and router.source_undecodable("fine") == 0
+    assert requests == ["broken", "broken"]  # at 1.0 and 1.5: rate-limited
+    assert sum(1 for source, _ in rx.got["h264"] if source == "fine") == 8
+    assert not [f for source, f in rx.got["h264"] if source == "broken"]
+    assert len(rx.got["vp8"]) == 16  # forwarding is untouched by the transcoder's troubles
+    router.on_frame("fine", EncodedVideoFrame("VP8", b"", 0, False))
+    assert len(rx.got["vp8"]) == 16 and router.source_undecodable("fine") == 1
+
+
+async def test_the_transcode_pool_reports_a_broken_stream_while_another_flows() -> None:
+    """Two sources on their own transcoders: every frame of one is garbage (reported as failed on
+    the loop), the other's frames come out transcoded all the same."""
+    loop = asyncio.get_running_loop()
+    pool = TranscodePool(loop)
+    got: dict[str, list[EncodedVideoFrame]] = {"a": [], "b": []}
+    failures = {"a": 0, "b": 0}
+    settled = asyncio.Event()
+
+    def check() -> None:
+        if failures["a"] >= 6 and len(got["b"]) >= 6:
+            settled.set()
+
+    def delivered(source: str, frames: list[EncodedVideoFrame]) -> None:
+        got[source].extend(frames)
+        check()
+
+    def failed(source: str) -> None:
+        failures[source] += 1
+        check()
+
+    try:
+        for i, f in enumerate(vp8_frames(6)):
+            broken = EncodedVideoFrame("VP8", b"\x00" + bytes([i]) * 50, f.timestamp, True)
+            for source, sent in (("a", broken), ("b", f)):
+                done = TranscodeDone(functools.partial(delivered, source), functools.partial(failed, source))
+                pool(source, "H264", sent, done)
+        await asyncio.wait_for(settled.wait(), 10)
+        assert failures == {"a": 6, "b": 0}
+        assert got["b"][0].keyframe
+    finally:
+        pool.close()

@@ -8,6 +8,10 @@ so the room cannot tell it from a browser.
 Before it joins a conference (voice menu, waiting room) and whenever a prompt is playing, the leg
 sends what `play` gave it instead of the mix: prompts, hold music or silence, on its own 20 ms clock
 while no mixer drives it. Sequence numbers, timestamps and SSRC run on across all of it.
+
+Which addresses media comes from and goes to is the session's latching (`sip.rtp_latching`); the leg
+sends nothing at all (no prompt, no idle silence, no RTCP) before `confirm()` or the first valid RTP
+from the accepted address, and tells the two sockets apart, so RTCP is held to the RTCP rules.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from gateway.rooms.conference import Conference
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind
 from gateway.rtp.crypto import Crypto
-from gateway.rtp.session import Address, AudioIn, DigitIn, RtpSession
+from gateway.rtp.session import Address, AudioIn, DigitIn, ForeignSource, Latching, RtpSession, SourceLearned
 from gateway.transcode.audio import AudioCodec, AudioFormat
 from gateway.transcode.mixer import MixedFrame
 from gateway.transcode.video import EncodedVideoFrame
@@ -48,6 +52,10 @@ class _Receiver(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self._on_datagram(data, (addr[0], addr[1]))
+
+
+def _show(address: Address) -> str:
+    return f"[{address[0]}]:{address[1]}" if ":" in address[0] else f"{address[0]}:{address[1]}"
 
 
 def bind_pair(host: str, port_min: int, port_max: int) -> tuple[socket.socket, socket.socket]:
@@ -85,12 +93,13 @@ class RtpAudioLeg:
         on_event: Callable[[RoomEvent], None] | None = None,
         on_hang_up: Callable[[str], Awaitable[None]] | None = None,
         log_context: dict[str, Any] | None = None,
-        latching: str = "learn",
+        latching: Latching = "learn",
         learn_s: float = 3.0,
     ) -> None:
         self.participant_id = ""
-        self.latching = latching  # strict | learn (sip.rtp_latching)
+        self.latching: Latching = latching  # strict | learn (sip.rtp_latching)
         self.learn_s = learn_s
+        self._confirmed = False
         self.kind = kind
         self.session: RtpSession | None = None
         self.audio_in_codec = AudioCodec.PCMU
@@ -103,7 +112,6 @@ class RtpAudioLeg:
         self._on_hang_up = on_hang_up
         self._rtp: _Receiver | None = None
         self._rtcp: _Receiver | None = None
-        self._rtcp_remote: Address | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._playing: list[bytes] = []
         self._play_at = 0
@@ -121,13 +129,18 @@ class RtpAudioLeg:
         """Binds the socket pair and returns the RTP port."""
         loop = asyncio.get_running_loop()
         rtp_sock, rtcp_sock = bind_pair(host, port_min, port_max)
-        _, self._rtp = await loop.create_datagram_endpoint(lambda: _Receiver(self._on_datagram), sock=rtp_sock)
-        _, self._rtcp = await loop.create_datagram_endpoint(lambda: _Receiver(self._on_datagram), sock=rtcp_sock)
+        _, self._rtp = await loop.create_datagram_endpoint(lambda: _Receiver(self._on_rtp), sock=rtp_sock)
+        _, self._rtcp = await loop.create_datagram_endpoint(lambda: _Receiver(self._on_rtcp), sock=rtcp_sock)
         self._tasks = [loop.create_task(self._report_loop()), loop.create_task(self._own_clock())]
         return self.local_port
 
     def confirm(self) -> None:
-        """The signalling confirmed the call (ACK of our 200, or the 200 to our INVITE)."""
+        """The signalling confirmed the call (ACK of our 200, or the 200 to our INVITE): from now on
+        the leg may send to the address the SDP named (or the source learnt meanwhile)."""
+        self._confirmed = True
+        if self.session is not None:
+            self.session.confirm(asyncio.get_running_loop().time())
+        self._clock_wakeup.set()
 
     @property
     def local_port(self) -> int:
@@ -151,6 +164,7 @@ class RtpAudioLeg:
     ) -> None:
         """What an offer/answer agreed, first or again (hold, resume, codec change)."""
         samples = clock_rate * FRAME_S
+        now = asyncio.get_running_loop().time()
         if self.session is None:
             self.session = RtpSession(
                 payload_type,
@@ -160,18 +174,32 @@ class RtpAudioLeg:
                 telephone_event_pt=telephone_event_pt,
                 local_crypto=local_crypto,
                 remote_crypto=remote_crypto,
+                remote_rtcp=remote_rtcp,
+                latching=self.latching,
+                learn_s=self.learn_s,
+                agreed_at=now,
             )
+            if self._confirmed:
+                self.session.confirm(now)
         else:
             self.session.renegotiate(
-                payload_type, clock_rate, int(samples), remote, telephone_event_pt, local_crypto, remote_crypto
+                payload_type,
+                clock_rate,
+                int(samples),
+                remote,
+                telephone_event_pt,
+                local_crypto,
+                remote_crypto,
+                remote_rtcp=remote_rtcp,
+                now=now,
             )
         if ptime_ms != 20:
             self._log.info("remote asked for another ptime; we send 20 ms", ptime_ms=ptime_ms)
-        self._rtcp_remote = remote_rtcp
         self.sending = direction in ("sendrecv", "sendonly") and remote[0] not in ("0.0.0.0", "::")
         self.receiving = direction in ("sendrecv", "recvonly")
         self.remote_sends = self.receiving
-        self.last_packet_at = asyncio.get_running_loop().time()  # a new agreement starts the count anew
+        self.last_packet_at = now  # a new agreement starts the count anew
+        self._clock_wakeup.set()
         changed = codec is not self.audio_in_codec or (out_format or AudioFormat(codec)) != self.audio_out_format
         self.audio_in_codec = codec
         self.audio_out_format = out_format or AudioFormat(codec)
@@ -180,36 +208,55 @@ class RtpAudioLeg:
 
     # -- inbound --------------------------------------------------------------------------------
 
-    def _on_datagram(self, data: bytes, source: Address) -> None:
+    def _on_rtp(self, data: bytes, source: Address) -> None:
+        self._on_datagram(data, source, False)
+
+    def _on_rtcp(self, data: bytes, source: Address) -> None:
+        self._on_datagram(data, source, True)
+
+    def _on_datagram(self, data: bytes, source: Address, rtcp_port: bool) -> None:
         session = self.session
         if session is None:
             return
         now = asyncio.get_running_loop().time()
-        self.last_packet_at = now
-        for event in session.receive(data, source, now):
+        could_send = session.may_send
+        for event in session.receive(data, source, now, rtcp_port):
             if isinstance(event, AudioIn):
                 if self.conference is not None and self.receiving:
                     self.conference.push_audio(self.participant_id, event.sequence_number, event.payload, None, now)
             elif isinstance(event, DigitIn):
-                self._log.info("DTMF received", digit=event.digit, via="rfc4733")
+                # (not logged here: in the voice menu digits are PINs; the signalling logs what it may)
                 if self._on_digit is not None:
                     self._on_digit(event.digit)
+            elif isinstance(event, SourceLearned):
+                self._log.info("media source learned", source=_show(event.address), rtcp=event.rtcp)
+            elif isinstance(event, ForeignSource):
+                # once per call: every packet after it is only counted (rtp_dropped_foreign)
+                self._log.warning(
+                    "media from a foreign address dropped",
+                    source=_show(event.address),
+                    rtcp=event.rtcp,
+                    expected=_show(session.destination),
+                )
+        if session.last_heard_at == now:  # only the call's own packets prove the remote alive
+            self.last_packet_at = now
+        if not could_send and session.may_send:
+            self._clock_wakeup.set()
 
     async def _report_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(RTCP_INTERVAL_S)
-            if self.session is None or not self.sending:
+            session = self.session
+            if session is None or not self.sending or not session.may_send:
                 continue
-            data, remote = self.session.rtcp_report(loop.time(), time.time())
-            if self._rtcp_remote is not None and self._rtcp_remote[1] == self.session.remote[1] + 1:
-                # RTCP follows the latched RTP address (symmetric RTP), on its own port unless muxed
-                remote = (self.session.remote[0], self.session.remote[1] + 1)
-            elif self._rtcp_remote is not None and self._rtcp_remote[1] != self.session.remote[1]:
-                remote = self._rtcp_remote
-            target = self._rtp if remote[1] == self.session.remote[1] else self._rtcp
+            destination = session.rtcp_destination()
+            if destination is None:
+                continue
+            remote, muxed = destination
+            target = self._rtp if muxed else self._rtcp
             if target is not None and target.transport is not None:
-                target.transport.sendto(data, remote)
+                target.transport.sendto(session.rtcp_report(loop.time(), time.time()), remote)
 
     # -- outbound: prompts and the leg's own clock ----------------------------------------------
 
@@ -252,6 +299,8 @@ class RtpAudioLeg:
     def _send(self, payload: bytes, speech: bool) -> None:
         if self.session is None or not self.sending or self._rtp is None or self._rtp.transport is None:
             return
+        if not self.session.may_send:
+            return
         data, remote = self.session.send_audio(payload, speech)
         self._rtp.transport.sendto(data, remote)
 
@@ -260,7 +309,12 @@ class RtpAudioLeg:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
-            if self.conference is not None or (not self.playing and self._idle is None):
+            if (
+                self.conference is not None
+                or (not self.playing and self._idle is None)
+                or self.session is None
+                or not self.session.may_send  # prompts wait: they start when they can be heard
+            ):
                 self._clock_wakeup.clear()
                 await self._clock_wakeup.wait()
                 next_at = loop.time()
@@ -322,12 +376,20 @@ class RtpAudioLeg:
         if self.session is None:
             return {}
         stats = self.session.stats
+        mixed = self.conference.mixer.stats(self.participant_id) if self.conference is not None else None
         return {
             "rtp_packets_in": stats.packets_in,
             "rtp_packets_out": stats.packets_out,
-            "rtp_dropped": stats.dropped_unknown_pt + stats.dropped_malformed + stats.dropped_undecryptable,
+            "rtp_dropped": stats.dropped_unknown_pt
+            + stats.dropped_malformed
+            + stats.dropped_undecryptable
+            + stats.dropped_foreign
+            + stats.rtcp_dropped_foreign,
+            "rtp_dropped_foreign": stats.dropped_foreign,
+            "rtcp_dropped_foreign": stats.rtcp_dropped_foreign,
             "rtp_packets_lost": self.session.packets_lost,
             "rtp_jitter_ms": round(self.session.jitter_ms, 2),
+            "audio_frames_malformed": mixed.frames_malformed if mixed is not None else 0,
             "codec": self.audio_in_codec.value,
         }
 

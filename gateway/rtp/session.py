@@ -3,8 +3,14 @@
 - Inbound: RTCP and RTP are told apart by payload type (RFC 5761, for rtcp-mux); SRTP/SRTCP are
   unprotected when keys were agreed; packets of unknown payload types are counted and dropped;
   telephone-events become digits; audio becomes `AudioIn` for the mixer's jitter buffer.
-- Symmetric RTP: the first valid packet's source becomes where we send (NATed phones and room
-  systems send from a different port than they announce); later ones follow a move.
+- Latching ("RTP bleed", as rtpengine's strict-source and Asterisk's strictrtp): media is taken
+  from, and sent to, one address only. `strict`: the address the SDP names (RTCP: its a=rtcp port
+  or RTP + 1, or the RTP port with rtcp-mux). `learn` (symmetric RTP for callers behind NAT, who
+  send from another port than they announce): the first valid source within `learn_s` of the
+  agreement, or the SDP's address whenever it shows up in that window (the signalled address beats
+  a guess). Packets from anywhere else are dropped and counted, never followed, and never become
+  digits. Nothing may be sent before the signalling confirmed the call or the accepted address sent
+  valid RTP (`may_send`): an unacknowledged 200 must not aim 50 packets/s at whatever its INVITE named.
 - Outbound: one SSRC for the whole call, sequence numbers and timestamps continuous across
   silence, the marker bit on the first packet of each talkspurt; sender reports with receiver
   blocks on request. Packet (de)serialisation is aiortc's (`aiortc.rtp`).
@@ -12,8 +18,10 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pylibsrtp
 from aiortc.rtcrtpreceiver import StreamStatistics
@@ -30,6 +38,8 @@ from gateway.rtp.crypto import Crypto
 from gateway.rtp.dtmf import DtmfReceiver
 
 Address = tuple[str, int]
+Latching = Literal["strict", "learn"]
+_UNSPECIFIED = ("0.0.0.0", "::")  # c= of an old-style hold (RFC 2543): says nothing about the address
 _SRTP_POLICIES = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
     "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
@@ -49,6 +59,26 @@ class DigitIn:
     digit: str
 
 
+@dataclass(frozen=True)
+class SourceLearned:
+    """Learning latched onto a source other than the SDP's (a NAT): from now on media goes there."""
+
+    address: Address
+    rtcp: bool
+
+
+@dataclass(frozen=True)
+class ForeignSource:
+    """The first packet of the call from an address that is not the call's: dropped (and every later
+    one, counted). Reported once per session, so that the log names the address once, not per packet."""
+
+    address: Address
+    rtcp: bool
+
+
+RtpEvent = AudioIn | DigitIn | SourceLearned | ForeignSource
+
+
 @dataclass
 class RtpStats:
     packets_in: int = 0
@@ -58,8 +88,10 @@ class RtpStats:
     dropped_unknown_pt: int = 0
     dropped_undecryptable: int = 0
     dropped_malformed: int = 0
+    dropped_foreign: int = 0  # RTP from an address that is not the call's
     rtcp_in: int = 0
-    remote_moved: int = 0
+    rtcp_dropped_foreign: int = 0
+    remote_moved: int = 0  # learning replaced a latched NAT source with the SDP's address
 
 
 def _srtp_session(crypto: Crypto, outbound: bool) -> pylibsrtp.Session:
@@ -76,17 +108,27 @@ class RtpSession:
     payload_type: int
     clock_rate: int
     samples_per_frame: int  # RTP clock units per outbound packet (160 for 20 ms of G.711)
-    remote: Address
+    remote: Address  # the RTP address the SDP names
     telephone_event_pt: int | None = None
     local_crypto: Crypto | None = None  # our key: protects what we send
     remote_crypto: Crypto | None = None  # theirs: unprotects what we receive
     ssrc: int = field(default_factory=lambda: secrets.randbits(32))
     stats: RtpStats = field(default_factory=RtpStats)
+    remote_rtcp: Address | None = None  # the SDP's RTCP address; None or `remote`: rtcp-mux
+    latching: Latching = "learn"
+    learn_s: float = 3.0
+    agreed_at: float = 0.0  # when the offer/answer agreed on this media (the clock of `receive`)
 
     def __post_init__(self) -> None:
         self._seq = secrets.randbits(16)
         self._ts = secrets.randbits(32)
-        self._latched = False
+        self._latched: Address | None = None  # learn: the source media is taken from and sent to
+        self._rtcp_latched: Address | None = None
+        self._learn_until = self.agreed_at + self.learn_s if self.latching == "learn" else -math.inf
+        self._heard = False  # valid RTP came from the accepted address
+        self.confirmed = False  # the signalling confirmed the call (ACK of our 200, or the callee's 200)
+        self._foreign_reported = False
+        self.last_heard_at = -math.inf  # the last packet (RTP or RTCP) from the accepted addresses
         self._remote_ssrc: int | None = None
         self._receive_stats: StreamStatistics | None = None
         self._dtmf = DtmfReceiver()
@@ -105,16 +147,27 @@ class RtpSession:
         telephone_event_pt: int | None,
         local_crypto: Crypto | None,
         remote_crypto: Crypto | None,
+        remote_rtcp: Address | None = None,
+        now: float = 0.0,
     ) -> None:
         """A new offer/answer (re-INVITE: codec change, hold, new address): our SSRC and sequence
-        numbers go on, as RFC 3264 8.3.1 wants for an unchanged stream; a new address unlatches."""
+        numbers go on, as RFC 3264 8.3.1 wants for an unchanged stream. A new address (from within
+        the dialog, so as trusted as the first) is learnt anew; an old-style hold (c=0.0.0.0) keeps
+        the address, so that the resume needs no new learning."""
         self.payload_type = payload_type
         self.clock_rate = clock_rate
         self.samples_per_frame = samples_per_frame
         self.telephone_event_pt = telephone_event_pt
-        if remote != self.remote:
-            self.remote = remote
-            self._latched = False
+        if remote[0] not in _UNSPECIFIED:
+            if remote != self.remote or (self.latching == "learn" and self._latched is None):
+                # (nothing came yet, e.g. a call that started on hold: the new agreement opens a window)
+                self.remote = remote
+                self._latched = self._rtcp_latched = None
+                if self.latching == "learn":
+                    self._learn_until = now + self.learn_s
+            if remote_rtcp != self.remote_rtcp:
+                self.remote_rtcp = remote_rtcp
+                self._rtcp_latched = None
         if local_crypto != self.local_crypto:
             self.local_crypto = local_crypto
             self._tx = _srtp_session(local_crypto, True) if local_crypto else None
@@ -125,13 +178,60 @@ class RtpSession:
 
     # -- inbound --------------------------------------------------------------------------------
 
-    def receive(self, data: bytes, source: Address, now: float) -> list[AudioIn | DigitIn]:
+    def confirm(self, now: float) -> None:
+        """The signalling confirmed the call: we may send. Learning runs on for `learn_s` from here
+        too (a caller cannot send before it has our answer, and the ACK may come late)."""
+        self.confirmed = True
+        if self.latching == "learn" and self._latched != self.remote:
+            self._learn_until = max(self._learn_until, now + self.learn_s)
+
+    @property
+    def may_send(self) -> bool:
+        """Only once the call is confirmed or the accepted address has sent valid RTP: before that
+        the SDP's address is only a claim (a spoofed INVITE would make us flood a victim)."""
+        return self.confirmed or self._heard
+
+    @property
+    def destination(self) -> Address:
+        """Where our RTP goes: the learnt source, else the SDP's address."""
+        return self._latched or self.remote
+
+    def rtcp_destination(self) -> tuple[Address, bool] | None:
+        """Where our RTCP goes, and whether over the RTP port (rtcp-mux). None while the RTP moved to
+        a learnt NAT address and no RTCP came yet: the NAT's RTCP port is unknown, and a guess
+        would be media to an unconfirmed address."""
+        if self.remote_rtcp is None or self.remote_rtcp == self.remote:
+            return self.destination, True
+        if self._rtcp_latched is not None:
+            return self._rtcp_latched, False
+        if self.destination == self.remote:
+            return self.remote_rtcp, False
+        return None
+
+    def receive(self, data: bytes, source: Address, now: float, rtcp_port: bool = False) -> list[RtpEvent]:
+        """One datagram from `source`, on the RTP port or (`rtcp_port`) on the RTCP port."""
         if len(data) < 12 or data[0] >> 6 != 2:
             self.stats.dropped_malformed += 1
             return []
         if is_rtcp(data):
-            self._receive_rtcp(data, now)
+            return self._receive_rtcp(data, source, now, rtcp_port)
+        if rtcp_port:
+            self.stats.dropped_malformed += 1  # RTP has no business on the RTCP port
             return []
+        learning = False
+        if source != self._latched:
+            if self.latching == "strict":
+                if source != self.remote:
+                    return self._foreign(source, False)
+            elif self._latched is None:
+                # outside the window only the SDP's address may still latch
+                if source != self.remote and now > self._learn_until:
+                    return self._foreign(source, False)
+                learning = True
+            elif source == self.remote and now <= self._learn_until:
+                learning = True  # the signalled address beats a source learnt before it showed up
+            else:
+                return self._foreign(source, False)
         if self._rx is not None:
             try:
                 data = self._rx.unprotect(data)
@@ -146,7 +246,18 @@ class RtpSession:
         if packet.payload_type not in (self.payload_type, self.telephone_event_pt):
             self.stats.dropped_unknown_pt += 1
             return []
-        self._follow(source)
+        events: list[RtpEvent] = []
+        if learning:
+            # Only a packet that decrypted and carries the call's payload type may latch.
+            if self._latched is not None:
+                self.stats.remote_moved += 1
+            self._latched, self._rtcp_latched = source, None
+            if source == self.remote:
+                self._learn_until = -math.inf  # the signalled address: final
+            else:
+                events.append(SourceLearned(source, False))
+        self._heard = True
+        self.last_heard_at = now
         self.stats.packets_in += 1
         self.stats.bytes_in += len(packet.payload)
         if packet.ssrc != self._remote_ssrc:
@@ -156,40 +267,78 @@ class RtpSession:
         self._receive_stats.add(packet)
         if packet.payload_type == self.telephone_event_pt:
             digit = self._dtmf.packet(packet.payload, packet.timestamp)
-            return [DigitIn(digit)] if digit else []
-        return [AudioIn(packet.sequence_number, packet.timestamp, packet.payload, now)]
+            if digit:
+                events.append(DigitIn(digit))
+            return events
+        events.append(AudioIn(packet.sequence_number, packet.timestamp, packet.payload, now))
+        return events
 
-    def _follow(self, source: Address) -> None:
-        """Symmetric RTP: answer where the packets really come from."""
-        if source != self.remote:
-            if self._latched:
-                self.stats.remote_moved += 1
-            self.remote = source
-        self._latched = True
+    def _foreign(self, source: Address, rtcp: bool) -> list[RtpEvent]:
+        if rtcp:
+            self.stats.rtcp_dropped_foreign += 1
+        else:
+            self.stats.dropped_foreign += 1
+        if self._foreign_reported:
+            return []
+        self._foreign_reported = True
+        return [ForeignSource(source, rtcp)]
 
-    def _receive_rtcp(self, data: bytes, now: float) -> None:
+    def _rtcp_source(self, source: Address, rtcp_port: bool) -> Literal["accept", "learn", "refuse"]:
+        """Whether RTCP from `source` is the call's ("learn": yes, a new address to latch once valid)."""
+        if not rtcp_port:  # muxed (or sent to the RTP port anyway): only from the accepted RTP source
+            return "accept" if source == self.destination else "refuse"
+        if source == self._rtcp_latched:
+            return "accept"
+        if self._rtcp_latched is not None:
+            return "refuse"
+        if source == self._signalled_rtcp:
+            return "learn"
+        # Behind a NAT the RTCP port is another mapping than the RTP one: learnt from the host
+        # whose RTP was accepted. RTCP comes every few seconds, often after the RTP window closed.
+        if self.latching == "learn" and self._latched is not None and source[0] == self._latched[0]:
+            return "learn"
+        return "refuse"
+
+    def _receive_rtcp(self, data: bytes, source: Address, now: float, rtcp_port: bool) -> list[RtpEvent]:
+        verdict = self._rtcp_source(source, rtcp_port)
+        if verdict == "refuse":
+            return self._foreign(source, True)
         if self._rx is not None:
             try:
                 data = self._rx.unprotect_rtcp(data)
             except pylibsrtp.Error:
                 self.stats.dropped_undecryptable += 1
-                return
+                return []
         try:
             packets = RtcpPacket.parse(data)
         except ValueError:
             self.stats.dropped_malformed += 1
-            return
+            return []
         self.stats.rtcp_in += 1
+        self.last_heard_at = now
         for packet in packets:
             if isinstance(packet, RtcpSrPacket):
                 self._last_sr_ntp_middle = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
                 self._last_sr_arrival = now
+        if verdict == "learn":
+            self._rtcp_latched = source
+            if source != self._signalled_rtcp:
+                return [SourceLearned(source, True)]
+        return []
+
+    @property
+    def _signalled_rtcp(self) -> Address:
+        """The SDP's RTCP address on the RTCP port: its a=rtcp, or the RTP port + 1 (RFC 3550 11)."""
+        if self.remote_rtcp is not None and self.remote_rtcp != self.remote:
+            return self.remote_rtcp
+        return self.remote[0], self.remote[1] + 1
 
     # -- outbound -------------------------------------------------------------------------------
 
     def send_audio(self, payload: bytes, speech: bool = True) -> tuple[bytes, Address]:
-        """One frame's packet. `speech`: whether this frame carries speech; the first speech frame
-        after silence gets the marker bit (RFC 3551 4.1)."""
+        """One frame's packet and where it goes. `speech`: whether this frame carries speech; the
+        first speech frame after silence gets the marker bit (RFC 3551 4.1). The caller checks
+        `may_send` first."""
         packet = RtpPacket(
             payload_type=self.payload_type,
             marker=1 if speech and not self._talking else 0,
@@ -206,10 +355,10 @@ class RtpSession:
             data = self._tx.protect(data)
         self.stats.packets_out += 1
         self.stats.bytes_out += len(payload)
-        return data, self.remote
+        return data, self.destination
 
-    def rtcp_report(self, now: float, wall: float) -> tuple[bytes, Address]:
-        """A sender report with a reception block for the remote stream, for the RTCP port.
+    def rtcp_report(self, now: float, wall: float) -> bytes:
+        """A sender report with a reception block for the remote stream, for `rtcp_destination()`.
         `now` is the monotonic clock that `receive` was given, `wall` the Unix time (for NTP)."""
         ntp = int((wall + 2_208_988_800) * (1 << 32))
         reports = []
@@ -240,7 +389,7 @@ class RtpSession:
         data = bytes(sr)
         if self._tx is not None:
             data = self._tx.protect_rtcp(data)
-        return data, self.remote
+        return data
 
     @property
     def packets_lost(self) -> int:

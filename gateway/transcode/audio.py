@@ -28,6 +28,15 @@ NARROW_RATE = 8_000
 NARROW_FRAME_SAMPLES = NARROW_RATE * FRAME_MS // 1000  # 160: a G.711 frame, for rooms that mix at 8 kHz
 NARROW_SILENCE: Pcm = np.zeros(NARROW_FRAME_SAMPLES, dtype=np.int16)
 NARROW_SILENCE.setflags(write=False)
+# The largest encoded frame taken from a sender: one Ethernet MTU. No 20 ms frame of the codecs we
+# speak comes near it (G.711 160, G.722 160, Opus at most a few hundred bytes); a 64 KB UDP payload
+# of G.722 would be 4 s of audio to decode and resample in one tick.
+MAX_FRAME_BYTES = 1500
+
+
+class MalformedFrame(ValueError):
+    """An encoded frame no decoder should be given (empty: to libavcodec that means 'flush', after
+    which the decoder refuses everything)."""
 
 
 class AudioCodec(enum.StrEnum):
@@ -198,18 +207,25 @@ class G711Decoder(_Concealing):
         self._table = _ULAW_DEC if codec is AudioCodec.PCMU else _ALAW_DEC
         self._up = _Resampler(8_000, SAMPLE_RATE)
         self._fit = _FrameFitter(FRAME_SAMPLES)
+        self._fit_narrow = _FrameFitter(NARROW_FRAME_SAMPLES)
 
     def probe_level(self, payload: bytes) -> float:
         return level_dbov(self._table[np.frombuffer(payload, dtype=np.uint8)])
 
     def decode(self, payload: bytes) -> Pcm:
+        if not payload:
+            raise MalformedFrame("empty G.711 frame")
         narrow = self._table[np.frombuffer(payload, dtype=np.uint8)]
         return self._remember(self._fit(self._up(narrow)))
 
     # A room whose every member speaks G.711 mixes at 8 kHz: no resampling at all (the largest cost
-    # of a phone conference otherwise: ~25 us per resample, 7 per room and tick).
+    # of a phone conference otherwise: ~25 us per resample, 7 per room and tick). Frames of another
+    # length (a 30 ms ptime) are fitted to 20 ms, as the wideband path does, so the mix never meets
+    # arrays of different sizes.
     def decode_narrow(self, payload: bytes) -> Pcm:
-        return self._remember(self._table[np.frombuffer(payload, dtype=np.uint8)])
+        if not payload:
+            raise MalformedFrame("empty G.711 frame")
+        return self._remember(self._fit_narrow(self._table[np.frombuffer(payload, dtype=np.uint8)]))
 
     def conceal_narrow(self) -> Pcm:
         return self._conceal(NARROW_SILENCE)
@@ -241,6 +257,10 @@ class _PyAvDecoder(_Concealing):
         return None
 
     def decode(self, payload: bytes) -> Pcm:
+        """Raises on a frame the codec cannot read (av.error.InvalidDataError, MalformedFrame): the
+        mixer conceals and counts it; the decoder itself carries on with the next one."""
+        if not payload:
+            raise MalformedFrame("empty frame")
         frames = self._ctx.decode(av.Packet(payload))
         if not frames:
             return self.conceal()

@@ -14,6 +14,10 @@ tick hands every listener its encoded frame through the sink it registered. Per 
 So the cost grows with the number of legs (a pop each) plus N decodes and (formats + N) encodes,
 never with legs squared. A room whose every member sends and hears G.711 mixes at 8 kHz: no
 resampling at all, the largest cost of a phone conference at 48 kHz.
+
+Frames come from the network and are untrusted: an empty or oversized one is dropped at `push`, one
+the codec cannot decode is concealed like a lost one; both are counted (`frames_malformed`). Neither
+raises out of `tick`, so one sender's garbage never costs anyone else's audio or the tick.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
+import structlog
 
 from gateway.transcode.audio import (
     FRAME_MS,
+    FRAME_SAMPLES,
+    MAX_FRAME_BYTES,
+    NARROW_FRAME_SAMPLES,
     NARROW_SILENCE,
     SILENCE,
     AudioCodec,
@@ -40,6 +48,8 @@ from gateway.transcode.audio import (
     make_encoder,
 )
 from gateway.transcode.jitter import LOSS, AudioJitterBuffer, BufferedFrame
+
+log = structlog.get_logger(__name__)
 
 _NARROW_CODECS = (AudioCodec.PCMU, AudioCodec.PCMA)
 
@@ -64,7 +74,9 @@ class InputStats:
     frames_dropped_muted: int = 0
     frames_lost: int = 0
     frames_decoded: int = 0
+    frames_malformed: int = 0  # empty, oversized or undecodable: concealed
     frames_out: int = 0
+    send_failures: int = 0  # the listener's sink raised
     level_dbov: float = -127.0
 
 
@@ -104,8 +116,10 @@ class Mixer:
         jitter_max_ms: int = 200,
         encoder_factory: Callable[[AudioFormat], AudioEncoder] = make_encoder,
         decoder_factory: Callable[[AudioCodec], AudioDecoder] = make_decoder,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         self.max_speakers = max_speakers
+        self.max_frame_bytes = max_frame_bytes
         self.floor = speaker_floor_dbov
         self._hangover_ticks = speaker_hangover_ms // FRAME_MS
         self._jitter_bounds = (jitter_min_ms, jitter_max_ms)
@@ -188,6 +202,9 @@ class Mixer:
         if member.muted:
             member.stats.frames_dropped_muted += 1
             return
+        if not payload or len(payload) > self.max_frame_bytes:
+            self._malformed(member, "empty" if not payload else "oversized")
+            return  # (it plays out as a lost frame: concealed)
         member.jitter.put(seq, payload, level_dbov, arrival_s)
 
     # -- the tick -------------------------------------------------------------------------------
@@ -260,9 +277,23 @@ class Mixer:
 
     # (narrowband is only chosen when every decoder and encoder of the room can do it)
     def _decode(self, member: _Member, payload: bytes) -> Pcm:
-        if self.narrowband:
-            return cast(NarrowbandDecoder, member.decoder).decode_narrow(payload)
-        return member.decoder.decode(payload)
+        try:
+            if self.narrowband:
+                pcm = cast(NarrowbandDecoder, member.decoder).decode_narrow(payload)
+            else:
+                pcm = member.decoder.decode(payload)
+        except Exception as exc:  # whatever a codec raises on garbage: this sender's problem only
+            self._malformed(member, f"{type(exc).__name__}: {exc}")
+            return self._conceal(member)
+        if pcm.shape != ((NARROW_FRAME_SAMPLES if self.narrowband else FRAME_SAMPLES),):
+            self._malformed(member, f"decoded to {pcm.shape} samples")  # would break the sum of the mix
+            return self._conceal(member)
+        return pcm
+
+    def _malformed(self, member: _Member, why: str) -> None:
+        member.stats.frames_malformed += 1
+        if member.stats.frames_malformed == 1:  # once per participant; the counter tells the rest
+            log.warning("malformed audio frame concealed", participant=member.id, why=why)
 
     def _conceal(self, member: _Member) -> Pcm:
         if self.narrowband:
@@ -301,5 +332,10 @@ class Mixer:
                     shared[member.output] = out
                     encodes += 1
             member.stats.frames_out += 1
-            member.sink(out)
+            try:
+                member.sink(out)
+            except Exception:  # one listener's broken leg must not cost the listeners after it
+                member.stats.send_failures += 1
+                if member.stats.send_failures == 1:
+                    log.exception("sending mixed audio failed", participant=member.id)
         self.encodes_last_tick = encodes

@@ -6,6 +6,10 @@ A new subscriber waits for a keyframe (and one is requested from the source, rat
 receivers' keyframe requests travel back the same way. When a receiver accepts none of the
 source's codec, one Transcoder per (source, output codec) decodes once and encodes once, and all
 receivers of that codec share its output.
+
+Frames come from the network: an empty one is dropped before anyone gets it; one the transcoder
+cannot decode is dropped and counted (`frames_undecodable`), a keyframe is asked of its source and
+the transcoder skips to it. Only that source's transcoded stream pauses; nobody else notices.
 """
 
 from __future__ import annotations
@@ -56,6 +60,21 @@ def is_keyframe(codec: str, data: bytes) -> bool:
 Deliver = Callable[[str, EncodedVideoFrame], None]
 
 
+class UndecodableFrame(ValueError):
+    """A frame the transcoder could not decode (garbage, truncated, empty)."""
+
+
+@dataclass(frozen=True)
+class TranscodeDone:
+    """What a transcode hands back on the loop: the frames made, or that the frame was undecodable."""
+
+    deliver: Callable[[list[EncodedVideoFrame]], None]
+    failed: Callable[[], None] = lambda: None
+
+    def __call__(self, frames: list[EncodedVideoFrame]) -> None:
+        self.deliver(frames)
+
+
 @dataclass
 class _Receiver:
     id: str
@@ -63,6 +82,7 @@ class _Receiver:
     deliver: Deliver
     waiting_keyframe: set[str] = field(default_factory=set)
     frames_out: int = 0
+    send_failures: int = 0
 
 
 @dataclass
@@ -71,6 +91,7 @@ class _Source:
     request_keyframe: Callable[[], None]
     last_request: float = -1e9
     frames_in: int = 0
+    frames_undecodable: int = 0
     codec: str | None = None
 
 
@@ -85,6 +106,9 @@ class Transcoder:
         self._encoder: av.VideoCodecContext | None = None
         self._size: tuple[int, int] | None = None
         self.force_keyframe = True
+        # A decoder starts at a keyframe: fed from the middle of a stream, or after a frame it
+        # could not read, it would only turn references it does not have into broken pictures.
+        self._needs_keyframe = True
 
     def _open_encoder(self, width: int, height: int) -> av.VideoCodecContext:
         name = "libvpx" if self.target == "VP8" else "libx264"
@@ -103,11 +127,25 @@ class Transcoder:
         return ctx
 
     def transcode(self, frame: EncodedVideoFrame) -> list[EncodedVideoFrame]:
+        """Raises UndecodableFrame on a frame the decoder rejects; frames up to the next keyframe
+        are skipped then (returned as nothing)."""
+        if not frame.data:  # (an empty packet is libavcodec's 'flush': the decoder would be finished)
+            raise UndecodableFrame("empty frame")
+        if self._needs_keyframe:
+            if not frame.keyframe:
+                return []
+            self._needs_keyframe = False
         if self._decoder is None or self._decoder_codec != frame.codec:
             self._decoder = av.VideoCodecContext.create("libvpx" if frame.codec == "VP8" else "h264", "r")
             self._decoder_codec = frame.codec
+        try:
+            pictures = self._decoder.decode(av.Packet(frame.data))
+        except Exception as exc:  # whatever the codec raises on garbage: start afresh at a keyframe
+            self._decoder = None
+            self._needs_keyframe = True
+            raise UndecodableFrame(f"{type(exc).__name__}: {exc}") from exc
         out: list[EncodedVideoFrame] = []
-        for picture in self._decoder.decode(av.Packet(frame.data)):
+        for picture in pictures:
             size = (picture.width, picture.height)
             if self._encoder is None or size != self._size:
                 self._encoder, self._size = self._open_encoder(*size), size
@@ -131,26 +169,28 @@ class TranscodePool:
     def __init__(self, loop: asyncio.AbstractEventLoop, max_pending: int = 8) -> None:
         self._loop = loop
         self._max_pending = max_pending
+        # per (source, codec): the transcoder, its thread, [frames pending, failures]
         self._workers: dict[tuple[str, str], tuple[Transcoder, ThreadPoolExecutor, list[int]]] = {}
 
-    def __call__(
-        self, source: str, codec: str, frame: EncodedVideoFrame, done: Callable[[list[EncodedVideoFrame]], None]
-    ) -> None:
+    def __call__(self, source: str, codec: str, frame: EncodedVideoFrame, done: TranscodeDone) -> None:
         worker = self._workers.get((source, codec))
         if worker is None:
-            worker = (Transcoder(codec), ThreadPoolExecutor(1, thread_name_prefix=f"transcode-{codec}"), [0])
+            worker = (Transcoder(codec), ThreadPoolExecutor(1, thread_name_prefix=f"transcode-{codec}"), [0, 0])
             self._workers[(source, codec)] = worker
-        transcoder, executor, pending = worker
-        if pending[0] >= self._max_pending and not frame.keyframe:
+        transcoder, executor, counts = worker
+        if counts[0] >= self._max_pending and not frame.keyframe:
             return  # falling behind: skip to the next keyframe rather than build up delay
-        pending[0] += 1
+        counts[0] += 1
 
         def finished(future: Future[list[EncodedVideoFrame]]) -> None:
-            pending[0] -= 1
+            counts[0] -= 1
             try:
                 frames = future.result()
-            except Exception as exc:  # a corrupt frame must not stop the stream
-                log.warning("transcoding failed", source=source, codec=codec, error=str(exc))
+            except Exception as exc:  # a corrupt frame must not stop the stream, nor anyone else's
+                counts[1] += 1
+                if counts[1] == 1:  # once per stream; the router counts every one
+                    log.warning("video frame not transcodable", source=source, codec=codec, error=str(exc))
+                self._loop.call_soon_threadsafe(done.failed)
                 return
             if frames:
                 self._loop.call_soon_threadsafe(done, frames)
@@ -172,10 +212,10 @@ class VideoRouter:
         self,
         keyframe_interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
-        transcode: Callable[[str, str, EncodedVideoFrame, Callable[[list[EncodedVideoFrame]], None]], None]
-        | None = None,
+        transcode: Callable[[str, str, EncodedVideoFrame, TranscodeDone], None] | None = None,
     ) -> None:
-        """`transcode(source, codec, frame, done)` runs a Transcoder (off the loop) and calls done."""
+        """`transcode(source, codec, frame, done)` runs a Transcoder (off the loop) and calls done
+        with the frames made, or done.failed() when the frame could not be decoded."""
         self._sources: dict[str, _Source] = {}
         self._receivers: dict[str, _Receiver] = {}
         # Subscriptions live apart from the sources: a receiver may subscribe to a participant whose
@@ -186,6 +226,7 @@ class VideoRouter:
         self._transcode = transcode
         self.frames_forwarded = 0
         self.frames_transcoded = 0
+        self.frames_undecodable = 0
 
     def add_source(self, id: str, request_keyframe: Callable[[], None]) -> None:
         self._sources[id] = _Source(id, request_keyframe)
@@ -254,11 +295,27 @@ class VideoRouter:
         receiver = self._receivers.get(receiver_id)
         return receiver.frames_out if receiver else 0
 
+    def source_undecodable(self, source_id: str) -> int:
+        """Frames of this source dropped as empty or undecodable."""
+        source = self._sources.get(source_id)
+        return source.frames_undecodable if source else 0
+
+    def _undecodable(self, source_id: str) -> None:
+        source = self._sources.get(source_id)
+        if source is None:
+            return
+        source.frames_undecodable += 1
+        self.frames_undecodable += 1
+        self.request_keyframe(source_id)  # (rate-limited)
+
     def on_frame(self, source_id: str, frame: EncodedVideoFrame) -> None:
         source = self._sources.get(source_id)
         if source is None:
             return
         source.frames_in += 1
+        if not frame.data:  # nothing any receiver's packetizer or decoder should be handed
+            self._undecodable(source_id)
+            return
         source.codec = frame.codec
         needs: dict[str, list[_Receiver]] = {}
         for rid in self._subscribers.get(source_id, ()):
@@ -282,7 +339,7 @@ class VideoRouter:
                             self._forward(receiver, source_id, out)
                             self.frames_transcoded += 1
 
-            self._transcode(source_id, codec, frame, done)
+            self._transcode(source_id, codec, frame, TranscodeDone(done, lambda: self._undecodable(source_id)))
 
     def _forward(self, receiver: _Receiver, source_id: str, frame: EncodedVideoFrame) -> None:
         if source_id in receiver.waiting_keyframe:
@@ -291,4 +348,9 @@ class VideoRouter:
             receiver.waiting_keyframe.discard(source_id)
         receiver.frames_out += 1
         self.frames_forwarded += 1
-        receiver.deliver(source_id, frame)
+        try:
+            receiver.deliver(source_id, frame)
+        except Exception:  # one receiver's broken leg must not cost the receivers after it
+            receiver.send_failures += 1
+            if receiver.send_failures == 1:
+                log.exception("sending video failed", receiver=receiver.id, source=source_id)
