@@ -184,10 +184,12 @@ class Conference:
             "audio_frames_mixed": stats.frames_mixed if stats else 0,
             "audio_frames_dropped_muted": stats.frames_dropped_muted if stats else 0,
             "audio_frames_lost": stats.frames_lost if stats else 0,
+            "audio_frames_malformed": stats.frames_malformed if stats else 0,
             "audio_frames_out": stats.frames_out if stats else 0,
             "audio_level_dbov": round(stats.level_dbov, 1) if stats else None,
             "jitter_ms": round(jitter.jitter_ms, 2) if jitter else None,
             "video_frames_in": self.video.source_stats(pid),
+            "video_frames_undecodable": self.video.source_undecodable(pid),
             "video_frames_out": self.video.receiver_stats(pid),
             **(leg.media_counters() if leg else {}),
         }

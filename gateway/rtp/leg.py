@@ -376,7 +376,6 @@ class RtpAudioLeg:
         if self.session is None:
             return {}
         stats = self.session.stats
-        mixed = self.conference.mixer.stats(self.participant_id) if self.conference is not None else None
         return {
             "rtp_packets_in": stats.packets_in,
             "rtp_packets_out": stats.packets_out,
@@ -389,7 +388,6 @@ class RtpAudioLeg:
             "rtcp_dropped_foreign": stats.rtcp_dropped_foreign,
             "rtp_packets_lost": self.session.packets_lost,
             "rtp_jitter_ms": round(self.session.jitter_ms, 2),
-            "audio_frames_malformed": mixed.frames_malformed if mixed is not None else 0,
             "codec": self.audio_in_codec.value,
         }
 
