@@ -38,6 +38,7 @@ def request(
     uri: str = "sip:4711@gw.example",
     via: str = "SIP/2.0/UDP 192.0.2.10:5060",
     cseq_method: str | None = None,
+    call_id: str = "call-1@pbx.example",
 ) -> bytes:
     lines = [
         f"{method} {uri} SIP/2.0",
@@ -45,7 +46,7 @@ def request(
         "Max-Forwards: 70",
         'From: "Anna Example" <sip:+4930123@pbx.example>;tag=caller1',
         "To: <sip:4711@gw.example>" + (f";tag={to_tag}" if to_tag else ""),
-        "Call-ID: call-1@pbx.example",
+        f"Call-ID: {call_id}",
         f"CSeq: {cseq} {cseq_method or method}",
         "Contact: <sip:anna@192.0.2.10:5060>",
         *extra,
@@ -226,7 +227,7 @@ def test_over_tcp_nothing_is_retransmitted() -> None:
     assert h.run_until(31.0) == []
     h.feed(request("ACK", branch="z9hG4bKack1", to_tag=to_tag(ok)), TCP)
     assert h.run_until(100.0) == [] and len(h.events.named("confirmed")) == 1
-    h.feed(request("INVITE", branch="z9hG4bKinv2", extra=("Call-ID: other",)), TCP)
+    h.feed(request("INVITE", branch="z9hG4bKinv2", call_id="other"), TCP)
     h.ua.hang_up(h.events.calls[-1].call, 486, "Meeting full")
     assert statuses(h.take()) == [486] and h.run_until(200.0) == []
 
@@ -441,7 +442,7 @@ def test_max_calls_reached_gets_503_with_retry_after() -> None:
     """RFC 3261 21.5.4: 503 Service Unavailable, with Retry-After."""
     h = Harness(max_calls=1)
     h.invite()
-    (busy,) = h.feed(request("INVITE", branch="z9hG4bKinv2", body=offer_sdp(), extra=("Call-ID: second",)))
+    (busy,) = h.feed(request("INVITE", branch="z9hG4bKinv2", body=offer_sdp(), call_id="second"))
     assert busy.status == 503 and busy.get("retry-after") == "30" and len(h.events.calls) == 1
 
 
@@ -487,12 +488,13 @@ def test_responses_carry_received_and_rport() -> None:
     assert trying.top_via.params.get("rport") == "40001"
 
 
-def test_retransmitted_bad_invite_gets_its_400_again() -> None:
-    """RFC 3261 17.2.1: a retransmitted request gets the transaction's final response again."""
+def test_retransmitted_bad_invite_gets_its_refusal_again() -> None:
+    """RFC 3261 17.2.1: a retransmitted request gets the transaction's final response again (here
+    416 for a Request-URI scheme we do not serve, RFC 3261 8.2.2.1)."""
     h = Harness()
     data = request("INVITE", uri="mailto:4711@gw.example", body=offer_sdp())
-    assert statuses(h.feed(data)) == [400]
-    assert statuses(h.feed(data)) == [400]
+    assert statuses(h.feed(data)) == [416]
+    assert statuses(h.feed(data)) == [416]
 
 
 def test_503_to_an_invite_is_retransmitted_over_udp() -> None:

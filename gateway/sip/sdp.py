@@ -12,17 +12,39 @@ Rules (RFC 3264, RFC 4566, RFC 7587):
 - RTP/AVP and RTP/SAVP with SDES crypto (RFC 4568): the first offered suite we support is answered
   with a fresh key of ours; `rtcp` (RFC 3605) is read, `rtcp-mux` (RFC 5761) echoed;
 - m-lines we do not take (video for now, BFCP, anything unknown) are answered with port 0, never
-  rejecting the whole offer; no usable audio at all is a 488.
+  rejecting the whole offer; no usable audio at all is a 488;
+- the connection address we send media to must be an IP literal: host names are not resolved
+  (a DNS lookup per call, and an easy way to point our RTP elsewhere), 488.
+
+Offers come from the internet: parsing is linear in the text with the limits below, every number is
+read with `ascii_int` (digits 0-9 only, a bounded count of them), and nothing but SdpError leaves
+`parse`, `answer` or `accept_answer`.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
+import re
 import secrets
 from dataclasses import dataclass, field
 
 from gateway.rtp.crypto import CRYPTO_SUITES, Crypto
+from gateway.sip.message import ascii_int
 from gateway.transcode.audio import AudioCodec
+
+# -- limits -------------------------------------------------------------------------------------------
+# Lines of one SDP (blank ones not counted): a room system offering audio, video, content and BFCP
+# with ICE candidates stays below 200.
+MAX_SDP_LINES = 1024
+# Characters of one line (a=fmtp of H.264 or a=crypto lines are a few hundred).
+MAX_SDP_LINE_LENGTH = 4096
+# m-lines of one offer: our answer repeats every one (declined ones with port 0) and must still fit
+# a datagram; nobody offers more than a handful.
+MAX_MEDIA = 32
+# Digits of the numbers SDP carries: port 5, payload type 3, clock rate 6, ptime 3, crypto tag 9.
+_PORT_DIGITS, _PT_DIGITS, _CLOCK_DIGITS, _PTIME_DIGITS, _TAG_DIGITS = 5, 3, 6, 3, 9
+_EVENT_LIST = re.compile(r"[0-9,-]{1,64}")  # what we echo of a telephone-event fmtp
 
 # The RTP names and clock rates on the wire (G.722's RTP clock is 8000 though it samples at 16 kHz).
 RTP_NAMES: dict[AudioCodec, tuple[str, int]] = {
@@ -94,36 +116,53 @@ def _address(connection: str | None, where: str) -> str | None:
         return None
     parts = connection.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise SdpError(400, f"malformed c= line in {where}: {connection!r}")
+        raise SdpError(400, f"malformed c= line in {where}: {connection[:60]!r}")
     return parts[2].split("/")[0]
+
+
+def _media_address(m: Media, session: SessionDescription, index: int) -> str:
+    """Where the media of an m-line goes: its c= or the session's, which must be an IP literal of
+    the family it names (488 otherwise: we do not resolve host names)."""
+    connection: str | None
+    if m.connection is not None:
+        connection, where = m.connection, f"m-line {index}"
+    else:
+        connection, where = session.connection, "the session"
+    address = _address(connection, where)
+    if address is None:
+        raise SdpError(400, f"m-line {index} has no connection address (c=)")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise SdpError(488, f"the connection address in {where} is not an IP address: {address[:60]!r}") from None
+    if (ip.version == 6) != ((connection or "").split()[1] == "IP6"):
+        raise SdpError(488, f"the connection address in {where} is not of the family it names")
+    return address
 
 
 def parse(text: str) -> SessionDescription:
     """Parses SDP text; raises SdpError(400) naming the first problem."""
     if not text or not text.strip():
         raise SdpError(400, "empty SDP")
-    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
-    if not lines[0].startswith("v=0"):
+    lines = [line for line in text.split("\n") if line.strip()]
+    if len(lines) > MAX_SDP_LINES:
+        raise SdpError(400, f"SDP has more than {MAX_SDP_LINES} lines")
+    if lines[0].strip() != "v=0":
         raise SdpError(400, "SDP must start with v=0")
     origin = session_name = ""
     connection: str | None = None
     session_attrs: list[tuple[str, str | None]] = []
     media: list[Media] = []
     for number, line in enumerate(lines, 1):
+        if len(line) > MAX_SDP_LINE_LENGTH:
+            raise SdpError(400, f"SDP line {number} is longer than {MAX_SDP_LINE_LENGTH} characters")
         if len(line) < 2 or line[1] != "=":
             raise SdpError(400, f"SDP line {number} is not <type>=<value>: {line[:40]!r}")
         kind, value = line[0], line[2:].strip()
         if kind == "m":
-            parts = value.split()
-            if len(parts) < 4:
-                raise SdpError(400, f"malformed m= line {number}: {value[:60]!r}")
-            try:
-                port = int(parts[1].split("/")[0])
-            except ValueError:
-                raise SdpError(400, f"m= line {number} has a bad port: {parts[1]!r}") from None
-            if not 0 <= port <= 65535:
-                raise SdpError(400, f"m= line {number} has a port out of range: {port}")
-            media.append(Media(parts[0], port, parts[2], parts[3:]))
+            media.append(_media_line(number, value))
+            if len(media) > MAX_MEDIA:
+                raise SdpError(488, f"the offer has more than {MAX_MEDIA} m-lines")
         elif kind == "c":
             if media:
                 media[-1].connection = value
@@ -148,17 +187,48 @@ def parse(text: str) -> SessionDescription:
     return session
 
 
+def _media_line(number: int, value: str) -> Media:
+    """m=<media> <port>[/<count>] <proto> <fmt> ...: an RTP m-line's formats are payload types
+    (0-127, ASCII digits; RFC 4566 5.14), anything else is refused with 400."""
+    parts = value.split()
+    if len(parts) < 4:
+        raise SdpError(400, f"malformed m= line {number}: {value[:60]!r}")
+    port_text, _, count = parts[1].partition("/")
+    port = ascii_int(port_text, _PORT_DIGITS)
+    if port is None or (count and ascii_int(count, _PORT_DIGITS) is None):
+        raise SdpError(400, f"m= line {number} has a bad port: {parts[1][:20]!r}")
+    if port > 65535:
+        raise SdpError(400, f"m= line {number} has a port out of range: {port}")
+    if parts[2].upper().startswith("RTP/"):
+        for fmt in parts[3:]:
+            pt = ascii_int(fmt, _PT_DIGITS)
+            if pt is None or pt > 127:
+                raise SdpError(400, f"m= line {number} has a bad payload type: {fmt[:20]!r}")
+    return Media(parts[0], port, parts[2], parts[3:])
+
+
+def _payload_type(text: str) -> int | None:
+    pt = ascii_int(text, _PT_DIGITS)
+    return pt if pt is not None and pt <= 127 else None
+
+
+def _ptime(value: str | None) -> int:
+    """a=ptime in ms when it is one we can packetise (10-120), else 20."""
+    ptime = ascii_int(value or "", _PTIME_DIGITS)
+    return ptime if ptime is not None and 10 <= ptime <= 120 else 20
+
+
 def _parse_crypto(value: str) -> Crypto | None:
     parts = value.split()
     if len(parts) < 3 or parts[1] not in CRYPTO_SUITES or not parts[2].startswith("inline:"):
         return None
     key_b64 = parts[2][len("inline:") :].split("|")[0]
+    tag = ascii_int(parts[0], _TAG_DIGITS)
     try:
         key_salt = base64.b64decode(key_b64, validate=True)
-        tag = int(parts[0])
-    except ValueError:
+    except ValueError:  # (binascii.Error is one)
         return None
-    return Crypto(tag, parts[1], key_salt) if len(key_salt) == 30 else None
+    return Crypto(tag, parts[1], key_salt) if tag is not None and len(key_salt) == 30 else None
 
 
 @dataclass(frozen=True)
@@ -195,27 +265,29 @@ def _rtpmaps(m: Media) -> dict[int, tuple[str, int, str | None]]:
     maps: dict[int, tuple[str, int, str | None]] = {}
     fmtps: dict[int, str] = {}
     for value in m.values("fmtp"):
-        pt, _, params = value.partition(" ")
-        if pt.isdigit():
-            fmtps[int(pt)] = params.strip()
+        text, _, params = value.partition(" ")
+        pt = _payload_type(text)
+        if pt is not None:
+            fmtps[pt] = params.strip()
     for value in m.values("rtpmap"):
-        pt, _, rest = value.partition(" ")
-        name, _, clock = rest.partition("/")
-        if pt.isdigit() and clock.split("/")[0].isdigit():
-            maps[int(pt)] = (name, int(clock.split("/")[0]), fmtps.get(int(pt)))
+        text, _, rest = value.partition(" ")
+        name, _, clock_text = rest.partition("/")
+        pt, clock = _payload_type(text), ascii_int(clock_text.split("/")[0], _CLOCK_DIGITS)
+        if pt is not None and clock:
+            maps[pt] = (name, clock, fmtps.get(pt))
     for fmt in m.formats:
-        if fmt.isdigit() and int(fmt) not in maps and int(fmt) in STATIC_PAYLOAD_TYPES:
-            static_name, static_clock = STATIC_PAYLOAD_TYPES[int(fmt)]
-            maps[int(fmt)] = (static_name, static_clock, fmtps.get(int(fmt)))
+        pt = _payload_type(fmt)
+        if pt is not None and pt not in maps and pt in STATIC_PAYLOAD_TYPES:
+            static_name, static_clock = STATIC_PAYLOAD_TYPES[pt]
+            maps[pt] = (static_name, static_clock, fmtps.get(pt))
     return maps
 
 
 def _rtcp_port(m: Media) -> int:
     """RFC 3605 a=rtcp when given, else the RTP port + 1."""
-    value = m.first("rtcp")
-    if value and value.split()[0].isdigit():
-        return int(value.split()[0])
-    return m.port + 1
+    words = (m.first("rtcp") or "").split()
+    port = ascii_int(words[0], _PORT_DIGITS) if words else None
+    return port if port is not None and 0 < port <= 65535 else m.port + 1
 
 
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
@@ -254,13 +326,14 @@ def answer(
         maps = _rtpmaps(m)
         offered: list[tuple[int, AudioCodec]] = []
         for fmt in m.formats:
-            if not fmt.isdigit() or int(fmt) not in maps:
+            format_pt = _payload_type(fmt)
+            if format_pt is None or format_pt not in maps:
                 continue
-            name, clock, _fmtp = maps[int(fmt)]
+            name, clock, _fmtp = maps[format_pt]
             for codec in codecs:
                 wire_name, wire_clock = RTP_NAMES[codec]
                 if name.lower() == wire_name.lower() and clock == wire_clock:
-                    offered.append((int(fmt), codec))
+                    offered.append((format_pt, codec))
         if not offered:
             continue
         if prefer_ours:
@@ -276,23 +349,25 @@ def answer(
             if remote_crypto is None:
                 continue  # SRTP offered with no suite we support: this m-line cannot be used
             local_crypto = Crypto(remote_crypto.tag, remote_crypto.suite, secrets.token_bytes(30))
-        address = _address(m.connection, f"m-line {index}") or _address(offer.connection, "the session") or ""
+        address = _media_address(m, offer, index)
         rtcp_port = _rtcp_port(m)
         # A media-level direction wins over the session-level one (RFC 3264 5.1).
         offered_direction = m.direction if any(m.has(d) for d in DIRECTIONS) else offer.direction
-        ptime = m.first("ptime")
+        fmtp = maps[pt][2]
+        if fmtp is not None and not (fmtp.isascii() and fmtp.isprintable()):
+            fmtp = None  # (the offer's fmtp is echoed into our SDP: printable ASCII only)
         choice = AudioChoice(
             codec=codec,
             payload_type=pt,
             clock_rate=clock,
-            fmtp="useinbandfec=1" if codec is AudioCodec.OPUS else maps[pt][2],
+            fmtp="useinbandfec=1" if codec is AudioCodec.OPUS else fmtp,
             telephone_event_pt=telephone_event,
             direction=_narrow(offered_direction, direction),
             remote_address=address,
             remote_port=m.port,
             remote_rtcp_port=m.port if m.has("rtcp-mux") else rtcp_port,
             rtcp_mux=m.has("rtcp-mux"),
-            ptime_ms=int(ptime) if ptime and ptime.isdigit() else 20,
+            ptime_ms=_ptime(m.first("ptime")),
             remote_crypto=remote_crypto,
             local_crypto=local_crypto,
         )
@@ -329,7 +404,9 @@ def answer(
                 (v.partition(" ")[2] for v in m.values("fmtp") if v.partition(" ")[0] == str(choice.telephone_event_pt)),
                 "",
             )
-            lines.append(f"a=fmtp:{choice.telephone_event_pt} {event_list.strip() or '0-15'}")
+            events_text = event_list.strip()
+            events_text = events_text if _EVENT_LIST.fullmatch(events_text) else "0-15"
+            lines.append(f"a=fmtp:{choice.telephone_event_pt} {events_text}")
         lines.append(f"a=ptime:{choice.ptime_ms}")
         if choice.rtcp_mux:
             lines.append("a=rtcp-mux")
@@ -395,9 +472,10 @@ def accept_answer(answer_sdp: SessionDescription, codecs: list[AudioCodec], dire
             continue
         maps = _rtpmaps(m)
         for fmt in m.formats:
-            if not fmt.isdigit():
+            answered_pt = _payload_type(fmt)
+            if answered_pt is None:
                 continue
-            pt = int(fmt)
+            pt = answered_pt
             name, clock, fmtp = maps.get(pt, ("", 0, None))
             codec = by_pt.get(pt)
             if codec is None or RTP_NAMES[codec][0].lower() != name.lower() or RTP_NAMES[codec][1] != clock:
@@ -407,8 +485,7 @@ def accept_answer(answer_sdp: SessionDescription, codecs: list[AudioCodec], dire
             )
             rtcp_port = _rtcp_port(m)
             answered = m.direction if any(m.has(d) for d in DIRECTIONS) else answer_sdp.direction
-            ptime = m.first("ptime")
-            address = _address(m.connection, f"m-line {index}") or _address(answer_sdp.connection, "the session") or ""
+            address = _media_address(m, answer_sdp, index)
             return AudioChoice(
                 codec=codec,
                 payload_type=pt,
@@ -420,7 +497,7 @@ def accept_answer(answer_sdp: SessionDescription, codecs: list[AudioCodec], dire
                 remote_port=m.port,
                 remote_rtcp_port=m.port if m.has("rtcp-mux") else rtcp_port,
                 rtcp_mux=m.has("rtcp-mux"),
-                ptime_ms=int(ptime) if ptime and ptime.isdigit() else 20,
+                ptime_ms=_ptime(m.first("ptime")),
                 remote_crypto=None,
                 local_crypto=None,
             )

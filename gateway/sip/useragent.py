@@ -40,6 +40,8 @@ TIMEOUT = 64 * T1  # timers B, F, H: a transaction gives up after 32 s
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 SUPPORTED = ""  # no extensions: no 100rel, no session timers of ours (refreshes are answered anyway)
 _KNOWN_EXTENSIONS: set[str] = set()
+# Methods of SIP extensions we know and do not take (405); anything else is unknown to us (501).
+_OTHER_METHODS = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", "PRACK"}
 MAX_INFO_DIGITS = 4  # digits one SIP INFO may carry (phones send one per INFO)
 
 
@@ -225,7 +227,7 @@ class UserAgent:
                     transport=peer.transport,
                     malformed_so_far=self.counters["malformed"],
                 )
-            self._answer_malformed(data, peer, str(exc))
+            self._answer_malformed(data, peer, exc)
             return
         try:
             if msg.is_request:
@@ -235,51 +237,141 @@ class UserAgent:
                 self._response(msg)
         except SipMessageError as exc:
             self.counters["malformed"] += 1
-            log.info("unusable SIP message", reason=str(exc), source=peer.address[0])
+            if _worth_logging(self.counters["malformed"]):
+                log.info("unusable SIP message", reason=str(exc), source=peer.address[0])
             if msg.is_request and msg.method != "ACK":
-                self._reply(msg, peer, 400, f"Bad Request ({exc})"[:120])
+                try:
+                    self._reply(msg, peer, 400, f"Bad Request ({exc})"[:120])
+                except SipMessageError:
+                    pass  # (no answer can be formed: the request goes unanswered)
+        except Exception:
+            # A bug met by one request costs that request a 500, nothing else (logged, not floods).
+            self.counters["failed"] = self.counters.get("failed", 0) + 1
+            if _worth_logging(self.counters["failed"]):
+                log.exception("SIP message handling failed", source=peer.address[0], method=msg.method or None)
+            if msg.is_request and msg.method != "ACK":
+                try:
+                    self._reply(msg, peer, 500, "Server Internal Error")
+                except Exception:
+                    pass
 
-    def _answer_malformed(self, data: bytes, peer: Peer, reason: str) -> None:
-        """A 400 when the request is good enough to answer (Via, From, To, Call-ID, CSeq readable)."""
-        try:
-            head = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-            lenient = sipmsg.SipMessage()
-            lines = head.decode("utf-8", "replace").split("\r\n")
-            method = lines[0].split(" ")[0].upper()
-            if not method.isalpha() or method in ("ACK", "SIP/2.0"):
-                return
-            for line in lines[1:]:
-                name, colon, value = line.partition(":")
-                if colon:
-                    key = name.strip().lower()
-                    lenient.headers.append((sipmsg.COMPACT_FORMS.get(key, key), value.strip()))
-            lenient.method = method
-            if not all(lenient.get(h) for h in ("via", "from", "to", "call-id", "cseq")):
-                return
-            self._reply(lenient, peer, 400, f"Bad Request ({reason})"[:120])
-        except (SipMessageError, ValueError):
+    def _answer_malformed(self, data: bytes, peer: Peer, error: SipMessageError) -> None:
+        """Answers a request we could not parse (400 with the reason, or the error's own status:
+        505, 513) when an answer can be formed: the start line names a method (not ACK) and a Via
+        and a CSeq can be found; From, To and Call-ID are copied when present (RFC 4475 insuf lacks
+        them). Lenient but linear: at most MAX_HEADER_LINES lines are read, folded lines joined once,
+        and nothing goes out that is too large or that our own parser would not read back."""
+        head = data.lstrip(b"\r\n")
+        end = head.find(b"\r\n\r\n")
+        lines = (head[:end] if end >= 0 else head).decode("utf-8", "replace").split("\n", sipmsg.MAX_HEADER_LINES)
+        method = lines[0].split(" ", 1)[0]
+        if not sipmsg.is_token(method) or method.upper() == "ACK":
+            return  # (a response starts with SIP/2.0, which is no token: never answered)
+        found: list[tuple[str, list[str]]] = []
+        pieces: list[str] | None = None
+        for raw in lines[1 : sipmsg.MAX_HEADER_LINES]:  # (the rest, if any, is not read)
+            line = raw[:-1] if raw.endswith("\r") else raw
+            if line[:1] in (" ", "\t"):
+                if pieces is not None:
+                    pieces.append(line.strip(" \t"))
+                continue
+            name, colon, value = line.partition(":")
+            key = name.strip(" \t").lower()
+            key = sipmsg.COMPACT_FORMS.get(key, key)
+            pieces = [value.strip(" \t")] if colon and key in ("via", "from", "to", "call-id", "cseq") else None
+            if pieces is not None:
+                found.append((key, pieces))
+        values = [(key, " ".join(piece for piece in pieces if piece)) for key, pieces in found]
+        if any(len(value) > sipmsg.MAX_LINE_LENGTH for _, value in values):
+            return  # an echoed header too long to answer with (our answer would be refused too)
+        vias = [value for key, value in values if key == "via" and value]
+        if not vias or not any(key == "cseq" and value for key, value in values):
             return
+        reason = sipmsg.REASON_PHRASES.get(error.status, "Bad Request")
+        response = SipMessage(status=error.status, reason=f"{reason} ({error})"[:120] if error.status == 400 else reason)
+        try:
+            first = sipmsg.split_list(vias[0])
+            if not first:
+                return
+            response.add("via", ", ".join([_stamp_via(first[0], peer), *first[1:]]))
+            for via in vias[1:]:
+                response.add("via", via)
+            for name in ("from", "to", "call-id", "cseq"):
+                copied = next((value for key, value in values if key == name), None)
+                if copied is None:
+                    continue
+                if name == "to":
+                    try:
+                        if not NameAddr.parse(copied).tag:
+                            copied += f";tag={secrets.token_hex(8)}"
+                    except SipMessageError:
+                        pass  # (a To we cannot read is echoed as it came, without our tag)
+                response.add(name, copied)
+            response.add("server", self.user_agent)
+            answer = response.serialize()
+            sipmsg.parse(answer)  # never send what we could not read back ourselves
+        except SipMessageError:
+            return
+        self._send(answer, peer)
 
     def _request(self, msg: SipMessage, peer: Peer) -> None:
         via = msg.top_via
         method = msg.method
+        if via.branch.lower() == "z9hg4bk":
+            # RFC 4475 badbranch: the RFC 3261 magic cookie and no transaction id after it; every such
+            # request would fall into one transaction. Refused statelessly, as the RFC suggests.
+            if method != "ACK":
+                self._reply(msg, peer, 400, "Bad Request (branch without a transaction id)")
+            return
+        # A transaction is matched on its branch and where it came from (RFC 3261 17.2.3 compares
+        # the sent-by too): the same branch from another address or connection is another element's
+        # request (RFC 4475 reuses z9hG4bKkdjuw in a dozen). It is handled on its own, never answered
+        # from that transaction (branches are guessable), never allowed to ACK or CANCEL it, and not
+        # stored over it.
+        invite_tx = self._server_tx.get((via.branch, "INVITE")) if via.branch else None
+        foreign = invite_tx is not None and invite_tx.peer != peer
         if method == "ACK":
-            self._ack(msg)
+            if not foreign:
+                self._ack(msg)
             return
         key = (via.branch, method)
         tx = self._server_tx.get(key) if via.branch else None
+        if tx is not None and tx.peer != peer:
+            tx, foreign = None, True
         if tx is not None:  # a retransmission: the last answer again
             if tx.last_response is not None:
                 self._send(tx.last_response, peer)
             return
         if method == "CANCEL":
-            self._cancel_request(msg, peer)
+            if foreign:
+                self._reply(msg, peer, 481, "Call/Transaction Does Not Exist")
+            else:
+                self._cancel_request(msg, peer)
             return
         tx = _ServerTransaction(key, peer)
-        if via.branch:
+        if via.branch and not foreign:
             self._remember(tx)
+        if msg.uri.partition(":")[0].lower() not in ("sip", "sips", "tel"):
+            # RFC 3261 8.2.2.1 (RFC 4475 unkscm, novelsc)
+            self._reply(msg, peer, 416, "Unsupported URI Scheme", tx)
+            return
+        content_type = msg.content_type
+        if (
+            method in ("INVITE", "UPDATE")
+            and msg.body.strip()
+            and content_type != "application/sdp"
+            and not content_type.startswith("multipart/")
+        ):
+            # RFC 3261 8.2.3 (RFC 4475 invut): an offer we cannot read is refused, not taken as a late offer
+            self._reply(msg, peer, 415, "Unsupported Media Type", tx, extra=[("accept", "application/sdp")])
+            return
+        accept = msg.get("accept")
+        if method == "INVITE" and accept is not None and not sipmsg.accepts_sdp(accept):
+            # RFC 3261 21.4.7 (RFC 4475 sdp01): our answer would carry SDP, which it says it cannot take
+            self._reply(msg, peer, 406, "Not Acceptable", tx, extra=[("accept", "application/sdp")])
+            return
         max_forwards = msg.get("max-forwards")
-        if max_forwards is not None and max_forwards.strip() == "0" and method != "OPTIONS":
+        if max_forwards is not None and sipmsg.ascii_int(max_forwards, 10) == 0 and method != "OPTIONS":
             self._reply(msg, peer, 483, "Too Many Hops", tx)
             return
         unsupported = [t for t in _tags(msg.get("require")) if t not in _KNOWN_EXTENSIONS]
@@ -305,7 +397,15 @@ class UserAgent:
         elif method == "BYE" or method == "INFO" or method == "UPDATE":
             self._reply(msg, peer, 481, "Call/Transaction Does Not Exist", tx)
         else:
-            self._reply(msg, peer, 405, "Method Not Allowed", tx, extra=[("allow", ALLOW)])
+            self._refuse_method(msg, peer, tx)
+
+    def _refuse_method(self, msg: SipMessage, peer: Peer, tx: _ServerTransaction, to_tag: str | None = None) -> None:
+        """RFC 3261 21.4.6 / 21.5.2: 405 (with Allow) for a SIP method we know but do not take here,
+        501 for a method we do not know at all."""
+        if msg.method in _OTHER_METHODS:
+            self._reply(msg, peer, 405, "Method Not Allowed", tx, extra=[("allow", ALLOW)], to_tag=to_tag)
+        else:
+            self._reply(msg, peer, 501, "Not Implemented", tx, extra=[("allow", ALLOW)], to_tag=to_tag)
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("allow", ALLOW), ("accept", "application/sdp, application/dtmf-relay, application/dtmf")]
@@ -596,7 +696,7 @@ class UserAgent:
         elif method == "OPTIONS":
             self._reply(msg, peer, 200, "OK", tx, extra=self._capabilities(), to_tag=to_tag)
         else:
-            self._reply(msg, peer, 405, "Method Not Allowed", tx, extra=[("allow", ALLOW)], to_tag=to_tag)
+            self._refuse_method(msg, peer, tx, to_tag)
 
     def _reoffer(self, call: _Call, msg: SipMessage, peer: Peer, tx: _ServerTransaction) -> None:
         """Hold, resume, codec change, session refresh: answered from the plan, or our offer."""
