@@ -31,6 +31,7 @@ bench: $(VENV)/.installed system-deps
 	$(BIN)/python bench/webrtc_legs.py
 	$(BIN)/python bench/sip_legs.py
 	$(BIN)/python bench/sip_setup.py
+	$(BIN)/python bench/sip_worst_case.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check gateway tests bench
