@@ -310,7 +310,8 @@ class BrowserSession:
                 return
         conference = self.hub.directory.find(msg.room)
         if conference is None:
-            self._log.info("join refused", room=msg.room, code="unknown_room")
+            # (not what was typed: people type PINs into the meeting-ID field too)
+            self._log.info("join refused", code="unknown_room", typed_length=len(msg.room))
             await self._end("unknown_room")
             return
         self.conference = conference
