@@ -67,6 +67,10 @@ class ServerConfig(_Strict):
         description="Origins (scheme://host[:port]) whose pages may open the meeting WebSocket besides the "
         "gateway's own; a browser page from any other site is refused (cross-site WebSocket hijacking)",
     )
+    join_timeout_s: float = Field(30.0, gt=0, description="a meeting WebSocket that has not joined by then is closed")
+    sockets_per_address: int = Field(
+        50, ge=1, le=100_000, description="meeting WebSockets open at once from one client address (an IPv6 /64)"
+    )
     joins_per_minute: int = Field(
         30, ge=1, le=10_000, description="joins one client address (an IPv6 /64) may make per minute; returns to a kept place do not count"
     )

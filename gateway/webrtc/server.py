@@ -6,6 +6,7 @@ conversation means lives in session.py and signalling.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -30,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.control.api import ApiError, api_error_response, room_error_response
 from gateway.control.auth import Authenticator, AuthError
 from gateway.rooms.errors import RoomError
-from gateway.webrtc.session import BrowserHub, BrowserSession
+from gateway.webrtc.session import BrowserHub, BrowserSession, address_key
 
 log = structlog.get_logger(__name__)
 
@@ -159,6 +160,8 @@ def build_http_app(
     docs_page = _api_docs_page("/api/openapi.json", f"{app.title} - Swagger UI")
     allowed_origins = frozenset(o for o in map(normalise_origin, hub.config.server.allowed_origins) if o)
     refused_origins: set[str] = set()  # each logged at its first refusal only: a hostile page retries
+    server_config = hub.config.server
+    open_sockets: dict[str, int] = {}  # by client address (IPv6 by /64)
 
     @app.get("/api/docs", include_in_schema=False)
     async def api_docs() -> HTMLResponse:
@@ -212,6 +215,20 @@ def build_http_app(
                 log.warning("websocket refused: page from another site", origin=shown, remote=remote)
             await ws.close(1008)  # before accept: uvicorn answers the handshake with HTTP 403
             return
+        client = address_key(ws.client.host) if ws.client else "?"
+        if open_sockets.get(client, 0) >= server_config.sockets_per_address:
+            log.warning("websocket refused: too many open from one address", remote=remote)
+            await ws.close(1008)
+            return
+        open_sockets[client] = open_sockets.get(client, 0) + 1
+        try:
+            await serve_socket(ws, remote)
+        finally:
+            left = open_sockets.pop(client, 1) - 1
+            if left > 0:
+                open_sockets[client] = left
+
+    async def serve_socket(ws: WebSocket, remote: str) -> None:
         await ws.accept()
 
         async def close(code: int, reason: str) -> None:
@@ -229,7 +246,15 @@ def build_http_app(
         session = BrowserSession(hub, send, close, remote, ws.client.host if ws.client else "")
         try:
             while True:
-                message = await ws.receive()
+                if session.phase == "new":  # not joined yet: a socket must not idle here for ever
+                    try:
+                        message = await asyncio.wait_for(ws.receive(), server_config.join_timeout_s)
+                    except TimeoutError:
+                        log.info("websocket closed: no join in time", remote=remote)
+                        await close(1008, "no join")
+                        break
+                else:
+                    message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 raw = message.get("text")
