@@ -270,10 +270,10 @@ class AdmissionConfig(_Strict):
     process is overloaded; meetings in progress keep their media."""
 
     max_loop_lag_ms: float = Field(
-        100.0, gt=0, description="refuse new participants while the event loop runs this late"
+        150.0, gt=0, description="refuse new participants while the event loop runs this late (smoothed over seconds)"
     )
     max_cpu: float = Field(
-        0.9, gt=0, le=1.0, description="refuse new participants while the process uses this share of one core"
+        0.9, gt=0, le=1.0, description="refuse new participants while the event loop's thread uses this share of its core"
     )
     retry_after_s: int = Field(30, ge=1, le=3600, description="Retry-After of the 503")
 

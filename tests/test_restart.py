@@ -70,7 +70,7 @@ def test_rooms_systems_rules_and_call_records_survive_a_restart(tmp_path: Path, 
         kept = gateway.api("GET", "/api/rooms/kept").json()
         assert {k: kept[k] for k in room} == room and kept["origin"] == "api"
         assert {r["id"] for r in gateway.api("GET", "/api/rooms").json()} >= {"kept", "room-123", "demo"}
-        assert gateway.api("GET", "/api/systems").json() == [{**system, "trusted": False}]
+        assert gateway.api("GET", "/api/systems").json() == [{**system, "trusted": False, "srtp": None}]
         assert gateway.api("GET", "/api/rules").json() == rules  # in their order
         for called, expected in [("8123", "kept"), ("7123", "room-123"), ("999", "kept"), ("7999", None)]:
             assert gateway.api("GET", "/api/route", params={"called": called}).json()["room"] == expected, called

@@ -269,7 +269,7 @@ def test_a_forged_from_does_not_make_a_trusted_room_system(hardened: RunningGate
 
 
 def test_an_overloaded_gateway_refuses_new_calls_with_retry_after(tmp_path: Path) -> None:
-    config = TEST_CONFIG + "admission: {max_cpu: 0.000001, retry_after_s: 17}\n"
+    config = TEST_CONFIG.replace("admission: {max_loop_lag_ms: 1000}", "admission: {max_cpu: 0.000001, retry_after_s: 17}")
     running = start_gateway(tmp_path, config)
     caller = RawCaller(running.sip_port)
     try:

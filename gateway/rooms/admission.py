@@ -3,8 +3,10 @@ its core than configured), new participants are refused so that meetings in prog
 audio. Protocol-free: each protocol says "no" in its own terms (SIP 503 with Retry-After, a message
 on the meeting page).
 
-LiveKit's SIP bridge refuses new calls past 0.9 of its CPU; the same idea, measured per process
-(one process serves one core).
+LiveKit's SIP bridge refuses new calls past 0.9 of its CPU; the same idea, measured on the event
+loop's own thread (the one core a process's media depends on; codec threads are not counted) and
+smoothed over a few seconds, so that one slow moment (a garbage collection, a burst of joins) does
+not turn people away.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gateway.config import AdmissionConfig
 log = structlog.get_logger(__name__)
 
 _SAMPLE_S = 0.5
+_SMOOTHING = 0.3  # weight of a new sample: a time constant of about 1.5 s
 _CLEAR_AFTER = 4  # samples below the limits (2 s) before new participants are taken again
 
 
@@ -28,7 +31,7 @@ class Admission:
         self,
         config: AdmissionConfig,
         loop_lag_s: Callable[[], float],
-        cpu_time: Callable[[], float] = time.process_time,
+        cpu_time: Callable[[], float] = time.thread_time,  # (sampled on the loop's thread)
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -38,19 +41,21 @@ class Admission:
         self._last: tuple[float, float] | None = None
         self._good_samples = _CLEAR_AFTER
         self.reason: str | None = None  # why new participants are refused now; None: they are taken
-        self.cpu_share = 0.0
+        self.cpu_share = 0.0  # smoothed
+        self.lag_ms = 0.0  # smoothed
         self.refused = 0
 
     def sample(self) -> None:
         """Measures once (call every half second)."""
         now, cpu = self._clock(), self._cpu_time()
         if self._last is not None and now > self._last[0]:
-            self.cpu_share = (cpu - self._last[1]) / (now - self._last[0])
+            share = (cpu - self._last[1]) / (now - self._last[0])
+            self.cpu_share += _SMOOTHING * (share - self.cpu_share)
         self._last = (now, cpu)
-        lag_ms = self._lag() * 1000
+        self.lag_ms += _SMOOTHING * (self._lag() * 1000 - self.lag_ms)
         reason = None
-        if lag_ms > self.config.max_loop_lag_ms:
-            reason = f"event loop {lag_ms:.0f} ms late"
+        if self.lag_ms > self.config.max_loop_lag_ms:
+            reason = f"event loop {self.lag_ms:.0f} ms late"
         elif self.cpu_share > self.config.max_cpu:
             reason = f"CPU at {self.cpu_share:.0%} of a core"
         if reason is not None:
