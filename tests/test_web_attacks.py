@@ -8,6 +8,7 @@ gateway enforces is checked with plain WebSocket clients that send whatever an a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from gateway.config import parse_config
@@ -359,28 +360,35 @@ def test_the_busy_page_in_both_languages(tmp_path: Path, playwright_instance) ->
         stop_and_check(gateway)
 
 
-async def test_idle_and_piled_up_sockets_are_bounded(tmp_path: Path) -> None:
+def test_idle_and_piled_up_sockets_are_bounded(tmp_path: Path) -> None:
     """Sockets that never join are closed after server.join_timeout_s; one address holds at most
     server.sockets_per_address open at once, while another address still gets in."""
     server = "server: {host: 127.0.0.1, port: 0, join_timeout_s: 1, sockets_per_address: 3}"
     gateway = start_gateway(tmp_path, config().replace(config().split("\n")[1], server))
     try:
-        held = [await websockets.connect(gateway.ws_url, local_addr=("127.0.0.1", 0)) for _ in range(3)]
-        with pytest.raises(InvalidStatus) as refused:
-            await websockets.connect(gateway.ws_url, local_addr=("127.0.0.1", 0))
-        assert refused.value.response.status_code == 403
-        other = await websockets.connect(gateway.ws_url, local_addr=("127.0.0.2", 0))
-        await other.send(json.dumps({"type": "join", "room": "demo", "name": "Olga", "pin": HOST_PIN}))
-        assert json.loads(await asyncio.wait_for(other.recv(), 10))["type"] == "joined"
-        # The three that never joined are closed after a second; the one that joined stays.
-        for ws in held:
-            await asyncio.wait_for(ws.wait_closed(), 10)
-            assert ws.close_code == 1008
-        await asyncio.sleep(1.5)
-        assert other.close_code is None
-        await other.close()
-        # Their places are free again.
-        again = await websockets.connect(gateway.ws_url, local_addr=("127.0.0.1", 0))
-        await again.close()
+        with contextlib.ExitStack() as sockets:
+            idle_and_piled_up(gateway, sockets)
+        with connect(gateway.ws_url, source_address=("127.0.0.1", 0)):
+            pass  # their places are free again
     finally:
         stop_and_check(gateway)
+
+
+def idle_and_piled_up(gateway: RunningGateway, sockets: contextlib.ExitStack) -> None:
+    """Three idle sockets from one address, a fourth refused, a joined one from another address."""
+    held = [sockets.enter_context(connect(gateway.ws_url, source_address=("127.0.0.1", 0))) for _ in range(3)]
+    with pytest.raises(InvalidStatus) as refused:
+        connect(gateway.ws_url, source_address=("127.0.0.1", 0))
+    assert refused.value.response.status_code == 403
+    other = sockets.enter_context(connect(gateway.ws_url, source_address=("127.0.0.2", 0)))
+    other.send(json.dumps({"type": "join", "room": "demo", "name": "Olga", "pin": HOST_PIN}))
+    assert json.loads(other.recv(timeout=10))["type"] == "joined"
+    # The three that never joined are closed after a second; the one that joined stays.
+    for ws in held:
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 1008
+    with pytest.raises(TimeoutError):
+        while True:
+            other.recv(timeout=1.5)  # (room state messages may come; the socket stays open)
+    other.close()
