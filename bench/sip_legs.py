@@ -106,7 +106,9 @@ admin: {{token: {TOKEN}}}
 logging: {{level: {log_level}, format: json}}
 storage: {{path: null}}
 sip: {{host: 127.0.0.1, port: {sip_port}, transports: [udp], language: en, max_calls: 4000,
-       rtp_port_min: {GATEWAY_RTP[0]}, rtp_port_max: {GATEWAY_RTP[1]}}}
+       rtp_port_min: {GATEWAY_RTP[0]}, rtp_port_max: {GATEWAY_RTP[1]},
+       trunk_sources: ["127.0.0.1/32"]}}  # sipp calls like a carrier trunk: no per-address limit
+admission: {{max_loop_lag_ms: 100000, max_cpu: 1.0}}  # measure the load, do not refuse it
 rooms:
 {room_lines}
 """

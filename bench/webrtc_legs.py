@@ -25,10 +25,11 @@ from bench._common import print_table, write_results  # noqa: E402
 
 TOKEN = "bench-admin-token-0123456789"
 CONFIG = f"""
-server: {{host: 127.0.0.1, port: 0}}
+server: {{host: 127.0.0.1, port: 0, joins_per_minute: 10000, sockets_per_address: 10000}}
 admin: {{token: {TOKEN}}}
 logging: {{level: warning, format: json}}
 storage: {{path: null}}
+admission: {{max_loop_lag_ms: 100000, max_cpu: 1.0}}  # measure the load, do not refuse it
 rooms: [{{id: bench, host_pin: "1234", max_participants: 1000}}]
 """
 
