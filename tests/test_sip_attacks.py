@@ -329,3 +329,39 @@ def test_one_address_cannot_take_every_line(hardened: RunningGateway) -> None:
     finally:
         caller.close()
         other.close()
+
+
+def test_guesses_spread_over_addresses_pause_the_room_for_phones_and_browsers_alike(tmp_path: Path) -> None:
+    """Wrong PINs from browsers on several addresses add up per room (security.room_pin_max_failures):
+    the room takes no PINs for a short while, a phone caller included (it hears why: BYE 403); after
+    the pause the right PIN works again."""
+    import asyncio
+    import json
+
+    import websockets
+
+    config = TEST_CONFIG.replace(
+        "admission: {max_loop_lag_ms: 1000}",
+        "admission: {max_loop_lag_ms: 1000}\nsecurity: {room_pin_max_failures: 4, room_pin_pause_s: 3}",
+    )
+    running = start_gateway(tmp_path, config)
+    caller = RawCaller(running.sip_port, host="127.0.0.9")
+
+    async def attempt(pin: str, local: str) -> str:
+        async with websockets.connect(running.ws_url, local_addr=(local, 0)) as ws:
+            await ws.send(json.dumps({"type": "join", "room": "secret", "name": "Mallory", "pin": pin}))
+            answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            return str(answer.get("reason") or answer["type"])
+
+    try:
+        for local in ("127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.4"):  # nobody locked out alone (5)
+            assert asyncio.run(attempt("0000", local)) == "wrong_pin"
+        assert asyncio.run(attempt("5555", "127.0.0.5")) == "locked_out"  # the right PIN, a new address
+        dialog, answer = caller.call("secret")
+        assert answer.status == 200
+        assert "cause=403" in caller.bye_from_gateway(dialog).headers["reason"][0]
+        assert any(line.get("event") == "too many wrong PINs for one room: PIN entry paused" for line in running.log_lines())
+        wait_until(lambda: asyncio.run(attempt("5555", "127.0.0.5")) == "joined", 10, interval=0.5, what="the pause over")
+    finally:
+        caller.close()
+        stop_and_check(running)
