@@ -46,6 +46,16 @@ def headers(method: str, cseq: int, dialog: bool) -> str:
     return HEADERS.format(method=method, cseq=cseq, to_tag="[peer_tag_param]" if dialog else "")
 
 
+ACK = f"""  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      {headers("ACK", 1, True)}
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+
+
 def refused(status: int, reason: str) -> str:
     """INVITE answered `status` with `reason` in the reason phrase, then ACK."""
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -54,38 +64,27 @@ def refused(status: int, reason: str) -> str:
   <recv response="{status}">
     <action><ereg regexp="SIP/2.0 {status} {reason}" search_in="msg" check_it="true" assign_to="why"/></action>
   </recv>
-  <send>
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      {headers("ACK", 1, True)}
-      Content-Length: 0
-
-    ]]>
-  </send>
+{ACK}
   <Reference variables="why"/>
 </scenario>
 """
 
 
-def answered_then_bye(cause: int, text: str) -> str:
-    """INVITE answered 200, ACK, then the gateway's BYE whose Reason says `cause` and `text`."""
+def answered_then_bye(cause: int, text: str | None = None, timeout_ms: int = 15000) -> str:
+    """INVITE answered 200, ACK, no RTP, then the gateway's BYE whose Reason says `cause` (and
+    `text`), awaited and answered."""
+    checks = f'<ereg regexp="SIP;cause={cause}" search_in="hdr" header="Reason:" check_it="true" assign_to="cause"/>'
+    names = "cause"
+    if text is not None:
+        checks += f'<ereg regexp="text=.{text}." search_in="hdr" header="Reason:" check_it="true" assign_to="text"/>'
+        names += ",text"
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="answered, then BYE {cause}">
 {INVITE.format(headers=headers("INVITE", 1, False))}
   <recv response="200"/>
-  <send>
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      {headers("ACK", 1, True)}
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="BYE" timeout="15000">
-    <action>
-      <ereg regexp="SIP;cause={cause}" search_in="hdr" header="Reason:" check_it="true" assign_to="cause"/>
-      <ereg regexp="text=.{text}." search_in="hdr" header="Reason:" check_it="true" assign_to="text"/>
-    </action>
+{ACK}
+  <recv request="BYE" timeout="{timeout_ms}">
+    <action>{checks}</action>
   </recv>
   <send>
     <![CDATA[
@@ -99,7 +98,7 @@ def answered_then_bye(cause: int, text: str) -> str:
 
     ]]>
   </send>
-  <Reference variables="cause,text"/>
+  <Reference variables="{names}"/>
 </scenario>
 """
 
@@ -126,14 +125,7 @@ def keys_then_bye(keys: list[tuple[str, int]], stay_ms: int = 3000) -> str:
 <scenario name="keys">
 {INVITE.format(headers=headers("INVITE", 1, False))}
   <recv response="200"/>
-  <send>
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      {headers("ACK", 1, True)}
-      Content-Length: 0
-
-    ]]>
-  </send>
+{ACK}
   <pause milliseconds="800"/>
 {chr(10).join(steps)}
   <pause milliseconds="{stay_ms}"/>
@@ -223,45 +215,11 @@ def _write(directory: Path, xml: str) -> Path:
     return path
 
 
-def silent_caller() -> str:
-    """INVITE, 200, ACK, then no RTP at all: the gateway's BYE (Reason 408) is awaited and answered."""
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="silent">
-{INVITE.format(headers=headers("INVITE", 1, False))}
-  <recv response="200"/>
-  <send>
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      {headers("ACK", 1, True)}
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="BYE" timeout="20000">
-    <action><ereg regexp="cause=408" search_in="hdr" header="Reason:" check_it="true" assign_to="why"/></action>
-  </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <Reference variables="why"/>
-</scenario>
-"""
-
-
 def test_a_caller_gone_without_bye_is_ended_after_the_media_timeout(tmp_path: Path) -> None:
     config = TEST_CONFIG.replace("sip: {host: 127.0.0.1, port: 0,", "sip: {host: 127.0.0.1, port: 0, media_timeout_s: 5,")
     gateway = start_gateway(tmp_path, config)
     try:
-        run(gateway, tmp_path / "silent", silent_caller(), "demo")
+        run(gateway, tmp_path / "silent", answered_then_bye(408, timeout_ms=20000), "demo")  # and no RTP at all
         ended = logged(gateway, "no media from the caller; ending the call")
         assert ended and 5 <= float(str(ended[0]["silent_s"])) < 12
     finally:
