@@ -346,6 +346,9 @@ class SipConfig(_Strict):
         description="addresses or networks (CIDR) of carrier or PBX trunks: their callers are told apart by "
         "their From number for PIN lockouts, not by the trunk's address",
     )
+    trunk_srtp: Literal["optional", "required"] | None = Field(
+        None, description="overrides sip.srtp for calls from trunk_sources"
+    )
     max_calls_per_source: int = Field(
         20, ge=1, le=10000, description="calls at once from one address (not counting trunk_sources): one "
         "caller or bot cannot take every line"

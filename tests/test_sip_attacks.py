@@ -365,3 +365,29 @@ def test_guesses_spread_over_addresses_pause_the_room_for_phones_and_browsers_al
     finally:
         caller.close()
         stop_and_check(running)
+
+
+def test_a_trunk_that_must_use_srtp_is_refused_without_it(tmp_path: Path) -> None:
+    import base64
+
+    config = TEST_CONFIG.replace(
+        "sip: {host: 127.0.0.1, port: 0,", "sip: {host: 127.0.0.1, port: 0, trunk_sources: ['127.0.0.7'], trunk_srtp: required,"
+    )
+    running = start_gateway(tmp_path, config)
+    trunk = RawCaller(running.sip_port, host="127.0.0.7", number="+4930123")
+    other = RawCaller(running.sip_port, host="127.0.0.1")
+    try:
+        _, plain = trunk.call("demo")
+        assert plain.status == 488 and "SRTP" in plain.reason
+        key = base64.b64encode(bytes(range(30))).decode()
+        secure = sdp_offer("127.0.0.7", trunk.rtp_port, "8 101", f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n")
+        dialog, answer = trunk.call("demo", secure.replace("RTP/AVP", "RTP/SAVP"))
+        assert answer.status == 200
+        hang_up(trunk, dialog)
+        dialog, answer = other.call("demo")  # not from the trunk: sip.srtp (optional) holds
+        assert answer.status == 200
+        hang_up(other, dialog)
+    finally:
+        trunk.close()
+        other.close()
+        stop_and_check(running)

@@ -340,7 +340,13 @@ class SipCall:
         return system
 
     def _srtp_required(self, system: RoomSystemConfig | None) -> bool:
-        policy = system.srtp if system is not None and system.srtp is not None else self.service.config.sip.srtp
+        """The room system's policy, else the trunk's (for calls from trunk_sources), else sip.srtp."""
+        config = self.service.config.sip
+        policy = config.srtp
+        if system is not None and system.srtp is not None:
+            policy = system.srtp
+        elif config.trunk_srtp is not None and self.service.from_trunk(self.source):
+            policy = config.trunk_srtp
         return policy == "required"
 
     async def start(self) -> None:
