@@ -183,7 +183,7 @@ def test_the_join_window_slides_and_an_ipv6_household_counts_as_one() -> None:
         rate.refusals(f"198.51.100.{n % 250}")
     now[0] = 200.0
     rate.refusals("192.0.2.1")
-    assert len(rate._joins) == 1
+    assert len(rate.joins._events) == 1
 
 
 # -- overload ----------------------------------------------------------------------------------------

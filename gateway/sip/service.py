@@ -13,7 +13,6 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -28,6 +27,7 @@ from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind
 from gateway.rooms.patterns import MAX_URI, compile_rule, full_match
 from gateway.rooms.pinguard import PinGuard
+from gateway.rooms.ratelimit import RateLimit
 from gateway.rtp.leg import RtpAudioLeg
 from gateway.sip import ivr, message, sdp
 from gateway.sip.prompts import HOLD_MUSIC, Prompt, PromptLibrary
@@ -67,8 +67,8 @@ class SipService:
         # refusals by SIP status, failed dial-outs by the callee's status (bounded label values)
         self.failures: dict[str, int] = {}
         self.admission: Admission | None = None  # set by the gateway: refuses new calls while overloaded
-        self._dial_outs: dict[str, deque[float]] = {}
-        self._dial_outs_total: deque[float] = deque()
+        self._dial_outs = RateLimit(config.sip.dial_out_per_minute)  # per actor
+        self._dial_outs_total = RateLimit(config.sip.dial_out_per_minute_total)
         self.trunks = [ipaddress.ip_network(source, strict=False) for source in config.sip.trunk_sources]
 
     def from_trunk(self, address: str) -> bool:
@@ -162,19 +162,12 @@ class SipService:
         busy = self.admission.admit() if self.admission is not None else None
         if busy is not None:
             raise DialOutRefused(f"the gateway is overloaded ({busy})", "busy")
-        now = asyncio.get_running_loop().time()
-        for times in (self._dial_outs_total, self._dial_outs.get(actor)):
-            while times and now - times[0] > 60.0:
-                times.popleft()
-        if len(self._dial_outs_total) >= config.dial_out_per_minute_total:
+        if self._dial_outs_total.full(None):
             raise DialOutRefused("too many dial-outs in the last minute", "rate_limited")
-        mine = self._dial_outs.setdefault(actor, deque())
-        if len(mine) >= config.dial_out_per_minute:
+        if self._dial_outs.full(actor):
             raise DialOutRefused("too many dial-outs by you in the last minute", "rate_limited")
-        if len(self._dial_outs) > 10_000:  # (actors are tokens and hosts: few; bounded all the same)
-            self._dial_outs = {a: t for a, t in self._dial_outs.items() if t}
-        mine.append(now)
-        self._dial_outs_total.append(now)
+        self._dial_outs.add(actor)
+        self._dial_outs_total.add(None)
 
     def count_failure(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
@@ -298,7 +291,7 @@ class SipCall:
         self.trusted = False  # its own room system of the directory, calling its room: no PIN, no lobby
         self.task: asyncio.Task[None] | None = None
         self._refusal: tuple[Prompt, int, str] | None = None  # said once answered, then the BYE
-        self._digit_times: deque[float] = deque()
+        self._keys_per_s = RateLimit(_DIGITS_PER_S, 1.0)
         self._digits_dropped = 0
 
     @property
@@ -670,17 +663,12 @@ class SipCall:
     # -- keys and events in the meeting ---------------------------------------------------------
 
     def on_digit(self, digit: str, via: str = "rfc4733") -> None:
-        now = self._now()
-        times = self._digit_times
-        while times and now - times[0] > 1.0:
-            times.popleft()
-        if len(times) >= _DIGITS_PER_S:
+        if not self._keys_per_s.allow(None):
             # Nobody presses keys faster than this: a flood is a guessing machine; drop, count, log once.
             self._digits_dropped += 1
             if self._digits_dropped == 1:
                 self.log.warning("DTMF flood: keys dropped", via=via)
             return
-        times.append(now)
         if self.phase == "meeting":
             self.log.info("DTMF received", digit=digit, via=via)
         else:  # in the menu keys are PINs and conference numbers: that one arrived, not which

@@ -12,7 +12,6 @@ import ipaddress
 import json
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from gateway.rooms.errors import JoinRefused, NotAllowed, RoomError
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind, Role
 from gateway.rooms.pinguard import PinGuard
+from gateway.rooms.ratelimit import RateLimit
 from gateway.transcode.audio import AudioCodec, AudioFormat
 from gateway.transcode.mixer import MixedFrame
 from gateway.transcode.video import EncodedVideoFrame
@@ -58,34 +58,20 @@ class JoinRate:
     flood of joins (room scans, reconnect storms of a broken client) from one address from costing
     everyone else their media; PIN guessing has its own, stricter guard."""
 
-    WINDOW_S = 60.0
-
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self._clock = clock
-        self._joins: dict[str, deque[float]] = {}
+        self.joins = RateLimit(per_minute, 60.0, clock)
         self._refusals: dict[str, int] = {}  # refused since the address reached its limit
-        self._swept_at = clock()
 
     def refusals(self, address: str) -> int:
         """0: the join may go ahead (and is counted); n: the n-th refused in a row for the address."""
-        now = self._clock()
-        if now - self._swept_at > self.WINDOW_S:
-            # Forget addresses quiet for a whole window, so the table holds only the last minute's.
-            self._swept_at = now
-            for key in [k for k, times in self._joins.items() if now - times[-1] >= self.WINDOW_S]:
-                del self._joins[key]
-                self._refusals.pop(key, None)
         key = address_key(address)
-        times = self._joins.setdefault(key, deque())
-        while times and now - times[0] >= self.WINDOW_S:
-            times.popleft()
-        if len(times) >= self.per_minute:
-            self._refusals[key] = self._refusals.get(key, 0) + 1
-            return self._refusals[key]
-        self._refusals.pop(key, None)
-        times.append(now)
-        return 0
+        if self.joins.allow(key):
+            self._refusals.pop(key, None)
+            return 0
+        if len(self._refusals) > 10_000:  # (only addresses refused lately: bounded all the same)
+            self._refusals.clear()
+        self._refusals[key] = self._refusals.get(key, 0) + 1
+        return self._refusals[key]
 
 
 class BrowserHub:
