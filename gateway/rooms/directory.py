@@ -67,12 +67,17 @@ def _hours(spec: RoomConfig) -> OpeningHours | None:
     return OpeningHours(spec.opening_hours) if spec.opening_hours is not None else None
 
 
-def uri_host(uri: str) -> str:
-    """The host of a SIP URI (brackets of an IPv6 literal removed)."""
+def _user_host(uri: str) -> tuple[str, str]:
+    """(user, host) of a SIP URI: no scheme, port, parameters or headers; IPv6 brackets removed."""
     rest = uri.split(":", 1)[1] if ":" in uri else uri
     rest = rest.split(";", 1)[0].split("?", 1)[0]
-    host = rest.rpartition("@")[2]
-    return host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+    user, _, host = rest.rpartition("@")
+    return user, (host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0])
+
+
+def uri_host(uri: str) -> str:
+    """The host of a SIP URI (brackets of an IPv6 literal removed)."""
+    return _user_host(uri)[1]
 
 
 def _ip(host: str) -> str | None:
@@ -92,10 +97,7 @@ async def resolve_host(host: str) -> frozenset[str]:
 def system_address(uri: str) -> str:
     """user@host of a SIP URI, lower-cased, without scheme, port and parameters: how a caller is
     recognised whatever port or transport it calls from."""
-    rest = uri.split(":", 1)[1] if ":" in uri else uri
-    rest = rest.split(";", 1)[0].split("?", 1)[0]
-    user, _, host = rest.rpartition("@")
-    host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+    user, host = _user_host(uri)
     return f"{user}@{host}".lower()
 
 
