@@ -2,98 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
-import wave
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-ADMIN_TOKEN = "test-admin-token-0123456789"
-
-TEST_CONFIG = f"""
-server: {{host: 127.0.0.1, port: 0}}
-admin: {{token: {ADMIN_TOKEN}}}
-logging: {{level: debug, format: json}}
-sip: {{host: 127.0.0.1, port: 0, language: en, digit_timeout_s: 2}}
-storage: {{path: null}}
-# Chromium and the other peers share the machine's two cores with the gateway: their load is not the
-# gateway's overload, so tests refuse newcomers only when the loop is a whole second late.
-admission: {{max_loop_lag_ms: 1000}}
-rooms:
-  - {{id: demo, name: Demo, host_pin: "1234", aliases: ["4711"]}}
-  - {{id: lobby, name: Citizen office, host_pin: "1234", lobby: true}}
-  - {{id: secret, name: Council, host_pin: "1234", guest_pin: "5555"}}
-  - {{id: small, host_pin: "1234", max_participants: 2}}
-"""
-
-
-@dataclass
-class RunningGateway:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-    sip_port: int = 0
-
-    @property
-    def ws_url(self) -> str:
-        return self.base_url.replace("http", "ws", 1) + "/ws"
-
-    def log_lines(self) -> list[dict[str, object]]:
-        lines = []
-        for raw in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                continue
-        return lines
-
-    def api(self, method: str, path: str, token: str | None = ADMIN_TOKEN, **kwargs: object):  # type: ignore[no-untyped-def]
-        import httpx
-
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.request(method, self.base_url + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
-
-
-def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGateway:
-    config = tmp_path / "gateway.yaml"
-    config.write_text(config_text)
-    log_path = tmp_path / "gateway.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for raw in log_path.read_text(errors="replace").splitlines():
-            if '"gateway started"' in raw:
-                started = json.loads(raw)
-                return RunningGateway(process, started["url"], log_path, (started.get("sip") or {}).get("udp", 0))
-        if process.poll() is not None:
-            raise RuntimeError("gateway exited during start-up:\n" + log_path.read_text())
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("gateway did not start in 30 s:\n" + log_path.read_text())
-
-
-def stop_and_check(running: RunningGateway) -> None:
-    """Stops a gateway; a crash or traceback it logged fails the test that caused it."""
-    running.process.terminate()
-    try:
-        running.process.wait(10)
-    except subprocess.TimeoutExpired:
-        running.process.kill()
-    errors = [line for line in running.log_lines() if line.get("level") in ("error", "critical")]
-    assert not errors, f"gateway logged errors: {errors}"
 
 
 @pytest.fixture
@@ -101,39 +13,6 @@ def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     running = start_gateway(tmp_path)
     yield running
     stop_and_check(running)
-
-
-def write_tone(path: Path, frequency: float, seconds: float = 30.0, rate: int = 48_000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (np.sin(2 * np.pi * frequency * t) * 9000).astype("<i2")
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(samples.tobytes())
-    return path
-
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-def chromium_args(tone_wav: Path | None, allow_media: bool = True) -> list[str]:
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--use-fake-device-for-media-stream",
-        "--autoplay-policy=no-user-gesture-required",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-    ]
-    if allow_media:  # answers the camera/microphone prompt with "allow"; without it, headless denies
-        args.append("--use-fake-ui-for-media-stream")
-    if tone_wav is not None:
-        args.append(f"--use-file-for-fake-audio-capture={tone_wav}")
-    return args
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +45,6 @@ def open_participant(playwright_instance, tmp_path: Path):  # type: ignore[no-un
         browser.close()
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 15.0, interval: float = 0.1, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or condition} (last value {last!r})")
+
+from tests.support.browser import CHROMIUM, chromium_args  # noqa: E402
+from tests.support.gateway import RunningGateway, start_gateway, stop_and_check, write_tone  # noqa: E402

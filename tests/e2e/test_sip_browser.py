@@ -1,0 +1,187 @@
+"""A SIP room system (baresip) and a browser (Chromium) in one meeting: they hear each other, the
+room system shows in the page's participant list, and the host's mute from the page silences it on
+the media; phone keys reach the room."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.baresip import Baresip, tone_level
+from tests.support.browser import hears, in_meeting, join, last_heard
+from tests.support.gateway import RunningGateway, wait_until
+
+pytestmark = pytest.mark.browser
+
+
+def sip_participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
+    return [p for p in gateway.api("GET", f"/api/rooms/{room}/participants").json() if p["kind"] != "browser"]
+
+
+def logged(gateway: RunningGateway, event: str, **fields: object) -> list[dict[str, object]]:
+    return [
+        line
+        for line in gateway.log_lines()
+        if line.get("event") == event and all(line.get(k) == v for k, v in fields.items())
+    ]
+
+
+def test_baresip_and_a_browser_hear_each_other_and_the_host_mutes_the_room_system(
+    gateway: RunningGateway, open_participant, tmp_path: Path
+) -> None:
+    # Anna's tone is 6 kHz: above what G.711 carries, so hearing it proves wideband end to end.
+    anna = join(open_participant, gateway, "demo", "Anna", 6000, pin="1234")
+    wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
+
+    room_system = Baresip(tmp_path / "baresip", tone_hz=1000, name="Room 123")
+    room_system.start(dial=f"sip:demo@127.0.0.1:{gateway.sip_port}")
+    try:
+        wait_until(room_system.established, 15, what="baresip's call established")
+        # The demo room has only a host PIN: a guest presses # at the PIN prompt.
+        wait_until(lambda: logged(gateway, "call answered"), 5, what="the call answered")
+        time.sleep(1.0)
+        room_system.send_keys("#")
+        wait_until(lambda: sip_participants(gateway, "demo"), 15, what="baresip in the room")
+        (member,) = sip_participants(gateway, "demo")
+        assert member["kind"] == "sip_room_system" and member["name"] == "Room 123"
+        # Wideband stays wideband: baresip offers G.722 first and gets it.
+        assert logged(gateway, "media agreed", codec="g722")
+
+        # The page lists the room system with its kind, and the browser hears it.
+        wait_until(lambda: anna.get_by_text("Room system (SIP)").count() >= 1, 10, what="room system in the list")
+        wait_until(lambda: hears(anna, 1000), 15, what="the browser hears baresip's tone")
+        time.sleep(3.0)  # baresip records the meeting meanwhile (Anna's 440 Hz after the join prompt)
+
+        # The host mutes the room system from the page: within a second the browser no longer hears it.
+        clicked = anna.evaluate("() => Date.now()")
+        anna.get_by_role("button", name="Mute Room 123", exact=True).click()
+        time.sleep(2.0)
+        silenced_after = (last_heard(anna, 1000) - clicked) / 1000
+        print(f"baresip last heard {silenced_after:.3f} s after the click")
+        assert silenced_after < 1.0, f"baresip was still heard {silenced_after:.2f} s after the host muted it"
+        assert not hears(anna, 1000)
+        view = gateway.api("GET", "/api/rooms/demo/participants").json()
+        muted = next(p for p in view if p["kind"] == "sip_room_system")
+        assert muted["host_muted"] and muted["media"]["audio_frames_dropped_muted"] > 20
+        assert muted["media"]["rtp_packets_in"] > 200 and muted["media"]["codec"] == "g722"
+        anna.screenshot(path=str(tmp_path / "meeting-with-room-system.png"))
+    finally:
+        room_system.stop()
+
+    # What baresip heard: between the prompts (welcome and PIN before, "the host muted you" after),
+    # the browser's 6 kHz tone, clearly (wideband kept wideband: G.722, 16 kHz), and not itself.
+    samples, rate = room_system.recording()
+    assert rate == 16000
+    windows = [samples[i : i + rate] for i in range(0, samples.size - rate, rate // 4)]
+    clean = [w for w in windows if tone_level(w, rate, 6000) > 30 and tone_level(w, rate, 1000) < 10]
+    assert len(clean) >= 4, "baresip did not hear the browser's 6 kHz tone clearly for a second (or heard itself)"
+    wait_until(lambda: not sip_participants(gateway, "demo"), 10, what="baresip gone from the room after hanging up")
+
+
+def test_phone_keys_mute_and_raise_the_hand_and_a_forbidden_unmute_stays_muted(
+    gateway: RunningGateway, open_participant, tmp_path: Path
+) -> None:
+    anna = join(open_participant, gateway, "demo", "Anna", 440, pin="1234")
+    wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
+    phone = Baresip(tmp_path / "baresip", tone_hz=1000, name="Citizen", codecs=("g711",))
+    phone.start(dial=f"sip:4711@127.0.0.1:{gateway.sip_port}")  # the room's number
+    try:
+        wait_until(phone.established, 15, what="call established")
+        time.sleep(1.0)
+        phone.send_keys("#")
+        wait_until(lambda: sip_participants(gateway, "demo"), 15, what="the phone in the room")
+        wait_until(lambda: hears(anna, 1000), 15, what="the browser hears the phone")
+
+        def state() -> dict[str, object]:
+            return sip_participants(gateway, "demo")[0]
+
+        phone.send_keys("*6")  # self-mute
+        wait_until(lambda: state()["self_muted"], 5, what="*6 mutes")
+        time.sleep(1.0)
+        assert not hears(anna, 1000)
+        phone.send_keys("*1")  # raise the hand
+        wait_until(lambda: state()["hand_raised"], 5, what="*1 raises the hand")
+        wait_until(lambda: anna.get_by_text("Citizen").count() >= 1, 5, what="the phone listed on the page")
+
+        # The host mutes all guests and forbids unmuting: *6 no longer helps.
+        anna.get_by_role("checkbox", name="and do not allow them to unmute themselves").check()
+        anna.get_by_role("button", name="Mute all guests").click()
+        wait_until(lambda: state()["self_unmute_forbidden"], 5, what="unmuting forbidden")
+        phone.send_keys("*6")
+        time.sleep(1.5)
+        assert state()["muted"], "a forbidden self-unmute by phone key went through"
+        assert not hears(anna, 1000)
+        assert logged(gateway, "phone key", command="self_mute")
+
+        # Allowed again: *6 brings the phone back.
+        anna.get_by_role("button", name="Allow Citizen to unmute").click()
+        wait_until(lambda: not state()["self_unmute_forbidden"], 5, what="unmuting allowed")
+        phone.send_keys("*6")
+        wait_until(lambda: not state()["muted"], 5, what="*6 unmutes")
+        wait_until(lambda: hears(anna, 1000), 10, what="the browser hears the phone again")
+    finally:
+        phone.stop()
+
+
+def test_a_caller_waits_in_the_lobby_with_music_until_the_host_admits_then_is_removed(
+    gateway: RunningGateway, open_participant, tmp_path: Path
+) -> None:
+    # The caller arrives first: nobody is in the meeting yet.
+    caller = Baresip(tmp_path / "baresip", tone_hz=1000, name="Front desk", codecs=("g711",))
+    caller.start(dial=f"sip:lobby@127.0.0.1:{gateway.sip_port}")
+    try:
+        wait_until(caller.established, 15, what="call established")
+        time.sleep(1.0)
+        caller.send_keys("#")  # a guest (the room has only a host PIN)
+        wait_until(lambda: logged(gateway, "waiting in lobby"), 10, what="the caller in the lobby")
+        assert gateway.api("GET", "/api/rooms/lobby").json()["live"]["lobby_waiting"] == 1
+        time.sleep(6.0)  # the waiting prompt, then hold music
+
+        anna = join(open_participant, gateway, "lobby", "Anna", 440, pin="1234")
+        wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
+        assert anna.get_by_text("Phone", exact=False).count() + anna.get_by_text("Room system", exact=False).count() >= 1
+        anna.get_by_role("button", name="Admit Front desk").click()
+        wait_until(lambda: sip_participants(gateway, "lobby"), 10, what="the caller admitted")
+        wait_until(lambda: hears(anna, 1000), 15, what="the browser hears the admitted caller")
+
+        anna.get_by_role("button", name="Remove Front desk from the meeting").click()
+        anna.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()
+        wait_until(lambda: not sip_participants(gateway, "lobby"), 5, what="the caller removed")
+        wait_until(lambda: "session closed" in caller.log() or "Call terminated" in caller.log(), 15, what="BYE at baresip")
+        assert logged(gateway, "ending call", reason="Removed by the host")
+    finally:
+        caller.stop()
+    # While waiting the caller heard something (prompt and music), not silence.
+    samples, rate = caller.recording()
+    waiting = samples[int(3 * rate) : int(8 * rate)]
+    assert (waiting**2).mean() ** 0.5 > 200, "nothing was heard in the lobby"
+
+
+def test_an_opus_room_system_with_srtp_is_heard_by_the_browser_and_hears_it(
+    gateway: RunningGateway, open_participant, tmp_path: Path
+) -> None:
+    """Room systems offer Opus first (beside G.722) and encrypt with SDES-SRTP (RFC 4568); DTMF
+    comes as telephone-event/8000 beside Opus/48000."""
+    anna = join(open_participant, gateway, "demo", "Anna", 440, pin="1234")
+    wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
+    system = Baresip(
+        tmp_path / "baresip", tone_hz=1300, name="Board room", codecs=("opus", "g722"),
+        extra_config="module srtp.so", account_params=";mediaenc=srtp-mand",
+    )
+    system.start(dial=f"sip:demo@127.0.0.1:{gateway.sip_port}")
+    try:
+        wait_until(system.established, 15, what="call established")
+        time.sleep(1.0)
+        system.send_keys("#")
+        wait_until(lambda: sip_participants(gateway, "demo"), 15, what="the room system in the room")
+        assert logged(gateway, "media agreed", codec="opus", srtp=True)
+        wait_until(lambda: hears(anna, 1300), 15, what="the browser hears the room system")
+        time.sleep(3.0)
+    finally:
+        system.stop()
+    samples, rate = system.recording()
+    assert rate == 48000
+    windows = [samples[i : i + rate] for i in range(0, samples.size - rate, rate // 4)]
+    assert sum(1 for w in windows if tone_level(w, rate, 440) > 30) >= 4, "the room system did not hear the browser"

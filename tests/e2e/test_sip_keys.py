@@ -1,0 +1,69 @@
+"""A host on the phone: the host PIN by DTMF makes a host, *5 mutes all guests, *7 locks the
+meeting; a guest calling into the locked meeting hears so and is put out with a Reason header."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.support.baresip import Baresip
+from tests.support.gateway import RunningGateway, wait_until
+
+
+def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
+    return list(gateway.api("GET", f"/api/rooms/{room}/participants").json())
+
+
+def logged(gateway: RunningGateway, event: str, **fields: object) -> bool:
+    return any(
+        line.get("event") == event and all(line.get(k) == v for k, v in fields.items()) for line in gateway.log_lines()
+    )
+
+
+def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: RunningGateway, tmp_path: Path) -> None:
+    guest = Baresip(tmp_path / "guest", tone_hz=1000, name="Guest phone", codecs=("g711",))
+    host = Baresip(tmp_path / "host", tone_hz=700, name="Chair", codecs=("g711",))
+    late = Baresip(tmp_path / "late", tone_hz=900, name="Late phone", codecs=("g711",))
+    try:
+        guest.start(dial=f"sip:demo@127.0.0.1:{gateway.sip_port}")
+        wait_until(guest.established, 15, what="guest call established")
+        time.sleep(1.0)
+        guest.send_keys("#")
+        wait_until(lambda: len(participants(gateway, "demo")) == 1, 10, what="the guest in the room")
+
+        host.start(dial=f"sip:demo@127.0.0.1:{gateway.sip_port}")
+        wait_until(host.established, 15, what="host call established")
+        time.sleep(1.0)
+        host.send_keys("1234#")
+        wait_until(lambda: any(p["role"] == "host" for p in participants(gateway, "demo")), 10, what="a host by phone")
+
+        host.send_keys("*5")
+        wait_until(
+            lambda: all(p["host_muted"] for p in participants(gateway, "demo") if p["role"] == "guest"),
+            5,
+            what="*5 mutes the guests",
+        )
+        guest.send_keys("*7")  # a guest may not lock
+        time.sleep(1.0)
+        assert not gateway.api("GET", "/api/rooms/demo").json()["live"]["locked"]
+        assert logged(gateway, "phone key", command="lock")
+        host.send_keys("*7")
+        wait_until(lambda: gateway.api("GET", "/api/rooms/demo").json()["live"]["locked"], 5, what="*7 locks")
+
+        late.start(dial=f"sip:4711@127.0.0.1:{gateway.sip_port}")
+        wait_until(late.established, 15, what="late call answered (the room has a host PIN)")
+        time.sleep(1.0)
+        late.send_keys("#")
+        wait_until(lambda: logged(gateway, "ending call", reason="Meeting locked"), 10, what="the late guest turned away")
+        wait_until(lambda: "session closed" in late.log() or "terminated" in late.log(), 10, what="BYE at the late guest")
+        assert len(participants(gateway, "demo")) == 2
+
+        host.send_keys("*5")  # again: the guests are unmuted
+        wait_until(
+            lambda: not any(p["host_muted"] for p in participants(gateway, "demo")),
+            5,
+            what="a second *5 unmutes the guests",
+        )
+    finally:
+        for phone in (guest, host, late):
+            phone.stop()

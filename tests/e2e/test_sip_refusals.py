@@ -1,0 +1,226 @@
+"""Calls refused with the right SIP status and reason (404, 403, 486), the PIN lockout of a source
+that keeps guessing, and the voice menu that asks for the conference number. Scenarios are written
+here from two templates; sipp checks each message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
+from tests.support.sipp import Sipp, logged
+
+HEADERS = """Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller" <sip:+4930555@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>{to_tag}
+      Call-ID: [call_id]
+      CSeq: {cseq} {method}
+      Contact: sip:caller@[local_ip]:[local_port]
+      Max-Forwards: 70"""
+
+INVITE = """  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      {headers}
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[local_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+"""
+
+
+def headers(method: str, cseq: int, dialog: bool) -> str:
+    return HEADERS.format(method=method, cseq=cseq, to_tag="[peer_tag_param]" if dialog else "")
+
+
+ACK = f"""  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      {headers("ACK", 1, True)}
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+
+
+def refused(status: int, reason: str) -> str:
+    """INVITE answered `status` with `reason` in the reason phrase, then ACK."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="refused {status}">
+{INVITE.format(headers=headers("INVITE", 1, False))}
+  <recv response="{status}">
+    <action><ereg regexp="SIP/2.0 {status} {reason}" search_in="msg" check_it="true" assign_to="why"/></action>
+  </recv>
+{ACK}
+  <Reference variables="why"/>
+</scenario>
+"""
+
+
+def answered_then_bye(cause: int, text: str | None = None, timeout_ms: int = 15000) -> str:
+    """INVITE answered 200, ACK, no RTP, then the gateway's BYE whose Reason says `cause` (and
+    `text`), awaited and answered."""
+    checks = f'<ereg regexp="SIP;cause={cause}" search_in="hdr" header="Reason:" check_it="true" assign_to="cause"/>'
+    names = "cause"
+    if text is not None:
+        checks += f'<ereg regexp="text=.{text}." search_in="hdr" header="Reason:" check_it="true" assign_to="text"/>'
+        names += ",text"
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answered, then BYE {cause}">
+{INVITE.format(headers=headers("INVITE", 1, False))}
+  <recv response="200"/>
+{ACK}
+  <recv request="BYE" timeout="{timeout_ms}">
+    <action>{checks}</action>
+  </recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <Reference variables="{names}"/>
+</scenario>
+"""
+
+
+def keys_then_bye(keys: list[tuple[str, int]], stay_ms: int = 3000) -> str:
+    """INVITE, 200, ACK, each key by SIP INFO followed by its pause (ms), `stay_ms` in the call, BYE."""
+    steps = []
+    for n, (key, pause) in enumerate(keys, start=2):
+        steps.append(f"""  <send retrans="500">
+    <![CDATA[
+      INFO sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      {headers("INFO", n, True)}
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={key}
+      Duration=160
+    ]]>
+  </send>
+  <recv response="200"/>
+  <pause milliseconds="{pause}"/>""")
+    bye_cseq = len(keys) + 2
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="keys">
+{INVITE.format(headers=headers("INVITE", 1, False))}
+  <recv response="200"/>
+{ACK}
+  <pause milliseconds="800"/>
+{chr(10).join(steps)}
+  <pause milliseconds="{stay_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      {headers("BYE", bye_cseq, True)}
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def run(gateway: RunningGateway, directory: Path, xml: str, service: str) -> Sipp:
+    directory.mkdir(parents=True, exist_ok=True)
+    scenario = directory / "scenario.xml"
+    scenario.write_text(xml)
+    sipp = Sipp(gateway, directory, str(scenario), service)  # (an absolute path wins over tests/sipp/)
+    result = sipp.wait()
+    assert result.returncode == 0, result.describe()
+    return sipp
+
+
+@pytest.fixture
+def strict_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
+    """No voice menu, a locked room without host PIN, and a lockout after three wrong PINs."""
+    config = (
+        TEST_CONFIG.replace("sip: {host: 127.0.0.1, port: 0,", "sip: {host: 127.0.0.1, port: 0, menu: false,")
+        + '  - {id: closed, locked: true}\nsecurity: {pin_max_failures: 3, pin_lockout_s: 600}\n'
+    )
+    running = start_gateway(tmp_path, config)
+    yield running
+    stop_and_check(running)
+
+
+def test_unknown_number_without_menu_locked_room_and_full_room_are_refused(
+    strict_gateway: RunningGateway, tmp_path: Path
+) -> None:
+    run(strict_gateway, tmp_path / "unknown", refused(404, "Unknown conference"), "999")
+    run(strict_gateway, tmp_path / "locked", refused(403, "Meeting locked"), "closed")
+    # `small` takes two: two callers join (bare # at the PIN prompt), the third is refused with 486.
+    first = Sipp(strict_gateway, tmp_path / "one", str(_write(tmp_path / "one", keys_then_bye([("#", 500)], 8000))), "small")
+    second = Sipp(strict_gateway, tmp_path / "two", str(_write(tmp_path / "two", keys_then_bye([("#", 500)], 8000))), "small")
+    wait_until(lambda: len(strict_gateway.api("GET", "/api/rooms/small/participants").json()) == 2, 15, what="two in")
+    run(strict_gateway, tmp_path / "full", refused(486, "Meeting full"), "small")
+    for sipp in (first, second):
+        result = sipp.wait()
+        assert result.returncode == 0, result.describe()
+    refusals = [line for line in strict_gateway.log_lines() if line.get("event") == "call refused"]
+    assert [line["status"] for line in refusals] == [404, 403, 486]
+
+
+def test_a_source_that_keeps_guessing_pins_is_locked_out_and_logged(strict_gateway: RunningGateway, tmp_path: Path) -> None:
+    wrong = [("1", 200), ("1", 200), ("1", 200), ("1", 200), ("#", 1200)]
+    run(strict_gateway, tmp_path / "guess1", keys_then_bye(wrong * 2, 500), "secret")
+    run(strict_gateway, tmp_path / "guess2", keys_then_bye(wrong, 500), "secret")
+    assert len(logged(strict_gateway, "wrong PIN")) == 3
+    assert logged(strict_gateway, "wrong PIN", now_locked_out=True)
+    # Now even the right PIN does not help from this address: the caller hears why, then a BYE 403.
+    run(strict_gateway, tmp_path / "locked-out", answered_then_bye(403, "Too many wrong PINs"), "secret")
+    assert logged(strict_gateway, "call refused: source locked out after wrong PINs")
+    # Other rooms are not affected.
+    run(strict_gateway, tmp_path / "other", keys_then_bye([("#", 1000)], 500), "demo")
+
+
+def test_the_menu_asks_for_the_conference_number(gateway: RunningGateway, tmp_path: Path) -> None:
+    """An unknown number: the caller types the conference number, then # as a guest, and joins."""
+    keys = [("9", 200), ("9", 200), ("#", 1500)] + [("4", 200), ("7", 200), ("1", 200), ("1", 200), ("#", 1500)]
+    sipp = Sipp(gateway, tmp_path / "menu", str(_write(tmp_path / "menu", keys_then_bye(keys + [("#", 500)], 4000))), "0800")
+    wait_until(lambda: logged(gateway, "joined meeting"), 30, what="the caller in the meeting")
+    result = sipp.wait()
+    assert result.returncode == 0, result.describe()
+    entered = [(line["found"], line["room"]) for line in logged(gateway, "conference number entered")]
+    assert entered == [(False, None), (True, "demo")]
+    assert not any("4711" in str(line) for line in logged(gateway, "conference number entered")), "typed digits logged"
+    joined = logged(gateway, "joined meeting")
+    assert joined[0]["room"] == "demo" and joined[0]["kind"] == "phone"
+
+
+def _write(directory: Path, xml: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "scenario.xml"
+    path.write_text(xml)
+    return path
+
+
+def test_a_caller_gone_without_bye_is_ended_after_the_media_timeout(tmp_path: Path) -> None:
+    config = TEST_CONFIG.replace("sip: {host: 127.0.0.1, port: 0,", "sip: {host: 127.0.0.1, port: 0, media_timeout_s: 5,")
+    gateway = start_gateway(tmp_path, config)
+    try:
+        run(gateway, tmp_path / "silent", answered_then_bye(408, timeout_ms=20000), "demo")  # and no RTP at all
+        ended = logged(gateway, "no media from the caller; ending the call")
+        assert ended and 5 <= float(str(ended[0]["silent_s"])) < 12
+    finally:
+        stop_and_check(gateway)

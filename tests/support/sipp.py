@@ -1,0 +1,166 @@
+"""sipp (Debian sip-tester) against the gateway in tests, and what the gateway says about a call
+(its log lines, its participants API)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.gateway import RunningGateway
+
+SIPP = "/usr/bin/sipp"
+TSHARK = "tshark"
+SCENARIOS = Path(__file__).resolve().parents[1] / "sipp"
+SIPP_PCAPS = Path("/usr/share/sip-tester")  # g711a.pcap, dtmf_2833_<key>.pcap (Debian sip-tester)
+DTMF_EVENTS = "0123456789*#ABCD"
+
+
+# -- sipp ---------------------------------------------------------------------------------------------
+
+
+def free_udp_port(span: int = 1) -> int:
+    """A local UDP port that is free together with the `span - 1` ports after it."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port + span > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for offset in range(1, span):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(sock)
+                sock.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+        return port
+    raise RuntimeError("no free UDP port")
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    output: str
+    errors: str
+    messages: str
+
+    def describe(self) -> str:
+        return f"sipp exit code {self.returncode}\n--- errors ---\n{self.errors[-4000:]}\n--- output ---\n{self.output[-3000:]}"
+
+
+class Sipp:
+    """One sipp run against the gateway, in the background: one call (-m 1), or `calls` at once."""
+
+    def __init__(
+        self,
+        gateway: RunningGateway,
+        directory: Path,
+        scenario: str,
+        service: str,
+        *,
+        cwd: Path | None = None,
+        media_port: int | None = None,
+        calls: int = 1,
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.media_port = media_port or free_udp_port(span=4)  # sipp binds audio and video media ports
+        scenario_args = ["-sf", str(SCENARIOS / scenario)] if scenario.endswith(".xml") else ["-sn", scenario]
+        self._output = (directory / "sipp.out").open("wb")
+        self.process = subprocess.Popen(
+            [
+                SIPP,
+                f"127.0.0.1:{gateway.sip_port}",
+                *scenario_args,
+                "-s", service,
+                "-i", "127.0.0.1",
+                "-p", str(free_udp_port()),
+                "-mp", str(self.media_port),
+                "-m", str(calls),
+                *(["-l", str(calls), "-r", "50"] if calls > 1 else []),
+                "-nostdin",
+                "-timeout", "30s",
+                "-trace_err", "-error_file", str(directory / "errors.log"),
+                "-trace_msg", "-message_file", str(directory / "messages.log"),
+            ],
+            cwd=cwd or directory,
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID of the (first) call (sipp's default [call_id]: <call number>-<pid>@<local ip>)."""
+        return f"1-{self.process.pid}@127.0.0.1"
+
+    def wait(self, timeout: float = 60) -> SippResult:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._output.close()
+
+        def read(name: str) -> str:
+            path = self.directory / name
+            return path.read_text(errors="replace") if path.exists() else ""
+
+        return SippResult(self.process.returncode, read("sipp.out"), read("errors.log"), read("messages.log"))
+
+
+def run_sipp(gateway: RunningGateway, directory: Path, scenario: str, service: str) -> tuple[Sipp, SippResult]:
+    sipp = Sipp(gateway, directory, scenario, service)
+    result = sipp.wait()
+    assert result.returncode == 0, result.describe()
+    return sipp, result
+
+
+# -- what the gateway says ----------------------------------------------------------------------------
+
+
+def logged(gateway: RunningGateway, event: str, call_id: str | None = None, **fields: object) -> list[dict[str, object]]:
+    return [
+        line
+        for line in gateway.log_lines()
+        if line.get("event") == event
+        and (call_id is None or line.get("call_id") == call_id)
+        and all(line.get(key) == value for key, value in fields.items())
+    ]
+
+
+def participant(gateway: RunningGateway, room: str, name: str) -> dict[str, object] | None:
+    response = gateway.api("GET", f"/api/rooms/{room}/participants")
+    assert response.status_code == 200, response.text
+    return next((p for p in response.json() if p["name"] == name), None)
+
+
+def media(gateway: RunningGateway, room: str, name: str) -> dict[str, object]:
+    found = participant(gateway, room, name)
+    assert found is not None, f"{name} is not in {room}"
+    counters = found["media"]
+    assert isinstance(counters, dict)
+    return counters
+
+
+def packets_out(gateway: RunningGateway, room: str, name: str) -> int:
+    value = media(gateway, room, name)["rtp_packets_out"]
+    assert isinstance(value, int)
+    return value
+
+
+def answer_sdp(messages: str) -> tuple[int, int]:
+    """(RTP port, payload type) of the gateway's SDP in its 200 OK to the first INVITE, from sipp's
+    message trace."""
+    match = re.search(r"SIP/2\.0 200 OK.*?CSeq: *1 INVITE.*?\nm=audio (\d+) RTP/AVP (\d+)", messages, re.S)
+    assert match, "no 200 OK with SDP to the INVITE in sipp's messages"
+    return int(match.group(1)), int(match.group(2))
+
+
