@@ -1,15 +1,27 @@
-"""Helpers shared by the benchmarks: machine facts and writing results (JSON plus a printed table)."""
+"""Helpers shared by the benchmarks: machine facts, which gateway source tree is measured, and
+writing results (JSON plus a printed table).
+
+Every benchmark can be pointed at another source tree of the gateway (`--tree PATH`, e.g. an older
+revision extracted by bench/compare.py): the gateway process it starts, or the gateway modules it
+imports in process, then come from that tree, while the benchmark's own code (load generators,
+measurement) stays the one of this checkout, so two versions are measured by the same yardstick.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+REVISION_FILE = ".bench-revision"  # written by bench/compare.py into trees that are not git checkouts
 
 
 def machine() -> dict[str, Any]:
@@ -21,10 +33,69 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, results: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **results}, indent=2))
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        default=ROOT,
+        help="gateway source tree to measure (default: this checkout); the benchmark code stays this one",
+    )
+    parser.add_argument("--json", type=Path, help="write the results here instead of bench/results/<name>.json")
+
+
+def tree_from_argv(argv: list[str] | None = None) -> Path:
+    """`--tree` read before argparse runs: in-process benchmarks must put it on sys.path before
+    they import the gateway."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg == "--tree" and i + 1 < len(argv):
+            return Path(argv[i + 1]).resolve()
+        if arg.startswith("--tree="):
+            return Path(arg.split("=", 1)[1]).resolve()
+    return ROOT
+
+
+def import_gateway_from(tree: Path) -> None:
+    """Makes `import gateway` load the package of `tree` (before this checkout and the editable install)."""
+    if "gateway" in sys.modules:
+        raise RuntimeError("gateway was imported before its tree was chosen")
+    sys.path.insert(0, str(tree.resolve()))
+    import gateway
+
+    where = Path(gateway.__file__).resolve().parent
+    if where != tree.resolve() / "gateway":
+        raise RuntimeError(f"gateway imported from {where}, not from {tree}")
+
+
+def gateway_process(tree: Path) -> tuple[list[str], Path, dict[str, str]]:
+    """Command, working directory and environment that run `python -m gateway` from `tree`."""
+    tree = tree.resolve()
+    path = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+    return [sys.executable, "-m", "gateway"], tree, env
+
+
+def git_state(tree: Path = ROOT) -> dict[str, Any]:
+    """The commit measured, and whether the work tree differed from it (files changed)."""
+    tree = tree.resolve()
+    marker = tree / REVISION_FILE
+    if marker.exists():
+        return {"tree": str(tree), "commit": marker.read_text().strip(), "changed_files": []}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True).stdout
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
+    return {"tree": str(tree), "commit": git("rev-parse", "--short", "HEAD").strip(), "changed_files": changed}
+
+
+def write_results(name: str, results: dict[str, Any], path: Path | None = None, tree: Path | None = None) -> Path:
+    path = path if path is not None else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = {"benchmark": name, "machine": machine()}
+    if tree is not None:
+        document["gateway"] = git_state(tree)
+    path.write_text(json.dumps({**document, **results}, indent=2))
     return path
 
 

@@ -1,11 +1,16 @@
-"""SIP call set-up rate: sipp places calls at a fixed rate, each INVITE answered 200 OK at once.
+"""SIP call set-up rate with calls held: sipp places calls at a fixed rate, each stays up for the
+hold time (default 3 s) before its BYE, so set-up is measured while earlier calls are up and their
+media runs, as in a real meeting, not against an empty gateway.
 
-The gateway runs as its own process, exactly as `gateway run` does, with one room without a PIN
-(a call joins it as soon as it is answered: no digits to send). sipp (bench/sipp/setup_call.xml)
-sends an INVITE offering PCMA, ACKs the 200, and hangs up with a BYE right after (or after
---hold-ms). For each rate we report the calls attempted, succeeded and failed (with the answers the
-failed ones got), the rate achieved, the set-up time from the INVITE to its 200 OK (p50/p95/p99),
-and the gateway's CPU over the run.
+The gateway runs as its own process, exactly as `gateway run` does (from this checkout or from
+`--tree`), at its default log level (what a deployment logs per call; --log-level overrides it),
+with rooms of --room-size without a PIN (a call joins as soon as it is answered: no digits to
+send); consecutive calls go to consecutive rooms. sipp (a scenario derived from
+bench/sipp/setup_call.xml: the room comes from an injection file) sends an INVITE offering PCMA,
+ACKs the 200, holds the call for --hold-s (no RTP from sipp; the gateway sends its mix to sipp's
+media port), and hangs up with a BYE. For each rate we report the calls attempted, succeeded and
+failed (with the answers the failed ones got), the rate achieved, the calls up at once (sampled),
+the set-up time from the INVITE to its 200 OK (p50/p95/p99), and the gateway's CPU over the run.
 
 Set-up times come from sipp's message trace (-trace_msg, microsecond timestamps of each message
 sent and received). sipp's own response times (-trace_rtt) are reported too, but they are whole
@@ -16,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,20 +35,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import print_table, write_results  # noqa: E402
+from bench._common import add_common_arguments, print_table, write_results  # noqa: E402
 from bench.sip_legs import (  # noqa: E402
     SIPP,
     SIPP_DIR,
     Gateway,
     PortPool,
     cpu_seconds,
-    git_state,
     percentile,
     start_gateway,
     start_sipp,
 )
 
-ROOM = "setup"
+ROOM_PREFIX = "setup"
+DEFAULT_HOLD_S = 3.0
 _BLOCK = re.compile(r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*$", re.M)
 
 
@@ -96,26 +103,59 @@ def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
-def in_room(gateway: Gateway) -> int:
-    return int(next(r["live"]["participants"] for r in gateway.api("/api/rooms") if r["id"] == ROOM))
+def in_rooms(gateway: Gateway, rooms: list[str]) -> int:
+    return sum(int(r["live"]["participants"]) for r in gateway.api("/api/rooms") if r["id"] in rooms)
 
 
-def measure(rate: int, calls: int, hold_ms: int, log_level: str, keep: Path | None) -> dict[str, Any]:
+def room_scenario(workdir: Path) -> Path:
+    """bench/sipp/setup_call.xml with the room from field 0 of the injection file instead of -s."""
+    text = (SIPP_DIR / "setup_call.xml").read_text().replace("[service]", "[field0]")
+    path = workdir / "setup_call_rooms.xml"
+    path.write_text(text)
+    return path
+
+
+class CallsUp(threading.Thread):
+    """Samples the number of callers in the rooms while sipp runs (one API request per interval)."""
+
+    def __init__(self, gateway: Gateway, rooms: list[str], interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.gateway, self.rooms, self.interval = gateway, rooms, interval
+        self.samples: list[int] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                self.samples.append(in_rooms(self.gateway, self.rooms))
+            except Exception:  # noqa: BLE001 (a slow answer under load: skip the sample)
+                continue
+
+
+def measure(
+    rate: int, calls: int, hold_s: float, room_size: int, log_level: str | None, keep: Path | None, tree: Path
+) -> dict[str, Any]:
+    hold_ms = int(hold_s * 1000)
+    room_count = max(1, math.ceil(rate * hold_s / room_size))
+    rooms = [f"{ROOM_PREFIX}{i}" for i in range(room_count)]
     with tempfile.TemporaryDirectory(prefix="sip_setup_") as tmp:
         workdir = Path(tmp)
-        gateway = start_gateway(workdir, [ROOM], log_level, max_participants=1000)
+        gateway = start_gateway(workdir, rooms, log_level, max_participants=1000, tree=tree)
         try:
             time.sleep(1)
             fds0 = open_fds(gateway.process.pid)
+            injection = workdir / "rooms.csv"
+            injection.write_text("SEQUENTIAL\n" + "".join(f"{room};\n" for room in rooms))
+            sampler = CallsUp(gateway, rooms)
             cpu0, wall0 = cpu_seconds(gateway.process.pid), time.monotonic()
             sipp = start_sipp(
                 "setup",
                 workdir,
-                SIPP_DIR / "setup_call.xml",
+                room_scenario(workdir),
                 f"127.0.0.1:{gateway.sip_port}",
                 PortPool(),
                 [
-                    "-s", ROOM,
+                    "-inf", str(injection),
                     "-m", str(calls),
                     "-r", str(rate),
                     "-l", str(max(calls, 1)),  # no limit on open calls: the rate alone paces sipp
@@ -126,10 +166,13 @@ def measure(rate: int, calls: int, hold_ms: int, log_level: str, keep: Path | No
                     "-trace_msg", "-message_file", str(workdir / "messages.log"),
                 ],
             )  # fmt: skip
+            sampler.start()
             exit_code = sipp.wait(calls / rate + hold_ms / 1000 + 90)
             cpu1, wall1 = cpu_seconds(gateway.process.pid), time.monotonic()
+            sampler.done.set()
+            sampler.join()
             time.sleep(2)  # calls still ending (BYE of the last ones) have ended now
-            left_in_room = in_room(gateway)
+            left_in_room = in_rooms(gateway, rooms)
             fds1 = open_fds(gateway.process.pid)
             summary = sipp.summary()
             times = setup_times(workdir / "messages.log")
@@ -147,7 +190,12 @@ def measure(rate: int, calls: int, hold_ms: int, log_level: str, keep: Path | No
     return {
         "target_cps": rate,
         "calls": calls,
-        "hold_ms": hold_ms,
+        "hold_s": hold_s,
+        "rooms": room_count,
+        "room_size_target": room_size,
+        "calls_up_max": max(sampler.samples, default=0),
+        "calls_up_median": round(percentile([float(n) for n in sampler.samples], 50), 1),
+        "calls_up_expected": round(min(rate * hold_s, calls), 1),
         "sipp_exit_code": exit_code,
         "attempted": summary["calls_created"],
         "succeeded": ok,
@@ -184,18 +232,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-r", "--rates", type=int, nargs="+", default=[50, 100], help="calls per second (one run each)")
     parser.add_argument("-m", "--calls", type=int, default=1000, help="calls per run")
-    parser.add_argument("--hold-ms", type=int, default=0, help="pause between ACK and BYE")
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--hold-s", type=float, default=DEFAULT_HOLD_S, help="seconds each call stays up between ACK and BYE"
+    )
+    parser.add_argument("--room-size", type=int, default=10, help="calls up at once per room (rooms = rate x hold / this)")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="default: the gateway's own default level (not set in its configuration)",
+    )
     parser.add_argument("--keep", type=Path, help="copy the gateway's and sipp's files (logs, traces) here")
+    add_common_arguments(parser)
     args = parser.parse_args()
+    log_level = args.log_level or "the gateway's default"
+    print(f"calls held {args.hold_s:g} s each; gateway log level: {log_level}", flush=True)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
     points = []
     for rate in args.rates:
-        point = measure(rate, args.calls, args.hold_ms, args.log_level, args.keep)
+        point = measure(rate, args.calls, args.hold_s, args.room_size, args.log_level, args.keep, args.tree)
         points.append(point)
         print(
-            f"{rate} cps: {point['succeeded']}/{point['attempted']} succeeded, p99 set-up {point['setup_ms_p99']:.1f} ms",
+            f"{rate} cps: {point['succeeded']}/{point['attempted']} succeeded, p99 set-up {point['setup_ms_p99']:.1f} ms "
+            f"with up to {point['calls_up_max']} calls up (held {args.hold_s:g} s)",
             flush=True,
         )
     goal = {"cps": 50, "failed": 0}
@@ -206,17 +266,19 @@ def main() -> None:
             "goal": goal,
             "settings": {
                 "calls": args.calls,
-                "hold_ms": args.hold_ms,
-                "log_level": args.log_level,
+                "hold_s": args.hold_s,
+                "room_size": args.room_size,
+                "log_level": log_level,
                 "sipp": subprocess.run([SIPP, "-v"], capture_output=True, text=True).stdout.strip().splitlines()[0],
-                "gateway": git_state(),
             },
         },
+        args.json,
+        args.tree,
     )
     print()
     print_table(
         ["target cps", "attempted", "succeeded", "failed", "achieved cps", "p50 ms", "p95 ms", "p99 ms", "max ms",
-         "sipp rtt p99", "gw cores", "CPU ms/call ok", "CPU ms/attempt", "left in room"],
+         "sipp rtt p99", "calls up (max)", "gw cores", "CPU ms/call ok", "CPU ms/attempt", "left in rooms"],
         [
             [
                 p["target_cps"],
@@ -229,6 +291,7 @@ def main() -> None:
                 f"{p['setup_ms_p99']:.2f}",
                 f"{p['setup_ms_max']:.2f}",
                 p["sipp_rtt_ms_p99"],
+                p["calls_up_max"],
                 f"{p['gateway_cores']:.3f}",
                 p["gateway_cpu_ms_per_call"],
                 p["gateway_cpu_ms_per_attempt"],
