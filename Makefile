@@ -24,7 +24,7 @@ test: $(VENV)/.installed system-deps lint
 	$(BIN)/python -m pytest
 
 unit: $(VENV)/.installed
-	$(BIN)/python -m pytest -m "not browser"
+	$(BIN)/python -m pytest tests/unit
 
 bench: $(VENV)/.installed system-deps
 	$(BIN)/python bench/mixer.py
@@ -36,6 +36,7 @@ bench: $(VENV)/.installed system-deps
 lint: $(VENV)/.installed
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy gateway
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,8 +4,9 @@ Each shape is a message built to make a naive parser backtrack, go quadratic or 
 header value of spaces (the To of 'a', 60,000 spaces and 'b' that once cost 10.5 s), many headers,
 many Via values, deep '<' nesting, long quoted display names (also full of backslash pairs), many
 commas in a list header, many parameters, folded lines, and SDP offers with many lines or many
-attributes (sent as a re-INVITE in an established call, where the user agent parses and answers the
-SDP itself). Each is built at 1, 8 and 64 KB and handed to `UserAgent.receive` in process (the
+attributes (sent as a re-INVITE in an established call, where the core reports the offer and the
+SDP: the core passes the body through unread, and the call layer answers it with the SDP model,
+`MediaSession.answer`, which is timed with it). Each is built at 1, 8 and 64 KB and handed to `UserAgent.receive` in process (the
 sans-IO core the transports call on the event loop) as a fresh message each repetition; we report
 the median and the worst time per message, and the time per KB, which stays flat when the cost is
 linear. TCP framing is measured too: a 64 KB stream of messages fed one byte at a time.
@@ -27,26 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import print_table, write_results  # noqa: E402
 from gateway.sip import message, sdp  # noqa: E402
-from gateway.sip.useragent import IncomingCall, MediaPlan, Peer, UserAgent  # noqa: E402
+from gateway.sip.negotiation import MediaPlan, MediaSession  # noqa: E402
+from gateway.sip.useragent import IncomingCall, OfferReceived, Peer, UserAgent  # noqa: E402
 from gateway.transcode.audio import AudioCodec  # noqa: E402
 
 SIZES_KB = (1, 8, 64)
 GOAL_MS_AT_64_KB = 5.0
 PEER = Peer("udp", ("192.0.2.10", 5060))
 PLAN = MediaPlan("203.0.113.1", 30000, [AudioCodec.OPUS, AudioCodec.PCMA, AudioCodec.PCMU], False, "gw", session_id=7)
-
-
-class _Events:
-    def __init__(self) -> None:
-        self.calls: list[IncomingCall] = []
-
-    def incoming(self, call: IncomingCall) -> None:
-        self.calls.append(call)
-
-    def media(self, call: int, choice: sdp.AudioChoice) -> None: ...
-    def digit(self, call: int, digit: str, via: str) -> None: ...
-    def confirmed(self, call: int) -> None: ...
-    def disconnected(self, call: int, status: int, reason: str) -> None: ...
 
 
 def request(method: str, serial: int, extra: str = "", body: str = "", to_tag: str = "", cseq: int = 1) -> bytes:
@@ -94,20 +83,34 @@ SHAPES: dict[str, tuple[str, str, Builder]] = {
 }
 
 
-def _connected_ua() -> tuple[UserAgent, list[bytes], str]:
-    """A user agent with one answered and acknowledged call; (ua, wire, our To tag)."""
-    wire: list[bytes] = []
-    events = _Events()
-    ua = UserAgent(lambda data, peer: wire.append(data), events, lambda: 0.0, local={"udp": ("198.51.100.1", 5060)})
+def _connected_ua() -> tuple[UserAgent, MediaSession, str]:
+    """A user agent with one answered and acknowledged call; (ua, the call's media session, our To tag)."""
+    ua = UserAgent(local={"udp": ("198.51.100.1", 5060)})
+    session = MediaSession(PLAN)
     offer = OFFER_HEAD.replace(" 2 IN", " 1 IN")
-    ua.receive(request("INVITE", 0, body=offer), PEER)
-    answer = sdp.answer(sdp.parse(offer), local_address="203.0.113.1", audio_port=30000, codecs=PLAN.codecs, session_id=7)
-    ua.answer(events.calls[-1].call, 200, plan=PLAN, body=answer.sdp)
-    ok = message.parse(wire[-1])
+    ua.receive(request("INVITE", 0, body=offer), PEER, 0.0)
+    incoming = [e for e in iter(ua.next_event, None) if isinstance(e, IncomingCall)][-1]
+    ua.answer(incoming.call, session.answer(offer).sdp)
+    ok = message.parse(ua.datagrams_to_send(0.0)[-1][0])
     tag = message.NameAddr.parse(ok.get("to") or "").tag
-    ua.receive(request("ACK", 1, to_tag=tag), PEER)
-    wire.clear()
-    return ua, wire, tag
+    ua.receive(request("ACK", 1, to_tag=tag), PEER, 0.0)
+    ua.datagrams_to_send(0.0)
+    while ua.next_event() is not None:
+        pass
+    return ua, session, tag
+
+
+def handle(ua: UserAgent, session: MediaSession, data: bytes) -> list[bytes]:
+    """What the adapter does with one datagram: the core's receive, the call layer's answer to an
+    offer it reports (a refusal for an unusable one), and what is then sent."""
+    ua.receive(data, PEER, 0.0)
+    for event in iter(ua.next_event, None):
+        if isinstance(event, OfferReceived):
+            try:
+                ua.accept_offer(event.call, session.answer(event.sdp).sdp)
+            except sdp.SdpError as error:
+                ua.refuse_offer(event.call, error.status, error.reason)
+    return [datagram for datagram, _ in ua.datagrams_to_send(0.0)]
 
 
 def build(kind: str, builder: Builder, size: int, serial: int, tag: str = "") -> bytes:
@@ -134,12 +137,11 @@ def measure(shape: str, size_kb: int, repeat: int) -> dict[str, Any]:
     length = 0
     shared = None if kind == "sdp" else _connected_ua()
     for serial in range(2, repeat + 2):
-        ua, wire, tag = _connected_ua() if shared is None else shared
+        ua, session, tag = _connected_ua() if shared is None else shared
         data = build(kind, builder, size, serial, tag)
         length = len(data)
-        wire.clear()
         started = time.perf_counter_ns()
-        ua.receive(data, PEER)
+        wire = handle(ua, session, data)
         times.append((time.perf_counter_ns() - started) / 1e6)
         result = outcome(wire)
     median = statistics.median(times)

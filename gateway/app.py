@@ -8,14 +8,18 @@ import gc
 import resource
 import signal
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import structlog
 import uvicorn
 
+from gateway import http
 from gateway.config import GatewayConfig
+from gateway.control import web
 from gateway.control.admin import Administration
 from gateway.control.api import build_router
 from gateway.control.auth import Authenticator, HostLinks
+from gateway.control.dialout import Dialer, DialOut
 from gateway.control.live import LiveControl
 from gateway.control.metrics import CallCounters, LoopLag, build_registry
 from gateway.control.mqtt import MqttBridge
@@ -23,8 +27,11 @@ from gateway.control.records import CallRecorder
 from gateway.control.store import Store
 from gateway.rooms.admission import Admission
 from gateway.rooms.directory import Directory
+from gateway.rooms.identity import Identity, IdentityKind
+from gateway.rooms.pinguard import PinGuard
 from gateway.sip.service import SipService
-from gateway.webrtc.server import build_http_app
+from gateway.sip.uri import sip_identity
+from gateway.webrtc import server as meeting
 from gateway.webrtc.session import BrowserHub
 
 log = structlog.get_logger(__name__)
@@ -42,19 +49,40 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
+def read_identity(address: str) -> Identity:
+    """A directory address or dial-out destination read by the protocol that owns its scheme
+    (sip:, sips: and tel: by SIP; h323: by H.323 once it exists); ValueError for any other."""
+    return sip_identity(address)
+
+
+def sip_dialer(sip: SipService) -> Dialer:
+    """SIP's dialer for the dial-out dispatcher: it calls the identity's address as given."""
+
+    async def dial(room: str, callee: Identity, actor: str, name: str | None, in_directory: bool) -> dict[str, Any]:
+        return await sip.dial_out(room, callee.text, actor, name, in_directory)
+
+    return dial
+
+
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.directory = Directory(config)
+        self.directory = Directory(config, identify=read_identity)
         self.store = Store(config.storage.path)  # StoreError: not usable (reported by the CLI)
         self.admin = Administration(config, self.directory, self.store)
         self.records = CallRecorder(self.directory, self.store, config.storage.call_records_days)
-        self.browsers = BrowserHub(config, self.directory)
+        # One PIN guard for every kind of leg: guessing by phone and by browser add up.
+        self.pin_guard = PinGuard.from_config(config.security)
+        self.browsers = BrowserHub(config, self.directory, self.pin_guard)
         self.host_links = HostLinks(self.store.secret("host-links"))
         self.browsers.host_links = self.host_links
-        # One PIN guard for every kind of leg: guessing by phone and by browser add up.
-        self.sip = SipService(config, self.directory, self.browsers.pin_guard) if config.sip.enabled else None
-        self.live = LiveControl(self.directory, self.sip.dial_out if self.sip is not None else None)
+        self.sip = SipService(config, self.directory, self.pin_guard) if config.sip.enabled else None
+        # Dial-out picks the protocol from the callee's identity: SIP URIs and numbers (its trunk) by SIP.
+        dial_out = None
+        if self.sip is not None:
+            dialer = sip_dialer(self.sip)
+            dial_out = DialOut(read_identity, {IdentityKind.SIP_URI: dialer, IdentityKind.E164: dialer})
+        self.live = LiveControl(self.directory, dial_out)
         self.browsers.live = self.live
         self.auth = Authenticator(config.admin)
         self.sip_ports: dict[str, int] = {}
@@ -71,7 +99,15 @@ class Gateway:
         self.metrics = build_registry(self.directory, calls, self.loop_lag, self.mqtt.counters if self.mqtt else None)
         self.ready = False
         api = build_router(config, self.admin, self.live, self.host_links, self.mqtt.state if self.mqtt else None)
-        self.http = build_http_app(self.browsers, api, self.auth, metrics=self.metrics, ready=lambda: self.ready)
+        self.http = http.build_http_app(
+            routes=[
+                lambda app: meeting.add_meeting_routes(app, self.browsers),
+                lambda app: web.add_control_routes(app, api, self.auth, self.metrics),
+            ],
+            static=[meeting.STATIC_DIR, web.STATIC_DIR],
+            allowed_origins=config.server.allowed_origins,
+            ready=lambda: self.ready,
+        )
         server = config.server
         tls = server.tls
         self._uvicorn = _HttpServer(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the audio that SIP phone callers hear: the spoken prompts in gateway/sip/prompts/<lang>/<id>.flac
-# (texts in scripts/prompts.tsv) and the hold music gateway/sip/prompts/hold_music.flac.
+# Regenerates the audio that SIP phone callers hear: the spoken prompts in gateway/calls/prompts/<lang>/<id>.flac
+# (texts in scripts/prompts.tsv) and the hold music gateway/calls/prompts/hold_music.flac.
 #
 # Run once by developers, whenever prompts.tsv or this script changes; it needs espeak-ng and sox
 # (Debian: apt-get install espeak-ng sox). Its outputs are committed to the repository. The gateway only plays
@@ -15,7 +15,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tsv="$root/scripts/prompts.tsv"
-out="$root/gateway/sip/prompts"
+out="$root/gateway/calls/prompts"
 
 # espeak-ng settings. The plain voices were chosen over the +f/+m variants: the variants add breath noise and
 # echo (noise that fills the pauses in a spectrogram), and the female ones move the formants up towards and

@@ -7,19 +7,16 @@ stable code when it cannot: each surface turns that into its own kind of answer.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
+from gateway.control.dialout import DialOut
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory, NotFound
 from gateway.rooms.errors import DialOutRefused
 
 log = structlog.get_logger(__name__)
-
-# Places a call into a room: (room, destination URI, who asked, display name, directory entry?) -> the call.
-DialOut = Callable[[str, str, str, str | None, bool], Awaitable[dict[str, Any]]]
 
 
 class LiveControl:
@@ -95,8 +92,8 @@ class LiveControl:
         return ended
 
     async def dial(self, room: str, actor: str, uri: str | None = None, system: str | None = None) -> dict[str, Any]:
-        """Calls a directory room system (always allowed) or a SIP URI (only where a dial-out rule
-        allows it: toll fraud) into the room."""
+        """Calls a directory room system (always allowed) or an address (only where a dial-out rule
+        allows it: toll fraud) into the room, through the protocol its identity needs."""
         conf = self.conference(room)
         if self.dial_out is None:
             raise DialOutRefused("SIP is not enabled", "sip_disabled")
@@ -106,6 +103,6 @@ class LiveControl:
             entry = self.directory.systems.get(system)
             if entry is None:
                 raise NotFound(f"no room system {system!r} in the directory", "unknown_system")
-            return await self.dial_out(conf.room.id, entry.uri, actor, entry.name, True)
+            return await self.dial_out(conf.room.id, self.directory.identity(entry), actor, entry.name, True)
         assert uri is not None
         return await self.dial_out(conf.room.id, uri.strip(), actor, None, False)

@@ -1,10 +1,10 @@
-"""MQTT bridge: room events out, live-control commands in, node presence (retained + last will).
+"""MQTT bridge: which room events are published (and how they read), which live-control commands are
+taken (and how they are checked), over the MQTT session (gateway/control/mqtt_session.py).
 
-The topic, payload and command logic is pure (functions and small classes below, tested without a
-broker); `MqttBridge` is the thin asyncio adapter around aiomqtt. Room events are taken
-synchronously from the Directory's listener into a bounded outbox and published by a task, so the
-media loop never waits for the broker; while the broker is away the outbox keeps the newest
-`queue_max` events and counts what it drops.
+The event and command logic is pure (functions and small classes below, tested without a broker);
+`MqttBridge` ties it to the Directory and to an MqttSession. Room events are taken synchronously
+from the Directory's listener into the session's bounded outbox, so the media loop never waits for
+the broker.
 
 Topics (`<base>` = `<prefix>/<node>`):
   <base>/status                          retained presence: {"state": "online"|"offline", ...}
@@ -18,34 +18,52 @@ own (or another node's) namespace.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
-import logging
-import random
-import secrets
-import ssl
-import threading
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-import aiomqtt
 import structlog
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway import __version__
 from gateway.config import MqttConfig
 from gateway.control.metrics import MqttCounters
+from gateway.control.mqtt_session import (
+    Backoff,
+    MqttSession,
+    Outbox,
+    Outgoing,
+    SessionStats,
+    Topics,
+    status_payload,
+)
 from gateway.rooms.directory import Directory
 from gateway.rooms.errors import RoomError
 from gateway.rooms.events import RoomEvent
 
 log = structlog.get_logger(__name__)
+
+__all__ = [
+    "ACTOR",
+    "COMMANDS",
+    "PUBLISHED_EVENTS",
+    "Backoff",
+    "CommandRequest",
+    "Control",
+    "MqttBridge",
+    "Outbox",
+    "Outgoing",
+    "ParticipantNames",
+    "Refusal",
+    "Topics",
+    "Who",
+    "event_payload",
+    "execute",
+    "parse_command",
+    "scrub",
+    "status_payload",
+]
 
 # Events worth telling the outside world; the rest (video, connection, mute-holder changes) are UI detail.
 PUBLISHED_EVENTS = frozenset(
@@ -75,53 +93,6 @@ ACTOR = "mqtt"
 
 # Keys never published, at any depth of an event's data (a call record, a room's settings).
 _SECRET_KEYS = ("pin", "token", "password", "secret")
-
-
-# -- topics ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Topics:
-    prefix: str
-    node: str
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.node}"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def commands_filter(self) -> str:
-        return f"{self.base}/rooms/+/commands"
-
-    def event(self, room: str, event_type: str) -> str:
-        return f"{self.base}/rooms/{room}/events/{event_type}"
-
-    def replies(self, room: str) -> str:
-        return f"{self.base}/rooms/{room}/replies"
-
-    def command_room(self, topic: str) -> str | None:
-        """The room a command topic names, or None when the topic is no command topic of ours."""
-        head, tail = f"{self.base}/rooms/", "/commands"
-        if not (topic.startswith(head) and topic.endswith(tail)):
-            return None
-        room = topic[len(head) : -len(tail)]
-        return room if room and "/" not in room else None
-
-    def reply_topic(self, room: str, response_topic: str | None) -> str:
-        """Where a command's answer goes: the requester's v5 Response Topic when it is a plain topic
-        outside the gateways' namespace, else the room's replies topic."""
-        if (
-            response_topic
-            and not any(c in response_topic for c in "+#\x00")
-            and not response_topic.startswith(f"{self.prefix}/")
-            and len(response_topic.encode()) <= 1024
-        ):
-            return response_topic
-        return self.replies(room)
 
 
 # -- events ---------------------------------------------------------------------------------------
@@ -185,47 +156,6 @@ def event_payload(event: RoomEvent, who: Who | None, node: str) -> dict[str, Any
         payload["participant_name"] = who.name
         payload["participant_kind"] = who.kind
     return payload
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    topic: str
-    payload: bytes  # JSON, serialised when queued: a value JSON cannot carry fails there, not in the drain
-
-
-class Outbox:
-    """Bounded FIFO of events waiting for the broker: when full, the oldest go first and are counted."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._items: deque[Outgoing] = deque()
-        self.dropped_total = 0
-        self.dropped_since_connected = 0  # reset when a connection takes over: "in this outage"
-
-    def push(self, item: Outgoing) -> bool:
-        """Adds an item; True when an older one had to be dropped for it."""
-        self._items.append(item)
-        return self._trim() > 0
-
-    def take(self, count: int) -> list[Outgoing]:
-        return [self._items.popleft() for _ in range(min(count, len(self._items)))]
-
-    def put_back(self, items: Iterable[Outgoing]) -> None:
-        """Items that could not be published go back to the front, in order (they are the oldest)."""
-        self._items.extendleft(reversed(list(items)))
-        self._trim()
-
-    def _trim(self) -> int:
-        dropped = 0
-        while len(self._items) > self.limit:
-            self._items.popleft()
-            dropped += 1
-        self.dropped_total += dropped
-        self.dropped_since_connected += dropped
-        return dropped
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -337,161 +267,71 @@ async def execute(request: CommandRequest, room: str, control: Control) -> dict[
     return {"id": request.id, "ok": True, "result": scrub(result)}
 
 
-# -- presence and reconnection --------------------------------------------------------------------
-
-
-def status_payload(state: Literal["online", "offline"], node: str, started: float, clean: bool | None = None) -> bytes:
-    body: dict[str, Any] = {"state": state, "node": node, "version": __version__, "started": started, "at": time.time()}
-    if clean is not None:
-        body["clean"] = clean  # offline: True after a shutdown, False when the broker sent the last will
-    return json.dumps(body).encode()
-
-
-class Backoff:
-    """Exponential reconnect delays from `low` to `high` seconds, with up to 20 % jitter downwards so a
-    cluster of gateways does not reconnect in step."""
-
-    def __init__(self, low: float, high: float, rng: Callable[[], float] = random.random) -> None:
-        self.low, self.high, self._rng = low, high, rng
-        self._attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.high, self.low * 2.0 ** min(self._attempt, 32))
-        self._attempt += 1
-        return delay * (1 - 0.2 * self._rng())
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-
-class _Demote(logging.Filter):
-    """paho logs a lost connection as an error; for the gateway it is an expected, handled event."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.WARNING:
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-def _properties(packet_type: int) -> Properties:
-    return Properties(packet_type)  # type: ignore[no-untyped-call]
-
-
-_client_logger = logging.getLogger("gateway.mqtt.client")
-_client_logger.addFilter(_Demote())
-
-
-# -- the asyncio adapter --------------------------------------------------------------------------
-
-
-class _Client(aiomqtt.Client):
-    """aiomqtt 2.x schedules `add_writer` with call_soon_threadsafe; when the broker drops the
-    connection in between, asyncio then logs an error for a closed (or reused) descriptor. Register
-    the writer only while paho still holds that socket. (A private hook: aiomqtt is pinned to 2.x.)"""
-
-    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
-        fileno = sock.fileno()
-
-        def write() -> None:
-            try:
-                client.loop_write()
-            except Exception as exc:  # a broken connection: end it as aiomqtt does
-                if not self._disconnected.done():
-                    self._disconnected.set_exception(exc)
-
-        def register() -> None:
-            if client.socket() is sock and sock.fileno() == fileno:
-                self._loop.add_writer(fileno, write)
-
-        self._loop.call_soon_threadsafe(register)
-
-
-@dataclass
-class _Stats:
-    connected: bool = False
-    published: int = 0
-    reconnects: int = 0
-    commands: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "refused": 0})
+# -- the bridge -----------------------------------------------------------------------------------
 
 
 class MqttBridge:
-    BATCH = 32  # events in flight at once: pipelined, not one round trip each
-
     def __init__(self, config: MqttConfig, directory: Directory, control: Control) -> None:
         self.config = config
         self.directory = directory
         self.control = control
         self.topics = Topics(config.prefix, config.node)
-        self.outbox = Outbox(config.queue_max)
+        self.session = MqttSession(config, self.topics, self.answer)
         self.names = ParticipantNames()
-        self.stats = _Stats()
-        self.started = time.time()
         # Commands need the broker to authenticate their sender (broker credentials) and our token.
         self.commands_enabled = bool(config.command_token and config.username)
-        self._wake = asyncio.Event()  # set when an event is queued
-        self._idle = asyncio.Event()  # set while the outbox is empty and nothing is in flight
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
-        self._client: aiomqtt.Client | None = None  # while connected
-        self._command_tasks: set[asyncio.Task[None]] = set()
-        self._warned_full = False
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.session.outbox
+
+    @property
+    def stats(self) -> SessionStats:
+        return self.session.stats
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         self._unsubscribe = self.directory.subscribe(self.on_event)
         if not self.commands_enabled:
             log.info(
                 "mqtt commands disabled",
                 reason="set mqtt.username/password (broker credentials) and mqtt.command_token to take commands",
             )
-        self._task = asyncio.create_task(self._run(), name="mqtt-bridge")
+        self.session.start()
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Publishes "offline" (retained) and disconnects cleanly; never takes longer than `timeout_s`."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        self._stopping.set()
-        task, self._task = self._task, None
-        if task is None:
-            return
-        try:
-            await asyncio.wait_for(task, timeout_s)
-        except TimeoutError:
-            log.warning("mqtt bridge did not stop in time", timeout_s=timeout_s)
-        for command in list(self._command_tasks):
-            command.cancel()
-        if self.outbox.dropped_since_connected or len(self.outbox):
-            log.warning("mqtt events not published", dropped=self.outbox.dropped_since_connected, queued=len(self.outbox))
+        await self.session.stop(timeout_s)
 
     def counters(self) -> MqttCounters:
+        stats = self.session.stats
         return MqttCounters(
-            connected=self.stats.connected,
-            published=self.stats.published,
+            connected=stats.connected,
+            published=stats.published,
             dropped=self.outbox.dropped_total,
             queued=len(self.outbox),
-            reconnects=self.stats.reconnects,
-            commands=dict(self.stats.commands),
+            reconnects=stats.reconnects,
+            commands=dict(stats.commands),
         )
 
     def state(self) -> dict[str, Any]:
         """For the admin API's status: the bridge at a glance (never credentials or the token)."""
+        stats = self.session.stats
         return {
             "enabled": True,
             "broker": f"{self.config.host}:{self.config.port}",
             "node": self.config.node,
-            "connected": self.stats.connected,
+            "connected": stats.connected,
             "commands_enabled": self.commands_enabled,
             "queued": len(self.outbox),
-            "published": self.stats.published,
+            "published": stats.published,
             "dropped": self.outbox.dropped_total,
-            "reconnects": self.stats.reconnects,
+            "reconnects": stats.reconnects,
         }
 
     # -- events in (synchronous: called from the rooms) ----------------------------------------
@@ -516,224 +356,26 @@ class MqttBridge:
                 payload = event_payload(event, self._who(event), self.config.node)
                 if payload is not None:
                     body = json.dumps(payload, default=str).encode()
-                    self._enqueue(Outgoing(self.topics.event(event.room, event.type), body))
+                    self.session.enqueue(Outgoing(self.topics.event(event.room, event.type), body))
             self.names.after(event)
         except Exception:  # an event we cannot publish must never disturb the room that sent it
             log.exception("mqtt could not queue an event", room=event.room, event_type=event.type)
 
-    def _enqueue(self, item: Outgoing) -> None:
-        if self.outbox.push(item) and not self._warned_full:
-            self._warned_full = True
-            log.warning("mqtt queue full: dropping the oldest events until the broker is back", queue_max=self.outbox.limit)
-        if threading.get_ident() == self._loop_thread:
-            self._queued()
-        elif self._loop is not None:
-            self._loop.call_soon_threadsafe(self._queued)
+    # -- commands in ----------------------------------------------------------------------------
 
-    def _queued(self) -> None:
-        self._idle.clear()
-        self._wake.set()
-
-    # -- connection ----------------------------------------------------------------------------
-
-    def _client_for(self) -> aiomqtt.Client:
-        c = self.config
-        tls: ssl.SSLContext | None = None
-        if c.tls:
-            tls = ssl.create_default_context(cafile=str(c.tls_ca) if c.tls_ca else None)
-        will_props = _properties(PacketTypes.WILLMESSAGE)
-        will_props.ContentType = "application/json"
-        return _Client(
-            c.host,
-            c.port,
-            username=c.username,
-            password=c.password,
-            identifier=f"{c.node}-{secrets.token_hex(4)}",
-            protocol=aiomqtt.ProtocolVersion.V5,
-            will=aiomqtt.Will(
-                self.topics.status,
-                status_payload("offline", c.node, self.started, clean=False),
-                qos=1,
-                retain=True,
-                properties=will_props,
-            ),
-            keepalive=c.keepalive_s,
-            timeout=10,
-            tls_context=tls,
-            logger=_client_logger,
-        )
-
-    async def _run(self) -> None:
-        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
-        ever_connected = False
-        failed_attempts = 0  # since the last connection: the first failure is a warning, the rest debug
-        while not self._stopping.is_set():
-            try:
-                async with self._client_for() as client:
-                    self._client = client
-                    client.pending_calls_threshold = self.BATCH + 16
-                    await client.publish(self.topics.status, status_payload("online", self.config.node, self.started), qos=1, retain=True)
-                    await client.subscribe(self.topics.commands_filter, qos=1)
-                    await client.subscribe(self.topics.status, qos=1)
-                    self.stats.connected = True
-                    backoff.reset()
-                    failed_attempts = 0
-                    if ever_connected:
-                        self.stats.reconnects += 1
-                    log.info(
-                        "mqtt reconnected" if ever_connected else "mqtt connected",
-                        broker=f"{self.config.host}:{self.config.port}",
-                        queued=len(self.outbox),
-                        dropped=self.outbox.dropped_since_connected,
-                    )
-                    if self.outbox.dropped_since_connected:
-                        log.warning(
-                            "mqtt events dropped while the broker was away",
-                            dropped=self.outbox.dropped_since_connected,
-                            queue_max=self.outbox.limit,
-                        )
-                    self.outbox.dropped_since_connected = 0
-                    self._warned_full = False
-                    ever_connected = True
-                    await self._connected(client)
-                    await self._say_offline(client)
-            except (aiomqtt.MqttError, OSError) as exc:
-                if self.stats.connected:
-                    log.warning("mqtt connection lost", error=str(exc), queued=len(self.outbox))
-                    failed_attempts = 1
-                else:
-                    failed_attempts += 1
-                    (log.warning if failed_attempts == 1 else log.debug)(
-                        "mqtt broker unreachable",
-                        broker=f"{self.config.host}:{self.config.port}",
-                        error=str(exc),
-                        attempt=failed_attempts,
-                    )
-            except Exception:
-                log.exception("mqtt bridge failed; reconnecting")
-            finally:
-                self.stats.connected = False
-                self._client = None
-            if self._stopping.is_set():
-                break
-            delay = backoff.next()
-            log.debug("mqtt reconnect in", delay_s=round(delay, 2))
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
-                pass
-
-    async def _connected(self, client: aiomqtt.Client) -> None:
-        """Runs while connected: the outbox drains, commands are answered; returns on stop, raises on loss."""
-        drain = asyncio.create_task(self._drain(client), name="mqtt-drain")
-        incoming = asyncio.create_task(self._incoming(client), name="mqtt-incoming")
-        stopping = asyncio.create_task(self._stopping.wait(), name="mqtt-stopping")
-        try:
-            done, _ = await asyncio.wait({drain, incoming, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if stopping in done:
-                incoming.cancel()
-                # What happened just before the shutdown (people leaving) is still worth sending.
-                try:
-                    await asyncio.wait_for(self._flushed(), 2.0)
-                except TimeoutError:
-                    pass
-                return
-            for task in done:
-                task.result()  # raises the connection's error
-        finally:
-            for task in (drain, incoming, stopping):
-                task.cancel()
-            await asyncio.gather(drain, incoming, stopping, return_exceptions=True)
-
-    async def _flushed(self) -> None:
-        await self._idle.wait()
-
-    async def _say_offline(self, client: aiomqtt.Client) -> None:
-        payload = status_payload("offline", self.config.node, self.started, clean=True)
-        await client.publish(self.topics.status, payload, qos=1, retain=True, timeout=2)
-        log.info("mqtt offline published", topic=self.topics.status)
-
-    async def _drain(self, client: aiomqtt.Client) -> None:
-        while True:
-            batch = self.outbox.take(self.BATCH)
-            if not batch:
-                self._wake.clear()
-                self._idle.set()
-                await self._wake.wait()
-                continue
-            try:
-                results = await asyncio.gather(
-                    *(client.publish(item.topic, item.payload, qos=1) for item in batch),
-                    return_exceptions=True,
-                )
-            except BaseException:
-                self.outbox.put_back(batch)  # cancelled: a QoS 1 event may then arrive twice, never zero times
-                raise
-            failed = [item for item, result in zip(batch, results, strict=True) if isinstance(result, BaseException)]
-            self.stats.published += len(batch) - len(failed)
-            if failed:
-                self.outbox.put_back(failed)
-                error = next(r for r in results if isinstance(r, BaseException))
-                raise error
-
-    async def _incoming(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            topic = str(message.topic)
-            if topic == self.topics.status:
-                self._status_seen(client, message.payload)
-                continue
-            room = self.topics.command_room(topic)
-            if room is None:
-                continue
-            task = asyncio.create_task(self._command(client, room, bytes(message.payload), message.properties))
-            self._command_tasks.add(task)
-            task.add_done_callback(self._command_tasks.discard)
-
-    def _status_seen(self, client: aiomqtt.Client, payload: Any) -> None:
-        """A last will of an earlier connection of ours (seen late by the broker) must not leave us
-        "offline" while we are here: say "online" again."""
-        try:
-            state = json.loads(payload).get("state")
-        except (ValueError, AttributeError, TypeError):
-            return
-        if state == "offline" and not self._stopping.is_set():
-            log.info("mqtt status said offline while connected; publishing online again")
-            task = asyncio.create_task(self._say_online(client))
-            self._command_tasks.add(task)
-            task.add_done_callback(self._command_tasks.discard)
-
-    async def _say_online(self, client: aiomqtt.Client) -> None:
-        try:
-            await client.publish(self.topics.status, status_payload("online", self.config.node, self.started), qos=1, retain=True)
-        except aiomqtt.MqttError as exc:  # the connection is going: the next one says online anyway
-            log.debug("mqtt online not published", error=str(exc))
-
-    async def _command(self, client: aiomqtt.Client, room: str, payload: bytes, properties: Any) -> None:
+    async def answer(self, room: str, payload: bytes) -> dict[str, Any]:
+        """The reply to a command message for `room`: checked, carried out, logged."""
         parsed = parse_command(payload, self.config.command_token, self.commands_enabled)
         if isinstance(parsed, Refusal):
-            reply = parsed.reply()
             log.warning("mqtt command refused", room=room, id=parsed.id, command=parsed.command, error=parsed.error, reason=parsed.reason)
-        else:
-            try:
-                reply = await execute(parsed, room, self.control)
-            except Exception:
-                log.exception("mqtt command failed", room=room, id=parsed.id, command=parsed.command)
-                reply = Refusal(parsed.id, "internal_error", "the command failed inside the gateway").reply()
-            if reply["ok"]:
-                log.info("mqtt command done", room=room, id=parsed.id, command=parsed.command)
-            else:
-                log.info("mqtt command not carried out", room=room, id=parsed.id, command=parsed.command, error=reply["error"], reason=reply["reason"])
-        self.stats.commands["accepted" if reply["ok"] else "refused"] += 1
-        response_topic = getattr(properties, "ResponseTopic", None)
-        correlation = getattr(properties, "CorrelationData", None)
-        props = _properties(PacketTypes.PUBLISH)
-        props.ContentType = "application/json"
-        if correlation is not None:
-            props.CorrelationData = correlation
-        current = self._client or client
+            return parsed.reply()
         try:
-            await current.publish(
-                self.topics.reply_topic(room, response_topic), json.dumps(reply).encode(), qos=1, properties=props
-            )
-        except Exception as exc:  # the connection went away meanwhile: the requester sees no answer
-            log.warning("mqtt reply not sent", room=room, id=reply.get("id"), error=str(exc))
+            reply = await execute(parsed, room, self.control)
+        except Exception:
+            log.exception("mqtt command failed", room=room, id=parsed.id, command=parsed.command)
+            reply = Refusal(parsed.id, "internal_error", "the command failed inside the gateway").reply()
+        if reply["ok"]:
+            log.info("mqtt command done", room=room, id=parsed.id, command=parsed.command)
+        else:
+            log.info("mqtt command not carried out", room=room, id=parsed.id, command=parsed.command, error=reply["error"], reason=reply["reason"])
+        return reply

@@ -8,6 +8,7 @@ ends hang the affected legs up; speaking detected by the mixer flows back into t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -17,8 +18,9 @@ from gateway.rooms.events import RoomEvent
 from gateway.rooms.leg import Leg
 from gateway.rooms.room import Room
 from gateway.transcode.clock import ClockDriver, MediaClock
+from gateway.transcode.codecs import StreamKind, codec_names
 from gateway.transcode.mixer import Mixer
-from gateway.transcode.video import EncodedVideoFrame, TranscodePool, VideoRouter
+from gateway.transcode.video import EncodedVideoFrame, TranscodePool, VideoRouter, VideoSourceId
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +69,6 @@ class Conference:
         self.legs[pid] = leg
         self.mixer.add(pid, leg.audio_in_codec, leg.audio_out_format, leg.send_audio)
         self.mixer.set_muted(pid, participant.audio_muted)
-        self.video.add_source(pid, leg.request_keyframe)
         self.attach_video_receiver(leg)
         if not self.clock.running:
             self.clock.start()
@@ -84,9 +85,21 @@ class Conference:
         self._log.info("leg audio format changed", participant=pid, codec=leg.audio_in_codec.value)
 
     def attach_video_receiver(self, leg: Leg) -> None:
-        """(Re-)registers what video a leg can receive; legs that negotiate later call this then."""
-        if leg.video_codecs:
-            self.video.add_receiver(leg.participant_id, leg.video_codecs, leg.send_video)
+        """(Re-)registers a leg's video streams: each one it sends on is a source keyed by
+        (participant, stream); the codecs of its main stream (else its first) are what it receives.
+        Legs that negotiate later call this then."""
+        pid = leg.participant_id
+        streams = leg.video_streams
+        sending = {VideoSourceId(pid, kind): s for kind, s in streams.items() if s.sends}
+        for source in self.video.sources_of(pid):
+            if source not in sending:  # a line declined or put on hold: its subscribers wait on
+                self.video.remove_source(source)
+        for source, stream in sending.items():
+            self.video.add_source(source, stream.request_keyframe)
+        receiving = [s for s in streams.values() if s.codecs]
+        receiving.sort(key=lambda s: s.kind is not StreamKind.MAIN)
+        if receiving:
+            self.video.add_receiver(pid, receiving[0].codecs, leg.send_video)
 
     def detach(self, participant_id: str) -> None:
         if participant_id in self.legs:
@@ -97,7 +110,7 @@ class Conference:
         self.mixer.remove(participant_id)
         self.video.remove_receiver(participant_id)
         if participant_id in self.room.participants:
-            self.video.remove_source(participant_id)  # may reconnect: others stay subscribed
+            self.video.remove_sources(participant_id)  # may reconnect: others stay subscribed
         else:
             self.video.remove(participant_id)
         if leg is not None:
@@ -105,12 +118,12 @@ class Conference:
         if not self.legs:
             self.clock.stop_now()
 
-    def _transcode(self, source: str, codec: str, frame: EncodedVideoFrame, done: Any) -> None:
+    def _transcode(self, source: VideoSourceId, codec: str, frame: EncodedVideoFrame, done: Any) -> None:
         if self._transcoders is None:
             self._transcoders = TranscodePool(asyncio.get_running_loop())
         self._transcoders(source, codec, frame, done)
 
-    def set_video_subscriptions(self, receiver_id: str, source_ids: list[str]) -> None:
+    def set_video_subscriptions(self, receiver_id: str, source_ids: Sequence[VideoSourceId]) -> None:
         current = self.video.subscriptions(receiver_id)
         for source in current - set(source_ids):
             self.video.unsubscribe(receiver_id, source)
@@ -123,11 +136,11 @@ class Conference:
     def push_audio(self, pid: str, seq: int, payload: bytes, level_dbov: float | None, arrival_s: float) -> None:
         self.mixer.push(pid, seq, payload, level_dbov, arrival_s)
 
-    def push_video(self, pid: str, frame: EncodedVideoFrame) -> None:
+    def push_video(self, pid: str, frame: EncodedVideoFrame, stream: StreamKind = StreamKind.MAIN) -> None:
         participant = self.room.participants.get(pid)
         if participant is None or participant.video_off:
             return
-        self.video.on_frame(pid, frame)
+        self.video.on_frame(VideoSourceId(pid, stream), frame)
 
     # -- clock and events -----------------------------------------------------------------------
 
@@ -179,6 +192,7 @@ class Conference:
         stats = self.mixer.stats(pid)
         jitter = self.mixer.jitter(pid)
         leg = self.legs.get(pid)
+        video_in, video_undecodable = self.video.participant_stats(pid)
         view["media"] = {
             "audio_packets_in": stats.packets_in if stats else 0,
             "audio_frames_mixed": stats.frames_mixed if stats else 0,
@@ -188,8 +202,8 @@ class Conference:
             "audio_frames_out": stats.frames_out if stats else 0,
             "audio_level_dbov": round(stats.level_dbov, 1) if stats else None,
             "jitter_ms": round(jitter.jitter_ms, 2) if jitter else None,
-            "video_frames_in": self.video.source_stats(pid),
-            "video_frames_undecodable": self.video.source_undecodable(pid),
+            "video_frames_in": video_in,
+            "video_frames_undecodable": video_undecodable,
             "video_frames_out": self.video.receiver_stats(pid),
             **(leg.media_counters() if leg else {}),
         }
@@ -207,7 +221,7 @@ class Conference:
         lost = stats.frames_lost if stats else 0
         return {
             "audio_codec": leg.audio_in_codec.value,
-            "video_codecs": ",".join(leg.video_codecs),
+            "video_codecs": ",".join(codec_names(c for s in leg.video_streams.values() for c in s.codecs)),
             "audio_packets_in": received,
             "audio_frames_lost": lost,
             "loss_percent": round(100.0 * lost / (received + lost), 2) if received + lost else 0.0,

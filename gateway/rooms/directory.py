@@ -6,9 +6,11 @@ ordered regular-expression rules (RE2: linear time on whatever the caller dials)
 events, and events of the gateway itself (call records), reach the subscribers of `subscribe` (MQTT,
 call records).
 
-A room system is recognised by the address its call comes from, not by its From header alone: the
-host name of its URI is resolved when the entry is saved and every REFRESH_S seconds after
-(`run_refresh`), never per call.
+A room system is known by a typed identity (gateway.rooms.identity), read from its configured
+address by the protocol that owns the address's scheme (the `identify` reader the composition root
+gives); the directory itself parses no protocol's addresses. A room system is recognised by the
+address its call comes from, not by its From header alone: the host name of its identity is
+resolved when the entry is saved and every REFRESH_S seconds after (`run_refresh`), never per call.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway.rooms.conference import Conference
 from gateway.rooms.errors import RoomError
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.hours import OpeningHours
+from gateway.rooms.identity import Identity, IdentityReader
 from gateway.rooms.patterns import (
     MAX_ALIAS,
     Pattern,
@@ -67,19 +70,6 @@ def _hours(spec: RoomConfig) -> OpeningHours | None:
     return OpeningHours(spec.opening_hours) if spec.opening_hours is not None else None
 
 
-def _user_host(uri: str) -> tuple[str, str]:
-    """(user, host) of a SIP URI: no scheme, port, parameters or headers; IPv6 brackets removed."""
-    rest = uri.split(":", 1)[1] if ":" in uri else uri
-    rest = rest.split(";", 1)[0].split("?", 1)[0]
-    user, _, host = rest.rpartition("@")
-    return user, (host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0])
-
-
-def uri_host(uri: str) -> str:
-    """The host of a SIP URI (brackets of an IPv6 literal removed)."""
-    return _user_host(uri)[1]
-
-
 def _ip(host: str) -> str | None:
     """The canonical text of an IP literal (as the SIP service compares sources), else None."""
     try:
@@ -94,22 +84,13 @@ async def resolve_host(host: str) -> frozenset[str]:
     return frozenset(address for info in infos if (address := _ip(str(info[4][0]))) is not None)
 
 
-def system_address(uri: str) -> str:
-    """user@host of a SIP URI, lower-cased, without scheme, port and parameters: how a caller is
-    recognised whatever port or transport it calls from."""
-    user, host = _user_host(uri)
-    return f"{user}@{host}".lower()
-
-
-def _host_name(system: RoomSystemConfig) -> str | None:
-    """The host name of a room system's URI (lower case), None when it is an IP literal."""
-    host = uri_host(system.uri)
-    return None if _ip(host) is not None else host.lower()
-
-
 class Directory:
-    def __init__(self, config: GatewayConfig, resolver: Resolver = resolve_host) -> None:
+    def __init__(
+        self, config: GatewayConfig, resolver: Resolver = resolve_host, identify: IdentityReader | None = None
+    ) -> None:
         self._config = config
+        self._identify = identify
+        self._identities: dict[str, Identity] = {}  # a room system's address as written -> its identity
         self.conferences: dict[str, Conference] = {}
         self.specs: dict[str, RoomConfig] = {}
         self.origins: dict[str, Origin] = {}
@@ -267,7 +248,8 @@ class Directory:
             del self._addresses[host]
         for host in [h for h in self._failures if h not in wanted]:
             del self._failures[host]
-        changed = {h for s in self.systems.values() if before.get(s.id) != s and (h := _host_name(s)) is not None}
+        self._identities = {s.uri: self.identity(s) for s in self.systems.values()}
+        changed = {h for s in self.systems.values() if before.get(s.id) != s and (h := self._host_name(s)) is not None}
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -277,16 +259,35 @@ class Directory:
             self._lookups.add(task)
             task.add_done_callback(self._lookups.discard)
 
-    def system_for(self, uri: str) -> RoomSystemConfig | None:
-        """The directory entry a caller's (From) URI belongs to."""
-        address = system_address(uri)
-        return next((s for s in self.systems.values() if system_address(s.uri) == address), None)
+    def identity(self, system: RoomSystemConfig) -> Identity:
+        """The typed identity of a room system, read once from its address by the `identify` reader."""
+        found = self._identities.get(system.uri)
+        if found is None:
+            if self._identify is None:
+                raise RuntimeError("this directory has no identity reader: it cannot hold room systems")
+            found = self._identities[system.uri] = self._identify(system.uri)
+        return found
+
+    def system_for(self, caller: Identity | str) -> RoomSystemConfig | None:
+        """The directory entry a caller's identity (or its From address, read by the `identify`
+        reader) belongs to: the same user and host, whatever port, transport or parameters."""
+        if isinstance(caller, str):
+            if self._identify is None:
+                return None
+            try:
+                caller = self._identify(caller)
+            except ValueError:
+                return None
+        address = caller.address
+        return next((s for s in self.systems.values() if self.identity(s).address == address), None)
 
     def system_addresses(self, system: RoomSystemConfig) -> frozenset[str]:
-        """The IP addresses a room system calls from: its URI's host when that is an IP literal,
+        """The IP addresses a room system calls from: its identity's host when that is an IP literal,
         else what the host name resolved to when the entry was saved or last refreshed (empty
         until the first lookup succeeded)."""
-        host = uri_host(system.uri)
+        host = self.identity(system).host
+        if host is None:
+            return frozenset()
         literal = _ip(host)
         if literal is not None:
             return frozenset({literal})
@@ -297,8 +298,14 @@ class Directory:
         while self._lookups:
             await asyncio.gather(*self._lookups, return_exceptions=True)
 
+    def _host_name(self, system: RoomSystemConfig) -> str | None:
+        """The host name of a room system's identity (lower case), None when it is an IP literal or
+        the identity has no host."""
+        host = self.identity(system).host
+        return None if host is None or _ip(host) is not None else host.lower()
+
     def _host_names(self) -> set[str]:
-        return {h for s in self.systems.values() if (h := _host_name(s)) is not None}
+        return {h for s in self.systems.values() if (h := self._host_name(s)) is not None}
 
     async def _look_up(self, host: str) -> None:
         """Looks `host` up once; a failure keeps the addresses it had and is logged when it starts

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import structlog
 
+from gateway.config import SecurityConfig
 from gateway.rooms.errors import JoinRefused
 
 log = structlog.get_logger(__name__)
@@ -48,6 +49,18 @@ class PinGuard:
         self._locked_until: dict[tuple[str, str], float] = {}
         self._room_failures: dict[str, deque[float]] = {}
         self._room_paused_until: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, security: SecurityConfig) -> PinGuard:
+        """The guard the security settings describe (the process has one, shared by every kind of leg)."""
+        return cls(
+            security.pin_max_failures,
+            security.pin_failure_window_s,
+            security.pin_lockout_s,
+            room_max_failures=security.room_pin_max_failures,
+            room_window_s=security.room_pin_window_s,
+            room_pause_s=security.room_pin_pause_s,
+        )
 
     def check(self, source: str, room: str) -> None:
         """Raises JoinRefused(locked_out) while the source is locked out of the room, or the room

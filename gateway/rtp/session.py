@@ -1,4 +1,12 @@
-"""One RTP stream pair (a leg's audio), sans-IO: datagrams in, events out; frames in, datagrams out.
+"""One media line's RTP and RTCP (audio, main video or content), sans-IO: datagrams in, events out;
+frames in, datagrams out.
+
+- Payload types are the negotiated codecs' (`codecs`; for audio `payload_type`, plus
+  `telephone_event_pt`). RFC 4733 digits and the audio jitter buffer (the mixer's) are audio's;
+  a video line reassembles whole frames (`VideoIn`, H.264 or VP8 payloads), and answers and sends
+  keyframe requests over RTCP: a PLI or FIR from the remote becomes `KeyframeWanted`, a lost
+  picture on our side `PictureLost`, and `keyframe_request()` writes the PLI (or FIR, when only
+  "ccm fir" was agreed) that asks the remote for one.
 
 - Inbound: RTCP and RTP are told apart by payload type (RFC 5761, for rtcp-mux); SRTP/SRTCP are
   unprotected when keys were agreed; packets of unknown payload types are counted and dropped;
@@ -13,7 +21,8 @@
   valid RTP (`may_send`): an unacknowledged 200 must not aim 50 packets/s at whatever its INVITE named.
 - Outbound: one SSRC for the whole call, sequence numbers and timestamps continuous across
   silence, the marker bit on the first packet of each talkspurt; sender reports with receiver
-  blocks on request. Packet (de)serialisation is aiortc's (`aiortc.rtp`).
+  blocks on request. Packet (de)serialisation and video payloads are aiortc's, through
+  `gateway.rtp.aiortc_glue`.
 """
 
 from __future__ import annotations
@@ -21,21 +30,28 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pylibsrtp
-from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import (
+
+from gateway.rtp.aiortc_glue import (
     RtcpPacket,
     RtcpReceiverInfo,
     RtcpSenderInfo,
     RtcpSrPacket,
     RtpPacket,
+    StreamStatistics,
+    VideoAssembler,
+    fir,
     is_rtcp,
+    keyframe_feedback,
+    packetize,
+    pli,
 )
-
 from gateway.rtp.crypto import Crypto
 from gateway.rtp.dtmf import DtmfReceiver
+from gateway.transcode.codecs import StreamCodec, StreamKind
+from gateway.transcode.video import VIDEO_CLOCK, EncodedVideoFrame, VideoTimeline, is_keyframe
 
 Address = tuple[str, int]
 Latching = Literal["strict", "learn"]
@@ -76,7 +92,24 @@ class ForeignSource:
     rtcp: bool
 
 
-RtpEvent = AudioIn | DigitIn | SourceLearned | ForeignSource
+@dataclass(frozen=True)
+class VideoIn:
+    """A whole encoded frame of a video line (its `format` is the negotiated codec of its payload type)."""
+
+    frame: EncodedVideoFrame
+
+
+@dataclass(frozen=True)
+class KeyframeWanted:
+    """The remote asked for a keyframe of what we send it on this line (RTCP PLI or FIR)."""
+
+
+@dataclass(frozen=True)
+class PictureLost:
+    """Packets of the remote's video were lost beyond repair: ask it for a keyframe."""
+
+
+RtpEvent = AudioIn | DigitIn | SourceLearned | ForeignSource | VideoIn | KeyframeWanted | PictureLost
 
 
 @dataclass
@@ -92,6 +125,8 @@ class RtpStats:
     rtcp_in: int = 0
     rtcp_dropped_foreign: int = 0
     remote_moved: int = 0  # learning replaced a latched NAT source with the SDP's address
+    keyframes_asked: int = 0  # PLI/FIR we sent
+    keyframes_wanted: int = 0  # PLI/FIR the remote sent
 
 
 def _srtp_session(crypto: Crypto, outbound: bool) -> pylibsrtp.Session:
@@ -118,6 +153,17 @@ class RtpSession:
     latching: Latching = "learn"
     learn_s: float = 3.0
     agreed_at: float = 0.0  # when the offer/answer agreed on this media (the clock of `receive`)
+    kind: StreamKind = StreamKind.AUDIO
+    # The negotiated codecs (video: every payload type taken and sent; audio may leave it empty
+    # and use payload_type and telephone_event_pt alone)
+    codecs: tuple[StreamCodec, ...] = ()
+
+    @classmethod
+    def for_video(cls, kind: StreamKind, codecs: tuple[StreamCodec, ...], remote: Address, **kwargs: Any) -> RtpSession:
+        """A video line (main or content): the first codec is the one we send."""
+        if not codecs:
+            raise ValueError("a video line needs at least one codec")
+        return cls(codecs[0].payload_type, VIDEO_CLOCK, 0, remote, kind=kind, codecs=codecs, **kwargs)
 
     def __post_init__(self) -> None:
         self._seq = secrets.randbits(16)
@@ -137,6 +183,22 @@ class RtpSession:
         self._rx = _srtp_session(self.remote_crypto, False) if self.remote_crypto else None
         self._last_sr_ntp_middle = 0
         self._last_sr_arrival = 0.0
+        self._video = self.kind is not StreamKind.AUDIO
+        self._by_pt: dict[int, StreamCodec] = {}
+        self._assembler: VideoAssembler | None = None
+        self._frame_codecs: dict[int, StreamCodec] = {}  # RTP timestamp -> codec, of frames in the making
+        self._timeline = VideoTimeline(self._ts)
+        self._picture_id = secrets.randbits(15)
+        self._fir_seq = 0
+        self._set_codecs(self.codecs)
+
+    def _set_codecs(self, codecs: tuple[StreamCodec, ...]) -> None:
+        self.codecs = codecs
+        # (audio lines keep their payload types in payload_type and telephone_event_pt: the audio
+        # packet path stays as it was)
+        self._by_pt = {c.payload_type: c for c in codecs} if self._video else {}
+        if self._video and self._assembler is None:
+            self._assembler = VideoAssembler()
 
     def renegotiate(
         self,
@@ -149,11 +211,14 @@ class RtpSession:
         remote_crypto: Crypto | None,
         remote_rtcp: Address | None = None,
         now: float = 0.0,
+        codecs: tuple[StreamCodec, ...] | None = None,
     ) -> None:
         """A new offer/answer (re-INVITE: codec change, hold, new address): our SSRC and sequence
         numbers go on, as RFC 3264 8.3.1 wants for an unchanged stream. A new address (from within
         the dialog, so as trusted as the first) is learnt anew; an old-style hold (c=0.0.0.0) keeps
-        the address, so that the resume needs no new learning."""
+        the address, so that the resume needs no new learning. `codecs`: a video line's new codecs."""
+        if codecs is not None:
+            self._set_codecs(codecs)
         self.payload_type = payload_type
         self.clock_rate = clock_rate
         self.samples_per_frame = samples_per_frame
@@ -243,7 +308,9 @@ class RtpSession:
         except ValueError:
             self.stats.dropped_malformed += 1
             return []
-        if packet.payload_type not in (self.payload_type, self.telephone_event_pt):
+        if packet.payload_type not in (self.payload_type, self.telephone_event_pt) and (
+            packet.payload_type not in self._by_pt
+        ):
             self.stats.dropped_unknown_pt += 1
             return []
         events: list[RtpEvent] = []
@@ -270,7 +337,31 @@ class RtpSession:
             if digit:
                 events.append(DigitIn(digit))
             return events
+        if self._video:
+            return self._video_in(packet, events)
         events.append(AudioIn(packet.sequence_number, packet.timestamp, packet.payload, now))
+        return events
+
+    def _video_in(self, packet: RtpPacket, events: list[RtpEvent]) -> list[RtpEvent]:
+        codec = self._by_pt.get(packet.payload_type) or self.codecs[0]
+        assert self._assembler is not None
+        try:
+            lost, whole = self._assembler.add(packet, codec.name.upper())
+        except ValueError:
+            self.stats.dropped_malformed += 1
+            return events
+        # A frame comes out when the next one starts: its codec is that of its own packets.
+        frame_codecs = self._frame_codecs
+        frame_codecs.setdefault(packet.timestamp, codec)
+        if len(frame_codecs) > 64:
+            del frame_codecs[next(iter(frame_codecs))]
+        if lost:
+            events.append(PictureLost())
+        if whole is not None:
+            data, timestamp = whole
+            codec = frame_codecs.pop(timestamp, codec)
+            name = codec.name.upper()
+            events.append(VideoIn(EncodedVideoFrame(name, data, timestamp, is_keyframe(name, data), codec)))
         return events
 
     def _foreign(self, source: Address, rtcp: bool) -> list[RtpEvent]:
@@ -316,15 +407,20 @@ class RtpSession:
             return []
         self.stats.rtcp_in += 1
         self.last_heard_at = now
+        events: list[RtpEvent] = []
         for packet in packets:
             if isinstance(packet, RtcpSrPacket):
                 self._last_sr_ntp_middle = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
                 self._last_sr_arrival = now
+            elif self._video and keyframe_feedback(packet, self.ssrc):
+                self.stats.keyframes_wanted += 1
+                if not events:
+                    events.append(KeyframeWanted())
         if verdict == "learn":
             self._rtcp_latched = source
             if source != self._signalled_rtcp:
-                return [SourceLearned(source, True)]
-        return []
+                events.insert(0, SourceLearned(source, True))
+        return events
 
     @property
     def _signalled_rtcp(self) -> Address:
@@ -356,6 +452,59 @@ class RtpSession:
         self.stats.packets_out += 1
         self.stats.bytes_out += len(payload)
         return data, self.destination
+
+    def send_video(self, frame: EncodedVideoFrame) -> tuple[list[bytes], Address]:
+        """A whole frame's packets (the marker bit on the last) and where they go, in the negotiated
+        codec of the frame's name (the caller sends only frames in a codec of this line). Timestamps
+        run on one timeline whichever source the frames come from. The caller checks `may_send`."""
+        name = frame.codec
+        codec = next((c for c in self.codecs if c.name.upper() == name), None)
+        if codec is None:
+            raise ValueError(f"{name} was not agreed on this line")
+        payloads = packetize(name, frame.data, self._picture_id)
+        self._picture_id = (self._picture_id + 1) & 0x7FFF
+        self._ts = self._timeline.next(frame.timestamp) & 0xFFFFFFFF
+        out = []
+        last = len(payloads) - 1
+        for i, payload in enumerate(payloads):
+            data = RtpPacket(
+                payload_type=codec.payload_type,
+                marker=1 if i == last else 0,
+                sequence_number=self._seq,
+                timestamp=self._ts,
+                ssrc=self.ssrc,
+                payload=payload,
+            ).serialize()
+            self._seq = (self._seq + 1) & 0xFFFF
+            if self._tx is not None:
+                data = self._tx.protect(data)
+            out.append(data)
+            self.stats.packets_out += 1
+            self.stats.bytes_out += len(payload)
+        return out, self.destination
+
+    def restart_timeline(self) -> None:
+        """The next frames come from another source: their timestamps say nothing about the last ones."""
+        self._timeline.restart()
+
+    def keyframe_request(self) -> bytes | None:
+        """The RTCP that asks the remote for a keyframe of what it sends on this line: a PLI, or a
+        FIR when only "ccm fir" was agreed (with no rtcp-fb at all, a PLI all the same: receivers
+        ignore feedback they do not know). None before the remote sent anything (no SSRC to name).
+        Goes to `rtcp_destination()`."""
+        if self._remote_ssrc is None:
+            return None
+        if self.codecs and not any(c.feedback("nack pli") for c in self.codecs) and any(
+            c.feedback("ccm fir") for c in self.codecs
+        ):
+            self._fir_seq = (self._fir_seq + 1) & 0xFF
+            data = fir(self.ssrc, self._remote_ssrc, self._fir_seq)
+        else:
+            data = pli(self.ssrc, self._remote_ssrc)
+        self.stats.keyframes_asked += 1
+        if self._tx is not None:
+            data = self._tx.protect_rtcp(data)
+        return data
 
     def rtcp_report(self, now: float, wall: float) -> bytes:
         """A sender report with a reception block for the remote stream, for `rtcp_destination()`.

@@ -1,37 +1,25 @@
-"""SDP offer/answer for SIP legs, sans-IO: parse an offer, choose what to answer, write the answer.
+"""SDP as a model (RFC 4566): text parsed to a `SessionDescription` of `MediaDescription`s and
+written back from them. No negotiation here: `sip/negotiation.py` reads offers and builds answers
+from these objects.
 
-The gateway carries SIP media on its own RTP sockets and writes every SDP of its SIP legs here.
-Rules (RFC 3264, RFC 4566, RFC 7587):
-- the audio codec is chosen among the offered formats we support, in the offerer's order, or in
-  our configured order when `prefer_ours`; its payload type and fmtp are echoed;
-- telephone-event (RFC 4733) is taken at the chosen codec's clock rate, else at any offered rate
-  (endpoints offer telephone-event/8000 beside Opus), and its events echoed;
-- Opus is answered with our own fmtp (mono, in-band FEC): the offer's stereo wishes are not ours;
-- the answer's direction mirrors the offer's (sendonly -> recvonly ...), narrowed by our own wish
-  (e.g. inactive while a caller is on hold in the lobby);
-- RTP/AVP and RTP/SAVP with SDES crypto (RFC 4568): the first offered suite we support is answered
-  with a fresh key of ours; `rtcp` (RFC 3605) is read, `rtcp-mux` (RFC 5761) echoed;
-- m-lines we do not take (video for now, BFCP, anything unknown) are answered with port 0, never
-  rejecting the whole offer; no usable audio at all is a 488;
-- the connection address we send media to must be an IP literal: host names are not resolved
-  (a DNS lookup per call, and an easy way to point our RTP elsewhere), 488.
+What is typed: per m-line its kind, port, proto and formats, the connection, bandwidths (b=), the
+rtpmap, fmtp and rtcp-fb of each format, direction, content (RFC 4796), ptime, rtcp (RFC 3605),
+rtcp-mux (RFC 5761) and crypto (RFC 4568, kept as text: the negotiator reads the suites it takes).
+Every other attribute (BFCP's floorctrl, confid, userid, floorid, setup, connection, label, ICE
+...) is kept generically, in order, and written back as it came. Parsing and writing again gives
+equal objects (not always the same text: typed attributes are written in one canonical order).
 
-Offers come from the internet: parsing is linear in the text with the limits below, every number is
+SDP comes from the internet: parsing is linear in the text with the limits below, every number is
 read with `ascii_int` (digits 0-9 only, a bounded count of them), and nothing but SdpError leaves
-`parse`, `answer` or `accept_answer`.
+`parse`: an attribute whose value cannot be read as its type is kept generically, never an error.
 """
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import re
-import secrets
 from dataclasses import dataclass, field
 
-from gateway.rtp.crypto import CRYPTO_SUITES, Crypto
 from gateway.sip.message import ascii_int
-from gateway.transcode.audio import AudioCodec
 
 # -- limits -------------------------------------------------------------------------------------------
 # Lines of one SDP (blank ones not counted): a room system offering audio, video, content and BFCP
@@ -42,23 +30,14 @@ MAX_SDP_LINE_LENGTH = 4096
 # m-lines of one offer: our answer repeats every one (declined ones with port 0) and must still fit
 # a datagram; nobody offers more than a handful.
 MAX_MEDIA = 32
-# Digits of the numbers SDP carries: port 5, payload type 3, clock rate 6, ptime 3, crypto tag 9.
-_PORT_DIGITS, _PT_DIGITS, _CLOCK_DIGITS, _PTIME_DIGITS, _TAG_DIGITS = 5, 3, 6, 3, 9
-_EVENT_LIST = re.compile(r"[0-9,-]{1,64}")  # what we echo of a telephone-event fmtp
-
-# The RTP names and clock rates on the wire (G.722's RTP clock is 8000 though it samples at 16 kHz).
-RTP_NAMES: dict[AudioCodec, tuple[str, int]] = {
-    AudioCodec.PCMU: ("PCMU", 8000),
-    AudioCodec.PCMA: ("PCMA", 8000),
-    AudioCodec.G722: ("G722", 8000),
-    AudioCodec.OPUS: ("opus", 48000),
-}
-STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
+# Digits of the numbers SDP carries: port 5, payload type 3, clock rate 6, ptime 3, channels 2,
+# bandwidth 10.
+PORT_DIGITS, PT_DIGITS, CLOCK_DIGITS, PTIME_DIGITS, CHANNEL_DIGITS, BANDWIDTH_DIGITS = 5, 3, 6, 3, 2, 10
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
 
 class SdpError(Exception):
-    """An offer we cannot use: `status` is the SIP answer (400 malformed, 488 not acceptable)."""
+    """An SDP we cannot use: `status` is the SIP answer (400 malformed, 488 not acceptable)."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -66,52 +45,59 @@ class SdpError(Exception):
         self.reason = reason
 
 
-Attributes = list[tuple[str, str | None]]
+Attribute = tuple[str, str | None]  # a=<name>[:<value>]
 
 
-def _direction(attributes: Attributes) -> str:
-    """The last direction attribute given, sendrecv when none is (RFC 3264 5.1)."""
-    return next((key for key, _ in reversed(attributes) if key in DIRECTIONS), "sendrecv")
+def payload_type(text: str) -> int | None:
+    """An RTP payload type (0-127, ASCII digits), None for anything else."""
+    pt = ascii_int(text, PT_DIGITS)
+    return pt if pt is not None and pt <= 127 else None
 
 
-@dataclass
-class Media:
-    kind: str  # audio, video, application, ...
-    port: int
-    proto: str  # RTP/AVP, RTP/SAVP, UDP/BFCP, ...
-    formats: list[str]
-    connection: str | None = None
-    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+@dataclass(frozen=True)
+class RtpMap:
+    """a=rtpmap:<payload type> <encoding name>/<clock rate>[/<channels>]"""
 
-    def values(self, name: str) -> list[str]:
-        return [v or "" for k, v in self.attributes if k == name]
+    payload_type: int
+    encoding: str
+    clock_rate: int
+    channels: int | None = None
 
-    def first(self, name: str) -> str | None:
-        values = self.values(name)
-        return values[0] if values else None
+    def __str__(self) -> str:
+        channels = f"/{self.channels}" if self.channels is not None else ""
+        return f"{self.payload_type} {self.encoding}/{self.clock_rate}{channels}"
 
-    def has(self, name: str) -> bool:
-        return any(k == name for k, _ in self.attributes)
-
-    @property
-    def direction(self) -> str:
-        return _direction(self.attributes)
-
-
-@dataclass
-class SessionDescription:
-    origin: str
-    session_name: str
-    connection: str | None
-    attributes: list[tuple[str, str | None]]
-    media: list[Media]
-
-    @property
-    def direction(self) -> str:
-        return _direction(self.attributes)
+    @classmethod
+    def parse(cls, value: str) -> RtpMap | None:
+        text, _, rest = value.partition(" ")
+        name, _, clock_text = rest.partition("/")
+        clock_part, _, channel_text = clock_text.partition("/")
+        pt, clock = payload_type(text), ascii_int(clock_part, CLOCK_DIGITS)
+        if pt is None or not clock or not name:
+            return None
+        channels = ascii_int(channel_text, CHANNEL_DIGITS) if channel_text else None
+        return cls(pt, name, clock, channels)
 
 
-def _address(connection: str | None, where: str) -> str | None:
+@dataclass(frozen=True)
+class Bandwidth:
+    """b=<type>:<kbit/s or bit/s> (AS, CT, TIAS ...)."""
+
+    type: str
+    value: int
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.value}"
+
+    @classmethod
+    def parse(cls, value: str) -> Bandwidth | None:
+        kind, colon, number = value.partition(":")
+        amount = ascii_int(number.strip(), BANDWIDTH_DIGITS)
+        return cls(kind.strip(), amount) if colon and kind.strip() and amount is not None else None
+
+
+def connection_address(connection: str | None, where: str) -> str | None:
+    """The address of a c= value (`IN IP4 <address>[/ttl]`); SdpError(400) when malformed."""
     if connection is None:
         return None
     parts = connection.split()
@@ -120,28 +106,136 @@ def _address(connection: str | None, where: str) -> str | None:
     return parts[2].split("/")[0]
 
 
-def _media_address(m: Media, session: SessionDescription, index: int) -> str:
-    """Where the media of an m-line goes: its c= or the session's, which must be an IP literal of
-    the family it names (488 otherwise: we do not resolve host names)."""
-    connection: str | None
-    if m.connection is not None:
-        connection, where = m.connection, f"m-line {index}"
-    else:
-        connection, where = session.connection, "the session"
-    address = _address(connection, where)
-    if address is None:
-        raise SdpError(400, f"m-line {index} has no connection address (c=)")
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        raise SdpError(488, f"the connection address in {where} is not an IP address: {address[:60]!r}") from None
-    if (ip.version == 6) != ((connection or "").split()[1] == "IP6"):
-        raise SdpError(488, f"the connection address in {where} is not of the family it names")
-    return address
+@dataclass
+class MediaDescription:
+    """One m-line and what follows it up to the next."""
+
+    kind: str  # audio, video, application, ...
+    port: int
+    proto: str  # RTP/AVP, RTP/SAVP, UDP/BFCP, TCP/BFCP, ...
+    formats: list[str]
+    port_count: int | None = None  # m=<kind> <port>/<count>
+    connection: str | None = None  # the c= value, e.g. "IN IP4 192.0.2.1"
+    bandwidths: list[Bandwidth] = field(default_factory=list)
+    rtpmap: dict[int, RtpMap] = field(default_factory=dict)
+    fmtp: dict[int, str] = field(default_factory=dict)
+    rtcp_fb: list[tuple[str, str]] = field(default_factory=list)  # (payload type or *, feedback)
+    direction: str | None = None  # None: not given on this m-line (the session's applies)
+    content: str | None = None  # RFC 4796: main, slides, alt, speaker, sl
+    ptime: int | None = None
+    rtcp: str | None = None  # RFC 3605: "<port> [IN IP4 <address>]"
+    rtcp_mux: bool = False
+    crypto: list[str] = field(default_factory=list)  # RFC 4568 values, as written
+    attributes: list[Attribute] = field(default_factory=list)  # everything else, in order
+
+    @property
+    def address(self) -> str | None:
+        return connection_address(self.connection, "an m-line")
+
+    def attribute_lines(self) -> list[Attribute]:
+        """Every attribute of the m-line, typed ones first, as they are written."""
+        out: list[Attribute] = []
+        written: set[int] = set()
+        for fmt in self.formats:
+            pt = payload_type(fmt)
+            if pt is not None and pt not in written:
+                written.add(pt)
+                out += self._format_attributes(pt)
+        for pt in [*self.rtpmap, *self.fmtp]:
+            if pt not in written:
+                written.add(pt)
+                out += self._format_attributes(pt)
+        out += [("rtcp-fb", f"{fmt} {value}") for fmt, value in self.rtcp_fb]
+        if self.ptime is not None:
+            out.append(("ptime", str(self.ptime)))
+        if self.rtcp is not None:
+            out.append(("rtcp", self.rtcp))
+        if self.rtcp_mux:
+            out.append(("rtcp-mux", None))
+        out += [("crypto", value) for value in self.crypto]
+        if self.content is not None:
+            out.append(("content", self.content))
+        out += self.attributes
+        if self.direction is not None:
+            out.append((self.direction, None))
+        return out
+
+    def _format_attributes(self, pt: int) -> list[Attribute]:
+        out: list[Attribute] = []
+        if pt in self.rtpmap:
+            out.append(("rtpmap", str(self.rtpmap[pt])))
+        if pt in self.fmtp:
+            out.append(("fmtp", f"{pt} {self.fmtp[pt]}" if self.fmtp[pt] else str(pt)))
+        return out
+
+    def values(self, name: str) -> list[str]:
+        """The values of every attribute called `name` (typed or not), as written."""
+        return [value or "" for key, value in self.attribute_lines() if key == name]
+
+    def lines(self) -> list[str]:
+        port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
+        out = [f"m={self.kind} {port} {self.proto} {' '.join(self.formats)}"]
+        if self.connection is not None:
+            out.append(f"c={self.connection}")
+        out += [f"b={bandwidth}" for bandwidth in self.bandwidths]
+        out += [f"a={key}" + (f":{value}" if value is not None else "") for key, value in self.attribute_lines()]
+        return out
+
+    def add_attribute(self, name: str, value: str | None) -> None:
+        """Reads one a= line into the typed field it belongs to, or keeps it generically."""
+        if name in DIRECTIONS:
+            self.direction = name
+        elif name == "rtpmap" and value is not None and (rtpmap := RtpMap.parse(value)) is not None:
+            self.rtpmap[rtpmap.payload_type] = rtpmap
+        elif name == "fmtp" and value is not None and (pt := payload_type(value.partition(" ")[0])) is not None:
+            self.fmtp[pt] = value.partition(" ")[2].strip()
+        elif name == "rtcp-fb" and value is not None and " " in value.strip():
+            fmt, _, feedback = value.strip().partition(" ")
+            self.rtcp_fb.append((fmt, feedback.strip()))
+        elif name == "ptime" and self.ptime is None and (ptime := ascii_int(value or "", PTIME_DIGITS)) is not None:
+            self.ptime = ptime
+        elif name == "rtcp" and self.rtcp is None and value is not None:
+            self.rtcp = value
+        elif name == "rtcp-mux":
+            self.rtcp_mux = True
+        elif name == "crypto" and value is not None:
+            self.crypto.append(value)
+        elif name == "content" and self.content is None and value:
+            self.content = value
+        else:
+            self.attributes.append((name, value))
+
+
+@dataclass
+class SessionDescription:
+    origin: str  # the o= value
+    session_name: str = "-"
+    connection: str | None = None
+    bandwidths: list[Bandwidth] = field(default_factory=list)
+    timing: str = "0 0"
+    direction: str | None = None  # None: not given at session level (sendrecv)
+    attributes: list[Attribute] = field(default_factory=list)
+    media: list[MediaDescription] = field(default_factory=list)
+
+    @property
+    def address(self) -> str | None:
+        return connection_address(self.connection, "the session")
+
+    def __str__(self) -> str:
+        lines = ["v=0", f"o={self.origin}", f"s={self.session_name or '-'}"]
+        if self.connection is not None:
+            lines.append(f"c={self.connection}")
+        lines += [f"b={bandwidth}" for bandwidth in self.bandwidths]
+        lines.append(f"t={self.timing}")
+        attributes = [*self.attributes, *([(self.direction, None)] if self.direction is not None else [])]
+        lines += [f"a={key}" + (f":{value}" if value is not None else "") for key, value in attributes]
+        for media in self.media:
+            lines += media.lines()
+        return "\r\n".join(lines) + "\r\n"
 
 
 def parse(text: str) -> SessionDescription:
-    """Parses SDP text; raises SdpError(400) naming the first problem."""
+    """Parses SDP text; raises SdpError(400) naming the first problem (488 for too many m-lines)."""
     if not text or not text.strip():
         raise SdpError(400, "empty SDP")
     lines = [line for line in text.split("\n") if line.strip()]
@@ -149,10 +243,9 @@ def parse(text: str) -> SessionDescription:
         raise SdpError(400, f"SDP has more than {MAX_SDP_LINES} lines")
     if lines[0].strip() != "v=0":
         raise SdpError(400, "SDP must start with v=0")
-    origin = session_name = ""
-    connection: str | None = None
-    session_attrs: list[tuple[str, str | None]] = []
-    media: list[Media] = []
+    session = SessionDescription(origin="", session_name="")
+    timing: str | None = None
+    media = session.media
     for number, line in enumerate(lines, 1):
         if len(line) > MAX_SDP_LINE_LENGTH:
             raise SdpError(400, f"SDP line {number} is longer than {MAX_SDP_LINE_LENGTH} characters")
@@ -167,338 +260,71 @@ def parse(text: str) -> SessionDescription:
             if media:
                 media[-1].connection = value
             else:
-                connection = value
+                session.connection = value
+        elif kind == "b":
+            bandwidth = Bandwidth.parse(value)
+            if bandwidth is not None:
+                (media[-1].bandwidths if media else session.bandwidths).append(bandwidth)
         elif kind == "a":
-            name, _, attr_value = value.partition(":")
-            entry = (name, attr_value if _ else None)
-            (media[-1].attributes if media else session_attrs).append(entry)
+            name, colon, attr_value = value.partition(":")
+            if media:
+                media[-1].add_attribute(name, attr_value if colon else None)
+            elif name in DIRECTIONS:
+                session.direction = name
+            else:
+                session.attributes.append((name, attr_value if colon else None))
         elif kind == "o" and not media:
-            origin = value
+            session.origin = value
         elif kind == "s" and not media:
-            session_name = value
-    if not origin:
+            session.session_name = value
+        elif kind == "t" and not media and timing is None:
+            timing = value
+    if not session.origin:
         raise SdpError(400, "SDP has no o= line")
-    session = SessionDescription(origin, session_name, connection, session_attrs, media)
-    _address(connection, "the session")
+    session.timing = timing or "0 0"
+    connection_address(session.connection, "the session")
     for index, m in enumerate(media):
-        _address(m.connection, f"m-line {index}")
-        if m.port and m.kind in ("audio", "video") and m.connection is None and connection is None:
+        connection_address(m.connection, f"m-line {index}")
+        if m.port and m.kind in ("audio", "video") and m.connection is None and session.connection is None:
             raise SdpError(400, f"m-line {index} has no connection address (c=)")
     return session
 
 
-def _media_line(number: int, value: str) -> Media:
+def _media_line(number: int, value: str) -> MediaDescription:
     """m=<media> <port>[/<count>] <proto> <fmt> ...: an RTP m-line's formats are payload types
     (0-127, ASCII digits; RFC 4566 5.14), anything else is refused with 400."""
     parts = value.split()
     if len(parts) < 4:
         raise SdpError(400, f"malformed m= line {number}: {value[:60]!r}")
-    port_text, _, count = parts[1].partition("/")
-    port = ascii_int(port_text, _PORT_DIGITS)
-    if port is None or (count and ascii_int(count, _PORT_DIGITS) is None):
+    port_text, slash, count_text = parts[1].partition("/")
+    port = ascii_int(port_text, PORT_DIGITS)
+    count = ascii_int(count_text, PORT_DIGITS) if slash else None
+    if port is None or (slash and count is None):
         raise SdpError(400, f"m= line {number} has a bad port: {parts[1][:20]!r}")
     if port > 65535:
         raise SdpError(400, f"m= line {number} has a port out of range: {port}")
     if parts[2].upper().startswith("RTP/"):
         for fmt in parts[3:]:
-            pt = ascii_int(fmt, _PT_DIGITS)
-            if pt is None or pt > 127:
+            if payload_type(fmt) is None:
                 raise SdpError(400, f"m= line {number} has a bad payload type: {fmt[:20]!r}")
-    return Media(parts[0], port, parts[2], parts[3:])
+    return MediaDescription(parts[0], port, parts[2], parts[3:], port_count=count)
 
 
-def _payload_type(text: str) -> int | None:
-    pt = ascii_int(text, _PT_DIGITS)
-    return pt if pt is not None and pt <= 127 else None
-
-
-def _ptime(value: str | None) -> int:
-    """a=ptime in ms when it is one we can packetise (10-120), else 20."""
-    ptime = ascii_int(value or "", _PTIME_DIGITS)
-    return ptime if ptime is not None and 10 <= ptime <= 120 else 20
-
-
-def _parse_crypto(value: str) -> Crypto | None:
-    parts = value.split()
-    if len(parts) < 3 or parts[1] not in CRYPTO_SUITES or not parts[2].startswith("inline:"):
-        return None
-    key_b64 = parts[2][len("inline:") :].split("|")[0]
-    tag = ascii_int(parts[0], _TAG_DIGITS)
+def media_address(m: MediaDescription, session: SessionDescription, index: int) -> str:
+    """Where the media of an m-line goes: its c= or the session's, which must be an IP literal of
+    the family it names (488 otherwise: we do not resolve host names)."""
+    connection: str | None
+    if m.connection is not None:
+        connection, where = m.connection, f"m-line {index}"
+    else:
+        connection, where = session.connection, "the session"
+    address = connection_address(connection, where)
+    if address is None:
+        raise SdpError(400, f"m-line {index} has no connection address (c=)")
     try:
-        key_salt = base64.b64decode(key_b64, validate=True)
-    except ValueError:  # (binascii.Error is one)
-        return None
-    return Crypto(tag, parts[1], key_salt) if tag is not None and len(key_salt) == 30 else None
-
-
-@dataclass(frozen=True)
-class AudioChoice:
-    """What an answer agreed for the audio stream: what the RTP engine needs to run it."""
-
-    codec: AudioCodec
-    payload_type: int
-    clock_rate: int
-    fmtp: str | None
-    telephone_event_pt: int | None
-    direction: str  # ours, as answered
-    remote_address: str
-    remote_port: int
-    remote_rtcp_port: int
-    rtcp_mux: bool
-    ptime_ms: int
-    remote_crypto: Crypto | None
-    local_crypto: Crypto | None
-
-    @property
-    def on_hold(self) -> bool:
-        return self.direction in ("recvonly", "inactive")
-
-
-@dataclass(frozen=True)
-class Answer:
-    sdp: str
-    audio: AudioChoice
-
-
-def _rtpmaps(m: Media) -> dict[int, tuple[str, int, str | None]]:
-    """payload type -> (encoding name, clock rate, fmtp) for every format of the m-line."""
-    maps: dict[int, tuple[str, int, str | None]] = {}
-    fmtps: dict[int, str] = {}
-    for value in m.values("fmtp"):
-        text, _, params = value.partition(" ")
-        pt = _payload_type(text)
-        if pt is not None:
-            fmtps[pt] = params.strip()
-    for value in m.values("rtpmap"):
-        text, _, rest = value.partition(" ")
-        name, _, clock_text = rest.partition("/")
-        pt, clock = _payload_type(text), ascii_int(clock_text.split("/")[0], _CLOCK_DIGITS)
-        if pt is not None and clock:
-            maps[pt] = (name, clock, fmtps.get(pt))
-    for fmt in m.formats:
-        pt = _payload_type(fmt)
-        if pt is not None and pt not in maps and pt in STATIC_PAYLOAD_TYPES:
-            static_name, static_clock = STATIC_PAYLOAD_TYPES[pt]
-            maps[pt] = (static_name, static_clock, fmtps.get(pt))
-    return maps
-
-
-def _rtcp_port(m: Media) -> int:
-    """RFC 3605 a=rtcp when given, else the RTP port + 1."""
-    words = (m.first("rtcp") or "").split()
-    port = ascii_int(words[0], _PORT_DIGITS) if words else None
-    return port if port is not None and 0 < port <= 65535 else m.port + 1
-
-
-_REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
-
-
-def _narrow(offered: str, wanted: str) -> str:
-    """Our direction: the mirror of the offered one, narrowed by what we want (e.g. on hold)."""
-    mirrored = _REVERSE[offered]
-    can_send = mirrored in ("sendrecv", "sendonly") and wanted in ("sendrecv", "sendonly")
-    can_recv = mirrored in ("sendrecv", "recvonly") and wanted in ("sendrecv", "recvonly")
-    return {(True, True): "sendrecv", (True, False): "sendonly", (False, True): "recvonly"}.get(
-        (can_send, can_recv), "inactive"
-    )
-
-
-def answer(
-    offer: SessionDescription,
-    *,
-    local_address: str,
-    audio_port: int,
-    codecs: list[AudioCodec],
-    prefer_ours: bool = False,
-    direction: str = "sendrecv",
-    session_id: int | None = None,
-    session_version: int = 1,
-    user_agent: str = "gateway",
-) -> Answer:
-    """Answers an offer with one audio stream on (local_address, audio_port); raises SdpError(488)
-    when there is nothing usable, SdpError(400) when the offer is malformed."""
-    chosen_index: int | None = None
-    choice: AudioChoice | None = None
-    local_crypto: Crypto | None = None
-    for index, m in enumerate(offer.media):
-        if m.kind != "audio" or m.port == 0 or m.proto not in ("RTP/AVP", "RTP/SAVP") or choice is not None:
-            continue
-        maps = _rtpmaps(m)
-        offered: list[tuple[int, AudioCodec]] = []
-        for fmt in m.formats:
-            format_pt = _payload_type(fmt)
-            if format_pt is None or format_pt not in maps:
-                continue
-            name, clock, _fmtp = maps[format_pt]
-            for codec in codecs:
-                wire_name, wire_clock = RTP_NAMES[codec]
-                if name.lower() == wire_name.lower() and clock == wire_clock:
-                    offered.append((format_pt, codec))
-        if not offered:
-            continue
-        if prefer_ours:
-            offered.sort(key=lambda item: codecs.index(item[1]))
-        pt, codec = offered[0]
-        clock = maps[pt][1]
-        events = [(p, rate) for p, (name, rate, _f) in maps.items() if name.lower() == "telephone-event"]
-        telephone_event = next((p for p, rate in events if rate == clock), events[0][0] if events else None)
-        event_clock = next((rate for p, rate in events if p == telephone_event), clock)
-        remote_crypto = None
-        if m.proto == "RTP/SAVP":
-            remote_crypto = next((c for c in map(_parse_crypto, m.values("crypto")) if c is not None), None)
-            if remote_crypto is None:
-                continue  # SRTP offered with no suite we support: this m-line cannot be used
-            local_crypto = Crypto(remote_crypto.tag, remote_crypto.suite, secrets.token_bytes(30))
-        address = _media_address(m, offer, index)
-        rtcp_port = _rtcp_port(m)
-        # A media-level direction wins over the session-level one (RFC 3264 5.1).
-        offered_direction = m.direction if any(m.has(d) for d in DIRECTIONS) else offer.direction
-        fmtp = maps[pt][2]
-        if fmtp is not None and not (fmtp.isascii() and fmtp.isprintable()):
-            fmtp = None  # (the offer's fmtp is echoed into our SDP: printable ASCII only)
-        choice = AudioChoice(
-            codec=codec,
-            payload_type=pt,
-            clock_rate=clock,
-            fmtp="useinbandfec=1" if codec is AudioCodec.OPUS else fmtp,
-            telephone_event_pt=telephone_event,
-            direction=_narrow(offered_direction, direction),
-            remote_address=address,
-            remote_port=m.port,
-            remote_rtcp_port=m.port if m.has("rtcp-mux") else rtcp_port,
-            rtcp_mux=m.has("rtcp-mux"),
-            ptime_ms=_ptime(m.first("ptime")),
-            remote_crypto=remote_crypto,
-            local_crypto=local_crypto,
-        )
-        chosen_index = index
-    if choice is None:
-        if not any(m.kind == "audio" for m in offer.media):
-            raise SdpError(488, "the offer has no audio stream")
-        raise SdpError(488, "no common audio codec (we take " + ", ".join(RTP_NAMES[c][0] for c in codecs) + ")")
-
-    sid = session_id if session_id is not None else secrets.randbelow(2**31)
-    family = "IP6" if ":" in local_address else "IP4"
-    lines = [
-        "v=0",
-        f"o={user_agent} {sid} {session_version} IN {family} {local_address}",
-        "s=-",
-        f"c=IN {family} {local_address}",
-        "t=0 0",
-    ]
-    for index, m in enumerate(offer.media):
-        if index != chosen_index:
-            # Declined (RFC 3264 6): same media and protocol, port 0, a format of the offer's.
-            lines.append(f"m={m.kind} 0 {m.proto} {m.formats[0] if m.formats else '0'}")
-            continue
-        formats = [choice.payload_type] + ([choice.telephone_event_pt] if choice.telephone_event_pt is not None else [])
-        proto = "RTP/SAVP" if choice.local_crypto else "RTP/AVP"
-        lines.append(f"m=audio {audio_port} {proto} {' '.join(map(str, formats))}")
-        name, clock = RTP_NAMES[choice.codec]
-        lines.append(f"a=rtpmap:{choice.payload_type} {name}/{clock}" + ("/2" if choice.codec is AudioCodec.OPUS else ""))
-        if choice.fmtp:
-            lines.append(f"a=fmtp:{choice.payload_type} {choice.fmtp}")
-        if choice.telephone_event_pt is not None:
-            lines.append(f"a=rtpmap:{choice.telephone_event_pt} telephone-event/{event_clock}")
-            event_list = next(
-                (v.partition(" ")[2] for v in m.values("fmtp") if v.partition(" ")[0] == str(choice.telephone_event_pt)),
-                "",
-            )
-            events_text = event_list.strip()
-            events_text = events_text if _EVENT_LIST.fullmatch(events_text) else "0-15"
-            lines.append(f"a=fmtp:{choice.telephone_event_pt} {events_text}")
-        lines.append(f"a=ptime:{choice.ptime_ms}")
-        if choice.rtcp_mux:
-            lines.append("a=rtcp-mux")
-        else:
-            lines.append(f"a=rtcp:{audio_port + 1}")
-        if choice.local_crypto:
-            lines.append(f"a=crypto:{choice.local_crypto.line()}")
-        lines.append(f"a={choice.direction}")
-    return Answer("\r\n".join(lines) + "\r\n", choice)
-
-
-# Our payload types when we make the offer (late offer, session refresh without SDP).
-OFFER_PAYLOAD_TYPES: dict[AudioCodec, int] = {
-    AudioCodec.PCMU: 0,
-    AudioCodec.PCMA: 8,
-    AudioCodec.G722: 9,
-    AudioCodec.OPUS: 111,
-}
-_OFFER_TELEPHONE_EVENT = {8000: 101, 48000: 110}
-
-
-def offer(
-    *,
-    local_address: str,
-    audio_port: int,
-    codecs: list[AudioCodec],
-    direction: str = "sendrecv",
-    session_id: int,
-    session_version: int = 1,
-    user_agent: str = "gateway",
-) -> str:
-    """Our offer of one audio stream (RTP/AVP) with every codec we take, in our order, and
-    telephone-events for each clock rate used."""
-    family = "IP6" if ":" in local_address else "IP4"
-    pts = [OFFER_PAYLOAD_TYPES[c] for c in codecs]
-    clocks = sorted({RTP_NAMES[c][1] for c in codecs})
-    events = [_OFFER_TELEPHONE_EVENT[clock] for clock in clocks]
-    lines = [
-        "v=0",
-        f"o={user_agent} {session_id} {session_version} IN {family} {local_address}",
-        "s=-",
-        f"c=IN {family} {local_address}",
-        "t=0 0",
-        f"m=audio {audio_port} RTP/AVP {' '.join(map(str, pts + events))}",
-    ]
-    for codec, pt in zip(codecs, pts, strict=True):
-        name, clock = RTP_NAMES[codec]
-        lines.append(f"a=rtpmap:{pt} {name}/{clock}" + ("/2" if codec is AudioCodec.OPUS else ""))
-        if codec is AudioCodec.OPUS:
-            lines.append(f"a=fmtp:{pt} useinbandfec=1")
-    for clock, pt in zip(clocks, events, strict=True):
-        lines += [f"a=rtpmap:{pt} telephone-event/{clock}", f"a=fmtp:{pt} 0-15"]
-    lines += ["a=ptime:20", f"a=rtcp:{audio_port + 1}", f"a={direction}"]
-    return "\r\n".join(lines) + "\r\n"
-
-
-def accept_answer(answer_sdp: SessionDescription, codecs: list[AudioCodec], direction: str = "sendrecv") -> AudioChoice:
-    """What the remote answered to our `offer(codecs=...)`: raises SdpError(488) when it took
-    nothing of ours."""
-    by_pt = {OFFER_PAYLOAD_TYPES[c]: c for c in codecs}
-    for index, m in enumerate(answer_sdp.media):
-        if m.kind != "audio" or m.port == 0 or m.proto != "RTP/AVP":
-            continue
-        maps = _rtpmaps(m)
-        for fmt in m.formats:
-            answered_pt = _payload_type(fmt)
-            if answered_pt is None:
-                continue
-            pt = answered_pt
-            name, clock, fmtp = maps.get(pt, ("", 0, None))
-            codec = by_pt.get(pt)
-            if codec is None or RTP_NAMES[codec][0].lower() != name.lower() or RTP_NAMES[codec][1] != clock:
-                continue
-            telephone_event = next(
-                (p for p, (n, rate, _f) in maps.items() if n.lower() == "telephone-event" and rate == clock), None
-            )
-            rtcp_port = _rtcp_port(m)
-            answered = m.direction if any(m.has(d) for d in DIRECTIONS) else answer_sdp.direction
-            address = _media_address(m, answer_sdp, index)
-            return AudioChoice(
-                codec=codec,
-                payload_type=pt,
-                clock_rate=clock,
-                fmtp=fmtp,
-                telephone_event_pt=telephone_event,
-                direction=_narrow(answered, direction),
-                remote_address=address,
-                remote_port=m.port,
-                remote_rtcp_port=m.port if m.has("rtcp-mux") else rtcp_port,
-                rtcp_mux=m.has("rtcp-mux"),
-                ptime_ms=_ptime(m.first("ptime")),
-                remote_crypto=None,
-                local_crypto=None,
-            )
-    raise SdpError(488, "the answer takes none of the offered audio codecs")
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise SdpError(488, f"the connection address in {where} is not an IP address: {address[:60]!r}") from None
+    if (ip.version == 6) != ((connection or "").split()[1] == "IP6"):
+        raise SdpError(488, f"the connection address in {where} is not of the family it names")
+    return address

@@ -1,10 +1,13 @@
 """SIP participants: calls from room systems and phones, from INVITE to BYE, on the asyncio loop.
 
-`SipService` receives what the SIP user agent reports (useragent.CallEvents) and keeps one `SipCall` per
-call. A SipCall checks the call before answering (room, lockout, lock, capacity, SDP), answers it
-with our SDP on our own RTP leg, runs the voice menu (ivr.EntryFlow), waits in the lobby with hold
-music, joins the room's conference, turns phone keys into room actions and room events into
-prompts, and ends with a prompt and a BYE that says why.
+`SipService` receives the SIP user agent's events (the asyncio adapter pulls them from the sans-IO
+core) and keeps one `SipCall` per call; offers and answers are read and written with
+`sip/negotiation.py` (the core passes SDP through unread). A SipCall is SIP's adapter of the shared
+call flow (gateway.calls): it checks the call before answering (room, lockout, lock, capacity with
+the Doorkeeper; SDP), answers it with our SDP on our own RTP leg, runs the voice menu (calls.menu),
+waits in the lobby with hold music, joins the room's conference, turns phone keys into room actions
+(calls.keys) and room events into prompts, and ends with a prompt and a BYE whose Reason says the
+neutral Ending in SIP's terms (sip/endings.py).
 """
 
 from __future__ import annotations
@@ -18,21 +21,39 @@ from typing import Any
 
 import structlog
 
+from gateway.calls import menu
+from gateway.calls.admission import Caller, Doorkeeper, Refused, Waiting
+from gateway.calls.endings import PROMPTS, Ending, ending_for
+from gateway.calls.keys import KeyCommand, PhoneKeys, carry_out, joined_prompts, prompt_for_event
+from gateway.calls.lobby import LobbyAdmitted, LobbyEnded, LobbyNews, LobbyWait
+from gateway.calls.prompts import HOLD_MUSIC, Prompt, PromptLibrary
 from gateway.config import GatewayConfig, RoomSystemConfig
 from gateway.rooms.admission import Admission
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
-from gateway.rooms.errors import DialOutRefused, JoinRefused, RoomError
+from gateway.rooms.errors import DialOutRefused
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind
 from gateway.rooms.patterns import MAX_URI, compile_rule, full_match
 from gateway.rooms.pinguard import PinGuard
 from gateway.rooms.ratelimit import RateLimit
-from gateway.rtp.leg import RtpAudioLeg
-from gateway.sip import ivr, message, sdp
-from gateway.sip.prompts import HOLD_MUSIC, Prompt, PromptLibrary
+from gateway.rtp.leg import RtpLeg
+from gateway.sip import message, negotiation
+from gateway.sip.endings import sip_status
+from gateway.sip.negotiation import AudioChoice, MediaPlan, MediaSession
+from gateway.sip.sdp import SdpError
 from gateway.sip.transport import SipTransport
-from gateway.sip.useragent import IncomingCall, MediaPlan, Peer
+from gateway.sip.useragent import (
+    AnswerReceived,
+    CallConfirmed,
+    CallEnded,
+    DigitReceived,
+    Event,
+    IncomingCall,
+    OfferReceived,
+    OfferRequested,
+    Peer,
+)
 from gateway.transcode.audio import SILENCE, AudioCodec, AudioFormat, make_encoder
 
 log = structlog.get_logger(__name__)
@@ -40,17 +61,6 @@ log = structlog.get_logger(__name__)
 _CODECS = {"PCMU": AudioCodec.PCMU, "PCMA": AudioCodec.PCMA, "G722": AudioCodec.G722, "opus": AudioCodec.OPUS}
 _NUMBER = re.compile(r"^\+?[0-9]{2,32}$")
 _DIGITS_PER_S = 10  # keys a person can press in a second, at most
-# Why the room ended a call -> what the caller hears, and the cause in the BYE's Reason header.
-_ENDINGS: dict[str, tuple[Prompt, int, str]] = {
-    "removed": (Prompt.REMOVED, 403, "Removed by the host"),
-    "meeting_ended": (Prompt.MEETING_ENDED, 200, "Meeting ended"),
-    "denied": (Prompt.DENIED, 403, "Not admitted"),
-    "locked": (Prompt.MEETING_LOCKED, 403, "Meeting locked"),
-    "full": (Prompt.MEETING_FULL, 486, "Meeting full"),
-    "locked_out": (Prompt.TOO_MANY_ATTEMPTS, 403, "Too many wrong PINs"),
-    "closed": (Prompt.CLOSED, 480, "Closed (outside the opening hours)"),
-    "shutdown": (Prompt.SHUTTING_DOWN, 503, "Gateway shutting down"),
-}
 
 
 class SipService:
@@ -79,7 +89,7 @@ class SipService:
         return any(ip in network for network in self.trunks)
 
     async def start(self) -> dict[str, int]:
-        self.stack = SipTransport(self.config.sip, self)
+        self.stack = SipTransport(self.config.sip, self.handle_event)
         ports = await self.stack.start()
         log.info("SIP started", host=self.config.sip.host, ports=ports)
         return ports
@@ -104,12 +114,8 @@ class SipService:
             payload = self._silence[fmt] = make_encoder(fmt).encode(SILENCE)
         return payload
 
-    def room_info(self, conference: Conference) -> ivr.RoomInfo:
-        room = conference.room
-        language = room.language or self.config.sip.language
-        return ivr.RoomInfo(room.id, language, bool(room.host_pin), bool(room.guest_pin))
-
-    # -- useragent.CallEvents -------------------------------------------------------------------
+    def room_info(self, conference: Conference) -> menu.RoomInfo:
+        return menu.RoomInfo.of(conference.room, self.config.sip.language)
 
     # -- dial-out -------------------------------------------------------------------------------
 
@@ -178,16 +184,18 @@ class SipService:
         busy = self.admission.admit() if self.admission is not None else None
         if busy is not None:
             log.warning("call refused: overloaded", call_id=call.sip_call_id, source=call.source, why=busy)
-            self.count_failure("503")
+            status, reason = sip_status(Ending.OVERLOADED)
+            self.count_failure(str(status))
             assert self.admission is not None
-            self.stack.hang_up(call.call, 503, "Service Unavailable (overloaded)", retry_after_s=self.admission.retry_after_s)
+            self.stack.reject(call.call, status, reason, retry_after_s=self.admission.retry_after_s)
             return
         if not self.from_trunk(call.source):
             from_there = sum(1 for c in self.calls.values() if c.source == call.source and not c.outbound)
             if from_there >= self.config.sip.max_calls_per_source:
                 log.warning("call refused: too many calls from one address", call_id=call.sip_call_id, source=call.source)
-                self.count_failure("486")
-                self.stack.hang_up(call.call, 486, "Busy Here (too many calls from your address)")
+                status, reason = sip_status(Ending.RATE_LIMITED)
+                self.count_failure(str(status))
+                self.stack.reject(call.call, status, reason)
                 return
         sip_call = SipCall(self, self.stack, call)
         self.calls[call.call] = sip_call
@@ -203,18 +211,38 @@ class SipService:
         except Exception:
             sip_call.fail()
 
-    def _guarded(self, call: int, action: Callable[[SipCall], None]) -> None:
-        """An event of the SIP stack for one call: a failure ends that call only."""
+    def handle_event(self, event: Event) -> None:
+        """What the SIP user agent reports, handed out by the adapter after each call into it."""
+        if isinstance(event, IncomingCall):
+            self.incoming(event)
+        elif isinstance(event, OfferReceived):
+            if not self._guarded(event.call, lambda c: c.on_offer(event.sdp)):
+                assert self.stack is not None
+                self.stack.refuse_offer(event.call, 481, "Call/Transaction Does Not Exist")
+        elif isinstance(event, OfferRequested):
+            if not self._guarded(event.call, lambda c: c.on_offer_requested()):
+                assert self.stack is not None
+                self.stack.refuse_offer(event.call, 481, "Call/Transaction Does Not Exist")
+        elif isinstance(event, AnswerReceived):
+            self._guarded(event.call, lambda c: c.on_answer(event.sdp))
+        elif isinstance(event, DigitReceived):
+            self.digit(event.call, event.digit, event.via)
+        elif isinstance(event, CallConfirmed):
+            self.confirmed(event.call)
+        elif isinstance(event, CallEnded):
+            self.disconnected(event.call, event.status, event.reason)
+
+    def _guarded(self, call: int, action: Callable[[SipCall], None]) -> bool:
+        """An event of the SIP stack for one call: a failure ends that call only. False when the
+        call is not (or no longer) ours."""
         sip_call = self.calls.get(call)
         if sip_call is None:
-            return
+            return False
         try:
             action(sip_call)
         except Exception:
             sip_call.fail()
-
-    def media(self, call: int, choice: sdp.AudioChoice) -> None:
-        self._guarded(call, lambda c: c.apply(choice))
+        return True
 
     def digit(self, call: int, digit: str, via: str) -> None:
         self._guarded(call, lambda c: c.on_digit(digit, via))
@@ -268,7 +296,7 @@ class SipCall:
         self.name = (incoming.display_name or incoming.from_user or "SIP")[:64]
         self.source = incoming.source
         self.log = log.bind(call_id=incoming.sip_call_id, source=incoming.source, dialled=incoming.user)
-        self.leg = RtpAudioLeg(
+        self.leg = RtpLeg(
             self.kind,
             on_digit=self.on_digit,
             on_event=self.on_room_event,
@@ -277,20 +305,22 @@ class SipCall:
             latching=config.rtp_latching,
             learn_s=config.rtp_learn_s,
         )
-        self.flow = ivr.EntryFlow(
+        self.flow = menu.EntryFlow(
             config.language, config.pin_attempts, config.digit_timeout_s, config.entry_timeout_s
         )
+        self.door = Doorkeeper(service.pin_guard, lambda: service.admission)
         self.conference: Conference | None = None
         self.participant_id = ""
         self.phase = "new"  # new -> answered -> menu -> lobby -> admitted -> meeting -> ending -> ended
         self._confirmed = False
         self._timer: asyncio.TimerHandle | None = None
-        self._keys = ""
-        self._unsubscribe: Callable[[], None] | None = None
+        self._keys = PhoneKeys({command: getattr(config.keys, command.value) for command in KeyCommand})
+        self._lobby: LobbyWait | None = None
         self._first_room: Conference | None = None
         self.trusted = False  # its own room system of the directory, calling its room: no PIN, no lobby
         self.task: asyncio.Task[None] | None = None
-        self._refusal: tuple[Prompt, int, str] | None = None  # said once answered, then the BYE
+        self._refusal: Ending | None = None  # said once answered, then the BYE
+        self.media: MediaSession | None = None  # our side of offer/answer, once we have a port
         self._keys_per_s = RateLimit(_DIGITS_PER_S, 1.0)
         self._digits_dropped = 0
 
@@ -304,7 +334,14 @@ class SipCall:
         self.log.info("call refused", status=status, reason=reason)
         self.service.count_failure(str(status))
         self.phase = "ended"
-        self.stack.hang_up(self.incoming.call, status, reason)
+        self.stack.reject(self.incoming.call, status, reason)
+
+    def _refuse(self, ending: Ending) -> None:
+        """Refuses the call before answering it, with the ending's SIP status."""
+        self._reject(*sip_status(ending))
+
+    def _caller(self) -> Caller:
+        return Caller(self.name, self.kind, source=self.source, guesser=self._pin_source())
 
     def _pin_source(self) -> str:
         """Who is guessing: the caller's number where the call comes through a configured trunk
@@ -356,37 +393,27 @@ class SipCall:
             )
             self.log = self.log.bind(system=system.id, trusted=self.trusted)
         if conference is None and not config.menu:
-            self._reject(404, "Unknown conference")
+            self._refuse(Ending.ROOM_NOT_FOUND)
             return
-        if conference is not None and self.trusted:
-            room = conference.room
-            if sum(1 for p in room.participants.values() if p.connected) >= room.max_participants:
-                self._reject(486, "Meeting full")
-                return
-            self.conference = conference
-        elif conference is not None:
-            room = conference.room
-            try:
-                self.service.pin_guard.check(self._pin_source(), conference.room.id)
-            except JoinRefused:
+        if conference is not None:
+            refused = self.door.before_answer(conference.room, self._caller(), trusted=self.trusted)
+            if refused is not None and refused.ending is Ending.LOCKED_OUT:
                 # Answered so that a person hears why (a bare 403 is a carrier's busy tone), then
                 # a BYE with Reason 403; the PIN is never asked for.
                 self.log.warning("call refused: source locked out after wrong PINs")
-                self.service.count_failure("403")
-                self._refusal = _ENDINGS["locked_out"]
-            if self._refusal is None and room.locked and not room.host_pin:
-                self._reject(403, "Meeting locked")
+                self.service.count_failure(str(sip_status(Ending.LOCKED_OUT)[0]))
+                self._refusal = Ending.LOCKED_OUT
+            elif refused is not None:
+                self._refuse(refused.ending)
                 return
-            if sum(1 for p in room.participants.values() if p.connected) >= room.max_participants:
-                self._reject(486, "Meeting full")
-                return
-        offer = None
+            if self.trusted:
+                self.conference = conference
         require_srtp = self._srtp_required(system)
         if self.incoming.offer is not None:
             try:
-                offer = sdp.parse(self.incoming.offer)
-                trial = sdp.answer(offer, local_address=config.host, audio_port=9, codecs=self.service.codecs)
-            except sdp.SdpError as exc:
+                offer = negotiation.parse(self.incoming.offer)
+                trial = negotiation.answer(offer, local_address=config.host, audio_port=9, codecs=self.service.codecs)
+            except SdpError as exc:
                 self._reject(exc.status, exc.reason if exc.status == 488 else f"Bad SDP: {exc.reason}")
                 return
             if require_srtp and trial.audio.local_crypto is None:
@@ -412,25 +439,59 @@ class SipCall:
             user_agent=config.user_agent.replace(" ", "-"),
             require_srtp=require_srtp,
         )
-        body = None
-        if offer is not None:
-            answer = sdp.answer(
-                offer,
-                local_address=plan.local_address,
-                audio_port=port,
-                codecs=plan.codecs,
-                prefer_ours=plan.prefer_ours,
-                session_id=plan.session_id,
-                user_agent=plan.user_agent,
-            )
+        self.media = MediaSession(plan)
+        if self.incoming.offer is not None:
+            try:
+                answer = self.media.answer(self.incoming.offer)
+            except SdpError as exc:  # (the trial above took this offer: not expected)
+                self.leg.close()
+                self._reject(exc.status, exc.reason)
+                return
             body = answer.sdp
             self.apply(answer.audio)
+        else:
+            body = self.media.offer()  # a late offer: ours in the 200, the answer in the ACK
         self._first_room = conference
         self.phase = "answered"
         self.log.info("call answered", kind=self.kind.value, name=self.name, transport=self.incoming.transport)
-        self.stack.answer(self.incoming.call, 200, plan=plan, body=body)
+        self.stack.answer(self.incoming.call, body)
 
-    def apply(self, choice: sdp.AudioChoice) -> None:
+    def on_offer(self, offer: str) -> None:
+        """A re-INVITE or UPDATE with an offer (hold, resume, codec change): answered from our
+        plan, or refused 488 with the session unchanged."""
+        if self.media is None:
+            self.stack.refuse_offer(self.incoming.call, 491, "Request Pending")
+            return
+        try:
+            answer = self.media.answer(offer)
+        except SdpError as exc:
+            self.log.info("re-offer refused", status=exc.status, reason=exc.reason)
+            self.stack.refuse_offer(self.incoming.call, 488, "Not Acceptable Here")
+            return
+        self.apply(answer.audio)
+        self.stack.accept_offer(self.incoming.call, answer.sdp)
+
+    def on_offer_requested(self) -> None:
+        """A re-INVITE without SDP: our offer (the codec in use first); the answer comes in the ACK."""
+        if self.media is None:
+            self.stack.refuse_offer(self.incoming.call, 491, "Request Pending")
+            return
+        self.stack.accept_offer(self.incoming.call, self.media.offer())
+
+    def on_answer(self, answer: str) -> None:
+        """The answer to our offer (in the ACK of a late offer, in the 2xx of a dial-out): one we
+        cannot use ends the call with a BYE saying 488."""
+        if self.media is None or not self.media.awaiting_answer:
+            return
+        try:
+            choice = self.media.take_answer(answer)
+        except SdpError as exc:
+            self.log.warning("unusable SDP answer", reason=exc.reason)
+            self.stack.hang_up(self.incoming.call, (488, exc.reason))
+            return
+        self.apply(choice)
+
+    def apply(self, choice: AudioChoice) -> None:
         opus = self.service.config.media.opus
         out = AudioFormat(choice.codec, opus.bitrate, opus.complexity) if choice.codec is AudioCodec.OPUS else None
         first = self.leg.session is None
@@ -471,9 +532,8 @@ class SipCall:
             prefer_ours=True,
             user_agent=config.user_agent.replace(" ", "-"),
         )
-        assert self.stack.ua is not None
-        number = self.stack.ua.invite(uri, peer, plan, display_name=conference.room.name)
-        self.stack.rearm()
+        self.media = MediaSession(plan)
+        number = self.stack.invite(uri, peer, self.media.offer(), display_name=conference.room.name)
         self.incoming = IncomingCall(number, "", conference.room.id, self.name, self.name, peer.address[0], "udp", None)
         self.conference = self._first_room = conference
         self.phase = "answered"
@@ -487,7 +547,7 @@ class SipCall:
         self._confirmed = True
         self.leg.confirm()  # the ACK (or the callee's 200) confirmed the media address: we may send
         if self._refusal is not None:
-            self.end(*self._refusal)
+            self.end(self._refusal)
             return
         if self.outbound or self.trusted:
             if self.trusted:
@@ -497,7 +557,7 @@ class SipCall:
         self.phase = "menu"
         self._watch_media()
         info = self.service.room_info(self._first_room) if self._first_room is not None else None
-        self._run(self.flow.start(info, self._now()))
+        self._run(self.flow.start(info, self._now()))  # (the voice menu: gateway.calls.menu)
 
     def _watch_media(self) -> None:
         """A caller whose RTP (and RTCP) stopped while not on hold is gone without a BYE (a crashed
@@ -508,7 +568,7 @@ class SipCall:
         silent_for = self._now() - self.leg.last_packet_at
         if self.leg.remote_sends and silent_for > timeout:
             self.log.warning("no media from the caller; ending the call", silent_s=round(silent_for, 1))
-            self.end(Prompt.GOODBYE, 408, "Media timeout")
+            self.end(Ending.MEDIA_TIMEOUT)
             return
         asyncio.get_running_loop().call_later(min(timeout / 4, 10.0), self._watch_media)
 
@@ -517,15 +577,15 @@ class SipCall:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def _run(self, actions: list[ivr.Action]) -> None:
+    def _run(self, actions: list[menu.Action]) -> None:
         said: tuple[Prompt, ...] = ()
         for action in actions:
-            if isinstance(action, ivr.Say):
+            if isinstance(action, menu.Say):
                 said = action.prompts
                 self.say(*action.prompts, done=self._prompt_finished)
-            elif isinstance(action, ivr.StopSaying):
+            elif isinstance(action, menu.StopSaying):
                 self.leg.stop_playing()
-            elif isinstance(action, ivr.FindRoom):
+            elif isinstance(action, menu.FindRoom):
                 conference = self.service.directory.route(action.number)
                 info = self.service.room_info(conference) if conference is not None else None
                 # (not the number typed: typed digits stay out of the log)
@@ -536,11 +596,11 @@ class SipCall:
                 )
                 self._run(self.flow.room_found(info, self._now()))
                 return
-            elif isinstance(action, ivr.Join):
+            elif isinstance(action, menu.Join):
                 self._join(action.room_id, action.pin, greeting=said)
                 return
-            elif isinstance(action, ivr.End):
-                self.end(action.prompt, action.status, action.reason)
+            elif isinstance(action, menu.End):
+                self.end(action.ending, action.prompt)
                 return
         self._arm()
 
@@ -570,83 +630,68 @@ class SipCall:
         """`greeting`: prompts said just before (a room without PIN: the welcome), heard in full."""
         conference = self.service.directory.find(room_id)
         if conference is None:
-            self.end(Prompt.MEETING_ENDED, 404, "Unknown conference")
+            self.end(Ending.ROOM_NOT_FOUND)
             return
-        guard, key = self.service.pin_guard, (self._pin_source(), conference.room.id)
         self.conference = conference
         self.log = self.log.bind(room=conference.room.id)
-        try:
-            if pin:
-                guard.check(*key)
-            result = conference.room.request_join(self.name, pin, self.kind, source=self.source)
-        except JoinRefused as exc:
-            if exc.code == "wrong_pin":
-                locked_out = guard.failed(*key)
-                self.log.warning("wrong PIN", now_locked_out=locked_out)
-                if locked_out:
-                    self.end(Prompt.TOO_MANY_ATTEMPTS, 403, "Too many wrong PINs")
+        outcome = self.door.join(conference.room, self._caller(), pin)
+        if isinstance(outcome, Refused):
+            if outcome.ending is Ending.WRONG_PIN:
+                self.log.warning("wrong PIN", now_locked_out=outcome.now_locked_out)
+                if outcome.now_locked_out:
+                    self.end(Ending.LOCKED_OUT)
                 else:
                     self._run(self.flow.wrong_pin(self._now()))
                 return
-            self.log.info("join refused", code=exc.code)
-            prompt, status, reason = _ENDINGS.get(exc.code, (Prompt.GOODBYE, 403, str(exc)))
-            self.end(prompt, status, reason)
+            self.log.info("join refused", code=outcome.ending.value)
+            self.end(outcome.ending)
             return
         self.flow.joined()
-        if result.participant is not None and result.participant.is_host:
-            guard.succeeded(*key)
-        if result.lobby_entry is not None:
-            self.participant_id = result.lobby_entry.id
+        if isinstance(outcome, Waiting):
+            self.participant_id = outcome.entry.id
             self.log = self.log.bind(participant=self.participant_id)
             self.phase = "lobby"
-            self._unsubscribe = conference.room.subscribe(self._on_lobby_event)
+            self._lobby = LobbyWait(conference.room, self.participant_id, self._on_lobby_news)
             self.log.info("waiting in lobby")
             self.say(Prompt.WAITING_FOR_HOST, then_hold=True)
             return
-        assert result.participant is not None
-        self._enter_meeting(result.participant.id, result.participant.is_host, greeting)
+        self._enter_meeting(outcome.participant.id, outcome.participant.is_host, greeting)
 
     def _join_invited(self) -> None:
         """The callee of a dial-out answered: straight into the room, past the lobby and the lock."""
         conference = self.conference
         if conference is None:
             return
-        try:
-            direction = "out" if self.outbound else "in"
-            participant = conference.room.add_invited(self.name, self.kind, source=self.source, direction=direction)
-        except JoinRefused as exc:
-            prompt, status, reason = _ENDINGS.get(exc.code, (Prompt.GOODBYE, 403, str(exc)))
-            self.end(prompt, status, reason)
+        outcome = self.door.let_in_trusted(conference.room, self._caller(), "out" if self.outbound else "in")
+        if isinstance(outcome, Refused):
+            self.end(outcome.ending)
             return
         self._watch_media()
-        self._enter_meeting(participant.id, False)
+        self._enter_meeting(outcome.participant.id, False)
 
-    def _on_lobby_event(self, event: RoomEvent) -> None:
+    def _on_lobby_news(self, news: LobbyNews) -> None:
         if self.phase != "lobby":
             return
-        if event.participant == self.participant_id and event.type == "lobby_admitted":
+        if isinstance(news, LobbyAdmitted):
             self._stop_lobby_events()
             self.phase = "admitted"
             # (the room adds the participant right after saying so: enter on the next loop turn)
             asyncio.get_running_loop().call_soon(self._enter_admitted)
-        elif event.participant == self.participant_id and event.type == "lobby_denied":
+        elif isinstance(news, LobbyEnded):
             self._stop_lobby_events()
-            self.end(*_ENDINGS["denied"])
-        elif event.type == "meeting_ended" and self.participant_id in event.data.get("participants", []):
-            self._stop_lobby_events()
-            self.end(*_ENDINGS[event.data.get("reason", "meeting_ended")])
+            self.end(news.ending)
 
     def _enter_admitted(self) -> None:
         if self.phase == "admitted" and self.conference is not None:
             if self.participant_id in self.conference.room.participants:
                 self._enter_meeting(self.participant_id, False)
             else:
-                self.end(Prompt.GOODBYE, 480, "Admitted but gone")
+                self.end(Ending.ADMITTED_BUT_GONE)
 
     def _stop_lobby_events(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        if self._lobby is not None:
+            self._lobby.stop()
+            self._lobby = None
 
     def _enter_meeting(self, participant_id: str, is_host: bool, greeting: tuple[Prompt, ...] = ()) -> None:
         assert self.conference is not None
@@ -656,9 +701,7 @@ class SipCall:
         self.leg.stop_playing()
         self.leg.attach(self.conference, participant_id)
         self.log.info("joined meeting", role="host" if is_host else "guest", kind=self.kind.value)
-        participant = self.conference.room.participants.get(participant_id)
-        muted = (Prompt.HOST_MUTED_YOU,) if participant is not None and participant.host_muted else ()
-        self.say(*greeting, Prompt.JOINED, *muted)
+        self.say(*greeting, *joined_prompts(self.conference.room, participant_id))
 
     # -- keys and events in the meeting ---------------------------------------------------------
 
@@ -679,74 +722,37 @@ class SipCall:
             self._meeting_key(digit)
 
     def _meeting_key(self, digit: str) -> None:
-        keys = self.service.config.sip.keys
-        self._keys = (self._keys + digit)[-2:]
-        command = next(
-            (name for name, key in (("self_mute", keys.self_mute), ("hand", keys.hand), ("mute_all", keys.mute_all), ("lock", keys.lock)) if self._keys.endswith(key)),
-            None,
-        )
+        command = self._keys.press(digit)
         if command is None or self.conference is None:
             return
-        self._keys = ""
-        room, me = self.conference.room, self.participant_id
-        participant = room.participants.get(me)
-        if participant is None:
+        if self.participant_id not in self.conference.room.participants:
             return
-        self.log.info("phone key", command=command)
-        try:
-            if command == "self_mute":
-                if participant.audio_muted:
-                    if participant.host_muted and participant.self_unmute_forbidden and not participant.is_host:
-                        self.say(Prompt.HOST_MUTED_YOU)
-                        return
-                    room.set_self_muted(me, False)
-                    self.say(Prompt.YOU_ARE_UNMUTED)
-                else:
-                    room.set_self_muted(me, True)
-                    self.say(Prompt.YOU_ARE_MUTED)
-            elif command == "hand":
-                room.set_hand(me, me, not participant.hand_raised)
-                self.say(Prompt.HAND_RAISED if participant.hand_raised else Prompt.HAND_LOWERED)
-            elif not participant.is_host:
-                self.say(Prompt.NOT_ALLOWED)
-            elif command == "mute_all":
-                if room.guests_muted_on_entry:
-                    room.allow_guests_to_unmute(me)
-                    for guest in [p for p in room.participants.values() if not p.is_host and p.host_muted]:
-                        room.unmute(me, guest.id)
-                    self.say(Prompt.ALL_GUESTS_UNMUTED)
-                else:
-                    room.mute_all_guests(me)
-                    self.say(Prompt.ALL_GUESTS_MUTED)
-            elif command == "lock":
-                room.set_locked(me, not room.locked)
-                self.say(Prompt.MEETING_LOCKED if room.locked else Prompt.MEETING_UNLOCKED)
-        except RoomError as exc:
-            self.log.info("phone key refused", command=command, code=exc.code)
-            self.say(Prompt.HOST_MUTED_YOU if exc.code == "self_unmute_forbidden" else Prompt.NOT_ALLOWED)
+        self.log.info("phone key", command=command.value)
+        answer = carry_out(self.conference.room, self.participant_id, command)
+        if answer is None:
+            return
+        if answer.refused is not None:
+            self.log.info("phone key refused", command=command.value, code=answer.refused)
+        self.say(answer.prompt)
 
     def on_room_event(self, event: RoomEvent) -> None:
-        me = self.participant_id
-        if event.participant != me or event.by in (None, me):
-            return
-        if event.type == "muted" or (event.type == "mute_changed" and event.data.get("host_muted")):
-            self.say(Prompt.HOST_MUTED_YOU)
-        elif event.type == "unmuted":
-            self.say(Prompt.YOU_ARE_UNMUTED)
-        elif event.type == "self_unmute_allowed":
-            self.say(Prompt.UNMUTE_ALLOWED)
+        prompt = prompt_for_event(event, self.participant_id)
+        if prompt is not None:
+            self.say(prompt)
 
     async def on_room_hang_up(self, reason: str) -> None:
         """The room ended our part (removed, meeting ended): the caller hears why, then a BYE."""
-        prompt, status, text = _ENDINGS.get(reason, (Prompt.GOODBYE, 200, reason))
-        self.end(prompt, status, text)
+        self.end(ending_for(reason))
 
     # -- endings --------------------------------------------------------------------------------
 
-    def end(self, prompt: Prompt, status: int, reason: str) -> None:
-        """Says `prompt`, then hangs up with a Reason header naming `status` (unless all is well)."""
+    def end(self, ending: Ending, prompt: Prompt | None = None) -> None:
+        """Says `prompt` (the ending's own by default), then hangs up with a Reason header naming
+        the ending's SIP status (unless all is well)."""
         if self.phase in ("ending", "ended"):
             return
+        status, reason = sip_status(ending)
+        prompt = prompt or PROMPTS[ending]
         self.log.info("ending call", reason=reason, cause=status)
         self._leave_room()
         self.phase = "ending"
@@ -757,7 +763,7 @@ class SipCall:
         def bye() -> None:
             if self.phase == "ending":
                 self.phase = "ended"
-                self.stack.hang_up(self.incoming.call, 200, None, cause)
+                self.stack.hang_up(self.incoming.call, cause)
                 self.leg.close()
 
         self.say(prompt, done=bye)
@@ -784,9 +790,9 @@ class SipCall:
         self.leg.close()
         self.service.calls.pop(self.incoming.call, None)
         if phase == "new":
-            self.stack.hang_up(self.incoming.call, 500, "Server Internal Error")
+            self.stack.reject(self.incoming.call, 500, "Server Internal Error")
         else:
-            self.stack.hang_up(self.incoming.call, 200, None, (500, "Server Internal Error"))
+            self.stack.hang_up(self.incoming.call, (500, "Server Internal Error"))
 
     def on_disconnected(self, status: int, reason: str) -> None:
         self.log.info("call ended", status=status, reason=reason, phase=self.phase)

@@ -1,6 +1,8 @@
 """The asyncio adapter of the SIP user agent: UDP, TCP and TLS listeners on the configured address,
-messages framed and handed to the sans-IO `UserAgent`, what it sends written out, its timers run
-on the loop. One port serves UDP and TCP (RFC 3261 18); TLS has its own."""
+messages framed and handed to the sans-IO `UserAgent`. As aioquic's asyncio protocol does, it
+pulls from the core after every call into it (a message, a command, a timer): it writes out
+`datagrams_to_send`, hands each `next_event` to the gateway's handler, and re-arms one loop timer
+from `get_timer`. One port serves UDP and TCP (RFC 3261 18); TLS has its own."""
 
 from __future__ import annotations
 
@@ -8,16 +10,16 @@ import asyncio
 import errno
 import itertools
 import ssl
+from collections.abc import Callable
 from typing import Any, cast
 
 import structlog
 
 from gateway.config import SipConfig
 from gateway.sip.message import SipMessageError, StreamFramer
-from gateway.sip.useragent import CallEvents, MediaPlan, Peer, UserAgent
+from gateway.sip.useragent import Event, Peer, UserAgent
 
 log = structlog.get_logger(__name__)
-
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -38,9 +40,9 @@ class _Datagrams(asyncio.DatagramProtocol):
 class SipTransport:
     """Owns the sockets and the user agent; the gateway talks to it as to the SIP stack."""
 
-    def __init__(self, config: SipConfig, events: CallEvents) -> None:
+    def __init__(self, config: SipConfig, on_event: Callable[[Event], None]) -> None:
         self.config = config
-        self._events = events
+        self._on_event = on_event
         self.ports: dict[str, int] = {}
         self.ua: UserAgent | None = None
         self._udp: _Datagrams | None = None
@@ -51,6 +53,7 @@ class SipTransport:
         self._connection_ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pumping = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -77,9 +80,6 @@ class SipTransport:
             self.ports["tls"] = int(server.sockets[0].getsockname()[1])
         local = {name: (config.host, number) for name, number in self.ports.items()}
         self.ua = UserAgent(
-            self._send,
-            self._events,
-            loop.time,
             local=local,
             public_address=config.public_address,
             user_agent=config.user_agent,
@@ -116,6 +116,7 @@ class SipTransport:
     async def stop(self) -> None:
         if self.ua is not None:
             self.ua.close()
+            self._pump()
         await asyncio.sleep(0.05)  # the BYEs out
         if self._timer is not None:
             self._timer.cancel()
@@ -130,15 +131,15 @@ class SipTransport:
     # -- in and out -----------------------------------------------------------------------------
 
     def received(self, data: bytes, peer: Peer) -> None:
-        assert self.ua is not None
+        assert self.ua is not None and self._loop is not None
         try:
-            self.ua.receive(data, peer)
+            self.ua.receive(data, peer, self._loop.time())
         except Exception:
             # A bug met by one message must cost that message only, never the listener or the loop.
             self._failures += 1
             if self._failures <= 20 or self._failures % 1000 == 0:
                 log.exception("SIP message could not be handled", source=peer.address[0], transport=peer.transport)
-        self._arm()
+        self._pump()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str) -> None:
         config = self.config
@@ -193,15 +194,36 @@ class SipTransport:
             return
         writer.write(data)
 
-    def rearm(self) -> None:
-        """After a command given to the user agent directly: its timers may have changed."""
+    def _pump(self) -> None:
+        """After every call into the core: what it has to send goes out, what happened goes to the
+        gateway (whose commands may add more of both: pulled in the same loop), and the loop timer
+        is set to the core's next one."""
+        ua, loop = self.ua, self._loop
+        if ua is None or loop is None or self._pumping:
+            return  # (a command given while events are handed out: the running pump pulls after it)
+        self._pumping = True
+        try:
+            while True:
+                for data, peer in ua.datagrams_to_send(loop.time()):
+                    self._send(data, peer)
+                event = ua.next_event()
+                if event is None:
+                    break
+                try:
+                    self._on_event(event)
+                except Exception:
+                    self._failures += 1
+                    if self._failures <= 20 or self._failures % 1000 == 0:
+                        log.exception("SIP event could not be handled", event=type(event).__name__)
+        finally:
+            self._pumping = False
         self._arm()
 
     def _arm(self) -> None:
         """Wakes the loop at the user agent's next timer."""
         if self.ua is None or self._loop is None:
             return
-        deadline = self.ua.next_deadline
+        deadline = self.ua.get_timer()
         if self._timer is not None:
             if deadline is not None and abs(self._timer.when() - deadline) < 0.001:
                 return
@@ -213,29 +235,41 @@ class SipTransport:
     def _fire(self) -> None:
         self._timer = None
         if self.ua is not None and self._loop is not None:
-            self.ua.poll(self._loop.time())
-        self._arm()
+            self.ua.handle_timer(self._loop.time())
+        self._pump()
 
-    # -- commands (the SIP stack's interface for the gateway) -----------------------------------
+    # -- commands (the SIP stack's interface for the gateway); each pulls from the core after ----
 
-    def answer(
-        self, call_id: int, status: int, reason: str | None = None, plan: MediaPlan | None = None, body: str | None = None
-    ) -> None:
+    def answer(self, call: int, sdp: str | None) -> None:
         assert self.ua is not None
-        self.ua.answer(call_id, status, reason, plan, body)
-        self._arm()
+        self.ua.answer(call, sdp)
+        self._pump()
 
-    def hang_up(
-        self,
-        call_id: int,
-        status: int = 200,
-        reason: str | None = None,
-        cause: tuple[int, str] | None = None,
-        retry_after_s: int | None = None,
-    ) -> None:
+    def reject(self, call: int, status: int, reason: str | None = None, retry_after_s: int | None = None) -> None:
         assert self.ua is not None
-        self.ua.hang_up(call_id, status, reason, cause, retry_after_s)
-        self._arm()
+        self.ua.reject(call, status, reason, retry_after_s)
+        self._pump()
+
+    def hang_up(self, call: int, cause: tuple[int, str] | None = None) -> None:
+        assert self.ua is not None
+        self.ua.hang_up(call, cause)
+        self._pump()
+
+    def accept_offer(self, call: int, sdp: str | None) -> None:
+        assert self.ua is not None
+        self.ua.accept_offer(call, sdp)
+        self._pump()
+
+    def refuse_offer(self, call: int, status: int = 488, reason: str = "Not Acceptable Here") -> None:
+        assert self.ua is not None
+        self.ua.refuse_offer(call, status, reason)
+        self._pump()
+
+    def invite(self, target: str, peer: Peer, sdp: str, display_name: str = "") -> int:
+        assert self.ua is not None
+        call = self.ua.invite(target, peer, sdp, display_name)
+        self._pump()
+        return call
 
     @property
     def active_calls(self) -> int:

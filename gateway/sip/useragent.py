@@ -1,48 +1,101 @@
-"""The gateway's SIP user agent core, sans-IO (RFC 3261 8.2, 12, 13.3, 17.2, 17.1.2; RFC 3311,
-RFC 6086 INFO, RFC 3326 Reason): datagrams and stream messages in, messages to send and call
-events out; a clock is injected and `poll(now)` runs what timers are due.
+"""The gateway's SIP user agent core, sans-IO, in the shape of aioquic's `QuicConnection` and h11
+(RFC 3261 8.2, 12, 13, 17; RFC 3311 UPDATE, RFC 6086 INFO, RFC 3326 Reason, RFC 6026):
 
-It answers calls (the gateway is the UAS: room systems and phones dial in): INVITE server
+    ua.receive(data, peer, now)        # bytes in, with where they came from and the time
+    ua.answer(call, sdp) ...           # commands: answer, reject, hang_up, accept_offer,
+                                       #   refuse_offer, invite, send_info
+    ua.datagrams_to_send(now)          # [(bytes, Peer)] to write out
+    ua.get_timer() / ua.handle_timer(now)
+    ua.next_event()                    # IncomingCall, OfferReceived, AnswerReceived, ... or None
+
+It answers calls (room systems and phones dial in) and places them (dial-out): INVITE server
 transactions with 100 Trying and retransmitted final answers, 2xx retransmitted until the ACK,
-CANCEL, re-INVITE and UPDATE offers answered from the call's `MediaPlan` (late offers included,
-the answer then read from the ACK), INFO digits, OPTIONS, BYE either way (ours with a Reason
-header, retransmitted until answered), 481 for requests outside any dialog, 420 for extensions
-we do not support, and a 400 with the reason for malformed requests.
+CANCEL, re-INVITE and UPDATE offers, late offers (the answer then read from the ACK), INFO digits,
+OPTIONS, BYE either way (ours with a Reason header, retransmitted until answered), 481 for
+requests outside any dialog, 420 for extensions we do not support, 405/501 for methods we do not
+take, and a 400 with the reason for malformed requests.
+
+SDP bodies pass through unread: the layer above (the SIP call, with `sip/negotiation.py`) reads
+the offers the events carry and gives its answers back with `answer()` / `accept_offer()`.
+
+Timers are named as in RFC 3261 17 (`Timer`), kept per transaction and per call; transaction and
+call states are enums. Server transactions live in one table in the order they began, expiring
+from the front (timers I and J are that expiry, so a flood of distinct branches costs bounded
+memory and no timer per transaction).
 
 Why our own core and not pjsua2: the pjsua2-python wheel is built with PJSUA_MAX_CALLS 4 (a fifth
 concurrent call is answered 486 by pjsua itself), leaks a conference slot per call (no calls
 after about 253), and refuses any answer with a codec it lacks (Opus). A conference bridge needs
-hundreds of calls per process; the SIP a bridge needs as a UAS is a small, testable core.
+hundreds of calls per process; the SIP a bridge needs as a UA is a small, testable core.
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 import secrets
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import structlog
 
 from gateway.sip import message as sipmsg
-from gateway.sip import sdp
 from gateway.sip.message import NameAddr, SipMessage, SipMessageError
-from gateway.transcode.audio import AudioCodec
 
 log = structlog.get_logger(__name__)
 
 Address = tuple[str, int]
-T1, T2 = 0.5, 4.0
-TIMEOUT = 64 * T1  # timers B, F, H: a transaction gives up after 32 s
+T1, T2, T4 = 0.5, 4.0, 5.0
+TIMEOUT = 64 * T1  # timers B, F, H (and the life of a server transaction): 32 s
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 SUPPORTED = ""  # no extensions: no 100rel, no session timers of ours (refreshes are answered anyway)
 _KNOWN_EXTENSIONS: set[str] = set()
 # Methods of SIP extensions we know and do not take (405); anything else is unknown to us (501).
 _OTHER_METHODS = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", "PRACK"}
 MAX_INFO_DIGITS = 4  # digits one SIP INFO may carry (phones send one per INFO)
+
+
+class Timer(enum.Enum):
+    """RFC 3261 17's timers (and RFC 6026's M), by what they do here."""
+
+    A = "A"  # INVITE client: retransmit our INVITE (UDP), T1 doubling up to T2
+    B = "B"  # INVITE client: no final answer within 64*T1 (ringing included): give up, CANCEL
+    D = "D"  # INVITE client: after a failure (or our CANCEL), ACK its retransmissions for 64*T1
+    E = "E"  # non-INVITE client: retransmit our request (UDP), T1 doubling up to T2
+    F = "F"  # non-INVITE client: no final answer within 64*T1
+    G = "G"  # INVITE server: retransmit the final answer (UDP) until the ACK; the 2xx by the dialog
+    H = "H"  # INVITE server: no ACK within 64*T1 (for a 2xx: the call ends with a BYE, 408)
+    I = "I"  # noqa: E741  INVITE server: absorb ACK retransmissions (the transaction table's expiry)
+    J = "J"  # non-INVITE server: absorb request retransmissions (the transaction table's expiry)
+    K = "K"  # non-INVITE client: absorb response retransmissions (T4 over UDP)
+    M = "M"  # INVITE client (RFC 6026): after the 2xx, ACK its retransmissions for 64*T1
+
+
+class ServerTransactionState(enum.Enum):
+    TRYING = "trying"  # non-INVITE, nothing answered yet
+    PROCEEDING = "proceeding"  # a provisional answer sent (INVITE: 100 Trying)
+    ACCEPTED = "accepted"  # INVITE answered 2xx (RFC 6026): retransmissions get it again
+    COMPLETED = "completed"  # a final answer sent (INVITE: a failure, retransmitted until the ACK)
+    CONFIRMED = "confirmed"  # INVITE: the ACK of the failure arrived
+    TERMINATED = "terminated"
+
+
+class ClientTransactionState(enum.Enum):
+    CALLING = "calling"  # INVITE sent, nothing heard
+    TRYING = "trying"  # non-INVITE sent, nothing heard
+    PROCEEDING = "proceeding"  # a provisional answer heard
+    ACCEPTED = "accepted"  # INVITE answered 2xx (RFC 6026)
+    COMPLETED = "completed"  # a final answer heard
+    TERMINATED = "terminated"
+
+
+class CallState(enum.Enum):
+    INCOMING = "incoming"  # INVITE received, not answered yet
+    CALLING = "calling"  # our INVITE sent (dial-out), not answered yet
+    ANSWERED = "answered"  # our 2xx to an INVITE (or re-INVITE) sent, its ACK not yet here
+    CONFIRMED = "confirmed"  # the dialog is up
+    TERMINATED = "terminated"
 
 
 @dataclass(frozen=True)
@@ -54,22 +107,13 @@ class Peer:
     connection: int | None = None
 
 
-@dataclass(frozen=True)
-class MediaPlan:
-    """What our SDP says about our side of a call."""
-
-    local_address: str
-    audio_port: int
-    codecs: list[AudioCodec]
-    prefer_ours: bool
-    user_agent: str
-    session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
-    direction: str = "sendrecv"
-    require_srtp: bool = False  # sip.srtp required (or the room system's): offers without SDES get 488
+# -- events ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class IncomingCall:
+    """A new INVITE: answer it (`answer`) or refuse it (`reject`)."""
+
     call: int
     sip_call_id: str
     user: str  # user part of the request URI: the alias dialled
@@ -77,66 +121,125 @@ class IncomingCall:
     from_user: str
     source: str  # the address the INVITE came from (ip), for lockouts and logs
     transport: str
-    offer: str | None  # the SDP body, None for a late offer
+    offer: str | None  # the SDP body, None for a late offer (`answer` then carries our offer)
     from_uri: str = ""  # the caller's URI (From): recognises a room system of the directory
 
 
-class CallEvents(Protocol):
-    def incoming(self, call: IncomingCall) -> None: ...
-    def media(self, call: int, choice: sdp.AudioChoice) -> None: ...
-    def digit(self, call: int, digit: str, via: str) -> None: ...
-    def confirmed(self, call: int) -> None: ...
-    def disconnected(self, call: int, status: int, reason: str) -> None: ...
+@dataclass(frozen=True)
+class OfferReceived:
+    """A re-INVITE or UPDATE in the dialog with an offer: `accept_offer` or `refuse_offer`."""
+
+    call: int
+    sdp: str
+    method: str  # INVITE or UPDATE
 
 
-Send = Callable[[bytes, Peer], None]
+@dataclass(frozen=True)
+class OfferRequested:
+    """A re-INVITE without a body: `accept_offer` with our offer; the answer comes in the ACK."""
+
+    call: int
 
 
-@dataclass
-class _ServerTransaction:
-    key: tuple[str, str]
+@dataclass(frozen=True)
+class AnswerReceived:
+    """The answer to an offer of ours: in the ACK (late offer) or in the 2xx to our INVITE."""
+
+    call: int
+    sdp: str
+
+
+@dataclass(frozen=True)
+class DigitReceived:
+    call: int
+    digit: str
+    via: str  # sip-info
+
+
+@dataclass(frozen=True)
+class CallConfirmed:
+    """The dialog is up (the ACK of our 2xx, or the 2xx to our INVITE): media may flow."""
+
+    call: int
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    call: int
+    status: int  # 200 for a BYE either way, else the failure (487 cancelled, 408 no ACK ...)
+    reason: str
+
+
+Event = IncomingCall | OfferReceived | OfferRequested | AnswerReceived | DigitReceived | CallConfirmed | CallEnded
+
+
+# -- transactions and calls -----------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Timed:
+    timers: dict[Timer, int] = field(default_factory=dict, init=False)  # running timer -> its serial
+
+
+@dataclass(eq=False)
+class _ServerTransaction(_Timed):
+    key: tuple[str, str]  # (branch, method)
     peer: Peer
     expires_at: float = 0.0
     last_response: bytes | None = None
     call: int | None = None  # for INVITE transactions
     final_status: int = 0
     acked: bool = False
+    state: ServerTransactionState = ServerTransactionState.TRYING
+    interval: float = T1  # of timer G
+
+    def __post_init__(self) -> None:
+        if self.key[1] == "INVITE":
+            self.state = ServerTransactionState.PROCEEDING
 
 
-@dataclass
-class _Call:
+@dataclass(eq=False)
+class _ClientTransaction(_Timed):
+    branch: str
+    method: str
+    request: SipMessage
+    data: bytes
+    peer: Peer
+    call: int | None
+    state: ClientTransactionState
+    interval: float = T1  # of timer A or E
+    waited: float = 0.0
+
+
+@dataclass(eq=False)
+class _Call(_Timed):
     id: int
     invite: SipMessage
     peer: Peer
     local_tag: str
     remote_tag: str
     call_id: str
-    local_uri: str  # the To of the INVITE (we are the callee)
-    remote_uri: str  # the From of the INVITE
-    remote_target: str  # the caller's Contact
+    local_uri: str  # the To of the INVITE (we are the callee), the From of ours (the caller)
+    remote_uri: str
+    remote_target: str  # the other side's Contact
     route_set: list[str]
     remote_cseq: int
     invite_tx: _ServerTransaction
-    state: str = "incoming"  # incoming -> answered (2xx sent) -> confirmed -> terminated;
-    # dial-out: calling -> confirmed -> terminated
+    state: CallState = CallState.INCOMING
     local_cseq: int = field(default_factory=lambda: secrets.randbelow(2**16))
-    plan: MediaPlan | None = None
-    offered_codecs: list[AudioCodec] | None = None  # our offer awaits its answer (in an ACK)
-    version: int = 1
-    codec_in_use: AudioCodec | None = None
+    offer_in_invite: bool = True  # (an INVITE without SDP: our 2xx carries the offer)
+    awaiting_answer: bool = False  # our last 2xx (or our INVITE) carried an offer: the answer is due
+    pending_offer: tuple[SipMessage, Peer, _ServerTransaction] | None = None  # a re-offer we must answer
     pending_2xx: bytes | None = None
     pending_2xx_cseq: int = 0
+    interval: float = T1  # of timer G (2xx retransmission)
     bye_after_ack: tuple[int, str] | None = None
     confirmed_once: bool = False
-    timers: list[int] = field(default_factory=list)
 
 
 class UserAgent:
     def __init__(
         self,
-        send: Send,
-        events: CallEvents,
-        now: Callable[[], float],
         *,
         local: dict[str, Address],
         public_address: str | None = None,
@@ -144,9 +247,6 @@ class UserAgent:
         max_calls: int = 1000,
         max_transactions: int = 10_000,
     ) -> None:
-        self._send = send
-        self._events = events
-        self._now = now
         self.local = local  # transport -> (host, port) we listen on
         self.public_address = public_address
         self.user_agent = user_agent
@@ -158,44 +258,119 @@ class UserAgent:
         # memory and no timer per transaction.
         self._server_tx: OrderedDict[tuple[str, str], _ServerTransaction] = OrderedDict()
         self.max_transactions = max_transactions
-        self._client_tx: dict[str, tuple[bytes, Peer, int]] = {}  # branch -> (request, peer, timer)
-        self._invites: dict[str, tuple[int, SipMessage, Peer]] = {}  # our INVITEs: branch -> (call, request, peer)
-        self._timers: list[tuple[float, int, Callable[[], object]]] = []
-        self._cancelled_timers: set[int] = set()
-        self._timer_ids = itertools.count(1)
+        self._client_tx: dict[str, _ClientTransaction] = {}  # our requests, by branch
+        self._outbox: list[tuple[bytes, Peer]] = []
+        self._events: deque[Event] = deque()
+        # Timers: a heap of (deadline, serial, owner, name); an entry counts while its owner still
+        # holds that serial for that name (stopping a timer is forgetting its serial).
+        self._timers: list[tuple[float, int, _Timed, Timer]] = []
+        self._unplaced: list[tuple[float, int, _Timed, Timer]] = []  # started by a command: no time yet
+        self._serials = itertools.count(1)
+        self._now = 0.0
+        self._timed = False  # inside receive/handle_timer: the time is known
         self._call_ids = itertools.count(1)
         self.counters = {"requests": 0, "malformed": 0, "calls": 0, "refused_busy": 0, "transactions_dropped": 0}
 
+    # -- what the adapter asks ------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Peer]]:
+        """What to write out, in order (and the timers commands started are placed at `now`)."""
+        self._advance(now)
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` is next due (None: no timer runs)."""
+        heap = self._timers
+        while heap and heap[0][2].timers.get(heap[0][3]) != heap[0][1]:
+            heapq.heappop(heap)
+        if self._unplaced:
+            return self._now
+        return heap[0][0] if heap else None
+
+    def handle_timer(self, now: float) -> None:
+        self._advance(now)
+        self._timed = True
+        try:
+            heap = self._timers
+            while heap and heap[0][0] <= now:
+                _, serial, owner, name = heapq.heappop(heap)
+                if owner.timers.get(name) != serial:
+                    continue  # stopped
+                del owner.timers[name]
+                try:
+                    self._expired(owner, name)
+                except Exception:
+                    log.exception("SIP timer failed", timer=name.value)
+        finally:
+            self._timed = False
+
+    # -- state, for tests and the adapter ---------------------------------------------------------
+
+    def call_state(self, call: int) -> CallState:
+        found = self.calls.get(call)
+        return found.state if found is not None else CallState.TERMINATED
+
+    def server_transaction_state(self, branch: str, method: str) -> ServerTransactionState:
+        tx = self._server_tx.get((branch, method))
+        if tx is None or tx.expires_at <= self._now:
+            return ServerTransactionState.TERMINATED
+        return tx.state
+
+    def client_transaction_state(self, branch: str) -> ClientTransactionState:
+        tx = self._client_tx.get(branch)
+        return tx.state if tx is not None else ClientTransactionState.TERMINATED
+
     # -- timers -----------------------------------------------------------------------------------
 
-    def _after(self, delay: float, action: Callable[[], object]) -> int:
-        timer = next(self._timer_ids)
-        heapq.heappush(self._timers, (self._now() + delay, timer, action))
-        return timer
+    def _advance(self, now: float) -> None:
+        self._now = now
+        for delay, serial, owner, name in self._unplaced:
+            heapq.heappush(self._timers, (now + delay, serial, owner, name))
+        self._unplaced.clear()
 
-    def _cancel(self, timer: int) -> None:
-        self._cancelled_timers.add(timer)
+    def _start(self, owner: _Timed, name: Timer, delay: float) -> None:
+        serial = next(self._serials)
+        owner.timers[name] = serial
+        if self._timed:
+            heapq.heappush(self._timers, (self._now + delay, serial, owner, name))
+        else:  # a command: placed at the time of the next call that brings one
+            self._unplaced.append((delay, serial, owner, name))
 
-    @property
-    def next_deadline(self) -> float | None:
-        while self._timers and self._timers[0][1] in self._cancelled_timers:
-            self._cancelled_timers.discard(heapq.heappop(self._timers)[1])
-        return self._timers[0][0] if self._timers else None
+    @staticmethod
+    def _stop(owner: _Timed, *names: Timer) -> None:
+        for name in names:
+            owner.timers.pop(name, None)
 
-    def poll(self, now: float) -> None:
-        while self._timers and self._timers[0][0] <= now:
-            _, timer, action = heapq.heappop(self._timers)
-            if timer in self._cancelled_timers:
-                self._cancelled_timers.discard(timer)
-                continue
-            try:
-                action()
-            except Exception:
-                log.exception("SIP timer failed")
+    def _expired(self, owner: _Timed, name: Timer) -> None:
+        if isinstance(owner, _Call):
+            if name is Timer.G:
+                self._retransmit_2xx(owner)
+            elif name is Timer.H:
+                self._no_ack(owner)
+        elif isinstance(owner, _ServerTransaction):
+            if name is Timer.G:
+                self._retransmit_failure(owner)
+            elif name is Timer.H:
+                self._stop(owner, Timer.G)
+                owner.state = ServerTransactionState.TERMINATED
+        elif isinstance(owner, _ClientTransaction):
+            if name in (Timer.A, Timer.E):
+                self._retransmit_request(owner, name)
+            elif name is Timer.B:
+                self._no_answer(owner)
+            else:  # D, F, K, M: the transaction ends
+                self._stop(owner, *Timer)
+                owner.state = ClientTransactionState.TERMINATED
+                if self._client_tx.get(owner.branch) is owner:
+                    del self._client_tx[owner.branch]
 
     def _remember(self, tx: _ServerTransaction) -> None:
         """Keeps a server transaction for 64*T1 (retransmissions are answered from it)."""
-        now = self._now()
+        now = self._now
         table = self._server_tx
         while table:
             oldest = next(iter(table.values()))
@@ -210,9 +385,21 @@ class UserAgent:
         table[tx.key] = tx
         table.move_to_end(tx.key)
 
+    def _queue(self, data: bytes, peer: Peer) -> None:
+        self._outbox.append((data, peer))
+
     # -- input ------------------------------------------------------------------------------------
 
-    def receive(self, data: bytes, peer: Peer) -> None:
+    def receive(self, data: bytes, peer: Peer, now: float) -> None:
+        """One datagram or one framed stream message from `peer`, at `now`."""
+        self._advance(now)
+        self._timed = True
+        try:
+            self._receive(data, peer)
+        finally:
+            self._timed = False
+
+    def _receive(self, data: bytes, peer: Peer) -> None:
         if not data.strip():
             return  # keep-alive
         try:
@@ -312,7 +499,7 @@ class UserAgent:
             sipmsg.parse(answer)  # never send what we could not read back ourselves
         except SipMessageError:
             return
-        self._send(answer, peer)
+        self._queue(answer, peer)
 
     def _request(self, msg: SipMessage, peer: Peer) -> None:
         via = msg.top_via
@@ -340,7 +527,7 @@ class UserAgent:
             tx, foreign = None, True
         if tx is not None:  # a retransmission: the last answer again
             if tx.last_response is not None:
-                self._send(tx.last_response, peer)
+                self._queue(tx.last_response, peer)
             return
         if method == "CANCEL":
             if foreign:
@@ -432,13 +619,14 @@ class UserAgent:
             route_set=msg.all("record-route"),
             remote_cseq=msg.cseq[0],
             invite_tx=tx,
+            offer_in_invite=invite.sdp is not None,
         )
         tx.call = call.id
         self.calls[call.id] = call
         self._dialogs[(call.call_id, call.local_tag, call.remote_tag)] = call.id
         self.counters["calls"] += 1
         self._reply(msg, peer, 100, "Trying", tx)
-        self._events.incoming(
+        self._events.append(
             IncomingCall(
                 call=call.id,
                 sip_call_id=call.call_id,
@@ -452,58 +640,84 @@ class UserAgent:
             )
         )
 
-    # -- commands from the gateway ----------------------------------------------------------------
+    # -- commands ---------------------------------------------------------------------------------
 
-    def answer(
-        self, call_id: int, status: int, reason: str | None = None, plan: MediaPlan | None = None, body: str | None = None
-    ) -> None:
-        """Answers an INVITE: 200 with `body` (our SDP answer), or with our offer from `plan`
-        when the INVITE had none (the answer then comes in the ACK)."""
+    def answer(self, call_id: int, sdp: str | None) -> None:
+        """Answers a new call 200 with `sdp`: our answer to its offer, or our offer when the INVITE
+        had none (the answer then comes in the ACK, as an AnswerReceived)."""
         call = self.calls.get(call_id)
-        if call is None or call.state != "incoming":
+        if call is None or call.state is not CallState.INCOMING:
             return
-        if plan is not None:
-            call.plan = plan
-        if status >= 300:
-            self._final_failure(call, status, reason or "Refused")
-            return
-        if body is None and call.plan is not None:
-            body = self._our_offer(call)
-        elif body is not None:
-            codec = next(iter(_codecs_in(body, call.plan)), None) if call.plan else None
-            call.codec_in_use = codec
-        call.state = "answered"
-        self._send_2xx(call, call.invite, body)
-        call.invite_tx.final_status = status
+        call.awaiting_answer = not call.offer_in_invite and sdp is not None
+        call.state = CallState.ANSWERED
+        self._send_2xx(call, call.invite, sdp)
+        call.invite_tx.final_status = 200
 
-    def hang_up(
-        self,
-        call_id: int,
-        status: int = 200,
-        reason: str | None = None,
-        cause: tuple[int, str] | None = None,
-        retry_after_s: int | None = None,
-    ) -> None:
-        """Refuses (before an answer: `status` >= 300, with Retry-After when given) or ends (BYE,
-        with a Reason header from `cause`)."""
+    def reject(self, call_id: int, status: int, reason: str | None = None, retry_after_s: int | None = None) -> None:
+        """Refuses a new call with a 3xx-6xx (480 when `status` is none), Retry-After when given."""
+        call = self.calls.get(call_id)
+        if call is None or call.state is not CallState.INCOMING:
+            return
+        code = status if status >= 300 else 480
+        extra = [("retry-after", str(retry_after_s))] if retry_after_s is not None else None
+        self._final_failure(call, code, reason or "Temporarily Unavailable", extra)
+
+    def hang_up(self, call_id: int, cause: tuple[int, str] | None = None) -> None:
+        """Ends a call: a BYE with a Reason header from `cause` (once the ACK is in, RFC 3261 15),
+        a CANCEL for our unanswered INVITE, a 480 for a call not answered yet."""
         call = self.calls.get(call_id)
         if call is None:
             return
-        if call.state == "incoming":
-            code = status if status >= 300 else 480
-            extra = [("retry-after", str(retry_after_s))] if retry_after_s is not None else None
-            self._final_failure(call, code, reason or "Temporarily Unavailable", extra)
-            return
-        if call.state == "calling":  # our dial-out, not answered yet
+        if call.state is CallState.INCOMING:
+            self._final_failure(call, 480, "Temporarily Unavailable")
+        elif call.state is CallState.CALLING:  # our dial-out, not answered yet
             self._cancel_invite(call)
             self._terminate(call, 487, "Cancelled")
-            return
-        if call.state == "answered":  # no ACK yet: the BYE waits for it (RFC 3261 15)
+        elif call.state is CallState.ANSWERED:  # no ACK yet: the BYE waits for it (RFC 3261 15)
             call.bye_after_ack = cause or (200, "")
-            return
-        if call.state == "confirmed":
-            self._send_bye(call, cause)
+        elif call.state is CallState.CONFIRMED:
+            self._send_request(call, "BYE", self._reason(cause))
             self._terminate(call, 200, "Local BYE")
+
+    def accept_offer(self, call_id: int, sdp: str | None) -> None:
+        """Answers the pending re-INVITE or UPDATE 200 with `sdp` (our answer, or our offer for
+        an OfferRequested; None: a refresh without SDP)."""
+        call = self.calls.get(call_id)
+        if call is None or call.pending_offer is None:
+            return
+        msg, _peer, _tx = call.pending_offer
+        call.pending_offer = None
+        self._send_2xx(call, msg, sdp)
+        if msg.method == "INVITE":
+            call.awaiting_answer = sipmsg.sdp_body(msg) is None and sdp is not None
+            call.state = CallState.ANSWERED
+
+    def refuse_offer(self, call_id: int, status: int = 488, reason: str = "Not Acceptable Here") -> None:
+        """Refuses the pending re-INVITE or UPDATE (488: the session goes on unchanged)."""
+        call = self.calls.get(call_id)
+        if call is None or call.pending_offer is None:
+            return
+        msg, peer, tx = call.pending_offer
+        call.pending_offer = None
+        self._reply(msg, peer, status, reason, tx, to_tag=call.local_tag)
+
+    def send_info(self, call_id: int, body: str, content_type: str) -> None:
+        """An INFO in the dialog (RFC 6086), e.g. application/media_control+xml for a keyframe."""
+        call = self.calls.get(call_id)
+        if call is not None and call.state is CallState.CONFIRMED:
+            self._send_request(call, "INFO", [("content-type", content_type)], body)
+
+    def close(self) -> None:
+        """Ends every call (BYE, CANCEL, or 503 before an answer)."""
+        for call in list(self.calls.values()):
+            if call.state is CallState.INCOMING:
+                self._final_failure(call, 503, "Service Shutting Down")
+            elif call.state is CallState.CALLING:
+                self._cancel_invite(call)
+                self._terminate(call, 503, "Shutting down")
+            else:
+                self._send_request(call, "BYE", self._reason((503, "Service shutting down")))
+                self._terminate(call, 503, "Shutting down")
 
     # -- responses --------------------------------------------------------------------------------
 
@@ -555,12 +769,22 @@ class UserAgent:
         data = self._build_response(request, status, reason, tag, extra, peer).serialize()
         if tx is not None:
             tx.last_response = data
-            if request.method == "INVITE" and status >= 300 and tx.final_status == 0:
+            invite = request.method == "INVITE"
+            if status < 200:
+                tx.state = ServerTransactionState.PROCEEDING
+            elif status < 300:
+                tx.state = ServerTransactionState.ACCEPTED if invite else ServerTransactionState.COMPLETED
+            elif not invite:
+                tx.state = ServerTransactionState.COMPLETED
+            elif tx.final_status == 0:
                 # Every failure answer to an INVITE is retransmitted over UDP until its ACK (17.2.1).
                 tx.final_status = status
+                tx.state = ServerTransactionState.COMPLETED
                 if peer.transport == "udp":
-                    self._retransmit_until_acked(tx, T1)
-        self._send(data, peer)
+                    tx.interval = T1
+                    self._start(tx, Timer.G, T1)
+                    self._start(tx, Timer.H, TIMEOUT)
+        self._queue(data, peer)
 
     def _final_failure(
         self, call: _Call, status: int, reason: str, extra: list[tuple[str, str]] | None = None
@@ -569,15 +793,12 @@ class UserAgent:
         self._reply(call.invite, call.peer, status, reason, call.invite_tx, extra=extra, to_tag=call.local_tag)
         self._terminate(call, status, reason)
 
-    def _retransmit_until_acked(self, tx: _ServerTransaction, interval: float, waited: float = 0.0) -> None:
-        def again() -> None:
-            if tx.acked or tx.last_response is None:
-                return
-            self._send(tx.last_response, tx.peer)
-            self._retransmit_until_acked(tx, min(2 * interval, T2), waited + interval)
-
-        if waited + interval < TIMEOUT:
-            self._after(interval, again)
+    def _retransmit_failure(self, tx: _ServerTransaction) -> None:
+        if tx.acked or tx.last_response is None:
+            return
+        self._queue(tx.last_response, tx.peer)
+        tx.interval = min(2 * tx.interval, T2)
+        self._start(tx, Timer.G, tx.interval)
 
     def _send_2xx(self, call: _Call, request: SipMessage, body: str | None) -> None:
         extra = [("contact", self._contact(call.peer)), ("allow", ALLOW)]
@@ -592,34 +813,35 @@ class UserAgent:
         tx = self._server_tx.get((request.top_via.branch, request.method))
         if tx is not None:
             tx.last_response = data  # a retransmitted request gets this again
+            tx.state = ServerTransactionState.ACCEPTED if request.method == "INVITE" else ServerTransactionState.COMPLETED
         if request.method == "INVITE":
             # The 2xx to an INVITE is the core's to retransmit, until the ACK (RFC 3261 13.3.1.4).
             call.pending_2xx = data
             call.pending_2xx_cseq = request.cseq[0]
-            self._send(data, call.peer)
+            self._queue(data, call.peer)
             if call.peer.transport == "udp":
-                self._schedule_2xx(call, data, T1)
-            call.timers.append(self._after(TIMEOUT, lambda: self._no_ack(call, data)))
+                call.interval = T1
+                self._start(call, Timer.G, T1)
+            self._start(call, Timer.H, TIMEOUT)
         else:
-            self._send(data, call.peer)
+            self._queue(data, call.peer)
 
-    def _schedule_2xx(self, call: _Call, data: bytes, interval: float) -> None:
-        def again() -> None:
-            if call.pending_2xx is not data or call.state == "terminated":
-                return
-            self._send(data, call.peer)
-            self._schedule_2xx(call, data, min(2 * interval, T2))
+    def _retransmit_2xx(self, call: _Call) -> None:
+        if call.pending_2xx is None or call.state is CallState.TERMINATED:
+            return
+        self._queue(call.pending_2xx, call.peer)
+        call.interval = min(2 * call.interval, T2)
+        self._start(call, Timer.G, call.interval)
 
-        call.timers.append(self._after(interval, again))
-
-    def _no_ack(self, call: _Call, data: bytes) -> None:
+    def _no_ack(self, call: _Call) -> None:
         """64*T1 without the ACK of our 2xx: the dialog is confirmed and ended (RFC 3261 13.3.1.4)."""
-        if call.pending_2xx is not data or call.state == "terminated":
+        if call.pending_2xx is None or call.state is CallState.TERMINATED:
             return
         log.warning("no ACK for our 200 OK; ending the call", call_id=call.call_id)
         call.pending_2xx = None
-        call.state = "confirmed"
-        self._send_bye(call, (408, "No ACK"))
+        self._stop(call, Timer.G)
+        call.state = CallState.CONFIRMED
+        self._send_request(call, "BYE", self._reason((408, "No ACK")))
         self._terminate(call, 408, "No ACK")
 
     # -- ACK, CANCEL ------------------------------------------------------------------------------
@@ -629,6 +851,8 @@ class UserAgent:
         tx = self._server_tx.get((via_branch, "INVITE"))
         if tx is not None and tx.final_status >= 300:
             tx.acked = True  # the ACK of a failure answer: absorbed by the transaction
+            tx.state = ServerTransactionState.CONFIRMED
+            self._stop(tx, Timer.G, Timer.H)
             return
         to_tag = NameAddr.parse(msg.get("to") or "").tag
         call_number = self._dialogs.get((msg.call_id, to_tag, NameAddr.parse(msg.get("from") or "").tag))
@@ -636,16 +860,22 @@ class UserAgent:
         if call is None or call.pending_2xx is None or msg.cseq[0] != call.pending_2xx_cseq:
             return  # a retransmitted or stray ACK
         call.pending_2xx = None
-        if call.offered_codecs is not None:
-            self._take_answer(call, msg)
-        if call.state == "answered":
-            call.state = "confirmed"
+        self._stop(call, Timer.G, Timer.H)
+        if call.awaiting_answer:
+            call.awaiting_answer = False
+            body = sipmsg.sdp_body(msg)
+            if body is None:
+                log.warning("ACK without the SDP answer to our offer", call_id=call.call_id)
+            else:
+                self._events.append(AnswerReceived(call.id, body))
+        if call.state is CallState.ANSWERED:
+            call.state = CallState.CONFIRMED
             if not call.confirmed_once:
                 call.confirmed_once = True
-                self._events.confirmed(call.id)
+                self._events.append(CallConfirmed(call.id))
             if call.bye_after_ack is not None:
                 cause = call.bye_after_ack
-                self._send_bye(call, cause if cause[0] != 200 else None)
+                self._send_request(call, "BYE", self._reason(cause if cause[0] != 200 else None))
                 self._terminate(call, 200, "Local BYE")
 
     def _cancel_request(self, msg: SipMessage, peer: Peer) -> None:
@@ -657,7 +887,7 @@ class UserAgent:
         cancel_tx = _ServerTransaction((msg.top_via.branch, "CANCEL"), peer)
         self._remember(cancel_tx)
         self._reply(msg, peer, 200, "OK", cancel_tx, to_tag=call.local_tag if call else None)
-        if call is not None and call.state == "incoming":
+        if call is not None and call.state is CallState.INCOMING:
             log.info("call cancelled before the answer", call_id=call.call_id)
             self._final_failure(call, 487, "Request Terminated")
 
@@ -667,7 +897,7 @@ class UserAgent:
         from_tag = NameAddr.parse(msg.get("from") or "").tag
         number = self._dialogs.get((msg.call_id, to_tag, from_tag))
         call = self.calls.get(number) if number is not None else None
-        if call is None or call.state == "terminated":
+        if call is None or call.state is CallState.TERMINATED:
             self._reply(msg, peer, 481, "Call/Transaction Does Not Exist", tx)
             return
         cseq = msg.cseq[0]
@@ -692,145 +922,105 @@ class UserAgent:
                 return
             self._reply(msg, peer, 200, "OK", tx, to_tag=to_tag)
             for digit in digits or "":
-                self._events.digit(call.id, digit, "sip-info")
+                self._events.append(DigitReceived(call.id, digit, "sip-info"))
         elif method == "OPTIONS":
             self._reply(msg, peer, 200, "OK", tx, extra=self._capabilities(), to_tag=to_tag)
         else:
             self._refuse_method(msg, peer, tx, to_tag)
 
     def _reoffer(self, call: _Call, msg: SipMessage, peer: Peer, tx: _ServerTransaction) -> None:
-        """Hold, resume, codec change, session refresh: answered from the plan, or our offer."""
-        plan = call.plan
-        if call.state != "confirmed" or plan is None or call.pending_2xx is not None:
+        """Hold, resume, codec change, session refresh: the offer goes up (OfferReceived), or the
+        request for ours (OfferRequested); the answer comes back through accept_offer/refuse_offer."""
+        if call.state is not CallState.CONFIRMED or call.pending_2xx is not None or call.pending_offer is not None:
             # RFC 3261 14.2: an offer while ours is pending or the first is unconfirmed
             self._reply(msg, peer, 491, "Request Pending", tx, to_tag=call.local_tag)
             return
         offer = sipmsg.sdp_body(msg)
-        if offer is None:
-            if msg.method == "UPDATE":
-                self._send_2xx(call, msg, None)  # a refresh without an offer
-                return
-            body = self._our_offer(call)
-        else:
-            try:
-                answer = self._answer(call, offer)
-            except sdp.SdpError as exc:
-                log.info("re-offer refused", call_id=call.call_id, status=exc.status, reason=exc.reason)
-                self._reply(msg, peer, 488, "Not Acceptable Here", tx, to_tag=call.local_tag)
-                return
-            body = answer.sdp
-            call.codec_in_use = answer.audio.codec
-            self._events.media(call.id, answer.audio)
-        self._send_2xx(call, msg, body)
-        if msg.method == "INVITE":
-            call.state = "answered"
-
-    def _answer(self, call: _Call, offer_text: str) -> sdp.Answer:
-        plan = call.plan
-        assert plan is not None
-        answer = sdp.answer(
-            sdp.parse(offer_text),
-            local_address=plan.local_address,
-            audio_port=plan.audio_port,
-            codecs=plan.codecs,
-            prefer_ours=plan.prefer_ours,
-            direction=plan.direction,
-            session_id=plan.session_id,
-            session_version=call.version + 1,
-            user_agent=plan.user_agent,
-        )
-        if plan.require_srtp and answer.audio.local_crypto is None:
-            raise sdp.SdpError(488, "SRTP required")
-        call.version += 1  # (only once the answer exists: a refused offer changes nothing)
-        return answer
-
-    def _our_offer(self, call: _Call) -> str:
-        plan = call.plan
-        assert plan is not None
-        call.version += 1
-        in_use = call.codec_in_use
-        call.offered_codecs = sorted(plan.codecs, key=lambda codec: codec is not in_use)
-        return sdp.offer(
-            local_address=plan.local_address,
-            audio_port=plan.audio_port,
-            codecs=call.offered_codecs,
-            direction=plan.direction,
-            session_id=plan.session_id,
-            session_version=call.version,
-            user_agent=plan.user_agent,
-        )
-
-    def _take_answer(self, call: _Call, ack: SipMessage) -> None:
-        codecs, call.offered_codecs = call.offered_codecs, None
-        body = sipmsg.sdp_body(ack)
-        if codecs is None or call.plan is None:
+        if offer is None and msg.method == "UPDATE":
+            self._send_2xx(call, msg, None)  # a refresh without an offer
             return
-        if body is None:
-            log.warning("ACK without the SDP answer to our offer", call_id=call.call_id)
-            return
-        try:
-            choice = sdp.accept_answer(sdp.parse(body), codecs, call.plan.direction)
-        except sdp.SdpError as exc:
-            log.warning("unusable SDP answer", call_id=call.call_id, reason=exc.reason)
-            call.bye_after_ack = (488, exc.reason)
-            return
-        call.codec_in_use = choice.codec
-        self._events.media(call.id, choice)
+        call.pending_offer = (msg, peer, tx)
+        self._events.append(OfferRequested(call.id) if offer is None else OfferReceived(call.id, offer, msg.method))
 
-    # -- our requests (BYE) -----------------------------------------------------------------------
+    # -- our requests in a dialog (BYE, INFO) -----------------------------------------------------
 
-    def _send_bye(self, call: _Call, cause: tuple[int, str] | None) -> None:
+    @staticmethod
+    def _reason(cause: tuple[int, str] | None) -> list[tuple[str, str]]:
+        if cause is None:
+            return []
+        text = cause[1].replace('"', "'")
+        return [("reason", f'SIP;cause={cause[0]};text="{text}"')]
+
+    def _via(self, peer: Peer, branch: str) -> str:
+        host, port = self.local.get(peer.transport, next(iter(self.local.values())))
+        host = self.public_address or host
+        return f"SIP/2.0/{peer.transport.upper()} {host}:{port};branch={branch};rport"
+
+    def _send_request(self, call: _Call, method: str, extra: list[tuple[str, str]], body: str = "") -> None:
+        """A request in the dialog, a non-INVITE client transaction (timers E, F, K)."""
         call.local_cseq += 1
         branch = "z9hG4bK" + secrets.token_hex(10)
-        host, port = self.local.get(call.peer.transport, next(iter(self.local.values())))
-        host = self.public_address or host
-        request = SipMessage(method="BYE", uri=call.remote_target)
-        transport = call.peer.transport.upper()
-        request.add("via", f"SIP/2.0/{transport} {host}:{port};branch={branch};rport")
+        request = SipMessage(method=method, uri=call.remote_target)
+        request.add("via", self._via(call.peer, branch))
         request.add("max-forwards", "70")
         request.add("from", f"<{call.local_uri}>;tag={call.local_tag}")
         request.add("to", f"<{call.remote_uri}>;tag={call.remote_tag}")
         request.add("call-id", call.call_id)
-        request.add("cseq", f"{call.local_cseq} BYE")
+        request.add("cseq", f"{call.local_cseq} {method}")
         for route in call.route_set:
             request.add("route", route)
-        if cause is not None:
-            text = cause[1].replace('"', "'")
-            request.add("reason", f'SIP;cause={cause[0]};text="{text}"')
+        for key, value in extra:
+            request.add(key, value)
         request.add("user-agent", self.user_agent)
+        if body:
+            request.body = body.encode()
         data = request.serialize()
         peer = call.peer  # in-dialog requests go back the way the call came (NAT, connections)
-        self._send(data, peer)
+        self._queue(data, peer)
+        tx = _ClientTransaction(branch, method, request, data, peer, call.id, ClientTransactionState.TRYING)
+        self._client_tx[branch] = tx
         if peer.transport == "udp":
-            self._client_retransmit(branch, data, peer, T1, 0.0)
+            self._start(tx, Timer.E, T1)
+        self._start(tx, Timer.F, TIMEOUT)
 
-    def _client_retransmit(self, branch: str, data: bytes, peer: Peer, interval: float, waited: float) -> None:
-        def again() -> None:
-            if branch not in self._client_tx:
-                return
-            if waited + interval >= TIMEOUT:
-                self._client_tx.pop(branch, None)
-                return
-            self._send(data, peer)
-            self._client_retransmit(branch, data, peer, min(2 * interval, T2), waited + interval)
-
-        timer = self._after(interval, again)
-        self._client_tx[branch] = (data, peer, timer)
+    def _retransmit_request(self, tx: _ClientTransaction, name: Timer) -> None:
+        """Timers A and E: again at T1, 2*T1 ... capped at T2, for as long as 64*T1 allows."""
+        if tx.waited + tx.interval >= TIMEOUT:
+            return
+        self._queue(tx.data, tx.peer)
+        tx.waited += tx.interval
+        tx.interval = min(2 * tx.interval, T2)
+        self._start(tx, name, tx.interval)
 
     def _response(self, msg: SipMessage) -> None:
         branch = msg.top_via.branch
-        entry = self._client_tx.get(branch)
-        if entry is not None and (msg.status >= 200 or branch in self._invites):
-            del self._client_tx[branch]  # (a provisional answer to our INVITE stops its retransmission)
-            self._cancel(entry[2])
-        if branch in self._invites and msg.cseq[1] == "INVITE":
-            self._invite_response(branch, msg)
+        tx = self._client_tx.get(branch)
+        if tx is None:
+            return
+        if tx.method == "INVITE":
+            if msg.cseq[1] == "INVITE":
+                self._stop(tx, Timer.A)  # (a provisional answer to our INVITE stops its retransmission)
+                self._invite_response(tx, msg)
+            return
+        if msg.status < 200:
+            if tx.state is ClientTransactionState.TRYING:
+                tx.state = ClientTransactionState.PROCEEDING
+            return
+        if tx.state in (ClientTransactionState.TRYING, ClientTransactionState.PROCEEDING):
+            tx.state = ClientTransactionState.COMPLETED
+            self._stop(tx, Timer.E, Timer.F)
+            if tx.peer.transport == "udp":
+                self._start(tx, Timer.K, T4)
+            else:
+                tx.state = ClientTransactionState.TERMINATED
+                del self._client_tx[branch]
 
     # -- dial-out: our INVITE (RFC 3261 13.2, 17.1.1) ---------------------------------------------
 
-    def invite(self, target: str, peer: Peer, plan: MediaPlan, display_name: str = "") -> int:
-        """Calls `target` (a SIP URI) at `peer` with our offer; the call's events come as for
-        incoming calls: media (from the answer), confirmed, disconnected (with the failure status)."""
+    def invite(self, target: str, peer: Peer, sdp: str, display_name: str = "") -> int:
+        """Calls `target` (a SIP URI) at `peer` with our offer `sdp`; the call's events come as for
+        incoming calls: AnswerReceived (the 2xx's SDP), CallConfirmed, CallEnded (with the failure
+        status)."""
         host, port = self.local.get(peer.transport, next(iter(self.local.values())))
         host = self.public_address or host
         local_uri = f"sip:gateway@{host}:{port}"
@@ -849,14 +1039,13 @@ class UserAgent:
             route_set=[],
             remote_cseq=0,
             invite_tx=_ServerTransaction(("", "INVITE"), peer),
-            state="calling",
-            plan=plan,
+            state=CallState.CALLING,
+            local_cseq=1,
+            awaiting_answer=True,
         )
-        call.local_cseq = 1
-        body = self._our_offer(call)
         branch = "z9hG4bK" + secrets.token_hex(10)
         name = display_name.replace('"', "'")
-        request.add("via", f"SIP/2.0/{peer.transport.upper()} {host}:{port};branch={branch};rport")
+        request.add("via", self._via(peer, branch))
         request.add("max-forwards", "70")
         request.add("from", (f'"{name}" ' if name else "") + f"<{local_uri}>;tag={call.local_tag}")
         request.add("to", f"<{target}>")
@@ -866,58 +1055,71 @@ class UserAgent:
         request.add("allow", ALLOW)
         request.add("user-agent", self.user_agent)
         request.add("content-type", "application/sdp")
-        request.body = body.encode()
+        request.body = sdp.encode()
         data = request.serialize()
         self.calls[call.id] = call
-        self._invites[branch] = (call.id, request, peer)
+        tx = _ClientTransaction(branch, "INVITE", request, data, peer, call.id, ClientTransactionState.CALLING)
+        self._client_tx[branch] = tx
         self.counters["calls"] += 1
-        self._send(data, peer)
+        self._queue(data, peer)
         if peer.transport == "udp":
-            self._client_retransmit(branch, data, peer, T1, 0.0)
-        call.timers.append(self._after(TIMEOUT, lambda: self._no_answer(call)))
+            self._start(tx, Timer.A, T1)
+        self._start(tx, Timer.B, TIMEOUT)
         return call.id
 
-    def _no_answer(self, call: _Call) -> None:
-        if call.state == "calling":
+    def _no_answer(self, tx: _ClientTransaction) -> None:
+        call = self.calls.get(tx.call) if tx.call is not None else None
+        if call is not None and call.state is CallState.CALLING:
             log.info("dial-out: no answer", call_id=call.call_id)
             self._cancel_invite(call)
             self._terminate(call, 408, "No answer")
 
-    def _invite_response(self, branch: str, msg: SipMessage) -> None:
-        number, request, peer = self._invites[branch]
-        call = self.calls.get(number)
+    def _invite_response(self, tx: _ClientTransaction, msg: SipMessage) -> None:
+        call = self.calls.get(tx.call) if tx.call is not None else None
         to = NameAddr.parse(msg.get("to") or "")
+        request = tx.request
         if msg.status < 200:
+            if tx.state is ClientTransactionState.CALLING:
+                tx.state = ClientTransactionState.PROCEEDING
             return
         if msg.status >= 300:
-            self._send(self._build_ack(request, msg, branch), peer)
-            self._after(TIMEOUT, lambda: self._invites.pop(branch, None))
-            if call is not None and call.state == "calling":
+            self._queue(self._build_ack(request, msg, tx.branch), tx.peer)
+            if tx.state in (ClientTransactionState.CALLING, ClientTransactionState.PROCEEDING):
+                tx.state = ClientTransactionState.COMPLETED
+                self._stop(tx, Timer.A, Timer.B)
+                self._start(tx, Timer.D, TIMEOUT)
+            if call is not None and call.state is CallState.CALLING:
                 self._terminate(call, msg.status, msg.reason or "Refused")
             return
-        if call is None or call.state not in ("calling", "confirmed"):
+        if tx.state in (ClientTransactionState.CALLING, ClientTransactionState.PROCEEDING):
+            tx.state = ClientTransactionState.ACCEPTED
+            self._stop(tx, Timer.A, Timer.B)
+            self._start(tx, Timer.M, TIMEOUT)
+        if call is None or call.state not in (CallState.CALLING, CallState.CONFIRMED):
             # Answered after we gave up (CANCEL lost the race): acknowledge, then end it.
-            ghost = self._answered_dialog(number, request, msg, peer)
-            self._send(self._build_ack(request, msg, None, ghost), ghost.peer)
-            self._send_bye(ghost, None)
+            ghost = self._answered_dialog(tx.call or 0, request, msg, tx.peer)
+            self._queue(self._build_ack(request, msg, None, ghost), ghost.peer)
+            self._send_request(ghost, "BYE", [])
             return
-        if call.state == "calling":
+        if call.state is CallState.CALLING:
             call.remote_tag = to.tag
             contact = msg.all("contact")
             if contact:
                 call.remote_target = NameAddr.parse(contact[0]).uri
             call.route_set = list(reversed(msg.all("record-route")))
             self._dialogs[(call.call_id, call.local_tag, call.remote_tag)] = call.id
-            call.state = "confirmed"
+            call.state = CallState.CONFIRMED
             call.confirmed_once = True
-            self._send(self._build_ack(request, msg, None, call), call.peer)
-            self._take_answer(call, msg)
-            self._events.confirmed(call.id)
-            if call.bye_after_ack is not None:
-                self._send_bye(call, call.bye_after_ack)
-                self._terminate(call, 200, "Local BYE")
+            self._queue(self._build_ack(request, msg, None, call), call.peer)
+            call.awaiting_answer = False
+            body = sipmsg.sdp_body(msg)
+            if body is None:
+                log.warning("2xx without the SDP answer to our offer", call_id=call.call_id)
+            else:
+                self._events.append(AnswerReceived(call.id, body))
+            self._events.append(CallConfirmed(call.id))
         else:  # a retransmitted 2xx: our ACK was lost
-            self._send(self._build_ack(request, msg, None, call), call.peer)
+            self._queue(self._build_ack(request, msg, None, call), call.peer)
 
     def _answered_dialog(self, number: int, request: SipMessage, msg: SipMessage, peer: Peer) -> _Call:
         """A throw-away dialog for a 2xx that came after we gave up, enough to ACK and BYE it."""
@@ -935,7 +1137,7 @@ class UserAgent:
             route_set=list(reversed(msg.all("record-route"))),
             remote_cseq=0,
             invite_tx=_ServerTransaction(("", "INVITE"), peer),
-            state="confirmed",
+            state=CallState.CONFIRMED,
             local_cseq=1,
         )
 
@@ -956,10 +1158,12 @@ class UserAgent:
         return ack.serialize()
 
     def _cancel_invite(self, call: _Call) -> None:
-        """CANCEL our INVITE (RFC 3261 9.1): same branch, Request-URI, Call-ID, From, To and CSeq number."""
-        for branch, (number, request, _peer) in self._invites.items():
-            if number != call.id:
+        """CANCEL our INVITE (RFC 3261 9.1): same branch, Request-URI, Call-ID, From, To and CSeq
+        number. The INVITE transaction stays (timer D) to ACK the 487 that answers it."""
+        for tx in self._client_tx.values():
+            if tx.method != "INVITE" or tx.call != call.id:
                 continue
+            request = tx.request
             cancel = SipMessage(method="CANCEL", uri=request.uri)
             cancel.add("via", request.all("via")[0])
             cancel.add("max-forwards", "70")
@@ -967,36 +1171,27 @@ class UserAgent:
             cancel.add("to", request.get("to") or "")
             cancel.add("call-id", request.call_id)
             cancel.add("cseq", f"{request.cseq[0]} CANCEL")
-            data = cancel.serialize()
-            self._send(data, call.peer)
-            entry = self._client_tx.pop(branch, None)
-            if entry is not None:
-                self._cancel(entry[2])
-            self._after(TIMEOUT, lambda branch=branch: self._invites.pop(branch, None))  # type: ignore[misc]
+            self._queue(cancel.serialize(), call.peer)
+            self._stop(tx, Timer.A, Timer.B)
+            self._start(tx, Timer.D, TIMEOUT)
             return
 
     # -- endings ----------------------------------------------------------------------------------
 
     def _terminate(self, call: _Call, status: int, reason: str) -> None:
-        if call.state == "terminated":
+        if call.state is CallState.TERMINATED:
             return
-        call.state = "terminated"
-        for timer in call.timers:
-            self._cancel(timer)
+        call.state = CallState.TERMINATED
+        self._stop(call, *Timer)
         self.calls.pop(call.id, None)
-        # The dialog lingers a little so retransmissions and late requests are still recognised.
-        key = (call.call_id, call.local_tag, call.remote_tag)
-        self._after(TIMEOUT, lambda: self._dialogs.pop(key, None))
-        self._events.disconnected(call.id, status, reason)
-
-    def close(self) -> None:
-        """Ends every call (BYE, or 503 before an answer)."""
-        for call in list(self.calls.values()):
-            if call.state == "incoming":
-                self._final_failure(call, 503, "Service Shutting Down")
-            else:
-                self._send_bye(call, (503, "Service shutting down"))
-                self._terminate(call, 503, "Shutting down")
+        # (requests naming the dialog from now on get 481; retransmissions are answered by their
+        # transactions)
+        self._dialogs.pop((call.call_id, call.local_tag, call.remote_tag), None)
+        if call.pending_offer is not None:  # RFC 3261 15.1.2: a pending request gets 487
+            msg, peer, tx = call.pending_offer
+            call.pending_offer = None
+            self._reply(msg, peer, 487, "Request Terminated", tx, to_tag=call.local_tag)
+        self._events.append(CallEnded(call.id, status, reason))
 
 
 def _stamp_via(via: str, peer: Peer) -> str:
@@ -1029,21 +1224,3 @@ def _worth_logging(count: int) -> bool:
 def _tags(value: str | None) -> list[str]:
     return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
 
-
-def _codecs_in(body: str, plan: MediaPlan | None) -> list[AudioCodec]:
-    """The codecs of our own SDP answer body, in its order (to know the codec in use)."""
-    if plan is None:
-        return []
-    try:
-        session = sdp.parse(body)
-    except sdp.SdpError:
-        return []
-    names = {sdp.RTP_NAMES[c][0].lower(): c for c in plan.codecs}
-    found: list[AudioCodec] = []
-    for m in session.media:
-        if m.kind == "audio" and m.port:
-            for value in m.values("rtpmap"):
-                name = value.partition(" ")[2].split("/")[0].lower()
-                if name in names:
-                    found.append(names[name])
-    return found

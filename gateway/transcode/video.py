@@ -1,11 +1,15 @@
 """Video routing between participants: forward encoded frames, transcode only when a receiver needs it.
 
-Protocol-free. A source pushes whole encoded frames (`on_frame`); each receiver subscribed to it
-gets the very same frame object when it accepts the codec, so forwarding costs nothing per pixel.
+Protocol-free. A source is one video stream of a participant, keyed by (participant, stream kind):
+a room system's camera and its slides are two sources. It pushes whole encoded frames
+(`on_frame`); each receiver subscribed to it gets the very same frame object when it can take the
+frame as it is (same codec, and for H.264 a profile, level and packetization mode it decodes:
+`codecs.can_forward`), so forwarding costs nothing per pixel.
 A new subscriber waits for a keyframe (and one is requested from the source, rate-limited);
 receivers' keyframe requests travel back the same way. When a receiver accepts none of the
 source's codec, one Transcoder per (source, output codec) decodes once and encodes once, and all
-receivers of that codec share its output.
+receivers of that codec share its output. Receivers are participants (one per leg); which of its
+outbound streams a frame goes to is the leg's business (by the source's stream kind).
 
 Frames come from the network: an empty one is dropped before anyone gets it; one the transcoder
 cannot decode is dropped and counted (`frames_undecodable`), a keyframe is asked of its source and
@@ -17,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import cast
+from typing import NamedTuple, cast
 
 import av
 import structlog
+
+from gateway.transcode.codecs import StreamCodec, StreamKind, forwardable_to
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +42,42 @@ class EncodedVideoFrame:
     data: bytes
     timestamp: int  # 90 kHz
     keyframe: bool
+    # The stream's negotiated codec (profile, packetization), when the sender's leg knows it; the
+    # same object for every frame of a stream. None: only the name is known (any profile).
+    format: StreamCodec | None = None
+
+
+class VideoSourceId(NamedTuple):
+    """One participant's video stream: the key of a source in the router."""
+
+    participant: str
+    stream: StreamKind = StreamKind.MAIN
+
+
+class VideoTimeline:
+    """Rewrites source timestamps onto one outbound timeline that only moves forward, even when
+    the stream switches from one source to another (a slot, a forwarded main video)."""
+
+    __slots__ = ("last_source_ts", "out_ts")
+
+    def __init__(self, start: int = 0) -> None:
+        self.last_source_ts: int | None = None
+        self.out_ts = start
+
+    def restart(self) -> None:
+        """The next frame comes from another source: its timestamps say nothing about the last ones."""
+        self.last_source_ts = None
+
+    def next(self, source_ts: int) -> int:
+        if self.last_source_ts is None:
+            step = VIDEO_CLOCK // 30
+        else:
+            step = (source_ts - self.last_source_ts) & 0xFFFFFFFF
+            if step >= 1 << 31:  # an older frame: keep the timeline monotonic
+                step = 0
+        self.last_source_ts = source_ts
+        self.out_ts += step  # (an RTP sender takes it modulo 2**32)
+        return self.out_ts
 
 
 def is_keyframe(codec: str, data: bytes) -> bool:
@@ -57,7 +99,7 @@ def is_keyframe(codec: str, data: bytes) -> bool:
     return False
 
 
-Deliver = Callable[[str, EncodedVideoFrame], None]
+Deliver = Callable[[VideoSourceId, EncodedVideoFrame], None]
 
 
 class UndecodableFrame(ValueError):
@@ -78,16 +120,39 @@ class TranscodeDone:
 @dataclass
 class _Receiver:
     id: str
-    codecs: tuple[str, ...]
+    codecs: tuple[StreamCodec | str, ...]  # preferred first; a bare name takes any profile
     deliver: Deliver
-    waiting_keyframe: set[str] = field(default_factory=set)
+    waiting_keyframe: set[VideoSourceId] = field(default_factory=set)
     frames_out: int = 0
     send_failures: int = 0
+    names: frozenset[str] = frozenset()
+    # whether it takes a stream negotiated as this descriptor as it is (computed once per descriptor)
+    takes: dict[StreamCodec, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.names = frozenset((c if isinstance(c, str) else c.name).upper() for c in self.codecs)
+
+    def accepts(self, frame: EncodedVideoFrame) -> bool:
+        if frame.codec not in self.names:
+            return False
+        described = frame.format
+        if described is None:
+            return True
+        verdict = self.takes.get(described)
+        if verdict is None:
+            verdict = self.takes[described] = forwardable_to(described, self.codecs)
+        return verdict
+
+    @property
+    def target(self) -> str:
+        """The codec a transcode for this receiver makes: its preferred one."""
+        first = self.codecs[0]
+        return (first if isinstance(first, str) else first.name).upper()
 
 
 @dataclass
 class _Source:
-    id: str
+    id: VideoSourceId
     request_keyframe: Callable[[], None]
     last_request: float = -1e9
     frames_in: int = 0
@@ -170,9 +235,9 @@ class TranscodePool:
         self._loop = loop
         self._max_pending = max_pending
         # per (source, codec): the transcoder, its thread, [frames pending, failures]
-        self._workers: dict[tuple[str, str], tuple[Transcoder, ThreadPoolExecutor, list[int]]] = {}
+        self._workers: dict[tuple[VideoSourceId, str], tuple[Transcoder, ThreadPoolExecutor, list[int]]] = {}
 
-    def __call__(self, source: str, codec: str, frame: EncodedVideoFrame, done: TranscodeDone) -> None:
+    def __call__(self, source: VideoSourceId, codec: str, frame: EncodedVideoFrame, done: TranscodeDone) -> None:
         worker = self._workers.get((source, codec))
         if worker is None:
             worker = (Transcoder(codec), ThreadPoolExecutor(1, thread_name_prefix=f"transcode-{codec}"), [0, 0])
@@ -197,8 +262,9 @@ class TranscodePool:
 
         executor.submit(transcoder.transcode, frame).add_done_callback(finished)
 
-    def drop(self, source: str) -> None:
-        for key in [k for k in self._workers if k[0] == source]:
+    def drop(self, participant: str) -> None:
+        """The participant left: the transcoders of all its streams go."""
+        for key in [k for k in self._workers if k[0].participant == participant]:
             self._workers.pop(key)[1].shutdown(wait=False)
 
     def close(self) -> None:
@@ -212,15 +278,15 @@ class VideoRouter:
         self,
         keyframe_interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
-        transcode: Callable[[str, str, EncodedVideoFrame, TranscodeDone], None] | None = None,
+        transcode: Callable[[VideoSourceId, str, EncodedVideoFrame, TranscodeDone], None] | None = None,
     ) -> None:
         """`transcode(source, codec, frame, done)` runs a Transcoder (off the loop) and calls done
         with the frames made, or done.failed() when the frame could not be decoded."""
-        self._sources: dict[str, _Source] = {}
+        self._sources: dict[VideoSourceId, _Source] = {}
         self._receivers: dict[str, _Receiver] = {}
-        # Subscriptions live apart from the sources: a receiver may subscribe to a participant whose
+        # Subscriptions live apart from the sources: a receiver may subscribe to a stream whose
         # media is not attached yet (or is reconnecting), and gets its video once it is.
-        self._subscribers: dict[str, set[str]] = {}
+        self._subscribers: dict[VideoSourceId, set[str]] = {}
         self._keyframe_interval = keyframe_interval_s
         self._clock = clock
         self._transcode = transcode
@@ -228,38 +294,56 @@ class VideoRouter:
         self.frames_transcoded = 0
         self.frames_undecodable = 0
 
-    def add_source(self, id: str, request_keyframe: Callable[[], None]) -> None:
+    def add_source(self, id: VideoSourceId, request_keyframe: Callable[[], None]) -> None:
+        """A stream that sends video, and how to ask its sender for a keyframe. Registering it again
+        (a renegotiation) changes only the keyframe request path; its counters go on."""
+        source = self._sources.get(id)
+        if source is not None:
+            source.request_keyframe = request_keyframe
+            return
         self._sources[id] = _Source(id, request_keyframe)
         if self._subscribers.get(id):
             self.request_keyframe(id, force=True)
 
-    def add_receiver(self, id: str, codecs: tuple[str, ...], deliver: Deliver) -> None:
-        self._receivers[id] = _Receiver(id, codecs, deliver)
+    def add_receiver(self, id: str, codecs: Sequence[StreamCodec | str], deliver: Deliver) -> None:
+        """A participant that takes video in these codecs (preferred first; descriptors with their
+        profiles, or bare names for any profile)."""
+        self._receivers[id] = _Receiver(id, tuple(codecs), deliver)
 
-    def remove_source(self, id: str) -> None:
-        """The participant's media went away; who subscribed to it stays subscribed (a reconnect)."""
+    def remove_source(self, id: VideoSourceId) -> None:
+        """The stream went away; who subscribed to it stays subscribed (a reconnect)."""
         self._sources.pop(id, None)
         subscribers = self._subscribers.get(id, set())
         for receiver in self._receivers.values():
             if receiver.id in subscribers:
                 receiver.waiting_keyframe.add(id)
 
+    def remove_sources(self, participant: str) -> None:
+        """The participant's media went away (all its streams); subscriptions to them stay."""
+        for id in [id for id in self._sources if id.participant == participant]:
+            self.remove_source(id)
+
     def remove_receiver(self, id: str) -> None:
         self._receivers.pop(id, None)
         for subscribers in self._subscribers.values():
             subscribers.discard(id)
 
-    def remove(self, id: str) -> None:
-        """The participant left: as source and as receiver."""
-        self._sources.pop(id, None)
-        self._subscribers.pop(id, None)
-        self._receivers.pop(id, None)
+    def remove(self, participant: str) -> None:
+        """The participant left: as the sender of all its streams and as receiver."""
+        for id in [id for id in self._sources if id.participant == participant]:
+            del self._sources[id]
+        for id in [id for id in self._subscribers if id.participant == participant]:
+            del self._subscribers[id]
+        self._receivers.pop(participant, None)
         for subscribers in self._subscribers.values():
-            subscribers.discard(id)
+            subscribers.discard(participant)
 
-    def subscribe(self, receiver_id: str, source_id: str) -> None:
+    def sources_of(self, participant: str) -> list[VideoSourceId]:
+        return [id for id in self._sources if id.participant == participant]
+
+    def subscribe(self, receiver_id: str, source_id: VideoSourceId) -> None:
         receiver = self._receivers.get(receiver_id)
-        if receiver is None or receiver_id == source_id:
+        if receiver is None or receiver_id == source_id.participant:
             return
         subscribers = self._subscribers.setdefault(source_id, set())
         if receiver_id not in subscribers:
@@ -267,16 +351,16 @@ class VideoRouter:
             receiver.waiting_keyframe.add(source_id)
             self.request_keyframe(source_id, force=True)
 
-    def unsubscribe(self, receiver_id: str, source_id: str) -> None:
+    def unsubscribe(self, receiver_id: str, source_id: VideoSourceId) -> None:
         self._subscribers.get(source_id, set()).discard(receiver_id)
         receiver = self._receivers.get(receiver_id)
         if receiver is not None:
             receiver.waiting_keyframe.discard(source_id)
 
-    def subscriptions(self, receiver_id: str) -> set[str]:
+    def subscriptions(self, receiver_id: str) -> set[VideoSourceId]:
         return {source for source, subs in self._subscribers.items() if receiver_id in subs}
 
-    def request_keyframe(self, source_id: str, force: bool = False) -> None:
+    def request_keyframe(self, source_id: VideoSourceId, force: bool = False) -> None:
         """A receiver lost a picture (PLI/FIR) or a new one subscribed: ask the source, rate-limited."""
         source = self._sources.get(source_id)
         if source is None:
@@ -287,20 +371,25 @@ class VideoRouter:
         source.last_request = now
         source.request_keyframe()
 
-    def source_stats(self, source_id: str) -> int:
+    def source_stats(self, source_id: VideoSourceId) -> int:
         source = self._sources.get(source_id)
         return source.frames_in if source else 0
+
+    def source_undecodable(self, source_id: VideoSourceId) -> int:
+        """Frames of this source dropped as empty or undecodable."""
+        source = self._sources.get(source_id)
+        return source.frames_undecodable if source else 0
+
+    def participant_stats(self, participant: str) -> tuple[int, int]:
+        """Frames in and frames dropped as undecodable, over all streams of a participant."""
+        sources = [s for id, s in self._sources.items() if id.participant == participant]
+        return sum(s.frames_in for s in sources), sum(s.frames_undecodable for s in sources)
 
     def receiver_stats(self, receiver_id: str) -> int:
         receiver = self._receivers.get(receiver_id)
         return receiver.frames_out if receiver else 0
 
-    def source_undecodable(self, source_id: str) -> int:
-        """Frames of this source dropped as empty or undecodable."""
-        source = self._sources.get(source_id)
-        return source.frames_undecodable if source else 0
-
-    def _undecodable(self, source_id: str) -> None:
+    def _undecodable(self, source_id: VideoSourceId) -> None:
         source = self._sources.get(source_id)
         if source is None:
             return
@@ -308,7 +397,7 @@ class VideoRouter:
         self.frames_undecodable += 1
         self.request_keyframe(source_id)  # (rate-limited)
 
-    def on_frame(self, source_id: str, frame: EncodedVideoFrame) -> None:
+    def on_frame(self, source_id: VideoSourceId, frame: EncodedVideoFrame) -> None:
         source = self._sources.get(source_id)
         if source is None:
             return
@@ -322,10 +411,10 @@ class VideoRouter:
             receiver = self._receivers.get(rid)
             if receiver is None:
                 continue
-            if frame.codec in receiver.codecs:
+            if receiver.accepts(frame):
                 self._forward(receiver, source_id, frame)
             elif receiver.codecs:
-                needs.setdefault(receiver.codecs[0], []).append(receiver)
+                needs.setdefault(receiver.target, []).append(receiver)
         for codec, receivers in needs.items():
             if self._transcode is None:
                 continue
@@ -341,7 +430,7 @@ class VideoRouter:
 
             self._transcode(source_id, codec, frame, TranscodeDone(done, lambda: self._undecodable(source_id)))
 
-    def _forward(self, receiver: _Receiver, source_id: str, frame: EncodedVideoFrame) -> None:
+    def _forward(self, receiver: _Receiver, source_id: VideoSourceId, frame: EncodedVideoFrame) -> None:
         if source_id in receiver.waiting_keyframe:
             if not frame.keyframe:
                 return

@@ -4,28 +4,37 @@ The gateway always offers. The offer has one sendrecv audio m-line, one recvonly
 for the camera and a fixed number of sendonly video "slots", each of which carries one other
 participant's forwarded video; which participant a slot carries is signalled over the WebSocket,
 so people joining and leaving never need an SDP renegotiation.
+
+As a leg, a browser has one video stream, its main one: the camera is its source in the router
+((participant, main)), the slots take the codecs the browser agreed on them, with their profiles.
+Everything aiortc goes through `gateway.rtp.aiortc_glue`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.rtcconfiguration import RTCBundlePolicy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from gateway.config import WebRtcConfig
-from gateway.transcode.mixer import MixedFrame
-from gateway.transcode.video import VIDEO_CLOCK, EncodedVideoFrame, is_keyframe
-from gateway.webrtc.aiortc_glue import (
+from gateway.rooms.leg import VideoStream
+from gateway.rtp.aiortc_glue import (
     AudioPacketSink,
     EncodedTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
     VideoTap,
+    codec_capabilities,
     negotiated_codecs,
     on_keyframe_request,
     tap_audio,
 )
+from gateway.transcode.codecs import StreamCodec, StreamKind, codec_names
+from gateway.transcode.mixer import MixedFrame
+from gateway.transcode.video import EncodedVideoFrame, VideoSourceId, VideoTimeline, is_keyframe
 
 FRAME_SAMPLES_48K = 960
 
@@ -34,21 +43,16 @@ FRAME_SAMPLES_48K = 960
 class VideoSlot:
     mid: str
     track: EncodedTrack
-    source: str | None = None
-    last_source_ts: int | None = None
-    out_ts: int = 0
+    source: VideoSourceId | None = None
+    timeline: VideoTimeline = field(default_factory=VideoTimeline)
+
+    def show(self, source: VideoSourceId | None) -> None:
+        self.source = source
+        self.timeline.restart()
 
     def push(self, frame: EncodedVideoFrame) -> None:
-        # Rewrite timestamps so a slot's timeline only moves forward, even when it changes source.
-        if self.last_source_ts is None:
-            step = VIDEO_CLOCK // 30
-        else:
-            step = (frame.timestamp - self.last_source_ts) & 0xFFFFFFFF
-            if step >= 1 << 31:  # an older frame: keep the timeline monotonic
-                step = 0
-        self.last_source_ts = frame.timestamp
-        self.out_ts += step
-        self.track.push(frame.data, self.out_ts)
+        # Timestamps move forward only, even when the slot changes source.
+        self.track.push(frame.data, self.timeline.next(frame.timestamp))
 
 
 class BrowserMedia:
@@ -58,7 +62,7 @@ class BrowserMedia:
         slots: int,
         on_audio: AudioPacketSink,
         on_video: Callable[[EncodedVideoFrame], None],
-        on_keyframe_wanted: Callable[[str], None],
+        on_keyframe_wanted: Callable[[VideoSourceId], None],
     ) -> None:
         servers = [RTCIceServer(urls=url) for url in config.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
@@ -81,16 +85,26 @@ class BrowserMedia:
         for slot, transceiver in zip(self.slots, self._slot_transceivers, strict=True):
             on_keyframe_request(transceiver.sender, functools.partial(self._slot_wants_keyframe, slot))
         self.video_frames_in = 0
-        self.video_codecs: tuple[str, ...] = ()
+        # The main stream: the camera comes in on it, the slots take what the browser agreed on them.
+        self.main_video = VideoStream(StreamKind.MAIN, request_keyframe=self._video_tap.request_keyframe)
+
+    @property
+    def video_streams(self) -> Mapping[StreamKind, VideoStream]:
+        return {StreamKind.MAIN: self.main_video}
+
+    @property
+    def video_codecs(self) -> tuple[str, ...]:
+        """The names of the codecs the slots agreed on, preferred first (() before the answer)."""
+        return codec_names(self.main_video.codecs)
 
     def _prefer_codecs(self) -> None:
-        audio_caps = RTCRtpSender.getCapabilities("audio")
-        self.audio.setCodecPreferences([c for c in audio_caps.codecs if c.mimeType.lower() == "audio/opus"])
-        video_caps = RTCRtpSender.getCapabilities("video")
+        audio_caps = codec_capabilities("audio")
+        self.audio.setCodecPreferences([c for c in audio_caps if c.mimeType.lower() == "audio/opus"])
+        video_caps = codec_capabilities("video")
         preferred = []
         for name in self._config.video_codecs:
-            preferred += [c for c in video_caps.codecs if c.mimeType.upper() == f"VIDEO/{name}"]
-        preferred += [c for c in video_caps.codecs if c.mimeType.lower() == "video/rtx"]
+            preferred += [c for c in video_caps if c.mimeType.upper() == f"VIDEO/{name}"]
+        preferred += [c for c in video_caps if c.mimeType.lower() == "video/rtx"]
         for transceiver in (self.camera, *self._slot_transceivers):
             transceiver.setCodecPreferences(preferred)
 
@@ -103,7 +117,8 @@ class BrowserMedia:
     async def accept_answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         # All slots were offered alike: the first one says what this browser receives.
-        self.video_codecs = negotiated_codecs(self._slot_transceivers[0]) if self._slot_transceivers else ()
+        if self._slot_transceivers:
+            self.main_video.codecs = negotiated_codecs(self._slot_transceivers[0])
 
     @property
     def audio_mid(self) -> str:
@@ -114,11 +129,13 @@ class BrowserMedia:
         return self.camera.mid or ""
 
     def slot_map(self) -> dict[str, str | None]:
-        return {slot.mid: slot.source for slot in self.slots}
+        """Which participant each slot shows, by mid (what the page is told)."""
+        return {slot.mid: slot.source.participant if slot.source else None for slot in self.slots}
 
-    def _camera_frame(self, codec: str, data: bytes, timestamp: int) -> None:
+    def _camera_frame(self, codec: StreamCodec, data: bytes, timestamp: int) -> None:
         self.video_frames_in += 1
-        self._on_video(EncodedVideoFrame(codec, data, timestamp, is_keyframe(codec, data)))
+        name = codec.name.upper()
+        self._on_video(EncodedVideoFrame(name, data, timestamp, is_keyframe(name, data), codec))
 
     def _slot_wants_keyframe(self, slot: VideoSlot) -> None:
         if slot.source is not None:
@@ -129,30 +146,26 @@ class BrowserMedia:
     def send_audio(self, frame: MixedFrame) -> None:
         self.audio_track.push(frame.payload, frame.tick * FRAME_SAMPLES_48K)
 
-    def send_video(self, source_id: str, frame: EncodedVideoFrame) -> None:
+    def send_video(self, source: VideoSourceId, frame: EncodedVideoFrame) -> None:
         for slot in self.slots:
-            if slot.source == source_id:
+            if slot.source == source:
                 slot.push(frame)
                 return
 
-    def request_keyframe(self) -> None:
-        self._video_tap.request_keyframe()
-
-    def assign_slots(self, wanted: list[str]) -> bool:
-        """Puts the wanted sources (most wanted first) into slots, keeping ones already shown.
-        Returns whether the mapping changed."""
-        wanted = wanted[: len(self.slots)]
+    def assign_slots(self, wanted: Sequence[str | VideoSourceId]) -> bool:
+        """Puts the wanted sources (most wanted first; a participant id means its main video) into
+        slots, keeping ones already shown. Returns whether the mapping changed."""
+        sources = [VideoSourceId(w) if isinstance(w, str) else w for w in wanted[: len(self.slots)]]
         changed = False
         for slot in self.slots:
-            if slot.source is not None and slot.source not in wanted:
-                slot.source, slot.last_source_ts = None, None
+            if slot.source is not None and slot.source not in sources:
+                slot.show(None)
                 changed = True
         shown = {slot.source for slot in self.slots}
         free = [slot for slot in self.slots if slot.source is None]
-        for source in wanted:
+        for source in sources:
             if source not in shown and free:
-                slot = free.pop(0)
-                slot.source, slot.last_source_ts = source, None
+                free.pop(0).show(source)
                 changed = True
         return changed
 

@@ -15,11 +15,17 @@ from typing import Any
 import av
 import numpy as np
 import websockets
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 
+from gateway.rtp.aiortc_glue import (
+    AUDIO_TIME_BASE,
+    MediaStreamError,
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    send_audio_level,
+    tap_audio,
+)
 from gateway.transcode.audio import FRAME_SAMPLES, AudioCodec, AudioFormat, make_encoder
-from gateway.webrtc.aiortc_glue import AUDIO_TIME_BASE, send_audio_level, tap_audio
 
 
 class ToneTrack(MediaStreamTrack):

@@ -12,25 +12,29 @@ import ipaddress
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import structlog
 
+from gateway.calls.admission import Caller, Doorkeeper, Refused, Waiting
+from gateway.calls.endings import Ending, ending_for
+from gateway.calls.lobby import LobbyAdmitted, LobbyEnded, LobbyNews, LobbyWait, ending_of
 from gateway.config import GatewayConfig
-from gateway.control.auth import HostLinks
-from gateway.control.live import LiveControl
 from gateway.rooms.admission import Admission
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
-from gateway.rooms.errors import JoinRefused, NotAllowed, RoomError
+from gateway.rooms.errors import NotAllowed, RoomError
 from gateway.rooms.events import RoomEvent
+from gateway.rooms.hostlinks import HostLinks
+from gateway.rooms.leg import VideoStream
 from gateway.rooms.participant import LegKind, Role
 from gateway.rooms.pinguard import PinGuard
 from gateway.rooms.ratelimit import RateLimit
 from gateway.transcode.audio import AudioCodec, AudioFormat
+from gateway.transcode.codecs import StreamKind
 from gateway.transcode.mixer import MixedFrame
-from gateway.transcode.video import EncodedVideoFrame
+from gateway.transcode.video import EncodedVideoFrame, VideoSourceId
 from gateway.webrtc import signalling as sig
 from gateway.webrtc.media import BrowserMedia
 
@@ -51,6 +55,13 @@ def address_key(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+class Invitations(Protocol):
+    """What a host's page may ask of the control plane: call a room system or an address into the
+    room (the control plane checks the dial-out rules and picks the protocol)."""
+
+    async def dial(self, room: str, actor: str, uri: str | None = None, system: str | None = None) -> dict[str, Any]: ...
 
 
 class JoinRate:
@@ -77,27 +88,20 @@ class JoinRate:
 class BrowserHub:
     """All browser sessions of this gateway, and the places kept for those who lost their connection."""
 
-    def __init__(self, config: GatewayConfig, directory: Directory) -> None:
+    def __init__(self, config: GatewayConfig, directory: Directory, pin_guard: PinGuard) -> None:
         self.config = config
         self.directory = directory
         self.sessions: set[BrowserSession] = set()
-        security = config.security
-        self.pin_guard = PinGuard(
-            security.pin_max_failures,
-            security.pin_failure_window_s,
-            security.pin_lockout_s,
-            room_max_failures=security.room_pin_max_failures,
-            room_window_s=security.room_pin_window_s,
-            room_pause_s=security.room_pin_pause_s,
-        )
+        self.pin_guard = pin_guard  # the gateway's one guard: phone and browser guesses add up
         self._resumable: dict[str, tuple[str, str, asyncio.TimerHandle, Callable[[], None]]] = {}
         # Tokens of kept places that ended meanwhile (removed, meeting ended): the returner is told.
-        self._ended_places: dict[str, str] = {}
+        self._ended_places: dict[str, Ending] = {}
         self._room_json: dict[tuple[str, bool], tuple[int, str]] = {}
         self.host_links: HostLinks | None = None  # set by the gateway once its store is open
-        self.live: LiveControl | None = None  # hosts invite room systems through it
+        self.live: Invitations | None = None  # hosts invite room systems through it (the control plane)
         self.admission: Admission | None = None  # set by the gateway: refuses new browsers while overloaded
         self.join_rate = JoinRate(config.server.joins_per_minute)
+        self.door = Doorkeeper(self.pin_guard, lambda: self.admission)
 
     def room_json(self, conference: Conference, for_host: bool) -> str:
         """The room's public view, serialized once per room change for all sessions that show it."""
@@ -113,14 +117,14 @@ class BrowserHub:
         grace = self.config.webrtc.reconnect_grace_s
         loop = asyncio.get_running_loop()
 
-        def forget(reason: str | None) -> None:
+        def forget(ending: Ending | None) -> None:
             entry = self._resumable.pop(token, None)
             if entry is None:
                 return
             entry[2].cancel()
             entry[3]()
-            if reason is not None:
-                self._ended_places[token] = reason
+            if ending is not None:
+                self._ended_places[token] = ending
                 loop.call_later(grace, self._ended_places.pop, token, None)
 
         def expire() -> None:
@@ -129,12 +133,9 @@ class BrowserHub:
             log.info("reconnect grace expired", room=conference.room.id, participant=pid)
 
         def on_event(event: RoomEvent) -> None:
-            if event.type == "participant_removed" and event.participant == pid:
-                forget("removed")
-            elif event.type == "lobby_denied" and event.participant == pid:
-                forget("denied")
-            elif event.type == "meeting_ended" and pid in event.data.get("participants", []):
-                forget("meeting_ended")
+            ending = ending_of(event, pid)
+            if ending is not None:
+                forget(ending)
 
         unsubscribe = conference.room.subscribe(on_event)
         self._resumable[token] = (conference.room.id, pid, loop.call_later(grace, expire), unsubscribe)
@@ -153,13 +154,13 @@ class BrowserHub:
         entry[3]()
         return entry[1]
 
-    def ended_place(self, token: str) -> str | None:
-        """Why the place a token kept is gone (removed, meeting_ended), if it ended during the grace."""
+    def ended_place(self, token: str) -> Ending | None:
+        """Why the place a token kept is gone (removed, meeting ended), if it ended during the grace."""
         return self._ended_places.pop(token, None)
 
     async def close(self) -> None:
         for session in list(self.sessions):
-            await session.hang_up("meeting_ended")
+            await session.end_by_room(Ending.MEETING_ENDED)
         for _room, _pid, handle, unsubscribe in self._resumable.values():
             handle.cancel()
             unsubscribe()
@@ -184,7 +185,7 @@ class BrowserSession:
         opus = hub.config.media.opus
         self.audio_out_format = AudioFormat(AudioCodec.OPUS, opus.bitrate, opus.complexity)
         self.video_codecs: tuple[str, ...] = ()
-        self._unsubscribe_lobby: Callable[[], None] | None = None
+        self._lobby: LobbyWait | None = None
         self._state_pending = False
         self._state_timer: asyncio.TimerHandle | None = None
         self._negotiation_timer: asyncio.TimerHandle | None = None
@@ -281,25 +282,25 @@ class BrowserSession:
             if refused:
                 if refused == 1 or refused % 100 == 0:  # a flood must not fill the log as well
                     self._log.warning("join refused: too many joins from this address", source=self.client_ip, refused=refused)
-                await self._end("rate_limited")
+                await self._end(Ending.RATE_LIMITED)
                 return
-            busy = self.hub.admission.admit() if self.hub.admission is not None else None
-            if busy is not None:
-                self._log.info("join refused: the gateway is overloaded", why=busy)
-                await self._end("overloaded")
+            overloaded = self.hub.door.overloaded()
+            if overloaded is not None:
+                self._log.info("join refused: the gateway is overloaded", why=overloaded.detail)
+                await self._end(overloaded.ending)
                 return
         conference = self.hub.directory.find(msg.room)
         if conference is None:
             # (not what was typed: people type PINs into the meeting-ID field too)
-            self._log.info("join refused", code="unknown_room", typed_length=len(msg.room))
-            await self._end("unknown_room")
+            self._log.info("join refused", code=Ending.ROOM_NOT_FOUND.value, typed_length=len(msg.room))
+            await self._end(Ending.ROOM_NOT_FOUND)
             return
         self.conference = conference
         self._log = self._log.bind(room=conference.room.id)
         if msg.resume:
             gone = self.hub.ended_place(msg.resume)
             if gone is not None:
-                self._log.info("join refused: the kept place ended meanwhile", code=gone)
+                self._log.info("join refused: the kept place ended meanwhile", code=gone.value)
                 await self._end(gone)
                 return
             pid = self.hub.take_place(msg.resume, conference.room.id)
@@ -309,57 +310,47 @@ class BrowserSession:
                 self._log = self._log.bind(participant=pid)
                 if pid in conference.room.lobby:  # still waiting: back to the same place in the queue
                     self._log.info("reconnected to the lobby")
-                    self.phase = "lobby"
-                    self._unsubscribe_lobby = conference.room.subscribe(self._on_lobby_event)
-                    await self._send_lobby_position()
+                    await self._wait_in_lobby()
                     return
                 self._log.info("participant reconnected")  # (admitted meanwhile, or was in the meeting)
                 conference.room.set_connected(pid, True)
                 await self._enter_meeting()
                 return
-        # Guesses are counted per address and room, and only joins that carry a PIN are refused: a
-        # shared address (town-hall Wi-Fi, carrier NAT) must not lock everyone out of every room.
-        guard, guard_key = self.hub.pin_guard, (self.client_ip, conference.room.id)
         role = None
         if msg.host is not None:
             links = self.hub.host_links
             room = conference.room
             if links is None or not room.host_pin or not links.verify(msg.host, room.id, room.host_pin):
                 self._log.warning("join refused: host link not valid (expired, or the host PIN changed)")
-                await self._end("bad_host_link")
+                await self._end(Ending.BAD_HOST_LINK)
                 return
             role = Role.HOST
-        try:
-            if msg.pin and role is None:
-                guard.check(*guard_key)
-            result = conference.room.request_join(
-                msg.name, msg.pin, LegKind.BROWSER, source=self.client_ip, role=role
-            )
-        except JoinRefused as exc:
-            if exc.code == "wrong_pin":
-                locked_out = guard.failed(*guard_key)
-                self._log.warning("wrong PIN", source=self.client_ip, now_locked_out=locked_out)
-            elif exc.code == "locked_out":
+        caller = Caller(msg.name, LegKind.BROWSER, source=self.client_ip)
+        outcome = self.hub.door.join(conference.room, caller, msg.pin, role)
+        if isinstance(outcome, Refused):
+            if outcome.ending is Ending.WRONG_PIN:
+                self._log.warning("wrong PIN", source=self.client_ip, now_locked_out=outcome.now_locked_out)
+            elif outcome.ending is Ending.LOCKED_OUT:
                 self._log.warning("join refused: source locked out after wrong PINs", source=self.client_ip)
             else:
-                self._log.info("join refused", code=exc.code)
-            await self._end(exc.code)
+                self._log.info("join refused", code=outcome.ending.value)
+            await self._end(outcome.ending)  # (a wrong PIN that locked the source out says wrong_pin)
             return
-        if result.participant is not None and result.participant.is_host:
-            guard.succeeded(*guard_key)  # only the host PIN clears: knowing the guest PIN must not help
         self.resume_token = secrets.token_urlsafe(24)
-        if result.lobby_entry is not None:
-            self.participant_id = result.lobby_entry.id
+        if isinstance(outcome, Waiting):
+            self.participant_id = outcome.entry.id
             self._log = self._log.bind(participant=self.participant_id)
-            self.phase = "lobby"
-            self._unsubscribe_lobby = conference.room.subscribe(self._on_lobby_event)
             self._log.info("waiting in lobby")
-            await self._send_lobby_position()
+            await self._wait_in_lobby()
             return
-        assert result.participant is not None
-        self.participant_id = result.participant.id
+        self.participant_id = outcome.participant.id
         self._log = self._log.bind(participant=self.participant_id)
         await self._enter_meeting()
+
+    async def _wait_in_lobby(self) -> None:
+        self.phase = "lobby"
+        self._lobby = LobbyWait(self.room, self.participant_id, self._on_lobby_news)
+        await self._send_lobby_position()
 
     async def _send_lobby_position(self) -> None:
         if self.participant_id not in self.room.lobby:
@@ -371,27 +362,22 @@ class BrowserSession:
             self._last_lobby_position = shown
             await self.send(sig.server_lobby(position, wait, self.room.name, hosts, self.resume_token))
 
-    def _on_lobby_event(self, event: RoomEvent) -> None:
+    def _on_lobby_news(self, news: LobbyNews) -> None:
         if self.phase != "lobby":
             return
-        if event.participant == self.participant_id and event.type == "lobby_admitted":
+        if isinstance(news, LobbyAdmitted):
             self._stop_lobby_events()
             self._spawn(self._enter_meeting())
-        elif event.participant == self.participant_id and event.type == "lobby_denied":
+        elif isinstance(news, LobbyEnded):
             self._stop_lobby_events()
-            self._spawn(self.hang_up("denied"))
-        elif event.type == "meeting_ended" and self.participant_id in event.data.get("participants", []):
-            self._stop_lobby_events()
-            self._spawn(self.hang_up(event.data.get("reason", "meeting_ended")))
-        elif event.type in ("lobby_changed", "participant_joined", "participant_left") and (
-            self.participant_id in self.room.lobby
-        ):
+            self._spawn(self.end_by_room(news.ending))
+        else:
             self._spawn(self._send_lobby_position())  # position, or whether a host is there
 
     def _stop_lobby_events(self) -> None:
-        if self._unsubscribe_lobby is not None:
-            self._unsubscribe_lobby()
-            self._unsubscribe_lobby = None
+        if self._lobby is not None:
+            self._lobby.stop()
+            self._lobby = None
 
     async def _enter_meeting(self) -> None:
         conference = self.conference
@@ -526,8 +512,9 @@ class BrowserSession:
     async def _on_leave(self, _msg: sig.Leave) -> None:
         self._log.info("participant left")
         await self._finish(keep_place=False)
-        await self.send(sig.server_ended("left"))
-        await self._close(1000, "left")
+        reason = sig.ENDED_REASONS[Ending.LEFT]
+        await self.send(sig.server_ended(reason))
+        await self._close(1000, reason)
 
     # -- media ----------------------------------------------------------------------------------
 
@@ -558,13 +545,13 @@ class BrowserSession:
         if self.media is not None:
             self.media.send_audio(frame)
 
-    def send_video(self, source_id: str, frame: EncodedVideoFrame) -> None:
+    def send_video(self, source: VideoSourceId, frame: EncodedVideoFrame) -> None:
         if self.media is not None:
-            self.media.send_video(source_id, frame)
+            self.media.send_video(source, frame)
 
-    def request_keyframe(self) -> None:
-        if self.media is not None:
-            self.media.request_keyframe()
+    @property
+    def video_streams(self) -> Mapping[StreamKind, VideoStream]:
+        return self.media.video_streams if self.media is not None else {}
 
     def media_counters(self) -> dict[str, Any]:
         return self.media.counters() if self.media else {}
@@ -627,22 +614,30 @@ class BrowserSession:
                 self._spawn(self.send(f'{{"type":"state","room":{room},"you":{you_json}}}'))
 
     async def hang_up(self, reason: str) -> None:
+        """The Leg interface: the room ended our part (`reason`: removed, meeting_ended, shutdown)."""
+        await self.end_by_room(ending_for(reason))
+
+    # -- endings --------------------------------------------------------------------------------
+
+    async def end_by_room(self, ending: Ending) -> None:
+        """Ends the session of someone in the meeting or its lobby: removed, denied, meeting ended."""
         if self.phase == "ended":
             return
+        reason = sig.ENDED_REASONS[ending]
         self._log.info("session ended by the room", reason=reason)
         await self._finish(keep_place=False)
         await self.send(sig.server_ended(reason))
         await self._close(1000, reason)
 
-    # -- endings --------------------------------------------------------------------------------
-
-    async def _end(self, reason: str) -> None:
+    async def _end(self, ending: Ending) -> None:
+        """Ends a session that never came in (refused at the door)."""
         self.phase = "ended"
         self.hub.sessions.discard(self)
         hours = None
         room = self.conference.room if self.conference is not None else None
-        if reason == "closed" and room is not None and room.opening_hours is not None:
+        if ending is Ending.OUTSIDE_HOURS and room is not None and room.opening_hours is not None:
             hours = room.opening_hours.public(time.time())
+        reason = sig.ENDED_REASONS[ending]
         await self.send(sig.server_ended(reason, hours))
         await self._close(1000, reason)
 

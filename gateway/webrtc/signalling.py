@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from gateway.calls.endings import Ending
+
 
 def _display_name(value: str) -> str:
     """A name others will read: no control or invisible formatting characters (bidi overrides,
@@ -270,6 +272,30 @@ def server_systems(systems: list[dict[str, str]]) -> dict[str, Any]:
 
 def server_error(code: str, message: str, request: str | None = None) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message, "request": request}
+
+
+# The neutral endings of gateway.calls as the page knows them: the `ended` message's reason (also
+# the WebSocket close reason, with close code 1000).
+ENDED_REASONS: dict[Ending, str] = {
+    Ending.ROOM_NOT_FOUND: "unknown_room",
+    Ending.WRONG_PIN: "wrong_pin",
+    Ending.LOCKED_OUT: "locked_out",
+    Ending.LOCKED: "locked",
+    Ending.FULL: "full",
+    Ending.DENIED_FROM_LOBBY: "denied",
+    Ending.REMOVED: "removed",
+    Ending.MEETING_ENDED: "meeting_ended",
+    Ending.SHUTDOWN: "shutdown",
+    Ending.OVERLOADED: "overloaded",
+    Ending.OUTSIDE_HOURS: "closed",
+    Ending.RATE_LIMITED: "rate_limited",
+    Ending.BAD_HOST_LINK: "bad_host_link",
+    Ending.LEFT: "left",
+    Ending.NO_ENTRY: "no_entry",
+    Ending.MEDIA_TIMEOUT: "media_timeout",
+    Ending.ADMITTED_BUT_GONE: "admitted_but_gone",
+    Ending.INTERNAL_ERROR: "internal",
+}
 
 
 def server_ended(reason: str, hours: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -13,9 +13,11 @@ from gateway.rooms.conference import Conference
 from gateway.rooms.participant import LegKind
 from gateway.rooms.room import Room
 from gateway.rtp.dtmf import encode as dtmf
-from gateway.rtp.leg import RtpAudioLeg
-from gateway.rtp.session import AudioIn, RtpSession
+from gateway.rtp.leg import RtpLeg
+from gateway.rtp.session import AudioIn, KeyframeWanted, RtpSession, VideoIn
 from gateway.transcode.audio import FRAME_SAMPLES, AudioCodec, AudioFormat, make_decoder, make_encoder
+from gateway.transcode.codecs import StreamKind, h264
+from gateway.transcode.video import EncodedVideoFrame, VideoSourceId
 
 
 class Phone(asyncio.DatagramProtocol):
@@ -55,12 +57,12 @@ class Phone(asyncio.DatagramProtocol):
             self.transport.sendto(packet.serialize(), self.session.remote)
 
 
-async def add_phone(room: Room, conference: Conference, name: str, digits: list[str]) -> tuple[Phone, RtpAudioLeg]:
+async def add_phone(room: Room, conference: Conference, name: str, digits: list[str]) -> tuple[Phone, RtpLeg]:
     loop = asyncio.get_running_loop()
     _, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
     participant = room.request_join(name, None, LegKind.PHONE).participant
     assert participant is not None
-    leg = RtpAudioLeg(LegKind.PHONE, on_digit=digits.append)
+    leg = RtpLeg(LegKind.PHONE, on_digit=digits.append)
     port = await leg.open("127.0.0.1", 40000, 40999)
     assert port % 2 == 0  # RTP on an even port, RTCP on the next
     rtcp = (phone.address[0], phone.address[1] + 1)
@@ -79,10 +81,32 @@ def tone_frames(hz: float, seconds: float) -> list[bytes]:
 
 
 def peak_hz_and_level(frames: list[AudioIn]) -> tuple[float, float]:
-    decoder = make_decoder(AudioCodec.PCMA)
-    pcm = np.concatenate([decoder.decode(f.payload) for f in frames]).astype(np.float64)
+    pcm = decode(frames)
     spectrum = np.abs(np.fft.rfft(pcm))
     return float(np.argmax(spectrum) * 48_000 / pcm.size), float(np.sqrt(np.mean(pcm**2)))
+
+
+def decode(frames: list[AudioIn]) -> np.ndarray:
+    assert frames, "no audio arrived at all"
+    decoder = make_decoder(AudioCodec.PCMA)
+    return np.concatenate([decoder.decode(f.payload) for f in frames]).astype(np.float64)
+
+
+def share_near(frames: list[AudioIn], hz: float, width: float = 20.0) -> float:
+    """The share (0..1) of the received signal's energy within `width` Hz of `hz`."""
+    pcm = decode(frames)
+    power = np.abs(np.fft.rfft(pcm * np.hanning(pcm.size))) ** 2
+    freqs = np.fft.rfftfreq(pcm.size, 1 / 48_000)
+    return float(power[np.abs(freqs - hz) < width].sum() / (power.sum() + 1e-9))
+
+
+async def talk(phone1: Phone, hz1: float | None, phone2: Phone, hz2: float | None, seconds: float) -> None:
+    """Both phones send at once for `seconds`, 20 ms apart: their tones, or A-law silence (None)."""
+    silence = [b"\xd5" * 160] * int(seconds / 0.02)
+    for f1, f2 in zip(tone_frames(hz1, seconds) if hz1 else silence, tone_frames(hz2, seconds) if hz2 else silence, strict=False):
+        phone1.send(f1)
+        phone2.send(f2)
+        await asyncio.sleep(0.02)
 
 
 async def test_two_phones_hear_each_other_send_dtmf_and_a_host_mute_silences_one() -> None:
@@ -92,27 +116,29 @@ async def test_two_phones_hear_each_other_send_dtmf_and_a_host_mute_silences_one
     phone1, leg1 = await add_phone(room, conference, "+49 30 1234", digits)
     phone2, leg2 = await add_phone(room, conference, "+49 40 5678", [])
     try:
-        for frame in tone_frames(600, 1.5):
-            phone1.send(frame)
-            phone2.send(b"\xd5" * 160)  # A-law silence
-            await asyncio.sleep(0.02)
-        heard = phone2.received[-40:]
-        hz, level = peak_hz_and_level(heard)
-        assert abs(hz - 600) < 10 and level > 1000, (hz, level)
-        assert len(phone2.received) > 60
-        # the speaker does not hear itself
-        assert peak_hz_and_level(phone1.received[-40:])[1] < 50
+        # Both talk at once, each its own tone: each hears the other's, and not its own (mix-minus).
+        await talk(phone1, 600, phone2, 900, 1.5)
+        for listener, hears_hz, own_hz in ((phone2, 600, 900), (phone1, 900, 600)):
+            assert len(listener.received) > 60, len(listener.received)
+            heard = listener.received[-40:]
+            hz, level = peak_hz_and_level(heard)
+            assert abs(hz - hears_hz) < 10 and level > 1000, (hears_hz, hz, level)
+            assert share_near(heard, hears_hz) > 0.5, share_near(heard, hears_hz)
+            assert share_near(heard, own_hz) < 0.01, f"a phone hears its own {own_hz} Hz"
 
         phone1.send_digit("5", seq=40_000)
         await asyncio.sleep(0.1)
         assert digits == ["5"]
 
+        # The host mutes phone 1: phone 2 keeps receiving audio, silent of phone 1's tone, while
+        # phone 1 still hears phone 2 (the mute is on phone 1's media, not on the call).
         room.mute(None, leg1.participant_id)
+        phone1.received.clear()
         phone2.received.clear()
-        for frame in tone_frames(600, 1.0):
-            phone1.send(frame)
-            await asyncio.sleep(0.02)
+        await talk(phone1, 600, phone2, 900, 1.0)
+        assert len(phone2.received) >= 40, f"phone 2's audio stopped: {len(phone2.received)} frames in 1 s"
         assert peak_hz_and_level(phone2.received[-25:])[1] < 50  # silence: the mute is on the media
+        assert share_near(phone1.received[-25:], 900) > 0.5, "the muted phone no longer hears the other"
         counters = conference.participant_view(leg1.participant_id)["media"]
         assert counters["rtp_packets_in"] > 100 and counters["audio_frames_dropped_muted"] > 20
     finally:
@@ -159,10 +185,10 @@ async def test_prompts_play_on_the_legs_own_clock_then_give_way_to_the_mix() -> 
         await conference.close()
 
 
-async def add_phone_unattached(confirm: bool = True, **latching: Any) -> tuple[Phone, RtpAudioLeg]:
+async def add_phone_unattached(confirm: bool = True, **latching: Any) -> tuple[Phone, RtpLeg]:
     loop = asyncio.get_running_loop()
     _, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
-    leg = RtpAudioLeg(LegKind.PHONE, **latching)
+    leg = RtpLeg(LegKind.PHONE, **latching)
     port = await leg.open("127.0.0.1", 40000, 40999)
     leg.apply(AudioCodec.PCMA, 8, 8000, phone.address, (phone.address[0], phone.address[1] + 1))
     if confirm:
@@ -200,3 +226,112 @@ async def test_nothing_is_sent_before_the_call_is_confirmed_or_the_phone_is_hear
             for transport in (phone.transport, stranger.transport):
                 assert transport is not None
                 transport.close()
+
+
+class Camera(asyncio.DatagramProtocol):
+    """A room system's main video line in the test: an RtpSession on a real UDP socket."""
+
+    def __init__(self) -> None:
+        self.session: RtpSession | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.frames: list[EncodedVideoFrame] = []
+        self.keyframes_wanted = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.session is None:
+            return
+        for event in self.session.receive(data, addr, 0.0):
+            if isinstance(event, VideoIn):
+                self.frames.append(event.frame)
+            elif isinstance(event, KeyframeWanted):
+                self.keyframes_wanted += 1
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    def send(self, frame: EncodedVideoFrame) -> None:
+        assert self.session is not None and self.transport is not None
+        packets, to = self.session.send_video(frame)
+        for data in packets:
+            self.transport.sendto(data, to)
+
+    def ask_keyframe(self) -> None:
+        assert self.session is not None and self.transport is not None
+        request = self.session.keyframe_request()
+        assert request is not None
+        self.transport.sendto(request, self.session.remote)  # (rtcp-mux)
+
+
+async def add_video_system(room: Room, conference: Conference, name: str) -> tuple[Phone, Camera, RtpLeg]:
+    phone, leg = await add_phone_unattached()
+    loop = asyncio.get_running_loop()
+    _, camera = await loop.create_datagram_endpoint(Camera, local_addr=("127.0.0.1", 0))
+    port = await leg.open_video(StreamKind.MAIN, "127.0.0.1", 40000, 40999)
+    codecs = (h264(97, "42e01f"),)
+    leg.apply_video(StreamKind.MAIN, codecs, camera.address, camera.address)  # rtcp-mux
+    camera.session = RtpSession.for_video(StreamKind.MAIN, codecs, ("127.0.0.1", port))
+    participant = room.request_join(name, None, LegKind.SIP_ROOM_SYSTEM).participant
+    assert participant is not None
+    leg.attach(conference, participant.id)
+    return phone, camera, leg
+
+
+async def test_a_room_systems_main_video_reaches_another_and_keyframe_requests_travel_back() -> None:
+    """Two legs with an audio and a main video line each: H.264 from one system's camera is
+    forwarded as it is (same profile) to the other, which asks for a keyframe with a PLI that the
+    room turns into a PLI to the first system."""
+    room = Room("board-room")
+    conference = Conference(room, MediaConfig())
+    phone1, camera1, leg1 = await add_video_system(room, conference, "Board room A")
+    phone2, camera2, leg2 = await add_video_system(room, conference, "Board room B")
+    try:
+        source = VideoSourceId(leg1.participant_id, StreamKind.MAIN)
+        assert set(leg1.video_streams) == {StreamKind.MAIN}
+        assert conference.video.sources_of(leg1.participant_id) == [source]
+        conference.set_video_subscriptions(leg2.participant_id, [source])
+        idr = b"\x00\x00\x00\x01\x67\x42\xe0\x1f\x00\x00\x00\x01\x68\xce\x3c\x80\x00\x00\x00\x01\x65" + bytes(3000)
+        sent = [EncodedVideoFrame("H264", idr, 0, True)]
+        sent += [EncodedVideoFrame("H264", b"\x00\x00\x00\x01\x41" + bytes([i]) * 200, 3000 * i, False) for i in range(1, 6)]
+        for frame in sent:
+            camera1.send(frame)
+            await asyncio.sleep(0.03)
+        await asyncio.sleep(0.1)
+        # A frame is whole once the next one starts, at the leg and again at the receiving camera:
+        # all but the last two came through, unchanged.
+        assert [f.data for f in camera2.frames] == [f.data for f in sent[:-2]], len(camera2.frames)
+        assert camera2.frames[0].keyframe and conference.video.frames_forwarded >= 4
+        await asyncio.sleep(0.6)  # (keyframe requests to a source are rate-limited)
+        asked_before = camera1.keyframes_wanted
+        camera2.ask_keyframe()
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if camera1.keyframes_wanted > asked_before:
+                break
+        assert camera1.keyframes_wanted == asked_before + 1
+        counters = leg2.media_counters()["video_main"]
+        assert counters["keyframes_wanted"] == 1 and counters["rtp_packets_out"] >= 4
+        assert leg1.media_counters()["video_main"]["keyframes_asked"] >= 1
+        # a re-INVITE sets the line inactive, then back: the source goes and returns, the
+        # subscription stays; declining the line (port 0) removes it for good
+        codecs = (h264(97, "42e01f"),)
+        leg1.apply_video(StreamKind.MAIN, codecs, camera1.address, camera1.address, direction="inactive")
+        assert conference.video.sources_of(leg1.participant_id) == []
+        leg1.apply_video(StreamKind.MAIN, codecs, camera1.address, camera1.address)
+        assert conference.video.sources_of(leg1.participant_id) == [source]
+        leg1.remove_video(StreamKind.MAIN)
+        assert conference.video.sources_of(leg1.participant_id) == [] and leg1.video_streams == {}
+        assert conference.video.subscriptions(leg2.participant_id) == {source}
+    finally:
+        for leg in (leg1, leg2):
+            leg.detach()
+            leg.close()
+        for endpoint in (phone1, phone2, camera1, camera2):
+            assert endpoint.transport is not None
+            endpoint.transport.close()
+        await conference.close()

@@ -22,6 +22,7 @@ from websockets.sync.client import connect
 
 from gateway.config import parse_config
 from gateway.rooms.directory import Directory
+from gateway.rooms.pinguard import PinGuard
 from gateway.webrtc.session import BrowserHub, BrowserSession, JoinRate, address_key
 from tests.support.browser import CHROMIUM, chromium_args
 from tests.support.gateway import ADMIN_TOKEN, RunningGateway, start_gateway, stop_and_check, wait_until
@@ -204,7 +205,7 @@ async def test_overload_refuses_newcomers_but_not_someone_coming_back_to_a_kept_
             return self.reason
 
     gw = parse_config(config())
-    hub = BrowserHub(gw, Directory(gw))
+    hub = BrowserHub(gw, Directory(gw), PinGuard.from_config(gw.security))
     hub.admission = overload = Overload()  # type: ignore[assignment]
 
     async def session(address: str, message: dict[str, Any]) -> tuple[BrowserSession, list[dict[str, Any]]]:

@@ -27,6 +27,7 @@ from gateway.rooms.directory import Conflict, Directory, NotFound
 from gateway.rooms.errors import JoinRefused
 from gateway.rooms.hours import OpeningHours
 from gateway.rooms.participant import LegKind, Role
+from gateway.sip.uri import sip_identity
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -139,7 +140,7 @@ async def test_removing_a_room_ends_its_meeting() -> None:
 
 
 def test_room_systems_are_recognised_by_user_and_host() -> None:
-    directory = Directory(GatewayConfig())
+    directory = Directory(GatewayConfig(), identify=sip_identity)
     directory.set_systems([RoomSystemConfig(id="board", name="Board", uri="sip:Board@10.0.0.5:5060;transport=tcp")])
     assert directory.system_for("sip:board@10.0.0.5").id == "board"  # type: ignore[union-attr]
     assert directory.system_for("sips:BOARD@10.0.0.5:5061") is not None

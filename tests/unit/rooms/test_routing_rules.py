@@ -23,6 +23,7 @@ from gateway.control.admin import Administration
 from gateway.control.store import Store
 from gateway.rooms.directory import Directory, resolve_host
 from gateway.rooms.patterns import MAX_ALIAS, PatternError, compile_rule, full_match, parse_template
+from gateway.sip.uri import sip_identity
 
 # -- rules -----------------------------------------------------------------------------------------
 
@@ -118,7 +119,7 @@ def system(uri: str, id: str = "board") -> RoomSystemConfig:
 
 async def test_a_host_name_is_resolved_once_when_the_system_is_saved() -> None:
     resolver = FakeResolver({"board.example.org": {"192.0.2.10", "2001:db8::10"}})
-    directory = Directory(GatewayConfig(), resolver=resolver)
+    directory = Directory(GatewayConfig(), resolver=resolver, identify=sip_identity)
     board = system("sip:board@Board.Example.org:5061;transport=tls")
     directory.set_systems([board])
     assert directory.system_addresses(board) == frozenset()  # not yet: the lookup runs off the call path
@@ -137,7 +138,7 @@ async def test_a_host_name_is_resolved_once_when_the_system_is_saved() -> None:
 
 async def test_failures_keep_the_old_addresses_and_are_logged_once_per_change() -> None:
     resolver = FakeResolver({"board.example.org": {"192.0.2.10"}})
-    directory = Directory(GatewayConfig(), resolver=resolver)
+    directory = Directory(GatewayConfig(), resolver=resolver, identify=sip_identity)
     board = system("sip:board@board.example.org")
     directory.set_systems([board])
     await directory.lookups_done()
@@ -165,7 +166,7 @@ async def test_failures_keep_the_old_addresses_and_are_logged_once_per_change() 
 
 async def test_run_refresh_looks_up_at_once_and_then_periodically() -> None:
     resolver = FakeResolver({"board.example.org": {"192.0.2.10"}})
-    directory = Directory(GatewayConfig(), resolver=resolver)
+    directory = Directory(GatewayConfig(), resolver=resolver, identify=sip_identity)
     board = system("sip:board@board.example.org")
     directory.systems = {board.id: board}  # as at start-up, before a loop ran: nothing looked up yet
     task = asyncio.create_task(directory.run_refresh(interval_s=0.01))
@@ -181,7 +182,7 @@ async def test_run_refresh_looks_up_at_once_and_then_periodically() -> None:
 async def test_systems_added_through_the_administration_are_resolved() -> None:
     resolver = FakeResolver({"codec.example.org": {"198.51.100.7"}})
     config = GatewayConfig(rooms=[RoomConfig(id="boardroom")])
-    directory = Directory(config, resolver=resolver)
+    directory = Directory(config, resolver=resolver, identify=sip_identity)
     admin = Administration(config, directory, Store(None))
     saved = admin.save_system(system("sip:codec@codec.example.org", id="codec"), "test", create=True)
     await directory.lookups_done()
@@ -195,7 +196,7 @@ async def test_systems_added_through_the_administration_are_resolved() -> None:
 
 async def test_localhost_resolves_to_the_loopback_address(tmp_path: Path) -> None:
     assert "127.0.0.1" in await resolve_host("localhost")
-    directory = Directory(GatewayConfig())
+    directory = Directory(GatewayConfig(), identify=sip_identity)
     local = system("sip:board@localhost")
     directory.set_systems([local])
     await directory.lookups_done()

@@ -17,17 +17,21 @@ from gateway.sip.useragent import IncomingCall
 
 
 class StackStandIn:
-    """Takes the commands SipCall gives the SIP stack."""
+    """Takes the commands SipCall gives the SIP stack: refusals and BYEs are both kept in
+    `hang_ups` as (call, status, reason, cause)."""
 
     def __init__(self) -> None:
         self.hang_ups: list[tuple[Any, ...]] = []
         self.answers: list[int] = []
         self.active_calls = 0
 
-    def hang_up(self, call: int, status: int = 200, reason: str | None = None, cause: Any = None, retry_after_s: Any = None) -> None:
-        self.hang_ups.append((call, status, reason, cause))
+    def reject(self, call: int, status: int, reason: str | None = None, retry_after_s: Any = None) -> None:
+        self.hang_ups.append((call, status, reason, None))
 
-    def answer(self, call: int, status: int, reason: str | None = None, plan: Any = None, body: Any = None) -> None:
+    def hang_up(self, call: int, cause: Any = None) -> None:
+        self.hang_ups.append((call, 200, None, cause))
+
+    def answer(self, call: int, sdp: Any) -> None:
         self.answers.append(call)
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gateway.sip import message, sdp
+from gateway.sip import message, negotiation, sdp
 from gateway.sip.message import NameAddr, SipMessage, SipMessageError, StreamFramer, Via
 from gateway.transcode.audio import AudioCodec
 from tests.support.rfc4475 import EXPECTED, rfc4475_message
@@ -187,14 +187,14 @@ def check_sdp(text: str) -> None:
         return
     for codecs in ([AudioCodec.PCMU, AudioCodec.PCMA], [AudioCodec.OPUS, AudioCodec.G722, AudioCodec.PCMU]):
         try:
-            answer = sdp.answer(offer, local_address="192.0.2.9", audio_port=30000, codecs=codecs)
+            answer = negotiation.answer(offer, local_address="192.0.2.9", audio_port=30000, codecs=codecs)
         except sdp.SdpError as exc:
             assert exc.status in (400, 488)
             continue
         ours = sdp.parse(answer.sdp)  # our answer is itself good SDP
         assert any(m.kind == "audio" and m.port == 30000 for m in ours.media)
         try:
-            sdp.accept_answer(offer, codecs)
+            negotiation.accept_answer(offer, codecs)
         except sdp.SdpError:
             pass
 

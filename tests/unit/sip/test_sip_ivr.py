@@ -1,95 +1,14 @@
-"""The voice menu and the SIP message helpers, sans-IO: keys, timeouts and room answers in, actions out."""
+"""SIP's side of the voice menu, sans-IO: the INVITE's dialled alias and caller, the digits of SIP
+INFO, and the menu's language from the SIP settings. The menu itself, its prompts and endings are
+tested in tests/unit/calls/."""
 
 from __future__ import annotations
 
 import pytest
 
+from gateway.calls.menu import EntryFlow, RoomInfo, Say
+from gateway.calls.prompts import Prompt
 from gateway.sip import message
-from gateway.sip.ivr import End, EntryFlow, FindRoom, Join, RoomInfo, Say, StopSaying
-from gateway.sip.prompts import Prompt, PromptLibrary
-from gateway.transcode.audio import AudioCodec, AudioFormat
-
-SECRET = RoomInfo("secret", "de", host_pin=True, guest_pin=True)
-DEMO = RoomInfo("demo", "en", host_pin=True, guest_pin=False)
-OPEN = RoomInfo("open", "en", host_pin=False, guest_pin=False)
-
-
-def keys(flow: EntryFlow, typed: str, now: float = 0.0) -> list[object]:
-    actions: list[object] = []
-    for key in typed:
-        actions += flow.digit(key, now)
-    return actions
-
-
-def test_known_room_with_pins_asks_for_the_pin_in_the_rooms_language() -> None:
-    flow = EntryFlow("en")
-    assert flow.start(SECRET, 0.0) == [Say((Prompt.WELCOME, Prompt.ENTER_PIN), "de")]
-    actions = keys(flow, "5555#")
-    assert actions == [StopSaying(), Join("secret", "5555")]
-
-
-def test_open_room_joins_at_once_and_host_pin_only_room_takes_a_bare_hash() -> None:
-    flow = EntryFlow("de")
-    assert flow.start(OPEN, 0.0) == [Say((Prompt.WELCOME,), "en"), Join("open", None)]
-    flow = EntryFlow("de")
-    assert flow.start(DEMO, 0.0) == [Say((Prompt.WELCOME, Prompt.ENTER_PIN_OPTIONAL), "en")]
-    assert keys(flow, "#") == [StopSaying(), Join("demo", None)]
-
-
-def test_no_key_after_the_prompt_joins_a_guest_where_guests_need_no_pin() -> None:
-    flow = EntryFlow("en", entry_timeout_s=10)
-    flow.start(DEMO, 0.0)
-    flow.prompt_finished(5.0)
-    assert flow.deadline == 15.0
-    assert flow.timeout(14.9) == []
-    assert flow.timeout(15.0) == [Join("demo", None)]
-
-
-def test_digits_end_by_timeout_as_well_as_by_hash() -> None:
-    flow = EntryFlow("en", digit_timeout_s=3)
-    flow.start(SECRET, 0.0)
-    flow.prompt_finished(4.0)
-    keys(flow, "12", now=5.0)
-    assert flow.deadline == 8.0
-    assert flow.timeout(8.0) == [Join("secret", "12")]
-
-
-def test_three_wrong_pins_end_the_call_with_403() -> None:
-    flow = EntryFlow("en", attempts=3)
-    flow.start(SECRET, 0.0)
-    keys(flow, "1#")
-    assert flow.wrong_pin(1.0) == [Say((Prompt.WRONG_PIN, Prompt.ENTER_PIN), "de")]
-    keys(flow, "2#")
-    assert flow.wrong_pin(2.0) == [Say((Prompt.WRONG_PIN, Prompt.ENTER_PIN), "de")]
-    keys(flow, "3#")
-    assert flow.wrong_pin(3.0) == [End(Prompt.TOO_MANY_ATTEMPTS, "de", 403, "Wrong PIN")]
-    assert flow.digit("4", 4.0) == []  # over
-
-
-def test_menu_asks_for_the_conference_number_and_retries_unknown_ones() -> None:
-    flow = EntryFlow("de", attempts=2)
-    assert flow.start(None, 0.0) == [Say((Prompt.WELCOME, Prompt.ENTER_CONFERENCE), "de")]
-    assert keys(flow, "#") == [StopSaying(), Say((Prompt.ENTER_CONFERENCE,), "de")]  # empty: ask again
-    assert keys(flow, "999#") == [StopSaying(), FindRoom("999")]
-    assert flow.room_found(None, 1.0) == [Say((Prompt.UNKNOWN_CONFERENCE, Prompt.ENTER_CONFERENCE), "de")]
-    assert keys(flow, "4711#") == [StopSaying(), FindRoom("4711")]
-    assert flow.room_found(DEMO, 2.0) == [Say((Prompt.ENTER_PIN_OPTIONAL,), "en")]  # the room's language now
-    flow = EntryFlow("de", attempts=2)
-    flow.start(None, 0.0)
-    keys(flow, "1#")
-    flow.room_found(None, 1.0)
-    keys(flow, "2#")
-    assert flow.room_found(None, 2.0) == [End(Prompt.TOO_MANY_ATTEMPTS, "de", 404, "Unknown conference")]
-
-
-def test_silence_repeats_the_question_then_hangs_up() -> None:
-    flow = EntryFlow("en", attempts=2, entry_timeout_s=5)
-    flow.start(SECRET, 0.0)
-    flow.prompt_finished(3.0)
-    assert flow.timeout(8.0) == [Say((Prompt.ENTER_PIN,), "de")]
-    flow.prompt_finished(10.0)
-    assert flow.timeout(15.0) == [End(Prompt.GOODBYE, "de", 408, "No entry")]
-
 
 INVITE = (
     "INVITE sip:4711@gw.example;user=phone SIP/2.0\r\n"
@@ -165,18 +84,6 @@ def test_sip_info_digits(content_type: str, body: str, digits: str | None) -> No
     headers = HEADERS.replace("1 INVITE", "2 INFO")
     text = f"INFO sip:gw SIP/2.0\r\n{headers}Content-Type: {content_type}\r\n\r\n{body}"
     assert message.info_digits(message.parse(text.encode())) == digits
-
-
-def test_every_prompt_ships_in_both_languages_and_encodes_for_every_codec() -> None:
-    library = PromptLibrary()
-    for prompt in Prompt:
-        for language in ("de", "en"):
-            assert 0.5 < library.duration_s(prompt, language) < 10, (prompt, language)
-    for codec in AudioCodec:
-        frames = library.frames(Prompt.WELCOME, "de", AudioFormat(codec))
-        assert len(frames) == round(library.duration_s(Prompt.WELCOME, "de") * 50)
-        assert library.frames(Prompt.WELCOME, "de", AudioFormat(codec)) is frames  # encoded once, shared
-    assert library.duration_s("hold_music", "") == pytest.approx(12.0, abs=0.05)
 
 
 def test_prompt_language_is_the_rooms_or_else_the_sip_default() -> None:

@@ -1,4 +1,5 @@
-"""SDP offer/answer for SIP legs (sans-IO): codec choice, telephone-event, direction, SRTP, m-lines."""
+"""SDP offer/answer for SIP legs (sans-IO, sip/negotiation.py): codec choice, telephone-event,
+direction, SRTP, m-lines."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import base64
 
 import pytest
 
-from gateway.sip.sdp import SdpError, answer, parse
+from gateway.sip.negotiation import answer
+from gateway.sip.sdp import SdpError, parse
 from gateway.transcode.audio import AudioCodec
 
 ALL = [AudioCodec.OPUS, AudioCodec.G722, AudioCodec.PCMA, AudioCodec.PCMU]

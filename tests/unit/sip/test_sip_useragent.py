@@ -11,7 +11,6 @@ from tests.support.useragent import (
     PLAN,
     TCP,
     Harness,
-    Recorder,
     offer_sdp,
     request,
     statuses,
@@ -93,7 +92,7 @@ def test_over_tcp_nothing_is_retransmitted() -> None:
     h.feed(request("ACK", branch="z9hG4bKack1", to_tag=to_tag(ok)), TCP)
     assert h.run_until(100.0) == [] and len(h.events.named("confirmed")) == 1
     h.feed(request("INVITE", branch="z9hG4bKinv2", call_id="other"), TCP)
-    h.ua.hang_up(h.events.calls[-1].call, 486, "Meeting full")
+    h.reject(h.events.calls[-1].call, 486, "Meeting full")
     assert statuses(h.take()) == [486] and h.run_until(200.0) == []
 
 
@@ -101,7 +100,7 @@ def test_refusal_is_retransmitted_until_its_ack() -> None:
     """RFC 3261 17.2.1: a 3xx-6xx is retransmitted over UDP (timer G) until the ACK (same branch)."""
     h = Harness()
     call, _ = h.invite()
-    h.ua.hang_up(call, 486, "Meeting full")
+    h.reject(call, 486, "Meeting full")
     (busy,) = h.take()
     assert (busy.status, busy.reason) == (486, "Meeting full") and to_tag(busy)
     assert h.events.named("disconnected") == [("disconnected", str(call), "486", "Meeting full")]
@@ -121,7 +120,7 @@ def test_cancel_before_the_answer() -> None:
     )
     assert h.events.named("disconnected") == [("disconnected", str(call), "487", "Request Terminated")]
     assert statuses(h.feed(request("CANCEL"))) == [200]  # a retransmitted CANCEL
-    h.ua.answer(call, 200, plan=PLAN)  # too late: nothing happens
+    h.ua.answer(call, None)  # too late: nothing happens
     assert h.take() == []
 
 
@@ -239,7 +238,7 @@ def test_our_bye_with_a_reason_follows_the_route_set_until_answered() -> None:
     h = Harness()
     routes = ("Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>",)
     call, tag = h.connect(extra=routes)
-    h.ua.hang_up(call, 200, None, (403, "Wrong PIN"))
+    h.hang_up(call, (403, "Wrong PIN"))
     (bye,) = h.take()
     assert (bye.method, bye.uri, bye.cseq[1]) == ("BYE", "sip:anna@192.0.2.10:5060", "BYE")
     assert message.NameAddr.parse(bye.get("from") or "").tag == tag and to_tag(bye) == "caller1"
@@ -259,7 +258,7 @@ def test_hang_up_before_the_ack_waits_for_it() -> None:
     h = Harness()
     call, _ = h.invite()
     ok = h.answer(call)
-    h.ua.hang_up(call, 200, None, (403, "Wrong PIN"))
+    h.hang_up(call, (403, "Wrong PIN"))
     assert h.take() == []
     (bye,) = h.feed(request("ACK", branch="z9hG4bKack1", to_tag=to_tag(ok)))
     assert bye.method == "BYE" and "cause=403" in (bye.get("reason") or "")
@@ -375,7 +374,7 @@ def test_mutated_invites_never_raise_and_every_answer_parses() -> None:
     import random
 
     sent: list[bytes] = []
-    ua = UserAgent(lambda data, peer: sent.append(data), Recorder(), lambda: 0.0, local={"udp": ("127.0.0.1", 5060)})
+    ua = UserAgent(local={"udp": ("127.0.0.1", 5060)})
     base = (
         b"INVITE sip:demo@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKx;rport\r\n"
         b"From: \"A\" <sip:a@b>;tag=1\r\nTo: <sip:demo@c>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n"
@@ -393,7 +392,10 @@ def test_mutated_invites_never_raise_and_every_answer_parses() -> None:
                 del data[pos]
             else:
                 data.insert(pos, rng.choice(b';:<>"\r\n ,=@'))
-        ua.receive(bytes(data).replace(b"z9hG4bKx", b"z9hG4bK%d" % i), Peer("udp", ("192.0.2.4", 5060)))
+        ua.receive(bytes(data).replace(b"z9hG4bKx", b"z9hG4bK%d" % i), Peer("udp", ("192.0.2.4", 5060)), 0.0)
+        sent += [data for data, _ in ua.datagrams_to_send(0.0)]
+        while ua.next_event() is not None:
+            pass
     assert sent, "nothing was answered at all"
     for data in sent:
         message.parse(data)  # raises if we ever sent something malformed
@@ -427,7 +429,7 @@ def test_dial_out_offers_takes_the_answer_and_acks_the_2xx_with_a_new_branch() -
     (new branch, the callee's Contact as Request-URI, the route set reversed); a retransmitted 2xx
     is ACKed again. The answer's codec comes as a media event."""
     h = Harness()
-    call = h.ua.invite("sip:room@192.0.2.20:5070", CALLEE, PLAN, display_name="Council")
+    call = h.dial("sip:room@192.0.2.20:5070", CALLEE, PLAN, display_name="Council")
     (invite,) = h.take()
     assert invite.method == "INVITE" and '"Council"' in (invite.get("from") or "")
     assert "m=audio 30000 RTP/AVP" in invite.text()
@@ -444,7 +446,7 @@ def test_dial_out_offers_takes_the_answer_and_acks_the_2xx_with_a_new_branch() -
     (again,) = h.feed(response_to(invite, 200, "OK", body=answer), CALLEE)
     assert again.method == "ACK" and h.events.named("confirmed") == [("confirmed", str(call))]
     # and the dialog works: our BYE goes to the callee's target with both tags
-    h.ua.hang_up(call, 200, None, (403, "Removed by the host"))
+    h.hang_up(call, (403, "Removed by the host"))
     (bye,) = h.take()
     assert bye.method == "BYE" and bye.uri == "sip:room@192.0.2.20:5070"
     assert message.NameAddr.parse(bye.get("to") or "").tag == "callee1"
@@ -453,7 +455,7 @@ def test_dial_out_offers_takes_the_answer_and_acks_the_2xx_with_a_new_branch() -
 def test_a_refused_dial_out_is_acked_on_the_same_branch_and_reported() -> None:
     """RFC 3261 17.1.1.3: the ACK of a failure belongs to the INVITE transaction (same branch)."""
     h = Harness()
-    call = h.ua.invite("sip:room@192.0.2.20:5070", CALLEE, PLAN)
+    call = h.dial("sip:room@192.0.2.20:5070", CALLEE, PLAN)
     (invite,) = h.take()
     (ack,) = h.feed(response_to(invite, 486, "Busy Here"), CALLEE)
     assert ack.method == "ACK" and ack.top_via.branch == invite.top_via.branch
@@ -464,7 +466,7 @@ def test_a_refused_dial_out_is_acked_on_the_same_branch_and_reported() -> None:
 def test_an_unanswered_dial_out_is_cancelled_after_64_t1() -> None:
     """Timer B: no final answer for 32 s ends the attempt (CANCEL, 408 to the gateway)."""
     h = Harness()
-    call = h.ua.invite("sip:room@192.0.2.20:5070", CALLEE, PLAN)
+    call = h.dial("sip:room@192.0.2.20:5070", CALLEE, PLAN)
     (invite,) = h.take()
     h.feed(response_to(invite, 180, "Ringing"), CALLEE)
     sent = h.run_until(33.0)
@@ -473,3 +475,28 @@ def test_an_unanswered_dial_out_is_cancelled_after_64_t1() -> None:
     assert h.events.named("disconnected") == [("disconnected", str(call), "408", "No answer")]
     (ack,) = h.feed(response_to(invite, 487, "Request Terminated"), CALLEE)
     assert ack.method == "ACK"
+
+
+# -- SDP passes through the core unread ---------------------------------------------------------
+
+
+def test_offers_and_answers_pass_through_the_core_unread() -> None:
+    """The core reads no SDP: the offer of a re-INVITE comes out as it came (the call layer answers
+    it, here with a body the core does not check), and so does the answer in an ACK."""
+    from gateway.sip.useragent import AnswerReceived, OfferReceived
+
+    h = Harness(auto_answer_offers=False)
+    call, tag = h.connect()
+    offer = "not SDP at all, and the core does not mind\r\n"
+    assert h.feed(request("INVITE", branch="z9hG4bKre1", cseq=2, to_tag=tag, body=offer)) == []
+    assert h.events.events[-1] == OfferReceived(call, offer, "INVITE")
+    h.ua.accept_offer(call, "our answer, as the call layer wrote it\r\n")
+    (ok,) = h.take()
+    assert ok.status == 200 and ok.text() == "our answer, as the call layer wrote it\r\n"
+    h.feed(request("ACK", branch="z9hG4bKack2", cseq=2, to_tag=tag))
+    # a re-INVITE without SDP: our offer in the 200, the answer (whatever it is) in the ACK
+    h.feed(request("INVITE", branch="z9hG4bKre2", cseq=3, to_tag=tag))
+    h.ua.accept_offer(call, "our offer\r\n")
+    h.take()
+    h.feed(request("ACK", branch="z9hG4bKack3", cseq=3, to_tag=tag, body="their answer\r\n"))
+    assert h.events.events[-1] == AnswerReceived(call, "their answer\r\n")

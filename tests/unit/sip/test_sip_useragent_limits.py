@@ -41,8 +41,8 @@ def test_an_info_with_a_flood_of_digits_is_refused_and_none_count() -> None:
 
 def test_a_reoffer_without_srtp_is_refused_when_srtp_is_required() -> None:
     h = Harness()
-    call, _ = h.invite()
-    h.ua.answer(call, 200, plan=replace(PLAN, require_srtp=True), body=None)  # (our late-offer path)
+    call, _ = h.invite(body="")  # a late offer: ours goes out, the plain answer comes in the ACK
+    h.answer_call(call, plan=replace(PLAN, require_srtp=True))
     (ok,) = h.take()
     tag = message.NameAddr.parse(ok.get("to") or "").tag
     h.feed(request("ACK", branch="z9hG4bKack1", to_tag=tag, body=offer_sdp()))
@@ -54,6 +54,6 @@ def test_a_reoffer_without_srtp_is_refused_when_srtp_is_required() -> None:
 def test_a_refusal_can_carry_retry_after() -> None:
     h = Harness()
     call, _ = h.invite()
-    h.ua.hang_up(call, 503, "Service Unavailable (overloaded)", retry_after_s=30)
+    h.reject(call, 503, "Service Unavailable (overloaded)", retry_after_s=30)
     (refusal,) = h.take()
     assert refusal.status == 503 and refusal.get("retry-after") == "30"

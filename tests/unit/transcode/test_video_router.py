@@ -17,8 +17,12 @@ from gateway.transcode.video import (
     Transcoder,
     UndecodableFrame,
     VideoRouter,
+    VideoSourceId,
     is_keyframe,
 )
+
+ANNA, BEN = VideoSourceId("anna"), VideoSourceId("ben")  # their main video
+BROKEN, FINE = VideoSourceId("broken"), VideoSourceId("fine")
 
 
 def frame(key: bool, codec: str = "VP8", ts: int = 0) -> EncodedVideoFrame:
@@ -28,7 +32,7 @@ def frame(key: bool, codec: str = "VP8", ts: int = 0) -> EncodedVideoFrame:
 
 class Receivers:
     def __init__(self) -> None:
-        self.got: dict[str, list[tuple[str, EncodedVideoFrame]]] = {}
+        self.got: dict[str, list[tuple[VideoSourceId, EncodedVideoFrame]]] = {}
 
     def __call__(self, rid: str):  # type: ignore[no-untyped-def]
         self.got[rid] = []
@@ -39,14 +43,14 @@ def test_forwards_the_same_frame_object_to_every_subscriber_after_a_keyframe() -
     keyframe_requests: list[str] = []
     router = VideoRouter(clock=lambda: 0.0)
     rx = Receivers()
-    router.add_source("anna", lambda: keyframe_requests.append("anna"))
+    router.add_source(ANNA, lambda: keyframe_requests.append("anna"))
     for rid in ("ben", "cem"):
         router.add_receiver(rid, ("VP8",), rx(rid))
-        router.subscribe(rid, "anna")
+        router.subscribe(rid, ANNA)
     assert keyframe_requests == ["anna", "anna"]  # each new subscriber asks for one
     delta, key, delta2 = frame(False), frame(True), frame(False)
     for f in (delta, key, delta2):
-        router.on_frame("anna", f)
+        router.on_frame(ANNA, f)
     for rid in ("ben", "cem"):
         assert [f for _, f in rx.got[rid]] == [key, delta2]  # nothing before the keyframe
     assert rx.got["ben"][0][1] is rx.got["cem"][0][1]  # one object, no copy, no decode
@@ -56,11 +60,11 @@ def test_subscribing_before_the_source_attaches_still_delivers() -> None:
     router = VideoRouter(clock=lambda: 0.0)
     rx = Receivers()
     router.add_receiver("anna", ("VP8",), rx("anna"))
-    router.subscribe("anna", "ben")  # Ben's media is not attached yet
+    router.subscribe("anna", BEN)  # Ben's media is not attached yet
     requests: list[int] = []
-    router.add_source("ben", lambda: requests.append(1))
+    router.add_source(BEN, lambda: requests.append(1))
     assert requests == [1]
-    router.on_frame("ben", frame(True))
+    router.on_frame(BEN, frame(True))
     assert len(rx.got["anna"]) == 1
 
 
@@ -68,15 +72,15 @@ def test_keyframe_requests_from_receivers_are_rate_limited() -> None:
     now = [0.0]
     requests: list[float] = []
     router = VideoRouter(keyframe_interval_s=0.5, clock=lambda: now[0])
-    router.add_source("anna", lambda: requests.append(now[0]))
+    router.add_source(ANNA, lambda: requests.append(now[0]))
     for t in (0.0, 0.1, 0.2, 0.6, 0.7):
         now[0] = t
-        router.request_keyframe("anna")
+        router.request_keyframe(ANNA)
     assert requests == [0.0, 0.6]
 
 
 def test_receiver_without_the_codec_gets_one_shared_transcode() -> None:
-    calls: list[tuple[str, str]] = []
+    calls: list[tuple[VideoSourceId, str]] = []
     router = VideoRouter(clock=lambda: 0.0, transcode=None)
     rx = Receivers()
 
@@ -85,12 +89,12 @@ def test_receiver_without_the_codec_gets_one_shared_transcode() -> None:
         done([EncodedVideoFrame(codec, b"\x00h264", f.timestamp, True)])
 
     router = VideoRouter(clock=lambda: 0.0, transcode=transcode)
-    router.add_source("anna", lambda: None)
+    router.add_source(ANNA, lambda: None)
     for rid in ("h1", "h2", "vp8"):
         router.add_receiver(rid, ("H264",) if rid != "vp8" else ("VP8",), rx(rid))
-        router.subscribe(rid, "anna")
-    router.on_frame("anna", frame(True))
-    assert calls == [("anna", "H264")]  # once for both H.264 receivers
+        router.subscribe(rid, ANNA)
+    router.on_frame(ANNA, frame(True))
+    assert calls == [(ANNA, "H264")]  # once for both H.264 receivers
     assert [f.codec for _, f in rx.got["h1"]] == ["H264"] and [f.codec for _, f in rx.got["h2"]] == ["H264"]
     assert [f.codec for _, f in rx.got["vp8"]] == ["VP8"]
 
@@ -159,36 +163,36 @@ def test_an_undecodable_frame_is_counted_and_a_keyframe_asked_for_and_nobody_els
     keyframe is requested of it (rate-limited); another source's transcoded frames flow on. An
     empty frame is dropped before any receiver gets it."""
     now = [0.0]
-    requests: list[str] = []
+    requests: list[VideoSourceId] = []
 
     def transcode(source, codec, f, done):  # type: ignore[no-untyped-def]
-        if source == "broken":
+        if source == BROKEN:
             done.failed()
         else:
             done([EncodedVideoFrame(codec, b"\x00\x00\x01\x65idr", f.timestamp, True)])
 
     router = VideoRouter(keyframe_interval_s=0.5, clock=lambda: now[0], transcode=transcode)
     rx = Receivers()
-    for source in ("broken", "fine"):
+    for source in (BROKEN, FINE):
         router.add_source(source, lambda source=source: requests.append(source))  # type: ignore[misc]
     router.add_receiver("h264", ("H264",), rx("h264"))
     router.add_receiver("vp8", ("VP8",), rx("vp8"))
-    for source in ("broken", "fine"):
+    for source in (BROKEN, FINE):
         router.subscribe("h264", source)
         router.subscribe("vp8", source)
     now[0] = 1.0
     requests.clear()
     for i in range(8):
         now[0] = 1.0 + i * 0.1
-        router.on_frame("broken", frame(True))
-        router.on_frame("fine", frame(True))
-    assert router.source_undecodable("broken") == 8 and router.source_undecodable("fine") == 0
-    assert requests == ["broken", "broken"]  # at 1.0 and 1.5: rate-limited
-    assert sum(1 for source, _ in rx.got["h264"] if source == "fine") == 8
-    assert not [f for source, f in rx.got["h264"] if source == "broken"]
+        router.on_frame(BROKEN, frame(True))
+        router.on_frame(FINE, frame(True))
+    assert router.source_undecodable(BROKEN) == 8 and router.source_undecodable(FINE) == 0
+    assert requests == [BROKEN, BROKEN]  # at 1.0 and 1.5: rate-limited
+    assert sum(1 for source, _ in rx.got["h264"] if source == FINE) == 8
+    assert not [f for source, f in rx.got["h264"] if source == BROKEN]
     assert len(rx.got["vp8"]) == 16  # forwarding is untouched by the transcoder's troubles
-    router.on_frame("fine", EncodedVideoFrame("VP8", b"", 0, False))
-    assert len(rx.got["vp8"]) == 16 and router.source_undecodable("fine") == 1
+    router.on_frame(FINE, EncodedVideoFrame("VP8", b"", 0, False))
+    assert len(rx.got["vp8"]) == 16 and router.source_undecodable(FINE) == 1
 
 
 async def test_the_transcode_pool_reports_a_broken_stream_while_another_flows() -> None:
@@ -217,7 +221,7 @@ async def test_the_transcode_pool_reports_a_broken_stream_while_another_flows() 
             broken = EncodedVideoFrame("VP8", b"\x00" + bytes([i]) * 50, f.timestamp, True)
             for source, sent in (("a", broken), ("b", f)):
                 done = TranscodeDone(functools.partial(delivered, source), functools.partial(failed, source))
-                pool(source, "H264", sent, done)
+                pool(VideoSourceId(source), "H264", sent, done)
         await asyncio.wait_for(settled.wait(), 10)
         assert failures == {"a": 6, "b": 0}
         assert got["b"][0].keyframe

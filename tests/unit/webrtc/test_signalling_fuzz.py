@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from gateway.config import parse_config
 from gateway.control.auth import HostLinks
 from gateway.rooms.directory import Directory
+from gateway.rooms.pinguard import PinGuard
 from gateway.webrtc import signalling as sig
 from gateway.webrtc.session import BrowserHub, BrowserSession
 
@@ -181,7 +182,7 @@ def test_random_joins_never_fail_inside_a_session(join: dict[str, Any], after: l
     assume(join.get("pin") != "1234")
 
     async def run() -> list[dict[str, Any]]:
-        hub = BrowserHub(CONFIG, Directory(CONFIG))
+        hub = BrowserHub(CONFIG, Directory(CONFIG), PinGuard.from_config(CONFIG.security))
         hub.host_links = HostLinks(b"k" * 32)
         sent: list[dict[str, Any]] = []
 

@@ -1,8 +1,9 @@
 """The voice menu a caller goes through before the meeting, sans-IO: conference number and PIN.
 
 Keys, timeouts and answers from the room go in; actions come out (say prompts, look a room up, try
-to join with a PIN, end the call). The SIP call runs the actions and owns the clock: it calls
-`timeout()` when `deadline` has passed. Keys pressed while a prompt plays cut it short.
+to join with a PIN, end the call with a neutral Ending). The protocol's call (SIP now, H.323 later)
+runs the actions and owns the clock: it calls `timeout()` when `deadline` has passed. Keys pressed
+while a prompt plays cut it short.
 
 Entry ends with # or when no key follows for `digit_timeout_s`. A room with only a host PIN lets
 guests in with a bare # (or no entry at all): they need no PIN there.
@@ -10,9 +11,20 @@ guests in with a bare # (or no entry at all): they need no PIN there.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-from gateway.sip.prompts import Prompt
+from gateway.calls.endings import Ending
+from gateway.calls.prompts import Prompt
+from gateway.rooms.room import Room
+
+
+class Stage(enum.StrEnum):
+    NEW = "new"
+    CONFERENCE = "conference"  # asking for the conference number
+    PIN = "pin"  # asking for the PIN
+    JOINING = "joining"  # a Join is out: the room answers with joined() or wrong_pin()
+    DONE = "done"
 
 
 @dataclass(frozen=True)
@@ -21,6 +33,11 @@ class RoomInfo:
     language: str
     host_pin: bool  # the room has a host PIN
     guest_pin: bool  # the room has a guest PIN
+
+    @classmethod
+    def of(cls, room: Room, default_language: str) -> RoomInfo:
+        """What the menu needs to know of `room`; its prompts in the room's language, else the default."""
+        return cls(room.id, room.language or default_language, bool(room.host_pin), bool(room.guest_pin))
 
 
 @dataclass(frozen=True)
@@ -47,16 +64,17 @@ class Join:
 
 @dataclass(frozen=True)
 class End:
-    prompt: Prompt
+    prompt: Prompt  # what the caller hears last
     language: str
-    status: int  # the SIP cause for the Reason header: 403 wrong PIN, 404 unknown conference ...
-    reason: str
+    ending: Ending
 
 
 Action = Say | StopSaying | FindRoom | Join | End
 
 
 class EntryFlow:
+    """One caller's way through the menu; `stage` says where it is, `deadline` when to call timeout()."""
+
     def __init__(
         self,
         language: str,
@@ -68,7 +86,7 @@ class EntryFlow:
         self.attempts = attempts
         self.digit_timeout_s = digit_timeout_s
         self.entry_timeout_s = entry_timeout_s
-        self.stage = "new"  # new -> conference -> pin -> joining -> done
+        self.stage = Stage.NEW
         self.room: RoomInfo | None = None
         self.deadline: float | None = None
         self._digits = ""
@@ -81,12 +99,12 @@ class EntryFlow:
     def start(self, room: RoomInfo | None, now: float) -> list[Action]:
         """`room`: the room the dialled alias names, None to ask for the conference number."""
         if room is None:
-            self.stage = "conference"
+            self.stage = Stage.CONFERENCE
             return self._ask((Prompt.WELCOME, Prompt.ENTER_CONFERENCE), now)
         return self._enter_room(room, now, welcome=True)
 
     def digit(self, key: str, now: float) -> list[Action]:
-        if self.stage not in ("conference", "pin"):
+        if self.stage not in (Stage.CONFERENCE, Stage.PIN):
             return []
         actions: list[Action] = []
         if self._saying:
@@ -106,27 +124,27 @@ class EntryFlow:
                 self.deadline = now + self.entry_timeout_s
 
     def timeout(self, now: float) -> list[Action]:
-        if self.deadline is None or now < self.deadline or self.stage not in ("conference", "pin"):
+        if self.deadline is None or now < self.deadline or self.stage not in (Stage.CONFERENCE, Stage.PIN):
             return []
         self.deadline = None
         if self._digits:
             return self._entered(now)
-        if self.stage == "pin" and self.room is not None and not self.room.guest_pin:
+        if self.stage == Stage.PIN and self.room is not None and not self.room.guest_pin:
             return self._join(None)  # nothing typed where guests need no PIN: a guest
         self._silences += 1
         if self._silences >= self.attempts:
-            return [self._end(Prompt.GOODBYE, 408, "No entry")]
-        prompt = Prompt.ENTER_CONFERENCE if self.stage == "conference" else self._pin_prompt()
+            return [self._end(Prompt.GOODBYE, Ending.NO_ENTRY)]
+        prompt = Prompt.ENTER_CONFERENCE if self.stage == Stage.CONFERENCE else self._pin_prompt()
         return self._ask((prompt,), now)
 
     def room_found(self, room: RoomInfo | None, now: float) -> list[Action]:
         """The answer to FindRoom."""
-        if self.stage != "conference":
+        if self.stage != Stage.CONFERENCE:
             return []
         if room is None:
             self._failures += 1
             if self._failures >= self.attempts:
-                return [self._end(Prompt.TOO_MANY_ATTEMPTS, 404, "Unknown conference")]
+                return [self._end(Prompt.TOO_MANY_ATTEMPTS, Ending.ROOM_NOT_FOUND)]
             return self._ask((Prompt.UNKNOWN_CONFERENCE, Prompt.ENTER_CONFERENCE), now)
         self._failures = 0
         return self._enter_room(room, now, welcome=False)
@@ -135,12 +153,12 @@ class EntryFlow:
         """The room refused the PIN of the last Join."""
         self._failures += 1
         if self._failures >= self.attempts:
-            return [self._end(Prompt.TOO_MANY_ATTEMPTS, 403, "Wrong PIN")]
-        self.stage = "pin"
+            return [self._end(Prompt.TOO_MANY_ATTEMPTS, Ending.WRONG_PIN)]
+        self.stage = Stage.PIN
         return self._ask((Prompt.WRONG_PIN, self._pin_prompt()), now)
 
     def joined(self) -> None:
-        self.stage = "done"
+        self.stage = Stage.DONE
         self.deadline = None
 
     # -- steps ----------------------------------------------------------------------------------
@@ -151,7 +169,7 @@ class EntryFlow:
         self._silences = 0
         if not room.host_pin and not room.guest_pin:
             return ([Say((Prompt.WELCOME,), self.language)] if welcome else []) + self._join(None)
-        self.stage = "pin"
+        self.stage = Stage.PIN
         prompts = ((Prompt.WELCOME,) if welcome else ()) + (self._pin_prompt(),)
         return self._ask(prompts, now)
 
@@ -168,7 +186,7 @@ class EntryFlow:
     def _entered(self, now: float) -> list[Action]:
         digits, self._digits = self._digits, ""
         self.deadline = None
-        if self.stage == "conference":
+        if self.stage == Stage.CONFERENCE:
             if not digits:
                 return self._ask((Prompt.ENTER_CONFERENCE,), now)
             return [FindRoom(digits)]
@@ -176,11 +194,11 @@ class EntryFlow:
 
     def _join(self, pin: str | None) -> list[Action]:
         assert self.room is not None
-        self.stage = "joining"
+        self.stage = Stage.JOINING
         self.deadline = None
         return [Join(self.room.room_id, pin)]
 
-    def _end(self, prompt: Prompt, status: int, reason: str) -> End:
-        self.stage = "done"
+    def _end(self, prompt: Prompt, ending: Ending) -> End:
+        self.stage = Stage.DONE
         self.deadline = None
-        return End(prompt, self.language, status, reason)
+        return End(prompt, self.language, ending)

@@ -1,6 +1,7 @@
-"""The spoken prompts and hold music phone callers hear, encoded once per codec and shared.
+"""The spoken prompts and hold music callers hear (SIP and H.323 phones and room systems), encoded
+once per codec and shared.
 
-The audio ships with the package (gateway/sip/prompts/, made once by scripts/make-prompts.sh); it is
+The audio ships with the package (gateway/calls/prompts/, made once by scripts/make-prompts.sh); it is
 decoded at start-up into 20 ms frames of the internal format, and each prompt is encoded the first
 time a codec needs it. A call then only sends packets: a thousand callers hearing "welcome" cost one
 encode per codec.
@@ -69,7 +70,7 @@ def _decode(path: Path) -> list[Pcm]:
 
 class PromptLibrary:
     def __init__(self, directory: Path | None = None) -> None:
-        root = directory or Path(str(resources.files("gateway.sip") / "prompts"))
+        root = directory or Path(str(resources.files("gateway.calls") / "prompts"))
         self._pcm: dict[tuple[str, str], list[Pcm]] = {}
         for language in LANGUAGES:
             for prompt in Prompt:

@@ -1,0 +1,324 @@
+"""Every place the gateway touches aiortc, in one file (aiortc is pinned to 1.16.x): an upgrade
+is checked here and nowhere else. Both `rtp/` (SIP and H.323 media) and `webrtc/` use it.
+
+For our own RTP engine (`rtp/session.py`):
+- RTP and RTCP packets (`RtpPacket`, `RtcpPacket`, sender reports, receiver statistics) and the
+  payload-specific feedback that asks for keyframes (`pli`, `fir`, `keyframe_feedback`);
+- H.264 (RFC 6184, packetization mode 1) and VP8 (RFC 7741) payloads: `packetize`, and
+  `VideoAssembler` that turns packets into whole frames (aiortc's depayloaders and jitter buffer).
+
+For browsers (`webrtc/`): aiortc decodes everything it receives and encodes everything it sends,
+one stream at a time, in a thread per receiver and an executor hop per frame. The gateway needs
+neither: it mixes audio from encoded frames (decoding only the speakers) and forwards video
+untouched. So:
+- `EncodedTrack` yields already-encoded `av.Packet`s; aiortc's sender packs them as they are.
+- `tap_audio` replaces an audio receiver's packet handler: each RTP packet goes straight to the
+  mixer with its sequence number and RFC 6464 level, skipping aiortc's jitter buffer and decoder
+  (receiver statistics for RTCP reports are still kept).
+- `VideoTap` replaces the queue to the decoder thread: whole encoded frames, reassembled by
+  aiortc's jitter buffer (with NACK/RTX), go to the router instead of to a decoder, with the
+  stream's negotiated codec (`stream_codec`) attached.
+- `on_keyframe_request` routes a browser's PLI/FIR for a forwarded stream back to its source.
+- The peer connection classes the webrtc package builds on are re-exported from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import queue
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.codecs.h264 import H264Encoder, h264_depayload
+from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    is_rtcp,
+)
+
+from gateway.transcode.codecs import StreamCodec, fmtp_of
+
+__all__ = [
+    "AUDIO_TIME_BASE",
+    "VIDEO_TIME_BASE",
+    "AudioPacketSink",
+    "EncodedTrack",
+    "MediaStreamError",
+    "MediaStreamTrack",
+    "RTCBundlePolicy",
+    "RTCConfiguration",
+    "RTCIceServer",
+    "RTCPeerConnection",
+    "RTCRtpSender",
+    "RTCSessionDescription",
+    "RtcpPacket",
+    "RtcpReceiverInfo",
+    "RtcpSenderInfo",
+    "RtcpSrPacket",
+    "RtpPacket",
+    "StreamStatistics",
+    "VideoAssembler",
+    "VideoFrameSink",
+    "VideoTap",
+    "codec_capabilities",
+    "fir",
+    "is_rtcp",
+    "keyframe_feedback",
+    "negotiated_codecs",
+    "on_keyframe_request",
+    "packetize",
+    "pli",
+    "send_audio_level",
+    "stream_codec",
+    "tap_audio",
+]
+
+AUDIO_TIME_BASE = fractions.Fraction(1, 48_000)
+VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
+
+
+# -- RTCP feedback (RFC 4585 PLI, RFC 5104 FIR) ------------------------------------------------------
+
+
+def pli(ssrc: int, media_ssrc: int) -> bytes:
+    """A Picture Loss Indication for the stream `media_ssrc`, from `ssrc`."""
+    return bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=ssrc, media_ssrc=media_ssrc))
+
+
+def fir(ssrc: int, media_ssrc: int, sequence: int) -> bytes:
+    """A Full Intra Request (RFC 5104 4.3.1): media SSRC 0, one FCI entry naming the stream."""
+    fci = struct.pack("!LB3x", media_ssrc, sequence & 0xFF)
+    return bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=ssrc, media_ssrc=0, fci=fci))
+
+
+def keyframe_feedback(packet: object, own_ssrc: int) -> bool:
+    """Whether a parsed RTCP packet asks the sender `own_ssrc` for a keyframe (PLI or FIR)."""
+    if not isinstance(packet, RtcpPsfbPacket):
+        return False
+    if packet.fmt == RTCP_PSFB_PLI:
+        return packet.media_ssrc in (own_ssrc, 0)
+    if packet.fmt == RTCP_PSFB_FIR:
+        fci = packet.fci
+        return any(struct.unpack_from("!L", fci, i)[0] == own_ssrc for i in range(0, len(fci) - 7, 8))
+    return False
+
+
+# -- video payloads ------------------------------------------------------------------------------------
+
+
+def packetize(codec: str, data: bytes, picture_id: int = 0) -> list[bytes]:
+    """One whole encoded frame as RTP payloads: H.264 (Annex B in, FU-A/STAP-A out) or VP8."""
+    if codec == "H264":
+        return H264Encoder._packetize(H264Encoder._split_bitstream(data))
+    if codec == "VP8":
+        return Vp8Encoder._packetize(data, picture_id)
+    raise ValueError(f"no packetizer for {codec}")
+
+
+_DEPAYLOAD: dict[str, Callable[[bytes], bytes]] = {"H264": h264_depayload, "VP8": vp8_depayload}
+
+
+class VideoAssembler:
+    """Whole frames from the packets of one video stream (aiortc's depayloaders and video jitter
+    buffer): a frame comes out once the first packet of the next one arrived."""
+
+    def __init__(self, capacity: int = 512) -> None:
+        self._buffer = JitterBuffer(capacity=capacity, is_video=True)
+
+    def add(self, packet: RtpPacket, codec: str) -> tuple[bool, tuple[bytes, int] | None]:
+        """(picture lost: ask for a keyframe, (frame data, RTP timestamp) or None). Raises
+        ValueError for a payload the codec's depayloader cannot read."""
+        depayload = _DEPAYLOAD.get(codec)
+        if depayload is None:
+            raise ValueError(f"no depayloader for {codec}")
+        packet._data = depayload(packet.payload) if packet.payload else b""  # type: ignore[attr-defined]
+        lost, frame = self._buffer.add(packet)
+        return lost, (frame.data, frame.timestamp) if frame is not None else None
+
+
+# -- browsers: encoded media in and out of aiortc's peer connection -----------------------------------
+
+
+class EncodedTrack(MediaStreamTrack):
+    """A track whose frames are encoded packets pushed by the gateway (mixer or video router)."""
+
+    def __init__(self, kind: str, max_queue: int = 16, max_backlog: int | None = None) -> None:
+        """max_backlog: when the sender finds more packets than this waiting, it skips the oldest.
+        For audio: a sender that stalled once would otherwise carry the backlog as latency forever."""
+        super().__init__()
+        self.kind = kind
+        self._max_backlog = max_backlog
+        self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue(max_queue)
+        self._time_base = AUDIO_TIME_BASE if kind == "audio" else VIDEO_TIME_BASE
+        self.dropped = 0
+        self.pushed = 0
+
+    def push(self, payload: bytes, pts: int) -> None:
+        packet = av.Packet(payload)
+        packet.pts = pts
+        packet.time_base = self._time_base
+        if self._queue.full():
+            # The sender fell behind: drop the oldest, latency matters more than completeness.
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(packet)
+        self.pushed += 1
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        packet = await self._queue.get()
+        if self._max_backlog is not None:
+            while packet is not None and self._queue.qsize() > self._max_backlog:
+                packet = self._queue.get_nowait()
+                self.dropped += 1
+        if packet is None:
+            raise MediaStreamError
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        try:
+            self._queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+
+
+def stream_codec(codec: RTCRtpCodecParameters) -> StreamCodec:
+    """aiortc's negotiated codec as the gateway's protocol-free descriptor."""
+    feedback = tuple(f"{fb.type} {fb.parameter}".strip().lower() for fb in codec.rtcpFeedback)
+    return StreamCodec(
+        name=codec.name,
+        payload_type=codec.payloadType or 0,
+        clock_rate=codec.clockRate,
+        channels=codec.channels or 1,
+        fmtp=fmtp_of(codec.parameters.items()),
+        rtcp_fb=feedback,
+    )
+
+
+def _receiver_codecs(receiver: RTCRtpReceiver) -> dict[int, Any]:
+    return receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined,no-any-return]
+
+
+AudioPacketSink = Callable[[str, int, bytes, float | None, float], None]
+
+
+def tap_audio(receiver: RTCRtpReceiver, sink: AudioPacketSink) -> None:
+    """sink(codec_name, sequence_number, payload, level_dbov or None, arrival_s) per RTP packet."""
+    remote_streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        if not receiver._enabled:
+            return
+        codec = _receiver_codecs(receiver).get(packet.payload_type)
+        if codec is None:
+            return
+        stream = remote_streams.get(packet.ssrc)
+        if stream is None:
+            stream = remote_streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stream.add(packet)
+        level = packet.extensions.audio_level
+        sink(codec.name.lower(), packet.sequence_number, packet.payload, -float(level[1]) if level else None, loop.time())
+
+    receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+
+VideoFrameSink = Callable[[StreamCodec, bytes, int], None]
+
+
+class _FrameTap(queue.Queue):  # type: ignore[type-arg]
+    """Stands in for the receiver's decoder queue: frames go to the sink, only the stop marker queues."""
+
+    def __init__(self, sink: VideoFrameSink) -> None:
+        super().__init__()
+        self._sink = sink
+        self._described: dict[int | None, tuple[RTCRtpCodecParameters, StreamCodec]] = {}
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            super().put(None)
+            return
+        codec, encoded_frame = item
+        # one descriptor object per payload type: the router caches its verdicts by it
+        known = self._described.get(codec.payloadType)
+        if known is None or known[0] is not codec:
+            known = self._described[codec.payloadType] = (codec, stream_codec(codec))
+        self._sink(known[1], encoded_frame.data, encoded_frame.timestamp)
+
+
+class VideoTap:
+    """Installed on a video receiver before it starts; remembers the media SSRC for keyframe requests."""
+
+    def __init__(self, receiver: RTCRtpReceiver, sink: VideoFrameSink) -> None:
+        self._receiver = receiver
+        self.media_ssrc: int | None = None
+        receiver._RTCRtpReceiver__decoder_queue = _FrameTap(sink)  # type: ignore[attr-defined]
+        original = receiver._handle_rtp_packet
+
+        async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+            codec = _receiver_codecs(receiver).get(packet.payload_type)
+            if codec is not None and codec.name.lower() != "rtx":
+                self.media_ssrc = packet.ssrc
+            await original(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+    def request_keyframe(self) -> None:
+        if self.media_ssrc is not None:
+            asyncio.ensure_future(self._receiver._send_rtcp_pli(self.media_ssrc))
+
+
+def send_audio_level(sender: RTCRtpSender, level_dbov: Callable[[], float]) -> None:
+    """Sets the RFC 6464 level on packets a sender sends pre-encoded (aiortc only sets it on frames
+    it encodes itself), as browsers do on every audio packet."""
+    next_frame = sender._next_encoded_frame
+
+    async def with_level(codec: Any) -> Any:
+        encoded = await next_frame(codec)
+        if encoded is not None and encoded.audio_level is None:
+            encoded.audio_level = max(0, min(127, round(-level_dbov())))
+        return encoded
+
+    sender._next_encoded_frame = with_level  # type: ignore[method-assign]
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """A PLI or FIR from the browser for this (forwarded) stream calls `callback` instead of the encoder."""
+    sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> tuple[StreamCodec, ...]:
+    """Codecs agreed for a transceiver after the answer, preferred first, without RTX."""
+    return tuple(stream_codec(c) for c in transceiver._codecs if c.mimeType.lower().split("/")[1] != "rtx")
+
+
+def codec_capabilities(kind: str) -> list[Any]:
+    """aiortc's codec capabilities of a kind ("audio", "video"), for setCodecPreferences."""
+    return list(RTCRtpSender.getCapabilities(kind).codecs)
