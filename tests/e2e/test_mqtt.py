@@ -328,7 +328,7 @@ def test_presence_commands_refusals_and_last_will(broker: Mosquitto, controller:
         will = retained_status(broker.port)
         assert will["clean"] is False and will["node"] == NODE
     finally:
-        stop_and_check(second)
+        stop_and_check(second, expected_exit=-signal.SIGKILL)  # (killed above on purpose)
 
 
 # -- with media: a browser and a SIP room system -----------------------------------------------------
@@ -429,7 +429,7 @@ def test_events_of_a_browser_and_a_sip_room_system_and_a_mute_by_command(
 
 @pytest.mark.browser
 def test_the_broker_going_away_loses_no_call_and_the_gateway_reconnects(open_participant: Any, tmp_path: Path) -> None:
-    from tests.support.browser import hears
+    from tests.support.browser import assert_silent_but_alive, hears
 
     # Persistent broker and watcher session: what the gateway sends after the restart reaches the
     # watcher whichever of the two reconnects first.
@@ -488,6 +488,7 @@ def test_the_broker_going_away_loses_no_call_and_the_gateway_reconnects(open_par
         wait_until(lambda: by_participant(watcher.events("muted", since=since), member["id"]), 20, what="a muted event after the outage")
         assert len(participants(gateway)) == 2 and system.process.poll() is None
         wait_until(lambda: not hears(anna, 1000), 10, what="the muted room system silent")
+        assert_silent_but_alive(anna, 1000, 1.0, what="the muted room system")
     finally:
         try:
             if system is not None:

@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.gateway import RunningGateway, start_gateway, stop_and_check
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
@@ -63,8 +63,7 @@ def test_https_with_a_configured_certificate(tmp_path: Path) -> None:
             connect(ws_url, ssl=context, origin=gateway.base_url.replace("https", "http", 1))  # type: ignore[arg-type]
         assert refused.value.response.status_code == 403
     finally:
-        gateway.process.terminate()
-        gateway.process.wait(10)
+        stop_and_check(gateway)
 
 
 def test_page_and_static_files_are_served(gateway: RunningGateway) -> None:

@@ -11,6 +11,7 @@ import pytest
 from tests.support.baresip import Baresip
 from tests.support.browser import hears, in_meeting, join
 from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
+from tests.support.prompts import assert_heard, assert_not_heard
 
 pytestmark = pytest.mark.browser
 
@@ -65,3 +66,6 @@ def test_dial_out_to_a_room_system_that_joins_and_is_heard(
         wait_until(lambda: "session closed" in system.log() or "terminated" in system.log(), 15, what="BYE at baresip")
     finally:
         system.stop()
+    # What the room system heard: that it is in the meeting, then that the host removed it.
+    assert_heard(*system.recording(), "joined", "removed")
+    assert_not_heard(*system.recording(), "welcome", "enter_pin", "enter_pin_optional")

@@ -1,13 +1,15 @@
 """A host on the phone: the host PIN by DTMF makes a host, *5 mutes all guests, *7 locks the
-meeting; a guest calling into the locked meeting hears so and is put out with a Reason header."""
+meeting; a guest calling into the locked meeting hears so and is put out with a Reason header. What
+each phone hears is checked in its recording against the shipped prompts."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from tests.support.baresip import Baresip
+from tests.support.baresip import Baresip, recording_so_far
 from tests.support.gateway import RunningGateway, wait_until
+from tests.support.prompts import assert_heard, assert_not_heard, heard
 
 
 def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
@@ -18,6 +20,11 @@ def logged(gateway: RunningGateway, event: str, **fields: object) -> bool:
     return any(
         line.get("event") == event and all(line.get(k) == v for k, v in fields.items()) for line in gateway.log_lines()
     )
+
+
+def hears(phone: Baresip, prompt: str) -> None:
+    """Waits until `phone` has heard `prompt` (keys pressed before a prompt ends cut it short)."""
+    wait_until(lambda: heard(*recording_so_far(phone), prompt), 15, interval=0.5, what=f"{prompt!r} heard")
 
 
 def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: RunningGateway, tmp_path: Path) -> None:
@@ -36,6 +43,7 @@ def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: Ru
         time.sleep(1.0)
         host.send_keys("1234#")
         wait_until(lambda: any(p["role"] == "host" for p in participants(gateway, "demo")), 10, what="a host by phone")
+        hears(host, "joined")
 
         host.send_keys("*5")
         wait_until(
@@ -43,12 +51,16 @@ def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: Ru
             5,
             what="*5 mutes the guests",
         )
+        hears(host, "all_guests_muted")
+        hears(guest, "host_muted_you")
         guest.send_keys("*7")  # a guest may not lock
         time.sleep(1.0)
         assert not gateway.api("GET", "/api/rooms/demo").json()["live"]["locked"]
         assert logged(gateway, "phone key", command="lock")
+        hears(guest, "not_allowed")
         host.send_keys("*7")
         wait_until(lambda: gateway.api("GET", "/api/rooms/demo").json()["live"]["locked"], 5, what="*7 locks")
+        hears(host, "meeting_locked")
 
         late.start(dial=f"sip:4711@127.0.0.1:{gateway.sip_port}")
         wait_until(late.established, 15, what="late call answered (the room has a host PIN)")
@@ -64,6 +76,14 @@ def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: Ru
             5,
             what="a second *5 unmutes the guests",
         )
+        hears(host, "all_guests_unmuted")
+        hears(guest, "you_are_unmuted")
     finally:
         for phone in (guest, host, late):
             phone.stop()
+    # What each heard (the shipped prompts found in what baresip recorded), in order.
+    assert_heard(*guest.recording(), "joined", "host_muted_you", "not_allowed", "you_are_unmuted")
+    assert_heard(*host.recording(), "joined", "all_guests_muted", "meeting_locked", "all_guests_unmuted")
+    assert_not_heard(*host.recording(), "not_allowed")
+    assert_heard(*late.recording(), "meeting_locked")
+    assert_not_heard(*late.recording(), "joined")

@@ -1,6 +1,7 @@
 """Calls refused with the right SIP status and reason (404, 403, 486), the PIN lockout of a source
 that keeps guessing, and the voice menu that asks for the conference number. Scenarios are written
-here from two templates; sipp checks each message."""
+here from two templates; sipp checks each message. What a refused caller hears is checked in its
+audio: the shipped prompt found there by cross-correlation (tests/support/prompts.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
+from tests.support.prompts import Phone, assert_heard, assert_not_heard, phones
 from tests.support.sipp import Sipp, logged
 
 HEADERS = """Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -190,6 +192,14 @@ def test_a_source_that_keeps_guessing_pins_is_locked_out_and_logged(strict_gatew
     # Now even the right PIN does not help from this address: the caller hears why, then a BYE 403.
     run(strict_gateway, tmp_path / "locked-out", answered_then_bye(403, "Too many wrong PINs"), "secret")
     assert logged(strict_gateway, "call refused: source locked out after wrong PINs")
+    with phones() as made:  # what it hears: the reason in words, never the PIN prompt
+        again = Phone(strict_gateway, "127.0.0.1")
+        made.append(again)
+        assert again.call("secret").status == 200
+        bye = again.caller.bye_from_gateway(again.dialog, 20)  # type: ignore[arg-type]
+        assert "cause=403" in bye.headers["reason"][0]
+        assert_heard(*again.recording(), "too_many_attempts")
+        assert_not_heard(*again.recording(), "welcome", "enter_pin")
     # Other rooms are not affected.
     run(strict_gateway, tmp_path / "other", keys_then_bye([("#", 1000)], 500), "demo")
 
@@ -224,3 +234,60 @@ def test_a_caller_gone_without_bye_is_ended_after_the_media_timeout(tmp_path: Pa
         assert ended and 5 <= float(str(ended[0]["silent_s"])) < 12
     finally:
         stop_and_check(gateway)
+
+
+def test_what_refused_callers_hear(gateway: RunningGateway) -> None:
+    """The refusals a caller is answered for, heard (the shipped prompt found in the caller's audio):
+    an unknown conference number, a wrong PIN, a locked meeting, a full one, an ended one."""
+    with phones() as made:
+        menu, guesser, late, first, second, third = (Phone(gateway, f"127.0.0.{n}") for n in range(2, 8))
+        made += [menu, guesser, late, first, second, third]
+
+        # A number that names no room: the menu asks for the conference number; a wrong one is named as such.
+        assert menu.call("0800").status == 200
+        menu.wait_to_hear("enter_conference")
+        menu.keys("99#")
+        menu.wait_to_hear("unknown_conference")
+        assert_heard(*menu.recording(), "welcome", "enter_conference", "unknown_conference")
+
+        # A wrong PIN: said so, and asked again; not let in.
+        assert guesser.call("secret").status == 200
+        guesser.wait_to_hear("enter_pin")
+        assert_heard(*guesser.recording(), "welcome", "enter_pin")
+        guesser.keys("1111#")
+        guesser.wait_to_hear("wrong_pin")
+        assert participants(gateway, "secret") == []
+
+        # `small` takes two: three callers wait at the PIN prompt, two join, the third hears it is full.
+        for phone in (first, second, third):
+            assert phone.call("small").status == 200
+        for phone in (first, second, third):
+            phone.wait_to_hear("enter_pin_optional")
+        first.keys("#")
+        second.keys("#")
+        wait_until(lambda: len(participants(gateway, "small")) == 2, 15, what="two in `small`")
+        third.keys("#")
+        bye = third.caller.bye_from_gateway(third.dialog, 20)  # type: ignore[arg-type]
+        assert "cause=486" in bye.headers["reason"][0]
+        assert_heard(*third.recording(), "enter_pin_optional", "meeting_full")
+
+        # A locked meeting that has a host PIN answers (a host could open it); a guest hears it is locked.
+        assert gateway.api("POST", "/api/rooms/demo/lock").status_code == 200
+        assert late.call("demo").status == 200
+        late.wait_to_hear("enter_pin_optional")
+        late.keys("#")
+        bye = late.caller.bye_from_gateway(late.dialog, 20)  # type: ignore[arg-type]
+        assert "cause=403" in bye.headers["reason"][0]
+        assert_heard(*late.recording(), "enter_pin_optional", "meeting_locked")
+        assert_not_heard(*late.recording(), "joined")
+
+        # The meeting ended by the administrator: those in it hear so before the BYE.
+        first.wait_to_hear("joined")
+        assert gateway.api("POST", "/api/rooms/small/end").status_code == 200
+        first.caller.bye_from_gateway(first.dialog, 20)  # type: ignore[arg-type]
+        assert_heard(*first.recording(), "joined", "meeting_ended")
+        assert_not_heard(*first.recording(), "meeting_full", "meeting_locked")
+
+
+def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
+    return list(gateway.api("GET", f"/api/rooms/{room}/participants").json())

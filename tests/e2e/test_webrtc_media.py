@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 
 import websockets
 
@@ -28,12 +29,33 @@ async def settle(*probes: Probe, seconds: float = 2.0) -> None:
     await asyncio.sleep(seconds)
 
 
+async def assert_silent_but_alive(probe: Probe, *tones: float, seconds: float = 1.5, what: str = "") -> None:
+    """The probe's meeting audio keeps arriving (20 ms frames at about their pace) and carries none
+    of these tones: silence that a stream which stopped cannot fake."""
+    probe.reset_spectrum()
+    before = probe.stats.audio_frames
+    await asyncio.sleep(seconds)  # deliberate: the silence is proven over this much time
+    frames = probe.stats.audio_frames - before
+    assert frames >= 25 * seconds, f"{probe.name}'s meeting audio is not alive: {frames} frames in {seconds} s"
+    for hz in tones:
+        assert probe.stats.energy_near(hz) < 0.01, f"{probe.name} hears {hz:g} Hz: {what}"
+
+
 async def wait_for_audio(*probes: Probe, frames: int = 50, within_s: float = 15.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while any(p.stats.audio_frames < frames for p in probes):
         assert loop.time() < deadline, f"audio never arrived: {[p.stats.audio_frames for p in probes]}"
         await asyncio.sleep(0.1)
+
+
+async def until(condition: Callable[[], object], within_s: float = 5.0, what: str = "") -> None:
+    """Waits on state (the API, a probe's messages) without blocking the probes' event loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not condition():
+        assert loop.time() < deadline, f"timed out after {within_s} s waiting for {what or condition}"
+        await asyncio.sleep(0.05)
 
 
 async def test_everyone_hears_the_others_but_not_themselves(gateway: RunningGateway) -> None:
@@ -71,16 +93,15 @@ async def test_admin_api_lists_counters_and_mute_silences_within_a_second(gatewa
         ben = by_name["Ben"]["id"]
         muted = gateway.api("POST", f"/api/rooms/demo/participants/{ben}/mute")
         assert muted.status_code == 200 and muted.json()["id"] == ben and muted.json()["muted"] is True
-        await asyncio.sleep(1.0)
-        await settle(a, seconds=1.5)
-        assert a.stats.energy_near(1000) < 0.01, "the host still hears the muted guest a second later"
+        await asyncio.sleep(1.0)  # deliberate: the mute must take within a second
+        await assert_silent_but_alive(a, 1000, what="the host still hears the muted guest a second later")
         assert b.you is not None and b.you["muted"] and b.you["host_muted"]
         after = {p["name"]: p for p in gateway.api("GET", "/api/rooms/demo/participants").json()}
         assert after["Ben"]["muted"] is True
         assert after["Ben"]["media"]["audio_frames_dropped_muted"] > 0
 
         assert gateway.api("POST", f"/api/rooms/demo/participants/{ben}/unmute").json()["muted"] is False
-        await asyncio.sleep(0.5)
+        await until(lambda: b.you is not None and not b.you["muted"], what="Ben told he is unmuted")
         await settle(a, seconds=1.5)
         assert a.stats.energy_near(1000) > 0.05
     finally:
@@ -95,18 +116,17 @@ async def test_forbidden_self_unmute_keeps_the_audio_out(gateway: RunningGateway
         await wait_for_audio(a, b)
         ben = b.you["id"]  # type: ignore[index]
         await a.send({"type": "mute", "participant": ben, "forbid_self_unmute": True})
-        await asyncio.sleep(0.3)
+        await until(lambda: b.you is not None and b.you["muted"] and b.you["self_unmute_forbidden"], what="Ben muted, forbidden")
         await b.send({"type": "mute_self", "muted": False})  # a modified client trying to get around it
-        await asyncio.sleep(0.5)
+        await until(lambda: any(m["type"] == "error" for m in b.stats.messages), what="an answer to the unmute")
         errors = [m for m in b.stats.messages if m["type"] == "error"]
         assert errors and errors[-1]["code"] == "self_unmute_forbidden"
-        await settle(a, seconds=2)
-        assert a.stats.energy_near(1000) < 0.01
+        await assert_silent_but_alive(a, 1000, seconds=2, what="a forbidden self-unmute went through")
         # The host allows it again: now the guest's own unmute works.
         await a.send({"type": "forbid_self_unmute", "participant": ben, "forbidden": False})
-        await asyncio.sleep(0.3)
+        await until(lambda: b.you is not None and not b.you["self_unmute_forbidden"], what="Ben allowed to unmute")
         await b.send({"type": "mute_self", "muted": False})
-        await asyncio.sleep(0.8)
+        await until(lambda: b.you is not None and not b.you["muted"], what="Ben unmuted")
         await settle(a, seconds=1.5)
         assert a.stats.energy_near(1000) > 0.05
     finally:
@@ -137,7 +157,7 @@ async def test_bad_messages_get_errors_and_the_room_keeps_working(gateway: Runni
             assert "joined" in kinds
         # A guest may not use host controls.
         await b.send({"type": "mute", "participant": a.you["id"]})  # type: ignore[index]
-        await asyncio.sleep(0.3)
+        await until(lambda: any(m["type"] == "error" for m in b.stats.messages), what="an answer to the guest")
         assert any(m["type"] == "error" and m["code"] == "not_allowed" for m in b.stats.messages)
         await wait_for_audio(a, b)
         await settle(a, b, seconds=1.5)
@@ -150,12 +170,17 @@ async def test_bad_messages_get_errors_and_the_room_keeps_working(gateway: Runni
 
 
 async def test_join_refusals_end_the_session_with_a_reason(gateway: RunningGateway) -> None:
-    async def refusal(room: str, pin: str = "") -> str:
+    async def answer(room: str, pin: str = "") -> tuple[str, str]:
+        """The gateway's first answer to a join: ("joined", "") or ("ended", its reason)."""
         async with websockets.connect(gateway.ws_url) as raw:
             await raw.send(json.dumps({"type": "join", "room": room, "name": "X", "pin": pin}))
             reply = json.loads(await asyncio.wait_for(raw.recv(), 5))
-            assert reply["type"] == "ended"
-            return str(reply["reason"])
+            return str(reply["type"]), str(reply.get("reason", ""))
+
+    async def refusal(room: str, pin: str = "") -> str:
+        kind, reason = await answer(room, pin)
+        assert kind == "ended", (room, pin, kind)
+        return reason
 
     assert await refusal("nowhere") == "unknown_room"
     assert await refusal("secret") == "wrong_pin"
@@ -165,12 +190,23 @@ async def test_join_refusals_end_the_session_with_a_reason(gateway: RunningGatew
     b = await join(gateway, "Ben", None, room="small")
     try:
         assert await refusal("small") == "full"
-        await a.send({"type": "lock", "locked": True})
-        await asyncio.sleep(0.2)
-        assert await refusal("secret") == "wrong_pin"
     finally:
         await a.close()
         await b.close()
+
+    # A locked room refuses a newcomer who has the right PIN, with the lock as the reason; the
+    # same PIN gets in before the lock and after the unlock.
+    host = await join(gateway, "Anna", None, pin="1234", room="secret")
+    try:
+        assert await answer("secret", "5555") == ("joined", "")
+        await host.send({"type": "lock", "locked": True})
+        await until(lambda: gateway.api("GET", "/api/rooms/secret").json()["live"]["locked"], what="secret locked")
+        assert await refusal("secret", "5555") == "locked"
+        await host.send({"type": "lock", "locked": False})
+        await until(lambda: not gateway.api("GET", "/api/rooms/secret").json()["live"]["locked"], what="secret unlocked")
+        assert await answer("secret", "5555") == ("joined", "")
+    finally:
+        await host.close()
 
 
 async def test_admin_api_refuses_bad_requests(gateway: RunningGateway) -> None:
@@ -191,22 +227,27 @@ async def test_a_lost_connection_keeps_the_place_and_the_mute(gateway: RunningGa
     b = await join(gateway, "Ben", 1000)
     try:
         ben, token = b.you["id"], next(m["resume"] for m in b.stats.messages if m["type"] == "joined")  # type: ignore[index]
+        await wait_for_audio(a, b)  # Ben's media is up: his place is kept when his connection drops
         await a.send({"type": "mute", "participant": ben, "forbid_self_unmute": True})
-        await asyncio.sleep(0.3)
+        await until(lambda: b.you is not None and b.you["muted"], what="Ben muted")
         await b.close()  # the connection is lost (no leave)
-        await asyncio.sleep(0.5)
-        roster = {p["id"]: p for p in gateway.api("GET", "/api/rooms/demo/participants").json()}
-        assert roster[ben]["connected"] is False and roster[ben]["muted"] is True
+
+        def roster() -> dict[str, dict[str, object]]:
+            return {p["id"]: p for p in gateway.api("GET", "/api/rooms/demo/participants").json()}
+
+        await until(lambda: ben in roster() and roster()[ben]["connected"] is False, what="Ben's connection lost")
+        assert roster()[ben]["muted"] is True
 
         async with websockets.connect(gateway.ws_url) as ws:
             await ws.send(json.dumps({"type": "join", "room": "demo", "name": "Ben", "resume": token}))
             joined = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert joined["type"] == "joined"
             assert joined["you"]["id"] == ben and joined["you"]["muted"] and joined["you"]["self_unmute_forbidden"]
-            roster = {p["id"]: p for p in gateway.api("GET", "/api/rooms/demo/participants").json()}
-            assert roster[ben]["connected"] is True and len(roster) == 2
+            now = roster()
+            assert now[ben]["connected"] is True and len(now) == 2
             assert joined["resume"] != token  # rotated
-        await asyncio.sleep(0.5)  # that connection is gone too; the old token must not take the place
+        # That connection is gone too; the old token must not take the place.
+        await until(lambda: not roster().get(ben, {}).get("connected"), what="the resumed connection gone")
         async with websockets.connect(gateway.ws_url) as ws:
             await ws.send(json.dumps({"type": "join", "room": "demo", "name": "Eve", "resume": token}))
             replay = json.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -220,7 +261,7 @@ async def test_leaving_and_rejoining_does_not_lift_a_host_mute(gateway: RunningG
     b = await join(gateway, "Ben", 1000)
     try:
         await a.send({"type": "mute_all", "forbid_self_unmute": True})
-        await asyncio.sleep(0.3)
+        await until(lambda: b.you is not None and b.you["host_muted"], what="Ben muted by mute-all")
         await b.send({"type": "leave"})
         await b.close()
         b = await join(gateway, "Ben", 1000)  # same address, same name: a returner
@@ -228,12 +269,11 @@ async def test_leaving_and_rejoining_does_not_lift_a_host_mute(gateway: RunningG
         c = await join(gateway, "Cem", 1700)  # a newcomer after "mute all guests": muted too
         assert c.you is not None and c.you["muted"] and c.you["self_unmute_forbidden"]
         await wait_for_audio(a)
-        await settle(a, seconds=2)
-        assert a.stats.energy_near(1000) < 0.01 and a.stats.energy_near(1700) < 0.01
+        await assert_silent_but_alive(a, 1000, 1700, seconds=2, what="a muted returner or newcomer is heard")
         await a.send({"type": "allow_all_unmute"})
-        await asyncio.sleep(0.3)
+        await until(lambda: c.you is not None and not c.you["self_unmute_forbidden"], what="Cem allowed to unmute")
         await c.send({"type": "mute_self", "muted": False})
-        await asyncio.sleep(0.8)
+        await until(lambda: c.you is not None and not c.you["muted"], what="Cem unmuted")
         await settle(a, seconds=1.5)
         assert a.stats.energy_near(1700) > 0.05 and a.stats.energy_near(1000) < 0.01
         await c.close()

@@ -143,3 +143,20 @@ def tone_level(samples: np.ndarray, rate: int, frequency: float) -> float:
     band = (hz > frequency - 15) & (hz < frequency + 15)
     rest = (hz > 100) & ~((hz > frequency - 60) & (hz < frequency + 60))
     return float(20 * np.log10(spectrum[band].max() / (np.median(spectrum[rest]) + 1e-9)))
+
+
+def recording_so_far(phone: Baresip) -> tuple[np.ndarray, int]:
+    """What baresip has heard until now, while the call still runs (sndfile writes the WAV header's
+    lengths only when the call ends: the samples are read from the file as it grows)."""
+    files = sorted(phone.directory.glob("dump-*-dec.wav"))
+    if not files:
+        return np.zeros(0), 8000
+    data = files[-1].read_bytes()
+    fmt = data.find(b"fmt ")
+    chunk = data.find(b"data", fmt)
+    if fmt < 0 or chunk < 0:
+        return np.zeros(0), 8000
+    channels, rate = int.from_bytes(data[fmt + 10 : fmt + 12], "little"), int.from_bytes(data[fmt + 12 : fmt + 16], "little")
+    body = data[chunk + 8 :]
+    samples = np.frombuffer(body[: len(body) // 2 * 2], dtype="<i2").astype(np.float64)
+    return samples[:: max(channels, 1)], rate

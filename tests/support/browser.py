@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tests.support.gateway import RunningGateway
@@ -29,7 +30,6 @@ def chromium_args(tone_wav: Path | None, allow_media: bool = True) -> list[str]:
     return args
 
 
-
 HEARD_DB = -75.0  # analyser level at a tone's frequency above which the tone counts as heard
 
 # Installed once per page: every 20 ms, the level at each watched frequency of the meeting audio the
@@ -38,7 +38,7 @@ HEARD_DB = -75.0  # analyser level at a tone's frequency above which the tone co
 MONITOR_JS = """
 ([freqs, threshold]) => {
   if (window.__monitor) return;
-  const m = window.__monitor = {lastHeard: {}, level: {}, stream: null, ctx: null, analyser: null};
+  const m = window.__monitor = {lastHeard: {}, level: {}, stream: null, ctx: null, analyser: null, ticks: 0};
   const data = new Float32Array(1024);
   setInterval(() => {
     const c = window.gatewayClient;
@@ -66,6 +66,7 @@ MONITOR_JS = """
       m.level[f] = best;
       if (best > threshold && best - floor > 15) m.lastHeard[f] = Date.now();
     }
+    m.ticks++;  // analysed windows of the received stream: a probe that stopped hears nothing
   }, 20);
 }
 """
@@ -89,6 +90,63 @@ def hears(page, freq: float) -> bool:  # type: ignore[no-untyped-def]
     return heard > 0 and page.evaluate("() => Date.now()") - heard < 300
 
 
+# The meeting audio the page receives, as the browser sees it: the track's state and the inbound-rtp
+# audio counters (getStats), with the page's clock.
+AUDIO_IN_JS = """
+async () => {
+  const c = window.gatewayClient;
+  const stream = c && c.remoteAudioStream;
+  const track = stream && stream.getAudioTracks()[0];
+  const out = {track: track ? track.readyState : null, packets: 0, samples: 0,
+               ticks: window.__monitor ? window.__monitor.ticks : 0, now: Date.now()};
+  if (c && c.pc) {
+    (await c.pc.getStats()).forEach(s => {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        out.packets += s.packetsReceived || 0;
+        out.samples += s.totalSamplesReceived || 0;
+      }
+    });
+  }
+  return out;
+}
+"""
+
+
+def audio_in(page) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The page's received meeting audio now: track state, inbound-rtp packets and samples, analyser ticks."""
+    watch(page)
+    return dict(page.evaluate(AUDIO_IN_JS))
+
+
+def assert_silent_but_alive(page, freq: float, seconds: float = 1.5, since: float | None = None, what: str = "") -> None:  # type: ignore[no-untyped-def]
+    """The page does not hear the tone at `freq`, and not because nothing arrives: over `seconds` its
+    meeting audio track stays live, inbound-rtp audio packets keep coming at the pace of 20 ms
+    frames, and the page's analyser keeps analysing them. `since` (the page's Date.now(), ms): the
+    tone must not have been heard after it either (default: the start of the window)."""
+    assert_all_silent_but_alive([(page, freq)], seconds, since, what)
+
+
+def assert_all_silent_but_alive(checks, seconds: float = 1.5, since: float | None = None, what: str = "") -> None:  # type: ignore[no-untyped-def]
+    """assert_silent_but_alive for several (page, freq) pairs over one common window."""
+    before = [audio_in(page) for page, _ in checks]
+    time.sleep(seconds)  # deliberate: the silence is proven over this much time
+    for (page, freq), first in zip(checks, before, strict=True):
+        last = audio_in(page)
+        label = f"{what} ({freq:g} Hz)" if what else f"{freq:g} Hz"
+        assert first["track"] == "live" and last["track"] == "live", (
+            f"no live meeting audio track while checking that {label} is silent ({first['track']}, {last['track']})"
+        )
+        packets = int(last["packets"]) - int(first["packets"])  # type: ignore[call-overload]
+        ticks = int(last["ticks"]) - int(first["ticks"])  # type: ignore[call-overload]
+        # (50 packets a second is the pace; a fifth of it leaves room for a loaded machine, and is
+        # still far from the nothing of a stream that stopped)
+        assert packets >= 10 * seconds, f"the page's meeting audio is not alive: {packets} packets in {seconds} s"
+        assert ticks >= 5 * seconds, f"the page's analyser did not run: {ticks} windows in {seconds} s"
+        start = float(first["now"]) if since is None else since  # type: ignore[arg-type]
+        heard = last_heard(page, freq)
+        assert heard < start, f"{label} still heard {(heard - start) / 1000:.2f} s into the time it must be silent"
+
+
 VIDEO_FRAMES_JS = """
 async () => {
   const pc = window.gatewayClient && window.gatewayClient.pc;
@@ -99,6 +157,33 @@ async () => {
   return out;
 }
 """
+
+# Frames decoded per sender: the page's video slots (mid -> participant id, as the gateway told the
+# page) joined with the inbound-rtp video stats of each mid; a stream of no slot counts under "mid:<mid>".
+VIDEO_BY_SENDER_JS = """
+async () => {
+  const c = window.gatewayClient;
+  if (!c || !c.pc) return {};
+  const slots = c.videoSlots || {};
+  const out = {};
+  (await c.pc.getStats()).forEach(s => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') {
+      const key = slots[s.mid] || ('mid:' + s.mid);
+      out[key] = (out[key] || 0) + (s.framesDecoded || 0);
+    }
+  });
+  return out;
+}
+"""
+
+
+def video_frames_by_sender(page) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Frames the page decoded so far from each participant (by id) whose video it receives."""
+    return {str(k): int(v) for k, v in page.evaluate(VIDEO_BY_SENDER_JS).items()}
+
+
+def participant_id(page) -> str:  # type: ignore[no-untyped-def]
+    return str(page.evaluate("() => window.gatewayClient.you.id"))
 
 
 def in_meeting(page) -> bool:  # type: ignore[no-untyped-def]

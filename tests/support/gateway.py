@@ -85,15 +85,35 @@ def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGate
     raise RuntimeError("gateway did not start in 30 s:\n" + log_path.read_text())
 
 
-def stop_and_check(running: RunningGateway) -> None:
-    """Stops a gateway; a crash or traceback it logged fails the test that caused it."""
-    running.process.terminate()
+def stop_and_check(running: RunningGateway, expected_exit: int = 0) -> None:
+    """Stops a gateway (SIGTERM: the graceful shutdown `gateway run` answers with exit code 0) and
+    fails the test that caused it on a crash: an error or critical line in its log, a raw traceback
+    (a line that is not JSON: something bypassed the logging), a shutdown that hangs, or an exit code
+    other than `expected_exit` (a test that killed the gateway itself names the code it expects)."""
+    if running.process.poll() is None:
+        running.process.terminate()
     try:
-        running.process.wait(10)
+        running.process.wait(30)
     except subprocess.TimeoutExpired:
         running.process.kill()
+        running.process.wait(10)
+        raise AssertionError("gateway did not stop within 30 s of SIGTERM:\n" + running.log_path.read_text()[-4000:]) from None
     errors = [line for line in running.log_lines() if line.get("level") in ("error", "critical")]
     assert not errors, f"gateway logged errors: {errors}"
+    raw = running.log_path.read_text(errors="replace").splitlines()
+    tracebacks = [i for i, line in enumerate(raw) if "Traceback" in line and not _is_json(line)]
+    assert not tracebacks, "gateway wrote a raw traceback:\n" + "\n".join(raw[tracebacks[0] : tracebacks[0] + 40])
+    assert running.process.returncode == expected_exit, (
+        f"gateway exited with {running.process.returncode}, expected {expected_exit}:\n" + "\n".join(raw[-30:])
+    )
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def write_tone(path: Path, frequency: float, seconds: float = 30.0, rate: int = 48_000) -> Path:
