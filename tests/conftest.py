@@ -25,14 +25,17 @@ def playwright_instance():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def open_participant(playwright_instance, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """open_participant(url, tone_hz=None, lang='en-US', allow_media=True) -> a Playwright page in its
-    own Chromium (each its own process, so each can have its own fake microphone tone)."""
+    """open_participant(url, tone_hz=None, lang='en-US', allow_media=True, video_file=None) -> a Playwright
+    page in its own Chromium (each its own process, so each can have its own fake microphone tone and,
+    with video_file (Y4M), its own fake camera picture)."""
     browsers = []
 
-    def open_(url: str, tone_hz: float | None = None, lang: str = "en-US", allow_media: bool = True):  # type: ignore[no-untyped-def]
+    def open_(  # type: ignore[no-untyped-def]
+        url: str, tone_hz: float | None = None, lang: str = "en-US", allow_media: bool = True, video_file: Path | None = None
+    ):
         wav = write_tone(tmp_path / f"tone-{tone_hz}.wav", tone_hz) if tone_hz else None
         browser = playwright_instance.chromium.launch(
-            executable_path=CHROMIUM, args=chromium_args(wav, allow_media), headless=True
+            executable_path=CHROMIUM, args=chromium_args(wav, allow_media, video_file), headless=True
         )
         browsers.append(browser)
         context = browser.new_context(locale=lang)

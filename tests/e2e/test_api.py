@@ -504,7 +504,14 @@ def test_live_control_of_a_browser_participant_and_its_call_records(api_gateway:
     # New settings for the live room: Gina stays in.
     changed = gw.api("PUT", "/api/rooms/live", json={"name": "Live (renamed)", "host_pin": NEW_HOST_PIN, "max_participants": 10})
     assert changed.status_code == 200 and changed.json()["live"]["participants"] == 1
-    time.sleep(1.0)
+    # (the change is applied by the time the PUT answers; her audio still arriving half a second's
+    # worth later shows her leg was not dropped with the old settings)
+    before = _participants(gw, "live")[0]["media"]["audio_packets_in"]
+    wait_until(
+        lambda: [p["media"]["audio_packets_in"] > before + 25 for p in _participants(gw, "live") if p["id"] == pid] == [True],
+        10,
+        what="Gina's audio still arriving after the change",
+    )
     assert in_meeting(gina) and [p["id"] for p in _participants(gw, "live")] == [pid]
 
     _unknown_participant_everywhere(gw, "live")

@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.baresip import Baresip, free_port
+from tests.support.baresip import Baresip, free_port, menu_speaking
 from tests.support.gateway import (
     ADMIN_TOKEN,
     TEST_CONFIG,
@@ -354,7 +354,8 @@ def join_room_system(gateway: RunningGateway, tmp_path: Path) -> tuple[Baresip, 
         wait_until(system._ctrl_ready, 30, what="baresip's control port (slow start)")
     wait_until(system.established, 20, what="baresip's call established")
     wait_until(lambda: logged(gateway, "call answered"), 10, what="the call answered")
-    time.sleep(1.0)  # the welcome prompt
+    # The voice menu takes keys once it talks (from the ACK on; a key before would find no menu).
+    wait_until(lambda: menu_speaking(system), 15, what="the voice menu speaking to the room system")
     system.send_keys("#")  # a guest: the demo room has only a host PIN
 
     def member() -> dict[str, Any] | None:
@@ -454,7 +455,12 @@ def test_the_broker_going_away_loses_no_call_and_the_gateway_reconnects(open_par
             assert gateway.api("POST", "/api/rooms/demo/lock").json() == {"locked": True}, n
             assert gateway.api("POST", "/api/rooms/demo/unlock").json() == {"locked": False}, n
         wait_until(lambda: (metric(gateway, "gateway_mqtt_events_dropped_total") or 0) >= 5, 10, what="dropped events counted")
-        time.sleep(3.0)  # several reconnect attempts (0.2 .. 1 s apart) fail meanwhile
+        # Several reconnect attempts (0.2 .. 1 s apart) fail meanwhile: the loss and two more.
+        wait_until(
+            lambda: any(int(str(line.get("attempt", 0))) >= 3 for line in logged(gateway, "mqtt broker unreachable")),
+            15,
+            what="reconnect attempts failing during the outage",
+        )
         # The call goes on: both still in the meeting, the browser still hears the room system.
         assert {p["id"] for p in participants(gateway)} >= {member["id"]} and len(participants(gateway)) == 2
         wait_until(lambda: hears(anna, 1000), 10, what="Anna still hearing the room system during the outage")

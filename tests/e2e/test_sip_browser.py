@@ -12,7 +12,7 @@ import pytest
 from tests.support.baresip import Baresip, tone_level
 from tests.support.browser import assert_silent_but_alive, hears, in_meeting, join, last_heard
 from tests.support.gateway import RunningGateway, wait_until
-from tests.support.prompts import MATCH, correlate, find_prompt, load_prompt
+from tests.support.prompts import MATCH, correlate, find_prompt, load_prompt, wait_heard
 
 pytestmark = pytest.mark.browser
 
@@ -120,6 +120,7 @@ def test_phone_keys_mute_and_raise_the_hand_and_a_forbidden_unmute_stays_muted(
         wait_until(lambda: self_mute_keys() == taken + 1, 10, what="the gateway took the forbidden *6")
         assert state() == forbidden, f"a forbidden self-unmute by phone key changed the mute: {state()}"
         assert_silent_but_alive(anna, 1000, 1.5, what="the phone after a forbidden *6")
+        wait_heard(phone, "host_muted_you")  # the refused *6 is answered: the host muted you
         forbidden_at = anna.evaluate("() => Date.now()")
 
         # Allowed again: *6 brings the phone back.

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -44,14 +46,13 @@ def test_hold_and_resume_by_re_invite_keeps_the_caller_in_the_room(gateway: Runn
     wait_until(lambda: logged(gateway, "media renegotiated", call, direction="recvonly"), 10, what="hold")
     assert participant(gateway, "demo", "Hold Test") is not None, "the caller left the room on hold"
     before = packets_out(gateway, "demo", "Hold Test")
-    time.sleep(0.6)
+    time.sleep(0.6)  # deliberate: nothing is sent over 30 packets' time, that is the assertion
     assert packets_out(gateway, "demo", "Hold Test") == before, "the gateway still sends RTP to a caller on hold"
 
     wait_until(lambda: logged(gateway, "media renegotiated", call, direction="sendrecv"), 10, what="resume")
     assert participant(gateway, "demo", "Hold Test") is not None, "the caller left the room on resume"
     before = packets_out(gateway, "demo", "Hold Test")
-    time.sleep(0.6)
-    assert packets_out(gateway, "demo", "Hold Test") >= before + 20, "no RTP from the gateway after resume"
+    wait_until(lambda: packets_out(gateway, "demo", "Hold Test") >= before + 20, 5, what="RTP from the gateway after resume")
 
     result = sipp.wait()
     assert result.returncode == 0, result.describe()
@@ -200,12 +201,14 @@ def test_pcap_speech_and_rfc4733_keys_reach_the_meeting(gateway: RunningGateway,
     # (the # is RTP too; the speech, 7 s of 30 ms packets, starts 1.5 s after it)
     wait_until(lambda: media(gateway, "demo", "PCAP Test").get("audio_packets_in") not in (None, 0), 5, what="speech")
     first = media(gateway, "demo", "PCAP Test")
-    time.sleep(2)
-    second = media(gateway, "demo", "PCAP Test")
-    assert second["codec"] == "pcma"
-    for counter in ("rtp_packets_in", "audio_packets_in"):
-        grown = int(str(second[counter])) - int(str(first[counter]))
-        assert grown >= 40, f"{counter} grew by {grown} in 2 s ({first} -> {second})"  # about 66
+
+    def grown() -> dict[str, int]:
+        now = media(gateway, "demo", "PCAP Test")
+        return {c: int(str(now[c])) - int(str(first[c])) for c in ("rtp_packets_in", "audio_packets_in")}
+
+    # 40 more packets (1.2 s of the speech's 30 ms packets; it has more than 5 s left) in both counters
+    wait_until(lambda: min(grown().values()) >= 40, 4, what="40 more packets of the speech in both counters")
+    assert media(gateway, "demo", "PCAP Test")["codec"] == "pcma"
     result = sipp.wait()
     assert result.returncode == 0, result.describe()
     # the # in the voice menu is logged as arrived (not which: menu keys are PINs), the 1 in the meeting by name
@@ -214,10 +217,14 @@ def test_pcap_speech_and_rfc4733_keys_reach_the_meeting(gateway: RunningGateway,
 
 
 class Capture:
-    """tshark on the loopback interface, writing a pcap file until stopped."""
+    """tshark on the loopback interface, writing a pcap file until stopped. `probe` is an address the
+    capture filter lets through: datagrams sent there (from a port of their own, so an analysis of
+    other ports never sees them) show when the capture is live and when what came before is written."""
 
-    def __init__(self, path: Path, capture_filter: str) -> None:
+    def __init__(self, path: Path, capture_filter: str, probe: tuple[str, int]) -> None:
         self.path = path
+        self._probe = probe
+        self._probe_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._stderr = path.with_suffix(".log")
         with self._stderr.open("wb") as stderr:
             self.process = subprocess.Popen(
@@ -227,9 +234,35 @@ class Capture:
                 stderr=stderr,
             )
         wait_until(lambda: "Capturing on" in self._stderr.read_text(errors="replace"), 20, what="tshark started")
-        time.sleep(0.5)
+        # "Capturing on" can come before the filter catches packets (a datagram sent right after it
+        # was seen missing): only a probe found in the file proves that what follows is captured.
+        self.flush()
+
+    def packets(self) -> int:
+        """Packets in the file so far (its pcapng Enhanced Packet Blocks)."""
+        data = self.path.read_bytes() if self.path.exists() else b""
+        count = at = 0
+        while at + 8 <= len(data):
+            kind, length = struct.unpack_from("<II", data, at)
+            if length < 12 or at + length > len(data):  # (a block still being written)
+                break
+            count += kind == 6
+            at += length
+        return count
+
+    def flush(self, timeout: float = 20) -> None:
+        """Returns once a probe sent now is in the file (tshark writes it in batches, about every
+        0.5 s): everything captured before the probe is in the file too."""
+        written = self.packets()
+
+        def probe_written() -> bool:
+            self._probe_socket.sendto(b"probe", self._probe)
+            return self.packets() > written
+
+        wait_until(probe_written, timeout, interval=0.1, what="tshark writing a probe to its file")
 
     def stop(self) -> None:
+        self._probe_socket.close()
         if self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGINT)
         try:
@@ -247,12 +280,12 @@ def test_uac_pcap_dtmf_and_the_gateways_rtp_on_the_wire(gateway: RunningGateway,
     digit = pcap_digit("dtmf_2833_1.pcap")
     work = link_pcaps(tmp_path / "work")
     media_port = free_udp_port(span=4)
-    capture = Capture(tmp_path / "rtp.pcap", f"udp and dst host 127.0.0.1 and dst port {media_port}")
+    capture = Capture(tmp_path / "rtp.pcap", f"udp and dst host 127.0.0.1 and dst port {media_port}", ("127.0.0.1", media_port))
     try:
         sipp = Sipp(gateway, tmp_path / "sipp", "uac_pcap", "demo", cwd=work, media_port=media_port)
         result = sipp.wait()
+        capture.flush()  # every packet the gateway sent during the call is in the file
     finally:
-        time.sleep(0.3)
         capture.stop()
     assert result.returncode == 0, result.describe()
     # one key read from RTP (in the voice menu: logged as arrived, not which)

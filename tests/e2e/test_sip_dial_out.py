@@ -11,7 +11,7 @@ import pytest
 from tests.support.baresip import Baresip
 from tests.support.browser import hears, in_meeting, join
 from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
-from tests.support.prompts import assert_heard, assert_not_heard
+from tests.support.prompts import assert_heard, assert_not_heard, wait_heard
 
 pytestmark = pytest.mark.browser
 
@@ -60,6 +60,7 @@ def test_dial_out_to_a_room_system_that_joins_and_is_heard(
         bad = gateway.api("POST", "/api/rooms/nowhere/dial", json={"uri": f"sip:A@127.0.0.1:{system.sip_port}"})
         assert bad.status_code == 404
 
+        wait_heard(system, "joined")  # (removing it sooner would cut that prompt short)
         # The host removes it: the gateway hangs up (BYE), baresip's call ends.
         anna.get_by_role("button", name="Remove A from the meeting").click()
         anna.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()

@@ -4,12 +4,11 @@ each phone hears is checked in its recording against the shipped prompts."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from tests.support.baresip import Baresip, recording_so_far
+from tests.support.baresip import Baresip, menu_speaking
 from tests.support.gateway import RunningGateway, wait_until
-from tests.support.prompts import assert_heard, assert_not_heard, heard
+from tests.support.prompts import assert_heard, assert_not_heard, wait_heard
 
 
 def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
@@ -22,10 +21,6 @@ def logged(gateway: RunningGateway, event: str, **fields: object) -> bool:
     )
 
 
-def hears(phone: Baresip, prompt: str) -> None:
-    """Waits until `phone` has heard `prompt` (keys pressed before a prompt ends cut it short)."""
-    wait_until(lambda: heard(*recording_so_far(phone), prompt), 15, interval=0.5, what=f"{prompt!r} heard")
-
 
 def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: RunningGateway, tmp_path: Path) -> None:
     guest = Baresip(tmp_path / "guest", tone_hz=1000, name="Guest phone", codecs=("g711",))
@@ -34,16 +29,16 @@ def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: Ru
     try:
         guest.start(dial=f"sip:demo@127.0.0.1:{gateway.sip_port}")
         wait_until(guest.established, 15, what="guest call established")
-        time.sleep(1.0)
+        wait_until(lambda: menu_speaking(guest), 15, what="the voice menu speaking to the guest")
         guest.send_keys("#")
         wait_until(lambda: len(participants(gateway, "demo")) == 1, 10, what="the guest in the room")
 
         host.start(dial=f"sip:demo@127.0.0.1:{gateway.sip_port}")
         wait_until(host.established, 15, what="host call established")
-        time.sleep(1.0)
+        wait_until(lambda: menu_speaking(host), 15, what="the voice menu speaking to the host")
         host.send_keys("1234#")
         wait_until(lambda: any(p["role"] == "host" for p in participants(gateway, "demo")), 10, what="a host by phone")
-        hears(host, "joined")
+        wait_heard(host, "joined")
 
         host.send_keys("*5")
         wait_until(
@@ -51,20 +46,19 @@ def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: Ru
             5,
             what="*5 mutes the guests",
         )
-        hears(host, "all_guests_muted")
-        hears(guest, "host_muted_you")
+        wait_heard(host, "all_guests_muted")
+        wait_heard(guest, "host_muted_you")
         guest.send_keys("*7")  # a guest may not lock
-        time.sleep(1.0)
+        wait_heard(guest, "not_allowed")  # (the key was taken and answered: the room's state is final)
         assert not gateway.api("GET", "/api/rooms/demo").json()["live"]["locked"]
         assert logged(gateway, "phone key", command="lock")
-        hears(guest, "not_allowed")
         host.send_keys("*7")
         wait_until(lambda: gateway.api("GET", "/api/rooms/demo").json()["live"]["locked"], 5, what="*7 locks")
-        hears(host, "meeting_locked")
+        wait_heard(host, "meeting_locked")
 
         late.start(dial=f"sip:4711@127.0.0.1:{gateway.sip_port}")
         wait_until(late.established, 15, what="late call answered (the room has a host PIN)")
-        time.sleep(1.0)
+        wait_until(lambda: menu_speaking(late), 15, what="the voice menu speaking to the late guest")
         late.send_keys("#")
         wait_until(lambda: logged(gateway, "ending call", reason="Meeting locked"), 10, what="the late guest turned away")
         wait_until(lambda: "session closed" in late.log() or "terminated" in late.log(), 10, what="BYE at the late guest")
@@ -76,8 +70,8 @@ def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: Ru
             5,
             what="a second *5 unmutes the guests",
         )
-        hears(host, "all_guests_unmuted")
-        hears(guest, "you_are_unmuted")
+        wait_heard(host, "all_guests_unmuted")
+        wait_heard(guest, "you_are_unmuted")
     finally:
         for phone in (guest, host, late):
             phone.stop()

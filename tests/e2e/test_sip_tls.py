@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
-from tests.support.baresip import Baresip
+from tests.support.baresip import Baresip, menu_speaking
 from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
 
 
@@ -29,7 +28,7 @@ def test_a_room_system_calls_over_tls_and_joins(tmp_path: Path) -> None:
         system.start(dial=f"sip:demo@127.0.0.1:{tls_port};transport=tls")
         try:
             wait_until(system.established, 15, what="the TLS call established")
-            time.sleep(1.0)
+            wait_until(lambda: menu_speaking(system), 15, what="the voice menu speaking")
             system.send_keys("#")
             wait_until(
                 lambda: any(
@@ -53,7 +52,7 @@ def test_a_room_system_calls_over_tcp_and_joins(gateway: RunningGateway, tmp_pat
     system.start(dial=f"sip:4711@127.0.0.1:{gateway.sip_port};transport=tcp")
     try:
         wait_until(system.established, 15, what="the TCP call established")
-        time.sleep(1.0)
+        wait_until(lambda: menu_speaking(system), 15, what="the voice menu speaking")
         system.send_keys("#")
         wait_until(
             lambda: any(line.get("event") == "joined meeting" for line in gateway.log_lines()), 15, what="joined"

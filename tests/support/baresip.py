@@ -160,3 +160,10 @@ def recording_so_far(phone: Baresip) -> tuple[np.ndarray, int]:
     body = data[chunk + 8 :]
     samples = np.frombuffer(body[: len(body) // 2 * 2], dtype="<i2").astype(np.float64)
     return samples[:: max(channels, 1)], rate
+
+
+def menu_speaking(phone: Baresip) -> bool:
+    """The gateway's first prompt reaches the caller (before it, the gateway sends only silence): the
+    voice menu runs and takes keys (a key sent before the ACK is through would find no menu)."""
+    samples, _ = recording_so_far(phone)
+    return samples.size > 0 and float(abs(samples).max()) > 5000  # (the prompt peaks near 20000; no frame before it reaches 2000)

@@ -11,7 +11,7 @@ from tests.support.gateway import RunningGateway
 CHROMIUM = "/usr/bin/chromium"
 
 
-def chromium_args(tone_wav: Path | None, allow_media: bool = True) -> list[str]:
+def chromium_args(tone_wav: Path | None, allow_media: bool = True, video_file: Path | None = None) -> list[str]:
     args = [
         "--no-sandbox",
         "--disable-gpu",
@@ -27,6 +27,8 @@ def chromium_args(tone_wav: Path | None, allow_media: bool = True) -> list[str]:
         args.append("--use-fake-ui-for-media-stream")
     if tone_wav is not None:
         args.append(f"--use-file-for-fake-audio-capture={tone_wav}")
+    if video_file is not None:  # a Y4M or MJPEG file the fake camera plays (in a loop) instead of its test pattern
+        args.append(f"--use-file-for-fake-video-capture={video_file}")
     return args
 
 
@@ -190,6 +192,67 @@ def in_meeting(page) -> bool:  # type: ignore[no-untyped-def]
     return page.evaluate("() => window.gatewayClient && window.gatewayClient.phase") == "meeting"
 
 
-def join(open_participant, gateway: RunningGateway, room: str, name: str, tone: float | None, pin: str = ""):  # type: ignore[no-untyped-def]
+def join(  # type: ignore[no-untyped-def]
+    open_participant, gateway: RunningGateway, room: str, name: str, tone: float | None, pin: str = "", video_file: Path | None = None
+):
     query = f"name={name}" + (f"&pin={pin}" if pin else "")
-    return open_participant(f"{gateway.base_url}/r/{room}?{query}", tone)
+    if video_file is None:
+        return open_participant(f"{gateway.base_url}/r/{room}?{query}", tone)
+    return open_participant(f"{gateway.base_url}/r/{room}?{query}", tone, video_file=video_file)
+
+
+def write_solid_y4m(path: Path, rgb: tuple[int, int, int], width: int = 320, height: int = 240, frames: int = 5) -> Path:
+    """A Y4M clip (4:2:0) of one solid colour, for Chromium's fake camera (--use-file-for-fake-video-capture):
+    a picture that tells which participant sent it."""
+    import numpy as np
+
+    r, g, b = rgb
+    # BT.601 limited range, what Chromium assumes for I420 camera frames
+    y = round(16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255)
+    u = round(128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255)
+    v = round(128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255)
+    frame = b"FRAME\n" + np.concatenate(
+        [
+            np.full(width * height, y, np.uint8),
+            np.full((width // 2) * (height // 2), u, np.uint8),
+            np.full((width // 2) * (height // 2), v, np.uint8),
+        ]
+    ).tobytes()
+    path.write_bytes(f"YUV4MPEG2 W{width} H{height} F15:1 Ip A1:1 C420jpeg\n".encode() + frame * frames)
+    return path
+
+
+# What each video tile of the page shows, by the name on the tile: the mean colour of the middle of
+# its <video> (drawn into a canvas), or null while the tile shows initials (no live video yet).
+TILE_COLOURS_JS = """
+() => {
+  const out = {};
+  for (const tile of document.querySelectorAll('#tiles .tile')) {
+    const name = tile.querySelector('.tile-name').textContent;
+    const video = tile.querySelector('video');
+    if (!video || video.hidden || !video.srcObject || video.readyState < 2 || !video.videoWidth) {
+      out[name] = null;
+      continue;
+    }
+    const w = video.videoWidth, h = video.videoHeight;
+    const canvas = document.createElement('canvas');
+    canvas.width = w; canvas.height = h;
+    const ctx = canvas.getContext('2d', {willReadFrequently: true});
+    ctx.drawImage(video, 0, 0, w, h);
+    // the middle half: away from edges an encoder may blur
+    const data = ctx.getImageData(Math.floor(w / 4), Math.floor(h / 4), Math.floor(w / 2), Math.floor(h / 2)).data;
+    const sum = [0, 0, 0];
+    for (let i = 0; i < data.length; i += 4) { sum[0] += data[i]; sum[1] += data[i + 1]; sum[2] += data[i + 2]; }
+    const n = data.length / 4;
+    out[name] = {rgb: sum.map(x => Math.round(x / n)), width: w, height: h, key: tile.dataset.key};
+  }
+  return out;
+}
+"""
+
+
+def tile_colours(page) -> dict[str, dict[str, object] | None]:  # type: ignore[no-untyped-def]
+    """Each video tile of the page by its caption (the participant's name, "You" for one's own):
+    {"rgb": [r, g, b] mean of the middle of the picture, "width", "height", "key": participant id}, or
+    None while the tile shows no live video."""
+    return dict(page.evaluate(TILE_COLOURS_JS))

@@ -24,6 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from tests.support.baresip import Baresip, recording_so_far
 from tests.support.gateway import RunningGateway, wait_until
 from tests.support.sip_client import Dialog, RawCaller, Response
 
@@ -310,3 +311,9 @@ def phones() -> Iterator[list[Phone]]:
     finally:
         for phone in made:
             phone.close()
+
+
+def wait_heard(phone: Baresip, name: str, timeout: float = 15.0, language: str = "en") -> None:
+    """Waits until baresip `phone` has heard the whole prompt `name` (a key pressed or an action
+    taken before a prompt ends cuts it short, so tests wait for it before the next step)."""
+    wait_until(lambda: heard(*recording_so_far(phone), name, language), timeout, interval=0.5, what=f"{name!r} heard")
