@@ -21,7 +21,7 @@ system-deps:
 	@scripts/install-system-deps.sh
 
 test: $(VENV)/.installed system-deps lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/unit

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import CHROMIUM, chromium_args
+from tests.support.gateway import RunningGateway, start_gateway, stop_and_check, write_tone
+
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
@@ -48,6 +51,14 @@ def open_participant(playwright_instance, tmp_path: Path):  # type: ignore[no-un
         browser.close()
 
 
+# Run one after another on one worker when the suite runs on two (make test: pytest -n 2 --dist
+# loadgroup): the tests that drive Chromium or aiortc peers (their CPU would starve a gateway the
+# other worker's test is timing) and the tests that time the gateway's answers themselves. The rest
+# (unit tests, SIP peers, the API) run beside them on the other worker.
+SERIAL_FILES = {"test_webrtc_media.py", "test_rtp_leg.py", "test_sip_torture.py"}
 
-from tests.support.browser import CHROMIUM, chromium_args  # noqa: E402
-from tests.support.gateway import RunningGateway, start_gateway, stop_and_check, write_tone  # noqa: E402
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "open_participant" in getattr(item, "fixturenames", ()) or item.path.name in SERIAL_FILES:
+            item.add_marker(pytest.mark.xdist_group("serial"))
