@@ -280,6 +280,26 @@ class AudioNegotiator:
         return line
 
 
+def _no_audio(offer: SessionDescription, codecs: list[AudioCodec]) -> SdpError:
+    if not any(m.kind == "audio" for m in offer.media):
+        return SdpError(488, "the offer has no audio stream")
+    return SdpError(488, "no common audio codec (we take " + ", ".join(RTP_NAMES[c][0] for c in codecs) + ")")
+
+
+def check_offer(offer_text: str, codecs: list[AudioCodec], *, require_srtp: bool = False) -> AudioChoice:
+    """Whether an offer can be answered, asked before anything is set up for the call (its RTP
+    port): the audio line we would take, or SdpError (400 malformed; 488 no usable audio, or SRTP
+    required and not offered)."""
+    offer = parse(offer_text)
+    audio = AudioNegotiator(codecs, 0, False, "sendrecv")
+    for index, m in enumerate(offer.media):
+        if media_role(m) == "audio" and (choice := audio._choose(m, offer, index)) is not None:
+            if require_srtp and choice.local_crypto is None:
+                raise SdpError(488, "SRTP required")
+            return choice
+    raise _no_audio(offer, codecs)
+
+
 def answer(
     offer: SessionDescription,
     *,
@@ -300,9 +320,7 @@ def answer(
     lines = [negotiators.get(media_role(m), declining).answer_line(m, offer, i) for i, m in enumerate(offer.media)]
     choice = audio.choice
     if choice is None:
-        if not any(m.kind == "audio" for m in offer.media):
-            raise SdpError(488, "the offer has no audio stream")
-        raise SdpError(488, "no common audio codec (we take " + ", ".join(RTP_NAMES[c][0] for c in codecs) + ")")
+        raise _no_audio(offer, codecs)
     sid = session_id if session_id is not None else secrets.randbelow(2**31)
     family = _family(local_address)
     description = SessionDescription(

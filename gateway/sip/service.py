@@ -38,11 +38,12 @@ from gateway.rooms.patterns import MAX_URI, compile_rule, full_match
 from gateway.rooms.pinguard import PinGuard
 from gateway.rooms.ratelimit import RateLimit
 from gateway.rtp.leg import RtpLeg
-from gateway.sip import message, negotiation
+from gateway.sip import negotiation
 from gateway.sip.endings import sip_status
 from gateway.sip.negotiation import AudioChoice, MediaPlan, MediaSession
 from gateway.sip.sdp import SdpError
 from gateway.sip.transport import SipTransport
+from gateway.sip.uri import dial_target
 from gateway.sip.useragent import (
     AnswerReceived,
     CallConfirmed,
@@ -132,7 +133,7 @@ class SipService:
                 raise DialOutRefused(f"no room {room_id!r}", "unknown_room")
             if self.stack is None or self.stack.ua is None:
                 raise DialOutRefused("SIP is not running", "sip_disabled")
-            uri, host, port, user = _dial_target(uri)
+            uri, host, port, user = dial_target(uri)
             rules = self.config.sip.dial_out_allow
             if not in_directory and not any(full_match(compile_rule(r), uri, max_length=MAX_URI) for r in rules):
                 raise DialOutRefused("no dial-out rule allows this destination", "dial_out_refused")
@@ -257,32 +258,6 @@ class SipService:
                 sip_call.on_disconnected(status, reason)
             except Exception:
                 sip_call.log.exception("call clean-up failed")
-
-
-def _dial_target(uri: str) -> tuple[str, str, int | None, str]:
-    """A dial-out URI checked and normalised before any rule sees it: no control characters, spaces
-    or header parts, a sip: URI over UDP, scheme and host lower-case, the user part percent-decoded
-    (so that `%2B` cannot sneak past a rule written for `+`). Returns (uri, host, port, user)."""
-    if len(uri) > 256 or any(ord(c) < 0x21 or ord(c) == 0x7F or c in '<>"?,' for c in uri):
-        raise DialOutRefused("the address has characters a SIP URI to call may not have", "bad_uri")
-    scheme, colon, rest = uri.partition(":")
-    if not colon or scheme.lower() != "sip":
-        raise DialOutRefused("dial-out takes sip: URIs", "bad_uri")
-    try:
-        host, port, transport = message.uri_host_port(uri)
-        user = message.uri_user(uri)
-    except message.SipMessageError as exc:
-        raise DialOutRefused(f"not a SIP URI: {exc}", "bad_uri") from None
-    if transport not in (None, "udp"):
-        raise DialOutRefused("dial-out goes over UDP for now", "bad_uri")
-    if any(ord(c) < 0x21 or ord(c) == 0x7F or c in '<>"?,@:;' for c in user) or not host or "@" not in rest:
-        raise DialOutRefused("the address has characters a SIP URI to call may not have", "bad_uri")
-    params = rest.partition(";")[2]
-    if params and any(p.split("=")[0].lower() not in ("transport", "user") for p in params.split(";")):
-        raise DialOutRefused("only the transport and user parameters may follow the address", "bad_uri")
-    shown_host = f"[{host}]" if ":" in host else host.lower()
-    normal = f"sip:{user}@{shown_host}" + (f":{port}" if port else "") + (f";{params.lower()}" if params else "")
-    return normal, host.lower(), port, user
 
 
 class SipCall:
@@ -410,14 +385,10 @@ class SipCall:
                 self.conference = conference
         require_srtp = self._srtp_required(system)
         if self.incoming.offer is not None:
-            try:
-                offer = negotiation.parse(self.incoming.offer)
-                trial = negotiation.answer(offer, local_address=config.host, audio_port=9, codecs=self.service.codecs)
+            try:  # (before a port is taken for it)
+                negotiation.check_offer(self.incoming.offer, self.service.codecs, require_srtp=require_srtp)
             except SdpError as exc:
                 self._reject(exc.status, exc.reason if exc.status == 488 else f"Bad SDP: {exc.reason}")
-                return
-            if require_srtp and trial.audio.local_crypto is None:
-                self._reject(488, "SRTP required")
                 return
         elif require_srtp:  # (our own offer would be plain RTP: a late offer cannot be made secure here)
             self._reject(488, "SRTP required (send an offer with SDES keys)")
@@ -443,7 +414,7 @@ class SipCall:
         if self.incoming.offer is not None:
             try:
                 answer = self.media.answer(self.incoming.offer)
-            except SdpError as exc:  # (the trial above took this offer: not expected)
+            except SdpError as exc:  # (check_offer above took this offer: not expected)
                 self.leg.close()
                 self._reject(exc.status, exc.reason)
                 return

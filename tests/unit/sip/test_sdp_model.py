@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.sip.negotiation import MediaPlan, MediaSession, answer, media_role
+from gateway.sip.negotiation import MediaPlan, MediaSession, answer, check_offer, media_role
 from gateway.sip.sdp import Bandwidth, MediaDescription, RtpMap, SdpError, SessionDescription, parse
 from gateway.transcode.audio import AudioCodec
 
@@ -165,3 +165,26 @@ def test_media_session_keeps_versions_and_the_codec_in_use() -> None:
     assert session.awaiting_answer
     choice = session.take_answer(CONTENT_OFFER.replace("9 8 101", "0 101"))
     assert choice.codec is AudioCodec.PCMU and not session.awaiting_answer
+
+
+def test_an_offer_is_checked_before_anything_is_set_up_for_it() -> None:
+    """check_offer says what answer() would take or refuse, without writing an answer."""
+    assert check_offer(CONTENT_OFFER, ALL).codec is AudioCodec.G722
+    assert check_offer(CONTENT_OFFER, [AudioCodec.PCMU, AudioCodec.PCMA]).codec is AudioCodec.PCMA
+    no_common = CONTENT_OFFER.replace("m=audio 50000 RTP/AVP 9 8 101", "m=audio 50000 RTP/AVP 18\na=rtpmap:18 G729/8000")
+    with pytest.raises(SdpError) as refused:
+        check_offer(no_common, ALL)
+    assert refused.value.status == 488 and "no common audio codec" in refused.value.reason
+    only_video = CONTENT_OFFER[: CONTENT_OFFER.index("m=audio")] + CONTENT_OFFER[CONTENT_OFFER.index("m=video") :]
+    with pytest.raises(SdpError, match="no audio stream"):
+        check_offer(only_video, ALL)
+    with pytest.raises(SdpError, match="SRTP required") as plain:
+        check_offer(CONTENT_OFFER, ALL, require_srtp=True)
+    assert plain.value.status == 488
+    secured = CONTENT_OFFER.replace("m=audio 50000 RTP/AVP", "m=audio 50000 RTP/SAVP").replace(
+        "a=fmtp:101 0-15\n", "a=fmtp:101 0-15\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "A" * 40 + "\n", 1
+    )
+    assert check_offer(secured, ALL, require_srtp=True).remote_crypto is not None
+    with pytest.raises(SdpError) as malformed:
+        check_offer("v=0\nnonsense", ALL)
+    assert malformed.value.status == 400
