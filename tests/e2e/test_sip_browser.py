@@ -7,18 +7,26 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.support.baresip import Baresip, tone_level
+from tests.support.baresip import Baresip, recording_so_far, tone_level
 from tests.support.browser import assert_silent_but_alive, hears, in_meeting, join, last_heard
 from tests.support.gateway import RunningGateway, wait_until
-from tests.support.prompts import MATCH, correlate, find_prompt, load_prompt, wait_heard
+from tests.support.prompts import MATCH, correlate, find_prompt, heard, load_prompt, wait_heard
 
 pytestmark = pytest.mark.browser
 
 
 def sip_participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
     return [p for p in gateway.api("GET", f"/api/rooms/{room}/participants").json() if p["kind"] != "browser"]
+
+
+def tone_seconds(samples: np.ndarray, rate: int, tone: float, absent: float | None = None) -> int:
+    """How many one-second windows (a quarter second apart) carry `tone` clearly (30 dB above the
+    rest of the spectrum) and, if given, not `absent` (under 10 dB)."""
+    windows = [samples[i : i + rate] for i in range(0, samples.size - rate, rate // 4)]
+    return sum(1 for w in windows if tone_level(w, rate, tone) > 30 and (absent is None or tone_level(w, rate, absent) < 10))
 
 
 def logged(gateway: RunningGateway, event: str, **fields: object) -> list[dict[str, object]]:
@@ -51,7 +59,13 @@ def test_baresip_and_a_browser_hear_each_other_and_the_host_mutes_the_room_syste
         # The page lists the room system with its kind, and the browser hears it.
         wait_until(lambda: anna.get_by_text("Room system (SIP)").count() >= 1, 10, what="room system in the list")
         wait_until(lambda: hears(anna, 1000), 15, what="the browser hears baresip's tone")
-        time.sleep(3.0)  # baresip records the meeting meanwhile (Anna's 440 Hz after the join prompt)
+        # baresip records the meeting: wait until it has heard Anna's 6 kHz tone (and not itself) for a while
+        wait_until(
+            lambda: tone_seconds(*recording_so_far(room_system), 6000, absent=1000) >= 4,
+            20,
+            interval=0.5,
+            what="baresip hearing the browser's 6 kHz tone",
+        )
 
         # The host mutes the room system from the page: within a second the browser no longer hears
         # it, while the meeting audio keeps arriving.
@@ -72,9 +86,8 @@ def test_baresip_and_a_browser_hear_each_other_and_the_host_mutes_the_room_syste
     # the browser's 6 kHz tone, clearly (wideband kept wideband: G.722, 16 kHz), and not itself.
     samples, rate = room_system.recording()
     assert rate == 16000
-    windows = [samples[i : i + rate] for i in range(0, samples.size - rate, rate // 4)]
-    clean = [w for w in windows if tone_level(w, rate, 6000) > 30 and tone_level(w, rate, 1000) < 10]
-    assert len(clean) >= 4, "baresip did not hear the browser's 6 kHz tone clearly for a second (or heard itself)"
+    clean = tone_seconds(samples, rate, 6000, absent=1000)
+    assert clean >= 4, "baresip did not hear the browser's 6 kHz tone clearly for a second (or heard itself)"
     wait_until(lambda: not sip_participants(gateway, "demo"), 10, what="baresip gone from the room after hanging up")
 
 
@@ -95,10 +108,6 @@ def test_phone_keys_mute_and_raise_the_hand_and_a_forbidden_unmute_stays_muted(
             (member,) = sip_participants(gateway, "demo")
             return {k: member[k] for k in ("muted", "self_muted", "host_muted", "self_unmute_forbidden")}
 
-        def self_mute_keys() -> int:
-            # (only a sync point: how many *6 the gateway has taken; what they did is checked on state)
-            return len(logged(gateway, "phone key", command="self_mute"))
-
         phone.send_keys("*6")  # self-mute ...
         wait_until(lambda: state()["self_muted"], 5, what="*6 mutes")
         muted_at = anna.evaluate("() => Date.now()")  # (what was under way before that plays out in 0.7 s)
@@ -115,12 +124,18 @@ def test_phone_keys_mute_and_raise_the_hand_and_a_forbidden_unmute_stays_muted(
         anna.get_by_role("button", name="Mute all guests").click()
         forbidden = {"muted": True, "self_muted": False, "host_muted": True, "self_unmute_forbidden": True}
         wait_until(lambda: state() == forbidden, 5, what="muted by the host, unmuting forbidden")
-        taken = self_mute_keys()
+        wait_heard(phone, "host_muted_you")  # the host's mute told to the phone (whole: a key would cut it short)
+        before_key = recording_so_far(phone)[0].size
         phone.send_keys("*6")
-        wait_until(lambda: self_mute_keys() == taken + 1, 10, what="the gateway took the forbidden *6")
+
+        def answered_after_the_key() -> bool:
+            samples, rate = recording_so_far(phone)
+            return heard(samples[before_key:], rate, "host_muted_you")
+
+        # The refused *6 is answered (the host muted you, heard again after the key): the gateway took it.
+        wait_until(answered_after_the_key, 15, interval=0.5, what="'host_muted_you' heard again after the forbidden *6")
         assert state() == forbidden, f"a forbidden self-unmute by phone key changed the mute: {state()}"
         assert_silent_but_alive(anna, 1000, 1.5, what="the phone after a forbidden *6")
-        wait_heard(phone, "host_muted_you")  # the refused *6 is answered: the host muted you
         forbidden_at = anna.evaluate("() => Date.now()")
 
         # Allowed again: *6 brings the phone back.
@@ -196,13 +211,16 @@ def test_an_opus_room_system_with_srtp_is_heard_by_the_browser_and_hears_it(
     try:
         wait_until(system.established, 15, what="call established")
         system.send_keys("#")
-        wait_until(lambda: sip_participants(gateway, "demo"), 15, what="the room system in the room")
+        (member,) = wait_until(lambda: sip_participants(gateway, "demo"), 15, what="the room system in the room")  # type: ignore[misc]
+        assert member["media"]["codec"] == "opus", member["media"]
+        # (that SDES-SRTP was agreed the gateway says only in its log)
         assert logged(gateway, "media agreed", codec="opus", srtp=True)
         wait_until(lambda: hears(anna, 1300), 15, what="the browser hears the room system")
-        time.sleep(3.0)  # deliberate: the room system records the browser's tone meanwhile
+        wait_until(
+            lambda: tone_seconds(*recording_so_far(system), 440) >= 4, 20, interval=0.5, what="the room system hearing the browser"
+        )
     finally:
         system.stop()
     samples, rate = system.recording()
     assert rate == 48000
-    windows = [samples[i : i + rate] for i in range(0, samples.size - rate, rate // 4)]
-    assert sum(1 for w in windows if tone_level(w, rate, 440) > 30) >= 4, "the room system did not hear the browser"
+    assert tone_seconds(samples, rate, 440) >= 4, "the room system did not hear the browser"

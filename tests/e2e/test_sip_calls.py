@@ -3,12 +3,13 @@ codec changes and session refreshes by re-INVITE, CANCEL racing the answer, PINs
 refused offers, RFC 4733 keys and speech from pcap files, and the gateway's RTP on the wire (tshark).
 
 sipp checks the messages (its exit code is 0 only when every step of the scenario happened, every
-`ereg check_it` included); the tests check what the gateway made of them: its log and its API.
+`ereg check_it` included); the tests check what the gateway made of them: its API, its metrics and
+its log. They wait on state (the participants API, sipp's message trace as the call runs, the
+gateway's call gauge), never on a log line; the log is read once that state is reached.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ from tests.support.sipp import (
     packets_out,
     participant,
     run_sipp,
+    sip_calls_active,
 )
 
 # -- the tests ----------------------------------------------------------------------------------------
@@ -41,15 +43,18 @@ def test_hold_and_resume_by_re_invite_keeps_the_caller_in_the_room(gateway: Runn
     re-INVITE a=sendrecv -> 200 a=sendrecv and it sends again; the caller stays in the room."""
     sipp = Sipp(gateway, tmp_path / "sipp", "hold_resume.xml", "demo")
     call = sipp.call_id
-    wait_until(lambda: logged(gateway, "joined meeting", call), 10, what="the caller joined demo")
+    wait_until(lambda: participant(gateway, "demo", "Hold Test"), 10, what="the caller in demo")
 
-    wait_until(lambda: logged(gateway, "media renegotiated", call, direction="recvonly"), 10, what="hold")
+    # (the gateway applies an offer to its leg before it answers it: the 200 in sipp's trace means applied)
+    (held,) = wait_until(lambda: sipp.received("SIP/2.0 200", "3 INVITE")[:1], 10, what="the 200 to the hold re-INVITE")  # type: ignore[misc]
+    assert "a=recvonly" in held.body, held.text
     assert participant(gateway, "demo", "Hold Test") is not None, "the caller left the room on hold"
     before = packets_out(gateway, "demo", "Hold Test")
     time.sleep(0.6)  # deliberate: nothing is sent over 30 packets' time, that is the assertion
     assert packets_out(gateway, "demo", "Hold Test") == before, "the gateway still sends RTP to a caller on hold"
 
-    wait_until(lambda: logged(gateway, "media renegotiated", call, direction="sendrecv"), 10, what="resume")
+    (resumed,) = wait_until(lambda: sipp.received("SIP/2.0 200", "4 INVITE")[:1], 10, what="the 200 to the resume re-INVITE")  # type: ignore[misc]
+    assert "a=sendrecv" in resumed.body, resumed.text
     assert participant(gateway, "demo", "Hold Test") is not None, "the caller left the room on resume"
     before = packets_out(gateway, "demo", "Hold Test")
     wait_until(lambda: packets_out(gateway, "demo", "Hold Test") >= before + 20, 5, what="RTP from the gateway after resume")
@@ -74,11 +79,11 @@ def test_re_invite_changes_the_codec(gateway: RunningGateway, tmp_path: Path) ->
     (sipp checks), and the gateway's leg switches to it."""
     sipp = Sipp(gateway, tmp_path / "sipp", "codec_change.xml", "demo")
     call = sipp.call_id
-    wait_until(lambda: logged(gateway, "joined meeting", call), 10, what="the caller joined demo")
+    wait_until(lambda: participant(gateway, "demo", "Codec Test"), 10, what="the caller in demo")
     assert media(gateway, "demo", "Codec Test")["codec"] == "pcmu"
-    for codec in ("pcma", "g722"):
-        renegotiated = functools.partial(logged, gateway, "media renegotiated", call, codec=codec)
-        wait_until(renegotiated, 10, what=f"{codec} agreed")
+    for cseq, codec in (("3 INVITE", "pcma"), ("4 INVITE", "g722")):
+        wait_until(lambda cseq=cseq: sipp.received("SIP/2.0 200", cseq), 10, what=f"the 200 to the re-INVITE for {codec}")
+        # (the leg switches before the 200 goes out)
         assert media(gateway, "demo", "Codec Test")["codec"] == codec
     result = sipp.wait()
     assert result.returncode == 0, result.describe()
@@ -91,8 +96,9 @@ def test_cancel_right_after_100_trying_leaves_nothing_behind(gateway: RunningGat
     Either way the call ends in the gateway, no participant is left and nothing is logged as an error
     (the fixture fails the test on error lines)."""
     sipp, result = run_sipp(gateway, tmp_path / "sipp", "cancel.xml", "demo")
-    ended = wait_until(lambda: logged(gateway, "call ended", sipp.call_id), 10, what="the call ended in the gateway")
-    assert isinstance(ended, list) and len(ended) == 1, ended
+    wait_until(lambda: sip_calls_active(gateway) == 0, 10, what="the call ended in the gateway (no SIP call held)")
+    ended = logged(gateway, "call ended", sipp.call_id)
+    assert len(ended) == 1, ended
     if ended[0]["status"] == 487:  # the CANCEL won
         assert "SIP/2.0 487" in result.messages
         assert not logged(gateway, "joined meeting", sipp.call_id)
@@ -111,9 +117,8 @@ def test_session_refresh_without_sdp_by_re_invite_and_update(gateway: RunningGat
     UPDATE without body is answered 200 (sipp checks)."""
     sipp = Sipp(gateway, tmp_path / "sipp", "refresh.xml", "demo")
     call = sipp.call_id
-    wait_until(lambda: logged(gateway, "joined meeting", call), 10, what="the caller joined demo")
-    wait_until(lambda: logged(gateway, "media renegotiated", call), 10, what="the answer in the ACK taken")
-    assert media(gateway, "demo", "Refresh Test")["codec"] == "pcma"
+    wait_until(lambda: participant(gateway, "demo", "Refresh Test"), 10, what="the caller in demo")
+    wait_until(lambda: media(gateway, "demo", "Refresh Test")["codec"] == "pcma", 10, what="the answer in the ACK (PCMA) taken")
     result = sipp.wait()
     assert result.returncode == 0, result.describe()
     renegotiated = logged(gateway, "media renegotiated", call)
@@ -131,9 +136,8 @@ def test_three_wrong_pins_by_sip_info_then_the_guest_pin(gateway: RunningGateway
     assert len(keys) == len("9999#1111#0000#") and not any("digit" in line for line in keys)
 
     guest = Sipp(gateway, tmp_path / "guest", "guest_pin.xml", "secret")
-    wait_until(lambda: logged(gateway, "joined meeting", guest.call_id, role="guest"), 10, what="the guest joined")
-    found = participant(gateway, "secret", "PIN Test")
-    assert found is not None and found["role"] == "guest", found
+    found = wait_until(lambda: participant(gateway, "secret", "PIN Test"), 10, what="the caller in secret")
+    assert isinstance(found, dict) and found["role"] == "guest", found
     result = guest.wait()
     assert result.returncode == 0, result.describe()
 
@@ -197,7 +201,7 @@ def test_pcap_speech_and_rfc4733_keys_reach_the_meeting(gateway: RunningGateway,
     work = link_pcaps(tmp_path / "work")
     sipp = Sipp(gateway, tmp_path / "sipp", "pcap_guest.xml", "demo", cwd=work)
     call = sipp.call_id
-    wait_until(lambda: logged(gateway, "joined meeting", call), 10, what="the caller joined by an RFC 4733 #")
+    wait_until(lambda: participant(gateway, "demo", "PCAP Test"), 10, what="the caller in demo by an RFC 4733 #")
     # (the # is RTP too; the speech, 7 s of 30 ms packets, starts 1.5 s after it)
     wait_until(lambda: media(gateway, "demo", "PCAP Test").get("audio_packets_in") not in (None, 0), 5, what="speech")
     first = media(gateway, "demo", "PCAP Test")

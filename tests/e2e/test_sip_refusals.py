@@ -208,7 +208,8 @@ def test_the_menu_asks_for_the_conference_number(gateway: RunningGateway, tmp_pa
     """An unknown number: the caller types the conference number, then # as a guest, and joins."""
     keys = [("9", 200), ("9", 200), ("#", 1500)] + [("4", 200), ("7", 200), ("1", 200), ("1", 200), ("#", 1500)]
     sipp = Sipp(gateway, tmp_path / "menu", str(_write(tmp_path / "menu", keys_then_bye(keys + [("#", 500)], 4000))), "0800")
-    wait_until(lambda: logged(gateway, "joined meeting"), 30, what="the caller in the meeting")
+    (member,) = wait_until(lambda: participants(gateway, "demo"), 30, what="the caller in demo")  # type: ignore[misc]
+    assert member["kind"] == "phone" and member["role"] == "guest", member
     result = sipp.wait()
     assert result.returncode == 0, result.describe()
     entered = [(line["found"], line["room"]) for line in logged(gateway, "conference number entered")]

@@ -1,5 +1,6 @@
-"""sipp (Debian sip-tester) against the gateway in tests, and what the gateway says about a call
-(its log lines, its participants API)."""
+"""sipp (Debian sip-tester) against the gateway in tests, what sipp saw of a call (its exit code and
+its message trace, written as the call runs), and what the gateway says about a call (its
+participants API, its metrics, its log lines)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,48 @@ def free_udp_port(span: int = 1) -> int:
                 sock.close()
         return port
     raise RuntimeError("no free UDP port")
+
+
+@dataclass(frozen=True)
+class SipMessage:
+    """One SIP message of sipp's trace: `sent` by sipp or received from the gateway."""
+
+    sent: bool
+    text: str
+
+    @property
+    def start_line(self) -> str:
+        return self.text.split("\r\n", 1)[0]
+
+    def header(self, name: str) -> str | None:
+        head = self.text.split("\r\n\r\n", 1)[0]
+        for line in head.split("\r\n")[1:]:
+            key, _, value = line.partition(":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+    @property
+    def body(self) -> str:
+        return self.text.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in self.text else ""
+
+
+# sipp's -trace_msg entry: a dashed line with the time, "UDP message sent (551 bytes):" or
+# "UDP message received [637] bytes :", an empty line, then the message's bytes.
+_TRACE_ENTRY = re.compile(rb"^-{20,}[^\n]*\n\w+ message (sent|received) (?:\((\d+) bytes\)|\[(\d+)\] bytes ?):\n\n", re.M)
+
+
+def trace_messages(path: Path) -> list[SipMessage]:
+    """The whole messages in a sipp message trace so far (one still being written is left out)."""
+    data = path.read_bytes() if path.exists() else b""
+    found = []
+    for entry in _TRACE_ENTRY.finditer(data):
+        size = int(entry.group(2) or entry.group(3))
+        raw = data[entry.end() : entry.end() + size]
+        if len(raw) < size:
+            break
+        found.append(SipMessage(entry.group(1) == b"sent", raw.decode("utf-8", errors="replace")))
+    return found
 
 
 @dataclass
@@ -101,6 +144,17 @@ class Sipp:
         """The Call-ID of the (first) call (sipp's default [call_id]: <call number>-<pid>@<local ip>)."""
         return f"1-{self.process.pid}@127.0.0.1"
 
+    def messages(self) -> list[SipMessage]:
+        """The SIP messages sipp has sent and received so far (its trace is written as the call runs)."""
+        return trace_messages(self.directory / "messages.log")
+
+    def received(self, start: str, cseq: str) -> list[SipMessage]:
+        """What sipp has received from the gateway so far whose first line starts with `start` (e.g.
+        "SIP/2.0 200") and whose CSeq is `cseq` (e.g. "3 INVITE"), retransmissions included."""
+        return [
+            m for m in self.messages() if not m.sent and m.start_line.startswith(start) and m.header("CSeq") == cseq
+        ]
+
     def wait(self, timeout: float = 60) -> SippResult:
         try:
             self.process.wait(timeout)
@@ -124,6 +178,16 @@ def run_sipp(gateway: RunningGateway, directory: Path, scenario: str, service: s
 
 
 # -- what the gateway says ----------------------------------------------------------------------------
+
+
+def sip_calls_active(gateway: RunningGateway) -> int:
+    """The SIP calls the gateway holds now (its gateway_sip_calls_active gauge): a call counts from
+    the INVITE until the gateway has finished with it (BYE, CANCEL, refusal)."""
+    response = gateway.api("GET", "/metrics")
+    assert response.status_code == 200, response.text
+    match = re.search(r"^gateway_sip_calls_active ([0-9.e+]+)$", response.text, re.M)
+    assert match, "no gateway_sip_calls_active in /metrics"
+    return int(float(match.group(1)))
 
 
 def logged(gateway: RunningGateway, event: str, call_id: str | None = None, **fields: object) -> list[dict[str, object]]:
