@@ -85,7 +85,7 @@ snd_path {directory}
         if dial:
             args += ["-e", f"/dial {dial}"]
         self.process = subprocess.Popen(args, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
-        wait_until(self._ctrl_ready, 10, what="baresip's control port")
+        wait_until(self._ctrl_ready, 30, what="baresip's control port")  # (slow to start on a loaded machine)
 
     def _ctrl_ready(self) -> bool:
         try:
