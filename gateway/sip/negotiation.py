@@ -286,11 +286,12 @@ def _no_audio(offer: SessionDescription, codecs: list[AudioCodec]) -> SdpError:
     return SdpError(488, "no common audio codec (we take " + ", ".join(RTP_NAMES[c][0] for c in codecs) + ")")
 
 
-def check_offer(offer_text: str, codecs: list[AudioCodec], *, require_srtp: bool = False) -> AudioChoice:
+def check_offer(offer: str | SessionDescription, codecs: list[AudioCodec], *, require_srtp: bool = False) -> AudioChoice:
     """Whether an offer can be answered, asked before anything is set up for the call (its RTP
     port): the audio line we would take, or SdpError (400 malformed; 488 no usable audio, or SRTP
-    required and not offered)."""
-    offer = parse(offer_text)
+    required and not offered). A parsed offer is not parsed again."""
+    if isinstance(offer, str):
+        offer = parse(offer)
     audio = AudioNegotiator(codecs, 0, False, "sendrecv")
     for index, m in enumerate(offer.media):
         if media_role(m) == "audio" and (choice := audio._choose(m, offer, index)) is not None:
@@ -431,13 +432,13 @@ class MediaSession:
         self.offered_codecs: list[AudioCodec] | None = None  # our offer awaits its answer
         self._sent = False  # an SDP of ours went out (the next one is a version up)
 
-    def answer(self, offer_text: str) -> Answer:
+    def answer(self, offer_text: str | SessionDescription) -> Answer:
         """Our answer to an offer (raises SdpError: 400 malformed, 488 not acceptable). The first
         answer of a call is version 1, each later SDP one more."""
         plan = self.plan
         version = self.version + 1 if self._sent else self.version
         result = answer(
-            parse(offer_text),
+            parse(offer_text) if isinstance(offer_text, str) else offer_text,
             local_address=plan.local_address,
             audio_port=plan.audio_port,
             codecs=plan.codecs,

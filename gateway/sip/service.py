@@ -41,7 +41,7 @@ from gateway.rtp.leg import RtpLeg
 from gateway.sip import negotiation
 from gateway.sip.endings import sip_status
 from gateway.sip.negotiation import AudioChoice, MediaPlan, MediaSession
-from gateway.sip.sdp import SdpError
+from gateway.sip.sdp import SdpError, SessionDescription
 from gateway.sip.transport import SipTransport
 from gateway.sip.uri import dial_target
 from gateway.sip.useragent import (
@@ -78,6 +78,7 @@ class SipService:
         # refusals by SIP status, failed dial-outs by the callee's status (bounded label values)
         self.failures: dict[str, int] = {}
         self.admission: Admission | None = None  # set by the gateway: refuses new calls while overloaded
+        self.door = Doorkeeper(pin_guard, lambda: self.admission)  # one for every call
         self._dial_outs = RateLimit(config.sip.dial_out_per_minute)  # per actor
         self._dial_outs_total = RateLimit(config.sip.dial_out_per_minute_total)
         self.trunks = [ipaddress.ip_network(source, strict=False) for source in config.sip.trunk_sources]
@@ -283,7 +284,7 @@ class SipCall:
         self.flow = menu.EntryFlow(
             config.language, config.pin_attempts, config.digit_timeout_s, config.entry_timeout_s
         )
-        self.door = Doorkeeper(service.pin_guard, lambda: service.admission)
+        self.door = service.door
         self.conference: Conference | None = None
         self.participant_id = ""
         self.phase = "new"  # new -> answered -> menu -> lobby -> admitted -> meeting -> ending -> ended
@@ -384,9 +385,11 @@ class SipCall:
             if self.trusted:
                 self.conference = conference
         require_srtp = self._srtp_required(system)
+        offer: SessionDescription | None = None
         if self.incoming.offer is not None:
             try:  # (before a port is taken for it)
-                negotiation.check_offer(self.incoming.offer, self.service.codecs, require_srtp=require_srtp)
+                offer = negotiation.parse(self.incoming.offer)
+                negotiation.check_offer(offer, self.service.codecs, require_srtp=require_srtp)
             except SdpError as exc:
                 self._reject(exc.status, exc.reason if exc.status == 488 else f"Bad SDP: {exc.reason}")
                 return
@@ -411,9 +414,9 @@ class SipCall:
             require_srtp=require_srtp,
         )
         self.media = MediaSession(plan)
-        if self.incoming.offer is not None:
+        if offer is not None:
             try:
-                answer = self.media.answer(self.incoming.offer)
+                answer = self.media.answer(offer)
             except SdpError as exc:  # (check_offer above took this offer: not expected)
                 self.leg.close()
                 self._reject(exc.status, exc.reason)
