@@ -182,10 +182,13 @@ def test_removed_ended_blocked_media_and_lost_connection_are_explained(
     anna.get_by_role("button", name="Remove Ben from the meeting").click()
     anna.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()
     wait_until(lambda: ben.get_by_text("A host removed you from the meeting").count() == 1, 10, what="removed shown")
-    removed_at = anna.evaluate("() => Date.now()")
-    wait_until(lambda: not hears(anna, 1000), 5, what="Ben gone from the mix")
-    # (audio already under way to Anna's page plays out within a second of the removal; none after)
-    assert_silent_but_alive(anna, 1000, 1.5, since=removed_at + 1000, what="Ben after his removal")
+    # Audio already under way to Anna's page plays out first (on a loaded machine it arrives in
+    # bursts, with gaps): Ben must be gone for a whole second, and then stay gone while her
+    # meeting audio keeps arriving.
+    wait_until(
+        lambda: anna.evaluate("() => Date.now()") - last_heard(anna, 1000) > 1000, 10, what="Ben gone from the mix"
+    )
+    assert_silent_but_alive(anna, 1000, 1.5, what="Ben after his removal")
 
     # The host ends the meeting for everyone.
     anna.get_by_role("button", name="End meeting for everyone").click()
