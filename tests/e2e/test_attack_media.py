@@ -25,7 +25,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
+from tests.support.gateway import (
+    TEST_CONFIG,
+    RunningGateway,
+    logged,
+    start_gateway,
+    stop_and_check,
+    wait_until,
+)
 from tests.support.sip_client import Dialog, RawCaller, Response, sdp_offer
 
 STRICT = TEST_CONFIG.replace("sip: {host: 127.0.0.1, port: 0,", "sip: {host: 127.0.0.1, port: 0, rtp_latching: strict,")
@@ -180,8 +187,6 @@ def counters(gateway: RunningGateway, name: str) -> dict[str, int]:
     return found["media"]  # type: ignore[return-value]
 
 
-def logged(gateway: RunningGateway, event: str, call_id: str) -> list[dict[str, object]]:
-    return [line for line in gateway.log_lines() if line.get("event") == event and line.get("call_id") == call_id]
 
 
 def join_by_info(caller: RawCaller, dialog: Dialog) -> None:

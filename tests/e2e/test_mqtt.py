@@ -31,6 +31,7 @@ from tests.support.gateway import (
     ADMIN_TOKEN,
     TEST_CONFIG,
     RunningGateway,
+    logged,
     start_gateway,
     stop_and_check,
     wait_until,
@@ -245,8 +246,6 @@ def metric(gateway: RunningGateway, name: str, **labels: str) -> float | None:
     return metrics(gateway).get((name, tuple(sorted(labels.items()))))
 
 
-def logged(gateway: RunningGateway, event: str) -> list[dict[str, object]]:
-    return [line for line in gateway.log_lines() if line.get("event") == event]
 
 
 def test_the_broker_refuses_anonymous_and_wrong_credentials(broker: Mosquitto) -> None:

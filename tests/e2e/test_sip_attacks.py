@@ -19,6 +19,7 @@ from tests.support.gateway import (
     ADMIN_TOKEN,
     TEST_CONFIG,
     RunningGateway,
+    participants,
     start_gateway,
     stop_and_check,
     wait_until,
@@ -53,8 +54,6 @@ def rss_kib(gateway: RunningGateway) -> int:
     raise AssertionError("no VmRSS")
 
 
-def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
-    return gateway.api("GET", f"/api/rooms/{room}/participants").json()  # type: ignore[no-any-return]
 
 
 def hang_up(caller: RawCaller, dialog: object) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.baresip import Baresip, recording_so_far, tone_level
 from tests.support.browser import assert_silent_but_alive, hears, in_meeting, join, last_heard
-from tests.support.gateway import RunningGateway, wait_until
+from tests.support.gateway import RunningGateway, logged, wait_until
 from tests.support.prompts import MATCH, correlate, find_prompt, heard, load_prompt, wait_heard
 
 pytestmark = pytest.mark.browser
@@ -29,12 +29,6 @@ def tone_seconds(samples: np.ndarray, rate: int, tone: float, absent: float | No
     return sum(1 for w in windows if tone_level(w, rate, tone) > 30 and (absent is None or tone_level(w, rate, absent) < 10))
 
 
-def logged(gateway: RunningGateway, event: str, **fields: object) -> list[dict[str, object]]:
-    return [
-        line
-        for line in gateway.log_lines()
-        if line.get("event") == event and all(line.get(k) == v for k, v in fields.items())
-    ]
 
 
 def test_baresip_and_a_browser_hear_each_other_and_the_host_mutes_the_room_system(

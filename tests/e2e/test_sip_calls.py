@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.support.gateway import RunningGateway, wait_until
+from tests.support.gateway import RunningGateway, logged, participant, wait_until
 from tests.support.sipp import (
     DTMF_EVENTS,
     SIPP_PCAPS,
@@ -27,10 +27,8 @@ from tests.support.sipp import (
     Sipp,
     answer_sdp,
     free_udp_port,
-    logged,
     media,
     packets_out,
-    participant,
     run_sipp,
     sip_calls_active,
 )

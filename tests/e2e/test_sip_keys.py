@@ -7,19 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.baresip import Baresip, menu_speaking
-from tests.support.gateway import RunningGateway, wait_until
+from tests.support.gateway import RunningGateway, logged, participants, wait_until
 from tests.support.prompts import assert_heard, assert_not_heard, wait_heard
-
-
-def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
-    return list(gateway.api("GET", f"/api/rooms/{room}/participants").json())
-
-
-def logged(gateway: RunningGateway, event: str, **fields: object) -> bool:
-    return any(
-        line.get("event") == event and all(line.get(k) == v for k, v in fields.items()) for line in gateway.log_lines()
-    )
-
 
 
 def test_host_keys_mute_all_and_lock_and_a_late_guest_is_turned_away(gateway: RunningGateway, tmp_path: Path) -> None:

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
+from tests.support.gateway import (
+    TEST_CONFIG,
+    RunningGateway,
+    logged,
+    participants,
+    start_gateway,
+    stop_and_check,
+    wait_until,
+)
 from tests.support.prompts import Phone, assert_heard, assert_not_heard, phones
-from tests.support.sipp import Sipp, logged
+from tests.support.sipp import Sipp
 
 HEADERS = """Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: "Caller" <sip:+4930555@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
@@ -290,5 +298,3 @@ def test_what_refused_callers_hear(gateway: RunningGateway) -> None:
         assert_not_heard(*first.recording(), "meeting_full", "meeting_locked")
 
 
-def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
-    return list(gateway.api("GET", f"/api/rooms/{room}/participants").json())

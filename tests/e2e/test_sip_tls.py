@@ -6,12 +6,15 @@ import subprocess
 from pathlib import Path
 
 from tests.support.baresip import Baresip, menu_speaking
-from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
+from tests.support.gateway import (
+    TEST_CONFIG,
+    RunningGateway,
+    participants,
+    start_gateway,
+    stop_and_check,
+    wait_until,
+)
 from tests.support.sipp import sip_calls_active
-
-
-def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
-    return list(gateway.api("GET", f"/api/rooms/{room}/participants").json())
 
 
 def test_a_room_system_calls_over_tls_and_joins(tmp_path: Path) -> None:

@@ -10,13 +10,15 @@ import json
 import time
 from pathlib import Path
 
-from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
+from tests.support.gateway import (
+    TEST_CONFIG,
+    RunningGateway,
+    participants,
+    start_gateway,
+    stop_and_check,
+    wait_until,
+)
 from tests.support.prompts import Phone, assert_heard, assert_not_heard, phones
-
-
-def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
-    return list(gateway.api("GET", f"/api/rooms/{room}/participants").json())
-
 
 # -- a trusted room system, from its own address and from another -------------------------------
 

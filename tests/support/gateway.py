@@ -136,3 +136,27 @@ def wait_until(condition: Callable[[], object], timeout: float = 15.0, interval:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or condition} (last value {last!r})")
+
+
+# -- what the gateway says: its participants (API) and its log -----------------------------------
+
+
+def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
+    return list(gateway.api("GET", f"/api/rooms/{room}/participants").json())
+
+
+def logged(gateway: RunningGateway, event: str, call_id: str | None = None, **fields: object) -> list[dict[str, object]]:
+    """The log lines of `event` (of one call, with these fields): read after waiting on state."""
+    return [
+        line
+        for line in gateway.log_lines()
+        if line.get("event") == event
+        and (call_id is None or line.get("call_id") == call_id)
+        and all(line.get(key) == value for key, value in fields.items())
+    ]
+
+
+def participant(gateway: RunningGateway, room: str, name: str) -> dict[str, object] | None:
+    response = gateway.api("GET", f"/api/rooms/{room}/participants")
+    assert response.status_code == 200, response.text
+    return next((p for p in response.json() if p["name"] == name), None)

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.gateway import RunningGateway
+from tests.support.gateway import RunningGateway, participant
 
 SIPP = "/usr/bin/sipp"
 TSHARK = "tshark"
@@ -188,22 +188,6 @@ def sip_calls_active(gateway: RunningGateway) -> int:
     match = re.search(r"^gateway_sip_calls_active ([0-9.e+]+)$", response.text, re.M)
     assert match, "no gateway_sip_calls_active in /metrics"
     return int(float(match.group(1)))
-
-
-def logged(gateway: RunningGateway, event: str, call_id: str | None = None, **fields: object) -> list[dict[str, object]]:
-    return [
-        line
-        for line in gateway.log_lines()
-        if line.get("event") == event
-        and (call_id is None or line.get("call_id") == call_id)
-        and all(line.get(key) == value for key, value in fields.items())
-    ]
-
-
-def participant(gateway: RunningGateway, room: str, name: str) -> dict[str, object] | None:
-    response = gateway.api("GET", f"/api/rooms/{room}/participants")
-    assert response.status_code == 200, response.text
-    return next((p for p in response.json() if p["name"] == name), None)
 
 
 def media(gateway: RunningGateway, room: str, name: str) -> dict[str, object]:
