@@ -29,6 +29,7 @@ from gateway.rooms.admission import Admission
 from gateway.rooms.directory import Directory
 from gateway.rooms.identity import Identity, IdentityKind
 from gateway.rooms.pinguard import PinGuard
+from gateway.rtp.aiortc_glue import ignore_close_races
 from gateway.sip.service import SipService
 from gateway.sip.uri import sip_identity
 from gateway.webrtc import server as meeting
@@ -145,6 +146,7 @@ class Gateway:
         return f"{scheme}://{self.config.server.host}:{self.http_port}"
 
     async def run(self, ready: Callable[[Gateway], None] | None = None) -> None:
+        ignore_close_races(asyncio.get_running_loop())
         serve = asyncio.create_task(self._uvicorn.serve())
         while not self._uvicorn.started:
             if serve.done():

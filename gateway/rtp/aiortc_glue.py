@@ -20,6 +20,8 @@ untouched. So:
   stream's negotiated codec (`stream_codec`) attached.
 - `on_keyframe_request` routes a browser's PLI/FIR for a forwarded stream back to its source.
 - The peer connection classes the webrtc package builds on are re-exported from here.
+- `ignore_close_races` quiets one known aiortc race: a peer connection closed while its connect
+  task (started unawaited by `setRemoteDescription`) still waits on ICE or DTLS.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import av
+import structlog
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -44,6 +47,7 @@ from aiortc import (
 )
 from aiortc.codecs.h264 import H264Encoder, h264_depayload
 from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
+from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
@@ -87,6 +91,7 @@ __all__ = [
     "VideoTap",
     "codec_capabilities",
     "fir",
+    "ignore_close_races",
     "is_rtcp",
     "keyframe_feedback",
     "negotiated_codecs",
@@ -100,6 +105,32 @@ __all__ = [
 
 AUDIO_TIME_BASE = fractions.Fraction(1, 48_000)
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
+
+log = structlog.get_logger(__name__)
+
+
+def ignore_close_races(loop: asyncio.AbstractEventLoop) -> None:
+    """aiortc's `setRemoteDescription` starts the connection in a task nobody awaits; when the peer
+    connection is closed before that task is through (a browser leaves or the gateway shuts down
+    while ICE or DTLS is still connecting), the task ends with `InvalidStateError` ("RTCIceTransport
+    is closed") and asyncio logs it as an error. That ending is the close the gateway asked for: log
+    it at debug level. Every other unretrieved exception goes to the handler that was there before."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        task = context.get("future")
+        coro = task.get_coro() if isinstance(task, asyncio.Task) else None
+        if isinstance(context.get("exception"), InvalidStateError) and getattr(coro, "__qualname__", "") == (
+            "RTCPeerConnection.__connect"
+        ):
+            log.debug("peer connection closed while connecting", error=str(context["exception"]))
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 # -- RTCP feedback (RFC 4585 PLI, RFC 5104 FIR) ------------------------------------------------------

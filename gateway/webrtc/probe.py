@@ -178,7 +178,7 @@ class Probe:
                 if isinstance(frame, av.AudioFrame):
                     self.stats.audio_frames += 1
                     if self.analyse:
-                        pcm = frame.to_ndarray().reshape(-1)[:: len(frame.layout.channels)].astype(np.float32)
+                        pcm: np.ndarray[Any, np.dtype[np.float32]] = frame.to_ndarray().reshape(-1)[:: len(frame.layout.channels)].astype(np.float32)
                         if pcm.size == 960:
                             window = np.concatenate((pcm, np.zeros(48_000 - 960, dtype=np.float32)))
                             self.stats.spectrum += np.abs(np.fft.rfft(window))
