@@ -403,6 +403,11 @@ class RoomConfig(_Strict):
     aliases: list[str] = Field(default_factory=list, description="SIP user parts and numbers that dial this room")
     language: Literal["de", "en"] | None = Field(None, description="prompt language (default: sip.language)")
     opening_hours: OpeningHoursConfig | None = Field(None, description="none: always open")
+    layout: Literal["speaker", "grid"] = Field(
+        "speaker",
+        description="the composed picture room systems see: the active speaker large with a strip of "
+        "the others, or a grid (a host may change it during the meeting)",
+    )
 
     @field_validator("aliases")
     @classmethod

@@ -38,8 +38,8 @@ from gateway.rooms.patterns import (
     full_match,
     parse_template,
 )
-from gateway.rooms.room import Room
 from gateway.transcode.clock import ClockDriver
+from gateway.transcode.layout import Layout
 
 log = structlog.get_logger(__name__)
 
@@ -152,6 +152,7 @@ class Directory:
             aliases=spec.aliases,
             language=spec.language,
             opening_hours=_hours(spec),
+            layout=Layout(spec.layout),
         )
         room.max_lobby = self._config.lobby.max_waiting
         conference = Conference(room, self._config.media, clock_driver=self.clock_driver)
@@ -184,6 +185,7 @@ class Directory:
             aliases=spec.aliases,
             language=spec.language,
             opening_hours=_hours(spec),
+            layout=Layout(spec.layout),
         )
         self.specs[spec.id] = spec
         self._index_aliases(spec)

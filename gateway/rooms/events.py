@@ -28,6 +28,8 @@ EventType = Literal[
     "meeting_ended",
     "speaking_started",
     "speaking_stopped",
+    "layout_changed",  # the composed picture's arrangement (data: layout)
+    "spotlight_changed",  # a host showed someone large for everyone (participant; None: ended)
     "call_record_written",  # the gateway's own: a participant's call record was stored
 ]
 

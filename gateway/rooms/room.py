@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from gateway.rooms.errors import JoinRefused, NotAllowed, UnknownParticipant
 from gateway.rooms.events import EventType, RoomEvent
 from gateway.rooms.participant import LegKind, Participant, Role
+from gateway.transcode.layout import Layout
 
 Listener = Callable[[RoomEvent], None]
 
@@ -76,6 +77,7 @@ class Room:
         aliases: list[str] | None = None,
         language: str | None = None,
         opening_hours: Schedule | None = None,
+        layout: Layout = Layout.SPEAKER,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = new_participant_id,
@@ -91,6 +93,12 @@ class Room:
         self.aliases = list(aliases or [])
         self.language = language  # prompts; None: the gateway's default
         self.opening_hours = opening_hours
+        # The composed picture room systems see: its arrangement, and who a host put in the spotlight
+        # (shown large for everyone, browsers included). The configured layout is the default a
+        # host's choice returns to when the meeting ends.
+        self.layout = layout
+        self._configured_layout = layout
+        self.spotlight: str | None = None
         self.participants: dict[str, Participant] = {}
         self.lobby: dict[str, LobbyEntry] = {}  # insertion order is queue order
         self._default_lobby_wait_s = default_lobby_wait_s
@@ -151,6 +159,7 @@ class Room:
         aliases: list[str],
         language: str | None,
         opening_hours: Schedule | None,
+        layout: Layout = Layout.SPEAKER,
     ) -> None:
         """New settings for a live room (the admin changed them): whoever is in stays in."""
         self.name = name or self.id
@@ -167,6 +176,9 @@ class Room:
         if self.lobby_enabled != lobby:
             self.lobby_enabled = lobby
             self._emit("lobby_changed", None, waiting=len(self.lobby), enabled=lobby)
+        if self._configured_layout != layout:
+            self._configured_layout = layout
+            self.set_layout(None, layout)
 
     def is_open(self) -> bool:
         return self.opening_hours is None or self.opening_hours.is_open(self._wall())
@@ -249,6 +261,7 @@ class Room:
         if participant is not None:
             self._remember_mute(participant)
             self._emit("participant_left", participant_id)
+            self._end_spotlight_of(participant_id)
             self._reset_lock_if_empty()
         elif self.lobby.pop(participant_id, None) is not None:
             self._emit("lobby_changed", participant_id, waiting=len(self.lobby), left=True)
@@ -258,6 +271,7 @@ class Room:
         mute policy from this one)."""
         if not self.participants:
             self._reset_mute_policy()
+            self.layout = self._configured_layout  # (a host's choice lasts for their meeting)
         if not self.participants and self.locked != self._locked_by_config:
             self.locked = self._locked_by_config
             self._emit("room_locked" if self.locked else "room_unlocked")
@@ -267,6 +281,7 @@ class Room:
         self._remember_mute(self.get(participant_id))
         del self.participants[participant_id]
         self._emit("participant_removed", participant_id, by)
+        self._end_spotlight_of(participant_id)
         self._reset_lock_if_empty()
 
     def end(self, by: str | None, reason: str = "meeting_ended") -> list[str]:
@@ -278,6 +293,7 @@ class Room:
         self.lobby.clear()
         self.locked = self._locked_by_config
         self._reset_mute_policy()
+        self.spotlight, self.layout = None, self._configured_layout
         self._emit("meeting_ended", None, by, participants=ended, reason=reason)
         return ended
 
@@ -437,6 +453,29 @@ class Room:
             p.video_off = off
             self._emit("video_changed", p.id, p.id, video_off=off)
 
+    def set_layout(self, by: str | None, layout: Layout) -> None:
+        """A host (or the administrator) chooses how room systems see the meeting."""
+        self._require_host(by)
+        layout = Layout(layout)
+        if self.layout is not layout:
+            self.layout = layout
+            self._emit("layout_changed", None, by, layout=layout.value)
+
+    def set_spotlight(self, by: str | None, participant_id: str | None) -> None:
+        """A host shows one participant large for everyone (the chair of a council session);
+        None ends the spotlight."""
+        self._require_host(by)
+        if participant_id is not None:
+            self.get(participant_id)
+        if self.spotlight != participant_id:
+            self.spotlight = participant_id
+            self._emit("spotlight_changed", participant_id, by, spotlight=participant_id)
+
+    def _end_spotlight_of(self, participant_id: str) -> None:
+        if self.spotlight == participant_id:
+            self.spotlight = None
+            self._emit("spotlight_changed", None, None, spotlight=None)
+
     def set_connected(self, participant_id: str, connected: bool) -> None:
         """A leg lost its connection (its place is kept for a while) or came back."""
         p = self.participants.get(participant_id)
@@ -465,4 +504,6 @@ class Room:
             "participants": [p.public() for p in self.participants.values()],
             "lobby": self.lobby_public() if for_host else [],
             "lobby_waiting": len(self.lobby),
+            "layout": self.layout.value,
+            "spotlight": self.spotlight,
         }
