@@ -38,6 +38,7 @@ from gateway.rooms.patterns import (
     full_match,
     parse_template,
 )
+from gateway.rooms.room import Room
 from gateway.transcode.clock import ClockDriver
 from gateway.transcode.layout import Layout
 
