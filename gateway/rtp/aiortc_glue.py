@@ -54,8 +54,10 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
+    RTCP_RTPFB,
     RtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
@@ -63,6 +65,7 @@ from aiortc.rtp import (
     RtcpSrPacket,
     RtpPacket,
     is_rtcp,
+    unpack_remb_fci,
 )
 
 from gateway.transcode.codecs import StreamCodec, fmtp_of
@@ -89,6 +92,7 @@ __all__ = [
     "VideoAssembler",
     "VideoFrameSink",
     "VideoTap",
+    "bitrate_feedback",
     "codec_capabilities",
     "fir",
     "ignore_close_races",
@@ -101,6 +105,7 @@ __all__ = [
     "send_audio_level",
     "stream_codec",
     "tap_audio",
+    "tmmbr_requests",
 ]
 
 AUDIO_TIME_BASE = fractions.Fraction(1, 48_000)
@@ -147,6 +152,39 @@ def fir(ssrc: int, media_ssrc: int, sequence: int) -> bytes:
     return bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=ssrc, media_ssrc=0, fci=fci))
 
 
+def bitrate_feedback(packet: object, own_ssrc: int) -> int | None:
+    """The most a parsed RTCP packet allows us to send (bit/s): a REMB (PSFB 15 "REMB", the
+    browsers' and many room systems' estimate) naming our stream. None for anything else."""
+    if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP and packet.fci[:4] == b"REMB":
+        try:
+            bitrate, ssrcs = unpack_remb_fci(packet.fci)
+        except (ValueError, struct.error):
+            return None
+        return bitrate if own_ssrc in ssrcs or not ssrcs else None
+    return None
+
+
+def tmmbr_requests(data: bytes, own_ssrc: int) -> list[int]:
+    """The bit rates TMMBR messages (RFC 5104 4.2.1: RTPFB fmt 3) in a compound RTCP datagram ask of
+    our stream. Read from the bytes: aiortc parses every RTPFB as a NACK. Walks the packets by their
+    length fields, so it is linear in the datagram and stops at the first one that does not fit."""
+    out: list[int] = []
+    pos = 0
+    while pos + 4 <= len(data):
+        first, packet_type, words = struct.unpack_from("!BBH", data, pos)
+        end = pos + 4 + 4 * words
+        if first >> 6 != 2 or end > len(data):
+            break
+        if packet_type == RTCP_RTPFB and first & 0x1F == 3:
+            for fci in range(pos + 12, end - 7, 8):  # (header, sender SSRC, media SSRC 0, then FCIs)
+                ssrc, bits = struct.unpack_from("!LL", data, fci)
+                if ssrc == own_ssrc:
+                    exponent, mantissa = bits >> 26, (bits >> 9) & 0x1FFFF
+                    out.append(mantissa << exponent)
+        pos = end
+    return out
+
+
 def keyframe_feedback(packet: object, own_ssrc: int) -> bool:
     """Whether a parsed RTCP packet asks the sender `own_ssrc` for a keyframe (PLI or FIR)."""
     if not isinstance(packet, RtcpPsfbPacket):
@@ -162,9 +200,13 @@ def keyframe_feedback(packet: object, own_ssrc: int) -> bool:
 # -- video payloads ------------------------------------------------------------------------------------
 
 
-def packetize(codec: str, data: bytes, picture_id: int = 0) -> list[bytes]:
-    """One whole encoded frame as RTP payloads: H.264 (Annex B in, FU-A/STAP-A out) or VP8."""
+def packetize(codec: str, data: bytes, picture_id: int = 0, single_nal: bool = False) -> list[bytes]:
+    """One whole encoded frame as RTP payloads: H.264 (Annex B in; FU-A/STAP-A out, or with
+    `single_nal` one NAL unit per packet: packetization-mode 0, whose encoder keeps NAL units
+    small) or VP8."""
     if codec == "H264":
+        if single_nal:
+            return [nal for nal in H264Encoder._split_bitstream(data) if nal]
         return H264Encoder._packetize(H264Encoder._split_bitstream(data))
     if codec == "VP8":
         return Vp8Encoder._packetize(data, picture_id)

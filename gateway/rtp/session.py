@@ -6,7 +6,9 @@ frames in, datagrams out.
   a video line reassembles whole frames (`VideoIn`, H.264 or VP8 payloads), and answers and sends
   keyframe requests over RTCP: a PLI or FIR from the remote becomes `KeyframeWanted`, a lost
   picture on our side `PictureLost`, and `keyframe_request()` writes the PLI (or FIR, when only
-  "ccm fir" was agreed) that asks the remote for one.
+  "ccm fir" was agreed) that asks the remote for one. A TMMBR or REMB that limits what we send
+  becomes `BitrateWanted`. H.264 goes out as the line agreed: FU-A/STAP-A (packetization-mode 1)
+  or one NAL unit per packet (mode 0).
 
 - Inbound: RTCP and RTP are told apart by payload type (RFC 5761, for rtcp-mux); SRTP/SRTCP are
   unprotected when keys were agreed; packets of unknown payload types are counted and dropped;
@@ -42,15 +44,17 @@ from gateway.rtp.aiortc_glue import (
     RtpPacket,
     StreamStatistics,
     VideoAssembler,
+    bitrate_feedback,
     fir,
     is_rtcp,
     keyframe_feedback,
     packetize,
     pli,
+    tmmbr_requests,
 )
 from gateway.rtp.crypto import Crypto
 from gateway.rtp.dtmf import DtmfReceiver
-from gateway.transcode.codecs import StreamCodec, StreamKind
+from gateway.transcode.codecs import StreamCodec, StreamKind, packetization_mode
 from gateway.transcode.video import VIDEO_CLOCK, EncodedVideoFrame, VideoTimeline, is_keyframe
 
 Address = tuple[str, int]
@@ -109,7 +113,14 @@ class PictureLost:
     """Packets of the remote's video were lost beyond repair: ask it for a keyframe."""
 
 
-RtpEvent = AudioIn | DigitIn | SourceLearned | ForeignSource | VideoIn | KeyframeWanted | PictureLost
+@dataclass(frozen=True)
+class BitrateWanted:
+    """The remote asked us to send at most this many bit/s on this line (RTCP TMMBR or REMB)."""
+
+    bps: int
+
+
+RtpEvent = AudioIn | DigitIn | SourceLearned | ForeignSource | VideoIn | KeyframeWanted | PictureLost | BitrateWanted
 
 
 @dataclass
@@ -414,8 +425,12 @@ class RtpSession:
                 self._last_sr_arrival = now
             elif self._video and keyframe_feedback(packet, self.ssrc):
                 self.stats.keyframes_wanted += 1
-                if not events:
+                if not any(isinstance(e, KeyframeWanted) for e in events):
                     events.append(KeyframeWanted())
+            elif self._video and (bps := bitrate_feedback(packet, self.ssrc)) is not None:
+                events.append(BitrateWanted(bps))
+        if self._video:
+            events += [BitrateWanted(bps) for bps in tmmbr_requests(data, self.ssrc)]
         if verdict == "learn":
             self._rtcp_latched = source
             if source != self._signalled_rtcp:
@@ -461,7 +476,7 @@ class RtpSession:
         codec = next((c for c in self.codecs if c.name.upper() == name), None)
         if codec is None:
             raise ValueError(f"{name} was not agreed on this line")
-        payloads = packetize(name, frame.data, self._picture_id)
+        payloads = packetize(name, frame.data, self._picture_id, single_nal=packetization_mode(codec) == 0)
         self._picture_id = (self._picture_id + 1) & 0x7FFF
         self._ts = self._timeline.next(frame.timestamp) & 0xFFFFFFFF
         out = []

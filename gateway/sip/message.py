@@ -729,6 +729,24 @@ def parse_invite(message: SipMessage) -> Invite:
     )
 
 
+MEDIA_CONTROL = "application/media_control+xml"
+
+
+def picture_fast_update(message: SipMessage) -> bool:
+    """Whether a SIP INFO asks for a keyframe (RFC 5168: application/media_control+xml with
+    `<picture_fast_update/>`). Read as text, not parsed as XML: the one element is all that counts,
+    and no XML parser meets a body from the internet."""
+    return message.content_type == MEDIA_CONTROL and "picture_fast_update" in message.text().lower()
+
+
+def picture_fast_update_body() -> str:
+    """RFC 5168's request for a full picture, for our INFO toward a room system."""
+    return (
+        '<?xml version="1.0" encoding="utf-8" ?>\r\n<media_control><vc_primitive><to_encoder>'
+        "<picture_fast_update/></to_encoder></vc_primitive></media_control>\r\n"
+    )
+
+
 def info_digits(message: SipMessage) -> str | None:
     """The digits a SIP INFO carries: `Signal=5` (application/dtmf-relay) or a bare `5`
     (application/dtmf); None when the INFO is not about DTMF or names no valid key."""

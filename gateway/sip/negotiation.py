@@ -1,10 +1,11 @@
 """SDP offer/answer for SIP legs (RFC 3264), on the SDP model of `sip/sdp.py`: an offer is answered
 line by line, in its order, each m-line by the negotiator of its kind; what we decline gets port 0,
-never the whole call. `MediaSession` keeps one call's side of it (our address and port, session
-version, the codec in use, the offer we wait an answer for) for the SIP call layer.
+never the whole call. `MediaSession` keeps one call's side of it (our address and ports, session
+version, the codecs in use, the offer we wait an answer for) for the SIP call layer.
 
-Negotiators: audio takes the first usable audio line; video (main), content video (RFC 4796
-`a=content:slides`) and BFCP (RFC 4583 / 8856) lines are declined for now, as is anything unknown.
+Negotiators: audio takes the first usable audio line; video takes one usable main video line (when
+the call layer gives it a port); content video (RFC 4796 `a=content:slides`) and BFCP (RFC 4583 /
+8856) lines are declined for now, as is anything unknown.
 
 Audio rules (RFC 3264, RFC 4566, RFC 7587):
 - the codec is chosen among the offered formats we support, in the offerer's order, or in our
@@ -14,13 +15,36 @@ Audio rules (RFC 3264, RFC 4566, RFC 7587):
 - Opus is answered with our own fmtp (mono, in-band FEC): the offer's stereo wishes are not ours;
 - the answer's direction mirrors the offer's (sendonly -> recvonly ...), narrowed by our own wish
   (e.g. inactive while a caller is on hold in the lobby);
-- RTP/AVP and RTP/SAVP with SDES crypto (RFC 4568): the first offered suite we support is answered
-  with a fresh key of ours; `rtcp` (RFC 3605) is read, `rtcp-mux` (RFC 5761) echoed;
+- RTP/AVP, RTP/AVPF and their SRTP forms with SDES crypto (RFC 4568), answered in the offer's
+  profile: the first offered suite we support is answered with a fresh key of ours; `rtcp` (RFC 3605) is read, `rtcp-mux` (RFC 5761) echoed;
 - no usable audio at all is a 488;
 - the connection address we send media to must be an IP literal: host names are not resolved
   (a DNS lookup per call, and an easy way to point our RTP elsewhere), 488.
 
-Nothing but SdpError leaves `answer`, `accept_answer` or the `MediaSession` methods.
+Video rules (main video line; RFC 3264, RFC 6184, RFC 7741, RFC 4585 / 5104, RFC 3890):
+- one main video line is taken, a usable one: port not 0, RTP/AVP, RTP/AVPF, RTP/SAVP or RTP/SAVPF
+  (answered with the same profile; SAVP(F) with SDES as for audio), an IP literal to send to, and
+  at least one format we take. Every other video line is declined with port 0, the call goes on
+  (a video line never costs the call its audio). Dual offers (Polycom: the same video once with
+  SRTP, once without) take the line whose security matches the audio line taken; with
+  `require_srtp` only an SRTP line is usable;
+- formats we take: H.264 packetization-mode 0 and 1 (any of the profiles `transcode/codecs.py`
+  knows: constrained baseline, baseline, main, (constrained) high; any level) and VP8, each only
+  when the caller's `video_codecs` has it (for H.264: in that packetization mode). Every acceptable
+  format is answered, in the offerer's order, with its payload type; others are left out;
+- H.264 answers echo profile-level-id, packetization-mode (RFC 6184 defaults 42000a and 0 when
+  absent) and level-asymmetry-allowed when offered. The offer's other parameters (max-mbps,
+  max-fs, max-br, ..., VP8's max-fr / max-fs) say what the remote can receive: they are kept in
+  the choice's `StreamCodec.fmtp` (they bound what we send), never echoed;
+- RTCP feedback: per payload type, ours (`VIDEO_FEEDBACK`) intersected with what the offer lists
+  for it or for "*", written per payload type; whatever the profile (endpoints offer rtcp-fb on
+  RTP/AVP too), so RTP/AVP without rtcp-fb agrees on none;
+- bandwidth: the line's b=TIAS (else b=AS, else the session's) is the remote's limit, kept in
+  each codec's `bandwidth_kbps`; we answer b=AS and b=TIAS with our own maximum;
+- direction mirrored and narrowed as for audio; rtcp-mux echoed, else a=rtcp with our port + 1.
+
+Nothing but SdpError leaves `answer`, `accept_answer`, `accept_video_answer`, `video_offered` or the
+`MediaSession` methods.
 """
 
 from __future__ import annotations
@@ -28,6 +52,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +61,7 @@ from gateway.sip.message import ascii_int
 from gateway.sip.sdp import (
     DIRECTIONS,
     PORT_DIGITS,
+    Bandwidth,
     MediaDescription,
     RtpMap,
     SdpError,
@@ -45,6 +71,13 @@ from gateway.sip.sdp import (
     payload_type,
 )
 from gateway.transcode.audio import AudioCodec
+from gateway.transcode.codecs import (
+    DEFAULT_PROFILE_LEVEL_ID,
+    StreamCodec,
+    h264_profile_level,
+    packetization_mode,
+    parse_fmtp,
+)
 
 _TAG_DIGITS = 9  # an a=crypto tag
 _EVENT_LIST = re.compile(r"[0-9,-]{1,64}")  # what we echo of a telephone-event fmtp
@@ -65,6 +98,20 @@ OFFER_PAYLOAD_TYPES: dict[AudioCodec, int] = {
     AudioCodec.OPUS: 111,
 }
 _OFFER_TELEPHONE_EVENT = {8000: 101, 48000: 110}
+
+# -- video --
+VIDEO_CLOCK_RATE = 90_000
+# The RTCP feedback we take (RFC 4585 generic NACK and PLI, RFC 5104 FIR and TMMBR), in SDP's spelling.
+VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "ccm tmmbr")
+# The encoding names we take on a video line (case-insensitive, RFC 4855), as we spell them.
+_VIDEO_NAMES = {"h264": "H264", "vp8": "VP8"}
+# The RTP profiles an m-line may use (RFC 3551, 3711, 4585, 5124); the answer keeps the offer's.
+_RTP_PROFILES = ("RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF")
+_PROFILE_LEVEL_ID = re.compile(r"[0-9A-Fa-f]{6}")
+# Formats answered on one video line: real endpoints offer a handful (Cisco/Poly: 2-6 H.264
+# variants); the cap keeps a hostile offer from making our answer larger than a datagram.
+MAX_VIDEO_FORMATS = 16
+DEFAULT_VIDEO_MAX_KBPS = 2048
 
 
 @dataclass(frozen=True)
@@ -91,10 +138,34 @@ class AudioChoice:
 
 
 @dataclass(frozen=True)
+class VideoChoice:
+    """What an answer agreed for the main video stream. `codecs` in answer order: codecs[0] is what
+    we send; each codec's fmtp holds the remote's receive limits (max-mbps, max-fs ...), rtcp_fb
+    the feedback agreed for it and bandwidth_kbps the remote's b=TIAS / b=AS, if any."""
+
+    codecs: tuple[StreamCodec, ...]
+    direction: str  # ours, as answered
+    remote_address: str
+    remote_port: int
+    remote_rtcp_port: int
+    rtcp_mux: bool
+    remote_crypto: Crypto | None
+    local_crypto: Crypto | None
+    avpf: bool  # the line is RTP/AVPF or RTP/SAVPF
+
+    @property
+    def keyframe_by_rtcp(self) -> bool:
+        """Whether keyframes can be asked for over RTCP (PLI or FIR agreed on any codec); else the
+        call layer uses SIP INFO picture_fast_update."""
+        return any(codec.feedback("nack pli") or codec.feedback("ccm fir") for codec in self.codecs)
+
+
+@dataclass(frozen=True)
 class Answer:
     sdp: str
     audio: AudioChoice
     description: SessionDescription | None = None
+    video: VideoChoice | None = None
 
 
 def media_role(m: MediaDescription) -> str:
@@ -179,7 +250,8 @@ class MediaNegotiator(Protocol):
 
 
 class Declining:
-    """For the kinds we do not take yet (video, content, BFCP, unknown): port 0."""
+    """For the kinds we do not take (yet): content video, BFCP, unknown, and main video on a call
+    without a video port: port 0."""
 
     def answer_line(self, m: MediaDescription, offer: SessionDescription, index: int) -> MediaDescription:
         return decline(m)
@@ -205,7 +277,7 @@ class AudioNegotiator:
         return self._line(m, choice)
 
     def _choose(self, m: MediaDescription, offer: SessionDescription, index: int) -> AudioChoice | None:
-        if m.port == 0 or m.proto not in ("RTP/AVP", "RTP/SAVP"):
+        if m.port == 0 or m.proto not in _RTP_PROFILES:
             return None
         maps = _formats(m)
         codecs = self.codecs
@@ -228,7 +300,7 @@ class AudioNegotiator:
         events = [(p, rate) for p, (name, rate, _f) in maps.items() if name.lower() == "telephone-event"]
         telephone_event = next((p for p, rate in events if rate == clock), events[0][0] if events else None)
         remote_crypto = local_crypto = None
-        if m.proto == "RTP/SAVP":
+        if m.proto.startswith("RTP/SAVP"):
             remote_crypto = next((c for c in map(_parse_crypto, m.crypto) if c is not None), None)
             if remote_crypto is None:
                 return None  # SRTP offered with no suite we support: this m-line cannot be used
@@ -256,7 +328,7 @@ class AudioNegotiator:
     def _line(self, offered: MediaDescription, choice: AudioChoice) -> MediaDescription:
         pts = [choice.payload_type] + ([choice.telephone_event_pt] if choice.telephone_event_pt is not None else [])
         line = MediaDescription(
-            "audio", self.port, "RTP/SAVP" if choice.local_crypto else "RTP/AVP", [str(pt) for pt in pts]
+            "audio", self.port, offered.proto, [str(pt) for pt in pts]
         )
         name, clock = RTP_NAMES[choice.codec]
         opus = choice.codec is AudioCodec.OPUS
@@ -278,6 +350,207 @@ class AudioNegotiator:
             line.crypto.append(choice.local_crypto.line())
         line.direction = choice.direction
         return line
+
+
+def _printable(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
+def _video_format(pt: int, rtpmap: RtpMap, fmtp: str | None) -> StreamCodec | None:
+    """One offered (or answered) video format as a StreamCodec, when it is H.264 (packetization mode
+    0 or 1, a profile we know) or VP8 at 90 kHz; None for anything else. Parameters that are not
+    printable ASCII are dropped; H.264's profile-level-id and packetization-mode are filled in with
+    RFC 6184's defaults when absent."""
+    name = _VIDEO_NAMES.get(rtpmap.encoding.lower())
+    if name is None or rtpmap.clock_rate != VIDEO_CLOCK_RATE:
+        return None
+    parameters = tuple((k, v) for k, v in parse_fmtp(fmtp or "") if k and _printable(k) and _printable(v))
+    if name == "VP8":
+        return StreamCodec(name, pt, VIDEO_CLOCK_RATE, fmtp=parameters)
+    keys = {k for k, _v in parameters}
+    defaults = (("profile-level-id", DEFAULT_PROFILE_LEVEL_ID), ("packetization-mode", "0"))
+    codec = StreamCodec(
+        name, pt, VIDEO_CLOCK_RATE, fmtp=parameters + tuple(item for item in defaults if item[0] not in keys)
+    )
+    profile_level_id, mode = codec.parameter("profile-level-id") or "", codec.parameter("packetization-mode")
+    if not _PROFILE_LEVEL_ID.fullmatch(profile_level_id) or mode not in ("0", "1"):
+        return None  # (mode 2, interleaved, is not ours)
+    level = h264_profile_level(codec)
+    return codec if level is not None and level.profile is not None else None
+
+
+def _takes(codecs: Sequence[StreamCodec], offered: StreamCodec) -> bool:
+    """Whether one of our codecs takes an offered format (H.264: in the same packetization mode)."""
+    for codec in codecs:
+        if codec.name.upper() != offered.name:
+            continue
+        if offered.name != "H264" or packetization_mode(codec) == packetization_mode(offered):
+            return True
+    return False
+
+
+def _echoed_fmtp(codec: StreamCodec) -> str | None:
+    """What our answer says back for a format: H.264's profile-level-id, packetization-mode and
+    level-asymmetry-allowed (when offered), nothing else (the remote's receive limits are not ours)."""
+    if codec.name != "H264":
+        return None
+    echoed = [(k, codec.parameter(k)) for k in ("profile-level-id", "packetization-mode")]
+    asymmetry = codec.parameter("level-asymmetry-allowed")
+    if asymmetry in ("0", "1"):
+        echoed.append(("level-asymmetry-allowed", asymmetry))
+    return ";".join(f"{k}={v}" for k, v in echoed if v is not None)
+
+
+def _feedback_key(value: str) -> str:
+    """An rtcp-fb value as we compare it: lower case, single blanks, a ccm kind without its
+    parameters ("ccm tmmbr smaxpr=120" is "ccm tmmbr")."""
+    words = value.lower().split()
+    return " ".join(words[:2] if words[:1] == ["ccm"] else words)
+
+
+def _agreed_feedback(m: MediaDescription, pt: int) -> tuple[str, ...]:
+    """Our feedback kinds that the m-line lists for this payload type or for "*"."""
+    listed = {_feedback_key(value) for fmt, value in m.rtcp_fb if fmt == "*" or payload_type(fmt) == pt}
+    return tuple(kind for kind in VIDEO_FEEDBACK if kind in listed)
+
+
+def _bandwidth_kbps(m: MediaDescription, session: SessionDescription) -> int | None:
+    """The remote's limit: the m-line's b=TIAS (bit/s) or b=AS (kbit/s), TIAS first, else the
+    session's. A zero says nothing we could send by, and is taken as no limit."""
+    for bandwidths in (m.bandwidths, session.bandwidths):
+        by_type = {b.type.upper(): b.value for b in reversed(bandwidths)}  # (the first of a type wins)
+        if by_type.get("TIAS"):
+            return max(1, by_type["TIAS"] // 1000)
+        if by_type.get("AS"):
+            return by_type["AS"]
+    return None
+
+
+def _video_line_codecs(m: MediaDescription, ours: Sequence[StreamCodec]) -> list[StreamCodec]:
+    """The formats of a video line we take, in its order, each with its agreed feedback."""
+    out: list[StreamCodec] = []
+    seen: set[int] = set()
+    for fmt in m.formats:
+        pt = payload_type(fmt)
+        if pt is None or pt in seen or pt not in m.rtpmap:
+            continue
+        seen.add(pt)
+        codec = _video_format(pt, m.rtpmap[pt], m.fmtp.get(pt))
+        if codec is not None and _takes(ours, codec):
+            out.append(StreamCodec(codec.name, pt, codec.clock_rate, fmtp=codec.fmtp, rtcp_fb=_agreed_feedback(m, pt)))
+            if len(out) == MAX_VIDEO_FORMATS:
+                break
+    return out
+
+
+class VideoNegotiator:
+    """The main video line: one usable line is taken (its choice kept in `choice`), every other main
+    video line is declined. Which one is decided on the first line asked about, over the whole
+    offer: with a dual offer (SRTP and plain), the line whose security is `prefer_srtp`, else the
+    first usable one; with `require_srtp` only SRTP lines are usable."""
+
+    def __init__(
+        self,
+        codecs: Sequence[StreamCodec],
+        port: int,
+        direction: str = "sendrecv",
+        max_kbps: int = DEFAULT_VIDEO_MAX_KBPS,
+        *,
+        require_srtp: bool = False,
+        prefer_srtp: bool = False,
+    ) -> None:
+        self.codecs = tuple(codecs)
+        self.port = port
+        self.direction = direction
+        self.max_kbps = max_kbps
+        self.require_srtp = require_srtp
+        self.prefer_srtp = prefer_srtp
+        self.choice: VideoChoice | None = None
+        self._taken: int | None = None  # the index of the m-line taken
+        self._decided_for: SessionDescription | None = None
+
+    def select(self, offer: SessionDescription) -> VideoChoice | None:
+        """Decides which main video line of the offer we take (kept for answer_line)."""
+        usable: list[tuple[int, VideoChoice]] = []
+        for index, m in enumerate(offer.media):
+            if media_role(m) == "video" and (choice := self._choose(m, offer, index)) is not None:
+                if not self.require_srtp or choice.local_crypto is not None:
+                    usable.append((index, choice))
+        matching = [item for item in usable if (item[1].local_crypto is not None) == self.prefer_srtp]
+        taken = (matching or usable)[:1]
+        self._taken, self.choice = taken[0] if taken else (None, None)
+        self._decided_for = offer
+        return self.choice
+
+    def answer_line(self, m: MediaDescription, offer: SessionDescription, index: int) -> MediaDescription:
+        if self._decided_for is not offer:
+            self.select(offer)
+        if self.choice is None or index != self._taken:
+            return decline(m)
+        return self._line(m, self.choice)
+
+    def _choose(self, m: MediaDescription, offer: SessionDescription, index: int) -> VideoChoice | None:
+        if m.port == 0 or m.proto not in _RTP_PROFILES:
+            return None
+        codecs = _video_line_codecs(m, self.codecs)
+        if not codecs:
+            return None
+        remote_crypto = local_crypto = None
+        if m.proto.startswith("RTP/SAVP"):
+            remote_crypto = next((c for c in map(_parse_crypto, m.crypto) if c is not None), None)
+            if remote_crypto is None:
+                return None  # SRTP offered with no suite we support
+            local_crypto = Crypto(remote_crypto.tag, remote_crypto.suite, secrets.token_bytes(30))
+        try:
+            address = media_address(m, offer, index)
+        except SdpError:
+            return None  # (a host name, a wrong family: this line only, the call keeps its audio)
+        bandwidth = _bandwidth_kbps(m, offer)
+        return VideoChoice(
+            codecs=tuple(
+                StreamCodec(c.name, c.payload_type, c.clock_rate, fmtp=c.fmtp, rtcp_fb=c.rtcp_fb, bandwidth_kbps=bandwidth)
+                for c in codecs
+            ),
+            direction=narrow(_offered_direction(m, offer), self.direction),
+            remote_address=address,
+            remote_port=m.port,
+            remote_rtcp_port=m.port if m.rtcp_mux else _rtcp_port(m),
+            rtcp_mux=m.rtcp_mux,
+            remote_crypto=remote_crypto,
+            local_crypto=local_crypto,
+            avpf=m.proto.endswith("AVPF"),
+        )
+
+    def _line(self, offered: MediaDescription, choice: VideoChoice) -> MediaDescription:
+        line = MediaDescription("video", self.port, offered.proto, [str(c.payload_type) for c in choice.codecs])
+        line.bandwidths = [Bandwidth("AS", self.max_kbps), Bandwidth("TIAS", self.max_kbps * 1000)]
+        for codec in choice.codecs:
+            pt = codec.payload_type
+            line.rtpmap[pt] = RtpMap(pt, codec.name, codec.clock_rate)
+            fmtp = _echoed_fmtp(codec)
+            if fmtp:
+                line.fmtp[pt] = fmtp
+            line.rtcp_fb += [(str(pt), kind) for kind in codec.rtcp_fb]
+        if choice.rtcp_mux:
+            line.rtcp_mux = True
+        else:
+            line.rtcp = str(self.port + 1)
+        if choice.local_crypto:
+            line.crypto.append(choice.local_crypto.line())
+        if "main" in (offered.content or "").split(","):
+            line.content = "main"  # (RFC 4796: with BFCP, room systems tell main from slides by it)
+        line.direction = choice.direction
+        return line
+
+
+def video_offered(
+    offer: str | SessionDescription, video_codecs: Sequence[StreamCodec], require_srtp: bool = False
+) -> bool:
+    """Whether `answer` would take a main video line of this offer (asked before answering, so that
+    the call layer opens video sockets only then). SdpError(400) for a malformed text."""
+    if isinstance(offer, str):
+        offer = parse(offer)
+    return VideoNegotiator(video_codecs, 0, require_srtp=require_srtp).select(offer) is not None
 
 
 def _no_audio(offer: SessionDescription, codecs: list[AudioCodec]) -> SdpError:
@@ -312,24 +585,68 @@ def answer(
     session_id: int | None = None,
     session_version: int = 1,
     user_agent: str = "gateway",
+    video_port: int | None = None,
+    video_codecs: Sequence[StreamCodec] = (),
+    video_direction: str = "sendrecv",
+    video_max_kbps: int = DEFAULT_VIDEO_MAX_KBPS,
+    require_srtp: bool = False,
 ) -> Answer:
-    """Answers an offer line by line, audio on (local_address, audio_port); raises SdpError(488)
-    when there is no usable audio, SdpError(400) when the offer is malformed."""
+    """Answers an offer line by line, audio on (local_address, audio_port), main video on
+    (local_address, video_port) when a port is given (None: every video line is declined); raises
+    SdpError(488) when there is no usable audio (or, with `require_srtp`, no SRTP audio),
+    SdpError(400) when the offer is malformed. A video line never fails the call: it is declined."""
     audio = AudioNegotiator(codecs, audio_port, prefer_ours, direction)
-    declining = Declining()
-    negotiators: dict[str, MediaNegotiator] = {"audio": audio}
-    lines = [negotiators.get(media_role(m), declining).answer_line(m, offer, i) for i, m in enumerate(offer.media)]
+    lines: dict[int, MediaDescription] = {}
+    for i, m in enumerate(offer.media):  # audio first: the video line's security follows it
+        if media_role(m) == "audio":
+            lines[i] = audio.answer_line(m, offer, i)
     choice = audio.choice
     if choice is None:
         raise _no_audio(offer, codecs)
+    if require_srtp and choice.local_crypto is None:
+        raise SdpError(488, "SRTP required")
+    declining = Declining()
+    negotiators: dict[str, MediaNegotiator] = {}
+    video: VideoNegotiator | None = None
+    if video_port is not None:
+        video = VideoNegotiator(
+            video_codecs,
+            video_port,
+            video_direction,
+            video_max_kbps,
+            require_srtp=require_srtp,
+            prefer_srtp=choice.local_crypto is not None,
+        )
+        negotiators["video"] = video
+    for i, m in enumerate(offer.media):
+        if i not in lines:
+            lines[i] = negotiators.get(media_role(m), declining).answer_line(m, offer, i)
     sid = session_id if session_id is not None else secrets.randbelow(2**31)
     family = _family(local_address)
     description = SessionDescription(
         origin=f"{user_agent} {sid} {session_version} IN {family} {local_address}",
         connection=f"IN {family} {local_address}",
-        media=lines,
+        media=[lines[i] for i in range(len(offer.media))],
     )
-    return Answer(str(description), choice, description)
+    return Answer(str(description), choice, description, video.choice if video is not None else None)
+
+
+def _video_offer_line(port: int, codecs: Sequence[StreamCodec], max_kbps: int, direction: str) -> MediaDescription:
+    pts: list[int] = []
+    line = MediaDescription("video", port, "RTP/AVP", [])
+    for codec in codecs:
+        pt = codec.payload_type
+        if pt in pts:
+            continue  # (one format per payload type: the first given)
+        pts.append(pt)
+        line.rtpmap[pt] = RtpMap(pt, codec.name, codec.clock_rate)
+        if codec.fmtp:
+            line.fmtp[pt] = codec.fmtp_line
+        line.rtcp_fb += [(str(pt), kind) for kind in VIDEO_FEEDBACK]
+    line.formats = [str(pt) for pt in pts]
+    line.bandwidths = [Bandwidth("AS", max_kbps), Bandwidth("TIAS", max_kbps * 1000)]
+    line.rtcp, line.direction = str(port + 1), direction
+    return line
 
 
 def offer(
@@ -341,9 +658,21 @@ def offer(
     session_id: int,
     session_version: int = 1,
     user_agent: str = "gateway",
+    video_port: int | None = None,
+    video_codecs: Sequence[StreamCodec] = (),
+    video_max_kbps: int = DEFAULT_VIDEO_MAX_KBPS,
+    video_direction: str | None = None,
 ) -> str:
     """Our offer of one audio stream (RTP/AVP) with every codec we take, in our order, and
-    telephone-events for each clock rate used."""
+    telephone-events for each clock rate used; then, when `video_port` is given (and there are
+    video codecs), one main video line with `video_codecs` in their order and payload types, their
+    rtpmap / fmtp, rtcp-fb per payload type (nack, nack pli, ccm fir, ccm tmmbr), a=rtcp and our
+    b=AS / b=TIAS. Its direction is `video_direction`, by default the audio's.
+
+    The video line is offered as RTP/AVP, not RTP/AVPF, with the rtcp-fb attributes all the same:
+    many SIP endpoints know only RTP/AVP and decline an AVPF line, while those that do feedback use
+    it on an AVP line (the "implicit AVPF" of RFC 5124's time and of Cisco / Poly endpoints); one
+    that does not ignores the attributes, and then keyframes go by SIP INFO."""
     family = _family(local_address)
     pts = [OFFER_PAYLOAD_TYPES[c] for c in codecs]
     clocks = sorted({RTP_NAMES[c][1] for c in codecs})
@@ -358,10 +687,13 @@ def offer(
         audio.rtpmap[pt] = RtpMap(pt, "telephone-event", clock)
         audio.fmtp[pt] = "0-15"
     audio.ptime, audio.rtcp, audio.direction = 20, str(audio_port + 1), direction
+    media = [audio]
+    if video_port is not None and video_codecs:
+        media.append(_video_offer_line(video_port, video_codecs, video_max_kbps, video_direction or direction))
     description = SessionDescription(
         origin=f"{user_agent} {session_id} {session_version} IN {family} {local_address}",
         connection=f"IN {family} {local_address}",
-        media=[audio],
+        media=media,
     )
     return str(description)
 
@@ -404,6 +736,59 @@ def accept_answer(answer_sdp: SessionDescription, codecs: list[AudioCodec], dire
     raise SdpError(488, "the answer takes none of the offered audio codecs")
 
 
+def accept_video_answer(
+    answer_sdp: SessionDescription, offered_codecs: Sequence[StreamCodec], direction: str = "sendrecv"
+) -> VideoChoice | None:
+    """What the remote answered to the video line of our `offer(video_codecs=...)`: None when it
+    declined it (port 0), left it out, or took none of our formats. An answered H.264 format must
+    keep our packetization mode; its fmtp (the remote's receive limits) is read into the codec, or
+    ours is kept when the answer gives none for it."""
+    ours: dict[int, StreamCodec] = {}
+    for offered_codec in offered_codecs:
+        ours.setdefault(offered_codec.payload_type, offered_codec)
+    for index, m in enumerate(answer_sdp.media):
+        if media_role(m) != "video" or m.port == 0 or m.proto not in ("RTP/AVP", "RTP/AVPF"):
+            continue
+        codecs: list[StreamCodec] = []
+        seen: set[int] = set()
+        for fmt in m.formats:
+            pt = payload_type(fmt)
+            if pt is None or pt in seen or pt not in ours:
+                continue
+            seen.add(pt)
+            offered = ours[pt]
+            rtpmap = m.rtpmap.get(pt, RtpMap(pt, offered.name, offered.clock_rate))
+            fmtp = m.fmtp.get(pt, offered.fmtp_line)
+            codec = _video_format(pt, rtpmap, fmtp)
+            if codec is None or codec.name != offered.name.upper() or not _takes([offered], codec):
+                continue
+            codecs.append(StreamCodec(codec.name, pt, codec.clock_rate, fmtp=codec.fmtp, rtcp_fb=_agreed_feedback(m, pt)))
+            if len(codecs) == MAX_VIDEO_FORMATS:
+                break
+        if not codecs:
+            return None
+        try:
+            address = media_address(m, answer_sdp, index)
+        except SdpError:
+            return None
+        bandwidth = _bandwidth_kbps(m, answer_sdp)
+        return VideoChoice(
+            codecs=tuple(
+                StreamCodec(c.name, c.payload_type, c.clock_rate, fmtp=c.fmtp, rtcp_fb=c.rtcp_fb, bandwidth_kbps=bandwidth)
+                for c in codecs
+            ),
+            direction=narrow(_offered_direction(m, answer_sdp), direction),
+            remote_address=address,
+            remote_port=m.port,
+            remote_rtcp_port=m.port if m.rtcp_mux else _rtcp_port(m),
+            rtcp_mux=m.rtcp_mux,
+            remote_crypto=None,
+            local_crypto=None,
+            avpf=m.proto.endswith("AVPF"),
+        )
+    return None
+
+
 # -- one call's side ------------------------------------------------------------------------------
 
 
@@ -419,17 +804,31 @@ class MediaPlan:
     session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
     direction: str = "sendrecv"
     require_srtp: bool = False  # sip.srtp required (or the room system's): offers without SDES get 488
+    # Main video: None while the call has no video sockets (every video line declined, none
+    # offered). The call layer opens them later with `session.plan = replace(session.plan, ...)`.
+    video_port: int | None = None
+    video_codecs: tuple[StreamCodec, ...] = ()
+    video_max_kbps: int = DEFAULT_VIDEO_MAX_KBPS
+    video_direction: str | None = None  # None: the same as `direction` (a lobby hold holds video too)
+
+    @property
+    def our_video_direction(self) -> str:
+        return self.video_direction or self.direction
 
 
 class MediaSession:
     """One call's offer/answer state (RFC 3264 8): the session version goes up by one with each
-    SDP we send; an offer of ours waits for its answer (in an ACK or a 2xx)."""
+    SDP we send; an offer of ours waits for its answer (in an ACK or a 2xx). `plan` is read afresh
+    at each offer and answer, so the call layer may replace it (`dataclasses.replace`) between
+    them, e.g. to add a video port for a re-INVITE that brings video."""
 
     def __init__(self, plan: MediaPlan) -> None:
         self.plan = plan
         self.version = 1
         self.codec_in_use: AudioCodec | None = None
         self.offered_codecs: list[AudioCodec] | None = None  # our offer awaits its answer
+        self.offered_video_codecs: tuple[StreamCodec, ...] | None = None  # ... with this video line
+        self.video_choice: VideoChoice | None = None  # the main video agreed last (None: no video)
         self._sent = False  # an SDP of ours went out (the next one is a version up)
 
     def answer(self, offer_text: str | SessionDescription) -> Answer:
@@ -447,21 +846,30 @@ class MediaSession:
             session_id=plan.session_id,
             session_version=version,
             user_agent=plan.user_agent,
+            video_port=plan.video_port,
+            video_codecs=plan.video_codecs,
+            video_direction=plan.our_video_direction,
+            video_max_kbps=plan.video_max_kbps,
+            require_srtp=plan.require_srtp,
         )
         if plan.require_srtp and result.audio.local_crypto is None:
             raise SdpError(488, "SRTP required")
         self.version, self._sent = version, True  # (only once the answer exists: a refused offer changes nothing)
         self.codec_in_use = result.audio.codec
-        self.offered_codecs = None
+        self.video_choice = result.video
+        self.offered_codecs = self.offered_video_codecs = None
         return result
 
     def offer(self) -> str:
-        """Our offer (late offer, re-INVITE without SDP, dial-out), the codec in use first."""
+        """Our offer (late offer, re-INVITE without SDP, dial-out), the codec in use first; with a
+        video line when the plan has a video port and codecs."""
         plan = self.plan
         self.version += 1
         self._sent = True
         in_use = self.codec_in_use
         self.offered_codecs = sorted(plan.codecs, key=lambda codec: codec is not in_use)
+        with_video = plan.video_port is not None and bool(plan.video_codecs)
+        self.offered_video_codecs = tuple(plan.video_codecs) if with_video else None
         return offer(
             local_address=plan.local_address,
             audio_port=plan.audio_port,
@@ -470,6 +878,10 @@ class MediaSession:
             session_id=plan.session_id,
             session_version=self.version,
             user_agent=plan.user_agent,
+            video_port=plan.video_port if with_video else None,
+            video_codecs=plan.video_codecs,
+            video_max_kbps=plan.video_max_kbps,
+            video_direction=plan.our_video_direction,
         )
 
     @property
@@ -477,12 +889,18 @@ class MediaSession:
         return self.offered_codecs is not None
 
     def take_answer(self, answer_text: str) -> AudioChoice:
-        """The answer to our offer (raises SdpError 400/488 when it cannot be used)."""
+        """The answer to our offer (raises SdpError 400/488 when its audio cannot be used); the
+        main video it agreed, if any, goes to `video_choice`."""
         codecs, self.offered_codecs = self.offered_codecs, None
+        video_codecs, self.offered_video_codecs = self.offered_video_codecs, None
         if codecs is None:
             raise SdpError(488, "an answer to no offer of ours")
-        choice = accept_answer(parse(answer_text), codecs, self.plan.direction)
+        description = parse(answer_text)
+        choice = accept_answer(description, codecs, self.plan.direction)
         self.codec_in_use = choice.codec
+        self.video_choice = (
+            accept_video_answer(description, video_codecs, self.plan.our_video_direction) if video_codecs else None
+        )
         return choice
 
 
@@ -494,13 +912,18 @@ __all__ = [
     "AudioNegotiator",
     "Answer",
     "Declining",
+    "VideoChoice",
+    "VideoNegotiator",
+    "VIDEO_FEEDBACK",
     "MediaNegotiator",
     "MediaPlan",
     "MediaSession",
     "accept_answer",
+    "accept_video_answer",
     "answer",
     "decline",
     "media_role",
     "narrow",
     "offer",
+    "video_offered",
 ]

@@ -265,6 +265,11 @@ class SipTransport:
         self.ua.refuse_offer(call, status, reason)
         self._pump()
 
+    def send_info(self, call: int, body: str, content_type: str) -> None:
+        assert self.ua is not None
+        self.ua.send_info(call, body, content_type)
+        self._pump()
+
     def invite(self, target: str, peer: Peer, sdp: str, display_name: str = "") -> int:
         assert self.ua is not None
         call = self.ua.invite(target, peer, sdp, display_name)

@@ -10,10 +10,10 @@
 
 It answers calls (room systems and phones dial in) and places them (dial-out): INVITE server
 transactions with 100 Trying and retransmitted final answers, 2xx retransmitted until the ACK,
-CANCEL, re-INVITE and UPDATE offers, late offers (the answer then read from the ACK), INFO digits,
-OPTIONS, BYE either way (ours with a Reason header, retransmitted until answered), 481 for
-requests outside any dialog, 420 for extensions we do not support, 405/501 for methods we do not
-take, and a 400 with the reason for malformed requests.
+CANCEL, re-INVITE and UPDATE offers, late offers (the answer then read from the ACK), INFO digits
+and keyframe requests (RFC 5168), OPTIONS, BYE either way (ours with a Reason header, retransmitted
+until answered), 481 for requests outside any dialog, 420 for extensions we do not support, 405/501
+for methods we do not take, and a 400 with the reason for malformed requests.
 
 SDP bodies pass through unread: the layer above (the SIP call, with `sip/negotiation.py`) reads
 the offers the events carry and gives its answers back with `answer()` / `accept_offer()`.
@@ -157,6 +157,13 @@ class DigitReceived:
 
 
 @dataclass(frozen=True)
+class KeyframeRequested:
+    """The remote asked for a full picture of the video we send (SIP INFO picture_fast_update)."""
+
+    call: int
+
+
+@dataclass(frozen=True)
 class CallConfirmed:
     """The dialog is up (the ACK of our 2xx, or the 2xx to our INVITE): media may flow."""
 
@@ -170,7 +177,16 @@ class CallEnded:
     reason: str
 
 
-Event = IncomingCall | OfferReceived | OfferRequested | AnswerReceived | DigitReceived | CallConfirmed | CallEnded
+Event = (
+    IncomingCall
+    | OfferReceived
+    | OfferRequested
+    | AnswerReceived
+    | DigitReceived
+    | KeyframeRequested
+    | CallConfirmed
+    | CallEnded
+)
 
 
 # -- transactions and calls -----------------------------------------------------------------------
@@ -923,6 +939,8 @@ class UserAgent:
             self._reply(msg, peer, 200, "OK", tx, to_tag=to_tag)
             for digit in digits or "":
                 self._events.append(DigitReceived(call.id, digit, "sip-info"))
+            if digits is None and sipmsg.picture_fast_update(msg):
+                self._events.append(KeyframeRequested(call.id))
         elif method == "OPTIONS":
             self._reply(msg, peer, 200, "OK", tx, extra=self._capabilities(), to_tag=to_tag)
         else:

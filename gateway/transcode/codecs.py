@@ -175,22 +175,23 @@ def h264_profile_level(codec: StreamCodec) -> H264ProfileLevel | None:
 
 def packetization_mode(codec: StreamCodec) -> int:
     mode = codec.parameter("packetization-mode")
-    return int(mode) if mode and mode.isdigit() else 0
+    return int(mode) if mode in ("0", "1", "2") else 0
 
 
 def can_forward(sender: StreamCodec | str, receiver: StreamCodec | str) -> bool:
     """Whether a receiver that agreed on `receiver` can take frames of a stream negotiated as
     `sender` as they are. A bare name on either side says nothing more than the codec: same name
-    is enough. For H.264 the receiver must decode the sender's profile at the sender's level, and
-    both use the same packetization mode (a frame of a non-interleaved stream may hold NAL units
-    no single-NAL-unit packet can carry)."""
+    is enough. For H.264 the receiver must decode the sender's profile at the sender's level. Frames
+    are depacketized and packetized again for each receiver, so the sender's packetization mode
+    matters only toward a receiver of mode 0 (one NAL unit per packet): a non-interleaved (mode 1)
+    stream may hold NAL units no single packet can carry, a mode 0 stream never does."""
     sender_name = sender if isinstance(sender, str) else sender.name
     receiver_name = receiver if isinstance(receiver, str) else receiver.name
     if sender_name.upper() != receiver_name.upper():
         return False
     if isinstance(sender, str) or isinstance(receiver, str) or sender_name.upper() != "H264":
         return True
-    if packetization_mode(sender) != packetization_mode(receiver):
+    if packetization_mode(receiver) == 0 and packetization_mode(sender) != 0:
         return False
     sent, taken = h264_profile_level(sender), h264_profile_level(receiver)
     if sent is None or taken is None:

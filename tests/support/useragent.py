@@ -17,6 +17,7 @@ from gateway.sip.useragent import (
     DigitReceived,
     Event,
     IncomingCall,
+    KeyframeRequested,
     OfferReceived,
     OfferRequested,
     Peer,
@@ -118,6 +119,8 @@ class Harness:
             log.append(("incoming", str(event.call)))
         elif isinstance(event, DigitReceived):
             log.append(("digit", str(event.call), event.digit, event.via))
+        elif isinstance(event, KeyframeRequested):
+            log.append(("keyframe", str(event.call)))
         elif isinstance(event, CallConfirmed):
             log.append(("confirmed", str(event.call)))
         elif isinstance(event, CallEnded):

@@ -3,11 +3,13 @@ keyframe requests both ways over RTCP (PLI, FIR), and what an audio line makes o
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from gateway.rtp.aiortc_glue import RtpPacket, fir, pli
 from gateway.rtp.crypto import Crypto
-from gateway.rtp.session import KeyframeWanted, PictureLost, RtpEvent, RtpSession, VideoIn
+from gateway.rtp.session import BitrateWanted, KeyframeWanted, PictureLost, RtpEvent, RtpSession, VideoIn
 from gateway.transcode.codecs import StreamCodec, StreamKind, h264, vp8
 from gateway.transcode.video import EncodedVideoFrame, is_keyframe
 
@@ -124,3 +126,44 @@ def test_srtp_protects_video_and_its_feedback() -> None:
     assert is_keyframe("H264", key.data)
     request = b.keyframe_request()
     assert request is not None and a.receive(request, B, 0.0) == [KeyframeWanted()]
+
+
+def tmmbr(sender: int, media: int, bps: int) -> bytes:
+    """RFC 5104 4.2.1: RTPFB fmt 3, one FCI (SSRC, exponent 6 bits, mantissa 17, overhead 9)."""
+    exponent = 0
+    while bps >> exponent >= 1 << 17:
+        exponent += 1
+    bits = (exponent << 26) | ((bps >> exponent) << 9) | 40
+    return struct.pack("!BBHLLLL", 0x83, 205, 4, sender, 0, media, bits)
+
+
+def remb(sender: int, media: int, bps: int) -> bytes:
+    exponent = 0
+    while bps >> exponent >= 1 << 18:
+        exponent += 1
+    fci = b"REMB" + struct.pack("!B", 1) + struct.pack("!L", (exponent << 18) | (bps >> exponent))[1:] + struct.pack("!L", media)
+    return struct.pack("!BBHLL", 0x8F, 206, 2 + len(fci) // 4, sender, 0) + fci
+
+
+def test_tmmbr_and_remb_limit_what_we_send() -> None:
+    a, b = video_pair()
+    deliver(a.send_video(EncodedVideoFrame("H264", annex_b(SPS, PPS, IDR), 0, True))[0], b, A)
+    assert a.receive(tmmbr(b.ssrc, a.ssrc, 512_000), B, 0.0) == [BitrateWanted(512_000)]
+    assert a.receive(tmmbr(b.ssrc, a.ssrc ^ 1, 512_000), B, 0.0) == []  # about somebody else's stream
+    assert a.receive(remb(b.ssrc, a.ssrc, 300_000), B, 0.0) == [BitrateWanted(300_000)]
+    assert a.receive(remb(b.ssrc, a.ssrc ^ 1, 300_000), B, 0.0) == []
+    # a TMMBR whose length runs past the datagram is not read
+    cut = tmmbr(b.ssrc, a.ssrc, 512_000)
+    assert a.receive(cut[:2] + b"\x00\x09" + cut[4:], B, 0.0) == []
+
+
+def test_packetization_mode_0_sends_one_nal_unit_per_packet() -> None:
+    a, b = video_pair((h264(98, packetization_mode=0),))
+    small = b"\x65" + b"\x11" * 900
+    frame = EncodedVideoFrame("H264", annex_b(SPS, PPS, small, small), 0, True)
+    packets = [RtpPacket.parse(p) for p in a.send_video(frame)[0]]
+    assert [p.payload for p in packets] == [SPS, PPS, small, small]  # no STAP-A, no FU-A
+    assert [p.marker for p in packets] == [0, 0, 0, 1]
+    deliver(a.send_video(frame)[0], b, A)
+    events = deliver(a.send_video(EncodedVideoFrame("H264", annex_b(SLICE), 3000, False))[0], b, A)
+    assert [e.frame.data for e in events if isinstance(e, VideoIn)] == [frame.data]

@@ -221,6 +221,25 @@ def test_info_digits_in_both_formats() -> None:
     ]
 
 
+def test_info_picture_fast_update_asks_for_a_keyframe() -> None:
+    """RFC 5168: an INFO with application/media_control+xml picture_fast_update is answered 200 and
+    reported; one of another type (or a media_control without the element) only gets its 200. Our
+    own INFO carries the same element."""
+    h = Harness()
+    call, tag = h.connect()
+    fast_update = request(
+        "INFO", branch="z9hG4bKf1", cseq=2, to_tag=tag, body=message.picture_fast_update_body(),
+        content_type="application/media_control+xml",
+    )
+    other = request(
+        "INFO", branch="z9hG4bKf2", cseq=3, to_tag=tag, body="<media_control/>",
+        content_type="application/media_control+xml",
+    )
+    unrelated = request("INFO", branch="z9hG4bKf3", cseq=4, to_tag=tag, body="picture_fast_update", content_type="text/plain")
+    assert statuses(h.feed(fast_update) + h.feed(other) + h.feed(unrelated)) == [200, 200, 200]
+    assert h.events.named("keyframe") == [("keyframe", str(call))]
+
+
 def test_bye_from_the_caller() -> None:
     """RFC 3261 15.1.2: a BYE in the dialog is answered 200 and the session ends."""
     h = Harness()

@@ -55,7 +55,7 @@ def test_an_absent_profile_level_id_is_baseline_level_1_and_garbage_is_nothing()
     assert h264_profile_level(h264(96, "zz")) is None and h264_profile_level(h264(96, "nothex")) is None
 
 
-def test_a_receiver_takes_h264_it_can_decode_at_its_level_in_its_packetization_mode() -> None:
+def test_a_receiver_takes_h264_it_can_decode_at_its_level_in_a_packetization_mode_it_can_take() -> None:
     chrome_cb = h264(102, "42e01f")
     room_system_high = h264(97, "640028")
     room_system_cb = h264(97, "42e01f")
@@ -65,7 +65,10 @@ def test_a_receiver_takes_h264_it_can_decode_at_its_level_in_its_packetization_m
     assert not can_forward(h264(97, "42e028"), chrome_cb)  # level 4.0 into a 3.1 receiver
     assert can_forward(h264(97, "42e01e"), chrome_cb)  # 3.0 into 3.1
     assert not can_forward(h264(97, "42001f"), chrome_cb)  # baseline may use what CB leaves out
-    assert not can_forward(h264(97, "42e01f", packetization_mode=0), chrome_cb)
+    # repacketized per receiver: mode 0 into mode 1 is fine, mode 1 into mode 0 may not fit a packet
+    assert can_forward(h264(97, "42e01f", packetization_mode=0), chrome_cb)
+    assert not can_forward(chrome_cb, h264(97, "42e01f", packetization_mode=0))
+    assert can_forward(h264(98, "42e01f", packetization_mode=0), h264(97, "42e01f", packetization_mode=0))
     assert not can_forward(chrome_cb, vp8(96)) and can_forward(vp8(96), vp8(100))
     # a bare name knows no profile: the name is enough
     assert can_forward(room_system_high, "H264") and can_forward("h264", chrome_cb) and not can_forward("VP8", "H264")
