@@ -250,7 +250,7 @@ def cmd_participants(api: Api, args: argparse.Namespace) -> Any:
         p["packets"] = (p.get("media") or {}).get("audio_packets_in")
         p["mute"] = "host" if p["host_muted"] else ("self" if p["self_muted"] else "no")
     columns = [("id", "ID"), ("name", "NAME"), ("role", "ROLE"), ("kind", "KIND"), ("mute", "MUTED"),
-               ("self_unmute_forbidden", "NO SELF-UNMUTE"), ("packets", "AUDIO IN")]
+               ("self_unmute_forbidden", "NO SELF-UNMUTE"), ("spotlight", "SPOTLIGHT"), ("packets", "AUDIO IN")]
     _table(people, columns, "nobody in the meeting")
     if waiting:
         print()
@@ -290,6 +290,21 @@ def cmd_room_action(api: Api, args: argparse.Namespace) -> Any:
         return {"locked": locked} if args.json else _say(f"{args.room}: {'locked' if locked else 'unlocked'}")
     ended = api.call("POST", base + "/end")["ended"]
     return {"ended": ended} if args.json else _say(f"meeting in {args.room} ended ({len(ended)} participant(s))")
+
+
+def cmd_layout(api: Api, args: argparse.Namespace) -> Any:
+    picture = api.call("PUT", _room_path(args.room) + "/layout", {"layout": args.layout})
+    return picture if args.json else _say(f"{args.room}: room systems see the {picture['layout']} layout")
+
+
+def cmd_spotlight(api: Api, args: argparse.Namespace) -> Any:
+    if (args.participant is None) == (not args.off):
+        raise CliError("name either a participant or --off")
+    picture = api.call("PUT", _room_path(args.room) + "/spotlight", {"participant": args.participant})
+    if args.json:
+        return picture
+    spotlight = picture["spotlight"]
+    return _say(f"{args.room}: spotlight on {spotlight}" if spotlight else f"{args.room}: no spotlight")
 
 
 def cmd_lobby_action(api: Api, args: argparse.Namespace) -> Any:
@@ -417,6 +432,13 @@ def add_parsers(sub: Any) -> None:
     command("allow-unmute-all", cmd_room_action, "end mute-all: every guest may unmute again").add_argument("room")
     for name, what in [("lock", "let nobody new in"), ("unlock", "let people in again"), ("end", "end the meeting for everyone")]:
         command(name, cmd_room_action, what).add_argument("room")
+    p = command("layout", cmd_layout, "how room systems see a meeting: the speaker large, or a grid (until it ends)")
+    p.add_argument("room")
+    p.add_argument("layout", choices=["speaker", "grid"])
+    p = command("spotlight", cmd_spotlight, "show a participant large for everyone, or end the spotlight with --off")
+    p.add_argument("room")
+    p.add_argument("participant", nargs="?", help="its id (see `gateway participants ROOM`)")
+    p.add_argument("--off", action="store_true", help="end the spotlight")
     for name, what in [("admit", "let someone in from the lobby"), ("deny", "turn someone away from the lobby")]:
         p = command(name, cmd_lobby_action, what)
         p.add_argument("room")

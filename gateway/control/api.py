@@ -25,6 +25,7 @@ from gateway.control.live import LiveControl
 from gateway.control.records import records_csv
 from gateway.rooms.conference import Conference
 from gateway.rooms.errors import RoomError
+from gateway.transcode.layout import Layout
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +68,21 @@ class _Body(BaseModel):
 
 class MuteRequest(_Body):
     forbid_self_unmute: bool = False
+
+
+class LayoutRequest(_Body):
+    layout: Layout = Field(description="speaker: the speaker (or the spotlight) large, the others below; grid: equal tiles")
+
+
+class SpotlightRequest(_Body):
+    participant: str | None = Field(max_length=64, description="a participant's id; null ends the spotlight")
+
+
+class Picture(BaseModel):
+    """The composed picture of a meeting now (room systems see it; browsers show the spotlight too)."""
+
+    layout: Layout
+    spotlight: str | None
 
 
 class DialRequest(_Body):
@@ -167,6 +183,8 @@ def build_router(
                 "lobby_waiting": len(room.lobby),
                 "open_now": room.is_open(),
             },
+            # (`layout` above is the room's configured default; this is the meeting's, now)
+            "picture": live.picture(c),
         }
         if who.role == "admin":
             view["host_pin"], view["guest_pin"] = spec.host_pin, spec.guest_pin
@@ -264,7 +282,9 @@ def build_router(
     @router.get("/rooms/{room}/participants", tags=["live"])
     async def list_participants(room: str, _who: Reader) -> list[dict[str, Any]]:
         conf = conference(room)
-        return [conf.participant_view(pid) for pid in list(conf.room.participants)]
+        return [
+            {**conf.participant_view(pid), "spotlight": pid == conf.room.spotlight} for pid in list(conf.room.participants)
+        ]
 
     @router.get("/rooms/{room}/lobby", tags=["live"])
     async def list_lobby(room: str, _who: Reader) -> list[dict[str, Any]]:
@@ -317,6 +337,17 @@ def build_router(
     @router.post("/rooms/{room}/unlock", tags=["live"])
     async def unlock(room: str, who: Reader) -> dict[str, bool]:
         return {"locked": live.lock(room, False, who.name)}
+
+    @router.put("/rooms/{room}/layout", response_model=Picture, tags=["live"])
+    async def set_layout(room: str, body: LayoutRequest, who: Reader) -> Picture:
+        """How room systems see the meeting, until it ends (then the room's configured layout again)."""
+        return Picture(**live.set_layout(room, body.layout, who.name))
+
+    @router.put("/rooms/{room}/spotlight", response_model=Picture, tags=["live"])
+    async def spotlight(room: str, body: SpotlightRequest, who: Reader) -> Picture:
+        """Shows one participant large for everyone (room systems and browsers); `null` ends it. It
+        also ends when that participant leaves."""
+        return Picture(**live.spotlight(room, body.participant, who.name))
 
     @router.post("/rooms/{room}/end", tags=["live"])
     async def end(room: str, who: Reader) -> dict[str, Any]:

@@ -14,7 +14,8 @@ import structlog
 from gateway.control.dialout import DialOut
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory, NotFound
-from gateway.rooms.errors import DialOutRefused
+from gateway.rooms.errors import DialOutRefused, RoomError
+from gateway.transcode.layout import Layout
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,30 @@ class LiveControl:
         conf.room.set_locked(None, locked)
         self._done("lock" if locked else "unlock", conf, actor)
         return conf.room.locked
+
+    @staticmethod
+    def picture(conference: Conference) -> dict[str, Any]:
+        """The composed picture now: its layout and who is in the spotlight (a participant id or None)."""
+        return {"layout": conference.room.layout.value, "spotlight": conference.room.spotlight}
+
+    def set_layout(self, room: str, layout: Layout | str, actor: str) -> dict[str, Any]:
+        """How room systems see the meeting (speaker or grid), until the meeting ends."""
+        conf = self.conference(room)
+        try:
+            chosen = Layout(layout)
+        except ValueError:
+            known = ", ".join(item.value for item in Layout)
+            raise RoomError(f"unknown layout {layout!r} (known: {known})", "bad_request") from None
+        conf.room.set_layout(None, chosen)
+        self._done("layout", conf, actor, layout=chosen.value)
+        return self.picture(conf)
+
+    def spotlight(self, room: str, participant: str | None, actor: str) -> dict[str, Any]:
+        """Shows `participant` large for everyone (room systems and browsers); None ends the spotlight."""
+        conf = self.conference(room)
+        conf.room.set_spotlight(None, participant)
+        self._done("spotlight" if participant is not None else "spotlight ended", conf, actor, participant=participant)
+        return self.picture(conf)
 
     def end(self, room: str, actor: str) -> list[str]:
         conf = self.conference(room)

@@ -41,6 +41,7 @@ from gateway.control.mqtt_session import (
 from gateway.rooms.directory import Directory
 from gateway.rooms.errors import RoomError
 from gateway.rooms.events import RoomEvent
+from gateway.transcode.layout import Layout
 
 log = structlog.get_logger(__name__)
 
@@ -83,11 +84,14 @@ PUBLISHED_EVENTS = frozenset(
         "room_locked",
         "room_unlocked",
         "meeting_ended",
+        "layout_changed",
+        "spotlight_changed",
         "call_record_written",
     }
 )
 
-COMMANDS = ("mute", "unmute", "remove", "admit", "deny", "lock", "unlock", "dial")
+COMMANDS = ("mute", "unmute", "remove", "admit", "deny", "lock", "unlock", "dial", "set_layout", "spotlight")
+LAYOUTS = tuple(layout.value for layout in Layout)
 MAX_COMMAND_BYTES = 16 * 1024
 ACTOR = "mqtt"
 
@@ -171,6 +175,7 @@ class CommandRequest(BaseModel):
     uri: str | None = None
     system: str | None = None
     forbid_self_unmute: bool = False
+    layout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,11 @@ def parse_command(payload: bytes, command_token: str | None, commands_enabled: b
         return Refusal(request.id, "unknown_command", f"unknown command {request.command!r} (known: {', '.join(COMMANDS)})", request.command)
     if request.command in ("mute", "unmute", "remove", "admit", "deny") and not request.participant:
         return Refusal(request.id, "bad_request", f"{request.command} needs a participant", request.command)
+    if request.command == "set_layout" and request.layout not in LAYOUTS:
+        return Refusal(request.id, "bad_request", f"set_layout needs a layout: {' or '.join(LAYOUTS)}", request.command)
+    if request.command == "spotlight" and "participant" not in request.model_fields_set:
+        # (said explicitly: a command that merely forgot the participant must not end a spotlight)
+        return Refusal(request.id, "bad_request", "spotlight needs a participant (null ends the spotlight)", request.command)
     return request
 
 
@@ -236,6 +246,8 @@ class Control(Protocol):
     def deny(self, room: str, entry: str, actor: str) -> None: ...
     def lock(self, room: str, locked: bool, actor: str) -> bool: ...
     def dial(self, room: str, actor: str, uri: str | None = None, system: str | None = None) -> Awaitable[dict[str, Any]]: ...
+    def set_layout(self, room: str, layout: str, actor: str) -> dict[str, Any]: ...
+    def spotlight(self, room: str, participant: str | None, actor: str) -> dict[str, Any]: ...
 
 
 async def execute(request: CommandRequest, room: str, control: Control) -> dict[str, Any]:
@@ -260,6 +272,10 @@ async def execute(request: CommandRequest, room: str, control: Control) -> dict[
                 result = {"locked": control.lock(room, request.command == "lock", ACTOR)}
             case "dial":
                 result = await control.dial(room, ACTOR, uri=request.uri, system=request.system)
+            case "set_layout":
+                result = control.set_layout(room, request.layout or "", ACTOR)
+            case "spotlight":
+                result = control.spotlight(room, request.participant, ACTOR)
             case _:  # parse_command lets no other through
                 return Refusal(request.id, "unknown_command", f"unknown command {request.command!r}").reply()
     except RoomError as exc:

@@ -271,7 +271,9 @@ class Room:
         mute policy from this one)."""
         if not self.participants:
             self._reset_mute_policy()
-            self.layout = self._configured_layout  # (a host's choice lasts for their meeting)
+            if self.layout is not self._configured_layout:  # (a host's choice lasts for their meeting)
+                self.layout = self._configured_layout
+                self._emit("layout_changed", None, layout=self.layout.value)
         if not self.participants and self.locked != self._locked_by_config:
             self.locked = self._locked_by_config
             self._emit("room_locked" if self.locked else "room_unlocked")

@@ -33,6 +33,7 @@ from gateway.rooms.pinguard import PinGuard
 from gateway.rooms.ratelimit import RateLimit
 from gateway.transcode.audio import AudioCodec, AudioFormat
 from gateway.transcode.codecs import StreamKind
+from gateway.transcode.layout import Layout
 from gateway.transcode.mixer import MixedFrame
 from gateway.transcode.video import EncodedVideoFrame, VideoSourceId
 from gateway.webrtc import signalling as sig
@@ -486,6 +487,14 @@ class BrowserSession:
         self._require_meeting("deny")
         self.room.deny(self.participant_id, msg.participant)
 
+    async def _on_set_layout(self, msg: sig.SetLayout) -> None:
+        self._require_meeting("set_layout")
+        self.room.set_layout(self.participant_id, Layout(msg.layout))
+
+    async def _on_spotlight(self, msg: sig.Spotlight) -> None:
+        self._require_meeting("spotlight")
+        self.room.set_spotlight(self.participant_id, msg.participant)
+
     async def _on_end_meeting(self, _msg: sig.EndMeeting) -> None:
         self._require_meeting("end_meeting")
         self.room.end(self.participant_id)
@@ -532,7 +541,8 @@ class BrowserSession:
         others = [
             p for p in self.room.participants.values() if p.id != self.participant_id and not p.video_off
         ]
-        others.sort(key=lambda p: (not p.speaking, p.joined_at))
+        # The spotlight first: with more videos than slots, everyone still sees who a host chose.
+        others.sort(key=lambda p: (p.id != self.room.spotlight, not p.speaking, p.joined_at))
         changed = self.media.assign_slots([p.id for p in others])
         if changed or force:
             shown = [s.source for s in self.media.slots if s.source is not None]
@@ -560,7 +570,7 @@ class BrowserSession:
         me = self.participant_id
         speaking = event.type in ("speaking_started", "speaking_stopped")
         self._schedule_state(urgent=not speaking)
-        if event.type in ("participant_joined", "participant_left", "participant_removed", "video_changed"):
+        if event.type in ("participant_joined", "participant_left", "participant_removed", "video_changed", "spotlight_changed"):
             self._update_video_slots()
         elif speaking and self.media is not None and len(self.room.participants) > len(self.media.slots) + 1:
             self._update_video_slots()  # more videos than slots: speakers move into view

@@ -155,6 +155,21 @@ class Dial(_Msg):
     uri: Annotated[str, Field(min_length=5, max_length=256), Unicode] | None = None
 
 
+class SetLayout(_Msg):
+    """Hosts: how room systems see the meeting (the composed picture), until the meeting ends."""
+
+    type: Literal["set_layout"]
+    layout: Literal["speaker", "grid"]
+
+
+class Spotlight(_Msg):
+    """Hosts: show one participant large for everyone; null ends the spotlight (required: a message
+    that forgot the participant must not end it)."""
+
+    type: Literal["spotlight"]
+    participant: Id | None
+
+
 class Ping(_Msg):
     type: Literal["ping"]
 
@@ -178,6 +193,8 @@ ClientMessage = Annotated[
     | Leave
     | ListSystems
     | Dial
+    | SetLayout
+    | Spotlight
     | Ping,
     Field(discriminator="type"),
 ]
@@ -256,6 +273,8 @@ def server_video_slots(video_slots: dict[str, str | None]) -> dict[str, Any]:
 
 
 def server_state(room: dict[str, Any], you: dict[str, Any] | None) -> dict[str, Any]:
+    """`room` is the room's public view: participants, lock, lobby, and the composed picture's
+    `layout` and `spotlight` (a participant id or null); sent again after every change."""
     return {"type": "state", "room": room, "you": you}
 
 

@@ -1,7 +1,7 @@
 // The live section: every room with its participants (kind, role, state, media counters), its
 // waiting room and the controls of a meeting (mute, lock, end, admit, invite a room system, host
-// link), refreshed every 2 s by polling the API. Keyed updates keep keyboard focus on a button
-// while the rows around it change.
+// link, the layout room systems see; who is in the spotlight is shown), refreshed every 2 s by
+// polling the API. Keyed updates keep keyboard focus on a button while the rows around it change.
 
 import { t, getLang, formatNumber, formatTime, formatDateTime, formatDuration } from '/static/admin-i18n.js';
 import { api } from '/static/admin-api.js';
@@ -129,6 +129,10 @@ function createRoom(room) {
         el('span', { class: 'room-name' }), ' ', el('span', { class: 'room-id' })),
       el('div', { class: 'badges room-badges' }),
       el('div', { class: 'room-actions', role: 'group' },
+        el('div', { class: 'layout-choice' },
+          el('label', { for: `live-${room.id}-layout` }),
+          el('select', { id: `live-${room.id}-layout`, onchange: (event) => changeLayout(node.room, event.currentTarget) },
+            el('option', { value: 'speaker' }), el('option', { value: 'grid' }))),
         action('mute-all', muteAll),
         action('lock', toggleLock),
         action('dial', openDial),
@@ -161,6 +165,10 @@ function updateRoom(node, room) {
   setText(button('link'), t('linkOpen'));
   button('link').hidden = !ctx.isAdmin; // the API issues host links to administrators only
   setText(button('end'), t('endMeeting'));
+  const layout = node.querySelector('.layout-choice select');
+  setText(node.querySelector('.layout-choice label'), t('layoutLabel'));
+  for (const option of layout.options) setText(option, t(`layout_${option.value}`));
+  if (!layout.dataset.sent) layout.value = room.picture.layout;
   button('end').disabled = !isActive(room);
   for (const act of ['mute-all', 'lock', 'dial', 'link', 'end']) {
     button(act).setAttribute('aria-label', `${button(act).textContent}: ${room.name}`);
@@ -187,6 +195,8 @@ function roomBadges(room) {
   if (room.live.locked) list.push(['lock', t('badgeLocked'), 'badge-hand']);
   if (room.live.lobby_waiting) list.push(['hand', t('badgeWaiting', { count: room.live.lobby_waiting }), 'badge-hand']);
   if (!room.live.open_now) list.push(['lock', t('badgeClosedNow'), 'badge-muted']);
+  const spotlit = (data.participants[room.id] || []).find((p) => p.id === room.picture.spotlight);
+  if (spotlit) list.push(['star', t('badgeSpotlight', { name: spotlit.name }), '']);
   return list;
 }
 
@@ -199,6 +209,7 @@ function participantBadges(p) {
   if (p.self_unmute_forbidden) list.push(['lock', t('stateForbidden'), 'badge-muted']);
   if (p.hand_raised) list.push(['hand', t('stateHand'), 'badge-hand']);
   if (p.speaking) list.push(['speaking', t('stateSpeaking'), 'badge-speaking']);
+  if (p.spotlight) list.push(['star', t('stateSpotlight'), '']);
   return list;
 }
 
@@ -310,6 +321,18 @@ function toggleForbid(room, p, opener) {
   const done = t(p.self_unmute_forbidden ? 'allowedDone' : 'forbiddenDone', { name: p.name });
   control(opener, 'POST', `${roomPath(room)}/participants/${encodeURIComponent(p.id)}/${verb}`, undefined, done,
     'controlFailed', { name: p.name, roomId: room.id });
+}
+
+async function changeLayout(room, select) {
+  select.dataset.sent = '1'; // the 2 s refresh must not put back the old value while this request runs
+  try {
+    const picture = await api('PUT', `${roomPath(room)}/layout`, { layout: select.value });
+    notify('notice', t('layoutDone', { room: room.name, layout: t(`layout_${picture.layout}`) }));
+  } catch (error) {
+    report(error, 'roomControlFailed', { room: room.name });
+  }
+  delete select.dataset.sent;
+  await poll();
 }
 
 async function removeParticipant(room, p, opener) {

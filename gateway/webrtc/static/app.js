@@ -49,6 +49,7 @@ const state = {
   countdownTimer: null,
   reconnectDeadline: 0,
   knownHands: null, // whose raised hand a host has already been told about
+  knownSpotlight: undefined, // who was in the spotlight when we last told (undefined: not yet known)
 };
 
 // Test hook (Playwright): live views of the client state.
@@ -239,6 +240,7 @@ async function join() {
   Object.assign(state, { lastError: null, lastNotice: null });
   clearToasts();
   state.knownHands = null;
+  state.knownSpotlight = undefined;
   setPhase('connecting');
   if (!state.localStream) {
     const session = state.session;
@@ -416,6 +418,7 @@ const HANDLERS = {
     setPhase('meeting');
     applyYouToTracks();
     announceChanges();
+    announceSpotlight();
     if (wasReconnect) toast('notice', t('reconnected'));
     // Without a device, tell the others honestly that we are muted / have no video.
     if (state.you && !state.micTrack && !state.you.muted) send({ type: 'mute_self', muted: true });
@@ -446,6 +449,7 @@ const HANDLERS = {
     state.you = msg.you && typeof msg.you === 'object' ? msg.you : null;
     applyYouToTracks();
     announceChanges();
+    announceSpotlight();
     scheduleRender();
   },
 
@@ -519,6 +523,21 @@ function announceChanges() {
     for (const p of raised) if (!state.knownHands.has(p.id)) toast('notice', t('handRaisedNotice', { name: p.name }));
   }
   state.knownHands = new Set(raised.map((p) => p.id));
+}
+
+/** Everyone is told when the spotlight moves (the picture changes; a screen reader hears it). */
+function announceSpotlight() {
+  const { you, room } = state;
+  if (!room) return;
+  const spotlight = room.spotlight || null;
+  const known = state.knownSpotlight;
+  state.knownSpotlight = spotlight;
+  if (known === undefined || known === spotlight) return; // (on joining, the tiles show it already)
+  clearToasts('spotlight');
+  const p = (room.participants || []).find((x) => x.id === spotlight);
+  if (!spotlight) toast('notice', t('spotlightOffNotice'), { code: 'spotlight' });
+  else if (you && spotlight === you.id) toast('notice', t('spotlightYouNotice'), { code: 'spotlight' });
+  else if (p) toast('notice', t('spotlightOnNotice', { name: p.name }), { code: 'spotlight' });
 }
 
 // -- WebRTC ---------------------------------------------------------------------------------------
@@ -663,6 +682,9 @@ const hostActions = {
   lowerHand(p) {
     send({ type: 'hand', raised: false, participant: p.id });
   },
+  toggleSpotlight(p) {
+    send({ type: 'spotlight', participant: state.room && state.room.spotlight === p.id ? null : p.id });
+  },
   async remove(p) {
     const ok = await confirmDialog({
       title: t('confirmRemoveTitle', { name: p.name }),
@@ -736,6 +758,12 @@ function wireUp() {
   $('btn-allow-all').addEventListener('click', () => send({ type: 'allow_all_unmute' }));
   $('btn-lock').addEventListener('click', () => send({ type: 'lock', locked: !(state.room && state.room.locked) }));
   $('btn-end').addEventListener('click', endMeetingForAll);
+  for (const radio of document.querySelectorAll('input[name="layout"]')) {
+    radio.addEventListener('change', () => {
+      if (radio.checked) send({ type: 'set_layout', layout: radio.value });
+    });
+  }
+  $('btn-end-spotlight').addEventListener('click', () => send({ type: 'spotlight', participant: null }));
   $('btn-invite').addEventListener('click', openInvite);
   $('media-retry').addEventListener('click', retryMedia);
   $('media-dismiss').addEventListener('click', () => {

@@ -5,7 +5,7 @@
 import { t } from '/static/i18n.js';
 import { $, el, setText, setHidden, setIcon, reconcile, initials } from '/static/ui.js';
 
-/** `actions` holds the host callbacks: mute, unmute, forbid, lowerHand, remove, admit, deny. */
+/** `actions` holds the host callbacks: toggleMute, toggleForbid, lowerHand, toggleSpotlight, remove, admit, deny. */
 export function renderMeeting(state, actions) {
   const room = state.room || { participants: [], lobby: [] };
   const you = state.you;
@@ -21,9 +21,9 @@ export function renderMeeting(state, actions) {
   }
 
   renderToolbar(state, room, isHost);
-  renderTiles(state, you, others);
+  renderTiles(state, you, others, room.spotlight || null);
   renderParticipants(room, you, isHost, actions);
-  renderHostSection(room, isHost);
+  renderHostSection(room, isHost, you);
   renderLobby(room, isHost, actions);
 }
 
@@ -53,15 +53,21 @@ function renderToolbar(state, room, isHost) {
 
 // -- video tiles -------------------------------------------------------------------------------
 
-function renderTiles(state, you, others) {
+function renderTiles(state, you, others, spotlight) {
   const items = [];
   if (you) items.push({ key: 'self', self: true, p: you });
   for (const p of others) items.push({ key: p.id, self: false, p });
+  // A host's spotlight comes first and large, for everyone (oneself included).
+  const spot = items.findIndex((i) => i.p.id === spotlight);
+  if (spot >= 0) items.unshift(...items.splice(spot, 1));
+  for (const item of items) item.spot = item.p.id === spotlight;
   const tiles = $('tiles');
-  const n = Math.max(items.length, 1);
-  const cols = n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4;
+  const stage = spot >= 0 && items.length > 1; // the spotlight across the top, the others in a strip below
+  const n = Math.max(stage ? items.length - 1 : items.length, 1);
+  const cols = stage ? Math.min(n, 4) : n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4;
+  tiles.classList.toggle('has-spotlight', stage);
   tiles.style.setProperty('--cols', cols);
-  tiles.style.setProperty('--cols-narrow', n <= 3 ? 1 : 2); // phones: stacked, larger tiles
+  tiles.style.setProperty('--cols-narrow', stage ? Math.min(n, 2) : n <= 3 ? 1 : 2); // phones: stacked, larger tiles
   tiles.style.setProperty('--rows', Math.ceil(n / cols));
   tiles.dataset.count = String(items.length);
   reconcile(tiles, items, (i) => i.key, createTile, (node, item) => updateTile(node, item, state));
@@ -102,15 +108,17 @@ function updateTile(node, item, state) {
   video.hidden = !stream;
   node.classList.toggle('self', item.self);
   node.classList.toggle('speaking', !!p.speaking);
+  node.classList.toggle('spotlight', !!item.spot);
   node.querySelector('.tile-initials').hidden = !!stream;
   setText(node.querySelector('.avatar'), initials(p.name));
   setText(node.querySelector('.tile-name'), item.self ? t('you') : p.name);
-  renderBadges(node.querySelector('.badges'), statusBadges(p, false));
+  renderBadges(node.querySelector('.badges'), statusBadges(p, false, item.spot));
 }
 
 /** Status shown as icon + text (never colour alone). */
-function statusBadges(p, detailed) {
+function statusBadges(p, detailed, spotlight = false) {
   const list = [];
+  if (spotlight) list.push(['star', t('statusSpotlight'), 'badge-spotlight']);
   if (p.connected === false) list.push(['leave', t('statusReconnecting'), 'badge-muted']);
   if (p.speaking) list.push(['speaking', t('statusSpeaking'), 'badge-speaking']);
   if (p.muted) list.push(['micOff', detailed && p.host_muted ? t('statusHostMuted') : t('statusMuted'), 'badge-muted']);
@@ -137,7 +145,7 @@ function renderParticipants(room, you, isHost, actions) {
   const list = $('participant-list');
   const participants = room.participants || [];
   reconcile(list, participants, (p) => p.id, (p) => createParticipant(p, actions),
-    (node, p) => updateParticipant(node, p, you, isHost));
+    (node, p) => updateParticipant(node, p, you, isHost, room.spotlight === p.id));
   if (!participants.some((p) => !you || p.id !== you.id)) {
     list.append(el('li', { class: 'muted-text', text: t('noOthers') }));
   }
@@ -156,24 +164,30 @@ function createParticipant(p, actions) {
       el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'mute', onclick: act('toggleMute') }),
       el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'forbid', onclick: act('toggleForbid') }),
       el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'hand', onclick: act('lowerHand') }),
+      el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'spotlight', onclick: act('toggleSpotlight') }),
       el('button', { type: 'button', class: 'btn btn-small btn-danger-quiet', 'data-act': 'remove', onclick: act('remove') })));
   return node;
 }
 
-function updateParticipant(node, p, you, isHost) {
+function updateParticipant(node, p, you, isHost, spotlit) {
   node.participant = p;
   const isYou = !!you && p.id === you.id;
+  node.classList.toggle('spotlight', spotlit);
   setText(node.querySelector('.avatar'), initials(p.name));
   setText(node.querySelector('.p-name'), isYou ? `${p.name} ${t('youSuffix')}` : p.name);
   setText(node.querySelector('.p-meta'), `${t(`role_${p.role}`)} · ${t(`kind_${p.kind}`)}`);
-  renderBadges(node.querySelector('.badges'), statusBadges(p, true));
+  renderBadges(node.querySelector('.badges'), statusBadges(p, true, spotlit));
 
   const group = node.querySelector('.p-actions');
-  const showActions = isHost && !isYou;
-  group.hidden = !showActions;
-  if (!showActions) return;
+  group.hidden = !isHost;
+  if (!isHost) return;
   group.setAttribute('aria-label', t('actionsFor', { name: p.name }));
   const btn = (name) => group.querySelector(`[data-act="${name}"]`);
+  // A host may put anyone in the spotlight, themselves included (the chair of a session).
+  const spot = btn('spotlight');
+  setText(spot, t(spotlit ? 'hostEndSpotlight' : 'hostSpotlight', { name: p.name }));
+  for (const name of ['mute', 'forbid', 'hand', 'remove']) btn(name).hidden = isYou;
+  if (isYou) return;
   const mute = btn('mute');
   // A host lifts only a host's mute; a participant's own mute stays theirs.
   setText(mute, t(p.host_muted ? 'hostUnmute' : 'hostMute', { name: p.name }));
@@ -188,9 +202,15 @@ function updateParticipant(node, p, you, isHost) {
 
 // -- host controls and waiting room --------------------------------------------------------------
 
-function renderHostSection(room, isHost) {
+function renderHostSection(room, isHost, you) {
   $('host-section').hidden = !isHost;
   if (!isHost) return;
+  for (const radio of document.querySelectorAll('input[name="layout"]')) radio.checked = radio.value === room.layout;
+  const spotlit = (room.participants || []).find((p) => p.id === room.spotlight);
+  const hint = !spotlit ? t('spotlightNone')
+    : you && spotlit.id === you.id ? t('spotlightHintYou') : t('spotlightHint', { name: spotlit.name });
+  setText($('spotlight-hint'), hint);
+  setHidden($('btn-end-spotlight'), !spotlit, $('btn-lock'));
   const lockBtn = $('btn-lock');
   setText(lockBtn, room.locked ? t('unlock') : t('lock'));
   setText($('lock-hint'), room.locked ? t('lockedHint') : t('unlockedHint'));

@@ -24,6 +24,8 @@ VALID: dict[str, tuple[dict[str, Any], type, dict[str, Any]]] = {
     "mute_self": ({"type": "mute_self", "muted": True}, sig.SelfMute, {"muted": True}),
     "video_self": ({"type": "video_self", "off": False}, sig.SelfVideo, {"off": False}),
     "hand": ({"type": "hand", "raised": False, "participant": "p1"}, sig.Hand, {"raised": False, "participant": "p1"}),
+    "set_layout": ({"type": "set_layout", "layout": "grid"}, sig.SetLayout, {"layout": "grid"}),
+    "spotlight": ({"type": "spotlight", "participant": "p1"}, sig.Spotlight, {"participant": "p1"}),
     "mute": (
         {"type": "mute", "participant": "p1", "forbid_self_unmute": True},
         sig.Mute,
@@ -55,6 +57,8 @@ REQUIRED: dict[str, list[str]] = {
     "mute_self": ["muted"],
     "video_self": ["off"],
     "hand": ["raised"],
+    "set_layout": ["layout"],
+    "spotlight": ["participant"],
     "mute": ["participant"],
     "unmute": ["participant"],
     "forbid_self_unmute": ["participant", "forbidden"],
