@@ -231,8 +231,21 @@ class WebRtcConfig(_Strict):
     )
 
 
+class ComposedVideoConfig(_Strict):
+    """The composed picture legs that take one video stream (room systems) receive."""
+
+    width: int = Field(1280, ge=160, le=1920, multiple_of=16, description="the most any room system gets")
+    height: int = Field(720, ge=90, le=1080, multiple_of=2)
+    fps: int = Field(30, ge=5, le=30)
+    bitrate_kbps: int = Field(1500, ge=64, le=8000, description="at the full size and rate; less where the far end asks")
+    speaker_hold_s: float = Field(
+        2.0, ge=0, le=30, description="the large picture stays on a speaker at least this long (no flicker)"
+    )
+
+
 class MediaConfig(_Strict):
     mixer: MixerConfig = Field(default_factory=MixerConfig)
+    composed: ComposedVideoConfig = Field(default_factory=ComposedVideoConfig)
     jitter: JitterConfig = Field(default_factory=JitterConfig)
     opus: OpusConfig = Field(default_factory=OpusConfig)
 
@@ -362,6 +375,16 @@ class SipConfig(_Strict):
     )
     media_timeout_s: float = Field(
         60.0, ge=5, description="a call whose RTP stops this long (not on hold) is ended: the caller is gone"
+    )
+    video: bool = Field(
+        True, description="room systems send and receive video (H.264, VP8); false: every video line is declined"
+    )
+    video_codecs: list[Literal["H264", "VP8"]] = Field(
+        default_factory=lambda: list[Literal["H264", "VP8"]](["H264", "VP8"]),
+        description="video codecs taken from room systems and offered to them, in this order",
+    )
+    video_max_kbps: int = Field(
+        2048, ge=64, le=20_000, description="video bandwidth of a room system's call (b=AS), both ways at most"
     )
 
     @field_validator("trunk_sources")

@@ -1,6 +1,8 @@
 """Prometheus metrics, read from the live state at each scrape (prometheus_client's custom collector):
 participants by room and leg kind, the lobby, mixer ticks (late and skipped), packet loss and
-jitter, SIP calls and their failures by reason, and the event loop's lag.
+jitter, how video is carried (frames forwarded untouched, transcoded, decodes and encodes of the
+transcoders and of the composed picture), SIP calls and their failures by reason, and the event
+loop's lag.
 
 Protocol-free: the SIP side hands in a function that returns its counters."""
 
@@ -80,6 +82,32 @@ class GatewayCollector(Collector):
             "gateway_audio_frames_lost", "Audio frames lost before the mixer (current participants)", labels=["room"]
         )
         jitter = GaugeMetricFamily("gateway_audio_jitter_ms", "Worst inbound audio jitter of a room's participants", labels=["room"])
+        video: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            "frames_forwarded": CounterMetricFamily(
+                "gateway_video_frames_forwarded", "Video frames forwarded to receivers as they came (no decode)", labels=["room"]
+            ),
+            "frames_transcoded": CounterMetricFamily(
+                "gateway_video_frames_transcoded", "Video frames delivered after a transcode", labels=["room"]
+            ),
+            "transcoder_decodes": CounterMetricFamily(
+                "gateway_video_transcoder_decodes", "Video frames decoded to be transcoded for receivers", labels=["room"]
+            ),
+            "transcoders": GaugeMetricFamily(
+                "gateway_video_transcoders", "Transcoders running (one per sender and output codec)", labels=["room"]
+            ),
+            "composed_decodes": CounterMetricFamily(
+                "gateway_video_composed_decodes", "Camera frames decoded for the composed picture", labels=["room"]
+            ),
+            "compositions": CounterMetricFamily(
+                "gateway_video_compositions", "Composed pictures made for room systems", labels=["room"]
+            ),
+            "composed_encodes": CounterMetricFamily(
+                "gateway_video_composed_encodes", "Composed pictures encoded (once per output, however many receive it)", labels=["room"]
+            ),
+            "composed_encoders": GaugeMetricFamily(
+                "gateway_video_composed_encoders", "Encoders of the composed picture (one per distinct output)", labels=["room"]
+            ),
+        }
         for conference in self._directory:
             room = conference.room
             by_kind: dict[str, int] = {}
@@ -102,7 +130,10 @@ class GatewayCollector(Collector):
                     worst = max(worst, buffer.jitter_ms)
             lost.add_metric([room.id], frames_lost)
             jitter.add_metric([room.id], round(worst, 3))
-        yield from (participants, lobby, ticks, late, skipped, lost, jitter)
+            for name, value in conference.video_counters().items():
+                if name in video:
+                    video[name].add_metric([room.id], value)
+        yield from (participants, lobby, ticks, late, skipped, lost, jitter, *video.values())
 
         if self._calls is not None:
             counters = self._calls()

@@ -1,8 +1,17 @@
-"""A live meeting: binds a Room's rules to its media (mixer, video router, media clock) and its legs.
+"""A live meeting: binds a Room's rules to its media (mixer, video router, compositor, media
+clock) and its legs.
 
 Protocol-free. Legs attach once admitted; the conference keeps the mixer's mute flags equal to
 the room's mute state on every event, so enforcement never depends on any client; removes and
 ends hang the affected legs up; speaking detected by the mixer flows back into the room.
+
+Video: browsers get other participants' streams forwarded one by one (the router); legs whose main
+stream is `composed` (room systems, which take one picture) get the room's composed picture. The
+compositor exists while such a leg is in the room: it takes every participant's camera from the
+router like one more receiver, composes the room's layout once, and encodes it once per distinct
+output (codec, profile, size, rate). Self-view policy: a room system's own tile is left out only
+while it is the only room system in the room (then there is one output and leaving it out costs
+nothing); with several, all see the same picture, themselves included, and share its encodes.
 """
 
 from __future__ import annotations
@@ -18,13 +27,28 @@ from gateway.rooms.events import RoomEvent
 from gateway.rooms.leg import Leg
 from gateway.rooms.room import Room
 from gateway.transcode.clock import ClockDriver, MediaClock
-from gateway.transcode.codecs import StreamKind, codec_names
+from gateway.transcode.codecs import StreamCodec, StreamKind, codec_names
+from gateway.transcode.compositor import Compositor, OutputSpec, Tile
+from gateway.transcode.layout import Layout
 from gateway.transcode.mixer import Mixer
-from gateway.transcode.video import EncodedVideoFrame, TranscodePool, VideoRouter, VideoSourceId
+from gateway.transcode.video import COMPOSED, EncodedVideoFrame, TranscodePool, VideoRouter, VideoSourceId
 
 log = structlog.get_logger(__name__)
 
 _MUTE_EVENTS = {"muted", "unmuted", "mute_changed", "participant_joined"}
+_SCENE_EVENTS = {
+    "participant_joined",
+    "participant_left",
+    "participant_removed",
+    "video_changed",
+    "connection_changed",
+    "speaking_started",
+    "speaking_stopped",
+    "layout_changed",
+    "spotlight_changed",
+    "meeting_ended",
+}
+_COMPOSITOR = "#compositor"  # the compositor's receiver id in the router
 _HANG_UP_EVENTS = {"participant_removed": "removed"}
 
 
@@ -48,6 +72,9 @@ class Conference:
         )
         self._transcoders: TranscodePool | None = None
         self.video = video_router or VideoRouter(transcode=self._transcode)
+        self._composed = media.composed
+        self.compositor: Compositor | None = None
+        self._composed_legs: dict[str, OutputSpec] = {}
         self.clock = MediaClock(
             self._tick,
             period_s=media.mixer.tick_ms / 1000,
@@ -98,8 +125,105 @@ class Conference:
             self.video.add_source(source, stream.request_keyframe)
         receiving = [s for s in streams.values() if s.codecs]
         receiving.sort(key=lambda s: s.kind is not StreamKind.MAIN)
-        if receiving:
-            self.video.add_receiver(pid, receiving[0].codecs, leg.send_video)
+        composed = receiving[0] if receiving and receiving[0].composed else None
+        if composed is not None:
+            self.video.remove_receiver(pid)
+            self._compose_for(leg, composed.codecs[0])
+        else:
+            self._stop_composing_for(pid)
+            if receiving:
+                self.video.add_receiver(pid, receiving[0].codecs, leg.send_video)
+        if self.compositor is not None:
+            self._feed_compositor()
+            self._update_scene()
+
+    # -- the composed picture ---------------------------------------------------------------------
+
+    def _compose_for(self, leg: Leg, codec: StreamCodec | str) -> None:
+        config = self._composed
+        if isinstance(codec, str):
+            codec = StreamCodec(codec, 0, 90_000)
+        spec = OutputSpec.for_codec(
+            codec, width=config.width, height=config.height, fps=config.fps, max_kbps=config.bitrate_kbps
+        )
+        pid = leg.participant_id
+        if self._composed_legs.get(pid) == spec:
+            return
+        if self.compositor is None:
+            self.compositor = Compositor(
+                asyncio.get_running_loop(),
+                max_fps=config.fps,
+                speaker_hold_s=config.speaker_hold_s,
+                canvas=(config.width, config.height),
+            )
+            self.compositor.on_keyframe_needed = self._compositor_lost_picture
+            self.video.add_receiver(_COMPOSITOR, ("VP8", "H264"), self._to_compositor)
+        self._composed_legs[pid] = spec
+        self.compositor.add_output(pid, spec, lambda frame: leg.send_video(COMPOSED, frame))
+        self._log.info("composed picture for a leg", participant=pid, output=f"{spec.codec} {spec.width}x{spec.height}@{spec.fps}")
+
+    def _stop_composing_for(self, pid: str) -> None:
+        if self._composed_legs.pop(pid, None) is not None and self.compositor is not None:
+            self.compositor.remove_output(pid)
+            self._update_scene()
+
+    def _to_compositor(self, source: VideoSourceId, frame: EncodedVideoFrame) -> None:
+        if self.compositor is not None:
+            self.compositor.on_frame(source.participant, frame)
+
+    def _compositor_lost_picture(self, participant: str) -> None:
+        self.video.request_keyframe(VideoSourceId(participant))
+
+    def _feed_compositor(self) -> None:
+        """The compositor takes every participant's camera (subscribing again is a no-op)."""
+        for source in self.video.source_ids():
+            if source.stream is StreamKind.MAIN:
+                self.video.subscribe(_COMPOSITOR, source)
+
+    def _update_scene(self) -> None:
+        compositor = self.compositor
+        if compositor is None:
+            return
+        room = self.room
+        sources = set(self.video.source_ids())
+        tiles = [
+            Tile(p.id, p.name, has_video=not p.video_off and VideoSourceId(p.id) in sources)
+            for p in room.participants.values()
+        ]
+        speaking = {p.id for p in room.participants.values() if p.speaking}
+        exclude = next(iter(self._composed_legs)) if len(self._composed_legs) == 1 else None
+        compositor.set_scene(tiles, Layout(room.layout), room.spotlight, speaking, exclude=exclude)
+
+    def request_keyframe(self, pid: str, source: VideoSourceId) -> None:
+        """A leg's remote lost the picture it receives from `source`: the encoder serving that leg
+        (the composition) or the forwarded stream's sender is asked for a keyframe."""
+        if source == COMPOSED:
+            if self.compositor is not None:
+                self.compositor.request_keyframe(pid)
+        else:
+            self.video.request_keyframe(source)
+
+    def limit_video_bitrate(self, pid: str, bps: int) -> None:
+        """The leg's remote asked for at most this bit rate (RTCP TMMBR or REMB)."""
+        if self.compositor is not None and pid in self._composed_legs:
+            self.compositor.set_bitrate(pid, bps)
+
+    def video_counters(self) -> dict[str, Any]:
+        """How the room's video is carried: frames forwarded untouched, transcoded, decodes and
+        encodes (by the transcoders and the compositor)."""
+        transcoders = self._transcoders.counters() if self._transcoders is not None else {}
+        composed = self.compositor.counters() if self.compositor is not None else {}
+        return {
+            "frames_forwarded": self.video.frames_forwarded,
+            "frames_transcoded": self.video.frames_transcoded,
+            "frames_undecodable": self.video.frames_undecodable,
+            "transcoder_decodes": transcoders.get("decodes", 0),
+            "transcoders": transcoders.get("transcoders", 0),
+            "composed_decodes": composed.get("decodes", 0),
+            "compositions": composed.get("compositions", 0),
+            "composed_encodes": composed.get("encodes", 0),
+            "composed_encoders": composed.get("encoders", 0),
+        }
 
     def detach(self, participant_id: str) -> None:
         if participant_id in self.legs:
@@ -109,10 +233,15 @@ class Conference:
         leg = self.legs.pop(participant_id, None)
         self.mixer.remove(participant_id)
         self.video.remove_receiver(participant_id)
+        self._stop_composing_for(participant_id)
         if participant_id in self.room.participants:
             self.video.remove_sources(participant_id)  # may reconnect: others stay subscribed
         else:
             self.video.remove(participant_id)
+        if self.compositor is not None:
+            self.compositor.remove_source(participant_id)
+            if not self._composed_legs:
+                self._close_compositor()
         if leg is not None:
             self._log.info("leg detached", participant=participant_id, legs=len(self.legs))
         if not self.legs:
@@ -157,6 +286,8 @@ class Conference:
             self.video.remove(pid)
             if self._transcoders is not None:
                 self._transcoders.drop(pid)
+        if event.type in _SCENE_EVENTS and self.compositor is not None:
+            self._update_scene()
         for leg in list(self.legs.values()):
             try:
                 leg.on_room_event(event)
@@ -228,8 +359,19 @@ class Conference:
             "jitter_ms": round(jitter.jitter_ms, 2) if jitter else counters.get("rtp_jitter_ms"),
         }
 
+    def _close_compositor(self) -> None:
+        compositor, self.compositor = self.compositor, None
+        self.video.remove_receiver(_COMPOSITOR)
+        if compositor is not None:
+            task = asyncio.get_running_loop().create_task(compositor.close())
+            self._hang_ups.add(task)
+            task.add_done_callback(self._hang_ups.discard)
+
     async def close(self) -> None:
         self._unsubscribe()
         if self._transcoders is not None:
             self._transcoders.close()
+        if self.compositor is not None:
+            compositor, self.compositor = self.compositor, None
+            await compositor.close()
         await self.clock.stop()

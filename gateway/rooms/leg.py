@@ -6,7 +6,9 @@ through `on_room_event`; legs push their inbound media into the Conference.
 
 A leg owns one audio stream (`audio_in_codec`, `audio_out_format`, `send_audio`) and any number of
 video streams (`video_streams`: main, content), each with its negotiated codecs and the way to ask
-its sender for a keyframe (RTCP PLI/FIR today; SIP INFO and H.245 fast update fit the same slot).
+its sender for a keyframe (RTCP PLI/FIR, SIP INFO picture_fast_update; H.245 fast update fits the
+same slot). A stream that is `composed` receives the room's composed picture (`COMPOSED` as its
+source) instead of forwarded participants.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class VideoStream:
     codecs: tuple[StreamCodec | str, ...] = ()
     request_keyframe: KeyframeRequest = _no_keyframe
     sends: bool = True
+    # Whether it takes the room's composed picture (a room system's one main stream) rather than
+    # other participants' streams forwarded one by one (a browser's slots).
+    composed: bool = False
 
     @property
     def codec_names(self) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ from gateway.rtp.crypto import Crypto
 from gateway.rtp.session import (
     Address,
     AudioIn,
+    BitrateWanted,
     DigitIn,
     ForeignSource,
     KeyframeWanted,
@@ -135,6 +136,10 @@ class _VideoLine:
     sending: bool = True
     receiving: bool = True
     last_source: VideoSourceId | None = None  # whose frames went out last (a PLI asks that source)
+    # How to ask the remote for a keyframe when no RTCP feedback was agreed (SIP INFO
+    # picture_fast_update), and when we last did: at most one a second.
+    ask_by_signalling: Callable[[], None] | None = None
+    last_signalled_ask: float = -1e9
 
     @property
     def local_port(self) -> int:
@@ -320,8 +325,14 @@ class RtpLeg:
             raise ValueError(f"{kind} is not a video stream")
         line = self._video.get(kind)
         if line is None:
+            # A room system takes one picture on its main line: the room's composition.
             line = self._video[kind] = _VideoLine(
-                VideoStream(kind, request_keyframe=functools.partial(self._ask_keyframe, kind), sends=False)
+                VideoStream(
+                    kind,
+                    request_keyframe=functools.partial(self._ask_keyframe, kind),
+                    sends=False,
+                    composed=kind is StreamKind.MAIN,
+                )
             )
         if line.rtp is None:
             line.rtp, line.rtcp = await _open_pair(
@@ -347,9 +358,11 @@ class RtpLeg:
         direction: str = "sendrecv",
         local_crypto: Crypto | None = None,
         remote_crypto: Crypto | None = None,
+        ask_keyframe_by_signalling: Callable[[], None] | None = None,
     ) -> None:
         """What an offer/answer agreed for a video line opened with `open_video`, first or again.
-        The first codec is the one we send; all of them are taken from the remote."""
+        The first codec is the one we send; all of them are taken from the remote. Without RTCP
+        feedback agreed, keyframes are asked for with `ask_keyframe_by_signalling` (SIP INFO)."""
         line = self._video.get(kind)
         if line is None or line.rtp is None:
             raise RuntimeError(f"the {kind} video line is not open")
@@ -383,6 +396,7 @@ class RtpLeg:
             )
         line.sending = direction in ("sendrecv", "sendonly") and remote[0] not in ("0.0.0.0", "::")
         line.receiving = direction in ("sendrecv", "recvonly")
+        line.ask_by_signalling = ask_keyframe_by_signalling
         line.stream.codecs = codecs if line.sending else ()
         line.stream.sends = line.receiving
         if self.conference is not None:
@@ -404,11 +418,26 @@ class RtpLeg:
         return {kind: line.stream for kind, line in self._video.items() if line.session is not None}
 
     def _ask_keyframe(self, kind: StreamKind) -> None:
-        """The room wants a keyframe of what the remote sends on this line: RTCP PLI (or FIR)."""
+        """The room wants a keyframe of what the remote sends on this line: RTCP PLI (or FIR), or a
+        SIP INFO where no RTCP feedback was agreed (rate-limited: one a second)."""
         line = self._video.get(kind)
         if line is None or line.session is None or not line.session.may_send:
             return
+        if line.ask_by_signalling is not None:
+            now = asyncio.get_running_loop().time()
+            if now - line.last_signalled_ask >= 1.0:
+                line.last_signalled_ask = now
+                line.session.stats.keyframes_asked += 1
+                line.ask_by_signalling()
+            return
         _send_rtcp(line.session, line.rtp, line.rtcp, line.session.keyframe_request())
+
+    def keyframe_wanted(self, kind: StreamKind = StreamKind.MAIN) -> None:
+        """The remote asked for a full picture of what we send on this line (RTCP PLI/FIR, or a
+        SIP INFO picture_fast_update): its source (the composition, or a forwarded one) is asked."""
+        line = self._video.get(kind)
+        if line is not None and self.conference is not None and line.last_source is not None:
+            self.conference.request_keyframe(self.participant_id, line.last_source)
 
     def _on_video_datagram(self, line: _VideoLine, rtcp_port: bool, data: bytes, source: Address) -> None:
         session = line.session
@@ -420,8 +449,10 @@ class RtpLeg:
                 if self.conference is not None and line.receiving:
                     self.conference.push_video(self.participant_id, event.frame, line.stream.kind)
             elif isinstance(event, KeyframeWanted):
-                if self.conference is not None and line.last_source is not None:
-                    self.conference.video.request_keyframe(line.last_source)
+                self.keyframe_wanted(line.stream.kind)
+            elif isinstance(event, BitrateWanted):
+                if self.conference is not None:
+                    self.conference.limit_video_bitrate(self.participant_id, event.bps)
             elif isinstance(event, PictureLost):
                 self._ask_keyframe(line.stream.kind)
             elif isinstance(event, SourceLearned):

@@ -13,6 +13,7 @@ neutral Ending in SIP's terms (sip/endings.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import re
 import socket
@@ -40,7 +41,8 @@ from gateway.rooms.ratelimit import RateLimit
 from gateway.rtp.leg import RtpLeg
 from gateway.sip import negotiation
 from gateway.sip.endings import sip_status
-from gateway.sip.negotiation import AudioChoice, MediaPlan, MediaSession
+from gateway.sip.message import MEDIA_CONTROL, picture_fast_update_body
+from gateway.sip.negotiation import AudioChoice, MediaPlan, MediaSession, VideoChoice
 from gateway.sip.sdp import SdpError, SessionDescription
 from gateway.sip.transport import SipTransport
 from gateway.sip.uri import dial_target
@@ -51,17 +53,29 @@ from gateway.sip.useragent import (
     DigitReceived,
     Event,
     IncomingCall,
+    KeyframeRequested,
     OfferReceived,
     OfferRequested,
     Peer,
 )
 from gateway.transcode.audio import SILENCE, AudioCodec, AudioFormat, make_encoder
+from gateway.transcode.codecs import StreamCodec, StreamKind, h264, vp8
 
 log = structlog.get_logger(__name__)
 
 _CODECS = {"PCMU": AudioCodec.PCMU, "PCMA": AudioCodec.PCMA, "G722": AudioCodec.G722, "opus": AudioCodec.OPUS}
 _NUMBER = re.compile(r"^\+?[0-9]{2,32}$")
 _DIGITS_PER_S = 10  # keys a person can press in a second, at most
+
+
+def video_codecs(names: list[str]) -> tuple[StreamCodec, ...]:
+    """What room systems may send and receive, in the configured order: H.264 in both
+    packetization modes (any profile and level is taken; these are what our offers name), VP8."""
+    made: dict[str, tuple[StreamCodec, ...]] = {
+        "H264": (h264(97, "42e01f", 1), h264(98, "42e01f", 0)),
+        "VP8": (vp8(96),),
+    }
+    return tuple(codec for name in names for codec in made[name])
 
 
 class SipService:
@@ -71,6 +85,7 @@ class SipService:
         self.pin_guard = pin_guard
         self.prompts = PromptLibrary()
         self.codecs = [_CODECS[name] for name in config.sip.codecs]
+        self.video_codecs = video_codecs(list(config.sip.video_codecs)) if config.sip.video else ()
         self.calls: dict[int, SipCall] = {}
         self.stack: SipTransport | None = None
         self._silence: dict[AudioFormat, bytes] = {}
@@ -229,6 +244,8 @@ class SipService:
             self._guarded(event.call, lambda c: c.on_answer(event.sdp))
         elif isinstance(event, DigitReceived):
             self.digit(event.call, event.digit, event.via)
+        elif isinstance(event, KeyframeRequested):
+            self._guarded(event.call, lambda c: c.leg.keyframe_wanted(StreamKind.MAIN))
         elif isinstance(event, CallConfirmed):
             self.confirmed(event.call)
         elif isinstance(event, CallEnded):
@@ -299,6 +316,13 @@ class SipCall:
         self.media: MediaSession | None = None  # our side of offer/answer, once we have a port
         self._keys_per_s = RateLimit(_DIGITS_PER_S, 1.0)
         self._digits_dropped = 0
+        self._work: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs a piece of this call's work on the loop; a failure ends this call only."""
+        task = asyncio.get_running_loop().create_task(self.service._supervised(self, work))
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
 
     @property
     def language(self) -> str:
@@ -402,6 +426,11 @@ class SipCall:
             self.log.error("no RTP port for a call", error=str(exc))
             self._reject(503, "No media port free")
             return
+        video_port = None
+        if self.service.video_codecs and (
+            offer is None or negotiation.video_offered(offer, self.service.video_codecs, require_srtp=require_srtp)
+        ):
+            video_port = await self._open_video()
         if self.phase == "ended":  # cancelled meanwhile
             self.leg.close()
             return
@@ -412,6 +441,9 @@ class SipCall:
             prefer_ours=config.prefer_our_codecs,
             user_agent=config.user_agent.replace(" ", "-"),
             require_srtp=require_srtp,
+            video_port=video_port,
+            video_codecs=self.service.video_codecs,
+            video_max_kbps=config.video_max_kbps,
         )
         self.media = MediaSession(plan)
         if offer is not None:
@@ -423,6 +455,7 @@ class SipCall:
                 return
             body = answer.sdp
             self.apply(answer.audio)
+            self.apply_video(answer.video)
         else:
             body = self.media.offer()  # a late offer: ours in the 200, the answer in the ACK
         self._first_room = conference
@@ -430,12 +463,45 @@ class SipCall:
         self.log.info("call answered", kind=self.kind.value, name=self.name, transport=self.incoming.transport)
         self.stack.answer(self.incoming.call, body)
 
+    async def _open_video(self) -> int | None:
+        """A socket pair for the main video line; None (video declined, the call goes on) when no
+        port is free."""
+        config = self.service.config.sip
+        try:
+            return await self.leg.open_video(StreamKind.MAIN, config.host, config.rtp_port_min, config.rtp_port_max)
+        except OSError as exc:
+            self.log.warning("no RTP port for video; the call goes on with audio", error=str(exc))
+            return None
+
     def on_offer(self, offer: str) -> None:
-        """A re-INVITE or UPDATE with an offer (hold, resume, codec change): answered from our
-        plan, or refused 488 with the session unchanged."""
+        """A re-INVITE or UPDATE with an offer (hold, resume, codec change, video added or
+        removed): answered from our plan, or refused 488 with the session unchanged. An offer that
+        adds video while we have no video port gets one first (answered a moment later)."""
         if self.media is None:
             self.stack.refuse_offer(self.incoming.call, 491, "Request Pending")
             return
+        plan = self.media.plan
+        if plan.video_port is None and self.service.video_codecs:
+            try:
+                parsed = negotiation.parse(offer)
+                wants_video = negotiation.video_offered(parsed, plan.video_codecs, require_srtp=plan.require_srtp)
+            except SdpError:
+                wants_video = False  # (answered below: the parse error gets its 488)
+            if wants_video:
+                self._spawn(self._answer_with_video(offer))
+                return
+        self._answer_offer(offer)
+
+    async def _answer_with_video(self, offer: str) -> None:
+        port = await self._open_video()
+        if self.media is None or self.phase in ("ending", "ended"):
+            return
+        if port is not None:
+            self.media.plan = dataclasses.replace(self.media.plan, video_port=port)
+        self._answer_offer(offer)
+
+    def _answer_offer(self, offer: str) -> None:
+        assert self.media is not None
         try:
             answer = self.media.answer(offer)
         except SdpError as exc:
@@ -443,6 +509,7 @@ class SipCall:
             self.stack.refuse_offer(self.incoming.call, 488, "Not Acceptable Here")
             return
         self.apply(answer.audio)
+        self.apply_video(answer.video)
         self.stack.accept_offer(self.incoming.call, answer.sdp)
 
     def on_offer_requested(self) -> None:
@@ -464,6 +531,7 @@ class SipCall:
             self.stack.hang_up(self.incoming.call, (488, exc.reason))
             return
         self.apply(choice)
+        self.apply_video(self.media.video_choice)
 
     def apply(self, choice: AudioChoice) -> None:
         opus = self.service.config.media.opus
@@ -492,6 +560,45 @@ class SipCall:
             telephone_event=choice.telephone_event_pt,
         )
 
+    def apply_video(self, choice: VideoChoice | None) -> None:
+        """What the offer/answer agreed for the main video line: the leg runs it (a room system's
+        camera becomes the participant's video, the room's composed picture goes back), or closes
+        it when video was declined or removed."""
+        if choice is None:
+            if self.leg.video_port(StreamKind.MAIN) is not None:
+                self.leg.remove_video(StreamKind.MAIN)
+                if self.media is not None:
+                    self.media.plan = dataclasses.replace(self.media.plan, video_port=None)
+                self.log.info("video removed")
+            return
+        first = StreamKind.MAIN not in self.leg.video_streams
+        self.leg.apply_video(
+            StreamKind.MAIN,
+            choice.codecs,
+            (choice.remote_address, choice.remote_port),
+            (choice.remote_address, choice.remote_rtcp_port),
+            direction=choice.direction,
+            local_crypto=choice.local_crypto,
+            remote_crypto=choice.remote_crypto,
+            ask_keyframe_by_signalling=None if choice.keyframe_by_rtcp else self._ask_picture_fast_update,
+        )
+        send = choice.codecs[0]
+        self.log.info(
+            "video agreed" if first else "video renegotiated",
+            codec=send.name,
+            pt=send.payload_type,
+            fmtp=send.fmtp_line,
+            direction=choice.direction,
+            avpf=choice.avpf,
+            feedback=",".join(sorted({fb for c in choice.codecs for fb in c.rtcp_fb})),
+            kbps=send.bandwidth_kbps,
+        )
+
+    def _ask_picture_fast_update(self) -> None:
+        """No RTCP feedback was agreed: a keyframe is asked for with a SIP INFO (RFC 5168)."""
+        if self._confirmed and self.phase not in ("ending", "ended"):
+            self.stack.send_info(self.incoming.call, picture_fast_update_body(), MEDIA_CONTROL)
+
     async def dial(self, conference: Conference, uri: str, peer: Peer) -> int:
         """Places the call (dial-out); it joins `conference` when answered."""
         config = self.service.config.sip
@@ -505,6 +612,9 @@ class SipCall:
             codecs=self.service.codecs,
             prefer_ours=True,
             user_agent=config.user_agent.replace(" ", "-"),
+            video_port=await self._open_video() if self.service.video_codecs else None,
+            video_codecs=self.service.video_codecs,
+            video_max_kbps=config.video_max_kbps,
         )
         self.media = MediaSession(plan)
         number = self.stack.invite(uri, peer, self.media.offer(), display_name=conference.room.name)

@@ -54,6 +54,11 @@ class VideoSourceId(NamedTuple):
     stream: StreamKind = StreamKind.MAIN
 
 
+# The source of the composed picture room systems receive (gateway.transcode.compositor): a leg's
+# send_video gets it as the source of those frames, and asks it for keyframes like any other.
+COMPOSED = VideoSourceId("#composed")
+
+
 class VideoTimeline:
     """Rewrites source timestamps onto one outbound timeline that only moves forward, even when
     the stream switches from one source to another (a slot, a forwarded main video)."""
@@ -236,6 +241,7 @@ class TranscodePool:
         self._max_pending = max_pending
         # per (source, codec): the transcoder, its thread, [frames pending, failures]
         self._workers: dict[tuple[VideoSourceId, str], tuple[Transcoder, ThreadPoolExecutor, list[int]]] = {}
+        self.decodes = 0  # frames handed to a transcoder's decoder, in all
 
     def __call__(self, source: VideoSourceId, codec: str, frame: EncodedVideoFrame, done: TranscodeDone) -> None:
         worker = self._workers.get((source, codec))
@@ -246,6 +252,7 @@ class TranscodePool:
         if counts[0] >= self._max_pending and not frame.keyframe:
             return  # falling behind: skip to the next keyframe rather than build up delay
         counts[0] += 1
+        self.decodes += 1
 
         def finished(future: Future[list[EncodedVideoFrame]]) -> None:
             counts[0] -= 1
@@ -261,6 +268,10 @@ class TranscodePool:
                 self._loop.call_soon_threadsafe(done, frames)
 
         executor.submit(transcoder.transcode, frame).add_done_callback(finished)
+
+    def counters(self) -> dict[str, int]:
+        """Transcoders running (one per source and output codec) and frames they decoded."""
+        return {"transcoders": len(self._workers), "decodes": self.decodes}
 
     def drop(self, participant: str) -> None:
         """The participant left: the transcoders of all its streams go."""
@@ -337,6 +348,9 @@ class VideoRouter:
         self._receivers.pop(participant, None)
         for subscribers in self._subscribers.values():
             subscribers.discard(participant)
+
+    def source_ids(self) -> list[VideoSourceId]:
+        return list(self._sources)
 
     def sources_of(self, participant: str) -> list[VideoSourceId]:
         return [id for id in self._sources if id.participant == participant]

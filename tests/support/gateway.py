@@ -160,3 +160,15 @@ def participant(gateway: RunningGateway, room: str, name: str) -> dict[str, obje
     response = gateway.api("GET", f"/api/rooms/{room}/participants")
     assert response.status_code == 200, response.text
     return next((p for p in response.json() if p["name"] == name), None)
+
+
+def metric(gateway: RunningGateway, name: str, **labels: str) -> float:
+    """One sample of the gateway's /metrics (a counter's `_total` or a gauge), 0 when absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = gateway.api("GET", "/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in (name, f"{name}_total") and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
