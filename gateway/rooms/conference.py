@@ -17,7 +17,7 @@ nothing); with several, all see the same picture, themselves included, and share
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -75,6 +75,8 @@ class Conference:
         self._composed = media.composed
         self.compositor: Compositor | None = None
         self._composed_legs: dict[str, OutputSpec] = {}
+        self._source_watchers: list[Callable[[VideoSourceId], None]] = []
+        self.video.source_codec_changed = self._source_codec_changed
         self.clock = MediaClock(
             self._tick,
             period_s=media.mixer.tick_ms / 1000,
@@ -252,13 +254,36 @@ class Conference:
             self._transcoders = TranscodePool(asyncio.get_running_loop())
         self._transcoders(source, codec, frame, done)
 
-    def set_video_subscriptions(self, receiver_id: str, source_ids: Sequence[VideoSourceId]) -> None:
+    def set_video_subscriptions(
+        self,
+        receiver_id: str,
+        source_ids: Sequence[VideoSourceId],
+        codecs: Mapping[VideoSourceId, Sequence[StreamCodec | str]] | None = None,
+    ) -> None:
+        """What a receiver shows: these sources (`codecs`: what it takes of each, where that is
+        not what it takes as a whole, e.g. a browser's slot that sends one codec)."""
         current = self.video.subscriptions(receiver_id)
         for source in current - set(source_ids):
             self.video.unsubscribe(receiver_id, source)
         for source in source_ids:
-            if source not in current:
-                self.video.subscribe(receiver_id, source)
+            self.video.subscribe(receiver_id, source, codecs.get(source) if codecs else None)
+
+    def video_source_codec(self, source: VideoSourceId) -> str | None:
+        """The codec a source sends, once its first frame came."""
+        return self.video.source_codec(source)
+
+    def watch_video_sources(self, listener: Callable[[VideoSourceId], None]) -> Callable[[], None]:
+        """`listener(source)` is called when a source's codec becomes known or changes (a receiver
+        may then show it where it can be forwarded as it is). Returns the way to stop watching."""
+        self._source_watchers.append(listener)
+        return lambda: self._source_watchers.remove(listener) if listener in self._source_watchers else None
+
+    def _source_codec_changed(self, source: VideoSourceId) -> None:
+        for listener in list(self._source_watchers):
+            try:
+                listener(source)
+            except Exception:
+                self._log.exception("a video source watcher failed", source=source.participant)
 
     # -- media in -------------------------------------------------------------------------------
 

@@ -9,7 +9,10 @@ A new subscriber waits for a keyframe (and one is requested from the source, rat
 receivers' keyframe requests travel back the same way. When a receiver accepts none of the
 source's codec, one Transcoder per (source, output codec) decodes once and encodes once, and all
 receivers of that codec share its output. Receivers are participants (one per leg); which of its
-outbound streams a frame goes to is the leg's business (by the source's stream kind).
+outbound streams a frame goes to is the leg's business (by the source's stream kind). A
+subscription may take other codecs than its receiver as a whole (a browser's slot sends the one
+codec aiortc picked for it); the router says when a source's codec becomes known or changes
+(`source_codec_changed`), so a receiver can show it where it is forwarded as it is.
 
 Frames come from the network: an empty one is dropped before anyone gets it; one the transcoder
 cannot decode is dropped and counted (`frames_undecodable`), a keyframe is asked of its source and
@@ -123,13 +126,11 @@ class TranscodeDone:
 
 
 @dataclass
-class _Receiver:
-    id: str
-    codecs: tuple[StreamCodec | str, ...]  # preferred first; a bare name takes any profile
-    deliver: Deliver
-    waiting_keyframe: set[VideoSourceId] = field(default_factory=set)
-    frames_out: int = 0
-    send_failures: int = 0
+class _Codecs:
+    """What a receiver (or one of its subscriptions) takes: codecs preferred first; a bare name
+    takes any profile."""
+
+    codecs: tuple[StreamCodec | str, ...]
     names: frozenset[str] = frozenset()
     # whether it takes a stream negotiated as this descriptor as it is (computed once per descriptor)
     takes: dict[StreamCodec, bool] = field(default_factory=dict)
@@ -153,6 +154,21 @@ class _Receiver:
         """The codec a transcode for this receiver makes: its preferred one."""
         first = self.codecs[0]
         return (first if isinstance(first, str) else first.name).upper()
+
+
+@dataclass
+class _Receiver(_Codecs):
+    id: str = ""
+    deliver: Deliver = lambda source, frame: None
+    waiting_keyframe: set[VideoSourceId] = field(default_factory=set)
+    frames_out: int = 0
+    send_failures: int = 0
+    # Subscriptions that take other codecs than the receiver as a whole (a browser's slot: the one
+    # codec its transceiver sends)
+    per_source: dict[VideoSourceId, _Codecs] = field(default_factory=dict)
+
+    def codecs_for(self, source: VideoSourceId) -> _Codecs:
+        return self.per_source.get(source, self)
 
 
 @dataclass
@@ -304,6 +320,8 @@ class VideoRouter:
         self.frames_forwarded = 0
         self.frames_transcoded = 0
         self.frames_undecodable = 0
+        # Told when a source's codec becomes known or changes (receivers may place it better)
+        self.source_codec_changed: Callable[[VideoSourceId], None] | None = None
 
     def add_source(self, id: VideoSourceId, request_keyframe: Callable[[], None]) -> None:
         """A stream that sends video, and how to ask its sender for a keyframe. Registering it again
@@ -319,7 +337,7 @@ class VideoRouter:
     def add_receiver(self, id: str, codecs: Sequence[StreamCodec | str], deliver: Deliver) -> None:
         """A participant that takes video in these codecs (preferred first; descriptors with their
         profiles, or bare names for any profile)."""
-        self._receivers[id] = _Receiver(id, tuple(codecs), deliver)
+        self._receivers[id] = _Receiver(tuple(codecs), id=id, deliver=deliver)
 
     def remove_source(self, id: VideoSourceId) -> None:
         """The stream went away; who subscribed to it stays subscribed (a reconnect)."""
@@ -355,10 +373,18 @@ class VideoRouter:
     def sources_of(self, participant: str) -> list[VideoSourceId]:
         return [id for id in self._sources if id.participant == participant]
 
-    def subscribe(self, receiver_id: str, source_id: VideoSourceId) -> None:
+    def subscribe(
+        self, receiver_id: str, source_id: VideoSourceId, codecs: Sequence[StreamCodec | str] | None = None
+    ) -> None:
+        """`codecs`: what this subscription takes, when it is not what the receiver takes as a whole
+        (a browser's slot sends one codec); subscribing again changes only that."""
         receiver = self._receivers.get(receiver_id)
         if receiver is None or receiver_id == source_id.participant:
             return
+        if codecs is None:
+            receiver.per_source.pop(source_id, None)
+        elif source_id not in receiver.per_source or receiver.per_source[source_id].codecs != tuple(codecs):
+            receiver.per_source[source_id] = _Codecs(tuple(codecs))
         subscribers = self._subscribers.setdefault(source_id, set())
         if receiver_id not in subscribers:
             subscribers.add(receiver_id)
@@ -370,6 +396,7 @@ class VideoRouter:
         receiver = self._receivers.get(receiver_id)
         if receiver is not None:
             receiver.waiting_keyframe.discard(source_id)
+            receiver.per_source.pop(source_id, None)
 
     def subscriptions(self, receiver_id: str) -> set[VideoSourceId]:
         return {source for source, subs in self._subscribers.items() if receiver_id in subs}
@@ -384,6 +411,11 @@ class VideoRouter:
             return
         source.last_request = now
         source.request_keyframe()
+
+    def source_codec(self, source_id: VideoSourceId) -> str | None:
+        """The codec the source sends (of its last frame), None before its first frame."""
+        source = self._sources.get(source_id)
+        return source.codec if source else None
 
     def source_stats(self, source_id: VideoSourceId) -> int:
         source = self._sources.get(source_id)
@@ -419,16 +451,20 @@ class VideoRouter:
         if not frame.data:  # nothing any receiver's packetizer or decoder should be handed
             self._undecodable(source_id)
             return
-        source.codec = frame.codec
+        if source.codec != frame.codec:
+            source.codec = frame.codec
+            if self.source_codec_changed is not None:
+                self.source_codec_changed(source_id)
         needs: dict[str, list[_Receiver]] = {}
         for rid in self._subscribers.get(source_id, ()):
             receiver = self._receivers.get(rid)
             if receiver is None:
                 continue
-            if receiver.accepts(frame):
+            takes = receiver.codecs_for(source_id)
+            if takes.accepts(frame):
                 self._forward(receiver, source_id, frame)
-            elif receiver.codecs:
-                needs.setdefault(receiver.target, []).append(receiver)
+            elif takes.codecs:
+                needs.setdefault(takes.target, []).append(receiver)
         for codec, receivers in needs.items():
             if self._transcode is None:
                 continue

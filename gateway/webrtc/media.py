@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.config import WebRtcConfig
 from gateway.rooms.leg import VideoStream
@@ -45,6 +46,11 @@ class VideoSlot:
     track: EncodedTrack
     source: VideoSourceId | None = None
     timeline: VideoTimeline = field(default_factory=VideoTimeline)
+    # What the browser agreed on this slot; aiortc sends the first (one codec per transceiver)
+    codecs: tuple[StreamCodec, ...] = ()
+
+    def sends(self, codec: str) -> bool:
+        return bool(self.codecs) and self.codecs[0].name.upper() == codec
 
     def show(self, source: VideoSourceId | None) -> None:
         self.source = source
@@ -101,12 +107,18 @@ class BrowserMedia:
         audio_caps = codec_capabilities("audio")
         self.audio.setCodecPreferences([c for c in audio_caps if c.mimeType.lower() == "audio/opus"])
         video_caps = codec_capabilities("video")
-        preferred = []
-        for name in self._config.video_codecs:
-            preferred += [c for c in video_caps if c.mimeType.upper() == f"VIDEO/{name}"]
-        preferred += [c for c in video_caps if c.mimeType.lower() == "video/rtx"]
-        for transceiver in (self.camera, *self._slot_transceivers):
-            transceiver.setCodecPreferences(preferred)
+        names: list[str] = list(self._config.video_codecs)
+
+        def preferred(order: list[str]) -> list[Any]:
+            chosen = [c for name in order for c in video_caps if c.mimeType.upper() == f"VIDEO/{name}"]
+            return chosen + [c for c in video_caps if c.mimeType.lower() == "video/rtx"]
+
+        self.camera.setCodecPreferences(preferred(names))
+        # aiortc sends one codec per transceiver, the first agreed: the slots take turns in which
+        # codec comes first, so that each codec a sender may use has slots that forward it as it is.
+        for i, transceiver in enumerate(self._slot_transceivers):
+            turn = i % len(names) if names else 0
+            transceiver.setCodecPreferences(preferred(names[turn:] + names[:turn]))
 
     async def create_offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -116,9 +128,10 @@ class BrowserMedia:
 
     async def accept_answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-        # All slots were offered alike: the first one says what this browser receives.
-        if self._slot_transceivers:
-            self.main_video.codecs = negotiated_codecs(self._slot_transceivers[0])
+        for slot, transceiver in zip(self.slots, self._slot_transceivers, strict=True):
+            slot.codecs = negotiated_codecs(transceiver)
+        # What this browser receives at all (each slot sends its first codec: `slot_codecs`)
+        self.main_video.codecs = tuple(dict.fromkeys(c for slot in self.slots for c in slot.codecs))
 
     @property
     def audio_mid(self) -> str:
@@ -152,22 +165,45 @@ class BrowserMedia:
                 slot.push(frame)
                 return
 
-    def assign_slots(self, wanted: Sequence[str | VideoSourceId]) -> bool:
+    def assign_slots(
+        self,
+        wanted: Sequence[str | VideoSourceId],
+        codec_of: Callable[[VideoSourceId], str | None] = lambda source: None,
+    ) -> bool:
         """Puts the wanted sources (most wanted first; a participant id means its main video) into
-        slots, keeping ones already shown. Returns whether the mapping changed."""
+        slots, keeping ones already shown. A source goes where its codec (`codec_of`, None while
+        unknown) is what the slot sends, so it is forwarded as it is; one already shown moves there
+        when such a slot is free. Returns whether the mapping changed."""
         sources = [VideoSourceId(w) if isinstance(w, str) else w for w in wanted[: len(self.slots)]]
         changed = False
         for slot in self.slots:
             if slot.source is not None and slot.source not in sources:
                 slot.show(None)
                 changed = True
+        for slot in self.slots:
+            codec = codec_of(slot.source) if slot.source is not None else None
+            if codec is not None and not slot.sends(codec):
+                better = next((s for s in self.slots if s.source is None and s.sends(codec)), None)
+                if better is not None:
+                    better.show(slot.source)
+                    slot.show(None)
+                    changed = True
         shown = {slot.source for slot in self.slots}
-        free = [slot for slot in self.slots if slot.source is None]
+        first = self._config.video_codecs[0] if self._config.video_codecs else None
         for source in sources:
-            if source not in shown and free:
-                free.pop(0).show(source)
-                changed = True
+            free = [slot for slot in self.slots if slot.source is None]
+            if source in shown or not free:
+                continue
+            # its own codec's slot, else (codec unknown yet) one of the browser's first codec
+            codec = codec_of(source) or first
+            pick = next((slot for slot in free if codec is not None and slot.sends(codec)), free[0])
+            pick.show(source)
+            changed = True
         return changed
+
+    def slot_codecs(self) -> dict[VideoSourceId, tuple[StreamCodec, ...]]:
+        """What each shown source's slot takes as it is: the one codec it sends."""
+        return {slot.source: slot.codecs[:1] for slot in self.slots if slot.source is not None and slot.codecs}
 
     def counters(self) -> dict[str, int]:
         return {

@@ -186,6 +186,7 @@ class BrowserSession:
         opus = hub.config.media.opus
         self.audio_out_format = AudioFormat(AudioCodec.OPUS, opus.bitrate, opus.complexity)
         self.video_codecs: tuple[str, ...] = ()
+        self._unwatch_video: Callable[[], None] = lambda: None
         self._lobby: LobbyWait | None = None
         self._state_pending = False
         self._state_timer: asyncio.TimerHandle | None = None
@@ -434,6 +435,8 @@ class BrowserSession:
         self._media_ready = True
         self.video_codecs = media.video_codecs
         self.conference.attach_video_receiver(self)
+        # a sender's codec known (its first frame) or changed: it may belong in another slot
+        self._unwatch_video = self.conference.watch_video_sources(lambda _source: self._update_video_slots())
         self._update_video_slots(force=True)
         self._log.info("media negotiated", video_codecs=list(self.video_codecs))
 
@@ -543,10 +546,10 @@ class BrowserSession:
         ]
         # The spotlight first: with more videos than slots, everyone still sees who a host chose.
         others.sort(key=lambda p: (p.id != self.room.spotlight, not p.speaking, p.joined_at))
-        changed = self.media.assign_slots([p.id for p in others])
+        changed = self.media.assign_slots([p.id for p in others], self.conference.video_source_codec)
         if changed or force:
             shown = [s.source for s in self.media.slots if s.source is not None]
-            self.conference.set_video_subscriptions(self.participant_id, shown)
+            self.conference.set_video_subscriptions(self.participant_id, shown, self.media.slot_codecs())
             self._spawn(self.send(sig.server_video_slots(self.media.slot_map())))
 
     # -- the Leg interface ----------------------------------------------------------------------
@@ -661,6 +664,7 @@ class BrowserSession:
         if self._negotiation_timer is not None:
             self._negotiation_timer.cancel()
         conference = self.conference
+        self._unwatch_video()
         if conference is not None and self.participant_id:
             conference.detach(self.participant_id)
             if (

@@ -227,3 +227,27 @@ async def test_the_transcode_pool_reports_a_broken_stream_while_another_flows() 
         assert got["b"][0].keyframe
     finally:
         pool.close()
+
+
+def test_a_subscription_may_take_other_codecs_than_its_receiver_and_the_sources_codec_is_told() -> None:
+    """A browser takes VP8 and H.264, but each of its slots sends one codec: an H.264 source shown
+    in a VP8 slot is transcoded (once, for every such subscription), in an H.264 slot forwarded."""
+    router = VideoRouter(clock=lambda: 0.0, transcode=lambda source, codec, f, done: asked.append(codec))
+    asked: list[str] = []
+    told: list[VideoSourceId] = []
+    router.source_codec_changed = told.append
+    rx = Receivers()
+    router.add_source(ANNA, lambda: None)
+    router.add_receiver("ben", ("VP8", "H264"), rx("ben"))
+    router.add_receiver("cem", ("VP8", "H264"), rx("cem"))
+    router.subscribe("ben", ANNA, ("H264",))
+    router.subscribe("cem", ANNA, ("VP8",))
+    key = EncodedVideoFrame("H264", b"\x00\x00\x00\x01\x65xx", 0, True)
+    router.on_frame(ANNA, key)
+    assert [f for _, f in rx.got["ben"]] == [key] and rx.got["cem"] == [] and asked == ["VP8"]
+    assert told == [ANNA] and router.source_codec(ANNA) == "H264"
+    router.on_frame(ANNA, key)
+    assert told == [ANNA]  # told once, until the codec changes
+    router.subscribe("cem", ANNA)  # back to what the receiver takes as a whole
+    router.on_frame(ANNA, key)
+    assert len(rx.got["cem"]) == 1 and asked == ["VP8", "VP8"]
