@@ -9,6 +9,9 @@ command -v chromium >/dev/null || need+=(chromium)
 # SIP peers: baresip (room system / phone stand-in), sipp (scenarios, load), tshark (packet checks),
 # sox (test audio and measuring recordings)
 command -v baresip >/dev/null || need+=(baresip-core)
+# video for baresip (avcodec: H.264, avformat: a clip as its camera), and ffmpeg to make the clip
+[ -e /usr/lib/baresip/modules/avcodec.so ] || need+=(baresip-ffmpeg)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v tshark >/dev/null || need+=(tshark)
 command -v sox >/dev/null || need+=(sox)

@@ -483,6 +483,9 @@ class VideoRouter:
     def _forward(self, receiver: _Receiver, source_id: VideoSourceId, frame: EncodedVideoFrame) -> None:
         if source_id in receiver.waiting_keyframe:
             if not frame.keyframe:
+                # Asked again (rate-limited) until one comes: a sender may drop a request (baresip
+                # ignores a PLI that arrives while it encodes) and a receiver would wait forever.
+                self.request_keyframe(source_id)
                 return
             receiver.waiting_keyframe.discard(source_id)
         receiver.frames_out += 1

@@ -1,0 +1,168 @@
+"""A SIP room system's video both ways (baresip with baresip-ffmpeg's H.264, Chromium with its fake
+camera): its camera reaches the browsers without a decode (H.264 passed through) or transcoded once
+for browsers that take only VP8; it receives the room's composed picture, which follows the layout
+and the host's spotlight; room systems with the same output share one encode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.baresip import Baresip
+from tests.support.browser import in_meeting, join, participant_id, video_frames_by_sender, write_solid_y4m
+from tests.support.gateway import (
+    TEST_CONFIG,
+    RunningGateway,
+    metric,
+    start_gateway,
+    stop_and_check,
+    wait_until,
+)
+from tests.support.video import colour_fraction, load_rgb, region
+
+pytestmark = pytest.mark.browser
+
+GREEN, RED = (0, 200, 0), (220, 0, 0)
+
+VIDEO_STATS_JS = """
+async (mid) => {
+  const c = window.gatewayClient;
+  const out = {};
+  (await c.pc.getStats()).forEach(s => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video' && s.mid === mid) {
+      out.frames = s.framesDecoded || 0; out.width = s.frameWidth || 0; out.height = s.frameHeight || 0;
+      out.codec = s.codecId;
+    }
+  });
+  const stats = await c.pc.getStats();
+  if (out.codec && stats.get(out.codec)) out.mime = stats.get(out.codec).mimeType;
+  return out;
+}
+"""
+
+
+def received_from(page, sender: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """What a page decoded of one participant's video: frames, size and codec (from getStats)."""
+    slots = page.evaluate("() => window.gatewayClient.videoSlots || {}")
+    mid = next((m for m, who in slots.items() if who == sender), None)
+    return page.evaluate(VIDEO_STATS_JS, mid) if mid is not None else {}
+
+
+def room_system(tmp_path: Path, name: str, **video: object) -> Baresip:
+    return Baresip(tmp_path / name.replace(" ", "-"), tone_hz=1000, name=name, video="clip", video_codecs=("H264",), **video)
+
+
+def sip_participant(gateway: RunningGateway, room: str, name: str) -> dict[str, object] | None:
+    people = gateway.api("GET", f"/api/rooms/{room}/participants").json()
+    return next((p for p in people if p["name"] == name), None)
+
+
+def join_call(gateway: RunningGateway, system: Baresip, room: str = "demo") -> str:
+    system.start(dial=f"sip:{room}@127.0.0.1:{gateway.sip_port}")
+    wait_until(system.established, 20, what=f"{system.directory.name}'s call established")
+    system.send_keys("#")  # a guest: # at the PIN prompt
+    name = system._settings[1]
+    wait_until(lambda: sip_participant(gateway, room, name), 20, what=f"{name} in the room")
+    member = sip_participant(gateway, room, name)
+    assert member is not None
+    return str(member["id"])
+
+
+def share(rgb, x0: float, y0: float, x1: float, y1: float, colour: str) -> float:  # type: ignore[no-untyped-def]
+    return colour_fraction(region(rgb, x0, y0, x1, y1), colour)
+
+
+def test_room_system_camera_passes_through_to_the_browser_and_it_sees_the_composed_room(
+    gateway: RunningGateway, open_participant, tmp_path: Path
+) -> None:
+    anna = join(open_participant, gateway, "demo", "Anna", None, pin="1234", video_file=write_solid_y4m(tmp_path / "g.y4m", GREEN, 640, 360))
+    ben = join(open_participant, gateway, "demo", "Ben", None, video_file=write_solid_y4m(tmp_path / "r.y4m", RED, 640, 360))
+    wait_until(lambda: in_meeting(anna) and in_meeting(ben), 30, what="Anna and Ben in the meeting")
+    system = room_system(tmp_path, "Room 123")
+    try:
+        sip_id = join_call(gateway, system)
+
+        # Room system -> browser: H.264 640x360 decoded by Chromium, forwarded without a decode.
+        wait_until(lambda: video_frames_by_sender(anna).get(sip_id, 0) >= 30, 30, what="Anna decodes the room system's video")
+        seen = received_from(anna, sip_id)
+        assert (seen["width"], seen["height"]) == (640, 360) and seen["mime"] == "video/H264", seen
+        assert metric(gateway, "gateway_video_frames_forwarded", room="demo") > 30
+        assert metric(gateway, "gateway_video_transcoder_decodes", room="demo") == 0
+
+        # Browser -> room system: the composed picture, Anna (green) and Ben (red) on it; the room
+        # system alone in the room does not see itself.
+        wait_until(system.receiving_video, 20, what="baresip decodes the composed picture")
+        assert system.received_resolution() == (1280, 720)
+        wait_until(
+            lambda: colour_fraction(load_rgb(system.snapshot()), "green") > 0.05
+            and colour_fraction(load_rgb(system.snapshot()), "red") > 0.05,
+            20,
+            what="Anna's and Ben's cameras in the composed picture",
+        )
+        assert metric(gateway, "gateway_video_composed_encoders", room="demo") == 1
+
+        # The host spotlights Ben: he fills the large area; then Anna.
+        anna_id, ben_id = participant_id(anna), participant_id(ben)
+        for who, colour in ((ben_id, "red"), (anna_id, "green")):
+            assert gateway.api("PUT", "/api/rooms/demo/spotlight", json={"participant": who}).status_code == 200
+            wait_until(
+                lambda colour=colour: share(load_rgb(system.snapshot()), 0.3, 0.2, 0.7, 0.6, colour) > 0.8,
+                20,
+                what=f"the spotlighted participant ({colour}) large for the room system",
+            )
+        # Grid: both side by side, the same size.
+        assert gateway.api("PUT", "/api/rooms/demo/spotlight", json={"participant": None}).status_code == 200
+        assert gateway.api("PUT", "/api/rooms/demo/layout", json={"layout": "grid"}).status_code == 200
+
+        def grid_shown() -> bool:
+            rgb = load_rgb(system.snapshot())
+            green, red = colour_fraction(rgb, "green"), colour_fraction(rgb, "red")
+            return green > 0.15 and red > 0.15 and abs(green - red) < 0.1
+
+        wait_until(grid_shown, 20, what="a grid of Anna and Ben")
+    finally:
+        system.stop()
+
+
+def test_a_browser_that_takes_only_vp8_gets_the_room_system_transcoded_once(open_participant, tmp_path: Path) -> None:
+    gateway = start_gateway(tmp_path, TEST_CONFIG + "webrtc: {video_codecs: [VP8]}\n")
+    system = room_system(tmp_path, "Room 7")
+    try:
+        anna = join(open_participant, gateway, "demo", "Anna", None, pin="1234")
+        ben = join(open_participant, gateway, "demo", "Ben", None)
+        wait_until(lambda: in_meeting(anna) and in_meeting(ben), 30, what="Anna and Ben in the meeting")
+        sip_id = join_call(gateway, system)
+        for page in (anna, ben):
+            wait_until(lambda page=page: video_frames_by_sender(page).get(sip_id, 0) >= 30, 30, what="the room system's video decoded")
+            seen = received_from(page, sip_id)
+            assert (seen["width"], seen["height"]) == (640, 360) and seen["mime"] == "video/VP8", seen
+        # one transcoder for the sender's VP8, shared by both browsers
+        assert metric(gateway, "gateway_video_transcoders", room="demo") == 1
+        assert metric(gateway, "gateway_video_transcoder_decodes", room="demo") > 0
+    finally:
+        system.stop()
+        stop_and_check(gateway)
+
+
+def test_a_second_room_system_adds_no_encode_and_a_smaller_one_adds_exactly_one(gateway: RunningGateway, open_participant, tmp_path: Path) -> None:
+    anna = join(open_participant, gateway, "demo", "Anna", None, pin="1234", video_file=write_solid_y4m(tmp_path / "g.y4m", GREEN, 640, 360))
+    wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
+    first, second = room_system(tmp_path, "Room A"), room_system(tmp_path, "Room B")
+    small = room_system(tmp_path, "Room C", extra_config="rtp_bandwidth 200-300")  # b=AS:172 on its video
+    try:
+        join_call(gateway, first)
+        wait_until(first.receiving_video, 20, what="Room A decodes the composed picture")
+        assert metric(gateway, "gateway_video_composed_encoders", room="demo") == 1
+        join_call(gateway, second)
+        wait_until(second.receiving_video, 20, what="Room B decodes the composed picture")
+        assert metric(gateway, "gateway_video_composed_encoders", room="demo") == 1
+        assert second.received_resolution() == first.received_resolution() == (1280, 720)
+        join_call(gateway, small)
+        wait_until(small.receiving_video, 20, what="Room C decodes the composed picture")
+        assert metric(gateway, "gateway_video_composed_encoders", room="demo") == 2
+        resolution = small.received_resolution()
+        assert resolution is not None and resolution[0] < 1280
+    finally:
+        for system in (first, second, small):
+            system.stop()
