@@ -1101,7 +1101,7 @@ class Compositor:
 
     def _draw_label(self, y: Plane, u: Plane, v: Plane, name: str, rect: Rect) -> None:
         """The name in a small dark bar at the tile's bottom left."""
-        size = max(10, min(24, rect.h // 14))
+        size = max(14, min(28, rect.h // 8))  # readable across a meeting room, even on a strip tile
         pad = max(2, size // 3) & ~1
         mask = text_mask(name, size, max(1, rect.w - 2 * pad - 2))
         if mask.shape == (1, 1):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fractions
 from typing import Any, cast
 
+import av
 import numpy as np
 from aiortc.rtp import RtpPacket
 
@@ -17,7 +19,7 @@ from gateway.rtp.leg import RtpLeg
 from gateway.rtp.session import AudioIn, KeyframeWanted, RtpSession, VideoIn
 from gateway.transcode.audio import FRAME_SAMPLES, AudioCodec, AudioFormat, make_decoder, make_encoder
 from gateway.transcode.codecs import StreamKind, h264
-from gateway.transcode.video import EncodedVideoFrame, VideoSourceId
+from gateway.transcode.video import EncodedVideoFrame, VideoSourceId, is_keyframe
 
 
 class Phone(asyncio.DatagramProtocol):
@@ -282,43 +284,72 @@ async def add_video_system(room: Room, conference: Conference, name: str) -> tup
     return phone, camera, leg
 
 
-async def test_a_room_systems_main_video_reaches_another_and_keyframe_requests_travel_back() -> None:
-    """Two legs with an audio and a main video line each: H.264 from one system's camera is
-    forwarded as it is (same profile) to the other, which asks for a keyframe with a PLI that the
-    room turns into a PLI to the first system."""
+def camera_frames(rgb: tuple[int, int, int], count: int) -> list[EncodedVideoFrame]:
+    """A room system's camera: H.264 (constrained baseline, one IDR then P frames) of one colour."""
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 640, 360, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 90_000)
+    encoder.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline"}
+    picture = np.zeros((360, 640, 3), np.uint8)
+    picture[:] = rgb
+    out = []
+    for i in range(count):
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i * 3000
+        for packet in encoder.encode(frame):
+            data = bytes(packet)
+            out.append(EncodedVideoFrame("H264", data, int(packet.pts or 0), is_keyframe("H264", data)))
+    return out
+
+
+async def test_room_systems_see_the_composed_room_and_keyframe_requests_reach_its_encoder() -> None:
+    """Two legs with an audio and a main video line each: each room system's camera (H.264) goes
+    into the room's composed picture, which each of them receives over RTP (one encode for both:
+    the same output); a PLI from a room system makes the encoder send a keyframe, and the new
+    camera's receivers' keyframe requests reach it as a PLI."""
     room = Room("board-room")
     conference = Conference(room, MediaConfig())
     phone1, camera1, leg1 = await add_video_system(room, conference, "Board room A")
     phone2, camera2, leg2 = await add_video_system(room, conference, "Board room B")
     try:
         source = VideoSourceId(leg1.participant_id, StreamKind.MAIN)
-        assert set(leg1.video_streams) == {StreamKind.MAIN}
+        assert set(leg1.video_streams) == {StreamKind.MAIN} and leg1.video_streams[StreamKind.MAIN].composed
         assert conference.video.sources_of(leg1.participant_id) == [source]
-        conference.set_video_subscriptions(leg2.participant_id, [source])
-        idr = b"\x00\x00\x00\x01\x67\x42\xe0\x1f\x00\x00\x00\x01\x68\xce\x3c\x80\x00\x00\x00\x01\x65" + bytes(3000)
-        sent = [EncodedVideoFrame("H264", idr, 0, True)]
-        sent += [EncodedVideoFrame("H264", b"\x00\x00\x00\x01\x41" + bytes([i]) * 200, 3000 * i, False) for i in range(1, 6)]
-        for frame in sent:
+        for frame in camera_frames((0, 200, 0), 20):  # board room A: green
             camera1.send(frame)
-            await asyncio.sleep(0.03)
-        await asyncio.sleep(0.1)
-        # A frame is whole once the next one starts, at the leg and again at the receiving camera:
-        # all but the last two came through, unchanged.
-        assert [f.data for f in camera2.frames] == [f.data for f in sent[:-2]], len(camera2.frames)
-        assert camera2.frames[0].keyframe and conference.video.frames_forwarded >= 4
-        await asyncio.sleep(0.6)  # (keyframe requests to a source are rate-limited)
-        asked_before = camera1.keyframes_wanted
+            await asyncio.sleep(0.02)
+        for _ in range(100):
+            if len(camera2.frames) >= 5 and len(camera1.frames) >= 5:
+                break
+            await asyncio.sleep(0.05)
+        # both receive the composed picture, from one encoder; it starts with a keyframe
+        assert camera2.frames[0].keyframe and camera1.frames[0].keyframe
+        assert conference.video_counters()["composed_encoders"] == 1
+        decoder = av.CodecContext.create("h264", "r")
+        pictures = [p for f in camera2.frames for p in decoder.decode(av.Packet(f.data))]
+        rgb = pictures[-1].to_ndarray(format="rgb24")
+        assert rgb.shape == (720, 1280, 3)
+        assert (rgb[..., 1].astype(int) - rgb[..., 0] > 80).mean() > 0.2, "board room A's green camera is not in the picture"
+        # a PLI from board room B: its encoder sends a keyframe soon
+        await asyncio.sleep(0.6)  # (an encoder makes at most one requested keyframe in 0.5 s)
+        seen = len(camera2.frames)
         camera2.ask_keyframe()
+        for _ in range(60):
+            await asyncio.sleep(0.05)
+            if any(f.keyframe for f in camera2.frames[seen:]):
+                break
+        assert any(f.keyframe for f in camera2.frames[seen:])
+        counters = leg2.media_counters()["video_main"]
+        assert counters["keyframes_wanted"] == 1 and counters["rtp_packets_out"] >= 5
+        # a receiver of board room A's camera lost its picture (a browser's PLI): a PLI to the camera
+        conference.video.request_keyframe(source, force=True)
         for _ in range(50):
             await asyncio.sleep(0.01)
-            if camera1.keyframes_wanted > asked_before:
+            if camera1.keyframes_wanted:
                 break
-        assert camera1.keyframes_wanted == asked_before + 1
-        counters = leg2.media_counters()["video_main"]
-        assert counters["keyframes_wanted"] == 1 and counters["rtp_packets_out"] >= 4
-        assert leg1.media_counters()["video_main"]["keyframes_asked"] >= 1
+        assert camera1.keyframes_wanted == 1 and leg1.media_counters()["video_main"]["keyframes_asked"] >= 1
         # a re-INVITE sets the line inactive, then back: the source goes and returns, the
-        # subscription stays; declining the line (port 0) removes it for good
+        # compositor's subscription stays; declining the line (port 0) removes it for good
         codecs = (h264(97, "42e01f"),)
         leg1.apply_video(StreamKind.MAIN, codecs, camera1.address, camera1.address, direction="inactive")
         assert conference.video.sources_of(leg1.participant_id) == []
@@ -326,7 +357,7 @@ async def test_a_room_systems_main_video_reaches_another_and_keyframe_requests_t
         assert conference.video.sources_of(leg1.participant_id) == [source]
         leg1.remove_video(StreamKind.MAIN)
         assert conference.video.sources_of(leg1.participant_id) == [] and leg1.video_streams == {}
-        assert conference.video.subscriptions(leg2.participant_id) == {source}
+        assert conference.video_counters()["composed_encoders"] == 1  # board room B still gets its picture
     finally:
         for leg in (leg1, leg2):
             leg.detach()

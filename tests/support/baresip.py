@@ -316,7 +316,7 @@ snd_path {directory}
 
     # -- video -----------------------------------------------------------------------------------
 
-    def snapshot(self, timeout: float = 10.0, sent: bool = False) -> Path:
+    def snapshot(self, timeout: float = 20.0, sent: bool = False) -> Path:
         """The next video frame baresip decodes (with `sent`: the next it sends) as a PNG file,
         returned once written whole. The snapshot module saves it on the next frame, at the path
         given (snapshot_recv / snapshot_send <path>): here snapshot-recv-<n>.png in the
@@ -329,12 +329,16 @@ snd_path {directory}
         self._snapshots += 1
         path = self.directory / f"snapshot-{kind}-{self._snapshots}.png"
         path.unlink(missing_ok=True)
-        reply = self.command(f"snapshot_{kind}", str(path))
-        assert reply.get("ok") is not False, reply
         deadline = time.monotonic() + timeout
+        asked = 0.0
         while not _png_complete(path):
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise AssertionError(f"baresip saved no {'sent' if sent else 'received'} picture in {timeout} s: {self.log()[-2000:]}")
+            if now - asked > 4.0:  # (asked again: under load baresip has been seen to drop a request)
+                reply = self.command(f"snapshot_{kind}", str(path))
+                assert reply.get("ok") is not False, reply
+                asked = now
             time.sleep(0.1)
         return path
 
