@@ -121,6 +121,15 @@ def test_room_system_camera_passes_through_to_the_browser_and_it_sees_the_compos
             return green > 0.15 and red > 0.15 and abs(green - red) < 0.1
 
         wait_until(grid_shown, 20, what="a grid of Anna and Ben")
+
+        # Ben turns his camera off: his tile shows his name on grey, Anna's stays.
+        ben.click("#btn-cam")
+        wait_until(
+            lambda: colour_fraction(load_rgb(system.snapshot()), "red") < 0.01
+            and colour_fraction(load_rgb(system.snapshot()), "green") > 0.15,
+            20,
+            what="Ben's tile without his camera",
+        )
     finally:
         system.stop()
 
