@@ -376,7 +376,8 @@ def send_audio_level(sender: RTCRtpSender, level_dbov: Callable[[], float]) -> N
     async def with_level(codec: Any) -> Any:
         encoded = await next_frame(codec)
         if encoded is not None and encoded.audio_level is None:
-            encoded.audio_level = max(0, min(127, round(-level_dbov())))
+            # aiortc keeps the level as dBov (-127..0) and writes its negation (RFC 6464's 0..127)
+            encoded.audio_level = max(-127, min(0, round(level_dbov())))
         return encoded
 
     sender._next_encoded_frame = with_level  # type: ignore[method-assign]

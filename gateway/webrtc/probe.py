@@ -20,6 +20,8 @@ from gateway.rtp.aiortc_glue import (
     AUDIO_TIME_BASE,
     MediaStreamError,
     MediaStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
     send_audio_level,
@@ -145,7 +147,9 @@ class Probe:
             pass
 
     async def _answer(self, msg: dict[str, Any]) -> None:
-        pc = self.pc = RTCPeerConnection()
+        # (max-bundle, as browsers: aiortc's default policy would leave the video lines after the
+        # first on transports that never connect, and their packets would be thrown away)
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         pc.on("track", self._on_track)
         await pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
         for transceiver in pc.getTransceivers():

@@ -335,8 +335,9 @@ snd_path {directory}
             now = time.monotonic()
             if now > deadline:
                 raise AssertionError(f"baresip saved no {'sent' if sent else 'received'} picture in {timeout} s: {self.log()[-2000:]}")
-            if now - asked > 4.0:  # (asked again: under load baresip has been seen to drop a request)
-                reply = self.command(f"snapshot_{kind}", str(path))
+            if now - asked > 4.0:  # (asked again, in case a request was lost)
+                # (relative to its working folder, its own: baresip cuts a path at 99 characters)
+                reply = self.command(f"snapshot_{kind}", path.name)
                 assert reply.get("ok") is not False, reply
                 asked = now
             time.sleep(0.1)

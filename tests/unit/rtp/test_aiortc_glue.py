@@ -47,3 +47,21 @@ async def test_other_exceptions_still_reach_the_previous_handler() -> None:
     await other
     (seen,) = await _handled(other, InvalidStateError("same type, other task"))
     assert isinstance(seen["exception"], InvalidStateError)
+
+
+async def test_pre_encoded_audio_carries_its_level_as_rfc_6464_says() -> None:
+    """aiortc keeps a frame's level in dBov (-127..0) and writes its negation into the header
+    extension: a -20 dBov frame goes out as 20 (it went out as 108, silence, before)."""
+    from types import SimpleNamespace
+
+    from gateway.rtp.aiortc_glue import send_audio_level
+
+    frame = SimpleNamespace(audio_level=None)
+
+    async def next_frame(codec: object) -> object:
+        return frame
+
+    sender = SimpleNamespace(_next_encoded_frame=next_frame)
+    send_audio_level(sender, lambda: -20.4)  # type: ignore[arg-type]
+    assert await sender._next_encoded_frame(None) is frame
+    assert frame.audio_level == -20 and -frame.audio_level == 20  # (what aiortc writes)
