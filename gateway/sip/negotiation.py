@@ -443,6 +443,34 @@ def _video_line_codecs(m: MediaDescription, ours: Sequence[StreamCodec]) -> list
     return out
 
 
+def _video_choice(
+    m: MediaDescription,
+    session: SessionDescription,
+    codecs: Sequence[StreamCodec],
+    address: str,
+    wanted_direction: str,
+    remote_crypto: Crypto | None,
+    local_crypto: Crypto | None,
+) -> VideoChoice:
+    """What was agreed for a video line (in an answer of ours or to our offer): its codecs with the
+    line's bandwidth, our direction, where its RTP and RTCP go."""
+    bandwidth = _bandwidth_kbps(m, session)
+    return VideoChoice(
+        codecs=tuple(
+            StreamCodec(c.name, c.payload_type, c.clock_rate, fmtp=c.fmtp, rtcp_fb=c.rtcp_fb, bandwidth_kbps=bandwidth)
+            for c in codecs
+        ),
+        direction=narrow(_offered_direction(m, session), wanted_direction),
+        remote_address=address,
+        remote_port=m.port,
+        remote_rtcp_port=m.port if m.rtcp_mux else _rtcp_port(m),
+        rtcp_mux=m.rtcp_mux,
+        remote_crypto=remote_crypto,
+        local_crypto=local_crypto,
+        avpf=m.proto.endswith("AVPF"),
+    )
+
+
 class VideoNegotiator:
     """The main video line: one usable line is taken (its choice kept in `choice`), every other main
     video line is declined. Which one is decided on the first line asked about, over the whole
@@ -505,21 +533,7 @@ class VideoNegotiator:
             address = media_address(m, offer, index)
         except SdpError:
             return None  # (a host name, a wrong family: this line only, the call keeps its audio)
-        bandwidth = _bandwidth_kbps(m, offer)
-        return VideoChoice(
-            codecs=tuple(
-                StreamCodec(c.name, c.payload_type, c.clock_rate, fmtp=c.fmtp, rtcp_fb=c.rtcp_fb, bandwidth_kbps=bandwidth)
-                for c in codecs
-            ),
-            direction=narrow(_offered_direction(m, offer), self.direction),
-            remote_address=address,
-            remote_port=m.port,
-            remote_rtcp_port=m.port if m.rtcp_mux else _rtcp_port(m),
-            rtcp_mux=m.rtcp_mux,
-            remote_crypto=remote_crypto,
-            local_crypto=local_crypto,
-            avpf=m.proto.endswith("AVPF"),
-        )
+        return _video_choice(m, offer, codecs, address, self.direction, remote_crypto, local_crypto)
 
     def _line(self, offered: MediaDescription, choice: VideoChoice) -> MediaDescription:
         line = MediaDescription("video", self.port, offered.proto, [str(c.payload_type) for c in choice.codecs])
@@ -771,21 +785,7 @@ def accept_video_answer(
             address = media_address(m, answer_sdp, index)
         except SdpError:
             return None
-        bandwidth = _bandwidth_kbps(m, answer_sdp)
-        return VideoChoice(
-            codecs=tuple(
-                StreamCodec(c.name, c.payload_type, c.clock_rate, fmtp=c.fmtp, rtcp_fb=c.rtcp_fb, bandwidth_kbps=bandwidth)
-                for c in codecs
-            ),
-            direction=narrow(_offered_direction(m, answer_sdp), direction),
-            remote_address=address,
-            remote_port=m.port,
-            remote_rtcp_port=m.port if m.rtcp_mux else _rtcp_port(m),
-            rtcp_mux=m.rtcp_mux,
-            remote_crypto=None,
-            local_crypto=None,
-            avpf=m.proto.endswith("AVPF"),
-        )
+        return _video_choice(m, answer_sdp, codecs, address, direction, None, None)
     return None
 
 
