@@ -61,7 +61,7 @@ from gateway.transcode.codecs import (
     packetization_mode,
 )
 from gateway.transcode.layout import MAX_GRID, MAX_STRIP, Layout, Rect, SpeakerHold, arrange
-from gateway.transcode.video import VIDEO_CLOCK, EncodedVideoFrame, is_keyframe
+from gateway.transcode.video import VIDEO_CLOCK, EncodedVideoFrame, is_keyframe, open_encoder
 
 log = structlog.get_logger(__name__)
 
@@ -539,36 +539,24 @@ class _Group:
 
 
 def _open_encoder(spec: OutputSpec, width: int, height: int, bitrate: int) -> av.VideoCodecContext:
-    """Like video.Transcoder._open_encoder, plus what a shared realtime output needs: periodic
-    IDRs with SPS/PPS in front of each, a forced picture type making an IDR, one thread (rooms run
-    in parallel, one encode each), VBV so a keyframe does not burst past the receivers' limit, and
-    for packetization-mode 0 slices small enough for single NAL unit packets."""
-    name = "libx264" if spec.codec == "H264" else "libvpx"
-    ctx = cast(av.VideoCodecContext, av.CodecContext.create(name, "w"))
-    ctx.width, ctx.height = width, height
-    ctx.pix_fmt = "yuv420p"
-    ctx.bit_rate = bitrate
-    ctx.framerate = fractions.Fraction(spec.fps, 1)
-    ctx.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-    ctx.gop_size = spec.fps * KEYFRAME_INTERVAL_S
-    ctx.thread_count = 1
-    if name == "libx264":
-        kbps = max(16, bitrate // 1000)
-        params = [f"repeat-headers=1:bframes=0:vbv-maxrate={kbps}:vbv-bufsize={kbps}"]
-        if spec.packetization_mode == 0:
-            params.append(f"slice-max-size={MODE0_SLICE_BYTES}")
-        ctx.options = {
-            "preset": "ultrafast",
-            "tune": "zerolatency",
-            "profile": "baseline",
-            "forced-idr": "1",
-            "x264-params": ":".join(params),
-        }
-        ctx.profile = "Baseline"
-    else:
-        ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-    ctx.open()
-    return ctx
+    """video.open_encoder plus what a shared realtime output needs: periodic IDRs with SPS/PPS in
+    front of each, a forced picture type making an IDR, one thread (rooms run in parallel, one
+    encode each), VBV so a keyframe does not burst past the receivers' limit, and for
+    packetization-mode 0 slices small enough for single NAL unit packets."""
+    kbps = max(16, bitrate // 1000)
+    params = [f"repeat-headers=1:bframes=0:vbv-maxrate={kbps}:vbv-bufsize={kbps}"]
+    if spec.packetization_mode == 0:
+        params.append(f"slice-max-size={MODE0_SLICE_BYTES}")
+    return open_encoder(
+        spec.codec,
+        width,
+        height,
+        bitrate,
+        spec.fps,
+        gop_size=spec.fps * KEYFRAME_INTERVAL_S,
+        threads=1,
+        x264={"forced-idr": "1", "x264-params": ":".join(params)},
+    )
 
 
 def _nal_units(data: bytes) -> list[bytes]:

@@ -181,6 +181,39 @@ class _Source:
     codec: str | None = None
 
 
+def open_encoder(
+    codec: str,
+    width: int,
+    height: int,
+    bitrate: int,
+    fps: int = 30,
+    *,
+    gop_size: int | None = None,
+    threads: int | None = None,
+    x264: dict[str, str] | None = None,
+) -> av.VideoCodecContext:
+    """A realtime encoder of one video output: H.264 constrained baseline (x264 ultrafast,
+    zerolatency) or VP8 (libvpx realtime). `x264`: further x264 options (x264-params, forced-idr)."""
+    name = "libvpx" if codec == "VP8" else "libx264"
+    ctx = cast(av.VideoCodecContext, av.CodecContext.create(name, "w"))
+    ctx.width, ctx.height = width, height
+    ctx.pix_fmt = "yuv420p"
+    ctx.bit_rate = bitrate
+    ctx.framerate = fractions.Fraction(fps, 1)
+    ctx.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+    if gop_size is not None:
+        ctx.gop_size = gop_size
+    if threads is not None:
+        ctx.thread_count = threads
+    if name == "libx264":
+        ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline", **(x264 or {})}
+        ctx.profile = "Baseline"
+    else:
+        ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    ctx.open()
+    return ctx
+
+
 class Transcoder:
     """Decodes one source and encodes it into one other codec; shared by all receivers of that codec."""
 
@@ -197,20 +230,7 @@ class Transcoder:
         self._needs_keyframe = True
 
     def _open_encoder(self, width: int, height: int) -> av.VideoCodecContext:
-        name = "libvpx" if self.target == "VP8" else "libx264"
-        ctx = cast(av.VideoCodecContext, av.CodecContext.create(name, "w"))
-        ctx.width, ctx.height = width, height
-        ctx.pix_fmt = "yuv420p"
-        ctx.bit_rate = self._bitrate
-        ctx.framerate = fractions.Fraction(30, 1)
-        ctx.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        if name == "libx264":
-            ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline"}
-            ctx.profile = "Baseline"
-        else:
-            ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-        ctx.open()
-        return ctx
+        return open_encoder(self.target, width, height, self._bitrate)
 
     def transcode(self, frame: EncodedVideoFrame) -> list[EncodedVideoFrame]:
         """Raises UndecodableFrame on a frame the decoder rejects; frames up to the next keyframe
