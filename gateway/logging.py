@@ -10,8 +10,17 @@ import structlog
 
 from gateway.config import LoggingConfig
 
+_active = LoggingConfig()
+
+
+def active_config() -> LoggingConfig:
+    """The configuration of the last configure_logging (worker processes log the same way)."""
+    return _active
+
 
 def configure_logging(config: LoggingConfig, stream: Any = None) -> None:
+    global _active
+    _active = config
     stream = stream or sys.stderr
     level = getattr(logging, config.level.upper())
     use_json = config.format == "json" or (config.format == "auto" and not stream.isatty())

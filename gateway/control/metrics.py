@@ -107,6 +107,14 @@ class GatewayCollector(Collector):
             "composed_encoders": GaugeMetricFamily(
                 "gateway_video_composed_encoders", "Encoders of the composed picture (one per distinct output)", labels=["room"]
             ),
+            "compositor_restarts": CounterMetricFamily(
+                "gateway_video_compositor_restarts", "Times the room's compositor process died and was started again", labels=["room"]
+            ),
+            "composed_frames_not_sent": CounterMetricFamily(
+                "gateway_video_composed_frames_not_sent",
+                "Camera frames not handed to the compositor process because it fell behind (dropped to the next keyframe)",
+                labels=["room"],
+            ),
         }
         for conference in self._directory:
             room = conference.room

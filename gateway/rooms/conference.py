@@ -9,7 +9,8 @@ Video: browsers get other participants' streams forwarded one by one (the router
 stream is `composed` (room systems, which take one picture) get the room's composed picture. The
 compositor exists while such a leg is in the room: it takes every participant's camera from the
 router like one more receiver, composes the room's layout once, and encodes it once per distinct
-output (codec, profile, size, rate). Self-view policy: a room system's own tile is left out only
+output (codec, profile, size, rate), in a process of its own (`CompositorProcess`: no lock shared
+with the audio tick, and a codec crash costs a restarted picture, not the gateway). Self-view policy: a room system's own tile is left out only
 while it is the only room system in the room (then there is one output and leaving it out costs
 nothing); with several, all see the same picture, themselves included, and share its encodes.
 """
@@ -28,7 +29,8 @@ from gateway.rooms.leg import Leg
 from gateway.rooms.room import Room
 from gateway.transcode.clock import ClockDriver, MediaClock
 from gateway.transcode.codecs import StreamCodec, StreamKind, codec_names
-from gateway.transcode.compositor import Compositor, OutputSpec, Tile
+from gateway.transcode.compositor import OutputSpec, Tile
+from gateway.transcode.compositor_process import CompositorProcess
 from gateway.transcode.layout import Layout
 from gateway.transcode.mixer import Mixer
 from gateway.transcode.video import COMPOSED, EncodedVideoFrame, TranscodePool, VideoRouter, VideoSourceId
@@ -73,7 +75,7 @@ class Conference:
         self._transcoders: TranscodePool | None = None
         self.video = video_router or VideoRouter(transcode=self._transcode)
         self._composed = media.composed
-        self.compositor: Compositor | None = None
+        self.compositor: CompositorProcess | None = None
         self._composed_legs: dict[str, OutputSpec] = {}
         self._source_watchers: list[Callable[[VideoSourceId], None]] = []
         self.video.source_codec_changed = self._source_codec_changed
@@ -152,13 +154,13 @@ class Conference:
         if self._composed_legs.get(pid) == spec:
             return
         if self.compositor is None:
-            self.compositor = Compositor(
-                asyncio.get_running_loop(),
+            self.compositor = CompositorProcess(
                 max_fps=config.fps,
                 speaker_hold_s=config.speaker_hold_s,
                 canvas=(config.width, config.height),
+                room=self.room.id,
+                request_keyframe_from=self._compositor_lost_picture,
             )
-            self.compositor.on_keyframe_needed = self._compositor_lost_picture
             self.video.add_receiver(_COMPOSITOR, ("VP8", "H264"), self._to_compositor)
         self._composed_legs[pid] = spec
         self.compositor.add_output(pid, spec, lambda frame: leg.send_video(COMPOSED, frame))
@@ -225,6 +227,8 @@ class Conference:
             "compositions": composed.get("compositions", 0),
             "composed_encodes": composed.get("encodes", 0),
             "composed_encoders": composed.get("encoders", 0),
+            "compositor_restarts": composed.get("restarts", 0),
+            "composed_frames_not_sent": composed.get("frames_not_sent", 0),
         }
 
     def detach(self, participant_id: str) -> None:

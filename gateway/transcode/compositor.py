@@ -600,6 +600,7 @@ class Compositor:
         request_keyframe_from: Callable[[str], None] | None = None,
         room: str | None = None,
         max_pending_decodes: int = 5,
+        epoch: float | None = None,
     ) -> None:
         width, height = canvas
         if width < 64 or height < 36 or width % 2 or height % 2:
@@ -622,7 +623,7 @@ class Compositor:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._closed = False
-        self._t0 = time.monotonic()
+        self._t0 = time.monotonic() if epoch is None else epoch  # RTP time 0 (time.monotonic)
         # (compositor thread) the last canvas and what it showed, its scaled copies, scaled pictures
         self._canvas: av.VideoFrame | None = None
         self._canvas_signature: object = None
@@ -966,15 +967,16 @@ class Compositor:
     def _encode(self, group: _Group, at: float, timestamp: int, keyframe: bool) -> None:
         spec = group.spec
         width, height, bitrate = group.target()
+        reopen = group.encoder is None
         if group.encoder is not None:
             size_changed = (width, height) != group.encoder_size
             lower = bitrate < group.encoder_bitrate * 0.9  # congestion: at once
             higher = bitrate > group.encoder_bitrate * 1.1 and at - group.opened_at >= 5.0  # recovery: slowly
-            if size_changed or lower or higher:
-                group.encoder = None
+            reopen = size_changed or lower or higher
         try:
-            if group.encoder is None:
-                group.encoder = _open_encoder(spec, width, height, bitrate)
+            encoder = group.encoder
+            if reopen or encoder is None:  # (the old one stays until the new one replaces it: stats never see none)
+                encoder = group.encoder = _open_encoder(spec, width, height, bitrate)
                 group.encoder_size, group.encoder_bitrate, group.opened_at = (width, height), bitrate, at
                 keyframe = True
             assert self._canvas is not None
@@ -988,7 +990,7 @@ class Compositor:
             picture.pts = timestamp
             picture.time_base = fractions.Fraction(1, VIDEO_CLOCK)
             picture.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
-            packets = group.encoder.encode(picture)
+            packets = encoder.encode(picture)
         except Exception as exc:
             group.encoder = None  # reopened on the next frame, which is then an IDR
             group.errors += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
 from typing import Any, cast
 
 import av
@@ -315,20 +316,30 @@ async def test_room_systems_see_the_composed_room_and_keyframe_requests_reach_it
         source = VideoSourceId(leg1.participant_id, StreamKind.MAIN)
         assert set(leg1.video_streams) == {StreamKind.MAIN} and leg1.video_streams[StreamKind.MAIN].composed
         assert conference.video.sources_of(leg1.participant_id) == [source]
-        for frame in camera_frames((0, 200, 0), 20):  # board room A: green
-            camera1.send(frame)
-            await asyncio.sleep(0.02)
-        for _ in range(100):
-            if len(camera2.frames) >= 5 and len(camera1.frames) >= 5:
-                break
+        green = camera_frames((0, 200, 0), 20)  # board room A's camera: green, an IDR every 20 frames
+
+        async def film() -> None:
+            for i in itertools.count():
+                camera1.send(green[i % len(green)])
+                await asyncio.sleep(0.02)
+
+        filming = asyncio.create_task(film())
+        decoder = av.CodecContext.create("h264", "r")
+        decoded = 0
+        rgb = None
+        for _ in range(300):  # (the compositor's process starts first: up to a few seconds)
             await asyncio.sleep(0.05)
+            for f in camera2.frames[decoded:]:
+                for picture in decoder.decode(av.Packet(f.data)):
+                    rgb = picture.to_ndarray(format="rgb24")
+            decoded = len(camera2.frames)
+            if rgb is not None and (rgb[..., 1].astype(int) - rgb[..., 0] > 80).mean() > 0.2 and len(camera1.frames) >= 5:
+                break
+        filming.cancel()
         # both receive the composed picture, from one encoder; it starts with a keyframe
         assert camera2.frames[0].keyframe and camera1.frames[0].keyframe
         assert conference.video_counters()["composed_encoders"] == 1
-        decoder = av.CodecContext.create("h264", "r")
-        pictures = [p for f in camera2.frames for p in decoder.decode(av.Packet(f.data))]
-        rgb = pictures[-1].to_ndarray(format="rgb24")
-        assert rgb.shape == (720, 1280, 3)
+        assert rgb is not None and rgb.shape == (720, 1280, 3)
         assert (rgb[..., 1].astype(int) - rgb[..., 0] > 80).mean() > 0.2, "board room A's green camera is not in the picture"
         # a PLI from board room B: its encoder sends a keyframe soon
         await asyncio.sleep(0.6)  # (an encoder makes at most one requested keyframe in 0.5 s)

@@ -5,6 +5,8 @@ and the host's spotlight; room systems with the same output share one encode."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,52 @@ def test_a_second_room_system_adds_no_encode_and_a_smaller_one_adds_exactly_one(
     finally:
         for system in (first, second, small):
             system.stop()
+
+
+def compositor_processes(gateway: RunningGateway) -> list[int]:
+    """The gateway's compositor child processes (one per room with a room system)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == gateway.process.pid and b"gateway.transcode.compositor_process" in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_compositor_process_costs_the_room_system_neither_its_call_nor_its_picture(open_participant, tmp_path: Path) -> None:
+    """The composition runs in a child process (a crash in a codec must not end the gateway):
+    kill -9 it in the middle of a call and the room system stays in the call, its audio flows, and
+    its picture comes back from a new child (frames decoded again, Anna's camera on them)."""
+    gateway = start_gateway(tmp_path)
+    system = room_system(tmp_path, "Room 9")
+    try:
+        anna = join(open_participant, gateway, "demo", "Anna", None, pin="1234", video_file=write_solid_y4m(tmp_path / "g.y4m", GREEN, 640, 360))
+        wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
+        join_call(gateway, system)
+        wait_until(lambda: colour_fraction(load_rgb(system.snapshot()), "green") > 0.2, 30, what="Anna's camera in the composed picture")
+        children = wait_until(lambda: compositor_processes(gateway), 10, what="the compositor's process")
+        assert isinstance(children, list) and len(children) == 1
+        os.kill(children[0], signal.SIGKILL)
+        wait_until(lambda: metric(gateway, "gateway_video_compositor_restarts", room="demo") == 1, 15, what="the restart counted")
+        wait_until(lambda: compositor_processes(gateway) not in ([], children), 15, what="a new compositor process")
+        frames = system.video_stats().frames_received
+        wait_until(lambda: system.video_stats().frames_received >= frames + 60, 30, what="the room system decodes the picture again")
+        wait_until(lambda: colour_fraction(load_rgb(system.snapshot()), "green") > 0.2, 20, what="Anna's camera in the new child's picture")
+        assert system.established()
+        status = system.status()
+        assert status is not None and status.audio_bps_received > 0, "the room system's audio stopped"
+        assert sip_participant(gateway, "demo", "Room 9") is not None
+    finally:
+        system.stop()
+        gateway.process.terminate()
+        gateway.process.wait(30)
+    errors = [line for line in gateway.log_lines() if line.get("level") in ("error", "critical")]
+    assert [e["event"] for e in errors] == ["compositor process ended; starting it again"], errors
+    assert errors[0]["exit_code"] == -signal.SIGKILL and "Traceback" not in gateway.log_path.read_text()
