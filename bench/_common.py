@@ -24,6 +24,34 @@ RESULTS = ROOT / "bench" / "results"
 REVISION_FILE = ".bench-revision"  # written by bench/compare.py into trees that are not git checkouts
 
 
+def _stat_fields(pid: int | str) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process (all its threads) and of its descendants: the live ones (utime +
+    stime, and what they reaped) and those it reaped itself (cutime + cstime), so a child that ends
+    between two readings moves from one term to the other instead of vanishing. The gateway's
+    compositors run in child processes: a figure of the gateway's CPU without them is wrong."""
+    tick = os.sysconf("SC_CLK_TCK")
+    own = _stat_fields(pid)
+    parents: dict[int, list[tuple[int, list[str]]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = _stat_fields(entry.name)
+            except OSError:  # (gone meanwhile)
+                continue
+            parents.setdefault(int(fields[1]), []).append((int(entry.name), fields))
+    children = int(own[13]) + int(own[14])
+    pending = [pid]
+    while pending:
+        for child, fields in parents.get(pending.pop(), []):
+            children += sum(int(fields[i]) for i in (11, 12, 13, 14))
+            pending.append(child)
+    return (int(own[11]) + int(own[12])) / tick, children / tick
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
