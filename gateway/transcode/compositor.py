@@ -415,10 +415,19 @@ _scaler_threads: dict[str, int] = {"threads": 1}
 def scale(scaler: VideoReformatter, frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     """frame as yuv420p at width x height, on one thread: PyAV >= 17 otherwise lets swscale start
     a thread per core for every scaler, which costs more than it saves on tile-sized pictures and
-    with a thread per room already (the `threads` argument is new in 17: older ones scale on one)."""
+    with a thread per room already (the `threads` argument is new in 17: older ones scale on one).
+    Smaller pictures (a camera in a tile, nearly always) are scaled by area averaging: no aliasing
+    on fine detail, and cheaper than bilinear (measured at 720p to 960x540 plus 320x180: 0.60 vs
+    0.73 ms); larger ones bilinearly."""
+    smaller = width <= frame.width and height <= frame.height
     try:
         return scaler.reformat(
-            frame, width=width, height=height, format="yuv420p", interpolation="BILINEAR", **_scaler_threads
+            frame,
+            width=width,
+            height=height,
+            format="yuv420p",
+            interpolation="AREA" if smaller else "BILINEAR",
+            **_scaler_threads,
         )
     except TypeError:
         if not _scaler_threads:
