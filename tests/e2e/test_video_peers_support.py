@@ -401,19 +401,39 @@ def uas_scenario(answers: list[list[str]]) -> str:
     return "".join(parts)
 
 
+def udp_port_bound(port: int) -> bool:
+    """Whether some process has bound this local UDP port (from /proc/net/udp and udp6)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in lines):
+            return True
+    return False
+
+
 def run_against_uas(directory: Path, scenario: str, answers: list[list[str]]) -> tuple[int, str]:
     """sipp running `scenario` against a sipp UAS that answers with `answers`: (the scenario's exit
     code, what went wrong)."""
     directory.mkdir(parents=True)
     (directory / "uas.xml").write_text(uas_scenario(answers))
-    uas_port = free_udp_port()
-    uas = subprocess.Popen(
-        [SIPP, "-sf", str(directory / "uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port), "-mp", str(free_udp_port(span=4)),
-         "-m", "1", "-nostdin", "-timeout", "30s", "-trace_err", "-error_file", str(directory / "uas-errors.log")],
-        cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    for _attempt in range(3):
+        # (ports free when picked may be taken before sipp binds them, by a run beside this one:
+        # then the UAS exits at once, and is started again on other ports)
+        uas_port = free_udp_port()
+        uas = subprocess.Popen(
+            [SIPP, "-sf", str(directory / "uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port), "-mp", str(free_udp_port(span=4)),
+             "-m", "1", "-nostdin", "-timeout", "30s", "-trace_err", "-error_file", str(directory / "uas-errors.log")],
+            cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while uas.poll() is None and not udp_port_bound(uas_port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if uas.poll() is None:
+            break
     try:
-        time.sleep(0.3)  # (sipp listens at once; a retransmitted INVITE would do no harm either)
+        assert uas.poll() is None, f"the UAS sipp did not start: {(directory / 'uas-errors.log').read_text() if (directory / 'uas-errors.log').exists() else ''}"
         sipp = Sipp(types.SimpleNamespace(sip_port=uas_port), directory / "uac", scenario, "demo")  # type: ignore[arg-type]
         result = sipp.wait(60)
     finally:
