@@ -160,3 +160,33 @@ def test_the_child_refuses_a_malformed_message_with_a_log_line_not_a_traceback(g
     assert b"malformed message from the gateway" in child.stderr
     assert b"Traceback" not in child.stderr
     assert child.stdout == b"" or child.stdout.startswith(b"\x00")  # (nothing but messages on stdout)
+
+
+async def test_a_child_that_falls_behind_gets_no_backlog_only_frames_from_the_next_keyframe() -> None:
+    """The child stopped (SIGSTOP: as good as stuck): camera frames pile up in the pipe until the
+    bound, then are dropped, and the camera is asked for a keyframe; once the child runs again,
+    frames go to it from the next keyframe on (a delta frame after a gap would decode to garbage)."""
+    asked: list[str] = []
+    compositor = CompositorProcess(max_fps=15, canvas=(320, 180), request_keyframe_from=asked.append)
+    received = Received()
+    compositor.set_scene([Tile("anna", "Anna")], Layout.SPEAKER, None, [])
+    compositor.add_output("room-system", SMALL, received)
+    try:
+        await until(lambda: compositor.pid is not None and len(received.frames) >= 3, 20)
+        pid = compositor.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        big = EncodedVideoFrame("VP8", bytes(200_000), 0, False)
+        for _ in range(60):  # 12 MB: more than the pipe and the bound of 4 MB together
+            compositor.on_frame("anna", big)
+        dropped = compositor.frames_not_sent
+        assert dropped > 0 and asked == ["anna"]
+        compositor.on_frame("anna", big)  # a delta frame after the gap: dropped as well
+        assert compositor.frames_not_sent == dropped + 1
+        os.kill(pid, signal.SIGCONT)
+        await until(lambda: compositor.counters()["frames_not_sent"] == dropped + 1 and len(received.frames) >= 10, 20)
+        compositor.on_frame("anna", camera_frame(GREEN, 320, 180))  # the keyframe: sent again
+        assert compositor.frames_not_sent == dropped + 1
+        assert compositor.restarts == 0
+    finally:
+        await compositor.close()
