@@ -657,10 +657,13 @@ def leave(page) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.browser
 def test_a_browser_subscribing_to_a_room_system_sends_it_a_pli_answered_by_a_key_frame(demo: RunningGateway, open_participant, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Anna (Chromium) is in demo when baresip (testsrc2, H.264 mode 0, a=rtcp-fb:* nack pli)
-    joins; Ben joins later. Each browser's subscription to the room system's camera asks it for a
-    key frame: an RTCP PLI (rtcp-fb was agreed) to baresip's video RTCP port naming its SSRC, seen
-    on the wire; baresip answers each with an IDR within a second (its own stream on the wire, its
-    encoder makes no other key frames meanwhile), and both browsers decode its video."""
+    joins; Ben joins later. Ben's subscription to the running camera asks it for a key frame: an
+    RTCP PLI (rtcp-fb was agreed) to baresip's video RTCP port naming its SSRC, seen on the wire;
+    baresip answers each PLI with an IDR within a second (its own stream on the wire, its encoder
+    makes no other key frames meanwhile), and both browsers decode its video. (Anna's subscription
+    is made when the call's video is agreed, before baresip's first packet: the gateway sends
+    nothing to an address not yet confirmed, and the stream starts with an IDR anyway, so whether
+    a PLI goes out for her depends on timing and is not asserted.)"""
     anna = join(open_participant, demo, "demo", "Anna", None, pin="1234")
     wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
     ports = free_rtp_ports()
@@ -683,10 +686,10 @@ def test_a_browser_subscribing_to_a_room_system_sends_it_a_pli_answered_by_a_key
         for page in (anna, *([ben] if "ben" in locals() else [])):
             leave(page)  # (a browser that just closes keeps its place for a reconnect)
     assert video.encoder == "H264" and video.ssrc, video.text
-    assert int(asked_after["keyframes_asked"]) > int(asked["keyframes_asked"]) >= 1, (asked, asked_after)
+    assert int(asked_after["keyframes_asked"]) > int(asked["keyframes_asked"]), (asked, asked_after)
 
     rtcp = rtcp_feedback_check(capture.path, video.local_port + 1)
-    assert rtcp.pli >= 2 and rtcp.media_ssrcs == {video.ssrc} and not rtcp.malformed, rtcp
+    assert rtcp.pli >= 1 and rtcp.media_ssrcs == {video.ssrc} and not rtcp.malformed, rtcp
     assert any(t > ben_joins for t in rtcp.times), (ben_joins, rtcp.times)
     ((_, types),) = rtp_streams(capture.path, video.local_port, "from").items()
     (payload_type,) = types
