@@ -17,6 +17,9 @@ command -v tshark >/dev/null || need+=(tshark)
 command -v sox >/dev/null || need+=(sox)
 # MQTT broker for the MQTT bridge's tests (installed in /usr/sbin, which a non-root PATH may lack)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || need+=(mosquitto)
+# a carrier's registrar and authenticating proxy for the trunk tests (digest over SQLite)
+[ -x /usr/sbin/kamailio ] || command -v kamailio >/dev/null || need+=(kamailio)
+[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so ] || need+=(kamailio-sqlite-modules)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "Missing Debian packages for the tests: ${need[*]}" >&2

@@ -35,6 +35,7 @@ from gateway.config.models import (
     StorageConfig,
     TlsConfig,
     TokenRole,
+    TrunkConfig,
     WebRtcConfig,
     Weekday,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "SipTransport",
     "StorageConfig",
     "TlsConfig",
+    "TrunkConfig",
     "TokenRole",
     "WebRtcConfig",
     "Weekday",

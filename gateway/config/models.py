@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -310,6 +311,50 @@ _SIP_TRANSPORTS: tuple[SipTransport, ...] = ("udp", "tcp")
 _SIP_CODECS: tuple[SipCodec, ...] = ("opus", "G722", "PCMA", "PCMU")
 
 
+_HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$"
+_SIP_USER = r"^[A-Za-z0-9+._~!$&'()*,;=-]{1,64}$"
+
+
+class TrunkConfig(_Strict):
+    """A carrier's SIP trunk or the town's PBX, which the gateway registers with (and, in later
+    parts, places and takes calls through). The password is a secret: never logged, never
+    returned by the API."""
+
+    id: str = Field(pattern=ROOM_ID_PATTERN)
+    registrar: str = Field(pattern=_HOST_PORT, description="registrar (or peer) host[:port]")
+    transport: Literal["udp"] = Field("udp", description="UDP for now (TCP and TLS trunks come later)")
+    domain: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]{1,253}$", description="domain of the address of record; default: the registrar's host")
+    user: str = Field(pattern=_SIP_USER, description="the trunk's user (often its number)")
+    auth_user: str | None = Field(None, pattern=_SIP_USER, description="digest user name, if not `user`")
+    password: SecretStr | None = Field(None, description="digest password (a secret)")
+    realm: str | None = Field(None, max_length=128, description="answer only challenges of this realm")
+    registers: bool = Field(True, description="keep a registration up (off: a peer that knows our address)")
+    expires_s: int = Field(600, ge=10, le=86400, description="registration expiry asked for (the registrar may grant less)")
+    display_name: str = Field("", max_length=64, pattern=r'^[^"\r\n\x00]*$')
+
+    def _host_port(self) -> tuple[str, int]:
+        text = self.registrar
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            return host, int(rest[1:]) if rest.startswith(":") else 5060
+        host, colon, port = text.partition(":")
+        return host, int(port) if colon else 5060
+
+    @property
+    def registrar_host(self) -> str:
+        return self._host_port()[0]
+
+    @property
+    def registrar_port(self) -> int:
+        return self._host_port()[1]
+
+    @model_validator(mode="after")
+    def _port(self) -> TrunkConfig:
+        if not 1 <= self.registrar_port <= 65535:
+            raise ValueError(f"registrar port {self.registrar_port} out of 1..65535")
+        return self
+
+
 class SipConfig(_Strict):
     enabled: bool = True
     host: str = Field("127.0.0.1", description="address SIP and RTP listen on")
@@ -355,6 +400,7 @@ class SipConfig(_Strict):
     trunk_srtp: Literal["optional", "required"] | None = Field(
         None, description="overrides sip.srtp for calls from trunk_sources"
     )
+    trunks: list[TrunkConfig] = Field(default_factory=list, description="trunks the gateway registers with")
     max_calls_per_source: int = Field(
         20, ge=1, le=10000, description="calls at once from one address (not counting trunk_sources): one "
         "caller or bot cannot take every line"
@@ -413,6 +459,18 @@ class SipConfig(_Strict):
         if self.rtp_port_max - self.rtp_port_min < 3:
             raise ValueError("rtp_port_max must be at least rtp_port_min + 3 (RTP and RTCP take a pair)")
         return self
+
+    @field_validator("trunks")
+    @classmethod
+    def _unique_trunks(cls, trunks: list[TrunkConfig]) -> list[TrunkConfig]:
+        seen: set[str] = set()
+        for trunk in trunks:
+            if trunk.id in seen:
+                raise ValueError(f"trunk id {trunk.id!r} is defined twice")
+            seen.add(trunk.id)
+            if trunk.registers and trunk.password is None:
+                raise ValueError(f"trunk {trunk.id!r} registers but has no password")
+        return trunks
 
 
 class RoomConfig(_Strict):

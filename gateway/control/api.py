@@ -157,6 +157,7 @@ def build_router(
     live: LiveControl,
     host_links: HostLinks,
     mqtt_state: Callable[[], dict[str, Any]] | None = None,
+    trunk_states: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> APIRouter:
     started = time.time()
 
@@ -205,6 +206,12 @@ def build_router(
             "mqtt": mqtt_state() if mqtt_state else {"enabled": False},
             "sip_enabled": config.sip.enabled,
         }
+
+    @router.get("/trunks", tags=["status"])
+    async def trunks(who: Reader) -> list[dict[str, Any]]:
+        """Each trunk of sip.trunks that registers: registered, or failing with which status and why,
+        and when the next attempt is (times in seconds since the epoch). Passwords are never shown."""
+        return trunk_states() if trunk_states is not None else []
 
     # -- rooms ------------------------------------------------------------------------------------
 

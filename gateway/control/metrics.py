@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -25,6 +26,7 @@ class CallCounters:
     active: int = 0
     attempts: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    trunks: list[dict[str, Any]] = field(default_factory=list)  # registration states (no secrets)
 
 
 @dataclass
@@ -154,6 +156,15 @@ class GatewayCollector(Collector):
             for reason, count in sorted(counters.failures.items()):
                 failures.add_metric([reason], count)
             yield failures
+            registered = GaugeMetricFamily("gateway_sip_trunk_registered", "1 while the trunk's registration is up", labels=["trunk"])
+            trunk_failures = CounterMetricFamily(
+                "gateway_sip_trunk_registration_failures", "REGISTERs of the trunk that failed (by any status, or none)", labels=["trunk"]
+            )
+            for trunk in counters.trunks:
+                registered.add_metric([trunk["id"]], int(trunk["status"] == "registered"))
+                trunk_failures.add_metric([trunk["id"]], trunk["failures"])
+            yield registered
+            yield trunk_failures
 
         if self._mqtt is not None:
             mqtt = self._mqtt()

@@ -655,13 +655,18 @@ class NameAddr:
             name = '"' + self.display_name.replace("\\", "\\\\").replace('"', '\\"') + '" '
         return f"{name}<{self.uri}>{self.params}"
 
-    @property
-    def tag(self) -> str:
+    def param(self, name: str) -> str | None:
+        """A parameter's value ('' for a flag), None when absent or the parameters are malformed."""
         try:
             params = _scan_params(self.params, 0)
         except SipMessageError:
-            return ""
-        return next((value or "" for key, value in params if key.lower() == "tag"), "")
+            return None
+        name = name.lower()
+        return next((value or "" for key, value in params if key.lower() == name), None)
+
+    @property
+    def tag(self) -> str:
+        return self.param("tag") or ""
 
 
 def _check_uri(uri: str) -> None:

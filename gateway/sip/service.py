@@ -45,6 +45,7 @@ from gateway.sip.message import MEDIA_CONTROL, picture_fast_update_body
 from gateway.sip.negotiation import AudioChoice, MediaPlan, MediaSession, VideoChoice
 from gateway.sip.sdp import SdpError, SessionDescription
 from gateway.sip.transport import SipTransport
+from gateway.sip.trunks import TrunkRegistrations
 from gateway.sip.uri import dial_target
 from gateway.sip.useragent import (
     AnswerReceived,
@@ -57,6 +58,7 @@ from gateway.sip.useragent import (
     OfferReceived,
     OfferRequested,
     Peer,
+    ResponseReceived,
 )
 from gateway.transcode.audio import SILENCE, AudioCodec, AudioFormat, make_encoder
 from gateway.transcode.codecs import StreamCodec, StreamKind, h264, vp8
@@ -97,6 +99,7 @@ class SipService:
         self._dial_outs = RateLimit(config.sip.dial_out_per_minute)  # per actor
         self._dial_outs_total = RateLimit(config.sip.dial_out_per_minute_total)
         self.trunks = [ipaddress.ip_network(source, strict=False) for source in config.sip.trunk_sources]
+        self.registrations: TrunkRegistrations | None = None  # (sip.trunks that register; from start)
 
     def from_trunk(self, address: str) -> bool:
         try:
@@ -109,7 +112,13 @@ class SipService:
         self.stack = SipTransport(self.config.sip, self.handle_event)
         ports = await self.stack.start()
         log.info("SIP started", host=self.config.sip.host, ports=ports)
+        if self.config.sip.trunks:
+            self.registrations = TrunkRegistrations(self.config.sip, self.stack)
+            self.registrations.start()
         return ports
+
+    def trunk_states(self) -> list[dict[str, Any]]:
+        return self.registrations.states() if self.registrations is not None else []
 
     async def wait_idle(self, timeout_s: float) -> None:
         """Waits until every call has ended (their goodbye prompts played), at most `timeout_s`."""
@@ -119,6 +128,8 @@ class SipService:
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
+        if self.registrations is not None:
+            await self.registrations.stop()  # (bindings removed while the stack still runs)
         if self.stack is not None:
             await self.stack.stop()  # BYE to every call; each is released as it ends
         for call in list(self.calls.values()):
@@ -250,6 +261,9 @@ class SipService:
             self.confirmed(event.call)
         elif isinstance(event, CallEnded):
             self.disconnected(event.call, event.status, event.reason)
+        elif isinstance(event, ResponseReceived):
+            if self.registrations is not None:
+                self.registrations.on_response(event)
 
     def _guarded(self, call: int, action: Callable[[SipCall], None]) -> bool:
         """An event of the SIP stack for one call: a failure ends that call only. False when the

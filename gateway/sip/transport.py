@@ -276,6 +276,13 @@ class SipTransport:
         self._pump()
         return call
 
+    def request(self, method: str, uri: str, peer: Peer, headers: list[tuple[str, str]]) -> str:
+        """A request outside calls (REGISTER, OPTIONS); its answer comes as ResponseReceived."""
+        assert self.ua is not None
+        branch = self.ua.request(method, uri, peer, headers)
+        self._pump()
+        return branch
+
     @property
     def active_calls(self) -> int:
         return len(self.ua.calls) if self.ua is not None else 0

@@ -177,6 +177,17 @@ class CallEnded:
     reason: str
 
 
+@dataclass(frozen=True)
+class ResponseReceived:
+    """The final answer to a request of ours outside any call (`request`: REGISTER, OPTIONS);
+    status 408 with `message` None when none came within 64*T1."""
+
+    branch: str
+    status: int
+    reason: str
+    message: SipMessage | None
+
+
 Event = (
     IncomingCall
     | OfferReceived
@@ -186,6 +197,7 @@ Event = (
     | KeyframeRequested
     | CallConfirmed
     | CallEnded
+    | ResponseReceived
 )
 
 
@@ -225,6 +237,7 @@ class _ClientTransaction(_Timed):
     state: ClientTransactionState
     interval: float = T1  # of timer A or E
     waited: float = 0.0
+    report: bool = False  # its final answer becomes a ResponseReceived (requests outside calls)
 
 
 @dataclass(eq=False)
@@ -379,6 +392,8 @@ class UserAgent:
             elif name is Timer.B:
                 self._no_answer(owner)
             else:  # D, F, K, M: the transaction ends
+                if name is Timer.F and owner.report:
+                    self._events.append(ResponseReceived(owner.branch, 408, "Request Timeout", None))
                 self._stop(owner, *Timer)
                 owner.state = ClientTransactionState.TERMINATED
                 if self._client_tx.get(owner.branch) is owner:
@@ -1026,12 +1041,44 @@ class UserAgent:
             return
         if tx.state in (ClientTransactionState.TRYING, ClientTransactionState.PROCEEDING):
             tx.state = ClientTransactionState.COMPLETED
+            if tx.report:
+                self._events.append(ResponseReceived(branch, msg.status, msg.reason, msg))
             self._stop(tx, Timer.E, Timer.F)
             if tx.peer.transport == "udp":
                 self._start(tx, Timer.K, T4)
             else:
                 tx.state = ClientTransactionState.TERMINATED
                 del self._client_tx[branch]
+
+    # -- requests outside calls (REGISTER, OPTIONS keep-alives) ------------------------------------
+
+    def request(self, method: str, uri: str, peer: Peer, headers: list[tuple[str, str]], body: bytes = b"") -> str:
+        """Sends a request outside any call (the caller gives From, To, Call-ID, CSeq and the rest;
+        Via, Max-Forwards and User-Agent are ours) as a non-INVITE client transaction, retransmitted
+        over UDP; its final answer comes as ResponseReceived with the branch returned here."""
+        if method in ("INVITE", "ACK", "CANCEL"):
+            raise ValueError(f"{method} is not a request outside calls")
+        branch = "z9hG4bK" + secrets.token_hex(10)
+        request = SipMessage(method=method, uri=uri)
+        request.add("via", self._via(peer, branch))
+        request.add("max-forwards", "70")
+        for key, value in headers:
+            request.add(key, value)
+        request.add("user-agent", self.user_agent)
+        request.body = body
+        data = request.serialize()
+        self._queue(data, peer)
+        tx = _ClientTransaction(branch, method, request, data, peer, None, ClientTransactionState.TRYING, report=True)
+        self._client_tx[branch] = tx
+        if peer.transport == "udp":
+            self._start(tx, Timer.E, T1)
+        self._start(tx, Timer.F, TIMEOUT)
+        return branch
+
+    def local_address(self, peer: Peer) -> Address:
+        """Our address toward `peer` as we write it in Via and Contact (public_address if set)."""
+        host, port = self.local.get(peer.transport, next(iter(self.local.values())))
+        return self.public_address or host, port
 
     # -- dial-out: our INVITE (RFC 3261 13.2, 17.1.1) ---------------------------------------------
 

@@ -22,7 +22,7 @@ import pytest
 from tests.support.baresip import Baresip, free_rtp_ports
 from tests.support.browser import CHROMIUM, chromium_args, write_solid_y4m
 from tests.support.gateway import wait_until
-from tests.support.sipp import SCENARIOS, SIPP, Sipp, free_udp_port
+from tests.support.sipp import SCENARIOS, SIPP, Sipp, free_udp_port, udp_port_bound
 from tests.support.video import (
     PacketCapture,
     colours_seen,
@@ -399,18 +399,6 @@ def uas_scenario(answers: list[list[str]]) -> str:
             parts += ['  <recv request="INFO"/>\n', _uas_reply(None, False)]
     parts += ['  <recv request="BYE"/>\n', _uas_reply(None, False), "</scenario>\n"]
     return "".join(parts)
-
-
-def udp_port_bound(port: int) -> bool:
-    """Whether some process has bound this local UDP port (from /proc/net/udp and udp6)."""
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        if any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in lines):
-            return True
-    return False
 
 
 def run_against_uas(directory: Path, scenario: str, answers: list[list[str]]) -> tuple[int, str]:

@@ -22,6 +22,18 @@ DTMF_EVENTS = "0123456789*#ABCD"
 # -- sipp ---------------------------------------------------------------------------------------------
 
 
+def udp_port_bound(port: int) -> bool:
+    """Whether some process has bound this local UDP port (from /proc/net/udp and udp6)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in lines):
+            return True
+    return False
+
+
 def free_udp_port(span: int = 1) -> int:
     """A local UDP port that is free together with the `span - 1` ports after it."""
     for _ in range(50):

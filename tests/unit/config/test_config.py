@@ -524,3 +524,33 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     [error] = invalid.value.errors
     assert (error.path, error.line) == ("(file)", 3)
     assert error.message.startswith("not UTF-8 text (byte 0xe9")
+
+
+def test_trunks_are_read_with_their_password_kept_secret() -> None:
+    config = parse_config(yaml_text("""
+        sip:
+          trunks:
+            - {id: telekom, registrar: "tel.t-online.de", user: "+4930123456", password: "Geheim-1", expires_s: 300}
+            - {id: pbx, registrar: "[2001:db8::1]:5070", user: "1001", registers: false}
+    """))
+    telekom, pbx = config.sip.trunks
+    assert (telekom.registrar_host, telekom.registrar_port, telekom.expires_s) == ("tel.t-online.de", 5060, 300)
+    assert (pbx.registrar_host, pbx.registrar_port, pbx.registers) == ("2001:db8::1", 5070, False)
+    assert "Geheim-1" not in repr(config) and "Geheim-1" not in config.model_dump_json()
+    assert telekom.password is not None and telekom.password.get_secret_value() == "Geheim-1"
+
+
+@pytest.mark.parametrize(
+    ("trunks", "says"),
+    [
+        ('[{id: a, registrar: "x.example", user: "1", password: p}, {id: a, registrar: "y.example", user: "2", password: p}]', "defined twice"),
+        ('[{id: a, registrar: "x.example", user: "1"}]', "has no password"),
+        ('[{id: a, registrar: "x.example", user: "1", password: p, transport: tcp}]', "udp"),
+        ('[{id: a, registrar: "x .example", user: "1", password: p}]', "registrar"),
+        ('[{id: a, registrar: "x.example", user: "with space", password: p}]', "user"),
+        ('[{id: a, registrar: "x.example", user: "1", password: p, expires_s: 5}]', "expires_s"),
+    ],
+)
+def test_bad_trunks_are_refused_with_a_clear_error(trunks: str, says: str) -> None:
+    errors = errors_of(f"sip:\n  trunks: {trunks}\n")
+    assert any(says in f"{e.path} {e.message}" for e in errors), errors

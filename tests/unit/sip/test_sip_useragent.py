@@ -519,3 +519,43 @@ def test_offers_and_answers_pass_through_the_core_unread() -> None:
     h.take()
     h.feed(request("ACK", branch="z9hG4bKack3", cseq=3, to_tag=tag, body="their answer\r\n"))
     assert h.events.events[-1] == AnswerReceived(call, "their answer\r\n")
+
+
+def test_a_request_outside_calls_is_retransmitted_until_its_final_answer_which_is_reported() -> None:
+    """RFC 3261 17.1.2: our REGISTER as a non-INVITE client transaction (timer E over UDP), its
+    provisional answer stops nothing but is not reported, its final answer is (ResponseReceived)."""
+    from gateway.sip.useragent import ResponseReceived
+    from tests.support.useragent import UDP
+
+    h = Harness()
+    headers = [("from", "<sip:4711@carrier.example>;tag=a"), ("to", "<sip:4711@carrier.example>"), ("call-id", "reg-1"), ("cseq", "7 REGISTER")]
+    branch = h.ua.request("REGISTER", "sip:carrier.example", UDP, headers)
+    (register,) = h.take()
+    assert (register.method, register.uri, register.top_via.branch, register.cseq) == ("REGISTER", "sip:carrier.example", branch, (7, "REGISTER"))
+    assert register.get("max-forwards") == "70" and register.get("call-id") == "reg-1"
+    assert [at for at, m in h.run_until(4.0) if m.method == "REGISTER"] == [0.5, 1.5, 3.5]
+    reply = f"SIP/2.0 {{}}\r\nVia: {register.get('via')}\r\nFrom: <sip:4711@carrier.example>;tag=a\r\n"
+    reply += "To: <sip:4711@carrier.example>;tag=r\r\nCall-ID: reg-1\r\nCSeq: 7 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    h.feed(reply.format("100 Trying").encode())
+    assert not [e for e in h.events.events if isinstance(e, ResponseReceived)]
+    h.feed(reply.format("401 Unauthorized").encode())
+    h.feed(reply.format("401 Unauthorized").encode())  # a retransmission: reported once
+    (answer,) = [e for e in h.events.events if isinstance(e, ResponseReceived)]
+    assert (answer.branch, answer.status, answer.reason) == (branch, 401, "Unauthorized") and answer.message is not None
+    assert h.run_until(40.0) == []  # nothing more goes out
+
+
+def test_a_request_outside_calls_without_answer_is_reported_as_408_after_64_t1() -> None:
+    from gateway.sip.useragent import ResponseReceived
+    from tests.support.useragent import UDP
+
+    h = Harness()
+    headers = [("from", "<sip:gw@198.51.100.1>;tag=o"), ("to", "<sip:carrier.example>"), ("call-id", "x"), ("cseq", "1 OPTIONS")]
+    branch = h.ua.request("OPTIONS", "sip:carrier.example", UDP, headers)
+    h.run_until(31.0)
+    assert not [e for e in h.events.events if isinstance(e, ResponseReceived)]
+    h.run_until(33.0)
+    (answer,) = [e for e in h.events.events if isinstance(e, ResponseReceived)]
+    assert (answer.branch, answer.status, answer.message) == (branch, 408, None)
+    with pytest.raises(ValueError):
+        h.ua.request("INVITE", "sip:x@y", UDP, [])

@@ -1,0 +1,236 @@
+"""Keeping a trunk registered (RFC 3261 section 10), sans-IO: what to send when, and what the
+answers mean. The adapter (sip/trunks.py) sends the REGISTERs this builds through the user agent
+and hands the final answers back, with the time.
+
+    reg = Registration(...); reg.start(now)
+    reg.due                     # when to call reg.build(now) and send (None: nothing to send)
+    uri, headers = reg.build(now)
+    reg.answered(status, message, now)   # the final answer (408 and None: no answer at all)
+    reg.state                   # registered / failing (with the status) / next attempt
+
+One Call-ID for the life of the binding, the CSeq rising (RFC 3261 10.2.4). 401/407 are answered
+with digest (sip/digest.py; the strongest algorithm offered, nonce counted; a stale nonce is
+answered again at once; the same challenge twice means the credentials are wrong: failing, with
+backoff). 423 Interval Too Brief: again at once with its Min-Expires. 2xx: registered for the
+expiry the registrar granted (the Contact's expires parameter for our contact, else Expires),
+refreshed at half of it, at most a minute before it ends. Anything else, or no answer: failing,
+again after 5, 10, 30, 60, 120, then every 300 s, with up to 10 % jitter so trunks of many
+gateways do not return in step.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.sip.digest import Challenge, DigestClient, DigestError, choose, parse_challenge
+from gateway.sip.message import NameAddr, SipMessage, SipMessageError, ascii_int, split_list
+
+BACKOFF_S = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+MAX_INTERVAL_BRIEF = 3  # 423s in a row before giving up for a backoff round
+MAX_EXPIRES_S = 86_400
+
+
+class RegistrationStatus(enum.Enum):
+    IDLE = "idle"  # not started, or stopped
+    REGISTERING = "registering"  # a REGISTER is out (first, or after a failure)
+    REGISTERED = "registered"
+    FAILING = "failing"  # the last attempt failed: `status` says how, `next_attempt_at` when again
+    UNREGISTERING = "unregistering"
+
+
+@dataclass(frozen=True)
+class RegistrationState:
+    status: RegistrationStatus
+    last_status: int | None = None  # the registrar's last final answer (408: none came)
+    reason: str = ""
+    registered_until: float | None = None
+    next_attempt_at: float | None = None
+    failures: int = 0
+
+
+class Registration:
+    """One binding: `aor` (sip:user@domain) at `contact`, refreshed through `registrar`."""
+
+    def __init__(
+        self,
+        *,
+        registrar: str,  # the Request-URI: sip:domain (RFC 3261 10.2)
+        aor: str,  # To and From
+        contact: str,  # our Contact URI
+        credentials: DigestClient | None,
+        expires_s: int = 600,
+        realm: str | None = None,  # answer only challenges of this realm (None: any)
+        display_name: str = "",
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.registrar = registrar
+        self.aor = aor
+        self.contact = contact
+        self.credentials = credentials
+        self.wanted_expires = expires_s
+        self.realm = realm
+        self.display_name = display_name.replace('"', "'")
+        self._rng = rng
+        self.call_id = secrets.token_hex(12)
+        self.from_tag = secrets.token_hex(6)
+        self.cseq = secrets.randbelow(2**16)
+        self._expires = expires_s
+        self._challenge: Challenge | None = None
+        self._answered_challenge: Challenge | None = None  # the challenge our last REGISTER answered
+        self._brief = 0
+        self._unregister = False
+        self.due: float | None = None
+        self.in_flight = False
+        self.state = RegistrationState(RegistrationStatus.IDLE)
+
+    # -- commands -------------------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        self._unregister = False
+        self.state = RegistrationState(RegistrationStatus.REGISTERING, failures=self.state.failures)
+        self.due = now
+
+    def stop(self, now: float) -> None:
+        """Removes the binding (a REGISTER with Expires: 0) when one is up; else just stops."""
+        if self.state.status is RegistrationStatus.REGISTERED:
+            self._unregister = True
+            self.state = RegistrationState(RegistrationStatus.UNREGISTERING)
+            self.due = now
+        else:
+            self.state = RegistrationState(RegistrationStatus.IDLE)
+            self.due = None
+
+    def unreachable(self, reason: str, now: float) -> None:
+        """No REGISTER could be sent (the registrar's name did not resolve): a failure."""
+        if self.state.status is not RegistrationStatus.IDLE:
+            self.due = None
+            self._failed(0, reason, now)
+
+    # -- the requests -----------------------------------------------------------------------------
+
+    def build(self, now: float, method: str = "REGISTER", uri: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+        """The next REGISTER (Request-URI and headers; Via is the user agent's)."""
+        self.cseq += 1
+        self.due = None
+        self.in_flight = True
+        name = f'"{self.display_name}" ' if self.display_name else ""
+        expires = 0 if self._unregister else self._expires
+        uri = uri or self.registrar
+        headers = [
+            ("from", f"{name}<{self.aor}>;tag={self.from_tag}"),
+            ("to", f"{name}<{self.aor}>"),
+            ("call-id", self.call_id),
+            ("cseq", f"{self.cseq} {method}"),
+            ("contact", f"<{self.contact}>;expires={expires}"),
+            ("expires", str(expires)),
+            ("allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
+        ]
+        self._answered_challenge = None
+        if self._challenge is not None and self.credentials is not None:
+            try:
+                header = self.credentials.authorization(self._challenge, method, uri)
+            except DigestError:
+                pass
+            else:
+                headers.append((self._challenge.answer_header.lower(), header))
+                self._answered_challenge = self._challenge
+        return uri, headers
+
+    # -- the answers ------------------------------------------------------------------------------
+
+    def answered(self, status: int, message: SipMessage | None, now: float) -> None:
+        self.in_flight = False
+        if self.state.status is RegistrationStatus.IDLE:
+            return  # (stopped meanwhile)
+        if self._unregister:
+            self.state = RegistrationState(RegistrationStatus.IDLE, last_status=status)
+            self.due = None
+            return
+        if status in (401, 407) and message is not None:
+            self._challenged(status, message, now)
+        elif status == 423 and message is not None:
+            self._interval_too_brief(message, now)
+        elif 200 <= status < 300:
+            self._registered(status, message, now)
+        else:
+            reason = message.reason if message is not None else "no answer"
+            self._failed(status, reason, now)
+
+    def _challenged(self, status: int, message: SipMessage, now: float) -> None:
+        header = "proxy-authenticate" if status == 407 else "www-authenticate"
+        offered = []
+        # (raw values: a challenge's own commas are no list separators, so not message.all)
+        for value in [v for k, v in message.headers if k == header][:8]:
+            try:
+                offered.append(parse_challenge(value, proxy=status == 407))
+            except DigestError:
+                continue
+        if self.realm is not None:
+            offered = [c for c in offered if c.realm == self.realm]
+        challenge = choose(offered)
+        if self.credentials is None or challenge is None:
+            self._failed(status, "no credentials for this challenge" if self.credentials is None else "no digest challenge we can answer", now)
+            return
+        answered = self._answered_challenge
+        if answered is not None and not challenge.stale and (challenge.realm, challenge.nonce) == (answered.realm, answered.nonce):
+            self._failed(status, "credentials refused", now)  # (our answer to this very challenge was wrong)
+            return
+        if answered is not None and not challenge.stale and challenge.realm == answered.realm and self.state.status is RegistrationStatus.REGISTERING:
+            # A fresh nonce after we answered one, not marked stale: the registrar refused us.
+            self._failed(status, "credentials refused", now)
+            return
+        self._challenge = challenge
+        self.due = now
+
+    def _interval_too_brief(self, message: SipMessage, now: float) -> None:
+        minimum = ascii_int((message.get("min-expires") or "").strip(), 10)
+        self._brief += 1
+        if minimum is None or minimum > MAX_EXPIRES_S or minimum <= self._expires or self._brief > MAX_INTERVAL_BRIEF:
+            self._failed(423, "Interval Too Brief without a usable Min-Expires", now)
+            return
+        self._expires = minimum
+        self.due = now
+
+    def _registered(self, status: int, message: SipMessage | None, now: float) -> None:
+        granted = self._granted_expires(message)
+        if granted <= 0:
+            self._failed(status, "registrar kept no binding for our contact", now)
+            return
+        self._brief = 0
+        refresh = max(granted / 2, granted - 60) if granted > 120 else granted / 2
+        self.state = RegistrationState(
+            RegistrationStatus.REGISTERED, last_status=status, registered_until=now + granted, next_attempt_at=now + refresh
+        )
+        self.due = now + refresh
+
+    def _granted_expires(self, message: SipMessage | None) -> int:
+        """The registrar's expiry for our contact: its Contact's expires parameter, else Expires,
+        else what we asked."""
+        if message is None:
+            return self._expires
+        ours = self.contact.lower()
+        try:
+            for value in [v for k, v in message.headers if k == "contact"][:8]:
+                for part in split_list(value)[:32]:
+                    entry = NameAddr.parse(part)
+                    found = ascii_int(entry.param("expires") or "", 10)
+                    if entry.uri.lower() == ours and found is not None:
+                        return min(found, MAX_EXPIRES_S)
+        except SipMessageError:
+            pass
+        header = ascii_int((message.get("expires") or "").strip(), 10)
+        return min(header, MAX_EXPIRES_S) if header is not None else self._expires
+
+    def _failed(self, status: int, reason: str, now: float) -> None:
+        failures = self.state.failures + 1
+        self._challenge = None  # (the next attempt starts afresh)
+        self._brief = 0
+        delay = BACKOFF_S[min(failures, len(BACKOFF_S)) - 1] * (1 + 0.1 * self._rng())
+        self.state = RegistrationState(
+            RegistrationStatus.FAILING, last_status=status, reason=reason, next_attempt_at=now + delay, failures=failures
+        )
+        self.due = now + delay

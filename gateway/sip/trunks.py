@@ -1,0 +1,215 @@
+"""Trunk registrations on the asyncio loop: the thin adapter of sip/registration.py.
+
+For each trunk of `sip.trunks` that `registers`, a Registration: its REGISTERs go out through the
+SIP stack's user agent (a client transaction, retransmitted over UDP), their final answers come
+back as ResponseReceived events, and a loop timer sends the next one when it is due. The
+registrar's host name is resolved again before every REGISTER (off the event loop, by the loop's
+resolver), so a DNS change is followed at the next refresh; a name that does not resolve is a
+failure with backoff like any other. At shutdown, bindings are removed (Expires: 0), waiting at
+most two seconds for the answers.
+
+The state of each trunk (registered, failing with which status and why, next attempt) is what the
+API, the metrics and the logs show; the password is never part of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import structlog
+
+from gateway.config import SipConfig, TrunkConfig
+from gateway.sip.digest import DigestClient
+from gateway.sip.registration import Registration, RegistrationStatus
+from gateway.sip.transport import SipTransport
+from gateway.sip.useragent import Peer, ResponseReceived
+
+log = structlog.get_logger(__name__)
+
+
+class _Trunk:
+    def __init__(self, config: TrunkConfig, registration: Registration) -> None:
+        self.config = config
+        self.registration = registration
+        self.timer: asyncio.TimerHandle | None = None
+        self.address: tuple[str, int] | None = None
+        self.registrations = 0  # successful REGISTERs
+        self.failures = 0
+        self.sending = False
+
+
+class TrunkRegistrations:
+    def __init__(self, config: SipConfig, stack: SipTransport) -> None:
+        self._stack = stack
+        self._trunks: dict[str, _Trunk] = {}
+        self._branches: dict[str, str] = {}  # REGISTER in flight -> trunk id
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        ua = stack.ua
+        assert ua is not None, "the SIP stack runs before trunks register"
+        host, port = ua.local_address(Peer("udp", ("0.0.0.0", 0)))
+        self._unspecified = host in ("0.0.0.0", "::", "")  # (then the Contact names the route's address)
+        for trunk in config.trunks:
+            if not trunk.registers:
+                continue
+            password = trunk.password.get_secret_value() if trunk.password is not None else ""
+            domain = trunk.domain or trunk.registrar_host
+            registration = Registration(
+                registrar=f"sip:{domain}",
+                aor=f"sip:{trunk.user}@{domain}",
+                contact=f"sip:{trunk.user}@{host}:{port}",
+                credentials=DigestClient(trunk.auth_user or trunk.user, password),
+                expires_s=trunk.expires_s,
+                realm=trunk.realm,
+                display_name=trunk.display_name,
+            )
+            self._trunks[trunk.id] = _Trunk(trunk, registration)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for trunk in self._trunks.values():
+            trunk.registration.start(self._loop.time())
+            self._schedule(trunk)
+
+    async def stop(self, timeout_s: float = 2.0) -> None:
+        """Removes the bindings that are up, waiting at most timeout_s for the registrars."""
+        loop = self._loop
+        if loop is None:
+            return
+        for trunk in self._trunks.values():
+            trunk.registration.stop(loop.time())
+            self._schedule(trunk)
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline and any(  # noqa: ASYNC110 (a few answers at shutdown)
+            t.registration.state.status is RegistrationStatus.UNREGISTERING for t in self._trunks.values()
+        ):
+            await asyncio.sleep(0.05)
+        for trunk in self._trunks.values():
+            if trunk.timer is not None:
+                trunk.timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def _schedule(self, trunk: _Trunk) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if trunk.timer is not None:
+            trunk.timer.cancel()
+            trunk.timer = None
+        due = trunk.registration.due
+        if due is not None and not trunk.sending:
+            trunk.timer = loop.call_at(due, self._due, trunk)
+
+    def _due(self, trunk: _Trunk) -> None:
+        trunk.timer = None
+        trunk.sending = True
+        task = asyncio.get_running_loop().create_task(self._send(trunk))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, trunk: _Trunk) -> None:
+        loop = asyncio.get_running_loop()
+        config = trunk.config
+        registration = trunk.registration
+        try:
+            try:
+                infos = await loop.getaddrinfo(
+                    config.registrar_host, config.registrar_port, type=socket.SOCK_DGRAM, family=socket.AF_INET
+                )
+            except OSError as exc:
+                registration.unreachable(f"registrar name not resolved ({exc.strerror or exc})", loop.time())
+                self._report(trunk)
+                return
+            address = (str(infos[0][4][0]), int(infos[0][4][1]))
+            if trunk.address is not None and address != trunk.address:
+                log.info("trunk registrar moved", trunk=config.id, address=f"{address[0]}:{address[1]}")
+            trunk.address = address
+            if self._unspecified:
+                registration.contact = _contact_toward(registration.contact, address)
+            if registration.due is None or registration.due > loop.time() + 0.001:
+                return  # (stopped or rescheduled while resolving)
+            uri, headers = registration.build(loop.time())
+            branch = self._stack.request("REGISTER", uri, Peer("udp", address), headers)
+            self._branches[branch] = config.id
+        finally:
+            trunk.sending = False
+            self._schedule(trunk)
+
+    # -- answers ----------------------------------------------------------------------------------
+
+    def on_response(self, event: ResponseReceived) -> bool:
+        """A final answer from the stack; True when it was one of ours."""
+        trunk_id = self._branches.pop(event.branch, None)
+        trunk = self._trunks.get(trunk_id or "")
+        if trunk is None or self._loop is None:
+            return False
+        before = trunk.registration.state
+        trunk.registration.answered(event.status, event.message, self._loop.time())
+        self._report(trunk, before.status)
+        self._schedule(trunk)
+        return True
+
+    def _report(self, trunk: _Trunk, before: RegistrationStatus | None = None) -> None:
+        state = trunk.registration.state
+        config = trunk.config
+        if state.status is RegistrationStatus.REGISTERED:
+            trunk.registrations += 1
+            if before is not RegistrationStatus.REGISTERED:
+                log.info("trunk registered", trunk=config.id, registrar=config.registrar, expires_s=round((state.registered_until or 0) - (self._loop.time() if self._loop else 0)))
+        elif state.status is RegistrationStatus.FAILING:
+            trunk.failures += 1
+            log.warning(
+                "trunk registration failed",
+                trunk=config.id,
+                registrar=config.registrar,
+                status=state.last_status,
+                reason=state.reason,
+                retry_in_s=round((state.next_attempt_at or 0) - (self._loop.time() if self._loop else 0), 1),
+            )
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def states(self) -> list[dict[str, Any]]:
+        """Each trunk as the API and the metrics show it (never its password)."""
+        loop_now = self._loop.time() if self._loop is not None else 0.0
+        wall_now = time.time()
+        out = []
+        for trunk in self._trunks.values():
+            state = trunk.registration.state
+
+            def wall(at: float | None) -> float | None:
+                return round(wall_now + (at - loop_now), 1) if at is not None else None
+
+            out.append(
+                {
+                    "id": trunk.config.id,
+                    "registrar": trunk.config.registrar,
+                    "user": trunk.config.user,
+                    "status": state.status.value,
+                    "last_status": state.last_status,
+                    "reason": state.reason,
+                    "registered_until": wall(state.registered_until),
+                    "next_attempt_at": wall(state.next_attempt_at),
+                    "failures_in_a_row": state.failures,
+                    "registrations": trunk.registrations,
+                    "failures": trunk.failures,
+                }
+            )
+        return out
+
+
+def _contact_toward(contact: str, address: tuple[str, int]) -> str:
+    """The contact with the host this machine uses toward `address` (listening on all interfaces,
+    the configured host says nothing a registrar could reach)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(address)  # (no packet: the kernel picks the route and its source address)
+        local = probe.getsockname()[0]
+    user_host, _, port = contact.rpartition(":")
+    user = user_host.split("@", 1)[0]
+    return f"{user}@{local}:{port}"

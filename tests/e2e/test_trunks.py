@@ -1,0 +1,119 @@
+"""Trunks: the gateway registers with a carrier's registrar (Debian's kamailio, digest over SQLite)
+with SHA-256 or MD5 digest, refreshes before expiry, takes a call routed through the proxy to its
+registered contact into the right room, removes its binding when it stops, says so when the
+password is wrong (and never says the password), and registers again after the registrar restarts."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import (
+    TEST_CONFIG,
+    RunningGateway,
+    metric,
+    start_gateway,
+    stop_and_check,
+    wait_until,
+)
+from tests.support.kamailio import DOMAIN, Kamailio
+from tests.support.sipp import Sipp
+
+TRUNK_USER = "4711"  # the demo room's alias: calls to the trunk's number land in demo
+PASSWORD = "Trunk-Geheimnis-2026"
+
+
+def gateway_with_trunk(tmp_path: Path, kamailio: Kamailio, password: str = PASSWORD, expires_s: int = 10) -> RunningGateway:
+    sip_line = "sip: {host: 127.0.0.1, port: 0, language: en, digit_timeout_s: 2}"
+    assert sip_line in TEST_CONFIG
+    trunk = (
+        f'{{id: carrier, registrar: "127.0.0.1:{kamailio.port}", domain: {DOMAIN}, user: "{TRUNK_USER}", '
+        f'password: "{password}", expires_s: {expires_s}}}'
+    )
+    config = TEST_CONFIG.replace(sip_line, sip_line[:-1] + f", trunks: [{trunk}]}}")
+    return start_gateway(tmp_path, config)
+
+
+def trunk_state(gateway: RunningGateway) -> dict[str, object]:
+    (state,) = gateway.api("GET", "/api/trunks").json()
+    assert isinstance(state, dict)
+    return state
+
+
+def participants(gateway: RunningGateway, room: str) -> list[dict[str, object]]:
+    found = gateway.api("GET", f"/api/rooms/{room}/participants").json()
+    assert isinstance(found, list)
+    return found
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+def test_registered_through_kamailio_refreshed_reached_by_calls_and_unregistered_at_the_end(algorithm: str, tmp_path: Path) -> None:
+    kamailio = Kamailio(tmp_path / "kamailio", {TRUNK_USER: PASSWORD}, algorithm=algorithm)
+    kamailio.start()
+    gateway = gateway_with_trunk(tmp_path, kamailio)
+    try:
+        wait_until(lambda: trunk_state(gateway)["status"] == "registered", 15, what="the trunk registered")
+        assert metric(gateway, "gateway_sip_trunk_registered", trunk="carrier") == 1
+        assert kamailio.probe(TRUNK_USER) == 200  # the proxy reaches the gateway at its contact
+        # expires 10 s: refreshed every 5 s, the binding never lapses
+        first = int(trunk_state(gateway)["registrations"])  # type: ignore[call-overload]
+        wait_until(lambda: int(trunk_state(gateway)["registrations"]) >= first + 2, 20, what="two refreshes")  # type: ignore[call-overload]
+        state = trunk_state(gateway)
+        assert state["status"] == "registered" and state["failures"] == 0 and state["last_status"] == 200
+
+        # A carrier's call to the trunk's number, through the proxy, lands in the demo room.
+        call = Sipp(types.SimpleNamespace(sip_port=kamailio.port), tmp_path / "call", "via_proxy_guest.xml", TRUNK_USER)  # type: ignore[arg-type]
+        wait_until(lambda: any(p.get("kind") == "phone" for p in participants(gateway, "demo")), 20, what="the caller in demo")
+        result = call.wait(60)
+        assert result.returncode == 0, result.describe()
+    finally:
+        stop_and_check(gateway)
+        try:
+            assert kamailio.probe(TRUNK_USER) == 404, "the binding outlived the gateway"  # removed at shutdown
+        finally:
+            kamailio.stop()
+    assert PASSWORD not in gateway.log_path.read_text()
+
+
+def test_a_wrong_password_shows_as_failing_with_backoff_and_the_password_is_never_logged(tmp_path: Path) -> None:
+    kamailio = Kamailio(tmp_path / "kamailio", {TRUNK_USER: PASSWORD})
+    kamailio.start()
+    wrong = "Falsches-Passwort-42"
+    gateway = gateway_with_trunk(tmp_path, kamailio, password=wrong)
+    try:
+        wait_until(lambda: trunk_state(gateway)["status"] == "failing", 15, what="the trunk failing")
+        state = trunk_state(gateway)
+        assert state["last_status"] == 401 and state["reason"] == "credentials refused", state
+        assert state["next_attempt_at"] is not None and "password" not in state
+        assert metric(gateway, "gateway_sip_trunk_registered", trunk="carrier") == 0
+        assert kamailio.probe(TRUNK_USER) == 404
+        # the first retry after about 5 s, and it fails the same way
+        wait_until(lambda: int(trunk_state(gateway)["failures"]) >= 2, 15, what="a second attempt")  # type: ignore[call-overload]
+        assert trunk_state(gateway)["failures_in_a_row"] == 2
+    finally:
+        gateway.process.terminate()
+        gateway.process.wait(30)
+        kamailio.stop()
+    text = gateway.log_path.read_text()
+    assert wrong not in text and PASSWORD not in text
+    assert any(line.get("event") == "trunk registration failed" and line.get("status") == 401 for line in gateway.log_lines())
+
+
+def test_the_gateway_registers_again_after_kamailio_restarts(tmp_path: Path) -> None:
+    """kamailio keeps bindings in memory: after a restart it knows none; the gateway's next refresh
+    (or its retransmission) finds the new one, is challenged and registers again."""
+    kamailio = Kamailio(tmp_path / "kamailio", {TRUNK_USER: PASSWORD})
+    kamailio.start()
+    gateway = gateway_with_trunk(tmp_path, kamailio)
+    try:
+        wait_until(lambda: trunk_state(gateway)["status"] == "registered", 15, what="the trunk registered")
+        kamailio.stop()
+        kamailio.start()
+        assert kamailio.probe(TRUNK_USER) == 404  # a fresh kamailio: no binding
+        wait_until(lambda: kamailio.probe(TRUNK_USER, timeout=0.5) == 200, 30, what="the binding back in the restarted kamailio")
+        assert trunk_state(gateway)["status"] == "registered"
+    finally:
+        stop_and_check(gateway)
+        kamailio.stop()
