@@ -97,6 +97,8 @@ class Gateway:
         calls = (lambda: CallCounters(len(sip.calls), dict(sip.attempts), dict(sip.failures), sip.trunk_states())) if sip else None
         # Events out, commands in, presence (gateway/control/mqtt.py): only with mqtt.enabled.
         self.mqtt = MqttBridge(config.mqtt, self.directory, self.live) if config.mqtt.enabled else None
+        if self.mqtt is not None and sip is not None:
+            sip.trunk_listeners.append(self.mqtt.publish_trunk_state)
         self.metrics = build_registry(self.directory, calls, self.loop_lag, self.mqtt.counters if self.mqtt else None)
         self.ready = False
         api = build_router(

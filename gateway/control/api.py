@@ -205,6 +205,7 @@ def build_router(
             "conflicts": admin.conflicts,
             "mqtt": mqtt_state() if mqtt_state else {"enabled": False},
             "sip_enabled": config.sip.enabled,
+            "trunks": trunk_states() if trunk_states is not None else [],
         }
 
     @router.get("/trunks", tags=["status"])

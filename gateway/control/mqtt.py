@@ -377,6 +377,15 @@ class MqttBridge:
         except Exception:  # an event we cannot publish must never disturb the room that sent it
             log.exception("mqtt could not queue an event", room=event.room, event_type=event.type)
 
+    def publish_trunk_state(self, state: dict[str, Any]) -> None:
+        """A trunk's registration changed (registered, failing with which status): published on
+        <prefix>/<node>/trunks/<id>/state, as the API shows it (never a password)."""
+        try:
+            body = json.dumps({**scrub(state), "node": self.config.node}, default=str).encode()
+            self.session.enqueue(Outgoing(self.topics.trunk_state(str(state["id"])), body))
+        except Exception:
+            log.exception("mqtt could not queue a trunk state", trunk=state.get("id"))
+
     # -- commands in ----------------------------------------------------------------------------
 
     async def answer(self, room: str, payload: bytes) -> dict[str, Any]:

@@ -59,6 +59,9 @@ class Topics:
     def event(self, room: str, event_type: str) -> str:
         return f"{self.base}/rooms/{room}/events/{event_type}"
 
+    def trunk_state(self, trunk: str) -> str:
+        return f"{self.base}/trunks/{trunk}/state"
+
     def replies(self, room: str) -> str:
         return f"{self.base}/rooms/{room}/replies"
 

@@ -100,6 +100,7 @@ class SipService:
         self._dial_outs_total = RateLimit(config.sip.dial_out_per_minute_total)
         self.trunks = [ipaddress.ip_network(source, strict=False) for source in config.sip.trunk_sources]
         self.registrations: TrunkRegistrations | None = None  # (sip.trunks that register; from start)
+        self.trunk_listeners: list[Callable[[dict[str, Any]], None]] = []  # (MQTT: told state changes)
 
     def from_trunk(self, address: str) -> bool:
         try:
@@ -113,7 +114,7 @@ class SipService:
         ports = await self.stack.start()
         log.info("SIP started", host=self.config.sip.host, ports=ports)
         if self.config.sip.trunks:
-            self.registrations = TrunkRegistrations(self.config.sip, self.stack)
+            self.registrations = TrunkRegistrations(self.config.sip, self.stack, self.trunk_listeners)
             self.registrations.start()
         return ports
 

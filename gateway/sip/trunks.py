@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -39,11 +40,15 @@ class _Trunk:
         self.registrations = 0  # successful REGISTERs
         self.failures = 0
         self.sending = False
+        self.reported: tuple[object, ...] = ()
 
 
 class TrunkRegistrations:
-    def __init__(self, config: SipConfig, stack: SipTransport) -> None:
+    def __init__(
+        self, config: SipConfig, stack: SipTransport, on_change: Sequence[Callable[[dict[str, Any]], None]] = ()
+    ) -> None:
         self._stack = stack
+        self._on_change = list(on_change)  # told each trunk's state when its status or last answer changes
         self._trunks: dict[str, _Trunk] = {}
         self._branches: dict[str, str] = {}  # REGISTER in flight -> trunk id
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -172,6 +177,14 @@ class TrunkRegistrations:
                 reason=state.reason,
                 retry_in_s=round((state.next_attempt_at or 0) - (self._loop.time() if self._loop else 0), 1),
             )
+        if (state.status, state.last_status, state.reason) != trunk.reported:
+            trunk.reported = (state.status, state.last_status, state.reason)
+            view = next(s for s in self.states() if s["id"] == config.id)
+            for listener in self._on_change:
+                try:
+                    listener(view)
+                except Exception:
+                    log.exception("trunk state listener failed", trunk=config.id)
 
     # -- state ------------------------------------------------------------------------------------
 

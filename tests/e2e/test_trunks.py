@@ -5,12 +5,18 @@ password is wrong (and never says the password), and registers again after the r
 
 from __future__ import annotations
 
+import json
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
+from tests.e2e.test_admin_page import open_admin, sign_in
+from tests.e2e.test_mqtt import BASE, NODE, Client, Mosquitto, mqtt_config
 from tests.support.gateway import (
+    ADMIN_TOKEN,
     TEST_CONFIG,
     RunningGateway,
     metric,
@@ -21,23 +27,39 @@ from tests.support.gateway import (
 from tests.support.kamailio import DOMAIN, Kamailio
 from tests.support.sipp import Sipp
 
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path / "mosquitto")
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
 TRUNK_USER = "4711"  # the demo room's alias: calls to the trunk's number land in demo
 PASSWORD = "Trunk-Geheimnis-2026"
 
 
-def gateway_with_trunk(tmp_path: Path, kamailio: Kamailio, password: str = PASSWORD, expires_s: int = 10) -> RunningGateway:
-    sip_line = "sip: {host: 127.0.0.1, port: 0, language: en, digit_timeout_s: 2}"
-    assert sip_line in TEST_CONFIG
-    trunk = (
-        f'{{id: carrier, registrar: "127.0.0.1:{kamailio.port}", domain: {DOMAIN}, user: "{TRUNK_USER}", '
+SIP_LINE = "sip: {host: 127.0.0.1, port: 0, language: en, digit_timeout_s: 2}"
+
+
+def with_trunks(config: str, kamailio: Kamailio, trunks: dict[str, tuple[str, str]], expires_s: int = 10) -> str:
+    """`config` with sip.trunks registering at kamailio: {id: (user, password)}."""
+    assert SIP_LINE in config
+    entries = ", ".join(
+        f'{{id: {trunk_id}, registrar: "127.0.0.1:{kamailio.port}", domain: {DOMAIN}, user: "{user}", '
         f'password: "{password}", expires_s: {expires_s}}}'
+        for trunk_id, (user, password) in trunks.items()
     )
-    config = TEST_CONFIG.replace(sip_line, sip_line[:-1] + f", trunks: [{trunk}]}}")
-    return start_gateway(tmp_path, config)
+    return config.replace(SIP_LINE, SIP_LINE[:-1] + f", trunks: [{entries}]}}")
 
 
-def trunk_state(gateway: RunningGateway) -> dict[str, object]:
-    (state,) = gateway.api("GET", "/api/trunks").json()
+def gateway_with_trunk(tmp_path: Path, kamailio: Kamailio, password: str = PASSWORD, expires_s: int = 10) -> RunningGateway:
+    return start_gateway(tmp_path, with_trunks(TEST_CONFIG, kamailio, {"carrier": (TRUNK_USER, password)}, expires_s))
+
+
+def trunk_state(gateway: RunningGateway, trunk: str = "carrier") -> dict[str, object]:
+    (state,) = [s for s in gateway.api("GET", "/api/trunks").json() if s["id"] == trunk]
     assert isinstance(state, dict)
     return state
 
@@ -116,4 +138,45 @@ def test_the_gateway_registers_again_after_kamailio_restarts(tmp_path: Path) -> 
         assert trunk_state(gateway)["status"] == "registered"
     finally:
         stop_and_check(gateway)
+        kamailio.stop()
+
+
+def test_trunk_states_on_the_admin_page_and_over_mqtt(open_participant, broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two trunks, one with the right password, one with a wrong one: the admin page's summary says
+    which is registered and which is failing and why; MQTT carries each state change on
+    <prefix>/<node>/trunks/<id>/state; neither shows a password."""
+    kamailio = Kamailio(tmp_path / "kamailio", {TRUNK_USER: PASSWORD, "4712": "other-password"})
+    kamailio.start()
+    watcher = Client(broker.port, subscribe=f"{BASE}/trunks/#").ready()
+    wrong = "Falsches-Passwort-42"
+    config = with_trunks(mqtt_config(broker), kamailio, {"carrier": (TRUNK_USER, PASSWORD), "backup": ("4712", wrong)})
+    gateway = start_gateway(tmp_path, config)
+    try:
+        wait_until(lambda: trunk_state(gateway)["status"] == "registered" and trunk_state(gateway, "backup")["status"] == "failing", 15, what="one registered, one failing")
+
+        def published(trunk: str, status: str) -> dict[str, object] | None:
+            for message in watcher.received(f"{BASE}/trunks/{trunk}/state"):
+                if isinstance(message.payload, dict) and message.payload.get("status") == status:
+                    return message.payload
+            return None
+
+        registered = wait_until(lambda: published("carrier", "registered"), 15, what="carrier's state over MQTT")
+        failing = wait_until(lambda: published("backup", "failing"), 15, what="backup's state over MQTT")
+        assert isinstance(registered, dict) and isinstance(failing, dict)
+        assert registered["last_status"] == 200 and registered["node"] == NODE
+        assert failing["last_status"] == 401 and failing["reason"] == "credentials refused"
+
+        page = open_admin(open_participant, gateway)
+        sign_in(page, ADMIN_TOKEN)
+        summary = page.locator("#live-summary")
+        expect(summary).to_contain_text("Trunk carrier", timeout=20_000)
+        expect(summary).to_contain_text("registered")
+        expect(summary).to_contain_text("failing (401: credentials refused)")
+        page.screenshot(path=str(tmp_path / "admin-trunks.png"))
+        for text in (summary.inner_text(), json.dumps([m.payload for m in watcher.received()]), gateway.log_path.read_text()):
+            assert wrong not in text and PASSWORD not in text
+    finally:
+        watcher.close()
+        gateway.process.terminate()
+        gateway.process.wait(30)
         kamailio.stop()

@@ -99,6 +99,12 @@ export function render() {
   if (!rooms.length) container.append(el('p', { class: 'empty-note', text: t(data.rooms.length ? 'liveNoMatch' : 'liveNoRooms') }));
 }
 
+function trunkText(trunk) {
+  if (trunk.status === 'registered') return t('trunkRegistered');
+  if (trunk.status === 'failing') return t('trunkFailing', { status: trunk.last_status || '–', reason: trunk.reason || '' });
+  return t('trunkRegistering');
+}
+
 function renderSummary(status) {
   const waiting = data.rooms.reduce((sum, r) => sum + r.live.lobby_waiting, 0);
   const mqtt = status.mqtt || {};
@@ -109,6 +115,7 @@ function renderSummary(status) {
     [t('sumWaiting'), formatNumber(waiting)],
     [t('sumSip'), status.sip_enabled ? t('on') : t('off')],
     [t('sumMqtt'), mqttText],
+    ...(status.trunks || []).map((trunk) => [t('sumTrunk', { id: trunk.id }), trunkText(trunk)]),
     [t('sumUptime'), formatDuration(status.uptime_s)],
   ];
   const summary = $('live-summary');
