@@ -330,6 +330,9 @@ class TrunkConfig(_Strict):
     realm: str | None = Field(None, max_length=128, description="answer only challenges of this realm")
     registers: bool = Field(True, description="keep a registration up (off: a peer that knows our address)")
     expires_s: int = Field(600, ge=10, le=86400, description="registration expiry asked for (the registrar may grant less)")
+    keepalive_s: int = Field(
+        30, ge=0, le=3600, description="OPTIONS to the registrar this often while registered (0: none); unanswered: register again"
+    )
     display_name: str = Field("", max_length=64, pattern=r'^[^"\r\n\x00]*$')
 
     def _host_port(self) -> tuple[str, int]:

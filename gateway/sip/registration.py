@@ -15,7 +15,9 @@ backoff). 423 Interval Too Brief: again at once with its Min-Expires. 2xx: regis
 expiry the registrar granted (the Contact's expires parameter for our contact, else Expires),
 refreshed at half of it, at most a minute before it ends. Anything else, or no answer: failing,
 again after 5, 10, 30, 60, 120, then every 300 s, with up to 10 % jitter so trunks of many
-gateways do not return in step.
+gateways do not return in step. While registered, an OPTIONS keep-alive every `keepalive_s` keeps
+NAT bindings on the way open and notices a registrar that went away: unanswered (64*T1), the
+trunk registers again at once.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Registration:
         contact: str,  # our Contact URI
         credentials: DigestClient | None,
         expires_s: int = 600,
+        keepalive_s: float = 0.0,  # OPTIONS to the registrar this often while registered (0: none)
         realm: str | None = None,  # answer only challenges of this realm (None: any)
         display_name: str = "",
         rng: Callable[[], float] = random.random,
@@ -72,6 +75,9 @@ class Registration:
         self.contact = contact
         self.credentials = credentials
         self.wanted_expires = expires_s
+        self.keepalive_s = keepalive_s
+        self.keepalive_due: float | None = None  # when to send the next OPTIONS keep-alive
+        self.keepalives_answered = 0
         self.realm = realm
         self.display_name = display_name.replace('"', "'")
         self._rng = rng
@@ -96,6 +102,7 @@ class Registration:
 
     def stop(self, now: float) -> None:
         """Removes the binding (a REGISTER with Expires: 0) when one is up; else just stops."""
+        self.keepalive_due = None
         if self.state.status is RegistrationStatus.REGISTERED:
             self._unregister = True
             self.state = RegistrationState(RegistrationStatus.UNREGISTERING)
@@ -109,6 +116,34 @@ class Registration:
         if self.state.status is not RegistrationStatus.IDLE:
             self.due = None
             self._failed(0, reason, now)
+
+    def keepalive_answered(self, status: int, now: float) -> None:
+        """The registrar's answer to our OPTIONS keep-alive (any status: it is there), or 408 when
+        none came: then it (or the path to it, a NAT binding) is gone, and we register again at once."""
+        if self.state.status is not RegistrationStatus.REGISTERED:
+            return
+        if status == 408:
+            self.keepalive_due = None
+            self.state = RegistrationState(
+                RegistrationStatus.FAILING, last_status=408, reason="registrar silent (keep-alive unanswered)",
+                next_attempt_at=now, failures=self.state.failures + 1,
+            )  # fmt: skip
+            self._challenge = None
+            if not self.in_flight:
+                self.due = now
+            return
+        self.keepalives_answered += 1
+        self.keepalive_due = now + self.keepalive_s if self.keepalive_s > 0 else None
+
+    def keepalive_request(self) -> tuple[str, list[tuple[str, str]]]:
+        """The OPTIONS keep-alive (Request-URI and headers), when keepalive_due has come."""
+        self.keepalive_due = None
+        return self.registrar, [
+            ("from", f"<{self.aor}>;tag={self.from_tag}"),
+            ("to", f"<{self.registrar}>"),
+            ("call-id", secrets.token_hex(12)),
+            ("cseq", "1 OPTIONS"),
+        ]
 
     # -- the requests -----------------------------------------------------------------------------
 
@@ -206,6 +241,8 @@ class Registration:
             RegistrationStatus.REGISTERED, last_status=status, registered_until=now + granted, next_attempt_at=now + refresh
         )
         self.due = now + refresh
+        if self.keepalive_s > 0 and self.keepalive_due is None:
+            self.keepalive_due = now + self.keepalive_s
 
     def _granted_expires(self, message: SipMessage | None) -> int:
         """The registrar's expiry for our contact: its Contact's expires parameter, else Expires,
@@ -226,6 +263,7 @@ class Registration:
         return min(header, MAX_EXPIRES_S) if header is not None else self._expires
 
     def _failed(self, status: int, reason: str, now: float) -> None:
+        self.keepalive_due = None
         failures = self.state.failures + 1
         self._challenge = None  # (the next attempt starts afresh)
         self._brief = 0

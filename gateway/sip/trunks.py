@@ -36,6 +36,7 @@ class _Trunk:
         self.config = config
         self.registration = registration
         self.timer: asyncio.TimerHandle | None = None
+        self.keepalive_timer: asyncio.TimerHandle | None = None
         self.address: tuple[str, int] | None = None
         self.registrations = 0  # successful REGISTERs
         self.failures = 0
@@ -51,6 +52,7 @@ class TrunkRegistrations:
         self._on_change = list(on_change)  # told each trunk's state when its status or last answer changes
         self._trunks: dict[str, _Trunk] = {}
         self._branches: dict[str, str] = {}  # REGISTER in flight -> trunk id
+        self._keepalives: dict[str, str] = {}  # OPTIONS keep-alive in flight -> trunk id
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         ua = stack.ua
@@ -68,6 +70,7 @@ class TrunkRegistrations:
                 contact=f"sip:{trunk.user}@{host}:{port}",
                 credentials=DigestClient(trunk.auth_user or trunk.user, password),
                 expires_s=trunk.expires_s,
+                keepalive_s=trunk.keepalive_s,
                 realm=trunk.realm,
                 display_name=trunk.display_name,
             )
@@ -93,8 +96,9 @@ class TrunkRegistrations:
         ):
             await asyncio.sleep(0.05)
         for trunk in self._trunks.values():
-            if trunk.timer is not None:
-                trunk.timer.cancel()
+            for timer in (trunk.timer, trunk.keepalive_timer):
+                if timer is not None:
+                    timer.cancel()
         for task in list(self._tasks):
             task.cancel()
 
@@ -110,6 +114,20 @@ class TrunkRegistrations:
         due = trunk.registration.due
         if due is not None and not trunk.sending:
             trunk.timer = loop.call_at(due, self._due, trunk)
+        if trunk.keepalive_timer is not None:
+            trunk.keepalive_timer.cancel()
+            trunk.keepalive_timer = None
+        keepalive = trunk.registration.keepalive_due
+        if keepalive is not None:
+            trunk.keepalive_timer = loop.call_at(keepalive, self._keepalive, trunk)
+
+    def _keepalive(self, trunk: _Trunk) -> None:
+        trunk.keepalive_timer = None
+        if trunk.address is None or trunk.registration.state.status is not RegistrationStatus.REGISTERED:
+            return
+        uri, headers = trunk.registration.keepalive_request()
+        branch = self._stack.request("OPTIONS", uri, Peer("udp", trunk.address), headers)
+        self._keepalives[branch] = trunk.config.id
 
     def _due(self, trunk: _Trunk) -> None:
         trunk.timer = None
@@ -150,13 +168,18 @@ class TrunkRegistrations:
 
     def on_response(self, event: ResponseReceived) -> bool:
         """A final answer from the stack; True when it was one of ours."""
-        trunk_id = self._branches.pop(event.branch, None)
+        keepalive = event.branch in self._keepalives
+        trunk_id = (self._keepalives if keepalive else self._branches).pop(event.branch, None)
         trunk = self._trunks.get(trunk_id or "")
         if trunk is None or self._loop is None:
             return False
         before = trunk.registration.state
-        trunk.registration.answered(event.status, event.message, self._loop.time())
-        self._report(trunk, before.status)
+        if keepalive:
+            trunk.registration.keepalive_answered(event.status, self._loop.time())
+        else:
+            trunk.registration.answered(event.status, event.message, self._loop.time())
+        if trunk.registration.state != before:
+            self._report(trunk, before.status)
         self._schedule(trunk)
         return True
 
@@ -211,6 +234,7 @@ class TrunkRegistrations:
                     "next_attempt_at": wall(state.next_attempt_at),
                     "failures_in_a_row": state.failures,
                     "registrations": trunk.registrations,
+                    "keepalives_answered": trunk.registration.keepalives_answered,
                     "failures": trunk.failures,
                 }
             )

@@ -43,12 +43,12 @@ PASSWORD = "Trunk-Geheimnis-2026"
 SIP_LINE = "sip: {host: 127.0.0.1, port: 0, language: en, digit_timeout_s: 2}"
 
 
-def with_trunks(config: str, kamailio: Kamailio, trunks: dict[str, tuple[str, str]], expires_s: int = 10) -> str:
+def with_trunks(config: str, kamailio: Kamailio, trunks: dict[str, tuple[str, str]], expires_s: int = 10, keepalive_s: int = 1) -> str:
     """`config` with sip.trunks registering at kamailio: {id: (user, password)}."""
     assert SIP_LINE in config
     entries = ", ".join(
         f'{{id: {trunk_id}, registrar: "127.0.0.1:{kamailio.port}", domain: {DOMAIN}, user: "{user}", '
-        f'password: "{password}", expires_s: {expires_s}}}'
+        f'password: "{password}", expires_s: {expires_s}, keepalive_s: {keepalive_s}}}'
         for trunk_id, (user, password) in trunks.items()
     )
     return config.replace(SIP_LINE, SIP_LINE[:-1] + f", trunks: [{entries}]}}")
@@ -84,6 +84,7 @@ def test_registered_through_kamailio_refreshed_reached_by_calls_and_unregistered
         wait_until(lambda: int(trunk_state(gateway)["registrations"]) >= first + 2, 20, what="two refreshes")  # type: ignore[call-overload]
         state = trunk_state(gateway)
         assert state["status"] == "registered" and state["failures"] == 0 and state["last_status"] == 200
+        assert int(state["keepalives_answered"]) >= 2  # type: ignore[call-overload]  # OPTIONS every second, answered
 
         # A carrier's call to the trunk's number, through the proxy, lands in the demo room.
         call = Sipp(types.SimpleNamespace(sip_port=kamailio.port), tmp_path / "call", "via_proxy_guest.xml", TRUNK_USER)  # type: ignore[arg-type]

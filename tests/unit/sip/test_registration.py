@@ -179,3 +179,36 @@ def test_challenges_we_cannot_answer_are_a_failure_not_a_loop(values: list[str])
         reply.add("www-authenticate", value)
     reg.answered(401, reply, 0.0)
     assert reg.state.status is RegistrationStatus.FAILING and reg.state.reason == "no digest challenge we can answer"
+
+
+def test_keepalives_while_registered_and_an_unanswered_one_registers_again_at_once() -> None:
+    registrar = Registrar({"+4930123456": "pw"})
+    reg = registration()
+    reg.keepalive_s = 30
+    reg.start(0.0)
+    run(reg, registrar, 0.0)
+    assert reg.keepalive_due == 30.0
+    uri, headers = reg.keepalive_request()
+    assert uri == "sip:telekom.example" and dict(headers)["cseq"] == "1 OPTIONS" and reg.keepalive_due is None
+    reg.keepalive_answered(405, 30.1)  # any answer: the registrar is there
+    assert reg.keepalives_answered == 1 and reg.keepalive_due == pytest.approx(60.1)
+    reg.keepalive_request()
+    reg.keepalive_answered(408, 92.1)  # none in 64*T1: gone, or the NAT forgot us
+    assert reg.state.status is RegistrationStatus.FAILING and reg.state.last_status == 408
+    assert "keep-alive" in reg.state.reason and reg.due == 92.1 and reg.keepalive_due is None
+    run(reg, registrar, 92.1)
+    assert reg.state.status is RegistrationStatus.REGISTERED and reg.keepalive_due == pytest.approx(122.1)
+
+
+def test_no_keepalives_when_off_or_not_registered() -> None:
+    reg = registration()
+    reg.start(0.0)
+    run(reg, Registrar({"+4930123456": "pw"}), 0.0)
+    assert reg.keepalive_due is None  # keepalive_s 0
+    failing = registration(password="wrong")
+    failing.keepalive_s = 30
+    failing.start(0.0)
+    run(failing, Registrar({"+4930123456": "pw"}), 0.0)
+    assert failing.keepalive_due is None
+    failing.keepalive_answered(408, 1.0)  # (a late answer after failing: nothing changes)
+    assert failing.state.reason == "credentials refused"
