@@ -28,7 +28,7 @@ from gateway.calls.endings import PROMPTS, Ending, ending_for
 from gateway.calls.keys import KeyCommand, PhoneKeys, carry_out, joined_prompts, prompt_for_event
 from gateway.calls.lobby import LobbyAdmitted, LobbyEnded, LobbyNews, LobbyWait
 from gateway.calls.prompts import HOLD_MUSIC, Prompt, PromptLibrary
-from gateway.config import GatewayConfig, RoomSystemConfig
+from gateway.config import GatewayConfig, RoomSystemConfig, TrunkConfig
 from gateway.rooms.admission import Admission
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
@@ -40,6 +40,7 @@ from gateway.rooms.pinguard import PinGuard
 from gateway.rooms.ratelimit import RateLimit
 from gateway.rtp.leg import RtpLeg
 from gateway.sip import negotiation
+from gateway.sip.digest import DigestClient
 from gateway.sip.endings import sip_status
 from gateway.sip.message import MEDIA_CONTROL, picture_fast_update_body
 from gateway.sip.negotiation import AudioChoice, MediaPlan, MediaSession, VideoChoice
@@ -182,10 +183,19 @@ class SipService:
             address = str(infos[0][4][0])
         incoming = IncomingCall(0, "", room_id, name or user or host, user, address, "udp", None)
         call = SipCall(self, self.stack, incoming, outbound=True)
-        number = await call.dial(conference, uri, Peer("udp", (address, port or 5060)))
+        trunk = self._trunk_for(host)
+        number = await call.dial(conference, uri, Peer("udp", (address, port or 5060)), trunk)
         self.attempts["out"] += 1
         attempt.info("dial-out placed", call=number)
         return {"call": number, "room": conference.room.id, "uri": uri}
+
+    def _trunk_for(self, host: str) -> TrunkConfig | None:
+        """The trunk a dial-out goes through: the one whose registrar's host or domain the URI
+        names. Its credentials answer the carrier's 401/407, its address of record is the From."""
+        for trunk in self.config.sip.trunks:
+            if host.lower() in {trunk.registrar_host.lower(), (trunk.domain or "").lower()}:
+                return trunk
+        return None
 
     def _dial_out_allowed(self, actor: str) -> None:
         """Dial-out costs money and can be abused (toll fraud): bounded by max_calls, by a rate per
@@ -614,7 +624,7 @@ class SipCall:
         if self._confirmed and self.phase not in ("ending", "ended"):
             self.stack.send_info(self.incoming.call, picture_fast_update_body(), MEDIA_CONTROL)
 
-    async def dial(self, conference: Conference, uri: str, peer: Peer) -> int:
+    async def dial(self, conference: Conference, uri: str, peer: Peer, trunk: TrunkConfig | None = None) -> int:
         """Places the call (dial-out); it joins `conference` when answered."""
         config = self.service.config.sip
         try:
@@ -632,7 +642,14 @@ class SipCall:
             video_max_kbps=config.video_max_kbps,
         )
         self.media = MediaSession(plan)
-        number = self.stack.invite(uri, peer, self.media.offer(), display_name=conference.room.name)
+        credentials, from_uri = None, None
+        if trunk is not None:
+            from_uri = f"sip:{trunk.user}@{trunk.domain or trunk.registrar_host}"
+            if trunk.password is not None:
+                credentials = DigestClient(trunk.auth_user or trunk.user, trunk.password.get_secret_value())
+        number = self.stack.invite(
+            uri, peer, self.media.offer(), display_name=conference.room.name, credentials=credentials, from_uri=from_uri
+        )
         self.incoming = IncomingCall(number, "", conference.room.id, self.name, self.name, peer.address[0], "udp", None)
         self.conference = self._first_room = conference
         self.phase = "answered"

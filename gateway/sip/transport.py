@@ -16,6 +16,7 @@ from typing import Any, cast
 import structlog
 
 from gateway.config import SipConfig
+from gateway.sip.digest import DigestClient
 from gateway.sip.message import SipMessageError, StreamFramer
 from gateway.sip.useragent import Event, Peer, UserAgent
 
@@ -270,9 +271,17 @@ class SipTransport:
         self.ua.send_info(call, body, content_type)
         self._pump()
 
-    def invite(self, target: str, peer: Peer, sdp: str, display_name: str = "") -> int:
+    def invite(
+        self,
+        target: str,
+        peer: Peer,
+        sdp: str,
+        display_name: str = "",
+        credentials: DigestClient | None = None,
+        from_uri: str | None = None,
+    ) -> int:
         assert self.ua is not None
-        call = self.ua.invite(target, peer, sdp, display_name)
+        call = self.ua.invite(target, peer, sdp, display_name, credentials, from_uri)
         self._pump()
         return call
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from gateway.sip import message as sipmsg
+from gateway.sip.digest import DigestClient, DigestError, choose, parse_challenge
 from gateway.sip.message import NameAddr, SipMessage, SipMessageError
 
 log = structlog.get_logger(__name__)
@@ -264,6 +265,9 @@ class _Call(_Timed):
     interval: float = T1  # of timer G (2xx retransmission)
     bye_after_ack: tuple[int, str] | None = None
     confirmed_once: bool = False
+    credentials: DigestClient | None = None  # (dial-out over a trunk: answers its 401/407)
+    auth_answered: tuple[str, str] | None = None  # (realm, nonce) our last INVITE answered
+    auth_tries: int = 0
 
 
 class UserAgent:
@@ -1082,13 +1086,23 @@ class UserAgent:
 
     # -- dial-out: our INVITE (RFC 3261 13.2, 17.1.1) ---------------------------------------------
 
-    def invite(self, target: str, peer: Peer, sdp: str, display_name: str = "") -> int:
+    def invite(
+        self,
+        target: str,
+        peer: Peer,
+        sdp: str,
+        display_name: str = "",
+        credentials: DigestClient | None = None,
+        from_uri: str | None = None,
+    ) -> int:
         """Calls `target` (a SIP URI) at `peer` with our offer `sdp`; the call's events come as for
         incoming calls: AnswerReceived (the 2xx's SDP), CallConfirmed, CallEnded (with the failure
-        status)."""
+        status). With `credentials` (a trunk's), a 401/407 is answered by the INVITE again with
+        digest (RFC 3261 22.2): the same Call-ID and From tag, the next CSeq. `from_uri`: who calls
+        (a trunk's address of record: carriers take calls only from their numbers); default: us."""
         host, port = self.local.get(peer.transport, next(iter(self.local.values())))
         host = self.public_address or host
-        local_uri = f"sip:gateway@{host}:{port}"
+        local_uri = from_uri or f"sip:gateway@{host}:{port}"
         call_id = f"{secrets.token_hex(12)}@{host}"
         request = SipMessage(method="INVITE", uri=target)
         call = _Call(
@@ -1107,6 +1121,7 @@ class UserAgent:
             state=CallState.CALLING,
             local_cseq=1,
             awaiting_answer=True,
+            credentials=credentials,
         )
         branch = "z9hG4bK" + secrets.token_hex(10)
         name = display_name.replace('"', "'")
@@ -1132,6 +1147,52 @@ class UserAgent:
         self._start(tx, Timer.B, TIMEOUT)
         return call.id
 
+    def _invite_with_auth(self, call: _Call, tx: _ClientTransaction, msg: SipMessage) -> bool:
+        """Our INVITE again, answering the 401/407 `msg` with the call's credentials; False when
+        we cannot (no credentials, no challenge we take, our answer to this nonce was refused)."""
+        header = "proxy-authenticate" if msg.status == 407 else "www-authenticate"
+        offered = []
+        for value in [v for k, v in msg.headers if k == header][:8]:
+            try:
+                offered.append(parse_challenge(value, proxy=msg.status == 407))
+            except DigestError:
+                continue
+        challenge = choose(offered)
+        if call.credentials is None or challenge is None or call.auth_tries >= 3:
+            return False
+        key = (challenge.realm, challenge.nonce)
+        if key == call.auth_answered and not challenge.stale:
+            return False  # (our answer to this very challenge was refused: wrong credentials)
+        old = tx.request
+        try:
+            answer = call.credentials.authorization(challenge, "INVITE", old.uri)
+        except DigestError:
+            return False
+        call.auth_tries += 1
+        call.auth_answered = key
+        call.local_cseq += 1
+        branch = "z9hG4bK" + secrets.token_hex(10)
+        request = SipMessage(method="INVITE", uri=old.uri)
+        for name, value in old.headers:
+            if name == "via":
+                value = self._via(call.peer, branch)
+            elif name == "cseq":
+                value = f"{call.local_cseq} INVITE"
+            elif name in ("authorization", "proxy-authorization", "content-length"):
+                continue
+            request.add(name, value)
+        request.add(challenge.answer_header.lower(), answer)
+        request.body = old.body
+        data = request.serialize()
+        call.invite = request
+        retry = _ClientTransaction(branch, "INVITE", request, data, call.peer, call.id, ClientTransactionState.CALLING)
+        self._client_tx[branch] = retry
+        self._queue(data, call.peer)
+        if call.peer.transport == "udp":
+            self._start(retry, Timer.A, T1)
+        self._start(retry, Timer.B, TIMEOUT)
+        return True
+
     def _no_answer(self, tx: _ClientTransaction) -> None:
         call = self.calls.get(tx.call) if tx.call is not None else None
         if call is not None and call.state is CallState.CALLING:
@@ -1154,6 +1215,8 @@ class UserAgent:
                 self._stop(tx, Timer.A, Timer.B)
                 self._start(tx, Timer.D, TIMEOUT)
             if call is not None and call.state is CallState.CALLING:
+                if msg.status in (401, 407) and self._invite_with_auth(call, tx, msg):
+                    return
                 self._terminate(call, msg.status, msg.reason or "Refused")
             return
         if tx.state in (ClientTransactionState.CALLING, ClientTransactionState.PROCEEDING):
@@ -1228,6 +1291,8 @@ class UserAgent:
         for tx in self._client_tx.values():
             if tx.method != "INVITE" or tx.call != call.id:
                 continue
+            if tx.state not in (ClientTransactionState.CALLING, ClientTransactionState.PROCEEDING):
+                continue  # (an earlier INVITE answered 401/407: done)
             request = tx.request
             cancel = SipMessage(method="CANCEL", uri=request.uri)
             cancel.add("via", request.all("via")[0])

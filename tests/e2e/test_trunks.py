@@ -6,6 +6,7 @@ password is wrong (and never says the password), and registers again after the r
 from __future__ import annotations
 
 import json
+import subprocess
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from tests.support.gateway import (
     wait_until,
 )
 from tests.support.kamailio import DOMAIN, Kamailio
-from tests.support.sipp import Sipp
+from tests.support.sipp import SIPP, Sipp, free_udp_port, trace_messages, udp_port_bound
 
 
 @pytest.fixture
@@ -181,3 +182,43 @@ def test_trunk_states_on_the_admin_page_and_over_mqtt(open_participant, broker, 
         gateway.process.terminate()
         gateway.process.wait(30)
         kamailio.stop()
+
+
+def test_dial_out_over_the_trunk_answers_the_carriers_proxy_challenge(tmp_path: Path) -> None:
+    """A host invites a number behind the carrier: the gateway's INVITE goes to kamailio with the
+    trunk's number as From, is challenged (407, as kamailio demands of its own users), is sent again
+    with Proxy-Authorization, and reaches the callee (sipp's uas behind kamailio), which answers and
+    joins the demo room."""
+    callee_port = free_udp_port()
+    kamailio = Kamailio(tmp_path / "kamailio", {TRUNK_USER: PASSWORD}, static_routes={"4712": callee_port})
+    kamailio.start()
+    rule = r"sip:4712@127\.0\.0\.1:[0-9]+"
+    config = with_trunks(TEST_CONFIG, kamailio, {"carrier": (TRUNK_USER, PASSWORD)}).replace(
+        "trunks: [", f"dial_out_allow: ['{rule}'], trunks: [", 1
+    )
+    gateway = start_gateway(tmp_path, config)
+    (tmp_path / "callee").mkdir()
+    callee = subprocess.Popen(
+        [SIPP, "-sn", "uas", "-i", "127.0.0.1", "-p", str(callee_port), "-mp", str(free_udp_port(span=4)), "-m", "1",
+         "-nostdin", "-timeout", "60s", "-trace_msg", "-message_file", str(tmp_path / "callee" / "messages.log")],
+        cwd=tmp_path / "callee", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: trunk_state(gateway)["status"] == "registered", 15, what="the trunk registered")
+        wait_until(lambda: udp_port_bound(callee_port), 10, what="the callee listening")
+        reply = gateway.api("POST", "/api/rooms/demo/dial", json={"uri": f"sip:4712@127.0.0.1:{kamailio.port}"})
+        assert reply.status_code == 202, reply.text
+        wait_until(lambda: any(p.get("kind") == "phone" for p in participants(gateway, "demo")), 20, what="the callee in demo")
+        received = [m for m in trace_messages(tmp_path / "callee" / "messages.log") if not m.sent and m.start_line.startswith("INVITE")]
+        assert received, "the callee got no INVITE"
+        invite = received[0]
+        assert f"sip:{TRUNK_USER}@{DOMAIN}" in (invite.header("From") or "")  # the trunk's number calls
+        # the second INVITE of the call: the first was challenged (407), this one answered it (kamailio
+        # takes its Proxy-Authorization off before relaying: consume_credentials)
+        assert invite.header("CSeq") == "2 INVITE"
+    finally:
+        stop_and_check(gateway)
+        callee.kill()
+        callee.wait()
+        kamailio.stop()
+    assert PASSWORD not in gateway.log_path.read_text()

@@ -1,9 +1,10 @@
 """Debian's kamailio as a carrier's registrar and authenticating proxy in tests (../shared/PEERS.md).
 
 A small config: REGISTER needs digest (auth_db over SQLite with plain passwords, the algorithm
-MD5 or SHA-256 as asked) and is saved in memory (usrloc); INVITE and OPTIONS to a registered user
-are looked up and relayed to its contact, record-routed, so a whole call goes through the proxy;
-anything else is 405. `probe(user)` asks, with an OPTIONS through the proxy, whether a binding is
+MD5 or SHA-256 as asked) and is saved in memory (usrloc); an INVITE from one of its own users (From
+in its domain: a trunk calling out) needs proxy authentication (407); INVITE and OPTIONS to a
+registered user are looked up and relayed to its contact, record-routed, so a whole call goes
+through the proxy; anything else is 405. `probe(user)` asks, with an OPTIONS through the proxy, whether a binding is
 there: 200 from the registered contact, 404 from the proxy when none.
 """
 
@@ -66,6 +67,12 @@ request_route {{
         exit;
     }}
     if (is_method("INVITE|OPTIONS")) {{
+        # calls from our own users (a trunk's number: From in our domain) need proxy authentication
+        if (is_method("INVITE") && $fd == "{domain}") {{
+            if (!proxy_authorize("{domain}", "subscriber")) {{ proxy_challenge("{domain}", "1"); exit; }}
+            consume_credentials();
+        }}
+{static_routes}
         if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); exit; }}
         if (is_method("INVITE")) {{ record_route(); }}
         t_relay();
@@ -78,13 +85,23 @@ request_route {{
 
 
 class Kamailio:
-    def __init__(self, directory: Path, users: dict[str, str], algorithm: str = "SHA-256", min_expires: int = 10) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        users: dict[str, str],
+        algorithm: str = "SHA-256",
+        min_expires: int = 10,
+        static_routes: dict[str, int] | None = None,
+    ) -> None:
+        """`static_routes`: user -> a port on 127.0.0.1 that INVITEs to that user are relayed to
+        (a callee behind the carrier that does not register, e.g. sipp's uas)."""
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.port = free_udp_port()
         self.users = users
         self.algorithm = algorithm
         self.min_expires = min_expires
+        self.static_routes = static_routes or {}
         self.process: subprocess.Popen[bytes] | None = None
         self._runs = 0
 
@@ -109,6 +126,10 @@ class Kamailio:
             CONFIG.format(
                 port=self.port, domain=DOMAIN, modules=MODULES, database=database,
                 algorithm=self.algorithm, min_expires=self.min_expires,
+                static_routes="\n".join(
+                    f'        if ($rU == "{user}") {{ $du = "sip:127.0.0.1:{port}"; if (is_method("INVITE")) {{ record_route(); }} t_relay(); exit; }}'
+                    for user, port in self.static_routes.items()
+                ),
             )
         )  # fmt: skip
         return config

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.sip import message, sdp
+from gateway.sip.negotiation import MediaSession
 from gateway.sip.useragent import T1, T2, Peer, UserAgent
 from tests.support.useragent import (
     PLAN,
@@ -494,6 +495,64 @@ def test_an_unanswered_dial_out_is_cancelled_after_64_t1() -> None:
     assert h.events.named("disconnected") == [("disconnected", str(call), "408", "No answer")]
     (ack,) = h.feed(response_to(invite, 487, "Request Terminated"), CALLEE)
     assert ack.method == "ACK"
+
+
+def challenge_to(invite: message.SipMessage, status: int, *challenges: str) -> bytes:
+    """A proxy's 401/407 to our INVITE, with these challenges."""
+    header = "Proxy-Authenticate" if status == 407 else "WWW-Authenticate"
+    extra = "".join(f"{header}: {c}\r\n" for c in challenges)
+    data = response_to(invite, status, "Proxy Authentication Required" if status == 407 else "Unauthorized", to_tag="proxy1")
+    return data.replace(b"\r\nContent-Length", ("\r\n" + extra.rstrip("\r\n") + "\r\nContent-Length").encode(), 1)
+
+
+def test_a_challenged_dial_out_is_sent_again_with_digest_and_goes_on() -> None:
+    """RFC 3261 22.2: the 407 is ACKed on its branch; the INVITE goes again with Proxy-Authorization
+    (SHA-256, the strongest offered), the same Call-ID and From tag, the next CSeq and a new branch;
+    its 2xx sets up the call, the ACK carries the new CSeq; a CANCEL would name the new INVITE."""
+    from gateway.sip.digest import DigestClient, DigestServer
+
+    server = DigestServer("carrier.example")
+    h = Harness()
+    session = MediaSession(PLAN)
+    call = h.ua.invite("sip:+4930999@carrier.example", CALLEE, session.offer(), "Council", DigestClient("4711", "pw"))
+    h.sessions[call] = session
+    (invite,) = h.take()
+    ack, again = h.feed(challenge_to(invite, 407, *reversed(server.challenges())), CALLEE)
+    assert ack.method == "ACK" and ack.top_via.branch == invite.top_via.branch and ack.cseq == (1, "ACK")
+    assert again.method == "INVITE" and again.cseq == (2, "INVITE") and again.top_via.branch != invite.top_via.branch
+    assert again.call_id == invite.call_id and again.get("from") == invite.get("from") and again.body == invite.body
+    authorization = again.get("proxy-authorization") or ""
+    assert "algorithm=SHA-256" in authorization
+    assert server.verify(authorization, "INVITE", {"4711": "pw"}.get).ok
+    assert h.events.named("disconnected") == []
+    answer = offer_sdp("8 101").replace("192.0.2.10", "192.0.2.20")
+    (ok_ack,) = h.feed(response_to(again, 200, "OK", body=answer), CALLEE)
+    assert ok_ack.method == "ACK" and ok_ack.cseq == (2, "ACK")
+    assert h.events.named("confirmed") == [("confirmed", str(call))]
+    h.hang_up(call)
+    (bye,) = h.take()
+    assert bye.cseq == (3, "BYE")
+
+
+def test_a_refused_digest_answer_ends_the_dial_out_with_the_challenge_status() -> None:
+    from gateway.sip.digest import DigestClient
+
+    h = Harness()
+    session = MediaSession(PLAN)
+    call = h.ua.invite("sip:+4930999@carrier.example", CALLEE, session.offer(), "", DigestClient("4711", "wrong"))
+    h.sessions[call] = session
+    (invite,) = h.take()
+    challenge = 'Digest realm="carrier.example", nonce="n1", qop="auth"'
+    _ack, again = h.feed(challenge_to(invite, 401, challenge), CALLEE)
+    assert again.get("authorization") and again.cseq == (2, "INVITE")
+    (ack,) = h.feed(challenge_to(again, 401, challenge), CALLEE)  # the same nonce again: refused
+    assert ack.method == "ACK"
+    assert h.events.named("disconnected") == [("disconnected", str(call), "401", "Unauthorized")]
+    # without credentials, a challenge ends the attempt at once
+    plain = h.dial("sip:+4930999@carrier.example", CALLEE, PLAN)
+    (invite,) = h.take()
+    h.feed(challenge_to(invite, 407, challenge), CALLEE)
+    assert ("disconnected", str(plain), "407", "Proxy Authentication Required") in h.events.named("disconnected")
 
 
 # -- SDP passes through the core unread ---------------------------------------------------------
