@@ -315,6 +315,10 @@ _HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$"
 _SIP_USER = r"^[A-Za-z0-9+._~!$&'()*,;=-]{1,64}$"
 
 
+RouteHeader = Literal["p_called_party_id", "request_uri", "to", "diversion"]
+_ROUTE_HEADERS: tuple[RouteHeader, ...] = ("p_called_party_id", "request_uri", "to", "diversion")
+
+
 class TrunkConfig(_Strict):
     """A carrier's SIP trunk or the town's PBX, which the gateway registers with (and, in later
     parts, places and takes calls through). The password is a secret: never logged, never
@@ -334,6 +338,15 @@ class TrunkConfig(_Strict):
         30, ge=0, le=3600, description="OPTIONS to the registrar this often while registered (0: none); unanswered: register again"
     )
     display_name: str = Field("", max_length=64, pattern=r'^[^"\r\n\x00]*$')
+    country_code: str = Field("49", pattern=r"^[1-9][0-9]{0,2}$", description="numbers the trunk delivers are normalised to E.164 with it")
+    national_prefix: str = Field("0", pattern=r"^[0-9]{0,2}$", description="starts a national number (0 in Germany)")
+    international_prefix: str = Field("00", pattern=r"^[0-9]{0,4}$", description="starts an international number (00 in Germany)")
+    route_by: list[RouteHeader] = Field(
+        default_factory=lambda: list(_ROUTE_HEADERS),
+        min_length=1,
+        description="where a call from this trunk names the number it is for, in order: the first that "
+        "reaches a room (as it came or in E.164) wins; none: the caller is asked for the conference ID",
+    )
 
     def _host_port(self) -> tuple[str, int]:
         text = self.registrar

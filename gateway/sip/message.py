@@ -708,6 +708,22 @@ class Invite:
     transport: str
     sdp: str | None
     from_uri: str = ""
+    # the called party as other headers name it (calls over a trunk route by them): To's user,
+    # P-Called-Party-ID's (RFC 3455) and the original called number of a forwarded call (the last
+    # Diversion entry, RFC 5806); '' when absent or unreadable
+    to_user: str = ""
+    called_party: str = ""
+    diverted_from: str = ""
+
+
+def _user_of(value: str | None) -> str:
+    """The user part of a name-addr header value; '' when there is none or it is malformed."""
+    if not value:
+        return ""
+    try:
+        return uri_user(NameAddr.parse(value).uri)
+    except SipMessageError:
+        return ""
 
 
 def sdp_body(message: SipMessage) -> str | None:
@@ -724,6 +740,10 @@ def parse_invite(message: SipMessage) -> Invite:
         from_user = uri_user(caller.uri)
     except SipMessageError:
         from_user = ""
+    try:
+        diversions = message.all("diversion")
+    except SipMessageError:
+        diversions = []
     return Invite(
         user=user,
         display_name=caller.display_name,
@@ -731,6 +751,9 @@ def parse_invite(message: SipMessage) -> Invite:
         from_uri=caller.uri,
         transport=message.top_via.transport.lower(),
         sdp=sdp_body(message),
+        to_user=_user_of(message.get("to")),
+        called_party=_user_of(message.get("p-called-party-id")),
+        diverted_from=_user_of(diversions[-1]) if diversions else "",
     )
 
 

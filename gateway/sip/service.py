@@ -27,6 +27,7 @@ from gateway.calls.admission import Caller, Doorkeeper, Refused, Waiting
 from gateway.calls.endings import PROMPTS, Ending, ending_for
 from gateway.calls.keys import KeyCommand, PhoneKeys, carry_out, joined_prompts, prompt_for_event
 from gateway.calls.lobby import LobbyAdmitted, LobbyEnded, LobbyNews, LobbyWait
+from gateway.calls.numbers import to_e164
 from gateway.calls.prompts import HOLD_MUSIC, Prompt, PromptLibrary
 from gateway.config import GatewayConfig, RoomSystemConfig, TrunkConfig
 from gateway.rooms.admission import Admission
@@ -101,20 +102,40 @@ class SipService:
         self._dial_outs_total = RateLimit(config.sip.dial_out_per_minute_total)
         self.trunks = [ipaddress.ip_network(source, strict=False) for source in config.sip.trunk_sources]
         self.registrations: TrunkRegistrations | None = None  # (sip.trunks that register; from start)
+        self._trunk_by_address: dict[str, TrunkConfig] = {}  # (from start)
         self.trunk_listeners: list[Callable[[dict[str, Any]], None]] = []  # (MQTT: told state changes)
 
     def from_trunk(self, address: str) -> bool:
+        if address in self._trunk_by_address:
+            return True
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
         return any(ip in network for network in self.trunks)
 
+    def trunk_of(self, address: str) -> TrunkConfig | None:
+        """The configured trunk a call from `address` comes over (its registrar's or peer's address)."""
+        return self._trunk_by_address.get(address)
+
+    async def _resolve_trunks(self) -> None:
+        """Where each trunk's calls come from: its registrar's (or peer's) addresses."""
+        loop = asyncio.get_running_loop()
+        for trunk in self.config.sip.trunks:
+            try:
+                infos = await loop.getaddrinfo(trunk.registrar_host, trunk.registrar_port, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.warning("trunk address not resolved; its calls are taken as any others", trunk=trunk.id, error=str(exc))
+                continue
+            for info in infos:
+                self._trunk_by_address.setdefault(str(info[4][0]), trunk)
+
     async def start(self) -> dict[str, int]:
         self.stack = SipTransport(self.config.sip, self.handle_event)
         ports = await self.stack.start()
         log.info("SIP started", host=self.config.sip.host, ports=ports)
         if self.config.sip.trunks:
+            await self._resolve_trunks()
             self.registrations = TrunkRegistrations(self.config.sip, self.stack, self.trunk_listeners)
             self.registrations.start()
         return ports
@@ -408,7 +429,7 @@ class SipCall:
         config = self.service.config.sip
         directory = self.service.directory
         system = self._known_system()
-        conference = directory.route(self.incoming.user) if self.incoming.user else None
+        conference = self._route()
         if system is not None:
             self.kind, self.name = LegKind.SIP_ROOM_SYSTEM, system.name[:64]
             if conference is None and system.default_room:
@@ -487,6 +508,33 @@ class SipCall:
         self.phase = "answered"
         self.log.info("call answered", kind=self.kind.value, name=self.name, transport=self.incoming.transport)
         self.stack.answer(self.incoming.call, body)
+
+    def _route(self) -> Conference | None:
+        """The room the call is for: the Request-URI's user; for a call over a configured trunk,
+        the first of its `route_by` headers whose number reaches a room, as it came or in E.164."""
+        directory = self.service.directory
+        incoming = self.incoming
+        trunk = self.service.trunk_of(incoming.source)
+        if trunk is None:
+            return directory.route(incoming.user) if incoming.user else None
+        named = {
+            "request_uri": incoming.user,
+            "to": incoming.to_user,
+            "p_called_party_id": incoming.called_party,
+            "diversion": incoming.diverted_from,
+        }
+        for header in trunk.route_by:
+            number = named[header]
+            if not number:
+                continue
+            e164 = to_e164(number, trunk.country_code, trunk.national_prefix, trunk.international_prefix)
+            for candidate in dict.fromkeys((number, e164)):
+                conference = directory.route(candidate)
+                if conference is not None:
+                    self.log = self.log.bind(trunk=trunk.id, routed_by=header)
+                    return conference
+        self.log = self.log.bind(trunk=trunk.id)
+        return None
 
     async def _open_video(self) -> int | None:
         """A socket pair for the main video line; None (video declined, the call goes on) when no

@@ -124,6 +124,9 @@ class IncomingCall:
     transport: str
     offer: str | None  # the SDP body, None for a late offer (`answer` then carries our offer)
     from_uri: str = ""  # the caller's URI (From): recognises a room system of the directory
+    to_user: str = ""  # the called party as To, P-Called-Party-ID and Diversion name it (trunk calls)
+    called_party: str = ""
+    diverted_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -672,6 +675,9 @@ class UserAgent:
                 transport=peer.transport,
                 offer=invite.sdp,
                 from_uri=invite.from_uri,
+                to_user=invite.to_user,
+                called_party=invite.called_party,
+                diverted_from=invite.diverted_from,
             )
         )
 

@@ -222,3 +222,97 @@ def test_dial_out_over_the_trunk_answers_the_carriers_proxy_challenge(tmp_path: 
         callee.wait()
         kamailio.stop()
     assert PASSWORD not in gateway.log_path.read_text()
+
+
+CALL_WITH_HEADERS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="a carrier's call naming its number in its own way">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Citizen" <sip:+4917012345678@carrier.example>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{to}@carrier.example>
+{headers}
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:citizen@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[local_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Citizen" <sip:+4917012345678@carrier.example>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{to}@carrier.example>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="4000"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Citizen" <sip:+4917012345678@carrier.example>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{to}@carrier.example>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+@pytest.mark.parametrize(
+    ("request_user", "to", "headers"),
+    [
+        ("trunk-contact", "trunk-contact", ["P-Called-Party-ID: <tel:+4930901820>"]),  # the network says it
+        ("trunk-contact", "030901820", []),  # only To names it, nationally
+        ("0049-30-901820", "trunk-contact", []),  # the Request-URI, internationally
+        ("trunk-contact", "trunk-contact", ["Diversion: <sip:0309011111@carrier.example>;reason=unconditional, <sip:004930901820@carrier.example>;reason=no-answer"]),
+    ],
+    ids=["p-called-party-id", "to-national", "request-uri-international", "diversion-original"],
+)
+def test_a_call_over_the_trunk_finds_its_room_by_the_number_in_e164(request_user: str, to: str, headers: list[str], tmp_path: Path) -> None:
+    """A trunk that does not register (a PBX that knows our address) is told by its address; its
+    calls route by P-Called-Party-ID, the Request-URI, To, then the original number of a diversion,
+    each as it came or in E.164 (030 -> +4930, 0049 -> +49): the citizen office's number
+    +4930901820 reaches its room whichever header carries it, written however the carrier writes it."""
+    config = TEST_CONFIG.replace(
+        "rooms:\n", 'rooms:\n  - {id: buergeramt, name: "Bürgeramt", aliases: ["+4930901820"]}\n', 1
+    ).replace(SIP_LINE, SIP_LINE[:-1] + ', trunks: [{id: pbx, registrar: "127.0.0.1:9", registers: false, user: gateway}]}')
+    gateway = start_gateway(tmp_path, config)
+    scenario = tmp_path / "call.xml"
+    # (no extra header: no line at all, an empty one would end the header section)
+    extra = "".join(f"      {h}\n" for h in headers)
+    scenario.write_text(CALL_WITH_HEADERS.replace("{to}", to).replace("{headers}\n", extra))
+    try:
+        call = Sipp(gateway, tmp_path / "sipp", str(scenario), request_user)
+        wait_until(lambda: any(p.get("kind") == "phone" for p in participants(gateway, "buergeramt")), 20, what="the citizen in the Bürgeramt")
+        assert participants(gateway, "demo") == []
+        result = call.wait(60)
+        assert result.returncode == 0, result.describe()
+    finally:
+        stop_and_check(gateway)
