@@ -255,4 +255,5 @@ def test_a_killed_compositor_process_costs_the_room_system_neither_its_call_nor_
         gateway.process.wait(30)
     errors = [line for line in gateway.log_lines() if line.get("level") in ("error", "critical")]
     assert [e["event"] for e in errors] == ["compositor process ended; starting it again"], errors
-    assert errors[0]["exit_code"] == -signal.SIGKILL and "Traceback" not in gateway.log_path.read_text()
+    # (its exit code is -9 as a rule; asyncio says 255 when another waiter reaped the child first)
+    assert errors[0]["exit_code"] in (-signal.SIGKILL, 255) and "Traceback" not in gateway.log_path.read_text()
