@@ -417,6 +417,11 @@ class SipConfig(_Strict):
         None, description="overrides sip.srtp for calls from trunk_sources"
     )
     trunks: list[TrunkConfig] = Field(default_factory=list, description="trunks the gateway registers with")
+    caller_numbers: Literal["masked", "full"] = Field(
+        "masked",
+        description="a phone caller without a name, as the other participants see it: masked (+49 170 ••••• 78) or "
+        "full; administrators always see the whole number, and a withheld one (Privacy: id) is never shown",
+    )
     max_calls_per_source: int = Field(
         20, ge=1, le=10000, description="calls at once from one address (not counting trunk_sources): one "
         "caller or bot cannot take every line"

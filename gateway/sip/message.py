@@ -129,6 +129,11 @@ class SipMessage:
         name = name.lower()
         return next((v for k, v in self.headers if k == name), None)
 
+    def all_raw(self, name: str) -> list[str]:
+        """Every value of a header as it came (not split at commas)."""
+        name = name.lower()
+        return [v for k, v in self.headers if k == name]
+
     def all(self, name: str) -> list[str]:
         """Every value of a header, comma-separated lists split (outside quotes and <>); raises
         SipMessageError past MAX_LIST_VALUES values (parse has checked the ones a request uses)."""
@@ -714,6 +719,21 @@ class Invite:
     to_user: str = ""
     called_party: str = ""
     diverted_from: str = ""
+    # caller privacy (RFC 3323 / 3325): the Privacy header's values (lower-case: "id", "user",
+    # "header", "none") and the network-asserted caller (P-Asserted-Identity's user)
+    privacy: tuple[str, ...] = ()
+    asserted_user: str = ""
+
+
+def _first_of(value: str | None) -> str | None:
+    """The first entry of a list header value (P-Asserted-Identity may carry a sip: and a tel:)."""
+    if not value:
+        return None
+    try:
+        parts = split_list(value)
+    except SipMessageError:
+        return None
+    return parts[0] if parts else None
 
 
 def _user_of(value: str | None) -> str:
@@ -754,6 +774,10 @@ def parse_invite(message: SipMessage) -> Invite:
         to_user=_user_of(message.get("to")),
         called_party=_user_of(message.get("p-called-party-id")),
         diverted_from=_user_of(diversions[-1]) if diversions else "",
+        privacy=tuple(
+            token.strip().lower() for value in message.all_raw("privacy")[:4] for token in re.split(r"[;,]", value)[:8] if token.strip()
+        ),
+        asserted_user=_user_of(_first_of(message.get("p-asserted-identity"))),
     )
 
 

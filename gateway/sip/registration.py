@@ -199,7 +199,7 @@ class Registration:
         header = "proxy-authenticate" if status == 407 else "www-authenticate"
         offered = []
         # (raw values: a challenge's own commas are no list separators, so not message.all)
-        for value in [v for k, v in message.headers if k == header][:8]:
+        for value in message.all_raw(header)[:8]:
             try:
                 offered.append(parse_challenge(value, proxy=status == 407))
             except DigestError:
@@ -251,7 +251,7 @@ class Registration:
             return self._expires
         ours = self.contact.lower()
         try:
-            for value in [v for k, v in message.headers if k == "contact"][:8]:
+            for value in message.all_raw("contact")[:8]:
                 for part in split_list(value)[:32]:
                     entry = NameAddr.parse(part)
                     found = ascii_int(entry.param("expires") or "", 10)

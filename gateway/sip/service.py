@@ -82,6 +82,45 @@ def video_codecs(names: list[str]) -> tuple[StreamCodec, ...]:
     return tuple(codec for name in names for codec in made[name])
 
 
+WITHHELD = {"de": "Rufnummer unterdrückt", "en": "Withheld number"}
+_ANONYMOUS = {"", "anonymous", "unknown", "restricted", "unavailable", "private"}
+
+
+def caller_number(incoming: IncomingCall, from_trunk: bool, trunk: TrunkConfig | None) -> tuple[str | None, bool]:
+    """(the caller's number or address user, whether it is withheld). From a trunk, the network's
+    P-Asserted-Identity is believed over From (RFC 3325: only a trusted network asserts), and
+    numbers are read in E.164 by the trunk's plan; `Privacy: id` or an anonymous From withholds it
+    (RFC 3323), and it is then neither shown nor kept."""
+    raw = incoming.asserted_user if from_trunk and incoming.asserted_user else incoming.from_user
+    withheld = "id" in incoming.privacy or raw.strip().lower() in _ANONYMOUS or incoming.from_user.strip().lower() in _ANONYMOUS - {""}
+    if withheld:
+        return None, True
+    if trunk is not None:
+        raw = to_e164(raw, trunk.country_code, trunk.national_prefix, trunk.international_prefix)
+    return raw[:64], False
+
+
+def masked(number: str) -> str:
+    """A number as others see it: the country and area part and the last two digits."""
+    if len(number) < 8:
+        return number  # (an extension or a short number says nothing about a person)
+    return number[:6] + "•" * (len(number) - 8) + number[-2:]
+
+
+def shown_name(incoming: IncomingCall, number: str | None, withheld: bool, numbers: str, language: str) -> str:
+    """The name the room shows for a caller: its display name unless that is just its number;
+    else its number, masked (or whole, by sip.caller_numbers); withheld: a label."""
+    if withheld:
+        return WITHHELD.get(language, WITHHELD["en"])
+    name = incoming.display_name.strip()
+    digits = "".join(c for c in name if c.isdigit())
+    if name and not (number and digits and len(digits) >= 6 and digits in "".join(c for c in number if c.isdigit())):
+        return name[:64]
+    if number and _NUMBER.match(number):
+        return (masked(number) if numbers == "masked" else number)[:64]
+    return (number or "SIP")[:64]
+
+
 class SipService:
     def __init__(self, config: GatewayConfig, directory: Directory, pin_guard: PinGuard) -> None:
         self.config = config
@@ -331,8 +370,9 @@ class SipCall:
         self.stack = stack
         self.incoming = incoming
         config = service.config.sip
-        self.kind = LegKind.PHONE if _NUMBER.match(incoming.from_user or "") else LegKind.SIP_ROOM_SYSTEM
-        self.name = (incoming.display_name or incoming.from_user or "SIP")[:64]
+        self.number, withheld = caller_number(incoming, service.from_trunk(incoming.source), service.trunk_of(incoming.source))
+        self.kind = LegKind.PHONE if withheld or _NUMBER.match(self.number or "") else LegKind.SIP_ROOM_SYSTEM
+        self.name = shown_name(incoming, self.number, withheld, config.caller_numbers, config.language)
         self.source = incoming.source
         self.log = log.bind(call_id=incoming.sip_call_id, source=incoming.source, dialled=incoming.user)
         self.leg = RtpLeg(
@@ -861,6 +901,9 @@ class SipCall:
         assert self.conference is not None
         self.phase = "meeting"
         self.participant_id = participant_id
+        participant = self.conference.room.participants.get(participant_id)
+        if participant is not None and self.number and not self.outbound:
+            participant.extra["number"] = self.number  # (administrators see it; the room shows the name)
         self.log = self.log.bind(participant=participant_id)
         self.leg.stop_playing()
         self.leg.attach(self.conference, participant_id)

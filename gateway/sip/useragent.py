@@ -127,6 +127,8 @@ class IncomingCall:
     to_user: str = ""  # the called party as To, P-Called-Party-ID and Diversion name it (trunk calls)
     called_party: str = ""
     diverted_from: str = ""
+    privacy: tuple[str, ...] = ()  # Privacy header values (RFC 3323): "id" withholds the number
+    asserted_user: str = ""  # P-Asserted-Identity's user (RFC 3325): believed from trunks only
 
 
 @dataclass(frozen=True)
@@ -678,6 +680,8 @@ class UserAgent:
                 to_user=invite.to_user,
                 called_party=invite.called_party,
                 diverted_from=invite.diverted_from,
+                privacy=invite.privacy,
+                asserted_user=invite.asserted_user,
             )
         )
 
@@ -1158,7 +1162,7 @@ class UserAgent:
         we cannot (no credentials, no challenge we take, our answer to this nonce was refused)."""
         header = "proxy-authenticate" if msg.status == 407 else "www-authenticate"
         offered = []
-        for value in [v for k, v in msg.headers if k == header][:8]:
+        for value in msg.all_raw(header)[:8]:
             try:
                 offered.append(parse_challenge(value, proxy=msg.status == 407))
             except DigestError:

@@ -224,13 +224,19 @@ def test_dial_out_over_the_trunk_answers_the_carriers_proxy_challenge(tmp_path: 
     assert PASSWORD not in gateway.log_path.read_text()
 
 
+CITIZEN = '"Citizen" <sip:+4917012345678@carrier.example>'
+OFFICE_CONFIG = (
+    TEST_CONFIG.replace("rooms:\n", 'rooms:\n  - {id: buergeramt, name: "Bürgeramt", aliases: ["+4930901820"]}\n', 1)
+    .replace(SIP_LINE, SIP_LINE[:-1] + ', trunks: [{id: pbx, registrar: "127.0.0.1:9", registers: false, user: gateway}]}')
+)
+
 CALL_WITH_HEADERS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="a carrier's call naming its number in its own way">
   <send retrans="500">
     <![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Citizen" <sip:+4917012345678@carrier.example>;tag=[pid]SIPpTag00[call_number]
+      From: {from};tag=[pid]SIPpTag00[call_number]
       To: <sip:{to}@carrier.example>
 {headers}
       Call-ID: [call_id]
@@ -300,14 +306,11 @@ def test_a_call_over_the_trunk_finds_its_room_by_the_number_in_e164(request_user
     calls route by P-Called-Party-ID, the Request-URI, To, then the original number of a diversion,
     each as it came or in E.164 (030 -> +4930, 0049 -> +49): the citizen office's number
     +4930901820 reaches its room whichever header carries it, written however the carrier writes it."""
-    config = TEST_CONFIG.replace(
-        "rooms:\n", 'rooms:\n  - {id: buergeramt, name: "Bürgeramt", aliases: ["+4930901820"]}\n', 1
-    ).replace(SIP_LINE, SIP_LINE[:-1] + ', trunks: [{id: pbx, registrar: "127.0.0.1:9", registers: false, user: gateway}]}')
-    gateway = start_gateway(tmp_path, config)
+    gateway = start_gateway(tmp_path, OFFICE_CONFIG)
     scenario = tmp_path / "call.xml"
     # (no extra header: no line at all, an empty one would end the header section)
     extra = "".join(f"      {h}\n" for h in headers)
-    scenario.write_text(CALL_WITH_HEADERS.replace("{to}", to).replace("{headers}\n", extra))
+    scenario.write_text(CALL_WITH_HEADERS.replace("{from}", CITIZEN).replace("{to}", to).replace("{headers}\n", extra))
     try:
         call = Sipp(gateway, tmp_path / "sipp", str(scenario), request_user)
         wait_until(lambda: any(p.get("kind") == "phone" for p in participants(gateway, "buergeramt")), 20, what="the citizen in the Bürgeramt")
@@ -316,3 +319,38 @@ def test_a_call_over_the_trunk_finds_its_room_by_the_number_in_e164(request_user
         assert result.returncode == 0, result.describe()
     finally:
         stop_and_check(gateway)
+
+
+@pytest.mark.parametrize(
+    ("caller", "headers", "shown", "number"),
+    [
+        # From says one thing, the carrier's network asserts the real one (RFC 3325): believed from a
+        # trunk, shown masked to the room, whole to administrators
+        ('<sip:0301111111@carrier.example>', ["P-Asserted-Identity: <sip:01701234567@carrier.example>"], "+49170•••••67", "+491701234567"),
+        # the caller withheld the number (RFC 3323): a label for everyone, no number anywhere
+        ('"Citizen" <sip:+4917012345678@carrier.example>', ["Privacy: id", "P-Asserted-Identity: <tel:+4917012345678>"], "Withheld number", None),
+        ('"Anonymous" <sip:anonymous@anonymous.invalid>', [], "Withheld number", None),
+    ],
+    ids=["asserted-masked", "privacy-id", "anonymous"],
+)
+def test_a_citizens_number_is_masked_for_the_room_whole_for_administrators_and_withheld_when_asked(
+    caller: str, headers: list[str], shown: str, number: str | None, tmp_path: Path
+) -> None:
+    gateway = start_gateway(tmp_path, OFFICE_CONFIG)
+    extra = "".join(f"      {h}\n" for h in ["P-Called-Party-ID: <tel:+4930901820>", *headers])
+    scenario = tmp_path / "call.xml"
+    scenario.write_text(CALL_WITH_HEADERS.replace("{from}", caller).replace("{to}", "gateway").replace("{headers}\n", extra))
+    try:
+        call = Sipp(gateway, tmp_path / "sipp", str(scenario), "gateway")
+        found = wait_until(lambda: [p for p in participants(gateway, "buergeramt") if p.get("kind") == "phone"], 20, what="the caller in the room")
+        assert isinstance(found, list)
+        (person,) = found
+        assert person["name"] == shown
+        assert person.get("number") == number  # (the API is the administrators')
+        result = call.wait(60)
+        assert result.returncode == 0, result.describe()
+    finally:
+        stop_and_check(gateway)
+    log = gateway.log_path.read_text()
+    for secret in ("01701234567", "1701234567", "17012345678"):
+        assert secret not in log, "a caller's number in the log"
