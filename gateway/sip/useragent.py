@@ -244,6 +244,7 @@ class _ClientTransaction(_Timed):
     interval: float = T1  # of timer A or E
     waited: float = 0.0
     report: bool = False  # its final answer becomes a ResponseReceived (requests outside calls)
+    dialog: _Call | None = None  # (in-dialog requests: the call, kept past its end for a challenge)
 
 
 @dataclass(eq=False)
@@ -1024,7 +1025,7 @@ class UserAgent:
         data = request.serialize()
         peer = call.peer  # in-dialog requests go back the way the call came (NAT, connections)
         self._queue(data, peer)
-        tx = _ClientTransaction(branch, method, request, data, peer, call.id, ClientTransactionState.TRYING)
+        tx = _ClientTransaction(branch, method, request, data, peer, call.id, ClientTransactionState.TRYING, dialog=call)
         self._client_tx[branch] = tx
         if peer.transport == "udp":
             self._start(tx, Timer.E, T1)
@@ -1057,6 +1058,8 @@ class UserAgent:
             tx.state = ClientTransactionState.COMPLETED
             if tx.report:
                 self._events.append(ResponseReceived(branch, msg.status, msg.reason, msg))
+            elif msg.status in (401, 407):
+                self._request_with_auth(tx, msg)
             self._stop(tx, Timer.E, Timer.F)
             if tx.peer.transport == "udp":
                 self._start(tx, Timer.K, T4)
@@ -1157,9 +1160,10 @@ class UserAgent:
         self._start(tx, Timer.B, TIMEOUT)
         return call.id
 
-    def _invite_with_auth(self, call: _Call, tx: _ClientTransaction, msg: SipMessage) -> bool:
-        """Our INVITE again, answering the 401/407 `msg` with the call's credentials; False when
-        we cannot (no credentials, no challenge we take, our answer to this nonce was refused)."""
+    def _authorized_copy(self, call: _Call, old: SipMessage, msg: SipMessage) -> tuple[str, SipMessage] | None:
+        """`old` again with the next CSeq and a new branch, answering the 401/407 `msg` with the
+        call's credentials (RFC 3261 22.2); None when we cannot (no credentials, no challenge we
+        take, our answer to this very nonce was refused, three rounds already)."""
         header = "proxy-authenticate" if msg.status == 407 else "www-authenticate"
         offered = []
         for value in msg.all_raw(header)[:8]:
@@ -1169,30 +1173,37 @@ class UserAgent:
                 continue
         challenge = choose(offered)
         if call.credentials is None or challenge is None or call.auth_tries >= 3:
-            return False
+            return None
         key = (challenge.realm, challenge.nonce)
         if key == call.auth_answered and not challenge.stale:
-            return False  # (our answer to this very challenge was refused: wrong credentials)
-        old = tx.request
+            return None  # (our answer to this very challenge was refused: wrong credentials)
         try:
-            answer = call.credentials.authorization(challenge, "INVITE", old.uri)
+            answer = call.credentials.authorization(challenge, old.method, old.uri)
         except DigestError:
-            return False
+            return None
         call.auth_tries += 1
         call.auth_answered = key
         call.local_cseq += 1
         branch = "z9hG4bK" + secrets.token_hex(10)
-        request = SipMessage(method="INVITE", uri=old.uri)
+        request = SipMessage(method=old.method, uri=old.uri)
         for name, value in old.headers:
             if name == "via":
                 value = self._via(call.peer, branch)
             elif name == "cseq":
-                value = f"{call.local_cseq} INVITE"
+                value = f"{call.local_cseq} {old.method}"
             elif name in ("authorization", "proxy-authorization", "content-length"):
                 continue
             request.add(name, value)
         request.add(challenge.answer_header.lower(), answer)
         request.body = old.body
+        return branch, request
+
+    def _invite_with_auth(self, call: _Call, tx: _ClientTransaction, msg: SipMessage) -> bool:
+        """Our INVITE again with digest, as a new INVITE transaction (timers A, B)."""
+        found = self._authorized_copy(call, tx.request, msg)
+        if found is None:
+            return False
+        branch, request = found
         data = request.serialize()
         call.invite = request
         retry = _ClientTransaction(branch, "INVITE", request, data, call.peer, call.id, ClientTransactionState.CALLING)
@@ -1202,6 +1213,23 @@ class UserAgent:
             self._start(retry, Timer.A, T1)
         self._start(retry, Timer.B, TIMEOUT)
         return True
+
+    def _request_with_auth(self, tx: _ClientTransaction, msg: SipMessage) -> None:
+        """Our BYE (or INFO) in a dialog again with digest, when the far end's proxy challenged it."""
+        call = tx.dialog
+        if call is None:
+            return
+        found = self._authorized_copy(call, tx.request, msg)
+        if found is None:
+            return
+        branch, request = found
+        data = request.serialize()
+        retry = _ClientTransaction(branch, request.method, request, data, call.peer, call.id, ClientTransactionState.TRYING, dialog=call)
+        self._client_tx[branch] = retry
+        self._queue(data, call.peer)
+        if call.peer.transport == "udp":
+            self._start(retry, Timer.E, T1)
+        self._start(retry, Timer.F, TIMEOUT)
 
     def _no_answer(self, tx: _ClientTransaction) -> None:
         call = self.calls.get(tx.call) if tx.call is not None else None

@@ -188,7 +188,7 @@ def test_dial_out_over_the_trunk_answers_the_carriers_proxy_challenge(tmp_path: 
     """A host invites a number behind the carrier: the gateway's INVITE goes to kamailio with the
     trunk's number as From, is challenged (407, as kamailio demands of its own users), is sent again
     with Proxy-Authorization, and reaches the callee (sipp's uas behind kamailio), which answers and
-    joins the demo room."""
+    joins the demo room; ending the meeting, the BYE is challenged as well and answered."""
     callee_port = free_udp_port()
     kamailio = Kamailio(tmp_path / "kamailio", {TRUNK_USER: PASSWORD}, static_routes={"4712": callee_port})
     kamailio.start()
@@ -216,9 +216,15 @@ def test_dial_out_over_the_trunk_answers_the_carriers_proxy_challenge(tmp_path: 
         # the second INVITE of the call: the first was challenged (407), this one answered it (kamailio
         # takes its Proxy-Authorization off before relaying: consume_credentials)
         assert invite.header("CSeq") == "2 INVITE"
+        # the host ends the meeting: the BYE is challenged too, answered, and reaches the callee
+        assert gateway.api("POST", "/api/rooms/demo/end").status_code == 200
+        assert callee.wait(20) == 0, "the callee's call did not end by a BYE"
+        byes = [m for m in trace_messages(tmp_path / "callee" / "messages.log") if not m.sent and m.start_line.startswith("BYE")]
+        assert byes and byes[0].header("CSeq") == "4 BYE", [m.start_line for m in byes]  # (3 was challenged)
     finally:
         stop_and_check(gateway)
-        callee.kill()
+        if callee.poll() is None:
+            callee.kill()
         callee.wait()
         kamailio.stop()
     assert PASSWORD not in gateway.log_path.read_text()

@@ -1,8 +1,8 @@
 """Debian's kamailio as a carrier's registrar and authenticating proxy in tests (../shared/PEERS.md).
 
 A small config: REGISTER needs digest (auth_db over SQLite with plain passwords, the algorithm
-MD5 or SHA-256 as asked) and is saved in memory (usrloc); an INVITE from one of its own users (From
-in its domain: a trunk calling out) needs proxy authentication (407); INVITE and OPTIONS to a
+MD5 or SHA-256 as asked) and is saved in memory (usrloc); an INVITE or a BYE from one of its own users
+(From in its domain: a trunk calling out) needs proxy authentication (407); INVITE and OPTIONS to a
 registered user are looked up and relayed to its contact, record-routed, so a whole call goes
 through the proxy; anything else is 405. `probe(user)` asks, with an OPTIONS through the proxy, whether a binding is
 there: 200 from the registered contact, 404 from the proxy when none.
@@ -58,7 +58,15 @@ modparam("usrloc", "db_mode", 0)
 request_route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
     if (has_totag()) {{
-        if (loose_route() || is_method("ACK")) {{ t_relay(); }}
+        # its own users' BYEs need proxy authentication too, as some carriers demand
+        if (is_method("BYE") && $fd == "{domain}") {{
+            if (!proxy_authorize("{domain}", "subscriber")) {{ proxy_challenge("{domain}", "1"); exit; }}
+            consume_credentials();
+        }}
+        # (along the route set where there is one; sipp's built-in uas copies no Record-Route into
+        # its 200, so in-dialog requests may come without one: relayed to their Request-URI)
+        loose_route();
+        t_relay();
         exit;
     }}
     if (is_method("REGISTER")) {{

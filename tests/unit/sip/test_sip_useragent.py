@@ -555,6 +555,31 @@ def test_a_refused_digest_answer_ends_the_dial_out_with_the_challenge_status() -
     assert ("disconnected", str(plain), "407", "Proxy Authentication Required") in h.events.named("disconnected")
 
 
+def test_a_challenged_bye_of_a_trunk_call_is_sent_again_with_digest() -> None:
+    """Carriers challenge in-dialog requests too: our BYE answered 407 goes again with
+    Proxy-Authorization and the next CSeq (the call is already over for the gateway)."""
+    from gateway.sip.digest import DigestClient, DigestServer
+
+    server = DigestServer("carrier.example")
+    h = Harness()
+    session = MediaSession(PLAN)
+    call = h.ua.invite("sip:+4930999@carrier.example", CALLEE, session.offer(), "", DigestClient("4711", "pw"))
+    h.sessions[call] = session
+    (invite,) = h.take()
+    answer = offer_sdp("8 101").replace("192.0.2.10", "192.0.2.20")
+    h.feed(response_to(invite, 200, "OK", body=answer), CALLEE)
+    h.hang_up(call)
+    (bye,) = h.take()
+    assert bye.cseq == (2, "BYE") and not bye.get("proxy-authorization")
+    reply = challenge_to(bye, 407, *server.challenges()).replace(b"To: " + (bye.get("to") or "").encode() + b";tag=proxy1", b"To: " + (bye.get("to") or "").encode())
+    (again,) = h.feed(reply, CALLEE)
+    assert again.method == "BYE" and again.cseq == (3, "BYE") and again.top_via.branch != bye.top_via.branch
+    assert again.get("to") == bye.get("to") and again.call_id == bye.call_id
+    assert server.verify(again.get("proxy-authorization") or "", "BYE", {"4711": "pw"}.get).ok
+    assert h.feed(response_to(again, 200, "OK"), CALLEE) == []
+    assert h.run_until(40.0) == []
+
+
 # -- SDP passes through the core unread ---------------------------------------------------------
 
 
