@@ -269,7 +269,7 @@ CALL_WITH_HEADERS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
     <![CDATA[
       ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Citizen" <sip:+4917012345678@carrier.example>;tag=[pid]SIPpTag00[call_number]
+      From: {from};tag=[pid]SIPpTag00[call_number]
       To: <sip:{to}@carrier.example>[peer_tag_param]
       Call-ID: [call_id]
       CSeq: 1 ACK
@@ -283,7 +283,7 @@ CALL_WITH_HEADERS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
     <![CDATA[
       BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Citizen" <sip:+4917012345678@carrier.example>;tag=[pid]SIPpTag00[call_number]
+      From: {from};tag=[pid]SIPpTag00[call_number]
       To: <sip:{to}@carrier.example>[peer_tag_param]
       Call-ID: [call_id]
       CSeq: 2 BYE
