@@ -40,7 +40,14 @@ from tests.support.gateway import (
     wait_until,
 )
 from tests.support.sipp import SipMessage, Sipp, free_udp_port, media
-from tests.support.video import PacketCapture, h264_rtp_check, rtcp_feedback_check, rtp_streams
+from tests.support.video import (
+    PacketCapture,
+    RtpPacket,
+    h264_rtp_check,
+    rtcp_feedback_check,
+    rtp_packets,
+    rtp_streams,
+)
 
 TSHARK = "tshark"
 
@@ -353,38 +360,6 @@ def fast_update_infos_by_cseq(sipp: Sipp) -> dict[str, SipMessage]:
 
 
 # -- H.264 on the wire: reassembled and decoded again -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RtpPacket:
-    time: float
-    ssrc: int
-    seq: int
-    timestamp: int
-    marker: bool
-    payload: bytes
-
-
-def rtp_packets(pcap: Path, port: int, payload_type: int, direction: str = "to") -> list[RtpPacket]:
-    """The RTP packets of one payload type towards (or from) a port, in capture order."""
-    where = {"to": f"udp.dstport=={port}", "from": f"udp.srcport=={port}"}[direction]
-    done = subprocess.run(
-        [
-            TSHARK, "-n", "-r", str(pcap), "-o", "rtp.heuristic_rtp:FALSE", "-d", f"udp.port=={port},rtp",
-            "-Y", f"{where} && rtp.version==2 && rtp.p_type=={payload_type}",
-            "-T", "fields", "-E", "separator=/t",
-            "-e", "frame.time_epoch", "-e", "rtp.ssrc", "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.marker", "-e", "rtp.payload",
-        ],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    packets = []
-    for line in done.stdout.splitlines():
-        when, ssrc, seq, stamp, marker, payload = (line.split("\t") + [""] * 6)[:6]
-        packets.append(
-            RtpPacket(float(when), int(ssrc, 0), int(seq), int(stamp), marker in ("1", "True", "true"), bytes.fromhex(payload.replace(":", "")))
-        )
-    return packets
 
 
 @dataclass

@@ -406,8 +406,8 @@ class H264StreamReport:
 
 
 @dataclass(frozen=True)
-class _RtpPacket:
-    number: int
+class RtpPacket:
+    number: int  # (the capture's frame number)
     time: float
     ssrc: int
     seq: int
@@ -438,6 +438,22 @@ def _nal_units(payload: bytes) -> tuple[int, list[int], tuple[int, bool, bool] |
     return kind, [kind], None, forbidden
 
 
+def rtp_packets(pcap: Path, port: int, payload_type: int, direction: str = "to") -> list[RtpPacket]:
+    """The RTP packets of one payload type towards (or from) a port, in capture order."""
+    rows = _tshark_fields(
+        pcap,
+        [f"udp.port=={port},rtp"],
+        f"{_port_filter(port, direction)} && rtp.version==2 && rtp.p_type=={payload_type}",
+        ["frame.number", "frame.time_epoch", "rtp.ssrc", "rtp.seq", "rtp.timestamp", "rtp.marker", "rtp.payload"],
+    )
+    packets = []
+    for row in rows:
+        number, when, ssrc, seq, stamp, marker, payload = (row + [""] * 7)[:7]
+        data = bytes.fromhex(payload.replace(":", ""))
+        packets.append(RtpPacket(int(number), float(when), int(ssrc, 0), int(seq), int(stamp), marker in ("1", "True", "true"), data))
+    return packets
+
+
 def h264_rtp_check(pcap_path: Path, port: int, payload_type: int, direction: str = "to") -> H264StreamReport:
     """The H.264 RTP stream of `payload_type` in a capture, towards `port` (direction "to"; "from":
     sent from it; "any": both). The port's UDP is decoded as RTP (-d udp.port==<port>,rtp) and the
@@ -452,12 +468,12 @@ def h264_rtp_check(pcap_path: Path, port: int, payload_type: int, direction: str
         ["frame.number", "frame.time_epoch", "rtp.ssrc", "rtp.seq", "rtp.timestamp", "rtp.marker", "rtp.payload", "h264.nal_unit_hdr"],
     )
     report = H264StreamReport()
-    packets: list[_RtpPacket] = []
+    packets: list[RtpPacket] = []
     for row in rows:
         row += [""] * (8 - len(row))
         number, when, ssrc, seq, stamp, marker, payload, dissected = row[:8]
         data = bytes.fromhex(payload.replace(":", ""))
-        packets.append(_RtpPacket(int(number), float(when), int(ssrc, 0), int(seq), int(stamp), marker in ("1", "True", "true"), data))
+        packets.append(RtpPacket(int(number), float(when), int(ssrc, 0), int(seq), int(stamp), marker in ("1", "True", "true"), data))
         for value in filter(None, dissected.split(",")):
             report.dissected_types[int(value, 0)] += 1
     report.packets = len(packets)
@@ -467,7 +483,7 @@ def h264_rtp_check(pcap_path: Path, port: int, payload_type: int, direction: str
     report.duration = packets[-1].time - packets[0].time
     # the main SSRC's packets in sequence order (16-bit sequence numbers unwrapped)
     main = Counter(p.ssrc for p in packets).most_common(1)[0][0]
-    ordered: list[tuple[int, _RtpPacket]] = []
+    ordered: list[tuple[int, RtpPacket]] = []
     last: int | None = None
     base = 0
     for p in packets:
@@ -481,7 +497,7 @@ def h264_rtp_check(pcap_path: Path, port: int, payload_type: int, direction: str
     seqs = [s for s, _ in ordered]
     report.sequence_gaps = sum(max(0, b - a - 1) for a, b in zip(seqs, seqs[1:], strict=False))
 
-    frames: list[list[_RtpPacket]] = []  # runs of one timestamp, in sequence order
+    frames: list[list[RtpPacket]] = []  # runs of one timestamp, in sequence order
     for _, p in ordered:
         if not frames or frames[-1][0].timestamp != p.timestamp:
             frames.append([])
