@@ -194,6 +194,21 @@ def _far_priority() -> None:
     os.nice(FAR_NICENESS[0])
 
 
+def stop_all(sipps: list[Any], rtp: Far | None, browsers: Far | None, gateway: Any, keep: Path | None, tmp: Path) -> None:
+    """Ends a run: sipp, the far ends, the gateway; copies the run's files to `keep` if given."""
+    for sipp in sipps:
+        if sipp.process.poll() is None:
+            sipp.process.terminate()
+            sipp.wait(5)
+    if rtp is not None:
+        rtp.stop()
+    if browsers is not None:
+        browsers.stop()
+    gateway.stop()
+    if keep is not None:
+        shutil.copytree(tmp, keep, dirs_exist_ok=True, symlinks=True)
+
+
 def start_far(name: str, workdir: Path, peers_tree: Path, args: list[str], ready_timeout: float) -> tuple[Far, dict[str, Any]]:
     command, cwd, env = gateway_process(peers_tree)  # the peers import the gateway's aiortc glue from peers_tree
     log = workdir / f"{name}.log"
@@ -595,17 +610,7 @@ def run_composed(args: argparse.Namespace, keep: Path | None) -> dict[str, Any]:
             rtp = None
             capture_check = decode_capture(capture)
         finally:
-            for sipp in sipps:
-                if sipp.process.poll() is None:
-                    sipp.process.terminate()
-                    sipp.wait(5)
-            if rtp is not None:
-                rtp.stop()
-            if browsers is not None:
-                browsers.stop()
-            gateway.stop()
-            if keep is not None:
-                shutil.copytree(tmp, keep / "composed", dirs_exist_ok=True, symlinks=True)
+            stop_all(sipps, rtp, browsers, gateway, keep / "composed" if keep is not None else None, tmp)
         problems = gateway.problems() if gateway.log_path.exists() else {}
         sipp_summaries = [s.summary() for s in sipps]
     return {
@@ -704,16 +709,7 @@ def run_passthrough(args: argparse.Namespace, keep: Path | None) -> dict[str, An
                 flush=True,
             )
         finally:
-            if sipp is not None and sipp.process.poll() is None:
-                sipp.process.terminate()
-                sipp.wait(5)
-            if rtp is not None:
-                rtp.stop()
-            if browsers is not None:
-                browsers.stop()
-            gateway.stop()
-            if keep is not None:
-                shutil.copytree(tmp, keep / "passthrough", dirs_exist_ok=True, symlinks=True)
+            stop_all([sipp] if sipp is not None else [], rtp, browsers, gateway, keep / "passthrough" if keep is not None else None, tmp)
         result["sipp"] = [sipp.summary()] if sipp is not None else []
         result["gateway_log"] = gateway.problems()
     return result
