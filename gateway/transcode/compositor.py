@@ -863,12 +863,17 @@ class Compositor:
             | {p: self._decodes.get(p, 0) + s.decodes for p, s in self._sources.items()},
             "frames_out": self.frames_out,
             "late_frames": self.late_frames,
-            "encoders": sum(1 for g in list(self._groups.values()) if g.encoder is not None),
+            "encoders": self.encoders,
             "outputs": len(self._groups),
             "frames_dropped": self.frames_dropped,
             "decode_errors": self.decode_errors,
             "encode_errors": self.encode_errors,
         }
+
+    @property
+    def encoders(self) -> int:
+        """Encoders open now (one per distinct output that has encoded)."""
+        return sum(1 for g in list(self._groups.values()) if g.encoder is not None)
 
     def counters(self) -> dict[str, int]:
         """The stats as totals (metrics): decodes and encodes summed over participants and outputs."""

@@ -394,10 +394,8 @@ class _Child:
 
     def _flush(self, key: int) -> None:
         frame, receivers = self._pending.pop(key)
-        if self._compositor is not None:  # (a new encoder is reported before its first frame)
-            encoders = self._compositor.counters()["encoders"]
-            if encoders != self._encoders_reported:
-                self._report()
+        if self._compositor is not None and self._compositor.encoders != self._encoders_reported:
+            self._report()  # (a new encoder is reported before its first frame)
         self._write({"op": "out", "r": receivers, "c": frame.codec, "t": frame.timestamp, "k": frame.keyframe}, frame.data)
 
     def _keyframe_needed(self, participant: str) -> None:
