@@ -211,11 +211,11 @@ class Registration:
             self._failed(status, "no credentials for this challenge" if self.credentials is None else "no digest challenge we can answer", now)
             return
         answered = self._answered_challenge
-        if answered is not None and not challenge.stale and (challenge.realm, challenge.nonce) == (answered.realm, answered.nonce):
-            self._failed(status, "credentials refused", now)  # (our answer to this very challenge was wrong)
-            return
-        if answered is not None and not challenge.stale and challenge.realm == answered.realm and self.state.status is RegistrationStatus.REGISTERING:
-            # A fresh nonce after we answered one, not marked stale: the registrar refused us.
+        if answered is not None and not challenge.stale and challenge.realm == answered.realm and (
+            challenge.nonce == answered.nonce or self.state.status is RegistrationStatus.REGISTERING
+        ):
+            # Our answer was refused: to this very nonce, or (while registering) met by a fresh one
+            # not marked stale. (A refresh may meet a new nonce once: that one is answered.)
             self._failed(status, "credentials refused", now)
             return
         self._challenge = challenge
