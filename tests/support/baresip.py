@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.support.gateway import wait_until
+from tests.support.sipp import free_udp_port
 
 
 def free_port() -> int:
@@ -127,24 +128,9 @@ class VideoStats:
 
 def free_rtp_ports(streams: int = 2) -> tuple[int, int]:
     """A range for baresip's rtp_ports: an even first port (baresip puts RTP on even ports, RTCP on
-    the next one) and room for `streams` RTP/RTCP pairs, all free now."""
-    for _ in range(50):
-        base = free_port() & ~1
-        if base < 1024 or base + 2 * streams > 65535:
-            continue
-        held = []
-        try:
-            for port in range(base, base + 2 * streams):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-        return base, base + 2 * streams - 1
-    raise RuntimeError("no free RTP port range")
+    the next one) and room for `streams` RTP/RTCP pairs, all free now (see sipp.PEER_PORTS)."""
+    base = free_udp_port(2 * streams, even=True)
+    return base, base + 2 * streams - 1
 
 
 class Baresip:

@@ -4,6 +4,7 @@ participants API, its metrics, its log lines)."""
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import subprocess
@@ -34,17 +35,24 @@ def udp_port_bound(port: int) -> bool:
     return False
 
 
-def free_udp_port(span: int = 1) -> int:
-    """A local UDP port that is free together with the `span - 1` ports after it."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port + span > 65535:
-            continue
+# Ports that peers are told to bind (sipp's media, baresip's RTP) come from above the kernel's
+# ephemeral range (32768-60999) and the gateway's RTP range (20000-39999): a port that is free when
+# picked can otherwise be taken, before the peer binds it, by any socket bound to port 0 or by a
+# gateway of a test running beside (CI met both: "Address already in use").
+PEER_PORTS = (61000, 65535)
+
+
+def free_udp_port(span: int = 1, even: bool = False) -> int:
+    """A local UDP port that is free together with the `span - 1` ports after it (`even`: an even
+    first one), from PEER_PORTS."""
+    low, high = PEER_PORTS
+    for _ in range(200):
+        port = random.randrange(low, high - span + 1)
+        if even:
+            port &= ~1
         held: list[socket.socket] = []
         try:
-            for offset in range(1, span):
+            for offset in range(span):
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 held.append(sock)
                 sock.bind(("127.0.0.1", port + offset))
