@@ -434,6 +434,12 @@ class SipConfig(_Strict):
     tcp_idle_s: float = Field(
         300.0, gt=0, description="a SIP TCP/TLS connection that carries no call and sends nothing for this long is closed"
     )
+    session_expires_s: int = Field(
+        1800, ge=90, le=86400, description="session timer our dial-outs ask for (RFC 4028; the far end may choose less)"
+    )
+    min_session_expires_s: int = Field(
+        90, ge=90, le=86400, description="shortest session timer we take (RFC 4028 Min-SE; shorter asks get 422)"
+    )
     dial_out_per_minute: int = Field(10, ge=1, le=10_000, description="dial-outs one actor may place per minute")
     dial_out_per_minute_total: int = Field(60, ge=1, le=100_000, description="dial-outs per minute in all")
     dial_out_allow: list[str] = Field(

@@ -48,7 +48,7 @@ COMPACT_FORMS = {
 _CANONICAL = {
     "call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate", "max-forwards": "Max-Forwards",
     "content-type": "Content-Type", "content-length": "Content-Length", "record-route": "Record-Route",
-    "user-agent": "User-Agent", "session-expires": "Session-Expires", "min-se": "Min-SE",
+    "user-agent": "User-Agent", "session-expires": "Session-Expires", "min-se": "Min-SE", "rseq": "RSeq", "rack": "RAck",
 }
 # Header fields that may appear once only (RFC 3261 7.3.1: only list headers may repeat); RFC 4475
 # multi01 and mcl01 repeat them, and two Content-Lengths make framing ambiguous.

@@ -86,6 +86,8 @@ class SipTransport:
             user_agent=config.user_agent,
             max_calls=config.max_calls,
             max_transactions=config.max_transactions,
+            session_expires_s=config.session_expires_s,
+            min_se_s=config.min_session_expires_s,
         )
         return self.ports
 

@@ -1,5 +1,6 @@
 """The gateway's SIP user agent core, sans-IO, in the shape of aioquic's `QuicConnection` and h11
-(RFC 3261 8.2, 12, 13, 17; RFC 3311 UPDATE, RFC 6086 INFO, RFC 3326 Reason, RFC 6026):
+(RFC 3261 8.2, 12, 13, 17; RFC 3311 UPDATE, RFC 6086 INFO, RFC 3326 Reason, RFC 6026; RFC 3262
+100rel/PRACK and RFC 4028 session timers, which carriers require):
 
     ua.receive(data, peer, now)        # bytes in, with where they came from and the time
     ua.answer(call, sdp) ...           # commands: answer, reject, hang_up, accept_offer,
@@ -14,6 +15,13 @@ CANCEL, re-INVITE and UPDATE offers, late offers (the answer then read from the 
 and keyframe requests (RFC 5168), OPTIONS, BYE either way (ours with a Reason header, retransmitted
 until answered), 481 for requests outside any dialog, 420 for extensions we do not support, 405/501
 for methods we do not take, and a 400 with the reason for malformed requests.
+
+Carriers' extensions, both ways: a caller that requires 100rel gets a reliable 180 (RSeq, sent again
+until its PRACK; our answer follows the PRACK); a reliable 18x to our INVITE is PRACKed in its early
+dialog and its SDP taken as the answer. Session timers are negotiated on every INVITE and UPDATE
+(422 below our Min-SE; the refresher named in the 2xx); as refresher we send an UPDATE half-way (a
+re-INVITE of our last SDP where the far end takes no UPDATE), and a session nobody refreshed ends
+with a BYE (Reason 408) at interval - min(32, interval/3).
 
 SDP bodies pass through unread: the layer above (the SIP call, with `sip/negotiation.py`) reads
 the offers the events carry and gives its answers back with `answer()` / `accept_offer()`.
@@ -41,19 +49,21 @@ from dataclasses import dataclass, field
 import structlog
 
 from gateway.sip import message as sipmsg
+from gateway.sip import session_timer
 from gateway.sip.digest import DigestClient, DigestError, choose, parse_challenge
 from gateway.sip.message import NameAddr, SipMessage, SipMessageError
+from gateway.sip.session_timer import SessionTimer, TooBrief
 
 log = structlog.get_logger(__name__)
 
 Address = tuple[str, int]
 T1, T2, T4 = 0.5, 4.0, 5.0
 TIMEOUT = 64 * T1  # timers B, F, H (and the life of a server transaction): 32 s
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
-SUPPORTED = ""  # no extensions: no 100rel, no session timers of ours (refreshes are answered anyway)
-_KNOWN_EXTENSIONS: set[str] = set()
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK"
+SUPPORTED = "100rel, timer"  # RFC 3262 reliable provisional answers, RFC 4028 session timers
+_KNOWN_EXTENSIONS = {"100rel", "timer"}
 # Methods of SIP extensions we know and do not take (405); anything else is unknown to us (501).
-_OTHER_METHODS = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", "PRACK"}
+_OTHER_METHODS = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
 MAX_INFO_DIGITS = 4  # digits one SIP INFO may carry (phones send one per INFO)
 
 
@@ -71,6 +81,9 @@ class Timer(enum.Enum):
     J = "J"  # non-INVITE server: absorb request retransmissions (the transaction table's expiry)
     K = "K"  # non-INVITE client: absorb response retransmissions (T4 over UDP)
     M = "M"  # INVITE client (RFC 6026): after the 2xx, ACK its retransmissions for 64*T1
+    REL = "rel"  # RFC 3262 3: our reliable 18x again at T1, 2*T1 ... until its PRACK (64*T1: 5xx)
+    REFRESH = "refresh"  # RFC 4028: we are the refresher: UPDATE (or re-INVITE) half-way through
+    EXPIRY = "expiry"  # RFC 4028 10: no refresh came in time: BYE
 
 
 class ServerTransactionState(enum.Enum):
@@ -245,6 +258,7 @@ class _ClientTransaction(_Timed):
     waited: float = 0.0
     report: bool = False  # its final answer becomes a ResponseReceived (requests outside calls)
     dialog: _Call | None = None  # (in-dialog requests: the call, kept past its end for a challenge)
+    refresh: bool = False  # our session refresh (RFC 4028): its answer sets the timer
 
 
 @dataclass(eq=False)
@@ -274,6 +288,20 @@ class _Call(_Timed):
     credentials: DigestClient | None = None  # (dial-out over a trunk: answers its 401/407)
     auth_answered: tuple[str, str] | None = None  # (realm, nonce) our last INVITE answered
     auth_tries: int = 0
+    local_sdp: str = ""  # the last SDP we sent (a re-INVITE refresh offers it again, unchanged)
+    # RFC 3262, as callee: our reliable 18x waiting for its PRACK (and the answer that waits for it)
+    local_rseq: int = 0
+    unacked_18x: bytes | None = None
+    rel_interval: float = T1
+    rel_waited: float = 0.0
+    answer_after_prack: tuple[str | None] | None = None
+    # RFC 3262, as caller: the RSeq of the last in-order reliable 18x we took
+    remote_rseq: int = 0
+    # RFC 4028: the session timer in force, whether the far end takes UPDATE, our refresh in flight
+    session: SessionTimer | None = None
+    peer_allows_update: bool = False
+    refreshing: bool = False
+    se_asked: int = 0  # (dial-out: the Session-Expires our INVITE asks for; raised by a 422)
 
 
 class UserAgent:
@@ -285,8 +313,12 @@ class UserAgent:
         user_agent: str = "meeting-gateway",
         max_calls: int = 1000,
         max_transactions: int = 10_000,
+        session_expires_s: int = 1800,
+        min_se_s: int = session_timer.MIN_SE,
     ) -> None:
-        self.local = local  # transport -> (host, port) we listen on
+        self.local = local
+        self.session_expires_s = max(session_expires_s, min_se_s)  # asked for in our INVITEs (RFC 4028)
+        self.min_se_s = max(min_se_s, session_timer.MIN_SE)  # shorter asks get 422  # transport -> (host, port) we listen on
         self.public_address = public_address
         self.user_agent = user_agent
         self.max_calls = max_calls
@@ -390,6 +422,12 @@ class UserAgent:
                 self._retransmit_2xx(owner)
             elif name is Timer.H:
                 self._no_ack(owner)
+            elif name is Timer.REL:
+                self._retransmit_reliable(owner)
+            elif name is Timer.REFRESH:
+                self._refresh(owner)
+            elif name is Timer.EXPIRY:
+                self._session_expired(owner)
         elif isinstance(owner, _ServerTransaction):
             if name is Timer.G:
                 self._retransmit_failure(owner)
@@ -401,9 +439,13 @@ class UserAgent:
                 self._retransmit_request(owner, name)
             elif name is Timer.B:
                 self._no_answer(owner)
+                if owner.refresh and owner.dialog is not None:
+                    self._refresh_failed(owner.dialog, 408, "Request Timeout")
             else:  # D, F, K, M: the transaction ends
                 if name is Timer.F and owner.report:
                     self._events.append(ResponseReceived(owner.branch, 408, "Request Timeout", None))
+                if name is Timer.F and owner.refresh and owner.dialog is not None:
+                    self._refresh_failed(owner.dialog, 408, "Request Timeout")
                 self._stop(owner, *Timer)
                 owner.state = ClientTransactionState.TERMINATED
                 if self._client_tx.get(owner.branch) is owner:
@@ -622,7 +664,7 @@ class UserAgent:
             self._new_call(msg, peer, tx)
         elif method == "OPTIONS":
             self._reply(msg, peer, 200, "OK", tx, extra=self._capabilities())
-        elif method == "BYE" or method == "INFO" or method == "UPDATE":
+        elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
             self._reply(msg, peer, 481, "Call/Transaction Does Not Exist", tx)
         else:
             self._refuse_method(msg, peer, tx)
@@ -636,7 +678,11 @@ class UserAgent:
             self._reply(msg, peer, 501, "Not Implemented", tx, extra=[("allow", ALLOW)], to_tag=to_tag)
 
     def _capabilities(self) -> list[tuple[str, str]]:
-        return [("allow", ALLOW), ("accept", "application/sdp, application/dtmf-relay, application/dtmf")]
+        return [
+            ("allow", ALLOW),
+            ("accept", "application/sdp, application/dtmf-relay, application/dtmf"),
+            ("supported", SUPPORTED),
+        ]
 
     # -- new calls --------------------------------------------------------------------------------
 
@@ -645,6 +691,8 @@ class UserAgent:
         if len(self.calls) >= self.max_calls:
             self.counters["refused_busy"] += 1
             self._reply(msg, peer, 503, "Too Many Calls", tx, extra=[("retry-after", "30")])
+            return
+        if self._too_brief(msg, peer, tx):
             return
         contact = msg.all("contact")
         call = _Call(
@@ -667,6 +715,10 @@ class UserAgent:
         self._dialogs[(call.call_id, call.local_tag, call.remote_tag)] = call.id
         self.counters["calls"] += 1
         self._reply(msg, peer, 100, "Trying", tx)
+        if "100rel" in _tags(msg.get("require")):
+            # The caller wants its provisional answers reliable (carriers do): a 180 with RSeq,
+            # until its PRACK (RFC 3262 3); our answer waits for that PRACK.
+            self._send_reliable_18x(call, 180, "Ringing")
         self._events.append(
             IncomingCall(
                 call=call.id,
@@ -692,10 +744,18 @@ class UserAgent:
         """Answers a new call 200 with `sdp`: our answer to its offer, or our offer when the INVITE
         had none (the answer then comes in the ACK, as an AnswerReceived)."""
         call = self.calls.get(call_id)
-        if call is None or call.state is not CallState.INCOMING:
+        if call is None or call.state is not CallState.INCOMING or call.answer_after_prack is not None:
             return
+        if call.unacked_18x is not None:
+            call.answer_after_prack = (sdp,)  # (RFC 3262: our 2xx follows the PRACK of our 18x)
+            return
+        self._answer_now(call, sdp)
+
+    def _answer_now(self, call: _Call, sdp: str | None) -> None:
         call.awaiting_answer = not call.offer_in_invite and sdp is not None
         call.state = CallState.ANSWERED
+        if sdp is not None:
+            call.local_sdp = sdp
         self._send_2xx(call, call.invite, sdp)
         call.invite_tx.final_status = 200
 
@@ -733,6 +793,8 @@ class UserAgent:
             return
         msg, _peer, _tx = call.pending_offer
         call.pending_offer = None
+        if sdp is not None:
+            call.local_sdp = sdp
         self._send_2xx(call, msg, sdp)
         if msg.method == "INVITE":
             call.awaiting_answer = sipmsg.sdp_body(msg) is None and sdp is not None
@@ -847,9 +909,19 @@ class UserAgent:
         self._start(tx, Timer.G, tx.interval)
 
     def _send_2xx(self, call: _Call, request: SipMessage, body: str | None) -> None:
-        extra = [("contact", self._contact(call.peer)), ("allow", ALLOW)]
+        extra = [("contact", self._contact(call.peer)), ("allow", ALLOW), ("supported", SUPPORTED)]
         if request.method == "INVITE":
             extra += [("record-route", route) for route in request.all("record-route")]
+        timed = request.method in ("INVITE", "UPDATE")
+        if timed:
+            # Each INVITE or UPDATE negotiates the session timer anew (RFC 4028 9; its bounds were
+            # checked when it came: 422 for one too brief).
+            negotiated = session_timer.as_uas(request, self.min_se_s)
+            call.session = negotiated if isinstance(negotiated, SessionTimer) else None
+            if call.session is not None:
+                extra += session_timer.uas_headers(request, call.session)
+            if request.get("allow") is not None:
+                call.peer_allows_update = "update" in _tags(request.get("allow"))
         if body is not None:
             extra.append(("content-type", "application/sdp"))
         response = self._build_response(request, 200, "OK", call.local_tag, extra, call.peer)
@@ -871,6 +943,8 @@ class UserAgent:
             self._start(call, Timer.H, TIMEOUT)
         else:
             self._queue(data, call.peer)
+        if timed:
+            self._arm_session(call)
 
     def _retransmit_2xx(self, call: _Call) -> None:
         if call.pending_2xx is None or call.state is CallState.TERMINATED:
@@ -889,6 +963,151 @@ class UserAgent:
         call.state = CallState.CONFIRMED
         self._send_request(call, "BYE", self._reason((408, "No ACK")))
         self._terminate(call, 408, "No ACK")
+
+    # -- reliable provisional answers (RFC 3262), as the callee -------------------------------------
+
+    def _send_reliable_18x(self, call: _Call, status: int, reason: str) -> None:
+        """A 18x with Require: 100rel and RSeq (the first a random number, RFC 3262 3), sent again
+        at T1, 2*T1 ... until its PRACK; it opens the early dialog (our To tag, Contact)."""
+        call.local_rseq = call.local_rseq + 1 if call.local_rseq else 1 + secrets.randbelow(2**30)
+        extra = [
+            ("contact", self._contact(call.peer)),
+            ("require", "100rel"),
+            ("rseq", str(call.local_rseq)),
+            ("allow", ALLOW),
+            ("supported", SUPPORTED),
+            *[("record-route", route) for route in call.invite.all("record-route")],
+        ]
+        data = self._build_response(call.invite, status, reason, call.local_tag, extra, call.peer).serialize()
+        call.invite_tx.last_response = data  # (a retransmitted INVITE gets it again)
+        call.unacked_18x = data
+        call.rel_interval = T1
+        call.rel_waited = 0.0
+        self._queue(data, call.peer)
+        self._start(call, Timer.REL, T1)
+
+    def _retransmit_reliable(self, call: _Call) -> None:
+        if call.unacked_18x is None or call.state is not CallState.INCOMING:
+            return
+        call.rel_waited += call.rel_interval
+        if call.rel_waited >= TIMEOUT:
+            # RFC 3262 3: no PRACK in 64*T1: the INVITE is refused with a 5xx
+            log.info("no PRACK for our reliable provisional answer; call refused", call_id=call.call_id)
+            call.unacked_18x = None
+            call.answer_after_prack = None
+            self._final_failure(call, 500, "No PRACK")
+            return
+        self._queue(call.unacked_18x, call.peer)
+        call.rel_interval = min(2 * call.rel_interval, TIMEOUT - call.rel_waited)
+        self._start(call, Timer.REL, call.rel_interval)
+
+    def _prack(self, call: _Call, msg: SipMessage, peer: Peer, tx: _ServerTransaction, to_tag: str) -> None:
+        """RFC 3262 3: a PRACK whose RAck names our reliable 18x gets 200 (and our answer, if it
+        waited, goes out); any other gets 481."""
+        rack = (msg.get("rack") or "").split()
+        rseq = sipmsg.ascii_int(rack[0], 10) if len(rack) == 3 else None
+        cseq = sipmsg.ascii_int(rack[1], 10) if len(rack) == 3 else None
+        if (
+            rseq is None
+            or rseq != call.local_rseq
+            or cseq != call.invite.cseq[0]
+            or rack[2].upper() != "INVITE"
+        ):
+            self._reply(msg, peer, 481, "Call/Transaction Does Not Exist", tx, to_tag=to_tag)
+            return
+        self._reply(msg, peer, 200, "OK", tx, to_tag=to_tag)
+        if call.unacked_18x is None:
+            return  # (a PRACK for an 18x already acknowledged, or our answer already went out)
+        call.unacked_18x = None
+        self._stop(call, Timer.REL)
+        if call.answer_after_prack is not None and call.state is CallState.INCOMING:
+            (sdp,) = call.answer_after_prack
+            call.answer_after_prack = None
+            self._answer_now(call, sdp)
+
+    # -- session timers (RFC 4028) ----------------------------------------------------------------
+
+    def _too_brief(self, msg: SipMessage, peer: Peer, tx: _ServerTransaction, to_tag: str | None = None) -> bool:
+        """422 with our Min-SE for an INVITE or UPDATE asking for a shorter session interval."""
+        found = session_timer.as_uas(msg, self.min_se_s)
+        if not isinstance(found, TooBrief):
+            return False
+        extra = [("min-se", str(found.min_se)), ("supported", SUPPORTED)]
+        self._reply(msg, peer, 422, "Session Interval Too Small", tx, extra=extra, to_tag=to_tag)
+        return True
+
+    def _arm_session(self, call: _Call) -> None:
+        """(Re)starts the session timer in force: our refresh half-way, the expiry either way."""
+        self._stop(call, Timer.REFRESH, Timer.EXPIRY)
+        timer = call.session
+        if timer is None or call.state is CallState.TERMINATED:
+            return
+        if timer.we_refresh:
+            self._start(call, Timer.REFRESH, timer.refresh_after)
+        self._start(call, Timer.EXPIRY, timer.expires_after)
+
+    def _refresh(self, call: _Call) -> None:
+        """Our session refresh: an UPDATE without a body where the far end takes UPDATE, else a
+        re-INVITE offering our last SDP unchanged (RFC 4028 7.4, 9)."""
+        timer = call.session
+        if timer is None or call.state is CallState.TERMINATED:
+            return
+        if call.state is not CallState.CONFIRMED or call.refreshing or call.pending_offer is not None:
+            self._start(call, Timer.REFRESH, 2.0)  # (an offer exchange is under way: after it)
+            return
+        call.refreshing = True
+        headers = [("supported", SUPPORTED), *session_timer.uac_headers(timer.interval, True, self.min_se_s)]
+        if call.peer_allows_update or not call.local_sdp:
+            self._send_request(call, "UPDATE", [("contact", self._contact(call.peer)), *headers], refresh=True)
+        else:
+            extra = [("contact", self._contact(call.peer)), ("allow", ALLOW), *headers, ("content-type", "application/sdp")]
+            self._send_request(call, "INVITE", extra, call.local_sdp, refresh=True)
+
+    def _refresh_answered(self, call: _Call, msg: SipMessage) -> None:
+        call.refreshing = False
+        if call.state is CallState.TERMINATED:
+            return
+        status = msg.status
+        if 200 <= status < 300:
+            try:
+                call.session = session_timer.as_uac(msg)
+            except SipMessageError:
+                pass  # (an unreadable Session-Expires in the answer: the timer stays as it was)
+            if msg.get("allow") is not None:
+                call.peer_allows_update = "update" in _tags(msg.get("allow"))
+            self._arm_session(call)
+        elif status == 422 and call.session is not None:
+            asked = session_timer.min_se(msg)
+            if asked > call.session.interval:
+                call.session = SessionTimer(asked, we_refresh=True)
+                self._start(call, Timer.REFRESH, 0.0)
+        elif status in (408, 481):
+            self._refresh_failed(call, status, msg.reason)
+        elif status == 491:
+            self._start(call, Timer.REFRESH, 2.1 + secrets.randbelow(190) / 100)  # (RFC 3261 14.1)
+        elif status in (405, 501) and call.peer_allows_update:
+            call.peer_allows_update = False  # (no UPDATE after all: a re-INVITE then)
+            self._start(call, Timer.REFRESH, 0.0)
+        # (any other failure: the session goes on until its expiry, unless a refresh comes)
+
+    def _refresh_failed(self, call: _Call, status: int, reason: str) -> None:
+        """RFC 4028 10 / RFC 3261 12.2.1.2: a refresh unanswered or answered 408/481 ends the call."""
+        call.refreshing = False
+        if call.state is not CallState.CONFIRMED:
+            return
+        log.info("session refresh failed; ending the call", call_id=call.call_id, status=status, reason=reason)
+        self._send_request(call, "BYE", self._reason((408, "Session refresh failed")))
+        self._terminate(call, 408, "Session refresh failed")
+
+    def _session_expired(self, call: _Call) -> None:
+        if call.state is not CallState.CONFIRMED:
+            if call.state is CallState.ANSWERED:
+                self._start(call, Timer.EXPIRY, 2.0)  # (an exchange under way: its ACK first)
+            return
+        interval = call.session.interval if call.session is not None else None
+        log.info("session expired: no refresh came; ending the call", call_id=call.call_id, interval_s=interval)
+        self._send_request(call, "BYE", self._reason((408, "Session expired")))
+        self._terminate(call, 408, "Session expired")
 
     # -- ACK, CANCEL ------------------------------------------------------------------------------
 
@@ -959,6 +1178,8 @@ class UserAgent:
             self._terminate(call, 200, "Remote BYE")
         elif method in ("INVITE", "UPDATE"):
             self._reoffer(call, msg, peer, tx)
+        elif method == "PRACK":
+            self._prack(call, msg, peer, tx, to_tag)
         elif method == "INFO":
             digits = sipmsg.info_digits(msg)
             if digits is not None and len(digits) > MAX_INFO_DIGITS:
@@ -979,9 +1200,16 @@ class UserAgent:
     def _reoffer(self, call: _Call, msg: SipMessage, peer: Peer, tx: _ServerTransaction) -> None:
         """Hold, resume, codec change, session refresh: the offer goes up (OfferReceived), or the
         request for ours (OfferRequested); the answer comes back through accept_offer/refuse_offer."""
-        if call.state is not CallState.CONFIRMED or call.pending_2xx is not None or call.pending_offer is not None:
+        if (
+            call.state is not CallState.CONFIRMED
+            or call.pending_2xx is not None
+            or call.pending_offer is not None
+            or call.refreshing
+        ):
             # RFC 3261 14.2: an offer while ours is pending or the first is unconfirmed
             self._reply(msg, peer, 491, "Request Pending", tx, to_tag=call.local_tag)
+            return
+        if self._too_brief(msg, peer, tx, call.local_tag):
             return
         offer = sipmsg.sdp_body(msg)
         if offer is None and msg.method == "UPDATE":
@@ -1004,8 +1232,11 @@ class UserAgent:
         host = self.public_address or host
         return f"SIP/2.0/{peer.transport.upper()} {host}:{port};branch={branch};rport"
 
-    def _send_request(self, call: _Call, method: str, extra: list[tuple[str, str]], body: str = "") -> None:
-        """A request in the dialog, a non-INVITE client transaction (timers E, F, K)."""
+    def _send_request(
+        self, call: _Call, method: str, extra: list[tuple[str, str]], body: str = "", refresh: bool = False
+    ) -> None:
+        """A request in the dialog: a non-INVITE client transaction (timers E, F, K), or a re-INVITE
+        (timers A, B; our session refresh)."""
         call.local_cseq += 1
         branch = "z9hG4bK" + secrets.token_hex(10)
         request = SipMessage(method=method, uri=call.remote_target)
@@ -1022,14 +1253,19 @@ class UserAgent:
         request.add("user-agent", self.user_agent)
         if body:
             request.body = body.encode()
+        self._send_in_dialog(call, branch, request, refresh)
+
+    def _send_in_dialog(self, call: _Call, branch: str, request: SipMessage, refresh: bool) -> None:
         data = request.serialize()
         peer = call.peer  # in-dialog requests go back the way the call came (NAT, connections)
         self._queue(data, peer)
-        tx = _ClientTransaction(branch, method, request, data, peer, call.id, ClientTransactionState.TRYING, dialog=call)
+        invite = request.method == "INVITE"
+        state = ClientTransactionState.CALLING if invite else ClientTransactionState.TRYING
+        tx = _ClientTransaction(branch, request.method, request, data, peer, call.id, state, dialog=call, refresh=refresh)
         self._client_tx[branch] = tx
         if peer.transport == "udp":
-            self._start(tx, Timer.E, T1)
-        self._start(tx, Timer.F, TIMEOUT)
+            self._start(tx, Timer.A if invite else Timer.E, T1)
+        self._start(tx, Timer.B if invite else Timer.F, TIMEOUT)
 
     def _retransmit_request(self, tx: _ClientTransaction, name: Timer) -> None:
         """Timers A and E: again at T1, 2*T1 ... capped at T2, for as long as 64*T1 allows."""
@@ -1048,7 +1284,10 @@ class UserAgent:
         if tx.method == "INVITE":
             if msg.cseq[1] == "INVITE":
                 self._stop(tx, Timer.A)  # (a provisional answer to our INVITE stops its retransmission)
-                self._invite_response(tx, msg)
+                if tx.dialog is not None:
+                    self._reinvite_response(tx, tx.dialog, msg)
+                else:
+                    self._invite_response(tx, msg)
             return
         if msg.status < 200:
             if tx.state is ClientTransactionState.TRYING:
@@ -1058,8 +1297,10 @@ class UserAgent:
             tx.state = ClientTransactionState.COMPLETED
             if tx.report:
                 self._events.append(ResponseReceived(branch, msg.status, msg.reason, msg))
-            elif msg.status in (401, 407):
-                self._request_with_auth(tx, msg)
+            elif msg.status in (401, 407) and self._request_with_auth(tx, msg):
+                pass
+            elif tx.refresh and tx.dialog is not None:
+                self._refresh_answered(tx.dialog, msg)
             self._stop(tx, Timer.E, Timer.F)
             if tx.peer.transport == "udp":
                 self._start(tx, Timer.K, T4)
@@ -1135,6 +1376,8 @@ class UserAgent:
             local_cseq=1,
             awaiting_answer=True,
             credentials=credentials,
+            local_sdp=sdp,
+            se_asked=self.session_expires_s,
         )
         branch = "z9hG4bK" + secrets.token_hex(10)
         name = display_name.replace('"', "'")
@@ -1146,6 +1389,9 @@ class UserAgent:
         request.add("cseq", "1 INVITE")
         request.add("contact", self._contact(peer))
         request.add("allow", ALLOW)
+        request.add("supported", SUPPORTED)
+        for key, value in session_timer.uac_headers(self.session_expires_s, None, self.min_se_s):
+            request.add(key, value)
         request.add("user-agent", self.user_agent)
         request.add("content-type", "application/sdp")
         request.body = sdp.encode()
@@ -1183,6 +1429,15 @@ class UserAgent:
             return None
         call.auth_tries += 1
         call.auth_answered = key
+        return self._next_attempt(
+            call, old, {"authorization", "proxy-authorization"}, [(challenge.answer_header.lower(), answer)]
+        )
+
+    def _next_attempt(
+        self, call: _Call, old: SipMessage, drop: set[str], add: list[tuple[str, str]]
+    ) -> tuple[str, SipMessage]:
+        """`old` again with the next CSeq and a new branch, without the headers `drop` names and
+        with `add` (a new branch: a new transaction, RFC 3261 8.1.3.5)."""
         call.local_cseq += 1
         branch = "z9hG4bK" + secrets.token_hex(10)
         request = SipMessage(method=old.method, uri=old.uri)
@@ -1191,10 +1446,11 @@ class UserAgent:
                 value = self._via(call.peer, branch)
             elif name == "cseq":
                 value = f"{call.local_cseq} {old.method}"
-            elif name in ("authorization", "proxy-authorization", "content-length"):
+            elif name in drop or name == "content-length":
                 continue
             request.add(name, value)
-        request.add(challenge.answer_header.lower(), answer)
+        for name, value in add:
+            request.add(name, value)
         request.body = old.body
         return branch, request
 
@@ -1203,7 +1459,21 @@ class UserAgent:
         found = self._authorized_copy(call, tx.request, msg)
         if found is None:
             return False
-        branch, request = found
+        self._invite_again(call, *found)
+        return True
+
+    def _invite_longer(self, call: _Call, old: SipMessage, msg: SipMessage) -> bool:
+        """RFC 4028 7.3: a 422 to our INVITE: again, asking for the far end's Min-SE at least (each
+        round asks for more, up to a day: no loop)."""
+        asked = session_timer.min_se(msg)
+        if asked <= call.se_asked:
+            return False  # (a 422 that does not ask for more: not again)
+        call.se_asked = asked
+        found = self._next_attempt(call, old, {"session-expires", "min-se"}, session_timer.uac_headers(asked, None, asked))
+        self._invite_again(call, *found)
+        return True
+
+    def _invite_again(self, call: _Call, branch: str, request: SipMessage) -> None:
         data = request.serialize()
         call.invite = request
         retry = _ClientTransaction(branch, "INVITE", request, data, call.peer, call.id, ClientTransactionState.CALLING)
@@ -1212,24 +1482,45 @@ class UserAgent:
         if call.peer.transport == "udp":
             self._start(retry, Timer.A, T1)
         self._start(retry, Timer.B, TIMEOUT)
-        return True
 
-    def _request_with_auth(self, tx: _ClientTransaction, msg: SipMessage) -> None:
-        """Our BYE (or INFO) in a dialog again with digest, when the far end's proxy challenged it."""
+    def _request_with_auth(self, tx: _ClientTransaction, msg: SipMessage) -> bool:
+        """Our BYE, INFO, UPDATE or re-INVITE in a dialog again with digest, when the far end's
+        proxy challenged it; False when we cannot answer the challenge."""
         call = tx.dialog
         if call is None:
-            return
+            return False
         found = self._authorized_copy(call, tx.request, msg)
         if found is None:
+            return False
+        self._send_in_dialog(call, *found, tx.refresh)
+        return True
+
+    def _reinvite_response(self, tx: _ClientTransaction, call: _Call, msg: SipMessage) -> None:
+        """The answer to our re-INVITE (a session refresh): a failure is ACKed on its branch, a 2xx
+        end to end (and again when retransmitted); a challenge is answered."""
+        if msg.status < 200:
+            if tx.state is ClientTransactionState.CALLING:
+                tx.state = ClientTransactionState.PROCEEDING
             return
-        branch, request = found
-        data = request.serialize()
-        retry = _ClientTransaction(branch, request.method, request, data, call.peer, call.id, ClientTransactionState.TRYING, dialog=call)
-        self._client_tx[branch] = retry
-        self._queue(data, call.peer)
-        if call.peer.transport == "udp":
-            self._start(retry, Timer.E, T1)
-        self._start(retry, Timer.F, TIMEOUT)
+        first = tx.state in (ClientTransactionState.CALLING, ClientTransactionState.PROCEEDING)
+        if msg.status >= 300:
+            self._queue(self._build_ack(tx.request, msg, tx.branch), tx.peer)
+            if first:
+                tx.state = ClientTransactionState.COMPLETED
+                self._stop(tx, Timer.A, Timer.B)
+                self._start(tx, Timer.D, TIMEOUT)
+                if msg.status in (401, 407) and self._request_with_auth(tx, msg):
+                    return
+                if tx.refresh:
+                    self._refresh_answered(call, msg)
+            return
+        self._queue(self._build_ack(tx.request, msg, None, call), call.peer)
+        if first:
+            tx.state = ClientTransactionState.ACCEPTED
+            self._stop(tx, Timer.A, Timer.B)
+            self._start(tx, Timer.M, TIMEOUT)
+            if tx.refresh:
+                self._refresh_answered(call, msg)
 
     def _no_answer(self, tx: _ClientTransaction) -> None:
         call = self.calls.get(tx.call) if tx.call is not None else None
@@ -1245,15 +1536,21 @@ class UserAgent:
         if msg.status < 200:
             if tx.state is ClientTransactionState.CALLING:
                 tx.state = ClientTransactionState.PROCEEDING
+            if msg.status > 100 and call is not None and call.state is CallState.CALLING:
+                if "100rel" in _tags(msg.get("require")):
+                    self._reliable_18x_received(call, request, msg)
             return
         if msg.status >= 300:
             self._queue(self._build_ack(request, msg, tx.branch), tx.peer)
-            if tx.state in (ClientTransactionState.CALLING, ClientTransactionState.PROCEEDING):
+            first = tx.state in (ClientTransactionState.CALLING, ClientTransactionState.PROCEEDING)
+            if first:
                 tx.state = ClientTransactionState.COMPLETED
                 self._stop(tx, Timer.A, Timer.B)
                 self._start(tx, Timer.D, TIMEOUT)
-            if call is not None and call.state is CallState.CALLING:
+            if first and call is not None and call.state is CallState.CALLING:
                 if msg.status in (401, 407) and self._invite_with_auth(call, tx, msg):
+                    return
+                if msg.status == 422 and self._invite_longer(call, request, msg):
                     return
                 self._terminate(call, msg.status, msg.reason or "Refused")
             return
@@ -1277,15 +1574,41 @@ class UserAgent:
             call.state = CallState.CONFIRMED
             call.confirmed_once = True
             self._queue(self._build_ack(request, msg, None, call), call.peer)
-            call.awaiting_answer = False
-            body = sipmsg.sdp_body(msg)
-            if body is None:
-                log.warning("2xx without the SDP answer to our offer", call_id=call.call_id)
-            else:
-                self._events.append(AnswerReceived(call.id, body))
+            if call.awaiting_answer:  # (else the answer came in a reliable 18x, RFC 3262 5)
+                call.awaiting_answer = False
+                body = sipmsg.sdp_body(msg)
+                if body is None:
+                    log.warning("2xx without the SDP answer to our offer", call_id=call.call_id)
+                else:
+                    self._events.append(AnswerReceived(call.id, body))
+            try:
+                call.session = session_timer.as_uac(msg)
+            except SipMessageError:
+                log.info("unreadable Session-Expires in the answer; no session timer", call_id=call.call_id)
+            call.peer_allows_update = "update" in _tags(msg.get("allow"))
+            self._arm_session(call)
             self._events.append(CallConfirmed(call.id))
         else:  # a retransmitted 2xx: our ACK was lost
             self._queue(self._build_ack(request, msg, None, call), call.peer)
+
+    def _reliable_18x_received(self, call: _Call, request: SipMessage, msg: SipMessage) -> None:
+        """RFC 3262 4: a reliable 18x in order gets its PRACK, in the early dialog it opens (its To
+        tag, Contact and Record-Route); one out of order or again is not PRACKed. An SDP in it is
+        the answer to our offer (RFC 3262 5)."""
+        rseq = sipmsg.ascii_int((msg.get("rseq") or "").strip(), 10)
+        if rseq is None or (call.remote_rseq and rseq != call.remote_rseq + 1):
+            return
+        call.remote_rseq = rseq
+        call.remote_tag = NameAddr.parse(msg.get("to") or "").tag
+        contact = msg.all("contact")
+        if contact:
+            call.remote_target = NameAddr.parse(contact[0]).uri
+        call.route_set = list(reversed(msg.all("record-route")))
+        body = sipmsg.sdp_body(msg)
+        if body is not None and call.awaiting_answer:
+            call.awaiting_answer = False
+            self._events.append(AnswerReceived(call.id, body))
+        self._send_request(call, "PRACK", [("rack", f"{rseq} {request.cseq[0]} INVITE")])
 
     def _answered_dialog(self, number: int, request: SipMessage, msg: SipMessage, peer: Peer) -> _Call:
         """A throw-away dialog for a 2xx that came after we gave up, enough to ACK and BYE it."""

@@ -237,3 +237,29 @@ def to_tag(msg: message.SipMessage) -> str:
 # -- a new call -----------------------------------------------------------------------------------
 
 
+
+
+def response_to(
+    sent: message.SipMessage,
+    status: int,
+    reason: str,
+    to_tag: str = "callee1",
+    body: str = "",
+    extra: tuple[str, ...] = (),
+) -> bytes:
+    """The far end's answer to a request of ours (our INVITE, or one in the dialog: its To tag kept)."""
+    to = sent.get("to") or ""
+    lines = [f"SIP/2.0 {status} {reason}"]
+    lines += [f"Via: {via}" for via in sent.all("via")]
+    lines += [
+        f"From: {sent.get('from')}",
+        "To: " + to + (f";tag={to_tag}" if status > 100 and not message.NameAddr.parse(to).tag else ""),
+        f"Call-ID: {sent.call_id}",
+        f"CSeq: {sent.get('cseq')}",
+        "Contact: <sip:room@192.0.2.20:5070>",
+        "Record-Route: <sip:proxy1.example;lr>, <sip:proxy2.example;lr>",
+        *extra,
+    ]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    return ("\r\n".join(lines) + f"\r\nContent-Length: {len(body.encode())}\r\n\r\n" + body).encode()

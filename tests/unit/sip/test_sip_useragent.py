@@ -14,6 +14,7 @@ from tests.support.useragent import (
     Harness,
     offer_sdp,
     request,
+    response_to,
     statuses,
     to_tag,
 )
@@ -311,8 +312,8 @@ def test_unknown_method_gets_405_with_allow() -> None:
 def test_required_extension_we_lack_gets_420() -> None:
     """RFC 3261 8.2.2.3: Require naming an unsupported extension gets 420 with Unsupported."""
     h = Harness()
-    (refused,) = h.feed(request("INVITE", extra=("Require: 100rel",), body=offer_sdp()))
-    assert (refused.status, refused.get("unsupported")) == (420, "100rel") and h.events.calls == []
+    (refused,) = h.feed(request("INVITE", extra=("Require: precondition, 100rel",), body=offer_sdp()))
+    assert (refused.status, refused.get("unsupported")) == (420, "precondition") and h.events.calls == []
 
 
 def test_max_forwards_zero_gets_483() -> None:
@@ -422,23 +423,6 @@ def test_mutated_invites_never_raise_and_every_answer_parses() -> None:
 
 
 # -- dial-out (UAC) -------------------------------------------------------------------------------
-
-
-def response_to(invite: message.SipMessage, status: int, reason: str, to_tag: str = "callee1", body: str = "") -> bytes:
-    """The callee's answer to our INVITE."""
-    lines = [f"SIP/2.0 {status} {reason}"]
-    lines += [f"Via: {via}" for via in invite.all("via")]
-    lines += [
-        f"From: {invite.get('from')}",
-        f"To: {invite.get('to')}" + (f";tag={to_tag}" if status > 100 else ""),
-        f"Call-ID: {invite.call_id}",
-        f"CSeq: {invite.get('cseq')}",
-        "Contact: <sip:room@192.0.2.20:5070>",
-        "Record-Route: <sip:proxy1.example;lr>, <sip:proxy2.example;lr>",
-    ]
-    if body:
-        lines.append("Content-Type: application/sdp")
-    return ("\r\n".join(lines) + f"\r\nContent-Length: {len(body.encode())}\r\n\r\n" + body).encode()
 
 
 CALLEE = Peer("udp", ("192.0.2.20", 5070))

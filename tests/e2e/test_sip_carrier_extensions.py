@@ -1,0 +1,86 @@
+"""What carriers require of a SIP peer, with sipp as the carrier: reliable provisional answers
+(RFC 3262, 100rel/PRACK) and session timers (RFC 4028), on calls the carrier places to the gateway
+and on the gateway's dial-outs through it. Until these landed, such calls were refused 420.
+
+sipp checks the messages (its exit code is 0 only when every step happened and every `ereg
+check_it` matched); the tests check the gateway's side through its API and sipp's message trace.
+Each test spends about 45 s waiting for the refresh half-way through the shortest interval RFC 4028
+allows (90 s)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.support.gateway import (
+    TEST_CONFIG,
+    RunningGateway,
+    participant,
+    start_gateway,
+    stop_and_check,
+    wait_until,
+)
+from tests.support.sipp import SCENARIOS, SIPP, Sipp, free_udp_port, trace_messages, udp_port_bound
+
+
+def test_a_carriers_call_requiring_100rel_and_a_session_timer_is_taken_and_refreshed(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    """The carrier requires 100rel and asks the gateway to refresh (refresher=uas): a reliable 180,
+    the 200 after the PRACK, the caller in the room, and an UPDATE refresh 45 s after the answer."""
+    sipp = Sipp(gateway, tmp_path / "sipp", "carrier_100rel_timer.xml", "demo")
+    wait_until(lambda: participant(gateway, "demo", "Carrier Test"), 15, what="the carrier's caller in demo")
+    result = sipp.wait(90)
+    assert result.returncode == 0, result.describe()
+    messages = sipp.messages()
+    starts = [m.start_line for m in messages if not m.sent]
+    # the 180 came before the 200 to the INVITE, and the 200 to the INVITE after the PRACK's own 200
+    ringing = next(i for i, m in enumerate(messages) if not m.sent and m.start_line.startswith("SIP/2.0 180"))
+    prack_ok = next(i for i, m in enumerate(messages) if not m.sent and m.header("CSeq") == "2 PRACK")
+    invite_ok = next(
+        i for i, m in enumerate(messages) if not m.sent and m.start_line.startswith("SIP/2.0 200") and m.header("CSeq") == "1 INVITE"
+    )
+    assert ringing < prack_ok < invite_ok, starts
+    assert not any(s.startswith("SIP/2.0 420") for s in starts)
+
+
+def test_a_dial_out_answered_with_a_reliable_183_and_a_session_timer_is_pracked_and_refreshed(tmp_path: Path) -> None:
+    """The carrier answers our dial-out with early media in a reliable 183 (PRACKed), then a 200
+    that makes us the refresher and has no UPDATE: the gateway refreshes by re-INVITE with its
+    SDP unchanged 45 s later; the call is still in the room after it and ends by the host."""
+    carrier_port = free_udp_port()
+    rule = r"sip:4712@127\.0\.0\.1:[0-9]+"
+    config = TEST_CONFIG.replace("sip: {host: 127.0.0.1, port: 0,", f"sip: {{host: 127.0.0.1, port: 0, dial_out_allow: ['{rule}'],")
+    gateway = start_gateway(tmp_path, config)
+    directory = tmp_path / "carrier"
+    directory.mkdir()
+    carrier = subprocess.Popen(
+        [SIPP, "-sf", str(SCENARIOS / "carrier_uas_100rel_timer.xml"), "-i", "127.0.0.1", "-p", str(carrier_port),
+         "-mp", str(free_udp_port(span=4)), "-m", "1", "-nostdin", "-timeout", "120s",
+         "-trace_err", "-error_file", str(directory / "errors.log"),
+         "-trace_msg", "-message_file", str(directory / "messages.log")],
+        cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: udp_port_bound(carrier_port), 10, what="the carrier listening")
+        reply = gateway.api("POST", "/api/rooms/demo/dial", json={"uri": f"sip:4712@127.0.0.1:{carrier_port}"})
+        assert reply.status_code == 202, reply.text
+        wait_until(lambda: participant(gateway, "demo", "4712"), 20, what="the dialled carrier number in demo")
+
+        def refreshed() -> bool:
+            received = [m for m in trace_messages(directory / "messages.log") if not m.sent]
+            return sum(m.start_line.startswith("INVITE") for m in received) >= 2
+
+        wait_until(refreshed, 70, what="the gateway's refresh re-INVITE")
+        wait_until(lambda: participant(gateway, "demo", "4712"), 5, what="the call still in demo after the refresh")
+        assert gateway.api("POST", "/api/rooms/demo/end").status_code == 200
+        assert carrier.wait(30) == 0, (directory / "errors.log").read_text(errors="replace") if (directory / "errors.log").exists() else ""
+    finally:
+        stop_and_check(gateway)
+        if carrier.poll() is None:
+            carrier.kill()
+        carrier.wait()
+    received = [m for m in trace_messages(directory / "messages.log") if not m.sent]
+    invites = [m for m in received if m.start_line.startswith("INVITE")]
+    assert len(invites) == 2 and invites[1].body == invites[0].body  # our SDP offered again unchanged
+    assert [m.header("RAck") for m in received if m.start_line.startswith("PRACK")] == ["1 1 INVITE"]
