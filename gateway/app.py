@@ -94,15 +94,34 @@ class Gateway:
         if self.sip is not None:
             self.sip.admission = self.admission
         sip = self.sip
-        calls = (lambda: CallCounters(len(sip.calls), dict(sip.attempts), dict(sip.failures), sip.trunk_states())) if sip else None
+        calls = (
+            (
+                lambda: CallCounters(
+                    len(sip.calls),
+                    dict(sip.attempts),
+                    dict(sip.failures),
+                    sip.trunk_states(),
+                    dict(sip.registrar.counters) if sip.registrar is not None else {},
+                )
+            )
+            if sip
+            else None
+        )
         # Events out, commands in, presence (gateway/control/mqtt.py): only with mqtt.enabled.
         self.mqtt = MqttBridge(config.mqtt, self.directory, self.live) if config.mqtt.enabled else None
         if self.mqtt is not None and sip is not None:
             sip.trunk_listeners.append(self.mqtt.publish_trunk_state)
+            sip.registration_listeners.append(self.mqtt.publish_registration)
         self.metrics = build_registry(self.directory, calls, self.loop_lag, self.mqtt.counters if self.mqtt else None)
         self.ready = False
         api = build_router(
-            config, self.admin, self.live, self.host_links, self.mqtt.state if self.mqtt else None, sip.trunk_states if sip else None
+            config,
+            self.admin,
+            self.live,
+            self.host_links,
+            self.mqtt.state if self.mqtt else None,
+            sip.trunk_states if sip else None,
+            sip.registration_states if sip else None,
         )
         self.http = http.build_http_app(
             routes=[

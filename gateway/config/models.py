@@ -19,8 +19,10 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    SerializationInfo,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -364,11 +366,37 @@ class TrunkConfig(_Strict):
     def registrar_port(self) -> int:
         return self._host_port()[1]
 
+    @property
+    def registrar_explicit_port(self) -> int | None:
+        """The port `registrar` names, None when it names none (then DNS SRV may say, RFC 3263)."""
+        text = self.registrar.rpartition("]")[2] if self.registrar.startswith("[") else self.registrar
+        return self.registrar_port if ":" in text else None
+
     @model_validator(mode="after")
     def _port(self) -> TrunkConfig:
         if not 1 <= self.registrar_port <= 65535:
             raise ValueError(f"registrar port {self.registrar_port} out of 1..65535")
         return self
+
+
+def _dns_server(text: str) -> tuple[str, int]:
+    """A DNS server as written ("192.0.2.53", "192.0.2.53:5353", "2001:db8::53", "[2001:db8::53]:5353"): (address, port)."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"DNS server {text!r}: not ip or ip:port")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"DNS server {text!r}: not an IP address (ip or ip:port)") from None
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"DNS server {text!r}: port out of 1..65535")
+    return str(address), int(port)
 
 
 class SipConfig(_Strict):
@@ -417,6 +445,12 @@ class SipConfig(_Strict):
         None, description="overrides sip.srtp for calls from trunk_sources"
     )
     trunks: list[TrunkConfig] = Field(default_factory=list, description="trunks the gateway registers with")
+    dns_servers: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="DNS servers for SIP host names (RFC 3263: NAPTR, SRV, A), each \"ip\" or \"ip:port\" "
+        "(\"[v6]:port\"); none: the system's (/etc/resolv.conf; addresses also from /etc/hosts)",
+    )
     caller_numbers: Literal["masked", "full"] = Field(
         "masked",
         description="a phone caller without a name, as the other participants see it: masked (+49 170 ••••• 78) or "
@@ -439,6 +473,24 @@ class SipConfig(_Strict):
     )
     min_session_expires_s: int = Field(
         90, ge=90, le=86400, description="shortest session timer we take (RFC 4028 Min-SE; shorter asks get 422)"
+    )
+    realm: str = Field(
+        "meeting-gateway",
+        pattern=r"^[A-Za-z0-9.:_-]{1,64}$",
+        description="digest realm of the gateway's challenges (room systems registering with a password)",
+    )
+    challenge_untrusted: bool = Field(
+        False,
+        description="calls from anywhere but a trunk or a directory room system recognised by its address must prove a "
+        "directory entry's password (digest): only devices with credentials may call",
+    )
+    registrar_digest: list[Literal["MD5", "SHA-256"]] = Field(
+        default_factory=lambda: ["MD5"],  # type: ignore[arg-type]
+        min_length=1,
+        max_length=2,
+        description="digest algorithms offered to room systems registering, in this order (RFC 8760: a client takes the "
+        "first it supports). MD5 alone by default: many room systems and older SIP stacks (libre 1.x, so baresip "
+        "1.0) give up on a REGISTER at any challenge they cannot answer; [SHA-256, MD5] where every device copes",
     )
     dial_out_per_minute: int = Field(10, ge=1, le=10_000, description="dial-outs one actor may place per minute")
     dial_out_per_minute_total: int = Field(60, ge=1, le=100_000, description="dial-outs per minute in all")
@@ -469,6 +521,18 @@ class SipConfig(_Strict):
             except ValueError:
                 raise ValueError(f"not an IP address or network: {source!r}") from None
         return sources
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns_servers(cls, servers: list[str]) -> list[str]:
+        for server in servers:
+            _dns_server(server)
+        return servers
+
+    @property
+    def dns_server_addresses(self) -> list[tuple[str, int]]:
+        """sip.dns_servers as (address, port)."""
+        return [_dns_server(server) for server in self.dns_servers]
 
     @field_validator("dial_out_allow")
     @classmethod
@@ -538,6 +602,9 @@ class RoomConfig(_Strict):
         return guest_pin
 
 
+MASKED_SECRET = "**********"  # (a secret as the API shows it: set, not said)
+
+
 class RoomSystemConfig(_Strict):
     """A room system the gateway knows (directory): to call it, and to recognise it when it calls."""
 
@@ -551,6 +618,40 @@ class RoomSystemConfig(_Strict):
     )
     default_room: str | None = Field(None, pattern=ROOM_ID_PATTERN, description="its own room")
     srtp: Literal["optional", "required"] | None = Field(None, description="overrides sip.srtp for its calls")
+    password: SecretStr | None = Field(
+        None,
+        max_length=128,
+        description="with a password it may register with the gateway (digest; dial-outs to it go where it "
+        "registered from). A secret: never logged; the API shows it as ********** (send that back to keep it, "
+        "an empty string to remove it)",
+    )
+    auth_user: str | None = Field(
+        None, pattern=_SIP_USER, description="digest user name it registers with (default: its URI's user part)"
+    )
+    challenge_calls: bool = Field(
+        False,
+        description="a call whose From names it must answer a digest challenge with its password (a forged From "
+        "then gets nowhere); needs a password",
+    )
+
+    @model_validator(mode="after")
+    def _challenge_needs_password(self) -> RoomSystemConfig:
+        if self.challenge_calls and self.password is None:
+            raise ValueError("challenge_calls needs a password")
+        return self
+
+    @property
+    def register_user(self) -> str:
+        """The user name it registers and authenticates with."""
+        return self.auth_user or self.uri.partition(":")[2].rpartition("@")[0].split(";", 1)[0]
+
+    @field_serializer("password", when_used="json")
+    def _password_out(self, password: SecretStr | None, info: SerializationInfo) -> str | None:
+        """Masked, except where the configuration is stored (context {"secrets": True})."""
+        if password is None:
+            return None
+        context = info.context or {}
+        return password.get_secret_value() if context.get("secrets") else MASKED_SECRET
 
 
 class RoutingRuleConfig(_Strict):

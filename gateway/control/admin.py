@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from gateway.config import GatewayConfig, RoomConfig, RoomSystemConfig, RoutingRuleConfig
+from gateway.config.models import MASKED_SECRET
 from gateway.control.store import Store
 from gateway.rooms.directory import Conflict, Directory, NotFound
 from gateway.rooms.errors import RoomError
@@ -125,6 +126,18 @@ class Administration:
         for other in self.directory.systems.values():
             if other.id != system.id and other.uri.lower() == system.uri.lower():
                 raise Conflict(f"room system {other.id!r} already has the URI {system.uri!r}")
+        # The API shows a password masked: that mask sent back keeps the one stored, "" removes it.
+        if system.password is not None:
+            given = system.password.get_secret_value()
+            if given == MASKED_SECRET:
+                before = self.directory.systems.get(system.id)
+                system = system.model_copy(update={"password": before.password if before is not None else None})
+            elif not given:
+                system = system.model_copy(update={"password": None})
+        if system.password is not None:
+            for other in self.directory.systems.values():
+                if other.id != system.id and other.password is not None and other.register_user == system.register_user:
+                    raise Conflict(f"room system {other.id!r} already registers as {system.register_user!r}")
         return system
 
     def save_system(self, system: RoomSystemConfig, actor: str, create: bool) -> RoomSystemConfig:

@@ -158,6 +158,7 @@ def build_router(
     host_links: HostLinks,
     mqtt_state: Callable[[], dict[str, Any]] | None = None,
     trunk_states: Callable[[], list[dict[str, Any]]] | None = None,
+    registrations: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> APIRouter:
     started = time.time()
 
@@ -213,6 +214,13 @@ def build_router(
         """Each trunk of sip.trunks that registers: registered, or failing with which status and why,
         and when the next attempt is (times in seconds since the epoch). Passwords are never shown."""
         return trunk_states() if trunk_states is not None else []
+
+    @router.get("/registrations", tags=["status", "directory"])
+    async def registrations_(who: Reader) -> list[dict[str, Any]]:
+        """Each room system of the directory that registers with the gateway (it has a password):
+        registered (its Contact, the address it registered from, its user agent, since when and
+        for how long yet) or not."""
+        return registrations() if registrations is not None else []
 
     # -- rooms ------------------------------------------------------------------------------------
 
@@ -390,7 +398,10 @@ def build_router(
             raise ApiError(400, "bad_request", f"the body's id {settings.id!r} is not the path's {system!r}")
         if system not in directory.systems:  # before validating: a path that is no valid id is unknown, not a 500
             raise ApiError(404, "unknown_system", f"no room system {system!r}")
-        entry = RoomSystemConfig.model_validate({**settings.model_dump(), "id": system})
+        data = {**settings.model_dump(), "id": system}
+        if "password" not in settings.model_fields_set:  # (not sent: the stored one stays)
+            data["password"] = directory.systems[system].password
+        entry = RoomSystemConfig.model_validate(data)
         return admin.save_system(entry, who.name, create=False)
 
     @router.delete("/systems/{system}", status_code=204, tags=["directory"])

@@ -27,6 +27,8 @@ class CallCounters:
     attempts: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     trunks: list[dict[str, Any]] = field(default_factory=list)  # registration states (no secrets)
+    # REGISTERs of room systems to the gateway, by outcome (registered, challenged, refused)
+    registrations: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,6 +167,14 @@ class GatewayCollector(Collector):
                 trunk_failures.add_metric([trunk["id"]], trunk["failures"])
             yield registered
             yield trunk_failures
+            registers = CounterMetricFamily(
+                "gateway_sip_registrations",
+                "REGISTERs of room systems to the gateway by outcome (refused: a wrong password or an unknown device)",
+                labels=["outcome"],
+            )
+            for outcome, count in sorted(counters.registrations.items()):
+                registers.add_metric([outcome], count)
+            yield registers
 
         if self._mqtt is not None:
             mqtt = self._mqtt()

@@ -386,6 +386,15 @@ class MqttBridge:
         except Exception:
             log.exception("mqtt could not queue a trunk state", trunk=state.get("id"))
 
+    def publish_registration(self, state: dict[str, Any]) -> None:
+        """A room system of the directory registered with the gateway, moved or went: published on
+        <prefix>/<node>/systems/<id>/registration, as GET /api/registrations shows it."""
+        try:
+            body = json.dumps({**scrub(state), "node": self.config.node}, default=str).encode()
+            self.session.enqueue(Outgoing(self.topics.registration(str(state["system"])), body))
+        except Exception:
+            log.exception("mqtt could not queue a registration state", system=state.get("system"))
+
     # -- commands in ----------------------------------------------------------------------------
 
     async def answer(self, room: str, payload: bytes) -> dict[str, Any]:

@@ -62,6 +62,9 @@ class Topics:
     def trunk_state(self, trunk: str) -> str:
         return f"{self.base}/trunks/{trunk}/state"
 
+    def registration(self, system: str) -> str:
+        return f"{self.base}/systems/{system}/registration"
+
     def replies(self, room: str) -> str:
         return f"{self.base}/rooms/{room}/replies"
 

@@ -161,7 +161,8 @@ class Store:
             db.execute(
                 f"INSERT INTO {table} (id, data, created_at, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
-                (item_id, item.model_dump_json(exclude_none=True), now, now),
+                # (secrets as they are: the API masks them, the database must keep them)
+                (item_id, item.model_dump_json(exclude_none=True, context={"secrets": True}), now, now),
             )
 
     def _delete(self, table: str, item_id: str) -> bool:

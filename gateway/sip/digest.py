@@ -226,7 +226,10 @@ class Verdict:
 class DigestServer:
     """Challenges requests for one realm and verifies their answers."""
 
-    NONCE_BYTES = 8 + 16  # timestamp (ms) + truncated HMAC-SHA-256
+    # timestamp (ms) + 8 random bytes (every challenge its own nonce: two clients challenged in the
+    # same millisecond must not share one, or the second's nc=1 would look like a replay)
+    # + truncated HMAC-SHA-256 of both
+    NONCE_BYTES = 8 + 8 + 16
 
     def __init__(
         self,
@@ -252,7 +255,7 @@ class DigestServer:
         self._remembered = remembered_nonces
 
     def _nonce(self) -> str:
-        stamp = int(self._clock() * 1000).to_bytes(8, "big")
+        stamp = int(self._clock() * 1000).to_bytes(8, "big") + secrets.token_bytes(8)
         mac = hmac.new(self._secret, stamp + self.realm.encode(), hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(stamp + mac).decode().rstrip("=")
 
@@ -264,11 +267,11 @@ class DigestServer:
             return None
         if len(raw) != self.NONCE_BYTES:
             return None
-        stamp, mac = raw[:8], raw[8:]
+        stamp, mac = raw[:16], raw[16:]
         expected = hmac.new(self._secret, stamp + self.realm.encode(), hashlib.sha256).digest()[:16]
         if not hmac.compare_digest(mac, expected):
             return None
-        return self._clock() - int.from_bytes(stamp, "big") / 1000
+        return self._clock() - int.from_bytes(stamp[:8], "big") / 1000
 
     def challenges(self, *, stale: bool = False) -> list[str]:
         """WWW-Authenticate (or Proxy-Authenticate) values, one per algorithm, the strongest first

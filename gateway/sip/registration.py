@@ -18,6 +18,11 @@ again after 5, 10, 30, 60, 120, then every 300 s, with up to 10 % jitter so trun
 gateways do not return in step. While registered, an OPTIONS keep-alive every `keepalive_s` keeps
 NAT bindings on the way open and notices a registrar that went away: unanswered (64*T1), the
 trunk registers again at once.
+
+A registrar's name may stand for several addresses (RFC 3263: SRV targets by priority and weight):
+the adapter says how many it has not tried yet (`answered(..., alternatives=n)`); no answer (408)
+or 503 then sends again at once, afresh (no challenge carried over), to the next one, and only
+when none is left is it a failure with backoff.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from gateway.sip.message import NameAddr, SipMessage, SipMessageError, ascii_int
 BACKOFF_S = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 MAX_INTERVAL_BRIEF = 3  # 423s in a row before giving up for a backoff round
 MAX_EXPIRES_S = 86_400
+FAILOVER_STATUSES = frozenset({408, 503})  # RFC 3263 4.3: try the registrar's next address
 
 
 class RegistrationStatus(enum.Enum):
@@ -177,14 +183,19 @@ class Registration:
 
     # -- the answers ------------------------------------------------------------------------------
 
-    def answered(self, status: int, message: SipMessage | None, now: float) -> None:
+    def answered(self, status: int, message: SipMessage | None, now: float, alternatives: int = 0) -> bool:
+        """The final answer to our REGISTER. `alternatives`: addresses of the registrar not tried yet
+        in this round. True when the answer (none, 503) means: again at once, to the next of them."""
         self.in_flight = False
         if self.state.status is RegistrationStatus.IDLE:
-            return  # (stopped meanwhile)
+            return False  # (stopped meanwhile)
         if self._unregister:
             self.state = RegistrationState(RegistrationStatus.IDLE, last_status=status)
             self.due = None
-            return
+            return False
+        if status in FAILOVER_STATUSES and alternatives > 0:
+            self._next_address(status, message.reason if message is not None else "no answer", now)
+            return True
         if status in (401, 407) and message is not None:
             self._challenged(status, message, now)
         elif status == 423 and message is not None:
@@ -194,6 +205,18 @@ class Registration:
         else:
             reason = message.reason if message is not None else "no answer"
             self._failed(status, reason, now)
+        return False
+
+    def _next_address(self, status: int, reason: str, now: float) -> None:
+        """One address of the registrar failed, another is left: no failure counted, no backoff."""
+        self.keepalive_due = None
+        self._challenge = None  # (its nonce is the silent one's)
+        self._brief = 0
+        self.state = RegistrationState(
+            RegistrationStatus.REGISTERING, last_status=status, reason=f"{reason[:100]}; trying the next address",
+            failures=self.state.failures,
+        )  # fmt: skip
+        self.due = now
 
     def _challenged(self, status: int, message: SipMessage, now: float) -> None:
         header = "proxy-authenticate" if status == 407 else "www-authenticate"
@@ -212,10 +235,12 @@ class Registration:
             return
         answered = self._answered_challenge
         if answered is not None and not challenge.stale and challenge.realm == answered.realm and (
-            challenge.nonce == answered.nonce or self.state.status is RegistrationStatus.REGISTERING
+            challenge.nonce == answered.nonce or self.state.status is not RegistrationStatus.REGISTERED
         ):
-            # Our answer was refused: to this very nonce, or (while registering) met by a fresh one
-            # not marked stale. (A refresh may meet a new nonce once: that one is answered.)
+            # Our answer was refused: to this very nonce, or (while registering, or retrying after a
+            # failure) met by a fresh one not marked stale. (A refresh may meet a new nonce once:
+            # that one is answered.) Registrars that challenge with a fresh nonce every time would
+            # otherwise be asked again and again.
             self._failed(status, "credentials refused", now)
             return
         self._challenge = challenge

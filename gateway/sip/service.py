@@ -16,7 +16,6 @@ import asyncio
 import dataclasses
 import ipaddress
 import re
-import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -41,10 +40,12 @@ from gateway.rooms.pinguard import PinGuard
 from gateway.rooms.ratelimit import RateLimit
 from gateway.rtp.leg import RtpLeg
 from gateway.sip import negotiation
-from gateway.sip.digest import DigestClient
+from gateway.sip.digest import DigestClient, DigestServer
+from gateway.sip.dns import SipResolver
 from gateway.sip.endings import sip_status
 from gateway.sip.message import MEDIA_CONTROL, picture_fast_update_body
 from gateway.sip.negotiation import AudioChoice, MediaPlan, MediaSession, VideoChoice
+from gateway.sip.registrar import Account, Answer, Binding, Registrar
 from gateway.sip.sdp import SdpError, SessionDescription
 from gateway.sip.transport import SipTransport
 from gateway.sip.trunks import TrunkRegistrations
@@ -143,6 +144,9 @@ class SipService:
         self.registrations: TrunkRegistrations | None = None  # (sip.trunks that register; from start)
         self._trunk_by_address: dict[str, TrunkConfig] = {}  # (from start)
         self.trunk_listeners: list[Callable[[dict[str, Any]], None]] = []  # (MQTT: told state changes)
+        # The directory's room systems with a password register here (from start).
+        self.registrar: Registrar | None = None
+        self.registration_listeners: list[Callable[[dict[str, Any]], None]] = []  # (MQTT: told changes)
 
     def from_trunk(self, address: str) -> bool:
         if address in self._trunk_by_address:
@@ -158,21 +162,30 @@ class SipService:
         return self._trunk_by_address.get(address)
 
     async def _resolve_trunks(self) -> None:
-        """Where each trunk's calls come from: its registrar's (or peer's) addresses."""
-        loop = asyncio.get_running_loop()
-        for trunk in self.config.sip.trunks:
-            try:
-                infos = await loop.getaddrinfo(trunk.registrar_host, trunk.registrar_port, type=socket.SOCK_DGRAM)
-            except OSError as exc:
-                log.warning("trunk address not resolved; its calls are taken as any others", trunk=trunk.id, error=str(exc))
-                continue
-            for info in infos:
-                self._trunk_by_address.setdefault(str(info[4][0]), trunk)
+        """Where each trunk's calls come from: its registrar's (or peer's) addresses, all of them
+        (RFC 3263: every SRV target's, so calls from a secondary are the trunk's too)."""
+        resolver = SipResolver(self.config.sip)
+        trunks = self.config.sip.trunks
+        resolutions = await asyncio.gather(
+            *(resolver.resolve(t.registrar_host, t.registrar_explicit_port, (t.transport,)) for t in trunks)
+        )
+        for trunk, resolution in zip(trunks, resolutions, strict=True):
+            if not resolution.targets:
+                log.warning("trunk address not resolved; its calls are taken as any others", trunk=trunk.id, error=resolution.error)
+            for target in resolution.targets:
+                self._trunk_by_address.setdefault(target.address, trunk)
 
     async def start(self) -> dict[str, int]:
         self.stack = SipTransport(self.config.sip, self.handle_event)
         ports = await self.stack.start()
         log.info("SIP started", host=self.config.sip.host, ports=ports)
+        assert self.stack.ua is not None
+        self.registrar = self.stack.ua.registrar = Registrar(
+            self.config.sip.realm,
+            self._account,
+            digest=DigestServer(self.config.sip.realm, algorithms=tuple(dict.fromkeys(self.config.sip.registrar_digest))),
+            on_change=self._registration_changed,
+        )
         if self.config.sip.trunks:
             await self._resolve_trunks()
             self.registrations = TrunkRegistrations(self.config.sip, self.stack, self.trunk_listeners)
@@ -181,6 +194,50 @@ class SipService:
 
     def trunk_states(self) -> list[dict[str, Any]]:
         return self.registrations.states() if self.registrations is not None else []
+
+    # -- room systems registering with us ---------------------------------------------------------
+
+    def _account(self, user: str) -> Account | None:
+        """The directory entry that registers as `user` (only entries with a password do)."""
+        for system in self.directory.systems.values():
+            if system.password is not None and system.register_user == user:
+                return Account(system.id, user, system.password.get_secret_value())
+        return None
+
+    def binding(self, system: RoomSystemConfig) -> Binding | None:
+        """Where a room system registered from (None: it registers with no password, or is not
+        registered now)."""
+        if self.registrar is None or system.password is None:
+            return None
+        return self.registrar.binding(system.id, asyncio.get_running_loop().time())
+
+    def registration_state(self, system: RoomSystemConfig) -> dict[str, Any] | None:
+        """What the API and the admin page show of a room system's registration (None: it has no
+        password, so it does not register)."""
+        if system.password is None:
+            return None
+        found = self.binding(system)
+        if found is None:
+            return {"system": system.id, "registered": False}
+        return {
+            "system": system.id,
+            "registered": True,
+            "contact": found.contact,
+            "address": f"{found.source[0]}:{found.source[1]}",
+            "transport": found.transport,
+            "user_agent": found.user_agent,
+            "since": found.since,
+            "expires_in_s": max(0, round(found.expires_at - asyncio.get_running_loop().time())),
+        }
+
+    def registration_states(self) -> list[dict[str, Any]]:
+        return [state for s in self.directory.systems.values() if (state := self.registration_state(s)) is not None]
+
+    def _registration_changed(self, system_id: str) -> None:
+        system = self.directory.systems.get(system_id)
+        state = self.registration_state(system) if system is not None else None
+        for listener in self.registration_listeners:
+            listener(state or {"system": system_id, "registered": False})
 
     async def wait_idle(self, timeout_s: float) -> None:
         """Waits until every call has ended (their goodbye prompts played), at most `timeout_s`."""
@@ -222,6 +279,10 @@ class SipService:
                 raise DialOutRefused(f"no room {room_id!r}", "unknown_room")
             if self.stack is None or self.stack.ua is None:
                 raise DialOutRefused("SIP is not running", "sip_disabled")
+            system = self.directory.system_for(uri) if in_directory else None
+            registered = self.binding(system) if system is not None else None
+            if system is not None and system.password is not None and registered is None:
+                raise DialOutRefused(f"room system {system.id!r} is not registered now", "not_registered")
             uri, host, port, user = dial_target(uri)
             rules = self.config.sip.dial_out_allow
             if not in_directory and not any(full_match(compile_rule(r), uri, max_length=MAX_URI) for r in rules):
@@ -230,21 +291,25 @@ class SipService:
         except DialOutRefused as exc:
             attempt.warning("dial-out refused", code=exc.code, why=str(exc))
             raise
-        try:
-            address = str(ipaddress.ip_address(host))
-        except ValueError:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port or 5060, type=socket.SOCK_DGRAM)
-            except OSError:
-                infos = []
-            if not infos:
-                attempt.warning("dial-out refused", code="bad_uri", why="host name does not resolve")
-                raise DialOutRefused(f"cannot resolve {host!r}", "bad_uri") from None
-            address = str(infos[0][4][0])
-        incoming = IncomingCall(0, "", room_id, name or user or host, user, address, "udp", None)
+        if registered is not None:
+            # A registered room system is called at its Contact, where its REGISTER came from (NAT)
+            incoming = IncomingCall(0, "", room_id, name or user or host, user, registered.source[0], registered.transport, None)
+            call = SipCall(self, self.stack, incoming, outbound=True)
+            peer = Peer(registered.transport, registered.source, registered.connection)
+            number = await call.dial(conference, registered.contact, peer, None)
+            self.attempts["out"] += 1
+            attempt.info("dial-out placed", call=number, registered=True)
+            return {"call": number, "room": conference.room.id, "uri": uri}
+        # RFC 3263 (NAPTR, SRV, A): the first target (no failover to the next for a dial-out yet)
+        resolution = await SipResolver(self.config.sip).resolve(host, port)
+        if not resolution.targets:
+            attempt.warning("dial-out refused", code="bad_uri", why="host name does not resolve", error=resolution.error)
+            raise DialOutRefused(f"cannot resolve {host!r}", "bad_uri")
+        target = resolution.targets[0]
+        incoming = IncomingCall(0, "", room_id, name or user or host, user, target.address, "udp", None)
         call = SipCall(self, self.stack, incoming, outbound=True)
         trunk = self._trunk_for(host)
-        number = await call.dial(conference, uri, Peer("udp", (address, port or 5060)), trunk)
+        number = await call.dial(conference, uri, Peer("udp", target.peer_address), trunk)
         self.attempts["out"] += 1
         attempt.info("dial-out placed", call=number)
         return {"call": number, "room": conference.room.id, "uri": uri}
@@ -416,11 +481,11 @@ class SipCall:
 
     # -- set-up ---------------------------------------------------------------------------------
 
-    def _reject(self, status: int, reason: str) -> None:
+    def _reject(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
         self.log.info("call refused", status=status, reason=reason)
         self.service.count_failure(str(status))
         self.phase = "ended"
-        self.stack.reject(self.incoming.call, status, reason)
+        self.stack.reject(self.incoming.call, status, reason, headers=headers)
 
     def _refuse(self, ending: Ending) -> None:
         """Refuses the call before answering it, with the ending's SIP status."""
@@ -438,7 +503,8 @@ class SipCall:
 
     def _known_system(self) -> RoomSystemConfig | None:
         """The directory entry of the caller: its From names the system and the INVITE comes from
-        an address of the system (its URI's IP, or what its host name resolved to). A From header
+        an address of the system (its URI's IP, what its host name resolved to, or where it
+        registered from with its password). A From header
         alone is easily forged: it never names a system, let alone grants trust."""
         directory = self.service.directory
         system = directory.system_for(self.incoming.from_uri) if self.incoming.from_uri else None
@@ -450,7 +516,8 @@ class SipCall:
             return None
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:  # a dual-stack socket
             ip = ip.ipv4_mapped
-        if str(ip) not in directory.system_addresses(system):
+        registered = self.service.binding(system)
+        if str(ip) not in directory.system_addresses(system) and (registered is None or registered.source[0] != str(ip)):
             self.log.warning("caller claims a directory room system but calls from elsewhere", system=system.id)
             return None
         return system
@@ -465,10 +532,38 @@ class SipCall:
             policy = config.trunk_srtp
         return policy == "required"
 
+    def _authenticated(self, system: RoomSystemConfig | None) -> tuple[bool, RoomSystemConfig | None]:
+        """Digest authentication of the call where it is asked for (RFC 3261 22): by the entry its
+        From names when that entry says `challenge_calls`, and with sip.challenge_untrusted for
+        every call that neither comes over a trunk nor from a room system recognised by its
+        address. (go on, the entry proven or recognised); a caller without an answer gets 401 with
+        the gateway's challenge, a wrong one 403 (and its source counts towards a lockout)."""
+        service = self.service
+        named = service.directory.system_for(self.incoming.from_uri) if self.incoming.from_uri else None
+        if named is not None and named.challenge_calls and named.password is not None:
+            only: str | None = named.register_user
+        elif service.config.sip.challenge_untrusted and system is None and not service.from_trunk(self.source):
+            only = None
+        else:
+            return True, system
+        registrar = service.registrar
+        assert registrar is not None
+        found = registrar.authenticate(
+            self.incoming.authorization, "INVITE", self.source, asyncio.get_running_loop().time(), user=only
+        )
+        if isinstance(found, Answer):
+            self._reject(found.status, found.reason, found.headers)
+            return False, None
+        proven = service.directory.systems.get(found.system)
+        self.log = self.log.bind(authenticated=found.system)
+        return True, proven
+
     async def start(self) -> None:
         config = self.service.config.sip
         directory = self.service.directory
-        system = self._known_system()
+        go_on, system = self._authenticated(self._known_system())
+        if not go_on:
+            return
         conference = self._route()
         if system is not None:
             self.kind, self.name = LegKind.SIP_ROOM_SYSTEM, system.name[:64]

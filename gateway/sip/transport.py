@@ -248,9 +248,16 @@ class SipTransport:
         self.ua.answer(call, sdp)
         self._pump()
 
-    def reject(self, call: int, status: int, reason: str | None = None, retry_after_s: int | None = None) -> None:
+    def reject(
+        self,
+        call: int,
+        status: int,
+        reason: str | None = None,
+        retry_after_s: int | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         assert self.ua is not None
-        self.ua.reject(call, status, reason, retry_after_s)
+        self.ua.reject(call, status, reason, retry_after_s, headers)
         self._pump()
 
     def hang_up(self, call: int, cause: tuple[int, str] | None = None) -> None:

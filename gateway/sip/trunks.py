@@ -3,10 +3,14 @@
 For each trunk of `sip.trunks` that `registers`, a Registration: its REGISTERs go out through the
 SIP stack's user agent (a client transaction, retransmitted over UDP), their final answers come
 back as ResponseReceived events, and a loop timer sends the next one when it is due. The
-registrar's host name is resolved again before every REGISTER (off the event loop, by the loop's
-resolver), so a DNS change is followed at the next refresh; a name that does not resolve is a
-failure with backoff like any other. At shutdown, bindings are removed (Expires: 0), waiting at
-most two seconds for the answers.
+registrar's host name is resolved (RFC 3263, sip/dns.py: NAPTR, SRV, A; never blocking the loop)
+at the start of each round of REGISTERs, so a DNS change is followed at the next refresh; a name
+that does not resolve is a failure with backoff like any other. A round tries the targets in
+order: no answer (408) or 503 from one sends the REGISTER to the next at once, and only when all
+failed does the registration back off. A refresh stays with the target in use (when DNS still
+names it); after a failure the next round starts from the best target again (a recovered
+primary is used again), and a target whose keep-alive went unanswered goes last in it. At
+shutdown, bindings are removed (Expires: 0), waiting at most two seconds for the answers.
 
 The state of each trunk (registered, failing with which status and why, next attempt) is what the
 API, the metrics and the logs show; the password is never part of it.
@@ -24,6 +28,7 @@ import structlog
 
 from gateway.config import SipConfig, TrunkConfig
 from gateway.sip.digest import DigestClient
+from gateway.sip.dns import SipResolver, TargetRound
 from gateway.sip.registration import Registration, RegistrationStatus
 from gateway.sip.transport import SipTransport
 from gateway.sip.useragent import Peer, ResponseReceived
@@ -37,7 +42,10 @@ class _Trunk:
         self.registration = registration
         self.timer: asyncio.TimerHandle | None = None
         self.keepalive_timer: asyncio.TimerHandle | None = None
-        self.address: tuple[str, int] | None = None
+        self.address: tuple[str, int] | None = None  # where the REGISTERs and keep-alives go
+        self.round: TargetRound | None = None  # the registrar's targets being tried, in order
+        self.resolve = True  # the next REGISTER starts a new round (resolves the registrar again)
+        self.silent: tuple[str, int] | None = None  # went silent: last in the next round
         self.registrations = 0  # successful REGISTERs
         self.failures = 0
         self.sending = False
@@ -46,13 +54,19 @@ class _Trunk:
 
 class TrunkRegistrations:
     def __init__(
-        self, config: SipConfig, stack: SipTransport, on_change: Sequence[Callable[[dict[str, Any]], None]] = ()
+        self,
+        config: SipConfig,
+        stack: SipTransport,
+        on_change: Sequence[Callable[[dict[str, Any]], None]] = (),
+        resolver: SipResolver | None = None,
     ) -> None:
         self._stack = stack
+        self._resolver = resolver or SipResolver(config)
         self._on_change = list(on_change)  # told each trunk's state when its status or last answer changes
         self._trunks: dict[str, _Trunk] = {}
-        self._branches: dict[str, str] = {}  # REGISTER in flight -> trunk id
-        self._keepalives: dict[str, str] = {}  # OPTIONS keep-alive in flight -> trunk id
+        # REGISTER / OPTIONS keep-alive in flight -> (trunk id, the address it went to)
+        self._branches: dict[str, tuple[str, tuple[str, int] | None]] = {}
+        self._keepalives: dict[str, tuple[str, tuple[str, int] | None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         ua = stack.ua
@@ -127,7 +141,7 @@ class TrunkRegistrations:
             return
         uri, headers = trunk.registration.keepalive_request()
         branch = self._stack.request("OPTIONS", uri, Peer("udp", trunk.address), headers)
-        self._keepalives[branch] = trunk.config.id
+        self._keepalives[branch] = (trunk.config.id, trunk.address)
 
     def _due(self, trunk: _Trunk) -> None:
         trunk.timer = None
@@ -141,17 +155,23 @@ class TrunkRegistrations:
         config = trunk.config
         registration = trunk.registration
         try:
-            try:
-                infos = await loop.getaddrinfo(
-                    config.registrar_host, config.registrar_port, type=socket.SOCK_DGRAM, family=socket.AF_INET
+            unregistering = registration.state.status is RegistrationStatus.UNREGISTERING
+            if trunk.round is None or (trunk.resolve and not unregistering):
+                resolution = await self._resolver.resolve(
+                    config.registrar_host, config.registrar_explicit_port, (config.transport,)
                 )
-            except OSError as exc:
-                registration.unreachable(f"registrar name not resolved ({exc.strerror or exc})", loop.time())
-                self._report(trunk)
-                return
-            address = (str(infos[0][4][0]), int(infos[0][4][1]))
+                if not resolution.targets:
+                    trunk.round = None
+                    registration.unreachable(f"registrar name not resolved ({resolution.error})", loop.time())
+                    self._report(trunk)
+                    return
+                stays = registration.state.status in (RegistrationStatus.REGISTERED, RegistrationStatus.UNREGISTERING)
+                trunk.round = TargetRound(resolution.targets, prefer=trunk.address if stays else None, avoid=trunk.silent)
+                trunk.resolve = False
+                trunk.silent = None
+            address = trunk.round.current.peer_address
             if trunk.address is not None and address != trunk.address:
-                log.info("trunk registrar moved", trunk=config.id, address=f"{address[0]}:{address[1]}")
+                log.info("trunk registrar moved", trunk=config.id, address=str(trunk.round.current))
             trunk.address = address
             if self._unspecified:
                 registration.contact = _contact_toward(registration.contact, address)
@@ -159,7 +179,7 @@ class TrunkRegistrations:
                 return  # (stopped or rescheduled while resolving)
             uri, headers = registration.build(loop.time())
             branch = self._stack.request("REGISTER", uri, Peer("udp", address), headers)
-            self._branches[branch] = config.id
+            self._branches[branch] = (config.id, address)
         finally:
             trunk.sending = False
             self._schedule(trunk)
@@ -169,15 +189,27 @@ class TrunkRegistrations:
     def on_response(self, event: ResponseReceived) -> bool:
         """A final answer from the stack; True when it was one of ours."""
         keepalive = event.branch in self._keepalives
-        trunk_id = (self._keepalives if keepalive else self._branches).pop(event.branch, None)
-        trunk = self._trunks.get(trunk_id or "")
+        trunk_id, sent_to = (self._keepalives if keepalive else self._branches).pop(event.branch, ("", None))
+        trunk = self._trunks.get(trunk_id)
         if trunk is None or self._loop is None:
             return False
         before = trunk.registration.state
+        now = self._loop.time()
         if keepalive:
-            trunk.registration.keepalive_answered(event.status, self._loop.time())
+            trunk.registration.keepalive_answered(event.status, now)
+            if trunk.registration.state.status is not before.status:  # (unanswered: gone)
+                trunk.silent, trunk.resolve = sent_to, True
         else:
-            trunk.registration.answered(event.status, event.message, self._loop.time())
+            alternatives = trunk.round.alternatives(sent_to) if trunk.round is not None and sent_to else 0
+            if trunk.registration.answered(event.status, event.message, now, alternatives):
+                # (a new round after a silent keep-alive comes anyway, that target last in it)
+                target = trunk.round.failed(sent_to) if trunk.round is not None and sent_to and not trunk.resolve else None
+                log.warning(
+                    "trunk registrar failed over", trunk=trunk.config.id, status=event.status,
+                    failed=_shown(sent_to), to=str(target) if target is not None else "the next round's best",
+                )  # fmt: skip
+            elif trunk.registration.due is None or trunk.registration.due > now:
+                trunk.resolve = True  # (a refresh, or a retry after backoff, later: resolved again)
         if trunk.registration.state != before:
             self._report(trunk, before.status)
         self._schedule(trunk)
@@ -226,6 +258,8 @@ class TrunkRegistrations:
                 {
                     "id": trunk.config.id,
                     "registrar": trunk.config.registrar,
+                    "address": _shown(trunk.address),  # the registrar's address in use (of its SRV targets)
+                    "targets": [str(t) for t in trunk.round.targets] if trunk.round is not None else [],
                     "user": trunk.config.user,
                     "status": state.status.value,
                     "last_status": state.last_status,
@@ -239,6 +273,12 @@ class TrunkRegistrations:
                 }
             )
         return out
+
+
+def _shown(address: tuple[str, int] | None) -> str | None:
+    if address is None:
+        return None
+    return f"[{address[0]}]:{address[1]}" if ":" in address[0] else f"{address[0]}:{address[1]}"
 
 
 def _contact_toward(contact: str, address: tuple[str, int]) -> str:

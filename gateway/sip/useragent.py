@@ -52,6 +52,7 @@ from gateway.sip import message as sipmsg
 from gateway.sip import session_timer
 from gateway.sip.digest import DigestClient, DigestError, choose, parse_challenge
 from gateway.sip.message import NameAddr, SipMessage, SipMessageError
+from gateway.sip.registrar import Registrar
 from gateway.sip.session_timer import SessionTimer, TooBrief
 
 log = structlog.get_logger(__name__)
@@ -142,6 +143,7 @@ class IncomingCall:
     diverted_from: str = ""
     privacy: tuple[str, ...] = ()  # Privacy header values (RFC 3323): "id" withholds the number
     asserted_user: str = ""  # P-Asserted-Identity's user (RFC 3325): believed from trunks only
+    authorization: str | None = None  # its digest answer, when it was challenged (never logged)
 
 
 @dataclass(frozen=True)
@@ -341,6 +343,7 @@ class UserAgent:
         self._timed = False  # inside receive/handle_timer: the time is known
         self._call_ids = itertools.count(1)
         self.counters = {"requests": 0, "malformed": 0, "calls": 0, "refused_busy": 0, "transactions_dropped": 0}
+        self.registrar: Registrar | None = None  # (the directory's room systems register here)
 
     # -- what the adapter asks ------------------------------------------------------------------
 
@@ -664,6 +667,9 @@ class UserAgent:
             self._new_call(msg, peer, tx)
         elif method == "OPTIONS":
             self._reply(msg, peer, 200, "OK", tx, extra=self._capabilities())
+        elif method == "REGISTER" and self.registrar is not None:
+            answer = self.registrar.handle(msg, peer.transport, peer.address, self._now, peer.connection)
+            self._reply(msg, peer, answer.status, answer.reason, tx, extra=answer.headers)
         elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
             self._reply(msg, peer, 481, "Call/Transaction Does Not Exist", tx)
         else:
@@ -735,6 +741,7 @@ class UserAgent:
                 diverted_from=invite.diverted_from,
                 privacy=invite.privacy,
                 asserted_user=invite.asserted_user,
+                authorization=msg.get("authorization"),
             )
         )
 
@@ -759,14 +766,22 @@ class UserAgent:
         self._send_2xx(call, call.invite, sdp)
         call.invite_tx.final_status = 200
 
-    def reject(self, call_id: int, status: int, reason: str | None = None, retry_after_s: int | None = None) -> None:
-        """Refuses a new call with a 3xx-6xx (480 when `status` is none), Retry-After when given."""
+    def reject(
+        self,
+        call_id: int,
+        status: int,
+        reason: str | None = None,
+        retry_after_s: int | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Refuses a new call with a 3xx-6xx (480 when `status` is none), Retry-After when given,
+        and `headers` (a 401's WWW-Authenticate)."""
         call = self.calls.get(call_id)
         if call is None or call.state is not CallState.INCOMING:
             return
         code = status if status >= 300 else 480
-        extra = [("retry-after", str(retry_after_s))] if retry_after_s is not None else None
-        self._final_failure(call, code, reason or "Temporarily Unavailable", extra)
+        extra = [("retry-after", str(retry_after_s))] if retry_after_s is not None else []
+        self._final_failure(call, code, reason or "Temporarily Unavailable", [*extra, *(headers or [])])
 
     def hang_up(self, call_id: int, cause: tuple[int, str] | None = None) -> None:
         """Ends a call: a BYE with a Reason header from `cause` (once the ACK is in, RFC 3261 15),

@@ -190,8 +190,25 @@ def test_an_administrator_manages_rooms_systems_and_rules_by_keyboard_and_in_ger
     expect(page.get_by_role("row", name="Council chamber ratssaal")).to_contain_text("Bürgerbüro (buergerbuero)")
     assert gateway.api("GET", "/api/systems/ratssaal").json() == {
         "id": "ratssaal", "name": "Council chamber", "uri": "sip:ratssaal@192.0.2.10", "trusted": True, "default_room": "buergerbuero",
-        "srtp": "required",
+        "srtp": "required", "password": None, "auth_user": None, "challenge_calls": False,
     }
+    expect(page.get_by_role("row", name="Council chamber ratssaal")).to_contain_text("Does not register")
+    # It is to register with the gateway: a password (asked for, then never shown again).
+    page.get_by_role("button", name="Edit Council chamber").click()
+    page.get_by_label("Registers with the gateway").check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_label("Password", exact=True)).to_be_focused()
+    expect(page.locator("#errors")).to_contain_text("A room system that registers needs a password.")
+    page.get_by_label("Password", exact=True).fill("Ratssaal-Kennwort-42")
+    page.get_by_role("button", name="Save").click()
+    expect(notices(page).first).to_contain_text("Room system “Council chamber” is saved.", timeout=SLOW)
+    expect(page.get_by_role("row", name="Council chamber ratssaal")).to_contain_text("Not registered")
+    assert gateway.api("GET", "/api/systems/ratssaal").json()["password"] == "**********"
+    page.get_by_role("button", name="Edit Council chamber").click()  # an edit that leaves the field empty keeps it
+    expect(page.get_by_label("Registers with the gateway")).to_be_checked()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("row", name="Council chamber ratssaal")).to_contain_text("Not registered", timeout=SLOW)
+    assert gateway.api("GET", "/api/systems/ratssaal").json()["password"] == "**********"
     page.screenshot(path=str(SHOTS / "admin-systems.png"), full_page=True)
 
     # Routing rules: add two, move the second up, delete one; check where an alias goes.

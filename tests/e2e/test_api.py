@@ -246,7 +246,7 @@ def test_room_systems_crud(api_gateway: RunningGateway) -> None:
     system = {"id": "cisco-1", "name": "Cisco board room", "uri": "sip:board@127.0.0.1:5999", "default_room": "demo"}
     made = gw.api("POST", "/api/systems", json=system)
     assert made.status_code == 201, made.text
-    assert made.json() == {**system, "trusted": False, "srtp": None}
+    assert made.json() == {**system, "trusted": False, "srtp": None, "password": None, "auth_user": None, "challenge_calls": False}
     try:
         assert gw.api("GET", "/api/systems/cisco-1").json()["name"] == "Cisco board room"
         assert [s["id"] for s in as_operator(gw, "GET", "/api/systems").json()] == ["cisco-1"]
@@ -257,7 +257,10 @@ def test_room_systems_crud(api_gateway: RunningGateway) -> None:
 
         changed = gw.api("PUT", "/api/systems/cisco-1", json={"name": "Cisco 2", "uri": "sip:board@127.0.0.1:5998", "trusted": True})
         assert changed.status_code == 200, changed.text
-        assert changed.json() == {"id": "cisco-1", "name": "Cisco 2", "uri": "sip:board@127.0.0.1:5998", "trusted": True, "default_room": None, "srtp": None}
+        assert changed.json() == {
+            "id": "cisco-1", "name": "Cisco 2", "uri": "sip:board@127.0.0.1:5998", "trusted": True, "default_room": None,
+            "srtp": None, "password": None, "auth_user": None, "challenge_calls": False,
+        }  # fmt: skip
         assert gw.api("GET", "/api/systems/cisco-1").json()["trusted"] is True
         error(gw.api("PUT", "/api/systems/cisco-1", json={"id": "cisco-9", "name": "x", "uri": "sip:a@b"}), 400)
         error(gw.api("PUT", "/api/systems/none", json={"name": "x", "uri": "sip:a@127.0.0.1"}), 404, "unknown_system")

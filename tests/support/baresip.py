@@ -150,6 +150,7 @@ class Baresip:
         video_bitrate: int = 800_000,
         rtp_ports: tuple[int, int] | None = None,
         rtcp_mux: bool = False,
+        register: tuple[str, str] | None = None,
     ) -> None:
         """`video`: None (audio only, no video module loaded), "clip" (testsrc2 of video_size at
         video_fps for CLIP_SECONDS, made by tests.support.video.make_test_clip, sent with avformat;
@@ -159,10 +160,13 @@ class Baresip:
         (avcodec's H.264 in both packetization modes, H.263, MPEG-4, H.265), or the account's video
         codecs in order of preference ("H264" means packetization-mode=0 only; "VP8", "VP9": the
         libvpx modules). `rtp_ports`: the range baresip takes its media ports from, e.g. from
-        free_rtp_ports() (RTP on even ports, RTCP on the next unless rtcp_mux)."""
+        free_rtp_ports() (RTP on even ports, RTCP on the next unless rtcp_mux). `register`: (address
+        of record, password): the account registers there (its host:port is the registrar) every
+        60 s with digest, instead of only listening."""
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self._settings = (tone_hz, name, codecs, extra_config, account_params)
+        self._register = register
         self._video = (video, video_codecs, video_size, video_fps, video_bitrate, rtp_ports, rtcp_mux)
         self._configure()
         self.log_path = directory / "baresip.log"
@@ -242,9 +246,12 @@ snd_path {directory}
 {extra_config}
 """
         )
-        (directory / "accounts").write_text(
-            f'"{name}" <sip:A@127.0.0.1:{self.sip_port}>;regint=0;answermode=auto{video_params}{account_params}\n'
-        )
+        if self._register is not None:
+            aor, password = self._register
+            account = f'"{name}" <{aor}>;auth_pass={password};regint=60'
+        else:
+            account = f'"{name}" <sip:A@127.0.0.1:{self.sip_port}>;regint=0'
+        (directory / "accounts").write_text(f"{account};answermode=auto{video_params}{account_params}\n")
 
     def start(self, dial: str | None = None, seconds: int = 120) -> None:
         args = ["baresip", "-f", str(self.directory), "-t", str(seconds)] + (["-s"] if os.environ.get("BARESIP_TRACE") else [])

@@ -32,7 +32,7 @@ CONFIG = """#!KAMAILIO
 debug=2
 log_stderror=yes
 children=1
-listen=udp:127.0.0.1:{port}
+listen=udp:{host}:{port}
 alias="{domain}"
 mpath="{modules}"
 loadmodule "tm.so"
@@ -100,11 +100,14 @@ class Kamailio:
         algorithm: str = "SHA-256",
         min_expires: int = 10,
         static_routes: dict[str, int] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         """`static_routes`: user -> a port on 127.0.0.1 that INVITEs to that user are relayed to
-        (a callee behind the carrier that does not register, e.g. sipp's uas)."""
+        (a callee behind the carrier that does not register, e.g. sipp's uas). `host`: the loopback
+        address it listens on (127.0.0.2, 127.0.0.3 ...: two registrars of one trunk)."""
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
+        self.host = host
         self.port = free_udp_port()
         self.users = users
         self.algorithm = algorithm
@@ -132,7 +135,7 @@ class Kamailio:
         config = self.directory / "kamailio.cfg"
         config.write_text(
             CONFIG.format(
-                port=self.port, domain=DOMAIN, modules=MODULES, database=database,
+                host=self.host, port=self.port, domain=DOMAIN, modules=MODULES, database=database,
                 algorithm=self.algorithm, min_expires=self.min_expires,
                 static_routes="\n".join(
                     f'        if ($rU == "{user}") {{ $du = "sip:127.0.0.1:{port}"; if (is_method("INVITE")) {{ record_route(); }} t_relay(); exit; }}'
@@ -192,7 +195,7 @@ class Kamailio:
                 "CSeq: 1 OPTIONS\r\n"
                 "Content-Length: 0\r\n\r\n"
             )
-            sock.sendto(request.encode(), ("127.0.0.1", self.port))
+            sock.sendto(request.encode(), (self.host, self.port))
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 try:

@@ -119,7 +119,8 @@ class SippResult:
 
 
 class Sipp:
-    """One sipp run against the gateway, in the background: one call (-m 1), or `calls` at once."""
+    """One sipp run against the gateway, in the background: one call (-m 1), or `calls` at once
+    (`host`: where the gateway, or the proxy standing for it, listens)."""
 
     def __init__(
         self,
@@ -131,6 +132,7 @@ class Sipp:
         cwd: Path | None = None,
         media_port: int | None = None,
         calls: int = 1,
+        host: str = "127.0.0.1",
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
@@ -140,7 +142,7 @@ class Sipp:
         self.process = subprocess.Popen(
             [
                 SIPP,
-                f"127.0.0.1:{gateway.sip_port}",
+                f"{host}:{gateway.sip_port}",
                 *scenario_args,
                 "-s", service,
                 "-i", "127.0.0.1",

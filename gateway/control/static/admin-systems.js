@@ -12,6 +12,7 @@ import { list as listRooms } from '/static/admin-rooms.js';
 let ctx = null;
 let systems = [];
 let rooms = [];
+let registrations = {}; // system id -> its registration state (GET /api/registrations)
 let editing = null; // {mode: 'new' | 'edit', system}
 let opener = null;
 
@@ -33,7 +34,9 @@ export function hide() {}
 
 async function load() {
   try {
-    [systems, rooms] = await Promise.all([api('GET', '/api/systems'), listRooms()]);
+    let states;
+    [systems, rooms, states] = await Promise.all([api('GET', '/api/systems'), listRooms(), api('GET', '/api/registrations')]);
+    registrations = Object.fromEntries(states.map((s) => [s.system, s]));
     render();
   } catch (error) {
     report(error, 'systemsFailed');
@@ -46,6 +49,7 @@ export function render() {
   if (editing) renderEditorTexts();
   const columns = [
     { label: t('colSystem') }, { label: t('colUri') }, { label: t('colTrusted') }, { label: t('colDefaultRoom') },
+    { label: t('colRegistration') },
   ];
   if (ctx.isAdmin) columns.push({ label: t('colActions'), cls: 'actions-col' });
   const sorted = [...systems].sort((a, b) => a.name.localeCompare(b.name, getLang()));
@@ -60,6 +64,7 @@ function systemCells(system) {
     el('span', { class: 'mono', text: system.uri }),
     system.trusted ? badge(t('trustedYes'), 'badge-speaking', 'lock') : t('trustedNo'),
     system.default_room ? `${roomName(system.default_room)} (${system.default_room})` : '–',
+    registrationCell(system),
   ];
   if (ctx.isAdmin) {
     const edit = button(t('edit'), (e) => openEditor('edit', system, e.currentTarget), { label: t('editName', { name: system.name }) });
@@ -68,6 +73,15 @@ function systemCells(system) {
       button(t('delete'), (e) => removeSystem(system, e.currentTarget), { cls: 'btn-danger-quiet', label: t('deleteName', { name: system.name }) })));
   }
   return cells;
+}
+
+function registrationCell(system) {
+  const state = registrations[system.id];
+  if (!system.password || !state) return t('regNone');
+  if (!state.registered) return badge(t('regNotRegistered'), 'badge-muted');
+  return el('div', { class: 'cell-lines' },
+    badge(t('regRegistered', { address: state.address }), 'badge-speaking'),
+    el('span', { class: 'cell-sub', text: state.user_agent || '' }));
 }
 
 async function removeSystem(system, from) {
@@ -98,6 +112,8 @@ function openEditor(mode, system, from) {
   $('system-uri').value = s.uri;
   $('system-trusted').checked = s.trusted;
   $('system-srtp').checked = s.srtp === 'required';
+  $('system-registers').checked = Boolean(s.password);
+  $('system-password').value = '';
   renderRoomOptions(s.default_room);
   renderEditorTexts();
   form.hidden = false;
@@ -144,6 +160,16 @@ async function onSubmit(event) {
     default_room: $('system-room').value || null,
   };
   const isNew = editing.mode === 'new';
+  // The password: typed, kept (not sent), or removed ("") when it no longer registers.
+  const typed = $('system-password').value;
+  if (!$('system-registers').checked) body.password = '';
+  else if (typed) body.password = typed;
+  else if (isNew || !editing.system.password) {
+    $('system-password').setAttribute('aria-invalid', 'true');
+    notify('error', t('systemPasswordNeeded'));
+    $('system-password').focus();
+    return;
+  }
   try {
     const saved = isNew
       ? await api('POST', '/api/systems', body)

@@ -554,3 +554,23 @@ def test_trunks_are_read_with_their_password_kept_secret() -> None:
 def test_bad_trunks_are_refused_with_a_clear_error(trunks: str, says: str) -> None:
     errors = errors_of(f"sip:\n  trunks: {trunks}\n")
     assert any(says in f"{e.path} {e.message}" for e in errors), errors
+
+
+def test_dns_servers_for_sip_names_are_addresses_with_an_optional_port() -> None:
+    config = parse_config(yaml_text("""
+        sip:
+          dns_servers: ["192.0.2.53", "127.0.0.1:5353", "2001:db8::53", "[2001:db8::54]:5300"]
+          trunks:
+            - {id: a, registrar: "trunk.example", user: "1", password: p}
+            - {id: b, registrar: "trunk.example:5070", user: "2", password: p}
+            - {id: c, registrar: "[2001:db8::1]", user: "3", registers: false}
+    """))
+    assert config.sip.dns_server_addresses == [("192.0.2.53", 53), ("127.0.0.1", 5353), ("2001:db8::53", 53), ("2001:db8::54", 5300)]
+    assert [t.registrar_explicit_port for t in config.sip.trunks] == [None, 5070, None]  # (none: SRV may say)
+    assert parse_config(yaml_text("sip: {}")).sip.dns_servers == []  # the system's
+
+
+@pytest.mark.parametrize("server", ["dns.example", "192.0.2.53:0", "192.0.2.53:99999", "192.0.2.53:x", "[2001:db8::53]x", "1.2.3.4:٥٣"])
+def test_bad_dns_servers_are_refused(server: str) -> None:
+    errors = errors_of(f'sip:\n  dns_servers: ["{server}"]\n')
+    assert any("dns_servers" in e.path and "DNS server" in e.message for e in errors), errors

@@ -212,3 +212,65 @@ def test_no_keepalives_when_off_or_not_registered() -> None:
     assert failing.keepalive_due is None
     failing.keepalive_answered(408, 1.0)  # (a late answer after failing: nothing changes)
     assert failing.state.reason == "credentials refused"
+
+
+# -- failover between the registrar's addresses (RFC 3263 4.3) ------------------------------------
+
+
+@pytest.mark.parametrize("status", [408, 503])
+def test_no_answer_or_503_with_another_address_left_sends_again_at_once_without_a_failure(status: int) -> None:
+    reg = registration()
+    reg.start(0.0)
+    reg.build(0.0)
+    reply = SipMessage(status=503, reason="Service Unavailable") if status == 503 else None
+    assert reg.answered(status, reply, 32.0, alternatives=1) is True
+    assert reg.state.status is RegistrationStatus.REGISTERING and reg.state.failures == 0
+    assert reg.state.last_status == status and "trying the next address" in reg.state.reason
+    assert reg.due == 32.0 and not reg.in_flight
+    # the next one answers: registered, no failure counted on the way
+    run(reg, Registrar({"+4930123456": "pw"}), 32.0)
+    assert reg.state.status is RegistrationStatus.REGISTERED and reg.state.failures == 0
+
+
+def test_when_no_address_is_left_it_is_a_failure_with_backoff() -> None:
+    reg = registration()
+    reg.start(0.0)
+    reg.build(0.0)
+    assert reg.answered(408, None, 32.0, alternatives=1)
+    reg.build(32.0)
+    assert reg.answered(408, None, 64.0, alternatives=0) is False
+    assert reg.state.status is RegistrationStatus.FAILING and reg.state.failures == 1 and reg.due == 69.0
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 500, 486])
+def test_other_answers_do_not_fail_over(status: int) -> None:
+    reg = registration()
+    reg.start(0.0)
+    reg.build(0.0)
+    assert reg.answered(status, SipMessage(status=status, reason="No"), 1.0, alternatives=3) is False
+    assert reg.state.status is RegistrationStatus.FAILING
+
+
+def test_a_challenge_of_the_silent_address_is_not_carried_to_the_next() -> None:
+    registrar = Registrar({"+4930123456": "pw"})
+    reg = registration()
+    reg.start(0.0)
+    run(reg, registrar, 0.0)  # registered at the first address, its nonce answered
+    assert reg.due is not None
+    refresh_at = reg.due
+    reg.build(refresh_at)
+    assert reg.answered(408, None, refresh_at + 32, alternatives=1)
+    _, headers = reg.build(refresh_at + 32)
+    assert "authorization" not in dict(headers)  # afresh: the next address challenges with its own nonce
+    assert reg.keepalive_due is None
+
+
+def test_unregistering_does_not_fail_over() -> None:
+    registrar = Registrar({"+4930123456": "pw"})
+    reg = registration()
+    reg.start(0.0)
+    run(reg, registrar, 0.0)
+    reg.stop(10.0)
+    reg.build(10.0)
+    assert reg.answered(408, None, 42.0, alternatives=2) is False
+    assert reg.state.status is RegistrationStatus.IDLE and reg.due is None
