@@ -81,6 +81,9 @@ class Gateway:
         # Dial-out picks the protocol from the callee's identity: SIP URIs and numbers (its trunk) by SIP.
         dial_out = None
         if self.sip is not None:
+            # The trunks of the file and of the API; the API's changes reach the SIP side live.
+            self.sip.trunk_configs = self.admin.trunks()
+            self.admin.trunk_listeners.append(self.sip.set_trunks)
             dialer = sip_dialer(self.sip)
             dial_out = DialOut(read_identity, {IdentityKind.SIP_URI: dialer, IdentityKind.E164: dialer})
         self.live = LiveControl(self.directory, dial_out)

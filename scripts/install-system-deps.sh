@@ -20,6 +20,8 @@ command -v sox >/dev/null || need+=(sox)
 # a carrier's registrar and authenticating proxy for the trunk tests (digest over SQLite)
 [ -x /usr/sbin/kamailio ] || command -v kamailio >/dev/null || need+=(kamailio)
 [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so ] || need+=(kamailio-sqlite-modules)
+# kamailio as a registrar over TLS (trunks over TLS)
+[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || need+=(kamailio-tls-modules)
 # a trunk's DNS (NAPTR/SRV/A records for RFC 3263 failover); dnsmasq-base: the program, no service
 [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 [ ${#need[@]} -eq 0 ] && exit 0

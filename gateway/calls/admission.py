@@ -29,6 +29,7 @@ class Caller:
     kind: LegKind
     source: str  # where the join comes from (an address, a number): the room recognises returners by it
     guesser: str = ""  # who is guessing PINs, for the PIN guard; "" means `source`
+    number: str | None = None  # a phone caller's whole number: hosts and administrators see it
 
     @property
     def guard_key(self) -> str:
@@ -100,7 +101,7 @@ class Doorkeeper:
         try:
             if pin and role is None:
                 self.pin_guard.check(*key)
-            result = room.request_join(caller.name, pin, caller.kind, source=caller.source, role=role)
+            result = room.request_join(caller.name, pin, caller.kind, source=caller.source, role=role, number=caller.number)
         except JoinRefused as exc:
             if exc.code == "wrong_pin":
                 return Refused(Ending.WRONG_PIN, str(exc), now_locked_out=self.pin_guard.failed(*key))
@@ -116,6 +117,8 @@ class Doorkeeper:
         """Someone the room trusts (its own room system calling, the callee of a dial-out): a
         guest, past the lobby, the lock and the opening hours, still within the room's size."""
         try:
-            return Admitted(room.add_invited(caller.name, caller.kind, source=caller.source, direction=direction))
+            return Admitted(
+                room.add_invited(caller.name, caller.kind, source=caller.source, direction=direction, number=caller.number)
+            )
         except JoinRefused as exc:
             return Refused(ending_for(exc.code, Ending.FULL), str(exc))

@@ -321,6 +321,17 @@ RouteHeader = Literal["p_called_party_id", "request_uri", "to", "diversion"]
 _ROUTE_HEADERS: tuple[RouteHeader, ...] = ("p_called_party_id", "request_uri", "to", "diversion")
 
 
+MASKED_SECRET = "**********"  # (a secret as the API shows it: set, not said)
+
+
+def secret_out(secret: SecretStr | None, info: SerializationInfo) -> str | None:
+    """A password in JSON: masked, except where the configuration is stored (context {"secrets": True})."""
+    if secret is None:
+        return None
+    context = info.context or {}
+    return secret.get_secret_value() if context.get("secrets") else MASKED_SECRET
+
+
 class TrunkConfig(_Strict):
     """A carrier's SIP trunk or the town's PBX, which the gateway registers with (and, in later
     parts, places and takes calls through). The password is a secret: never logged, never
@@ -328,7 +339,21 @@ class TrunkConfig(_Strict):
 
     id: str = Field(pattern=ROOM_ID_PATTERN)
     registrar: str = Field(pattern=_HOST_PORT, description="registrar (or peer) host[:port]")
-    transport: Literal["udp"] = Field("udp", description="UDP for now (TCP and TLS trunks come later)")
+    transport: Literal["udp", "tcp", "tls"] = Field(
+        "udp",
+        description="udp, tcp or tls (sip: URIs with transport=tls, RFC 5922 checks on the certificate); over tcp and tls "
+        "the gateway opens the connection and keeps it (REGISTERs, keep-alives, its calls both ways)",
+    )
+    outbound_proxy: str | None = Field(
+        None,
+        pattern=_HOST_PORT,
+        description="host[:port] every REGISTER and dial-out of the trunk is sent to (RFC 3263 like the registrar), "
+        "with a loose Route to it; the Request-URI stays the registrar's or the callee's",
+    )
+    tls_ca: Path | None = Field(None, description="tls: PEM CA certificates the far end's must chain to; default: the system's")
+    tls_verify: bool = Field(
+        True, description="tls: check the far end's certificate (chain and name: the registrar's, or the proxy's, host)"
+    )
     domain: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]{1,253}$", description="domain of the address of record; default: the registrar's host")
     user: str = Field(pattern=_SIP_USER, description="the trunk's user (often its number)")
     auth_user: str | None = Field(None, pattern=_SIP_USER, description="digest user name, if not `user`")
@@ -337,12 +362,30 @@ class TrunkConfig(_Strict):
     registers: bool = Field(True, description="keep a registration up (off: a peer that knows our address)")
     expires_s: int = Field(600, ge=10, le=86400, description="registration expiry asked for (the registrar may grant less)")
     keepalive_s: int = Field(
-        30, ge=0, le=3600, description="OPTIONS to the registrar this often while registered (0: none); unanswered: register again"
+        30,
+        ge=0,
+        le=3600,
+        description="while registered, a keep-alive this often (0: none): OPTIONS over udp, a CRLF ping over tcp/tls "
+        "(RFC 5626 4.4.1); unanswered (or the connection lost): register again at once",
     )
-    display_name: str = Field("", max_length=64, pattern=r'^[^"\r\n\x00]*$')
+    display_name: str = Field(
+        "", max_length=64, pattern=r'^[^"\r\n\x00]*$', description="name shown with its REGISTERs and dial-outs (default on dial-outs: the room's)"
+    )
+    caller_id: str | None = Field(
+        None,
+        pattern=r"^\+?[0-9]{2,20}$",
+        description="the number dial-outs through this trunk present (From and P-Preferred-Identity, RFC 3325), e.g. the "
+        "town's main number; default: `user`. Nothing else of the call (a host's extension, a participant's number) is sent",
+    )
     country_code: str = Field("49", pattern=r"^[1-9][0-9]{0,2}$", description="numbers the trunk delivers are normalised to E.164 with it")
     national_prefix: str = Field("0", pattern=r"^[0-9]{0,2}$", description="starts a national number (0 in Germany)")
     international_prefix: str = Field("00", pattern=r"^[0-9]{0,4}$", description="starts an international number (00 in Germany)")
+    rooms: list[str] | None = Field(
+        None,
+        max_length=1000,
+        description="the rooms (ids) its calls may reach, by number or in the voice menu; none: any room. A town's "
+        "citizen-office line then cannot reach a council's closed session",
+    )
     route_by: list[RouteHeader] = Field(
         default_factory=lambda: list(_ROUTE_HEADERS),
         min_length=1,
@@ -358,6 +401,10 @@ class TrunkConfig(_Strict):
         host, colon, port = text.partition(":")
         return host, int(port) if colon else 5060
 
+    @field_serializer("password", when_used="json")
+    def _password_out(self, password: SecretStr | None, info: SerializationInfo) -> str | None:
+        return secret_out(password, info)
+
     @property
     def registrar_host(self) -> str:
         return self._host_port()[0]
@@ -372,10 +419,27 @@ class TrunkConfig(_Strict):
         text = self.registrar.rpartition("]")[2] if self.registrar.startswith("[") else self.registrar
         return self.registrar_port if ":" in text else None
 
+    @property
+    def next_hop(self) -> tuple[str, int | None]:
+        """Where the trunk's requests go, (host, port or None: RFC 3263 may say): the outbound proxy, else the registrar."""
+        if self.outbound_proxy is None:
+            return self.registrar_host, self.registrar_explicit_port
+        text = self.outbound_proxy
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            return host, int(rest[1:]) if rest.startswith(":") else None
+        host, colon, port = text.partition(":")
+        return host, int(port) if colon else None
+
     @model_validator(mode="after")
     def _port(self) -> TrunkConfig:
         if not 1 <= self.registrar_port <= 65535:
             raise ValueError(f"registrar port {self.registrar_port} out of 1..65535")
+        port = self.next_hop[1]
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError(f"outbound_proxy port {port} out of 1..65535")
+        if self.tls_ca is not None and not self.tls_ca.is_file():
+            raise ValueError(f"tls_ca {str(self.tls_ca)!r} is not a file")
         return self
 
 
@@ -602,7 +666,6 @@ class RoomConfig(_Strict):
         return guest_pin
 
 
-MASKED_SECRET = "**********"  # (a secret as the API shows it: set, not said)
 
 
 class RoomSystemConfig(_Strict):
@@ -647,11 +710,7 @@ class RoomSystemConfig(_Strict):
 
     @field_serializer("password", when_used="json")
     def _password_out(self, password: SecretStr | None, info: SerializationInfo) -> str | None:
-        """Masked, except where the configuration is stored (context {"secrets": True})."""
-        if password is None:
-            return None
-        context = info.context or {}
-        return password.get_secret_value() if context.get("secrets") else MASKED_SECRET
+        return secret_out(password, info)
 
 
 class RoutingRuleConfig(_Strict):

@@ -1,4 +1,4 @@
-"""Administration: rooms, room systems and routing rules changed at run time and kept in the store.
+"""Administration: rooms, room systems, trunks and routing rules changed at run time and kept in the store.
 
 The Directory serves what is live; the Store keeps what the API made. Every change is checked by the
 Directory first (clashes), then stored, and undone in the Directory if storing fails, so the two
@@ -7,11 +7,12 @@ never disagree. Rooms of the configuration file are read-only here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-from gateway.config import GatewayConfig, RoomConfig, RoomSystemConfig, RoutingRuleConfig
+from gateway.config import GatewayConfig, RoomConfig, RoomSystemConfig, RoutingRuleConfig, TrunkConfig
 from gateway.config.models import MASKED_SECRET
 from gateway.control.store import Store
 from gateway.rooms.directory import Conflict, Directory, NotFound
@@ -31,6 +32,10 @@ class Administration:
         self.store = store
         # Rooms in the database that clash with the configuration file: kept, not served, reported.
         self.conflicts: list[dict[str, Any]] = []
+        # Trunks made through the API (those of the configuration file are sip.trunks), and who is
+        # told the whole list when it changes (the SIP service: registrations, calls' routing).
+        self.api_trunks: dict[str, TrunkConfig] = {}
+        self.trunk_listeners: list[Callable[[list[TrunkConfig]], None]] = []
         self._load()
 
     def _load(self) -> None:
@@ -51,6 +56,12 @@ class Administration:
             self.directory.add(spec, "api")
         self.directory.set_systems(self.store.systems())
         self.directory.set_rules(self.store.rules())
+        configured = {t.id for t in self.config.sip.trunks}
+        for trunk in self.store.trunks():
+            if trunk.id in configured:
+                log.error("trunk in the database has the id of one in the configuration file; the file's is used", trunk=trunk.id)
+                continue
+            self.api_trunks[trunk.id] = trunk
         log.info(
             "administration loaded",
             database=where,
@@ -160,6 +171,63 @@ class Administration:
         self.directory.set_systems([s for s in before.values() if s.id != system_id])
         self._stored(lambda: self.store.delete_system(system_id), lambda: self.directory.set_systems(list(before.values())))
         log.info("room system deleted", system=system_id, actor=actor)
+
+    # -- trunks -----------------------------------------------------------------------------------
+
+    def trunks(self) -> list[TrunkConfig]:
+        """Every trunk: the configuration file's, then those made through the API."""
+        return [*self.config.sip.trunks, *self.api_trunks.values()]
+
+    def trunk_origin(self, trunk_id: str) -> str | None:
+        if any(t.id == trunk_id for t in self.config.sip.trunks):
+            return "config"
+        return "api" if trunk_id in self.api_trunks else None
+
+    def save_trunk(self, trunk: TrunkConfig, actor: str, create: bool) -> TrunkConfig:
+        origin = self.trunk_origin(trunk.id)
+        if origin == "config":
+            raise Conflict(f"trunk {trunk.id!r} is defined in the configuration file: change it there")
+        if create and origin is not None:
+            raise Conflict(f"trunk {trunk.id!r} exists")
+        if not create and origin is None:
+            raise NotFound(f"no trunk {trunk.id!r}", "unknown_trunk")
+        # The API shows a password masked: that mask sent back keeps the one stored, "" removes it.
+        if trunk.password is not None:
+            given = trunk.password.get_secret_value()
+            if given == MASKED_SECRET:
+                before = self.api_trunks.get(trunk.id)
+                trunk = trunk.model_copy(update={"password": before.password if before is not None else None})
+            elif not given:
+                trunk = trunk.model_copy(update={"password": None})
+        before_all = dict(self.api_trunks)
+        self.api_trunks[trunk.id] = trunk
+        self._stored(lambda: self.store.save_trunk(trunk), lambda: self._restore_trunks(before_all))
+        log.info("trunk " + ("added" if create else "changed"), trunk=trunk.id, actor=actor)
+        self._trunks_changed()
+        return trunk
+
+    def delete_trunk(self, trunk_id: str, actor: str) -> None:
+        origin = self.trunk_origin(trunk_id)
+        if origin == "config":
+            raise Conflict(f"trunk {trunk_id!r} is defined in the configuration file: remove it there")
+        if origin is None:
+            raise NotFound(f"no trunk {trunk_id!r}", "unknown_trunk")
+        before_all = dict(self.api_trunks)
+        del self.api_trunks[trunk_id]
+        self._stored(lambda: self.store.delete_trunk(trunk_id), lambda: self._restore_trunks(before_all))
+        log.info("trunk deleted", trunk=trunk_id, actor=actor)
+        self._trunks_changed()
+
+    def _restore_trunks(self, before: dict[str, TrunkConfig]) -> None:
+        self.api_trunks = before
+
+    def _trunks_changed(self) -> None:
+        trunks = self.trunks()
+        for listener in self.trunk_listeners:
+            try:
+                listener(trunks)
+            except Exception:
+                log.exception("applying the changed trunks failed")
 
     # -- routing rules ----------------------------------------------------------------------------
 

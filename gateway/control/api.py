@@ -18,7 +18,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.config import ROOM_ID_PATTERN, GatewayConfig, RoomConfig, RoomSystemConfig, RoutingRuleConfig
+from gateway.config import (
+    ROOM_ID_PATTERN,
+    GatewayConfig,
+    RoomConfig,
+    RoomSystemConfig,
+    RoutingRuleConfig,
+    TrunkConfig,
+)
 from gateway.control.admin import Administration
 from gateway.control.auth import Authenticator, AuthError, HostLinks, Principal
 from gateway.control.live import LiveControl
@@ -33,6 +40,7 @@ _STATUS_BY_CODE = {
     "unknown_room": 404,
     "unknown_participant": 404,
     "unknown_system": 404,
+    "unknown_trunk": 404,
     "unknown_rule": 404,
     "not_found": 404,
     "dial_out_refused": 403,
@@ -113,6 +121,10 @@ class RoomSettings(RoomConfig):
 
 
 class SystemSettings(RoomSystemConfig):
+    id: str | None = Field(None, pattern=ROOM_ID_PATTERN)  # type: ignore[assignment]
+
+
+class TrunkSettings(TrunkConfig):
     id: str | None = Field(None, pattern=ROOM_ID_PATTERN)  # type: ignore[assignment]
 
 
@@ -209,11 +221,52 @@ def build_router(
             "trunks": trunk_states() if trunk_states is not None else [],
         }
 
-    @router.get("/trunks", tags=["status"])
+    def trunk_view(trunk: TrunkConfig, states: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        state = states.get(trunk.id) or {"id": trunk.id, "status": "registering" if trunk.registers else "not_registering"}
+        return {**state, "origin": admin.trunk_origin(trunk.id), "settings": trunk.model_dump(mode="json")}
+
+    def trunk_states_by_id() -> dict[str, dict[str, Any]]:
+        return {s["id"]: s for s in (trunk_states() if trunk_states is not None else [])}
+
+    @router.get("/trunks", tags=["trunks", "status"])
     async def trunks(who: Reader) -> list[dict[str, Any]]:
-        """Each trunk of sip.trunks that registers: registered, or failing with which status and why,
-        and when the next attempt is (times in seconds since the epoch). Passwords are never shown."""
-        return trunk_states() if trunk_states is not None else []
+        """Every trunk, of the configuration file (`origin` config) or made here (api): its state
+        (registered, or failing with which status and why, and when the next attempt is, in seconds
+        since the epoch; `not_registering` for a peer that knows our address) and its `settings`
+        (the password shown as **********, never itself)."""
+        states = trunk_states_by_id()
+        return [trunk_view(t, states) for t in admin.trunks()]
+
+    @router.post("/trunks", status_code=201, tags=["trunks"])
+    async def add_trunk(trunk: TrunkConfig, who: Admin) -> dict[str, Any]:
+        """A new trunk: registered (if it `registers`) and taking calls at once."""
+        return trunk_view(admin.save_trunk(trunk, who.name, create=True), {})
+
+    @router.get("/trunks/{trunk}", tags=["trunks"])
+    async def get_trunk(trunk: str, _who: Reader) -> dict[str, Any]:
+        found = next((t for t in admin.trunks() if t.id == trunk), None)
+        if found is None:
+            raise ApiError(404, "unknown_trunk", f"no trunk {trunk!r}")
+        return trunk_view(found, trunk_states_by_id())
+
+    @router.put("/trunks/{trunk}", tags=["trunks"])
+    async def update_trunk(trunk: str, settings: TrunkSettings, who: Admin) -> dict[str, Any]:
+        """Changes a trunk made through the API (it registers again with the new settings). A
+        password left out, or sent as the ********** the API shows, stays; "" removes it."""
+        if settings.id is not None and settings.id != trunk:
+            raise ApiError(400, "bad_request", f"the body's id {settings.id!r} is not the path's {trunk!r}")
+        if admin.trunk_origin(trunk) is None:
+            raise ApiError(404, "unknown_trunk", f"no trunk {trunk!r}")
+        data = {**settings.model_dump(), "id": trunk}
+        if "password" not in settings.model_fields_set and trunk in admin.api_trunks:
+            data["password"] = admin.api_trunks[trunk].password
+        return trunk_view(admin.save_trunk(TrunkConfig.model_validate(data), who.name, create=False), {})
+
+    @router.delete("/trunks/{trunk}", status_code=204, tags=["trunks"])
+    async def delete_trunk(trunk: str, who: Admin) -> Response:
+        """Removes a trunk made through the API (its registration is removed first)."""
+        admin.delete_trunk(trunk, who.name)
+        return Response(status_code=204)
 
     @router.get("/registrations", tags=["status", "directory"])
     async def registrations_(who: Reader) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""SQLite persistence: rooms, room systems and routing rules made through the API, call records,
+"""SQLite persistence: rooms, room systems, trunks and routing rules made through the API, call records,
 and the gateway's own secrets (the key that signs host links).
 
 Objects are kept as their validated JSON (the pydantic models of gateway.config), so a new optional
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from gateway.config import RoomConfig, RoomSystemConfig, RoutingRuleConfig
+from gateway.config import RoomConfig, RoomSystemConfig, RoutingRuleConfig, TrunkConfig
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS rooms (
     id TEXT PRIMARY KEY, data TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS systems (
+    id TEXT PRIMARY KEY, data TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trunks (
     id TEXT PRIMARY KEY, data TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rules (
@@ -186,6 +189,15 @@ class Store:
 
     def delete_system(self, system_id: str) -> bool:
         return self._delete("systems", system_id)
+
+    def trunks(self) -> list[TrunkConfig]:
+        return self._load("trunks", TrunkConfig, "created_at, id")
+
+    def save_trunk(self, trunk: TrunkConfig) -> None:
+        self._save("trunks", trunk, trunk.id)
+
+    def delete_trunk(self, trunk_id: str) -> bool:
+        return self._delete("trunks", trunk_id)
 
     def rules(self) -> list[RoutingRuleConfig]:
         return self._load("rules", RoutingRuleConfig, "position, id")

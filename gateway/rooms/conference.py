@@ -349,8 +349,8 @@ class Conference:
         """A participant with its media counters, for the admin API."""
         participant = self.room.get(pid)
         view = participant.public()
-        if "number" in participant.extra:  # (a caller's number: administrators only, never the room)
-            view["number"] = participant.extra["number"]
+        if participant.number:  # (a caller's whole number: administrators and hosts, never the room)
+            view["number"] = participant.number
         stats = self.mixer.stats(pid)
         jitter = self.mixer.jitter(pid)
         leg = self.legs.get(pid)

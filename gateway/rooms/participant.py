@@ -35,6 +35,8 @@ class Participant:
     speaking: bool = False
     connected: bool = True  # False while its connection is lost and its place is kept for a reconnect
     source: str | None = None  # where it came from (an address, a number): recognises a returner
+    # A caller's whole number (E.164): for hosts and administrators only, never the room's view
+    number: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -41,15 +41,19 @@ class LobbyEntry:
     kind: LegKind
     since: float  # monotonic
     source: str | None = None
+    number: str | None = None  # a caller's whole number (hosts see it: the lobby is theirs)
 
     def public(self, position: int, estimated_wait_s: float) -> dict[str, Any]:
-        return {
+        view = {
             "id": self.id,
             "name": self.name,
             "kind": self.kind.value,
             "position": position,
             "estimated_wait_s": round(estimated_wait_s),
         }
+        if self.number:
+            view["number"] = self.number
+        return view
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,13 @@ class Room:
         return Role.GUEST
 
     def request_join(
-        self, name: str, pin: str | None, kind: LegKind, source: str | None = None, role: Role | None = None
+        self,
+        name: str,
+        pin: str | None,
+        kind: LegKind,
+        source: str | None = None,
+        role: Role | None = None,
+        number: str | None = None,
     ) -> JoinResult:
         """`source` identifies where the join comes from (an address, a number), to recognise returners.
         `role` is given when the caller proved it otherwise (a signed host link, a trusted room system):
@@ -213,32 +223,43 @@ class Room:
         if role is Role.GUEST and self.lobby_enabled:
             if len(self.lobby) >= self.max_lobby:
                 raise JoinRefused("the waiting room is full", "full")
-            entry = LobbyEntry(id=self._new_id(), name=name, kind=kind, since=self._monotonic(), source=source)
+            entry = LobbyEntry(
+                id=self._new_id(), name=name, kind=kind, since=self._monotonic(), source=source, number=number
+            )
             if not self.lobby:
                 self._last_decision_at = entry.since
             self.lobby[entry.id] = entry
             self._emit("lobby_changed", entry.id, waiting=len(self.lobby), name=name)
             return JoinResult(lobby_entry=entry)
-        return JoinResult(participant=self._add(self._new_id(), name, role, kind, source))
+        return JoinResult(participant=self._add(self._new_id(), name, role, kind, source, number=number))
 
-    def add_invited(self, name: str, kind: LegKind, source: str | None = None, direction: str = "out") -> Participant:
+    def add_invited(
+        self, name: str, kind: LegKind, source: str | None = None, direction: str = "out", number: str | None = None
+    ) -> Participant:
         """Someone the room called (dial-out), or its own trusted room system calling in: a guest,
         past the lobby, the lock and the opening hours (an administrator vouched for them), still
         within the room's size."""
-        return self._add(self._new_id(), name, Role.GUEST, kind, source, direction=direction)
+        return self._add(self._new_id(), name, Role.GUEST, kind, source, direction=direction, number=number)
 
     @staticmethod
     def _returner_key(source: str | None, name: str) -> str | None:
         return f"{source}|{name.strip().casefold()}" if source else None
 
     def _add(
-        self, participant_id: str, name: str, role: Role, kind: LegKind, source: str | None = None, direction: str = "in"
+        self,
+        participant_id: str,
+        name: str,
+        role: Role,
+        kind: LegKind,
+        source: str | None = None,
+        direction: str = "in",
+        number: str | None = None,
     ) -> Participant:
         # Places kept for a reconnect do not count: they must never lock a host out.
         if sum(1 for p in self.participants.values() if p.connected) >= self.max_participants:
             raise JoinRefused("the meeting is full", "full")
         participant = Participant(
-            id=participant_id, name=name, role=role, kind=kind, joined_at=self._wall(), source=source
+            id=participant_id, name=name, role=role, kind=kind, joined_at=self._wall(), source=source, number=number
         )
         participant.extra["direction"] = direction
         if role is Role.GUEST:
@@ -338,7 +359,7 @@ class Room:
         entry = self._take_from_lobby(by, entry_id)
         self._emit("lobby_admitted", entry.id, by, name=entry.name)
         self._emit("lobby_changed", entry.id, by, waiting=len(self.lobby))
-        return self._add(entry.id, entry.name, Role.GUEST, entry.kind, entry.source)
+        return self._add(entry.id, entry.name, Role.GUEST, entry.kind, entry.source, number=entry.number)
 
     def deny(self, by: str | None, entry_id: str) -> None:
         entry = self._take_from_lobby(by, entry_id)
@@ -503,7 +524,11 @@ class Room:
             "lobby_enabled": self.lobby_enabled,
             "guests_muted_on_entry": self.guests_muted_on_entry,
             "guests_may_unmute": not self.guests_forbidden_on_entry,
-            "participants": [p.public() for p in self.participants.values()],
+            # (a caller's whole number for hosts only: the room sees the name or a masked number)
+            "participants": [
+                {**p.public(), "number": p.number} if for_host and p.number else p.public()
+                for p in self.participants.values()
+            ],
             "lobby": self.lobby_public() if for_host else [],
             "lobby_waiting": len(self.lobby),
             "layout": self.layout.value,

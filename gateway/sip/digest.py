@@ -280,6 +280,17 @@ class DigestServer:
         tail = ", stale=true" if stale else ""
         return [f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={a}, qop="auth"{tail}' for a in self._algorithms]
 
+    def ours(self, authorization: str) -> bool:
+        """Whether an Authorization value answers a challenge of ours at all (Digest, our realm):
+        one that does not is no wrong answer, the client must be challenged (RFC 4475 regaut01)."""
+        scheme, _, rest = authorization.strip().partition(" ")
+        if scheme.lower() != "digest" or len(authorization) > MAX_CHALLENGE:
+            return False
+        try:
+            return _params(rest).get("realm") == self.realm
+        except DigestError:
+            return True  # (malformed Digest: verify says why)
+
     def verify(
         self, authorization: str, method: str, password_of: Callable[[str], str | None], body: bytes = b""
     ) -> Verdict:

@@ -6,7 +6,8 @@ domain's NAPTR records name the transports it offers (SIP+D2U, SIP+D2T, SIPS+D2T
 can use are followed) and their SRV names; without NAPTR, `_sip._udp.<domain>` (and so on per
 transport) is asked directly; the SRV records are ordered by RFC 2782 (lowest priority first,
 within a priority a random order weighted by `weight`) and each target's addresses follow in that
-order. Without SRV records: the domain's own addresses, port 5060 (5061 for TLS).
+order. Without SRV records: the domain's own addresses, port 5060 (5061 for TLS). A trunk asks for
+its own transport (udp, tcp or tls: SIP+D2U, SIP+D2T or SIPS+D2T, `_sip._udp`, `_sip._tcp`, `_sips._tcp`).
 
 The ordering is pure (`order_srv`, `naptr_choices`, `TargetRound`; a seeded `random.Random`
 makes it repeatable); `resolve` walks the chain through a `Lookup`, which `DnsLookup` implements

@@ -399,7 +399,13 @@ class StreamFramer:
     a header section resumes where it stopped, and consumed bytes leave the buffer once per feed.
     The buffer never holds more than MAX_MESSAGE_BYTES; a message (or header section) that would
     need more, or a Content-Length that is not a number, raises SipMessageError: the framing is
-    lost, so the transport closes the connection (RFC 4475 ncl)."""
+    lost, so the transport closes the connection (RFC 4475 ncl).
+
+    Between messages, RFC 5626 4.4.1 keep-alives: a double CRLF is a ping, a single CRLF its pong;
+    `take_keepalives()` says how many of each came. Each run of CRLFs counts as it comes (a pong is
+    never held back waiting for more: pongs come one by one), so a ping cut between its two CRLFs
+    (never seen: it is one 4-byte write) would count as two pongs; a CR cut from its LF is kept
+    until the LF comes."""
 
     _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:", re.I | re.M)
     _KEEPALIVE = re.compile(rb"[\r\n]*")
@@ -409,6 +415,24 @@ class StreamFramer:
         self._start = 0  # where the message being received begins in the buffer
         self._scanned = 0  # the search for CRLFCRLF resumes here
         self._total: int | None = None  # the whole message's length, once its header section is in
+        self._pings = 0
+        self._pongs = 0
+
+    def take_keepalives(self) -> tuple[int, int]:
+        """(pings, pongs) received since the last call."""
+        counts = self._pings, self._pongs
+        self._pings = self._pongs = 0
+        return counts
+
+    def _keepalive(self, start: int, end: int) -> int:
+        """The CR/LF run buffer[start:end] between messages: its CRLF pairs, two a ping, one a pong.
+        Returns where it ends: a CR at the very end stays (its LF may come next)."""
+        if end == len(self._buffer) and self._buffer[end - 1] == 0x0D:
+            end -= 1
+        pairs = bytes(self._buffer[start:end]).count(b"\r\n")
+        self._pings += pairs // 2
+        self._pongs += pairs % 2
+        return end
 
     def feed(self, data: bytes) -> list[bytes]:
         messages: list[bytes] = []
@@ -435,7 +459,8 @@ class StreamFramer:
             if self._total is None:
                 if self._scanned <= self._start:  # at a message's beginning: skip keep-alive CRLFs
                     match = self._KEEPALIVE.match(buffer, self._start)
-                    self._start = self._scanned = match.end() if match else self._start
+                    if match and match.end() > self._start:
+                        self._start = self._scanned = self._keepalive(self._start, match.end())
                 end = buffer.find(b"\r\n\r\n", self._scanned)
                 if end < 0:
                     self._scanned = max(self._start, len(buffer) - 3)

@@ -113,7 +113,9 @@ class Registrar:
     ) -> Answer:
         """The answer to one REGISTER (RFC 3261 10.3). Raises SipMessageError for one we cannot
         read (the user agent answers 400 with the reason)."""
-        NameAddr.parse(msg.get("to") or "")  # (a To we cannot read: 400)
+        to = NameAddr.parse(msg.get("to") or "")  # (a To we cannot read: 400)
+        if to.uri.partition(":")[0].lower() not in ("sip", "sips"):
+            return Answer(416, "Unsupported URI Scheme (the address of record is no sip: URI)")  # (RFC 4475 unksm2)
         # The entry whose credentials the digest answer proves is the one bound, whatever To says.
         found = self.authenticate(msg.get("authorization"), "REGISTER", address[0], now)
         if isinstance(found, Answer):
@@ -131,7 +133,8 @@ class Registrar:
         if self._locked_out(source, now):
             self.counters["refused"] += 1
             return Answer(403, "Forbidden (too many failed attempts)")
-        if authorization is None:
+        if authorization is None or not self._digest.ours(authorization):
+            # none, or another scheme or realm (RFC 4475 regaut01): challenged, not a failure
             self.counters["challenged"] += 1
             return Answer(401, "Unauthorized", [("www-authenticate", c) for c in self._digest.challenges()])
         accounts: dict[str, Account] = {}

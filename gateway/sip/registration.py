@@ -15,9 +15,11 @@ backoff). 423 Interval Too Brief: again at once with its Min-Expires. 2xx: regis
 expiry the registrar granted (the Contact's expires parameter for our contact, else Expires),
 refreshed at half of it, at most a minute before it ends. Anything else, or no answer: failing,
 again after 5, 10, 30, 60, 120, then every 300 s, with up to 10 % jitter so trunks of many
-gateways do not return in step. While registered, an OPTIONS keep-alive every `keepalive_s` keeps
-NAT bindings on the way open and notices a registrar that went away: unanswered (64*T1), the
-trunk registers again at once.
+gateways do not return in step. While registered, a keep-alive every `keepalive_s` keeps NAT
+bindings on the way open and notices a registrar that went away: over UDP an OPTIONS, unanswered
+(64*T1); over TCP/TLS a CRLF ping (RFC 5626 4.4.1: `ping_sent`, `pong_received`), with no pong within
+PONG_TIMEOUT_S (`pong_due`, `pong_missed`) or the connection lost (`flow_failed`): the trunk
+registers again at once.
 
 A registrar's name may stand for several addresses (RFC 3263: SRV targets by priority and weight):
 the adapter says how many it has not tried yet (`answered(..., alternatives=n)`); no answer (408)
@@ -40,6 +42,7 @@ BACKOFF_S = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 MAX_INTERVAL_BRIEF = 3  # 423s in a row before giving up for a backoff round
 MAX_EXPIRES_S = 86_400
 FAILOVER_STATUSES = frozenset({408, 503})  # RFC 3263 4.3: try the registrar's next address
+PONG_TIMEOUT_S = 10.0  # RFC 5626 4.4.1: no pong to a CRLF ping this long after it: the flow has failed
 
 
 class RegistrationStatus(enum.Enum):
@@ -82,7 +85,8 @@ class Registration:
         self.credentials = credentials
         self.wanted_expires = expires_s
         self.keepalive_s = keepalive_s
-        self.keepalive_due: float | None = None  # when to send the next OPTIONS keep-alive
+        self.keepalive_due: float | None = None  # when to send the next keep-alive (OPTIONS or CRLF ping)
+        self.pong_due: float | None = None  # a CRLF ping is out: its pong must come by then
         self.keepalives_answered = 0
         self.realm = realm
         self.display_name = display_name.replace('"', "'")
@@ -108,7 +112,7 @@ class Registration:
 
     def stop(self, now: float) -> None:
         """Removes the binding (a REGISTER with Expires: 0) when one is up; else just stops."""
-        self.keepalive_due = None
+        self.keepalive_due = self.pong_due = None
         if self.state.status is RegistrationStatus.REGISTERED:
             self._unregister = True
             self.state = RegistrationState(RegistrationStatus.UNREGISTERING)
@@ -129,17 +133,42 @@ class Registration:
         if self.state.status is not RegistrationStatus.REGISTERED:
             return
         if status == 408:
-            self.keepalive_due = None
-            self.state = RegistrationState(
-                RegistrationStatus.FAILING, last_status=408, reason="registrar silent (keep-alive unanswered)",
-                next_attempt_at=now, failures=self.state.failures + 1,
-            )  # fmt: skip
-            self._challenge = None
-            if not self.in_flight:
-                self.due = now
+            self.flow_failed(408, "registrar silent (keep-alive unanswered)", now)
             return
         self.keepalives_answered += 1
         self.keepalive_due = now + self.keepalive_s if self.keepalive_s > 0 else None
+
+    def ping_sent(self, now: float) -> None:
+        """A CRLF ping went out on the registrar's connection (when keepalive_due came): its pong is due."""
+        self.keepalive_due = None
+        if self.state.status is RegistrationStatus.REGISTERED:
+            self.pong_due = now + PONG_TIMEOUT_S
+
+    def pong_received(self, now: float) -> None:
+        """The pong (a CRLF) of our ping: the registrar is there; the next ping after keepalive_s."""
+        if self.pong_due is None or self.state.status is not RegistrationStatus.REGISTERED:
+            return
+        self.pong_due = None
+        self.keepalives_answered += 1
+        self.keepalive_due = now + self.keepalive_s if self.keepalive_s > 0 else None
+
+    def pong_missed(self, now: float) -> None:
+        """pong_due has come: without the pong by then the flow has failed (RFC 5626 4.4.1)."""
+        if self.pong_due is not None and now >= self.pong_due - 0.001:
+            self.flow_failed(408, f"registrar silent (no pong to the CRLF keep-alive within {PONG_TIMEOUT_S:g} s)", now)
+
+    def flow_failed(self, status: int, reason: str, now: float) -> None:
+        """While registered, the way to the registrar failed (a keep-alive unanswered, its connection
+        lost): the binding is not to be trusted, we register again at once."""
+        if self.state.status is not RegistrationStatus.REGISTERED:
+            return
+        self.keepalive_due = self.pong_due = None
+        self.state = RegistrationState(
+            RegistrationStatus.FAILING, last_status=status, reason=reason, next_attempt_at=now, failures=self.state.failures + 1
+        )
+        self._challenge = None
+        if not self.in_flight:
+            self.due = now
 
     def keepalive_request(self) -> tuple[str, list[tuple[str, str]]]:
         """The OPTIONS keep-alive (Request-URI and headers), when keepalive_due has come."""
@@ -169,6 +198,9 @@ class Registration:
             ("contact", f"<{self.contact}>;expires={expires}"),
             ("expires", str(expires)),
             ("allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
+            # (RFC 3327: a proxy on the way, e.g. an outbound proxy, may put itself on the binding's Path;
+            # strict registrars refuse that with 420 unless the UA says it takes it)
+            ("supported", "path"),
         ]
         self._answered_challenge = None
         if self._challenge is not None and self.credentials is not None:
@@ -183,9 +215,10 @@ class Registration:
 
     # -- the answers ------------------------------------------------------------------------------
 
-    def answered(self, status: int, message: SipMessage | None, now: float, alternatives: int = 0) -> bool:
-        """The final answer to our REGISTER. `alternatives`: addresses of the registrar not tried yet
-        in this round. True when the answer (none, 503) means: again at once, to the next of them."""
+    def answered(self, status: int, message: SipMessage | None, now: float, alternatives: int = 0, reason: str = "") -> bool:
+        """The final answer to our REGISTER (`reason`: why, when no message came: "no answer", or
+        the transport's error). `alternatives`: addresses of the registrar not tried yet in this
+        round. True when the answer (none, 503) means: again at once, to the next of them."""
         self.in_flight = False
         if self.state.status is RegistrationStatus.IDLE:
             return False  # (stopped meanwhile)
@@ -194,7 +227,7 @@ class Registration:
             self.due = None
             return False
         if status in FAILOVER_STATUSES and alternatives > 0:
-            self._next_address(status, message.reason if message is not None else "no answer", now)
+            self._next_address(status, message.reason if message is not None else reason or "no answer", now)
             return True
         if status in (401, 407) and message is not None:
             self._challenged(status, message, now)
@@ -203,13 +236,12 @@ class Registration:
         elif 200 <= status < 300:
             self._registered(status, message, now)
         else:
-            reason = message.reason if message is not None else "no answer"
-            self._failed(status, reason, now)
+            self._failed(status, message.reason if message is not None else reason or "no answer", now)
         return False
 
     def _next_address(self, status: int, reason: str, now: float) -> None:
         """One address of the registrar failed, another is left: no failure counted, no backoff."""
-        self.keepalive_due = None
+        self.keepalive_due = self.pong_due = None
         self._challenge = None  # (its nonce is the silent one's)
         self._brief = 0
         self.state = RegistrationState(
@@ -266,7 +298,7 @@ class Registration:
             RegistrationStatus.REGISTERED, last_status=status, registered_until=now + granted, next_attempt_at=now + refresh
         )
         self.due = now + refresh
-        if self.keepalive_s > 0 and self.keepalive_due is None:
+        if self.keepalive_s > 0 and self.keepalive_due is None and self.pong_due is None:
             self.keepalive_due = now + self.keepalive_s
 
     def _granted_expires(self, message: SipMessage | None) -> int:
@@ -288,7 +320,7 @@ class Registration:
         return min(header, MAX_EXPIRES_S) if header is not None else self._expires
 
     def _failed(self, status: int, reason: str, now: float) -> None:
-        self.keepalive_due = None
+        self.keepalive_due = self.pong_due = None
         failures = self.state.failures + 1
         self._challenge = None  # (the next attempt starts afresh)
         self._brief = 0

@@ -141,8 +141,12 @@ class SipService:
         self._dial_outs = RateLimit(config.sip.dial_out_per_minute)  # per actor
         self._dial_outs_total = RateLimit(config.sip.dial_out_per_minute_total)
         self.trunks = [ipaddress.ip_network(source, strict=False) for source in config.sip.trunk_sources]
-        self.registrations: TrunkRegistrations | None = None  # (sip.trunks that register; from start)
+        self.registrations: TrunkRegistrations | None = None  # (the trunks that register; from start)
+        # The trunks: the configuration file's and the API's (the gateway sets them from its
+        # administration before start, and again on every change: set_trunks).
+        self.trunk_configs: list[TrunkConfig] = list(config.sip.trunks)
         self._trunk_by_address: dict[str, TrunkConfig] = {}  # (from start)
+        self._lookups: set[asyncio.Task[None]] = set()
         self.trunk_listeners: list[Callable[[dict[str, Any]], None]] = []  # (MQTT: told state changes)
         # The directory's room systems with a password register here (from start).
         self.registrar: Registrar | None = None
@@ -163,17 +167,40 @@ class SipService:
 
     async def _resolve_trunks(self) -> None:
         """Where each trunk's calls come from: its registrar's (or peer's) addresses, all of them
-        (RFC 3263: every SRV target's, so calls from a secondary are the trunk's too)."""
+        (RFC 3263: every SRV target's, so calls from a secondary are the trunk's too), and its
+        outbound proxy's (the carrier's calls come back through it)."""
         resolver = SipResolver(self.config.sip)
-        trunks = self.config.sip.trunks
-        resolutions = await asyncio.gather(
-            *(resolver.resolve(t.registrar_host, t.registrar_explicit_port, (t.transport,)) for t in trunks)
-        )
-        for trunk, resolution in zip(trunks, resolutions, strict=True):
+        trunks = list(self.trunk_configs)
+        hops = [
+            (trunk, hop)
+            for trunk in trunks
+            for hop in dict.fromkeys([(trunk.registrar_host, trunk.registrar_explicit_port), trunk.next_hop])
+        ]
+        resolutions = await asyncio.gather(*(resolver.resolve(host, port, (t.transport,)) for t, (host, port) in hops))
+        found: dict[str, TrunkConfig] = {}
+        for (trunk, (host, _port)), resolution in zip(hops, resolutions, strict=True):
             if not resolution.targets:
-                log.warning("trunk address not resolved; its calls are taken as any others", trunk=trunk.id, error=resolution.error)
+                log.warning(
+                    "trunk address not resolved; its calls are taken as any others", trunk=trunk.id, host=host, error=resolution.error
+                )
             for target in resolution.targets:
-                self._trunk_by_address.setdefault(target.address, trunk)
+                found.setdefault(target.address, trunk)
+        if trunks == self.trunk_configs:  # (not changed again while resolving: the newer lookup wins)
+            self._trunk_by_address = found
+
+    def set_trunks(self, trunks: list[TrunkConfig]) -> None:
+        """The trunks changed (the API): registrations follow at once, their addresses when looked up."""
+        self.trunk_configs = list(trunks)
+        if self.stack is None:
+            return  # (not started: start takes them as they are)
+        if self.registrations is None:
+            self.registrations = TrunkRegistrations(self.config.sip, self.stack, self.trunk_listeners, trunks=trunks)
+            self.registrations.start()
+        else:
+            self.registrations.update(trunks)
+        task = asyncio.get_running_loop().create_task(self._resolve_trunks(), name="resolve-trunks")
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
 
     async def start(self) -> dict[str, int]:
         self.stack = SipTransport(self.config.sip, self.handle_event)
@@ -186,9 +213,9 @@ class SipService:
             digest=DigestServer(self.config.sip.realm, algorithms=tuple(dict.fromkeys(self.config.sip.registrar_digest))),
             on_change=self._registration_changed,
         )
-        if self.config.sip.trunks:
+        if self.trunk_configs:
             await self._resolve_trunks()
-            self.registrations = TrunkRegistrations(self.config.sip, self.stack, self.trunk_listeners)
+            self.registrations = TrunkRegistrations(self.config.sip, self.stack, self.trunk_listeners, trunks=self.trunk_configs)
             self.registrations.start()
         return ports
 
@@ -306,10 +333,13 @@ class SipService:
             attempt.warning("dial-out refused", code="bad_uri", why="host name does not resolve", error=resolution.error)
             raise DialOutRefused(f"cannot resolve {host!r}", "bad_uri")
         target = resolution.targets[0]
-        incoming = IncomingCall(0, "", room_id, name or user or host, user, target.address, "udp", None)
-        call = SipCall(self, self.stack, incoming, outbound=True)
         trunk = self._trunk_for(host)
-        number = await call.dial(conference, uri, Peer("udp", target.peer_address), trunk)
+        peer = Peer("udp", target.peer_address)
+        if trunk is not None and self.registrations is not None:  # (its transport, its proxy, the registrar in use)
+            peer = await self.registrations.peer_for(trunk) or peer
+        incoming = IncomingCall(0, "", room_id, name or user or host, user, peer.address[0], peer.transport, None)
+        call = SipCall(self, self.stack, incoming, outbound=True)
+        number = await call.dial(conference, uri, peer, trunk)
         self.attempts["out"] += 1
         attempt.info("dial-out placed", call=number)
         return {"call": number, "room": conference.room.id, "uri": uri}
@@ -317,7 +347,7 @@ class SipService:
     def _trunk_for(self, host: str) -> TrunkConfig | None:
         """The trunk a dial-out goes through: the one whose registrar's host or domain the URI
         names. Its credentials answer the carrier's 401/407, its address of record is the From."""
-        for trunk in self.config.sip.trunks:
+        for trunk in self.trunk_configs:
             if host.lower() in {trunk.registrar_host.lower(), (trunk.domain or "").lower()}:
                 return trunk
         return None
@@ -492,7 +522,8 @@ class SipCall:
         self._reject(*sip_status(ending))
 
     def _caller(self) -> Caller:
-        return Caller(self.name, self.kind, source=self.source, guesser=self._pin_source())
+        number = self.number if self.kind is LegKind.PHONE and not self.outbound else None
+        return Caller(self.name, self.kind, source=self.source, guesser=self._pin_source(), number=number)
 
     def _pin_source(self) -> str:
         """Who is guessing: the caller's number where the call comes through a configured trunk
@@ -664,12 +695,21 @@ class SipCall:
                 continue
             e164 = to_e164(number, trunk.country_code, trunk.national_prefix, trunk.international_prefix)
             for candidate in dict.fromkeys((number, e164)):
-                conference = directory.route(candidate)
+                conference = self._reachable(directory.route(candidate))
                 if conference is not None:
                     self.log = self.log.bind(trunk=trunk.id, routed_by=header)
                     return conference
         self.log = self.log.bind(trunk=trunk.id)
         return None
+
+    def _reachable(self, conference: Conference | None) -> Conference | None:
+        """`conference` if this call may reach it: a trunk's `rooms` bound where its calls go (a
+        room outside them is as if no room had that number, so nothing is learnt about it)."""
+        trunk = self.service.trunk_of(self.incoming.source) if conference is not None and not self.outbound else None
+        if trunk is not None and trunk.rooms is not None and conference is not None and conference.room.id not in trunk.rooms:
+            self.log.info("room not reachable over this trunk", trunk=trunk.id)
+            return None
+        return conference
 
     async def _open_video(self) -> int | None:
         """A socket pair for the main video line; None (video declined, the call goes on) when no
@@ -825,15 +865,19 @@ class SipCall:
             video_max_kbps=config.video_max_kbps,
         )
         self.media = MediaSession(plan)
-        credentials, from_uri = None, None
+        credentials, from_uri, shown, headers = None, None, conference.room.name, []
         if trunk is not None:
-            from_uri = f"sip:{trunk.user}@{trunk.domain or trunk.registrar_host}"
+            # Through a trunk the call presents the trunk's caller ID (From and, for the carrier's
+            # network, P-Preferred-Identity: RFC 3325), never anything of whoever asked for it.
+            presented = f"sip:{trunk.caller_id or trunk.user}@{trunk.domain or trunk.registrar_host}"
+            from_uri, shown = presented, trunk.display_name or conference.room.name
+            headers.append(("p-preferred-identity", f"<{presented}>"))
             if trunk.password is not None:
                 credentials = DigestClient(trunk.auth_user or trunk.user, trunk.password.get_secret_value())
         number = self.stack.invite(
-            uri, peer, self.media.offer(), display_name=conference.room.name, credentials=credentials, from_uri=from_uri
+            uri, peer, self.media.offer(), display_name=shown, credentials=credentials, from_uri=from_uri, headers=headers
         )
-        self.incoming = IncomingCall(number, "", conference.room.id, self.name, self.name, peer.address[0], "udp", None)
+        self.incoming = IncomingCall(number, "", conference.room.id, self.name, self.name, peer.address[0], peer.transport, None)
         self.conference = self._first_room = conference
         self.phase = "answered"
         self.log = log.bind(call=number, room=conference.room.id, dialled=uri, direction="out")
@@ -885,7 +929,7 @@ class SipCall:
             elif isinstance(action, menu.StopSaying):
                 self.leg.stop_playing()
             elif isinstance(action, menu.FindRoom):
-                conference = self.service.directory.route(action.number)
+                conference = self._reachable(self.service.directory.route(action.number))
                 info = self.service.room_info(conference) if conference is not None else None
                 # (not the number typed: typed digits stay out of the log)
                 self.log.info(
@@ -996,9 +1040,6 @@ class SipCall:
         assert self.conference is not None
         self.phase = "meeting"
         self.participant_id = participant_id
-        participant = self.conference.room.participants.get(participant_id)
-        if participant is not None and self.number and not self.outbound:
-            participant.extra["number"] = self.number  # (administrators see it; the room shows the name)
         self.log = self.log.bind(participant=participant_id)
         self.leg.stop_playing()
         self.leg.attach(self.conference, participant_id)

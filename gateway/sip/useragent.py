@@ -344,6 +344,9 @@ class UserAgent:
         self._call_ids = itertools.count(1)
         self.counters = {"requests": 0, "malformed": 0, "calls": 0, "refused_busy": 0, "transactions_dropped": 0}
         self.registrar: Registrar | None = None  # (the directory's room systems register here)
+        # An outbound proxy in front of a destination (a trunk's): (transport, address) -> its Route
+        # value; requests outside dialogs sent there carry it, a loose route (RFC 3261 8.1.2).
+        self.preloaded_routes: dict[tuple[str, Address], str] = {}
 
     # -- what the adapter asks ------------------------------------------------------------------
 
@@ -1245,7 +1248,16 @@ class UserAgent:
     def _via(self, peer: Peer, branch: str) -> str:
         host, port = self.local.get(peer.transport, next(iter(self.local.values())))
         host = self.public_address or host
-        return f"SIP/2.0/{peer.transport.upper()} {host}:{port};branch={branch};rport"
+        # over a connection, alias (RFC 5923): the far end may send its requests for our sent-by
+        # (our Contact: a trunk's calls) over this very connection, the one that passes NAT and,
+        # for TLS, the one a gateway without a TLS listener can be reached on
+        alias = ";alias" if peer.transport != "udp" else ""
+        return f"SIP/2.0/{peer.transport.upper()} {host}:{port};branch={branch};rport{alias}"
+
+    def _preloaded_route(self, request: SipMessage, peer: Peer, headers: list[tuple[str, str]]) -> None:
+        route = self.preloaded_routes.get((peer.transport, peer.address))
+        if route is not None and not any(key.lower() == "route" for key, _ in headers):
+            request.add("route", route)
 
     def _send_request(
         self, call: _Call, method: str, extra: list[tuple[str, str]], body: str = "", refresh: bool = False
@@ -1335,6 +1347,7 @@ class UserAgent:
         request = SipMessage(method=method, uri=uri)
         request.add("via", self._via(peer, branch))
         request.add("max-forwards", "70")
+        self._preloaded_route(request, peer, headers)
         for key, value in headers:
             request.add(key, value)
         request.add("user-agent", self.user_agent)
@@ -1347,6 +1360,33 @@ class UserAgent:
             self._start(tx, Timer.E, T1)
         self._start(tx, Timer.F, TIMEOUT)
         return branch
+
+    def transport_error(self, peer: Peer, reason: str, now: float) -> None:
+        """What was sent to `peer` could not go out (a connection refused or lost before it was up, a
+        TLS handshake that failed). RFC 3261 8.1.3.1 takes that as a 503: our requests to it that
+        wait for an answer end now instead of after 64*T1, a request outside calls with a
+        ResponseReceived 503 (message None, `reason` the transport's), a dial-out not answered yet
+        with CallEnded 503."""
+        self._advance(now)
+        self._timed = True
+        try:
+            waiting = (ClientTransactionState.TRYING, ClientTransactionState.PROCEEDING, ClientTransactionState.CALLING)
+            for tx in list(self._client_tx.values()):
+                if (tx.peer.transport, tx.peer.address) != (peer.transport, peer.address) or tx.state not in waiting:
+                    continue
+                call = self.calls.get(tx.call) if tx.call is not None and tx.method == "INVITE" and tx.dialog is None else None
+                if not tx.report and call is None:
+                    continue  # (in-dialog requests: their timers end them)
+                self._stop(tx, *Timer)
+                tx.state = ClientTransactionState.TERMINATED
+                del self._client_tx[tx.branch]
+                if tx.report:
+                    self._events.append(ResponseReceived(tx.branch, 503, reason, None))
+                elif call is not None and call.state is CallState.CALLING:
+                    log.info("dial-out: transport error", call_id=call.call_id, reason=reason)
+                    self._terminate(call, 503, reason)
+        finally:
+            self._timed = False
 
     def local_address(self, peer: Peer) -> Address:
         """Our address toward `peer` as we write it in Via and Contact (public_address if set)."""
@@ -1363,8 +1403,10 @@ class UserAgent:
         display_name: str = "",
         credentials: DigestClient | None = None,
         from_uri: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
     ) -> int:
-        """Calls `target` (a SIP URI) at `peer` with our offer `sdp`; the call's events come as for
+        """Calls `target` (a SIP URI) at `peer` with our offer `sdp` (and `headers`, e.g. a trunk's
+        P-Preferred-Identity); the call's events come as for
         incoming calls: AnswerReceived (the 2xx's SDP), CallConfirmed, CallEnded (with the failure
         status). With `credentials` (a trunk's), a 401/407 is answered by the INVITE again with
         digest (RFC 3261 22.2): the same Call-ID and From tag, the next CSeq. `from_uri`: who calls
@@ -1398,6 +1440,7 @@ class UserAgent:
         name = display_name.replace('"', "'")
         request.add("via", self._via(peer, branch))
         request.add("max-forwards", "70")
+        self._preloaded_route(request, peer, headers or [])
         request.add("from", (f'"{name}" ' if name else "") + f"<{local_uri}>;tag={call.local_tag}")
         request.add("to", f"<{target}>")
         request.add("call-id", call_id)
@@ -1406,6 +1449,8 @@ class UserAgent:
         request.add("allow", ALLOW)
         request.add("supported", SUPPORTED)
         for key, value in session_timer.uac_headers(self.session_expires_s, None, self.min_se_s):
+            request.add(key, value)
+        for key, value in headers or []:
             request.add(key, value)
         request.add("user-agent", self.user_agent)
         request.add("content-type", "application/sdp")
@@ -1657,7 +1702,8 @@ class UserAgent:
         ack.add("to", response.get("to") or "")
         ack.add("call-id", request.call_id)
         ack.add("cseq", f"{request.cseq[0]} ACK")
-        for route in call.route_set if call is not None else []:
+        # (a 2xx's ACK follows the dialog's route set; a failure's, the INVITE's Route: RFC 3261 17.1.1.3)
+        for route in call.route_set if call is not None else request.all_raw("route"):
             ack.add("route", route)
         return ack.serialize()
 
@@ -1677,6 +1723,8 @@ class UserAgent:
             cancel.add("to", request.get("to") or "")
             cancel.add("call-id", request.call_id)
             cancel.add("cseq", f"{request.cseq[0]} CANCEL")
+            for route in request.all_raw("route"):  # (RFC 3261 9.1: the INVITE's Route headers)
+                cancel.add("route", route)
             self._queue(cancel.serialize(), call.peer)
             self._stop(tx, Timer.A, Timer.B)
             self._start(tx, Timer.D, TIMEOUT)

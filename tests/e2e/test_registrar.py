@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.test_admin_page import SHOTS, SLOW, open_admin, sign_in
+from tests.support import scenarios as sc
 from tests.support.baresip import Baresip
 from tests.support.browser import in_meeting, join
 from tests.support.gateway import (
@@ -108,53 +109,6 @@ def test_a_room_system_that_is_not_registered_is_not_called_and_its_password_is_
     assert "away" not in {s["system"] for s in gateway.api("GET", "/api/registrations").json()}
 
 
-UNAUTHENTICATED_CALL = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="a caller without credentials">
-  <send retrans="500">
-    <![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: {from};tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: sip:caller@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[local_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8
-      a=rtpmap:8 PCMA/8000
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="401">
-    <action>
-      <ereg regexp="Digest realm=" search_in="hdr" header="WWW-Authenticate:" check_it="true" assign_to="challenge"/>
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: {from};tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <Reference variables="challenge"/>
-</scenario>
-"""
 
 
 @pytest.mark.parametrize(
@@ -181,7 +135,9 @@ def test_challenged_calls_need_the_room_systems_password(caller: str, sip_settin
         }  # fmt: skip
         assert gateway.api("POST", "/api/systems", json=entry).status_code == 201
         scenario = tmp_path / "unauthenticated.xml"
-        scenario.write_text(UNAUTHENTICATED_CALL.replace("{from}", caller))
+        challenge = sc.check("challenge", "Digest realm=", "WWW-Authenticate")
+        steps = (sc.invite(caller), sc.answer(401, challenge), sc.ack(caller))
+        scenario.write_text(sc.scenario("a caller without credentials", *steps, checked=["challenge"]))
         stranger = Sipp(gateway, tmp_path / "sipp", str(scenario), "demo")
         result = stranger.wait(30)
         assert result.returncode == 0, result.describe()

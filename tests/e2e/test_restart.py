@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.api import API_CONFIG, ws_join
 from tests.support.gateway import RunningGateway, start_gateway, stop_and_check, wait_until
+from tests.support.sip_client import RawCaller
 
 CLASH_EVENT = "room in the database clashes with the configuration file"
 
@@ -46,7 +47,7 @@ def test_rooms_systems_rules_and_call_records_survive_a_restart(tmp_path: Path, 
     try:
         room = {"id": "kept", "name": "Kept room", "host_pin": "80706050", "aliases": ["8123"], "lobby": False}
         assert gateway.api("POST", "/api/rooms", json=room).status_code == 201
-        system = {"id": "board-sys", "name": "Board", "uri": "sip:board@127.0.0.1:5999", "default_room": "kept"}
+        system = {"id": "board-sys", "name": "Board", "uri": "sip:board@127.0.0.1:5999", "default_room": "kept", "password": "Brett-Kennwort-9"}
         assert gateway.api("POST", "/api/systems", json=system).status_code == 201
         rules = [
             {"id": "by-number", "pattern": r"7(\d{3})", "room": r"room-\1"},
@@ -70,7 +71,15 @@ def test_rooms_systems_rules_and_call_records_survive_a_restart(tmp_path: Path, 
         kept = gateway.api("GET", "/api/rooms/kept").json()
         assert {k: kept[k] for k in room} == room and kept["origin"] == "api"
         assert {r["id"] for r in gateway.api("GET", "/api/rooms").json()} >= {"kept", "room-123", "demo"}
-        assert gateway.api("GET", "/api/systems").json() == [{**system, "trusted": False, "srtp": None}]
+        assert gateway.api("GET", "/api/systems").json() == [
+            {**system, "trusted": False, "srtp": None, "password": "**********", "auth_user": None, "challenge_calls": False}
+        ]
+        # (its password itself was kept, not the mask the API shows: it registers with it)
+        device = RawCaller(gateway.sip_port)
+        try:
+            assert device.register("board", "Brett-Kennwort-9").status == 200
+        finally:
+            device.close()
         assert gateway.api("GET", "/api/rules").json() == rules  # in their order
         for called, expected in [("8123", "kept"), ("7123", "room-123"), ("999", "kept"), ("7999", None)]:
             assert gateway.api("GET", "/api/route", params={"called": called}).json()["room"] == expected, called

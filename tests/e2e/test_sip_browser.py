@@ -9,11 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
+from tests.support import scenarios as sc
 from tests.support.baresip import Baresip, recording_so_far, tone_level
 from tests.support.browser import assert_silent_but_alive, hears, in_meeting, join, last_heard
-from tests.support.gateway import RunningGateway, logged, wait_until
+from tests.support.gateway import (
+    TEST_CONFIG,
+    RunningGateway,
+    logged,
+    start_gateway,
+    stop_and_check,
+    wait_until,
+)
 from tests.support.prompts import MATCH, correlate, find_prompt, heard, load_prompt, wait_heard
+from tests.support.sipp import Sipp
 
 pytestmark = pytest.mark.browser
 
@@ -218,3 +228,53 @@ def test_an_opus_room_system_with_srtp_is_heard_by_the_browser_and_hears_it(
     samples, rate = system.recording()
     assert rate == 48000
     assert tone_seconds(samples, rate, 440) >= 4, "the room system did not hear the browser"
+
+
+CITIZEN = "<sip:01701234567@carrier.example>"
+# A citizen calls over the trunk, presses # (a guest) and waits (in the waiting room, then in the
+# meeting) until the host removes it.
+CITIZEN_CALL = sc.scenario(
+    "a citizen calls the citizen office over the trunk and waits",
+    sc.invite(CITIZEN),
+    sc.answer(200),
+    sc.ack(CITIZEN),
+    sc.pause(500),
+    sc.key("#", 2, caller=CITIZEN),
+    sc.their_bye(60_000),
+)
+
+
+def test_hosts_see_a_callers_whole_number_in_the_waiting_room_and_the_list_and_guests_do_not(
+    open_participant, tmp_path: Path
+) -> None:
+    """A citizen calls the citizen office over the trunk (its number, 0170…, read as +49170…): the
+    host sees the whole number with the waiting entry and, once admitted, in the participant list;
+    a guest in the same meeting sees only the masked one the room shows."""
+    # (a PBX trunk that does not register: its calls come from 127.0.0.1, numbers read in E.164)
+    trunk = '{id: pbx, registrar: "127.0.0.1:9", registers: false, user: gateway}'
+    config = TEST_CONFIG.replace("sip: {host: 127.0.0.1, port: 0,", f"sip: {{host: 127.0.0.1, port: 0, trunks: [{trunk}],")
+    gateway = start_gateway(tmp_path, config)
+    scenario = tmp_path / "citizen.xml"
+    scenario.write_text(CITIZEN_CALL)
+    try:
+        anna = join(open_participant, gateway, "lobby", "Anna", 440, pin="1234")
+        wait_until(lambda: in_meeting(anna), 30, what="Anna, the host, in the meeting")
+        citizen = Sipp(gateway, tmp_path / "sipp", str(scenario), "lobby")
+        wait_until(lambda: gateway.api("GET", "/api/rooms/lobby").json()["live"]["lobby_waiting"] == 1, 15, what="the caller waiting")
+        entry = anna.locator("#lobby-list li", has_text="+49170•••••67")
+        expect(entry).to_contain_text("+491701234567", timeout=15_000)
+        anna.get_by_role("button", name="Admit +49170•••••67").click()
+        wait_until(lambda: sip_participants(gateway, "lobby"), 10, what="the caller admitted")
+        ben = join(open_participant, gateway, "lobby", "Ben", 880)
+        anna.get_by_role("button", name="Admit Ben").click()
+        wait_until(lambda: in_meeting(ben), 30, what="Ben, a guest, in the meeting")
+        caller_row = anna.locator("#participant-list li", has_text="+49170•••••67")
+        expect(caller_row).to_contain_text("+491701234567")
+        expect(ben.locator("#participant-list li", has_text="+49170•••••67")).to_be_visible()
+        assert "+491701234567" not in ben.content()
+        anna.get_by_role("button", name="Remove +49170•••••67 from the meeting").click()
+        anna.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()
+        result = citizen.wait(30)
+        assert result.returncode == 0, result.describe()
+    finally:
+        stop_and_check(gateway)

@@ -9,7 +9,6 @@ allows (90 s)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from tests.support.gateway import (
@@ -20,7 +19,7 @@ from tests.support.gateway import (
     stop_and_check,
     wait_until,
 )
-from tests.support.sipp import SCENARIOS, SIPP, Sipp, free_udp_port, trace_messages, udp_port_bound
+from tests.support.sipp import Sipp, free_udp_port, sipp_uas, trace_messages, udp_port_bound
 
 
 def test_a_carriers_call_requiring_100rel_and_a_session_timer_is_taken_and_refreshed(
@@ -53,14 +52,7 @@ def test_a_dial_out_answered_with_a_reliable_183_and_a_session_timer_is_pracked_
     config = TEST_CONFIG.replace("sip: {host: 127.0.0.1, port: 0,", f"sip: {{host: 127.0.0.1, port: 0, dial_out_allow: ['{rule}'],")
     gateway = start_gateway(tmp_path, config)
     directory = tmp_path / "carrier"
-    directory.mkdir()
-    carrier = subprocess.Popen(
-        [SIPP, "-sf", str(SCENARIOS / "carrier_uas_100rel_timer.xml"), "-i", "127.0.0.1", "-p", str(carrier_port),
-         "-mp", str(free_udp_port(span=4)), "-m", "1", "-nostdin", "-timeout", "120s",
-         "-trace_err", "-error_file", str(directory / "errors.log"),
-         "-trace_msg", "-message_file", str(directory / "messages.log")],
-        cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    carrier = sipp_uas(directory, carrier_port, "carrier_uas_100rel_timer.xml", timeout_s=120)
     try:
         wait_until(lambda: udp_port_bound(carrier_port), 10, what="the carrier listening")
         reply = gateway.api("POST", "/api/rooms/demo/dial", json={"uri": f"sip:4712@127.0.0.1:{carrier_port}"})

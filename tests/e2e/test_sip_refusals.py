@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import scenarios as sc
 from tests.support.gateway import (
     TEST_CONFIG,
     RunningGateway,
@@ -22,134 +23,32 @@ from tests.support.gateway import (
 from tests.support.prompts import Phone, assert_heard, assert_not_heard, phones
 from tests.support.sipp import Sipp
 
-HEADERS = """Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Caller" <sip:+4930555@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>{to_tag}
-      Call-ID: [call_id]
-      CSeq: {cseq} {method}
-      Contact: sip:caller@[local_ip]:[local_port]
-      Max-Forwards: 70"""
-
-INVITE = """  <send retrans="500">
-    <![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      {headers}
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 1 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[local_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-"""
-
-
-def headers(method: str, cseq: int, dialog: bool) -> str:
-    return HEADERS.format(method=method, cseq=cseq, to_tag="[peer_tag_param]" if dialog else "")
-
-
-ACK = f"""  <send>
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      {headers("ACK", 1, True)}
-      Content-Length: 0
-
-    ]]>
-  </send>"""
-
 
 def refused(status: int, reason: str) -> str:
     """INVITE answered `status` with `reason` in the reason phrase, then ACK."""
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="refused {status}">
-{INVITE.format(headers=headers("INVITE", 1, False))}
-  <recv response="{status}">
-    <action><ereg regexp="SIP/2.0 {status} {reason}" search_in="msg" check_it="true" assign_to="why"/></action>
-  </recv>
-{ACK}
-  <Reference variables="why"/>
-</scenario>
-"""
+    why = sc.check("why", f"SIP/2.0 {status} {reason}")
+    return sc.scenario(f"refused {status}", sc.invite(), sc.answer(status, why), sc.ack(), checked=["why"])
 
 
 def answered_then_bye(cause: int, text: str | None = None, timeout_ms: int = 15000) -> str:
     """INVITE answered 200, ACK, no RTP, then the gateway's BYE whose Reason says `cause` (and
     `text`), awaited and answered."""
-    checks = f'<ereg regexp="SIP;cause={cause}" search_in="hdr" header="Reason:" check_it="true" assign_to="cause"/>'
-    names = "cause"
+    checks = sc.check("cause", f"SIP;cause={cause}", "Reason")
+    names = ["cause"]
     if text is not None:
-        checks += f'<ereg regexp="text=.{text}." search_in="hdr" header="Reason:" check_it="true" assign_to="text"/>'
-        names += ",text"
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="answered, then BYE {cause}">
-{INVITE.format(headers=headers("INVITE", 1, False))}
-  <recv response="200"/>
-{ACK}
-  <recv request="BYE" timeout="{timeout_ms}">
-    <action>{checks}</action>
-  </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <Reference variables="{names}"/>
-</scenario>
-"""
+        checks += sc.check("text", f"text=.{text}.", "Reason")
+        names.append("text")
+    return sc.scenario(
+        f"answered, then BYE {cause}", sc.invite(), sc.answer(200), sc.ack(), sc.their_bye(timeout_ms, checks), checked=names
+    )
 
 
 def keys_then_bye(keys: list[tuple[str, int]], stay_ms: int = 3000) -> str:
     """INVITE, 200, ACK, each key by SIP INFO followed by its pause (ms), `stay_ms` in the call, BYE."""
-    steps = []
-    for n, (key, pause) in enumerate(keys, start=2):
-        steps.append(f"""  <send retrans="500">
-    <![CDATA[
-      INFO sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      {headers("INFO", n, True)}
-      Content-Type: application/dtmf-relay
-      Content-Length: [len]
-
-      Signal={key}
-      Duration=160
-    ]]>
-  </send>
-  <recv response="200"/>
-  <pause milliseconds="{pause}"/>""")
-    bye_cseq = len(keys) + 2
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="keys">
-{INVITE.format(headers=headers("INVITE", 1, False))}
-  <recv response="200"/>
-{ACK}
-  <pause milliseconds="800"/>
-{chr(10).join(steps)}
-  <pause milliseconds="{stay_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      {headers("BYE", bye_cseq, True)}
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"""
+    pressed = [sc.key(digit, n, pause) for n, (digit, pause) in enumerate(keys, start=2)]
+    return sc.scenario(
+        "keys", sc.invite(), sc.answer(200), sc.ack(), sc.pause(800), *pressed, sc.pause(stay_ms), sc.bye(len(keys) + 2)
+    )
 
 
 def run(gateway: RunningGateway, directory: Path, xml: str, service: str) -> Sipp:

@@ -6,7 +6,6 @@ password is wrong (and never says the password), and registers again after the r
 from __future__ import annotations
 
 import json
-import subprocess
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from playwright.sync_api import expect
 
 from tests.e2e.test_admin_page import open_admin, sign_in
 from tests.e2e.test_mqtt import BASE, NODE, Client, Mosquitto, mqtt_config
+from tests.support import scenarios as sc
 from tests.support.gateway import (
     ADMIN_TOKEN,
     TEST_CONFIG,
@@ -26,7 +26,7 @@ from tests.support.gateway import (
     wait_until,
 )
 from tests.support.kamailio import DOMAIN, Kamailio
-from tests.support.sipp import SIPP, Sipp, free_udp_port, trace_messages, udp_port_bound
+from tests.support.sipp import Sipp, free_udp_port, sipp_uas, trace_messages, udp_port_bound
 
 
 @pytest.fixture
@@ -125,6 +125,50 @@ def test_a_wrong_password_shows_as_failing_with_backoff_and_the_password_is_neve
     assert any(line.get("event") == "trunk registration failed" and line.get("status") == 401 for line in gateway.log_lines())
 
 
+def test_a_trunk_made_through_the_api_registers_follows_its_changes_and_unregisters_when_deleted(tmp_path: Path) -> None:
+    """An administrator adds the carrier's trunk through the API (no restart): it registers; a wrong
+    password put in makes it fail, the right one registers it again, an edit without a password keeps
+    it; deleting it removes the binding. The password is shown as ********** only, and a trunk of the
+    configuration file cannot be changed through the API."""
+    kamailio = Kamailio(tmp_path / "kamailio", {TRUNK_USER: PASSWORD})
+    kamailio.start()
+    file_trunk = '{id: file-pbx, registrar: "127.0.0.1:9", registers: false, user: gateway}'
+    gateway = start_gateway(tmp_path, TEST_CONFIG.replace(SIP_LINE, SIP_LINE[:-1] + f", trunks: [{file_trunk}]}}"))
+    settings = {
+        "registrar": f"127.0.0.1:{kamailio.port}", "domain": DOMAIN, "user": TRUNK_USER, "password": PASSWORD,
+        "expires_s": 10, "keepalive_s": 1,
+    }  # fmt: skip
+    try:
+        assert [(t["id"], t["origin"], t["status"]) for t in gateway.api("GET", "/api/trunks").json()] == [
+            ("file-pbx", "config", "not_registering")
+        ]
+        made = gateway.api("POST", "/api/trunks", json={"id": "carrier", **settings})
+        assert made.status_code == 201, made.text
+        assert made.json()["settings"]["password"] == "**********" and made.json()["origin"] == "api"
+        wait_until(lambda: trunk_state(gateway)["status"] == "registered", 15, what="the API's trunk registered")
+        assert kamailio.probe(TRUNK_USER) == 200
+
+        wrong = gateway.api("PUT", "/api/trunks/carrier", json={**settings, "password": "Falsches-Passwort-7"})
+        assert wrong.status_code == 200, wrong.text
+        wait_until(lambda: trunk_state(gateway)["status"] == "failing", 15, what="the trunk failing with the wrong password")
+        assert gateway.api("PUT", "/api/trunks/carrier", json=settings).status_code == 200
+        wait_until(lambda: trunk_state(gateway)["status"] == "registered", 20, what="registered again with the right one")
+        kept = gateway.api("PUT", "/api/trunks/carrier", json={k: v for k, v in settings.items() if k != "password"} | {"expires_s": 20})
+        assert kept.status_code == 200 and kept.json()["settings"]["password"] == "**********", kept.text
+        wait_until(lambda: trunk_state(gateway)["status"] == "registered", 20, what="still registered with the kept password")
+
+        refused = gateway.api("PUT", "/api/trunks/file-pbx", json={"registrar": "127.0.0.1:9", "user": "x", "registers": False})
+        assert refused.status_code == 409, refused.text
+        assert gateway.api("DELETE", "/api/trunks/carrier").status_code == 204
+        wait_until(lambda: kamailio.probe(TRUNK_USER) == 404, 10, what="the binding removed")
+        assert [t["id"] for t in gateway.api("GET", "/api/trunks").json()] == ["file-pbx"]
+    finally:
+        stop_and_check(gateway)
+        kamailio.stop()
+    text = gateway.log_path.read_text()
+    assert PASSWORD not in text and "Falsches-Passwort-7" not in text
+
+
 def test_the_gateway_registers_again_after_kamailio_restarts(tmp_path: Path) -> None:
     """kamailio keeps bindings in memory: after a restart it knows none; the gateway's next refresh
     (or its retransmission) finds the new one, is challenged and registers again."""
@@ -193,16 +237,13 @@ def test_dial_out_over_the_trunk_answers_the_carriers_proxy_challenge(tmp_path: 
     kamailio = Kamailio(tmp_path / "kamailio", {TRUNK_USER: PASSWORD}, static_routes={"4712": callee_port})
     kamailio.start()
     rule = r"sip:4712@127\.0\.0\.1:[0-9]+"
-    config = with_trunks(TEST_CONFIG, kamailio, {"carrier": (TRUNK_USER, PASSWORD)}).replace(
-        "trunks: [", f"dial_out_allow: ['{rule}'], trunks: [", 1
+    config = (
+        with_trunks(TEST_CONFIG, kamailio, {"carrier": (TRUNK_USER, PASSWORD)})
+        .replace("trunks: [", f"dial_out_allow: ['{rule}'], trunks: [", 1)
+        .replace("keepalive_s: 1}", 'keepalive_s: 1, caller_id: "+4930901820", display_name: "Stadt Musterstadt"}', 1)
     )
     gateway = start_gateway(tmp_path, config)
-    (tmp_path / "callee").mkdir()
-    callee = subprocess.Popen(
-        [SIPP, "-sn", "uas", "-i", "127.0.0.1", "-p", str(callee_port), "-mp", str(free_udp_port(span=4)), "-m", "1",
-         "-nostdin", "-timeout", "60s", "-trace_msg", "-message_file", str(tmp_path / "callee" / "messages.log")],
-        cwd=tmp_path / "callee", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    callee = sipp_uas(tmp_path / "callee", callee_port)
     try:
         wait_until(lambda: trunk_state(gateway)["status"] == "registered", 15, what="the trunk registered")
         wait_until(lambda: udp_port_bound(callee_port), 10, what="the callee listening")
@@ -212,7 +253,9 @@ def test_dial_out_over_the_trunk_answers_the_carriers_proxy_challenge(tmp_path: 
         received = [m for m in trace_messages(tmp_path / "callee" / "messages.log") if not m.sent and m.start_line.startswith("INVITE")]
         assert received, "the callee got no INVITE"
         invite = received[0]
-        assert f"sip:{TRUNK_USER}@{DOMAIN}" in (invite.header("From") or "")  # the trunk's number calls
+        # the trunk's caller ID calls, under the town's name (not the room's, nor whoever invited)
+        assert (invite.header("From") or "").startswith(f'"Stadt Musterstadt" <sip:+4930901820@{DOMAIN}>')
+        assert invite.header("P-Preferred-Identity") == f"<sip:+4930901820@{DOMAIN}>"
         # the second INVITE of the call: the first was challenged (407), this one answered it (kamailio
         # takes its Proxy-Authorization off before relaying: consume_credentials)
         assert invite.header("CSeq") == "2 INVITE"
@@ -236,65 +279,18 @@ OFFICE_CONFIG = (
     .replace(SIP_LINE, SIP_LINE[:-1] + ', trunks: [{id: pbx, registrar: "127.0.0.1:9", registers: false, user: gateway}]}')
 )
 
-CALL_WITH_HEADERS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="a carrier's call naming its number in its own way">
-  <send retrans="500">
-    <![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: {from};tag=[pid]SIPpTag00[call_number]
-      To: <sip:{to}@carrier.example>
-{headers}
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: sip:citizen@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[local_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8
-      a=rtpmap:8 PCMA/8000
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200"/>
-  <send>
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: {from};tag=[pid]SIPpTag00[call_number]
-      To: <sip:{to}@carrier.example>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <pause milliseconds="4000"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: {from};tag=[pid]SIPpTag00[call_number]
-      To: <sip:{to}@carrier.example>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"""
+def call_with_headers(caller: str, to: str, headers: list[str]) -> str:
+    """A carrier's call naming its number in its own way: INVITE with `headers`, 200, ACK, 4 s, BYE."""
+    to_addr = f"<sip:{to}@carrier.example>"
+    return sc.scenario(
+        "a carrier's call naming its number in its own way",
+        sc.invite(caller, to_addr, headers),
+        '  <recv response="180" optional="true"/>',
+        sc.answer(200),
+        sc.ack(caller, to_addr),
+        sc.pause(4000),
+        sc.bye(2, caller, to_addr),
+    )
 
 
 @pytest.mark.parametrize(
@@ -314,15 +310,39 @@ def test_a_call_over_the_trunk_finds_its_room_by_the_number_in_e164(request_user
     +4930901820 reaches its room whichever header carries it, written however the carrier writes it."""
     gateway = start_gateway(tmp_path, OFFICE_CONFIG)
     scenario = tmp_path / "call.xml"
-    # (no extra header: no line at all, an empty one would end the header section)
-    extra = "".join(f"      {h}\n" for h in headers)
-    scenario.write_text(CALL_WITH_HEADERS.replace("{from}", CITIZEN).replace("{to}", to).replace("{headers}\n", extra))
+    scenario.write_text(call_with_headers(CITIZEN, to, headers))
     try:
         call = Sipp(gateway, tmp_path / "sipp", str(scenario), request_user)
         wait_until(lambda: any(p.get("kind") == "phone" for p in participants(gateway, "buergeramt")), 20, what="the citizen in the Bürgeramt")
         assert participants(gateway, "demo") == []
         result = call.wait(60)
         assert result.returncode == 0, result.describe()
+    finally:
+        stop_and_check(gateway)
+
+
+
+
+def test_a_trunk_bound_to_its_rooms_reaches_no_other(tmp_path: Path) -> None:
+    """The citizen office's trunk may reach only the Bürgeramt (`rooms`): its call to the demo
+    room's number is refused as if no room had it (404), its call to its own number lands."""
+    config = OFFICE_CONFIG.replace("registers: false, user: gateway}", "registers: false, user: gateway, rooms: [buergeramt]}").replace(
+        "sip: {host: 127.0.0.1, port: 0,", "sip: {host: 127.0.0.1, port: 0, menu: false,"
+    )
+    assert "rooms: [buergeramt]" in config and "menu: false" in config
+    gateway = start_gateway(tmp_path, config)
+    refused = tmp_path / "refused.xml"
+    to_addr = "<sip:[service]@carrier.example>"
+    refused.write_text(sc.scenario("refused", sc.invite(CITIZEN, to_addr), sc.answer(404), sc.ack(CITIZEN, to_addr)))
+    landing = tmp_path / "call.xml"
+    landing.write_text(call_with_headers(CITIZEN, "030901820", []))
+    try:
+        result = Sipp(gateway, tmp_path / "refused", str(refused), "4711").wait(30)
+        assert result.returncode == 0, result.describe()  # (404: sipp checked it)
+        assert participants(gateway, "demo") == []
+        call = Sipp(gateway, tmp_path / "sipp", str(landing), "trunk-contact")
+        wait_until(lambda: any(p.get("kind") == "phone" for p in participants(gateway, "buergeramt")), 20, what="the citizen in the Bürgeramt")
+        assert call.wait(60).returncode == 0
     finally:
         stop_and_check(gateway)
 
@@ -343,9 +363,8 @@ def test_a_citizens_number_is_masked_for_the_room_whole_for_administrators_and_w
     caller: str, headers: list[str], shown: str, number: str | None, tmp_path: Path
 ) -> None:
     gateway = start_gateway(tmp_path, OFFICE_CONFIG)
-    extra = "".join(f"      {h}\n" for h in ["P-Called-Party-ID: <tel:+4930901820>", *headers])
     scenario = tmp_path / "call.xml"
-    scenario.write_text(CALL_WITH_HEADERS.replace("{from}", caller).replace("{to}", "gateway").replace("{headers}\n", extra))
+    scenario.write_text(call_with_headers(caller, "gateway", ["P-Called-Party-ID: <tel:+4930901820>", *headers]))
     try:
         call = Sipp(gateway, tmp_path / "sipp", str(scenario), "gateway")
         found = wait_until(lambda: [p for p in participants(gateway, "buergeramt") if p.get("kind") == "phone"], 20, what="the caller in the room")

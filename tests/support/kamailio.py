@@ -6,6 +6,12 @@ MD5 or SHA-256 as asked) and is saved in memory (usrloc); an INVITE or a BYE fro
 registered user are looked up and relayed to its contact, record-routed, so a whole call goes
 through the proxy; anything else is 405. `probe(user)` asks, with an OPTIONS through the proxy, whether a binding is
 there: 200 from the registered contact, 404 from the proxy when none.
+
+Over TCP and TLS too when asked (`tcp`, `tls`: a certificate and key; kamailio-tls-modules): it
+takes the RFC 5923 alias of its clients' Vias (tcp_accept_aliases), so calls to a contact
+registered over a connection go back over that connection, and answers CRLF pings (its default).
+`KamailioProxy`: a second kamailio as an outbound proxy in front of the registrar (loose routing,
+Path for REGISTERs: RFC 3327), logging each request it relays with its Route header.
 """
 
 from __future__ import annotations
@@ -28,13 +34,15 @@ KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"  # (/usr/sbin: not o
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 DOMAIN = "kamailio.test"
 
-CONFIG = """#!KAMAILIO
+# What both configurations start with: the listeners and the modules every route here uses.
+_LISTEN = """#!KAMAILIO
 debug=2
 log_stderror=yes
 children=1
 listen=udp:{host}:{port}
-alias="{domain}"
-mpath="{modules}"
+{listen_streams}
+"""
+_MODULES = """mpath="{modules}"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
@@ -43,7 +51,10 @@ loadmodule "maxfwd.so"
 loadmodule "textops.so"
 loadmodule "siputils.so"
 loadmodule "xlog.so"
-loadmodule "usrloc.so"
+"""
+
+CONFIG = _LISTEN + """alias="{domain}"
+""" + _MODULES + """loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "db_sqlite.so"
 loadmodule "auth.so"
@@ -55,6 +66,7 @@ modparam("auth_db", "load_credentials", "")
 modparam("auth", "algorithm", "{algorithm}")
 modparam("registrar", "min_expires", {min_expires})
 modparam("usrloc", "db_mode", 0)
+modparam("registrar", "use_path", 1)
 request_route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
     if (has_totag()) {{
@@ -92,6 +104,35 @@ request_route {{
 """
 
 
+def tcp_port_listening(port: int) -> bool:
+    """Whether some process listens on this local TCP port (from /proc/net/tcp and tcp6)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # (0A: LISTEN)
+                return True
+    return False
+
+
+def stream_listen_lines(host: str, port: int, tls_port: int | None, directory: Path, tls: tuple[Path, Path] | None, tcp: bool) -> str:
+    """kamailio's core lines for TCP (and TLS) listeners, with the TLS module's configuration."""
+    lines = [f"listen=tcp:{host}:{port}", "tcp_accept_aliases=yes"] if tcp or tls else []
+    if tls is not None:
+        cert, key = tls
+        settings = directory / "tls.cfg"
+        settings.write_text(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+            f"private_key = {key}\ncertificate = {cert}\n\n"
+            "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+        )
+        lines += [f"listen=tls:{host}:{tls_port}", "enable_tls=yes", f'loadmodule "{MODULES}tls.so"', f'modparam("tls", "config", "{settings}")']
+    return "\n".join(lines)
+
+
 class Kamailio:
     def __init__(
         self,
@@ -101,14 +142,20 @@ class Kamailio:
         min_expires: int = 10,
         static_routes: dict[str, int] | None = None,
         host: str = "127.0.0.1",
+        tcp: bool = False,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         """`static_routes`: user -> a port on 127.0.0.1 that INVITEs to that user are relayed to
         (a callee behind the carrier that does not register, e.g. sipp's uas). `host`: the loopback
-        address it listens on (127.0.0.2, 127.0.0.3 ...: two registrars of one trunk)."""
+        address it listens on (127.0.0.2, 127.0.0.3 ...: two registrars of one trunk). `tcp`: also
+        TCP on `port`; `tls`: (certificate, key) for TLS on `tls_port` (and TCP on `port`)."""
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.host = host
         self.port = free_udp_port()
+        self.tcp = tcp or tls is not None
+        self.tls = tls
+        self.tls_port = free_udp_port() if tls is not None else None
         self.users = users
         self.algorithm = algorithm
         self.min_expires = min_expires
@@ -136,6 +183,7 @@ class Kamailio:
         config.write_text(
             CONFIG.format(
                 host=self.host, port=self.port, domain=DOMAIN, modules=MODULES, database=database,
+                listen_streams=stream_listen_lines(self.host, self.port, self.tls_port, self.directory, self.tls, self.tcp),
                 algorithm=self.algorithm, min_expires=self.min_expires,
                 static_routes="\n".join(
                     f'        if ($rU == "{user}") {{ $du = "sip:127.0.0.1:{port}"; if (is_method("INVITE")) {{ record_route(); }} t_relay(); exit; }}'
@@ -156,8 +204,15 @@ class Kamailio:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # (its children too are stopped, by the group)
         )
-        wait_until(lambda: udp_port_bound(self.port) or self.process is None or self.process.poll() is not None, 15, what="kamailio listening")
+        wait_until(lambda: self._listening() or self.process is None or self.process.poll() is not None, 15, what="kamailio listening")
         assert self.process.poll() is None, self.log()
+
+    def _listening(self) -> bool:
+        return (
+            udp_port_bound(self.port)
+            and (not self.tcp or tcp_port_listening(self.port))
+            and (self.tls_port is None or tcp_port_listening(self.tls_port))
+        )
 
     def stop(self) -> None:
         """Stops kamailio and its children (the whole process group: a child that outlives the main
@@ -172,7 +227,7 @@ class Kamailio:
                     continue
                 if not udp_port_bound(self.port):
                     break
-        wait_until(lambda: not udp_port_bound(self.port), 10, what="kamailio's port free")
+        wait_until(lambda: not udp_port_bound(self.port) and not tcp_port_listening(self.port), 10, what="kamailio's port free")
 
     def log(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.directory.glob("kamailio-*.log")))
@@ -206,3 +261,50 @@ class Kamailio:
                 if status >= 200:
                     return status
             return None
+
+
+PROXY_CONFIG = _LISTEN + _MODULES + """loadmodule "path.so"
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    xlog("L_NOTICE", "PROXIED $rm $ru route=[$hdr(Route)] proto=$pr\\n");
+    if (has_totag()) {{
+        loose_route();
+        t_relay();
+        exit;
+    }}
+    # a first request: the Route that named us is ours, taken off; toward the carrier's registrar
+    # (REGISTER, and the trunk's calls out: not for a contact of ours) or to the contact it names
+    remove_hf("Route");
+    if (is_method("REGISTER")) {{ add_path(); }}
+    if (is_method("REGISTER") || $rd == "{domain}" || $rp == "{registrar_port}") {{
+        $du = "sip:{host}:{registrar_port};transport={registrar_transport}";
+    }}
+    if (is_method("INVITE")) {{ record_route(); }}
+    t_relay();
+}}
+"""
+
+
+class KamailioProxy(Kamailio):
+    """kamailio as a trunk's outbound proxy in front of `registrar` (a Kamailio): relays to it, or to
+    the contact a request from it names; every request it relays is logged ("PROXIED ...")."""
+
+    def __init__(self, directory: Path, registrar: Kamailio, registrar_transport: str = "udp", tcp: bool = True) -> None:
+        super().__init__(directory, {}, tcp=tcp)
+        self.registrar = registrar
+        self.registrar_transport = registrar_transport
+
+    def _write(self) -> Path:
+        config = self.directory / "kamailio.cfg"
+        config.write_text(
+            PROXY_CONFIG.format(
+                host=self.host, port=self.port, modules=MODULES, domain=DOMAIN,
+                listen_streams=stream_listen_lines(self.host, self.port, None, self.directory, None, self.tcp),
+                registrar_port=self.registrar.port, registrar_transport=self.registrar_transport,
+            )
+        )  # fmt: skip
+        return config
+
+    def proxied(self) -> list[str]:
+        """The requests it relayed so far, as it logged them: "<method> <uri> route=[...] proto=..."."""
+        return [line.split("PROXIED ", 1)[1] for line in self.log().splitlines() if "PROXIED " in line]

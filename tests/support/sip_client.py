@@ -138,6 +138,23 @@ class RawCaller:
         self.send(self.build(dialog, "INVITE", body, "application/sdp", from_uri=from_uri))
         return dialog
 
+    def register(self, user: str, password: str, expires: int = 600) -> Response:
+        """REGISTERs as `user` (To and From), answering the gateway's digest challenge with
+        `password`: the final answer (the 401 itself when it is not a challenge we can answer)."""
+        from gateway.sip.digest import DigestClient, parse_challenge  # (the answer's arithmetic only)
+
+        dialog = self.new_dialog(user)
+        aor = f"sip:{user}@127.0.0.1"
+        self.send(self.build(dialog, "REGISTER", extra=[f"Expires: {expires}"], from_uri=aor))
+        first = self.final(dialog, method="REGISTER")
+        if first.status != 401:
+            return first
+        challenge = parse_challenge(first.header("www-authenticate"))
+        answer = DigestClient(user, password).authorization(challenge, "REGISTER", f"sip:{user}@127.0.0.1:{self.gateway[1]}")
+        dialog.cseq += 1
+        self.send(self.build(dialog, "REGISTER", extra=[f"Expires: {expires}", f"Authorization: {answer}"], from_uri=aor))
+        return self.final(dialog, method="REGISTER")
+
     def receive(self, timeout: float = 5.0) -> Response | Request | None:
         self.sock.settimeout(timeout)
         try:

@@ -4,6 +4,7 @@ participants API, its metrics, its log lines)."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import socket
@@ -39,13 +40,26 @@ def udp_port_bound(port: int) -> bool:
 # ephemeral range (32768-60999) and the gateway's RTP range (20000-39999): a port that is free when
 # picked can otherwise be taken, before the peer binds it, by any socket bound to port 0 or by a
 # gateway of a test running beside (CI met both: "Address already in use").
+# Each pytest-xdist worker picks from its own share of them: two workers picking at the same moment
+# could otherwise both find one free and hand it to two peers (CI met that too).
 PEER_PORTS = (61000, 65535)
+
+
+def _worker_share() -> tuple[int, int]:
+    low, high = PEER_PORTS
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1 ... ("" without xdist)
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or "1")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    if count <= 1 or index >= count:
+        return low, high
+    size = (high - low + 1) // count
+    return low + index * size, low + (index + 1) * size - 1
 
 
 def free_udp_port(span: int = 1, even: bool = False) -> int:
     """A local UDP port that is free together with the `span - 1` ports after it (`even`: an even
-    first one), from PEER_PORTS."""
-    low, high = PEER_PORTS
+    first one), from this worker's share of PEER_PORTS."""
+    low, high = _worker_share()
     for _ in range(200):
         port = random.randrange(low, high - span + 1)
         if even:
@@ -190,6 +204,20 @@ class Sipp:
             return path.read_text(errors="replace") if path.exists() else ""
 
         return SippResult(self.process.returncode, read("sipp.out"), read("errors.log"), read("messages.log"))
+
+
+def sipp_uas(directory: Path, port: int, scenario: str = "uas", timeout_s: int = 60) -> subprocess.Popen[bytes]:
+    """sipp answering one call on 127.0.0.1:`port` (the gateway dials it): its built-in uas, or a
+    scenario file of tests/sipp; its messages traced to directory/messages.log, its errors to
+    directory/errors.log."""
+    directory.mkdir(parents=True, exist_ok=True)
+    scenario_args = ["-sf", str(SCENARIOS / scenario)] if scenario.endswith(".xml") else ["-sn", scenario]
+    return subprocess.Popen(
+        [SIPP, *scenario_args, "-i", "127.0.0.1", "-p", str(port), "-mp", str(free_udp_port(span=4)), "-m", "1",
+         "-nostdin", "-timeout", f"{timeout_s}s", "-trace_err", "-error_file", str(directory / "errors.log"),
+         "-trace_msg", "-message_file", str(directory / "messages.log")],
+        cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
 
 
 def run_sipp(gateway: RunningGateway, directory: Path, scenario: str, service: str) -> tuple[Sipp, SippResult]:

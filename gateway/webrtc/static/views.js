@@ -175,7 +175,9 @@ function updateParticipant(node, p, you, isHost, spotlit) {
   node.classList.toggle('spotlight', spotlit);
   setText(node.querySelector('.avatar'), initials(p.name));
   setText(node.querySelector('.p-name'), isYou ? `${p.name} ${t('youSuffix')}` : p.name);
-  setText(node.querySelector('.p-meta'), `${t(`role_${p.role}`)} · ${t(`kind_${p.kind}`)}`);
+  // (a phone caller's whole number comes to hosts only: others see the name or a masked number)
+  const number = p.number ? ` · ${p.number}` : '';
+  setText(node.querySelector('.p-meta'), `${t(`role_${p.role}`)} · ${t(`kind_${p.kind}`)}${number}`);
   renderBadges(node.querySelector('.badges'), statusBadges(p, true, spotlit));
 
   const group = node.querySelector('.p-actions');
@@ -244,7 +246,8 @@ function renderLobby(room, isHost, actions) {
     node.entry = e;
     setText(node.querySelector('.avatar'), initials(e.name));
     setText(node.querySelector('.p-name'), e.name);
-    setText(node.querySelector('.p-meta'), t('lobbyEntryMeta', { kind: t(`kind_${e.kind}`), position: e.position }));
+    const number = e.number ? ` · ${e.number}` : '';
+    setText(node.querySelector('.p-meta'), t('lobbyEntryMeta', { kind: t(`kind_${e.kind}`), position: e.position }) + number);
     setText(node.querySelector('[data-act="admit"]'), t('lobbyAdmit', { name: e.name }));
     setText(node.querySelector('[data-act="deny"]'), t('lobbyDeny', { name: e.name }));
   });

@@ -545,7 +545,10 @@ def test_trunks_are_read_with_their_password_kept_secret() -> None:
     [
         ('[{id: a, registrar: "x.example", user: "1", password: p}, {id: a, registrar: "y.example", user: "2", password: p}]', "defined twice"),
         ('[{id: a, registrar: "x.example", user: "1"}]', "has no password"),
-        ('[{id: a, registrar: "x.example", user: "1", password: p, transport: tcp}]', "udp"),
+        ('[{id: a, registrar: "x.example", user: "1", password: p, transport: sctp}]', "'tls'"),
+        ('[{id: a, registrar: "x.example", user: "1", password: p, outbound_proxy: "proxy .example"}]', "outbound_proxy"),
+        ('[{id: a, registrar: "x.example", user: "1", password: p, outbound_proxy: "proxy.example:0"}]', "outbound_proxy port"),
+        ('[{id: a, registrar: "x.example", user: "1", password: p, transport: tls, tls_ca: /nonexistent/ca.pem}]', "tls_ca"),
         ('[{id: a, registrar: "x .example", user: "1", password: p}]', "registrar"),
         ('[{id: a, registrar: "x.example", user: "with space", password: p}]', "user"),
         ('[{id: a, registrar: "x.example", user: "1", password: p, expires_s: 5}]', "expires_s"),
@@ -554,6 +557,20 @@ def test_trunks_are_read_with_their_password_kept_secret() -> None:
 def test_bad_trunks_are_refused_with_a_clear_error(trunks: str, says: str) -> None:
     errors = errors_of(f"sip:\n  trunks: {trunks}\n")
     assert any(says in f"{e.path} {e.message}" for e in errors), errors
+
+
+def test_trunks_over_tcp_and_tls_with_an_outbound_proxy() -> None:
+    config = parse_config(yaml_text("""
+        sip:
+          trunks:
+            - {id: a, registrar: "trunk.example", user: "1", password: p, transport: tcp, outbound_proxy: "proxy.example:5070"}
+            - {id: b, registrar: "trunk.example:5071", user: "2", password: p, transport: tls, tls_verify: false}
+            - {id: c, registrar: "trunk.example", user: "3", password: p, outbound_proxy: "[2001:db8::5]"}
+    """))
+    a, b, c = config.sip.trunks
+    assert (a.transport, a.next_hop, a.tls_ca, a.tls_verify) == ("tcp", ("proxy.example", 5070), None, True)
+    assert (b.transport, b.next_hop, b.tls_verify) == ("tls", ("trunk.example", 5071), False)  # (no proxy: the registrar)
+    assert (c.transport, c.next_hop) == ("udp", ("2001:db8::5", None))  # (no port: RFC 3263 says)
 
 
 def test_dns_servers_for_sip_names_are_addresses_with_an_optional_port() -> None:

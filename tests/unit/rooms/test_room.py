@@ -510,6 +510,19 @@ def test_only_hosts_see_the_lobby(lobby_room: Room) -> None:
     assert for_host["lobby_enabled"] is True
 
 
+def test_a_callers_whole_number_is_for_hosts_in_the_lobby_and_in_the_meeting(lobby_room: Room) -> None:
+    """A phone caller's number (E.164) is shown to hosts, waiting and once admitted; the room's
+    own view (every participant's) never carries it."""
+    host = join(lobby_room, "Hanna", HOST_PIN).id
+    entry = lobby_room.request_join("+49170•••••67", None, LegKind.PHONE, source="number:+4917012345667", number="+4917012345667").lobby_entry
+    assert entry is not None
+    assert lobby_room.public(for_host=True)["lobby"][0]["number"] == "+4917012345667"
+    caller = lobby_room.admit(host, entry.id)
+    for_host, for_room = lobby_room.public(for_host=True), lobby_room.public(for_host=False)
+    assert {p["id"]: p.get("number") for p in for_host["participants"]} == {host: None, caller.id: "+4917012345667"}
+    assert all("number" not in p for p in for_room["participants"]) and "+4917012345667" not in str(for_room)
+
+
 # -- remove and end -------------------------------------------------------------------------------
 
 

@@ -106,7 +106,7 @@ async def test_naptr_then_srv_then_addresses_only_transports_we_can_use() -> Non
     lookup = FakeDns(
         naptr={
             "trunk.example": [
-                Naptr(10, 10, "S", "SIPS+D2T", "", "_sips._tcp.trunk.example."),  # TLS first, we cannot yet
+                Naptr(10, 10, "S", "SIPS+D2T", "", "_sips._tcp.trunk.example."),  # TLS first: not what a udp trunk asks for
                 Naptr(20, 10, "S", "SIP+D2U", "", "_sip._udp.alt.trunk.example."),
                 Naptr(20, 5, "A", "SIP+D2U", "", "direct.trunk.example."),  # (flags A: not followed)
             ]

@@ -24,6 +24,10 @@ class Stack:
     def __init__(self) -> None:
         self.ua = types.SimpleNamespace(local_address=lambda peer: ("127.0.0.1", 5060))
         self.sent: list[tuple[str, str, tuple[str, int]]] = []  # (branch, method, address)
+        self.stream_listeners: list[Any] = []
+
+    def reach(self, transport: str, address: tuple[str, int], **how: Any) -> Peer:
+        return Peer(transport, address)
 
     def request(self, method: str, uri: str, peer: Peer, headers: list[tuple[str, str]]) -> str:
         branch = f"z9hG4bK-{len(self.sent)}"
