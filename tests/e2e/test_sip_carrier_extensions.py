@@ -21,6 +21,8 @@ from tests.support.gateway import (
 )
 from tests.support.sipp import Sipp, free_udp_port, sipp_uas, trace_messages, udp_port_bound
 
+PASSWORD = "Carrier-Kennwort-5"  # the trunk's (a secret: never in the log)
+
 
 def test_a_carriers_call_requiring_100rel_and_a_session_timer_is_taken_and_refreshed(
     gateway: RunningGateway, tmp_path: Path
@@ -76,3 +78,31 @@ def test_a_dial_out_answered_with_a_reliable_183_and_a_session_timer_is_pracked_
     invites = [m for m in received if m.start_line.startswith("INVITE")]
     assert len(invites) == 2 and invites[1].body == invites[0].body  # our SDP offered again unchanged
     assert [m.header("RAck") for m in received if m.start_line.startswith("PRACK")] == ["1 1 INVITE"]
+
+
+def test_a_dial_out_challenged_by_the_carrier_itself_with_401_is_answered_with_the_trunks_credentials(tmp_path: Path) -> None:
+    """A carrier's SBC that challenges our INVITE with 401 (SHA-256, qop=auth) rather than a proxy's
+    407: the INVITE comes again with Authorization answering exactly that challenge (sipp checks
+    its fields), the call is answered, joins demo and ends by the host."""
+    carrier_port = free_udp_port()
+    trunk = f'{{id: carrier, registrar: "127.0.0.1:{carrier_port}", registers: false, user: "4711", password: "{PASSWORD}"}}'
+    rule = r"sip:4712@127\.0\.0\.1:[0-9]+"
+    config = TEST_CONFIG.replace(
+        "sip: {host: 127.0.0.1, port: 0,", f"sip: {{host: 127.0.0.1, port: 0, dial_out_allow: ['{rule}'], trunks: [{trunk}],"
+    )
+    gateway = start_gateway(tmp_path, config)
+    directory = tmp_path / "carrier"
+    carrier = sipp_uas(directory, carrier_port, "carrier_uas_401.xml")
+    try:
+        wait_until(lambda: udp_port_bound(carrier_port), 10, what="the carrier listening")
+        reply = gateway.api("POST", "/api/rooms/demo/dial", json={"uri": f"sip:4712@127.0.0.1:{carrier_port}"})
+        assert reply.status_code == 202, reply.text
+        wait_until(lambda: participant(gateway, "demo", "4712"), 20, what="the dialled number in demo")
+        assert gateway.api("POST", "/api/rooms/demo/end").status_code == 200
+        assert carrier.wait(30) == 0, (directory / "errors.log").read_text(errors="replace") if (directory / "errors.log").exists() else ""
+    finally:
+        stop_and_check(gateway)
+        if carrier.poll() is None:
+            carrier.kill()
+        carrier.wait()
+    assert PASSWORD not in gateway.log_path.read_text()
