@@ -644,6 +644,10 @@ class RoomConfig(_Strict):
         description="the composed picture room systems see: the active speaker large with a strip of "
         "the others, or a grid (a host may change it during the meeting)",
     )
+    presenters: Literal["everyone", "hosts"] = Field(
+        "everyone",
+        description="who may present (share a screen, send slides): everyone, or hosts and trusted room systems only",
+    )
 
     @field_validator("aliases")
     @classmethod

@@ -199,6 +199,7 @@ def build_router(
             },
             # (`layout` above is the room's configured default; this is the meeting's, now)
             "picture": live.picture(c),
+            "presentation": live.presentation(c),
         }
         if who.role == "admin":
             view["host_pin"], view["guest_pin"] = spec.host_pin, spec.guest_pin
@@ -417,6 +418,12 @@ def build_router(
         """Shows one participant large for everyone (room systems and browsers); `null` ends it. It
         also ends when that participant leaves."""
         return Picture(**live.spotlight(room, body.participant, who.name))
+
+    @router.post("/rooms/{room}/presentation/stop", tags=["live"])
+    async def stop_presentation(room: str, who: Reader) -> dict[str, Any]:
+        """Ends the presentation in the room, whoever gives it (the presenter is told; a room
+        system's floor is revoked). `stopped`: the presentation ended, null when there was none."""
+        return {"stopped": live.stop_presentation(room, who.name)}
 
     @router.post("/rooms/{room}/end", tags=["live"])
     async def end(room: str, who: Reader) -> dict[str, Any]:

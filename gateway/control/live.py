@@ -110,6 +110,22 @@ class LiveControl:
         self._done("spotlight" if participant is not None else "spotlight ended", conf, actor, participant=participant)
         return self.picture(conf)
 
+    @staticmethod
+    def presentation(conference: Conference) -> dict[str, Any] | None:
+        """Who presents now (participant id, since, content), None when nobody does."""
+        current = conference.room.presentation
+        return current.public() if current is not None else None
+
+    def stop_presentation(self, room: str, actor: str) -> dict[str, Any] | None:
+        """Ends the room's presentation, whoever gives it (the presenter is told); the presentation
+        that was stopped, None when there was none."""
+        conf = self.conference(room)
+        stopped = self.presentation(conf)
+        conf.room.stop_presenting(None)
+        if stopped is not None:
+            self._done("presentation stopped", conf, actor, participant=stopped["presenter"])
+        return stopped
+
     def end(self, room: str, actor: str) -> list[str]:
         conf = self.conference(room)
         ended = conf.room.end(None)

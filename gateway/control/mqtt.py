@@ -86,11 +86,13 @@ PUBLISHED_EVENTS = frozenset(
         "meeting_ended",
         "layout_changed",
         "spotlight_changed",
+        "presentation_started",
+        "presentation_stopped",
         "call_record_written",
     }
 )
 
-COMMANDS = ("mute", "unmute", "remove", "admit", "deny", "lock", "unlock", "dial", "set_layout", "spotlight")
+COMMANDS = ("mute", "unmute", "remove", "admit", "deny", "lock", "unlock", "dial", "set_layout", "spotlight", "stop_presentation")
 LAYOUTS = tuple(layout.value for layout in Layout)
 MAX_COMMAND_BYTES = 16 * 1024
 ACTOR = "mqtt"
@@ -248,6 +250,7 @@ class Control(Protocol):
     def dial(self, room: str, actor: str, uri: str | None = None, system: str | None = None) -> Awaitable[dict[str, Any]]: ...
     def set_layout(self, room: str, layout: str, actor: str) -> dict[str, Any]: ...
     def spotlight(self, room: str, participant: str | None, actor: str) -> dict[str, Any]: ...
+    def stop_presentation(self, room: str, actor: str) -> dict[str, Any] | None: ...
 
 
 async def execute(request: CommandRequest, room: str, control: Control) -> dict[str, Any]:
@@ -276,6 +279,8 @@ async def execute(request: CommandRequest, room: str, control: Control) -> dict[
                 result = control.set_layout(room, request.layout or "", ACTOR)
             case "spotlight":
                 result = control.spotlight(room, request.participant, ACTOR)
+            case "stop_presentation":
+                result = {"stopped": control.stop_presentation(room, ACTOR)}
             case _:  # parse_command lets no other through
                 return Refusal(request.id, "unknown_command", f"unknown command {request.command!r}").reply()
     except RoomError as exc:

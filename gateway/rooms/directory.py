@@ -27,6 +27,7 @@ from gateway.config import GatewayConfig, RoomConfig, RoomSystemConfig, RoutingR
 from gateway.rooms.conference import Conference
 from gateway.rooms.errors import RoomError
 from gateway.rooms.events import RoomEvent
+from gateway.rooms.floor import Presenters
 from gateway.rooms.hours import OpeningHours
 from gateway.rooms.identity import Identity, IdentityReader
 from gateway.rooms.patterns import (
@@ -154,6 +155,7 @@ class Directory:
             language=spec.language,
             opening_hours=_hours(spec),
             layout=Layout(spec.layout),
+            presenters=Presenters(spec.presenters),
         )
         room.max_lobby = self._config.lobby.max_waiting
         conference = Conference(room, self._config.media, clock_driver=self.clock_driver)
@@ -187,6 +189,7 @@ class Directory:
             language=spec.language,
             opening_hours=_hours(spec),
             layout=Layout(spec.layout),
+            presenters=Presenters(spec.presenters),
         )
         self.specs[spec.id] = spec
         self._index_aliases(spec)

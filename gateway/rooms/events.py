@@ -30,6 +30,9 @@ EventType = Literal[
     "speaking_stopped",
     "layout_changed",  # the composed picture's arrangement (data: layout)
     "spotlight_changed",  # a host showed someone large for everyone (participant; None: ended)
+    "presentation_started",  # the participant took the presentation floor (data: content, since)
+    "presentation_stopped",  # the participant's presentation ended (data: reason, rooms/floor.py)
+    "presenters_changed",  # who may present (data: presenters: everyone or hosts)
     "call_record_written",  # the gateway's own: a participant's call record was stored
 ]
 

@@ -37,6 +37,9 @@ class Participant:
     source: str | None = None  # where it came from (an address, a number): recognises a returner
     # A caller's whole number (E.164): for hosts and administrators only, never the room's view
     number: str | None = None
+    # The room's own room system calling it, or one a host or administrator called in: may present
+    # where only hosts and trusted room systems may
+    trusted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

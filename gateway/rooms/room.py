@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from gateway.rooms.errors import JoinRefused, NotAllowed, UnknownParticipant
 from gateway.rooms.events import EventType, RoomEvent
+from gateway.rooms.floor import Content, Presentation, Presenters, StopReason
 from gateway.rooms.participant import LegKind, Participant, Role
 from gateway.transcode.layout import Layout
 
@@ -82,6 +83,7 @@ class Room:
         language: str | None = None,
         opening_hours: Schedule | None = None,
         layout: Layout = Layout.SPEAKER,
+        presenters: Presenters = Presenters.EVERYONE,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = new_participant_id,
@@ -103,6 +105,9 @@ class Room:
         self.layout = layout
         self._configured_layout = layout
         self.spotlight: str | None = None
+        # The presentation floor (rooms/floor.py): who may present, who does now
+        self.presenters = presenters
+        self.presentation: Presentation | None = None
         self.participants: dict[str, Participant] = {}
         self.lobby: dict[str, LobbyEntry] = {}  # insertion order is queue order
         self._default_lobby_wait_s = default_lobby_wait_s
@@ -164,6 +169,7 @@ class Room:
         language: str | None,
         opening_hours: Schedule | None,
         layout: Layout = Layout.SPEAKER,
+        presenters: Presenters = Presenters.EVERYONE,
     ) -> None:
         """New settings for a live room (the admin changed them): whoever is in stays in."""
         self.name = name or self.id
@@ -183,6 +189,11 @@ class Room:
         if self._configured_layout != layout:
             self._configured_layout = layout
             self.set_layout(None, layout)
+        if self.presenters is not presenters:
+            self.presenters = presenters
+            self._emit("presenters_changed", None, presenters=presenters.value)
+            if self.presentation is not None and not self.may_present(self.presentation.presenter):
+                self._end_presentation(StopReason.NOT_ALLOWED, None)
 
     def is_open(self) -> bool:
         return self.opening_hours is None or self.opening_hours.is_open(self._wall())
@@ -238,8 +249,11 @@ class Room:
     ) -> Participant:
         """Someone the room called (dial-out), or its own trusted room system calling in: a guest,
         past the lobby, the lock and the opening hours (an administrator vouched for them), still
-        within the room's size."""
-        return self._add(self._new_id(), name, Role.GUEST, kind, source, direction=direction, number=number)
+        within the room's size; trusted (it may present where only hosts and trusted room systems
+        may)."""
+        participant = self._add(self._new_id(), name, Role.GUEST, kind, source, direction=direction, number=number)
+        participant.trusted = True
+        return participant
 
     @staticmethod
     def _returner_key(source: str | None, name: str) -> str | None:
@@ -283,6 +297,7 @@ class Room:
             self._remember_mute(participant)
             self._emit("participant_left", participant_id)
             self._end_spotlight_of(participant_id)
+            self._end_presentation_of(participant_id)
             self._reset_lock_if_empty()
         elif self.lobby.pop(participant_id, None) is not None:
             self._emit("lobby_changed", participant_id, waiting=len(self.lobby), left=True)
@@ -305,6 +320,7 @@ class Room:
         del self.participants[participant_id]
         self._emit("participant_removed", participant_id, by)
         self._end_spotlight_of(participant_id)
+        self._end_presentation_of(participant_id)
         self._reset_lock_if_empty()
 
     def end(self, by: str | None, reason: str = "meeting_ended") -> list[str]:
@@ -317,6 +333,8 @@ class Room:
         self.locked = self._locked_by_config
         self._reset_mute_policy()
         self.spotlight, self.layout = None, self._configured_layout
+        if self.presentation is not None:
+            self._end_presentation(StopReason.MEETING_ENDED, by)
         self._emit("meeting_ended", None, by, participants=ended, reason=reason)
         return ended
 
@@ -494,6 +512,53 @@ class Room:
             self.spotlight = participant_id
             self._emit("spotlight_changed", participant_id, by, spotlight=participant_id)
 
+    # -- the presentation floor (rooms/floor.py) ------------------------------------------------
+
+    def may_present(self, participant_id: str) -> bool:
+        participant = self.participants.get(participant_id)
+        if participant is None:
+            return False
+        return self.presenters is Presenters.EVERYONE or participant.is_host or participant.trusted
+
+    def start_presenting(self, participant_id: str, content: Content = Content.SCREEN) -> Presentation:
+        """The participant takes the floor (from whoever had it, who is told: taken_over)."""
+        self.get(participant_id)
+        if not self.may_present(participant_id):
+            raise NotAllowed("only hosts and trusted room systems may present in this room")
+        current = self.presentation
+        if current is not None and current.presenter == participant_id:
+            if current.content is content:
+                return current
+            self._end_presentation(StopReason.STOPPED, participant_id)
+        elif current is not None:
+            self._end_presentation(StopReason.TAKEN_OVER, participant_id)
+        self.presentation = Presentation(participant_id, self._wall(), content)
+        self._emit("presentation_started", participant_id, participant_id, content=content.value, since=self.presentation.since)
+        return self.presentation
+
+    def stop_presenting(self, by: str | None, participant_id: str | None = None) -> None:
+        """Ends the presentation: by its presenter (or `participant_id` names it: it stops only
+        that one's), by a host, or with `by` None by the gateway's operators (the API, MQTT)."""
+        current = self.presentation
+        if current is None or (participant_id is not None and current.presenter != participant_id):
+            return
+        if by is not None and by != current.presenter:
+            self._require_host(by)
+        if by is None:
+            reason = StopReason.STOPPED_BY_OPERATOR
+        else:
+            reason = StopReason.STOPPED if by == current.presenter else StopReason.STOPPED_BY_HOST
+        self._end_presentation(reason, by)
+
+    def _end_presentation_of(self, participant_id: str) -> None:
+        if self.presentation is not None and self.presentation.presenter == participant_id:
+            self._end_presentation(StopReason.LEFT, None)
+
+    def _end_presentation(self, reason: StopReason, by: str | None) -> None:
+        ended, self.presentation = self.presentation, None
+        if ended is not None:
+            self._emit("presentation_stopped", ended.presenter, by, reason=reason.value, content=ended.content.value)
+
     def _end_spotlight_of(self, participant_id: str) -> None:
         if self.spotlight == participant_id:
             self.spotlight = None
@@ -533,4 +598,6 @@ class Room:
             "lobby_waiting": len(self.lobby),
             "layout": self.layout.value,
             "spotlight": self.spotlight,
+            "presenters": self.presenters.value,
+            "presentation": self.presentation.public() if self.presentation is not None else None,
         }

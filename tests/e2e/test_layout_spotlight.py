@@ -346,3 +346,24 @@ def test_a_host_spotlights_from_the_page_and_the_other_browser_shows_it(  # type
     wait_until(lambda: no_spotlight(anna) and no_spotlight(ben), 10, what="no spotlight on either page")
     assert picture(gateway)["spotlight"] is None
     assert [t["key"] for t in tiles(ben)] == ["self", ids["Anna"]]
+
+
+def test_the_presentation_floor_through_the_api_and_the_room_state(gateway: RunningGateway) -> None:
+    """The floor as far as it is reachable without a way to present yet (browser screen share and
+    BFCP come next): a room's `presenters` setting, `presentation` in the room's view and in the
+    state every page gets, and an operator's stop that finds nothing to stop."""
+    made = gateway.api("POST", "/api/rooms", json={"id": "council", "host_pin": "2468", "presenters": "hosts"})
+    assert made.status_code == 201, made.text
+    view = gateway.api("GET", "/api/rooms/council").json()
+    assert (view["presenters"], view["presentation"]) == ("hosts", None)
+    host = Peer(gateway, "council", "Chair", pin="2468")
+    try:
+        assert (host.room["presenters"], host.room["presentation"]) == ("hosts", None)
+        stopped = gateway.api("POST", "/api/rooms/council/presentation/stop", token=OPERATOR_TOKEN)
+        assert stopped.status_code == 200 and stopped.json() == {"stopped": None}, stopped.text
+        changed = gateway.api("PUT", "/api/rooms/council", json={"host_pin": "2468", "presenters": "everyone"})
+        assert changed.status_code == 200, changed.text
+        assert host.state(lambda room: room["presenters"] == "everyone")["presentation"] is None
+        assert gateway.api("POST", "/api/rooms/nowhere/presentation/stop").status_code == 404
+    finally:
+        host.close()

@@ -144,6 +144,7 @@ function createRoom(room) {
         action('lock', toggleLock),
         action('dial', openDial),
         action('link', openLink),
+        action('stop-presentation', stopPresentation),
         action('end', endMeeting, 'btn-danger-quiet'))),
     el('div', { class: 'table-wrap participants-wrap' },
       el('table', { class: 'data-table participants' }, el('caption', { class: 'sr-only' }), el('thead', {}, head), el('tbody'))),
@@ -172,12 +173,14 @@ function updateRoom(node, room) {
   setText(button('link'), t('linkOpen'));
   button('link').hidden = !ctx.isAdmin; // the API issues host links to administrators only
   setText(button('end'), t('endMeeting'));
+  setText(button('stop-presentation'), t('stopPresentation'));
+  button('stop-presentation').hidden = !room.presentation;
   const layout = node.querySelector('.layout-choice select');
   setText(node.querySelector('.layout-choice label'), t('layoutLabel'));
   for (const option of layout.options) setText(option, t(`layout_${option.value}`));
   if (!layout.dataset.sent) layout.value = room.picture.layout;
   button('end').disabled = !isActive(room);
-  for (const act of ['mute-all', 'lock', 'dial', 'link', 'end']) {
+  for (const act of ['mute-all', 'lock', 'dial', 'link', 'stop-presentation', 'end']) {
     button(act).setAttribute('aria-label', `${button(act).textContent}: ${room.name}`);
   }
 
@@ -204,6 +207,8 @@ function roomBadges(room) {
   if (!room.live.open_now) list.push(['lock', t('badgeClosedNow'), 'badge-muted']);
   const spotlit = (data.participants[room.id] || []).find((p) => p.id === room.picture.spotlight);
   if (spotlit) list.push(['star', t('badgeSpotlight', { name: spotlit.name }), '']);
+  const presenter = room.presentation && (data.participants[room.id] || []).find((p) => p.id === room.presentation.presenter);
+  if (presenter) list.push(['star', t('badgePresenting', { name: presenter.name }), 'badge-speaking']);
   return list;
 }
 
@@ -362,6 +367,11 @@ async function muteAll(room, opener) {
   }
   await poll();
   restoreFocus(opener);
+}
+
+function stopPresentation(room, opener) {
+  control(opener, 'POST', `${roomPath(room)}/presentation/stop`, undefined,
+    t('presentationStopped', { room: room.name }), 'roomControlFailed', { room: room.name, roomId: room.id });
 }
 
 function toggleLock(room, opener) {

@@ -186,6 +186,10 @@ async def test_execute_carries_out_commands_and_answers_room_errors_with_their_c
     assert (await execute(request, "no-such-room", control))["error"] == "unknown_room"
     assert (await run(control, command="admit", participant="nobody"))["error"] == "unknown_participant"
     assert (await run(control, command="dial", uri="sip:a@b"))["error"] == "sip_disabled"
+    room.start_presenting(anna)
+    stopped = (await run(control, command="stop_presentation"))["result"]["stopped"]
+    assert stopped["presenter"] == anna and stopped["content"] == "screen" and room.presentation is None
+    assert (await run(control, command="stop_presentation"))["result"] == {"stopped": None}
     assert (await run(control, command="remove", participant=anna))["result"] == {"removed": anna}
     assert anna not in room.participants
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -12,102 +11,13 @@ from gateway.rooms import (
     JoinRefused,
     LegKind,
     NotAllowed,
-    Participant,
     Role,
     Room,
     RoomEvent,
     UnknownParticipant,
 )
 from gateway.rooms.room import new_participant_id
-
-HOST_PIN = "1234"
-GUEST_PIN = "5678"
-WALL_TIME = 1_700_000_000.0
-
-
-# -- helpers --------------------------------------------------------------------------------------
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 500.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class Events(list[RoomEvent]):
-    """Every event a room emitted, in order."""
-
-    def summary(self) -> list[tuple[str, str | None, str | None]]:
-        return [(e.type, e.participant, e.by) for e in self]
-
-    def types(self) -> list[str]:
-        return [e.type for e in self]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def make_room(clock: FakeClock) -> Callable[..., Room]:
-    def make(**options: Any) -> Room:
-        ids = (f"p{n}" for n in itertools.count(1))
-        options.setdefault("monotonic", clock)
-        options.setdefault("wall_clock", lambda: WALL_TIME)
-        options.setdefault("id_factory", lambda: next(ids))
-        return Room("r1", "Room one", **options)
-
-    return make
-
-
-@pytest.fixture
-def events() -> Events:
-    return Events()
-
-
-def listen(room: Room, events: Events) -> Events:
-    room.subscribe(events.append)
-    return events
-
-
-def join(room: Room, name: str, pin: str | None = None, kind: LegKind = LegKind.BROWSER) -> Participant:
-    result = room.request_join(name, pin, kind)
-    assert result.participant is not None, f"{name} was expected to enter the meeting directly"
-    assert result.lobby_entry is None
-    return result.participant
-
-
-def wait(room: Room, name: str, pin: str | None = None, kind: LegKind = LegKind.BROWSER) -> str:
-    result = room.request_join(name, pin, kind)
-    assert result.lobby_entry is not None, f"{name} was expected to wait in the lobby"
-    assert result.participant is None
-    return result.lobby_entry.id
-
-
-class Meeting:
-    """A room with host PIN 1234 (no guest PIN), one host and two guests, and an event recorder
-    that starts empty once they are in."""
-
-    def __init__(self, room: Room, events: Events) -> None:
-        self.room = room
-        self.host = join(room, "Hanna", HOST_PIN)
-        self.gil = join(room, "Gil")
-        self.gus = join(room, "Gus")
-        self.events = listen(room, events)
-
-
-@pytest.fixture
-def meeting(make_room: Callable[..., Room], events: Events) -> Meeting:
-    return Meeting(make_room(host_pin=HOST_PIN), events)
-
+from tests.support.rooms import GUEST_PIN, HOST_PIN, WALL_TIME, Events, FakeClock, Meeting, join, listen, wait
 
 # -- PINs -----------------------------------------------------------------------------------------
 
