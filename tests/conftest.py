@@ -11,6 +11,16 @@ from tests.support.browser import CHROMIUM, chromium_args
 from tests.support.gateway import RunningGateway, start_gateway, stop_and_check, write_tone
 
 
+@pytest.fixture(autouse=True)
+def _no_kamailio_left() -> Iterator[None]:
+    """A test that failed before stopping its kamailio must not leave it running (and its port taken)."""
+    yield
+    from tests.support.kamailio import RUNNING
+
+    for left in list(RUNNING):
+        left.stop()
+
+
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     running = start_gateway(tmp_path)

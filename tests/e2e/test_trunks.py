@@ -163,8 +163,10 @@ def test_a_trunk_made_through_the_api_registers_follows_its_changes_and_unregist
         wait_until(lambda: kamailio.probe(TRUNK_USER) == 404, 10, what="the binding removed")
         assert [t["id"] for t in gateway.api("GET", "/api/trunks").json()] == ["file-pbx"]
     finally:
-        stop_and_check(gateway)
-        kamailio.stop()
+        try:
+            stop_and_check(gateway)
+        finally:
+            kamailio.stop()
     text = gateway.log_path.read_text()
     assert PASSWORD not in text and "Falsches-Passwort-7" not in text
 

@@ -33,6 +33,7 @@ from tests.support.sipp import free_udp_port, udp_port_bound
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"  # (/usr/sbin: not on every PATH)
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 DOMAIN = "kamailio.test"
+RUNNING: list[Kamailio] = []  # started and not stopped yet (tests/conftest.py stops them after each test)
 
 # What both configurations start with: the listeners and the modules every route here uses.
 _LISTEN = """#!KAMAILIO
@@ -196,6 +197,7 @@ class Kamailio:
     def start(self) -> None:
         config = self._write()
         self._runs += 1
+        RUNNING.append(self)  # (stopped after the test even when the test fails before its stop)
         log = (self.directory / f"kamailio-{self._runs}.log").open("wb")
         self.process = subprocess.Popen(
             [KAMAILIO, "-DD", "-E", "-f", str(config), "-P", str(self.directory / "kamailio.pid"), "-Y", str(self.directory)],
@@ -217,6 +219,8 @@ class Kamailio:
     def stop(self) -> None:
         """Stops kamailio and its children (the whole process group: a child that outlives the main
         process would keep the port)."""
+        while self in RUNNING:
+            RUNNING.remove(self)
         if self.process is not None:
             for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
                 with contextlib.suppress(ProcessLookupError):
