@@ -8,9 +8,10 @@ never disagree. Rooms of the configuration file are read-only here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
+from pydantic import SecretStr
 
 from gateway.config import GatewayConfig, RoomConfig, RoomSystemConfig, RoutingRuleConfig, TrunkConfig
 from gateway.config.models import MASKED_SECRET
@@ -19,6 +20,19 @@ from gateway.rooms.directory import Conflict, Directory, NotFound
 from gateway.rooms.errors import RoomError
 
 log = structlog.get_logger(__name__)
+
+
+S = TypeVar("S", RoomSystemConfig, TrunkConfig)
+
+
+def _with_password(entry: S, stored: SecretStr | None) -> S:
+    """The API shows a password masked: that mask sent back keeps the one `stored`, "" removes it."""
+    if entry.password is None:
+        return entry
+    given = entry.password.get_secret_value()
+    if given == MASKED_SECRET:
+        return entry.model_copy(update={"password": stored})
+    return entry.model_copy(update={"password": None}) if not given else entry
 
 
 class StorageFailed(RoomError):
@@ -137,14 +151,8 @@ class Administration:
         for other in self.directory.systems.values():
             if other.id != system.id and other.uri.lower() == system.uri.lower():
                 raise Conflict(f"room system {other.id!r} already has the URI {system.uri!r}")
-        # The API shows a password masked: that mask sent back keeps the one stored, "" removes it.
-        if system.password is not None:
-            given = system.password.get_secret_value()
-            if given == MASKED_SECRET:
-                before = self.directory.systems.get(system.id)
-                system = system.model_copy(update={"password": before.password if before is not None else None})
-            elif not given:
-                system = system.model_copy(update={"password": None})
+        before = self.directory.systems.get(system.id)
+        system = _with_password(system, before.password if before is not None else None)
         if system.password is not None:
             for other in self.directory.systems.values():
                 if other.id != system.id and other.password is not None and other.register_user == system.register_user:
@@ -191,14 +199,8 @@ class Administration:
             raise Conflict(f"trunk {trunk.id!r} exists")
         if not create and origin is None:
             raise NotFound(f"no trunk {trunk.id!r}", "unknown_trunk")
-        # The API shows a password masked: that mask sent back keeps the one stored, "" removes it.
-        if trunk.password is not None:
-            given = trunk.password.get_secret_value()
-            if given == MASKED_SECRET:
-                before = self.api_trunks.get(trunk.id)
-                trunk = trunk.model_copy(update={"password": before.password if before is not None else None})
-            elif not given:
-                trunk = trunk.model_copy(update={"password": None})
+        before = self.api_trunks.get(trunk.id)
+        trunk = _with_password(trunk, before.password if before is not None else None)
         before_all = dict(self.api_trunks)
         self.api_trunks[trunk.id] = trunk
         self._stored(lambda: self.store.save_trunk(trunk), lambda: self._restore_trunks(before_all))

@@ -174,24 +174,16 @@ class TrunkRegistrations:
         loop = self._loop
         if loop is None:
             return
-        if trunk.timer is not None:
-            trunk.timer.cancel()
-            trunk.timer = None
-        due = trunk.registration.due
-        if due is not None and not trunk.sending:
-            trunk.timer = loop.call_at(due, self._due, trunk)
-        if trunk.keepalive_timer is not None:
-            trunk.keepalive_timer.cancel()
-            trunk.keepalive_timer = None
-        keepalive = trunk.registration.keepalive_due
-        if keepalive is not None:
-            trunk.keepalive_timer = loop.call_at(keepalive, self._keepalive, trunk)
-        if trunk.pong_timer is not None:
-            trunk.pong_timer.cancel()
-            trunk.pong_timer = None
-        pong = trunk.registration.pong_due
-        if pong is not None:
-            trunk.pong_timer = loop.call_at(pong, self._pong_missed, trunk)
+        registration = trunk.registration
+
+        def arm(timer: asyncio.TimerHandle | None, due: float | None, fire: Callable[[_Trunk], None]) -> asyncio.TimerHandle | None:
+            if timer is not None:
+                timer.cancel()
+            return loop.call_at(due, fire, trunk) if due is not None else None
+
+        trunk.timer = arm(trunk.timer, None if trunk.sending else registration.due, self._due)
+        trunk.keepalive_timer = arm(trunk.keepalive_timer, registration.keepalive_due, self._keepalive)
+        trunk.pong_timer = arm(trunk.pong_timer, registration.pong_due, self._pong_missed)
 
     def _keepalive(self, trunk: _Trunk) -> None:
         trunk.keepalive_timer = None

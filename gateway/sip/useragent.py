@@ -1144,13 +1144,7 @@ class UserAgent:
             return  # a retransmitted or stray ACK
         call.pending_2xx = None
         self._stop(call, Timer.G, Timer.H)
-        if call.awaiting_answer:
-            call.awaiting_answer = False
-            body = sipmsg.sdp_body(msg)
-            if body is None:
-                log.warning("ACK without the SDP answer to our offer", call_id=call.call_id)
-            else:
-                self._events.append(AnswerReceived(call.id, body))
+        self._take_answer(call, msg, "ACK")
         if call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
             if not call.confirmed_once:
@@ -1160,6 +1154,17 @@ class UserAgent:
                 cause = call.bye_after_ack
                 self._send_request(call, "BYE", self._reason(cause if cause[0] != 200 else None))
                 self._terminate(call, 200, "Local BYE")
+
+    def _take_answer(self, call: _Call, msg: SipMessage, where: str) -> None:
+        """The answer to our offer, when one is due, from `msg` (an ACK, a 2xx) as AnswerReceived."""
+        if not call.awaiting_answer:
+            return
+        call.awaiting_answer = False
+        body = sipmsg.sdp_body(msg)
+        if body is None:
+            log.warning(f"{where} without the SDP answer to our offer", call_id=call.call_id)
+        else:
+            self._events.append(AnswerReceived(call.id, body))
 
     def _cancel_request(self, msg: SipMessage, peer: Peer) -> None:
         tx = self._server_tx.get((msg.top_via.branch, "INVITE"))
@@ -1634,13 +1639,7 @@ class UserAgent:
             call.state = CallState.CONFIRMED
             call.confirmed_once = True
             self._queue(self._build_ack(request, msg, None, call), call.peer)
-            if call.awaiting_answer:  # (else the answer came in a reliable 18x, RFC 3262 5)
-                call.awaiting_answer = False
-                body = sipmsg.sdp_body(msg)
-                if body is None:
-                    log.warning("2xx without the SDP answer to our offer", call_id=call.call_id)
-                else:
-                    self._events.append(AnswerReceived(call.id, body))
+            self._take_answer(call, msg, "2xx")  # (none due when a reliable 18x brought it, RFC 3262 5)
             try:
                 call.session = session_timer.as_uac(msg)
             except SipMessageError:

@@ -19,7 +19,15 @@ from tests.support.gateway import (
     stop_and_check,
     wait_until,
 )
-from tests.support.sipp import Sipp, free_udp_port, sipp_uas, trace_messages, udp_port_bound
+from tests.support.sipp import (
+    Sipp,
+    free_udp_port,
+    sipp_uas,
+    stop_uas,
+    trace_messages,
+    uas_errors,
+    udp_port_bound,
+)
 
 PASSWORD = "Carrier-Kennwort-5"  # the trunk's (a secret: never in the log)
 
@@ -68,12 +76,10 @@ def test_a_dial_out_answered_with_a_reliable_183_and_a_session_timer_is_pracked_
         wait_until(refreshed, 70, what="the gateway's refresh re-INVITE")
         wait_until(lambda: participant(gateway, "demo", "4712"), 5, what="the call still in demo after the refresh")
         assert gateway.api("POST", "/api/rooms/demo/end").status_code == 200
-        assert carrier.wait(30) == 0, (directory / "errors.log").read_text(errors="replace") if (directory / "errors.log").exists() else ""
+        assert carrier.wait(30) == 0, uas_errors(directory)
     finally:
         stop_and_check(gateway)
-        if carrier.poll() is None:
-            carrier.kill()
-        carrier.wait()
+        stop_uas(carrier)
     received = [m for m in trace_messages(directory / "messages.log") if not m.sent]
     invites = [m for m in received if m.start_line.startswith("INVITE")]
     assert len(invites) == 2 and invites[1].body == invites[0].body  # our SDP offered again unchanged
@@ -99,10 +105,8 @@ def test_a_dial_out_challenged_by_the_carrier_itself_with_401_is_answered_with_t
         assert reply.status_code == 202, reply.text
         wait_until(lambda: participant(gateway, "demo", "4712"), 20, what="the dialled number in demo")
         assert gateway.api("POST", "/api/rooms/demo/end").status_code == 200
-        assert carrier.wait(30) == 0, (directory / "errors.log").read_text(errors="replace") if (directory / "errors.log").exists() else ""
+        assert carrier.wait(30) == 0, uas_errors(directory)
     finally:
         stop_and_check(gateway)
-        if carrier.poll() is None:
-            carrier.kill()
-        carrier.wait()
+        stop_uas(carrier)
     assert PASSWORD not in gateway.log_path.read_text()

@@ -22,7 +22,14 @@ from tests.e2e.test_trunks import PASSWORD, SIP_LINE, TRUNK_USER, participants, 
 from tests.support.certificates import self_signed
 from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
 from tests.support.kamailio import DOMAIN, Kamailio, KamailioProxy
-from tests.support.sipp import Sipp, free_udp_port, sipp_uas, trace_messages, udp_port_bound
+from tests.support.sipp import (
+    Sipp,
+    free_udp_port,
+    sipp_uas,
+    stop_uas,
+    trace_messages,
+    udp_port_bound,
+)
 
 
 def trunk_config(registrar: str, transport: str, extra: str = "", keepalive_s: int = 1) -> str:
@@ -191,9 +198,7 @@ def test_an_outbound_proxy_carries_the_registers_the_carriers_calls_and_a_dial_o
         assert callee.wait(20) == 0, "the callee's call did not end by a BYE"
     finally:
         stop_and_check(gateway)
-        if callee.poll() is None:
-            callee.kill()
-        callee.wait()
+        stop_uas(callee)
         proxy.stop()
         registrar.stop()
     assert PASSWORD not in gateway.log_path.read_text()

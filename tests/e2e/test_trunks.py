@@ -26,7 +26,14 @@ from tests.support.gateway import (
     wait_until,
 )
 from tests.support.kamailio import DOMAIN, Kamailio
-from tests.support.sipp import Sipp, free_udp_port, sipp_uas, trace_messages, udp_port_bound
+from tests.support.sipp import (
+    Sipp,
+    free_udp_port,
+    sipp_uas,
+    stop_uas,
+    trace_messages,
+    udp_port_bound,
+)
 
 
 @pytest.fixture
@@ -268,9 +275,7 @@ def test_dial_out_over_the_trunk_answers_the_carriers_proxy_challenge(tmp_path: 
         assert byes and byes[0].header("CSeq") == "4 BYE", [m.start_line for m in byes]  # (3 was challenged)
     finally:
         stop_and_check(gateway)
-        if callee.poll() is None:
-            callee.kill()
-        callee.wait()
+        stop_uas(callee)
         kamailio.stop()
     assert PASSWORD not in gateway.log_path.read_text()
 

@@ -220,6 +220,19 @@ def sipp_uas(directory: Path, port: int, scenario: str = "uas", timeout_s: int =
     )  # fmt: skip
 
 
+def stop_uas(process: subprocess.Popen[bytes]) -> None:
+    """Ends a sipp_uas that has not ended by itself (a test that failed half-way)."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def uas_errors(directory: Path) -> str:
+    """What a sipp_uas wrote to its error file (for an assertion's message)."""
+    path = directory / "errors.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def run_sipp(gateway: RunningGateway, directory: Path, scenario: str, service: str) -> tuple[Sipp, SippResult]:
     sipp = Sipp(gateway, directory, scenario, service)
     result = sipp.wait()
