@@ -6,7 +6,8 @@ presentation floor (rooms/floor.py) and says how it decided.
     replies = server.receive(data, transport)  # bytes in: the answers to send back (bytes)
     server.next_event()                        # FloorRequested, FloorReleased, or None
     server.granted(request_id) / server.denied(request_id, why) / server.revoked(request_id)
-    server.datagrams_to_send()                 # what the server itself sends (FloorRequestStatus ...)
+    server.datagrams_to_send(now)              # what the server itself sends (FloorRequestStatus ...)
+    server.get_timer() / server.handle_timer(now)  # over UDP: resending what was not acknowledged
 
 The gateway serves one floor per call (the content line's `floorid`), the room system is its one
 user (`userid`), and the conference is the SDP's `confid`. A FloorRequest is answered at once with
@@ -15,6 +16,12 @@ server sends Granted or Denied. When another participant takes the floor, `revok
 Hello gets HelloAck with what we support; Goodbye gets GoodbyeAck; a FloorQuery gets the floor's
 status. Whatever we cannot take gets an Error with the RFC's code (an unknown primitive, an unknown
 mandatory attribute, a wrong conference or user, an unknown floor or request).
+
+Over TCP the transport is reliable: what the server starts carries transaction id 0 and is not
+acknowledged (RFC 8855 8). Over UDP it carries a transaction id of its own and is sent again at
+T1 = 0.5 s, doubling, until the client acknowledges it (FloorRequestStatusAck, FloorStatusAck) or
+MAX_TRANSMISSIONS went out; a request the client sends again (its answer was lost) gets the answer
+it got the first time, from a short cache, never a second floor request (RFC 8855 6.2).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.bfcp.message import (
     Attribute,
@@ -36,6 +44,9 @@ from gateway.bfcp.message import (
 )
 
 MAX_REQUESTS = 4  # open floor requests of one user (one floor: more is a client that keeps asking)
+T1_S = 0.5  # RFC 8855 8.3.1: the first retransmission over UDP, then doubling
+MAX_TRANSMISSIONS = 4  # a message the client never acknowledges is given up after this many
+ANSWER_CACHE = 16  # answers kept for requests a UDP client sends again
 
 
 @dataclass(frozen=True)
@@ -57,25 +68,54 @@ Event = FloorRequested | FloorReleased
 
 
 class FloorServer:
-    def __init__(self, conference_id: int, user_id: int, floor_id: int, *, version: int = 1) -> None:
+    def __init__(self, conference_id: int, user_id: int, floor_id: int, *, version: int = 1, transport: str = "tcp") -> None:
         self.conference_id = conference_id
         self.user_id = user_id
         self.floor_id = floor_id
         self.version = version  # 1 over TCP/TLS, 2 over UDP
+        self.transport = transport  # tcp | udp
+        self.reliable = transport != "udp"
         self.requests: dict[int, RequestStatus] = {}  # floor request id -> where it stands
         self._request_ids = itertools.count(1)
         self._transaction_ids = itertools.count(1)  # for messages the server starts
         self._events: deque[Event] = deque()
         self._outbox: list[bytes] = []
+        # UDP: what we sent and wait an acknowledgement for: transaction id -> [message, resend at, interval, sent]
+        self._unacked: dict[int, list[Any]] = {}
+        self._answers: dict[int, bytes] = {}  # UDP: transaction id -> our answer to the client's request
 
     # -- what the adapter asks --------------------------------------------------------------------
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
-    def datagrams_to_send(self) -> list[bytes]:
+    def datagrams_to_send(self, now: float = 0.0) -> list[bytes]:
+        """What the server itself sends (its decisions); over UDP each is resent until acknowledged."""
         out, self._outbox = self._outbox, []
+        if not self.reliable:
+            for data in out:
+                transaction_id = int.from_bytes(data[8:10], "big")
+                if transaction_id not in self._unacked:
+                    self._unacked[transaction_id] = [data, now + T1_S, T1_S, 1]
         return out
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` must run next (None: nothing waits for an acknowledgement)."""
+        return min((entry[1] for entry in self._unacked.values()), default=None)
+
+    def handle_timer(self, now: float) -> list[bytes]:
+        """The unacknowledged messages due again (over UDP), to send now."""
+        due: list[bytes] = []
+        for transaction_id, entry in list(self._unacked.items()):
+            if entry[1] > now:
+                continue
+            if entry[3] >= MAX_TRANSMISSIONS:
+                del self._unacked[transaction_id]  # (the client is gone or deaf: its call layer notices)
+                continue
+            entry[2] *= 2
+            entry[1], entry[3] = now + entry[2], entry[3] + 1
+            due.append(entry[0])
+        return due
 
     @property
     def holder(self) -> int | None:
@@ -103,22 +143,40 @@ class FloorServer:
         if request_id not in self.requests:
             return
         self.requests[request_id] = status
-        message = self._status(Primitive.FLOOR_REQUEST_STATUS, next(self._transaction_ids), request_id, status, why)
+        transaction_id = 0 if self.reliable else self._next_transaction_id()
+        message = self._status(Primitive.FLOOR_REQUEST_STATUS, transaction_id, request_id, status, why)
         self._outbox.append(serialize(message))
 
     # -- messages in --------------------------------------------------------------------------------
 
-    def receive(self, data: bytes, transport: str = "tcp") -> list[bytes]:
+    def _next_transaction_id(self) -> int:
+        transaction_id = next(self._transaction_ids) & 0xFFFF
+        return transaction_id or self._next_transaction_id()  # (0 means "no answer expected")
+
+    def receive(self, data: bytes, transport: str | None = None) -> list[bytes]:
         """One whole message from the room system: the answers to send back (at most one)."""
         try:
-            message = parse(data, transport)
+            message = parse(data, transport or self.transport)
         except BfcpError as error:
             header = data[:12]
             if len(header) < 12:
                 return []  # (no transaction to answer)
             return [self._error_for_header(header, error.code, str(error))]
+        if message.primitive in (Primitive.FLOOR_REQUEST_STATUS_ACK, Primitive.FLOOR_STATUS_ACK):
+            self._unacked.pop(message.transaction_id, None)
+            return []
         if (message.response and message.version == 2) or message.transaction_id == 0:
-            return []  # an acknowledgement of ours (FloorRequestStatusAck, FloorStatusAck over UDP)
+            return []  # (a response to nothing we asked)
+        if not self.reliable and message.transaction_id in self._answers:
+            return [self._answers[message.transaction_id]]  # (sent again: our answer was lost)
+        replies = self._answer(message)
+        if not self.reliable and replies:
+            self._answers[message.transaction_id] = replies[0]
+            while len(self._answers) > ANSWER_CACHE:
+                del self._answers[next(iter(self._answers))]
+        return replies
+
+    def _answer(self, message: Message) -> list[bytes]:
         if message.conference_id != self.conference_id:
             return [self._error(message, ErrorCode.CONFERENCE_DOES_NOT_EXIST, "no such conference")]
         if message.user_id != self.user_id:

@@ -296,8 +296,12 @@ class Conference:
 
     def push_video(self, pid: str, frame: EncodedVideoFrame, stream: StreamKind = StreamKind.MAIN) -> None:
         participant = self.room.participants.get(pid)
-        if participant is None or participant.video_off:
+        if participant is None or (participant.video_off and stream is StreamKind.MAIN):
             return
+        if stream is StreamKind.CONTENT:
+            presentation = self.room.presentation
+            if presentation is None or presentation.presenter != pid:
+                return  # (content flows only from whoever holds the room's floor: the gateway enforces it)
         self.video.on_frame(VideoSourceId(pid, stream), frame)
 
     # -- clock and events -----------------------------------------------------------------------

@@ -4,8 +4,9 @@ never the whole call. `MediaSession` keeps one call's side of it (our address an
 version, the codecs in use, the offer we wait an answer for) for the SIP call layer.
 
 Negotiators: audio takes the first usable audio line; video takes one usable main video line (when
-the call layer gives it a port); content video (RFC 4796 `a=content:slides`) and BFCP (RFC 4583 /
-8856) lines are declined for now, as is anything unknown.
+the call layer gives it a port); content takes one content video line (RFC 4796 `a=content:slides`)
+together with a BFCP line (RFC 8856) it can serve as floor control server, or declines both (when
+the call layer gives it a content port and a BFCP socket); anything unknown is declined.
 
 Audio rules (RFC 3264, RFC 4566, RFC 7587):
 - the codec is chosen among the offered formats we support, in the offerer's order, or in our
@@ -56,6 +57,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.bfcp import sdp as bfcp_sdp
 from gateway.rtp.crypto import CRYPTO_SUITES, Crypto
 from gateway.sip.message import ascii_int
 from gateway.sip.sdp import (
@@ -161,11 +163,48 @@ class VideoChoice:
 
 
 @dataclass(frozen=True)
+class BfcpPlan:
+    """Our side of a BFCP stream as floor control server: the conference and user ids our SDP
+    gives the room system, the floor of its content line, and the socket the call layer opened
+    for the transport the offer asked for (a TCP listener or a UDP socket)."""
+
+    conference_id: int
+    user_id: int
+    transport: str  # tcp | udp
+    port: int
+    floor_id: int = 1
+
+
+@dataclass(frozen=True)
+class BfcpChoice:
+    """What was agreed for the BFCP stream: how it runs and who is who on it."""
+
+    transport: str  # tcp | udp
+    version: int  # 1 or 2 (RFC 8855: UDP needs 2)
+    connect: bool  # we open the TCP connection (the offer said a=setup:passive)
+    remote_address: str
+    remote_port: int
+    conference_id: int
+    user_id: int
+    floor_id: int
+    label: str  # the a=label of the content line the floor governs
+
+
+@dataclass(frozen=True)
+class ContentChoice:
+    """The content (slides) line and the BFCP stream that governs it: agreed together or not at all."""
+
+    video: VideoChoice
+    bfcp: BfcpChoice
+
+
+@dataclass(frozen=True)
 class Answer:
     sdp: str
     audio: AudioChoice
     description: SessionDescription | None = None
     video: VideoChoice | None = None
+    content: ContentChoice | None = None
 
 
 def media_role(m: MediaDescription) -> str:
@@ -177,6 +216,15 @@ def media_role(m: MediaDescription) -> str:
     if m.kind == "application" and m.proto.upper().endswith("BFCP"):
         return "bfcp"
     return "other"
+
+
+_LABEL = re.compile(r"[A-Za-z0-9._~+-]{1,32}")
+
+
+def stream_label(m: MediaDescription) -> str | None:
+    """An m-line's a=label (RFC 4574), when it is a token we can echo, else None."""
+    found = m.values("label")
+    return found[0] if found and _LABEL.fullmatch(found[0]) else None
 
 
 def _family(address: str) -> str:
@@ -486,9 +534,11 @@ class VideoNegotiator:
         *,
         require_srtp: bool = False,
         prefer_srtp: bool = False,
+        role: str = "video",
     ) -> None:
         self.codecs = tuple(codecs)
         self.port = port
+        self.role = role  # video (main) or content: which m-lines it takes
         self.direction = direction
         self.max_kbps = max_kbps
         self.require_srtp = require_srtp
@@ -501,7 +551,7 @@ class VideoNegotiator:
         """Decides which main video line of the offer we take (kept for answer_line)."""
         usable: list[tuple[int, VideoChoice]] = []
         for index, m in enumerate(offer.media):
-            if media_role(m) == "video" and (choice := self._choose(m, offer, index)) is not None:
+            if media_role(m) == self.role and (choice := self._choose(m, offer, index)) is not None:
                 if not self.require_srtp or choice.local_crypto is not None:
                     usable.append((index, choice))
         matching = [item for item in usable if (item[1].local_crypto is not None) == self.prefer_srtp]
@@ -551,8 +601,13 @@ class VideoNegotiator:
             line.rtcp = str(self.port + 1)
         if choice.local_crypto:
             line.crypto.append(choice.local_crypto.line())
-        if "main" in (offered.content or "").split(","):
+        if self.role == "content":
+            line.content = "slides"
+        elif "main" in (offered.content or "").split(","):
             line.content = "main"  # (RFC 4796: with BFCP, room systems tell main from slides by it)
+        label = stream_label(offered)
+        if label is not None:
+            line.attributes.append(("label", label))  # (RFC 4574: BFCP's floorid names the line by it)
         line.direction = choice.direction
         return line
 
@@ -565,6 +620,123 @@ def video_offered(
     if isinstance(offer, str):
         offer = parse(offer)
     return VideoNegotiator(video_codecs, 0, require_srtp=require_srtp).select(offer) is not None
+
+
+# -- content (slides) and BFCP --------------------------------------------------------------------
+
+DEFAULT_CONTENT_LABEL = "2"  # our content line's a=label when the offer's has none we can echo
+_BFCP_TRANSPORTS = ("tcp", "udp")  # (TCP/TLS/BFCP and DTLS are declined: no key material for them yet)
+
+
+def _bfcp_line(
+    m: MediaDescription, offer: SessionDescription, index: int, plan: BfcpPlan | None, label: str
+) -> tuple[bfcp_sdp.BfcpAnswer, BfcpChoice] | None:
+    """Our answer to one offered BFCP line as floor control server, when we can serve it (the
+    transport of `plan`, a role, version and address we take); `plan` None: only whether we could."""
+    if m.port == 0:
+        return None
+    try:
+        offered = bfcp_sdp.read_offer(m.proto, m.attributes)
+        address = media_address(m, offer, index)
+    except (bfcp_sdp.BfcpSdpError, SdpError):
+        return None
+    if offered.transport not in _BFCP_TRANSPORTS or (plan is not None and offered.transport != plan.transport):
+        return None
+    floor_id = next((floor for floor, labels in offered.floors.items() if label in labels), None)
+    if floor_id is None:
+        floor_id = next(iter(offered.floors), plan.floor_id if plan is not None else 1)
+    ours = plan or BfcpPlan(1, 1, offered.transport, 9)
+    answered = bfcp_sdp.answer(offered, conference_id=ours.conference_id, user_id=ours.user_id, floor_id=floor_id, content_label=label)
+    if answered is None:
+        return None
+    choice = BfcpChoice(
+        transport=offered.transport,
+        version=answered.version,
+        connect=answered.setup == "active",
+        remote_address=address,
+        remote_port=m.port,
+        conference_id=ours.conference_id,
+        user_id=ours.user_id,
+        floor_id=floor_id,
+        label=label,
+    )
+    return answered, choice
+
+
+class ContentNegotiator:
+    """The content line (RFC 4796 `a=content:slides`) and the BFCP line that governs it (RFC 8856),
+    taken together or both declined: content without floor control would be a second camera nobody
+    can switch off, and a BFCP stream without content has nothing to govern. Room systems without
+    them get content in their main picture instead.
+
+    The content line is chosen like the main video line (one usable line, the same codecs and
+    security rules), the BFCP line is the first we can serve as floor control server over the
+    transport of our plan (TCP or UDP). Our content line echoes the offer's a=label (or says
+    DEFAULT_CONTENT_LABEL) and our floorid names it; the floor is the offer's floorid for that
+    label when it gave one."""
+
+    def __init__(
+        self,
+        codecs: Sequence[StreamCodec],
+        port: int,
+        bfcp: BfcpPlan | None,
+        direction: str = "sendrecv",
+        max_kbps: int = DEFAULT_VIDEO_MAX_KBPS,
+        *,
+        require_srtp: bool = False,
+        prefer_srtp: bool = False,
+    ) -> None:
+        self.video = VideoNegotiator(
+            codecs, port, direction, max_kbps, require_srtp=require_srtp, prefer_srtp=prefer_srtp, role="content"
+        )
+        self.bfcp = bfcp
+        self.choice: ContentChoice | None = None
+        self._bfcp_index: int | None = None
+        self._bfcp_answer: bfcp_sdp.BfcpAnswer | None = None
+        self._decided_for: SessionDescription | None = None
+
+    def select(self, offer: SessionDescription) -> ContentChoice | None:
+        self.choice, self._bfcp_index, self._bfcp_answer = None, None, None
+        self._decided_for = offer
+        video = self.video.select(offer)
+        taken = self.video._taken
+        if video is None or taken is None:
+            return None
+        label = stream_label(offer.media[taken]) or DEFAULT_CONTENT_LABEL
+        for index, m in enumerate(offer.media):
+            if media_role(m) == "bfcp" and (found := _bfcp_line(m, offer, index, self.bfcp, label)) is not None:
+                self._bfcp_index, (self._bfcp_answer, bfcp) = index, found
+                self.choice = ContentChoice(video, bfcp)
+                return self.choice
+        self.video.choice = self.video._taken = None  # (no floor control: the content line goes too)
+        return None
+
+    def answer_line(self, m: MediaDescription, offer: SessionDescription, index: int) -> MediaDescription:
+        if self._decided_for is not offer:
+            self.select(offer)
+        if media_role(m) == "content":
+            line = self.video.answer_line(m, offer, index)
+            if line.port and not stream_label(m):
+                line.attributes.append(("label", DEFAULT_CONTENT_LABEL))
+            return line
+        if self.choice is None or index != self._bfcp_index or self._bfcp_answer is None or self.bfcp is None:
+            return decline(m)
+        bfcp = self.choice.bfcp
+        line = MediaDescription("application", 9 if bfcp.connect else self.bfcp.port, m.proto, ["*"])
+        line.attributes = self._bfcp_answer.attributes()
+        return line
+
+
+def content_offered(
+    offer: str | SessionDescription, video_codecs: Sequence[StreamCodec], require_srtp: bool = False
+) -> str | None:
+    """The BFCP transport (tcp or udp) the call layer must open for this offer's content, when
+    `answer` would take a content line and its BFCP line; None when it would decline them.
+    SdpError(400) for a malformed text."""
+    if isinstance(offer, str):
+        offer = parse(offer)
+    choice = ContentNegotiator(video_codecs, 0, None, require_srtp=require_srtp).select(offer)
+    return choice.bfcp.transport if choice is not None else None
 
 
 def _no_audio(offer: SessionDescription, codecs: list[AudioCodec]) -> SdpError:
@@ -604,11 +776,15 @@ def answer(
     video_direction: str = "sendrecv",
     video_max_kbps: int = DEFAULT_VIDEO_MAX_KBPS,
     require_srtp: bool = False,
+    content_port: int | None = None,
+    bfcp: BfcpPlan | None = None,
 ) -> Answer:
     """Answers an offer line by line, audio on (local_address, audio_port), main video on
-    (local_address, video_port) when a port is given (None: every video line is declined); raises
-    SdpError(488) when there is no usable audio (or, with `require_srtp`, no SRTP audio),
-    SdpError(400) when the offer is malformed. A video line never fails the call: it is declined."""
+    (local_address, video_port) when a port is given (None: every video line is declined), content
+    on content_port with its BFCP stream on `bfcp` when both are given (else content and BFCP lines
+    are declined); raises SdpError(488) when there is no usable audio (or, with `require_srtp`, no
+    SRTP audio), SdpError(400) when the offer is malformed. A video, content or BFCP line never
+    fails the call: it is declined."""
     audio = AudioNegotiator(codecs, audio_port, prefer_ours, direction)
     lines: dict[int, MediaDescription] = {}
     for i, m in enumerate(offer.media):  # audio first: the video line's security follows it
@@ -632,6 +808,18 @@ def answer(
             prefer_srtp=choice.local_crypto is not None,
         )
         negotiators["video"] = video
+    content: ContentNegotiator | None = None
+    if content_port is not None and bfcp is not None:
+        content = ContentNegotiator(
+            video_codecs,
+            content_port,
+            bfcp,
+            video_direction,
+            video_max_kbps,
+            require_srtp=require_srtp,
+            prefer_srtp=choice.local_crypto is not None,
+        )
+        negotiators["content"] = negotiators["bfcp"] = content
     for i, m in enumerate(offer.media):
         if i not in lines:
             lines[i] = negotiators.get(media_role(m), declining).answer_line(m, offer, i)
@@ -642,7 +830,13 @@ def answer(
         connection=f"IN {family} {local_address}",
         media=[lines[i] for i in range(len(offer.media))],
     )
-    return Answer(str(description), choice, description, video.choice if video is not None else None)
+    return Answer(
+        str(description),
+        choice,
+        description,
+        video.choice if video is not None else None,
+        content.choice if content is not None else None,
+    )
 
 
 def _video_offer_line(port: int, codecs: Sequence[StreamCodec], max_kbps: int, direction: str) -> MediaDescription:
@@ -810,6 +1004,10 @@ class MediaPlan:
     video_codecs: tuple[StreamCodec, ...] = ()
     video_max_kbps: int = DEFAULT_VIDEO_MAX_KBPS
     video_direction: str | None = None  # None: the same as `direction` (a lobby hold holds video too)
+    # Content (slides) and its floor control: None while the call has no content socket or BFCP
+    # socket (content and BFCP lines declined); opened by the call layer like video.
+    content_port: int | None = None
+    bfcp: BfcpPlan | None = None
 
     @property
     def our_video_direction(self) -> str:
@@ -829,6 +1027,7 @@ class MediaSession:
         self.offered_codecs: list[AudioCodec] | None = None  # our offer awaits its answer
         self.offered_video_codecs: tuple[StreamCodec, ...] | None = None  # ... with this video line
         self.video_choice: VideoChoice | None = None  # the main video agreed last (None: no video)
+        self.content_choice: ContentChoice | None = None  # the content and BFCP agreed last
         self._sent = False  # an SDP of ours went out (the next one is a version up)
 
     def answer(self, offer_text: str | SessionDescription) -> Answer:
@@ -851,12 +1050,15 @@ class MediaSession:
             video_direction=plan.our_video_direction,
             video_max_kbps=plan.video_max_kbps,
             require_srtp=plan.require_srtp,
+            content_port=plan.content_port,
+            bfcp=plan.bfcp,
         )
         if plan.require_srtp and result.audio.local_crypto is None:
             raise SdpError(488, "SRTP required")
         self.version, self._sent = version, True  # (only once the answer exists: a refused offer changes nothing)
         self.codec_in_use = result.audio.codec
         self.video_choice = result.video
+        self.content_choice = result.content
         self.offered_codecs = self.offered_video_codecs = None
         return result
 
@@ -901,6 +1103,7 @@ class MediaSession:
         self.video_choice = (
             accept_video_answer(description, video_codecs, self.plan.our_video_direction) if video_codecs else None
         )
+        self.content_choice = None  # (our offers carry no content line yet)
         return choice
 
 
@@ -911,6 +1114,12 @@ __all__ = [
     "AudioChoice",
     "AudioNegotiator",
     "Answer",
+    "BfcpChoice",
+    "BfcpPlan",
+    "ContentChoice",
+    "ContentNegotiator",
+    "content_offered",
+    "stream_label",
     "Declining",
     "VideoChoice",
     "VideoNegotiator",

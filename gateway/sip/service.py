@@ -16,11 +16,15 @@ import asyncio
 import dataclasses
 import ipaddress
 import re
+import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
 
+from gateway.bfcp.link import FloorLink
+from gateway.bfcp.server import Event as FloorEvent
+from gateway.bfcp.server import FloorReleased, FloorRequested
 from gateway.calls import menu
 from gateway.calls.admission import Caller, Doorkeeper, Refused, Waiting
 from gateway.calls.endings import PROMPTS, Ending, ending_for
@@ -34,6 +38,7 @@ from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
 from gateway.rooms.errors import DialOutRefused
 from gateway.rooms.events import RoomEvent
+from gateway.rooms.floor import Content
 from gateway.rooms.participant import LegKind
 from gateway.rooms.patterns import MAX_URI, compile_rule, full_match
 from gateway.rooms.pinguard import PinGuard
@@ -44,7 +49,7 @@ from gateway.sip.digest import DigestClient, DigestServer
 from gateway.sip.dns import SipResolver
 from gateway.sip.endings import sip_status
 from gateway.sip.message import MEDIA_CONTROL, picture_fast_update_body
-from gateway.sip.negotiation import AudioChoice, MediaPlan, MediaSession, VideoChoice
+from gateway.sip.negotiation import AudioChoice, BfcpPlan, ContentChoice, MediaPlan, MediaSession, VideoChoice
 from gateway.sip.registrar import Account, Answer, Binding, Registrar
 from gateway.sip.sdp import SdpError, SessionDescription
 from gateway.sip.transport import SipTransport
@@ -498,6 +503,7 @@ class SipCall:
         self._keys_per_s = RateLimit(_DIGITS_PER_S, 1.0)
         self._digits_dropped = 0
         self._work: set[asyncio.Task[None]] = set()
+        self.floor: FloorLink | None = None  # the BFCP stream of the content line, while there is one
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Runs a piece of this call's work on the loop; a failure ends this call only."""
@@ -639,12 +645,17 @@ class SipCall:
             self._reject(503, "No media port free")
             return
         video_port = None
+        content_port, bfcp = None, None
         if self.service.video_codecs and (
             offer is None or negotiation.video_offered(offer, self.service.video_codecs, require_srtp=require_srtp)
         ):
             video_port = await self._open_video()
+        if self.service.video_codecs and offer is not None:
+            transport = negotiation.content_offered(offer, self.service.video_codecs, require_srtp=require_srtp)
+            if transport is not None:
+                content_port, bfcp = await self._open_content(transport)
         if self.phase == "ended":  # cancelled meanwhile
-            self.leg.close()
+            self._close_media()
             return
         plan = MediaPlan(
             local_address=config.public_address or config.host,
@@ -656,18 +667,21 @@ class SipCall:
             video_port=video_port,
             video_codecs=self.service.video_codecs,
             video_max_kbps=config.video_max_kbps,
+            content_port=content_port,
+            bfcp=bfcp,
         )
         self.media = MediaSession(plan)
         if offer is not None:
             try:
                 answer = self.media.answer(offer)
             except SdpError as exc:  # (check_offer above took this offer: not expected)
-                self.leg.close()
+                self._close_media()
                 self._reject(exc.status, exc.reason)
                 return
             body = answer.sdp
             self.apply(answer.audio)
             self.apply_video(answer.video)
+            self.apply_content(answer.content)
         else:
             body = self.media.offer()  # a late offer: ours in the 200, the answer in the ACK
         self._first_room = conference
@@ -729,23 +743,34 @@ class SipCall:
             self.stack.refuse_offer(self.incoming.call, 491, "Request Pending")
             return
         plan = self.media.plan
-        if plan.video_port is None and self.service.video_codecs:
+        wants_video, wants_content = False, None
+        if self.service.video_codecs and (plan.video_port is None or plan.content_port is None):
             try:
                 parsed = negotiation.parse(offer)
-                wants_video = negotiation.video_offered(parsed, plan.video_codecs, require_srtp=plan.require_srtp)
+                if plan.video_port is None:
+                    wants_video = negotiation.video_offered(parsed, plan.video_codecs, require_srtp=plan.require_srtp)
+                if plan.content_port is None:
+                    wants_content = negotiation.content_offered(parsed, plan.video_codecs, require_srtp=plan.require_srtp)
             except SdpError:
-                wants_video = False  # (answered below: the parse error gets its 488)
-            if wants_video:
-                self._spawn(self._answer_with_video(offer))
-                return
+                pass  # (answered below: the parse error gets its 488)
+        if wants_video or wants_content:
+            self._spawn(self._answer_with_sockets(offer, wants_video, wants_content))
+            return
         self._answer_offer(offer)
 
-    async def _answer_with_video(self, offer: str) -> None:
-        port = await self._open_video()
+    async def _answer_with_sockets(self, offer: str, video: bool, content: str | None) -> None:
+        """An offer that brings video or content we have no sockets for: they are opened first."""
+        video_port = await self._open_video() if video else None
+        content_port, bfcp = await self._open_content(content) if content is not None else (None, None)
         if self.media is None or self.phase in ("ending", "ended"):
             return
-        if port is not None:
-            self.media.plan = dataclasses.replace(self.media.plan, video_port=port)
+        plan = self.media.plan
+        self.media.plan = dataclasses.replace(
+            plan,
+            video_port=video_port if video_port is not None else plan.video_port,
+            content_port=content_port if content_port is not None else plan.content_port,
+            bfcp=bfcp if bfcp is not None else plan.bfcp,
+        )
         self._answer_offer(offer)
 
     def _answer_offer(self, offer: str) -> None:
@@ -758,6 +783,7 @@ class SipCall:
             return
         self.apply(answer.audio)
         self.apply_video(answer.video)
+        self.apply_content(answer.content)
         self.stack.accept_offer(self.incoming.call, answer.sdp)
 
     def on_offer_requested(self) -> None:
@@ -780,6 +806,7 @@ class SipCall:
             return
         self.apply(choice)
         self.apply_video(self.media.video_choice)
+        self.apply_content(self.media.content_choice)
 
     def apply(self, choice: AudioChoice) -> None:
         opus = self.service.config.media.opus
@@ -841,6 +868,114 @@ class SipCall:
             feedback=",".join(sorted({fb for c in choice.codecs for fb in c.rtcp_fb})),
             kbps=send.bandwidth_kbps,
         )
+
+    # -- content and its floor (BFCP) -------------------------------------------------------------
+
+    async def _open_content(self, transport: str) -> tuple[int | None, BfcpPlan | None]:
+        """The content line's socket pair and the BFCP socket (a TCP listener or a UDP socket) for
+        an offer that brings content; (None, None) when no port is free (content declined, the call
+        goes on). The conference and user ids are the call's own, unguessable ones."""
+        config = self.service.config.sip
+        link = self.floor
+        try:
+            port = await self.leg.open_video(StreamKind.CONTENT, config.host, config.rtp_port_min, config.rtp_port_max)
+            if link is None or link.transport != transport:
+                if link is not None:
+                    link.close()
+                link = self.floor = FloorLink(transport, self._on_floor_event, {"call_id": self.incoming.sip_call_id})
+                await link.open(config.host, config.rtp_port_min, config.rtp_port_max)
+        except OSError as exc:
+            self.log.warning("no port for content; the call goes on without it", error=str(exc))
+            return None, None
+        plan = BfcpPlan(1 + secrets.randbelow(2**32 - 1), 1 + secrets.randbelow(65535), transport, link.port)
+        return port, plan
+
+    def apply_content(self, choice: ContentChoice | None) -> None:
+        """What the offer/answer agreed for content: the leg runs its line (slides from the room
+        system become its content source, the room's content goes back), the BFCP link serves the
+        floor; both close when content was declined or removed."""
+        if choice is None:
+            if self.leg.video_port(StreamKind.CONTENT) is not None or self.floor is not None:
+                self._leave_floor()
+                self.leg.remove_video(StreamKind.CONTENT)
+                if self.floor is not None:
+                    self.floor.close()
+                    self.floor = None
+                if self.media is not None:
+                    self.media.plan = dataclasses.replace(self.media.plan, content_port=None, bfcp=None)
+                self.log.info("content removed")
+            return
+        first = StreamKind.CONTENT not in self.leg.video_streams
+        video, bfcp = choice.video, choice.bfcp
+        self.leg.apply_video(
+            StreamKind.CONTENT,
+            video.codecs,
+            (video.remote_address, video.remote_port),
+            (video.remote_address, video.remote_rtcp_port),
+            direction=video.direction,
+            local_crypto=video.local_crypto,
+            remote_crypto=video.remote_crypto,
+            ask_keyframe_by_signalling=None if video.keyframe_by_rtcp else self._ask_picture_fast_update,
+        )
+        if self.floor is not None:
+            self.floor.start(
+                bfcp.conference_id,
+                bfcp.user_id,
+                bfcp.floor_id,
+                bfcp.version,
+                remote=(bfcp.remote_address, bfcp.remote_port),
+                connect=bfcp.connect,
+                allowed={bfcp.remote_address, self.source},
+            )
+        self.log.info(
+            "content agreed" if first else "content renegotiated",
+            codec=video.codecs[0].name,
+            direction=video.direction,
+            bfcp=bfcp.transport,
+            bfcp_version=bfcp.version,
+            bfcp_connect=bfcp.connect,
+            floor=bfcp.floor_id,
+        )
+
+    def _on_floor_event(self, event: FloorEvent) -> None:
+        """The room system asks for the floor (its share button) or gives it back: the room's
+        presentation floor decides (rooms/floor.py), BFCP says how."""
+        link = self.floor
+        if link is None:
+            return
+        conference = self.conference
+        room = conference.room if conference is not None else None
+        pid = self.participant_id
+        if isinstance(event, FloorRequested):
+            if room is None or self.phase != "meeting" or pid not in room.participants:
+                link.denied(event.request_id, "not in the meeting yet")
+                self.log.info("floor request denied", why="not in the meeting")
+            elif not room.may_present(pid):
+                link.denied(event.request_id, "only hosts present in this meeting")
+                self.log.info("floor request denied", why="not allowed")
+            else:
+                link.granted(event.request_id)  # (first: the room's events may revoke it at once)
+                room.start_presenting(pid, Content.SLIDES)
+                self.log.info("floor granted: presenting")
+        elif isinstance(event, FloorReleased) and event.was_granted:
+            if room is not None and room.presentation is not None and room.presentation.presenter == pid:
+                room.stop_presenting(by=pid, participant_id=pid)
+                self.log.info("floor released: presentation stopped")
+
+    def _leave_floor(self) -> None:
+        """Content goes away (declined by a re-INVITE, the call ends): a presentation of ours ends."""
+        conference = self.conference
+        if conference is None or not self.participant_id:
+            return
+        presentation = conference.room.presentation
+        if presentation is not None and presentation.presenter == self.participant_id:
+            conference.room.stop_presenting(by=self.participant_id, participant_id=self.participant_id)
+
+    def _close_media(self) -> None:
+        self.leg.close()
+        if self.floor is not None:
+            self.floor.close()
+            self.floor = None
 
     def _ask_picture_fast_update(self) -> None:
         """No RTCP feedback was agreed: a keyframe is asked for with a SIP INFO (RFC 5168)."""
@@ -1079,6 +1214,8 @@ class SipCall:
         self.say(answer.prompt)
 
     def on_room_event(self, event: RoomEvent) -> None:
+        if event.type == "presentation_stopped" and event.participant == self.participant_id and self.floor is not None:
+            self.floor.revoked(why=str(event.data.get("reason", "")))  # (no-op when it released the floor itself)
         prompt = prompt_for_event(event, self.participant_id)
         if prompt is not None:
             self.say(prompt)
@@ -1107,7 +1244,7 @@ class SipCall:
             if self.phase == "ending":
                 self.phase = "ended"
                 self.stack.hang_up(self.incoming.call, cause)
-                self.leg.close()
+                self._close_media()
 
         self.say(prompt, done=bye)
         asyncio.get_running_loop().call_later(self.service.prompts.duration_s(prompt, self.language) + 2.0, bye)
@@ -1130,7 +1267,7 @@ class SipCall:
             self._leave_room()
         except Exception:
             self.log.exception("leaving the room failed")
-        self.leg.close()
+        self._close_media()
         self.service.calls.pop(self.incoming.call, None)
         if phase == "new":
             self.stack.reject(self.incoming.call, 500, "Server Internal Error")
@@ -1148,4 +1285,4 @@ class SipCall:
         if self._timer is not None:
             self._timer.cancel()
         self._leave_room()
-        self.leg.close()
+        self._close_media()

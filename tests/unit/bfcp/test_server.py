@@ -115,3 +115,44 @@ def test_goodbye_is_acknowledged_and_acks_are_not_answered() -> None:
     assert send(server, Primitive.GOODBYE).primitive is Primitive.GOODBYE_ACK
     ack = Message(Primitive.FLOOR_REQUEST_STATUS_ACK, CONFERENCE, 3, USER, [], version=2, response=True)
     assert server.receive(serialize(ack), "udp") == []
+
+
+def test_over_tcp_what_the_server_starts_has_transaction_id_0() -> None:
+    server = FloorServer(CONFERENCE, USER, FLOOR)
+    request_id, _ = status_of(send(server, Primitive.FLOOR_REQUEST, Attribute(AttributeType.FLOOR_ID, FLOOR)))
+    server.granted(request_id)
+    (granted,) = server.datagrams_to_send(100.0)
+    assert parse(granted).transaction_id == 0 and server.get_timer() is None  # (TCP: nothing to acknowledge)
+
+
+def udp(primitive: Primitive, *attributes: Attribute, tid: int) -> bytes:
+    return serialize(Message(primitive, CONFERENCE, tid, USER, list(attributes), version=2))
+
+
+def test_over_udp_a_decision_is_resent_until_acknowledged_and_a_repeated_request_gets_the_same_answer() -> None:
+    server = FloorServer(CONFERENCE, USER, FLOOR, version=2, transport="udp")
+    request = udp(Primitive.FLOOR_REQUEST, Attribute(AttributeType.FLOOR_ID, FLOOR, mandatory=True), tid=40)
+    (pending,) = server.receive(request)
+    assert server.receive(request) == [pending]  # (its answer was lost: the same one, no second request)
+    request_id, _ = status_of(parse(pending))
+    assert server.next_event() == FloorRequested(request_id) and server.next_event() is None
+    server.granted(request_id)
+    (granted,) = server.datagrams_to_send(10.0)
+    tid = parse(granted).transaction_id
+    assert tid != 0 and server.get_timer() == 10.5
+    assert server.handle_timer(10.4) == [] and server.handle_timer(10.5) == [granted]
+    assert server.get_timer() == 11.5  # (doubling)
+    ack = Message(Primitive.FLOOR_REQUEST_STATUS_ACK, CONFERENCE, tid, USER, [], version=2, response=True)
+    assert server.receive(serialize(ack)) == [] and server.get_timer() is None
+
+
+def test_over_udp_an_unacknowledged_decision_is_given_up_after_four_sendings() -> None:
+    server = FloorServer(CONFERENCE, USER, FLOOR, version=2, transport="udp")
+    (pending,) = server.receive(udp(Primitive.FLOOR_REQUEST, Attribute(AttributeType.FLOOR_ID, FLOOR), tid=41))
+    server.granted(status_of(parse(pending))[0])
+    sent = len(server.datagrams_to_send(0.0))
+    now = 0.0
+    while (due := server.get_timer()) is not None:
+        now = due
+        sent += len(server.handle_timer(now))
+    assert sent == 4 and now == 0.5 + 1.0 + 2.0 + 4.0

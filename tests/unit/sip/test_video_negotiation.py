@@ -322,7 +322,7 @@ def test_main_video_is_taken_and_content_and_bfcp_are_declined_with_port_0() -> 
     assert [(m.kind, m.port, m.proto) for m in ours.media] == [
         ("audio", 40000, "RTP/AVP"),
         ("video", 40002, "RTP/AVP"),
-        ("video", 0, "RTP/AVP"),  # content (slides): a later issue
+        ("video", 0, "RTP/AVP"),  # content (slides): no content port given (test_content_negotiation)
         ("application", 0, "TCP/BFCP"),
     ]
     assert ours.media[2].formats == ["97"] and ours.media[3].formats == ["*"]

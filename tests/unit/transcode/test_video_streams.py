@@ -9,6 +9,7 @@ from typing import Any
 from gateway.config import MediaConfig
 from gateway.rooms.conference import Conference
 from gateway.rooms.events import RoomEvent
+from gateway.rooms.floor import Content
 from gateway.rooms.leg import VideoStream
 from gateway.rooms.participant import LegKind
 from gateway.rooms.room import Room
@@ -128,6 +129,12 @@ async def test_the_conference_registers_each_stream_of_a_leg_as_its_own_source()
         assert legs[0].asked == [StreamKind.CONTENT]  # the keyframe request took the content's path
         frame = EncodedVideoFrame("H264", IDR, 0, True, h264(97))
         conference.push_video(anna.id, frame, StreamKind.MAIN)  # nobody watches her camera
+        conference.push_video(anna.id, frame, StreamKind.CONTENT)  # she does not hold the floor: dropped
+        assert legs[1].got == []
+        room.start_presenting(anna.id, Content.SLIDES)
+        conference.push_video(anna.id, frame, StreamKind.CONTENT)
+        assert legs[1].got == [(content, frame)]
+        room.start_presenting(ben.id, Content.SLIDES)  # Ben takes over: her slides stop reaching anyone
         conference.push_video(anna.id, frame, StreamKind.CONTENT)
         assert legs[1].got == [(content, frame)]
         view = conference.participant_view(anna.id)["media"]

@@ -1,0 +1,291 @@
+"""One call's BFCP stream as floor control server: the thin asyncio adapter around `FloorServer`,
+over TCP (a listener of the call's own, or a connection we open when the room system's SDP says it
+listens: `a=setup:passive`) or UDP (a socket of the call's own).
+
+    link = FloorLink("tcp", on_event, log)
+    port = await link.open(host, port_min, port_max)       # before the SDP answer names it
+    link.start(conference_id, user_id, floor_id, version,  # once the answer is sent
+               remote=(address, port), connect=False, allowed={address, signalling_source})
+    link.granted(request_id) / link.denied(...) / link.revoked(...)   # the call layer's decisions
+    link.close()
+
+BFCP comes from the internet like RTP: only the addresses the signalling named (the BFCP line's
+connection address, the SIP source) may connect or send; one TCP connection at a time; a message
+longer than `MAX_MESSAGE` closes the connection (TCP framing cannot resynchronise). A TCP
+connection that ends gives the floor back (`FloorReleased`); a UDP client has no connection to end,
+its call's end does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import secrets
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from gateway.bfcp.message import MAX_MESSAGE, message_length
+from gateway.bfcp.server import Event, FloorReleased, FloorServer
+
+log = structlog.get_logger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+Address = tuple[str, int]
+
+
+def bind_port(host: str, port_min: int, port_max: int, kind: socket.SocketKind) -> socket.socket:
+    """A socket of `kind` (TCP or UDP) bound to a free port of the range, from a random start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    count = port_max - port_min + 1
+    start = secrets.randbelow(max(count, 1))
+    for i in range(count):
+        sock = socket.socket(family, kind)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port_min + (start + i) % count))
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        sock.setblocking(False)
+        return sock
+    raise OSError(errno.EADDRINUSE, f"no free port in {port_min}-{port_max}")
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, link: FloorLink) -> None:
+        self.link = link
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.link._on_datagram(data, (addr[0], addr[1]))
+
+
+class FloorLink:
+    def __init__(self, transport: str, on_event: Callable[[Event], None], log_context: dict[str, Any] | None = None) -> None:
+        if transport not in ("tcp", "udp"):
+            raise ValueError(f"BFCP over {transport} is not served")
+        self.transport = transport
+        self._on_event = on_event
+        self._log = log.bind(bfcp=transport, **(log_context or {}))
+        self.server: FloorServer | None = None
+        self.port = 0
+        self._allowed: set[str] = set()
+        self._remote: Address | None = None  # where what the server starts goes (UDP)
+        self._listener: asyncio.base_events.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._writer: asyncio.StreamWriter | None = None  # the one TCP connection
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.messages_in = 0
+        self.messages_refused = 0  # from an address the signalling did not name
+
+    # -- set-up -------------------------------------------------------------------------------------
+
+    async def open(self, host: str, port_min: int, port_max: int) -> int:
+        """Binds the TCP listener or the UDP socket in the media port range; returns its port."""
+        loop = asyncio.get_running_loop()
+        if self.transport == "tcp":
+            sock = bind_port(host, port_min, port_max, socket.SOCK_STREAM)
+            self._listener = await asyncio.start_server(self._accepted, sock=sock, limit=MAX_MESSAGE)
+        else:
+            sock = bind_port(host, port_min, port_max, socket.SOCK_DGRAM)
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), sock=sock)
+        self.port = int(sock.getsockname()[1])
+        return self.port
+
+    def start(
+        self,
+        conference_id: int,
+        user_id: int,
+        floor_id: int,
+        version: int,
+        *,
+        remote: Address,
+        connect: bool,
+        allowed: set[str],
+    ) -> None:
+        """What the SDP agreed (first or again): the floor server for it, and over TCP with
+        `connect` (the room system listens) our connection to `remote`."""
+        self._allowed = set(allowed)
+        self._remote = remote
+        server = self.server
+        if server is None or (server.conference_id, server.user_id, server.floor_id, server.version) != (
+            conference_id, user_id, floor_id, version,
+        ):  # fmt: skip
+            self._give_back()
+            self.server = FloorServer(conference_id, user_id, floor_id, version=version, transport=self.transport)
+        if connect and self.transport == "tcp" and self._writer is None:
+            self._spawn(self._connect(remote))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the call layer's decisions -----------------------------------------------------------------
+
+    def granted(self, request_id: int) -> None:
+        if self.server is not None:
+            self.server.granted(request_id)
+            self._flush()
+
+    def denied(self, request_id: int, why: str = "") -> None:
+        if self.server is not None:
+            self.server.denied(request_id, why)
+            self._flush()
+
+    def revoked(self, why: str = "") -> None:
+        """The room took the floor from this room system (another presenter, a host)."""
+        if self.server is not None and self.server.holder is not None:
+            self.server.revoked(why=why)
+            self._flush()
+
+    @property
+    def holds_floor(self) -> bool:
+        return self.server is not None and self.server.holder is not None
+
+    # -- TCP ----------------------------------------------------------------------------------------
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if peer else ""
+        if self._closed or self.server is None or source not in self._allowed or self._writer is not None:
+            self.messages_refused += 1
+            self._log.warning(
+                "BFCP connection refused",
+                source=source,
+                why="not the signalled address" if source not in self._allowed else "a connection is open",
+            )
+            writer.close()
+            return
+        self._log.info("BFCP connection accepted", source=source)
+        await self._serve(reader, writer)
+
+    async def _connect(self, remote: Address) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(remote[0], remote[1], limit=MAX_MESSAGE), CONNECT_TIMEOUT_S
+            )
+        except (OSError, TimeoutError) as exc:
+            self._log.warning("BFCP connection failed", remote=f"{remote[0]}:{remote[1]}", error=str(exc) or type(exc).__name__)
+            return
+        if self._closed or self._writer is not None:
+            writer.close()
+            return
+        self._log.info("BFCP connected", remote=f"{remote[0]}:{remote[1]}")
+        await self._serve(reader, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        try:
+            while not self._closed:
+                head = await reader.readexactly(4)
+                length = message_length(head)
+                if length is None or length > MAX_MESSAGE:
+                    self._log.warning("BFCP message too long; closing the connection", octets=length)
+                    break
+                data = head + await reader.readexactly(length - 4)
+                self._receive(data, None)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            if self._writer is writer:
+                self._writer = None
+                self._log.info("BFCP connection closed")
+                self._give_back()
+            writer.close()
+
+    # -- UDP ----------------------------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, source: Address) -> None:
+        if self.server is None or source[0] not in self._allowed:
+            self.messages_refused += 1
+            if self.messages_refused == 1:
+                self._log.warning("BFCP from an address the signalling did not name dropped", source=source[0])
+            return
+        self._remote = source  # (the client's address as the network shows it: NAT)
+        self._receive(data, source)
+
+    # -- both ---------------------------------------------------------------------------------------
+
+    def _receive(self, data: bytes, source: Address | None) -> None:
+        server = self.server
+        if server is None:
+            return
+        self.messages_in += 1
+        for reply in server.receive(data):
+            self._send(reply, source)
+        while (event := server.next_event()) is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                self._log.exception("the call layer failed on a BFCP event", bfcp_event=type(event).__name__)
+        self._flush()
+
+    def _send(self, data: bytes, destination: Address | None = None) -> None:
+        if self._writer is not None:
+            self._writer.write(data)
+        elif self._udp is not None and (destination or self._remote) is not None:
+            self._udp.sendto(data, destination or self._remote)
+
+    def _flush(self) -> None:
+        server = self.server
+        if server is None:
+            return
+        loop = asyncio.get_running_loop()
+        for data in server.datagrams_to_send(loop.time()):
+            self._send(data)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        server = self.server
+        due = server.get_timer() if server is not None else None
+        if due is not None and not self._closed:
+            self._timer = asyncio.get_running_loop().call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        server = self.server
+        if server is None:
+            return
+        for data in server.handle_timer(asyncio.get_running_loop().time()):
+            self._send(data)
+        self._arm()
+
+    def _give_back(self) -> None:
+        """The connection to the room system ended: a floor it held is released."""
+        server = self.server
+        if server is None:
+            return
+        holder = server.holder
+        server.requests.clear()
+        if holder is not None:
+            with contextlib.suppress(Exception):
+                self._on_event(FloorReleased(holder, was_granted=True))
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.server = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        for task in list(self._tasks):
+            task.cancel()
