@@ -13,6 +13,15 @@ output (codec, profile, size, rate), in a process of its own (`CompositorProcess
 with the audio tick, and a codec crash costs a restarted picture, not the gateway). Self-view policy: a room system's own tile is left out only
 while it is the only room system in the room (then there is one output and leaving it out costs
 nothing); with several, all see the same picture, themselves included, and share its encodes.
+
+Content (rooms/floor.py): only the participant holding the room's presentation floor feeds its
+content source ((participant, content)); the conference drops anyone else's. The presenter's
+content goes to every leg with a content line of its own (BFCP room systems: a router receiver
+`<participant>#content` per leg, forwarded or transcoded once per codec), to browsers through their
+slots (their session subscribes), and, while some composed leg has no content line, into the
+composed picture: content large in the spotlight's place, the people in the strip. Legs with a
+content line then see it in their main picture too (one composition per room: the price of
+serving legacy systems in the same encode).
 """
 
 from __future__ import annotations
@@ -48,9 +57,14 @@ _SCENE_EVENTS = {
     "speaking_stopped",
     "layout_changed",
     "spotlight_changed",
+    "presentation_started",
+    "presentation_stopped",
     "meeting_ended",
 }
 _COMPOSITOR = "#compositor"  # the compositor's receiver id in the router
+# A participant's content: its receiver id in the router (a room system's content line) and its
+# source's name in the compositor, `<participant>#content`.
+_CONTENT = "#content"
 _HANG_UP_EVENTS = {"participant_removed": "removed"}
 
 
@@ -77,6 +91,7 @@ class Conference:
         self._composed = media.composed
         self.compositor: CompositorProcess | None = None
         self._composed_legs: dict[str, OutputSpec] = {}
+        self._content_legs: set[str] = set()  # legs with a content line of their own (BFCP room systems)
         self._source_watchers: list[Callable[[VideoSourceId], None]] = []
         self.video.source_codec_changed = self._source_codec_changed
         self.clock = MediaClock(
@@ -137,9 +152,42 @@ class Conference:
             self._stop_composing_for(pid)
             if receiving:
                 self.video.add_receiver(pid, receiving[0].codecs, leg.send_video)
+        content = streams.get(StreamKind.CONTENT)
+        if content is not None and content.codecs:
+            self.video.add_receiver(pid + _CONTENT, content.codecs, leg.send_video)
+            self._content_legs.add(pid)
+        elif pid in self._content_legs:
+            self._content_legs.discard(pid)
+            self.video.remove_receiver(pid + _CONTENT)
+        self._route_content()
         if self.compositor is not None:
             self._feed_compositor()
             self._update_scene()
+
+    # -- content ----------------------------------------------------------------------------------
+
+    def _route_content(self) -> None:
+        """The presenter's content goes to every content line (room systems with BFCP), forwarded
+        as it is where the line takes its codec, else transcoded once per codec by the router; a
+        new viewer waits for a keyframe, which the router asks of the presenter."""
+        presentation = self.room.presentation
+        source = VideoSourceId(presentation.presenter, StreamKind.CONTENT) if presentation is not None else None
+        for pid in self._content_legs:
+            wanted = {source} if source is not None and source.participant != pid else set()
+            receiver = pid + _CONTENT
+            for old in self.video.subscriptions(receiver) - wanted:
+                self.video.unsubscribe(receiver, old)
+            for new in wanted:
+                self.video.subscribe(receiver, new)
+
+    def _content_in_picture(self) -> VideoSourceId | None:
+        """The presenter's content when it belongs in the composed picture: someone presents and a
+        room system takes the composition without a content line of its own (no BFCP), so content
+        large with the people small is the only way it sees the presentation (as Pexip does)."""
+        presentation = self.room.presentation
+        if presentation is None or all(pid in self._content_legs for pid in self._composed_legs):
+            return None
+        return VideoSourceId(presentation.presenter, StreamKind.CONTENT)
 
     # -- the composed picture ---------------------------------------------------------------------
 
@@ -173,16 +221,23 @@ class Conference:
 
     def _to_compositor(self, source: VideoSourceId, frame: EncodedVideoFrame) -> None:
         if self.compositor is not None:
-            self.compositor.on_frame(source.participant, frame)
+            content = source.stream is StreamKind.CONTENT
+            self.compositor.on_frame(source.participant + _CONTENT if content else source.participant, frame)
 
-    def _compositor_lost_picture(self, participant: str) -> None:
-        self.video.request_keyframe(VideoSourceId(participant))
+    def _compositor_lost_picture(self, name: str) -> None:
+        participant, content, _ = name.partition(_CONTENT)
+        self.video.request_keyframe(VideoSourceId(participant, StreamKind.CONTENT if content else StreamKind.MAIN))
 
     def _feed_compositor(self) -> None:
-        """The compositor takes every participant's camera (subscribing again is a no-op)."""
+        """The compositor takes every participant's camera (subscribing again is a no-op) and the
+        presentation while it belongs in the picture."""
+        content = self._content_in_picture()
         for source in self.video.source_ids():
-            if source.stream is StreamKind.MAIN:
+            if source.stream is StreamKind.MAIN or source == content:
                 self.video.subscribe(_COMPOSITOR, source)
+        for source in self.video.subscriptions(_COMPOSITOR):
+            if source.stream is StreamKind.CONTENT and source != content:
+                self.video.unsubscribe(_COMPOSITOR, source)
 
     def _update_scene(self) -> None:
         compositor = self.compositor
@@ -196,7 +251,14 @@ class Conference:
         ]
         speaking = {p.id for p in room.participants.values() if p.speaking}
         exclude = next(iter(self._composed_legs)) if len(self._composed_legs) == 1 else None
-        compositor.set_scene(tiles, Layout(room.layout), room.spotlight, speaking, exclude=exclude)
+        spotlight = room.spotlight
+        content = self._content_in_picture()
+        if content is not None:  # content large (the spotlight's place), the people in the strip
+            presenter = room.participants.get(content.participant)
+            name = presenter.name if presenter is not None else ""
+            spotlight = content.participant + _CONTENT
+            tiles.insert(0, Tile(spotlight, name, has_video=content in sources))
+        compositor.set_scene(tiles, Layout(room.layout), spotlight, speaking, exclude=exclude)
 
     def request_keyframe(self, pid: str, source: VideoSourceId) -> None:
         """A leg's remote lost the picture it receives from `source`: the encoder serving that leg
@@ -239,6 +301,8 @@ class Conference:
         leg = self.legs.pop(participant_id, None)
         self.mixer.remove(participant_id)
         self.video.remove_receiver(participant_id)
+        self.video.remove_receiver(participant_id + _CONTENT)
+        self._content_legs.discard(participant_id)
         self._stop_composing_for(participant_id)
         if participant_id in self.room.participants:
             self.video.remove_sources(participant_id)  # may reconnect: others stay subscribed
@@ -246,6 +310,7 @@ class Conference:
             self.video.remove(participant_id)
         if self.compositor is not None:
             self.compositor.remove_source(participant_id)
+            self.compositor.remove_source(participant_id + _CONTENT)
             if not self._composed_legs:
                 self._close_compositor()
         if leg is not None:
@@ -319,6 +384,10 @@ class Conference:
             self.video.remove(pid)
             if self._transcoders is not None:
                 self._transcoders.drop(pid)
+        if event.type in ("presentation_started", "presentation_stopped"):
+            self._route_content()
+            if self.compositor is not None:
+                self._feed_compositor()
         if event.type in _SCENE_EVENTS and self.compositor is not None:
             self._update_scene()
         for leg in list(self.legs.values()):

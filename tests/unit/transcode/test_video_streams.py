@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from gateway.config import MediaConfig
 from gateway.rooms.conference import Conference
 from gateway.rooms.events import RoomEvent
@@ -121,6 +123,7 @@ async def test_the_conference_registers_each_stream_of_a_leg_as_its_own_source()
         anna, ben = (room.request_join(name, None, LegKind.SIP_ROOM_SYSTEM).participant for name in ("Anna", "Ben"))
         assert anna is not None and ben is not None
         legs = StreamLeg(anna.id), StreamLeg(ben.id)
+        del legs[1].streams[StreamKind.CONTENT]  # (Ben shows her content where he likes, as a browser does)
         for leg in legs:
             conference.attach(leg)
         main, content = VideoSourceId(anna.id, StreamKind.MAIN), VideoSourceId(anna.id, StreamKind.CONTENT)
@@ -143,5 +146,68 @@ async def test_the_conference_registers_each_stream_of_a_leg_as_its_own_source()
         conference.detach(anna.id)
         assert conference.video.sources_of(anna.id) == []
         assert conference.video.subscriptions(ben.id) == {content}  # she may come back
+    finally:
+        await conference.close()
+
+
+class FakeCompositor:
+    """Stands in for the compositor process: records what the conference shows it."""
+
+    def __init__(self, **_kwargs: Any) -> None:
+        self.scenes: list[tuple[list[str], str | None]] = []
+        self.frames: list[str] = []
+
+    def add_output(self, *_args: Any) -> None:
+        pass
+
+    def remove_output(self, _receiver: str) -> None:
+        pass
+
+    def set_scene(self, tiles: Any, _layout: Any, spotlight: str | None, _speaking: Any, exclude: str | None = None) -> None:
+        self.scenes.append(([t.participant for t in tiles], spotlight))
+
+    def on_frame(self, name: str, _frame: EncodedVideoFrame) -> None:
+        self.frames.append(name)
+
+    def remove_source(self, _name: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_content_goes_to_content_lines_and_into_the_picture_of_room_systems_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anna presents: Ben's content line gets her content (Ben is a BFCP room system); Carl's room
+    system has no content line, so his composed picture shows her content large (the spotlight's
+    place) with the people in the strip; when she stops, both go back."""
+    monkeypatch.setattr("gateway.rooms.conference.CompositorProcess", FakeCompositor)
+    room = Room("content-room")
+    conference = Conference(room, MediaConfig())
+    try:
+        anna, ben, carl = (room.request_join(name, None, LegKind.SIP_ROOM_SYSTEM).participant for name in ("Anna", "Ben", "Carl"))
+        assert anna is not None and ben is not None and carl is not None
+        legs = StreamLeg(anna.id), StreamLeg(ben.id), StreamLeg(carl.id)
+        for leg in legs:
+            leg.streams[StreamKind.MAIN].composed = True
+        del legs[2].streams[StreamKind.CONTENT]  # Carl: no BFCP, no content line
+        for leg in legs:
+            conference.attach(leg)
+        compositor = conference.compositor
+        assert isinstance(compositor, FakeCompositor)
+        content = VideoSourceId(anna.id, StreamKind.CONTENT)
+        room.start_presenting(anna.id, Content.SLIDES)
+        assert conference.video.subscriptions(ben.id + "#content") == {content}
+        assert conference.video.subscriptions(anna.id + "#content") == set()  # (not her own)
+        assert compositor.scenes[-1] == ([anna.id + "#content", anna.id, ben.id, carl.id], anna.id + "#content")
+        frame = EncodedVideoFrame("H264", IDR, 0, True, h264(97))
+        conference.push_video(anna.id, frame, StreamKind.CONTENT)
+        assert legs[1].got == [(content, frame)] and legs[2].got == []
+        assert compositor.frames == [anna.id + "#content"]
+        room.stop_presenting(by=anna.id)
+        assert conference.video.subscriptions(ben.id + "#content") == set()
+        assert compositor.scenes[-1] == ([anna.id, ben.id, carl.id], None)
+        conference.detach(carl.id)  # every composed leg has a content line now: content stays out of the picture
+        room.start_presenting(anna.id, Content.SLIDES)
+        assert compositor.scenes[-1][1] is None and content not in conference.video.subscriptions("#compositor")
     finally:
         await conference.close()
