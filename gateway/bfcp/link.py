@@ -1,12 +1,13 @@
-"""One call's BFCP stream as floor control server: the thin asyncio adapter around `FloorServer`,
-over TCP (a listener of the call's own, or a connection we open when the room system's SDP says it
+"""One call's BFCP stream: the thin asyncio adapter around `FloorServer` (the gateway serves the
+floor to a room system) or `FloorClient` (the far end is an MCU that serves it), over TCP (a listener of the call's own, or a connection we open when the room system's SDP says it
 listens: `a=setup:passive`) or UDP (a socket of the call's own).
 
     link = FloorLink("tcp", on_event, log)
     port = await link.open(host, port_min, port_max)       # before the SDP answer names it
     link.start(conference_id, user_id, floor_id, version,  # once the answer is sent
-               remote=(address, port), connect=False, allowed={address, signalling_source})
-    link.granted(request_id) / link.denied(...) / link.revoked(...)   # the call layer's decisions
+               remote=(address, port), connect=False, allowed={address, signalling_source}, server=True)
+    link.granted(request_id) / link.denied(...) / link.revoked(...)   # as server: the call layer's decisions
+    link.request() / link.release()                                   # as client: our room presents or stopped
     link.close()
 
 BFCP comes from the internet like RTP: only the addresses the signalling named (the BFCP line's
@@ -28,8 +29,12 @@ from typing import Any
 
 import structlog
 
+from gateway.bfcp import client as floor_client
+from gateway.bfcp.client import FloorClient
 from gateway.bfcp.message import MAX_MESSAGE, message_length
 from gateway.bfcp.server import Event, FloorReleased, FloorServer
+
+LinkEvent = Event | floor_client.Event
 
 log = structlog.get_logger(__name__)
 
@@ -67,13 +72,13 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 
 class FloorLink:
-    def __init__(self, transport: str, on_event: Callable[[Event], None], log_context: dict[str, Any] | None = None) -> None:
+    def __init__(self, transport: str, on_event: Callable[[LinkEvent], None], log_context: dict[str, Any] | None = None) -> None:
         if transport not in ("tcp", "udp"):
             raise ValueError(f"BFCP over {transport} is not served")
         self.transport = transport
         self._on_event = on_event
         self._log = log.bind(bfcp=transport, **(log_context or {}))
-        self.server: FloorServer | None = None
+        self.core: FloorServer | FloorClient | None = None
         self.port = 0
         self._allowed: set[str] = set()
         self._remote: Address | None = None  # where what the server starts goes (UDP)
@@ -110,17 +115,22 @@ class FloorLink:
         remote: Address,
         connect: bool,
         allowed: set[str],
+        server: bool = True,
     ) -> None:
-        """What the SDP agreed (first or again): the floor server for it, and over TCP with
-        `connect` (the room system listens) our connection to `remote`."""
+        """What the SDP agreed (first or again): the floor server (or client) for it, and over TCP
+        with `connect` (the far end listens) our connection to `remote`."""
         self._allowed = set(allowed)
         self._remote = remote
-        server = self.server
-        if server is None or (server.conference_id, server.user_id, server.floor_id, server.version) != (
+        core = self.core
+        kind = FloorServer if server else FloorClient
+        if not isinstance(core, kind) or (core.conference_id, core.user_id, core.floor_id, core.version) != (
             conference_id, user_id, floor_id, version,
         ):  # fmt: skip
             self._give_back()
-            self.server = FloorServer(conference_id, user_id, floor_id, version=version, transport=self.transport)
+            self.core = kind(conference_id, user_id, floor_id, version=version, transport=self.transport)
+            if isinstance(self.core, FloorClient) and (self.transport == "udp" or self._writer is not None):
+                self.core.start(asyncio.get_running_loop().time())  # (UDP, or the connection is there)
+                self._flush()
         if connect and self.transport == "tcp" and self._writer is None:
             self._spawn(self._connect(remote))
 
@@ -130,6 +140,14 @@ class FloorLink:
         task.add_done_callback(self._tasks.discard)
 
     # -- the call layer's decisions -----------------------------------------------------------------
+
+    @property
+    def server(self) -> FloorServer | None:
+        return self.core if isinstance(self.core, FloorServer) else None
+
+    @property
+    def client(self) -> FloorClient | None:
+        return self.core if isinstance(self.core, FloorClient) else None
 
     def granted(self, request_id: int) -> None:
         if self.server is not None:
@@ -147,16 +165,24 @@ class FloorLink:
             self.server.revoked(why=why)
             self._flush()
 
-    @property
-    def holds_floor(self) -> bool:
-        return self.server is not None and self.server.holder is not None
+    def request(self) -> None:
+        """As client: someone of our room presents, the far end should show it."""
+        if self.client is not None:
+            self.client.request(asyncio.get_running_loop().time())
+            self._flush()
+
+    def release(self) -> None:
+        """As client: our room's presentation ended."""
+        if self.client is not None:
+            self.client.release(asyncio.get_running_loop().time())
+            self._flush()
 
     # -- TCP ----------------------------------------------------------------------------------------
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         source = str(peer[0]) if peer else ""
-        if self._closed or self.server is None or source not in self._allowed or self._writer is not None:
+        if self._closed or self.core is None or source not in self._allowed or self._writer is not None:
             self.messages_refused += 1
             self._log.warning(
                 "BFCP connection refused",
@@ -184,6 +210,9 @@ class FloorLink:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
+        if isinstance(self.core, FloorClient):
+            self.core.start(asyncio.get_running_loop().time())
+            self._flush()
         try:
             while not self._closed:
                 head = await reader.readexactly(4)
@@ -205,7 +234,7 @@ class FloorLink:
     # -- UDP ----------------------------------------------------------------------------------------
 
     def _on_datagram(self, data: bytes, source: Address) -> None:
-        if self.server is None or source[0] not in self._allowed:
+        if self.core is None or source[0] not in self._allowed:
             self.messages_refused += 1
             if self.messages_refused == 1:
                 self._log.warning("BFCP from an address the signalling did not name dropped", source=source[0])
@@ -216,13 +245,13 @@ class FloorLink:
     # -- both ---------------------------------------------------------------------------------------
 
     def _receive(self, data: bytes, source: Address | None) -> None:
-        server = self.server
-        if server is None:
+        core = self.core
+        if core is None:
             return
         self.messages_in += 1
-        for reply in server.receive(data):
+        for reply in core.receive(data):
             self._send(reply, source)
-        while (event := server.next_event()) is not None:
+        while (event := core.next_event()) is not None:
             try:
                 self._on_event(event)
             except Exception:
@@ -236,11 +265,11 @@ class FloorLink:
             self._udp.sendto(data, destination or self._remote)
 
     def _flush(self) -> None:
-        server = self.server
-        if server is None:
+        core = self.core
+        if core is None:
             return
         loop = asyncio.get_running_loop()
-        for data in server.datagrams_to_send(loop.time()):
+        for data in core.datagrams_to_send(loop.time()):
             self._send(data)
         self._arm()
 
@@ -248,17 +277,17 @@ class FloorLink:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        server = self.server
-        due = server.get_timer() if server is not None else None
+        core = self.core
+        due = core.get_timer() if core is not None else None
         if due is not None and not self._closed:
             self._timer = asyncio.get_running_loop().call_at(due, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        server = self.server
-        if server is None:
+        core = self.core
+        if core is None:
             return
-        for data in server.handle_timer(asyncio.get_running_loop().time()):
+        for data in core.handle_timer(asyncio.get_running_loop().time()):
             self._send(data)
         self._arm()
 
@@ -266,6 +295,9 @@ class FloorLink:
         """The connection to the room system ended: a floor it held is released."""
         server = self.server
         if server is None:
+            if isinstance(self.core, FloorClient) and self.core.held_by_other:
+                with contextlib.suppress(Exception):
+                    self._on_event(floor_client.FloorHeld(by_other=False))  # (nobody there presents any more)
             return
         holder = server.holder
         server.requests.clear()
@@ -277,7 +309,7 @@ class FloorLink:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        self.server = None
+        self.core = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

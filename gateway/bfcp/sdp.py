@@ -39,7 +39,7 @@ class BfcpOffer:
 
 @dataclass(frozen=True)
 class BfcpAnswer:
-    role: str  # s-only: the gateway is the floor control server
+    role: str  # s-only: the gateway is the floor control server; c-only: its client
     setup: str | None  # TCP: passive (we listen) or active (we connect)
     version: int
     conference_id: int
@@ -52,12 +52,13 @@ class BfcpAnswer:
         out: list[tuple[str, str | None]] = [("floorctrl", self.role)]
         if self.setup is not None:
             out += [("setup", self.setup), ("connection", "new")]
-        out += [
-            ("confid", str(self.conference_id)),
-            ("userid", str(self.user_id)),
-            ("floorid", f"{self.floor_id} mstrm:{self.content_label}"),
-            ("bfcpver", str(self.version)),
-        ]
+        if self.role == "s-only":  # (the ids are the server's to give, RFC 8856 5)
+            out += [
+                ("confid", str(self.conference_id)),
+                ("userid", str(self.user_id)),
+                ("floorid", f"{self.floor_id} mstrm:{self.content_label}"),
+            ]
+        out.append(("bfcpver", str(self.version)))
         return out
 
 
@@ -96,18 +97,68 @@ def read_offer(proto: str, attributes: list[tuple[str, str | None]]) -> BfcpOffe
 
 
 def answer(offer: BfcpOffer, *, conference_id: int, user_id: int, floor_id: int, content_label: str) -> BfcpAnswer | None:
-    """The gateway's answer as floor control server; None when it must decline the stream (the
-    offerer can only be server, BFCP over DTLS, or no version in common)."""
-    if offer.roles == frozenset({"s-only"}) or offer.transport == "dtls":
+    """The gateway's answer: as floor control server with the ids given, or as client with the
+    offer's when the offerer can only be server; None when it must decline the stream (BFCP over
+    DTLS, no version in common, a server offer without its ids)."""
+    if offer.transport == "dtls":
         return None
-    ours = (2,) if offer.transport == "udp" else (1, 2)  # (version 1 is TCP's; UDP needs 2, RFC 8855)
-    common = [v for v in (offer.versions or ((2,) if offer.transport == "udp" else (1,))) if v in ours]
+    common = _common_versions(offer.transport, offer.versions)
     if not common:
         return None
     setup = None
     if offer.transport in ("tcp", "tls"):
         setup = "active" if offer.setup == "passive" else "passive"
+    if offer.roles == frozenset({"s-only"}):
+        if offer.conference_id is None or offer.user_id is None:
+            return None
+        floor = next((f for f, labels in offer.floors.items() if content_label in labels), next(iter(offer.floors), floor_id))
+        return BfcpAnswer("c-only", setup, max(common), offer.conference_id, offer.user_id, floor, content_label)
     return BfcpAnswer("s-only", setup, max(common), conference_id, user_id, floor_id, content_label)
+
+
+def _common_versions(transport: str, offered: tuple[int, ...]) -> list[int]:
+    ours = (2,) if transport == "udp" else (1, 2)  # (version 1 is TCP's; UDP needs 2, RFC 8855)
+    return [v for v in (offered or ((2,) if transport == "udp" else (1,))) if v in ours]
+
+
+def offer_attributes(conference_id: int, user_id: int, floor_id: int, content_label: str) -> list[tuple[str, str | None]]:
+    """Our offer of a BFCP stream over TCP (dial-out): either role, either side connects, our ids."""
+    return [
+        ("floorctrl", "c-s"),
+        ("setup", "actpass"),
+        ("connection", "new"),
+        ("confid", str(conference_id)),
+        ("userid", str(user_id)),
+        ("floorid", f"{floor_id} mstrm:{content_label}"),
+        ("bfcpver", "1 2"),
+    ]
+
+
+def read_answer(
+    proto: str, attributes: list[tuple[str, str | None]], *, conference_id: int, user_id: int, floor_id: int, content_label: str
+) -> BfcpAnswer | None:
+    """What the far end answered to `offer_attributes`: the role the gateway takes (s-only: server
+    with our ids; c-only: client with the answerer's), who connects (`setup`: ours, the mirror of
+    theirs), the version; None when the answer cannot be used (a role that is not one, a server
+    answer without its ids, no common version)."""
+    try:
+        answered = read_offer(proto, attributes)
+    except BfcpSdpError:
+        return None
+    if answered.transport not in ("tcp", "udp") or len(answered.roles) != 1:
+        return None
+    common = _common_versions(answered.transport, answered.versions)
+    if not common:
+        return None
+    setup = None
+    if answered.transport == "tcp":
+        setup = "active" if answered.setup == "passive" else "passive"  # (theirs says who connects)
+    if answered.roles == frozenset({"c-only"}):
+        return BfcpAnswer("s-only", setup, max(common), conference_id, user_id, floor_id, content_label)
+    if answered.roles == frozenset({"s-only"}) and answered.conference_id is not None and answered.user_id is not None:
+        floor = next((f for f, labels in answered.floors.items() if content_label in labels), next(iter(answered.floors), floor_id))
+        return BfcpAnswer("c-only", setup, max(common), answered.conference_id, answered.user_id, floor, content_label)
+    return None
 
 
 def _first(values: dict[str, list[str]], name: str) -> str | None:

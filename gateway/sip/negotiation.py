@@ -51,6 +51,7 @@ Nothing but SdpError leaves `answer`, `accept_answer`, `accept_video_answer`, `v
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import secrets
 from collections.abc import Sequence
@@ -181,13 +182,14 @@ class BfcpChoice:
 
     transport: str  # tcp | udp
     version: int  # 1 or 2 (RFC 8855: UDP needs 2)
-    connect: bool  # we open the TCP connection (the offer said a=setup:passive)
+    connect: bool  # we open the TCP connection (the far end said it listens: a=setup:passive)
     remote_address: str
     remote_port: int
     conference_id: int
     user_id: int
     floor_id: int
     label: str  # the a=label of the content line the floor governs
+    server: bool = True  # we are the floor control server (else its client: the far end is an MCU)
 
 
 @dataclass(frozen=True)
@@ -625,14 +627,16 @@ def video_offered(
 # -- content (slides) and BFCP --------------------------------------------------------------------
 
 DEFAULT_CONTENT_LABEL = "2"  # our content line's a=label when the offer's has none we can echo
+MAIN_LABEL = "1"  # our main video line's a=label in an offer with content
 _BFCP_TRANSPORTS = ("tcp", "udp")  # (TCP/TLS/BFCP and DTLS are declined: no key material for them yet)
 
 
 def _bfcp_line(
     m: MediaDescription, offer: SessionDescription, index: int, plan: BfcpPlan | None, label: str
 ) -> tuple[bfcp_sdp.BfcpAnswer, BfcpChoice] | None:
-    """Our answer to one offered BFCP line as floor control server, when we can serve it (the
-    transport of `plan`, a role, version and address we take); `plan` None: only whether we could."""
+    """Our answer to one offered BFCP line, as floor control server (or as client when the offerer
+    insists on serving), when we can take it (the transport of `plan`, a role, version and address
+    we take); `plan` None: only whether we could."""
     if m.port == 0:
         return None
     try:
@@ -649,18 +653,22 @@ def _bfcp_line(
     answered = bfcp_sdp.answer(offered, conference_id=ours.conference_id, user_id=ours.user_id, floor_id=floor_id, content_label=label)
     if answered is None:
         return None
-    choice = BfcpChoice(
-        transport=offered.transport,
+    return answered, _bfcp_choice(answered, offered.transport, address, m.port)
+
+
+def _bfcp_choice(answered: bfcp_sdp.BfcpAnswer, transport: str, address: str, port: int) -> BfcpChoice:
+    return BfcpChoice(
+        transport=transport,
         version=answered.version,
         connect=answered.setup == "active",
         remote_address=address,
-        remote_port=m.port,
-        conference_id=ours.conference_id,
-        user_id=ours.user_id,
-        floor_id=floor_id,
-        label=label,
+        remote_port=port,
+        conference_id=answered.conference_id,
+        user_id=answered.user_id,
+        floor_id=answered.floor_id,
+        label=answered.content_label,
+        server=answered.role == "s-only",
     )
-    return answered, choice
 
 
 class ContentNegotiator:
@@ -670,8 +678,8 @@ class ContentNegotiator:
     them get content in their main picture instead.
 
     The content line is chosen like the main video line (one usable line, the same codecs and
-    security rules), the BFCP line is the first we can serve as floor control server over the
-    transport of our plan (TCP or UDP). Our content line echoes the offer's a=label (or says
+    security rules), the BFCP line is the first we can take over the transport of our plan (TCP or
+    UDP): as floor control server, or as client of an offerer that insists on serving (an MCU). Our content line echoes the offer's a=label (or says
     DEFAULT_CONTENT_LABEL) and our floorid names it; the floor is the offer's floorid for that
     label when it gave one."""
 
@@ -702,7 +710,7 @@ class ContentNegotiator:
         taken = self.video._taken
         if video is None or taken is None:
             return None
-        label = stream_label(offer.media[taken]) or DEFAULT_CONTENT_LABEL
+        label = stream_label(offer.media[taken]) or _free_label(offer)
         for index, m in enumerate(offer.media):
             if media_role(m) == "bfcp" and (found := _bfcp_line(m, offer, index, self.bfcp, label)) is not None:
                 self._bfcp_index, (self._bfcp_answer, bfcp) = index, found
@@ -716,8 +724,8 @@ class ContentNegotiator:
             self.select(offer)
         if media_role(m) == "content":
             line = self.video.answer_line(m, offer, index)
-            if line.port and not stream_label(m):
-                line.attributes.append(("label", DEFAULT_CONTENT_LABEL))
+            if line.port and not stream_label(m) and self.choice is not None:
+                line.attributes.append(("label", self.choice.bfcp.label))
             return line
         if self.choice is None or index != self._bfcp_index or self._bfcp_answer is None or self.bfcp is None:
             return decline(m)
@@ -725,6 +733,12 @@ class ContentNegotiator:
         line = MediaDescription("application", 9 if bfcp.connect else self.bfcp.port, m.proto, ["*"])
         line.attributes = self._bfcp_answer.attributes()
         return line
+
+
+def _free_label(offer: SessionDescription) -> str:
+    """A label for our slides line that no line of the offer uses (RFC 4574: unique in the session)."""
+    used = {value for m in offer.media for value in m.values("label")}
+    return next(str(n) for n in itertools.count(int(DEFAULT_CONTENT_LABEL)) if str(n) not in used)
 
 
 def content_offered(
@@ -870,6 +884,8 @@ def offer(
     video_codecs: Sequence[StreamCodec] = (),
     video_max_kbps: int = DEFAULT_VIDEO_MAX_KBPS,
     video_direction: str | None = None,
+    content_port: int | None = None,
+    bfcp: BfcpPlan | None = None,
 ) -> str:
     """Our offer of one audio stream (RTP/AVP) with every codec we take, in our order, and
     telephone-events for each clock rate used; then, when `video_port` is given (and there are
@@ -880,7 +896,11 @@ def offer(
     The video line is offered as RTP/AVP, not RTP/AVPF, with the rtcp-fb attributes all the same:
     many SIP endpoints know only RTP/AVP and decline an AVPF line, while those that do feedback use
     it on an AVP line (the "implicit AVPF" of RFC 5124's time and of Cisco / Poly endpoints); one
-    that does not ignores the attributes, and then keyframes go by SIP INFO."""
+    that does not ignores the attributes, and then keyframes go by SIP INFO.
+
+    With a content port and a BFCP plan over TCP beside video, content is offered too: the main
+    line says a=content:main and a=label:1, a slides line (the video codecs, a=label:2) follows, and
+    a TCP/BFCP line offering either role (RFC 8856: c-s, actpass, our ids); the answer decides."""
     family = _family(local_address)
     pts = [OFFER_PAYLOAD_TYPES[c] for c in codecs]
     clocks = sorted({RTP_NAMES[c][1] for c in codecs})
@@ -897,7 +917,17 @@ def offer(
     audio.ptime, audio.rtcp, audio.direction = 20, str(audio_port + 1), direction
     media = [audio]
     if video_port is not None and video_codecs:
-        media.append(_video_offer_line(video_port, video_codecs, video_max_kbps, video_direction or direction))
+        main = _video_offer_line(video_port, video_codecs, video_max_kbps, video_direction or direction)
+        media.append(main)
+        if content_port is not None and bfcp is not None and bfcp.transport == "tcp":
+            main.content = "main"
+            main.attributes.append(("label", MAIN_LABEL))
+            slides = _video_offer_line(content_port, video_codecs, video_max_kbps, video_direction or direction)
+            slides.content = "slides"
+            slides.attributes.append(("label", DEFAULT_CONTENT_LABEL))
+            floor = MediaDescription("application", bfcp.port, "TCP/BFCP", ["*"])
+            floor.attributes = bfcp_sdp.offer_attributes(bfcp.conference_id, bfcp.user_id, bfcp.floor_id, DEFAULT_CONTENT_LABEL)
+            media += [slides, floor]
     description = SessionDescription(
         origin=f"{user_agent} {session_id} {session_version} IN {family} {local_address}",
         connection=f"IN {family} {local_address}",
@@ -945,7 +975,7 @@ def accept_answer(answer_sdp: SessionDescription, codecs: list[AudioCodec], dire
 
 
 def accept_video_answer(
-    answer_sdp: SessionDescription, offered_codecs: Sequence[StreamCodec], direction: str = "sendrecv"
+    answer_sdp: SessionDescription, offered_codecs: Sequence[StreamCodec], direction: str = "sendrecv", role: str = "video"
 ) -> VideoChoice | None:
     """What the remote answered to the video line of our `offer(video_codecs=...)`: None when it
     declined it (port 0), left it out, or took none of our formats. An answered H.264 format must
@@ -955,7 +985,7 @@ def accept_video_answer(
     for offered_codec in offered_codecs:
         ours.setdefault(offered_codec.payload_type, offered_codec)
     for index, m in enumerate(answer_sdp.media):
-        if media_role(m) != "video" or m.port == 0 or m.proto not in ("RTP/AVP", "RTP/AVPF"):
+        if media_role(m) != role or m.port == 0 or m.proto not in ("RTP/AVP", "RTP/AVPF"):
             continue
         codecs: list[StreamCodec] = []
         seen: set[int] = set()
@@ -980,6 +1010,36 @@ def accept_video_answer(
         except SdpError:
             return None
         return _video_choice(m, answer_sdp, codecs, address, direction, None, None)
+    return None
+
+
+def accept_content_answer(
+    answer_sdp: SessionDescription, offered_codecs: Sequence[StreamCodec], bfcp: BfcpPlan, direction: str = "sendrecv"
+) -> ContentChoice | None:
+    """What the remote answered to the slides and BFCP lines of our offer: both taken (the slides
+    with one of our formats, the BFCP line with a role, RFC 8856) or None."""
+    video = accept_video_answer(answer_sdp, offered_codecs, direction, role="content")
+    if video is None:
+        return None
+    for index, m in enumerate(answer_sdp.media):
+        if media_role(m) != "bfcp" or m.port == 0:
+            continue
+        answered = bfcp_sdp.read_answer(
+            m.proto,
+            m.attributes,
+            conference_id=bfcp.conference_id,
+            user_id=bfcp.user_id,
+            floor_id=bfcp.floor_id,
+            content_label=DEFAULT_CONTENT_LABEL,
+        )
+        try:
+            address = media_address(m, answer_sdp, index)
+        except SdpError:
+            return None
+        if answered is None:
+            return None
+        transport = "udp" if m.proto.upper() == "UDP/BFCP" else "tcp"
+        return ContentChoice(video, _bfcp_choice(answered, transport, address, m.port))
     return None
 
 
@@ -1028,6 +1088,7 @@ class MediaSession:
         self.offered_video_codecs: tuple[StreamCodec, ...] | None = None  # ... with this video line
         self.video_choice: VideoChoice | None = None  # the main video agreed last (None: no video)
         self.content_choice: ContentChoice | None = None  # the content and BFCP agreed last
+        self.offered_content = False  # our offer awaiting its answer has slides and BFCP lines
         self._sent = False  # an SDP of ours went out (the next one is a version up)
 
     def answer(self, offer_text: str | SessionDescription) -> Answer:
@@ -1060,6 +1121,7 @@ class MediaSession:
         self.video_choice = result.video
         self.content_choice = result.content
         self.offered_codecs = self.offered_video_codecs = None
+        self.offered_content = False
         return result
 
     def offer(self) -> str:
@@ -1072,6 +1134,8 @@ class MediaSession:
         self.offered_codecs = sorted(plan.codecs, key=lambda codec: codec is not in_use)
         with_video = plan.video_port is not None and bool(plan.video_codecs)
         self.offered_video_codecs = tuple(plan.video_codecs) if with_video else None
+        with_content = with_video and plan.content_port is not None and plan.bfcp is not None and plan.bfcp.transport == "tcp"
+        self.offered_content = with_content
         return offer(
             local_address=plan.local_address,
             audio_port=plan.audio_port,
@@ -1084,6 +1148,8 @@ class MediaSession:
             video_codecs=plan.video_codecs,
             video_max_kbps=plan.video_max_kbps,
             video_direction=plan.our_video_direction,
+            content_port=plan.content_port if with_content else None,
+            bfcp=plan.bfcp if with_content else None,
         )
 
     @property
@@ -1103,7 +1169,13 @@ class MediaSession:
         self.video_choice = (
             accept_video_answer(description, video_codecs, self.plan.our_video_direction) if video_codecs else None
         )
-        self.content_choice = None  # (our offers carry no content line yet)
+        offered_content, self.offered_content = self.offered_content, False
+        bfcp = self.plan.bfcp
+        self.content_choice = (
+            accept_content_answer(description, video_codecs, bfcp, self.plan.our_video_direction)
+            if offered_content and video_codecs and bfcp is not None
+            else None
+        )
         return choice
 
 
@@ -1128,6 +1200,7 @@ __all__ = [
     "MediaPlan",
     "MediaSession",
     "accept_answer",
+    "accept_content_answer",
     "accept_video_answer",
     "answer",
     "decline",

@@ -22,8 +22,8 @@ from typing import Any
 
 import structlog
 
-from gateway.bfcp.link import FloorLink
-from gateway.bfcp.server import Event as FloorEvent
+from gateway.bfcp.client import FloorGranted, FloorHeld, FloorLost
+from gateway.bfcp.link import FloorLink, LinkEvent
 from gateway.bfcp.server import FloorReleased, FloorRequested
 from gateway.calls import menu
 from gateway.calls.admission import Caller, Doorkeeper, Refused, Waiting
@@ -926,20 +926,27 @@ class SipCall:
                 remote=(bfcp.remote_address, bfcp.remote_port),
                 connect=bfcp.connect,
                 allowed={bfcp.remote_address, self.source},
+                server=bfcp.server,
             )
+            presentation = self.conference.room.presentation if self.conference is not None else None
+            if not bfcp.server and presentation is not None and presentation.presenter != self.participant_id:
+                self.floor.request()  # (our room presents already: the far end should show it)
         self.log.info(
             "content agreed" if first else "content renegotiated",
             codec=video.codecs[0].name,
             direction=video.direction,
             bfcp=bfcp.transport,
+            bfcp_role="server" if bfcp.server else "client",
             bfcp_version=bfcp.version,
             bfcp_connect=bfcp.connect,
             floor=bfcp.floor_id,
         )
 
-    def _on_floor_event(self, event: FloorEvent) -> None:
-        """The room system asks for the floor (its share button) or gives it back: the room's
-        presentation floor decides (rooms/floor.py), BFCP says how."""
+    def _on_floor_event(self, event: LinkEvent) -> None:
+        """As server: the room system asks for the floor (its share button) or gives it back; the
+        room's presentation floor decides (rooms/floor.py), BFCP says how. As client of an MCU: the
+        MCU's floor status says when one of its participants presents (this leg presents in our
+        room then), and how our own request went."""
         link = self.floor
         if link is None:
             return
@@ -961,6 +968,37 @@ class SipCall:
             if room is not None and room.presentation is not None and room.presentation.presenter == pid:
                 room.stop_presenting(by=pid, participant_id=pid)
                 self.log.info("floor released: presentation stopped")
+        elif isinstance(event, FloorHeld):
+            presenting = room is not None and room.presentation is not None and room.presentation.presenter == pid
+            if event.by_other and room is not None and self.phase == "meeting" and pid in room.participants:
+                if room.may_present(pid):
+                    room.start_presenting(pid, Content.SLIDES)
+                    self.log.info("the far end presents: its content is shown in the room")
+                else:
+                    self.log.info("the far end presents, but this room takes presentations from hosts only")
+            elif not event.by_other and presenting and room is not None:
+                room.stop_presenting(by=pid, participant_id=pid)
+                self.log.info("the far end stopped presenting")
+        elif isinstance(event, FloorGranted):
+            self.log.info("floor granted by the far end: our room's presentation goes there")
+        elif isinstance(event, FloorLost):
+            self.log.info("floor lost at the far end", status=event.status.name.lower())
+
+    def _presentation_changed(self, event: RoomEvent, link: FloorLink) -> None:
+        """The room's presentation changed: as server, a room system that lost it hears Revoked; as
+        client of an MCU, the floor is asked for while someone of our room (not the MCU's own
+        presenter) presents, and given back when nobody does."""
+        ours = event.participant == self.participant_id
+        reason = str(event.data.get("reason", ""))
+        if event.type == "presentation_stopped":
+            if ours:
+                link.revoked(why=reason)  # (no-op when it released the floor itself, or as client)
+            if reason != "taken_over":  # (a new presentation follows at once: its event decides)
+                link.release()
+        elif ours:
+            link.release()  # (the MCU's own presenter: our room shows the MCU, not the reverse)
+        else:
+            link.request()
 
     def _leave_floor(self) -> None:
         """Content goes away (declined by a re-INVITE, the call ends): a presentation of ours ends."""
@@ -989,15 +1027,21 @@ class SipCall:
             port = await self.leg.open(config.host, config.rtp_port_min, config.rtp_port_max)
         except OSError as exc:
             raise DialOutRefused(f"no RTP port free: {exc}", "no_media_port") from None
+        video_port = await self._open_video() if self.service.video_codecs else None
+        # Content is offered on the first offer (RFC 8856 over TCP, either BFCP role): MCUs and
+        # room systems add no content line later.
+        content_port, bfcp = await self._open_content("tcp") if video_port is not None else (None, None)
         plan = MediaPlan(
             local_address=config.public_address or config.host,
             audio_port=port,
             codecs=self.service.codecs,
             prefer_ours=True,
             user_agent=config.user_agent.replace(" ", "-"),
-            video_port=await self._open_video() if self.service.video_codecs else None,
+            video_port=video_port,
             video_codecs=self.service.video_codecs,
             video_max_kbps=config.video_max_kbps,
+            content_port=content_port,
+            bfcp=bfcp,
         )
         self.media = MediaSession(plan)
         credentials, from_uri, shown, headers = None, None, conference.room.name, []
@@ -1214,8 +1258,8 @@ class SipCall:
         self.say(answer.prompt)
 
     def on_room_event(self, event: RoomEvent) -> None:
-        if event.type == "presentation_stopped" and event.participant == self.participant_id and self.floor is not None:
-            self.floor.revoked(why=str(event.data.get("reason", "")))  # (no-op when it released the floor itself)
+        if event.type in ("presentation_started", "presentation_stopped") and self.floor is not None:
+            self._presentation_changed(event, self.floor)
         prompt = prompt_for_event(event, self.participant_id)
         if prompt is not None:
             self.say(prompt)

@@ -67,7 +67,7 @@ def test_a_room_system_that_listens_is_connected_to_from_port_9() -> None:
 @pytest.mark.parametrize(
     ("offer", "why"),
     [
-        (with_bfcp(extra="a=floorctrl:s-only\na=setup:actpass\n"), "an MCU that insists on being server"),
+        (with_bfcp(extra="a=floorctrl:s-only\na=setup:actpass\n"), "a server that gives no conference and user ids"),
         (with_bfcp("TCP/TLS/BFCP"), "BFCP over TLS (no keys for it)"),
         (with_bfcp("UDP/BFCP", "a=bfcpver:1\n"), "version 1 over UDP"),
         (CISCO_OFFER.partition("m=application")[0], "content without BFCP"),
@@ -108,3 +108,71 @@ def test_a_session_keeps_its_ids_and_drops_content_when_a_re_offer_leaves_it_out
     assert again.content is not None and again.content.bfcp == first.content.bfcp
     gone = session.answer(CISCO_OFFER.replace("m=video 2330", "m=video 0"))
     assert gone.content is None and session.content_choice is None and gone.video is not None
+
+
+def test_an_mcu_insisting_on_serving_makes_us_its_client_with_its_ids() -> None:
+    offer = with_bfcp(extra="a=floorctrl:s-only\na=setup:actpass\na=confid:31\na=userid:4\na=floorid:2 mstrm:12\n")
+    result = take(offer, content_port=40004, bfcp=TCP_PLAN)
+    assert attributes(result.sdp, 3) == ["floorctrl:c-only", "setup:passive", "connection:new", "bfcpver:1"]
+    assert result.content is not None
+    bfcp = result.content.bfcp
+    assert (bfcp.server, bfcp.conference_id, bfcp.user_id, bfcp.floor_id) == (False, 31, 4, 2)
+
+
+def dialling() -> MediaSession:
+    return MediaSession(
+        MediaPlan("203.0.113.5", 40000, AUDIO, True, "gw", video_port=40002, video_codecs=VIDEO, content_port=40004, bfcp=TCP_PLAN)
+    )
+
+
+def answer_to_our_offer(floor: str, bfcp_port: int = 5070) -> str:
+    return (
+        "v=0\no=mcu 1 1 IN IP4 192.0.2.50\ns=-\nc=IN IP4 192.0.2.50\nt=0 0\n"
+        "m=audio 3000 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n"
+        "m=video 3002 RTP/AVP 97\na=rtpmap:97 H264/90000\na=fmtp:97 profile-level-id=42e01f;packetization-mode=1\na=content:main\n"
+        "m=video 3004 RTP/AVP 97\na=rtpmap:97 H264/90000\na=fmtp:97 profile-level-id=42e01f;packetization-mode=1\na=content:slides\na=label:2\n"
+        f"m=application {bfcp_port} TCP/BFCP *\n{floor}"
+    )
+
+
+def test_dial_out_offers_slides_and_bfcp_in_either_role() -> None:
+    session = dialling()
+    ours = parse(session.offer())
+    assert [(m.kind, m.port, m.proto, m.content) for m in ours.media] == [
+        ("audio", 40000, "RTP/AVP", None),
+        ("video", 40002, "RTP/AVP", "main"),
+        ("video", 40004, "RTP/AVP", "slides"),
+        ("application", 40006, "TCP/BFCP", None),
+    ]
+    assert ours.media[1].values("label") == ["1"] and ours.media[2].values("label") == ["2"]
+    assert ours.media[3].attributes == [
+        ("floorctrl", "c-s"), ("setup", "actpass"), ("connection", "new"), ("confid", "90210"), ("userid", "7"),
+        ("floorid", "1 mstrm:2"), ("bfcpver", "1 2"),
+    ]  # fmt: skip
+
+
+def test_an_answer_as_client_makes_us_server_and_an_mcus_answer_makes_us_its_client() -> None:
+    session = dialling()
+    session.offer()
+    session.take_answer(answer_to_our_offer("a=floorctrl:c-only\na=setup:active\n"))
+    assert session.content_choice is not None
+    bfcp = session.content_choice.bfcp
+    assert (bfcp.server, bfcp.connect, bfcp.conference_id, bfcp.user_id, bfcp.floor_id) == (True, False, 90210, 7, 1)
+    assert session.content_choice.video.remote_port == 3004
+    session.offer()
+    session.take_answer(answer_to_our_offer("a=floorctrl:s-only\na=setup:passive\na=confid:55\na=userid:9\na=floorid:3 mstrm:2\n"))
+    assert session.content_choice is not None
+    bfcp = session.content_choice.bfcp
+    assert (bfcp.server, bfcp.connect, bfcp.conference_id, bfcp.user_id, bfcp.floor_id) == (False, True, 55, 9, 3)
+    assert (bfcp.remote_address, bfcp.remote_port) == ("192.0.2.50", 5070)
+    session.offer()
+    session.take_answer(answer_to_our_offer("a=floorctrl:c-only\n", bfcp_port=0))  # (BFCP declined: no content)
+    assert session.content_choice is None
+
+
+def test_our_label_for_an_unlabelled_slides_line_is_one_the_offer_does_not_use() -> None:
+    offer = CISCO_OFFER.replace("a=label:11\n", "a=label:2\n").replace("a=label:12\n", "").replace("a=floorid:2 mstrm:12\n", "")
+    result = take(offer, content_port=40004, bfcp=TCP_PLAN)
+    ours = parse(result.sdp)
+    assert ours.media[1].values("label") == ["2"] and ours.media[2].values("label") == ["3"]
+    assert "floorid:1 mstrm:3" in attributes(result.sdp, 3)
