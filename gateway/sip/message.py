@@ -816,12 +816,24 @@ def picture_fast_update(message: SipMessage) -> bool:
     return message.content_type == MEDIA_CONTROL and "picture_fast_update" in message.text().lower()
 
 
-def picture_fast_update_body() -> str:
-    """RFC 5168's request for a full picture, for our INFO toward a room system."""
+def picture_fast_update_body(stream_id: str | None = None) -> str:
+    """RFC 5168's request for a full picture, for our INFO toward a room system; with `stream_id`
+    (the a=label of the line, RFC 5168's <stream_id>) for one stream, e.g. the slides."""
+    stream = f"<stream_id>{stream_id}</stream_id>" if stream_id else ""
     return (
         '<?xml version="1.0" encoding="utf-8" ?>\r\n<media_control><vc_primitive><to_encoder>'
-        "<picture_fast_update/></to_encoder></vc_primitive></media_control>\r\n"
+        f"<picture_fast_update/></to_encoder>{stream}</vc_primitive></media_control>\r\n"
     )
+
+
+_STREAM_ID = re.compile(r"<stream_id>\s*([A-Za-z0-9._~+-]{1,32})\s*</stream_id>")
+
+
+def fast_update_stream(message: SipMessage) -> str | None:
+    """The <stream_id> of a picture_fast_update INFO (the a=label of the stream it asks for), if
+    one; None means the main video."""
+    found = _STREAM_ID.search(message.text()[:4096])
+    return found.group(1) if found else None
 
 
 def info_digits(message: SipMessage) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import re
 import secrets
@@ -427,7 +428,7 @@ class SipService:
         elif isinstance(event, DigitReceived):
             self.digit(event.call, event.digit, event.via)
         elif isinstance(event, KeyframeRequested):
-            self._guarded(event.call, lambda c: c.leg.keyframe_wanted(StreamKind.MAIN))
+            self._guarded(event.call, lambda c: c.leg.keyframe_wanted(c.stream_of(event.stream_id)))
         elif isinstance(event, CallConfirmed):
             self.confirmed(event.call)
         elif isinstance(event, CallEnded):
@@ -915,7 +916,9 @@ class SipCall:
             direction=video.direction,
             local_crypto=video.local_crypto,
             remote_crypto=video.remote_crypto,
-            ask_keyframe_by_signalling=None if video.keyframe_by_rtcp else self._ask_picture_fast_update,
+            ask_keyframe_by_signalling=(
+                None if video.keyframe_by_rtcp else functools.partial(self._ask_picture_fast_update, bfcp.label)
+            ),
         )
         if self.floor is not None:
             self.floor.start(
@@ -1015,10 +1018,16 @@ class SipCall:
             self.floor.close()
             self.floor = None
 
-    def _ask_picture_fast_update(self) -> None:
-        """No RTCP feedback was agreed: a keyframe is asked for with a SIP INFO (RFC 5168)."""
+    def _ask_picture_fast_update(self, stream_id: str | None = None) -> None:
+        """No RTCP feedback was agreed: a keyframe is asked for with a SIP INFO (RFC 5168), for the
+        slides with their label as <stream_id>."""
         if self._confirmed and self.phase not in ("ending", "ended"):
-            self.stack.send_info(self.incoming.call, picture_fast_update_body(), MEDIA_CONTROL)
+            self.stack.send_info(self.incoming.call, picture_fast_update_body(stream_id), MEDIA_CONTROL)
+
+    def stream_of(self, stream_id: str | None) -> StreamKind:
+        """Which of our video lines a picture_fast_update's <stream_id> (an a=label) names."""
+        content = self.media.content_choice if self.media is not None else None
+        return StreamKind.CONTENT if content is not None and stream_id == content.bfcp.label else StreamKind.MAIN
 
     async def dial(self, conference: Conference, uri: str, peer: Peer, trunk: TrunkConfig | None = None) -> int:
         """Places the call (dial-out); it joins `conference` when answered."""

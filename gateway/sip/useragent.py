@@ -179,9 +179,11 @@ class DigitReceived:
 
 @dataclass(frozen=True)
 class KeyframeRequested:
-    """The remote asked for a full picture of the video we send (SIP INFO picture_fast_update)."""
+    """The remote asked for a full picture of the video we send (SIP INFO picture_fast_update):
+    of the stream whose a=label is `stream_id`, or of the main video (None)."""
 
     call: int
+    stream_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1214,7 +1216,7 @@ class UserAgent:
             for digit in digits or "":
                 self._events.append(DigitReceived(call.id, digit, "sip-info"))
             if digits is None and sipmsg.picture_fast_update(msg):
-                self._events.append(KeyframeRequested(call.id))
+                self._events.append(KeyframeRequested(call.id, sipmsg.fast_update_stream(msg)))
         elif method == "OPTIONS":
             self._reply(msg, peer, 200, "OK", tx, extra=self._capabilities(), to_tag=to_tag)
         else:

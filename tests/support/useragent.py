@@ -120,7 +120,7 @@ class Harness:
         elif isinstance(event, DigitReceived):
             log.append(("digit", str(event.call), event.digit, event.via))
         elif isinstance(event, KeyframeRequested):
-            log.append(("keyframe", str(event.call)))
+            log.append(("keyframe", str(event.call)) + ((event.stream_id,) if event.stream_id else ()))
         elif isinstance(event, CallConfirmed):
             log.append(("confirmed", str(event.call)))
         elif isinstance(event, CallEnded):

@@ -238,8 +238,13 @@ def test_info_picture_fast_update_asks_for_a_keyframe() -> None:
         content_type="application/media_control+xml",
     )
     unrelated = request("INFO", branch="z9hG4bKf3", cseq=4, to_tag=tag, body="picture_fast_update", content_type="text/plain")
-    assert statuses(h.feed(fast_update) + h.feed(other) + h.feed(unrelated)) == [200, 200, 200]
-    assert h.events.named("keyframe") == [("keyframe", str(call))]
+    slides = request(
+        "INFO", branch="z9hG4bKf4", cseq=5, to_tag=tag, body=message.picture_fast_update_body("12"),
+        content_type="application/media_control+xml",
+    )  # (RFC 5168's <stream_id>: the a=label of the slides line)
+    assert statuses(h.feed(fast_update) + h.feed(other) + h.feed(unrelated) + h.feed(slides)) == [200] * 4
+    assert h.events.named("keyframe") == [("keyframe", str(call)), ("keyframe", str(call), "12")]
+    assert "<stream_id>12</stream_id></vc_primitive>" in message.picture_fast_update_body("12")
 
 
 def test_bye_from_the_caller() -> None:
