@@ -22,7 +22,6 @@ import re
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,16 +29,9 @@ import pytest
 
 from tests.support.baresip import Baresip, free_rtp_ports
 from tests.support.browser import in_meeting, join, video_frames_by_sender
-from tests.support.gateway import (
-    RunningGateway,
-    logged,
-    participant,
-    participants,
-    start_gateway,
-    stop_and_check,
-    wait_until,
-)
-from tests.support.sipp import SipMessage, Sipp, free_udp_port, media
+from tests.support.gateway import RunningGateway, gateway_per_module, logged, participant, wait_until
+from tests.support.sdp_answers import answer_to, counters, grows, media_lines
+from tests.support.sipp import SipMessage, Sipp, free_udp_port
 from tests.support.video import (
     PacketCapture,
     RtpPacket,
@@ -52,72 +44,12 @@ from tests.support.video import (
 TSHARK = "tshark"
 
 
-# -- one gateway for the module ----------------------------------------------------------------------
+# -- one gateway for the module: `shared_gateway`, and `demo` for each test ------------------------
+
+shared_gateway, demo = gateway_per_module("demo")
 
 
-@pytest.fixture(scope="module")
-def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    running = start_gateway(tmp_path_factory.mktemp("gateway"))
-    yield running
-    stop_and_check(running)
-
-
-@pytest.fixture
-def demo(shared_gateway: RunningGateway) -> Iterator[RunningGateway]:
-    """The module's gateway, with `demo` empty before and after the test, and no error or critical
-    line logged during it (the module's end checks the whole log and the shutdown again)."""
-    gateway = shared_gateway
-    assert gateway.process.poll() is None, "the module's gateway is gone"
-    wait_until(lambda: not participants(gateway, "demo"), 20, what="demo empty before the test")
-    start = len(gateway.log_lines())
-    yield gateway
-    wait_until(lambda: not participants(gateway, "demo"), 20, what="demo empty after the test")
-    errors = [line for line in gateway.log_lines()[start:] if line.get("level") in ("error", "critical")]
-    assert not errors, f"the gateway logged errors during the test: {errors}"
-
-
-# -- SDP as the gateway answered it -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MediaLine:
-    kind: str
-    port: int
-    proto: str
-    formats: tuple[str, ...]
-    attributes: tuple[str, ...]  # a= lines, without "a="
-    bandwidth: tuple[str, ...]  # b= lines, without "b="
-
-    def attribute(self, name: str) -> list[str]:
-        return [a.split(":", 1)[1] if ":" in a else "" for a in self.attributes if a.split(":", 1)[0] == name]
-
-
-def media_lines(sdp: str) -> list[MediaLine]:
-    lines: list[MediaLine] = []
-    current: dict[str, object] | None = None
-
-    def close() -> None:
-        if current is not None:
-            lines.append(MediaLine(**current))  # type: ignore[arg-type]
-
-    for raw in sdp.replace("\r\n", "\n").split("\n"):
-        if raw.startswith("m="):
-            close()
-            kind, port, proto, *formats = raw[2:].split()
-            current = {"kind": kind, "port": int(port), "proto": proto, "formats": tuple(formats), "attributes": (), "bandwidth": ()}
-        elif current is not None and raw.startswith("a="):
-            current["attributes"] = (*current["attributes"], raw[2:])  # type: ignore[misc]
-        elif current is not None and raw.startswith("b="):
-            current["bandwidth"] = (*current["bandwidth"], raw[2:])  # type: ignore[misc]
-    close()
-    return lines
-
-
-def answer_to(sipp: Sipp, cseq: str) -> SipMessage:
-    """The gateway's 200 with SDP to sipp's INVITE of this CSeq ("1 INVITE", "3 INVITE")."""
-    answers = [m for m in sipp.received("SIP/2.0 200", cseq) if m.body.strip()]
-    assert answers, f"no 200 with SDP to {cseq} in sipp's trace"
-    return answers[0]
+# -- what sipp received ------------------------------------------------------------------------------
 
 
 def fast_update_infos(sipp: Sipp) -> list[SipMessage]:
@@ -130,23 +62,6 @@ def fast_update_infos(sipp: Sipp) -> list[SipMessage]:
         and m.header("Content-Type") == "application/media_control+xml"
         and "<picture_fast_update/>" in m.body
     ]
-
-
-def counters(gateway: RunningGateway, name: str) -> dict[str, object]:
-    return media(gateway, "demo", name)
-
-
-def grows(gateway: RunningGateway, name: str, keys: tuple[str, ...] = ("rtp_packets_in", "rtp_packets_out"), by: int = 10, within: float = 5.0, what: str = "") -> dict[str, object]:
-    """Waits until each of these counters of the participant grew by `by`; returns the counters then."""
-    first = counters(gateway, name)
-
-    def grown() -> dict[str, object] | None:
-        now = counters(gateway, name)
-        return now if all(int(str(now[k])) - int(str(first[k])) >= by for k in keys) else None
-
-    found = wait_until(grown, within, what=what or f"{name}'s {', '.join(keys)} growing by {by}")
-    assert isinstance(found, dict)
-    return found
 
 
 # -- sipp scenarios against the gateway ------------------------------------------------------------

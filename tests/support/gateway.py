@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -172,3 +174,54 @@ def metric(gateway: RunningGateway, name: str, **labels: str) -> float:
             if sample.name in (name, f"{name}_total") and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+@contextmanager
+def room_kept_clean(gateway: RunningGateway, room: str = "demo", timeout: float = 20.0) -> Iterator[RunningGateway]:
+    """For a test on a gateway shared by its module: the gateway still running, the room empty
+    (within `timeout` s) before the test and again after it, and no error or critical line logged
+    during it (the module's end checks the whole log and the shutdown again, with stop_and_check).
+    The body of a module's per-test fixture (`gateway_per_module` makes one):
+
+        @pytest.fixture
+        def demo(shared_gateway: RunningGateway) -> Iterator[RunningGateway]:
+            with room_kept_clean(shared_gateway) as gateway:
+                yield gateway
+
+    (pytest resumes a fixture after a failed test too: the checks after the test run either way.)"""
+    assert gateway.process.poll() is None, "the module's gateway is gone"
+    wait_until(lambda: not participants(gateway, room), timeout, what=f"{room} empty before the test")
+    start = len(gateway.log_lines())
+    yield gateway
+    wait_until(lambda: not participants(gateway, room), timeout, what=f"{room} empty after the test")
+    errors = [line for line in gateway.log_lines()[start:] if line.get("level") in ("error", "critical")]
+    assert not errors, f"the gateway logged errors during the test: {errors}"
+
+
+def gateway_per_module(room: str = "demo", config_text: str = TEST_CONFIG) -> tuple[object, object]:
+    """The two fixtures of a test module whose tests share one gateway (on each test worker), to be
+    bound at the module's top level under their names:
+
+        shared_gateway, demo = gateway_per_module("demo")
+
+    `shared_gateway` (module scope): a gateway started with `config_text`, stopped and checked by
+    stop_and_check after the module's last test. `<room>` (each test): that gateway, with the room
+    empty before and after the test and no error or critical line logged during it
+    (room_kept_clean)."""
+
+    @pytest.fixture(scope="module", name="shared_gateway")
+    def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+        """One gateway for the test module (on each test worker), checked when it stops."""
+        running = start_gateway(tmp_path_factory.mktemp("gateway"), config_text)
+        yield running
+        stop_and_check(running)
+
+    @pytest.fixture(name=room)
+    def kept_clean(shared_gateway: RunningGateway) -> Iterator[RunningGateway]:
+        """The module's gateway, with the room this fixture is named after empty before and after
+        the test, and no error or critical line logged during it (the module's end checks the whole
+        log and the shutdown again)."""
+        with room_kept_clean(shared_gateway, room) as gateway:
+            yield gateway
+
+    return shared_gateway, kept_clean

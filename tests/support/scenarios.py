@@ -1,5 +1,6 @@
 """sipp scenarios written in Python for one caller: its INVITE (PCMA and telephone-event), the answer
-checked, the ACK, keys by SIP INFO, pauses, a BYE either way. Each function returns XML steps;
+checked, the ACK, keys by SIP INFO, pauses, a BYE either way; and for one callee (the gateway
+dials it): the INVITE answered with an SDP of the test's. Each function returns XML steps;
 `scenario` wraps them. sipp fills the [bracketed] fields; `caller` and `to` are the From and To
 name-addrs (the To of requests in the dialog carries sipp's [peer_tag_param])."""
 
@@ -116,6 +117,30 @@ def their_bye(timeout_ms: int, checks: str = "") -> str:
 
     ]]>
   </send>"""
+
+
+def answered_invite(sdp: str, user: str = "callee") -> str:
+    """As the called side (a UAS: the gateway dials it): the INVITE awaited, answered 200 with
+    `sdp` (lines separated by CRLF or LF), and the ACK awaited."""
+    body = "\n      ".join(line for line in sdp.replace("\r\n", "\n").split("\n") if line)
+    return f"""  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]{user}[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:{user}@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      {body}
+
+    ]]>
+  </send>
+  <recv request="ACK"/>"""
 
 
 def check(name: str, regexp: str, header: str | None = None) -> str:
