@@ -131,6 +131,8 @@ def test_an_administrator_manages_rooms_systems_and_rules_by_keyboard_and_in_ger
     page.get_by_label("Dial-in aliases").fill("4800, buergerbuero-tel")
     page.get_by_label("Maximum participants").fill("25")
     page.get_by_label("Language of spoken prompts").select_option("de")
+    page.get_by_label("Picture for room systems").select_option("grid")
+    page.get_by_label("Who may present").select_option("hosts")
     page.get_by_label("Waiting room", exact=True).check()
     page.get_by_label("Guests may only enter during opening hours").check()
     page.get_by_label("Time zone").fill("Europe/Berlin")
@@ -148,6 +150,7 @@ def test_an_administrator_manages_rooms_systems_and_rules_by_keyboard_and_in_ger
     room = gateway.api("GET", "/api/rooms/buergerbuero").json()
     assert (room["name"], room["host_pin"], room["guest_pin"], room["lobby"]) == ("Bürgerbüro", "4321", "9876", True)
     assert room["aliases"] == ["4800", "buergerbuero-tel"] and room["max_participants"] == 25 and room["language"] == "de"
+    assert (room["layout"], room["presenters"]) == ("grid", "hosts")
     assert room["opening_hours"]["weekly"] == {"mon": ["08:00-12:00", "13:00-16:00"], "thu": ["08:00-18:00"]}
     assert room["opening_hours"]["closed"] == ["2030-12-24", "2030-12-31"]
 
@@ -158,7 +161,8 @@ def test_an_administrator_manages_rooms_systems_and_rules_by_keyboard_and_in_ger
     page.get_by_role("button", name="Save").click()
     expect(notices(page).first).to_contain_text("Room “Bürgerbüro” is saved.", timeout=SLOW)
     wait_until(lambda: gateway.api("GET", "/api/rooms/buergerbuero").json()["max_participants"] == 30, 10, what="saved")
-    assert gateway.api("GET", "/api/rooms/buergerbuero").json()["host_pin"] == "4321"
+    kept = gateway.api("GET", "/api/rooms/buergerbuero").json()
+    assert (kept["host_pin"], kept["layout"], kept["presenters"]) == ("4321", "grid", "hosts")
     row.get_by_role("button", name="Edit Bürgerbüro").click()
     page.keyboard.press("Escape")
     expect(page.locator("#room-form")).to_be_hidden()

@@ -189,6 +189,7 @@ function closeEditor() {
 function fillForm(room) {
   const r = room || {
     id: '', name: '', aliases: [], max_participants: 100, language: null, lobby: false, locked: false, opening_hours: null,
+    layout: 'speaker', presenters: 'everyone',
   };
   $('room-id').value = r.id;
   $('room-name').value = r.name || '';
@@ -197,6 +198,8 @@ function fillForm(room) {
   $('room-aliases').value = r.aliases.join(', ');
   $('room-max').value = String(r.max_participants);
   $('room-language').value = r.language || '';
+  $('room-layout').value = r.layout || 'speaker';
+  $('room-presenters').value = r.presenters || 'everyone';
   $('room-lobby').checked = !!r.lobby;
   $('room-locked').checked = !!r.locked;
   const hours = r.opening_hours;
@@ -217,6 +220,8 @@ function formBody() {
     guest_pin: value('room-guest-pin') || null,
     aliases: splitList($('room-aliases').value),
     language: $('room-language').value || null,
+    layout: $('room-layout').value,
+    presenters: $('room-presenters').value,
     lobby: $('room-lobby').checked,
     locked: $('room-locked').checked,
     opening_hours: null,
