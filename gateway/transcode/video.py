@@ -214,12 +214,28 @@ def open_encoder(
     return ctx
 
 
-class Transcoder:
-    """Decodes one source and encodes it into one other codec; shared by all receivers of that codec."""
+# Content (slides, a shared screen) when it must be transcoded: sharp text rather than motion: at
+# most 1920x1080 (larger screens scaled down, the aspect kept), 15 fps, 2 Mbit/s, x264 tuned for
+# still images.
+CONTENT_MAX_SIZE = (1920, 1080)
+CONTENT_FPS = 15
+CONTENT_BITRATE = 2_000_000
 
-    def __init__(self, target_codec: str, bitrate: int = 1_000_000) -> None:
+
+def fit_within(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:
+    """The largest even size of this aspect within `box` (the size itself when it fits)."""
+    scale = min(1.0, box[0] / width, box[1] / height)
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+class Transcoder:
+    """Decodes one source and encodes it into one other codec; shared by all receivers of that codec.
+    `content`: the source is a presentation (the content profile above), else a camera."""
+
+    def __init__(self, target_codec: str, bitrate: int | None = None, *, content: bool = False) -> None:
         self.target = target_codec
-        self._bitrate = bitrate
+        self.content = content
+        self._bitrate = bitrate or (CONTENT_BITRATE if content else 1_000_000)
         self._decoder: av.VideoCodecContext | None = None
         self._decoder_codec: str | None = None
         self._encoder: av.VideoCodecContext | None = None
@@ -230,6 +246,8 @@ class Transcoder:
         self._needs_keyframe = True
 
     def _open_encoder(self, width: int, height: int) -> av.VideoCodecContext:
+        if self.content:
+            return open_encoder(self.target, width, height, self._bitrate, CONTENT_FPS, x264={"tune": "stillimage,zerolatency"})
         return open_encoder(self.target, width, height, self._bitrate)
 
     def transcode(self, frame: EncodedVideoFrame) -> list[EncodedVideoFrame]:
@@ -253,10 +271,12 @@ class Transcoder:
         out: list[EncodedVideoFrame] = []
         for picture in pictures:
             size = (picture.width, picture.height)
+            if self.content:
+                size = fit_within(*size, CONTENT_MAX_SIZE)
             if self._encoder is None or size != self._size:
                 self._encoder, self._size = self._open_encoder(*size), size
                 self.force_keyframe = True
-            picture = picture.reformat(format="yuv420p")
+            picture = picture.reformat(width=size[0], height=size[1], format="yuv420p")
             picture.pts = frame.timestamp
             picture.time_base = fractions.Fraction(1, VIDEO_CLOCK)
             if self.force_keyframe:
@@ -282,7 +302,8 @@ class TranscodePool:
     def __call__(self, source: VideoSourceId, codec: str, frame: EncodedVideoFrame, done: TranscodeDone) -> None:
         worker = self._workers.get((source, codec))
         if worker is None:
-            worker = (Transcoder(codec), ThreadPoolExecutor(1, thread_name_prefix=f"transcode-{codec}"), [0, 0])
+            transcoder = Transcoder(codec, content=source.stream is StreamKind.CONTENT)
+            worker = (transcoder, ThreadPoolExecutor(1, thread_name_prefix=f"transcode-{codec}"), [0, 0])
             self._workers[(source, codec)] = worker
         transcoder, executor, counts = worker
         if counts[0] >= self._max_pending and not frame.keyframe:

@@ -119,6 +119,22 @@ def test_transcoder_turns_vp8_into_decodable_h264() -> None:
     assert pictures and (pictures[0].width, pictures[0].height) == (320, 240)
 
 
+def test_a_shared_screen_larger_than_1080p_is_transcoded_to_fit_it_with_its_aspect() -> None:
+    """Content (a presentation) gets the content profile: at most 1920x1080, the aspect kept."""
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 2560, 1600, "yuv420p"  # a 16:10 laptop screen
+    encoder.time_base = fractions.Fraction(1, 90_000)
+    encoder.options = {"deadline": "realtime", "cpu-used": "8"}
+    encoder.open()
+    transcoder = Transcoder("H264", content=True)
+    picture = av.VideoFrame.from_ndarray(np.full((1600, 2560, 3), 200, dtype=np.uint8), format="rgb24").reformat(format="yuv420p")
+    picture.pts = 0
+    out = [f for packet in encoder.encode(picture) for f in transcoder.transcode(EncodedVideoFrame("VP8", bytes(packet), 0, True))]
+    decoder = av.CodecContext.create("h264", "r")
+    (shown,) = [p for f in out for p in decoder.decode(av.Packet(f.data))]
+    assert (shown.width, shown.height) == (1728, 1080)
+
+
 def test_keyframe_detection() -> None:
     assert is_keyframe("VP8", b"\x10\x02") and not is_keyframe("VP8", b"\x11\x02")
     assert is_keyframe("H264", b"\x00\x00\x00\x01\x67sps\x00\x00\x01\x65idr")
