@@ -1,12 +1,16 @@
-"""One browser's peer connection: microphone up and meeting mix down, camera up, video slots down.
+"""One browser's peer connection: microphone up and meeting mix down, camera and shared screen up,
+video slots down.
 
 The gateway always offers. The offer has one sendrecv audio m-line, one recvonly video m-line
-for the camera and a fixed number of sendonly video "slots", each of which carries one other
-participant's forwarded video; which participant a slot carries is signalled over the WebSocket,
-so people joining and leaving never need an SDP renegotiation.
+for the camera, one recvonly video m-line for the shared screen, and a fixed number of sendonly
+video "slots", each of which carries one other participant's forwarded video (a camera, or the
+content someone presents); what a slot carries is signalled over the WebSocket, so people joining
+and leaving, and sharing starting and stopping, never need an SDP renegotiation.
 
-As a leg, a browser has one video stream, its main one: the camera is its source in the router
-((participant, main)), the slots take the codecs the browser agreed on them, with their profiles.
+As a leg, a browser has two video streams: its main one (the camera is its source in the router,
+(participant, main); the slots take the codecs the browser agreed on them, with their profiles)
+and its content (the shared screen is its source, (participant, content); it receives nothing on
+it: someone else's content comes in a slot, through the main stream).
 Everything aiortc goes through `gateway.rtp.aiortc_glue`.
 """
 
@@ -36,6 +40,7 @@ from gateway.rtp.aiortc_glue import (
 from gateway.transcode.codecs import StreamCodec, StreamKind, codec_names
 from gateway.transcode.mixer import MixedFrame
 from gateway.transcode.video import EncodedVideoFrame, VideoSourceId, VideoTimeline, is_keyframe
+from gateway.webrtc.signalling import content_slot_value
 
 FRAME_SAMPLES_48K = 960
 
@@ -61,6 +66,14 @@ class VideoSlot:
         self.track.push(frame.data, self.timeline.next(frame.timestamp))
 
 
+def _slot_value(source: VideoSourceId | None) -> str | None:
+    if source is None:
+        return None
+    if source.stream is StreamKind.CONTENT:
+        return content_slot_value(source.participant)
+    return source.participant
+
+
 class BrowserMedia:
     def __init__(
         self,
@@ -69,15 +82,19 @@ class BrowserMedia:
         on_audio: AudioPacketSink,
         on_video: Callable[[EncodedVideoFrame], None],
         on_keyframe_wanted: Callable[[VideoSourceId], None],
+        on_content: Callable[[EncodedVideoFrame], None] | None = None,
     ) -> None:
         servers = [RTCIceServer(urls=url) for url in config.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._config = config
         self._on_video = on_video
+        self._on_content = on_content
         self._on_keyframe_wanted = on_keyframe_wanted
         self.audio_track = EncodedTrack("audio", max_queue=8, max_backlog=2)
         self.audio = self.pc.addTransceiver(self.audio_track, direction="sendrecv")
         self.camera = self.pc.addTransceiver("video", direction="recvonly")
+        # The shared screen: the page answers it sendonly and puts a track on it only while sharing.
+        self.screen = self.pc.addTransceiver("video", direction="recvonly")
         self.slots: list[VideoSlot] = []
         self._slot_transceivers = []
         for _ in range(slots):
@@ -88,15 +105,20 @@ class BrowserMedia:
         self._prefer_codecs()
         tap_audio(self.audio.receiver, on_audio)
         self._video_tap = VideoTap(self.camera.receiver, self._camera_frame)
+        self._screen_tap = VideoTap(self.screen.receiver, self._screen_frame)
         for slot, transceiver in zip(self.slots, self._slot_transceivers, strict=True):
             on_keyframe_request(transceiver.sender, functools.partial(self._slot_wants_keyframe, slot))
         self.video_frames_in = 0
+        self.content_frames_in = 0
         # The main stream: the camera comes in on it, the slots take what the browser agreed on them.
         self.main_video = VideoStream(StreamKind.MAIN, request_keyframe=self._video_tap.request_keyframe)
+        # The content stream: the shared screen comes in on it (a source the router can ask for a
+        # keyframe when a viewer starts watching); nothing goes out on it.
+        self.content_video = VideoStream(StreamKind.CONTENT, request_keyframe=self._screen_tap.request_keyframe, sends=True)
 
     @property
     def video_streams(self) -> Mapping[StreamKind, VideoStream]:
-        return {StreamKind.MAIN: self.main_video}
+        return {StreamKind.MAIN: self.main_video, StreamKind.CONTENT: self.content_video}
 
     @property
     def video_codecs(self) -> tuple[str, ...]:
@@ -114,6 +136,7 @@ class BrowserMedia:
             return chosen + [c for c in video_caps if c.mimeType.lower() == "video/rtx"]
 
         self.camera.setCodecPreferences(preferred(names))
+        self.screen.setCodecPreferences(preferred(names))
         # aiortc sends one codec per transceiver, the first agreed: the slots take turns in which
         # codec comes first, so that each codec a sender may use has slots that forward it as it is.
         for i, transceiver in enumerate(self._slot_transceivers):
@@ -141,14 +164,25 @@ class BrowserMedia:
     def camera_mid(self) -> str:
         return self.camera.mid or ""
 
+    @property
+    def screen_mid(self) -> str:
+        return self.screen.mid or ""
+
     def slot_map(self) -> dict[str, str | None]:
-        """Which participant each slot shows, by mid (what the page is told)."""
-        return {slot.mid: slot.source.participant if slot.source else None for slot in self.slots}
+        """What each slot shows, by mid (what the page is told): a participant id for its camera,
+        `"<participant id>#content"` for its content, None for nothing."""
+        return {slot.mid: _slot_value(slot.source) for slot in self.slots}
 
     def _camera_frame(self, codec: StreamCodec, data: bytes, timestamp: int) -> None:
         self.video_frames_in += 1
         name = codec.name.upper()
         self._on_video(EncodedVideoFrame(name, data, timestamp, is_keyframe(name, data), codec))
+
+    def _screen_frame(self, codec: StreamCodec, data: bytes, timestamp: int) -> None:
+        self.content_frames_in += 1
+        if self._on_content is not None:
+            name = codec.name.upper()
+            self._on_content(EncodedVideoFrame(name, data, timestamp, is_keyframe(name, data), codec))
 
     def _slot_wants_keyframe(self, slot: VideoSlot) -> None:
         if slot.source is not None:
@@ -210,6 +244,7 @@ class BrowserMedia:
             "audio_frames_sent": self.audio_track.pushed,
             "audio_frames_dropped_send": self.audio_track.dropped,
             "video_frames_received": self.video_frames_in,
+            "content_frames_received": self.content_frames_in,
             "video_frames_sent": sum(slot.track.pushed for slot in self.slots),
         }
 

@@ -163,7 +163,7 @@ class Probe:
                 if self.light:
                     tap_audio(transceiver.receiver, self._count_packet)
             else:
-                transceiver.direction = "recvonly" if transceiver.mid != msg["video_mid"] else "inactive"
+                transceiver.direction = "inactive" if transceiver.mid in (msg["video_mid"], msg.get("screen_mid")) else "recvonly"
         await pc.setLocalDescription(await pc.createAnswer())
         await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
 

@@ -26,6 +26,7 @@ from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
 from gateway.rooms.errors import NotAllowed, RoomError
 from gateway.rooms.events import RoomEvent
+from gateway.rooms.floor import Content, StopReason
 from gateway.rooms.hostlinks import HostLinks
 from gateway.rooms.leg import VideoStream
 from gateway.rooms.participant import LegKind, Role
@@ -166,6 +167,24 @@ class BrowserHub:
             handle.cancel()
             unsubscribe()
         self._resumable.clear()
+
+
+# Room events after which what a browser should see in its video slots may have changed
+_SLOT_EVENTS = frozenset(
+    {
+        "participant_joined",
+        "participant_left",
+        "participant_removed",
+        "video_changed",
+        "spotlight_changed",
+        "presentation_started",
+        "presentation_stopped",
+    }
+)
+# Ends of one's own presentation the page is told of (not its own stop, nor leaving or the end)
+_TOLD_STOPS = frozenset(
+    {StopReason.TAKEN_OVER, StopReason.STOPPED_BY_HOST, StopReason.STOPPED_BY_OPERATOR, StopReason.NOT_ALLOWED}
+)
 
 
 class BrowserSession:
@@ -400,13 +419,14 @@ class BrowserSession:
             on_audio=self._on_audio_packet,
             on_video=self._on_video_frame,
             on_keyframe_wanted=conference.video.request_keyframe,
+            on_content=self._on_content_frame,
         )
         conference.attach(self)
         media = self.media
         sdp = await media.create_offer()
         if self.phase != "meeting" or self.media is not media:
             return  # removed, ended or gone while the offer was being made
-        await self.send(sig.server_offer(sdp, media.audio_mid, media.camera_mid, media.slot_map()))
+        await self.send(sig.server_offer(sdp, media.audio_mid, media.camera_mid, media.slot_map(), media.screen_mid))
         self._negotiation_timer = asyncio.get_running_loop().call_later(
             webrtc.negotiation_timeout_s, lambda: self._spawn(self._negotiation_timed_out())
         )
@@ -498,6 +518,15 @@ class BrowserSession:
         self._require_meeting("spotlight")
         self.room.set_spotlight(self.participant_id, msg.participant)
 
+    async def _on_present(self, msg: sig.Present) -> None:
+        """Sharing the screen starts or stops the participant's presentation; the room decides
+        whether it may (its `presenters` policy) and tells the one it takes the floor from."""
+        self._require_meeting("present")
+        if msg.on:
+            self.room.start_presenting(self.participant_id, Content.SCREEN)
+        else:
+            self.room.stop_presenting(by=self.participant_id, participant_id=self.participant_id)
+
     async def _on_end_meeting(self, _msg: sig.EndMeeting) -> None:
         self._require_meeting("end_meeting")
         self.room.end(self.participant_id)
@@ -538,15 +567,29 @@ class BrowserSession:
         if self.conference is not None:
             self.conference.push_video(self.participant_id, frame)
 
+    def _on_content_frame(self, frame: EncodedVideoFrame) -> None:
+        # (the conference drops it unless this participant holds the room's presentation floor)
+        if self.conference is not None:
+            self.conference.push_video(self.participant_id, frame, StreamKind.CONTENT)
+
+    def wanted_video(self) -> list[VideoSourceId]:
+        """What this browser should see, most wanted first: someone else's presentation (its
+        content), then the spotlight, the speakers, and the others by when they joined."""
+        room = self.room
+        wanted: list[VideoSourceId] = []
+        presentation = room.presentation
+        if presentation is not None and presentation.presenter != self.participant_id:
+            wanted.append(VideoSourceId(presentation.presenter, StreamKind.CONTENT))
+        others = [p for p in room.participants.values() if p.id != self.participant_id and not p.video_off]
+        # The spotlight first: with more videos than slots, everyone still sees who a host chose.
+        others.sort(key=lambda p: (p.id != room.spotlight, not p.speaking, p.joined_at))
+        wanted.extend(VideoSourceId(p.id) for p in others)
+        return wanted
+
     def _update_video_slots(self, force: bool = False) -> None:
         if self.media is None or self.conference is None or not self.video_codecs:
             return
-        others = [
-            p for p in self.room.participants.values() if p.id != self.participant_id and not p.video_off
-        ]
-        # The spotlight first: with more videos than slots, everyone still sees who a host chose.
-        others.sort(key=lambda p: (p.id != self.room.spotlight, not p.speaking, p.joined_at))
-        changed = self.media.assign_slots([p.id for p in others], self.conference.video_source_codec)
+        changed = self.media.assign_slots(self.wanted_video(), self.conference.video_source_codec)
         if changed or force:
             shown = [s.source for s in self.media.slots if s.source is not None]
             self.conference.set_video_subscriptions(self.participant_id, shown, self.media.slot_codecs())
@@ -573,10 +616,10 @@ class BrowserSession:
         me = self.participant_id
         speaking = event.type in ("speaking_started", "speaking_stopped")
         self._schedule_state(urgent=not speaking)
-        if event.type in ("participant_joined", "participant_left", "participant_removed", "video_changed", "spotlight_changed"):
+        if event.type in _SLOT_EVENTS:
             self._update_video_slots()
-        elif speaking and self.media is not None and len(self.room.participants) > len(self.media.slots) + 1:
-            self._update_video_slots()  # more videos than slots: speakers move into view
+        elif speaking and self.media is not None and len(self.room.participants) + (self.room.presentation is not None) > len(self.media.slots) + 1:
+            self._update_video_slots()  # more videos (content takes a slot) than slots: speakers move into view
         if event.participant == me and event.by != me:
             notice = {
                 "self_unmute_forbidden": "self_unmute_forbidden",
@@ -587,6 +630,13 @@ class BrowserSession:
                 notice = "host_muted" if event.data.get("host_muted") else "host_unmuted"
             if notice is not None:
                 self._spawn(self.send(sig.server_notice(notice, by=self._name_of(event.by))))
+            if event.type == "presentation_stopped" and event.data.get("reason") in _TOLD_STOPS:
+                # (the page stops sharing its screen, and says why)
+                self._spawn(
+                    self.send(
+                        sig.server_notice("presentation_stopped", reason=event.data["reason"], by=self._name_of(event.by))
+                    )
+                )
         if event.type == "lobby_changed" and event.data.get("name") and not event.data.get("left"):
             you = self._you()
             if you is not None and you["role"] == "host" and event.by is None:

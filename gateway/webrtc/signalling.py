@@ -8,6 +8,11 @@ protocol is visible in this one file.
 The gateway always sends the SDP offer (with a fixed set of video slots, which participant each
 carries is told in `video_slots` messages) and the browser answers; so there is never glare. ICE is
 not trickled: both sides send complete descriptions.
+
+Content sharing: the offer has a video line for the browser's shared screen (`screen_mid`), which
+the page answers sendonly and fills with `replaceTrack` when it shares (no renegotiation); `present`
+asks the room for the presentation floor (or gives it back). Someone else's content comes in a video
+slot like a camera: its slot's value is `"<participant id>#content"` (`content_slot_value`).
 """
 
 from __future__ import annotations
@@ -170,6 +175,14 @@ class Spotlight(_Msg):
     participant: Id | None
 
 
+class Present(_Msg):
+    """Share the screen (`on`: take the room's presentation floor, from whoever has it) or stop
+    sharing. Refusals (the room's policy lets only hosts present) come back as an `error`."""
+
+    type: Literal["present"]
+    on: bool
+
+
 class Ping(_Msg):
     type: Literal["ping"]
 
@@ -195,6 +208,7 @@ ClientMessage = Annotated[
     | Dial
     | SetLayout
     | Spotlight
+    | Present
     | Ping,
     Field(discriminator="type"),
 ]
@@ -262,26 +276,53 @@ def server_lobby(
     }
 
 
-def server_offer(sdp: str, audio_mid: str, video_mid: str, video_slots: dict[str, str | None]) -> dict[str, Any]:
+CONTENT_SUFFIX = "#content"
+
+
+def content_slot_value(participant: str) -> str:
+    """A video slot's value when it carries a participant's content (shared screen, slides) rather
+    than its camera: `"<participant id>#content"` (participant ids never contain a `#`)."""
+    return participant + CONTENT_SUFFIX
+
+
+def server_offer(
+    sdp: str, audio_mid: str, video_mid: str, video_slots: dict[str, str | None], screen_mid: str = ""
+) -> dict[str, Any]:
     """audio_mid: the sendrecv audio (microphone up, meeting mix down); video_mid: the camera upload;
-    video_slots maps each gateway-to-browser video mid to the participant whose video it carries."""
-    return {"type": "offer", "sdp": sdp, "audio_mid": audio_mid, "video_mid": video_mid, "video_slots": video_slots}
+    screen_mid: the shared screen's upload (offered recvonly: the page answers it sendonly and sends
+    a track on it only while it shares); video_slots maps each gateway-to-browser video mid to what
+    it carries: a participant id (its camera), `"<participant id>#content"` (its shared screen or
+    slides), or null (nothing now)."""
+    return {
+        "type": "offer",
+        "sdp": sdp,
+        "audio_mid": audio_mid,
+        "video_mid": video_mid,
+        "screen_mid": screen_mid,
+        "video_slots": video_slots,
+    }
 
 
 def server_video_slots(video_slots: dict[str, str | None]) -> dict[str, Any]:
+    """What each video slot carries now, as in the offer's `video_slots` (camera: participant id;
+    content: `"<participant id>#content"`; null: nothing)."""
     return {"type": "video_slots", "video_slots": video_slots}
 
 
 def server_state(room: dict[str, Any], you: dict[str, Any] | None) -> dict[str, Any]:
-    """`room` is the room's public view: participants, lock, lobby, and the composed picture's
-    `layout` and `spotlight` (a participant id or null); sent again after every change."""
+    """`room` is the room's public view: participants, lock, lobby, the composed picture's
+    `layout` and `spotlight` (a participant id or null), who may present (`presenters`: everyone or
+    hosts) and the `presentation` ({presenter, since, content: screen or slides} or null); sent
+    again after every change."""
     return {"type": "state", "room": room, "you": you}
 
 
 def server_notice(code: str, **data: Any) -> dict[str, Any]:
     """Something happened that this participant should be told: host_muted, host_unmuted,
     self_unmute_forbidden, self_unmute_allowed, hand_lowered (each with `by`, a name or None for the
-    administrator), and for hosts lobby_waiting (with `name`)."""
+    administrator), presentation_stopped (one's presentation ended and not by oneself: `reason`
+    taken_over, stopped_by_host, stopped_by_operator or not_allowed, `by` the name of who took it
+    over or stopped it; the page stops sharing), and for hosts lobby_waiting (with `name`)."""
     return {"type": "notice", "code": code, **data}
 
 

@@ -256,3 +256,59 @@ def tile_colours(page) -> dict[str, dict[str, object] | None]:  # type: ignore[n
     {"rgb": [r, g, b] mean of the middle of the picture, "width", "height", "key": participant id}, or
     None while the tile shows no live video."""
     return dict(page.evaluate(TILE_COLOURS_JS))
+
+
+# The page's video tiles in order, as a person sees them: key (participant id, "self", or
+# "<id>#content" for someone's presentation), caption, classes that matter, badges, size, and
+# whether live video plays in it (a <video> with a picture) or initials stand in.
+TILES_JS = """
+() => [...document.querySelectorAll('#tiles .tile')].map((tile) => {
+  const video = tile.querySelector('video');
+  const box = tile.getBoundingClientRect();
+  return {
+    key: tile.dataset.key,
+    caption: tile.querySelector('.tile-name').textContent,
+    content: tile.classList.contains('content'),
+    main: tile.classList.contains('stage-main'),
+    spotlight: tile.classList.contains('spotlight'),
+    badges: [...tile.querySelectorAll('.badges .badge')].map((b) => b.textContent.trim()),
+    width: box.width,
+    height: box.height,
+    playing: !!(video && !video.hidden && video.srcObject && video.readyState >= 2 && video.videoWidth),
+    videoWidth: video ? video.videoWidth : 0,
+    videoHeight: video ? video.videoHeight : 0,
+  };
+})
+"""
+
+
+def tiles(page) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    """The page's video tiles in order (see TILES_JS)."""
+    return list(page.evaluate(TILES_JS))
+
+
+# What the page's own screen sharing is doing: whether it shares (and the room confirmed it), the
+# captured track's state, and what its sender for the screen line sends.
+SHARE_JS = """
+() => {
+  const c = window.gatewayClient;
+  const share = c && c.share;
+  const out = {sharing: !!share, confirmed: !!(share && share.confirmed), track: share ? share.track.readyState : null,
+               hint: share ? share.track.contentHint : null, sender_track: null, screen_mid: c ? c.screenMid : null};
+  if (c && c.pc && c.screenMid) {
+    const tr = c.pc.getTransceivers().find((t) => t.mid === c.screenMid);
+    if (tr) {
+      out.direction = tr.currentDirection;
+      out.sender_track = tr.sender.track ? tr.sender.track.readyState : null;
+      const params = tr.sender.getParameters();
+      out.encodings = (params.encodings || []).map((e) => ({maxFramerate: e.maxFramerate, maxBitrate: e.maxBitrate, scale: e.scaleResolutionDownBy}));
+    }
+  }
+  return out;
+}
+"""
+
+
+def share_state(page) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The page's screen sharing now (see SHARE_JS)."""
+    return dict(page.evaluate(SHARE_JS))

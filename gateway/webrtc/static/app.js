@@ -37,6 +37,8 @@ const state = {
   remoteAudioStream: null,
   audioMid: null,
   videoMid: null,
+  screenMid: null, // the offer's line for our shared screen (answered sendonly; a track only while sharing)
+  share: null, // while sharing: {stream, track, confirmed (the room shows us presenting)}
   videoSlots: {},
   videoStreams: {},
   lastError: null,
@@ -50,6 +52,7 @@ const state = {
   reconnectDeadline: 0,
   knownHands: null, // whose raised hand a host has already been told about
   knownSpotlight: undefined, // who was in the spotlight when we last told (undefined: not yet known)
+  knownPresenter: undefined, // who presented when we last told (undefined: not yet known)
 };
 
 // Test hook (Playwright): live views of the client state.
@@ -69,6 +72,8 @@ window.gatewayClient = {
   get lastNotice() { return state.lastNotice; },
   get ended() { return state.ended; },
   get phase() { return state.phase; },
+  get screenMid() { return state.screenMid; },
+  get share() { return state.share; },
   send,
 };
 
@@ -241,6 +246,7 @@ async function join() {
   clearToasts();
   state.knownHands = null;
   state.knownSpotlight = undefined;
+  state.knownPresenter = undefined;
   setPhase('connecting');
   if (!state.localStream) {
     const session = state.session;
@@ -348,6 +354,7 @@ function reconnectNow() {
 
 /** The session is over for good: show why (or the form again for a wrong PIN). */
 function endSession(reason) {
+  stopShare();
   closeSession();
   stopStream(state.localStream);
   Object.assign(state, { localStream: null, micTrack: null, cameraTrack: null, mediaIssue: null });
@@ -419,6 +426,7 @@ const HANDLERS = {
     applyYouToTracks();
     announceChanges();
     announceSpotlight();
+    followPresentation();
     if (wasReconnect) toast('notice', t('reconnected'));
     // Without a device, tell the others honestly that we are muted / have no video.
     if (state.you && !state.micTrack && !state.you.muted) send({ type: 'mute_self', muted: true });
@@ -450,12 +458,23 @@ const HANDLERS = {
     applyYouToTracks();
     announceChanges();
     announceSpotlight();
+    followPresentation();
     scheduleRender();
   },
 
   notice(msg) {
     state.lastNotice = msg;
     const code = String(msg.code || '');
+    if (code === 'presentation_stopped') {
+      // Our presentation ended, not by us (taken over, stopped by a host): stop capturing, say why.
+      stopShare();
+      const reason = String(msg.reason || '');
+      const key = msg.by && has(`notice_presentation_${reason}_by`) ? `notice_presentation_${reason}_by` : `notice_presentation_${reason}`;
+      clearToasts('presentation');
+      toast('notice', has(key) ? t(key, msg) : t('presentationOffNotice'), { code: 'presentation' });
+      scheduleRender();
+      return;
+    }
     // Prefer the variant naming who did it ("Anna has muted you"), when the gateway says.
     const key = msg.by && has(`notice_${code}_by`) ? `notice_${code}_by` : `notice_${code}`;
     const text = has(key) ? t(key, msg) : msg.message || t('notice_generic', { text: code.replace(/_/g, ' ') });
@@ -472,6 +491,14 @@ const HANDLERS = {
     if (code === 'self_unmute_forbidden') {
       if (state.micTrack) state.micTrack.enabled = false; // stays muted, as the gateway insists
       clearToasts(code); // the notice said the same already
+    }
+    if (msg.request === 'present') {
+      // The room did not let us present (only hosts may): stop the capture we started.
+      stopShare();
+      const text = code === 'not_allowed' ? t('shareHostsOnly') : has(key) ? t(key, { message }) : t('error_generic', { message });
+      toast('error', text, { code });
+      scheduleRender();
+      return;
     }
     toast('error', has(key) ? t(key, { message }) : t('error_generic', { message }), { code });
     // A refused join (e.g. a name the gateway rejects) leaves us nowhere: back to the form.
@@ -540,6 +567,39 @@ function announceSpotlight() {
   else if (p) toast('notice', t('spotlightOnNotice', { name: p.name }), { code: 'spotlight' });
 }
 
+/** Who presents: everyone is told when it starts and ends (the big tile comes and goes; a screen
+ * reader hears it). Our own share follows the room: confirmed once the room shows us presenting,
+ * stopped when the room no longer does (the gateway's notice says why, when it was not us). */
+function followPresentation() {
+  const { you, room } = state;
+  if (!room || !you) return;
+  const presentation = room.presentation || null;
+  const presenter = presentation ? presentation.presenter : null;
+  const share = state.share;
+  if (share && presenter === you.id && !share.confirmed) {
+    share.confirmed = true;
+    clearToasts('presentation');
+    toast('notice', t('sharingNotice'), { code: 'presentation' });
+  } else if (share && share.confirmed && presenter !== you.id) {
+    stopShare();
+  } else if (!share && presenter === you.id && presentation.content === 'screen') {
+    // (we came back after a lost connection, and the shared screen did not survive it)
+    send({ type: 'present', on: false });
+  }
+  const known = state.knownPresenter;
+  state.knownPresenter = presenter;
+  if (known === undefined || known === presenter) return; // (on joining, the tiles show it already)
+  if (known === you.id) return; // (ours ended: we stopped it, or the gateway's notice says why)
+  if (presenter && presenter !== you.id) {
+    const p = (room.participants || []).find((x) => x.id === presenter);
+    clearToasts('presentation');
+    if (p) toast('notice', t('presentationOnNotice', { name: p.name }), { code: 'presentation' });
+  } else if (!presenter) {
+    clearToasts('presentation');
+    toast('notice', t('presentationOffNotice'), { code: 'presentation' });
+  }
+}
+
 // -- WebRTC ---------------------------------------------------------------------------------------
 
 function createPeerConnection() {
@@ -563,8 +623,10 @@ async function handleOffer(msg, session) {
   const pc = state.pc || createPeerConnection();
   const audioMid = String(msg.audio_mid);
   const videoMid = String(msg.video_mid);
+  const screenMid = msg.screen_mid ? String(msg.screen_mid) : null; // (an older gateway has none)
   state.audioMid = audioMid;
   state.videoMid = videoMid;
+  state.screenMid = screenMid;
   await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
   for (const tr of pc.getTransceivers()) {
     if (tr.mid == null || tr.currentDirection === 'stopped' || tr.stopped) continue;
@@ -574,6 +636,10 @@ async function handleOffer(msg, session) {
     } else if (tr.mid === videoMid) {
       await tr.sender.replaceTrack(state.cameraTrack || null);
       tr.direction = 'sendonly';
+    } else if (tr.mid === screenMid) {
+      // Sendonly from the start: sharing is then replaceTrack alone (a sender without a track sends nothing).
+      await tr.sender.replaceTrack(state.share ? state.share.track : null);
+      tr.direction = 'sendonly';
     } else {
       tr.direction = 'recvonly'; // a video slot: another participant's camera
     }
@@ -582,6 +648,7 @@ async function handleOffer(msg, session) {
   await iceGatheringDone(pc, 3000);
   if (session !== state.session || pc !== state.pc) return;
   send({ type: 'answer', sdp: pc.localDescription.sdp });
+  if (state.share) await tuneScreenSender(screenSender(), state.share.track); // (a share that survived a reconnect)
 }
 
 function onTrack(ev) {
@@ -629,6 +696,92 @@ async function retryMedia() {
     }
   }
   scheduleRender();
+}
+
+// -- sharing the screen ---------------------------------------------------------------------------
+
+const SCREEN_MAX = { width: 1920, height: 1080, fps: 15, bitrate: 1_500_000 };
+
+function screenSender() {
+  if (!state.pc || !state.screenMid) return null;
+  const tr = state.pc.getTransceivers().find((x) => x.mid === state.screenMid);
+  return tr ? tr.sender : null;
+}
+
+/** Encodes a screen for reading, not for motion: at most 1080p, 15 frames a second, ~1.5 Mbit/s
+ * (where the browser lets us set it; the contentHint 'detail' keeps the resolution when it must cut). */
+async function tuneScreenSender(sender, track) {
+  if (!sender || !track || typeof sender.getParameters !== 'function') return;
+  try {
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) return; // not negotiated yet: done after the answer
+    const { width = 0, height = 0 } = track.getSettings();
+    const scale = Math.max(1, width / SCREEN_MAX.width, height / SCREEN_MAX.height);
+    for (const encoding of params.encodings) {
+      encoding.maxFramerate = SCREEN_MAX.fps;
+      encoding.maxBitrate = SCREEN_MAX.bitrate;
+      encoding.scaleResolutionDownBy = scale;
+    }
+    await sender.setParameters(params);
+  } catch (err) {
+    console.warn('gateway client: screen sender parameters not applied', err);
+  }
+}
+
+async function startShare() {
+  if (state.share || !state.you) return;
+  const room = state.room || {};
+  if (room.presenters === 'hosts' && state.you.role !== 'host') {
+    toast('notice', t('shareHostsOnly'), { code: 'share' });
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({
+      video: { width: { max: SCREEN_MAX.width }, height: { max: SCREEN_MAX.height }, frameRate: { max: SCREEN_MAX.fps } },
+      audio: false,
+    });
+  } catch (err) {
+    // Cancelling the browser's picker is no error worth a message.
+    if (!err || err.name !== 'NotAllowedError') toast('error', t('shareFailed'), { code: 'share' });
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  if (!track || state.phase !== 'meeting' || state.share) {
+    stopStream(stream);
+    return;
+  }
+  try { track.contentHint = 'detail'; } catch { /* older browsers */ }
+  // Stopped from the browser's own "Stop sharing" bar: the presentation ends too.
+  track.addEventListener('ended', () => {
+    if (state.share && state.share.track === track) stopShare({ tell: true });
+  });
+  state.share = { stream, track, confirmed: false };
+  send({ type: 'present', on: true });
+  const sender = screenSender();
+  if (sender) {
+    await sender.replaceTrack(track).catch((err) => console.warn('gateway client: screen track not sent', err));
+    await tuneScreenSender(sender, track);
+  }
+  scheduleRender();
+}
+
+/** Stops capturing the screen; `tell`: the gateway is asked to end our presentation as well (not
+ * needed when it ended it, or refused it). */
+function stopShare({ tell = false } = {}) {
+  const share = state.share;
+  if (!share) return;
+  state.share = null;
+  stopStream(share.stream);
+  const sender = screenSender();
+  if (sender) sender.replaceTrack(null).catch(() => {});
+  if (tell) send({ type: 'present', on: false });
+  scheduleRender();
+}
+
+function toggleShare() {
+  if (state.share) stopShare({ tell: true });
+  else startShare();
 }
 
 // -- own controls and host actions --------------------------------------------------------------
@@ -751,6 +904,7 @@ function wireUp() {
   $('btn-mic').addEventListener('click', toggleMic);
   $('btn-cam').addEventListener('click', toggleCamera);
   $('btn-hand').addEventListener('click', toggleHand);
+  $('btn-share').addEventListener('click', toggleShare);
   $('btn-leave').addEventListener('click', leave);
   $('lobby-leave').addEventListener('click', leave);
   $('btn-panel').addEventListener('click', () => togglePanel());

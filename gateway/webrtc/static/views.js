@@ -20,8 +20,17 @@ export function renderMeeting(state, actions) {
     setIcon(lockBadge, 'lock');
   }
 
+  const presenting = room.presentation && you && room.presentation.presenter === you.id;
+  const presentingBadge = $('presenting-badge');
+  presentingBadge.hidden = !presenting;
+  if (presenting) {
+    // One's own shared screen is not shown back (a picture of the page inside the page): this says it.
+    setText(presentingBadge, t('sharingBadge'));
+    setIcon(presentingBadge, 'screen');
+  }
+
   renderToolbar(state, room, isHost);
-  renderTiles(state, you, others, room.spotlight || null);
+  renderTiles(state, you, others, room);
   renderParticipants(room, you, isHost, actions);
   renderHostSection(room, isHost, you);
   renderLobby(room, isHost, actions);
@@ -39,6 +48,7 @@ function renderToolbar(state, room, isHost) {
   toggle('btn-mic', !!you.muted, 'micOff', 'mic', t('micUnmute'), t('micMute'));
   toggle('btn-cam', !!you.video_off || !state.cameraTrack, 'camOff', 'cam', t('camOn'), t('camOff'));
   toggle('btn-hand', !!you.hand_raised, 'hand', 'hand', t('handLower'), t('handRaise'));
+  renderShareButton(state, room, isHost);
   setIcon($('btn-leave'), 'leave');
   setText($('btn-leave').querySelector('.label'), t('leave'));
 
@@ -51,21 +61,54 @@ function renderToolbar(state, room, isHost) {
   setText($('participants-title'), t('participantsCount', { count }));
 }
 
+/** Share screen: shown where the browser can capture a screen; while the room lets only hosts
+ * present, a guest's button says why it does nothing (aria-disabled keeps it focusable). */
+function renderShareButton(state, room, isHost) {
+  const btn = $('btn-share');
+  const md = navigator.mediaDevices;
+  btn.hidden = !(md && typeof md.getDisplayMedia === 'function');
+  if (btn.hidden) return;
+  const sharing = !!state.share;
+  const blocked = !sharing && room.presenters === 'hosts' && !isHost;
+  btn.setAttribute('aria-pressed', String(sharing));
+  setIcon(btn, 'screen');
+  setText(btn.querySelector('.label'), sharing ? t('shareStop') : t('shareScreen'));
+  if (blocked) btn.setAttribute('aria-disabled', 'true');
+  else btn.removeAttribute('aria-disabled');
+  btn.title = blocked ? t('shareHostsOnly') : '';
+  const reason = $('share-reason');
+  reason.hidden = !blocked;
+  setText(reason, blocked ? t('shareHostsOnly') : '');
+}
+
 // -- video tiles -------------------------------------------------------------------------------
 
-function renderTiles(state, you, others, spotlight) {
+function renderTiles(state, you, others, room) {
+  const spotlight = room.spotlight || null;
+  const presentation = room.presentation || null;
   const items = [];
   if (you) items.push({ key: 'self', self: true, p: you });
   for (const p of others) items.push({ key: p.id, self: false, p });
   // A host's spotlight comes first and large, for everyone (oneself included).
   const spot = items.findIndex((i) => i.p.id === spotlight);
   if (spot >= 0) items.unshift(...items.splice(spot, 1));
-  for (const item of items) item.spot = item.p.id === spotlight;
+  for (const item of items) {
+    item.spot = item.p.id === spotlight;
+    item.presenting = !!presentation && item.p.id === presentation.presenter;
+  }
+  // Someone else's presentation has a tile of its own, before all and large (the spotlight then
+  // leads the strip). One's own is not shown back: the toolbar and a badge say one presents.
+  const content = presentation && (!you || presentation.presenter !== you.id);
+  if (content) {
+    const p = (room.participants || []).find((x) => x.id === presentation.presenter) || { id: presentation.presenter, name: '' };
+    items.unshift({ key: `${p.id}#content`, content: presentation.content || 'screen', p });
+  }
   const tiles = $('tiles');
-  const stage = spot >= 0 && items.length > 1; // the spotlight across the top, the others in a strip below
+  const stage = (content || spot >= 0) && items.length > 1; // the first across the top, the others in a strip below
+  items.forEach((item, i) => { item.main = stage && i === 0; });
   const n = Math.max(stage ? items.length - 1 : items.length, 1);
   const cols = stage ? Math.min(n, 4) : n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4;
-  tiles.classList.toggle('has-spotlight', stage);
+  tiles.classList.toggle('has-stage', stage);
   tiles.style.setProperty('--cols', cols);
   tiles.style.setProperty('--cols-narrow', stage ? Math.min(n, 2) : n <= 3 ? 1 : 2); // phones: stacked, larger tiles
   tiles.style.setProperty('--rows', Math.ceil(n / cols));
@@ -79,22 +122,30 @@ function createTile() {
   return el('li', { class: 'tile' },
     video,
     el('div', { class: 'tile-initials', 'aria-hidden': 'true' }, el('span', { class: 'avatar avatar-large' })),
+    el('p', { class: 'tile-waiting', hidden: true }),
     el('div', { class: 'tile-caption' }, el('span', { class: 'tile-name' }), el('span', { class: 'badges' })));
 }
 
-/** The stream to show in a tile, or null when the participant has no (live) video. */
-function tileStream(item, state) {
-  const p = item.p;
-  if (p.video_off) return null;
-  if (item.self) return state.cameraTrack && state.cameraTrack.readyState === 'live' ? state.localStream : null;
-  for (const [mid, pid] of Object.entries(state.videoSlots || {})) {
-    if (pid !== p.id) continue;
+/** The live stream of a slot carrying `value` (a participant id: its camera; "<id>#content": its
+ * content), or null while there is none or no frame came yet. */
+function slotStream(value, state) {
+  for (const [mid, carried] of Object.entries(state.videoSlots || {})) {
+    if (carried !== value) continue;
     const stream = state.videoStreams[mid];
     const track = stream && stream.getVideoTracks()[0];
     // A remote track stays "muted" until frames arrive: show initials rather than black.
     if (track && track.readyState === 'live' && !track.muted) return stream;
   }
   return null;
+}
+
+/** The stream to show in a tile, or null when the participant has no (live) video. */
+function tileStream(item, state) {
+  const p = item.p;
+  if (item.content) return slotStream(`${p.id}#content`, state);
+  if (p.video_off) return null;
+  if (item.self) return state.cameraTrack && state.cameraTrack.readyState === 'live' ? state.localStream : null;
+  return slotStream(p.id, state);
 }
 
 function updateTile(node, item, state) {
@@ -106,18 +157,30 @@ function updateTile(node, item, state) {
     if (stream) video.play().catch(() => {});
   }
   video.hidden = !stream;
-  node.classList.toggle('self', item.self);
-  node.classList.toggle('speaking', !!p.speaking);
+  node.classList.toggle('self', !!item.self);
+  node.classList.toggle('content', !!item.content);
+  node.classList.toggle('stage-main', !!item.main);
+  node.classList.toggle('speaking', !item.content && !!p.speaking);
   node.classList.toggle('spotlight', !!item.spot);
   node.querySelector('.tile-initials').hidden = !!stream;
   setText(node.querySelector('.avatar'), initials(p.name));
+  const waiting = node.querySelector('.tile-waiting');
+  waiting.hidden = !item.content || !!stream;
+  setText(waiting, item.content && !stream ? t('contentWaiting') : '');
+  if (item.content) {
+    setText(node.querySelector('.tile-name'), t('presentingCaption', { name: p.name }));
+    const kind = item.content === 'slides' ? 'contentSlides' : 'contentScreen';
+    renderBadges(node.querySelector('.badges'), [['screen', t(kind), 'badge-presenting']]);
+    return;
+  }
   setText(node.querySelector('.tile-name'), item.self ? t('you') : p.name);
-  renderBadges(node.querySelector('.badges'), statusBadges(p, false, item.spot));
+  renderBadges(node.querySelector('.badges'), statusBadges(p, false, item.spot, item.presenting));
 }
 
 /** Status shown as icon + text (never colour alone). */
-function statusBadges(p, detailed, spotlight = false) {
+function statusBadges(p, detailed, spotlight = false, presenting = false) {
   const list = [];
+  if (presenting) list.push(['screen', t('statusPresenting'), 'badge-presenting']);
   if (spotlight) list.push(['star', t('statusSpotlight'), 'badge-spotlight']);
   if (p.connected === false) list.push(['leave', t('statusReconnecting'), 'badge-muted']);
   if (p.speaking) list.push(['speaking', t('statusSpeaking'), 'badge-speaking']);
@@ -145,7 +208,7 @@ function renderParticipants(room, you, isHost, actions) {
   const list = $('participant-list');
   const participants = room.participants || [];
   reconcile(list, participants, (p) => p.id, (p) => createParticipant(p, actions),
-    (node, p) => updateParticipant(node, p, you, isHost, room.spotlight === p.id));
+    (node, p) => updateParticipant(node, p, you, isHost, room.spotlight === p.id, !!room.presentation && room.presentation.presenter === p.id));
   if (!participants.some((p) => !you || p.id !== you.id)) {
     list.append(el('li', { class: 'muted-text', text: t('noOthers') }));
   }
@@ -169,7 +232,7 @@ function createParticipant(p, actions) {
   return node;
 }
 
-function updateParticipant(node, p, you, isHost, spotlit) {
+function updateParticipant(node, p, you, isHost, spotlit, presenting) {
   node.participant = p;
   const isYou = !!you && p.id === you.id;
   node.classList.toggle('spotlight', spotlit);
@@ -178,7 +241,7 @@ function updateParticipant(node, p, you, isHost, spotlit) {
   // (a phone caller's whole number comes to hosts only: others see the name or a masked number)
   const number = p.number ? ` · ${p.number}` : '';
   setText(node.querySelector('.p-meta'), `${t(`role_${p.role}`)} · ${t(`kind_${p.kind}`)}${number}`);
-  renderBadges(node.querySelector('.badges'), statusBadges(p, true, spotlit));
+  renderBadges(node.querySelector('.badges'), statusBadges(p, true, spotlit, presenting));
 
   const group = node.querySelector('.p-actions');
   group.hidden = !isHost;

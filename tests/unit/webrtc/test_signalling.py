@@ -48,6 +48,7 @@ VALID: dict[str, tuple[dict[str, Any], type, dict[str, Any]]] = {
     "ping": ({"type": "ping"}, sig.Ping, {}),
     "list_systems": ({"type": "list_systems"}, sig.ListSystems, {}),
     "dial": ({"type": "dial", "system": "board"}, sig.Dial, {"system": "board"}),
+    "present": ({"type": "present", "on": True}, sig.Present, {"on": True}),
 }
 
 # The fields each message cannot do without.
@@ -66,6 +67,7 @@ REQUIRED: dict[str, list[str]] = {
     "lock": ["locked"],
     "admit": ["participant"],
     "deny": ["participant"],
+    "present": ["on"],
 }
 
 
@@ -209,6 +211,8 @@ def test_extra_field(type_: str) -> None:
         ("lock", "locked", 1.0, "valid boolean"),
         ("mute_all", "forbid_self_unmute", "on", "valid boolean"),
         ("forbid_self_unmute", "forbidden", [], "valid boolean"),
+        ("present", "on", "true", "valid boolean"),
+        ("present", "on", 1, "valid boolean"),
         ("mute", "participant", 5, "valid string"),
         ("mute", "participant", None, "valid string"),
         ("remove", "participant", ["p1"], "valid string"),
@@ -255,7 +259,7 @@ def test_server_messages_are_json_objects_with_a_type() -> None:
     messages = [
         sig.server_joined({"id": "p1"}, {"id": "demo"}, "tok", ["stun:stun.example.org"]),
         sig.server_lobby(2, 59.6, "Demo", True, "tok"),
-        sig.server_offer(SDP, "0", "1", {"2": "p1", "3": None}),
+        sig.server_offer(SDP, "0", "1", {"3": "p1", "4": sig.content_slot_value("p2"), "5": None}, "2"),
         sig.server_video_slots({"2": None}),
         sig.server_state({"id": "demo"}, None),
         sig.server_notice("host_muted", by="Hanna"),
@@ -297,3 +301,10 @@ def test_names_that_could_spoof_or_are_invisible_are_refused(name: str) -> None:
 def test_names_are_tidied_but_keep_what_people_write() -> None:
     message = parse_client_message(json.dumps({"type": "join", "room": "demo", "name": "  Jörg   Müller 🙂 "}))
     assert isinstance(message, sig.Join) and message.name == "Jörg Müller 🙂"
+
+
+def test_the_offer_names_the_screen_line_and_a_content_slot_says_whose_content_it_carries() -> None:
+    offer = sig.server_offer(SDP, "0", "1", {"3": "p1", "4": sig.content_slot_value("p2"), "5": None}, "2")
+    assert (offer["audio_mid"], offer["video_mid"], offer["screen_mid"]) == ("0", "1", "2")
+    assert offer["video_slots"] == {"3": "p1", "4": "p2#content", "5": None}
+    assert sig.server_video_slots({"3": "p2#content"}) == {"type": "video_slots", "video_slots": {"3": "p2#content"}}

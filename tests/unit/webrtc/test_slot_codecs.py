@@ -41,7 +41,7 @@ def test_the_slots_take_turns_in_which_codec_they_offer_first() -> None:
     async def run() -> None:
         m = BrowserMedia(WebRtcConfig(), 3, on_audio=lambda *a: None, on_video=lambda f: None, on_keyframe_wanted=lambda s: None)
         sdp = await m.create_offer()
-        video = sdp.split("m=video")[2:]  # the slots (after the camera)
+        video = sdp.split("m=video")[3:]  # the slots (after the camera and the shared screen)
         firsts = [section.split("\r\n")[0].split()[2] for section in video]
         names = [next(line.split()[1].split("/")[0] for line in section.split("\r\n") if line.startswith(f"a=rtpmap:{pt} ")) for pt, section in zip(firsts, video, strict=True)]
         assert names == ["VP8", "H264", "VP8"]
