@@ -8,7 +8,8 @@ floor control server behind a sipp UAS.
 What is checked: a room system asks for the floor over TCP and gets it (the room's presentation,
 in the API); its slides reach a second room system's slides line, decoded there; the second one
 takes over over UDP and the first hears Revoked; a host (the API) stops the presentation and the
-presenter hears Revoked; a room system that listens (setup:passive) is connected to; a legacy video
+presenter hears Revoked; slides reach a browser (headless Chromium) as its large first tile, and
+the browser's shared screen reaches the room system's slides line, decoded there; a room system that listens (setup:passive) is connected to; a legacy video
 room system (baresip, no BFCP) sees the slides large in its composed picture; BFCP from an address
 the signalling did not name is refused, garbage gets a BFCP Error and a message too long closes the
 connection, while the call goes on; and toward an MCU the gateway is the floor participant. Every
@@ -35,6 +36,7 @@ from tests.support.bfcp_peer import (
     FloorRequestRecord,
     assert_tshark_reads,
 )
+from tests.support.browser import in_meeting, join, tiles, video_frames_by_sender
 from tests.support.gateway import (
     TEST_CONFIG,
     RunningGateway,
@@ -204,6 +206,40 @@ def test_a_room_system_presents_a_second_one_sees_it_takes_over_and_a_host_stops
     finally:
         board.hang_up()
         annex.hang_up()
+
+
+def test_slides_reach_a_browser_as_its_large_tile_and_its_shared_screen_reaches_the_room_system(
+    demo: RunningGateway, open_participant
+) -> None:
+    """A room system's slides (H.264) become a browser's first, large tile with frames decoded; the
+    browser then shares its screen (Chromium's fake capture): the room system hears Revoked and
+    decodes the browser's screen on its slides line (transcoded once, to H.264 for it)."""
+    anna = join(open_participant, demo, "demo", "Anna", None, pin="1234")
+    wait_until(lambda: in_meeting(anna), 40, what="Anna in the meeting")
+    board = RoomSystem(demo, "board")
+    try:
+        board_id = board.call()
+        with board.bfcp() as floor_client:
+            slides = floor_client.floor_request(board.ids()[2])
+            floor_client.wait_status(slides, GRANTED)
+            board.present()
+            content = f"{board_id}#content"
+            wait_until(lambda: video_frames_by_sender(anna).get(content, 0) > 10, 30, what="Anna decodes the board's slides")
+            first = tiles(anna)[0]
+            assert first["key"] == content and first["caption"] == "Board is presenting" and first["main"], tiles(anna)
+
+            anna.get_by_role("button", name="Share screen", exact=True).click()
+            floor_client.wait_status(slides, REVOKED)
+            assert board.sender is not None
+            board.sender.stop()  # (a room system stops sending when its floor is revoked)
+            wait_until(lambda: (presentation(demo) or {}).get("content") == "screen", 10, what="Anna presenting")
+            board.slides.wait_frames(board.slides.frames_decoded + 10, 30)
+            picture = board.slides.last_picture
+            assert picture is not None and picture.shape[1] <= 1920 and picture.shape[0] <= 1080  # type: ignore[attr-defined]
+            assert board.slides.sources == {("127.0.0.1", board.answer[2].port)}
+    finally:
+        board.hang_up()
+        anna.close()
 
 
 def test_a_room_system_that_listens_is_connected_to(demo: RunningGateway) -> None:
