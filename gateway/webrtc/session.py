@@ -527,6 +527,10 @@ class BrowserSession:
         else:
             self.room.stop_presenting(by=self.participant_id, participant_id=self.participant_id)
 
+    async def _on_stop_presentation(self, msg: sig.StopPresentation) -> None:
+        self._require_meeting("stop_presentation")
+        self.room.stop_presenting(by=self.participant_id, participant_id=msg.participant)
+
     async def _on_end_meeting(self, _msg: sig.EndMeeting) -> None:
         self._require_meeting("end_meeting")
         self.room.end(self.participant_id)

@@ -183,6 +183,13 @@ class Present(_Msg):
     on: bool
 
 
+class StopPresentation(_Msg):
+    """Hosts: end the presentation of `participant` (nothing when it no longer presents)."""
+
+    type: Literal["stop_presentation"]
+    participant: Id
+
+
 class Ping(_Msg):
     type: Literal["ping"]
 
@@ -209,6 +216,7 @@ ClientMessage = Annotated[
     | SetLayout
     | Spotlight
     | Present
+    | StopPresentation
     | Ping,
     Field(discriminator="type"),
 ]

@@ -156,6 +156,18 @@ def test_a_browser_shares_its_screen_and_the_other_sees_it_first_and_large(
     wait_until(lambda: content_tile(anna, ids["Ben"]) is None, 10, what="Ben's screen gone from Anna's page")
     assert presentation(gateway, "demo") is None
 
+    # Ben, a host, stops Anna's presentation from the participant list: Anna is told.
+    anna.get_by_role("button", name="Share screen", exact=True).click()
+    wait_until(lambda: share_state(anna)["confirmed"], 15, what="Anna presenting once more")
+    stop_hers = ben.get_by_role("button", name="Stop the presentation of Anna", exact=True)
+    if not stop_hers.is_visible():
+        ben.locator("#btn-panel").click()  # (the participant list, where the host's controls are)
+    stop_hers.click()
+    wait_until(lambda: (notice(anna) or {}).get("reason") == "stopped_by_host", 10, what="Anna told of the host's stop")
+    assert notice(anna) == {"type": "notice", "code": "presentation_stopped", "reason": "stopped_by_host", "by": "Ben"}
+    wait_until(lambda: presentation(gateway, "demo") is None and share_state(anna)["sharing"] is False, 10, what="Anna's share ended")
+    assert not anna.get_by_role("button", name="Stop the presentation of Ben", exact=True).count()  # (Anna is no host)
+
 
 def test_where_only_hosts_present_a_guest_cannot_and_the_browsers_own_stop_ends_a_share(
     gateway: RunningGateway, open_participant

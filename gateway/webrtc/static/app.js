@@ -838,6 +838,9 @@ const hostActions = {
   toggleSpotlight(p) {
     send({ type: 'spotlight', participant: state.room && state.room.spotlight === p.id ? null : p.id });
   },
+  stopPresenting(p) {
+    send({ type: 'stop_presentation', participant: p.id });
+  },
   async remove(p) {
     const ok = await confirmDialog({
       title: t('confirmRemoveTitle', { name: p.name }),

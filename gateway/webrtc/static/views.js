@@ -5,7 +5,7 @@
 import { t } from '/static/i18n.js';
 import { $, el, setText, setHidden, setIcon, reconcile, initials } from '/static/ui.js';
 
-/** `actions` holds the host callbacks: toggleMute, toggleForbid, lowerHand, toggleSpotlight, remove, admit, deny. */
+/** `actions` holds the host callbacks: toggleMute, toggleForbid, lowerHand, toggleSpotlight, stopPresenting, remove, admit, deny. */
 export function renderMeeting(state, actions) {
   const room = state.room || { participants: [], lobby: [] };
   const you = state.you;
@@ -228,6 +228,7 @@ function createParticipant(p, actions) {
       el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'forbid', onclick: act('toggleForbid') }),
       el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'hand', onclick: act('lowerHand') }),
       el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'spotlight', onclick: act('toggleSpotlight') }),
+      el('button', { type: 'button', class: 'btn btn-small', 'data-act': 'present', onclick: act('stopPresenting') }),
       el('button', { type: 'button', class: 'btn btn-small btn-danger-quiet', 'data-act': 'remove', onclick: act('remove') })));
   return node;
 }
@@ -251,6 +252,10 @@ function updateParticipant(node, p, you, isHost, spotlit, presenting) {
   // A host may put anyone in the spotlight, themselves included (the chair of a session).
   const spot = btn('spotlight');
   setText(spot, t(spotlit ? 'hostEndSpotlight' : 'hostSpotlight', { name: p.name }));
+  // A host stops anyone's presentation (a room system's slides too); one's own from the toolbar.
+  const present = btn('present');
+  setText(present, t('hostStopPresenting', { name: p.name }));
+  present.hidden = !presenting || isYou;
   for (const name of ['mute', 'forbid', 'hand', 'remove']) btn(name).hidden = isYou;
   if (isYou) return;
   const mute = btn('mute');

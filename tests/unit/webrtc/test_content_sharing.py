@@ -189,6 +189,22 @@ def test_where_only_hosts_present_a_guest_is_refused_with_the_usual_error() -> N
     run(test)
 
 
+def test_a_host_stops_someone_elses_presentation_and_a_guest_cannot() -> None:
+    async def test(hub: BrowserHub) -> None:
+        hanna = await joined(hub, "Hanna", pin="1234")
+        gustav = await joined(hub, "Gustav")
+        greta = await joined(hub, "Greta")
+        await gustav.say(type="present", on=True)
+        await greta.say(type="stop_presentation", participant=gustav.id)
+        assert (greta.of_type("error")[-1]["code"], gustav.session.room.presentation is not None) == ("not_allowed", True)
+        await hanna.say(type="stop_presentation", participant=gustav.id)
+        assert gustav.session.room.presentation is None and not hanna.of_type("error")
+        told = [n for n in gustav.of_type("notice") if n["code"] == "presentation_stopped"]
+        assert told and told[-1]["reason"] == "stopped_by_host"
+
+    run(test)
+
+
 def test_present_is_only_possible_in_the_meeting() -> None:
     async def test(hub: BrowserHub) -> None:
         browser = Browser(hub)

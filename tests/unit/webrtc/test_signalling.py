@@ -49,6 +49,7 @@ VALID: dict[str, tuple[dict[str, Any], type, dict[str, Any]]] = {
     "list_systems": ({"type": "list_systems"}, sig.ListSystems, {}),
     "dial": ({"type": "dial", "system": "board"}, sig.Dial, {"system": "board"}),
     "present": ({"type": "present", "on": True}, sig.Present, {"on": True}),
+    "stop_presentation": ({"type": "stop_presentation", "participant": "p1"}, sig.StopPresentation, {"participant": "p1"}),
 }
 
 # The fields each message cannot do without.
@@ -68,6 +69,7 @@ REQUIRED: dict[str, list[str]] = {
     "admit": ["participant"],
     "deny": ["participant"],
     "present": ["on"],
+    "stop_presentation": ["participant"],
 }
 
 
