@@ -848,16 +848,7 @@ class SipCall:
                 self.log.info("video removed")
             return
         first = StreamKind.MAIN not in self.leg.video_streams
-        self.leg.apply_video(
-            StreamKind.MAIN,
-            choice.codecs,
-            (choice.remote_address, choice.remote_port),
-            (choice.remote_address, choice.remote_rtcp_port),
-            direction=choice.direction,
-            local_crypto=choice.local_crypto,
-            remote_crypto=choice.remote_crypto,
-            ask_keyframe_by_signalling=None if choice.keyframe_by_rtcp else self._ask_picture_fast_update,
-        )
+        self._run_video_line(StreamKind.MAIN, choice)
         send = choice.codecs[0]
         self.log.info(
             "video agreed" if first else "video renegotiated",
@@ -908,18 +899,7 @@ class SipCall:
             return
         first = StreamKind.CONTENT not in self.leg.video_streams
         video, bfcp = choice.video, choice.bfcp
-        self.leg.apply_video(
-            StreamKind.CONTENT,
-            video.codecs,
-            (video.remote_address, video.remote_port),
-            (video.remote_address, video.remote_rtcp_port),
-            direction=video.direction,
-            local_crypto=video.local_crypto,
-            remote_crypto=video.remote_crypto,
-            ask_keyframe_by_signalling=(
-                None if video.keyframe_by_rtcp else functools.partial(self._ask_picture_fast_update, bfcp.label)
-            ),
-        )
+        self._run_video_line(StreamKind.CONTENT, video, stream_id=bfcp.label)
         if self.floor is not None:
             self.floor.start(
                 bfcp.conference_id,
@@ -1017,6 +997,21 @@ class SipCall:
         if self.floor is not None:
             self.floor.close()
             self.floor = None
+
+    def _run_video_line(self, kind: StreamKind, choice: VideoChoice, stream_id: str | None = None) -> None:
+        """The leg runs a video line as agreed; without RTCP feedback its keyframes are asked for
+        by SIP INFO (naming `stream_id`, the line's a=label, for any but the main line)."""
+        ask = None if choice.keyframe_by_rtcp else functools.partial(self._ask_picture_fast_update, stream_id)
+        self.leg.apply_video(
+            kind,
+            choice.codecs,
+            (choice.remote_address, choice.remote_port),
+            (choice.remote_address, choice.remote_rtcp_port),
+            direction=choice.direction,
+            local_crypto=choice.local_crypto,
+            remote_crypto=choice.remote_crypto,
+            ask_keyframe_by_signalling=ask,
+        )
 
     def _ask_picture_fast_update(self, stream_id: str | None = None) -> None:
         """No RTCP feedback was agreed: a keyframe is asked for with a SIP INFO (RFC 5168), for the
