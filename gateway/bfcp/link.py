@@ -165,6 +165,13 @@ class FloorLink:
             self.server.revoked(why=why)
             self._flush()
 
+    def held_elsewhere(self, name: str | None) -> None:
+        """As server: someone else of the room presents (their name), or nobody does (None); a room
+        system that asked for the floor's status hears it."""
+        if self.server is not None:
+            self.server.held_elsewhere(name)
+            self._flush()
+
     def request(self) -> None:
         """As client: someone of our room presents, the far end should show it."""
         if self.client is not None:

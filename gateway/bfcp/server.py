@@ -14,7 +14,9 @@ user (`userid`), and the conference is the SDP's `confid`. A FloorRequest is ans
 Pending; the call layer decides (the room's policy, someone else presenting is taken over) and the
 server sends Granted or Denied. When another participant takes the floor, `revoked` sends Revoked.
 Hello gets HelloAck with what we support; Goodbye gets GoodbyeAck; a FloorQuery gets the floor's
-status. Whatever we cannot take gets an Error with the RFC's code (an unknown primitive, an unknown
+status, and from then on a FloorStatus whenever it changes (RFC 8855 10.6 / 13.6): who holds it,
+the room system itself or someone else of the room (`held_elsewhere(name)`: a browser or another
+room system presents; shown as a request of ELSEWHERE_USER with that name as its beneficiary). Whatever we cannot take gets an Error with the RFC's code (an unknown primitive, an unknown
 mandatory attribute, a wrong conference or user, an unknown floor or request).
 
 Over TCP the transport is reliable: what the server starts carries transaction id 0 and is not
@@ -47,6 +49,9 @@ MAX_REQUESTS = 4  # open floor requests of one user (one floor: more is a client
 T1_S = 0.5  # RFC 8855 8.3.1: the first retransmission over UDP, then doubling
 MAX_TRANSMISSIONS = 4  # a message the client never acknowledges is given up after this many
 ANSWER_CACHE = 16  # answers kept for requests a UDP client sends again
+# Whoever else in the room presents, as FloorStatus shows them: one floor request and one user id
+# that are never the room system's own (its requests count up from 1; its user id is the SDP's).
+ELSEWHERE_REQUEST = 0xFFFF
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class FloorServer:
         # UDP: what we sent and wait an acknowledgement for: transaction id -> [message, resend at, interval, sent]
         self._unacked: dict[int, list[Any]] = {}
         self._answers: dict[int, bytes] = {}  # UDP: transaction id -> our answer to the client's request
+        self.watching = False  # the client asked for the floor's status (FloorQuery): it hears of changes
+        self.elsewhere: str | None = None  # the name of whoever else in the room presents now
 
     # -- what the adapter asks --------------------------------------------------------------------
 
@@ -137,15 +144,34 @@ class FloorServer:
         if request_id is None or self.requests.get(request_id) is not RequestStatus.GRANTED:
             return
         self._decided(request_id, RequestStatus.REVOKED, why)
-        self.requests.pop(request_id, None)
+
+    def held_elsewhere(self, name: str | None) -> None:
+        """Someone else in the room presents now (their name), or nobody does (None)."""
+        if name != self.elsewhere:
+            self.elsewhere = name
+            self._floor_changed()
 
     def _decided(self, request_id: int, status: RequestStatus, why: str = "") -> None:
         if request_id not in self.requests:
             return
         self.requests[request_id] = status
-        transaction_id = 0 if self.reliable else self._next_transaction_id()
-        message = self._status(Primitive.FLOOR_REQUEST_STATUS, transaction_id, request_id, status, why)
+        message = self._status(Primitive.FLOOR_REQUEST_STATUS, self._own_transaction(), request_id, status, why)
         self._outbox.append(serialize(message))
+        if status in (RequestStatus.GRANTED, RequestStatus.REVOKED):
+            if status is RequestStatus.REVOKED:
+                self.requests.pop(request_id, None)  # (before the status: it no longer holds the floor)
+            self._floor_changed()
+
+    def _own_transaction(self) -> int:
+        """The transaction id of a message the server starts: 0 over TCP (nothing to acknowledge)."""
+        return 0 if self.reliable else self._next_transaction_id()
+
+    def _floor_changed(self) -> None:
+        if self.watching:
+            message = Message(
+                Primitive.FLOOR_STATUS, self.conference_id, self._own_transaction(), self.user_id, self._floor_attributes(), self.version,
+            )  # fmt: skip
+            self._outbox.append(serialize(message))
 
     # -- messages in --------------------------------------------------------------------------------
 
@@ -224,14 +250,33 @@ class FloorServer:
         was = self.requests.pop(request_id)
         released = RequestStatus.RELEASED if was is RequestStatus.GRANTED else RequestStatus.CANCELLED
         self._events.append(FloorReleased(request_id, was is RequestStatus.GRANTED))
-        return self._status_reply(message, request_id, released)
+        reply = self._status_reply(message, request_id, released)
+        if was is RequestStatus.GRANTED:
+            self._floor_changed()
+        return reply
 
     def _floor_status(self, message: Message) -> bytes:
-        holder = self.holder
+        floors = [a.value for a in message.all(AttributeType.FLOOR_ID)]
+        if any(floor != self.floor_id for floor in floors):
+            return self._error(message, ErrorCode.INVALID_FLOOR_ID, f"the floor here is {self.floor_id}")
+        self.watching = bool(floors)  # (a FloorQuery without floors ends the subscription)
+        return self._reply(message, Primitive.FLOOR_STATUS, self._floor_attributes())
+
+    def _floor_attributes(self) -> list[Attribute]:
         attributes = [Attribute(AttributeType.FLOOR_ID, self.floor_id)]
+        holder = self.holder
         if holder is not None:
             attributes.append(self._request_information(holder, RequestStatus.GRANTED, ""))
-        return self._reply(message, Primitive.FLOOR_STATUS, attributes)
+        elif self.elsewhere is not None:
+            information = self._request_information(ELSEWHERE_REQUEST, RequestStatus.GRANTED, "")
+            beneficiary = [Attribute(AttributeType.USER_DISPLAY_NAME, self.elsewhere[:64])] if self.elsewhere else []
+            # (RFC 8855 5.2.15: BENEFICIARY-INFORMATION after the floor request statuses)
+            information.children.append(Attribute(AttributeType.BENEFICIARY_INFORMATION, self._elsewhere_user(), beneficiary))
+            attributes.append(information)
+        return attributes
+
+    def _elsewhere_user(self) -> int:
+        return 1 if self.user_id != 1 else 2
 
     # -- messages out --------------------------------------------------------------------------------
 

@@ -912,8 +912,9 @@ class SipCall:
                 server=bfcp.server,
             )
             presentation = self.conference.room.presentation if self.conference is not None else None
-            if not bfcp.server and presentation is not None and presentation.presenter != self.participant_id:
-                self.floor.request()  # (our room presents already: the far end should show it)
+            if presentation is not None and presentation.presenter != self.participant_id:
+                self.floor.request()  # (our room presents already: an MCU should show it)
+                self.floor.held_elsewhere(self._name_of(presentation.presenter))  # (a room system hears who)
         self.log.info(
             "content agreed" if first else "content renegotiated",
             codec=video.codecs[0].name,
@@ -978,10 +979,17 @@ class SipCall:
                 link.revoked(why=reason)  # (no-op when it released the floor itself, or as client)
             if reason != "taken_over":  # (a new presentation follows at once: its event decides)
                 link.release()
+                link.held_elsewhere(None)
         elif ours:
             link.release()  # (the MCU's own presenter: our room shows the MCU, not the reverse)
+            link.held_elsewhere(None)
         else:
             link.request()
+            link.held_elsewhere(self._name_of(event.participant))
+
+    def _name_of(self, pid: str | None) -> str:
+        participant = self.conference.room.participants.get(pid or "") if self.conference is not None else None
+        return participant.name if participant is not None else ""
 
     def _leave_floor(self) -> None:
         """Content goes away (declined by a re-INVITE, the call ends): a presentation of ours ends."""

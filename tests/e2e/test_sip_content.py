@@ -178,8 +178,11 @@ def test_a_room_system_presents_a_second_one_sees_it_takes_over_and_a_host_stops
         _, _, floor = board.ids()
         with board.bfcp() as board_floor, annex.bfcp() as annex_floor:
             assert board_floor.hello().primitive == bfcp_peer.Primitive.HELLO_ACK
+            assert bfcp_peer.beneficiary_name(annex_floor.floor_query(floor)) is None  # (nobody presents; it listens)
             first = board_floor.floor_request(floor)
             board_floor.wait_status(first, GRANTED)
+            # The annex asked for the floor's status: it hears that the board presents, by name
+            annex_floor.wait_for(bfcp_peer.Primitive.FLOOR_STATUS, where=lambda m: bfcp_peer.beneficiary_name(m) == "Board")
             assert presentation(demo) == {**presentation(demo), "presenter": board_id, "content": "slides"}  # type: ignore[dict-item]
 
             # Its slides: taken from it, decoded on the other room system's slides line
@@ -201,8 +204,10 @@ def test_a_room_system_presents_a_second_one_sees_it_takes_over_and_a_host_stops
             annex_floor.wait_status(taken, REVOKED)
             wait_until(lambda: presentation(demo) is None, 5, what="no presentation")
             assert annex_floor.problems == [] and board_floor.problems == []
-            wire = board_floor.wire
+            wire, udp_wire = board_floor.wire, annex_floor.wire
         assert_tshark_reads(wire, board.bfcp_line.port)
+        # (tshark 4.0 reads version 1 only: the UDP messages, re-headed, for their attributes)
+        assert_tshark_reads([(side, bfcp_peer.as_version_1(raw)) for side, raw in udp_wire], annex.bfcp_line.port)
     finally:
         board.hang_up()
         annex.hang_up()

@@ -1332,6 +1332,22 @@ def _attribute_types(attributes: Iterable[Attribute]) -> list[int]:
     return found
 
 
+def as_version_1(raw: bytes) -> bytes:
+    """A version 2 (UDP) message re-headed as version 1 (the R bit cleared, everything after the
+    first octet as it was), for tshark 4.0, whose dissector reads version 1 only: the attributes,
+    which are the same in both versions, are then read by it all the same."""
+    return bytes([(1 << 5) | (raw[0] & 0x0F)]) + raw[1:] if raw else raw
+
+
+def beneficiary_name(decoded: Decoded) -> str | None:
+    """The USER-DISPLAY-NAME of the first FLOOR-REQUEST-INFORMATION's beneficiary, if any (who holds
+    the floor, in a FloorStatus)."""
+    information = decoded.find(AttributeType.FLOOR_REQUEST_INFORMATION)
+    beneficiary = information.find(AttributeType.BENEFICIARY_INFORMATION) if information is not None else None
+    name = beneficiary.find(AttributeType.USER_DISPLAY_NAME) if beneficiary is not None else None
+    return str(name.value) if name is not None else None
+
+
 def assert_tshark_reads(messages: Iterable[bytes | tuple[bool, bytes]], port: int = 5070, directory: Path | None = None) -> list[TsharkBfcp]:
     """Writes these messages (bytes: from the client, or (from_client, bytes): e.g. a peer's `wire`)
     as one TCP connection and asserts tshark reads each as we do: its header's version, R bit,

@@ -156,3 +156,31 @@ def test_over_udp_an_unacknowledged_decision_is_given_up_after_four_sendings() -
         now = due
         sent += len(server.handle_timer(now))
     assert sent == 4 and now == 0.5 + 1.0 + 2.0 + 4.0
+
+
+def test_a_client_that_asked_for_the_floor_status_hears_every_change_including_presenters_elsewhere() -> None:
+    server = FloorServer(CONFERENCE, USER, FLOOR)
+    server.held_elsewhere("Anna")  # (before any FloorQuery: nothing is sent)
+    assert server.datagrams_to_send() == []
+    status = send(server, Primitive.FLOOR_QUERY, Attribute(AttributeType.FLOOR_ID, FLOOR))
+    info = status.find(AttributeType.FLOOR_REQUEST_INFORMATION)
+    assert info is not None and status_of(status)[1] is RequestStatus.GRANTED
+    beneficiary = info.find(AttributeType.BENEFICIARY_INFORMATION)
+    assert beneficiary is not None and beneficiary.value != USER and beneficiary.children[0].value == "Anna"
+    assert [a.type for a in info.children][-1] is AttributeType.BENEFICIARY_INFORMATION  # (after the statuses)
+    server.held_elsewhere(None)
+    (nobody,) = [parse(m) for m in server.datagrams_to_send()]
+    assert nobody.primitive is Primitive.FLOOR_STATUS and nobody.find(AttributeType.FLOOR_REQUEST_INFORMATION) is None
+    ours, _ = status_of(send(server, Primitive.FLOOR_REQUEST, Attribute(AttributeType.FLOOR_ID, FLOOR), tid=12))
+    server.granted(ours)
+    granted, floor_status = (parse(m) for m in server.datagrams_to_send())
+    assert granted.primitive is Primitive.FLOOR_REQUEST_STATUS and status_of(floor_status) == (ours, RequestStatus.GRANTED)
+    server.revoked(why="taken_over")
+    server.held_elsewhere("Ben")
+    sent = [parse(m) for m in server.datagrams_to_send()]
+    assert [m.primitive for m in sent] == [Primitive.FLOOR_REQUEST_STATUS, Primitive.FLOOR_STATUS, Primitive.FLOOR_STATUS]
+    assert sent[1].find(AttributeType.FLOOR_REQUEST_INFORMATION) is None  # (revoked: nobody, for a moment)
+    assert sent[2].find(AttributeType.FLOOR_REQUEST_INFORMATION).find(AttributeType.BENEFICIARY_INFORMATION).children[0].value == "Ben"  # type: ignore[union-attr]
+    assert send(server, Primitive.FLOOR_QUERY, tid=13).primitive is Primitive.FLOOR_STATUS  # (no floor: unsubscribed)
+    server.held_elsewhere(None)
+    assert server.datagrams_to_send() == []
