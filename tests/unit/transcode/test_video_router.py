@@ -127,12 +127,16 @@ def test_a_shared_screen_larger_than_1080p_is_transcoded_to_fit_it_with_its_aspe
     encoder.options = {"deadline": "realtime", "cpu-used": "8"}
     encoder.open()
     transcoder = Transcoder("H264", content=True)
-    picture = av.VideoFrame.from_ndarray(np.full((1600, 2560, 3), 200, dtype=np.uint8), format="rgb24").reformat(format="yuv420p")
+    noise = np.random.default_rng(7).integers(0, 256, (1600, 2560, 3), dtype=np.uint8)  # (a large picture)
+    picture = av.VideoFrame.from_ndarray(noise, format="rgb24").reformat(format="yuv420p")
     picture.pts = 0
     out = [f for packet in encoder.encode(picture) for f in transcoder.transcode(EncodedVideoFrame("VP8", bytes(packet), 0, True))]
     decoder = av.CodecContext.create("h264", "r")
     (shown,) = [p for f in out for p in decoder.decode(av.Packet(f.data))]
     assert (shown.width, shown.height) == (1728, 1080)
+    # every NAL unit fits one RTP packet: the output serves packetization-mode 0 receivers too
+    nal_units = [unit for f in out for unit in f.data.split(b"\x00\x00\x01") if unit]
+    assert sum(map(len, nal_units)) > 20_000 and max(len(unit) for unit in nal_units) <= 1104
 
 
 def test_keyframe_detection() -> None:
