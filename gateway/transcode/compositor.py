@@ -37,7 +37,6 @@ import asyncio
 import fractions
 import functools
 import math
-import os
 import threading
 import time
 import unicodedata
@@ -61,7 +60,13 @@ from gateway.transcode.codecs import (
     packetization_mode,
 )
 from gateway.transcode.layout import MAX_GRID, MAX_STRIP, Layout, Rect, SpeakerHold, arrange
-from gateway.transcode.video import VIDEO_CLOCK, EncodedVideoFrame, is_keyframe, open_encoder
+from gateway.transcode.video import (
+    VIDEO_CLOCK,
+    EncodedVideoFrame,
+    is_keyframe,
+    lower_priority,
+    open_encoder,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -458,18 +463,6 @@ class _Scene:
     spotlight: str | None
     speaking: frozenset[str]
     version: int = 0
-
-
-VIDEO_NICENESS = 10  # video threads yield the CPU to the event loop (audio) when cores are short
-
-
-def lower_priority() -> None:
-    """Makes the calling thread nicer than the event loop's (Linux: niceness is per thread), so
-    that an overloaded machine delays composed video, not the 20 ms audio tick."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), VIDEO_NICENESS)
-    except (AttributeError, OSError):  # (not Linux, or not allowed: run as is)
-        pass
 
 
 class _Source:

@@ -43,9 +43,9 @@ from typing import Any
 import structlog
 
 from gateway.logging import active_config
-from gateway.transcode.compositor import Compositor, OutputSpec, Tile, lower_priority
+from gateway.transcode.compositor import Compositor, OutputSpec, Tile
 from gateway.transcode.layout import Layout
-from gateway.transcode.video import EncodedVideoFrame
+from gateway.transcode.video import EncodedVideoFrame, lower_priority
 
 log = structlog.get_logger(__name__)
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -108,6 +110,19 @@ def is_keyframe(codec: str, data: bytes) -> bool:
 
 
 Deliver = Callable[[VideoSourceId, EncodedVideoFrame], None]
+
+
+VIDEO_NICENESS = 10  # video threads yield the CPU to the event loop (audio) when cores are short
+
+
+def lower_priority() -> None:
+    """Makes the calling thread nicer than the event loop's (Linux: niceness is per thread), so
+    that an overloaded machine delays video work (composition, transcodes), not the 20 ms audio
+    tick."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), VIDEO_NICENESS)
+    except (AttributeError, OSError):  # (not Linux, or not allowed: run as is)
+        pass
 
 
 class UndecodableFrame(ValueError):
@@ -308,7 +323,8 @@ class TranscodePool:
         worker = self._workers.get((source, codec))
         if worker is None:
             transcoder = Transcoder(codec, content=source.stream is StreamKind.CONTENT)
-            worker = (transcoder, ThreadPoolExecutor(1, thread_name_prefix=f"transcode-{codec}"), [0, 0])
+            executor = ThreadPoolExecutor(1, thread_name_prefix=f"transcode-{codec}", initializer=lower_priority)
+            worker = (transcoder, executor, [0, 0])
             self._workers[(source, codec)] = worker
         transcoder, executor, counts = worker
         if counts[0] >= self._max_pending and not frame.keyframe:
@@ -521,12 +537,11 @@ class VideoRouter:
                     for rid in targets:
                         receiver = self._receivers.get(rid)
                         if receiver is not None:
-                            self._forward(receiver, source_id, out)
-                            self.frames_transcoded += 1
+                            self._forward(receiver, source_id, out, transcoded=True)
 
             self._transcode(source_id, codec, frame, TranscodeDone(done, lambda: self._undecodable(source_id)))
 
-    def _forward(self, receiver: _Receiver, source_id: VideoSourceId, frame: EncodedVideoFrame) -> None:
+    def _forward(self, receiver: _Receiver, source_id: VideoSourceId, frame: EncodedVideoFrame, transcoded: bool = False) -> None:
         if source_id in receiver.waiting_keyframe:
             if not frame.keyframe:
                 # Asked again (rate-limited) until one comes: a sender may drop a request (baresip
@@ -535,7 +550,10 @@ class VideoRouter:
                 return
             receiver.waiting_keyframe.discard(source_id)
         receiver.frames_out += 1
-        self.frames_forwarded += 1
+        if transcoded:
+            self.frames_transcoded += 1
+        else:
+            self.frames_forwarded += 1  # (as it came: no decode)
         try:
             receiver.deliver(source_id, frame)
         except Exception:  # one receiver's broken leg must not cost the receivers after it
