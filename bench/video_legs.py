@@ -1,7 +1,9 @@
 """Video through the gateway: the composed picture room systems receive (encode once per room and
-output, whatever the number of receivers), and H.264 from a room system passed through to browsers.
+output, whatever the number of receivers), H.264 from a room system passed through to browsers, and
+a room system's content (slides, BFCP) shared with browsers and room systems.
 
-    python bench/video_legs.py [--rooms 1] [--senders 2] [--receivers 1 4] [--passthrough]
+    python bench/video_legs.py [--rooms 1] [--senders 2] [--receivers 1 4] [--passthrough] [--content]
+    python bench/video_legs.py --only-content [--content-receivers 1 4] [--content-kinds ...]
 
 The gateway runs as its own process, exactly as `gateway run` does (from this checkout or from
 `--tree`); every far end runs in processes of its own (bench/video_peers.py), so their CPU is not
@@ -47,14 +49,46 @@ browsers (--passthrough-browsers, receiving only) negotiated H.264 for their vid
 through untouched, so transcoder and composition decodes must stay 0; frames per second at each
 browser against 30.
 
+--content adds a gateway run of its own (--only-content: that run alone, its results in
+bench/results/video_legs_content.json), one room: a presenting room system (bench/video_peers.py
+presenter, with tests/support's SIP caller, BFCP floor participant and H.264 RTP sender) calls with
+audio, main video (recvonly), a slides line and a BFCP line over TCP, takes the floor (Hello,
+FloorRequest, Granted) and sends slides (--content-size 1280x720 or 1920x1080, --content-fps 15:
+testsrc2, libx264 constrained baseline, level 3.1 or 4.0, an IDR every 2 s; PLI/FIR answered with
+the next IDR). Then, stage by stage (N of --content-receivers, in increasing order, added to those
+already there; first N = 0, the presenter alone, unless --no-baseline), N viewers of each kind of
+--content-kinds join:
+- browser-vp8 / browser-h264: aiortc browsers (bench/video_peers.py) that take only VP8 / H.264 in
+  their slots; they answer the screen-upload line inactive and count the frames that come on the
+  slot whose value (offer, `video_slots` messages) is `<presenter id>#content`;
+- slides-rs: room systems with a slides line and a BFCP line (sipp, bench/sipp/content_leg.xml: the
+  offer of tests/e2e/test_sip_content.py, slides at the presenter's profile-level-id, main video
+  recvonly; they never connect to the floor control server); the RTP process counts their slides
+  line (and their main line, the composed picture) apart;
+- legacy-rs: room systems without content lines (bench/sipp/video_leg.xml): the content reaches
+  them in the composed picture (content large, people in the strip).
+Per stage, over --window: the gateway's CPU and, per viewer, its CPU above the N = 0 stage divided
+by the viewers; the encodes for the content: transcoders (gauge) against those expected (one per
+output codec that cannot take the slides as they are: VP8 browsers, and H.264 browsers when the
+slides exceed their slots' level 3.1; never one per viewer) and transcodes per second (each
+transcoder decode is followed by one encode; nobody sends a camera here, so all are the content's)
+per slides frame sent; the composed picture's encoders and encodes per frame time (one per output,
+for the legacy systems and the main lines), the content frames decoded for it, frames forwarded;
+frames per second at each kind of viewer against the rate the presenter sent (legacy: against 30,
+the composed picture's rate); the presenter's rate, keyframe requests and BFCP state; the mixer's
+late ticks; the gateway log's warnings and error lines. After the run the first slides room
+system's first frames are decoded here.
+
 Goals (printed beside the figures): at most 0.2 core per 720p30 room-system leg, 1 encode per room
 and output whatever the number of receivers, 0 decodes for H.264 passthrough to browsers, mixer
-late ticks under 0.1 %.
+late ticks under 0.1 %; for content, one transcode per output codec shared by all its viewers and
+one composed encode per output, the slides at every viewer, late ticks under 0.1 %.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -162,10 +196,14 @@ class Far:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
     def snap(self) -> dict[str, Any]:
+        return self.command("snap", 30)
+
+    def command(self, text: str, timeout: float) -> dict[str, Any]:
+        """One command line (snap; the browsers' `add ...`), and its reply."""
         assert self.process.stdin is not None
-        self.process.stdin.write("snap\n")
+        self.process.stdin.write(text + "\n")
         self.process.stdin.flush()
-        return self._reply(30)
+        return self._reply(timeout)
 
     def stop(self) -> dict[str, Any] | None:
         last = None
@@ -227,6 +265,30 @@ def start_far(name: str, workdir: Path, peers_tree: Path, args: list[str], ready
     if ready.get("event") != "ready":
         raise RuntimeError(f"{name} did not start: {ready}")
     return far, ready
+
+
+def make_content_clip(size: str, fps: int, seconds: int = 20) -> tuple[Path, str]:
+    """Slides for --content: testsrc2 at `size` and `fps` (moving: a worst case for a transcode),
+    libx264 constrained baseline at the level the size needs (3.1 for 720p15, 4.0 for 1080p15), an
+    IDR every 2 s with SPS/PPS in front, raw Annex B; made once in CLIP_CACHE. Also the
+    profile-level-id the room systems' slides lines say."""
+    width, height = (int(x) for x in size.split("x"))
+    level, profile_level_id = ("3.1", "42e01f") if width * height <= 1280 * 720 else ("4.0", "42e028")
+    kbps = 1000 if width * height <= 1280 * 720 else 2000
+    clip = CLIP_CACHE / f"testsrc2-{size}-{fps}fps-{seconds}s-baseline-l{level}-g{2 * fps}.h264"
+    if not clip.exists():
+        CLIP_CACHE.mkdir(parents=True, exist_ok=True)
+        partial = clip.with_name(f".{clip.name}.{os.getpid()}")
+        subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+             "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}", "-t", str(seconds),
+             "-c:v", "libx264", "-profile:v", "baseline", "-level", level, "-preset", "veryfast", "-pix_fmt", "yuv420p",
+             "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k", "-g", str(2 * fps), "-bf", "0",
+             "-x264-params", "repeat-headers=1", "-f", "h264", str(partial)],
+            check=True, capture_output=True, timeout=600,
+        )  # fmt: skip
+        os.replace(partial, clip)
+    return clip, profile_level_id
 
 
 def make_clip(seconds: int = 10) -> Path:
@@ -402,7 +464,7 @@ def room_figures(before: Snapshot, after: Snapshot, rooms: list[str], elapsed: f
     return out
 
 
-def sink_figures(before: dict[str, Any], after: dict[str, Any], ports: list[int], elapsed: float) -> dict[str, Any]:
+def sink_figures(before: dict[str, Any], after: dict[str, Any], ports: list[int], elapsed: float, due: float = FPS) -> dict[str, Any]:
     fps: list[float] = []
     kbps: list[float] = []
     lost = received = keyframes = 0
@@ -423,7 +485,7 @@ def sink_figures(before: dict[str, Any], after: dict[str, Any], ports: list[int]
         "sinks": len(ports),
         "fps_min": round(min(fps), 2) if fps else 0.0,
         "fps_mean": round(sum(fps) / len(fps), 2) if fps else 0.0,
-        "delivered_ratio_min": round(min(fps) / FPS, 4) if fps else 0.0,
+        "delivered_ratio_min": round(min(fps) / due, 4) if fps else 0.0,
         "kbps_mean": round(sum(kbps) / len(kbps), 1) if kbps else 0.0,
         "packets_received": received,
         "packets_lost": lost,
@@ -715,6 +777,315 @@ def run_passthrough(args: argparse.Namespace, keep: Path | None) -> dict[str, An
     return result
 
 
+# -- content sharing -----------------------------------------------------------------------------------
+
+CONTENT_KINDS = ("browser-vp8", "browser-h264", "slides-rs", "legacy-rs")
+CONTENT_SCENARIO = SIPP_DIR / "content_leg.xml"
+CONTENT_ROOM = "c0"
+
+
+def wait_presentation(gateway: Gateway, room: str, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        presentation = gateway.api(f"/api/rooms/{room}").get("presentation")
+        if presentation or time.monotonic() > deadline:
+            return presentation  # type: ignore[no-any-return]
+        time.sleep(0.25)
+
+
+def content_browser_figures(before: dict[str, Any], after: dict[str, Any], codec: str, elapsed: float, due: float) -> dict[str, Any]:
+    """The browsers that took only `codec` in their slots: frames per second that came on the slot
+    showing someone's content (`<participant>#content`), what codec they came in, from whom."""
+    fps: list[float] = []
+    codecs: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
+    keyframes = 0
+    kbps: list[float] = []
+    problems = []
+    for p0, p1 in zip(before["peers"], after["peers"], strict=True):
+        if p1["camera"] or p1.get("slot_codec") != codec:
+            continue
+        fps.append((p1["content_frames"] - p0["content_frames"]) / elapsed)
+        kbps.append((p1["content_bytes"] - p0["content_bytes"]) * 8 / 1000 / elapsed)
+        keyframes += p1["content_keyframes"] - p0["content_keyframes"]
+        for name, n in p1["content_codecs"].items():
+            codecs[name] += n - p0["content_codecs"].get(name, 0)
+        for value, n in p1["content_sources"].items():
+            sources[value] += n - p0["content_sources"].get(value, 0)
+        if p1["connection"] != "connected" or p1["ended"] or p1["errors"]:
+            problems.append({k: p1[k] for k in ("room", "connection", "ended", "errors")})
+    return {
+        "sinks": len(fps),
+        "fps_min": round(min(fps), 2) if fps else 0.0,
+        "fps_mean": round(sum(fps) / len(fps), 2) if fps else 0.0,
+        "delivered_ratio_min": round(min(fps) / due, 4) if fps and due else 0.0,
+        "kbps_mean": round(sum(kbps) / len(kbps), 1) if kbps else 0.0,
+        "keyframes": keyframes,
+        "codecs": dict(codecs),
+        "sources": dict(sources),
+        "problems": problems,
+    }
+
+
+def presenter_figures(before: dict[str, Any], after: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    return {
+        "slides_fps_sent": round((after["frames_sent"] - before["frames_sent"]) / elapsed, 2),
+        "slides_kbps_sent": round((after["octets_sent"] - before["octets_sent"]) * 8 / 1000 / elapsed, 1),
+        "keyframes_sent": after["key_frames_sent"] - before["key_frames_sent"],
+        "keyframe_requests": (after["pli_received"] + after["fir_received"]) - (before["pli_received"] + before["fir_received"]),
+        "keyframe_requests_since_start": {"pli": after["pli_received"], "fir": after["fir_received"]},
+        "main_video_fps_received": round((after["main_video_frames"] - before["main_video_frames"]) / elapsed, 2),
+        "audio_sent_ratio": round((after["audio_sent"] - before["audio_sent"]) / elapsed / 50, 4),
+        "sip_requests_from_gateway": after["sip_requests"],
+        "bfcp_statuses": after["bfcp_statuses"],
+        "bfcp_problems": after["bfcp_problems"],
+    }
+
+
+def slides_of(snap: dict[str, Any], ports: list[int]) -> dict[str, Any]:
+    """The RTP process's snap with each call's slides line in the place of its main one."""
+    calls = snap["calls"]
+    return {"calls": {str(p): {**calls[str(p)]["slides"], "audio_sent": calls[str(p)]["audio_sent"]} for p in ports}}
+
+
+def expected_transcoders(kinds: list[str], profile_level_id: str, viewers: int) -> int:
+    """Transcoders the content should need (one per output codec that cannot take it as it is):
+    VP8 browsers, one; H.264 browsers none while the slides fit their slots' level (aiortc: 3.1,
+    so 720p15), else one; room systems with slides none (same profile and level); legacy room
+    systems none (the content goes into the composed picture instead)."""
+    if not viewers:
+        return 0
+    return int("browser-vp8" in kinds) + int("browser-h264" in kinds and profile_level_id != "42e01f")
+
+
+def run_content(args: argparse.Namespace, keep: Path | None) -> dict[str, Any]:
+    room = CONTENT_ROOM
+    kinds = list(dict.fromkeys(args.content_kinds))
+    stages = ([0] if args.baseline else []) + sorted(set(n for n in args.content_receivers if n > 0))
+    max_n = max(stages)
+    clip, profile_level_id = make_content_clip(args.content_size, args.content_fps)
+    browser_codecs = [k.split("-")[1].upper() for k in kinds if k.startswith("browser-")]
+    n_slides = max_n if "slides-rs" in kinds else 0
+    n_legacy = max_n if "legacy-rs" in kinds else 0
+    points: list[dict[str, Any]] = []
+    timings: dict[str, float] = {}
+    run_began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="video_content_") as tmp:
+        workdir = Path(tmp)
+        gateway = start_gateway(workdir, [room], args.log_level, max_participants=2 + max_n * len(kinds), tree=args.tree)
+        presenter: Far | None = None
+        browsers: Far | None = None
+        rtp: Far | None = None
+        sipps: list[Sipp] = []
+        capture = workdir / "first_content_sink.h264"
+        capture_check: dict[str, Any] = {"frames_decoded": 0, "note": "no room system receiving"}
+        try:
+            time.sleep(1)
+            idle0, wall0 = sum(tree_cpu_seconds(gateway.process.pid)), time.monotonic()
+            time.sleep(3)
+            idle_cores = (sum(tree_cpu_seconds(gateway.process.pid)) - idle0) / (time.monotonic() - wall0)
+            ports = PortPool()
+            p_audio, p_video, p_slides = ports.take(2), ports.take(2), ports.take(2)
+            began = time.monotonic()
+            presenter, ready = start_far(
+                "presenter", workdir, args.peers_tree,
+                ["presenter", "--sip-port", str(gateway.sip_port), "--room", room, "--clip", str(clip),
+                 "--fps", str(args.content_fps), "--profile-level-id", profile_level_id,
+                 "--audio-port", str(p_audio), "--video-port", str(p_video), "--slides-port", str(p_slides)],
+                ready_timeout=60,
+            )  # fmt: skip
+            presentation = wait_presentation(gateway, room, 15)
+            timings["presenter_granted_after_s"] = round(time.monotonic() - began, 2)
+            if not presentation:
+                print(f"WARNING: the presenter was granted the floor ({ready}) but the room has no presentation", flush=True)
+            presenter_id = str((presentation or {}).get("presenter", "?"))
+            ws = gateway.base_url.replace("http", "ws", 1) + "/ws"
+            browsers, _ = start_far(
+                "browsers", workdir, args.peers_tree, ["browsers", "--url", ws, "--rooms", room, "--senders", "0"], ready_timeout=60
+            )
+            slides_calls = [(ports.take(2), ports.take(2), ports.take(2)) for _ in range(n_slides)]
+            legacy_calls = [(ports.take(2), ports.take(2)) for _ in range(n_legacy)]
+            specs = [f"{a}:{v}:sink:{sl}" for a, v, sl in slides_calls] + [f"{a}:{v}:sink" for a, v in legacy_calls]
+            if specs:
+                rtp, _ = start_far(
+                    "rtp", workdir, args.peers_tree,
+                    ["rtp", "--calls", *specs, "--capture", str(capture), "--capture-stream", "slides" if slides_calls else "video"],
+                    ready_timeout=30,
+                )  # fmt: skip
+            far: dict[str, list[subprocess.Popen[Any]]] = {
+                "presenter": [presenter.process], "browsers": [browsers.process], "rtp": [rtp.process] if rtp else [], "sipp": []
+            }
+            placed = 0
+            stage_time = args.warmup + args.window + 90
+            for n, viewers in enumerate(stages):
+                stage_began = time.monotonic()
+                not_connected: list[Any] = []
+                if viewers > placed:
+                    count = viewers - placed
+                    hold_s = stage_time * (len(stages) - n) + 60
+                    sipp_args = ["-r", "5", "-aa", "-d", str(int(hold_s * 1000)), "-recv_timeout", "20000", "-timeout", str(int(hold_s + 60))]
+                    if slides_calls:  # their calls first: sipp places them while the browsers connect
+                        inf = workdir / f"content{viewers}.csv"
+                        inf.write_text("SEQUENTIAL\n" + "".join(
+                            f"{room};{a};{v};recvonly;{sl};recvonly;{profile_level_id};5070;\n" for a, v, sl in slides_calls[placed:viewers]
+                        ))  # fmt: skip
+                        sipps.append(start_sipp(f"content{viewers}", workdir, CONTENT_SCENARIO, f"127.0.0.1:{gateway.sip_port}", ports,
+                                                ["-inf", str(inf), "-m", str(count), "-l", str(count), *sipp_args]))  # fmt: skip
+                    if legacy_calls:
+                        inf = workdir / f"legacy{viewers}.csv"
+                        inf.write_text("SEQUENTIAL\n" + "".join(f"{room};{a};{v};recvonly;RTP/AVPF;\n" for a, v in legacy_calls[placed:viewers]))
+                        sipps.append(start_sipp(f"legacy{viewers}", workdir, SCENARIO, f"127.0.0.1:{gateway.sip_port}", ports,
+                                                ["-inf", str(inf), "-m", str(count), "-l", str(count), *sipp_args]))  # fmt: skip
+                    far["sipp"] = [s.process for s in sipps]
+                    for codec in browser_codecs:
+                        added = browsers.command(f"add {room} {count} {codec}", 180)
+                        not_connected += [p for p in added.get("peers", []) if p["connection"] != "connected"]
+                    if not_connected:
+                        print(f"WARNING: {len(not_connected)} browser(s) not connected: {not_connected[:2]}", flush=True)
+                    placed = viewers
+                want = 1 + viewers * len(kinds)
+                in_room = wait_in_rooms(gateway, [room], want, 90)
+                joined_s = time.monotonic() - stage_began
+                if in_room < want:
+                    print(f"WARNING: N={viewers}: {in_room} of {want} participants in the room; measuring those", flush=True)
+                time.sleep(args.warmup)
+                p0 = presenter.snap()
+                before, after = window(gateway, [room], args.window, far, browsers, rtp)
+                p1 = presenter.snap()
+                elapsed = after.at - before.at
+                load = load_figures(before, after, elapsed)
+                cores = load["gateway_cores"]
+                rooms = room_figures(before, after, [room], elapsed)
+                r = rooms[room]
+                m0, m1 = before.metrics.get(room, {}), after.metrics.get(room, {})
+                sender = presenter_figures(p0, p1, elapsed)
+                due = sender["slides_fps_sent"] or float(args.content_fps)
+                point: dict[str, Any] = {
+                    "viewers_per_kind": viewers,
+                    "viewers": viewers * len(kinds),
+                    "participants_in_room": in_room,
+                    "participants_wanted": want,
+                    "browsers_not_connected": len(not_connected),
+                    "joined_after_s": round(joined_s, 2),
+                    "window_s": round(elapsed, 2),
+                    **load,
+                    "gateway_idle_cores": round(idle_cores, 4),
+                    "rooms": rooms,
+                    "presentation": gateway.api(f"/api/rooms/{room}").get("presentation"),
+                    "presenter": sender,
+                    "video_problems": {k: _d(m1, m0, k) for k in ("frames_undecodable", "compositor_restarts", "composed_frames_not_sent")},
+                }
+                # Encodes for the content: every transcoder decode is followed by one encode (the
+                # transcoders have no other source here: nobody sends a camera); the composed picture
+                # is encoded once per output at 30 fps.
+                want_transcoders = expected_transcoders(kinds, profile_level_id, viewers)
+                point["encodes"] = {
+                    "transcoders": r["transcoders_gauge"],
+                    "transcoders_expected": want_transcoders,
+                    "transcodes_per_s": r["per_s"]["transcoder_decodes"],
+                    "transcodes_per_content_frame": round(r["per_s"]["transcoder_decodes"] / due, 3) if due else None,
+                    "composed_encoders": r["composed_encoders_gauge"],
+                    "composed_encodes_per_s": r["per_s"]["composed_encodes"],
+                    "composed_encodes_per_frame_time": r["encoders_effective"],
+                    "composed_decodes_per_s": r["per_s"]["composed_decodes"],
+                    "content_encodes_per_s": round(r["per_s"]["transcoder_decodes"] + r["per_s"]["composed_encodes"], 2),
+                    "frames_forwarded_per_s": r["per_s"]["frames_forwarded"],
+                    "frames_transcoded_per_s": r["per_s"]["frames_transcoded"],
+                    "frames_forwarded_untouched_per_s": round(r["per_s"]["frames_forwarded"], 2),  # (as they came)
+                }
+                if viewers:
+                    point["cores_per_viewer"] = round(cores / (viewers * len(kinds)), 4)
+                    if points and points[0]["viewers"] == 0:
+                        point["cores_per_viewer_above_n0"] = round((cores - points[0]["gateway_cores"]) / (viewers * len(kinds)), 4)
+                sinks: dict[str, Any] = {}
+                for codec in browser_codecs:
+                    assert before.browsers is not None and after.browsers is not None
+                    sinks[f"browser-{codec.lower()}"] = content_browser_figures(before.browsers, after.browsers, codec, elapsed, due)
+                if viewers and rtp is not None:
+                    assert before.rtp is not None and after.rtp is not None
+                    if slides_calls:
+                        ports_now = [a for a, _, _ in slides_calls[:viewers]]
+                        sinks["slides-rs"] = sink_figures(
+                            slides_of(before.rtp, ports_now), slides_of(after.rtp, ports_now), ports_now, elapsed, due
+                        )
+                        sinks["slides-rs"]["main_video"] = sink_figures(before.rtp, after.rtp, ports_now, elapsed)
+                    if legacy_calls:
+                        sinks["legacy-rs"] = sink_figures(before.rtp, after.rtp, [a for a, _ in legacy_calls[:viewers]], elapsed)
+                point["sinks"] = sinks
+                points.append(point)
+                print(_content_stage_line(point, kinds), flush=True)
+            timings["stages_s"] = round(time.monotonic() - began, 1)
+            if rtp is not None:
+                rtp.stop()
+                rtp = None
+                capture_check = decode_capture(capture)
+        finally:
+            stop_all(sipps, rtp, browsers, gateway if presenter is None else _Both(presenter, gateway),
+                     keep / "content" if keep is not None else None, workdir)  # fmt: skip
+        problems = gateway.problems() if gateway.log_path.exists() else {}
+        errors = gateway_error_lines(gateway.log_path) if gateway.log_path.exists() else []
+        sipp_summaries = [s.summary() for s in sipps]
+    timings["run_s"] = round(time.monotonic() - run_began, 1)
+    return {
+        "room": room,
+        "kinds": kinds,
+        "stages": stages,
+        "presenter_id": presenter_id,
+        "content_value": f"{presenter_id}#content",
+        "slides": {"size": args.content_size, "fps": args.content_fps, "profile_level_id": profile_level_id, "clip": str(clip)},
+        "timings": timings,
+        "points": points,
+        "first_content_sink_decoded": capture_check,
+        "sipp": sipp_summaries,
+        "gateway_log": problems,
+        "gateway_error_lines": errors,
+    }
+
+
+@dataclass
+class _Both:
+    """stop_all ends one `gateway`: the presenter first (its BYE while the gateway still answers)."""
+
+    presenter: Far
+    gateway: Gateway
+
+    def stop(self) -> None:
+        self.presenter.stop()
+        self.gateway.stop()
+
+
+def gateway_error_lines(path: Path, limit: int = 20) -> list[str]:
+    """The gateway's error and critical lines (JSON), short: event, and the exception's last line."""
+    out = []
+    for raw in path.read_text(errors="replace").splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and line.get("level") in ("error", "critical"):
+            text = f"{line.get('level')}: {line.get('event')}"
+            if line.get("exception"):
+                text += f" ({str(line['exception']).strip().splitlines()[-1]})"
+            out.append(text[:300])
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _content_stage_line(p: dict[str, Any], kinds: list[str]) -> str:
+    e = p["encodes"]
+    text = (
+        f"N={p['viewers_per_kind']}/kind ({p['viewers']} viewers): gateway {p['gateway_cores']:.3f} cores, "
+        f"transcoders {e['transcoders']:.0f} (want {e['transcoders_expected']}) {e['transcodes_per_s']:.1f}/s, "
+        f"composed {e['composed_encoders']:.0f} encoder(s) {e['composed_encodes_per_s']:.1f}/s, "
+        f"slides sent {p['presenter']['slides_fps_sent']:.1f} fps, late ticks {p['rooms']['_all']['late_tick_percent']:.3f} %"
+    )
+    for kind, sink in p["sinks"].items():
+        if sink.get("sinks"):
+            text += f", {kind} {sink['fps_min']:.1f}-{sink['fps_mean']:.1f} fps"
+    return text
+
+
 # -- main -----------------------------------------------------------------------------------------------
 
 
@@ -730,6 +1101,15 @@ def main() -> None:
     parser.add_argument("--passthrough", action="store_true", help="also measure H.264 from a room system to browsers")
     parser.add_argument("--passthrough-browsers", type=int, default=2, help="browsers receiving the room system's H.264")
     parser.add_argument("--only-passthrough", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--content", action="store_true", help="also measure content sharing (a gateway run of its own)")
+    parser.add_argument("--only-content", action="store_true",
+                        help="measure content sharing only (results in bench/results/video_legs_content.json)")
+    parser.add_argument("--content-receivers", type=int, nargs="+", default=[1, 4],
+                        help="N: content viewers of each kind (several: stages of one run)")
+    parser.add_argument("--content-kinds", nargs="+", choices=CONTENT_KINDS, default=list(CONTENT_KINDS),
+                        help="kinds of content viewers (default: all)")
+    parser.add_argument("--content-size", default="1280x720", choices=["1280x720", "1920x1080"], help="the slides' size")
+    parser.add_argument("--content-fps", type=int, default=15, help="the slides' frame rate")
     parser.add_argument("--peers-tree", type=Path, default=ROOT, help="tree whose aiortc glue and probe the far ends use")
     parser.add_argument("--far-niceness", type=int, default=10, help="CPU niceness of the far ends' processes (0: the gateway's)")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -741,15 +1121,18 @@ def main() -> None:
         args.keep.mkdir(parents=True, exist_ok=True)
     if shutil.which(SIPP) is None and not Path(SIPP).exists():
         raise SystemExit("sipp not found (apt install sip-tester)")
-    composed = None if args.only_passthrough else run_composed(args, args.keep)
-    passthrough = run_passthrough(args, args.keep) if args.passthrough or args.only_passthrough else None
+    only = args.only_passthrough or args.only_content
+    composed = None if only else run_composed(args, args.keep)
+    passthrough = run_passthrough(args, args.keep) if (args.passthrough and not args.only_content) or args.only_passthrough else None
+    content = run_content(args, args.keep) if (args.content and not args.only_passthrough) or args.only_content else None
     path = write_results(
-        "video_legs",
+        "video_legs_content" if args.only_content else "video_legs",
         {
             "composed": composed,
             "passthrough": passthrough,
+            "content": content,
             "goals": GOALS,
-            "verdicts": verdicts(composed, passthrough),
+            "verdicts": verdicts(composed, passthrough) + content_verdicts(content),
             "settings": {
                 "rooms": args.rooms,
                 "senders": args.senders,
@@ -759,6 +1142,9 @@ def main() -> None:
                 "window": args.window,
                 "far_niceness": args.far_niceness,
                 "passthrough_browsers": args.passthrough_browsers if passthrough else None,
+                "content_receivers": args.content_receivers if content else None,
+                "content_kinds": args.content_kinds if content else None,
+                "content_slides": f"{args.content_size} {args.content_fps} fps H.264 constrained baseline" if content else None,
                 "camera": "testsrc2 1280x720 30 fps, aiortc VP8 encoder (in the browsers' process)",
                 "room_systems": "sipp (bench/sipp/video_leg.xml): PCMA + H.264 42e01f mode 1, video recvonly; "
                 "media counted by bench/video_peers.py rtp",
@@ -771,9 +1157,114 @@ def main() -> None:
         args.tree,
     )
     report(composed, passthrough)
-    print("\nGoals (issue: room systems see and are seen):")
-    print_table(["goal", "where", "measured", ""], verdicts(composed, passthrough))
+    report_content(content)
+    print("\nGoals (issues: room systems see and are seen; content sharing):")
+    print_table(["goal", "where", "measured", ""], verdicts(composed, passthrough) + content_verdicts(content))
     print(f"\nresults: {path}")
+
+
+def content_verdicts(content: dict[str, Any] | None) -> list[list[str]]:
+    """The content goals beside what was measured: one encode per output (one transcode per codec
+    that cannot take the slides as they are, shared by all its viewers; none toward room systems
+    that forward; one composed encode per output), the slides at every viewer, late ticks."""
+    rows: list[list[str]] = []
+    if content is None:
+        return rows
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    for p in content["points"]:
+        where = f"content N={p['viewers_per_kind']}"
+        e = p["encodes"]
+        due = p["presenter"]["slides_fps_sent"] or content["slides"]["fps"]
+        if p["viewers"]:
+            ok = e["transcoders"] == e["transcoders_expected"] and e["transcodes_per_s"] <= 1.05 * due * max(e["transcoders_expected"], 0)
+            rows.append(["content: 1 transcode per output codec, shared", where,
+                         f"{e['transcoders']:.0f} transcoder(s) (want {e['transcoders_expected']}), "
+                         f"{e['transcodes_per_content_frame']} per slides frame", met(ok)])  # fmt: skip
+            # (every room system's main line here is H.264 42e01f: one output, so one encoder)
+            rows.append(["content: 1 composed encode per output", where,
+                         f"{e['composed_encoders']:.0f} encoder(s) (want 1), {e['composed_encodes_per_frame_time']:.2f} per frame time",
+                         met(e["composed_encoders"] == 1 and e["composed_encodes_per_frame_time"] <= 1.05)])  # fmt: skip
+            for kind, sink in p["sinks"].items():
+                wanted = FPS if kind == "legacy-rs" else due
+                rows.append([f"content reaches each {kind} ({wanted:.0f} fps)", where,
+                             f"min {sink['fps_min']:.1f} fps ({sink['delivered_ratio_min']:.0%})",
+                             met(sink["sinks"] > 0 and sink["delivered_ratio_min"] >= 0.9)])  # fmt: skip
+        late = p["rooms"]["_all"]["late_tick_percent"]
+        rows.append([f"late audio ticks < {GOALS['late_tick_percent_below']} %", where, f"{late:.3f} %",
+                     met(late < GOALS["late_tick_percent_below"])])  # fmt: skip
+    return rows
+
+
+def _sink_fps(sinks: dict[str, Any], kind: str) -> str:
+    sink = sinks.get(kind)
+    return _fmt(sink["fps_min"], 1) if sink and sink.get("sinks") else "-"
+
+
+def report_content(content: dict[str, Any] | None) -> None:
+    if content is None:
+        return
+    slides = content["slides"]
+    print(
+        f"\nContent sharing: 1 room system presenting {slides['size']} {slides['fps']} fps H.264 "
+        f"({slides['profile_level_id']}) over BFCP; N viewers of each kind: {', '.join(content['kinds'])}"
+    )
+    rows = []
+    for p in content["points"]:
+        e = p["encodes"]
+        fps = functools.partial(_sink_fps, p["sinks"])
+
+        rows.append([
+            p["viewers_per_kind"], p["viewers"],
+            _fmt(p["gateway_cores"]), _fmt(p.get("gateway_children_cores")),
+            _fmt(p.get("cores_per_viewer_above_n0")),
+            f"{e['transcoders']:.0f}/{e['transcoders_expected']}", _fmt(e["transcodes_per_s"], 1),
+            _fmt(e["composed_encoders"], 0), _fmt(e["composed_encodes_per_s"], 1), _fmt(e["composed_decodes_per_s"], 1),
+            _fmt(e["frames_forwarded_untouched_per_s"], 1), _fmt(e["frames_transcoded_per_s"], 1),
+            _fmt(p["presenter"]["slides_fps_sent"], 1),
+            fps("browser-vp8"), fps("browser-h264"), fps("slides-rs"), fps("legacy-rs"),
+            _fmt(p["rooms"]["_all"]["late_tick_percent"]),
+            _fmt(sum(p["far_cores"].values()), 2), _fmt(p["other_cores"], 2),
+        ])  # fmt: skip
+    print_table(
+        ["N/kind", "viewers", "gw cores", "compositor", "/viewer over N=0", "transcoders (got/want)", "transcodes/s",
+         "comp. encoders", "comp. encodes/s", "comp. decodes/s", "untouched/s", "transcoded/s", "slides sent fps",
+         "VP8 browser fps min", "H264 browser fps min", "slides RS fps min", "legacy fps min", "late ticks %",
+         "far ends", "other load"],
+        rows,
+    )  # fmt: skip
+    print(
+        f"(slides due at each content viewer at the rate sent; legacy room systems' composed picture at {FPS} fps; "
+        "untouched/s: frames delivered as they came, transcoded/s: deliveries of transcoded frames)"
+    )
+    print(f"first room system's slides decoded after the run: {content['first_content_sink_decoded']}")
+    for p in content["points"]:
+        for kind, sink in p["sinks"].items():
+            extra = {k: sink[k] for k in ("codecs", "sources") if k in sink}
+            if "main_video" in sink:
+                extra["main_video_fps_min"] = sink["main_video"]["fps_min"]
+            if sink.get("problems"):
+                extra["problems"] = sink["problems"][:2]
+            if extra:
+                print(f"  N={p['viewers_per_kind']} {kind}: {extra}")
+        if any(p["video_problems"].values()):
+            print(f"  N={p['viewers_per_kind']} video problems: {p['video_problems']}")
+        if p["participants_in_room"] < p["participants_wanted"]:
+            print(f"  INCOMPLETE at N={p['viewers_per_kind']}: {p['participants_in_room']} of {p['participants_wanted']} in the room")
+        pres = p["presenter"]
+        if pres["bfcp_problems"] or not p["presentation"]:
+            print(f"  N={p['viewers_per_kind']} presenter: presentation {p['presentation']}, BFCP {pres['bfcp_statuses']} {pres['bfcp_problems']}")
+    log = content["gateway_log"]
+    if log and (log.get("levels") or log.get("other_count")):
+        print(f"gateway log (content): {log['levels']} {log['events']}, {log['other_count']} other lines {log['other_lines'][:3]}")
+    for line in content["gateway_error_lines"][:5]:
+        print(f"  {line}")
+    for s in content["sipp"]:
+        if s["failed"] or s["unexpected_answers"] or s["error_lines"]:
+            print(f"sipp: {s['failed']} failed {s['failures']} {s['unexpected_answers']} {s['error_lines'][:2]}")
+    print(f"timings: {content['timings']}")
 
 
 def verdicts(composed: dict[str, Any] | None, passthrough: dict[str, Any] | None) -> list[list[str]]:

@@ -1,6 +1,6 @@
 """The far ends of bench/video_legs.py, in processes of their own (their CPU is not the gateway's).
 
-Two modes, each one process driven by its parent over stdin/stdout (JSON lines, as in
+Three modes, each one process driven by its parent over stdin/stdout (JSON lines, as in
 bench/rtp_phones.py: `{"event": "ready"}` once started; on `snap` in stdin, `{"event": "snap", ...}`
 with its counters; `stop`, or the end of stdin, ends it after a last snap):
 
@@ -16,7 +16,12 @@ with its counters; `stop`, or the end of stdin, ends it after a last snap):
   balanced, leaves every video m-line after the first of an offer on a DTLS transport that never
   connects, so an aiortc answerer receives no video at all), and the audio level is set in the
   unit aiortc's sender expects (dBov, negative; `aiortc_glue.send_audio_level` hands it a positive
-  number, which reaches the gateway as silence: -20 dBov arrives as -108).
+  number, which reaches the gateway as silence: -20 dBov arrives as -108). The line the offer names
+  `screen_mid` (a shared screen's upload) is answered inactive: these peers never share. Each peer
+  keeps what every slot carries (the offer's `video_slots`, then `video_slots` messages) and counts
+  apart the frames that arrive on a slot showing someone's content (`<participant id>#content`).
+  `add <room> <count> <VP8|H264|any>` on stdin joins more receivers (answered `{"event": "added"}`
+  once they are connected).
 - `rtp`: the media of SIP calls whose signalling sipp does (bench/sipp/video_leg.xml). Each call is
   an audio socket pair and a video socket pair, the ports its SDP offer names. Audio: A-law silence
   every 20 ms to where the gateway's audio comes from (symmetric RTP), so the gateway's media
@@ -26,7 +31,9 @@ with its counters; `stop`, or the end of stdin, ends it after a last snap):
   writes the first frames it gets, depacketized (H.264 Annex B; VP8 in IVF), for the parent to
   decode after the run. A *source* call sends H.264 RTP (packetization mode 1) from a clip, 30 fps,
   to the gateway's video port (which sipp writes, with the call's audio port, to an answers file),
-  jumping to the next IDR of the clip when RTCP PLI/FIR asks for one.
+  jumping to the next IDR of the clip when RTCP PLI/FIR asks for one. A call may have a slides line
+  too (`audio:video:role:slides_port`: a room system with a content line), counted apart.
+- `presenter`: a room system that presents (`presenter_main`): SIP, BFCP and its slides.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fractions
+import functools
 import json
 import os
 import random
@@ -155,6 +163,15 @@ class BrowserPeer:
         self.slot_packets = 0
         self.slot_payload_types: dict[int, int] = {}
         self.camera_codec: str | None = None
+        # What each slot carries now (the offer's `video_slots`, then the `video_slots` messages):
+        # a participant id, `"<participant id>#content"` (someone's content), or None.
+        self.slot_values: dict[str, str | None] = {}
+        self.screen_mid: str | None = None
+        self.content_frames = 0  # frames that arrived on a slot whose value was someone's content
+        self.content_keyframes = 0
+        self.content_bytes = 0
+        self.content_codecs: dict[str, int] = {}
+        self.content_sources: dict[str, int] = {}  # frames by slot value (`<presenter>#content`)
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
@@ -173,7 +190,11 @@ class BrowserPeer:
                 kind = msg.get("type")
                 if kind == "joined":
                     self.joined.set()
+                elif kind == "video_slots":
+                    self.slot_values = dict(msg.get("video_slots") or {})
                 elif kind == "offer":
+                    self.slot_values = dict(msg.get("video_slots") or {})
+                    self.screen_mid = msg.get("screen_mid") or None
                     try:
                         await self._answer(msg)
                     except Exception as exc:  # reported to the parent, not fatal for the others
@@ -215,8 +236,12 @@ class BrowserPeer:
                     transceiver.direction = "sendonly"
                 else:
                     transceiver.direction = "inactive"
+            elif transceiver.mid == self.screen_mid:
+                # the upload of a shared screen (offered recvonly): the page answers it sendonly and
+                # fills it only while it shares; these peers never share: inactive
+                transceiver.direction = "inactive"
             else:  # a video slot: another participant's video, forwarded (counted, never decoded)
-                VideoTap(transceiver.receiver, self._count_frame)
+                VideoTap(transceiver.receiver, functools.partial(self._count_frame, transceiver.mid))
                 self._count_packets(transceiver.receiver)
                 if self.slot_codec is not None:
                     keep_codec(transceiver, self.slot_codec)
@@ -242,13 +267,22 @@ class BrowserPeer:
     def _count_audio(self, *_args: object) -> None:
         self.audio_packets += 1
 
-    def _count_frame(self, codec: Any, data: bytes, _timestamp: int) -> None:
+    def _count_frame(self, mid: str | None, codec: Any, data: bytes, _timestamp: int) -> None:
         self.slot_frames += 1
         self.slot_bytes += len(data)
         name = str(codec.name).upper()
         self.slot_codecs[name] = self.slot_codecs.get(name, 0) + 1
-        if is_keyframe(name, data):
+        key = is_keyframe(name, data)
+        if key:
             self.slot_keyframes += 1
+        value = self.slot_values.get(mid or "")
+        if value is not None and value.endswith("#content"):
+            self.content_frames += 1
+            self.content_bytes += len(data)
+            self.content_codecs[name] = self.content_codecs.get(name, 0) + 1
+            self.content_sources[value] = self.content_sources.get(value, 0) + 1
+            if key:
+                self.content_keyframes += 1
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -264,6 +298,12 @@ class BrowserPeer:
             "slot_codecs": self.slot_codecs,
             "slot_packets": self.slot_packets,
             "slot_payload_types": self.slot_payload_types,
+            "slot_codec": self.slot_codec,
+            "content_frames": self.content_frames,
+            "content_keyframes": self.content_keyframes,
+            "content_bytes": self.content_bytes,
+            "content_codecs": self.content_codecs,
+            "content_sources": self.content_sources,
             "connection": self.pc.connectionState if self.pc is not None else "new",
             "ended": self.ended,
             "errors": self.errors[:5],
@@ -296,6 +336,34 @@ async def browsers_main(args: argparse.Namespace) -> None:
         for i in range(args.receivers):
             speaking = args.senders == 0 and i == 0
             peers.append(BrowserPeer(args.url, room, f"{room}-view{i}", False, speaking, args.slot_codec, size))
+    await connect_peers(peers)
+    print(json.dumps({"event": "ready", "peers": [p.counters() for p in peers]}), flush=True)
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    threading.Thread(target=_stdin_lines, args=(asyncio.get_running_loop(), queue), daemon=True).start()
+    added = 0
+    while True:
+        command = await queue.get()
+        if command.startswith("add "):
+            # `add <room> <count> <slot codec: VP8, H264 or any>`: more receivers (no camera) join;
+            # answered `{"event": "added", "peers": [...]}` (the new ones) once they are connected
+            _, room, count, codec = command.split()
+            new = [
+                BrowserPeer(args.url, room, f"{room}-{codec.lower()}{added + i}", False, False, None if codec == "any" else codec, size)
+                for i in range(int(count))
+            ]
+            added += len(new)
+            peers.extend(new)
+            await connect_peers(new)
+            print(json.dumps({"event": "added", "peers": [p.counters() for p in new]}), flush=True)
+        if command in ("snap", "stop"):
+            print(json.dumps({"event": "snap", "at": time.monotonic(), "peers": [p.counters() for p in peers]}), flush=True)
+        if command == "stop":
+            break
+    await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+
+
+async def connect_peers(peers: list[BrowserPeer]) -> None:
+    """Joins them one after the other, then waits until each answered and connected (or gave up)."""
     for peer in peers:
         await peer.start()
         await asyncio.sleep(0.1)
@@ -307,16 +375,6 @@ async def browsers_main(args: argparse.Namespace) -> None:
         if all(p.pc is not None and p.pc.connectionState == "connected" for p in peers):
             break
         await asyncio.sleep(0.2)
-    print(json.dumps({"event": "ready", "peers": [p.counters() for p in peers]}), flush=True)
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    threading.Thread(target=_stdin_lines, args=(asyncio.get_running_loop(), queue), daemon=True).start()
-    while True:
-        command = await queue.get()
-        if command in ("snap", "stop"):
-            print(json.dumps({"event": "snap", "at": time.monotonic(), "peers": [p.counters() for p in peers]}), flush=True)
-        if command == "stop":
-            break
-    await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
 
 
 # -- SIP calls' media -----------------------------------------------------------------------------
@@ -398,31 +456,14 @@ def vp8_descriptor_size(payload: bytes) -> int:
     return size
 
 
-class Call:
-    """The media of one SIP call: audio (port, port + 1) and video (vport, vport + 1)."""
+class VideoIn:
+    """What arrives on one video line of a call: packets, bytes, loss (by sequence number), whole
+    frames (marker bit), distinct timestamps, IDRs (H.264, what the calls offer), the longest gap
+    between frames since the last snap, and the payload types."""
 
-    def __init__(self, index: int, audio_port: int, video_port: int, role: str) -> None:
-        self.index = index
-        self.audio_port, self.video_port, self.role = audio_port, video_port, role
-        self.sockets: list[socket.socket] = []
-        for port in (audio_port, audio_port + 1, video_port, video_port + 1):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("127.0.0.1", port))
-            s.setblocking(False)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-            self.sockets.append(s)
-        self.audio_rtp, self.audio_rtcp, self.video_rtp, self.video_rtcp = self.sockets
-        self.audio_remote: tuple[str, int] | None = None
-        self.video_remote: tuple[str, int] | None = None
-        self.audio_ssrc = random.getrandbits(32)
-        self.video_ssrc = random.getrandbits(32)
-        self.audio_seq = random.getrandbits(16)
-        self.audio_ts = random.getrandbits(32)
-        self.audio_sent = 0
-        self.audio_in = 0
-        # video in (sinks)
-        self.video_packets = 0
-        self.video_bytes = 0
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
         self.frames = 0  # packets with the marker bit: frames completed
         self.timestamps = 0  # distinct RTP timestamps seen
         self.keyframes = 0
@@ -431,8 +472,97 @@ class Call:
         self.last_ts: int | None = None
         self.last_key_ts: int | None = None
         self.last_frame_at: float | None = None
-        self.max_gap_s = 0.0  # longest time between two frames since the last snap
+        self.max_gap_s = 0.0
         self.payload_types: dict[int, int] = {}
+        self.remote: tuple[str, int] | None = None
+
+    def take(self, data: bytes, source: tuple[str, int], now: float) -> tuple[bytes, bool, int] | None:
+        """Counts an RTP packet; its payload, marker and timestamp (None when it is not RTP)."""
+        if len(data) < 12 or data[0] >> 6 != 2 or 72 <= data[1] & 0x7F <= 76:
+            return None
+        if self.remote is None:
+            self.remote = source
+        first = data[0]
+        header = 12 + 4 * (first & 0x0F)
+        if first & 0x10 and len(data) >= header + 4:  # header extension
+            header += 4 + 4 * struct.unpack_from("!H", data, header + 2)[0]
+        end = len(data) - (data[-1] if first & 0x20 and data else 0)
+        payload = data[header:end]
+        pt = data[1] & 0x7F
+        marker = bool(data[1] & 0x80)
+        seq, ts = struct.unpack_from("!HI", data, 2)
+        self.packets += 1
+        self.bytes += len(payload)
+        self.payload_types[pt] = self.payload_types.get(pt, 0) + 1
+        if self.first_seq is None:
+            self.first_seq = self.max_seq = seq
+        else:
+            delta = (seq - self.max_seq) & 0xFFFF
+            if delta < 0x8000:
+                self.max_seq += delta
+        if ts != self.last_ts:
+            self.timestamps += 1
+            self.last_ts = ts
+        if h264_payload_is_idr(payload) and ts != self.last_key_ts:  # (H.264: what the sinks offer)
+            self.keyframes += 1
+            self.last_key_ts = ts
+        if marker:
+            self.frames += 1
+            if self.last_frame_at is not None:
+                self.max_gap_s = max(self.max_gap_s, now - self.last_frame_at)
+            self.last_frame_at = now
+        return payload, marker, ts
+
+    def expected(self) -> int:
+        return 0 if self.first_seq is None else self.max_seq - self.first_seq + 1
+
+    def snap(self) -> dict[str, Any]:
+        out = {
+            "video_packets": self.packets,
+            "video_bytes": self.bytes,
+            "frames": self.frames,
+            "timestamps": self.timestamps,
+            "keyframes": self.keyframes,
+            "expected": self.expected(),
+            "max_gap_ms": round(self.max_gap_s * 1000, 1),
+            "payload_types": self.payload_types,
+        }
+        self.max_gap_s = 0.0
+        return out
+
+
+class Call:
+    """The media of one SIP call: audio (port, port + 1), video (vport, vport + 1) and, for a room
+    system with a content line, its slides (sport, sport + 1)."""
+
+    def __init__(self, index: int, audio_port: int, video_port: int, role: str, slides_port: int | None = None) -> None:
+        self.index = index
+        self.audio_port, self.video_port, self.role = audio_port, video_port, role
+        self.slides_port = slides_port
+        self.sockets: list[socket.socket] = []
+        ports = [audio_port, audio_port + 1, video_port, video_port + 1]
+        if slides_port is not None:
+            ports += [slides_port, slides_port + 1]
+        for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", port))
+            s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+            self.sockets.append(s)
+        self.audio_rtp, self.audio_rtcp, self.video_rtp, self.video_rtcp = self.sockets[:4]
+        self.slides_rtp: socket.socket | None = self.sockets[4] if slides_port is not None else None
+        self.slides_rtcp: socket.socket | None = self.sockets[5] if slides_port is not None else None
+        self.audio_remote: tuple[str, int] | None = None
+        self.video_remote: tuple[str, int] | None = None
+        self.audio_ssrc = random.getrandbits(32)
+        self.video_ssrc = random.getrandbits(32)
+        self.audio_seq = random.getrandbits(16)
+        self.audio_ts = random.getrandbits(32)
+        self.audio_sent = 0
+        self.audio_in = 0
+        # video in (sinks): the main line, and the slides line of a room system with content
+        self.video_in = VideoIn()
+        self.slides_in = VideoIn() if slides_port is not None else None
         self.rtcp_in = 0
         self.keyframe_requests = 0
         # video out (sources)
@@ -451,65 +581,34 @@ class Call:
             self.audio_remote = source
 
     def take_video(self, data: bytes, source: tuple[str, int], now: float, capture: Any) -> None:
-        if len(data) < 12 or data[0] >> 6 != 2 or 72 <= data[1] & 0x7F <= 76:
+        taken = self.video_in.take(data, source, now)
+        if taken is None:
             return
         if self.video_remote is None and self.role == "sink":
             self.video_remote = source
-        first = data[0]
-        header = 12 + 4 * (first & 0x0F)
-        if first & 0x10 and len(data) >= header + 4:  # header extension
-            header += 4 + 4 * struct.unpack_from("!H", data, header + 2)[0]
-        end = len(data) - (data[-1] if first & 0x20 and data else 0)
-        payload = data[header:end]
-        pt = data[1] & 0x7F
-        marker = data[1] & 0x80
-        seq, ts = struct.unpack_from("!HI", data, 2)
-        self.video_packets += 1
-        self.video_bytes += len(payload)
-        self.payload_types[pt] = self.payload_types.get(pt, 0) + 1
-        if self.first_seq is None:
-            self.first_seq = self.max_seq = seq
-        else:
-            delta = (seq - self.max_seq) & 0xFFFF
-            if delta < 0x8000:
-                self.max_seq += delta
-        if ts != self.last_ts:
-            self.timestamps += 1
-            self.last_ts = ts
-        if h264_payload_is_idr(payload) and ts != self.last_key_ts:  # (H.264: what the sinks offer)
-            self.keyframes += 1
-            self.last_key_ts = ts
-        if capture is not None and capture.call is self:
-            capture.add(payload, marker != 0, ts)
-        if marker:
-            self.frames += 1
-            if self.last_frame_at is not None:
-                self.max_gap_s = max(self.max_gap_s, now - self.last_frame_at)
-            self.last_frame_at = now
+        if capture is not None and capture.call is self and capture.stream == "video":
+            capture.add(*taken)
 
-    def expected(self) -> int:
-        return 0 if self.first_seq is None else self.max_seq - self.first_seq + 1
+    def take_slides(self, data: bytes, source: tuple[str, int], now: float, capture: Any) -> None:
+        assert self.slides_in is not None
+        taken = self.slides_in.take(data, source, now)
+        if taken is not None and capture is not None and capture.call is self and capture.stream == "slides":
+            capture.add(*taken)
 
     def snap(self) -> dict[str, Any]:
         out = {
             "role": self.role,
             "audio_sent": self.audio_sent,
             "audio_in": self.audio_in,
-            "video_packets": self.video_packets,
-            "video_bytes": self.video_bytes,
-            "frames": self.frames,
-            "timestamps": self.timestamps,
-            "keyframes": self.keyframes,
-            "expected": self.expected(),
-            "max_gap_ms": round(self.max_gap_s * 1000, 1),
-            "payload_types": self.payload_types,
+            **self.video_in.snap(),
             "rtcp_in": self.rtcp_in,
             "keyframe_requests": self.keyframe_requests,
             "video_frames_sent": self.video_frames_sent,
             "video_packets_sent": self.video_packets_sent,
             "video_remote": self.video_remote is not None,
         }
-        self.max_gap_s = 0.0
+        if self.slides_in is not None:
+            out["slides"] = self.slides_in.snap()
         return out
 
     def audio_packet(self) -> bytes:
@@ -522,9 +621,10 @@ class Call:
 class Capture:
     """The first frames one sink receives, depacketized into a file the parent decodes later."""
 
-    def __init__(self, path: Path, codec: str, frames: int) -> None:
+    def __init__(self, path: Path, codec: str, frames: int, stream: str = "video") -> None:
         self.path, self.codec, self.limit = path, codec, frames
         self.call: Call | None = None
+        self.stream = stream  # the call's main line (video) or its slides
         self.h264 = H264Depayloader()
         self.frame = bytearray()
         self.frames: list[tuple[int, bytes]] = []
@@ -603,16 +703,16 @@ def read_answers(path: Path, calls: dict[int, Call]) -> None:
 def rtp_main(args: argparse.Namespace) -> None:
     calls: list[Call] = []
     for i, spec in enumerate(args.calls):
-        audio, video, role = spec.split(":")
-        calls.append(Call(i, int(audio), int(video), role))
+        audio, video, role, *slides = spec.split(":")
+        calls.append(Call(i, int(audio), int(video), role, int(slides[0]) if slides else None))
     by_audio_port = {c.audio_port: c for c in calls}
-    sinks = [c for c in calls if c.role == "sink"]
+    sinks = [c for c in calls if c.role == "sink" and (args.capture_stream == "video" or c.slides_port is not None)]
     capture: Any = None
     if args.capture is not None and sinks:
-        capture = Capture(args.capture, args.capture_codec, args.capture_frames)
+        capture = Capture(args.capture, args.capture_codec, args.capture_frames, args.capture_stream)
         capture.call = sinks[0]
     else:
-        capture = argparse.Namespace(codec=args.capture_codec, call=None)
+        capture = argparse.Namespace(codec=args.capture_codec, call=None, stream=None)
     clip = Clip(args.clip) if args.clip is not None and any(c.role == "source" for c in calls) else None
     selector = selectors.DefaultSelector()
     for call in calls:
@@ -620,6 +720,9 @@ def rtp_main(args: argparse.Namespace) -> None:
         selector.register(call.audio_rtcp, selectors.EVENT_READ, (call, "rtcp"))
         selector.register(call.video_rtp, selectors.EVENT_READ, (call, "video"))
         selector.register(call.video_rtcp, selectors.EVENT_READ, (call, "vrtcp"))
+        if call.slides_rtp is not None and call.slides_rtcp is not None:
+            selector.register(call.slides_rtp, selectors.EVENT_READ, (call, "slides"))
+            selector.register(call.slides_rtcp, selectors.EVENT_READ, (call, "srtcp"))
     stdin = sys.stdin.fileno()
     os.set_blocking(stdin, False)
     selector.register(stdin, selectors.EVENT_READ, None)
@@ -668,6 +771,10 @@ def rtp_main(args: argparse.Namespace) -> None:
                     call.take_audio(data, source)
                 elif what == "video":
                     call.take_video(data, source, now, capture)
+                elif what == "slides":
+                    call.take_slides(data, source, now, capture)
+                elif what == "srtcp":
+                    call.rtcp_in += 1
                 elif what == "vrtcp":
                     call.rtcp_in += 1
                     if call.role == "source" and _asks_keyframe(data):
@@ -717,6 +824,183 @@ def rtp_main(args: argparse.Namespace) -> None:
                 next_video = now + video_period
 
 
+# -- a presenting room system --------------------------------------------------------------------
+
+
+def sdp_lines(sdp: str) -> list[dict[str, Any]]:
+    """The m-lines of an SDP body: kind, port, proto and their a= attributes (name -> values)."""
+    lines: list[dict[str, Any]] = []
+    for raw in sdp.replace("\r\n", "\n").split("\n"):
+        if raw.startswith("m="):
+            kind, port, proto, *_formats = raw[2:].split()
+            lines.append({"kind": kind, "port": int(port), "proto": proto, "a": {}})
+        elif lines and raw.startswith("a="):
+            name, _, value = raw[2:].partition(":")
+            lines[-1]["a"].setdefault(name, []).append(value)
+    return lines
+
+
+class Drain:
+    """Reads what arrives on UDP sockets in a thread: RTP video frames (marker bits) and packets on
+    the first, anything on the others (so the gateway's packets never meet a closed port)."""
+
+    def __init__(self, *sockets: socket.socket) -> None:
+        self.sockets = sockets
+        self.packets = self.frames = self.other = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for each in self.sockets:
+            each.setblocking(False)
+            selector.register(each, selectors.EVENT_READ)
+        while not self._stop.is_set():
+            for key, _ in selector.select(0.2):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                while True:
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        break
+                    if sock is self.sockets[0] and len(data) >= 12 and data[0] >> 6 == 2 and not 72 <= data[1] & 0x7F <= 76:
+                        self.packets += 1
+                        self.frames += 1 if data[1] & 0x80 else 0
+                    else:
+                        self.other += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+def presenter_main(args: argparse.Namespace) -> None:
+    """A room system that presents: calls the room (audio, main video recvonly, slides, BFCP over
+    TCP), takes the floor (Hello, FloorRequest, Granted), then sends the clip on its slides line at
+    --fps, answering PLI and FIR with the clip's next IDR (tests/support: the same SIP caller, BFCP
+    floor participant and H.264 RTP sender the end-to-end tests use); A-law silence on its audio so
+    the gateway's media timeout never ends the call; requests from the gateway answered 200."""
+    sys.path.append(str(Path(__file__).resolve().parent.parent))  # tests.support (after --tree's gateway)
+    from tests.support.bfcp_peer import GRANTED, BfcpClient
+    from tests.support.rtp_video import H264RtpSender
+    from tests.support.sip_client import RawCaller, Request, sdp_offer
+
+    pt = args.video_pt
+    # main video as the other room systems of the bench offer it (their composed picture: one output);
+    # the slides at the level their size needs
+    main = f"a=rtpmap:{pt} H264/90000\r\na=fmtp:{pt} profile-level-id=42e01f;packetization-mode=1\r\n"
+    h264 = f"a=rtpmap:{pt} H264/90000\r\na=fmtp:{pt} profile-level-id={args.profile_level_id};packetization-mode=1\r\n"
+    feedback = f"a=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"
+    sockets = {}
+    for name, port in (("audio", args.audio_port), ("audio_rtcp", args.audio_port + 1), ("video", args.video_port),
+                       ("video_rtcp", args.video_port + 1), ("slides", args.slides_port)):  # fmt: skip
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", port))
+        sockets[name] = sock
+    caller = RawCaller(args.sip_port, display=args.name)
+    extra = (
+        f"m=video {args.video_port} RTP/AVPF {pt}\r\nb=AS:2048\r\n{main}{feedback}a=content:main\r\na=label:11\r\na=recvonly\r\n"
+        f"m=video {args.slides_port} RTP/AVPF {pt}\r\nb=AS:2048\r\n{h264}{feedback}a=content:slides\r\na=label:12\r\na=sendrecv\r\n"
+        "m=application 5070 TCP/BFCP *\r\na=floorctrl:c-s\r\na=setup:actpass\r\na=connection:new\r\na=floorid:1 mstrm:12\r\n"
+    )
+    offer = sdp_offer("127.0.0.1", args.audio_port, "8 101", extra)
+    state: dict[str, Any] = {"requests": {}, "errors": []}
+    dialog, response = caller.call(args.room, offer)
+    if response.status != 200:
+        print(json.dumps({"event": "failed", "error": f"INVITE answered {response.status} {response.reason}"}), flush=True)
+        return
+    lines = sdp_lines(response.body.decode(errors="replace"))
+    kinds = [m["kind"] for m in lines]
+    if kinds != ["audio", "video", "video", "application"] or not lines[2]["port"] or not lines[3]["port"]:
+        print(json.dumps({"event": "failed", "error": f"the answer's lines: {[(m['kind'], m['port']) for m in lines]}"}), flush=True)
+        caller.bye(dialog)
+        return
+    audio_to = ("127.0.0.1", lines[0]["port"])
+    slides_to = ("127.0.0.1", lines[2]["port"])
+    bfcp_line = lines[3]
+    conference, user = int(bfcp_line["a"]["confid"][0]), int(bfcp_line["a"]["userid"][0])
+    floor = int(bfcp_line["a"]["floorid"][0].split()[0])
+
+    stop = threading.Event()
+    audio_sent = [0]
+
+    def send_audio() -> None:  # A-law silence every 20 ms
+        seq, ts, ssrc = random.getrandbits(16), random.getrandbits(32), random.getrandbits(32)
+        due = time.monotonic()
+        while not stop.wait(max(0.0, due - time.monotonic())):
+            header = struct.pack("!BBHII", 0x80, 8, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+            try:
+                sockets["audio"].sendto(header + b"\xd5" * 160, audio_to)
+                audio_sent[0] += 1
+            except OSError:
+                pass
+            seq, ts, due = seq + 1, ts + 160, max(due + 0.020, time.monotonic() - 0.1)
+
+    def answer_sip() -> None:  # the gateway's INFO, OPTIONS, BYE ...: 200 (RawCaller.receive does it)
+        while not stop.is_set():
+            try:
+                message = caller.receive(0.3)
+            except OSError:
+                return
+            if isinstance(message, Request):
+                state["requests"][message.method] = state["requests"].get(message.method, 0) + 1
+
+    threads = [threading.Thread(target=send_audio, daemon=True), threading.Thread(target=answer_sip, daemon=True)]
+    for thread in threads:
+        thread.start()
+    drain = Drain(sockets["video"], sockets["audio"], sockets["audio_rtcp"], sockets["video_rtcp"])
+    floor_client = BfcpClient.tcp("127.0.0.1", bfcp_line["port"], conference, user)
+    sender = None
+    try:
+        floor_client.hello()
+        request = floor_client.floor_request(floor)
+        floor_client.wait_status(request, GRANTED, 15)
+        sender = H264RtpSender(slides_to, pt, fps=args.fps, clip=args.clip, source=sockets["slides"], rtcp=True).start()
+        ready = {"event": "ready", "conference": conference, "user": user, "floor": floor, "frames_in_clip": len(sender.access_units)}
+    except (AssertionError, OSError) as exc:
+        ready = {"event": "failed", "error": str(exc)[:500]}
+    print(json.dumps(ready), flush=True)
+
+    def counters() -> dict[str, Any]:
+        return {
+            "frames_sent": sender.frames_sent if sender else 0,
+            "packets_sent": sender.packets_sent if sender else 0,
+            "octets_sent": sender.octets_sent if sender else 0,
+            "key_frames_sent": sender.key_frames_sent if sender else 0,
+            "pli_received": sender.pli_received if sender else 0,
+            "fir_received": sender.fir_received if sender else 0,
+            "audio_sent": audio_sent[0],
+            "main_video_packets": drain.packets,
+            "main_video_frames": drain.frames,
+            "sip_requests": state["requests"],
+            "bfcp_problems": floor_client.problems[:5],
+            "bfcp_statuses": floor_client.statuses(request) if ready["event"] == "ready" else [],
+        }
+
+    for line in sys.stdin:
+        command = line.strip()
+        if command in ("snap", "stop"):
+            print(json.dumps({"event": "snap", "at": time.monotonic(), **counters()}), flush=True)
+        if command == "stop":
+            break
+    else:
+        print(json.dumps({"event": "snap", "at": time.monotonic(), **counters()}), flush=True)
+    if sender is not None:
+        sender.stop()
+    floor_client.close()
+    stop.set()
+    for thread in threads:
+        thread.join(2)
+    drain.stop()
+    try:
+        caller.bye(dialog)
+    except AssertionError:
+        pass
+    caller.close()
+
+
 def _asks_keyframe(data: bytes) -> bool:
     """A compound RTCP datagram with a PLI (PSFB 1) or FIR (PSFB 4) in it."""
     pos = 0
@@ -744,7 +1028,8 @@ def main() -> None:
     b.add_argument("--height", type=int, default=720)
     b.add_argument("--fps", type=int, default=30)
     r = sub.add_parser("rtp")
-    r.add_argument("--calls", nargs="+", required=True, help="audio_port:video_port:sink|source per call")
+    r.add_argument("--calls", nargs="+", required=True,
+                   help="audio_port:video_port:sink|source[:slides_port] per call (slides: a content line, counted apart)")
     r.add_argument("--fps", type=int, default=30, help="frame rate of a source")
     r.add_argument("--clip", type=Path, help="H.264 Annex B clip a source sends")
     r.add_argument("--video-pt", type=int, default=97)
@@ -752,11 +1037,26 @@ def main() -> None:
     r.add_argument("--capture", type=Path, help="the first sink's first frames go here")
     r.add_argument("--capture-codec", default="H264", choices=["H264", "VP8"])
     r.add_argument("--capture-frames", type=int, default=90)
+    r.add_argument("--capture-stream", default="video", choices=["video", "slides"],
+                   help="capture the first sink's main line, or the first call with slides' slides line")
+    pr = sub.add_parser("presenter", help="a room system that takes the floor and sends slides")
+    pr.add_argument("--sip-port", type=int, required=True, help="the gateway's SIP port (127.0.0.1, UDP)")
+    pr.add_argument("--room", required=True)
+    pr.add_argument("--name", default="Presenter")
+    pr.add_argument("--clip", type=Path, required=True, help="H.264 Annex B clip sent as the slides")
+    pr.add_argument("--fps", type=float, default=15)
+    pr.add_argument("--video-pt", type=int, default=97)
+    pr.add_argument("--profile-level-id", default="42e01f", help="of the slides line (the main line says 42e01f)")
+    pr.add_argument("--audio-port", type=int, required=True, help="audio (RTP, and RTCP on the next port)")
+    pr.add_argument("--video-port", type=int, required=True, help="main video, receiving (RTCP on the next port)")
+    pr.add_argument("--slides-port", type=int, required=True, help="the slides line (its sender takes the next port for RTCP)")
     args = parser.parse_args()
     if args.tree is not None:
         sys.path.insert(0, str(args.tree.resolve()))
     if args.mode == "browsers":
         asyncio.run(browsers_main(args))
+    elif args.mode == "presenter":
+        presenter_main(args)
     else:
         rtp_main(args)
 
