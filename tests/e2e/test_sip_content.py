@@ -29,6 +29,7 @@ import pytest
 from tests.support import bfcp_peer, scenarios
 from tests.support.baresip import Baresip
 from tests.support.bfcp_peer import (
+    DENIED,
     GRANTED,
     REVOKED,
     BfcpClient,
@@ -60,7 +61,7 @@ H264 = f"a=rtpmap:{H264_PT} H264/90000\r\na=fmtp:{H264_PT} profile-level-id=42e0
 FEEDBACK = f"a=rtcp-fb:{H264_PT} nack pli\r\na=rtcp-fb:{H264_PT} ccm fir\r\n"
 CONFIG = TEST_CONFIG.replace(
     "sip: {host: 127.0.0.1, port: 0,", "sip: {host: 127.0.0.1, port: 0, dial_out_allow: ['sip:mcu@127\\.0\\.0\\.1:\\d+'],"
-)
+) + '  - {id: chamber, name: Chamber, host_pin: "1234", presenters: hosts}\n'  # (only hosts and trusted systems present)
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +115,15 @@ class RoomSystem:
         return sdp_offer("127.0.0.1", self.caller.rtp_port, "0 101", extra)
 
     def call(self, room: str = "demo") -> str:
-        """Calls `room` from its directory URI; its participant id once it is in the room."""
+        """Calls `room` from its directory URI (a user the directory does not know is a guest and
+        presses # at the PIN prompt); its participant id once it is in the room."""
         self.dialog, response = self.caller.call(room, self.offer(), from_uri=f"sip:{self.user}@127.0.0.1")
         assert response.status == 200, response
         self.answer = media_lines(response.body.decode())
         assert [m.kind for m in self.answer] == ["audio", "video", "video", "application"], self.answer
-        found = wait_until(lambda: participant(self.gateway, "demo", self.user.title()), 15, what=f"{self.user} in demo")
+        if self.user not in ("board", "annex"):
+            self.caller.info(self.dialog, "Signal=#\r\nDuration=160\r\n")
+        found = wait_until(lambda: participant(self.gateway, room, self.user.title()), 20, what=f"{self.user} in {room}")
         assert isinstance(found, dict)
         return str(found["id"])
 
@@ -192,6 +196,17 @@ def test_a_room_system_presents_a_second_one_sees_it_takes_over_and_a_host_stops
             assert looks_like_testsrc2(annex.slides.last_picture), "the annex's slides line shows something else"
             assert annex.slides.sources == {("127.0.0.1", annex.answer[2].port)}
 
+            # Forged BFCP over UDP from an address the signalling did not name: dropped unanswered
+            forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            forger.bind(("127.0.0.2", 0))
+            forger.settimeout(1.0)
+            conference, user, _ = annex.ids()
+            forger.sendto(bfcp_peer.encode(bfcp_peer.Primitive.FLOOR_REQUEST, conference, 9, user, [bfcp_peer.floor_id(floor)], 2), ("127.0.0.1", annex.bfcp_line.port))
+            with pytest.raises(TimeoutError):
+                forger.recvfrom(1500)
+            forger.close()
+            assert (presentation(demo) or {}).get("presenter") == board_id
+
             # The annex takes over (over UDP): the board hears Revoked, the room's presenter changes
             taken = annex_floor.floor_request(floor)
             annex_floor.wait_status(taken, GRANTED)
@@ -245,6 +260,19 @@ def test_slides_reach_a_browser_as_its_large_tile_and_its_shared_screen_reaches_
     finally:
         board.hang_up()
         anna.close()
+
+
+def test_where_only_hosts_present_a_guest_room_systems_request_is_denied(demo: RunningGateway) -> None:
+    guest = RoomSystem(demo, "guest")
+    try:
+        guest.call("chamber")
+        with guest.bfcp() as floor_client:
+            denied = floor_client.wait_status(floor_client.floor_request(guest.ids()[2]), DENIED)
+            assert bfcp_peer.status_text(denied) == "only hosts present in this meeting"
+        assert demo.api("GET", "/api/rooms/chamber").json()["presentation"] is None
+    finally:
+        guest.hang_up()
+        wait_until(lambda: not participants(demo, "chamber"), 15, what="chamber empty")
 
 
 def test_a_room_system_that_listens_is_connected_to(demo: RunningGateway) -> None:
