@@ -356,6 +356,34 @@ def test_bfcp_from_elsewhere_garbage_and_overlong_messages_cost_the_call_nothing
         board.hang_up()
 
 
+def test_an_mcu_calling_in_that_serves_the_floor_over_udp_has_the_gateway_as_its_participant(demo: RunningGateway) -> None:
+    """An MCU calls in offering BFCP over UDP as server only (s-only, its ids): the gateway answers
+    c-only and speaks to it as floor participant, version 2 with acknowledgements; when the MCU's
+    own participant holds the floor, the MCU presents in the room."""
+    mcu_floor = BfcpServerPeer.udp("127.0.0.1", conference_id=5151)
+    mcu = RoomSystem(
+        demo, "mcu", "UDP/BFCP",
+        "a=floorctrl:s-only\r\na=confid:5151\r\na=userid:6\r\na=floorid:4 mstrm:12\r\na=bfcpver:2\r\n",
+        bfcp_port=mcu_floor.port,
+    )  # fmt: skip
+    try:
+        mcu_id = mcu.call()
+        line = mcu.bfcp_line
+        assert (line.proto, line.attribute("floorctrl"), line.attribute("confid")) == ("UDP/BFCP", ["c-only"], [])
+        hello = mcu_floor.wait_for(bfcp_peer.Primitive.HELLO, 10)
+        assert (hello.version, hello.conference_id, hello.user_id) == (2, 5151, 6)
+        mcu_floor.wait_for(bfcp_peer.Primitive.FLOOR_QUERY)
+        mcu_floor.requests[77] = FloorRequestRecord(77, [4], 5151, 1, GRANTED)  # (its chair presents)
+        mcu_floor.wait_acked(mcu_floor.send_floor_status(4))
+        wait_until(lambda: (presentation(demo) or {}).get("presenter") == mcu_id, 10, what="the MCU presenting in demo")
+        assert mcu_floor.problems == []
+        udp_wire = mcu_floor.wire
+    finally:
+        mcu.hang_up()
+        mcu_floor.close()
+    assert_tshark_reads([(side, bfcp_peer.as_version_1(raw)) for side, raw in udp_wire], 5070)
+
+
 def mcu_scenario(path: Path, bfcp_port: int, conference: int, user: int, floor: int) -> Path:
     """A sipp UAS that answers like an MCU: slides and BFCP as floor control server (s-only) that
     listens (setup:passive) on the test's BFCP server, then waits for the gateway's BYE. Its video
