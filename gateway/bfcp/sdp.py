@@ -121,17 +121,21 @@ def _common_versions(transport: str, offered: tuple[int, ...]) -> list[int]:
     return [v for v in (offered or ((2,) if transport == "udp" else (1,))) if v in ours]
 
 
-def offer_attributes(conference_id: int, user_id: int, floor_id: int, content_label: str) -> list[tuple[str, str | None]]:
-    """Our offer of a BFCP stream over TCP (dial-out): either role, either side connects, our ids."""
-    return [
-        ("floorctrl", "c-s"),
-        ("setup", "actpass"),
-        ("connection", "new"),
+def offer_attributes(
+    conference_id: int, user_id: int, floor_id: int, content_label: str, transport: str = "tcp"
+) -> list[tuple[str, str | None]]:
+    """Our offer of a BFCP stream (dial-out over TCP; a re-offer keeps the call's transport):
+    either role, over TCP either side connects (the existing connection kept), our ids."""
+    out: list[tuple[str, str | None]] = [("floorctrl", "c-s")]
+    if transport == "tcp":
+        out += [("setup", "actpass"), ("connection", "new")]
+    out += [
         ("confid", str(conference_id)),
         ("userid", str(user_id)),
         ("floorid", f"{floor_id} mstrm:{content_label}"),
-        ("bfcpver", "1 2"),
+        ("bfcpver", "1 2" if transport == "tcp" else "2"),
     ]
+    return out
 
 
 def read_answer(

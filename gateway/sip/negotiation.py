@@ -51,6 +51,7 @@ Nothing but SdpError leaves `answer`, `accept_answer`, `accept_video_answer`, `v
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import re
 import secrets
@@ -886,6 +887,7 @@ def offer(
     video_direction: str | None = None,
     content_port: int | None = None,
     bfcp: BfcpPlan | None = None,
+    content_label: str = DEFAULT_CONTENT_LABEL,
 ) -> str:
     """Our offer of one audio stream (RTP/AVP) with every codec we take, in our order, and
     telephone-events for each clock rate used; then, when `video_port` is given (and there are
@@ -898,9 +900,10 @@ def offer(
     it on an AVP line (the "implicit AVPF" of RFC 5124's time and of Cisco / Poly endpoints); one
     that does not ignores the attributes, and then keyframes go by SIP INFO.
 
-    With a content port and a BFCP plan over TCP beside video, content is offered too: the main
-    line says a=content:main and a=label:1, a slides line (the video codecs, a=label:2) follows, and
-    a TCP/BFCP line offering either role (RFC 8856: c-s, actpass, our ids); the answer decides."""
+    With a content port and a BFCP plan beside video, content is offered too: the main line says
+    a=content:main and a=label:1, a slides line (the video codecs, a=label:2) follows, and a BFCP
+    line over the plan's transport offering either role (RFC 8856: c-s, over TCP actpass, our ids);
+    the answer decides."""
     family = _family(local_address)
     pts = [OFFER_PAYLOAD_TYPES[c] for c in codecs]
     clocks = sorted({RTP_NAMES[c][1] for c in codecs})
@@ -919,14 +922,16 @@ def offer(
     if video_port is not None and video_codecs:
         main = _video_offer_line(video_port, video_codecs, video_max_kbps, video_direction or direction)
         media.append(main)
-        if content_port is not None and bfcp is not None and bfcp.transport == "tcp":
+        if content_port is not None and bfcp is not None:
             main.content = "main"
-            main.attributes.append(("label", MAIN_LABEL))
+            main.attributes.append(("label", MAIN_LABEL if content_label != MAIN_LABEL else "0"))
             slides = _video_offer_line(content_port, video_codecs, video_max_kbps, video_direction or direction)
             slides.content = "slides"
-            slides.attributes.append(("label", DEFAULT_CONTENT_LABEL))
-            floor = MediaDescription("application", bfcp.port, "TCP/BFCP", ["*"])
-            floor.attributes = bfcp_sdp.offer_attributes(bfcp.conference_id, bfcp.user_id, bfcp.floor_id, DEFAULT_CONTENT_LABEL)
+            slides.attributes.append(("label", content_label))
+            floor = MediaDescription("application", bfcp.port, "TCP/BFCP" if bfcp.transport == "tcp" else "UDP/BFCP", ["*"])
+            floor.attributes = bfcp_sdp.offer_attributes(
+                bfcp.conference_id, bfcp.user_id, bfcp.floor_id, content_label, bfcp.transport
+            )
             media += [slides, floor]
     description = SessionDescription(
         origin=f"{user_agent} {session_id} {session_version} IN {family} {local_address}",
@@ -1014,7 +1019,11 @@ def accept_video_answer(
 
 
 def accept_content_answer(
-    answer_sdp: SessionDescription, offered_codecs: Sequence[StreamCodec], bfcp: BfcpPlan, direction: str = "sendrecv"
+    answer_sdp: SessionDescription,
+    offered_codecs: Sequence[StreamCodec],
+    bfcp: BfcpPlan,
+    direction: str = "sendrecv",
+    label: str = DEFAULT_CONTENT_LABEL,
 ) -> ContentChoice | None:
     """What the remote answered to the slides and BFCP lines of our offer: both taken (the slides
     with one of our formats, the BFCP line with a role, RFC 8856) or None."""
@@ -1030,7 +1039,7 @@ def accept_content_answer(
             conference_id=bfcp.conference_id,
             user_id=bfcp.user_id,
             floor_id=bfcp.floor_id,
-            content_label=DEFAULT_CONTENT_LABEL,
+            content_label=label,
         )
         try:
             address = media_address(m, answer_sdp, index)
@@ -1089,6 +1098,8 @@ class MediaSession:
         self.video_choice: VideoChoice | None = None  # the main video agreed last (None: no video)
         self.content_choice: ContentChoice | None = None  # the content and BFCP agreed last
         self.offered_content = False  # our offer awaiting its answer has slides and BFCP lines
+        self._offered_label = DEFAULT_CONTENT_LABEL  # ... whose slides line has this a=label
+        self._offered_bfcp: BfcpPlan | None = None  # ... and this BFCP stream
         self._sent = False  # an SDP of ours went out (the next one is a version up)
 
     def answer(self, offer_text: str | SessionDescription) -> Answer:
@@ -1134,8 +1145,16 @@ class MediaSession:
         self.offered_codecs = sorted(plan.codecs, key=lambda codec: codec is not in_use)
         with_video = plan.video_port is not None and bool(plan.video_codecs)
         self.offered_video_codecs = tuple(plan.video_codecs) if with_video else None
-        with_content = with_video and plan.content_port is not None and plan.bfcp is not None and plan.bfcp.transport == "tcp"
+        with_content = with_video and plan.content_port is not None and plan.bfcp is not None
         self.offered_content = with_content
+        # A re-offer keeps what the call agreed for its content: the slides' label and the floor
+        # (a new floor would start the floor control over, and revoke a presentation under way).
+        agreed = self.content_choice.bfcp if self.content_choice is not None else None
+        bfcp = plan.bfcp
+        if agreed is not None and bfcp is not None:
+            bfcp = dataclasses.replace(bfcp, floor_id=agreed.floor_id)
+        self._offered_label = agreed.label if agreed is not None else DEFAULT_CONTENT_LABEL
+        self._offered_bfcp = bfcp if with_content else None
         return offer(
             local_address=plan.local_address,
             audio_port=plan.audio_port,
@@ -1149,7 +1168,8 @@ class MediaSession:
             video_max_kbps=plan.video_max_kbps,
             video_direction=plan.our_video_direction,
             content_port=plan.content_port if with_content else None,
-            bfcp=plan.bfcp if with_content else None,
+            bfcp=bfcp if with_content else None,
+            content_label=self._offered_label,
         )
 
     @property
@@ -1170,9 +1190,9 @@ class MediaSession:
             accept_video_answer(description, video_codecs, self.plan.our_video_direction) if video_codecs else None
         )
         offered_content, self.offered_content = self.offered_content, False
-        bfcp = self.plan.bfcp
+        bfcp = self._offered_bfcp
         self.content_choice = (
-            accept_content_answer(description, video_codecs, bfcp, self.plan.our_video_direction)
+            accept_content_answer(description, video_codecs, bfcp, self.plan.our_video_direction, self._offered_label)
             if offered_content and video_codecs and bfcp is not None
             else None
         )

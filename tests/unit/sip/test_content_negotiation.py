@@ -176,3 +176,25 @@ def test_our_label_for_an_unlabelled_slides_line_is_one_the_offer_does_not_use()
     ours = parse(result.sdp)
     assert ours.media[1].values("label") == ["2"] and ours.media[2].values("label") == ["3"]
     assert "floorid:1 mstrm:3" in attributes(result.sdp, 3)
+
+
+def test_a_re_offer_keeps_the_agreed_label_floor_and_transport() -> None:
+    """A re-INVITE without SDP from a room system that shares over UDP: our offer keeps its slides
+    label, its floor and UDP (a new floor would start floor control over, revoking a presentation)."""
+    session = MediaSession(
+        MediaPlan("203.0.113.5", 40000, AUDIO, False, "gw", video_port=40002, video_codecs=VIDEO, content_port=40004, bfcp=UDP_PLAN)
+    )
+    first = session.answer(with_bfcp("UDP/BFCP", "a=floorctrl:c-only\na=bfcpver:2\na=floorid:5 mstrm:12\n"))
+    assert first.content is not None and (first.content.bfcp.floor_id, first.content.bfcp.label) == (5, "12")
+    ours = parse(session.offer())
+    assert [m.proto for m in ours.media][3] == "UDP/BFCP" and ours.media[2].values("label") == ["12"]
+    assert ("floorid", "5 mstrm:12") in ours.media[3].attributes and ("setup", "actpass") not in ours.media[3].attributes
+    answer_text = (
+        "v=0\no=cisco 1 2 IN IP4 192.0.2.20\ns=-\nc=IN IP4 192.0.2.20\nt=0 0\n"
+        "m=audio 2326 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n"
+        "m=video 2328 RTP/AVP 97\na=rtpmap:97 H264/90000\na=fmtp:97 profile-level-id=42e01f;packetization-mode=1\n"
+        "m=video 2330 RTP/AVP 97\na=rtpmap:97 H264/90000\na=fmtp:97 profile-level-id=42e01f;packetization-mode=1\na=content:slides\n"
+        "m=application 5070 UDP/BFCP *\na=floorctrl:c-only\na=bfcpver:2\n"
+    )
+    session.take_answer(answer_text)
+    assert session.content_choice is not None and session.content_choice.bfcp == first.content.bfcp
