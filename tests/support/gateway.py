@@ -158,6 +158,12 @@ def logged(gateway: RunningGateway, event: str, call_id: str | None = None, **fi
     ]
 
 
+def untimed(line: dict[str, object]) -> str:
+    """A log line as text without its timestamp: for asserting that digits (a PIN, a typed number)
+    were not logged, which a timestamp like 04:15:59.555525 may hold by chance."""
+    return str({key: value for key, value in line.items() if key != "timestamp"})
+
+
 def participant(gateway: RunningGateway, room: str, name: str) -> dict[str, object] | None:
     response = gateway.api("GET", f"/api/rooms/{room}/participants")
     assert response.status_code == 200, response.text
