@@ -164,6 +164,18 @@ def untimed(line: dict[str, object]) -> str:
     return str({key: value for key, value in line.items() if key != "timestamp"})
 
 
+def texts(value: object) -> list[str]:
+    """Every string (keys too) inside a JSON-like value: where a PIN or a typed number would show,
+    without the numbers (times, counters) that may hold the same digits by chance."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for key, item in value.items() for t in (*texts(key), *texts(item))]
+    if isinstance(value, list | tuple):
+        return [t for item in value for t in texts(item)]
+    return []
+
+
 def participant(gateway: RunningGateway, room: str, name: str) -> dict[str, object] | None:
     response = gateway.api("GET", f"/api/rooms/{room}/participants")
     assert response.status_code == 200, response.text
