@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -158,22 +159,14 @@ def logged(gateway: RunningGateway, event: str, call_id: str | None = None, **fi
     ]
 
 
-def untimed(line: dict[str, object]) -> str:
-    """A log line as text without its timestamp: for asserting that digits (a PIN, a typed number)
-    were not logged, which a timestamp like 04:15:59.555525 may hold by chance."""
-    return str({key: value for key, value in line.items() if key != "timestamp"})
+def mentions(value: object, secret: str) -> bool:
+    """Whether a log line or message holds `secret` (a PIN, typed digits) as a token of its own.
 
-
-def texts(value: object) -> list[str]:
-    """Every string (keys too) inside a JSON-like value: where a PIN or a typed number would show,
-    without the numbers (times, counters) that may hold the same digits by chance."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [t for key, item in value.items() for t in (*texts(key), *texts(item))]
-    if isinstance(value, list | tuple):
-        return [t for item in value for t in texts(item)]
-    return []
+    Looked for in texts and numbers alike, but only where no letter, digit, `_` or `-` adjoins it
+    (nor a `.` before it), so a port (55551), a time (04:15:59.555525, 1796441000.1234) or an id
+    (a4f1-5555-...) that holds the same digits by chance does not count, while `"pin": "5555"` or
+    `5555#` does."""
+    return re.search(rf"(?<![\w.-]){re.escape(secret)}(?![\w-])", json.dumps(value, default=str)) is not None
 
 
 def participant(gateway: RunningGateway, room: str, name: str) -> dict[str, object] | None:
