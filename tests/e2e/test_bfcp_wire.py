@@ -41,9 +41,9 @@ from tests.support.bfcp_peer import (
     assert_tshark_reads,
     decode,
     encode,
-    tcp_pcap,
     tshark_fields,
 )
+from tests.support.pcap import tcp_pcap
 
 PORT = 5070
 

@@ -22,7 +22,7 @@ from gateway.h323.q931 import (
     serialize,
     tpkt,
 )
-from tests.support.bfcp_peer import tcp_pcap
+from tests.support.pcap import tcp_pcap
 
 FIELDS = (
     "q931.message_type", "q931.call_ref", "q931.call_ref_flag", "q931.cause_value",

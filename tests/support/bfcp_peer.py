@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Self, TypedDict, cast
 
+from tests.support.pcap import WARNING, tcp_pcap
+
 # -- numbers of RFC 8855 ------------------------------------------------------------------------------
 
 
@@ -1218,33 +1220,6 @@ class BfcpServerPeer(_Endpoint):
 
 # -- Wireshark's reading (tshark) -------------------------------------------------------------------------
 
-LINKTYPE_RAW = 101  # pcap link type: IPv4 packets, no link layer
-CLIENT_PORT = 40000
-_SYN, _ACK, _PSH = 0x02, 0x10, 0x08
-
-
-def tcp_pcap(path: Path, messages: Iterable[bytes | tuple[bool, bytes]], port: int, client_port: int = CLIENT_PORT) -> Path:
-    """A pcap of one TCP connection 127.0.0.1:client_port -> 127.0.0.1:port (a handshake, then one
-    segment per message, in order): a message is bytes (from the client) or (from_client, bytes).
-    Checksums are left 0 (tshark does not check them by default)."""
-    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW))
-    sequence = {True: 1000, False: 5000}  # the next sequence number of each side
-    packets: list[tuple[bool, int, bytes]] = [(True, _SYN, b""), (False, _SYN | _ACK, b""), (True, _ACK, b"")]
-    for item in messages:
-        from_client, payload = (True, item) if isinstance(item, bytes | bytearray) else item
-        packets.append((bool(from_client), _PSH | _ACK, bytes(payload)))
-    for index, (from_client, flags, payload) in enumerate(packets):
-        source, destination = (client_port, port) if from_client else (port, client_port)
-        acknowledged = sequence[not from_client] if flags & _ACK else 0
-        tcp = struct.pack("!HHIIBBHHH", source, destination, sequence[from_client], acknowledged, 5 << 4, flags, 65535, 0, 0)
-        sequence[from_client] += len(payload) + (1 if flags & _SYN else 0)
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(payload), index, 0, 64, 6, 0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
-        packet = ip + tcp + payload
-        out += struct.pack("<IIII", 1_700_000_000 + index // 1000, (index % 1000) * 1000, len(packet), len(packet)) + packet
-    Path(path).write_bytes(bytes(out))
-    return Path(path)
-
-
 def tshark_fields(pcap: Path, port: int, *fields: str, display_filter: str = "bfcp", transport: str = "tcp") -> list[list[str]]:
     """tshark's `-T fields` reading of the frames matching `display_filter`, `transport` port `port`
     decoded as BFCP: per frame, one string per field (all occurrences, comma separated)."""
@@ -1270,9 +1245,6 @@ class TsharkBfcp(TypedDict):
     fields: dict[str, list[str]]  # every bfcp.* field shown, all occurrences in order (attributes)
     malformed: bool
     problems: list[str]  # expert infos of severity warning and above
-
-
-_WARNING = 0x00600000  # Wireshark's PI_WARN (expert severities: chat 0x002..., note 0x004..., warn, error 0x008...)
 
 
 def tshark_bfcp(pcap: Path, port: int, transport: str = "tcp") -> list[TsharkBfcp]:
@@ -1305,7 +1277,7 @@ def tshark_bfcp(pcap: Path, port: int, transport: str = "tcp") -> list[TsharkBfc
 
         severities = [int(v, 0) for v in layers.get("_ws.expert.severity", [])]
         texts = layers.get("_ws.expert.message", [])
-        problems = [f"{texts[i] if i < len(texts) else '?'} (severity {s:#x})" for i, s in enumerate(severities) if s >= _WARNING]
+        problems = [f"{texts[i] if i < len(texts) else '?'} (severity {s:#x})" for i, s in enumerate(severities) if s >= WARNING]
         rows.append(
             TsharkBfcp(
                 frame=int(first("frame.number")),
