@@ -18,7 +18,7 @@ import functools
 import ipaddress
 import re
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -26,13 +26,11 @@ import structlog
 from gateway.bfcp.client import FloorGranted, FloorHeld, FloorLost
 from gateway.bfcp.link import FloorLink, LinkEvent
 from gateway.bfcp.server import FloorReleased, FloorRequested
-from gateway.calls import menu
-from gateway.calls.admission import Caller, Doorkeeper, Refused, Waiting
-from gateway.calls.endings import PROMPTS, Ending, ending_for
-from gateway.calls.keys import KeyCommand, PhoneKeys, carry_out, joined_prompts, prompt_for_event
-from gateway.calls.lobby import LobbyAdmitted, LobbyEnded, LobbyNews, LobbyWait
+from gateway.calls.admission import Doorkeeper
+from gateway.calls.call import Call, CallContext, CallSettings
+from gateway.calls.endings import Ending
 from gateway.calls.numbers import to_e164
-from gateway.calls.prompts import HOLD_MUSIC, Prompt, PromptLibrary
+from gateway.calls.prompts import PromptLibrary
 from gateway.config import GatewayConfig, RoomSystemConfig, TrunkConfig
 from gateway.rooms.admission import Admission
 from gateway.rooms.conference import Conference
@@ -76,7 +74,6 @@ log = structlog.get_logger(__name__)
 
 _CODECS = {"PCMU": AudioCodec.PCMU, "PCMA": AudioCodec.PCMA, "G722": AudioCodec.G722, "opus": AudioCodec.OPUS}
 _NUMBER = re.compile(r"^\+?[0-9]{2,32}$")
-_DIGITS_PER_S = 10  # keys a person can press in a second, at most
 
 
 def video_codecs(names: list[str]) -> tuple[StreamCodec, ...]:
@@ -144,6 +141,7 @@ class SipService:
         self.failures: dict[str, int] = {}
         self.admission: Admission | None = None  # set by the gateway: refuses new calls while overloaded
         self.door = Doorkeeper(pin_guard, lambda: self.admission)  # one for every call
+        self.context = CallContext(self.prompts, directory, self.door, CallSettings.of(config.sip))
         self._dial_outs = RateLimit(config.sip.dial_out_per_minute)  # per actor
         self._dial_outs_total = RateLimit(config.sip.dial_out_per_minute_total)
         self.trunks = [ipaddress.ip_network(source, strict=False) for source in config.sip.trunk_sources]
@@ -294,9 +292,6 @@ class SipService:
             payload = self._silence[fmt] = make_encoder(fmt).encode(SILENCE)
         return payload
 
-    def room_info(self, conference: Conference) -> menu.RoomInfo:
-        return menu.RoomInfo.of(conference.room, self.config.sip.language)
-
     # -- dial-out -------------------------------------------------------------------------------
 
     async def dial_out(
@@ -399,17 +394,8 @@ class SipService:
                 return
         sip_call = SipCall(self, self.stack, call)
         self.calls[call.call] = sip_call
-        sip_call.task = asyncio.get_running_loop().create_task(self._supervised(sip_call, sip_call.start()))
-
-    async def _supervised(self, sip_call: SipCall, work: Coroutine[Any, Any, None]) -> None:
-        """Runs one call's work: an exception ends that call (500 or BYE with a Reason), frees its
-        slot and ports, and is logged once with the call id; other calls carry on."""
-        try:
-            await work
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            sip_call.fail()
+        # (an exception ends that call only: 500 or BYE with a Reason; other calls carry on)
+        sip_call.task = asyncio.get_running_loop().create_task(sip_call._supervised(sip_call.start()))
 
     def handle_event(self, event: Event) -> None:
         """What the SIP user agent reports, handed out by the adapter after each call into it."""
@@ -464,20 +450,19 @@ class SipService:
                 sip_call.log.exception("call clean-up failed")
 
 
-class SipCall:
+class SipCall(Call):
+    """SIP's adapter of the shared call flow (gateway.calls.call): answering with SDP, the media
+    and content lines and their floor, SIP INFO, and endings as BYE with a Reason."""
+
     def __init__(self, service: SipService, stack: SipTransport, incoming: IncomingCall, outbound: bool = False) -> None:
         self.service = service
-        self.outbound = outbound
         self.stack = stack
         self.incoming = incoming
         config = service.config.sip
-        self.number, withheld = caller_number(incoming, service.from_trunk(incoming.source), service.trunk_of(incoming.source))
-        self.kind = LegKind.PHONE if withheld or _NUMBER.match(self.number or "") else LegKind.SIP_ROOM_SYSTEM
-        self.name = shown_name(incoming, self.number, withheld, config.caller_numbers, config.language)
-        self.source = incoming.source
-        self.log = log.bind(call_id=incoming.sip_call_id, source=incoming.source, dialled=incoming.user)
-        self.leg = RtpLeg(
-            self.kind,
+        number, withheld = caller_number(incoming, service.from_trunk(incoming.source), service.trunk_of(incoming.source))
+        kind = LegKind.PHONE if withheld or _NUMBER.match(number or "") else LegKind.SIP_ROOM_SYSTEM
+        leg = RtpLeg(
+            kind,
             on_digit=self.on_digit,
             on_event=self.on_room_event,
             on_hang_up=self.on_room_hang_up,
@@ -485,36 +470,20 @@ class SipCall:
             latching=config.rtp_latching,
             learn_s=config.rtp_learn_s,
         )
-        self.flow = menu.EntryFlow(
-            config.language, config.pin_attempts, config.digit_timeout_s, config.entry_timeout_s
+        super().__init__(
+            service.context,
+            leg,
+            kind=kind,
+            name=shown_name(incoming, number, withheld, config.caller_numbers, config.language),
+            source=incoming.source,
+            number=number,
+            outbound=outbound,
+            log=log.bind(call_id=incoming.sip_call_id, source=incoming.source, dialled=incoming.user),
         )
-        self.door = service.door
-        self.conference: Conference | None = None
-        self.participant_id = ""
-        self.phase = "new"  # new -> answered -> menu -> lobby -> admitted -> meeting -> ending -> ended
+        self.leg: RtpLeg = leg
         self._confirmed = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._keys = PhoneKeys({command: getattr(config.keys, command.value) for command in KeyCommand})
-        self._lobby: LobbyWait | None = None
-        self._first_room: Conference | None = None
-        self.trusted = False  # its own room system of the directory, calling its room: no PIN, no lobby
-        self.task: asyncio.Task[None] | None = None
-        self._refusal: Ending | None = None  # said once answered, then the BYE
         self.media: MediaSession | None = None  # our side of offer/answer, once we have a port
-        self._keys_per_s = RateLimit(_DIGITS_PER_S, 1.0)
-        self._digits_dropped = 0
-        self._work: set[asyncio.Task[None]] = set()
         self.floor: FloorLink | None = None  # the BFCP stream of the content line, while there is one
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Runs a piece of this call's work on the loop; a failure ends this call only."""
-        task = asyncio.get_running_loop().create_task(self.service._supervised(self, work))
-        self._work.add(task)
-        task.add_done_callback(self._work.discard)
-
-    @property
-    def language(self) -> str:
-        return self.flow.language
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -528,9 +497,8 @@ class SipCall:
         """Refuses the call before answering it, with the ending's SIP status."""
         self._reject(*sip_status(ending))
 
-    def _caller(self) -> Caller:
-        number = self.number if self.kind is LegKind.PHONE and not self.outbound else None
-        return Caller(self.name, self.kind, source=self.source, guesser=self._pin_source(), number=number)
+    def _count_failure(self, code: str) -> None:
+        self.service.count_failure(code)
 
     def _pin_source(self) -> str:
         """Who is guessing: the caller's number where the call comes through a configured trunk
@@ -1080,249 +1048,24 @@ class SipCall:
             return
         self._confirmed = True
         self.leg.confirm()  # the ACK (or the callee's 200) confirmed the media address: we may send
-        if self._refusal is not None:
-            self.end(self._refusal)
-            return
-        if self.outbound or self.trusted:
-            if self.trusted:
-                self._watch_media()
-            self._join_invited()
-            return
-        self.phase = "menu"
-        self._watch_media()
-        info = self.service.room_info(self._first_room) if self._first_room is not None else None
-        self._run(self.flow.start(info, self._now()))  # (the voice menu: gateway.calls.menu)
+        self.begin()
 
-    def _watch_media(self) -> None:
-        """A caller whose RTP (and RTCP) stopped while not on hold is gone without a BYE (a crashed
-        room system, a lost network): end the call rather than keep a ghost in the room."""
-        if self.phase in ("ending", "ended"):
-            return
-        timeout = self.service.config.sip.media_timeout_s
-        silent_for = self._now() - self.leg.last_packet_at
-        if self.leg.remote_sends and silent_for > timeout:
-            self.log.warning("no media from the caller; ending the call", silent_s=round(silent_for, 1))
-            self.end(Ending.MEDIA_TIMEOUT)
-            return
-        asyncio.get_running_loop().call_later(min(timeout / 4, 10.0), self._watch_media)
-
-    # -- the voice menu -------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def _run(self, actions: list[menu.Action]) -> None:
-        said: tuple[Prompt, ...] = ()
-        for action in actions:
-            if isinstance(action, menu.Say):
-                said = action.prompts
-                self.say(*action.prompts, done=self._prompt_finished)
-            elif isinstance(action, menu.StopSaying):
-                self.leg.stop_playing()
-            elif isinstance(action, menu.FindRoom):
-                conference = self._reachable(self.service.directory.route(action.number))
-                info = self.service.room_info(conference) if conference is not None else None
-                # (not the number typed: typed digits stay out of the log)
-                self.log.info(
-                    "conference number entered",
-                    found=conference is not None,
-                    room=conference.room.id if conference is not None else None,
-                )
-                self._run(self.flow.room_found(info, self._now()))
-                return
-            elif isinstance(action, menu.Join):
-                self._join(action.room_id, action.pin, greeting=said)
-                return
-            elif isinstance(action, menu.End):
-                self.end(action.ending, action.prompt)
-                return
-        self._arm()
-
-    def _prompt_finished(self) -> None:
-        self.flow.prompt_finished(self._now())
-        self._arm()
-
-    def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.flow.deadline is not None and self.phase == "menu":
-            self._timer = asyncio.get_running_loop().call_at(
-                self.flow.deadline, lambda: self._run(self.flow.timeout(self._now()))
-            )
-
-    def say(self, *prompts: Prompt, done: Callable[[], Any] | None = None, then_hold: bool = False) -> None:
-        fmt = self.leg.audio_out_format
-        frames = [f for p in prompts for f in self.service.prompts.frames(p, self.language, fmt)]
-        if then_hold:
-            music = self.service.prompts.frames(HOLD_MUSIC, "", fmt)
-            self.leg.play(frames, done=lambda: self.leg.play(music, loop=True) if self.phase == "lobby" else None)
-        else:
-            self.leg.play(frames, done=done)
-
-    def _join(self, room_id: str, pin: str | None, greeting: tuple[Prompt, ...] = ()) -> None:
-        """`greeting`: prompts said just before (a room without PIN: the welcome), heard in full."""
-        conference = self.service.directory.find(room_id)
-        if conference is None:
-            self.end(Ending.ROOM_NOT_FOUND)
-            return
-        self.conference = conference
-        self.log = self.log.bind(room=conference.room.id)
-        outcome = self.door.join(conference.room, self._caller(), pin)
-        if isinstance(outcome, Refused):
-            if outcome.ending is Ending.WRONG_PIN:
-                self.log.warning("wrong PIN", now_locked_out=outcome.now_locked_out)
-                if outcome.now_locked_out:
-                    self.end(Ending.LOCKED_OUT)
-                else:
-                    self._run(self.flow.wrong_pin(self._now()))
-                return
-            self.log.info("join refused", code=outcome.ending.value)
-            self.end(outcome.ending)
-            return
-        self.flow.joined()
-        if isinstance(outcome, Waiting):
-            self.participant_id = outcome.entry.id
-            self.log = self.log.bind(participant=self.participant_id)
-            self.phase = "lobby"
-            self._lobby = LobbyWait(conference.room, self.participant_id, self._on_lobby_news)
-            self.log.info("waiting in lobby")
-            self.say(Prompt.WAITING_FOR_HOST, then_hold=True)
-            return
-        self._enter_meeting(outcome.participant.id, outcome.participant.is_host, greeting)
-
-    def _join_invited(self) -> None:
-        """The callee of a dial-out answered: straight into the room, past the lobby and the lock."""
-        conference = self.conference
-        if conference is None:
-            return
-        outcome = self.door.let_in_trusted(conference.room, self._caller(), "out" if self.outbound else "in")
-        if isinstance(outcome, Refused):
-            self.end(outcome.ending)
-            return
-        self._watch_media()
-        self._enter_meeting(outcome.participant.id, False)
-
-    def _on_lobby_news(self, news: LobbyNews) -> None:
-        if self.phase != "lobby":
-            return
-        if isinstance(news, LobbyAdmitted):
-            self._stop_lobby_events()
-            self.phase = "admitted"
-            # (the room adds the participant right after saying so: enter on the next loop turn)
-            asyncio.get_running_loop().call_soon(self._enter_admitted)
-        elif isinstance(news, LobbyEnded):
-            self._stop_lobby_events()
-            self.end(news.ending)
-
-    def _enter_admitted(self) -> None:
-        if self.phase == "admitted" and self.conference is not None:
-            if self.participant_id in self.conference.room.participants:
-                self._enter_meeting(self.participant_id, False)
-            else:
-                self.end(Ending.ADMITTED_BUT_GONE)
-
-    def _stop_lobby_events(self) -> None:
-        if self._lobby is not None:
-            self._lobby.stop()
-            self._lobby = None
-
-    def _enter_meeting(self, participant_id: str, is_host: bool, greeting: tuple[Prompt, ...] = ()) -> None:
-        assert self.conference is not None
-        self.phase = "meeting"
-        self.participant_id = participant_id
-        self.log = self.log.bind(participant=participant_id)
-        self.leg.stop_playing()
-        self.leg.attach(self.conference, participant_id)
-        self.log.info("joined meeting", role="host" if is_host else "guest", kind=self.kind.value)
-        self.say(*greeting, *joined_prompts(self.conference.room, participant_id))
-
-    # -- keys and events in the meeting ---------------------------------------------------------
-
-    def on_digit(self, digit: str, via: str = "rfc4733") -> None:
-        if not self._keys_per_s.allow(None):
-            # Nobody presses keys faster than this: a flood is a guessing machine; drop, count, log once.
-            self._digits_dropped += 1
-            if self._digits_dropped == 1:
-                self.log.warning("DTMF flood: keys dropped", via=via)
-            return
-        if self.phase == "meeting":
-            self.log.info("DTMF received", digit=digit, via=via)
-        else:  # in the menu keys are PINs and conference numbers: that one arrived, not which
-            self.log.debug("DTMF received", via=via)
-        if self.phase == "menu":
-            self._run(self.flow.digit(digit, self._now()))
-        elif self.phase == "meeting":
-            self._meeting_key(digit)
-
-    def _meeting_key(self, digit: str) -> None:
-        command = self._keys.press(digit)
-        if command is None or self.conference is None:
-            return
-        if self.participant_id not in self.conference.room.participants:
-            return
-        self.log.info("phone key", command=command.value)
-        answer = carry_out(self.conference.room, self.participant_id, command)
-        if answer is None:
-            return
-        if answer.refused is not None:
-            self.log.info("phone key refused", command=command.value, code=answer.refused)
-        self.say(answer.prompt)
-
-    def on_room_event(self, event: RoomEvent) -> None:
+    def _on_room_event(self, event: RoomEvent) -> None:
         if event.type in ("presentation_started", "presentation_stopped") and self.floor is not None:
             self._presentation_changed(event, self.floor)
-        prompt = prompt_for_event(event, self.participant_id)
-        if prompt is not None:
-            self.say(prompt)
-
-    async def on_room_hang_up(self, reason: str) -> None:
-        """The room ended our part (removed, meeting ended): the caller hears why, then a BYE."""
-        self.end(ending_for(reason))
 
     # -- endings --------------------------------------------------------------------------------
 
-    def end(self, ending: Ending, prompt: Prompt | None = None) -> None:
-        """Says `prompt` (the ending's own by default), then hangs up with a Reason header naming
-        the ending's SIP status (unless all is well)."""
-        if self.phase in ("ending", "ended"):
-            return
+    def _ending_terms(self, ending: Ending) -> tuple[int, str]:
+        return sip_status(ending)
+
+    def _hang_up(self, ending: Ending) -> None:
+        """A BYE whose Reason header names the ending's SIP status (none when all is well)."""
         status, reason = sip_status(ending)
-        prompt = prompt or PROMPTS[ending]
-        self.log.info("ending call", reason=reason, cause=status)
-        self._leave_room()
-        self.phase = "ending"
-        if self._timer is not None:
-            self._timer.cancel()
-        cause = (status, reason) if status != 200 else None
+        self.stack.hang_up(self.incoming.call, (status, reason) if status != 200 else None)
+        self._close_media()
 
-        def bye() -> None:
-            if self.phase == "ending":
-                self.phase = "ended"
-                self.stack.hang_up(self.incoming.call, cause)
-                self._close_media()
-
-        self.say(prompt, done=bye)
-        asyncio.get_running_loop().call_later(self.service.prompts.duration_s(prompt, self.language) + 2.0, bye)
-
-    def _leave_room(self) -> None:
-        self._stop_lobby_events()
-        conference = self.conference
-        if conference is not None and self.participant_id:
-            self.leg.detach()
-            conference.room.leave(self.participant_id)  # (no-op when the room removed us already)
-        self.conference = None
-
-    def fail(self) -> None:
-        """Something raised while handling this call: end it (500 before the answer, a BYE with
-        Reason 500 after), free its slot and ports. Logged once, with the traceback."""
-        self.log.exception("call failed; ending it", phase=self.phase)
-        self.service.count_failure("500")
-        phase, self.phase = self.phase, "ended"
-        try:
-            self._leave_room()
-        except Exception:
-            self.log.exception("leaving the room failed")
+    def _failed(self, phase: str) -> None:
         self._close_media()
         self.service.calls.pop(self.incoming.call, None)
         if phase == "new":
@@ -1335,10 +1078,3 @@ class SipCall:
         if self.outbound and not self._confirmed and status >= 300:
             self.service.count_failure(f"dial-out {status}")
         self.release()
-
-    def release(self) -> None:
-        self.phase = "ended"
-        if self._timer is not None:
-            self._timer.cancel()
-        self._leave_room()
-        self._close_media()

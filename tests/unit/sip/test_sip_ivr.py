@@ -99,11 +99,11 @@ def test_prompt_language_is_the_rooms_or_else_the_sip_default() -> None:
     service = SipService(config, directory, PinGuard(5, 600, 900))
     rathaus, council = directory.find("rathaus"), directory.find("council")
     assert rathaus is not None and council is not None
-    assert service.room_info(rathaus) == RoomInfo("rathaus", "de", host_pin=False, guest_pin=False)
-    assert service.room_info(council) == RoomInfo("council", "en", host_pin=True, guest_pin=False)
+    assert service.context.room_info(rathaus) == RoomInfo("rathaus", "de", host_pin=False, guest_pin=False)
+    assert service.context.room_info(council) == RoomInfo("council", "en", host_pin=True, guest_pin=False)
     # and the menu starts in the SIP default language, switching to the room's once it is known
     flow = EntryFlow(config.sip.language)
     assert flow.start(None, 0.0) == [Say((Prompt.WELCOME, Prompt.ENTER_CONFERENCE), "de")]
     flow.digit("1", 1.0)
     flow.digit("#", 1.0)
-    assert flow.room_found(service.room_info(council), 2.0) == [Say((Prompt.ENTER_PIN_OPTIONAL,), "en")]
+    assert flow.room_found(service.context.room_info(council), 2.0) == [Say((Prompt.ENTER_PIN_OPTIONAL,), "en")]
