@@ -25,6 +25,7 @@ from gateway.control.metrics import CallCounters, LoopLag, build_registry
 from gateway.control.mqtt import MqttBridge
 from gateway.control.records import CallRecorder
 from gateway.control.store import Store
+from gateway.h323.service import H323Service
 from gateway.rooms.admission import Admission
 from gateway.rooms.directory import Directory
 from gateway.rooms.identity import Identity, IdentityKind
@@ -78,6 +79,8 @@ class Gateway:
         self.host_links = HostLinks(self.store.secret("host-links"))
         self.browsers.host_links = self.host_links
         self.sip = SipService(config, self.directory, self.pin_guard) if config.sip.enabled else None
+        self.h323 = H323Service(config, self.directory, self.pin_guard) if config.h323.enabled else None
+        self.h323_port = 0
         # Dial-out picks the protocol from the callee's identity: SIP URIs and numbers (its trunk) by SIP.
         dial_out = None
         if self.sip is not None:
@@ -96,6 +99,8 @@ class Gateway:
         self.browsers.admission = self.admission
         if self.sip is not None:
             self.sip.admission = self.admission
+        if self.h323 is not None:
+            self.h323.admission = self.admission
         sip = self.sip
         calls = (
             (
@@ -182,6 +187,8 @@ class Gateway:
         try:
             if self.sip is not None:
                 self.sip_ports = await self.sip.start()
+            if self.h323 is not None:
+                self.h323_port = await self.h323.start()
         except Exception:
             self.stop()
             await serve
@@ -199,7 +206,13 @@ class Gateway:
         if self.mqtt is not None:
             self.mqtt.start()
         self.ready = True
-        log.info("gateway started", url=self.base_url, sip=self.sip_ports, rooms=[c.room.id for c in self.directory])
+        log.info(
+            "gateway started",
+            url=self.base_url,
+            sip=self.sip_ports,
+            h323=self.h323_port or None,
+            rooms=[c.room.id for c in self.directory],
+        )
         self.started.set()
         if ready is not None:
             ready(self)
@@ -213,6 +226,8 @@ class Gateway:
             refresh_task.cancel()
             if self.sip is not None:
                 await self.sip.stop()
+            if self.h323 is not None:
+                await self.h323.stop()
             await self.browsers.close()
             await self.records.close()
             await self.directory.close()
@@ -238,6 +253,8 @@ class Gateway:
             log.info("shutting down: meetings ended", rooms=len(busy))
             if self.sip is not None:
                 await self.sip.wait_idle(timeout_s=_SHUTDOWN_PROMPT_S)
+            if self.h323 is not None:
+                await self.h323.wait_idle(timeout_s=_SHUTDOWN_PROMPT_S)
             await asyncio.sleep(0.2)  # the browsers' "ended" messages leave before the sockets close
         finally:
             self._uvicorn.should_exit = True

@@ -755,6 +755,37 @@ class RoutingRuleConfig(_Strict):
         return self
 
 
+H323Codec = Literal["G722", "PCMA", "PCMU"]
+_H323_CODECS: list[H323Codec] = ["G722", "PCMA", "PCMU"]
+
+
+class H323Config(_Strict):
+    """H.323 room systems (gateway/h323/): call signalling on TCP (H.225.0), H.245 tunnelled or on
+    its own connection. RTP ports come from sip.rtp_port_min..max, the voice menu's settings
+    (language, PIN attempts, timeouts, keys, media timeout) from sip."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="address H.323 call signalling and H.245 listen on")
+    port: int = Field(1720, ge=0, le=65535, description="H.225.0 call signalling (TCP); 0 picks a free port")
+    public_address: str | None = Field(
+        None, description="address written into H.245 and fastStart (default: host)"
+    )
+    fast_start: bool = Field(True, description="answer fastStart proposals (media set up with the Setup)")
+    tunnelling: bool = Field(True, description="H.245 tunnelled in H.225.0 messages where the caller offers it")
+    codecs: list[H323Codec] = Field(
+        default_factory=lambda: list(_H323_CODECS), min_length=1, description="audio, in our order of preference"
+    )
+    prefer_our_codecs: bool = Field(False, description="pick from fastStart by our order rather than the caller's")
+    video: bool = Field(True, description="H.264 video both ways")
+    video_max_kbps: int = Field(2048, ge=64, le=20_000, description="the most we ask room systems to send")
+    max_calls: int = Field(200, ge=1, le=10_000, description="H.323 calls at once")
+    max_calls_per_source: int = Field(
+        10, ge=1, le=10_000, description="calls at once from one address (a gatekeeper's or MCU's address may need more)"
+    )
+    max_connections: int = Field(1000, ge=1, le=100_000, description="signalling connections at once, idle ones included")
+    setup_timeout_s: float = Field(10.0, gt=0, le=120, description="a connection must bring its Setup within this")
+
+
 class GatewayConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER, extra="forbid"
@@ -769,6 +800,7 @@ class GatewayConfig(BaseSettings):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     sip: SipConfig = Field(default_factory=SipConfig)
+    h323: H323Config = Field(default_factory=H323Config)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     rooms: list[RoomConfig] = Field(default_factory=list)

@@ -67,7 +67,7 @@ from gateway.sip.useragent import (
     Peer,
     ResponseReceived,
 )
-from gateway.transcode.audio import SILENCE, AudioCodec, AudioFormat, make_encoder
+from gateway.transcode.audio import AudioCodec, AudioFormat, silence_payload
 from gateway.transcode.codecs import StreamCodec, StreamKind, h264, vp8
 
 log = structlog.get_logger(__name__)
@@ -135,7 +135,6 @@ class SipService:
         self.video_codecs = video_codecs(list(config.sip.video_codecs)) if config.sip.video else ()
         self.calls: dict[int, SipCall] = {}
         self.stack: SipTransport | None = None
-        self._silence: dict[AudioFormat, bytes] = {}
         self.attempts: dict[str, int] = {"in": 0, "out": 0}
         # refusals by SIP status, failed dial-outs by the callee's status (bounded label values)
         self.failures: dict[str, int] = {}
@@ -285,12 +284,6 @@ class SipService:
         for call in list(self.calls.values()):
             call.release()
         self.calls.clear()
-
-    def silence(self, fmt: AudioFormat) -> bytes:
-        payload = self._silence.get(fmt)
-        if payload is None:
-            payload = self._silence[fmt] = make_encoder(fmt).encode(SILENCE)
-        return payload
 
     # -- dial-out -------------------------------------------------------------------------------
 
@@ -794,7 +787,7 @@ class SipCall(Call):
             remote_crypto=choice.remote_crypto,
             out_format=out,
         )
-        self.leg.set_idle(self.service.silence(self.leg.audio_out_format))
+        self.leg.set_idle(silence_payload(self.leg.audio_out_format))
         self.log.info(
             "media agreed" if first else "media renegotiated",
             codec=choice.codec.value,

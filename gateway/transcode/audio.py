@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import fractions
+import functools
 import math
 from dataclasses import dataclass
 from typing import Protocol, cast, runtime_checkable
@@ -340,3 +341,9 @@ def make_encoder(fmt: AudioFormat) -> AudioEncoder:
     if fmt.codec is AudioCodec.G722:
         return G722Encoder()
     return G711Encoder(fmt.codec)
+
+
+@functools.cache
+def silence_payload(fmt: AudioFormat) -> bytes:
+    """One frame of silence encoded as `fmt`: what a leg sends while nothing else is to be sent."""
+    return make_encoder(fmt).encode(SILENCE)

@@ -43,6 +43,7 @@ class RunningGateway:
     base_url: str
     log_path: Path
     sip_port: int = 0
+    h323_port: int = 0
 
     @property
     def ws_url(self) -> str:
@@ -65,6 +66,8 @@ class RunningGateway:
 
 
 def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGateway:
+    if "\nh323:" not in config_text:
+        config_text += "\nh323: {port: 0}\n"  # (never the default 1720: gateways of parallel tests)
     config = tmp_path / "gateway.yaml"
     config.write_text(config_text)
     log_path = tmp_path / "gateway.log"
@@ -80,7 +83,8 @@ def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGate
         for raw in log_path.read_text(errors="replace").splitlines():
             if '"gateway started"' in raw:
                 started = json.loads(raw)
-                return RunningGateway(process, started["url"], log_path, (started.get("sip") or {}).get("udp", 0))
+                sip_port = (started.get("sip") or {}).get("udp", 0)
+                return RunningGateway(process, started["url"], log_path, sip_port, started.get("h323") or 0)
         if process.poll() is not None:
             raise RuntimeError("gateway exited during start-up:\n" + log_path.read_text())
         time.sleep(0.05)

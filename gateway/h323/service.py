@@ -1,0 +1,755 @@
+"""H.323 participants on the asyncio loop: the call signalling listener (TCP, H.225.0), one H323Call
+per call, and its H.245 (tunnelled, or on a TCP connection of its own).
+
+The adapters are thin: bytes from a connection go into the sans-IO cores (call.py's CallChannel,
+control.py's H245Control), the octets they produce go out, and their events drive H323Call, which
+is H.323's adapter of the shared call flow (gateway/calls/call.py): routing by the dialled alias,
+the Doorkeeper's checks, media by fastStart or H.245 logical channels on our RTP leg, the voice
+menu with keys from H.245 userInputIndication or RFC 2833, and endings as Q.931 causes
+(endings.py). Malformed input ends at most the call it came on, with a ReleaseComplete or a log
+line (call.py says which); a connection that brings no Setup in time is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from typing import Any
+
+import structlog
+
+from gateway.calls.admission import Doorkeeper
+from gateway.calls.call import Call, CallContext, CallSettings
+from gateway.calls.endings import Ending
+from gateway.calls.prompts import PromptLibrary
+from gateway.config import GatewayConfig
+from gateway.h323 import faststart, h245, q931
+from gateway.h323.call import (
+    CallChannel,
+    Cause,
+    Connected,
+    FacilityReceived,
+    FastStartAnswered,
+    H245Received,
+    Progressed,
+    ProtocolProblem,
+    Released,
+    SetupReceived,
+)
+from gateway.h323.call import Event as SignalEvent
+from gateway.h323.control import (
+    BitrateLimited,
+    CapabilitiesReceived,
+    ChannelClosed,
+    ChannelEstablished,
+    ChannelOffered,
+    ChannelRefused,
+    ControlProblem,
+    H245Control,
+    KeyframeRequested,
+    MasterSlaveDetermined,
+    ProcedureFailed,
+    SessionEnded,
+    UserInput,
+)
+from gateway.h323.control import Event as ControlEvent
+from gateway.h323.endings import q931_cause
+from gateway.h323.h225 import Signal
+from gateway.h323.h245 import Capabilities, Channel, Codec, MediaKind
+from gateway.rooms.admission import Admission
+from gateway.rooms.conference import Conference
+from gateway.rooms.directory import Directory
+from gateway.rooms.participant import LegKind
+from gateway.rooms.pinguard import PinGuard
+from gateway.rtp.leg import RtpLeg
+from gateway.transcode.audio import AudioCodec, silence_payload
+from gateway.transcode.codecs import StreamCodec, StreamKind, h264
+
+log = structlog.get_logger(__name__)
+
+Address = tuple[str, int]
+_AUDIO = {"PCMU": (AudioCodec.PCMU, 0, 8000), "PCMA": (AudioCodec.PCMA, 8, 8000), "G722": (AudioCodec.G722, 9, 8000)}
+TELEPHONE_EVENT_PT = 101  # what our capability set offers for RFC 2833
+H264_PT = 97  # the payload type of the H.264 channels we open
+_KEYS = re.compile(r"[0-9*#]")
+# H.241 level values -> H.264 level_idc (H.241 table 8-2 against H.264 table A-1)
+_LEVEL_IDC = {15: 10, 19: 9, 22: 11, 29: 12, 36: 13, 43: 20, 50: 21, 57: 22, 64: 30, 71: 31, 78: 32, 85: 40, 92: 41,
+              99: 42, 106: 50, 113: 51}  # fmt: skip
+_VIDEO_WAIT_S = 1.5  # after the capability exchange, how long the far end's own channels get first
+
+
+def stream_codec(codec: Codec, payload_type: int) -> StreamCodec:
+    """The RTP engine's H.264 descriptor of an H.245 codec: profile and level as profile-level-id,
+    the custom maximums as max-fs/max-mbps, maxBitRate as the bandwidth."""
+    profile = "6400" if codec.profile & h245.PROFILE_HIGH else "4d00" if codec.profile & h245.PROFILE_MAIN else "42e0"
+    level = _LEVEL_IDC.get(codec.level, 31)
+    base = h264(
+        payload_type,
+        profile_level_id=f"{profile}{level:02x}",
+        packetization_mode=codec.packetization_mode,
+        rtcp_fb=(),  # (H.323 asks for pictures in H.245: videoFastUpdatePicture)
+        bandwidth_kbps=codec.max_bitrate // 10 if codec.max_bitrate else None,
+    )
+    extra = []
+    if codec.max_fs:
+        extra.append(("max-fs", str(codec.max_fs * 256)))
+    if codec.max_mbps:
+        extra.append(("max-mbps", str(codec.max_mbps * 500)))
+    return StreamCodec(base.name, base.payload_type, base.clock_rate, fmtp=base.fmtp + tuple(extra), bandwidth_kbps=base.bandwidth_kbps)
+
+
+def shown_name(signal: Signal, source: str) -> str:
+    """What the room shows: the display name, else an h323-ID alias, else the dialled-from digits,
+    else the address; printable, at most 64 characters."""
+    candidates = [signal.display_name or ""]
+    candidates += [a.value for a in signal.source_aliases if a.kind == "h323-ID"]
+    candidates += [a.value for a in signal.source_aliases if a.kind == "dialledDigits"]
+    for text in candidates:
+        clean = "".join(c for c in text if c.isprintable()).strip()[:64]
+        if clean:
+            return clean
+    return f"H.323 {source}"
+
+
+class H323Service:
+    def __init__(self, config: GatewayConfig, directory: Directory, pin_guard: PinGuard) -> None:
+        self.config = config
+        self.directory = directory
+        self.prompts = PromptLibrary()
+        self.admission: Admission | None = None  # set by the gateway: refuses new calls while overloaded
+        self.door = Doorkeeper(pin_guard, lambda: self.admission)
+        self.context = CallContext(self.prompts, directory, self.door, CallSettings.of(config.sip))
+        self.calls: set[H323Call] = set()
+        self.connections: dict[str, int] = {}  # source address -> open signalling connections
+        self.attempts = 0
+        self.failures: dict[str, int] = {}  # by Q.850 cause
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        h323 = config.h323
+        self.capabilities = Capabilities(
+            audio=tuple(Codec(name) for name in h323.codecs),
+            video=(Codec("H264", level=h245.LEVEL_4, max_bitrate=h323.video_max_kbps * 10),) if h323.video else (),
+            telephone_event=TELEPHONE_EVENT_PT,
+            user_input=frozenset({"basicString", "dtmf"}),
+            packetization_modes=frozenset({0, 1}),
+        )
+
+    @property
+    def address(self) -> str:
+        """The address written into fastStart and H.245 (where the far end sends)."""
+        return self.config.h323.public_address or self.config.h323.host
+
+    async def start(self) -> int:
+        h323 = self.config.h323
+        self._server = await asyncio.start_server(self._connected, h323.host, h323.port, limit=1 << 16)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("H.323 listening", host=h323.host, port=self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for call in list(self.calls):
+            call.shut_down()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def wait_idle(self, timeout_s: float) -> None:
+        """Until every call has hung up (their ending prompts said), at most `timeout_s`."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.calls and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 (at shutdown only)
+            await asyncio.sleep(0.1)
+
+    def count_failure(self, cause: int) -> None:
+        self.failures[str(cause)] = self.failures.get(str(cause), 0) + 1
+
+    # -- signalling connections -------------------------------------------------------------------
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        source = _plain(peer[0])
+        h323 = self.config.h323
+        if sum(self.connections.values()) >= h323.max_connections or self.connections.get(source, 0) >= h323.max_calls_per_source:
+            log.warning("H.323 connection refused: too many", source=source)
+            writer.close()
+            return
+        self.connections[source] = self.connections.get(source, 0) + 1
+        connection = SignallingConnection(self, reader, writer, source)
+        try:
+            await connection.run()
+        except Exception:
+            log.exception("H.323 connection failed", source=source)
+        finally:
+            self.connections[source] -= 1
+            if not self.connections[source]:
+                del self.connections[source]
+            if task is not None:
+                self._tasks.discard(task)
+
+
+def _plain(address: str) -> str:
+    """An address as the directory writes it (IPv4-mapped IPv6 from a dual-stack socket as IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+class SignallingConnection:
+    """One TCP connection of H.225.0 call signalling: bytes in, CallChannel, events to its call."""
+
+    def __init__(self, service: H323Service, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, source: str) -> None:
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        self.source = source
+        self.channel = CallChannel(tunnelling=service.config.h323.tunnelling)
+        self.call: H323Call | None = None
+
+    def flush(self) -> None:
+        data = self.channel.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        setup_by = loop.time() + self.service.config.h323.setup_timeout_s
+        try:
+            while not self.channel.closed:
+                try:
+                    if self.call is None:
+                        data = await asyncio.wait_for(self.reader.read(65536), max(0.0, setup_by - loop.time()))
+                    else:
+                        data = await self.reader.read(65536)
+                except (TimeoutError, ConnectionError):
+                    data = b""
+                if not data and self.call is None:
+                    break
+                events = self.channel.receive_data(data, loop.time())
+                self.flush()
+                for event in events:
+                    self.dispatch(event)
+            self.flush()
+            if not self.writer.is_closing():
+                await self.writer.drain()
+        finally:
+            self.writer.close()
+            if self.call is not None:
+                self.call.connection_lost()
+
+    def dispatch(self, event: SignalEvent) -> None:
+        if isinstance(event, SetupReceived) and self.call is None:
+            self.call = H323Call(self.service, self, event.signal)
+            self.call.task = asyncio.get_running_loop().create_task(self.call._supervised(self.call.start()))
+        elif self.call is not None:
+            self.call.on_signal(event)
+        elif isinstance(event, ProtocolProblem):
+            log.info("H.323 signalling problem", source=self.source, problem=event.what)
+
+
+class H245Link:
+    """H.245 on a TCP connection of its own (TPKT framed): the one we accepted or made."""
+
+    def __init__(self, on_pdu: Any, on_closed: Any) -> None:
+        self.on_pdu = on_pdu
+        self.on_closed = on_closed
+        self.writer: asyncio.StreamWriter | None = None
+        self.server: asyncio.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: list[bytes] = []
+
+    async def listen(self, host: str) -> int:
+        self.server = await asyncio.start_server(self._accepted, host, 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def connect(self, address: Address) -> None:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 10)
+        self._attach(reader, writer)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.writer is not None:
+            writer.close()  # (one H.245 connection per call)
+            return
+        if self.server is not None:
+            self.server.close()
+        self._attach(reader, writer)
+
+    def _attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._task = asyncio.get_running_loop().create_task(self._read(reader))
+        self.send(self._pending)
+        self._pending = []
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        frames = q931.TpktReader()
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for pdu in frames.feed(data):
+                    self.on_pdu(pdu)
+        except (ConnectionError, q931.Q931Error) as exc:
+            log.info("H.245 connection ended", why=str(exc))
+        finally:
+            self.on_closed()
+
+    def send(self, pdus: list[bytes]) -> None:
+        if self.writer is None:
+            self._pending += pdus
+            return
+        if not self.writer.is_closing():
+            self.writer.write(b"".join(q931.tpkt(pdu) for pdu in pdus))
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+
+
+class H323Call(Call):
+    """H.323's adapter of the shared call flow: one incoming call."""
+
+    def __init__(self, service: H323Service, connection: SignallingConnection, setup: Signal) -> None:
+        self.service = service
+        self.connection = connection
+        self.setup = setup
+        config = service.config
+        call_id = (setup.call_identifier or b"").hex()
+        leg = RtpLeg(
+            LegKind.H323_ROOM_SYSTEM,
+            on_digit=self.on_digit,
+            on_event=self.on_room_event,
+            on_hang_up=self.on_room_hang_up,
+            log_context={"call_id": call_id},
+            latching=config.sip.rtp_latching,
+            learn_s=config.sip.rtp_learn_s,
+        )
+        dialled = [a.value for a in setup.destination_aliases] or ([setup.called_number] if setup.called_number else [])
+        super().__init__(
+            service.context,
+            leg,
+            kind=LegKind.H323_ROOM_SYSTEM,
+            name=shown_name(setup, connection.source),
+            source=connection.source,
+            log=log.bind(call_id=call_id, source=connection.source, dialled=dialled[:1], protocol="h323"),
+        )
+        self.leg: RtpLeg = leg
+        self.dialled = dialled
+        self.control = H245Control(service.capabilities)
+        self.h245: H245Link | None = None
+        self.theirs: Capabilities | None = None
+        self.sending: dict[MediaKind, Channel] = {}  # our channels, once acknowledged (or by fastStart)
+        self.receiving: dict[MediaKind, Channel] = {}  # the far end's channels we accepted
+        self._opening: set[MediaKind] = set()  # our channels requested, not acknowledged yet
+        self._send_to: dict[MediaKind, tuple[Address, Address | None]] = {}
+        self._control_timer: asyncio.TimerHandle | None = None
+        self._released = False
+
+    @property
+    def channel(self) -> CallChannel:
+        return self.connection.channel
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _route(self) -> Conference | None:
+        for alias in self.dialled:
+            conference = self.context.directory.route(alias)
+            if conference is not None:
+                return conference
+        return None
+
+    def _release(self, ending: Ending) -> None:
+        cause, reason, text = q931_cause(ending)
+        self.log.info("call refused", cause=cause, reason=text)
+        self.service.count_failure(cause)
+        self.phase = "ended"
+        self.channel.release(cause, reason)
+        self.connection.flush()
+
+    async def start(self) -> None:
+        service = self.service
+        service.attempts += 1
+        busy = service.admission.admit() if service.admission is not None else None
+        if busy is not None:
+            self.log.warning("call refused: overloaded", why=busy)
+            self._release(Ending.OVERLOADED)
+            return
+        if len(service.calls) >= service.config.h323.max_calls:
+            self._release(Ending.OVERLOADED)
+            return
+        service.calls.add(self)
+        conference = self._route()
+        if conference is None and not self.context.settings.menu:
+            self._release(Ending.ROOM_NOT_FOUND)
+            return
+        if conference is not None:
+            refused = self.door.before_answer(conference.room, self._caller())
+            if refused is not None and refused.ending is Ending.LOCKED_OUT:
+                self.log.warning("call refused: source locked out after wrong PINs")
+                self._refusal = Ending.LOCKED_OUT  # (answered, so that a person hears why)
+            elif refused is not None:
+                self._release(refused.ending)
+                return
+        sip = service.config.sip
+        try:
+            await self.leg.open(service.config.h323.host, sip.rtp_port_min, sip.rtp_port_max)
+            if service.capabilities.video:
+                await self.leg.open_video(StreamKind.MAIN, service.config.h323.host, sip.rtp_port_min, sip.rtp_port_max)
+        except OSError as exc:
+            self.log.error("no RTP port for a call", error=str(exc))
+            self.leg.close()
+            self._release(Ending.OVERLOADED)
+            return
+        answers = self._fast_start()
+        h245_address = None
+        if not self.channel.tunnelling:
+            self.h245 = H245Link(self._on_h245_pdu, self._on_h245_closed)
+            if self.setup.h245_address is not None:
+                self._spawn(self._connect_h245(self.setup.h245_address))
+            else:
+                h245_address = (service.address, await self.h245.listen(service.config.h323.host))
+        if self.phase == "ended":  # (the caller gave up meanwhile)
+            self._close_media()
+            return
+        self._first_room = conference
+        self.phase = "answered"
+        fields: dict[str, Any] = {"display_name": conference.room.name if conference is not None else None}
+        if answers is not None:
+            fields["fast_start"] = tuple(h245.fast_start_element(c) for c in answers) or None
+            fields["fast_connect_refused"] = not answers
+        if h245_address is not None:
+            fields["h245_address"] = h245_address
+        self.channel.connect(**{k: v for k, v in fields.items() if v is not None})
+        self.connection.flush()
+        self.log.info(
+            "call answered",
+            kind=self.kind.value,
+            name=self.name,
+            fast_start=bool(answers),
+            tunnelling=self.channel.tunnelling,
+            vendor=self.setup.vendor.product if self.setup.vendor else None,
+        )
+        self.control.start(self._now())
+        self._flush_h245()
+        self.leg.confirm()
+        self.begin()
+
+    def _fast_start(self) -> list[Channel] | None:
+        """Our answer to the caller's fastStart proposals (None: it proposed none, or fastStart is
+        off; []: none we take). What we take is applied to the leg at once."""
+        if not self.setup.fast_start or not self.service.config.h323.fast_start:
+            return None
+        offered = []
+        for element in self.setup.fast_start:
+            try:
+                offered.append(h245.read_fast_start_element(element))
+            except h245.H245Error as exc:
+                self.log.debug("fastStart proposal skipped", why=str(exc))
+        agreement = faststart.answer(
+            offered,
+            self.service.capabilities,
+            self._addresses(),
+            prefer_ours=self.service.config.h323.prefer_our_codecs,
+        )
+        self.control.adopt([t.channel for t in agreement.transmit.values()], list(agreement.receive.values()))
+        for kind, theirs in agreement.receive.items():
+            self.receiving[kind] = theirs
+        for kind, transmit in agreement.transmit.items():
+            self.sending[kind] = transmit.channel
+            self._send_to[kind] = (transmit.media, transmit.control)
+        for kind in set(agreement.transmit) | set(agreement.receive):
+            self._apply(kind)
+        return agreement.answers
+
+    def _addresses(self) -> dict[MediaKind, tuple[Address, Address]]:
+        host = self.service.address
+        out = {MediaKind.AUDIO: ((host, self.leg.local_port), (host, self.leg.local_port + 1))}
+        video = self.leg.video_port(StreamKind.MAIN)
+        if video is not None:
+            out[MediaKind.VIDEO] = ((host, video), (host, video + 1))
+        return out
+
+    # -- media ----------------------------------------------------------------------------------
+
+    def _apply(self, kind: MediaKind) -> None:
+        """Runs what is agreed for `kind` on the leg: what we send (codec, where to) and what we
+        receive. Until we know where to send, the line only receives."""
+        sending, receiving = self.sending.get(kind), self.receiving.get(kind)
+        codec = sending.codec if sending is not None else receiving.codec if receiving is not None else None
+        if codec is None:
+            return
+        media, control = self._send_to.get(kind, (("0.0.0.0", 0), None))
+        control = control or (media[0], media[1] + 1)
+        direction = "sendrecv" if sending is not None and receiving is not None else "sendonly" if sending is not None else "recvonly"
+        if kind is MediaKind.AUDIO:
+            audio, pt, clock = _AUDIO[codec.name]
+            self.leg.apply(audio, pt, clock, media, control, telephone_event_pt=TELEPHONE_EVENT_PT, direction=direction)
+            self.leg.set_idle(silence_payload(self.leg.audio_out_format))
+            self.log.info("audio agreed", codec=codec.name, direction=direction)
+        elif kind is MediaKind.VIDEO:
+            pt = (sending.payload_type if sending is not None else None) or (receiving.payload_type if receiving else None) or H264_PT
+            self.leg.apply_video(
+                StreamKind.MAIN, (stream_codec(codec, pt),), media, control, direction=direction,
+                ask_keyframe_by_signalling=self._ask_keyframe,
+            )  # fmt: skip
+            self.log.info("video agreed", codec=codec.name, level=codec.level, direction=direction, pt=pt)
+
+    def _ask_keyframe(self) -> None:
+        theirs = self.receiving.get(MediaKind.VIDEO)
+        if theirs is not None and self.phase not in ("ending", "ended"):
+            self.control.ask_keyframe(theirs.number)
+            self._flush_h245()
+
+    def _open_ours(self, kind: MediaKind) -> None:
+        """Opens our channel for `kind` (H.245, not fastStart): the far end's own codec where it can
+        take it back (one codec both ways), else our first choice it takes."""
+        if kind in self.sending or kind in self._opening or self.theirs is None or self.phase in ("ending", "ended"):
+            return
+        theirs = self.theirs.codecs(kind)
+        ours = self.service.capabilities.codecs(kind)
+        if not theirs or not ours:
+            return  # (it receives no such media, or we send none)
+        names = {c.name for c in theirs}
+        received = self.receiving.get(kind)
+        choice = None
+        if received is not None and received.codec.name in names:
+            choice = next(c for c in theirs if c.name == received.codec.name)
+        else:
+            choice = next((t for o in ours for t in theirs if t.name == o.name), None)
+        if choice is None:
+            self.log.info("no common codec to send", kind=kind.value)
+            return
+        addresses = self._addresses()
+        if kind not in addresses:
+            return
+        rtcp = addresses[kind][1]
+        if kind is MediaKind.AUDIO:
+            choice = Codec(choice.name, frames=20)
+        pt = H264_PT if kind is MediaKind.VIDEO else None
+        session = h245.Session.AUDIO if kind is MediaKind.AUDIO else h245.Session.VIDEO
+        self._opening.add(kind)
+        self.control.open_channel(session, choice, rtcp, pt, self._now())
+
+    def _open_after_wait(self) -> None:
+        """The capability exchange is done: our channels, audio at once (the far end's own channel
+        decides its codec if it came first), video a moment later."""
+        self._open_ours(MediaKind.AUDIO)
+        self._flush_h245()
+        asyncio.get_running_loop().call_later(_VIDEO_WAIT_S, self._open_video)
+
+    def _open_video(self) -> None:
+        self._open_ours(MediaKind.VIDEO)
+        self._flush_h245()
+
+    # -- H.245 ----------------------------------------------------------------------------------
+
+    async def _connect_h245(self, address: Address) -> None:
+        assert self.h245 is not None
+        try:
+            await self.h245.connect(address)
+        except (OSError, TimeoutError) as exc:
+            self.log.warning("H.245 connection to the caller failed", error=str(exc))
+
+    def _on_h245_pdu(self, pdu: bytes) -> None:
+        try:
+            self._on_control(self.control.receive(pdu, self._now()))
+        except Exception:
+            self.fail()
+
+    def _on_h245_closed(self) -> None:
+        if self.phase not in ("ending", "ended"):
+            self.log.info("H.245 connection closed by the far end")
+
+    def _flush_h245(self) -> None:
+        pdus = self.control.pdus_to_send()
+        if not pdus:
+            return
+        if self.channel.tunnelling:
+            self.channel.send_h245(pdus)
+            self.connection.flush()
+        elif self.h245 is not None:
+            self.h245.send(pdus)
+        self._arm_control()
+
+    def _arm_control(self) -> None:
+        if self._control_timer is not None:
+            self._control_timer.cancel()
+            self._control_timer = None
+        deadline = self.control.deadline
+        if deadline is not None and self.phase not in ("ending", "ended"):
+            self._control_timer = asyncio.get_running_loop().call_at(
+                deadline, lambda: self._on_control(self.control.timeout(self._now()))
+            )
+
+    def _on_control(self, events: list[ControlEvent]) -> None:
+        for event in events:
+            if isinstance(event, CapabilitiesReceived):
+                self.theirs = event.capabilities
+                self.log.info(
+                    "capabilities received",
+                    audio=[c.name for c in event.capabilities.audio],
+                    video=[f"{c.name}/{c.level}" for c in event.capabilities.video],
+                    content=bool(event.capabilities.content),
+                    h239=event.capabilities.h239,
+                )
+                self._open_after_wait()
+            elif isinstance(event, ChannelOffered):
+                self._channel_offered(event.channel)
+            elif isinstance(event, ChannelEstablished):
+                kind = event.channel.kind
+                self._opening.discard(kind)
+                if event.media is None:
+                    continue
+                self.sending[kind] = event.channel
+                self._send_to[kind] = (event.media, event.control)
+                self._apply(kind)
+            elif isinstance(event, ChannelRefused):
+                self._opening.discard(event.channel.kind)
+                self.log.info("our channel refused", kind=event.channel.kind.value, cause=event.cause)
+            elif isinstance(event, ChannelClosed):
+                self._channel_closed(event.number, event.incoming)
+            elif isinstance(event, KeyframeRequested):
+                video = self.sending.get(MediaKind.VIDEO)
+                if video is not None and video.number == event.number:
+                    self.leg.keyframe_wanted(StreamKind.MAIN)
+            elif isinstance(event, BitrateLimited):
+                if self.conference is not None and self.participant_id and event.bitrate:
+                    self.conference.limit_video_bitrate(self.participant_id, event.bitrate)
+                self.log.info("flow control", channel=event.number, bps=event.bitrate)
+            elif isinstance(event, UserInput):
+                for key in _KEYS.findall(event.keys)[:16]:
+                    self.on_digit(key, via="h245")
+            elif isinstance(event, SessionEnded):
+                self.log.info("H.245 session ended by the far end")
+                self._hang_up_now(Cause.NORMAL, None)
+            elif isinstance(event, MasterSlaveDetermined):
+                self.log.info("master/slave determined", master=event.master)
+            elif isinstance(event, ProcedureFailed):
+                self.log.warning("H.245 procedure failed", what=event.what)
+            elif isinstance(event, ControlProblem):
+                self.log.info("H.245 problem", problem=event.what)
+        self._flush_h245()
+
+    def _channel_offered(self, channel: Channel) -> None:
+        kind = channel.kind
+        addresses = self._addresses()
+        if kind not in addresses or not any(c.name == channel.codec.name for c in self.service.capabilities.codecs(kind)):
+            self.control.reject_channel(channel)
+            self.log.info("channel refused", kind=kind.value, codec=channel.codec.name)
+            return
+        rtp, rtcp = addresses[kind]
+        self.control.accept_channel(channel, rtp, rtcp)
+        self.receiving[kind] = channel
+        ours = self.sending.get(kind)
+        if kind is MediaKind.AUDIO and ours is not None and ours.codec.name != channel.codec.name:
+            # One codec both ways: ours follows theirs when they can take it.
+            if self.theirs is not None and any(c.name == channel.codec.name for c in self.theirs.audio):
+                self.control.close_channel(ours.number)
+                del self.sending[kind]
+                self._open_ours(kind)
+        self._apply(kind)
+
+    def _channel_closed(self, number: int, incoming: bool) -> None:
+        table = self.receiving if incoming else self.sending
+        for kind, channel in list(table.items()):
+            if channel.number == number:
+                del table[kind]
+                self.log.info("channel closed", kind=kind.value, theirs=incoming)
+                if kind is MediaKind.VIDEO and not self.sending.get(kind) and not self.receiving.get(kind):
+                    self.leg.remove_video(StreamKind.MAIN)
+                else:
+                    self._apply(kind)
+
+    # -- signalling events ------------------------------------------------------------------------
+
+    def on_signal(self, event: SignalEvent) -> None:
+        try:
+            if isinstance(event, H245Received):
+                for pdu in event.pdus:
+                    self._on_control(self.control.receive(pdu, self._now()))
+            elif isinstance(event, FacilityReceived):
+                if event.signal.facility_reason == "startH245" and event.signal.h245_address and self.h245 is None:
+                    self.h245 = H245Link(self._on_h245_pdu, self._on_h245_closed)
+                    self._spawn(self._connect_h245(event.signal.h245_address))
+                    self._flush_h245()
+            elif isinstance(event, Released):
+                self.log.info("call released", cause=event.cause, reason=event.reason, by_peer=event.by_peer, phase=self.phase)
+                if event.by_peer:
+                    self.release()
+            elif isinstance(event, ProtocolProblem):
+                self.log.info("H.225.0 problem", problem=event.what)
+            elif isinstance(event, Progressed | Connected | FastStartAnswered):
+                pass  # (an incoming call: the caller does not send these)
+        except Exception:
+            self.fail()
+
+    def connection_lost(self) -> None:
+        if self.phase != "ended":
+            self.log.info("signalling connection closed", phase=self.phase)
+            self.release()
+
+    # -- endings --------------------------------------------------------------------------------
+
+    def _ending_terms(self, ending: Ending) -> tuple[int, str]:
+        cause, _, text = q931_cause(ending)
+        return cause, text
+
+    def _hang_up(self, ending: Ending) -> None:
+        cause, reason, _ = q931_cause(ending)
+        self._hang_up_now(cause, reason)
+
+    def _hang_up_now(self, cause: int, reason: str | None) -> None:
+        """endSessionCommand, then ReleaseComplete with the cause; media closed."""
+        self.control.end_session()
+        self._flush_h245()
+        self.channel.release(cause, reason)
+        self.connection.flush()
+        self.release()
+
+    def _count_failure(self, code: str) -> None:
+        self.service.count_failure(int(Cause.TEMPORARY_FAILURE))
+
+    def _failed(self, phase: str) -> None:
+        self._close_media()
+        self.channel.release(Cause.TEMPORARY_FAILURE, "undefinedReason")
+        self.connection.flush()
+        self.service.calls.discard(self)
+
+    def shut_down(self) -> None:
+        """The gateway stops now: ReleaseComplete without a prompt."""
+        if self.phase != "ended":
+            self.phase = "ending"
+            self._hang_up(Ending.SHUTDOWN)
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        super().release()
+        self.service.calls.discard(self)
+        if not self.channel.closed:
+            self.channel.release(Cause.NORMAL)
+            self.connection.flush()
+        if not self.connection.writer.is_closing():
+            self.connection.writer.close()
+
+    def _close_media(self) -> None:
+        self.leg.close()
+        if self.h245 is not None:
+            self.h245.close()
+        if self._control_timer is not None:
+            self._control_timer.cancel()

@@ -1,0 +1,528 @@
+"""An H.323 endpoint for the tests, written from H.225.0, H.245 and H.323 themselves, never from
+the gateway's gateway/h323 (which it must not import): a misreading there cannot pass by testing
+against itself.
+
+PDUs are encoded by asn1tools compiling the ITU-T ASN.1 texts in tests/support/asn1 (aligned PER),
+and decoded by pycrate's compiled modules (G.711 by the gateway's media codecs, which are not
+what is tested here), each the better of the two at its job: asn1tools 0.169
+decodes a SEQUENCE's extension additions wrongly when their open type holds more than the value
+(it re-aligns instead of skipping to the open type's end), pycrate's decoder read every PDU of a
+live H323Plus call. asn1tools also writes an extension addition whose encoding is empty (a NULL
+such as multiplexParameters `none`) as a zero-length open type; X.691 wants one zero octet, which
+`_pad_empty_additions` adds. Q.931 and TPKT framing are written here by hand.
+
+`H323Peer` places one call to the gateway: fastStart proposals (G.711 µ-law both ways) or none,
+H.245 tunnelled or on its own connection (it listens, or connects to the gateway's address), then
+runs the H.245 its side needs (capability set and ack, master/slave determination three-way,
+opening its audio channel, acknowledging the gateway's), sends a tone as RTP, records what it
+hears, types keys as userInputIndication, and hangs up. Everything it sent and received on the
+signalling connection is in `wire` (for tshark).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asn1tools
+import numpy as np
+from pycrate_asn1dir import H225, H245
+
+from gateway.transcode.audio import AudioCodec, G711Decoder, G711Encoder
+
+ASN1 = Path(__file__).parent / "asn1"
+_USER_INFORMATION = H225.H323_MESSAGES.H323_UserInformation
+_CONTROL_MESSAGE = H245.MULTIMEDIA_SYSTEM_CONTROL.MultimediaSystemControlMessage
+_OLC = H245.MULTIMEDIA_SYSTEM_CONTROL.OpenLogicalChannel
+SETUP, CALL_PROCEEDING, ALERTING, CONNECT, RELEASE_COMPLETE, FACILITY, STATUS = 0x05, 0x02, 0x01, 0x07, 0x5A, 0x62, 0x7D
+NAMES = {0x05: "setup", 0x02: "callProceeding", 0x01: "alerting", 0x07: "connect", 0x5A: "releaseComplete", 0x62: "facility",
+         0x7D: "status", 0x03: "progress", 0x6E: "notify", 0x7B: "information"}  # fmt: skip
+TERMINAL = 50  # H.245 terminalType of a terminal
+
+
+@functools.cache
+def codec() -> Any:
+    """asn1tools' aligned-PER codec of H.225.0 v7, H.235 and H.245 v15 (about 1.2 s, once)."""
+    files = [str(ASN1 / name) for name in ("H323-MESSAGES.asn", "H235-SECURITY-MESSAGES.asn", "MULTIMEDIA-SYSTEM-CONTROL.asn")]
+    compiled = asn1tools.compile_files(files, "per")
+    seen: set[int] = set()
+    for compiled_type in compiled.types.values():
+        _pad_empty_additions(compiled_type.type, seen)
+    return compiled
+
+
+def _pad_empty_additions(node: Any, seen: set[int]) -> None:
+    """Every extension addition of a SEQUENCE or CHOICE whose encoding is empty gets the one zero
+    octet X.691 (10.1.3) wants inside its open type."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    additions = list(getattr(node, "additions", None) or [])
+    choice_additions = getattr(node, "additions_index_to_member", None)
+    if choice_additions:
+        additions += list(choice_additions.values())
+    for addition in additions:
+        if hasattr(addition, "encode") and not hasattr(addition, "_padded"):
+            original = addition.encode
+
+            def encode(data: Any, encoder: Any, original: Callable[..., None] = original) -> None:
+                original(data, encoder)
+                if encoder.number_of_bytes() == 0:
+                    encoder.append_non_negative_binary_integer(0, 8)
+
+            addition.encode = encode
+            addition._padded = True
+    children: list[Any] = []
+    for name in ("root_members", "additions"):
+        children += list(getattr(node, name, None) or [])
+    for name in ("root_index_to_member", "additions_index_to_member"):
+        children += list((getattr(node, name, None) or {}).values())
+    for name in ("element_type", "inner", "type"):
+        child = getattr(node, name, None)
+        if child is not None and not isinstance(child, str):
+            children.append(child)
+    for child in children:
+        for inner in getattr(child, "root_members", None) or [child]:  # (addition groups hold members)
+            _pad_empty_additions(inner, seen)
+
+
+# -- framing (Q.931 over TPKT) ----------------------------------------------------------------------
+
+
+def q931(message_type: int, reference: int, from_destination: bool, per: bytes, *elements: bytes) -> bytes:
+    """A Q.931 message in a TPKT frame: discriminator 8, a two-octet call reference (its flag set
+    from the side that did not allocate it), the type, `elements` as given, then User-user (0x7E,
+    two-octet length, protocol discriminator 5) around the PER."""
+    flag = 0x8000 if from_destination else 0
+    body = bytes([0x08, 2]) + (reference | flag).to_bytes(2, "big") + bytes([message_type]) + b"".join(elements)
+    user_user = b"\x05" + per
+    body += b"\x7e" + len(user_user).to_bytes(2, "big") + user_user
+    return bytes([3, 0]) + (len(body) + 4).to_bytes(2, "big") + body
+
+
+def read_q931(frame: bytes) -> tuple[int, int, bool, dict[int, bytes]]:
+    """(message type, call reference, flag, {element id: contents}) of one message."""
+    length = frame[1] & 0x0F
+    reference = int.from_bytes(frame[2 : 2 + length], "big")
+    at = 2 + length
+    message_type = frame[at]
+    at += 1
+    elements: dict[int, bytes] = {}
+    while at < len(frame):
+        ident = frame[at]
+        if ident & 0x80:
+            elements[ident] = b""
+            at += 1
+        elif ident == 0x7E:
+            size = int.from_bytes(frame[at + 1 : at + 3], "big")
+            elements[ident] = frame[at + 3 : at + 3 + size]
+            at += 3 + size
+        else:
+            size = frame[at + 1]
+            elements[ident] = frame[at + 2 : at + 2 + size]
+            at += 2 + size
+    top = 1 << (8 * length - 1)
+    return message_type, reference & (top - 1), bool(reference & top), elements
+
+
+def frames(buffer: bytearray) -> list[bytes]:
+    """Whole TPKT payloads taken from the front of `buffer`."""
+    out = []
+    while len(buffer) >= 4 and len(buffer) >= int.from_bytes(buffer[2:4], "big"):
+        size = int.from_bytes(buffer[2:4], "big")
+        out.append(bytes(buffer[4:size]))
+        del buffer[:size]
+    return out
+
+
+def _address(ip: str, port: int) -> tuple[str, dict[str, Any]]:
+    return ("ipAddress", {"ip": socket.inet_aton(ip), "port": port})
+
+
+def _h245_address(ip: str, port: int) -> tuple[str, Any]:
+    return ("unicastAddress", ("iPAddress", {"network": socket.inet_aton(ip), "tsapIdentifier": port}))
+
+
+def _read_h245_address(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and value[0] == "unicastAddress" and value[1][0] == "iPAddress":
+        return socket.inet_ntoa(bytes(value[1][1]["network"])), int(value[1][1]["tsapIdentifier"])
+    return None
+
+
+class H323Peer:
+    """One H.323 terminal calling the gateway. `h245`: "tunnel", "listen" (our h245Address in
+    the Setup), or "connect" (to the gateway's h245Address from its Connect)."""
+
+    def __init__(
+        self,
+        gateway_port: int,
+        *,
+        name: str = "Ratssaal",
+        fast_start: bool = True,
+        h245: str = "tunnel",
+        tone_hz: float = 440.0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.gateway = (host, gateway_port)
+        self.host = host
+        self.name = name
+        self.fast_start = fast_start
+        self.h245_mode = h245
+        self.tone_hz = tone_hz
+        self.reference = 1 + secrets.randbelow(0x7FFF)
+        self.guid = os.urandom(16)
+        self.conference = os.urandom(16)
+        self.wire: list[tuple[bool, bytes]] = []  # (from us, octets) on the signalling connection
+        self.received: list[tuple[str, Any]] = []  # (Q.931 message name, H323-UserInformation value)
+        self.causes: list[int] = []  # Q.850 causes of the gateway's ReleaseCompletes
+        self.control_in: list[tuple[str, str, Any]] = []  # H.245 from the gateway: (class, name, value)
+        self.sent_to: tuple[str, int] | None = None  # where our RTP goes
+        self.gateway_channels: dict[int, Any] = {}  # the gateway's channels we acknowledged
+        self.heard = bytearray()  # µ-law payloads received, in order
+        self.connected = threading.Event()
+        self.released = threading.Event()
+        self.capabilities_acked = threading.Event()
+        self.master_slave_done = threading.Event()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tcs_sent = False
+        self._msd_number = secrets.randbelow(1 << 24)
+        self._msd_state = "idle"  # idle -> sent -> done
+        self._our_channel_open = False
+        self._h245_sock: socket.socket | None = None
+        self._h245_listener: socket.socket | None = None
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind((host, 0))
+        self.rtcp.bind((host, 0))
+        self.rtp_port = self.rtp.getsockname()[1]
+        self.rtcp_port = self.rtcp.getsockname()[1]
+        self.sock: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._encoder = G711Encoder(AudioCodec.PCMU)
+
+    # -- placing the call ---------------------------------------------------------------------
+
+    def call(self, dialled: str, timeout: float = 10.0) -> None:
+        """Setup to `dialled`; returns once Connect arrived (AssertionError otherwise)."""
+        db = codec()
+        self.sock = socket.create_connection(self.gateway, timeout=5)
+        self.sock.settimeout(0.2)
+        uuie: dict[str, Any] = {
+            "protocolIdentifier": "0.0.8.2250.0.4",
+            "sourceAddress": [("h323-ID", self.name)],
+            "sourceInfo": {"vendor": {"vendor": {"t35CountryCode": 0xB5, "t35Extension": 0, "manufacturerCode": 0x4711},
+                                      "productId": b"test-peer", "versionId": b"1"},
+                           "terminal": {}, "mc": False, "undefinedNode": False},  # fmt: skip
+            "destinationAddress": [("dialledDigits", dialled)] if dialled.isdigit() else [("h323-ID", dialled)],
+            "activeMC": False,
+            "conferenceID": self.conference,
+            "conferenceGoal": ("create", None),
+            "callType": ("pointToPoint", None),
+            "sourceCallSignalAddress": _address(self.host, self.sock.getsockname()[1]),
+            "callIdentifier": {"guid": self.guid},
+            "mediaWaitForConnect": False,
+            "canOverlapSend": False,
+            "multipleCalls": False,
+            "maintainConnection": False,
+        }
+        if self.fast_start:
+            uuie["fastStart"] = [db.encode("OpenLogicalChannel", olc) for olc in self._proposals()]
+        if self.h245_mode == "listen":
+            self._h245_listener = socket.create_server((self.host, 0))
+            uuie["h245Address"] = _address(self.host, self._h245_listener.getsockname()[1])
+            self._start(self._accept_h245)
+        pdu = {"h323-message-body": ("setup", uuie), "h245Tunnelling": self.h245_mode == "tunnel"}
+        per = db.encode("H323-UserInformation", {"h323-uu-pdu": pdu})
+        bearer = bytes([0x04, 3, 0x88, 0x18, 0x86])
+        display = bytes([0x28, len(self.name)]) + self.name.encode()
+        self._send(q931(SETUP, self.reference, False, per, bearer, display))
+        self._start(self._read_signalling)
+        self._start(self._read_rtp)
+        self._start(self._send_tone)
+        assert self.connected.wait(timeout), f"no Connect: {[name for name, _ in self.received]}"
+
+    def _proposals(self) -> list[dict[str, Any]]:
+        """G.711 µ-law: our transmit channel (forward) and our receive channel (reverse)."""
+        h2250 = {"sessionID": 1, "mediaGuaranteedDelivery": False, "mediaControlChannel": _h245_address(self.host, self.rtcp_port)}
+        transmit = {
+            "forwardLogicalChannelNumber": 1,
+            "forwardLogicalChannelParameters": {"dataType": ("audioData", ("g711Ulaw64k", 20)),
+                                                "multiplexParameters": ("h2250LogicalChannelParameters", h2250)},
+        }  # fmt: skip
+        receive = {
+            "forwardLogicalChannelNumber": 2,
+            "forwardLogicalChannelParameters": {"dataType": ("nullData", None), "multiplexParameters": ("none", None)},
+            "reverseLogicalChannelParameters": {
+                "dataType": ("audioData", ("g711Ulaw64k", 20)),
+                "multiplexParameters": ("h2250LogicalChannelParameters", {
+                    "sessionID": 1, "mediaChannel": _h245_address(self.host, self.rtp_port),
+                    "mediaControlChannel": _h245_address(self.host, self.rtcp_port)}),
+            },
+        }  # fmt: skip
+        return [transmit, receive]
+
+    def _start(self, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _send(self, data: bytes) -> None:
+        assert self.sock is not None
+        with self._lock:
+            self.wire.append((True, data))
+            self.sock.sendall(data)
+
+    def _send_uuie(self, message_type: int, body: str, value: Any, h245: list[bytes] | None = None) -> None:
+        pdu: dict[str, Any] = {"h323-message-body": (body, value), "h245Tunnelling": self.h245_mode == "tunnel"}
+        if h245:
+            pdu["h245Control"] = h245
+        per = codec().encode("H323-UserInformation", {"h323-uu-pdu": pdu})
+        self._send(q931(message_type, self.reference, False, per))
+
+    # -- signalling in ------------------------------------------------------------------------
+
+    def _read_signalling(self) -> None:
+        assert self.sock is not None
+        buffer = bytearray()
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            with self._lock:
+                self.wire.append((False, data))
+            buffer += data
+            for frame in frames(buffer):
+                self._on_message(frame)
+        self.released.set()
+
+    def _on_message(self, frame: bytes) -> None:
+        message_type, _, _, elements = read_q931(frame)
+        name = NAMES.get(message_type, hex(message_type))
+        user_user = elements.get(0x7E, b"")
+        _USER_INFORMATION.from_aper(user_user[1:])
+        value = _USER_INFORMATION.get_val()
+        self.received.append((name, value))
+        pdu = value["h323-uu-pdu"]
+        body, uuie = pdu["h323-message-body"]
+        if isinstance(uuie, dict) and uuie.get("fastStart"):
+            self._fast_start_answer(uuie["fastStart"])
+        if message_type == CONNECT:
+            address = uuie.get("h245Address")
+            if self.h245_mode == "connect" and address is not None:
+                ip = socket.inet_ntoa(bytes(address[1]["ip"]))
+                self._h245_sock = socket.create_connection((ip, address[1]["port"]), timeout=5)
+                self._start(self._read_h245)
+            self.connected.set()
+        for pdu_bytes in pdu.get("h245Control", ()):
+            self._on_h245(bytes(pdu_bytes))
+        if message_type == RELEASE_COMPLETE:
+            cause = elements.get(0x08, b"")
+            if len(cause) >= 2:
+                self.causes.append(cause[-1] & 0x7F)
+            self.released.set()
+
+    def _fast_start_answer(self, answers: list[bytes]) -> None:
+        for element in answers:
+            _OLC.from_aper(bytes(element))
+            olc = _OLC.get_val()
+            forward = olc["forwardLogicalChannelParameters"]
+            if forward["dataType"][0] != "nullData":  # our transmit channel: where to send
+                h2250 = forward["multiplexParameters"][1]
+                self.sent_to = _read_h245_address(h2250.get("mediaChannel"))
+
+    # -- H.245 --------------------------------------------------------------------------------
+
+    def _accept_h245(self) -> None:
+        assert self._h245_listener is not None
+        self._h245_listener.settimeout(10)
+        try:
+            self._h245_sock, _ = self._h245_listener.accept()
+        except OSError:
+            return
+        self._read_h245()
+
+    def _read_h245(self) -> None:
+        sock = self._h245_sock
+        assert sock is not None
+        sock.settimeout(0.2)
+        buffer = bytearray()
+        while not self._stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            buffer += data
+            for pdu in frames(buffer):
+                self._on_h245(pdu)
+
+    def send_h245(self, *values: tuple[str, tuple[str, Any]]) -> None:
+        pdus = [codec().encode("MultimediaSystemControlMessage", value) for value in values]
+        if self.h245_mode == "tunnel":
+            self._send_uuie(FACILITY, "empty", None, h245=pdus)
+        else:
+            deadline = time.monotonic() + 5
+            while self._h245_sock is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert self._h245_sock is not None, "no H.245 connection"
+            self._h245_sock.sendall(b"".join(bytes([3, 0]) + (len(p) + 4).to_bytes(2, "big") + p for p in pdus))
+
+    def _capability_set(self) -> tuple[str, tuple[str, Any]]:
+        multipoint = {"multicastCapability": False, "multiUniCastConference": False, "mediaDistributionCapability": [
+            {"centralizedControl": False, "distributedControl": False, "centralizedAudio": False, "distributedAudio": False,
+             "centralizedVideo": False, "distributedVideo": False}]}  # fmt: skip
+        table = [
+            {"capabilityTableEntryNumber": 1, "capability": ("receiveAudioCapability", ("g711Ulaw64k", 60))},
+            {"capabilityTableEntryNumber": 2, "capability": ("receiveUserInputCapability", ("basicString", None))},
+            {"capabilityTableEntryNumber": 3, "capability": ("receiveUserInputCapability", ("dtmf", None))},
+        ]
+        return ("request", ("terminalCapabilitySet", {
+            "sequenceNumber": 1, "protocolIdentifier": "0.0.8.245.0.7",
+            "multiplexCapability": ("h2250Capability", {
+                "maximumAudioDelayJitter": 60, "receiveMultipointCapability": multipoint,
+                "transmitMultipointCapability": multipoint, "receiveAndTransmitMultipointCapability": multipoint,
+                "mcCapability": {"centralizedConferenceMC": False, "decentralizedConferenceMC": False},
+                "rtcpVideoControlCapability": False, "mediaPacketizationCapability": {"h261aVideoPacketization": False},
+                "logicalChannelSwitchingCapability": False, "t120DynamicPortCapability": False}),
+            "capabilityTable": table,
+            "capabilityDescriptors": [{"capabilityDescriptorNumber": 0, "simultaneousCapabilities": [[1], [2, 3]]}],
+        }))  # fmt: skip
+
+    def _on_h245(self, pdu: bytes) -> None:
+        _CONTROL_MESSAGE.from_aper(pdu)
+        kind, (name, value) = _CONTROL_MESSAGE.get_val()
+        self.control_in.append((kind, name, value))
+        replies: list[tuple[str, tuple[str, Any]]] = []
+        if name == "terminalCapabilitySet":
+            replies.append(("response", ("terminalCapabilitySetAck", {"sequenceNumber": value["sequenceNumber"]})))
+            if not self._tcs_sent:
+                self._tcs_sent = True
+                replies.append(self._capability_set())
+            if self._msd_state == "idle":
+                self._msd_state = "sent"
+                replies.append(("request", ("masterSlaveDetermination", {"terminalType": TERMINAL, "statusDeterminationNumber": self._msd_number})))
+        elif name == "terminalCapabilitySetAck":
+            self.capabilities_acked.set()
+            if not self.fast_start and not self._our_channel_open:
+                self._our_channel_open = True
+                replies.append(("request", ("openLogicalChannel", self._proposals()[0])))
+        elif name == "masterSlaveDetermination":
+            gateway_master = value["terminalType"] > TERMINAL  # (an MCU's type beats a terminal's)
+            replies.append(("response", ("masterSlaveDeterminationAck", {"decision": ("master" if gateway_master else "slave", None)})))
+            self._msd_state = "acked theirs"
+        elif name == "masterSlaveDeterminationAck":
+            if self._msd_state == "sent":  # they acknowledged ours without one of their own: the third step
+                ours = value["decision"][0]
+                replies.append(("response", ("masterSlaveDeterminationAck", {"decision": ("slave" if ours == "master" else "master", None)})))
+            self._msd_state = "done"
+            self.master_slave_done.set()
+        elif name == "openLogicalChannel":
+            self.gateway_channels[value["forwardLogicalChannelNumber"]] = value
+            ack = {
+                "forwardLogicalChannelNumber": value["forwardLogicalChannelNumber"],
+                "forwardMultiplexAckParameters": ("h2250LogicalChannelAckParameters", {
+                    "sessionID": value["forwardLogicalChannelParameters"]["multiplexParameters"][1]["sessionID"],
+                    "mediaChannel": _h245_address(self.host, self.rtp_port),
+                    "mediaControlChannel": _h245_address(self.host, self.rtcp_port)}),
+            }  # fmt: skip
+            replies.append(("response", ("openLogicalChannelAck", ack)))
+        elif name == "openLogicalChannelAck":
+            h2250 = value["forwardMultiplexAckParameters"][1]
+            self.sent_to = _read_h245_address(h2250.get("mediaChannel"))
+        elif name == "closeLogicalChannel":
+            replies.append(("response", ("closeLogicalChannelAck", {"forwardLogicalChannelNumber": value["forwardLogicalChannelNumber"]})))
+        elif name == "roundTripDelayRequest":
+            replies.append(("response", ("roundTripDelayResponse", {"sequenceNumber": value["sequenceNumber"]})))
+        if replies:
+            self.send_h245(*replies)
+
+    # -- what the test does -------------------------------------------------------------------
+
+    def send_keys(self, keys: str) -> None:
+        """The keys as one userInputIndication (alphanumeric)."""
+        self.send_h245(("indication", ("userInput", ("alphanumeric", keys))))
+
+    def hang_up(self) -> None:
+        """endSessionCommand, then ReleaseComplete (normal clearing)."""
+        self.send_h245(("command", ("endSessionCommand", ("disconnect", None))))
+        per_value = {"protocolIdentifier": "0.0.8.2250.0.4", "callIdentifier": {"guid": self.guid}}
+        per = codec().encode("H323-UserInformation", {"h323-uu-pdu": {"h323-message-body": ("releaseComplete", per_value),
+                                                                       "h245Tunnelling": self.h245_mode == "tunnel"}})  # fmt: skip
+        self._send(q931(RELEASE_COMPLETE, self.reference, False, per, bytes([0x08, 2, 0x80, 0x90])))
+
+    def hears(self, frequency: float, seconds: float = 1.0) -> float:
+        """The share (dB, 0 = all of it) of what it heard in the last `seconds` that lies within
+        20 Hz of `frequency`: about -3 dB for one of two tones heard, below -40 for one not heard."""
+        samples = int(8000 * seconds)
+        payload = bytes(self.heard[-samples:])
+        if len(payload) < samples:
+            return -100.0
+        decoder = G711Decoder(AudioCodec.PCMU)
+        pcm = np.concatenate([decoder.decode_narrow(payload[i : i + 160]) for i in range(0, len(payload) - 159, 160)])
+        power = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(pcm.size))) ** 2
+        hz = np.fft.rfftfreq(pcm.size, 1 / 8000)
+        band, total = power[(hz > frequency - 20) & (hz < frequency + 20)].sum(), power.sum()
+        if total < pcm.size * 100.0:  # (silence: below about -50 dBov)
+            return -100.0
+        return float(10 * np.log10(band / total + 1e-12))
+
+    # -- RTP ------------------------------------------------------------------------------------
+
+    def _read_rtp(self) -> None:
+        self.rtp.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                data, _ = self.rtp.recvfrom(2048)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if len(data) > 12 and data[1] & 0x7F == 0:
+                self.heard += data[12:]
+
+    def _send_tone(self) -> None:
+        sequence, stamp, ssrc = 0, 0, secrets.randbits(32)
+        t = np.arange(160) / 8000
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            if self.sent_to is not None:
+                pcm = (8000 * np.sin(2 * np.pi * self.tone_hz * (t + stamp / 8000))).astype(np.int16)
+                payload = self._encoder.encode_narrow(pcm)
+                header = struct.pack("!BBHII", 0x80, 0, sequence & 0xFFFF, stamp & 0xFFFFFFFF, ssrc)
+                try:
+                    self.rtp.sendto(header + payload, self.sent_to)
+                except OSError:
+                    pass
+                sequence += 1
+                stamp += 160
+            next_at += 0.02
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def close(self) -> None:
+        self._stop.set()
+        for sock in (self.sock, self._h245_sock, self._h245_listener, self.rtp, self.rtcp):
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        for thread in self._threads:
+            thread.join(2)
+
