@@ -110,7 +110,12 @@ class PortPool:
 
 
 def gateway_config(
-    rooms: list[str], http_port: int, sip_port: int, log_level: str | None = "warning", max_participants: int = 100
+    rooms: list[str],
+    http_port: int,
+    sip_port: int,
+    log_level: str | None = "warning",
+    max_participants: int = 100,
+    extra: str = "",
 ) -> str:
     """The gateway's configuration; `log_level` None leaves logging at the gateway's default level."""
     level = f"level: {log_level}, " if log_level else ""
@@ -126,6 +131,7 @@ sip: {{host: 127.0.0.1, port: {sip_port}, transports: [udp], language: en, max_c
        rtp_port_min: {GATEWAY_RTP[0]}, rtp_port_max: {GATEWAY_RTP[1]},
        trunk_sources: ["127.0.0.1/32"]}}  # sipp calls like a carrier trunk: no per-address limit
 admission: {{max_loop_lag_ms: 100000, max_cpu: 1.0}}  # measure the load, do not refuse it
+{extra or "h323: {enabled: false}"}
 rooms:
 {room_lines}
 """
@@ -205,13 +211,14 @@ def start_gateway(
     log_level: str | None = "warning",
     max_participants: int = 100,
     tree: Path = ROOT,
+    extra_config: str = "",
 ) -> Gateway:
     """Starts `gateway run` from the source tree `tree` on free ports. At level warning the "gateway
     started" line is not logged, so readiness is the admin API answering and the SIP core answering
     an OPTIONS."""
     http_port, sip_port = free_port(tcp_too=True), free_port()
     config = workdir / "gateway.yaml"
-    config.write_text(gateway_config(rooms, http_port, sip_port, log_level, max_participants))
+    config.write_text(gateway_config(rooms, http_port, sip_port, log_level, max_participants, extra_config))
     log_path = workdir / "gateway.log"
     command, cwd, env = gateway_process(tree)
     process = subprocess.Popen(

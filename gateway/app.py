@@ -79,7 +79,8 @@ class Gateway:
         self.host_links = HostLinks(self.store.secret("host-links"))
         self.browsers.host_links = self.host_links
         self.sip = SipService(config, self.directory, self.pin_guard) if config.sip.enabled else None
-        self.h323 = H323Service(config, self.directory, self.pin_guard) if config.h323.enabled else None
+        prompts = self.sip.prompts if self.sip is not None else None
+        self.h323 = H323Service(config, self.directory, self.pin_guard, prompts) if config.h323.enabled else None
         self.h323_port = 0
         # Dial-out picks the protocol from the callee's identity: SIP URIs and numbers (its trunk) by SIP.
         dial_out = None

@@ -113,10 +113,12 @@ def shown_name(signal: Signal, source: str) -> str:
 
 
 class H323Service:
-    def __init__(self, config: GatewayConfig, directory: Directory, pin_guard: PinGuard) -> None:
+    def __init__(
+        self, config: GatewayConfig, directory: Directory, pin_guard: PinGuard, prompts: PromptLibrary | None = None
+    ) -> None:
         self.config = config
         self.directory = directory
-        self.prompts = PromptLibrary()
+        self.prompts = prompts or PromptLibrary()  # (the gateway's one library, shared with SIP)
         self.admission: Admission | None = None  # set by the gateway: refuses new calls while overloaded
         self.door = Doorkeeper(pin_guard, lambda: self.admission)
         self.context = CallContext(self.prompts, directory, self.door, CallSettings.of(config.sip))
@@ -501,12 +503,17 @@ class H323Call(Call):
             self.leg.set_idle(silence_payload(self.leg.audio_out_format))
             self.log.info("audio agreed", codec=codec.name, direction=direction)
         elif kind is MediaKind.VIDEO:
-            pt = (sending.payload_type if sending is not None else None) or (receiving.payload_type if receiving else None) or H264_PT
+            # What we send first (its payload type is ours); what the far end sends under its own
+            # payload type too, so that both are taken (H.245 channels are one-way each).
+            codecs = []
+            if sending is not None:
+                codecs.append(stream_codec(sending.codec, sending.payload_type or H264_PT))
+            if receiving is not None and (sending is None or receiving.payload_type != sending.payload_type):
+                codecs.append(stream_codec(receiving.codec, receiving.payload_type or H264_PT))
             self.leg.apply_video(
-                StreamKind.MAIN, (stream_codec(codec, pt),), media, control, direction=direction,
-                ask_keyframe_by_signalling=self._ask_keyframe,
-            )  # fmt: skip
-            self.log.info("video agreed", codec=codec.name, level=codec.level, direction=direction, pt=pt)
+                StreamKind.MAIN, tuple(codecs), media, control, direction=direction, ask_keyframe_by_signalling=self._ask_keyframe
+            )
+            self.log.info("video agreed", codec=codec.name, h241_level=codec.level, direction=direction, pt=[c.payload_type for c in codecs])
 
     def _ask_keyframe(self) -> None:
         theirs = self.receiving.get(MediaKind.VIDEO)

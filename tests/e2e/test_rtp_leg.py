@@ -358,7 +358,8 @@ async def test_room_systems_see_the_composed_room_and_keyframe_requests_reach_it
             await asyncio.sleep(0.01)
             if camera1.keyframes_wanted:
                 break
-        assert camera1.keyframes_wanted == 1 and leg1.media_counters()["video_main"]["keyframes_asked"] >= 1
+        # (at least one: under load the compositor, a subscriber of that camera too, may have asked as well)
+        assert camera1.keyframes_wanted >= 1 and leg1.media_counters()["video_main"]["keyframes_asked"] >= 1
         # a re-INVITE sets the line inactive, then back: the source goes and returns, the
         # compositor's subscription stays; declining the line (port 0) removes it for good
         codecs = (h264(97, "42e01f"),)

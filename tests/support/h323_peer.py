@@ -46,6 +46,19 @@ SETUP, CALL_PROCEEDING, ALERTING, CONNECT, RELEASE_COMPLETE, FACILITY, STATUS = 
 NAMES = {0x05: "setup", 0x02: "callProceeding", 0x01: "alerting", 0x07: "connect", 0x5A: "releaseComplete", 0x62: "facility",
          0x7D: "status", 0x03: "progress", 0x6E: "notify", 0x7B: "information"}  # fmt: skip
 TERMINAL = 50  # H.245 terminalType of a terminal
+H264_PT = 109  # the dynamic payload type of our H.264 channels
+
+
+def h264_capability(level: int = 71) -> dict[str, Any]:
+    """H.241's generic capability for H.264: baseline profile (bit 64), `level` (71: level 3.1)."""
+    return {
+        "capabilityIdentifier": ("standard", "0.0.8.241.0.0.1"),
+        "maxBitRate": 10000,  # (units of 100 bit/s: 1 Mbit/s)
+        "collapsing": [
+            {"parameterIdentifier": ("standard", 41), "parameterValue": ("booleanArray", 64)},
+            {"parameterIdentifier": ("standard", 42), "parameterValue": ("unsignedMin", level)},
+        ],
+    }
 
 
 @functools.cache
@@ -170,6 +183,7 @@ class H323Peer:
         h245: str = "tunnel",
         tone_hz: float = 440.0,
         host: str = "127.0.0.1",
+        video: bool = False,
     ) -> None:
         self.gateway = (host, gateway_port)
         self.host = host
@@ -177,6 +191,11 @@ class H323Peer:
         self.fast_start = fast_start
         self.h245_mode = h245
         self.tone_hz = tone_hz
+        self.video = video
+        self.video_sent_to: tuple[str, int] | None = None  # where our H.264 goes
+        self.fast_updates = 0  # videoFastUpdatePicture commands received
+        self.video_in: Any = None  # H264RtpReceiver of what the gateway sends (with video)
+        self.video_out: Any = None  # H264RtpSender of the clip (once we know where to send)
         self.reference = 1 + secrets.randbelow(0x7FFF)
         self.guid = os.urandom(16)
         self.conference = os.urandom(16)
@@ -208,6 +227,10 @@ class H323Peer:
         self.sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._encoder = G711Encoder(AudioCodec.PCMU)
+        if video:
+            from tests.support.rtp_video import H264RtpReceiver
+
+            self.video_in = H264RtpReceiver().start()  # (its socket sends our video too: one port each way)
 
     # -- placing the call ---------------------------------------------------------------------
 
@@ -268,7 +291,26 @@ class H323Peer:
                     "mediaControlChannel": _h245_address(self.host, self.rtcp_port)}),
             },
         }  # fmt: skip
-        return [transmit, receive]
+        proposals = [transmit, receive]
+        if self.video:
+            video = {"sessionID": 2, "mediaGuaranteedDelivery": False, "dynamicRTPPayloadType": H264_PT,
+                     "mediaControlChannel": _h245_address(self.host, self.video_in.port + 1),
+                     "mediaPacketization": ("rtpPayloadType", {"payloadDescriptor": ("oid", "0.0.8.241.0.0.0.1"), "payloadType": H264_PT})}  # fmt: skip
+            proposals.append({
+                "forwardLogicalChannelNumber": 3,
+                "forwardLogicalChannelParameters": {"dataType": ("videoData", ("genericVideoCapability", h264_capability())),
+                                                    "multiplexParameters": ("h2250LogicalChannelParameters", video)},
+            })  # fmt: skip
+            proposals.append({
+                "forwardLogicalChannelNumber": 4,
+                "forwardLogicalChannelParameters": {"dataType": ("nullData", None), "multiplexParameters": ("none", None)},
+                "reverseLogicalChannelParameters": {
+                    "dataType": ("videoData", ("genericVideoCapability", h264_capability())),
+                    "multiplexParameters": ("h2250LogicalChannelParameters", {**{k: v for k, v in video.items() if k != "mediaGuaranteedDelivery"},
+                                                                            "mediaChannel": _h245_address(self.host, self.video_in.port)}),
+                },
+            })  # fmt: skip
+        return proposals
 
     def _start(self, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, daemon=True)
@@ -342,7 +384,10 @@ class H323Peer:
             forward = olc["forwardLogicalChannelParameters"]
             if forward["dataType"][0] != "nullData":  # our transmit channel: where to send
                 h2250 = forward["multiplexParameters"][1]
-                self.sent_to = _read_h245_address(h2250.get("mediaChannel"))
+                if forward["dataType"][0] == "videoData":
+                    self._send_video_to(_read_h245_address(h2250.get("mediaChannel")))
+                else:
+                    self.sent_to = _read_h245_address(h2250.get("mediaChannel"))
 
     # -- H.245 --------------------------------------------------------------------------------
 
@@ -393,16 +438,21 @@ class H323Peer:
             {"capabilityTableEntryNumber": 2, "capability": ("receiveUserInputCapability", ("basicString", None))},
             {"capabilityTableEntryNumber": 3, "capability": ("receiveUserInputCapability", ("dtmf", None))},
         ]
+        sets = [[1], [2, 3]]
+        if self.video:
+            table.append({"capabilityTableEntryNumber": 4, "capability": ("receiveVideoCapability", ("genericVideoCapability", h264_capability()))})
+            sets.append([4])
         return ("request", ("terminalCapabilitySet", {
             "sequenceNumber": 1, "protocolIdentifier": "0.0.8.245.0.7",
             "multiplexCapability": ("h2250Capability", {
                 "maximumAudioDelayJitter": 60, "receiveMultipointCapability": multipoint,
                 "transmitMultipointCapability": multipoint, "receiveAndTransmitMultipointCapability": multipoint,
                 "mcCapability": {"centralizedConferenceMC": False, "decentralizedConferenceMC": False},
-                "rtcpVideoControlCapability": False, "mediaPacketizationCapability": {"h261aVideoPacketization": False},
+                "rtcpVideoControlCapability": False, "mediaPacketizationCapability": {"h261aVideoPacketization": False,
+                    "rtpPayloadType": [{"payloadDescriptor": ("oid", "0.0.8.241.0.0.0.1")}]},
                 "logicalChannelSwitchingCapability": False, "t120DynamicPortCapability": False}),
             "capabilityTable": table,
-            "capabilityDescriptors": [{"capabilityDescriptorNumber": 0, "simultaneousCapabilities": [[1], [2, 3]]}],
+            "capabilityDescriptors": [{"capabilityDescriptorNumber": 0, "simultaneousCapabilities": sets}],
         }))  # fmt: skip
 
     def _on_h245(self, pdu: bytes) -> None:
@@ -422,7 +472,10 @@ class H323Peer:
             self.capabilities_acked.set()
             if not self.fast_start and not self._our_channel_open:
                 self._our_channel_open = True
-                replies.append(("request", ("openLogicalChannel", self._proposals()[0])))
+                proposals = self._proposals()
+                replies.append(("request", ("openLogicalChannel", proposals[0])))
+                if self.video:
+                    replies.append(("request", ("openLogicalChannel", proposals[2])))
         elif name == "masterSlaveDetermination":
             gateway_master = value["terminalType"] > TERMINAL  # (an MCU's type beats a terminal's)
             replies.append(("response", ("masterSlaveDeterminationAck", {"decision": ("master" if gateway_master else "slave", None)})))
@@ -435,17 +488,26 @@ class H323Peer:
             self.master_slave_done.set()
         elif name == "openLogicalChannel":
             self.gateway_channels[value["forwardLogicalChannelNumber"]] = value
+            is_video = value["forwardLogicalChannelParameters"]["dataType"][0] == "videoData"
+            rtp = self.video_in.port if is_video and self.video_in is not None else self.rtp_port
             ack = {
                 "forwardLogicalChannelNumber": value["forwardLogicalChannelNumber"],
                 "forwardMultiplexAckParameters": ("h2250LogicalChannelAckParameters", {
                     "sessionID": value["forwardLogicalChannelParameters"]["multiplexParameters"][1]["sessionID"],
-                    "mediaChannel": _h245_address(self.host, self.rtp_port),
-                    "mediaControlChannel": _h245_address(self.host, self.rtcp_port)}),
+                    "mediaChannel": _h245_address(self.host, rtp),
+                    "mediaControlChannel": _h245_address(self.host, rtp + 1)}),
             }  # fmt: skip
             replies.append(("response", ("openLogicalChannelAck", ack)))
         elif name == "openLogicalChannelAck":
             h2250 = value["forwardMultiplexAckParameters"][1]
-            self.sent_to = _read_h245_address(h2250.get("mediaChannel"))
+            if value["forwardLogicalChannelNumber"] == 3:
+                self._send_video_to(_read_h245_address(h2250.get("mediaChannel")))
+            else:
+                self.sent_to = _read_h245_address(h2250.get("mediaChannel"))
+        elif name == "miscellaneousCommand" and value["type"][0] == "videoFastUpdatePicture":
+            self.fast_updates += 1
+            if self.video_out is not None:
+                self.video_out.request_key_frame()
         elif name == "closeLogicalChannel":
             replies.append(("response", ("closeLogicalChannelAck", {"forwardLogicalChannelNumber": value["forwardLogicalChannelNumber"]})))
         elif name == "roundTripDelayRequest":
@@ -515,8 +577,20 @@ class H323Peer:
             next_at += 0.02
             time.sleep(max(0.0, next_at - time.monotonic()))
 
+    def _send_video_to(self, address: tuple[str, int] | None) -> None:
+        if address is None or self.video_in is None or self.video_out is not None:
+            return
+        from tests.support.rtp_video import H264RtpSender
+
+        self.video_sent_to = address
+        self.video_out = H264RtpSender(address, payload_type=H264_PT, source=self.video_in.socket, fps=15).start()
+
     def close(self) -> None:
         self._stop.set()
+        if self.video_out is not None:
+            self.video_out.stop()
+        if self.video_in is not None:
+            self.video_in.stop()
         for sock in (self.sock, self._h245_sock, self._h245_listener, self.rtp, self.rtcp):
             if sock is not None:
                 try:
