@@ -755,6 +755,26 @@ class RoutingRuleConfig(_Strict):
         return self
 
 
+class GatekeeperConfig(_Strict):
+    """The gatekeeper the gateway registers with (RAS, H.225.0 7): the rooms' ids and aliases as its
+    aliases, `prefixes` as number ranges routed to it; calls are admitted (ARQ) while registered."""
+
+    address: str = Field(description="host or host:port of the gatekeeper's RAS (UDP, port 1719 by default)")
+    identifier: str | None = Field(None, max_length=128, description="its gatekeeperIdentifier, if it wants one named")
+    discover: bool = Field(False, description="send GatekeeperRequest first (the answer names its RAS address)")
+    ras_port: int = Field(1719, ge=0, le=65535, description="our RAS port (UDP); 0 picks a free one")
+    time_to_live_s: int = Field(300, ge=30, le=86_400, description="registration lifetime asked for")
+    prefixes: list[str] = Field(default_factory=list, max_length=64, description="number prefixes routed to the gateway")
+
+    @field_validator("prefixes")
+    @classmethod
+    def _digits(cls, prefixes: list[str]) -> list[str]:
+        for prefix in prefixes:
+            if not prefix or len(prefix) > 32 or not all(c in "0123456789#*," for c in prefix):
+                raise ValueError(f"prefix {prefix!r} is not 1 to 32 dialled digits (0-9 # * ,)")
+        return prefixes
+
+
 H323Codec = Literal["G722", "PCMA", "PCMU"]
 _H323_CODECS: list[H323Codec] = ["G722", "PCMA", "PCMU"]
 
@@ -784,6 +804,7 @@ class H323Config(_Strict):
     )
     max_connections: int = Field(1000, ge=1, le=100_000, description="signalling connections at once, idle ones included")
     setup_timeout_s: float = Field(10.0, gt=0, le=120, description="a connection must bring its Setup within this")
+    gatekeeper: GatekeeperConfig | None = Field(None, description="none: direct calls only, no registration")
 
 
 class GatewayConfig(BaseSettings):

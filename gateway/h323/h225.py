@@ -152,9 +152,9 @@ def read(message: q931.Message) -> Signal:
         conference_goal=uuie["conferenceGoal"][0] if "conferenceGoal" in uuie else None,
         source_aliases=_aliases(uuie.get("sourceAddress")),
         destination_aliases=_aliases(uuie.get("destinationAddress")),
-        source_address=_address(uuie.get("sourceCallSignalAddress")),
-        destination_address=_address(uuie.get("destCallSignalAddress")),
-        h245_address=_address(uuie.get("h245Address")),
+        source_address=read_transport(uuie.get("sourceCallSignalAddress")),
+        destination_address=read_transport(uuie.get("destCallSignalAddress")),
+        h245_address=read_transport(uuie.get("h245Address")),
         tunnelling=bool(pdu.get("h245Tunnelling", False)),
         h245_control=tuple(bytes(b) for b in pdu.get("h245Control", ())[:MAX_TUNNELLED]),
         fast_start=tuple(bytes(b) for b in uuie.get("fastStart", ())[:MAX_FAST_START]),
@@ -187,7 +187,7 @@ def _aliases(values: Any) -> tuple[Alias, ...]:
     return tuple(out)
 
 
-def _address(value: Any) -> tuple[str, int] | None:
+def read_transport(value: Any) -> tuple[str, int] | None:
     """A TransportAddress: IPv4 and IPv6 only (IPX, NetBIOS and NSAP are not on our networks)."""
     if not isinstance(value, tuple) or value[0] not in ("ipAddress", "ip6Address"):
         return None
@@ -271,9 +271,9 @@ def _uuie(signal: Signal) -> Any:
         if signal.destination_aliases:
             uuie["destinationAddress"] = [_alias(a) for a in signal.destination_aliases]
         if signal.destination_address is not None:
-            uuie["destCallSignalAddress"] = _transport(signal.destination_address)
+            uuie["destCallSignalAddress"] = transport_address(signal.destination_address)
         if signal.source_address is not None:
-            uuie["sourceCallSignalAddress"] = _transport(signal.source_address)
+            uuie["sourceCallSignalAddress"] = transport_address(signal.source_address)
         uuie.update(
             activeMC=False,
             conferenceID=signal.conference_id or bytes(16),
@@ -295,7 +295,7 @@ def _uuie(signal: Signal) -> Any:
         if signal.conference_id is not None:
             uuie["conferenceID"] = signal.conference_id
     if signal.h245_address is not None and body in ("setup", "callProceeding", "alerting", "connect", "facility", "progress"):
-        uuie["h245Address"] = _transport(signal.h245_address)
+        uuie["h245Address"] = transport_address(signal.h245_address)
     if signal.fast_start:  # (never an empty list: it is an extension addition)
         uuie["fastStart"] = list(signal.fast_start)
     if signal.fast_connect_refused and body in ("callProceeding", "alerting", "connect", "facility", "progress", "information"):
@@ -319,7 +319,7 @@ def _alias(alias: Alias) -> tuple[str, str]:
     return (alias.kind, alias.value)
 
 
-def _transport(address: tuple[str, int]) -> tuple[str, dict[str, Any]]:
+def transport_address(address: tuple[str, int]) -> tuple[str, dict[str, Any]]:
     ip = ipaddress.ip_address(address[0])
     return ("ipAddress" if ip.version == 4 else "ip6Address", {"ip": ip.packed, "port": address[1]})
 

@@ -55,8 +55,19 @@ from gateway.h323.control import (
 )
 from gateway.h323.control import Event as ControlEvent
 from gateway.h323.endings import q931_cause
-from gateway.h323.h225 import Signal
+from gateway.h323.h225 import Alias, Signal
 from gateway.h323.h245 import Capabilities, Channel, Codec, MediaKind
+from gateway.h323.ras import (
+    AdmissionRefused,
+    Admitted,
+    RasClient,
+    RasProblem,
+    Registered,
+    RegistrationFailed,
+    Unregistered,
+)
+from gateway.h323.ras import Event as RasEvent
+from gateway.h323.ras import State as RasState
 from gateway.rooms.admission import Admission
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
@@ -127,6 +138,10 @@ class H323Service:
         self.attempts = 0
         self.failures: dict[str, int] = {}  # by Q.850 cause
         self.port = 0
+        self.ras: RasClient | None = None  # (with h323.gatekeeper: our registration)
+        self._ras_transport: asyncio.DatagramTransport | None = None
+        self._ras_timer: asyncio.TimerHandle | None = None
+        self._admissions: dict[int, asyncio.Future[str | None]] = {}  # id(call) -> refusal reason or None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         h323 = config.h323
@@ -148,13 +163,137 @@ class H323Service:
         self._server = await asyncio.start_server(self._connected, h323.host, h323.port, limit=1 << 16)
         self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("H.323 listening", host=h323.host, port=self.port)
+        if h323.gatekeeper is not None:
+            await self._start_ras()
         return self.port
+
+    # -- the gatekeeper (RAS) ---------------------------------------------------------------------
+
+    def room_aliases(self) -> tuple[Alias, ...]:
+        """What the gatekeeper routes to us: every room's id (h323-ID) and aliases."""
+        aliases: dict[Alias, None] = {}
+        for conference in self.directory:
+            room = conference.room
+            aliases[Alias("h323-ID", room.id)] = None
+            for alias in getattr(room, "aliases", ()) or ():
+                kind = "dialledDigits" if alias.isdigit() else "h323-ID"
+                aliases[Alias(kind, alias)] = None
+        return tuple(aliases)[:64]
+
+    async def _start_ras(self) -> None:
+        h323 = self.config.h323
+        gatekeeper = h323.gatekeeper
+        assert gatekeeper is not None
+        host, _, port_text = gatekeeper.address.rpartition(":") if gatekeeper.address.count(":") == 1 else (gatekeeper.address, "", "")
+        loop = asyncio.get_running_loop()
+        found = await loop.getaddrinfo(host or gatekeeper.address, int(port_text or 1719), type=2)  # (SOCK_DGRAM)
+        gk_host, gk_port = str(found[0][4][0]), int(found[0][4][1])
+        self._ras_transport, _ = await loop.create_datagram_endpoint(
+            lambda: _RasProtocol(self), local_addr=(h323.host, gatekeeper.ras_port)
+        )
+        ras_port = int(self._ras_transport.get_extra_info("sockname")[1])
+        self.ras = RasClient(
+            gatekeeper=(gk_host, gk_port),
+            ras_address=(self.address, ras_port),
+            call_signal_address=(self.address, self.port),
+            aliases=self.room_aliases(),
+            prefixes=tuple(gatekeeper.prefixes),
+            gatekeeper_id=gatekeeper.identifier,
+            discover=gatekeeper.discover,
+            time_to_live=gatekeeper.time_to_live_s,
+        )
+        log.info("registering with the gatekeeper", gatekeeper=f"{gk_host}:{gk_port}", aliases=len(self.ras.aliases))
+        self.ras.start(loop.time())
+        self._ras_flush()
+
+    def _ras_flush(self) -> None:
+        ras, transport = self.ras, self._ras_transport
+        if ras is None or transport is None:
+            return
+        for event in ras.events():
+            self._ras_event(event)
+        for datagram in ras.datagrams_to_send():
+            transport.sendto(datagram, ras.gatekeeper)
+        if self._ras_timer is not None:
+            self._ras_timer.cancel()
+            self._ras_timer = None
+        if ras.deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._ras_timer = loop.call_at(ras.deadline, self._ras_timeout)
+
+    def _ras_timeout(self) -> None:
+        if self.ras is not None:
+            for event in self.ras.timeout(asyncio.get_running_loop().time()):
+                self._ras_event(event)
+            self._ras_flush()
+
+    def ras_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        if self.ras is None:
+            return
+        for event in self.ras.receive(data, (_plain(source[0]), source[1]), asyncio.get_running_loop().time()):
+            self._ras_event(event)
+        self._ras_flush()
+
+    def _ras_event(self, event: RasEvent) -> None:
+        if isinstance(event, Registered):
+            log.info("registered with the gatekeeper", endpoint=event.endpoint_id, time_to_live_s=event.time_to_live)
+        elif isinstance(event, RegistrationFailed):
+            log.warning("gatekeeper registration failed; direct calls still work", reason=event.reason)
+        elif isinstance(event, Unregistered):
+            log.info("unregistered from the gatekeeper", by_gatekeeper=event.by_gatekeeper)
+        elif isinstance(event, Admitted | AdmissionRefused):
+            future = self._admissions.pop(event.key, None)
+            if future is not None and not future.done():
+                future.set_result(None if isinstance(event, Admitted) else event.reason)
+        elif isinstance(event, RasProblem):
+            log.info("RAS problem", problem=event.what)
+
+    async def admit(self, call: H323Call) -> str | None:
+        """The gatekeeper's admission of an incoming call while we are registered (None: admitted,
+        or no gatekeeper to ask; else the reason it refused)."""
+        ras = self.ras
+        if ras is None or ras.state is not RasState.REGISTERED:
+            return None
+        setup = call.setup
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._admissions[id(call)] = future
+        ras.admit(
+            id(call),
+            asyncio.get_running_loop().time(),
+            answer=True,
+            call_identifier=setup.call_identifier or bytes(16),
+            conference_id=setup.conference_id or bytes(16),
+            call_reference=setup.call_reference,
+            source=setup.source_aliases,
+            destination=setup.destination_aliases,
+        )
+        self._ras_flush()
+        return await future
+
+    def disengage(self, call: H323Call) -> None:
+        if self.ras is not None and call.admitted:
+            setup = call.setup
+            self.ras.disengage(
+                asyncio.get_running_loop().time(),
+                call_identifier=setup.call_identifier or bytes(16),
+                conference_id=setup.conference_id or bytes(16),
+                call_reference=setup.call_reference,
+                answered=call.answered,
+            )
+            self._ras_flush()
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
         for call in list(self.calls):
             call.shut_down()
+        if self.ras is not None:
+            self.ras.stop(asyncio.get_running_loop().time())
+            self._ras_flush()
+            if self._ras_timer is not None:
+                self._ras_timer.cancel()
+        if self._ras_transport is not None:
+            self._ras_transport.close()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
@@ -205,6 +344,17 @@ def _plain(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ip)
+
+
+class _RasProtocol(asyncio.DatagramProtocol):
+    def __init__(self, service: H323Service) -> None:
+        self.service = service
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            self.service.ras_datagram(data, (str(addr[0]), int(addr[1])))
+        except Exception:
+            log.exception("RAS datagram failed")
 
 
 class SignallingConnection:
@@ -360,6 +510,8 @@ class H323Call(Call):
         self._send_to: dict[MediaKind, tuple[Address, Address | None]] = {}
         self._control_timer: asyncio.TimerHandle | None = None
         self._released = False
+        self.admitted = False  # (the gatekeeper admitted it: a DisengageRequest when it ends)
+        self.answered = False
 
     @property
     def channel(self) -> CallChannel:
@@ -406,6 +558,15 @@ class H323Call(Call):
             elif refused is not None:
                 self._release(refused.ending)
                 return
+        refusal = await service.admit(self)
+        if refusal is not None:
+            self.log.info("call refused by the gatekeeper", reason=refusal)
+            self.service.count_failure(int(Cause.CALL_REJECTED))
+            self.phase = "ended"
+            self.channel.release(Cause.CALL_REJECTED, "noPermission")
+            self.connection.flush()
+            return
+        self.admitted = service.ras is not None and service.ras.state is RasState.REGISTERED
         sip = service.config.sip
         try:
             await self.leg.open(service.config.h323.host, sip.rtp_port_min, sip.rtp_port_max)
@@ -437,6 +598,7 @@ class H323Call(Call):
             fields["h245_address"] = h245_address
         self.channel.connect(**{k: v for k, v in fields.items() if v is not None})
         self.connection.flush()
+        self.answered = True
         self.log.info(
             "call answered",
             kind=self.kind.value,
@@ -748,6 +910,7 @@ class H323Call(Call):
         self._released = True
         super().release()
         self.service.calls.discard(self)
+        self.service.disengage(self)
         if not self.channel.closed:
             self.channel.release(Cause.NORMAL)
             self.connection.flush()

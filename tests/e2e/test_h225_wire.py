@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gateway.h323.call import CallChannel, Cause
 from gateway.h323.h225 import Alias, Signal
-from tests.support.pcap import tcp_pcap, tshark_packets
+from tests.support.pcap import tcp_pcap, tshark_packets, udp_pcap
 
 FIELDS = (
     "q931.message_type", "q931.cause_value", "h225.h323_message_body", "h225.protocolIdentifier", "h225.guid",
@@ -68,3 +68,55 @@ def test_tshark_reads_a_whole_call_as_we_meant_it(tmp_path: Path) -> None:
     assert all(p.first("h225.h245Tunnelling") in ("1", "True") for p in packets)
     release = packets[-1]
     assert (release.first("q931.cause_value"), release.first("h225.reason")) == ("21", "3")  # destinationRejection
+
+
+def test_tshark_reads_our_ras_messages_as_we_meant_them(tmp_path: Path) -> None:
+    """Every RAS message the gateway sends to a gatekeeper (GRQ, RRQ full and keep-alive, ARQ, DRQ,
+    IRR, UCF, URQ) on UDP 1719, read by Wireshark's H.225.0 RAS dissector."""
+    from pycrate_asn1dir import H225
+
+    from gateway.h323.ras import RasClient
+
+    ras_type = H225.H323_MESSAGES.RasMessage
+
+    def gatekeeper(name: str, value: dict[str, object]) -> bytes:
+        ras_type.set_val((name, value))
+        return bytes(ras_type.to_aper())
+
+    gk = ("127.0.0.1", 1719)
+    ras = RasClient(gatekeeper=gk, ras_address=("127.0.0.1", 40000), call_signal_address=("127.0.0.1", 1720),
+                    aliases=(Alias("h323-ID", "Ratssaal"), Alias("dialledDigits", "4711")), prefixes=("4930",), discover=True)  # fmt: skip
+    wire: list[tuple[bool, bytes]] = []
+
+    def ours() -> list[bytes]:
+        datagrams = ras.datagrams_to_send()
+        wire.extend((True, d) for d in datagrams)
+        return datagrams
+
+    ras.start(0.0)
+    ours()
+    ras.receive(gatekeeper("gatekeeperConfirm", {"requestSeqNum": ras._sequence, "protocolIdentifier": (0, 0, 8, 2250, 0, 6),
+                                                 "rasAddress": ("ipAddress", {"ip": bytes([127, 0, 0, 1]), "port": 1719})}), gk, 0.1)  # fmt: skip
+    ours()
+    ras.receive(gatekeeper("registrationConfirm", {"requestSeqNum": ras._sequence, "protocolIdentifier": (0, 0, 8, 2250, 0, 6),
+                                                   "callSignalAddress": [], "endpointIdentifier": "EP-1"}), gk, 0.2)  # fmt: skip
+    ras.timeout(300.0)  # the keep-alive
+    ours()
+    ras.admit("call", 301.0, answer=True, call_identifier=bytes(range(16)), conference_id=bytes(16), call_reference=5,
+              destination=(Alias("dialledDigits", "4711"),))  # fmt: skip
+    ours()
+    ras.disengage(302.0, call_identifier=bytes(range(16)), conference_id=bytes(16), call_reference=5, answered=True)
+    ours()
+    ras.receive(gatekeeper("infoRequest", {"requestSeqNum": 77, "callReferenceValue": 0}), gk, 303.0)
+    ras.receive(gatekeeper("unregistrationRequest", {"requestSeqNum": 78, "callSignalAddress": []}), gk, 304.0)
+    ours()
+    ras.receive(gatekeeper("registrationConfirm", {"requestSeqNum": ras._sequence, "protocolIdentifier": (0, 0, 8, 2250, 0, 6),
+                                                   "callSignalAddress": [], "endpointIdentifier": "EP-2"}), gk, 304.5)  # fmt: skip
+    ras.stop(305.0)
+    ours()
+    packets = tshark_packets(udp_pcap(tmp_path / "ras.pcap", wire, 1719), "h225", ["h225.RasMessage"])
+    assert not [p for p in packets if p.malformed or p.problems], [(p.frame, p.problems) for p in packets]
+    kinds = [p.first("h225.RasMessage") for p in packets]
+    # gatekeeperRequest 0, registrationRequest 3 (full, keep-alive), admissionRequest 9, disengageRequest 15,
+    # infoRequestResponse 22, unregistrationConfirm 7, registrationRequest again, unregistrationRequest 6
+    assert kinds == ["0", "3", "3", "9", "15", "22", "7", "3", "6"], kinds

@@ -234,8 +234,9 @@ class H323Peer:
 
     # -- placing the call ---------------------------------------------------------------------
 
-    def call(self, dialled: str, timeout: float = 10.0) -> None:
-        """Setup to `dialled`; returns once Connect arrived (AssertionError otherwise)."""
+    def call(self, dialled: str, timeout: float = 10.0, connect: bool = True) -> None:
+        """Setup to `dialled`; returns once Connect arrived (AssertionError otherwise), or at once
+        when `connect` is False (a call the test expects to be refused)."""
         db = codec()
         self.sock = socket.create_connection(self.gateway, timeout=5)
         self.sock.settimeout(0.2)
@@ -271,7 +272,8 @@ class H323Peer:
         self._start(self._read_signalling)
         self._start(self._read_rtp)
         self._start(self._send_tone)
-        assert self.connected.wait(timeout), f"no Connect: {[name for name, _ in self.received]}"
+        if connect:
+            assert self.connected.wait(timeout), f"no Connect: {[name for name, _ in self.received]}"
 
     def _proposals(self) -> list[dict[str, Any]]:
         """G.711 µ-law: our transmit channel (forward) and our receive channel (reverse)."""
@@ -600,3 +602,72 @@ class H323Peer:
         for thread in self._threads:
             thread.join(2)
 
+
+
+class Gatekeeper:
+    """A gatekeeper for the tests (RAS on UDP, 127.0.0.1): confirms registrations (keeping the
+    aliases registered), admits calls (or refuses them all, `refuse`), confirms disengages and
+    unregistrations. Encodes with asn1tools, decodes with pycrate, as H323Peer does."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[tuple[str, Any]] = []  # every RAS message, in order
+        self.wire: list[tuple[bool, bytes]] = []  # (from the endpoint, octets)
+        self.aliases: list[tuple[str, str]] = []  # registered by the last full RegistrationRequest
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.received]
+
+    def _run(self) -> None:
+        ras = H225.H323_MESSAGES.RasMessage
+        while not self._stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            self.wire.append((True, data))
+            ras.from_aper(data)
+            name, value = ras.get_val()
+            self.received.append((name, value))
+            answer = self._answer(name, value)
+            if answer is not None:
+                octets = codec().encode("RasMessage", answer)
+                self.wire.append((False, octets))
+                self.sock.sendto(octets, source)
+
+    def _answer(self, name: str, value: Any) -> tuple[str, Any] | None:
+        sequence = value.get("requestSeqNum") if isinstance(value, dict) else None
+        if name == "registrationRequest":
+            if not value.get("keepAlive"):
+                self.aliases = list(value.get("terminalAlias", []))
+            return ("registrationConfirm", {
+                "requestSeqNum": sequence, "protocolIdentifier": "0.0.8.2250.0.4",
+                "callSignalAddress": [], "endpointIdentifier": "EP-1", "gatekeeperIdentifier": "GK-Test",
+                "timeToLive": value.get("timeToLive", 300), "willRespondToIRR": False, "maintainConnection": False})  # fmt: skip
+        if name == "admissionRequest":
+            if self.refuse:
+                return ("admissionReject", {"requestSeqNum": sequence, "rejectReason": ("requestDenied", None)})
+            return ("admissionConfirm", {
+                "requestSeqNum": sequence, "bandWidth": value["bandWidth"], "callModel": ("direct", None),
+                "destCallSignalAddress": _address("127.0.0.1", 1720), "willRespondToIRR": False, "uuiesRequested": {
+                    "setup": False, "callProceeding": False, "connect": False, "alerting": False, "information": False,
+                    "releaseComplete": False, "facility": False, "progress": False, "empty": False}})  # fmt: skip
+        if name == "disengageRequest":
+            return ("disengageConfirm", {"requestSeqNum": sequence})
+        if name == "unregistrationRequest":
+            return ("unregistrationConfirm", {"requestSeqNum": sequence})
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        self._thread.join(2)
