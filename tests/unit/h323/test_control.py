@@ -191,4 +191,4 @@ def test_any_pdus_never_raise(pdus: list[bytes]) -> None:
     a.start(0.0)
     for pdu in pdus:
         for event in a.receive(pdu, 1.0):
-            assert not isinstance(event, ProcedureFailed | ChannelEstablished)
+            assert not isinstance(event, ChannelEstablished)  # (we opened no channel: nothing to establish)
