@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +73,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "open_participant" in getattr(item, "fixturenames", ()) or item.path.name in SERIAL_FILES:
             item.add_marker(pytest.mark.xdist_group("serial"))
+
+
+@pytest.fixture
+def h323_peers() -> Iterator[list[Any]]:
+    """The H.323 endpoints a test makes (tests/support/h323_peer.py; append them): closed after it."""
+    made: list[Any] = []
+    yield made
+    for peer in made:
+        peer.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,6 @@ from tests.support.h323_peer import H323Peer, q931
 from tests.support.pcap import tcp_pcap, tshark_packets
 
 shared_gateway, demo = gateway_per_module("demo", TEST_CONFIG + "h323: {port: 0, setup_timeout_s: 2}\n")
-
-
-@pytest.fixture
-def peers() -> Iterator[list[H323Peer]]:
-    made: list[H323Peer] = []
-    yield made
-    for peer in made:
-        peer.close()
 
 
 def joined(gateway: RunningGateway, peer: H323Peer, dialled: str, keys: str, **expected: object) -> dict[str, object]:
@@ -65,11 +56,11 @@ def assert_tshark_reads(peer: H323Peer, tmp_path: Path) -> None:
     ids=["faststart-tunnelled+separate-caller-listens", "tunnelled-channels+faststart-gateway-listens"],
 )
 def test_two_room_systems_meet_hear_each_other_and_a_host_mute_silences_one(
-    demo: RunningGateway, peers: list[H323Peer], tmp_path: Path, first: dict[str, object], second: dict[str, object]
+    demo: RunningGateway, h323_peers: list[H323Peer], tmp_path: Path, first: dict[str, object], second: dict[str, object]
 ) -> None:
     council = H323Peer(demo.h323_port, name="Ratssaal", tone_hz=440.0, **first)  # type: ignore[arg-type]
     office = H323Peer(demo.h323_port, name="Buergerbuero", tone_hz=1000.0, **second)  # type: ignore[arg-type]
-    peers += [council, office]
+    h323_peers += [council, office]
     host = joined(demo, council, "4711", "1234#", kind="h323_room_system", role="host")
     guest = joined(demo, office, "4711", "#", kind="h323_room_system", role="guest")
     (answered,) = [line for line in logged(demo, "call answered") if line.get("name") == "Ratssaal"][-1:]
@@ -97,9 +88,9 @@ def test_two_room_systems_meet_hear_each_other_and_a_host_mute_silences_one(
         assert_tshark_reads(peer, tmp_path)
 
 
-def test_a_wrong_pin_ends_the_call_with_a_q931_cause(demo: RunningGateway, peers: list[H323Peer]) -> None:
+def test_a_wrong_pin_ends_the_call_with_a_q931_cause(demo: RunningGateway, h323_peers: list[H323Peer]) -> None:
     caller = H323Peer(demo.h323_port, name="Falsch")
-    peers.append(caller)
+    h323_peers.append(caller)
     caller.call("4711")
     before = len(logged(demo, "wrong PIN"))
     for attempt in range(1, 4):  # (sip.pin_attempts: 3)
@@ -118,7 +109,7 @@ def test_a_wrong_pin_ends_the_call_with_a_q931_cause(demo: RunningGateway, peers
     assert released == ["releaseComplete"]
 
 
-def test_the_port_shrugs_off_garbage_bad_per_and_silent_connections(demo: RunningGateway, peers: list[H323Peer]) -> None:
+def test_the_port_shrugs_off_garbage_bad_per_and_silent_connections(demo: RunningGateway, h323_peers: list[H323Peer]) -> None:
     # Not TPKT at all: the connection is closed.
     with socket.create_connection(("127.0.0.1", demo.h323_port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -139,7 +130,7 @@ def test_the_port_shrugs_off_garbage_bad_per_and_silent_connections(demo: Runnin
         assert time.monotonic() - started < 4.5
     # And a real call still goes through.
     caller = H323Peer(demo.h323_port, name="Danach")
-    peers.append(caller)
+    h323_peers.append(caller)
     joined(demo, caller, "4711", "#", kind="h323_room_system")
     caller.hang_up()
     wait_until(lambda: not participants(demo, "demo"), 10, what="the room empty")

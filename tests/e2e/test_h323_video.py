@@ -7,21 +7,11 @@ H.245 logical channels opened after the capability exchange."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.support.browser import in_meeting, join, video_frames_by_sender
 from tests.support.gateway import RunningGateway, logged, participant, participants, wait_until
 from tests.support.h323_peer import H323Peer
-
-
-@pytest.fixture
-def peers() -> Iterator[list[H323Peer]]:
-    made: list[H323Peer] = []
-    yield made
-    for peer in made:
-        peer.close()
 
 
 def leave(page) -> None:  # type: ignore[no-untyped-def]
@@ -31,12 +21,12 @@ def leave(page) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("fast_start", "h245"), [(True, "tunnel"), (False, "listen")], ids=["faststart", "h245-channels"])
 def test_a_browser_sees_the_h323_camera_and_the_room_system_sees_the_room(
-    gateway: RunningGateway, open_participant, peers: list[H323Peer], fast_start: bool, h245: str  # type: ignore[no-untyped-def]
+    gateway: RunningGateway, open_participant, h323_peers: list[H323Peer], fast_start: bool, h245: str  # type: ignore[no-untyped-def]
 ) -> None:
     anna = join(open_participant, gateway, "demo", "Anna", 660.0, pin="1234")
     wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
     system = H323Peer(gateway.h323_port, name="Ratssaal", fast_start=fast_start, h245=h245, video=True)
-    peers.append(system)
+    h323_peers.append(system)
     system.call("4711")
     system.send_keys("#")
     member = wait_until(lambda: participant(gateway, "demo", "Ratssaal"), 20, what="the room system in the room")

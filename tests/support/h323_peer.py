@@ -334,23 +334,28 @@ class H323Peer:
 
     # -- signalling in ------------------------------------------------------------------------
 
-    def _read_signalling(self) -> None:
-        assert self.sock is not None
+    def _receive(self, sock: socket.socket, on_frame: Callable[[bytes], None], record: bool = False) -> None:
+        """TPKT frames from `sock` to `on_frame` until it closes or the peer stops."""
         buffer = bytearray()
         while not self._stop.is_set():
             try:
-                data = self.sock.recv(65536)
+                data = sock.recv(65536)
             except TimeoutError:
                 continue
             except OSError:
                 break
             if not data:
                 break
-            with self._lock:
-                self.wire.append((False, data))
+            if record:
+                with self._lock:
+                    self.wire.append((False, data))
             buffer += data
             for frame in frames(buffer):
-                self._on_message(frame)
+                on_frame(frame)
+
+    def _read_signalling(self) -> None:
+        assert self.sock is not None
+        self._receive(self.sock, self._on_message, record=True)
         self.released.set()
 
     def _on_message(self, frame: bytes) -> None:
@@ -406,19 +411,7 @@ class H323Peer:
         sock = self._h245_sock
         assert sock is not None
         sock.settimeout(0.2)
-        buffer = bytearray()
-        while not self._stop.is_set():
-            try:
-                data = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not data:
-                break
-            buffer += data
-            for pdu in frames(buffer):
-                self._on_h245(pdu)
+        self._receive(sock, self._on_h245)
 
     def send_h245(self, *values: tuple[str, tuple[str, Any]]) -> None:
         pdus = [codec().encode("MultimediaSystemControlMessage", value) for value in values]
@@ -671,3 +664,4 @@ class Gatekeeper:
         self._stop.set()
         self.sock.close()
         self._thread.join(2)
+
