@@ -527,10 +527,17 @@ class H323Call(Call):
         return None
 
     def _release(self, ending: Ending) -> None:
+        """Refuses the call before answering it: ReleaseComplete with the ending's cause."""
         cause, reason, text = q931_cause(ending)
         self.log.info("call refused", cause=cause, reason=text)
+        self._refused(cause, reason)
+
+    def _refused(self, cause: int, reason: str | None) -> None:
         self.service.count_failure(cause)
         self.phase = "ended"
+        self._released = True
+        self.service.calls.discard(self)
+        self._close_media()
         self.channel.release(cause, reason)
         self.connection.flush()
 
@@ -561,10 +568,7 @@ class H323Call(Call):
         refusal = await service.admit(self)
         if refusal is not None:
             self.log.info("call refused by the gatekeeper", reason=refusal)
-            self.service.count_failure(int(Cause.CALL_REJECTED))
-            self.phase = "ended"
-            self.channel.release(Cause.CALL_REJECTED, "noPermission")
-            self.connection.flush()
+            self._refused(Cause.CALL_REJECTED, "noPermission")
             return
         self.admitted = service.ras is not None and service.ras.state is RasState.REGISTERED
         sip = service.config.sip
@@ -574,7 +578,6 @@ class H323Call(Call):
                 await self.leg.open_video(StreamKind.MAIN, service.config.h323.host, sip.rtp_port_min, sip.rtp_port_max)
         except OSError as exc:
             self.log.error("no RTP port for a call", error=str(exc))
-            self.leg.close()
             self._release(Ending.OVERLOADED)
             return
         answers = self._fast_start()
