@@ -9,6 +9,8 @@ import random
 import re
 import socket
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,26 +58,43 @@ def _worker_share() -> tuple[int, int]:
     return low + index * size, low + (index + 1) * size - 1
 
 
+_HANDED_OUT: dict[int, float] = {}  # port -> when free_udp_port gave it out (this process)
+_HANDED_OUT_LOCK = threading.Lock()
+_KEEP_S = 120.0  # a port given out is not given out again for this long: its taker may not have bound it yet
+
+
 def free_udp_port(span: int = 1, even: bool = False) -> int:
     """A local UDP port that is free together with the `span - 1` ports after it (`even`: an even
-    first one), from this worker's share of PEER_PORTS."""
+    first one), from this worker's share of PEER_PORTS, and none of them given out by this function
+    in the last _KEEP_S seconds: runs side by side in one worker (threads) never get the same
+    ports between the pick and their bind (CI failed twice so: sipp's "Unable to bind ... Address
+    already in use")."""
     low, high = _worker_share()
-    for _ in range(200):
-        port = random.randrange(low, high - span + 1)
-        if even:
-            port &= ~1
-        held: list[socket.socket] = []
-        try:
-            for offset in range(span):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(sock)
-                sock.bind(("127.0.0.1", port + offset))
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-        return port
+    with _HANDED_OUT_LOCK:
+        now = time.monotonic()
+        for port, at in list(_HANDED_OUT.items()):
+            if now - at > _KEEP_S:
+                del _HANDED_OUT[port]
+        for _ in range(200):
+            port = random.randrange(low, high - span + 1)
+            if even:
+                port &= ~1
+            if any(p in _HANDED_OUT for p in range(port, port + span)):
+                continue
+            held: list[socket.socket] = []
+            try:
+                for offset in range(span):
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    held.append(sock)
+                    sock.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+            finally:
+                for sock in held:
+                    sock.close()
+            for taken in range(port, port + span):
+                _HANDED_OUT[taken] = now
+            return port
     raise RuntimeError("no free UDP port")
 
 
