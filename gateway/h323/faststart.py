@@ -107,7 +107,8 @@ def accepted(proposed: list[Channel], answers: list[Channel]) -> Agreement:
     agreement = Agreement()
     for reply in answers:
         kind = reply.kind
-        if kind in agreement.transmit if not reply.reverse else kind in agreement.receive:
+        taken = agreement.receive if reply.reverse else agreement.transmit
+        if kind in taken:
             continue  # (one per kind and direction; the rest are ignored)
         ours = [p for p in proposed if p.reverse == reply.reverse and p.session == reply.session and p.codec.name == reply.codec.name]
         if not ours:

@@ -50,8 +50,6 @@ BODY_OF: dict[int, str] = {
     q931.MessageType.SETUP_ACKNOWLEDGE: "setupAcknowledge",
 }
 TYPE_OF: dict[str, int] = {body: message_type for message_type, body in BODY_OF.items()}
-_WITH_CALL_ID = {"setup", "callProceeding", "alerting", "connect", "releaseComplete", "facility", "progress",
-                 "information", "notify", "status", "statusInquiry", "setupAcknowledge"}  # fmt: skip
 _WITH_DESTINATION_INFO = {"callProceeding", "alerting", "connect", "progress"}
 _WITH_CALL_FLAGS = {"setup", "callProceeding", "alerting", "connect", "facility"}  # multipleCalls, maintainConnection
 
@@ -260,10 +258,11 @@ def write(signal: Signal, elements: Iterable[q931.InformationElement] = ()) -> q
 def _uuie(signal: Signal) -> Any:
     if signal.body == "empty":
         return 0  # (NULL: a Facility carrying tunnelled H.245 only, version 4 and later)
-    uuie: dict[str, Any] = {"protocolIdentifier": (*PROTOCOL_OID, signal.version)}
+    uuie: dict[str, Any] = {
+        "protocolIdentifier": (*PROTOCOL_OID, signal.version),
+        "callIdentifier": {"guid": signal.call_identifier or bytes(16)},  # (every body but `empty` names the call)
+    }
     body = signal.body
-    if body in _WITH_CALL_ID:
-        uuie["callIdentifier"] = {"guid": signal.call_identifier or bytes(16)}
     if body == "setup":
         uuie["sourceInfo"] = _endpoint(signal)
         if signal.source_aliases:
