@@ -798,6 +798,9 @@ class H323Config(_Strict):
     prefer_our_codecs: bool = Field(False, description="pick from fastStart by our order rather than the caller's")
     video: bool = Field(True, description="H.264 video both ways")
     video_max_kbps: int = Field(2048, ge=64, le=20_000, description="the most we ask room systems to send")
+    content: bool = Field(
+        True, description="H.239 presentation (a second H.264 channel and its token) with video on"
+    )
     max_calls: int = Field(200, ge=1, le=10_000, description="H.323 calls at once")
     max_calls_per_source: int = Field(
         10, ge=1, le=10_000, description="calls at once from one address (a gatekeeper's or MCU's address may need more)"

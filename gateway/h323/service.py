@@ -13,8 +13,10 @@ line (call.py says which); a connection that brings no Setup in time is closed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
+import secrets
 from typing import Any
 
 import structlog
@@ -24,7 +26,7 @@ from gateway.calls.call import Call, CallContext, CallSettings
 from gateway.calls.endings import Ending
 from gateway.calls.prompts import PromptLibrary
 from gateway.config import GatewayConfig
-from gateway.h323 import faststart, h245, q931
+from gateway.h323 import faststart, h239, h245, q931
 from gateway.h323.call import (
     CallChannel,
     Cause,
@@ -46,6 +48,7 @@ from gateway.h323.control import (
     ChannelOffered,
     ChannelRefused,
     ControlProblem,
+    H239Message,
     H245Control,
     KeyframeRequested,
     MasterSlaveDetermined,
@@ -71,6 +74,8 @@ from gateway.h323.ras import State as RasState
 from gateway.rooms.admission import Admission
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
+from gateway.rooms.events import RoomEvent
+from gateway.rooms.floor import Content
 from gateway.rooms.participant import LegKind
 from gateway.rooms.pinguard import PinGuard
 from gateway.rtp.leg import RtpLeg
@@ -83,6 +88,7 @@ Address = tuple[str, int]
 _AUDIO = {"PCMU": (AudioCodec.PCMU, 0, 8000), "PCMA": (AudioCodec.PCMA, 8, 8000), "G722": (AudioCodec.G722, 9, 8000)}
 TELEPHONE_EVENT_PT = 101  # what our capability set offers for RFC 2833
 H264_PT = 97  # the payload type of the H.264 channels we open
+_LINES = {MediaKind.VIDEO: StreamKind.MAIN, MediaKind.CONTENT: StreamKind.CONTENT}  # H.245's video kinds on the leg
 _KEYS = re.compile(r"[0-9*#]")
 # H.241 level values -> H.264 level_idc (H.241 table 8-2 against H.264 table A-1)
 _LEVEL_IDC = {15: 10, 19: 9, 22: 11, 29: 12, 36: 13, 43: 20, 50: 21, 57: 22, 64: 30, 71: 31, 78: 32, 85: 40, 92: 41,
@@ -148,6 +154,10 @@ class H323Service:
         self.capabilities = Capabilities(
             audio=tuple(Codec(name) for name in h323.codecs),
             video=(Codec("H264", level=h245.LEVEL_4, max_bitrate=h323.video_max_kbps * 10),) if h323.video else (),
+            content=(Codec("H264", level=h245.LEVEL_4, max_bitrate=h323.video_max_kbps * 10, role=h245.ROLE_PRESENTATION),)
+            if h323.video and h323.content
+            else (),
+            h239=h323.video and h323.content,
             telephone_event=TELEPHONE_EVENT_PT,
             user_input=frozenset({"basicString", "dtmf"}),
             packetization_modes=frozenset({0, 1}),
@@ -576,6 +586,8 @@ class H323Call(Call):
             await self.leg.open(service.config.h323.host, sip.rtp_port_min, sip.rtp_port_max)
             if service.capabilities.video:
                 await self.leg.open_video(StreamKind.MAIN, service.config.h323.host, sip.rtp_port_min, sip.rtp_port_max)
+            if service.capabilities.content:
+                await self.leg.open_video(StreamKind.CONTENT, service.config.h323.host, sip.rtp_port_min, sip.rtp_port_max)
         except OSError as exc:
             self.log.error("no RTP port for a call", error=str(exc))
             self._release(Ending.OVERLOADED)
@@ -645,9 +657,10 @@ class H323Call(Call):
     def _addresses(self) -> dict[MediaKind, tuple[Address, Address]]:
         host = self.service.address
         out = {MediaKind.AUDIO: ((host, self.leg.local_port), (host, self.leg.local_port + 1))}
-        video = self.leg.video_port(StreamKind.MAIN)
-        if video is not None:
-            out[MediaKind.VIDEO] = ((host, video), (host, video + 1))
+        for kind, line in _LINES.items():
+            port = self.leg.video_port(line)
+            if port is not None:
+                out[kind] = ((host, port), (host, port + 1))
         return out
 
     # -- media ----------------------------------------------------------------------------------
@@ -667,7 +680,7 @@ class H323Call(Call):
             self.leg.apply(audio, pt, clock, media, control, telephone_event_pt=TELEPHONE_EVENT_PT, direction=direction)
             self.leg.set_idle(silence_payload(self.leg.audio_out_format))
             self.log.info("audio agreed", codec=codec.name, direction=direction)
-        elif kind is MediaKind.VIDEO:
+        else:
             # What we send first (its payload type is ours); what the far end sends under its own
             # payload type too, so that both are taken (H.245 channels are one-way each).
             codecs = []
@@ -676,12 +689,18 @@ class H323Call(Call):
             if receiving is not None and (sending is None or receiving.payload_type != sending.payload_type):
                 codecs.append(stream_codec(receiving.codec, receiving.payload_type or H264_PT))
             self.leg.apply_video(
-                StreamKind.MAIN, tuple(codecs), media, control, direction=direction, ask_keyframe_by_signalling=self._ask_keyframe
+                _LINES[kind],
+                tuple(codecs),
+                media,
+                control,
+                direction=direction,
+                ask_keyframe_by_signalling=functools.partial(self._ask_keyframe, kind),
             )
-            self.log.info("video agreed", codec=codec.name, h241_level=codec.level, direction=direction, pt=[c.payload_type for c in codecs])
+            what = "video agreed" if kind is MediaKind.VIDEO else "content agreed"
+            self.log.info(what, codec=codec.name, h241_level=codec.level, direction=direction, pt=[c.payload_type for c in codecs])
 
-    def _ask_keyframe(self) -> None:
-        theirs = self.receiving.get(MediaKind.VIDEO)
+    def _ask_keyframe(self, kind: MediaKind) -> None:
+        theirs = self.receiving.get(kind)
         if theirs is not None and self.phase not in ("ending", "ended"):
             self.control.ask_keyframe(theirs.number)
             self._flush_h245()
@@ -711,8 +730,10 @@ class H323Call(Call):
         rtcp = addresses[kind][1]
         if kind is MediaKind.AUDIO:
             choice = Codec(choice.name, frames=20)
-        pt = H264_PT if kind is MediaKind.VIDEO else None
-        session = h245.Session.AUDIO if kind is MediaKind.AUDIO else h245.Session.VIDEO
+        pt = None if kind is MediaKind.AUDIO else H264_PT
+        session: int = {MediaKind.AUDIO: h245.Session.AUDIO, MediaKind.VIDEO: h245.Session.VIDEO}.get(kind, h245.Session.CONTENT)
+        if kind is MediaKind.CONTENT and not self.control.master:
+            session = 0  # (a new session: the master assigns its number in the Ack)
         self._opening.add(kind)
         self.control.open_channel(session, choice, rtcp, pt, self._now())
 
@@ -725,7 +746,112 @@ class H323Call(Call):
 
     def _open_video(self) -> None:
         self._open_ours(MediaKind.VIDEO)
+        self._sync_content()
         self._flush_h245()
+
+    # -- H.239 content and its presentation token -------------------------------------------------
+
+    def _enter_meeting(self, participant_id: str, is_host: bool, greeting: tuple[Any, ...] = ()) -> None:
+        super()._enter_meeting(participant_id, is_host, greeting)
+        self._sync_content()  # (someone may present already)
+
+    def _presenting(self) -> bool:
+        room = self.conference.room if self.conference is not None else None
+        return room is not None and room.presentation is not None and room.presentation.presenter == self.participant_id
+
+    def _speaks_h239(self) -> bool:
+        return self.theirs is not None and self.theirs.h239
+
+    def _on_h239(self, message: H239Message) -> None:
+        token = h239.read(message.kind, message.sub_message, message.parameters)
+        if token is None:
+            self.log.info("H.239 message not handled", kind=message.kind, sub_message=message.sub_message)
+        elif token.what is h239.What.TOKEN_REQUEST:
+            self._take_token(token.terminal_label, token.channel)
+        elif token.what is h239.What.TOKEN_RELEASE:
+            self._give_back_token()
+        elif token.what is h239.What.FLOW_CONTROL_RELEASE_REQUEST:
+            self.control.send_h239(*h239.flow_control_release_response(True, token.channel, token.bit_rate))
+        else:
+            self.log.info("H.239", message=token.what.name.lower(), acknowledged=token.acknowledged, channel=token.channel)
+
+    def _take_token(self, label: int | None, channel: int | None) -> None:
+        """The room system asks to present (its share button, or a content channel opened without
+        H.239): the room's presentation floor decides, as for every other kind of participant."""
+        conference, pid = self.conference, self.participant_id
+        room = conference.room if conference is not None else None
+        why = None
+        if room is None or self.phase != "meeting" or pid not in room.participants:
+            why = "not in the meeting"
+        elif not room.may_present(pid):
+            why = "only hosts present in this meeting"
+        if self._speaks_h239():
+            self.control.send_h239(*h239.token_response(why is None, label, channel))
+        if why is not None or room is None:
+            self.log.info("presentation token refused", why=why)
+            return
+        self.log.info("presentation token granted: presenting", channel=channel)
+        if not self._presenting():
+            room.start_presenting(pid, Content.SLIDES)  # (whoever presented is told: taken over)
+
+    def _give_back_token(self) -> None:
+        if self._presenting() and self.conference is not None:
+            self.log.info("presentation token released: presentation stopped")
+            self.conference.room.stop_presenting(by=self.participant_id, participant_id=self.participant_id)
+
+    def _on_room_event(self, event: RoomEvent) -> None:
+        if event.type not in ("presentation_started", "presentation_stopped") or self.phase != "meeting":
+            return
+        reason = str(event.data.get("reason", ""))
+        if event.type == "presentation_stopped" and event.participant == self.participant_id and reason != "stopped":
+            # The room took the token back (another presents, a host stopped it): the room system is
+            # asked to give it up, which stops its content (H.239 clause 7: the MCU's request).
+            if self._speaks_h239():
+                theirs = self.receiving.get(MediaKind.CONTENT)
+                self.control.send_h239(*h239.token_request(theirs.number if theirs else None, 1 + secrets.randbelow(127)))
+            self.log.info("presentation token taken back", reason=reason)
+        self._sync_content()
+        self._flush_h245()
+
+    def _sync_content(self) -> None:
+        """Our presentation channel is open while someone else in the room presents and the room
+        system takes H.239 content; otherwise it is closed (the room system shows its own or none)."""
+        conference = self.conference
+        presentation = conference.room.presentation if conference is not None else None
+        want = (
+            self.phase == "meeting"
+            and presentation is not None
+            and presentation.presenter != self.participant_id
+            and self.theirs is not None
+            and bool(self.theirs.content)
+        )
+        ours = self.sending.get(MediaKind.CONTENT)
+        if want and ours is None:
+            self._open_ours(MediaKind.CONTENT)
+        elif not want and ours is not None:
+            self.control.close_channel(ours.number)
+            del self.sending[MediaKind.CONTENT]
+            if self._speaks_h239():
+                self.control.send_h239(*h239.token_release(ours.number))
+            self.log.info("content channel closed", channel=ours.number)
+            if MediaKind.CONTENT in self.receiving:
+                self._apply(MediaKind.CONTENT)
+            else:
+                self._content_idle()
+
+    def _content_opened(self, channel: Channel) -> None:
+        """Our presentation channel is up: the room system hears that the token is ours (the room's),
+        unless the presentation ended meanwhile (then it closes again)."""
+        if self._speaks_h239():
+            self.control.send_h239(*h239.token_owner(channel.number))
+        self._sync_content()
+
+    def _content_idle(self) -> None:
+        """Neither side sends content: the line stays open, inactive (the room shows its
+        presentation in this room system's composed picture meanwhile)."""
+        if StreamKind.CONTENT in self.leg.video_streams and self.service.capabilities.content:
+            codec = stream_codec(self.service.capabilities.content[0], H264_PT)
+            self.leg.apply_video(StreamKind.CONTENT, (codec,), ("0.0.0.0", 0), ("0.0.0.0", 0), direction="inactive")
 
     # -- H.245 ----------------------------------------------------------------------------------
 
@@ -789,17 +915,25 @@ class H323Call(Call):
                 self.sending[kind] = event.channel
                 self._send_to[kind] = (event.media, event.control)
                 self._apply(kind)
+                if kind is MediaKind.CONTENT:
+                    self._content_opened(event.channel)
             elif isinstance(event, ChannelRefused):
                 self._opening.discard(event.channel.kind)
                 self.log.info("our channel refused", kind=event.channel.kind.value, cause=event.cause)
             elif isinstance(event, ChannelClosed):
                 self._channel_closed(event.number, event.incoming)
             elif isinstance(event, KeyframeRequested):
-                video = self.sending.get(MediaKind.VIDEO)
-                if video is not None and video.number == event.number:
-                    self.leg.keyframe_wanted(StreamKind.MAIN)
+                for kind, line in _LINES.items():
+                    ours = self.sending.get(kind)
+                    if ours is not None and ours.number == event.number:
+                        self.leg.keyframe_wanted(line)
+            elif isinstance(event, H239Message):
+                self._on_h239(event)
             elif isinstance(event, BitrateLimited):
-                if self.conference is not None and self.participant_id and event.bitrate:
+                content = self.sending.get(MediaKind.CONTENT)
+                if content is not None and content.number == event.number:
+                    self.log.info("flow control on content", bps=event.bitrate)  # (the room's bitrate is the people's)
+                elif self.conference is not None and self.participant_id and event.bitrate:
                     self.conference.limit_video_bitrate(self.participant_id, event.bitrate)
                 self.log.info("flow control", channel=event.number, bps=event.bitrate)
             elif isinstance(event, UserInput):
@@ -826,6 +960,8 @@ class H323Call(Call):
         rtp, rtcp = addresses[kind]
         self.control.accept_channel(channel, rtp, rtcp)
         self.receiving[kind] = channel
+        if kind is MediaKind.CONTENT and self.theirs is not None and not self.theirs.h239:
+            self._take_token(None, channel.number)  # (no H.239 control: opening the channel is the request)
         ours = self.sending.get(kind)
         if kind is MediaKind.AUDIO and ours is not None and ours.codec.name != channel.codec.name:
             # One codec both ways: ours follows theirs when they can take it.
@@ -841,8 +977,12 @@ class H323Call(Call):
             if channel.number == number:
                 del table[kind]
                 self.log.info("channel closed", kind=kind.value, theirs=incoming)
+                if kind is MediaKind.CONTENT and incoming:
+                    self._give_back_token()  # (the presenter's channel closed: it stopped)
                 if kind is MediaKind.VIDEO and not self.sending.get(kind) and not self.receiving.get(kind):
                     self.leg.remove_video(StreamKind.MAIN)
+                elif kind is MediaKind.CONTENT and not self.sending.get(kind) and not self.receiving.get(kind):
+                    self._content_idle()
                 else:
                     self._apply(kind)
 

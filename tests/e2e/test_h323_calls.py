@@ -23,8 +23,7 @@ from tests.support.gateway import (
     participants,
     wait_until,
 )
-from tests.support.h323_peer import H323Peer, q931
-from tests.support.pcap import tcp_pcap, tshark_packets
+from tests.support.h323_peer import H323Peer, assert_tshark_reads, q931
 
 shared_gateway, demo = gateway_per_module("demo", TEST_CONFIG + "h323: {port: 0, setup_timeout_s: 2}\n")
 
@@ -38,13 +37,6 @@ def joined(gateway: RunningGateway, peer: H323Peer, dialled: str, keys: str, **e
     for key, value in expected.items():
         assert found[key] == value, (key, found)
     return found
-
-
-def assert_tshark_reads(peer: H323Peer, tmp_path: Path) -> None:
-    """The whole signalling connection, both ways, read by Wireshark's H.225.0 dissector."""
-    packets = tshark_packets(tcp_pcap(tmp_path / f"{peer.name}.pcap", peer.wire, 1720), "h225", ["h225.h323_message_body"])
-    assert packets, "tshark found no H.225.0"
-    assert not [p for p in packets if p.malformed or p.problems], [(p.frame, p.problems) for p in packets]
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ import numpy as np
 from pycrate_asn1dir import H225, H245
 
 from gateway.transcode.audio import AudioCodec, G711Decoder, G711Encoder
+from tests.support.pcap import Packet, tcp_pcap, tshark_packets
 
 ASN1 = Path(__file__).parent / "asn1"
 _USER_INFORMATION = H225.H323_MESSAGES.H323_UserInformation
@@ -47,6 +48,11 @@ NAMES = {0x05: "setup", 0x02: "callProceeding", 0x01: "alerting", 0x07: "connect
          0x7D: "status", 0x03: "progress", 0x6E: "notify", 0x7B: "information"}  # fmt: skip
 TERMINAL = 50  # H.245 terminalType of a terminal
 H264_PT = 109  # the dynamic payload type of our H.264 channels
+CONTENT_CHANNEL = 5  # the number of our H.239 presentation channel
+H239_MESSAGE = "0.0.8.239.2"
+# H.239 table 7: sub-messages and parameters
+TOKEN_REQUEST, TOKEN_RESPONSE, TOKEN_RELEASE, TOKEN_OWNER = 3, 4, 5, 6
+CHANNEL_ID, SYMMETRY_BREAKING, TERMINAL_LABEL, ACKNOWLEDGE, REJECT = 42, 43, 44, 126, 127
 
 
 def h264_capability(level: int = 71) -> dict[str, Any]:
@@ -59,6 +65,23 @@ def h264_capability(level: int = 71) -> dict[str, Any]:
             {"parameterIdentifier": ("standard", 42), "parameterValue": ("unsignedMin", level)},
         ],
     }
+
+
+def presentation_capability() -> tuple[str, Any]:
+    """H.239's extended video capability: H.264 with role label 1 (presentation)."""
+    return ("extendedVideoCapability", {
+        "videoCapability": [("genericVideoCapability", h264_capability())],
+        "videoCapabilityExtension": [{"capabilityIdentifier": ("standard", "0.0.8.239.1.2"), "collapsing": [
+            {"parameterIdentifier": ("standard", 1), "parameterValue": ("booleanArray", 1)}]}],
+    })  # fmt: skip
+
+
+def h239(kind: str, sub_message: int, parameters: dict[int, Any]) -> tuple[str, tuple[str, Any]]:
+    """An H.239 generic message; parameter values are numbers (unsignedMin) or None (logical)."""
+    name = {"request": "genericRequest", "response": "genericResponse", "command": "genericCommand", "indication": "genericIndication"}[kind]
+    content = [{"parameterIdentifier": ("standard", ident), "parameterValue": ("logical", None) if value is None else ("unsignedMin", value)}
+               for ident, value in parameters.items()]  # fmt: skip
+    return (kind, (name, {"messageIdentifier": ("standard", H239_MESSAGE), "subMessageIdentifier": sub_message, "messageContent": content}))
 
 
 @functools.cache
@@ -184,6 +207,7 @@ class H323Peer:
         tone_hz: float = 440.0,
         host: str = "127.0.0.1",
         video: bool = False,
+        content: bool = False,
     ) -> None:
         self.gateway = (host, gateway_port)
         self.host = host
@@ -191,7 +215,15 @@ class H323Peer:
         self.fast_start = fast_start
         self.h245_mode = h245
         self.tone_hz = tone_hz
-        self.video = video
+        self.video = video or content
+        self.content = content  # H.239: presentation capability, control, the token
+        self.content_in: Any = None  # H264RtpReceiver of the gateway's presentation channel (with content)
+        self.content_out: Any = None  # H264RtpSender of our presentation, while we present
+        self.content_sent_to: tuple[str, int] | None = None
+        self.gateway_content: int | None = None  # the gateway's presentation channel, while it is open
+        self.content_closed = 0  # the gateway's presentation channels closed
+        self.h239_in: list[tuple[str, int, dict[int, Any]]] = []  # the gateway's H.239 messages: (class, sub, params)
+        self._token_answer = threading.Event()
         self.video_sent_to: tuple[str, int] | None = None  # where our H.264 goes
         self.fast_updates = 0  # videoFastUpdatePicture commands received
         self.video_in: Any = None  # H264RtpReceiver of what the gateway sends (with video)
@@ -227,10 +259,12 @@ class H323Peer:
         self.sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._encoder = G711Encoder(AudioCodec.PCMU)
-        if video:
+        if self.video:
             from tests.support.rtp_video import H264RtpReceiver
 
             self.video_in = H264RtpReceiver().start()  # (its socket sends our video too: one port each way)
+            if content:
+                self.content_in = H264RtpReceiver().start()
 
     # -- placing the call ---------------------------------------------------------------------
 
@@ -437,6 +471,10 @@ class H323Peer:
         if self.video:
             table.append({"capabilityTableEntryNumber": 4, "capability": ("receiveVideoCapability", ("genericVideoCapability", h264_capability()))})
             sets.append([4])
+        if self.content:
+            table.append({"capabilityTableEntryNumber": 5, "capability": ("receiveVideoCapability", presentation_capability())})
+            table.append({"capabilityTableEntryNumber": 6, "capability": ("genericControlCapability", {"capabilityIdentifier": ("standard", "0.0.8.239.1.1")})})
+            sets += [[5], [6]]
         return ("request", ("terminalCapabilitySet", {
             "sequenceNumber": 1, "protocolIdentifier": "0.0.8.245.0.7",
             "multiplexCapability": ("h2250Capability", {
@@ -483,8 +521,13 @@ class H323Peer:
             self.master_slave_done.set()
         elif name == "openLogicalChannel":
             self.gateway_channels[value["forwardLogicalChannelNumber"]] = value
-            is_video = value["forwardLogicalChannelParameters"]["dataType"][0] == "videoData"
+            data_type = value["forwardLogicalChannelParameters"]["dataType"]
+            is_video = data_type[0] == "videoData"
             rtp = self.video_in.port if is_video and self.video_in is not None else self.rtp_port
+            if is_video and data_type[1][0] == "extendedVideoCapability":
+                assert self.content_in is not None, "a presentation channel to a peer without H.239"
+                rtp = self.content_in.port
+                self.gateway_content = value["forwardLogicalChannelNumber"]
             ack = {
                 "forwardLogicalChannelNumber": value["forwardLogicalChannelNumber"],
                 "forwardMultiplexAckParameters": ("h2250LogicalChannelAckParameters", {
@@ -497,20 +540,71 @@ class H323Peer:
             h2250 = value["forwardMultiplexAckParameters"][1]
             if value["forwardLogicalChannelNumber"] == 3:
                 self._send_video_to(_read_h245_address(h2250.get("mediaChannel")))
+            elif value["forwardLogicalChannelNumber"] == CONTENT_CHANNEL:
+                self._send_content_to(_read_h245_address(h2250.get("mediaChannel")))
             else:
                 self.sent_to = _read_h245_address(h2250.get("mediaChannel"))
         elif name == "miscellaneousCommand" and value["type"][0] == "videoFastUpdatePicture":
             self.fast_updates += 1
-            if self.video_out is not None:
-                self.video_out.request_key_frame()
+            sender = self.content_out if value["logicalChannelNumber"] == CONTENT_CHANNEL else self.video_out
+            if sender is not None:
+                sender.request_key_frame()
+        elif name in ("genericRequest", "genericResponse", "genericCommand", "genericIndication"):
+            replies += self._on_h239(name[len("generic"):].lower(), value)
         elif name == "closeLogicalChannel":
+            if value["forwardLogicalChannelNumber"] == self.gateway_content:
+                self.gateway_content = None
+                self.content_closed += 1
             replies.append(("response", ("closeLogicalChannelAck", {"forwardLogicalChannelNumber": value["forwardLogicalChannelNumber"]})))
         elif name == "roundTripDelayRequest":
             replies.append(("response", ("roundTripDelayResponse", {"sequenceNumber": value["sequenceNumber"]})))
         if replies:
             self.send_h245(*replies)
 
+    def _on_h239(self, kind: str, value: Any) -> list[tuple[str, tuple[str, Any]]]:
+        """The gateway's H.239 messages, recorded; its request for the token (it takes the
+        presentation back) is acknowledged and our presentation stops, as H.239 wants."""
+        assert value["messageIdentifier"] == ("standard", (0, 0, 8, 239, 2)), value
+        params = {p["parameterIdentifier"][1]: p["parameterValue"][1] for p in value.get("messageContent", [])}
+        sub_message = value["subMessageIdentifier"]
+        self.h239_in.append((kind, sub_message, params))
+        if kind == "response" and sub_message == TOKEN_RESPONSE:
+            self._token_answer.set()
+        if kind == "request" and sub_message == TOKEN_REQUEST:
+            self._stop_content()
+            return [h239("response", TOKEN_RESPONSE, {ACKNOWLEDGE: None, TERMINAL_LABEL: params.get(TERMINAL_LABEL, 0)}),
+                    ("request", ("closeLogicalChannel", {"forwardLogicalChannelNumber": CONTENT_CHANNEL, "source": ("user", None)}))]  # fmt: skip
+        return []
+
     # -- what the test does -------------------------------------------------------------------
+
+    def present(self, timeout: float = 10.0) -> bool:
+        """The share button: presentationTokenRequest; once acknowledged, the owner indication, our
+        presentation channel (session 0: the master assigns it) and the clip on it. Whether the
+        gateway acknowledged it."""
+        self._token_answer.clear()
+        self.send_h239("request", TOKEN_REQUEST, {TERMINAL_LABEL: 1, CHANNEL_ID: CONTENT_CHANNEL, SYMMETRY_BREAKING: 1 + secrets.randbelow(127)})
+        assert self._token_answer.wait(timeout), "no presentationTokenResponse"
+        answer = [params for kind, sub, params in self.h239_in if kind == "response" and sub == TOKEN_RESPONSE][-1]
+        if ACKNOWLEDGE not in answer:
+            return False
+        h2250 = {"sessionID": 0, "mediaGuaranteedDelivery": False, "dynamicRTPPayloadType": H264_PT,
+                 "mediaControlChannel": _h245_address(self.host, self.content_in.port + 1),
+                 "mediaPacketization": ("rtpPayloadType", {"payloadDescriptor": ("oid", "0.0.8.241.0.0.0.1"), "payloadType": H264_PT})}  # fmt: skip
+        olc = {"forwardLogicalChannelNumber": CONTENT_CHANNEL, "forwardLogicalChannelParameters": {
+            "dataType": ("videoData", presentation_capability()), "multiplexParameters": ("h2250LogicalChannelParameters", h2250)}}  # fmt: skip
+        self.send_h245(h239("indication", TOKEN_OWNER, {TERMINAL_LABEL: 1, CHANNEL_ID: CONTENT_CHANNEL}), ("request", ("openLogicalChannel", olc)))
+        return True
+
+    def stop_presenting(self) -> None:
+        """presentationTokenRelease and our presentation channel closed."""
+        self._stop_content()
+        self.send_h245(h239("command", TOKEN_RELEASE, {TERMINAL_LABEL: 1, CHANNEL_ID: CONTENT_CHANNEL}),
+                       ("request", ("closeLogicalChannel", {"forwardLogicalChannelNumber": CONTENT_CHANNEL, "source": ("user", None)})))  # fmt: skip
+
+    def send_h239(self, kind: str, sub_message: int, parameters: dict[int, Any]) -> None:
+        self.send_h245(h239(kind, sub_message, parameters))
+
 
     def send_keys(self, keys: str) -> None:
         """The keys as one userInputIndication (alphanumeric)."""
@@ -580,12 +674,26 @@ class H323Peer:
         self.video_sent_to = address
         self.video_out = H264RtpSender(address, payload_type=H264_PT, source=self.video_in.socket, fps=15).start()
 
+    def _send_content_to(self, address: tuple[str, int] | None) -> None:
+        if address is None or self.content_in is None:
+            return
+        from tests.support.rtp_video import H264RtpSender
+
+        self._stop_content()
+        self.content_sent_to = address
+        self.content_out = H264RtpSender(address, payload_type=H264_PT, source=self.content_in.socket, fps=10).start()
+
+    def _stop_content(self) -> None:
+        sender, self.content_out = self.content_out, None
+        if sender is not None:
+            sender.stop()
+
     def close(self) -> None:
         self._stop.set()
-        if self.video_out is not None:
-            self.video_out.stop()
-        if self.video_in is not None:
-            self.video_in.stop()
+        self._stop_content()
+        for media in (self.video_out, self.video_in, self.content_in):
+            if media is not None:
+                media.stop()
         for sock in (self.sock, self._h245_sock, self._h245_listener, self.rtp, self.rtcp):
             if sock is not None:
                 try:
@@ -595,6 +703,15 @@ class H323Peer:
         for thread in self._threads:
             thread.join(2)
 
+
+
+def assert_tshark_reads(peer: H323Peer, tmp_path: Path, fields: tuple[str, ...] = ()) -> list[Packet]:
+    """The whole signalling connection, both ways (tunnelled H.245 in it), read by Wireshark's
+    H.225.0 and H.245 dissectors with nothing malformed or warned about: its packets."""
+    packets = tshark_packets(tcp_pcap(tmp_path / f"{peer.name}.pcap", peer.wire, 1720), "h225", ["h225.h323_message_body", *fields])
+    assert packets, "tshark found no H.225.0"
+    assert not [p for p in packets if p.malformed or p.problems], [(p.frame, p.problems) for p in packets]
+    return packets
 
 
 class Gatekeeper:
