@@ -317,7 +317,7 @@ def cmd_lobby_action(api: Api, args: argparse.Namespace) -> Any:
 
 def cmd_dial(api: Api, args: argparse.Namespace) -> Any:
     if (args.uri is None) == (args.system is None):
-        raise CliError("name either a SIP URI or --system ID")
+        raise CliError("name either an address (sip:, tel:, h323:) or --system ID")
     body = {"uri": args.uri} if args.uri is not None else {"system": args.system}
     placed = api.call("POST", _room_path(args.room) + "/dial", body)
     return placed if args.json else _say(f"calling {placed['uri']} into {placed['room']} (call {placed['call']})")
@@ -397,7 +397,7 @@ def add_parsers(sub: Any) -> None:
     action("show", "one room system (JSON)").add_argument("system")
     add = action("add", "add a room system")
     add.add_argument("system", help="its id")
-    add.add_argument("uri", help="sip:user@host[:port]")
+    add.add_argument("uri", help="sip:user@host[:port], or h323:alias@host[:port]")
     add.add_argument("--name")
     add.add_argument("--default-room", help="its own room")
     add.add_argument("--trusted", action="store_true", help="no PIN and no lobby when it calls its own room")
@@ -445,7 +445,7 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("entry", help="the waiting participant's id")
     p = command("dial", cmd_dial, "call a room system or SIP URI into a room")
     p.add_argument("room")
-    p.add_argument("uri", nargs="?", help="sip:user@host (allowed by sip.dial_out_allow)")
+    p.add_argument("uri", nargs="?", help="sip:user@host or h323:alias@host (allowed by sip/h323.dial_out_allow)")
     p.add_argument("--system", help="a room system of the directory")
     p = command("records", cmd_records, "call records, newest first")
     p.add_argument("--room")

@@ -26,6 +26,7 @@ from gateway.control.mqtt import MqttBridge
 from gateway.control.records import CallRecorder
 from gateway.control.store import Store
 from gateway.h323.service import H323Service
+from gateway.h323.url import h323_identity
 from gateway.rooms.admission import Admission
 from gateway.rooms.directory import Directory
 from gateway.rooms.identity import Identity, IdentityKind
@@ -53,15 +54,17 @@ class _HttpServer(uvicorn.Server):
 
 def read_identity(address: str) -> Identity:
     """A directory address or dial-out destination read by the protocol that owns its scheme
-    (sip:, sips: and tel: by SIP; h323: by H.323 once it exists); ValueError for any other."""
+    (sip:, sips: and tel: by SIP; h323: by H.323); ValueError for any other."""
+    if address.partition(":")[0].strip().lower() == "h323":
+        return h323_identity(address)
     return sip_identity(address)
 
 
-def sip_dialer(sip: SipService) -> Dialer:
-    """SIP's dialer for the dial-out dispatcher: it calls the identity's address as given."""
+def dialer(service: SipService | H323Service) -> Dialer:
+    """A protocol's dialer for the dial-out dispatcher: it calls the identity's address as given."""
 
     async def dial(room: str, callee: Identity, actor: str, name: str | None, in_directory: bool) -> dict[str, Any]:
-        return await sip.dial_out(room, callee.text, actor, name, in_directory)
+        return await service.dial_out(room, callee.text, actor, name, in_directory)
 
     return dial
 
@@ -82,14 +85,19 @@ class Gateway:
         prompts = self.sip.prompts if self.sip is not None else None
         self.h323 = H323Service(config, self.directory, self.pin_guard, prompts) if config.h323.enabled else None
         self.h323_port = 0
-        # Dial-out picks the protocol from the callee's identity: SIP URIs and numbers (its trunk) by SIP.
-        dial_out = None
+        # Dial-out picks the protocol from the callee's identity: SIP URIs and numbers (its trunk) by
+        # SIP, h323: URLs by H.323, under one set of rate limits (toll fraud).
+        dialers: dict[IdentityKind, Dialer] = {}
         if self.sip is not None:
             # The trunks of the file and of the API; the API's changes reach the SIP side live.
             self.sip.trunk_configs = self.admin.trunks()
             self.admin.trunk_listeners.append(self.sip.set_trunks)
-            dialer = sip_dialer(self.sip)
-            dial_out = DialOut(read_identity, {IdentityKind.SIP_URI: dialer, IdentityKind.E164: dialer})
+            dialers[IdentityKind.SIP_URI] = dialers[IdentityKind.E164] = dialer(self.sip)
+        if self.h323 is not None:
+            dialers[IdentityKind.H323_ALIAS] = dialer(self.h323)
+            if self.sip is not None:
+                self.h323.dial_limits = self.sip.dial_limits
+        dial_out = DialOut(read_identity, dialers) if dialers else None
         self.live = LiveControl(self.directory, dial_out)
         self.browsers.live = self.live
         self.auth = Authenticator(config.admin)

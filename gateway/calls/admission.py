@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from gateway.calls.endings import Ending, ending_for
 from gateway.rooms.admission import Admission
-from gateway.rooms.errors import JoinRefused
+from gateway.rooms.errors import DialOutRefused, JoinRefused
 from gateway.rooms.participant import LegKind, Participant, Role
 from gateway.rooms.pinguard import PinGuard
+from gateway.rooms.ratelimit import RateLimit
 from gateway.rooms.room import LobbyEntry, Room
 
 
@@ -122,3 +123,22 @@ class Doorkeeper:
             )
         except JoinRefused as exc:
             return Refused(ending_for(exc.code, Ending.FULL), str(exc))
+
+
+class DialOutLimits:
+    """Dial-out costs money and can be abused (toll fraud): at most `per_actor` a minute by one
+    actor and `total` a minute in all, whatever the protocol (the gateway gives SIP and H.323 one
+    and the same)."""
+
+    def __init__(self, per_actor: int, total: int) -> None:
+        self._by_actor = RateLimit(per_actor)
+        self._total = RateLimit(total)
+
+    def take(self, actor: str) -> None:
+        """Counts one dial-out by `actor`; DialOutRefused (rate_limited) when over either rate."""
+        if self._total.full(None):
+            raise DialOutRefused("too many dial-outs in the last minute", "rate_limited")
+        if self._by_actor.full(actor):
+            raise DialOutRefused("too many dial-outs by you in the last minute", "rate_limited")
+        self._by_actor.add(actor)
+        self._total.add(None)

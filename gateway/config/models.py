@@ -601,13 +601,7 @@ class SipConfig(_Strict):
     @field_validator("dial_out_allow")
     @classmethod
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        # RE2, as the dial-out check runs them (gateway.rooms.patterns): linear time on any URI.
-        for pattern in patterns:
-            try:
-                compile_rule(pattern)
-            except PatternError as exc:
-                raise ValueError(f"{pattern!r}: {exc}") from None
-        return patterns
+        return _dial_out_rules(patterns)
 
     @model_validator(mode="after")
     def _port_range(self) -> SipConfig:
@@ -677,7 +671,11 @@ class RoomSystemConfig(_Strict):
 
     id: str = Field(pattern=ROOM_ID_PATTERN)
     name: str = Field(min_length=1, max_length=128)
-    uri: str = Field(pattern=r"^sips?:[^\s@<>]+@[^\s@<>]+$", max_length=256, description="sip:user@host[:port][;params]")
+    uri: str = Field(
+        pattern=r"^(?:sips?:[^\s@<>]+@[^\s@<>]+|h323:[^\s<>]+)$",
+        max_length=256,
+        description="sip:user@host[:port][;params], or h323:[alias]@host[:port] for an H.323 room system",
+    )
     trusted: bool = Field(
         False,
         description="skips the lobby and the PIN when it calls its own (default) room from the address its URI "
@@ -705,6 +703,8 @@ class RoomSystemConfig(_Strict):
     def _challenge_needs_password(self) -> RoomSystemConfig:
         if self.challenge_calls and self.password is None:
             raise ValueError("challenge_calls needs a password")
+        if self.uri.lower().startswith("h323:") and (self.password is not None or self.srtp is not None):
+            raise ValueError("password and srtp are for SIP room systems (an H.323 one is recognised by its address)")
         return self
 
     @property
@@ -779,6 +779,17 @@ H323Codec = Literal["G722", "PCMA", "PCMU"]
 _H323_CODECS: list[H323Codec] = ["G722", "PCMA", "PCMU"]
 
 
+def _dial_out_rules(patterns: list[str]) -> list[str]:
+    """Dial-out rules as the check runs them (RE2, gateway.rooms.patterns: linear time on any
+    address); ValueError naming the first that does not compile."""
+    for pattern in patterns:
+        try:
+            compile_rule(pattern)
+        except PatternError as exc:
+            raise ValueError(f"{pattern!r}: {exc}") from None
+    return patterns
+
+
 class H323Config(_Strict):
     """H.323 room systems (gateway/h323/): call signalling on TCP (H.225.0), H.245 tunnelled or on
     its own connection. RTP ports come from sip.rtp_port_min..max, the voice menu's settings
@@ -808,6 +819,17 @@ class H323Config(_Strict):
     max_connections: int = Field(1000, ge=1, le=100_000, description="signalling connections at once, idle ones included")
     setup_timeout_s: float = Field(10.0, gt=0, le=120, description="a connection must bring its Setup within this")
     gatekeeper: GatekeeperConfig | None = Field(None, description="none: direct calls only, no registration")
+    dial_out_allow: list[str] = Field(
+        default_factory=list,
+        description="regular expressions (RE2 syntax: linear time) a whole dial-out h323: URL must match after "
+        "normalisation (h323:alias@host:port); none: only the directory's room systems are called (toll fraud). "
+        "The rates are sip.dial_out_per_minute and dial_out_per_minute_total, shared by both protocols",
+    )
+
+    @field_validator("dial_out_allow")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        return _dial_out_rules(patterns)
 
 
 class GatewayConfig(BaseSettings):

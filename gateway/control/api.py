@@ -47,6 +47,8 @@ _STATUS_BY_CODE = {
     "bad_uri": 400,
     "bad_request": 400,
     "sip_disabled": 503,
+    "h323_disabled": 503,
+    "unreachable": 502,
     "no_media_port": 503,
     "busy": 503,
     "rate_limited": 429,
@@ -94,7 +96,7 @@ class Picture(BaseModel):
 
 
 class DialRequest(_Body):
-    uri: str | None = Field(None, max_length=256, description="sip:user@host[:port]: a room system or a number behind a trunk")
+    uri: str | None = Field(None, max_length=256, description="sip:user@host[:port], tel:number (a trunk) or h323:alias@host[:port]")
     system: str | None = Field(None, pattern=ROOM_ID_PATTERN, description="a room system of the directory")
 
 

@@ -137,9 +137,9 @@ class LiveControl:
         allows it: toll fraud) into the room, through the protocol its identity needs."""
         conf = self.conference(room)
         if self.dial_out is None:
-            raise DialOutRefused("SIP is not enabled", "sip_disabled")
+            raise DialOutRefused("neither SIP nor H.323 is enabled", "sip_disabled")
         if (uri is None) == (system is None):
-            raise DialOutRefused("name either a SIP URI or a room system of the directory", "bad_uri")
+            raise DialOutRefused("name either an address (sip:, tel:, h323:) or a room system of the directory", "bad_uri")
         if system is not None:
             entry = self.directory.systems.get(system)
             if entry is None:

@@ -13,6 +13,7 @@ line (call.py says which); a connection that brings no Setup in time is closed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import re
@@ -21,12 +22,12 @@ from typing import Any
 
 import structlog
 
-from gateway.calls.admission import Doorkeeper
+from gateway.calls.admission import DialOutLimits, Doorkeeper
 from gateway.calls.call import Call, CallContext, CallSettings
 from gateway.calls.endings import Ending
 from gateway.calls.prompts import PromptLibrary
-from gateway.config import GatewayConfig
-from gateway.h323 import faststart, h239, h245, q931
+from gateway.config import GatewayConfig, RoomSystemConfig
+from gateway.h323 import faststart, h239, h245, q931, url
 from gateway.h323.call import (
     CallChannel,
     Cause,
@@ -74,9 +75,12 @@ from gateway.h323.ras import State as RasState
 from gateway.rooms.admission import Admission
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
+from gateway.rooms.errors import DialOutRefused
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.floor import Content
+from gateway.rooms.identity import IdentityKind
 from gateway.rooms.participant import LegKind
+from gateway.rooms.patterns import compile_rule, full_match
 from gateway.rooms.pinguard import PinGuard
 from gateway.rtp.leg import RtpLeg
 from gateway.transcode.audio import AudioCodec, silence_payload
@@ -94,6 +98,8 @@ _KEYS = re.compile(r"[0-9*#]")
 _LEVEL_IDC = {15: 10, 19: 9, 22: 11, 29: 12, 36: 13, 43: 20, 50: 21, 57: 22, 64: 30, 71: 31, 78: 32, 85: 40, 92: 41,
               99: 42, 106: 50, 113: 51}  # fmt: skip
 _VIDEO_WAIT_S = 1.5  # after the capability exchange, how long the far end's own channels get first
+_CONNECT_S = 5.0  # a dial-out's TCP connection to the callee
+_RING_S = 60.0  # a dial-out unanswered this long (after its first response) is given up
 
 
 def stream_codec(codec: Codec, payload_type: int) -> StreamCodec:
@@ -147,7 +153,10 @@ class H323Service:
         self.ras: RasClient | None = None  # (with h323.gatekeeper: our registration)
         self._ras_transport: asyncio.DatagramTransport | None = None
         self._ras_timer: asyncio.TimerHandle | None = None
-        self._admissions: dict[int, asyncio.Future[str | None]] = {}  # id(call) -> refusal reason or None
+        self._admissions: dict[int, asyncio.Future[Admitted | AdmissionRefused]] = {}  # id(Setup) -> the gatekeeper's word
+        # (the gateway gives SIP's, when it runs: dial-outs by both protocols add up)
+        self.dial_limits = DialOutLimits(config.sip.dial_out_per_minute, config.sip.dial_out_per_minute_total)
+        self.dial_outs = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         h323 = config.h323
@@ -254,41 +263,48 @@ class H323Service:
         elif isinstance(event, Admitted | AdmissionRefused):
             future = self._admissions.pop(event.key, None)
             if future is not None and not future.done():
-                future.set_result(None if isinstance(event, Admitted) else event.reason)
+                future.set_result(event)
         elif isinstance(event, RasProblem):
             log.info("RAS problem", problem=event.what)
 
-    async def admit(self, call: H323Call) -> str | None:
-        """The gatekeeper's admission of an incoming call while we are registered (None: admitted,
-        or no gatekeeper to ask; else the reason it refused)."""
+    @property
+    def registered(self) -> bool:
+        return self.ras is not None and self.ras.state is RasState.REGISTERED
+
+    async def admit(self, setup: Signal, *, outbound: bool) -> Admitted | AdmissionRefused | None:
+        """The gatekeeper's admission of the call `setup` begins while we are registered (None: no
+        gatekeeper to ask). For a dial-out, Admitted says where to call."""
         ras = self.ras
-        if ras is None or ras.state is not RasState.REGISTERED:
+        if ras is None or not self.registered:
             return None
-        setup = call.setup
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._admissions[id(call)] = future
+        future: asyncio.Future[Admitted | AdmissionRefused] = asyncio.get_running_loop().create_future()
+        self._admissions[id(setup)] = future
         ras.admit(
-            id(call),
+            id(setup),
             asyncio.get_running_loop().time(),
-            answer=True,
+            answer=not outbound,
             call_identifier=setup.call_identifier or bytes(16),
             conference_id=setup.conference_id or bytes(16),
             call_reference=setup.call_reference,
             source=setup.source_aliases,
             destination=setup.destination_aliases,
+            destination_address=setup.destination_address,
         )
         self._ras_flush()
         return await future
 
     def disengage(self, call: H323Call) -> None:
-        if self.ras is not None and call.admitted:
-            setup = call.setup
+        if call.admitted:
+            self._disengage(call.setup, call.answered)
+
+    def _disengage(self, setup: Signal, answered: bool) -> None:
+        if self.ras is not None:
             self.ras.disengage(
                 asyncio.get_running_loop().time(),
                 call_identifier=setup.call_identifier or bytes(16),
                 conference_id=setup.conference_id or bytes(16),
                 call_reference=setup.call_reference,
-                answered=call.answered,
+                answered=answered,
             )
             self._ras_flush()
 
@@ -317,6 +333,88 @@ class H323Service:
 
     def count_failure(self, cause: int) -> None:
         self.failures[str(cause)] = self.failures.get(str(cause), 0) + 1
+
+    # -- dial-out -------------------------------------------------------------------------------
+
+    async def dial_out(
+        self, room_id: str, address: str, requested_by: str, name: str | None = None, in_directory: bool = False
+    ) -> dict[str, Any]:
+        """Calls an h323: URL into the room: a room system of the directory, or a destination an
+        h323.dial_out_allow rule allows (toll fraud); every attempt is logged. The callee joins as
+        a guest once it answers (past the lobby: the room invited it). Through the gatekeeper when
+        registered (ARQ: it may refuse, and finds an alias without a host); straight to the host
+        otherwise. Returns once the Setup is out."""
+        conference = self.directory.find(room_id)
+        attempt = log.bind(room=room_id, uri=address[:300], requested_by=requested_by, directory=in_directory, protocol="h323")
+        try:
+            if conference is None:
+                raise DialOutRefused(f"no room {room_id!r}", "unknown_room")
+            if self._server is None:
+                raise DialOutRefused("H.323 is not running", "h323_disabled")
+            target = url.read(address)
+            rules = self.config.h323.dial_out_allow
+            if not in_directory and not any(full_match(compile_rule(r), target.url, max_length=url.MAX_URL) for r in rules):
+                raise DialOutRefused("no dial-out rule allows this destination", "dial_out_refused")
+            if target.host is None and not self.registered:
+                raise DialOutRefused("an alias without a host needs a gatekeeper, and none is registered", "bad_uri")
+            if len(self.calls) >= self.config.h323.max_calls:
+                raise DialOutRefused("the gateway carries as many H.323 calls as it may", "busy")
+            busy = self.admission.admit() if self.admission is not None else None
+            if busy is not None:
+                raise DialOutRefused(f"the gateway is overloaded ({busy})", "busy")
+            self.dial_limits.take(requested_by)
+        except DialOutRefused as exc:
+            attempt.warning("dial-out refused", code=exc.code, why=str(exc))
+            raise
+        call = await self._place(conference, target, name, attempt)
+        self.dial_outs += 1
+        attempt.info("dial-out placed", call=call.channel.call_reference, target=target.url)
+        return {"call": call.channel.call_reference, "room": conference.room.id, "uri": target.url}
+
+    async def _place(self, conference: Conference, target: url.Target, name: str | None, attempt: Any) -> H323Call:
+        """The gatekeeper's admission (when registered), the TCP connection, the call's Setup."""
+        loop = asyncio.get_running_loop()
+        room = conference.room
+        setup = Signal(
+            "setup",
+            call_reference=1 + secrets.randbelow(0x7FFF),
+            call_identifier=secrets.token_bytes(16),
+            conference_id=secrets.token_bytes(16),
+            conference_goal="create",
+            source_aliases=(Alias("h323-ID", room.id),) + tuple(Alias("dialledDigits", a) for a in room.aliases if a.isdigit())[:1],
+            destination_aliases=(target.alias,) if target.alias is not None else (),
+            destination_address=(target.host, target.port) if target.host is not None and _is_ip(target.host) else None,
+            display_name=room.name[:64],
+            endpoint_kind="mcu",
+        )
+        word = await self.admit(setup, outbound=True)
+        if isinstance(word, AdmissionRefused):
+            attempt.warning("dial-out refused", code="dial_out_refused", why=f"the gatekeeper refused: {word.reason}")
+            raise DialOutRefused(f"the gatekeeper refused the call: {word.reason}", "dial_out_refused")
+        where = word.address if word is not None and word.address is not None else None
+        if where is None:
+            assert target.host is not None  # (checked before: no host, no gatekeeper, no call)
+            where = (target.host, target.port)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*where), _CONNECT_S)
+        except (OSError, TimeoutError) as exc:
+            attempt.warning("dial-out failed: callee unreachable", address=f"{where[0]}:{where[1]}", error=str(exc) or type(exc).__name__)
+            if word is not None:
+                self._disengage(setup, answered=False)
+            raise DialOutRefused(f"cannot reach {where[0]}:{where[1]}: {exc or 'timed out'}", "unreachable") from None
+        connection = SignallingConnection(self, reader, writer, _plain(where[0]))
+        call = H323Call(self, connection, setup, outbound=True, name=name or target.url.removeprefix("h323:"))
+        call.admitted = word is not None
+        connection.call = call
+        try:
+            await call.dial(conference)
+        except DialOutRefused:
+            writer.close()
+            raise
+        task = loop.create_task(connection.run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return call
 
     # -- signalling connections -------------------------------------------------------------------
 
@@ -354,6 +452,14 @@ def _plain(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ip)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _RasProtocol(asyncio.DatagramProtocol):
@@ -483,9 +589,18 @@ class H245Link:
 
 
 class H323Call(Call):
-    """H.323's adapter of the shared call flow: one incoming call."""
+    """H.323's adapter of the shared call flow: one call, incoming (`setup` is the caller's) or a
+    dial-out (`outbound`: `setup` is ours, sent by `dial`)."""
 
-    def __init__(self, service: H323Service, connection: SignallingConnection, setup: Signal) -> None:
+    def __init__(
+        self,
+        service: H323Service,
+        connection: SignallingConnection,
+        setup: Signal,
+        *,
+        outbound: bool = False,
+        name: str | None = None,
+    ) -> None:
         self.service = service
         self.connection = connection
         self.setup = setup
@@ -505,9 +620,12 @@ class H323Call(Call):
             service.context,
             leg,
             kind=LegKind.H323_ROOM_SYSTEM,
-            name=shown_name(setup, connection.source),
+            name=(name or "")[:64] or shown_name(setup, connection.source),
             source=connection.source,
-            log=log.bind(call_id=call_id, source=connection.source, dialled=dialled[:1], protocol="h323"),
+            outbound=outbound,
+            log=log.bind(
+                call_id=call_id, source=connection.source, dialled=dialled[:1], protocol="h323", direction="out" if outbound else "in"
+            ),
         )
         self.leg: RtpLeg = leg
         self.dialled = dialled
@@ -522,6 +640,8 @@ class H323Call(Call):
         self._released = False
         self.admitted = False  # (the gatekeeper admitted it: a DisengageRequest when it ends)
         self.answered = False
+        self._proposed: list[Channel] = []  # a dial-out's fastStart proposals
+        self._ringing: asyncio.TimerHandle | None = None  # a dial-out's time to be answered
 
     @property
     def channel(self) -> CallChannel:
@@ -534,6 +654,29 @@ class H323Call(Call):
             conference = self.context.directory.route(alias)
             if conference is not None:
                 return conference
+        return None
+
+    def _known_system(self) -> RoomSystemConfig | None:
+        """The directory's H.323 room system this call comes from: one whose address the call comes
+        from (its URL's IP, or what its host name resolved to) and whose alias is one of the
+        caller's (an entry without an alias: the address alone). An alias alone is easily forged:
+        it never names a system, let alone grants trust."""
+        directory = self.context.directory
+        aliases = {a.value.lower() for a in self.setup.source_aliases[:16]}
+        claimed = None
+        for system in directory.systems.values():
+            try:
+                identity = directory.identity(system)
+            except ValueError:
+                continue
+            if identity.kind is not IdentityKind.H323_ALIAS or (identity.user and identity.user.lower() not in aliases):
+                continue
+            if self.source in directory.system_addresses(system):
+                return system
+            if identity.user:  # (its alias named it: worth a warning, unlike any caller's address)
+                claimed = claimed or system
+        if claimed is not None:
+            self.log.warning("caller claims a directory room system but calls from elsewhere", system=claimed.id)
         return None
 
     def _release(self, ending: Ending) -> None:
@@ -564,30 +707,34 @@ class H323Call(Call):
             return
         service.calls.add(self)
         conference = self._route()
+        system = self._known_system()
+        if system is not None:
+            self.name = system.name[:64]
+            if conference is None and system.default_room:
+                conference = self.context.directory.find(system.default_room)  # (it called the gateway, not a room)
+            self.trusted = bool(system.trusted and conference is not None and conference.room.id == system.default_room)
+            self.log = self.log.bind(system=system.id, trusted=self.trusted)
         if conference is None and not self.context.settings.menu:
             self._release(Ending.ROOM_NOT_FOUND)
             return
         if conference is not None:
-            refused = self.door.before_answer(conference.room, self._caller())
+            refused = self.door.before_answer(conference.room, self._caller(), trusted=self.trusted)
             if refused is not None and refused.ending is Ending.LOCKED_OUT:
                 self.log.warning("call refused: source locked out after wrong PINs")
                 self._refusal = Ending.LOCKED_OUT  # (answered, so that a person hears why)
             elif refused is not None:
                 self._release(refused.ending)
                 return
-        refusal = await service.admit(self)
-        if refusal is not None:
-            self.log.info("call refused by the gatekeeper", reason=refusal)
+            if self.trusted:
+                self.conference = conference
+        word = await service.admit(self.setup, outbound=False)
+        if isinstance(word, AdmissionRefused):
+            self.log.info("call refused by the gatekeeper", reason=word.reason)
             self._refused(Cause.CALL_REJECTED, "noPermission")
             return
-        self.admitted = service.ras is not None and service.ras.state is RasState.REGISTERED
-        sip = service.config.sip
+        self.admitted = word is not None
         try:
-            await self.leg.open(service.config.h323.host, sip.rtp_port_min, sip.rtp_port_max)
-            if service.capabilities.video:
-                await self.leg.open_video(StreamKind.MAIN, service.config.h323.host, sip.rtp_port_min, sip.rtp_port_max)
-            if service.capabilities.content:
-                await self.leg.open_video(StreamKind.CONTENT, service.config.h323.host, sip.rtp_port_min, sip.rtp_port_max)
+            await self._open_media()
         except OSError as exc:
             self.log.error("no RTP port for a call", error=str(exc))
             self._release(Ending.OVERLOADED)
@@ -627,6 +774,99 @@ class H323Call(Call):
         self.leg.confirm()
         self.begin()
 
+    async def _open_media(self) -> None:
+        """The leg's sockets: audio, and video and content lines where we have them (OSError: none free)."""
+        service, sip = self.service, self.service.config.sip
+        host = service.config.h323.host
+        await self.leg.open(host, sip.rtp_port_min, sip.rtp_port_max)
+        if service.capabilities.video:
+            await self.leg.open_video(StreamKind.MAIN, host, sip.rtp_port_min, sip.rtp_port_max)
+        if service.capabilities.content:
+            await self.leg.open_video(StreamKind.CONTENT, host, sip.rtp_port_min, sip.rtp_port_max)
+
+    async def dial(self, conference: Conference) -> None:
+        """Places the call (dial-out): our Setup, with fastStart proposals (every codec of ours, to
+        send and to receive) and H.245 tunnelled where the callee takes it; it joins `conference`
+        when answered."""
+        service = self.service
+        try:
+            await self._open_media()
+        except OSError as exc:
+            self._close_media()
+            raise DialOutRefused(f"no RTP port free: {exc}", "no_media_port") from None
+        self.conference = self._first_room = conference
+        self.phase = "answered"  # (the shared flow's word for "set up"; begin() follows the Connect)
+        fast_start: tuple[bytes, ...] = ()
+        if service.config.h323.fast_start:
+            self._proposed = faststart.proposals(service.capabilities, self._addresses(), {"H264": H264_PT})
+            fast_start = tuple(h245.fast_start_element(c) for c in self._proposed)
+        self.setup = dataclasses.replace(self.setup, fast_start=fast_start, source_address=(service.address, service.port))
+        self.channel.setup(self.setup, self._now())
+        self.connection.flush()
+        service.calls.add(self)
+        deadline = self.channel.deadline  # (T303: some answer to the Setup, or the call is given up)
+        if deadline is not None:
+            self._ringing = asyncio.get_running_loop().call_at(deadline, self._no_response)
+
+    def _no_response(self) -> None:
+        for event in self.channel.timeout(self._now()):
+            self.on_signal(event)
+        self.connection.flush()
+
+    def _not_answered(self) -> None:
+        if self.phase == "answered" and not self.answered:
+            self.log.info("dial-out not answered", after_s=round(_RING_S))
+            self.service.count_failure(int(Cause.NO_ANSWER))
+            self._hang_up_now(Cause.NO_ANSWER, None)
+
+    def _answered_by_callee(self, signal: Signal) -> None:
+        """Our dial-out is answered (Connect): H.245 starts (tunnelled, or on the connection the
+        callee named), media may flow, and the callee enters the room it was invited to."""
+        if self.phase != "answered" or self.answered:
+            return
+        self.answered = True
+        if self._ringing is not None:
+            self._ringing.cancel()
+        self.log.info(
+            "dial-out answered",
+            name=self.name,
+            tunnelling=self.channel.tunnelling,
+            fast_start=bool(self.sending or self.receiving),
+            vendor=signal.vendor.product if signal.vendor else None,
+        )
+        self._h245_to_callee()
+        self.control.start(self._now())
+        self._flush_h245()
+        self.leg.confirm()
+        self.begin()
+
+    def _h245_to_callee(self) -> None:
+        address = self.channel.peer_h245_address
+        if not self.channel.tunnelling and self.h245 is None and address is not None:
+            self.h245 = H245Link(self._on_h245_pdu, self._on_h245_closed)
+            self._spawn(self._connect_h245(address))
+
+    def _fast_start_accepted(self, answers: tuple[bytes, ...]) -> None:
+        """The callee's fastStart answer to our proposals: what it took runs on the leg at once."""
+        replies = []
+        for element in answers[:16]:
+            try:
+                replies.append(h245.read_fast_start_element(element))
+            except h245.H245Error as exc:
+                self.log.debug("fastStart answer skipped", why=str(exc))
+        agreement = faststart.accepted(self._proposed, replies)
+        self.control.adopt([t.channel for t in agreement.transmit.values()], list(agreement.receive.values()))
+        self._take(agreement)
+
+    def _take(self, agreement: faststart.Agreement) -> None:
+        for kind, theirs in agreement.receive.items():
+            self.receiving[kind] = theirs
+        for kind, transmit in agreement.transmit.items():
+            self.sending[kind] = transmit.channel
+            self._send_to[kind] = (transmit.media, transmit.control)
+        for kind in set(agreement.transmit) | set(agreement.receive):
+            self._apply(kind)
+
     def _fast_start(self) -> list[Channel] | None:
         """Our answer to the caller's fastStart proposals (None: it proposed none, or fastStart is
         off; []: none we take). What we take is applied to the leg at once."""
@@ -645,13 +885,7 @@ class H323Call(Call):
             prefer_ours=self.service.config.h323.prefer_our_codecs,
         )
         self.control.adopt([t.channel for t in agreement.transmit.values()], list(agreement.receive.values()))
-        for kind, theirs in agreement.receive.items():
-            self.receiving[kind] = theirs
-        for kind, transmit in agreement.transmit.items():
-            self.sending[kind] = transmit.channel
-            self._send_to[kind] = (transmit.media, transmit.control)
-        for kind in set(agreement.transmit) | set(agreement.receive):
-            self._apply(kind)
+        self._take(agreement)
         return agreement.answers
 
     def _addresses(self) -> dict[MediaKind, tuple[Address, Address]]:
@@ -1000,12 +1234,26 @@ class H323Call(Call):
                     self._flush_h245()
             elif isinstance(event, Released):
                 self.log.info("call released", cause=event.cause, reason=event.reason, by_peer=event.by_peer, phase=self.phase)
-                if event.by_peer:
+                if self.outbound and not self.answered:
+                    self.log.warning("dial-out failed", cause=event.cause, reason=event.reason)
+                    self.service.count_failure(event.cause or int(Cause.TEMPORARY_FAILURE))
+                if event.by_peer or self.outbound:
                     self.release()
             elif isinstance(event, ProtocolProblem):
                 self.log.info("H.225.0 problem", problem=event.what)
-            elif isinstance(event, Progressed | Connected | FastStartAnswered):
-                pass  # (an incoming call: the caller does not send these)
+            elif isinstance(event, FastStartAnswered):
+                if self.outbound and not event.refused:
+                    self._fast_start_accepted(event.channels)
+            elif isinstance(event, Progressed):
+                if self.outbound:
+                    self.log.info("dial-out progress", message=event.signal.body)
+                    self._h245_to_callee()
+                    if self._ringing is not None:  # (it answered: now it may ring for a while)
+                        self._ringing.cancel()
+                        self._ringing = asyncio.get_running_loop().call_later(_RING_S, self._not_answered)
+            elif isinstance(event, Connected):
+                if self.outbound:
+                    self._answered_by_callee(event.signal)
         except Exception:
             self.fail()
 

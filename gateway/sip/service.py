@@ -26,7 +26,7 @@ import structlog
 from gateway.bfcp.client import FloorGranted, FloorHeld, FloorLost
 from gateway.bfcp.link import FloorLink, LinkEvent
 from gateway.bfcp.server import FloorReleased, FloorRequested
-from gateway.calls.admission import Doorkeeper
+from gateway.calls.admission import DialOutLimits, Doorkeeper
 from gateway.calls.call import Call, CallContext, CallSettings
 from gateway.calls.endings import Ending
 from gateway.calls.numbers import to_e164
@@ -41,7 +41,6 @@ from gateway.rooms.floor import Content
 from gateway.rooms.participant import LegKind
 from gateway.rooms.patterns import MAX_URI, compile_rule, full_match
 from gateway.rooms.pinguard import PinGuard
-from gateway.rooms.ratelimit import RateLimit
 from gateway.rtp.leg import RtpLeg
 from gateway.sip import negotiation
 from gateway.sip.digest import DigestClient, DigestServer
@@ -141,8 +140,8 @@ class SipService:
         self.admission: Admission | None = None  # set by the gateway: refuses new calls while overloaded
         self.door = Doorkeeper(pin_guard, lambda: self.admission)  # one for every call
         self.context = CallContext(self.prompts, directory, self.door, CallSettings.of(config.sip))
-        self._dial_outs = RateLimit(config.sip.dial_out_per_minute)  # per actor
-        self._dial_outs_total = RateLimit(config.sip.dial_out_per_minute_total)
+        # (the gateway gives H.323 the same limits: dial-outs by both protocols add up)
+        self.dial_limits = DialOutLimits(config.sip.dial_out_per_minute, config.sip.dial_out_per_minute_total)
         self.trunks = [ipaddress.ip_network(source, strict=False) for source in config.sip.trunk_sources]
         self.registrations: TrunkRegistrations | None = None  # (the trunks that register; from start)
         # The trunks: the configuration file's and the API's (the gateway sets them from its
@@ -356,12 +355,7 @@ class SipService:
         busy = self.admission.admit() if self.admission is not None else None
         if busy is not None:
             raise DialOutRefused(f"the gateway is overloaded ({busy})", "busy")
-        if self._dial_outs_total.full(None):
-            raise DialOutRefused("too many dial-outs in the last minute", "rate_limited")
-        if self._dial_outs.full(actor):
-            raise DialOutRefused("too many dial-outs by you in the last minute", "rate_limited")
-        self._dial_outs.add(actor)
-        self._dial_outs_total.add(None)
+        self.dial_limits.take(actor)
 
     def count_failure(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1

@@ -1,7 +1,8 @@
 """The gateway and a gatekeeper (RAS, gateway/h323/ras.py), against a gatekeeper written in the
 tests (tests/support/h323_peer.py, its own PER codec): registration with every room's id and
 aliases and the configured prefixes, admission (ARQ) before a call is answered and disengage (DRQ)
-when it ends, a refused admission ending the call with a Q.931 cause, unregistration (URQ) when
+when it ends, a dial-out to a number the gatekeeper finds (ARQ for an outgoing call, its ACF's
+address called), a refused admission ending the call with a Q.931 cause, unregistration (URQ) when
 the gateway stops, and every RAS message read by Wireshark with nothing malformed."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tests.support.pcap import tshark_packets, udp_pcap
 def config(gatekeeper: Gatekeeper) -> str:
     return TEST_CONFIG + (
         f"h323: {{port: 0, gatekeeper: {{address: '127.0.0.1:{gatekeeper.port}', ras_port: 0, time_to_live_s: 30,"
-        " prefixes: ['4930']}}\n"
+        " prefixes: ['4930']}, dial_out_allow: ['h323:4930123']}\n"
     )
 
 
@@ -32,6 +33,7 @@ def test_rooms_are_registered_calls_admitted_and_disengaged_and_the_gateway_unre
     gatekeeper = Gatekeeper()
     gateway = start_gateway(tmp_path, config(gatekeeper))
     caller = H323Peer(gateway.h323_port, name="Ratssaal")
+    peers = [caller]
     try:
         wait_until(lambda: logged(gateway, "registered with the gatekeeper"), 15, what="the registration")
         assert {("h323-ID", "demo"), ("dialledDigits", "4711"), ("h323-ID", "secret")} <= set(gatekeeper.aliases), gatekeeper.aliases
@@ -48,9 +50,24 @@ def test_rooms_are_registered_calls_admitted_and_disengaged_and_the_gateway_unre
         wait_until(lambda: "disengageRequest" in gatekeeper.names(), 15, what="the disengage")
         (drq,) = [v for n, v in gatekeeper.received if n == "disengageRequest"]
         assert drq["callIdentifier"]["guid"] == caller.guid and drq["answeredCall"] is True
+
+        # A dial-out to a number: the gatekeeper says where it is (ARQ, answerCall false), then DRQ.
+        callee = H323Peer(gateway.h323_port, name="Nebenstelle", tone_hz=880.0)
+        peers.append(callee)
+        gatekeeper.routes["4930123"] = ("127.0.0.1", callee.listen())
+        placed = gateway.api("POST", "/api/rooms/demo/dial", json={"uri": "h323:4930123"})
+        assert placed.status_code == 202, placed.text
+        wait_until(lambda: participant(gateway, "demo", "4930123"), 20, what="the number called through the gatekeeper")
+        outgoing = [v for n, v in gatekeeper.received if n == "admissionRequest"][-1]
+        assert outgoing["answerCall"] is False and outgoing["destinationInfo"] == [("dialledDigits", "4930123")]
+        assert callee.setup_in["destinationAddress"] == [("dialledDigits", "4930123")]
+        assert callee.setup_in["callIdentifier"] == outgoing["callIdentifier"]
+        callee.hang_up()
+        wait_until(lambda: gatekeeper.names().count("disengageRequest") == 2, 15, what="the dial-out's disengage")
         wait_until(lambda: not participants(gateway, "demo"), 15, what="the room empty")
     finally:
-        caller.close()
+        for peer in peers:
+            peer.close()
         stop_and_check(gateway)
     wait_until(lambda: "unregistrationRequest" in gatekeeper.names(), 5, what="the unregistration")
     gatekeeper.close()

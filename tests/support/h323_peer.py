@@ -208,6 +208,7 @@ class H323Peer:
         host: str = "127.0.0.1",
         video: bool = False,
         content: bool = False,
+        source_host: str | None = None,
     ) -> None:
         self.gateway = (host, gateway_port)
         self.host = host
@@ -216,6 +217,10 @@ class H323Peer:
         self.h245_mode = h245
         self.tone_hz = tone_hz
         self.video = video or content
+        self.source_host = source_host  # (the signalling connection's own address: another loopback one)
+        self.answering = False  # it answers the gateway's call (listen) rather than calling
+        self.setup_in: Any = None  # the gateway's Setup (H323-UserInformation value), when it calls us
+        self._listener: socket.socket | None = None
         self.content = content  # H.239: presentation capability, control, the token
         self.content_in: Any = None  # H264RtpReceiver of the gateway's presentation channel (with content)
         self.content_out: Any = None  # H264RtpSender of our presentation, while we present
@@ -272,7 +277,8 @@ class H323Peer:
         """Setup to `dialled`; returns once Connect arrived (AssertionError otherwise), or at once
         when `connect` is False (a call the test expects to be refused)."""
         db = codec()
-        self.sock = socket.create_connection(self.gateway, timeout=5)
+        source = (self.source_host, 0) if self.source_host else None
+        self.sock = socket.create_connection(self.gateway, timeout=5, source_address=source)
         self.sock.settimeout(0.2)
         uuie: dict[str, Any] = {
             "protocolIdentifier": "0.0.8.2250.0.4",
@@ -308,6 +314,64 @@ class H323Peer:
         self._start(self._send_tone)
         if connect:
             assert self.connected.wait(timeout), f"no Connect: {[name for name, _ in self.received]}"
+
+    def listen(self) -> int:
+        """Waits for the gateway's call (a dial-out) on a port of its own: the port. It answers the
+        Setup with CallProceeding, then Connect (fastStart's audio answered when `fast_start` and
+        proposed; H.245 tunnelled as the gateway asks); `connected` is set once Connect is out."""
+        self.answering = True
+        self._listener = socket.create_server((self.host, 0))
+        self._listener.settimeout(30)
+        self._start(self._answer)
+        return int(self._listener.getsockname()[1])
+
+    def _answer(self) -> None:
+        assert self._listener is not None
+        try:
+            self.sock, _ = self._listener.accept()
+        except OSError:
+            return
+        self.sock.settimeout(0.2)
+        self._start(self._read_rtp)
+        self._start(self._send_tone)
+        self._read_signalling()
+
+    def _answer_setup(self, reference: int, uuie: dict[str, Any], tunnelling: bool) -> None:
+        """The gateway's Setup: its identifiers kept, fastStart's G.711 µ-law taken both ways."""
+        self.reference = reference
+        self.setup_in = uuie
+        self.guid = bytes(uuie["callIdentifier"]["guid"])
+        self.conference = bytes(uuie["conferenceID"])
+        self.h245_mode = "tunnel" if tunnelling else "none"
+        answers = []
+        for element in uuie.get("fastStart", []) if self.fast_start else []:
+            _OLC.from_aper(bytes(element))
+            olc = _OLC.get_val()
+            forward, reverse = olc["forwardLogicalChannelParameters"], olc.get("reverseLogicalChannelParameters")
+            if forward["dataType"] == ("audioData", ("g711Ulaw64k", 20)) and not any(a[0] == "gateway sends" for a in answers):
+                answers.append(("gateway sends", {
+                    "forwardLogicalChannelNumber": olc["forwardLogicalChannelNumber"],
+                    "forwardLogicalChannelParameters": {"dataType": ("audioData", ("g711Ulaw64k", 20)), "multiplexParameters": (
+                        "h2250LogicalChannelParameters", {"sessionID": 1, "mediaChannel": _h245_address(self.host, self.rtp_port),
+                                                          "mediaControlChannel": _h245_address(self.host, self.rtcp_port)})}}))  # fmt: skip
+            elif reverse is not None and reverse["dataType"] == ("audioData", ("g711Ulaw64k", 20)) and not any(a[0] == "we send" for a in answers):
+                self.sent_to = _read_h245_address(reverse["multiplexParameters"][1].get("mediaChannel"))
+                answers.append(("we send", {
+                    "forwardLogicalChannelNumber": olc["forwardLogicalChannelNumber"],
+                    "forwardLogicalChannelParameters": {"dataType": ("nullData", None), "multiplexParameters": ("none", None)},
+                    "reverseLogicalChannelParameters": {"dataType": ("audioData", ("g711Ulaw64k", 20)), "multiplexParameters": (
+                        "h2250LogicalChannelParameters", {"sessionID": 1, "mediaControlChannel": _h245_address(self.host, self.rtcp_port)})}}))  # fmt: skip
+        self.fast_start = bool(answers)
+        endpoint = {"vendor": {"vendor": {"t35CountryCode": 0xB5, "t35Extension": 0, "manufacturerCode": 0x4711}},
+                    "terminal": {}, "mc": False, "undefinedNode": False}  # fmt: skip
+        common = {"protocolIdentifier": "0.0.8.2250.0.4", "callIdentifier": {"guid": self.guid}}
+        self._send_uuie(CALL_PROCEEDING, "callProceeding", {**common, "destinationInfo": endpoint, "multipleCalls": False,
+                                                            "maintainConnection": False})  # fmt: skip
+        connect = {**common, "destinationInfo": endpoint, "conferenceID": self.conference, "multipleCalls": False, "maintainConnection": False}
+        if answers:
+            connect["fastStart"] = [codec().encode("OpenLogicalChannel", olc) for _, olc in answers]
+        self._send_uuie(CONNECT, "connect", connect)
+        self.connected.set()
 
     def _proposals(self) -> list[dict[str, Any]]:
         """G.711 µ-law: our transmit channel (forward) and our receive channel (reverse)."""
@@ -364,7 +428,7 @@ class H323Peer:
         if h245:
             pdu["h245Control"] = h245
         per = codec().encode("H323-UserInformation", {"h323-uu-pdu": pdu})
-        self._send(q931(message_type, self.reference, False, per))
+        self._send(q931(message_type, self.reference, self.answering, per))
 
     # -- signalling in ------------------------------------------------------------------------
 
@@ -401,7 +465,9 @@ class H323Peer:
         self.received.append((name, value))
         pdu = value["h323-uu-pdu"]
         body, uuie = pdu["h323-message-body"]
-        if isinstance(uuie, dict) and uuie.get("fastStart"):
+        if message_type == SETUP and self.answering:
+            self._answer_setup(read_q931(frame)[1], uuie, bool(pdu.get("h245Tunnelling")))
+        if message_type != SETUP and isinstance(uuie, dict) and uuie.get("fastStart"):
             self._fast_start_answer(uuie["fastStart"])
         if message_type == CONNECT:
             address = uuie.get("h245Address")
@@ -616,7 +682,7 @@ class H323Peer:
         per_value = {"protocolIdentifier": "0.0.8.2250.0.4", "callIdentifier": {"guid": self.guid}}
         per = codec().encode("H323-UserInformation", {"h323-uu-pdu": {"h323-message-body": ("releaseComplete", per_value),
                                                                        "h245Tunnelling": self.h245_mode == "tunnel"}})  # fmt: skip
-        self._send(q931(RELEASE_COMPLETE, self.reference, False, per, bytes([0x08, 2, 0x80, 0x90])))
+        self._send(q931(RELEASE_COMPLETE, self.reference, self.answering, per, bytes([0x08, 2, 0x80, 0x90])))
 
     def hears(self, frequency: float, seconds: float = 1.0) -> float:
         """The share (dB, 0 = all of it) of what it heard in the last `seconds` that lies within
@@ -694,7 +760,7 @@ class H323Peer:
         for media in (self.video_out, self.video_in, self.content_in):
             if media is not None:
                 media.stop()
-        for sock in (self.sock, self._h245_sock, self._h245_listener, self.rtp, self.rtcp):
+        for sock in (self.sock, self._h245_sock, self._h245_listener, self._listener, self.rtp, self.rtcp):
             if sock is not None:
                 try:
                     sock.close()
@@ -728,6 +794,7 @@ class Gatekeeper:
         self.received: list[tuple[str, Any]] = []  # every RAS message, in order
         self.wire: list[tuple[bool, bytes]] = []  # (from the endpoint, octets)
         self.aliases: list[tuple[str, str]] = []  # registered by the last full RegistrationRequest
+        self.routes: dict[str, tuple[str, int]] = {}  # alias -> where an endpoint calling it is sent (ACF)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -766,9 +833,11 @@ class Gatekeeper:
         if name == "admissionRequest":
             if self.refuse:
                 return ("admissionReject", {"requestSeqNum": sequence, "rejectReason": ("requestDenied", None)})
+            called = [alias for _, alias in value.get("destinationInfo", []) if alias in self.routes]
+            destination = self.routes[called[0]] if called and not value["answerCall"] else ("127.0.0.1", 1720)
             return ("admissionConfirm", {
                 "requestSeqNum": sequence, "bandWidth": value["bandWidth"], "callModel": ("direct", None),
-                "destCallSignalAddress": _address("127.0.0.1", 1720), "willRespondToIRR": False, "uuiesRequested": {
+                "destCallSignalAddress": _address(*destination), "willRespondToIRR": False, "uuiesRequested": {
                     "setup": False, "callProceeding": False, "connect": False, "alerting": False, "information": False,
                     "releaseComplete": False, "facility": False, "progress": False, "empty": False}})  # fmt: skip
         if name == "disengageRequest":
