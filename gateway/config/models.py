@@ -674,7 +674,8 @@ class RoomSystemConfig(_Strict):
     uri: str = Field(
         pattern=r"^(?:sips?:[^\s@<>]+@[^\s@<>]+|h323:[^\s<>]+)$",
         max_length=256,
-        description="sip:user@host[:port][;params], or h323:[alias]@host[:port] for an H.323 room system",
+        description="sip:user@host[:port][;params], or h323:[alias]@host[:port] for an H.323 room system "
+        "(password, auth_user, challenge_calls and srtp are SIP's: an H.323 one is recognised by its address)",
     )
     trusted: bool = Field(
         False,
@@ -703,8 +704,6 @@ class RoomSystemConfig(_Strict):
     def _challenge_needs_password(self) -> RoomSystemConfig:
         if self.challenge_calls and self.password is None:
             raise ValueError("challenge_calls needs a password")
-        if self.uri.lower().startswith("h323:") and (self.password is not None or self.srtp is not None):
-            raise ValueError("password and srtp are for SIP room systems (an H.323 one is recognised by its address)")
         return self
 
     @property
@@ -812,6 +811,8 @@ class H323Config(_Strict):
     content: bool = Field(
         True, description="H.239 presentation (a second H.264 channel and its token) with video on"
     )
+    h245_port_min: int = Field(0, ge=0, le=65535, description="H.245 connections we listen for: lowest port (0: any free)")
+    h245_port_max: int = Field(0, ge=0, le=65535, description="H.245 connections we listen for: highest port")
     max_calls: int = Field(200, ge=1, le=10_000, description="H.323 calls at once")
     max_calls_per_source: int = Field(
         10, ge=1, le=10_000, description="calls at once from one address (a gatekeeper's or MCU's address may need more)"
@@ -830,6 +831,16 @@ class H323Config(_Strict):
     @classmethod
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
         return _dial_out_rules(patterns)
+
+    @model_validator(mode="after")
+    def _h245_range(self) -> H323Config:
+        if (self.h245_port_min == 0) != (self.h245_port_max == 0) or self.h245_port_max < self.h245_port_min:
+            raise ValueError("h245_port_min and h245_port_max: both 0 (any free port), or a range low to high")
+        return self
+
+    @property
+    def h245_ports(self) -> tuple[int, int] | None:
+        return (self.h245_port_min, self.h245_port_max) if self.h245_port_min else None
 
 
 class GatewayConfig(BaseSettings):

@@ -148,6 +148,10 @@ class Administration:
             if home is None:
                 raise NotFound(f"default_room {system.default_room!r} is no room", "unknown_room")
             system = system.model_copy(update={"default_room": home.room.id})
+        try:
+            self.directory.identity(system)  # (read by the protocol its scheme names)
+        except ValueError as exc:
+            raise RoomError(f"uri: {exc}", "bad_uri") from None
         for other in self.directory.systems.values():
             if other.id != system.id and other.uri.lower() == system.uri.lower():
                 raise Conflict(f"room system {other.id!r} already has the URI {system.uri!r}")

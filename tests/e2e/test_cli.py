@@ -287,7 +287,7 @@ def test_cli_live_control_records_host_link_and_dial(admin_gateway: RunningGatew
     # Dial-out: the refusals (a real call is tests/e2e/test_sip_dial_out.py).
     refused(admin(gw, "dial", "cli-live", "sip:0049301234567@carrier.invalid"), "dial_out_refused", "HTTP 403")
     refused(admin(gw, "dial", "cli-live", "--system", "none"), "no room system 'none'")
-    refused(admin(gw, "dial", "cli-live"), "either a SIP URI or --system")
+    refused(admin(gw, "dial", "cli-live"), "either an address (sip:, tel:, h323:) or --system")
     ok(admin(gw, "rooms", "delete", "cli-live"))
 
 
