@@ -21,7 +21,7 @@ from gateway.control.api import build_router
 from gateway.control.auth import Authenticator, HostLinks
 from gateway.control.dialout import Dialer, DialOut
 from gateway.control.live import LiveControl
-from gateway.control.metrics import CallCounters, LoopLag, build_registry
+from gateway.control.metrics import CallCounters, H323Counters, LoopLag, build_registry
 from gateway.control.mqtt import MqttBridge
 from gateway.control.records import CallRecorder
 from gateway.control.store import Store
@@ -129,7 +129,22 @@ class Gateway:
         if self.mqtt is not None and sip is not None:
             sip.trunk_listeners.append(self.mqtt.publish_trunk_state)
             sip.registration_listeners.append(self.mqtt.publish_registration)
-        self.metrics = build_registry(self.directory, calls, self.loop_lag, self.mqtt.counters if self.mqtt else None)
+        h323 = self.h323
+        h323_counters = (
+            (
+                lambda: H323Counters(
+                    len(h323.calls),
+                    {"in": h323.attempts, "out": h323.dial_outs},
+                    dict(h323.failures),
+                    h323.registered if config.h323.gatekeeper is not None else None,
+                )
+            )
+            if h323
+            else None
+        )
+        self.metrics = build_registry(
+            self.directory, calls, self.loop_lag, self.mqtt.counters if self.mqtt else None, h323_counters
+        )
         self.ready = False
         api = build_router(
             config,

@@ -32,6 +32,17 @@ class CallCounters:
 
 
 @dataclass
+class H323Counters:
+    """What H.323 reports: calls now, attempts by direction, failures by Q.850 cause, and the
+    gatekeeper registration (None: no gatekeeper configured)."""
+
+    active: int = 0
+    attempts: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    gatekeeper_registered: bool | None = None
+
+
+@dataclass
 class MqttCounters:
     """What the MQTT bridge reports: connected now, events published and dropped (queue full while the
     broker was away), events waiting, reconnections, commands by result (accepted / refused)."""
@@ -68,11 +79,13 @@ class GatewayCollector(Collector):
         calls: Callable[[], CallCounters] | None,
         lag: LoopLag,
         mqtt: Callable[[], MqttCounters] | None = None,
+        h323: Callable[[], H323Counters] | None = None,
     ) -> None:
         self._directory = directory
         self._calls = calls
         self._lag = lag
         self._mqtt = mqtt
+        self._h323 = h323
 
     def collect(self) -> Iterator[Metric]:
         participants = GaugeMetricFamily(
@@ -176,6 +189,22 @@ class GatewayCollector(Collector):
                 registers.add_metric([outcome], count)
             yield registers
 
+        if self._h323 is not None:
+            h323 = self._h323()
+            yield GaugeMetricFamily("gateway_h323_calls_active", "H.323 calls in progress", value=h323.active)
+            attempts = CounterMetricFamily("gateway_h323_call_attempts", "H.323 call attempts", labels=["direction"])
+            for direction, count in sorted(h323.attempts.items()):
+                attempts.add_metric([direction], count)
+            yield attempts
+            failures = CounterMetricFamily("gateway_h323_call_failures", "H.323 calls refused or failed, by Q.850 cause", labels=["cause"])
+            for cause, count in sorted(h323.failures.items()):
+                failures.add_metric([cause], count)
+            yield failures
+            if h323.gatekeeper_registered is not None:
+                yield GaugeMetricFamily(
+                    "gateway_h323_gatekeeper_registered", "1 while registered with the gatekeeper", value=int(h323.gatekeeper_registered)
+                )
+
         if self._mqtt is not None:
             mqtt = self._mqtt()
             yield GaugeMetricFamily("gateway_mqtt_connected", "1 while connected to the MQTT broker", value=int(mqtt.connected))
@@ -199,7 +228,8 @@ def build_registry(
     calls: Callable[[], CallCounters] | None,
     lag: LoopLag,
     mqtt: Callable[[], MqttCounters] | None = None,
+    h323: Callable[[], H323Counters] | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(directory, calls, lag, mqtt))
+    registry.register(GatewayCollector(directory, calls, lag, mqtt, h323))
     return registry

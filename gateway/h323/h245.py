@@ -105,6 +105,7 @@ class Capabilities:
     user_input: frozenset[str] = frozenset()  # basicString, dtmf, iA5String ...
     h239: bool = False  # the H.239 control capability
     packetization_modes: frozenset[int] = frozenset({0})  # H.264 modes its mediaPacketization lists
+    other_audio: tuple[str, ...] = ()  # audio it receives that we do not speak (G.722.1, Siren 14, G.729 ...)
 
     def codecs(self, kind: MediaKind) -> tuple[Codec, ...]:
         return {MediaKind.AUDIO: self.audio, MediaKind.VIDEO: self.video, MediaKind.CONTENT: self.content}[kind]
@@ -411,6 +412,7 @@ def read_capabilities(value: Any) -> Capabilities:
     video: list[Codec] = []
     content: list[Codec] = []
     telephone_event, user_input, h239 = None, set(), False
+    other_audio: list[str] = []
     for entry in value.get("capabilityTable", ())[:MAX_TABLE]:
         capability = entry.get("capability")
         if not isinstance(capability, tuple):
@@ -420,6 +422,8 @@ def read_capabilities(value: Any) -> Capabilities:
             name = _AUDIO_NAMES.get(content_value[0])
             if name is not None:
                 audio.append(Codec(name, frames=int(content_value[1])))
+            elif len(other_audio) < 8:
+                other_audio.append(_audio_name(content_value))
         elif kind in ("receiveVideoCapability", "receiveAndTransmitVideoCapability"):
             codec = _read_video(content_value)
             if codec is not None:
@@ -439,7 +443,22 @@ def read_capabilities(value: Any) -> Capabilities:
             if oid[:7] == H264_SINGLE_NAL[:7]:  # (Polycom writes 0.0.8.241.0.0.0 for mode 0)
                 modes.add(oid[7] if len(oid) > 7 else 0)
     return Capabilities(tuple(audio), tuple(video), tuple(content), telephone_event, frozenset(user_input), h239,
-                        frozenset(modes or {0}))  # fmt: skip
+                        frozenset(modes or {0}), tuple(dict.fromkeys(other_audio)))  # fmt: skip
+
+
+_GENERIC_AUDIO = {(0, 0, 7, 7221, 1, 0): "G.722.1", (0, 0, 7, 7221, 1, 1, 0): "G.722.1C (Siren 14)", (0, 0, 7, 7221, 1, 1): "G.722.1C (Siren 14)",
+                  (0, 0, 8, 722, 2, 1): "G.722.2 (AMR-WB)"}  # fmt: skip
+
+
+def _audio_name(value: Any) -> str:
+    """What an audio capability we do not speak is, for the log: its H.245 name, or the codec a
+    generic capability's identifier names."""
+    if isinstance(value, tuple) and value and isinstance(value[0], str):
+        if value[0] == "genericAudioCapability" and isinstance(value[1], dict):
+            oid = _oid(value[1].get("capabilityIdentifier"))
+            return _GENERIC_AUDIO.get(oid, "generic " + ".".join(map(str, oid)))
+        return value[0][:40]
+    return "?"
 
 
 # -- logical channels -----------------------------------------------------------------------------

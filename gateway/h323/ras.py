@@ -135,6 +135,15 @@ class RasClient:
         else:
             self._register(now, keep_alive=False)
 
+    def update_aliases(self, aliases: tuple[Alias, ...], now: float) -> None:
+        """The rooms changed: registered, a full RegistrationRequest with the new aliases at once
+        (it replaces the old ones at the gatekeeper); otherwise they go in the next one."""
+        if aliases == self.aliases:
+            return
+        self.aliases = aliases
+        if self.state is State.REGISTERED:
+            self._register(now, keep_alive=False)
+
     def stop(self, now: float) -> None:
         """UnregistrationRequest (when registered); no more requests after it."""
         if self.state is State.REGISTERED:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import functools
 import ipaddress
 import re
@@ -224,6 +225,17 @@ class H323Service:
         log.info("registering with the gatekeeper", gatekeeper=f"{gk_host}:{gk_port}", aliases=len(self.ras.aliases))
         self.ras.start(loop.time())
         self._ras_flush()
+        self.directory.alias_watchers.append(self._rooms_changed)
+
+    def _rooms_changed(self) -> None:
+        """A room was added, changed or removed: the gatekeeper hears the aliases we now serve."""
+        ras = self.ras
+        if ras is not None and ras.state is not RasState.STOPPED:
+            aliases = self.room_aliases()
+            if aliases != ras.aliases:
+                log.info("room aliases changed: registering them", aliases=len(aliases))
+                ras.update_aliases(aliases, asyncio.get_running_loop().time())
+                self._ras_flush()
 
     def _ras_flush(self) -> None:
         ras, transport = self.ras, self._ras_transport
@@ -313,6 +325,8 @@ class H323Service:
             self._server.close()
         for call in list(self.calls):
             call.shut_down()
+        if self._rooms_changed in self.directory.alias_watchers:
+            self.directory.alias_watchers.remove(self._rooms_changed)
         if self.ras is not None:
             self.ras.stop(asyncio.get_running_loop().time())
             self._ras_flush()
@@ -536,9 +550,24 @@ class H245Link:
         self._task: asyncio.Task[None] | None = None
         self._pending: list[bytes] = []
 
-    async def listen(self, host: str) -> int:
-        self.server = await asyncio.start_server(self._accepted, host, 0)
-        return int(self.server.sockets[0].getsockname()[1])
+    async def listen(self, host: str, ports: tuple[int, int] | None = None) -> int:
+        """Listens for the far end's H.245 connection: on a port of `ports` (a firewall's range,
+        tried from a random start), else on any free one."""
+        if ports is None:
+            self.server = await asyncio.start_server(self._accepted, host, 0)
+            return int(self.server.sockets[0].getsockname()[1])
+        low, high = ports
+        start = secrets.randbelow(high - low + 1)
+        for i in range(high - low + 1):
+            port = low + (start + i) % (high - low + 1)
+            try:
+                self.server = await asyncio.start_server(self._accepted, host, port)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                continue
+            return port
+        raise OSError(errno.EADDRINUSE, f"no free H.245 port in {low}-{high}")
 
     async def connect(self, address: Address) -> None:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 10)
@@ -746,7 +775,7 @@ class H323Call(Call):
             if self.setup.h245_address is not None:
                 self._spawn(self._connect_h245(self.setup.h245_address))
             else:
-                h245_address = (service.address, await self.h245.listen(service.config.h323.host))
+                h245_address = (service.address, await self.h245.listen(service.config.h323.host, service.config.h323.h245_ports))
         if self.phase == "ended":  # (the caller gave up meanwhile)
             self._close_media()
             return
@@ -947,6 +976,9 @@ class H323Call(Call):
         theirs = self.theirs.codecs(kind)
         ours = self.service.capabilities.codecs(kind)
         if not theirs or not ours:
+            if kind is MediaKind.AUDIO and self.theirs.other_audio:
+                # (G.722.1 and Siren 14 are not ours: no maintained decoder in PyAV or elsewhere in Python)
+                self.log.warning("no common audio codec: the room system takes only ones we lack", theirs=list(self.theirs.other_audio))
             return  # (it receives no such media, or we send none)
         names = {c.name for c in theirs}
         received = self.receiving.get(kind)
@@ -956,7 +988,7 @@ class H323Call(Call):
         else:
             choice = next((t for o in ours for t in theirs if t.name == o.name), None)
         if choice is None:
-            self.log.info("no common codec to send", kind=kind.value)
+            self.log.warning("no common codec to send", kind=kind.value, theirs=[c.name for c in theirs], unsupported=list(self.theirs.other_audio))
             return
         addresses = self._addresses()
         if kind not in addresses:
@@ -1134,6 +1166,7 @@ class H323Call(Call):
                 self.log.info(
                     "capabilities received",
                     audio=[c.name for c in event.capabilities.audio],
+                    other_audio=list(event.capabilities.other_audio),
                     video=[f"{c.name}/{c.level}" for c in event.capabilities.video],
                     content=bool(event.capabilities.content),
                     h239=event.capabilities.h239,

@@ -106,6 +106,7 @@ class Directory:
         self._lookups: set[asyncio.Task[None]] = set()
         self._listeners: list[Listener] = []
         self._unsubscribe: dict[str, Callable[[], None]] = {}
+        self.alias_watchers: list[Callable[[], None]] = []  # told when rooms or their aliases change (RAS)
         # One media timer for every room of the process: rooms tick in turn on one 20 ms grid.
         self.clock_driver = ClockDriver(config.media.mixer.tick_ms / 1000)
         for rc in config.rooms:
@@ -166,11 +167,19 @@ class Directory:
         self._unsubscribe[spec.id] = room.subscribe(self.publish)
         return conference
 
+    def _aliases_changed(self) -> None:
+        for watcher in list(self.alias_watchers):
+            try:
+                watcher()
+            except Exception:
+                log.exception("alias watcher failed")
+
     def _index_aliases(self, spec: RoomConfig) -> None:
         for alias in [a for a, owner in self._aliases.items() if owner == spec.id]:
             del self._aliases[alias]
         for alias in (spec.id, *spec.aliases):
             self._aliases[alias.lower()] = spec.id
+        self._aliases_changed()
 
     def update(self, spec: RoomConfig) -> Conference:
         """New settings for an API room; who is in the meeting stays in."""
@@ -202,6 +211,7 @@ class Directory:
             conference.room.end(None)
         del self.conferences[room_id], self.specs[room_id], self.origins[room_id]
         self._aliases = {alias: owner for alias, owner in self._aliases.items() if owner != room_id}
+        self._aliases_changed()
         self._unsubscribe.pop(room_id)()
         await conference.close()
 

@@ -3,7 +3,8 @@ tests from the ITU-T texts (tests/support/h323_peer.py, its own PER codec): H.24
 forms (tunnelled, on a connection the caller listens on, on one the gateway listens on), with and
 without fastStart; the PIN typed as H.245 userInputIndication; two room systems hearing each other
 through the room's mix; a host's mute silencing one on the media itself; endings as Q.931 causes;
-everything the gateway sent on call signalling read by Wireshark with no malformed packet; and a
+everything the gateway sent on call signalling and on separate H.245 connections read by Wireshark
+with no malformed packet; keys as RFC 2833 telephone-events and as H.245 signal indications; and a
 port facing the internet that shrugs off garbage, bad PER and connections that never speak."""
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from tests.support.gateway import (
 )
 from tests.support.h323_peer import H323Peer, assert_tshark_reads, q931
 
-shared_gateway, demo = gateway_per_module("demo", TEST_CONFIG + "h323: {port: 0, setup_timeout_s: 2}\n")
+H245_PORTS = (46100, 46199)  # (the gateway listens for H.245 connections there: a firewall's range)
+shared_gateway, demo = gateway_per_module(
+    "demo", TEST_CONFIG + f"h323: {{port: 0, setup_timeout_s: 2, h245_port_min: {H245_PORTS[0]}, h245_port_max: {H245_PORTS[1]}}}\n"
+)
 
 
 def joined(gateway: RunningGateway, peer: H323Peer, dialled: str, keys: str, **expected: object) -> dict[str, object]:
@@ -67,6 +71,8 @@ def test_two_room_systems_meet_hear_each_other_and_a_host_mute_silences_one(
     assert office.hears(440.0) > -6, "the host's mute silenced the wrong side"
     # H.245 ran as each side says: capabilities and master/slave both ways, and the gateway the master.
     for peer in (council, office):
+        if peer.h245_mode == "connect":
+            assert peer.gateway_h245 is not None and H245_PORTS[0] <= peer.gateway_h245[1] <= H245_PORTS[1], peer.gateway_h245
         names = [name for _, name, _ in peer.control_in]
         assert {"terminalCapabilitySet", "terminalCapabilitySetAck", "masterSlaveDetermination"} <= set(names), names
         assert peer.master_slave_done.is_set()
@@ -126,3 +132,24 @@ def test_the_port_shrugs_off_garbage_bad_per_and_silent_connections(demo: Runnin
     joined(demo, caller, "4711", "#", kind="h323_room_system")
     caller.hang_up()
     wait_until(lambda: not participants(demo, "demo"), 10, what="the room empty")
+
+
+@pytest.mark.parametrize("form", ["rfc2833", "signal"])
+def test_the_pin_and_phone_keys_arrive_as_rfc2833_and_as_signal_indications(
+    demo: RunningGateway, h323_peers: list[H323Peer], form: str
+) -> None:
+    """The guest PIN of a room, then the self-mute key (*6): as RFC 2833 telephone-events on the
+    audio channel (fastStart), or as one H.245 userInputIndication signal per key (H.245 channels)."""
+    name = f"Tasten {form}"
+    caller = H323Peer(demo.h323_port, name=name, fast_start=form == "rfc2833")
+    h323_peers.append(caller)
+    caller.call("secret")  # (the room's guest PIN is 5555)
+    caller.send_keys("5555#", form)
+    member = wait_until(lambda: participant(demo, "secret", name), 30, what="the caller in the room by its PIN")
+    assert isinstance(member, dict) and member["role"] == "guest" and not member["muted"]
+    caller.send_keys("*6", form)
+    wait_until(lambda: (participant(demo, "secret", name) or {}).get("self_muted") is True, 15, what="self-muted by *6")
+    via = "rfc4733" if form == "rfc2833" else "h245"
+    assert [line for line in logged(demo, "DTMF received") if line.get("via") == via and line.get("digit") == "6"], via
+    caller.hang_up()
+    wait_until(lambda: participant(demo, "secret", name) is None, 15, what="the caller gone")

@@ -20,6 +20,7 @@ from tests.support.gateway import (
     RunningGateway,
     gateway_per_module,
     logged,
+    metric,
     participant,
     wait_until,
 )
@@ -66,6 +67,8 @@ def test_a_directory_room_system_is_called_in_with_fast_start_and_hears_the_room
     assert setup["destinationAddress"] == [("h323-ID", "saal")] and setup["sourceAddress"][0] == ("h323-ID", "demo")
     assert callee.fast_start, "the gateway's Setup proposed no G.711 µ-law"
     wait_until(lambda: callee.hears(440.0) > -6 and caller.hears(880.0) > -6, 15, what="the two hear each other")
+    assert metric(demo, "gateway_h323_call_attempts", direction="out") >= 1
+    assert metric(demo, "gateway_h323_calls_active") == 2  # (the caller and the called)
     callee.hang_up()
     wait_until(lambda: participant(demo, "demo", "Ratssaal") is None, 15, what="the room system gone")
     assert_tshark_reads(callee, tmp_path)
@@ -89,6 +92,8 @@ def test_an_allowed_address_is_called_without_fast_start_others_are_refused(demo
     for bad in ("h323:ratssaal@127.0.0.1:99999", "h323:", "h323:a;b@127.0.0.1"):
         answer = demo.api("POST", "/api/rooms/demo/dial", json={"uri": bad})
         assert answer.status_code == 400 and answer.json()["error"] == "bad_uri", (bad, answer.text)
+    entry = demo.api("POST", "/api/systems", json={"id": "kaputt", "name": "Kaputt", "uri": "h323:a;b@127.0.0.1"})
+    assert entry.status_code == 400 and entry.json()["error"] == "bad_uri", entry.text  # (the directory takes only URLs it can call)
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]

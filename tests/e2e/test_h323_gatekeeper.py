@@ -1,6 +1,6 @@
 """The gateway and a gatekeeper (RAS, gateway/h323/ras.py), against a gatekeeper written in the
 tests (tests/support/h323_peer.py, its own PER codec): registration with every room's id and
-aliases and the configured prefixes, admission (ARQ) before a call is answered and disengage (DRQ)
+aliases and the configured prefixes (again at once when a room is added or removed), admission (ARQ) before a call is answered and disengage (DRQ)
 when it ends, a dial-out to a number the gatekeeper finds (ARQ for an outgoing call, its ACF's
 address called), a refused admission ending the call with a Q.931 cause, unregistration (URQ) when
 the gateway stops, and every RAS message read by Wireshark with nothing malformed."""
@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.support.gateway import (
     TEST_CONFIG,
     logged,
+    metric,
     participant,
     participants,
     start_gateway,
@@ -36,10 +37,17 @@ def test_rooms_are_registered_calls_admitted_and_disengaged_and_the_gateway_unre
     peers = [caller]
     try:
         wait_until(lambda: logged(gateway, "registered with the gatekeeper"), 15, what="the registration")
+        assert metric(gateway, "gateway_h323_gatekeeper_registered") == 1
         assert {("h323-ID", "demo"), ("dialledDigits", "4711"), ("h323-ID", "secret")} <= set(gatekeeper.aliases), gatekeeper.aliases
         (rrq,) = [v for n, v in gatekeeper.received if n == "registrationRequest"][:1]
         prefixes = dict(rrq["terminalType"]["gateway"]["protocol"])["voice"]["supportedPrefixes"]
         assert prefixes == [{"prefix": ("dialledDigits", "4930")}] and rrq["timeToLive"] == 30
+        # A room made (and removed) through the API: the gatekeeper hears its aliases at once.
+        made = gateway.api("POST", "/api/rooms", json={"id": "annex", "name": "Annex", "host_pin": "1234", "aliases": ["4799"]})
+        assert made.status_code == 201, made.text
+        wait_until(lambda: ("dialledDigits", "4799") in gatekeeper.aliases, 10, what="the new room's alias registered")
+        assert gateway.api("DELETE", "/api/rooms/annex").status_code == 204
+        wait_until(lambda: ("h323-ID", "annex") not in gatekeeper.aliases and gatekeeper.aliases, 10, what="the room gone from the gatekeeper")
         caller.call("4711")
         (arq,) = [v for n, v in gatekeeper.received if n == "admissionRequest"]
         assert arq["answerCall"] is True and arq["endpointIdentifier"] == "EP-1"

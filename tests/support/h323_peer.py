@@ -237,6 +237,8 @@ class H323Peer:
         self.guid = os.urandom(16)
         self.conference = os.urandom(16)
         self.wire: list[tuple[bool, bytes]] = []  # (from us, octets) on the signalling connection
+        self.h245_wire: list[tuple[bool, bytes]] = []  # (from us, octets) on a separate H.245 connection
+        self.gateway_h245: tuple[str, int] | None = None  # the h245Address of the gateway's Connect (we connect to it)
         self.received: list[tuple[str, Any]] = []  # (Q.931 message name, H323-UserInformation value)
         self.causes: list[int] = []  # Q.850 causes of the gateway's ReleaseCompletes
         self.control_in: list[tuple[str, str, Any]] = []  # H.245 from the gateway: (class, name, value)
@@ -264,6 +266,7 @@ class H323Peer:
         self.sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._encoder = G711Encoder(AudioCodec.PCMU)
+        self._events: list[str] = []  # keys to send as RFC 2833 telephone-events
         if self.video:
             from tests.support.rtp_video import H264RtpReceiver
 
@@ -432,8 +435,9 @@ class H323Peer:
 
     # -- signalling in ------------------------------------------------------------------------
 
-    def _receive(self, sock: socket.socket, on_frame: Callable[[bytes], None], record: bool = False) -> None:
-        """TPKT frames from `sock` to `on_frame` until it closes or the peer stops."""
+    def _receive(self, sock: socket.socket, on_frame: Callable[[bytes], None], wire: list[tuple[bool, bytes]] | None = None) -> None:
+        """TPKT frames from `sock` to `on_frame` until it closes or the peer stops (what came in
+        recorded in `wire`)."""
         buffer = bytearray()
         while not self._stop.is_set():
             try:
@@ -444,16 +448,16 @@ class H323Peer:
                 break
             if not data:
                 break
-            if record:
+            if wire is not None:
                 with self._lock:
-                    self.wire.append((False, data))
+                    wire.append((False, data))
             buffer += data
             for frame in frames(buffer):
                 on_frame(frame)
 
     def _read_signalling(self) -> None:
         assert self.sock is not None
-        self._receive(self.sock, self._on_message, record=True)
+        self._receive(self.sock, self._on_message, self.wire)
         self.released.set()
 
     def _on_message(self, frame: bytes) -> None:
@@ -473,7 +477,8 @@ class H323Peer:
             address = uuie.get("h245Address")
             if self.h245_mode == "connect" and address is not None:
                 ip = socket.inet_ntoa(bytes(address[1]["ip"]))
-                self._h245_sock = socket.create_connection((ip, address[1]["port"]), timeout=5)
+                self.gateway_h245 = (ip, int(address[1]["port"]))
+                self._h245_sock = socket.create_connection(self.gateway_h245, timeout=5)
                 self._start(self._read_h245)
             self.connected.set()
         for pdu_bytes in pdu.get("h245Control", ()):
@@ -511,7 +516,7 @@ class H323Peer:
         sock = self._h245_sock
         assert sock is not None
         sock.settimeout(0.2)
-        self._receive(sock, self._on_h245)
+        self._receive(sock, self._on_h245, self.h245_wire)
 
     def send_h245(self, *values: tuple[str, tuple[str, Any]]) -> None:
         pdus = [codec().encode("MultimediaSystemControlMessage", value) for value in values]
@@ -522,7 +527,10 @@ class H323Peer:
             while self._h245_sock is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert self._h245_sock is not None, "no H.245 connection"
-            self._h245_sock.sendall(b"".join(bytes([3, 0]) + (len(p) + 4).to_bytes(2, "big") + p for p in pdus))
+            data = b"".join(bytes([3, 0]) + (len(p) + 4).to_bytes(2, "big") + p for p in pdus)
+            with self._lock:
+                self.h245_wire.append((True, data))
+                self._h245_sock.sendall(data)
 
     def _capability_set(self) -> tuple[str, tuple[str, Any]]:
         multipoint = {"multicastCapability": False, "multiUniCastConference": False, "mediaDistributionCapability": [
@@ -672,9 +680,19 @@ class H323Peer:
         self.send_h245(h239(kind, sub_message, parameters))
 
 
-    def send_keys(self, keys: str) -> None:
-        """The keys as one userInputIndication (alphanumeric)."""
-        self.send_h245(("indication", ("userInput", ("alphanumeric", keys))))
+    def send_keys(self, keys: str, form: str = "alphanumeric") -> None:
+        """The keys as H.245 userInputIndication: one `alphanumeric` string, or one `signal`
+        indication per key (signalType), as many room systems send them; or `rfc2833`: as RTP
+        telephone-events on the audio channel (payload type 101, what the gateway's capability set
+        offers), between the tone's packets."""
+        if form == "alphanumeric":
+            self.send_h245(("indication", ("userInput", ("alphanumeric", keys))))
+        elif form == "signal":
+            for key in keys:
+                self.send_h245(("indication", ("userInput", ("signal", {"signalType": key, "duration": 160}))))
+        else:
+            assert form == "rfc2833", form
+            self._events.extend(keys)
 
     def hang_up(self) -> None:
         """endSessionCommand, then ReleaseComplete (normal clearing)."""
@@ -718,13 +736,27 @@ class H323Peer:
         sequence, stamp, ssrc = 0, 0, secrets.randbits(32)
         t = np.arange(160) / 8000
         next_at = time.monotonic()
+        event: list[bytes] = []  # the packets of the key being sent (RFC 4733: one timestamp, growing duration)
         while not self._stop.is_set():
             if self.sent_to is not None:
-                pcm = (8000 * np.sin(2 * np.pi * self.tone_hz * (t + stamp / 8000))).astype(np.int16)
-                payload = self._encoder.encode_narrow(pcm)
-                header = struct.pack("!BBHII", 0x80, 0, sequence & 0xFFFF, stamp & 0xFFFFFFFF, ssrc)
+                if not event and self._events:
+                    code = "0123456789*#".index(self._events.pop(0))
+                    start = stamp
+                    event = [struct.pack("!BBH", code, 10, 160 * (i + 1)) for i in range(6)]
+                    event += [struct.pack("!BBH", code, 0x80 | 10, 160 * 7)] * 3  # (the end, three times)
+                    event += [b""] * 3  # (then a gap of tone before the next key)
+                if event and event[0]:
+                    first = len(event) == 12
+                    header = struct.pack("!BBHII", 0x80, (0x80 if first else 0) | 101, sequence & 0xFFFF, start & 0xFFFFFFFF, ssrc)
+                    packet = header + event.pop(0)
+                else:
+                    if event:
+                        event.pop(0)
+                    pcm = (8000 * np.sin(2 * np.pi * self.tone_hz * (t + stamp / 8000))).astype(np.int16)
+                    header = struct.pack("!BBHII", 0x80, 0, sequence & 0xFFFF, stamp & 0xFFFFFFFF, ssrc)
+                    packet = header + self._encoder.encode_narrow(pcm)
                 try:
-                    self.rtp.sendto(header + payload, self.sent_to)
+                    self.rtp.sendto(packet, self.sent_to)
                 except OSError:
                     pass
                 sequence += 1
@@ -772,10 +804,16 @@ class H323Peer:
 
 
 def assert_tshark_reads(peer: H323Peer, tmp_path: Path, fields: tuple[str, ...] = ()) -> list[Packet]:
-    """The whole signalling connection, both ways (tunnelled H.245 in it), read by Wireshark's
-    H.225.0 and H.245 dissectors with nothing malformed or warned about: its packets."""
+    """The whole signalling connection, both ways (tunnelled H.245 in it), and a separate H.245
+    connection if there was one, read by Wireshark's H.225.0 and H.245 dissectors with nothing
+    malformed or warned about: the packets (H.225.0's, then H.245's)."""
     packets = tshark_packets(tcp_pcap(tmp_path / f"{peer.name}.pcap", peer.wire, 1720), "h225", ["h225.h323_message_body", *fields])
     assert packets, "tshark found no H.225.0"
+    if peer.h245_wire:
+        pcap = tcp_pcap(tmp_path / f"{peer.name}-h245.pcap", peer.h245_wire, 41245)
+        h245_packets = tshark_packets(pcap, "h245", ["h245.pdu_type", *fields], decode_as=["tcp.port==41245,h245"])
+        assert {kind for p in h245_packets for kind in p.fields.get("h245.pdu_type", [])} >= {"0", "1"}, "no H.245 requests and responses"
+        packets += h245_packets
     assert not [p for p in packets if p.malformed or p.problems], [(p.frame, p.problems) for p in packets]
     return packets
 

@@ -165,3 +165,19 @@ def test_any_octets_are_read_or_refused_with_h245error(data: bytes) -> None:
         h245.read(data)
     except H245Error:
         pass
+
+
+def test_audio_we_do_not_speak_is_named_for_the_log() -> None:
+    """G.722.1 (a generic capability), Siren 14 and G.723.1 in a capability set: no codec of ours,
+    but named in other_audio, so that the log says why a room system offering only them is silent."""
+    tcs = {"sequenceNumber": 1, "capabilityTable": [
+        {"capabilityTableEntryNumber": 1, "capability": ("receiveAudioCapability", ("genericAudioCapability", {
+            "capabilityIdentifier": ("standard", (0, 0, 7, 7221, 1, 0)), "maxBitRate": 320}))},
+        {"capabilityTableEntryNumber": 2, "capability": ("receiveAudioCapability", ("genericAudioCapability", {
+            "capabilityIdentifier": ("standard", (0, 0, 7, 7221, 1, 1, 0)), "maxBitRate": 480}))},
+        {"capabilityTableEntryNumber": 3, "capability": ("receiveAudioCapability", ("g7231", {"maxAl-sduAudioFrames": 1, "silenceSuppression": False}))},
+        {"capabilityTableEntryNumber": 4, "capability": ("receiveAudioCapability", ("g711Alaw64k", 20))},
+    ]}  # fmt: skip
+    read = h245.read_capabilities(tcs)
+    assert [c.name for c in read.audio] == ["PCMA"]
+    assert read.other_audio == ("G.722.1", "G.722.1C (Siren 14)", "g7231")

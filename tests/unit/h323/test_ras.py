@@ -187,3 +187,18 @@ def test_datagrams_from_elsewhere_or_unreadable_are_never_acted_upon() -> None:
     assert isinstance(problem, RasProblem) and ras.state is State.REGISTERING
     (problem,) = ras.receive(b"\xff" * 40, GK, 0.2)
     assert isinstance(problem, RasProblem) and ras.state is State.REGISTERING
+
+
+def test_changed_rooms_are_registered_at_once_with_a_full_request() -> None:
+    ras = registered(client())
+    ras.update_aliases(ras.aliases, 5.0)
+    assert sent(ras) == []  # (nothing changed: nothing sent)
+    ras.update_aliases((Alias("h323-ID", "Ratssaal"), Alias("dialledDigits", "4799")), 5.0)
+    ((name, rrq),) = sent(ras)
+    assert name == "registrationRequest" and rrq["keepAlive"] is False
+    assert rrq["terminalAlias"] == [("h323-ID", "Ratssaal"), ("dialledDigits", "4799")]
+    unregistered = client()
+    unregistered.update_aliases((Alias("h323-ID", "Neu"),), 0.0)  # (not registered yet: the first request carries them)
+    unregistered.start(0.0)
+    ((_, first),) = sent(unregistered)
+    assert first["terminalAlias"] == [("h323-ID", "Neu")]
