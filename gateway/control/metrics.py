@@ -163,14 +163,8 @@ class GatewayCollector(Collector):
         if self._calls is not None:
             counters = self._calls()
             yield GaugeMetricFamily("gateway_sip_calls_active", "SIP calls in progress", value=counters.active)
-            attempts = CounterMetricFamily("gateway_sip_call_attempts", "SIP call attempts", labels=["direction"])
-            for direction, count in sorted(counters.attempts.items()):
-                attempts.add_metric([direction], count)
-            yield attempts
-            failures = CounterMetricFamily("gateway_sip_call_failures", "SIP calls refused or failed", labels=["reason"])
-            for reason, count in sorted(counters.failures.items()):
-                failures.add_metric([reason], count)
-            yield failures
+            yield _counts("gateway_sip_call_attempts", "SIP call attempts", "direction", counters.attempts)
+            yield _counts("gateway_sip_call_failures", "SIP calls refused or failed", "reason", counters.failures)
             registered = GaugeMetricFamily("gateway_sip_trunk_registered", "1 while the trunk's registration is up", labels=["trunk"])
             trunk_failures = CounterMetricFamily(
                 "gateway_sip_trunk_registration_failures", "REGISTERs of the trunk that failed (by any status, or none)", labels=["trunk"]
@@ -180,26 +174,18 @@ class GatewayCollector(Collector):
                 trunk_failures.add_metric([trunk["id"]], trunk["failures"])
             yield registered
             yield trunk_failures
-            registers = CounterMetricFamily(
+            yield _counts(
                 "gateway_sip_registrations",
                 "REGISTERs of room systems to the gateway by outcome (refused: a wrong password or an unknown device)",
-                labels=["outcome"],
+                "outcome",
+                counters.registrations,
             )
-            for outcome, count in sorted(counters.registrations.items()):
-                registers.add_metric([outcome], count)
-            yield registers
 
         if self._h323 is not None:
             h323 = self._h323()
             yield GaugeMetricFamily("gateway_h323_calls_active", "H.323 calls in progress", value=h323.active)
-            attempts = CounterMetricFamily("gateway_h323_call_attempts", "H.323 call attempts", labels=["direction"])
-            for direction, count in sorted(h323.attempts.items()):
-                attempts.add_metric([direction], count)
-            yield attempts
-            failures = CounterMetricFamily("gateway_h323_call_failures", "H.323 calls refused or failed, by Q.850 cause", labels=["cause"])
-            for cause, count in sorted(h323.failures.items()):
-                failures.add_metric([cause], count)
-            yield failures
+            yield _counts("gateway_h323_call_attempts", "H.323 call attempts", "direction", h323.attempts)
+            yield _counts("gateway_h323_call_failures", "H.323 calls refused or failed, by Q.850 cause", "cause", h323.failures)
             if h323.gatekeeper_registered is not None:
                 yield GaugeMetricFamily(
                     "gateway_h323_gatekeeper_registered", "1 while registered with the gatekeeper", value=int(h323.gatekeeper_registered)
@@ -221,6 +207,14 @@ class GatewayCollector(Collector):
 
         yield GaugeMetricFamily("gateway_event_loop_lag_seconds", "Event loop lag, last measured", value=self._lag.last_s)
         yield GaugeMetricFamily("gateway_event_loop_lag_max_seconds", "Event loop lag, worst since start", value=self._lag.max_s)
+
+
+def _counts(name: str, documentation: str, label: str, counts: dict[str, int]) -> CounterMetricFamily:
+    """A counter with one sample per `label` value."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
 
 
 def build_registry(

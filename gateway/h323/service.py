@@ -1343,6 +1343,8 @@ class H323Call(Call):
 
     def _close_media(self) -> None:
         self.leg.close()
+        if self._ringing is not None:
+            self._ringing.cancel()
         if self.h245 is not None:
             self.h245.close()
         if self._control_timer is not None:

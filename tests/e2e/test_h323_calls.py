@@ -136,7 +136,7 @@ def test_the_port_shrugs_off_garbage_bad_per_and_silent_connections(demo: Runnin
 
 @pytest.mark.parametrize("form", ["rfc2833", "signal"])
 def test_the_pin_and_phone_keys_arrive_as_rfc2833_and_as_signal_indications(
-    demo: RunningGateway, h323_peers: list[H323Peer], form: str
+    demo: RunningGateway, h323_peers: list[H323Peer], form: str, tmp_path: Path
 ) -> None:
     """The guest PIN of a room, then the self-mute key (*6): as RFC 2833 telephone-events on the
     audio channel (fastStart), or as one H.245 userInputIndication signal per key (H.245 channels)."""
@@ -153,3 +153,4 @@ def test_the_pin_and_phone_keys_arrive_as_rfc2833_and_as_signal_indications(
     assert [line for line in logged(demo, "DTMF received") if line.get("via") == via and line.get("digit") == "6"], via
     caller.hang_up()
     wait_until(lambda: participant(demo, "secret", name) is None, 15, what="the caller gone")
+    assert_tshark_reads(caller, tmp_path)

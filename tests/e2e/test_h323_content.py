@@ -91,7 +91,9 @@ def test_a_room_systems_presentation_reaches_a_browser_and_the_browsers_screen_r
     assert {"3", "4", "5", "6"} <= sub_messages, sub_messages
 
 
-def test_hosts_only_rooms_refuse_a_guests_token_and_a_host_takes_it_back(demo: RunningGateway, h323_peers: list[H323Peer]) -> None:
+def test_hosts_only_rooms_refuse_a_guests_token_and_a_host_takes_it_back(
+    demo: RunningGateway, h323_peers: list[H323Peer], tmp_path: Path
+) -> None:
     guest = H323Peer(demo.h323_port, name="Gast", fast_start=True, h245="tunnel", content=True)
     h323_peers.append(guest)
     in_room(demo, guest, "4712", room="chamber")
@@ -113,3 +115,5 @@ def test_hosts_only_rooms_refuse_a_guests_token_and_a_host_takes_it_back(demo: R
     system.stop_presenting()
     assert messages(system, "response", 4)[-1].keys() >= {ACKNOWLEDGE}
     system.hang_up()
+    assert_tshark_reads(guest, tmp_path)  # (the rejecting presentationTokenResponse)
+    assert_tshark_reads(system, tmp_path)  # (H.245 on its own connection: the token asked back)

@@ -74,7 +74,9 @@ def test_a_directory_room_system_is_called_in_with_fast_start_and_hears_the_room
     assert_tshark_reads(callee, tmp_path)
 
 
-def test_an_allowed_address_is_called_without_fast_start_others_are_refused(demo: RunningGateway, h323_peers: list[H323Peer]) -> None:
+def test_an_allowed_address_is_called_without_fast_start_others_are_refused(
+    demo: RunningGateway, h323_peers: list[H323Peer], systems: list[str]
+) -> None:
     caller = caller_in_room(demo, h323_peers)
     callee = H323Peer(demo.h323_port, name="Ratssaal", tone_hz=880.0, fast_start=False)
     h323_peers.append(callee)
@@ -94,6 +96,11 @@ def test_an_allowed_address_is_called_without_fast_start_others_are_refused(demo
         assert answer.status_code == 400 and answer.json()["error"] == "bad_uri", (bad, answer.text)
     entry = demo.api("POST", "/api/systems", json={"id": "kaputt", "name": "Kaputt", "uri": "h323:a;b@127.0.0.1"})
     assert entry.status_code == 400 and entry.json()["error"] == "bad_uri", entry.text  # (the directory takes only URLs it can call)
+    # A number without a host: only a gatekeeper could say where it is, and this gateway has none.
+    assert demo.api("POST", "/api/systems", json={"id": "nummer", "name": "Nummer", "uri": "h323:4930123"}).status_code == 201
+    systems.append("nummer")
+    nowhere = demo.api("POST", "/api/rooms/demo/dial", json={"system": "nummer"})
+    assert nowhere.status_code == 400 and "gatekeeper" in nowhere.json()["reason"], nowhere.text
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]
@@ -101,7 +108,7 @@ def test_an_allowed_address_is_called_without_fast_start_others_are_refused(demo
     unreachable = demo.api("POST", "/api/rooms/demo/dial", json={"uri": f"h323:ratssaal@127.0.0.1:{closed_port}"})
     assert unreachable.status_code == 502 and unreachable.json()["error"] == "unreachable", unreachable.text
     codes = [line["code"] for line in logged(demo, "dial-out refused") if str(line.get("uri")).startswith("h323:")]
-    assert codes[-4:] == ["dial_out_refused", *["bad_uri"] * 3], codes
+    assert codes[-5:] == ["dial_out_refused", *["bad_uri"] * 4], codes
     assert [line for line in logged(demo, "dial-out failed: callee unreachable") if line["address"] == f"127.0.0.1:{closed_port}"]
 
 

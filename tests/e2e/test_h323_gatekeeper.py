@@ -19,7 +19,7 @@ from tests.support.gateway import (
     stop_and_check,
     wait_until,
 )
-from tests.support.h323_peer import Gatekeeper, H323Peer
+from tests.support.h323_peer import Gatekeeper, H323Peer, assert_tshark_reads
 from tests.support.pcap import tshark_packets, udp_pcap
 
 
@@ -72,6 +72,7 @@ def test_rooms_are_registered_calls_admitted_and_disengaged_and_the_gateway_unre
         assert callee.setup_in["callIdentifier"] == outgoing["callIdentifier"]
         callee.hang_up()
         wait_until(lambda: gatekeeper.names().count("disengageRequest") == 2, 15, what="the dial-out's disengage")
+        assert_tshark_reads(callee, tmp_path)
         wait_until(lambda: not participants(gateway, "demo"), 15, what="the room empty")
     finally:
         for peer in peers:

@@ -7,11 +7,13 @@ H.245 logical channels opened after the capability exchange."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support.browser import in_meeting, join, video_frames_by_sender
 from tests.support.gateway import RunningGateway, logged, participant, participants, wait_until
-from tests.support.h323_peer import H323Peer
+from tests.support.h323_peer import H323Peer, assert_tshark_reads
 
 
 def leave(page) -> None:  # type: ignore[no-untyped-def]
@@ -21,7 +23,7 @@ def leave(page) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("fast_start", "h245"), [(True, "tunnel"), (False, "listen")], ids=["faststart", "h245-channels"])
 def test_a_browser_sees_the_h323_camera_and_the_room_system_sees_the_room(
-    gateway: RunningGateway, open_participant, h323_peers: list[H323Peer], fast_start: bool, h245: str  # type: ignore[no-untyped-def]
+    gateway: RunningGateway, open_participant, h323_peers: list[H323Peer], fast_start: bool, h245: str, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     anna = join(open_participant, gateway, "demo", "Anna", 660.0, pin="1234")
     wait_until(lambda: in_meeting(anna), 30, what="Anna in the meeting")
@@ -45,3 +47,4 @@ def test_a_browser_sees_the_h323_camera_and_the_room_system_sees_the_room(
     wait_until(lambda: participant(gateway, "demo", "Ratssaal") is None, 15, what="the room system gone")
     leave(anna)
     wait_until(lambda: not participants(gateway, "demo"), 15, what="the room empty")
+    assert_tshark_reads(system, tmp_path)  # (H.264's H.241 capability and channels, fastStart or H.245)

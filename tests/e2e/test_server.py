@@ -29,11 +29,12 @@ def test_https_with_a_configured_certificate(tmp_path: Path) -> None:
         assert page.status_code == 200 and "<html" in page.text.lower()
         # The page's own origin is https://...: its WebSocket (wss) is let in, the http:// twin is not.
         ws_url = gateway.base_url.replace("https", "wss", 1) + "/ws"
-        with connect(ws_url, ssl=context, origin=gateway.base_url) as ws:  # type: ignore[arg-type]
+        # (open_timeout: under a loaded CI machine the TLS upgrade once took over websockets' default 10 s)
+        with connect(ws_url, ssl=context, origin=gateway.base_url, open_timeout=30) as ws:  # type: ignore[arg-type]
             ws.send('{"type": "ping"}')
             assert ws.recv(10) == '{"type":"pong"}'
         with pytest.raises(InvalidStatus) as refused:
-            connect(ws_url, ssl=context, origin=gateway.base_url.replace("https", "http", 1))  # type: ignore[arg-type]
+            connect(ws_url, ssl=context, origin=gateway.base_url.replace("https", "http", 1), open_timeout=30)  # type: ignore[arg-type]
         assert refused.value.response.status_code == 403
     finally:
         stop_and_check(gateway)
