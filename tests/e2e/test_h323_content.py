@@ -80,7 +80,8 @@ def test_a_room_systems_presentation_reaches_a_browser_and_the_browsers_screen_r
     channel = system.gateway_content
     anna.get_by_role("button", name="Stop sharing", exact=True).click()
     wait_until(lambda: system.content_closed == 1, 10, what="the presentation channel closed")
-    assert messages(system, "command", TOKEN_RELEASE)[-1][CHANNEL_ID] == channel
+    released = wait_until(lambda: messages(system, "command", TOKEN_RELEASE), 10, what="presentationTokenRelease")
+    assert released[-1][CHANNEL_ID] == channel
     wait_until(lambda: presentation(demo) is None, 10, what="nobody presenting")
     system.hang_up()
     wait_until(lambda: participant(demo, "demo", "Ratssaal") is None, 15, what="the room system gone")
