@@ -33,6 +33,9 @@ EventType = Literal[
     "presentation_started",  # the participant took the presentation floor (data: content, since)
     "presentation_stopped",  # the participant's presentation ended (data: reason, rooms/floor.py)
     "presenters_changed",  # who may present (data: presenters: everyone or hosts)
+    "chat_message",  # a chat message to everyone in the meeting (data: message; browsers only, never published)
+    "chat_removed",  # a host removed a chat message (data: id)
+    "chat_changed",  # a host turned the chat on or off (data: enabled)
     "call_record_written",  # the gateway's own: a participant's call record was stored
 ]
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.rooms.chat import Chat, ChatMessage, clean
 from gateway.rooms.errors import JoinRefused, NotAllowed, UnknownParticipant
 from gateway.rooms.events import EventType, RoomEvent
 from gateway.rooms.floor import Content, Presentation, Presenters, StopReason
@@ -108,6 +109,7 @@ class Room:
         # The presentation floor (rooms/floor.py): who may present, who does now
         self.presenters = presenters
         self.presentation: Presentation | None = None
+        self.chat = Chat()
         self.participants: dict[str, Participant] = {}
         self.lobby: dict[str, LobbyEntry] = {}  # insertion order is queue order
         self._default_lobby_wait_s = default_lobby_wait_s
@@ -307,6 +309,7 @@ class Room:
         mute policy from this one)."""
         if not self.participants:
             self._reset_mute_policy()
+            self.chat.clear()  # (nothing of a meeting's chat outlives it)
             if self.layout is not self._configured_layout:  # (a host's choice lasts for their meeting)
                 self.layout = self._configured_layout
                 self._emit("layout_changed", None, layout=self.layout.value)
@@ -333,6 +336,7 @@ class Room:
         self.locked = self._locked_by_config
         self._reset_mute_policy()
         self.spotlight, self.layout = None, self._configured_layout
+        self.chat.clear()
         if self.presentation is not None:
             self._end_presentation(StopReason.MEETING_ENDED, by)
         self._emit("meeting_ended", None, by, participants=ended, reason=reason)
@@ -488,6 +492,34 @@ class Room:
             p.hand_raised = raised
             self._emit("hand_raised" if raised else "hand_lowered", p.id, by)
 
+    # -- chat ---------------------------------------------------------------------------------------
+
+    def send_chat(self, participant_id: str, text: str) -> ChatMessage:
+        """A message from a participant to everyone in the meeting (while a host has not turned the
+        chat off; a host's own still go out, to say why)."""
+        p = self.get(participant_id)
+        if not self.chat.enabled and not p.is_host:
+            raise NotAllowed("a host turned the chat off", "chat_off")
+        text = clean(text)
+        if not text:
+            raise NotAllowed("an empty message", "chat_empty")
+        if not self.chat.allowed(participant_id):
+            raise NotAllowed("too many messages: wait a moment", "rate_limited")
+        message = self.chat.add(participant_id, p.name, text, p.is_host, self._wall())
+        self._emit("chat_message", participant_id, participant_id, message=message.public())
+        return message
+
+    def remove_chat(self, by: str | None, message_id: int) -> None:
+        self._require_host(by)
+        if self.chat.remove(message_id) is not None:
+            self._emit("chat_removed", None, by, id=message_id)
+
+    def set_chat(self, by: str | None, enabled: bool) -> None:
+        self._require_host(by)
+        if self.chat.enabled != enabled:
+            self.chat.enabled = enabled
+            self._emit("chat_changed", None, by, enabled=enabled)
+
     def set_video_off(self, participant_id: str, off: bool) -> None:
         p = self.get(participant_id)
         if p.video_off != off:
@@ -600,4 +632,5 @@ class Room:
             "spotlight": self.spotlight,
             "presenters": self.presenters.value,
             "presentation": self.presentation.public() if self.presentation is not None else None,
+            "chat_enabled": self.chat.enabled,
         }

@@ -412,6 +412,9 @@ class BrowserSession:
             )
         )
         self._log.info("joined meeting", role=you["role"])
+        history = [m.public() for m in conference.room.chat.messages]
+        if history:
+            await self.send(sig.server_chat(history))
         webrtc = self.hub.config.webrtc
         self.media = BrowserMedia(
             webrtc,
@@ -554,6 +557,18 @@ class BrowserSession:
         placed = await self.hub.live.dial(self.room.id, f"host {me.name} ({self.participant_id})", msg.uri, msg.system)
         await self.send(sig.server_notice("dial_placed", uri=placed["uri"]))
 
+    async def _on_chat(self, msg: sig.Chat) -> None:
+        self._require_meeting("chat")
+        self.room.send_chat(self.participant_id, msg.text)  # (its text is never logged)
+
+    async def _on_chat_remove(self, msg: sig.ChatRemove) -> None:
+        self._require_meeting("chat_remove")
+        self.room.remove_chat(self.participant_id, msg.id)
+
+    async def _on_chat_enable(self, msg: sig.ChatEnable) -> None:
+        self._require_meeting("chat_enable")
+        self.room.set_chat(self.participant_id, msg.enabled)
+
     async def _on_leave(self, _msg: sig.Leave) -> None:
         self._log.info("participant left")
         await self._finish(keep_place=False)
@@ -618,6 +633,12 @@ class BrowserSession:
 
     def on_room_event(self, event: RoomEvent) -> None:
         me = self.participant_id
+        if event.type == "chat_message":  # (the room's state is unchanged: no state to send)
+            self._spawn(self.send(sig.server_chat([event.data["message"]])))
+            return
+        if event.type == "chat_removed":
+            self._spawn(self.send(sig.server_chat_removed(event.data["id"])))
+            return
         speaking = event.type in ("speaking_started", "speaking_stopped")
         self._schedule_state(urgent=not speaking)
         if event.type in _SLOT_EVENTS:

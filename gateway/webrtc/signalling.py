@@ -190,6 +190,28 @@ class StopPresentation(_Msg):
     participant: Id
 
 
+class Chat(_Msg):
+    """A chat message to everyone in the meeting (browsers see it; phones and room systems cannot).
+    Refused with chat_off while a host turned the chat off, rate_limited past 5 in 5 s."""
+
+    type: Literal["chat"]
+    text: Annotated[str, Field(min_length=1, max_length=1000), Unicode]
+
+
+class ChatRemove(_Msg):
+    """Hosts: remove a message from everyone's chat."""
+
+    type: Literal["chat_remove"]
+    id: int = Field(ge=1, le=2**53)
+
+
+class ChatEnable(_Msg):
+    """Hosts: turn the chat on or off for the guests."""
+
+    type: Literal["chat_enable"]
+    enabled: bool
+
+
 class Ping(_Msg):
     type: Literal["ping"]
 
@@ -217,6 +239,9 @@ ClientMessage = Annotated[
     | Spotlight
     | Present
     | StopPresentation
+    | Chat
+    | ChatRemove
+    | ChatEnable
     | Ping,
     Field(discriminator="type"),
 ]
@@ -264,6 +289,15 @@ def server_joined(
 ) -> dict[str, Any]:
     """`resume` rejoins the same place after a lost connection; `ice_servers` are STUN/TURN URLs."""
     return {"type": "joined", "you": participant, "room": room, "resume": resume, "ice_servers": ice_servers}
+
+
+def server_chat(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Chat messages to show (one as it is sent; the meeting's so far after joining), oldest first."""
+    return {"type": "chat", "messages": messages}
+
+
+def server_chat_removed(message_id: int) -> dict[str, Any]:
+    return {"type": "chat_removed", "id": message_id}
 
 
 def server_pong() -> dict[str, Any]:

@@ -7,6 +7,7 @@ import { t, detectLang, setLang, getLang, applyStatic, has } from '/static/i18n.
 import { acquireMedia, stopStream, iceGatheringDone } from '/static/media.js';
 import { $, el, setText, toast, clearToasts, confirmDialog, showScreen } from '/static/ui.js';
 import { renderMeeting } from '/static/views.js';
+import { initChat, addMessages, removeMessage, renderChat, clearChat } from '/static/chat.js';
 
 const PING_INTERVAL_MS = 20000;
 const BACKOFF_S = [1, 2, 4, 8, 15];
@@ -102,6 +103,7 @@ function render() {
     if (state.phase === 'lobby') renderLobbyScreen();
     else if (state.phase === 'meeting') {
       renderMeeting(state, hostActions);
+      renderChat(state);
       renderMediaBanner();
     } else if (state.phase !== 'form') renderStatus();
     const roomName = state.room && state.room.name;
@@ -408,6 +410,14 @@ const HANDLERS = {
     state.lastPong = Date.now();
   },
 
+  chat(msg) {
+    if (Array.isArray(msg.messages)) addMessages(msg.messages, state);
+  },
+
+  chat_removed(msg) {
+    removeMessage(msg.id);
+  },
+
   lobby(msg) {
     state.lobby = msg;
     if (msg.resume) state.resume = msg.resume; // a lost connection keeps the place in the queue too
@@ -417,6 +427,7 @@ const HANDLERS = {
 
   joined(msg) {
     const wasReconnect = state.phase === 'reconnecting';
+    if (!wasReconnect) clearChat(); // (a new meeting: the last one's chat is gone; a reconnect gets it again)
     state.you = msg.you || null;
     state.room = msg.room || null;
     state.resume = msg.resume || state.resume;
@@ -944,6 +955,7 @@ function init() {
   $('lang-select').value = getLang();
   applyStatic();
   wireUp();
+  initChat(send);
 
   const params = new URLSearchParams(location.search);
   state.roomFromPath = roomFromPath();

@@ -216,6 +216,18 @@ const STRINGS = {
     notice_presentation_stopped_by_operator: 'A host stopped your presentation. Your screen is no longer shared.',
     notice_presentation_not_allowed: 'Only hosts may present in this meeting now. Your screen is no longer shared.',
 
+    // chat
+    chatTitle: 'Chat',
+    chatHint: 'Messages go to everyone taking part in a browser. People on the phone or in a room system do not see them. Nothing is kept after the meeting.',
+    chatLabel: 'Message to everyone',
+    chatSend: 'Send',
+    chatOff: 'A host has turned the chat off.',
+    chatEnabled: 'Chat on for everyone',
+    chatRemove: 'Remove',
+    chatRemoveFrom: 'Remove the message from {name}',
+    error_chat_off: 'A host has turned the chat off.',
+    error_rate_limited: 'Too many messages: please wait a moment.',
+
     // errors
     error_self_unmute_forbidden: 'The host has muted you. You can unmute once a host allows it.',
     error_not_allowed: 'You are not allowed to do this.',
@@ -443,6 +455,17 @@ const STRINGS = {
     notice_presentation_stopped_by_host_by: '{by} hat Ihre Präsentation beendet. Ihr Bildschirm wird nicht mehr geteilt.',
     notice_presentation_stopped_by_operator: 'Die Moderation hat Ihre Präsentation beendet. Ihr Bildschirm wird nicht mehr geteilt.',
     notice_presentation_not_allowed: 'In dieser Besprechung darf jetzt nur die Moderation präsentieren. Ihr Bildschirm wird nicht mehr geteilt.',
+
+    chatTitle: 'Chat',
+    chatHint: 'Nachrichten sehen alle, die im Browser teilnehmen. Wer per Telefon oder Raumsystem teilnimmt, sieht sie nicht. Nach der Besprechung wird nichts aufbewahrt.',
+    chatLabel: 'Nachricht an alle',
+    chatSend: 'Senden',
+    chatOff: 'Die Moderation hat den Chat ausgeschaltet.',
+    chatEnabled: 'Chat für alle eingeschaltet',
+    chatRemove: 'Entfernen',
+    chatRemoveFrom: 'Nachricht von {name} entfernen',
+    error_chat_off: 'Die Moderation hat den Chat ausgeschaltet.',
+    error_rate_limited: 'Zu viele Nachrichten: Bitte warten Sie einen Moment.',
 
     error_self_unmute_forbidden: 'Die Moderation hat Sie stummgeschaltet. Sie können Ihr Mikrofon wieder einschalten, sobald die Moderation es erlaubt.',
     error_not_allowed: 'Dazu sind Sie nicht berechtigt.',

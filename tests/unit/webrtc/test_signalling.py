@@ -50,6 +50,9 @@ VALID: dict[str, tuple[dict[str, Any], type, dict[str, Any]]] = {
     "dial": ({"type": "dial", "system": "board"}, sig.Dial, {"system": "board"}),
     "present": ({"type": "present", "on": True}, sig.Present, {"on": True}),
     "stop_presentation": ({"type": "stop_presentation", "participant": "p1"}, sig.StopPresentation, {"participant": "p1"}),
+    "chat": ({"type": "chat", "text": "Aktenzeichen 4711"}, sig.Chat, {"text": "Aktenzeichen 4711"}),
+    "chat_remove": ({"type": "chat_remove", "id": 3}, sig.ChatRemove, {"id": 3}),
+    "chat_enable": ({"type": "chat_enable", "enabled": False}, sig.ChatEnable, {"enabled": False}),
 }
 
 # The fields each message cannot do without.
@@ -70,6 +73,9 @@ REQUIRED: dict[str, list[str]] = {
     "deny": ["participant"],
     "present": ["on"],
     "stop_presentation": ["participant"],
+    "chat": ["text"],
+    "chat_remove": ["id"],
+    "chat_enable": ["enabled"],
 }
 
 
@@ -145,6 +151,7 @@ def test_explicit_nulls_are_accepted_where_a_field_is_optional() -> None:
         ("answer", "sdp", "s" * 10),
         ("mute", "participant", "p" * 64),
         ("join", "name", "x"),
+        ("chat", "text", "t" * 1000),
     ],
 )
 def test_values_at_the_limits_are_accepted(type_: str, field: str, value: str) -> None:
@@ -245,6 +252,8 @@ def test_wrongly_typed_field(type_: str, field: str, value: Any, expected: str) 
         ("join", "room", "", "at least 1 character"),
         ("answer", "sdp", "v=0", "at least 10 characters"),
         ("deny", "participant", "", "at least 1 character"),
+        ("chat", "text", "t" * 1001, "at most 1000 characters"),
+        ("chat", "text", "", "at least 1 character"),
     ],
 )
 def test_values_out_of_bounds(type_: str, field: str, value: str, expected: str) -> None:
