@@ -39,20 +39,28 @@ def playwright_instance():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def open_participant(playwright_instance, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """open_participant(url, tone_hz=None, lang='en-US', allow_media=True, video_file=None) -> a Playwright
-    page in its own Chromium (each its own process, so each can have its own fake microphone tone and,
-    with video_file (Y4M), its own fake camera picture)."""
+    """open_participant(url, tone_hz=None, lang='en-US', allow_media=True, video_file=None, device=None) -> a
+    Playwright page in its own Chromium (each its own process, so each can have its own fake microphone
+    tone and, with video_file (Y4M), its own fake camera picture); `device` names one of Playwright's
+    device descriptors (a phone's viewport, touch and user agent: "Pixel 7")."""
     browsers = []
 
     def open_(  # type: ignore[no-untyped-def]
-        url: str, tone_hz: float | None = None, lang: str = "en-US", allow_media: bool = True, video_file: Path | None = None
+        url: str,
+        tone_hz: float | None = None,
+        lang: str = "en-US",
+        allow_media: bool = True,
+        video_file: Path | None = None,
+        device: str | None = None,
     ):
         wav = write_tone(tmp_path / f"tone-{tone_hz}.wav", tone_hz) if tone_hz else None
         browser = playwright_instance.chromium.launch(
             executable_path=CHROMIUM, args=chromium_args(wav, allow_media, video_file), headless=True
         )
         browsers.append(browser)
-        context = browser.new_context(locale=lang)
+        emulated = dict(playwright_instance.devices[device]) if device else {}
+        emulated.pop("default_browser_type", None)
+        context = browser.new_context(locale=lang, **emulated)
         page = context.new_page()
         page.goto(url)
         return page
