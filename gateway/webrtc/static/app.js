@@ -8,6 +8,9 @@ import { acquireMedia, stopStream, iceGatheringDone } from '/static/media.js';
 import { $, el, setText, toast, clearToasts, confirmDialog, showScreen } from '/static/ui.js';
 import { renderMeeting } from '/static/views.js';
 import { initChat, addMessages, removeMessage, renderChat, clearChat } from '/static/chat.js';
+import { initPrecheck, startPreview, takePreview, joinMuted, joinCameraOff, constraintsFor, applySpeaker } from '/static/precheck.js';
+
+const acquireChosen = () => acquireMedia(constraintsFor('audio'), constraintsFor('video'));
 
 const PING_INTERVAL_MS = 20000;
 const BACKOFF_S = [1, 2, 4, 8, 15];
@@ -252,7 +255,7 @@ async function join() {
   setPhase('connecting');
   if (!state.localStream) {
     const session = state.session;
-    applyMedia(await acquireMedia());
+    applyMedia((await takePreview()) || (await acquireChosen()));
     if (session !== state.session || state.phase !== 'connecting') return; // left meanwhile
   }
   connect();
@@ -433,6 +436,11 @@ const HANDLERS = {
     state.resume = msg.resume || state.resume;
     state.reconnectAttempt = 0;
     if (Array.isArray(msg.ice_servers)) state.iceServers = normalizeIceServers(msg.ice_servers);
+    if (state.you && !wasReconnect) {
+      // Asked before joining: in with the microphone or the camera off (off here before anything is sent).
+      if (state.startMuted && !state.you.muted) { state.you.muted = true; send({ type: 'mute_self', muted: true }); }
+      if (state.startCameraOff && !state.you.video_off) { state.you.video_off = true; send({ type: 'video_self', off: true }); }
+    }
     setPhase('meeting');
     applyYouToTracks();
     announceChanges();
@@ -680,6 +688,7 @@ function onTrack(ev) {
 
 function playRemoteAudio() {
   const audio = $('remote-audio');
+  applySpeaker(audio);
   audio.srcObject = state.remoteAudioStream;
   audio.play().then(
     () => { $('audio-banner').hidden = true; },
@@ -689,7 +698,7 @@ function playRemoteAudio() {
 }
 
 async function retryMedia() {
-  const media = await acquireMedia();
+  const media = await acquireChosen();
   if (!media.stream) {
     state.mediaIssue = media.issue;
     toast('error', t(`${{ blocked: 'mediaBlocked', notFound: 'mediaNotFound', insecure: 'mediaInsecure' }[media.issue] || 'mediaFailed'}Title`));
@@ -904,6 +913,8 @@ function onSubmit(ev) {
   state.roomId = room;
   state.name = name;
   state.pin = $('pin-input').value.trim();
+  state.startMuted = joinMuted();
+  state.startCameraOff = joinCameraOff();
   try { localStorage.setItem('gateway.name', name); } catch { /* ignore */ }
   join();
 }
@@ -956,6 +967,7 @@ function init() {
   applyStatic();
   wireUp();
   initChat(send);
+  initPrecheck();
 
   const params = new URLSearchParams(location.search);
   state.roomFromPath = roomFromPath();
@@ -986,7 +998,10 @@ function init() {
 
   // A join link with a name joins in one click.
   if (params.get('name') && state.name && state.roomId) join();
-  else setPhase('form', { focus: false });
+  else {
+    setPhase('form', { focus: false });
+    startPreview(acquireChosen); // (the camera and microphone checked before joining)
+  }
   render();
 }
 

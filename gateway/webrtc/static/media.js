@@ -5,14 +5,14 @@
  * Returns {stream, micTrack, cameraTrack, issue}; issue is null when both devices work, else
  * 'noCamera' (audio only), 'blocked', 'notFound', 'failed' or 'insecure' (no media at all).
  */
-export async function acquireMedia() {
+export async function acquireMedia(audio = true, video = true) {
   const md = navigator.mediaDevices;
   if (!md || typeof md.getUserMedia !== 'function') {
     // Only secure contexts (https, localhost) expose getUserMedia.
     return { stream: null, micTrack: null, cameraTrack: null, issue: 'insecure' };
   }
   let firstError = null;
-  for (const constraints of [{ audio: true, video: true }, { audio: true }]) {
+  for (const constraints of [{ audio, video }, { audio }]) {
     try {
       const stream = await md.getUserMedia(constraints);
       const micTrack = stream.getAudioTracks()[0] || null;

@@ -1,0 +1,155 @@
+// Before joining: the camera's preview, a live microphone level, a speaker test sound, the choice
+// of camera, microphone and speaker (remembered on this device), and joining with the microphone or
+// the camera off. The stream checked here is the one the meeting then uses (no second prompt).
+
+import { t } from '/static/i18n.js';
+import { $, el, setText } from '/static/ui.js';
+import { stopStream } from '/static/media.js';
+
+const KEY = 'gateway.devices';
+let preview = null; // {stream, micTrack, cameraTrack, issue}
+let meter = null; // {context, timer}
+let starting = null;
+let acquireWith = null; // media.js's acquireMedia with the chosen devices
+
+/** The devices chosen on this device before: {camera, microphone, speaker} (ids, or absent). */
+export function chosenDevices() {
+  try {
+    return JSON.parse(localStorage.getItem(KEY) || '{}') || {};
+  } catch {
+    return {};
+  }
+}
+
+function remember(kind, id) {
+  const devices = { ...chosenDevices(), [kind]: id };
+  try { localStorage.setItem(KEY, JSON.stringify(devices)); } catch { /* private mode */ }
+}
+
+/** getUserMedia constraints for the chosen devices (whatever works when none is chosen). */
+export function constraintsFor(kind) {
+  const id = chosenDevices()[kind === 'audio' ? 'microphone' : 'camera'];
+  return id ? { deviceId: { ideal: id } } : true;
+}
+
+/** Whether the person asked to join with the microphone / the camera off. */
+export function joinMuted() { return $('precheck-mic-off').checked; }
+export function joinCameraOff() { return $('precheck-cam-off').checked; }
+
+export function initPrecheck() {
+  $('camera-select').addEventListener('change', (e) => { remember('camera', e.target.value); restart(); });
+  $('microphone-select').addEventListener('change', (e) => { remember('microphone', e.target.value); restart(); });
+  $('speaker-select').addEventListener('change', (e) => remember('speaker', e.target.value));
+  $('speaker-test').addEventListener('click', testSpeaker);
+}
+
+/** Starts the preview (once the form shows); `acquire` is media.js's acquireMedia. */
+export function startPreview(acquire) {
+  acquireWith = acquire;
+  if (preview || starting) return starting;
+  starting = acquire().then((media) => {
+    starting = null;
+    preview = media;
+    show(media);
+    return media;
+  });
+  return starting;
+}
+
+async function restart() {
+  const old = preview;
+  preview = null;
+  stopMeter();
+  if (old) stopStream(old.stream);
+  if (acquireWith) await startPreview(acquireWith);
+}
+
+function show(media) {
+  const video = $('preview-video');
+  video.srcObject = media.cameraTrack ? new MediaStream([media.cameraTrack]) : null;
+  $('preview-video').hidden = !media.cameraTrack;
+  setText($('precheck-status'), media.issue ? t(`precheck_${media.issue}`) : '');
+  if (media.micTrack) startMeter(media.micTrack);
+  fillDevices();
+}
+
+function startMeter(track) {
+  const context = new AudioContext();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 512;
+  context.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  const bar = $('mic-level');
+  const timer = setInterval(() => {
+    analyser.getFloatTimeDomainData(samples);
+    let peak = 0;
+    for (const s of samples) peak = Math.max(peak, Math.abs(s));
+    const level = Math.min(1, peak * 1.5);
+    bar.value = level;
+    bar.setAttribute('aria-valuenow', level.toFixed(2));
+  }, 100);
+  meter = { context, timer };
+}
+
+function stopMeter() {
+  if (!meter) return;
+  clearInterval(meter.timer);
+  meter.context.close().catch(() => {});
+  meter = null;
+}
+
+async function fillDevices() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const chosen = chosenDevices();
+  const inUse = {
+    videoinput: preview && preview.cameraTrack && preview.cameraTrack.getSettings().deviceId,
+    audioinput: preview && preview.micTrack && preview.micTrack.getSettings().deviceId,
+    audiooutput: chosen.speaker,
+  };
+  for (const [kind, id] of [['videoinput', 'camera-select'], ['audioinput', 'microphone-select'], ['audiooutput', 'speaker-select']]) {
+    const select = $(id);
+    const options = devices.filter((d) => d.kind === kind && d.deviceId);
+    select.replaceChildren(...options.map((d, i) => el('option', { value: d.deviceId, text: d.label || t('precheckDevice', { n: i + 1 }) })));
+    if (inUse[kind]) select.value = inUse[kind];
+    select.closest('.field').hidden = options.length === 0;
+  }
+}
+
+/** A short two-tone chime on the chosen speaker. */
+async function testSpeaker() {
+  const rate = 16000;
+  const samples = new Int16Array(rate * 0.6);
+  for (let i = 0; i < samples.length; i += 1) {
+    const hz = i < samples.length / 2 ? 660 : 880;
+    const fade = Math.min(1, (samples.length - i) / 800, i / 800);
+    samples[i] = Math.round(Math.sin((2 * Math.PI * hz * i) / rate) * 9000 * fade);
+  }
+  const header = new DataView(new ArrayBuffer(44));
+  const text = (at, s) => [...s].forEach((c, k) => header.setUint8(at + k, c.charCodeAt(0)));
+  text(0, 'RIFF'); header.setUint32(4, 36 + samples.byteLength, true); text(8, 'WAVEfmt ');
+  header.setUint32(16, 16, true); header.setUint16(20, 1, true); header.setUint16(22, 1, true);
+  header.setUint32(24, rate, true); header.setUint32(28, rate * 2, true); header.setUint16(32, 2, true);
+  header.setUint16(34, 16, true); text(36, 'data'); header.setUint32(40, samples.byteLength, true);
+  const audio = new Audio(URL.createObjectURL(new Blob([header, samples], { type: 'audio/wav' })));
+  const speaker = chosenDevices().speaker;
+  if (speaker && audio.setSinkId) await audio.setSinkId(speaker).catch(() => {});
+  $('speaker-test').dataset.played = String(Number($('speaker-test').dataset.played || 0) + 1);
+  await audio.play().catch(() => {});
+}
+
+/** Joining: the checked stream goes to the meeting (null when there was none); the meter stops. */
+export async function takePreview() {
+  if (starting) await starting;
+  stopMeter();
+  const media = preview;
+  preview = null;
+  $('preview-video').srcObject = null;
+  return media;
+}
+
+/** The speaker chosen for the meeting's sound (setSinkId where the browser has it). */
+export function applySpeaker(audioElement) {
+  const speaker = chosenDevices().speaker;
+  if (speaker && audioElement.setSinkId) audioElement.setSinkId(speaker).catch(() => {});
+}
