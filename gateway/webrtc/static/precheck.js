@@ -70,11 +70,16 @@ function show(media) {
   $('preview-video').hidden = !media.cameraTrack;
   setText($('precheck-status'), media.issue ? t(`precheck_${media.issue}`) : '');
   if (media.micTrack) startMeter(media.micTrack);
-  fillDevices();
+  fillDevices().catch(() => {}); // (the lists stay empty and hidden)
 }
 
 function startMeter(track) {
   const context = new AudioContext();
+  if (context.state === 'suspended') {
+    // (made before any click: browsers hold it until the person touches the page)
+    const wake = () => context.resume().catch(() => {});
+    for (const kind of ['pointerdown', 'keydown']) document.addEventListener(kind, wake, { once: true });
+  }
   const analyser = context.createAnalyser();
   analyser.fftSize = 512;
   context.createMediaStreamSource(new MediaStream([track])).connect(analyser);
