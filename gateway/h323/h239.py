@@ -24,9 +24,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-# (H.239 table 7) sub-message identifiers and parameters
-FLOW_CONTROL_RELEASE_REQUEST, FLOW_CONTROL_RELEASE_RESPONSE = 1, 2
-TOKEN_REQUEST, TOKEN_RESPONSE, TOKEN_RELEASE, TOKEN_OWNER = 3, 4, 5, 6
+# (H.239 table 7) parameters; the sub-messages are What's
 BIT_RATE, CHANNEL_ID, SYMMETRY_BREAKING, TERMINAL_LABEL, ACKNOWLEDGE, REJECT = 41, 42, 43, 44, 126, 127
 MCU_LABEL = 0  # our terminalLabel: an MCU's own (H.243 numbers terminals from 1)
 
@@ -34,6 +32,8 @@ Message = tuple[str, int, list[tuple[int, tuple[str, Any]]]]  # (class, sub-mess
 
 
 class What(enum.Enum):
+    """A sub-message: (its identifier, the class of generic message that carries it)."""
+
     FLOW_CONTROL_RELEASE_REQUEST = (1, "request")
     FLOW_CONTROL_RELEASE_RESPONSE = (2, "response")
     TOKEN_REQUEST = (3, "request")
@@ -71,6 +71,11 @@ def read(kind: str, sub_message: int, parameters: dict[int, tuple[str, Any]]) ->
     return Token(what, number(TERMINAL_LABEL), number(CHANNEL_ID), number(SYMMETRY_BREAKING), acknowledged, number(BIT_RATE))
 
 
+def _message(what: What, parameters: list[tuple[int, tuple[str, Any]]]) -> Message:
+    sub_message, kind = what.value
+    return kind, sub_message, parameters
+
+
 def _label_and_channel(label: int | None, channel: int | None) -> list[tuple[int, tuple[str, Any]]]:
     out = [(TERMINAL_LABEL, ("unsignedMin", label if label is not None else MCU_LABEL))]
     if channel is not None:
@@ -80,21 +85,21 @@ def _label_and_channel(label: int | None, channel: int | None) -> list[tuple[int
 
 def token_response(acknowledge: bool, label: int | None, channel: int | None) -> Message:
     verdict = (ACKNOWLEDGE if acknowledge else REJECT, ("logical", 0))
-    return "response", TOKEN_RESPONSE, [verdict, *_label_and_channel(label, channel)]
+    return _message(What.TOKEN_RESPONSE, [verdict, *_label_and_channel(label, channel)])
 
 
 def token_request(channel: int | None, symmetry_breaking: int) -> Message:
     """The MCU asks the owner for the token back (or claims it for its own channel)."""
     params = _label_and_channel(MCU_LABEL, channel)
-    return "request", TOKEN_REQUEST, [*params, (SYMMETRY_BREAKING, ("unsignedMin", max(1, min(127, symmetry_breaking))))]
+    return _message(What.TOKEN_REQUEST, [*params, (SYMMETRY_BREAKING, ("unsignedMin", max(1, min(127, symmetry_breaking))))])
 
 
 def token_release(channel: int | None) -> Message:
-    return "command", TOKEN_RELEASE, _label_and_channel(MCU_LABEL, channel)
+    return _message(What.TOKEN_RELEASE, _label_and_channel(MCU_LABEL, channel))
 
 
 def token_owner(channel: int | None) -> Message:
-    return "indication", TOKEN_OWNER, _label_and_channel(MCU_LABEL, channel)
+    return _message(What.TOKEN_OWNER, _label_and_channel(MCU_LABEL, channel))
 
 
 def flow_control_release_response(acknowledge: bool, channel: int | None, bit_rate: int | None) -> Message:
@@ -103,4 +108,4 @@ def flow_control_release_response(acknowledge: bool, channel: int | None, bit_ra
         params.append((BIT_RATE, ("unsignedMin", min(bit_rate, 65535))))
     if channel is not None:
         params.append((CHANNEL_ID, ("unsignedMin", channel)))
-    return "response", FLOW_CONTROL_RELEASE_RESPONSE, params
+    return _message(What.FLOW_CONTROL_RELEASE_RESPONSE, params)
