@@ -39,10 +39,11 @@ def playwright_instance():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def open_participant(playwright_instance, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """open_participant(url, tone_hz=None, lang='en-US', allow_media=True, video_file=None, device=None) -> a
+    """open_participant(url, tone_hz=None, lang='en-US', allow_media=True, video_file=None, device=None, cameras=1) -> a
     Playwright page in its own Chromium (each its own process, so each can have its own fake microphone
     tone and, with video_file (Y4M), its own fake camera picture); `device` names one of Playwright's
-    device descriptors (a phone's viewport, touch and user agent: "Pixel 7")."""
+    device descriptors (a phone's viewport, touch and user agent: "Pixel 7"); `cameras`: how many fake
+    cameras the browser lists."""
     browsers = []
 
     def open_(  # type: ignore[no-untyped-def]
@@ -52,10 +53,11 @@ def open_participant(playwright_instance, tmp_path: Path):  # type: ignore[no-un
         allow_media: bool = True,
         video_file: Path | None = None,
         device: str | None = None,
+        cameras: int = 1,
     ):
         wav = write_tone(tmp_path / f"tone-{tone_hz}.wav", tone_hz) if tone_hz else None
         browser = playwright_instance.chromium.launch(
-            executable_path=CHROMIUM, args=chromium_args(wav, allow_media, video_file), headless=True
+            executable_path=CHROMIUM, args=chromium_args(wav, allow_media, video_file, cameras), headless=True
         )
         browsers.append(browser)
         emulated = dict(playwright_instance.devices[device]) if device else {}

@@ -11,12 +11,15 @@ from tests.support.gateway import RunningGateway
 CHROMIUM = "/usr/bin/chromium"
 
 
-def chromium_args(tone_wav: Path | None, allow_media: bool = True, video_file: Path | None = None) -> list[str]:
+def chromium_args(
+    tone_wav: Path | None, allow_media: bool = True, video_file: Path | None = None, cameras: int = 1
+) -> list[str]:
     args = [
         "--no-sandbox",
         "--disable-gpu",
         "--no-first-run",
-        "--use-fake-device-for-media-stream",
+        # (three fake microphones and speakers; `cameras` fake cameras)
+        "--use-fake-device-for-media-stream" + (f"=device-count={cameras}" if cameras != 1 else ""),
         "--autoplay-policy=no-user-gesture-required",
         "--disable-background-networking",
         "--disable-component-update",

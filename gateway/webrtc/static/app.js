@@ -8,7 +8,8 @@ import { acquireMedia, stopStream, iceGatheringDone } from '/static/media.js';
 import { $, el, setText, toast, clearToasts, confirmDialog, showScreen } from '/static/ui.js';
 import { renderMeeting } from '/static/views.js';
 import { initChat, addMessages, removeMessage, renderChat, clearChat } from '/static/chat.js';
-import { initPrecheck, startPreview, takePreview, joinMuted, joinCameraOff, constraintsFor, applySpeaker } from '/static/precheck.js';
+import { initPrecheck, startPreview, takePreview, joinMuted, joinCameraOff } from '/static/precheck.js';
+import { constraintsFor, applySpeaker, remember, fillDeviceLists } from '/static/devices.js';
 
 const acquireChosen = () => acquireMedia(constraintsFor('audio'), constraintsFor('video'));
 
@@ -443,6 +444,7 @@ const HANDLERS = {
     }
     setPhase('meeting');
     applyYouToTracks();
+    fillMeetingDevices();
     announceChanges();
     announceSpotlight();
     followPresentation();
@@ -708,14 +710,76 @@ async function retryMedia() {
   stopStream(state.localStream);
   applyMedia(media);
   applyYouToTracks();
+  fillMeetingDevices();
   // The senders exist already with the right directions: swapping tracks needs no renegotiation.
-  if (state.pc) {
-    for (const tr of state.pc.getTransceivers()) {
-      if (tr.mid === state.audioMid) await tr.sender.replaceTrack(state.micTrack).catch(() => {});
-      else if (tr.mid === state.videoMid) await tr.sender.replaceTrack(state.cameraTrack).catch(() => {});
-    }
+  for (const [mid, track] of [[state.audioMid, state.micTrack], [state.videoMid, state.cameraTrack]]) {
+    const sender = senderOf(mid);
+    if (sender) await sender.replaceTrack(track).catch(() => {});
   }
   scheduleRender();
+}
+
+// -- switching camera, microphone and speaker in the meeting ------------------------------------
+
+const MEETING_DEVICES = { camera: 'meeting-camera-select', microphone: 'meeting-microphone-select', speaker: 'meeting-speaker-select' };
+
+function fillMeetingDevices() {
+  fillDeviceLists(MEETING_DEVICES, state.micTrack, state.cameraTrack).catch(() => {}); // (the lists stay hidden)
+}
+
+function senderOf(mid) {
+  if (!state.pc || mid == null) return null;
+  const tr = state.pc.getTransceivers().find((x) => x.mid === mid);
+  return tr ? tr.sender : null;
+}
+
+/** Another camera or microphone (`kind`: 'camera' | 'microphone') without rejoining: the new track
+ * replaces the old one on its sender (no renegotiation), keeps the mute and camera-off state, and
+ * the old device is released. A camera is released first (phones cannot open two at once); a
+ * microphone only once the new one works, so a failed switch leaves the person heard. */
+async function switchDevice(kind, deviceId) {
+  const audio = kind === 'microphone';
+  const old = audio ? state.micTrack : state.cameraTrack;
+  if (old && old.getSettings().deviceId === deviceId) return;
+  remember(kind, deviceId);
+  if (!audio && old) old.stop();
+  let track = null;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia(audio ? { audio: { deviceId: { exact: deviceId } } } : { video: { deviceId: { exact: deviceId } } });
+    track = (audio ? stream.getAudioTracks() : stream.getVideoTracks())[0] || null;
+  } catch (err) {
+    console.warn(`gateway client: switching the ${kind} failed`, err);
+  }
+  if (!track) {
+    toast('error', t(audio ? 'deviceMicrophoneFailed' : 'deviceCameraFailed'), { code: 'device' });
+    if (!audio) await retryMedia(); // (the old camera is released: take whichever works)
+    fillMeetingDevices();
+    return;
+  }
+  if (state.phase !== 'meeting' && state.phase !== 'reconnecting') {
+    track.stop();
+    return;
+  }
+  const you = state.you || {};
+  track.enabled = audio ? !you.muted : !you.video_off;
+  const stream = new MediaStream([...(state.localStream ? state.localStream.getTracks() : []).filter((x) => x !== old), track]);
+  if (audio) state.micTrack = track;
+  else {
+    state.cameraTrack = track;
+    track.addEventListener('ended', scheduleRender);
+  }
+  state.localStream = stream;
+  const sender = senderOf(audio ? state.audioMid : state.videoMid);
+  if (sender) await sender.replaceTrack(track).catch((err) => console.warn('gateway client: new track not sent', err));
+  if (old) old.stop();
+  clearToasts('device');
+  fillMeetingDevices();
+  scheduleRender();
+}
+
+function switchSpeaker(deviceId) {
+  remember('speaker', deviceId);
+  applySpeaker($('remote-audio'));
 }
 
 // -- sharing the screen ---------------------------------------------------------------------------
@@ -723,9 +787,7 @@ async function retryMedia() {
 const SCREEN_MAX = { width: 1920, height: 1080, fps: 15, bitrate: 1_500_000 };
 
 function screenSender() {
-  if (!state.pc || !state.screenMid) return null;
-  const tr = state.pc.getTransceivers().find((x) => x.mid === state.screenMid);
-  return tr ? tr.sender : null;
+  return senderOf(state.screenMid);
 }
 
 /** Encodes a screen for reading, not for motion: at most 1080p, 15 frames a second, ~1.5 Mbit/s
@@ -951,6 +1013,13 @@ function wireUp() {
     $('btn-mic').focus();
   });
   $('audio-play').addEventListener('click', playRemoteAudio);
+  $(MEETING_DEVICES.camera).addEventListener('change', (ev) => switchDevice('camera', ev.target.value));
+  $(MEETING_DEVICES.microphone).addEventListener('change', (ev) => switchDevice('microphone', ev.target.value));
+  $(MEETING_DEVICES.speaker).addEventListener('change', (ev) => switchSpeaker(ev.target.value));
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+    // (a headset plugged in or out while in the meeting)
+    navigator.mediaDevices.addEventListener('devicechange', () => { if (state.phase === 'meeting') fillMeetingDevices(); });
+  }
   document.addEventListener('keydown', (ev) => {
     if (ev.key === 'Escape' && document.body.classList.contains('panel-open') && !$('confirm-dialog').open) {
       togglePanel(false);

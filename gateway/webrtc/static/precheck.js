@@ -3,34 +3,14 @@
 // the camera off. The stream checked here is the one the meeting then uses (no second prompt).
 
 import { t } from '/static/i18n.js';
-import { $, el, setText } from '/static/ui.js';
+import { $, setText } from '/static/ui.js';
 import { stopStream } from '/static/media.js';
+import { remember, fillDeviceLists, applySpeaker } from '/static/devices.js';
 
-const KEY = 'gateway.devices';
 let preview = null; // {stream, micTrack, cameraTrack, issue}
 let meter = null; // {context, timer}
 let starting = null;
 let acquireWith = null; // media.js's acquireMedia with the chosen devices
-
-/** The devices chosen on this device before: {camera, microphone, speaker} (ids, or absent). */
-export function chosenDevices() {
-  try {
-    return JSON.parse(localStorage.getItem(KEY) || '{}') || {};
-  } catch {
-    return {};
-  }
-}
-
-function remember(kind, id) {
-  const devices = { ...chosenDevices(), [kind]: id };
-  try { localStorage.setItem(KEY, JSON.stringify(devices)); } catch { /* private mode */ }
-}
-
-/** getUserMedia constraints for the chosen devices (whatever works when none is chosen). */
-export function constraintsFor(kind) {
-  const id = chosenDevices()[kind === 'audio' ? 'microphone' : 'camera'];
-  return id ? { deviceId: { ideal: id } } : true;
-}
 
 /** Whether the person asked to join with the microphone / the camera off. */
 export function joinMuted() { return $('precheck-mic-off').checked; }
@@ -103,22 +83,9 @@ function stopMeter() {
   meter = null;
 }
 
-async function fillDevices() {
-  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
-  const devices = await navigator.mediaDevices.enumerateDevices();
-  const chosen = chosenDevices();
-  const inUse = {
-    videoinput: preview && preview.cameraTrack && preview.cameraTrack.getSettings().deviceId,
-    audioinput: preview && preview.micTrack && preview.micTrack.getSettings().deviceId,
-    audiooutput: chosen.speaker,
-  };
-  for (const [kind, id] of [['videoinput', 'camera-select'], ['audioinput', 'microphone-select'], ['audiooutput', 'speaker-select']]) {
-    const select = $(id);
-    const options = devices.filter((d) => d.kind === kind && d.deviceId);
-    select.replaceChildren(...options.map((d, i) => el('option', { value: d.deviceId, text: d.label || t('precheckDevice', { n: i + 1 }) })));
-    if (inUse[kind]) select.value = inUse[kind];
-    select.closest('.field').hidden = options.length === 0;
-  }
+function fillDevices() {
+  const ids = { camera: 'camera-select', microphone: 'microphone-select', speaker: 'speaker-select' };
+  return fillDeviceLists(ids, preview && preview.micTrack, preview && preview.cameraTrack);
 }
 
 /** A short two-tone chime on the chosen speaker. */
@@ -137,8 +104,7 @@ async function testSpeaker() {
   header.setUint32(24, rate, true); header.setUint32(28, rate * 2, true); header.setUint16(32, 2, true);
   header.setUint16(34, 16, true); text(36, 'data'); header.setUint32(40, samples.byteLength, true);
   const audio = new Audio(URL.createObjectURL(new Blob([header, samples], { type: 'audio/wav' })));
-  const speaker = chosenDevices().speaker;
-  if (speaker && audio.setSinkId) await audio.setSinkId(speaker).catch(() => {});
+  await applySpeaker(audio);
   $('speaker-test').dataset.played = String(Number($('speaker-test').dataset.played || 0) + 1);
   await audio.play().catch(() => {});
 }
@@ -151,10 +117,4 @@ export async function takePreview() {
   preview = null;
   $('preview-video').srcObject = null;
   return media;
-}
-
-/** The speaker chosen for the meeting's sound (setSinkId where the browser has it). */
-export function applySpeaker(audioElement) {
-  const speaker = chosenDevices().speaker;
-  if (speaker && audioElement.setSinkId) audioElement.setSinkId(speaker).catch(() => {});
 }
