@@ -78,6 +78,7 @@ PUBLISHED_EVENTS = frozenset(
         "hand_lowered",
         "speaking_started",
         "speaking_stopped",
+        "quality_changed",
         "lobby_changed",
         "lobby_admitted",
         "lobby_denied",

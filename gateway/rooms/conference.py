@@ -35,6 +35,7 @@ import structlog
 from gateway.config import MediaConfig
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.leg import Leg
+from gateway.rooms.quality import LinkSample, QualityMeter
 from gateway.rooms.room import Room
 from gateway.transcode.clock import ClockDriver, MediaClock
 from gateway.transcode.codecs import StreamCodec, StreamKind, codec_names
@@ -47,6 +48,7 @@ from gateway.transcode.video import COMPOSED, EncodedVideoFrame, TranscodePool, 
 log = structlog.get_logger(__name__)
 
 _MUTE_EVENTS = {"muted", "unmuted", "mute_changed", "participant_joined"}
+QUALITY_INTERVAL_S = 2.0
 _SCENE_EVENTS = {
     "participant_joined",
     "participant_left",
@@ -102,6 +104,10 @@ class Conference:
             log_context={"room": room.id},
             driver=clock_driver,
         )
+        # Connection quality: every participant's measured once per QUALITY_INTERVAL_S, on the tick.
+        self._quality: dict[str, QualityMeter] = {}
+        self._ticks = 0
+        self._quality_every = max(1, round(QUALITY_INTERVAL_S / (media.mixer.tick_ms / 1000)))
         # Media figures of legs that went, for the call record written when their participant leaves.
         self.last_media: dict[str, dict[str, Any]] = {}
         self._unsubscribe = room.subscribe(self._on_room_event)
@@ -375,12 +381,40 @@ class Conference:
         result = self.mixer.tick()
         for pid, speaking in result.speaking_changed:
             self.room.set_speaking(pid, speaking)
+        self._ticks += 1
+        if self._ticks % self._quality_every == 0:
+            self._measure_quality()
+
+    def _measure_quality(self) -> None:
+        """Grades each participant's connection from the audio we get from it (packets that never
+        came or came too late to play, the jitter; muted ones are measured too) and what its leg knows of the way back (the far end's
+        receiver reports: `remote_loss` 0..1, `rtt_ms`, in the leg's media counters)."""
+        for pid, leg in list(self.legs.items()):
+            jitter = self.mixer.jitter(pid)
+            if jitter is None:
+                continue
+            try:
+                counters = leg.media_counters()
+            except Exception:
+                self._log.exception("a leg's media counters failed", participant=pid)
+                counters = {}
+            sample = LinkSample(
+                received=jitter.received - jitter.late,
+                lost=jitter.missing + jitter.late,
+                jitter_ms=jitter.jitter_ms,
+                remote_loss=counters.get("remote_loss"),
+                rtt_ms=counters.get("rtt_ms"),
+            )
+            measured = self._quality.setdefault(pid, QualityMeter()).update(sample)
+            if measured is not None:
+                self.room.set_quality(pid, measured)
 
     def _on_room_event(self, event: RoomEvent) -> None:
         pid = event.participant
         if event.type in _MUTE_EVENTS and pid in self.room.participants:
             self.mixer.set_muted(pid, self.room.participants[pid].audio_muted)
         if event.type in ("participant_left", "participant_removed") and pid is not None:
+            self._quality.pop(pid, None)
             self.video.remove(pid)
             if self._transcoders is not None:
                 self._transcoders.drop(pid)

@@ -28,6 +28,7 @@ EventType = Literal[
     "meeting_ended",
     "speaking_started",
     "speaking_stopped",
+    "quality_changed",  # a participant's connection got better or worse (data: quality, loss_percent, jitter_ms, rtt_ms)
     "layout_changed",  # the composed picture's arrangement (data: layout)
     "spotlight_changed",  # a host showed someone large for everyone (participant; None: ended)
     "presentation_started",  # the participant took the presentation floor (data: content, since)

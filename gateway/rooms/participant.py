@@ -34,6 +34,7 @@ class Participant:
     video_off: bool = False
     speaking: bool = False
     connected: bool = True  # False while its connection is lost and its place is kept for a reconnect
+    quality: str | None = None  # its connection: good, fair or poor (rooms/quality.py); None while unknown
     source: str | None = None  # where it came from (an address, a number): recognises a returner
     # A caller's whole number (E.164): for hosts and administrators only, never the room's view
     number: str | None = None
@@ -65,5 +66,6 @@ class Participant:
             "video_off": self.video_off,
             "speaking": self.speaking,
             "connected": self.connected,
+            "quality": self.quality,
             "joined_at": self.joined_at,
         }

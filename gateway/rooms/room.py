@@ -19,6 +19,7 @@ from gateway.rooms.errors import JoinRefused, NotAllowed, UnknownParticipant
 from gateway.rooms.events import EventType, RoomEvent
 from gateway.rooms.floor import Content, Presentation, Presenters, StopReason
 from gateway.rooms.participant import LegKind, Participant, Role
+from gateway.rooms.quality import Measured
 from gateway.transcode.layout import Layout
 
 Listener = Callable[[RoomEvent], None]
@@ -610,6 +611,21 @@ class Room:
         if p is not None and p.speaking != speaking:
             p.speaking = speaking
             self._emit("speaking_started" if speaking else "speaking_stopped", p.id)
+
+    def set_quality(self, participant_id: str, measured: Measured) -> None:
+        """The participant's connection got better or worse (the conference measures it)."""
+        p = self.participants.get(participant_id)
+        if p is None or p.quality == measured.quality.value:
+            return
+        p.quality = measured.quality.value
+        self._emit(
+            "quality_changed",
+            p.id,
+            quality=p.quality,
+            loss_percent=round(100 * measured.loss, 1),
+            jitter_ms=None if measured.jitter_ms is None else round(measured.jitter_ms, 1),
+            rtt_ms=None if measured.rtt_ms is None else round(measured.rtt_ms),
+        )
 
     # -- views ----------------------------------------------------------------------------------
 

@@ -61,12 +61,14 @@ from aiortc.rtp import (
     RtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
+    RtcpRrPacket,
     RtcpSenderInfo,
     RtcpSrPacket,
     RtpPacket,
     is_rtcp,
     unpack_remb_fci,
 )
+from aiortc.stats import RTCRemoteInboundRtpStreamStats, RTCStatsReport
 
 from gateway.transcode.codecs import StreamCodec, fmtp_of
 
@@ -85,6 +87,7 @@ __all__ = [
     "RTCSessionDescription",
     "RtcpPacket",
     "RtcpReceiverInfo",
+    "RtcpRrPacket",
     "RtcpSenderInfo",
     "RtcpSrPacket",
     "RtpPacket",
@@ -94,6 +97,7 @@ __all__ = [
     "VideoTap",
     "bitrate_feedback",
     "codec_capabilities",
+    "far_end_report",
     "fir",
     "ignore_close_races",
     "is_rtcp",
@@ -381,6 +385,17 @@ def send_audio_level(sender: RTCRtpSender, level_dbov: Callable[[], float]) -> N
         return encoded
 
     sender._next_encoded_frame = with_level  # type: ignore[method-assign]
+
+
+def far_end_report(sender: RTCRtpSender) -> tuple[float | None, float | None]:
+    """What the far end's last receiver report said of what `sender` sends: the share lost (0..1)
+    and the round trip in ms (None where no report came yet, or it gave no round trip)."""
+    stats: RTCStatsReport = sender._RTCRtpSender__stats  # type: ignore[attr-defined]
+    for entry in stats.values():
+        if isinstance(entry, RTCRemoteInboundRtpStreamStats):
+            rtt = entry.roundTripTime
+            return entry.fractionLost / 256, None if rtt is None else rtt * 1000
+    return None, None
 
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:

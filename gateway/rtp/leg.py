@@ -592,6 +592,9 @@ class RtpLeg:
             "rtcp_dropped_foreign": stats.rtcp_dropped_foreign,
             "rtp_packets_lost": self.session.packets_lost,
             "rtp_jitter_ms": round(self.session.jitter_ms, 2),
+            # (the remote's reports on the audio we send: for the connection quality, rooms/quality.py)
+            "remote_loss": self.session.remote_loss,
+            "rtt_ms": None if self.session.rtt_ms is None else round(self.session.rtt_ms, 1),
             "codec": self.audio_in_codec.value,
         }
         for kind, line in self._video.items():

@@ -39,6 +39,7 @@ import pylibsrtp
 from gateway.rtp.aiortc_glue import (
     RtcpPacket,
     RtcpReceiverInfo,
+    RtcpRrPacket,
     RtcpSenderInfo,
     RtcpSrPacket,
     RtpPacket,
@@ -194,6 +195,9 @@ class RtpSession:
         self._rx = _srtp_session(self.remote_crypto, False) if self.remote_crypto else None
         self._last_sr_ntp_middle = 0
         self._last_sr_arrival = 0.0
+        self._sent_sr: tuple[int, float] | None = None  # our last sender report: (its NTP middle 32 bits, when)
+        self.remote_loss: float | None = None  # the remote's last report on what we send: share lost, 0..1
+        self.rtt_ms: float | None = None  # the round trip that report gives (RFC 3550 6.4.1)
         self._video = self.kind is not StreamKind.AUDIO
         self._by_pt: dict[int, StreamCodec] = {}
         self._assembler: VideoAssembler | None = None
@@ -423,6 +427,8 @@ class RtpSession:
             if isinstance(packet, RtcpSrPacket):
                 self._last_sr_ntp_middle = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
                 self._last_sr_arrival = now
+            if isinstance(packet, RtcpSrPacket | RtcpRrPacket):
+                self._read_reports(packet.reports, now)
             elif self._video and keyframe_feedback(packet, self.ssrc):
                 self.stats.keyframes_wanted += 1
                 if not any(isinstance(e, KeyframeWanted) for e in events):
@@ -436,6 +442,18 @@ class RtpSession:
             if source != self._signalled_rtcp:
                 events.insert(0, SourceLearned(source, True))
         return events
+
+    def _read_reports(self, reports: list[RtcpReceiverInfo], now: float) -> None:
+        """The remote's reception report on our stream: how much of it was lost and, when it echoes
+        our last sender report, the round trip (arrival - sent - the remote's delay since)."""
+        for report in reports:
+            if report.ssrc != self.ssrc:
+                continue
+            self.remote_loss = report.fraction_lost / 256
+            if self._sent_sr is not None and report.lsr and report.lsr == self._sent_sr[0]:
+                rtt = now - self._sent_sr[1] - report.dlsr / 65536
+                if 0 <= rtt < 60:
+                    self.rtt_ms = rtt * 1000
 
     @property
     def _signalled_rtcp(self) -> Address:
@@ -540,6 +558,7 @@ class RtpSession:
                     dlsr=delay,
                 )
             )
+        self._sent_sr = ((ntp >> 16) & 0xFFFFFFFF, now)
         sr = RtcpSrPacket(
             ssrc=self.ssrc,
             sender_info=RtcpSenderInfo(

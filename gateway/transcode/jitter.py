@@ -36,7 +36,9 @@ class AudioJitterBuffer:
         self._jitter_s = 0.0
         self._last_arrival: float | None = None
         self._last_seq: int | None = None
+        self._seen: int | None = None  # the highest extended sequence number that arrived (observe)
         self.received = 0
+        self.missing = 0  # packets the sequence numbers say were sent and never came (network loss)
         self.late = 0
         self.lost = 0
         self.dropped_to_catch_up = 0
@@ -44,20 +46,35 @@ class AudioJitterBuffer:
 
     # -- input ----------------------------------------------------------------------------------
 
-    def _extend(self, seq: int) -> int:
-        if self._highest is None:
+    @staticmethod
+    def _extend(seq: int, near: int | None) -> int:
+        """The extended sequence number of `seq` closest to `near` (wraps at 65536)."""
+        if near is None:
             return seq
-        base = self._highest & ~0xFFFF
+        base = near & ~0xFFFF
         candidates = (base - 0x10000 + seq, base + seq, base + 0x10000 + seq)
-        return min(candidates, key=lambda c: abs(c - self._highest))  # type: ignore[operator]
+        return min(candidates, key=lambda c: abs(c - near))
 
-    def put(self, seq: int, payload: bytes, level_dbov: float | None, arrival_s: float) -> None:
-        ext = self._extend(seq & 0xFFFF)
+    def observe(self, seq: int, arrival_s: float) -> None:
+        """Counts a packet that arrived (received, jitter, the gaps in its sequence numbers) without
+        buffering it: a muted participant's, whose connection is still measured."""
+        ext = self._extend(seq & 0xFFFF, self._seen)
         self.received += 1
-        if self._last_arrival is not None and self._last_seq is not None:
+        if self._last_arrival is not None and self._last_seq is not None and abs(ext - self._last_seq) <= 3000:
             transit_diff = (arrival_s - self._last_arrival) - (ext - self._last_seq) * self._frame_s
             self._jitter_s += (abs(transit_diff) - self._jitter_s) / 16
         self._last_arrival, self._last_seq = arrival_s, ext
+        if self._seen is None or abs(ext - self._seen) > 3000:
+            self._seen = ext  # (the first packet, or the sender started its sequence over)
+        elif ext > self._seen:
+            self.missing += ext - self._seen - 1
+            self._seen = ext
+        elif self.missing:
+            self.missing -= 1  # (a reordered packet filled a gap)
+
+    def put(self, seq: int, payload: bytes, level_dbov: float | None, arrival_s: float) -> None:
+        self.observe(seq, arrival_s)
+        ext = self._extend(seq & 0xFFFF, self._highest)
         if self._next is not None and ext < self._next:
             self.late += 1
             return

@@ -201,6 +201,7 @@ class Mixer:
         member.stats.packets_in += 1
         if member.muted:
             member.stats.frames_dropped_muted += 1
+            member.jitter.observe(seq, arrival_s)  # (not played, but its connection is still measured)
             return
         if not payload or len(payload) > self.max_frame_bytes:
             self._malformed(member, "empty" if not payload else "oversized")

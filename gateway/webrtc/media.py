@@ -33,6 +33,7 @@ from gateway.rtp.aiortc_glue import (
     RTCSessionDescription,
     VideoTap,
     codec_capabilities,
+    far_end_report,
     negotiated_codecs,
     on_keyframe_request,
     tap_audio,
@@ -239,13 +240,16 @@ class BrowserMedia:
         """What each shown source's slot takes as it is: the one codec it sends."""
         return {slot.source: slot.codecs[:1] for slot in self.slots if slot.source is not None and slot.codecs}
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, int | float | None]:
+        remote_loss, rtt_ms = far_end_report(self.audio.sender)  # (the browser's reports on the meeting's audio)
         return {
             "audio_frames_sent": self.audio_track.pushed,
             "audio_frames_dropped_send": self.audio_track.dropped,
             "video_frames_received": self.video_frames_in,
             "content_frames_received": self.content_frames_in,
             "video_frames_sent": sum(slot.track.pushed for slot in self.slots),
+            "remote_loss": remote_loss,
+            "rtt_ms": None if rtt_ms is None else round(rtt_ms, 1),
         }
 
     async def close(self) -> None:

@@ -29,6 +29,8 @@ export function renderMeeting(state, actions) {
     setIcon(presentingBadge, 'screen');
   }
 
+  // One's own connection, when poor: what it means and what helps.
+  $('quality-hint').hidden = !you || you.quality !== 'poor';
   renderToolbar(state, room, isHost);
   renderTiles(state, you, others, room);
   renderParticipants(room, you, isHost, actions);
@@ -183,6 +185,9 @@ function statusBadges(p, detailed, spotlight = false, presenting = false) {
   if (presenting) list.push(['screen', t('statusPresenting'), 'badge-presenting']);
   if (spotlight) list.push(['star', t('statusSpotlight'), 'badge-spotlight']);
   if (p.connected === false) list.push(['leave', t('statusReconnecting'), 'badge-muted']);
+  // The connection (rooms/quality.py): poor everywhere, fair in the participant list only.
+  if (p.connected !== false && p.quality === 'poor') list.push(['signal', t('statusQualityPoor'), 'badge-quality-poor']);
+  else if (detailed && p.connected !== false && p.quality === 'fair') list.push(['signal', t('statusQualityFair'), 'badge-quality-fair']);
   if (p.speaking) list.push(['speaking', t('statusSpeaking'), 'badge-speaking']);
   if (p.muted) list.push(['micOff', detailed && p.host_muted ? t('statusHostMuted') : t('statusMuted'), 'badge-muted']);
   if (detailed && p.self_unmute_forbidden) list.push(['lock', t('statusUnmuteForbidden'), 'badge-muted']);

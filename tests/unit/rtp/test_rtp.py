@@ -102,6 +102,23 @@ def test_sender_reports_carry_a_reception_block_with_losses() -> None:
     assert block.lsr != 0 and abs(block.dlsr - 0.5 * 65536) < 2
 
 
+
+def test_the_remotes_reports_give_its_loss_of_our_stream_and_the_round_trip() -> None:
+    a, b = pair()
+    assert (a.remote_loss, a.rtt_ms) == (None, None)
+    for i in range(10):
+        data, _ = a.send_audio(b"\xd5" * 160)
+        if i not in (3, 6):  # two of ten lost on the way
+            b.receive(data, A, i * 0.02)
+    b.receive(a.rtcp_report(now=10.0, wall=1_700_000_000.0), A, 10.05)  # our report, 50 ms on the way
+    a.receive(b.rtcp_report(now=10.35, wall=1_700_000_000.35), B, 10.4)  # theirs 300 ms later, 50 ms back
+    assert a.remote_loss is not None and abs(a.remote_loss - 0.2) < 0.01
+    assert a.rtt_ms is not None and abs(a.rtt_ms - 100) < 1
+    # A report on someone else's stream says nothing about ours.
+    c, _ = pair()
+    a.receive(c.rtcp_report(now=11.0, wall=1_700_000_001.0), B, 11.0)
+    assert abs(a.remote_loss - 0.2) < 0.01
+
 # -- latching ("RTP bleed") -------------------------------------------------------------------------
 
 INTRUDER = ("192.0.2.66", 40000)

@@ -24,6 +24,16 @@ def test_reorders_and_reports_losses() -> None:
     assert jb.lost == 1
 
 
+
+def test_counts_what_the_network_lost_by_sequence_number() -> None:
+    jb = AudioJitterBuffer(20)
+    for seq in (65530, 65531, 65534, 65533, 1, 2, 20000, 20001, 20003):
+        jb.observe(seq, 0.0)  # 65532 and 65535, 0, 20002 lost; 65533 came late; then the sender started over
+    assert (jb.received, jb.missing) == (9, 4)
+    assert len(jb._frames) == 0  # (observed only: nothing buffered)
+    jb.put(20005, b"x", None, 0.1)
+    assert (jb.received, jb.missing) == (10, 5)
+
 def test_waits_for_its_target_delay_before_playing() -> None:
     jb = AudioJitterBuffer(20, min_delay_ms=60, max_delay_ms=200)
     jb.put(1, b"a", None, 0.0)

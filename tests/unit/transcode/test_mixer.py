@@ -147,6 +147,8 @@ def test_muted_audio_is_dropped_before_mixing_and_never_decoded() -> None:
     assert h.heard("listener") == 100
     assert h.heard("host") == 0
     assert h.mixer.stats("guest").frames_dropped_muted == 5  # type: ignore[union-attr]
+    jitter = h.mixer.jitter("guest")  # (never played, but its connection is still measured)
+    assert jitter is not None and jitter.received == 5 and jitter.depth == 0
 
 
 def test_audio_buffered_before_a_mute_never_leaks_after_it() -> None:
