@@ -23,6 +23,7 @@ from gateway.control.dialout import Dialer, DialOut
 from gateway.control.live import LiveControl
 from gateway.control.metrics import CallCounters, H323Counters, LoopLag, build_registry
 from gateway.control.mqtt import MqttBridge
+from gateway.control.oidc import OidcSignIn, add_sign_in_routes
 from gateway.control.records import CallRecorder
 from gateway.control.store import Store
 from gateway.h323.service import H323Service
@@ -100,7 +101,11 @@ class Gateway:
         dial_out = DialOut(read_identity, dialers) if dialers else None
         self.live = LiveControl(self.directory, dial_out)
         self.browsers.live = self.live
-        self.auth = Authenticator(config.admin)
+        # Signing in with the town's identity provider (gateway/control/oidc.py), when configured.
+        self.sign_in = OidcSignIn(config.oidc) if config.oidc.enabled else None
+        self.auth = Authenticator(config.admin, self.sign_in.principal if self.sign_in else None)
+        if self.sign_in is not None:
+            self.browsers.sign_ins = self.sign_in.host_of
         self.sip_ports: dict[str, int] = {}
         self.loop_lag = LoopLag()
         # New calls and browsers are refused while the process is overloaded (meetings go on).
@@ -159,6 +164,7 @@ class Gateway:
             routes=[
                 lambda app: meeting.add_meeting_routes(app, self.browsers),
                 lambda app: web.add_control_routes(app, api, self.auth, self.metrics),
+                lambda app: add_sign_in_routes(app, self.sign_in),
             ],
             static=[meeting.STATIC_DIR, web.STATIC_DIR],
             allowed_origins=config.server.allowed_origins,

@@ -27,6 +27,7 @@ class Ending(enum.StrEnum):
     OUTSIDE_HOURS = "closed"  # outside the room's opening hours
     RATE_LIMITED = "rate_limited"  # too many joins or calls from one address
     BAD_HOST_LINK = "bad_host_link"
+    SIGN_IN_ENDED = "sign_in_ended"  # a browser joined with a sign-in that has ended (or never was)
     LEFT = "left"  # the participant left
     NO_ENTRY = "no_entry"  # nothing typed at the voice menu
     MEDIA_TIMEOUT = "media_timeout"  # no media from the caller: gone without a goodbye
@@ -49,6 +50,7 @@ PROMPTS: dict[Ending, Prompt] = {
     Ending.OUTSIDE_HOURS: Prompt.CLOSED,
     Ending.RATE_LIMITED: Prompt.GOODBYE,
     Ending.BAD_HOST_LINK: Prompt.GOODBYE,
+    Ending.SIGN_IN_ENDED: Prompt.GOODBYE,
     Ending.LEFT: Prompt.GOODBYE,
     Ending.NO_ENTRY: Prompt.GOODBYE,
     Ending.MEDIA_TIMEOUT: Prompt.GOODBYE,

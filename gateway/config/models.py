@@ -12,6 +12,7 @@ import socket
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -99,6 +100,55 @@ class AdminConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("two admin tokens have the same name")
         return self
+
+
+class OidcConfig(_Strict):
+    """Signing in with the town's identity provider (OpenID Connect, authorisation code flow with
+    PKCE): administrators and operators on /admin, hosts on the meeting page. Off while `issuer` is
+    unset; tokens and PINs work as before either way."""
+
+    issuer: str | None = Field(
+        None, description="the provider's issuer URL (Keycloak: https://idp/realms/<realm>); unset: no sign-in"
+    )
+    client_id: str = Field("", max_length=256, description="the gateway's client id at the provider")
+    client_secret: SecretStr | None = Field(None, description="a confidential client's secret (a secret); unset: a public client")
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    claim: str = Field(
+        "groups", min_length=1, max_length=128, description="the ID token claim whose values (a list, or one string) give roles"
+    )
+    admins: list[str] = Field(default_factory=list, description="values of `claim` that make an administrator")
+    operators: list[str] = Field(default_factory=list, description="values of `claim` that make an operator")
+    hosts: list[str] = Field(
+        default_factory=list, description="values of `claim` that make a host in the rooms that allow it (sign_in_hosts)"
+    )
+    public_url: str | None = Field(
+        None,
+        description="the gateway's address as browsers reach it (https://meet.example.de), for the redirect "
+        "URI registered at the provider (<public_url>/auth/callback); unset: the address of each request",
+    )
+    session_h: float = Field(8.0, gt=0, le=24 * 7, description="how long a sign-in lasts in its browser tab")
+    clock_skew_s: float = Field(60.0, ge=0, le=600, description="tolerated clock difference to the provider")
+
+    @field_serializer("client_secret", when_used="json")
+    def _secret(self, secret: SecretStr | None, info: SerializationInfo) -> str | None:
+        return secret_out(secret, info)
+
+    @model_validator(mode="after")
+    def _complete(self) -> OidcConfig:
+        if self.issuer is not None:
+            parts = urlsplit(self.issuer)
+            loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+            if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+                raise ValueError("oidc.issuer must be an https:// URL (plain http only to a provider on this machine)")
+            if not self.client_id:
+                raise ValueError("oidc.client_id is needed with oidc.issuer")
+            if "openid" not in self.scopes:
+                raise ValueError("oidc.scopes must include openid")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.issuer is not None
 
 
 class StorageConfig(_Strict):
@@ -642,6 +692,10 @@ class RoomConfig(_Strict):
         "everyone",
         description="who may present (share a screen, send slides): everyone, or hosts and trusted room systems only",
     )
+    sign_in_hosts: bool = Field(
+        False,
+        description="staff in oidc.hosts who sign in on the meeting page become hosts here without the host PIN",
+    )
 
     @field_validator("aliases")
     @classmethod
@@ -859,6 +913,7 @@ class GatewayConfig(BaseSettings):
     sip: SipConfig = Field(default_factory=SipConfig)
     h323: H323Config = Field(default_factory=H323Config)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    oidc: OidcConfig = Field(default_factory=OidcConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     rooms: list[RoomConfig] = Field(default_factory=list)
 

@@ -6,6 +6,7 @@ here for the API that issues them).
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +31,11 @@ class AuthError(Exception):
 
 
 class Authenticator:
-    def __init__(self, config: AdminConfig) -> None:
+    """`sessions`: who holds a session token of someone signed in with the identity provider
+    (gateway.control.oidc), with the role the provider's claim gave them; None without sign-in."""
+
+    def __init__(self, config: AdminConfig, sessions: Callable[[str], Principal | None] | None = None) -> None:
+        self._sessions = sessions
         self._tokens: list[tuple[bytes, Principal]] = []
         if config.token:
             self._tokens.append((config.token.encode(), Principal("admin", "admin")))
@@ -39,11 +44,11 @@ class Authenticator:
 
     @property
     def enabled(self) -> bool:
-        return bool(self._tokens)
+        return bool(self._tokens) or self._sessions is not None
 
     def authenticate(self, authorization: str) -> Principal:
         """The principal of an `Authorization: Bearer <token>` header, or AuthError (401/403)."""
-        if not self._tokens:
+        if not self.enabled:
             raise AuthError(403, "api_disabled", "no admin token is configured (admin.token or admin.tokens)")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -53,8 +58,10 @@ class Authenticator:
         for known, principal in self._tokens:  # compare with every token: no timing hint which one is near
             if hmac.compare_digest(given, known):
                 found = principal
+        if found is None and self._sessions is not None:
+            found = self._sessions(token.strip())
         if found is None:
-            raise AuthError(401, "unauthorised", "unknown token")
+            raise AuthError(401, "unauthorised", "unknown token, or the sign-in ended (or gave no admin or operator role)")
         return found
 
     @staticmethod

@@ -25,6 +25,7 @@ CAUSES: dict[Ending, tuple[int, str | None, str]] = {
     Ending.OUTSIDE_HOURS: (Cause.NO_ANSWER, "destinationRejection", "Closed (outside the opening hours)"),
     Ending.RATE_LIMITED: (Cause.USER_BUSY, "adaptiveBusy", "Too many calls from your address"),
     Ending.BAD_HOST_LINK: (Cause.CALL_REJECTED, "destinationRejection", "Host link not valid"),
+    Ending.SIGN_IN_ENDED: (Cause.CALL_REJECTED, "destinationRejection", "Sign-in ended"),
     Ending.LEFT: (Cause.NORMAL, None, "Left"),
     Ending.NO_ENTRY: (Cause.NO_USER_RESPONDING, None, "No entry"),
     Ending.MEDIA_TIMEOUT: (Cause.TIMER_EXPIRY, None, "Media timeout"),

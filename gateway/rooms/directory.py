@@ -157,6 +157,7 @@ class Directory:
             opening_hours=_hours(spec),
             layout=Layout(spec.layout),
             presenters=Presenters(spec.presenters),
+            sign_in_hosts=spec.sign_in_hosts,
         )
         room.max_lobby = self._config.lobby.max_waiting
         conference = Conference(room, self._config.media, clock_driver=self.clock_driver)
@@ -199,6 +200,7 @@ class Directory:
             opening_hours=_hours(spec),
             layout=Layout(spec.layout),
             presenters=Presenters(spec.presenters),
+            sign_in_hosts=spec.sign_in_hosts,
         )
         self.specs[spec.id] = spec
         self._index_aliases(spec)

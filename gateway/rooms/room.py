@@ -86,6 +86,7 @@ class Room:
         opening_hours: Schedule | None = None,
         layout: Layout = Layout.SPEAKER,
         presenters: Presenters = Presenters.EVERYONE,
+        sign_in_hosts: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = new_participant_id,
@@ -101,6 +102,7 @@ class Room:
         self.aliases = list(aliases or [])
         self.language = language  # prompts; None: the gateway's default
         self.opening_hours = opening_hours
+        self.sign_in_hosts = sign_in_hosts  # staff signed in with the host group host here without the PIN
         # The composed picture room systems see: its arrangement, and who a host put in the spotlight
         # (shown large for everyone, browsers included). The configured layout is the default a
         # host's choice returns to when the meeting ends.
@@ -173,9 +175,11 @@ class Room:
         opening_hours: Schedule | None,
         layout: Layout = Layout.SPEAKER,
         presenters: Presenters = Presenters.EVERYONE,
+        sign_in_hosts: bool = False,
     ) -> None:
         """New settings for a live room (the admin changed them): whoever is in stays in."""
         self.name = name or self.id
+        self.sign_in_hosts = sign_in_hosts
         self.host_pin, self.guest_pin = host_pin, guest_pin
         self.max_participants = max_participants
         self.aliases = list(aliases)

@@ -23,6 +23,7 @@ STATUS: dict[Ending, tuple[int, str]] = {
     Ending.OUTSIDE_HOURS: (480, "Closed (outside the opening hours)"),
     Ending.RATE_LIMITED: (486, "Busy Here (too many calls from your address)"),
     Ending.BAD_HOST_LINK: (403, "Host link not valid"),
+    Ending.SIGN_IN_ENDED: (403, "Sign-in ended"),
     Ending.LEFT: (200, "Left"),
     Ending.NO_ENTRY: (408, "No entry"),
     Ending.MEDIA_TIMEOUT: (408, "Media timeout"),

@@ -100,6 +100,9 @@ class BrowserHub:
         self._ended_places: dict[str, Ending] = {}
         self._room_json: dict[tuple[str, bool], tuple[int, str]] = {}
         self.host_links: HostLinks | None = None  # set by the gateway once its store is open
+        # A signed-in person's session token -> (may host rooms that allow it, name); None: none or
+        # ended. Set by the gateway when sign-in with the identity provider is configured.
+        self.sign_ins: Callable[[str], tuple[bool, str] | None] | None = None
         self.live: Invitations | None = None  # hosts invite room systems through it (the control plane)
         self.admission: Admission | None = None  # set by the gateway: refuses new browsers while overloaded
         self.join_rate = JoinRate(config.server.joins_per_minute)
@@ -338,6 +341,14 @@ class BrowserSession:
                 await self._enter_meeting()
                 return
         role = None
+        if msg.signin is not None:
+            who = self.hub.sign_ins(msg.signin) if self.hub.sign_ins is not None else None
+            if who is None:
+                self._log.info("join refused: the sign-in ended")
+                await self._end(Ending.SIGN_IN_ENDED)
+                return
+            if who[0] and conference.room.sign_in_hosts:
+                role = Role.HOST  # (staff of the host group, in a room that lets them host)
         if msg.host is not None:
             links = self.hub.host_links
             room = conference.room

@@ -67,6 +67,8 @@ class Join(_Msg):
     resume: Annotated[str, Field(max_length=128), Unicode] | None = None
     # A signed host link's token (`/r/<room>?host=...`): a host without typing the PIN.
     host: Annotated[str, Field(max_length=128), Unicode] | None = None
+    # Signed in with the identity provider (the page's session token): a host where the room allows it.
+    signin: Annotated[str, Field(max_length=128), Unicode] | None = None
 
 
 class Answer(_Msg):
@@ -392,6 +394,7 @@ ENDED_REASONS: dict[Ending, str] = {
     Ending.OUTSIDE_HOURS: "closed",
     Ending.RATE_LIMITED: "rate_limited",
     Ending.BAD_HOST_LINK: "bad_host_link",
+    Ending.SIGN_IN_ENDED: "sign_in_ended",
     Ending.LEFT: "left",
     Ending.NO_ENTRY: "no_entry",
     Ending.MEDIA_TIMEOUT: "media_timeout",
@@ -402,7 +405,8 @@ ENDED_REASONS: dict[Ending, str] = {
 
 def server_ended(reason: str, hours: dict[str, Any] | None = None) -> dict[str, Any]:
     """The session is over: wrong_pin, locked_out (too many wrong PINs), locked, full, denied,
-    removed, meeting_ended, unknown_room, left, bad_host_link, closed (outside the opening hours:
+    removed, meeting_ended, unknown_room, left, bad_host_link, sign_in_ended (the page's sign-in with the
+    identity provider ended), closed (outside the opening hours:
     `hours` has the schedule and the next opening), rate_limited (too many joins from the address
     within a minute), overloaded (the gateway takes no new participants for now)."""
     message: dict[str, Any] = {"type": "ended", "reason": reason}

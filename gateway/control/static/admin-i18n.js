@@ -27,6 +27,9 @@ const STRINGS = {
 
     // sign-in, header, navigation
     signInTitle: 'Sign in',
+    signInOidc: 'Sign in with your organisation account',
+    signInOidcOr: 'Or, for an access token:',
+    signInOidcFailed: 'Sign-in with your organisation account did not work ({code}).',
     signInIntro: 'Enter an access token of the gateway (admin.token or admin.tokens in its configuration file). The token is kept only in this browser tab until you sign out or close the tab.',
     signInToken: 'Access token',
     signInTokenHint: 'Administrators may change everything; operators may watch and control live meetings.',
@@ -207,6 +210,8 @@ const STRINGS = {
     roomLobbyHint: 'Guests wait until a host admits them.',
     roomLocked: 'Locked',
     roomLockedHint: 'Only hosts may enter.',
+    roomSignInHosts: 'Staff may host by signing in',
+    roomSignInHostsHint: 'Members of the host group (oidc.hosts) who sign in with their organisation account on the meeting page join as hosts, without the host PIN.',
     hoursTitle: 'Opening hours',
     hoursOn: 'Guests may only enter during opening hours',
     hoursOnHint: 'Hosts may always enter. Without opening hours the room is always open.',
@@ -401,6 +406,9 @@ const STRINGS = {
     networkError: 'Das Gateway ist nicht erreichbar. Bitte prüfen Sie die Netzwerkverbindung; die Seite versucht es von selbst erneut.',
 
     signInTitle: 'Anmelden',
+    signInOidc: 'Mit dem Dienstkonto anmelden',
+    signInOidcOr: 'Oder mit einem Zugangs-Token:',
+    signInOidcFailed: 'Die Anmeldung mit dem Dienstkonto hat nicht geklappt ({code}).',
     signInIntro: 'Geben Sie ein Zugangs-Token des Gateways ein (admin.token oder admin.tokens in seiner Konfigurationsdatei). Das Token bleibt nur in diesem Browser-Tab gespeichert, bis Sie sich abmelden oder den Tab schließen.',
     signInToken: 'Zugangs-Token',
     signInTokenHint: 'Administratoren dürfen alles ändern; Operatoren dürfen laufende Besprechungen sehen und steuern.',
@@ -579,6 +587,8 @@ const STRINGS = {
     roomLobbyHint: 'Gäste warten, bis die Moderation sie einlässt.',
     roomLocked: 'Gesperrt',
     roomLockedHint: 'Nur die Moderation kann eintreten.',
+    roomSignInHosts: 'Mitarbeitende moderieren nach Anmeldung',
+    roomSignInHostsHint: 'Mitglieder der Moderationsgruppe (oidc.hosts), die sich auf der Besprechungsseite mit ihrem Dienstkonto anmelden, nehmen ohne Moderations-PIN als Moderation teil.',
     hoursTitle: 'Öffnungszeiten',
     hoursOn: 'Gäste können nur während der Öffnungszeiten eintreten',
     hoursOnHint: 'Die Moderation kann immer eintreten. Ohne Öffnungszeiten ist der Raum immer offen.',

@@ -189,7 +189,7 @@ function closeEditor() {
 function fillForm(room) {
   const r = room || {
     id: '', name: '', aliases: [], max_participants: 100, language: null, lobby: false, locked: false, opening_hours: null,
-    layout: 'speaker', presenters: 'everyone',
+    layout: 'speaker', presenters: 'everyone', sign_in_hosts: false,
   };
   $('room-id').value = r.id;
   $('room-name').value = r.name || '';
@@ -202,6 +202,7 @@ function fillForm(room) {
   $('room-presenters').value = r.presenters || 'everyone';
   $('room-lobby').checked = !!r.lobby;
   $('room-locked').checked = !!r.locked;
+  $('room-sign-in-hosts').checked = !!r.sign_in_hosts;
   const hours = r.opening_hours;
   $('hours-on').checked = !!hours;
   $('hours-fields').hidden = !hours;
@@ -224,6 +225,7 @@ function formBody() {
     presenters: $('room-presenters').value,
     lobby: $('room-lobby').checked,
     locked: $('room-locked').checked,
+    sign_in_hosts: $('room-sign-in-hosts').checked,
     opening_hours: null,
   };
   if (value('room-max')) body.max_participants = Number(value('room-max'));

@@ -47,6 +47,9 @@ async function signIn(token) {
 }
 
 function signOut(reason = '') {
+  const token = getToken();
+  // (a sign-in with the organisation account ends at the gateway too; a configured token is unaffected)
+  if (token) fetch('/auth/logout', { method: 'POST', headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
   setToken('');
   if (session.view) VIEWS[session.view].hide();
   session.status = null;
@@ -87,6 +90,27 @@ async function onSignInSubmit(event) {
       report(error, 'signInFailed');
     }
   }
+}
+
+/** Back from the identity provider (gateway/control/oidc.py): the sign-in's session token, or why
+ * it failed, comes in the fragment; it moves into this tab's storage and out of the address bar. */
+function takeSignInFromFragment() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = fragment.get('signin');
+  const error = fragment.get('signin_error');
+  if (token === null && error === null) return null;
+  history.replaceState(null, '', location.pathname + location.search);
+  if (token) setToken(token);
+  return error;
+}
+
+/** The "organisation account" button, where the gateway offers it. */
+async function offerOidc(error) {
+  let enabled = false;
+  try { enabled = (await (await fetch('/auth/config')).json()).enabled === true; } catch { /* not offered */ }
+  $('oidc-box').hidden = !enabled;
+  $('oidc-error').hidden = !error;
+  setText($('oidc-error'), error ? t('signInOidcFailed', { code: error }) : '');
 }
 
 // -- header, sections, language ------------------------------------------------------------------
@@ -150,6 +174,7 @@ function start() {
     if (session.status && location.hash.replace(/^#/, '') in VIEWS) showView(viewFromHash());
   });
   onUnauthorized((error) => signOut(t('signInExpired', { reason: error.reason })));
+  offerOidc(takeSignInFromFragment());
 
   const token = getToken();
   if (!token) {

@@ -23,6 +23,7 @@ const state = {
   name: '',
   pin: '',
   hostLink: '', // a signed host link's token (?host=...): joins as host without the PIN
+  signIn: '', // a sign-in with the identity provider (its session token, kept in this tab): a host where the room allows
   endedHours: null, // opening hours sent with an "ended: closed"
   formErrors: { room: null, name: null, pin: null }, // i18n keys, so a language switch re-renders them
   ws: null,
@@ -153,7 +154,7 @@ function renderLobbyScreen() {
   setText($('lobby-position'), `${t('lobbyPosition', { position: lobby.position ?? '–' })} ${wait}${noHost}`);
 }
 
-const ENDED_WITH_RETRY = new Set(['left', 'locked', 'full', 'denied', 'meeting_ended', 'shutdown', 'overloaded', 'rate_limited']);
+const ENDED_WITH_RETRY = new Set(['left', 'locked', 'full', 'denied', 'meeting_ended', 'shutdown', 'overloaded', 'rate_limited', 'sign_in_ended']);
 
 /** The shared status screen: connecting, connection lost (with countdown), ended. */
 function renderStatus() {
@@ -285,6 +286,7 @@ function connect() {
     if (ws !== state.ws) return;
     const msg = { type: 'join', room: state.roomId, name: state.name, pin: state.pin };
     if (state.hostLink) msg.host = state.hostLink;
+    if (state.signIn) msg.signin = state.signIn;
     if (state.resume) msg.resume = state.resume;
     send(msg);
     state.lastPong = 0;
@@ -360,6 +362,7 @@ function reconnectNow() {
 
 /** The session is over for good: show why (or the form again for a wrong PIN). */
 function endSession(reason) {
+  if (reason === 'sign_in_ended') forgetSignIn();
   stopShare();
   closeSession();
   stopStream(state.localStream);
@@ -949,6 +952,62 @@ function togglePanel(open = !document.body.classList.contains('panel-open')) {
   $('btn-panel').setAttribute('aria-expanded', String(open));
 }
 
+// -- signing in with the organisation's account (OpenID Connect, gateway/control/oidc.py) --------
+
+const SIGNIN_KEY = 'gateway.signin';
+
+/** The redirect back from the identity provider brings the sign-in (or why it failed) in the
+ * fragment: into this tab's storage, out of the address bar and the history. */
+function takeSignInFromFragment() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (!fragment.has('signin') && !fragment.has('signin_error')) return null;
+  const token = fragment.get('signin');
+  if (token) {
+    try { sessionStorage.setItem(SIGNIN_KEY, token); } catch { state.signIn = token; }
+  }
+  history.replaceState(null, '', location.pathname + location.search);
+  return fragment.get('signin_error');
+}
+
+function forgetSignIn() {
+  state.signIn = '';
+  try { sessionStorage.removeItem(SIGNIN_KEY); } catch { /* ignore */ }
+}
+
+async function setUpSignIn(error) {
+  let enabled = false;
+  try { enabled = (await (await fetch('/auth/config')).json()).enabled === true; } catch { /* no sign-in offered */ }
+  if (!enabled || !state.roomFromPath) return;
+  const box = $('signin-box');
+  const status = $('signin-status');
+  box.hidden = false;
+  $('signin-link').href = `/auth/login?next=${encodeURIComponent(`/r/${state.roomFromPath}`)}`;
+  if (error) setText(status, t('signInFailed', { code: error }));
+  let who = null;
+  if (state.signIn) {
+    const response = await fetch('/auth/me', { headers: { Authorization: `Bearer ${state.signIn}` } }).catch(() => null);
+    if (response && response.ok) who = await response.json();
+    else {
+      forgetSignIn();
+      setText(status, t('signInEnded'));
+    }
+  }
+  $('signin-link').hidden = !!who;
+  $('signout-button').hidden = !who;
+  if (who) {
+    setText(status, t('signedInAs', { name: who.name }));
+    if (!$('name-input').value) $('name-input').value = who.name;
+  }
+}
+
+async function signOut() {
+  const token = state.signIn;
+  forgetSignIn();
+  if (token) await fetch('/auth/logout', { method: 'POST', headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
+  await setUpSignIn(null);
+  setText($('signin-status'), '');
+}
+
 // -- start-up -----------------------------------------------------------------------------------
 
 function roomFromPath() {
@@ -1013,6 +1072,7 @@ function wireUp() {
     $('btn-mic').focus();
   });
   $('audio-play').addEventListener('click', playRemoteAudio);
+  $('signout-button').addEventListener('click', signOut);
   $(MEETING_DEVICES.camera).addEventListener('change', (ev) => switchDevice('camera', ev.target.value));
   $(MEETING_DEVICES.microphone).addEventListener('change', (ev) => switchDevice('microphone', ev.target.value));
   $(MEETING_DEVICES.speaker).addEventListener('change', (ev) => switchSpeaker(ev.target.value));
@@ -1039,6 +1099,8 @@ function init() {
   initPrecheck();
 
   const params = new URLSearchParams(location.search);
+  const signInError = takeSignInFromFragment();
+  try { state.signIn = sessionStorage.getItem(SIGNIN_KEY) || state.signIn; } catch { /* ignore */ }
   state.roomFromPath = roomFromPath();
   state.roomId = state.roomFromPath || params.get('room') || '';
   let storedName = '';
@@ -1070,6 +1132,7 @@ function init() {
   else {
     setPhase('form', { focus: false });
     startPreview(acquireChosen); // (the camera and microphone checked before joining)
+    setUpSignIn(signInError);
   }
   render();
 }

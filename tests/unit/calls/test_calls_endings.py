@@ -56,6 +56,7 @@ def test_sip_says_each_ending_with_todays_status_and_reason(ending: Ending, stat
         (Ending.OUTSIDE_HOURS, "closed"),
         (Ending.RATE_LIMITED, "rate_limited"),
         (Ending.BAD_HOST_LINK, "bad_host_link"),
+        (Ending.SIGN_IN_ENDED, "sign_in_ended"),
         (Ending.LEFT, "left"),
     ],
 )

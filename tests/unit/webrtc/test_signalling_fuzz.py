@@ -124,7 +124,7 @@ def test_the_strategies_reach_accepted_messages() -> None:
     """Without this, the properties above could pass by refusing everything."""
     accepted: set[str] = set()
 
-    @settings(max_examples=600, deadline=None, database=None)
+    @settings(max_examples=600, deadline=None, database=None, derandomize=True)  # (the same draws each run: no flake)
     @given(message_shaped())
     def collect(message: dict[str, Any]) -> None:
         parsed = check(json.dumps(message))
