@@ -387,8 +387,9 @@ class Conference:
 
     def _measure_quality(self) -> None:
         """Grades each participant's connection from the audio we get from it (packets that never
-        came or came too late to play, the jitter; muted ones are measured too) and what its leg knows of the way back (the far end's
-        receiver reports: `remote_loss` 0..1, `rtt_ms`, in the leg's media counters)."""
+        came or came too late to play, the jitter; muted ones are measured too) and what its leg
+        knows of the way back (the far end's receiver reports: `remote_loss` 0..1 and `rtt_ms` in
+        the leg's media counters)."""
         for pid, leg in list(self.legs.items()):
             jitter = self.mixer.jitter(pid)
             if jitter is None:

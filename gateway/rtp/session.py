@@ -424,10 +424,10 @@ class RtpSession:
         self.last_heard_at = now
         events: list[RtpEvent] = []
         for packet in packets:
-            if isinstance(packet, RtcpSrPacket):
-                self._last_sr_ntp_middle = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
-                self._last_sr_arrival = now
             if isinstance(packet, RtcpSrPacket | RtcpRrPacket):
+                if isinstance(packet, RtcpSrPacket):
+                    self._last_sr_ntp_middle = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+                    self._last_sr_arrival = now
                 self._read_reports(packet.reports, now)
             elif self._video and keyframe_feedback(packet, self.ssrc):
                 self.stats.keyframes_wanted += 1
