@@ -19,6 +19,11 @@ untouched. So:
   aiortc's jitter buffer (with NACK/RTX), go to the router instead of to a decoder, with the
   stream's negotiated codec (`stream_codec`) attached.
 - `on_keyframe_request` routes a browser's PLI/FIR for a forwarded stream back to its source.
+- Simulcast from browsers (RFC 8853): `offer_simulcast` asks for the camera in layers (a=rid,
+  a=simulcast:recv), `offer_rid_extension` makes aiortc read the RID header extension, `route_by_mid`
+  routes the layers' unannounced SSRCs by their MID, and `VideoTap` reassembles each layer on its own
+  and says which layer a frame is. `on_receiver_estimate` hands over a browser's REMB (aiortc ignores
+  it), by which the gateway picks the layer each browser receives.
 - The peer connection classes the webrtc package builds on are re-exported from here.
 - `ignore_close_races` quiets one known aiortc race: a peer connection closed while its connect
   task (started unawaited by `setRemoteDescription`) still waits on ICE or DTLS.
@@ -45,14 +50,16 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc import codecs as aiortc_codecs
 from aiortc.codecs.h264 import H264Encoder, h264_depayload
 from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
 from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtcdtlstransport import RtpRouter
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
@@ -103,9 +110,13 @@ __all__ = [
     "is_rtcp",
     "keyframe_feedback",
     "negotiated_codecs",
+    "offer_rid_extension",
+    "offer_simulcast",
     "on_keyframe_request",
+    "on_receiver_estimate",
     "packetize",
     "pli",
+    "route_by_mid",
     "send_audio_level",
     "stream_codec",
     "tap_audio",
@@ -351,25 +362,112 @@ class _FrameTap(queue.Queue):  # type: ignore[type-arg]
 
 
 class VideoTap:
-    """Installed on a video receiver before it starts; remembers the media SSRC for keyframe requests."""
+    """Installed on a video receiver before it starts; remembers the media SSRCs for keyframe
+    requests. With simulcast (RFC 8853: the browser sends each layer as its own SSRC, named by the
+    RID header extension) each layer gets a jitter buffer and NACK state of its own (aiortc keeps
+    one per receiver, for one stream), and `layer` tells the sink which layer the frame it is given
+    belongs to: the index of its RID in `rids` (lowest first); 0 without simulcast."""
 
-    def __init__(self, receiver: RTCRtpReceiver, sink: VideoFrameSink) -> None:
+    def __init__(self, receiver: RTCRtpReceiver, sink: VideoFrameSink, rids: tuple[str, ...] = ()) -> None:
         self._receiver = receiver
         self.media_ssrc: int | None = None
+        self.layer = 0
+        self.layer_ssrcs: dict[int, int] = {}  # layer -> its SSRC (simulcast)
+        self._layer_of_rid = {rid: i for i, rid in enumerate(rids)}
+        self._ssrc_layer: dict[int, int] = {}
+        self._streams: dict[int, tuple[JitterBuffer, NackGenerator]] = {}
         receiver._RTCRtpReceiver__decoder_queue = _FrameTap(sink)  # type: ignore[attr-defined]
         original = receiver._handle_rtp_packet
 
+        rtx_ssrcs: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+
         async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
             codec = _receiver_codecs(receiver).get(packet.payload_type)
-            if codec is not None and codec.name.lower() != "rtx":
-                self.media_ssrc = packet.ssrc
+            if codec is None:
+                await original(packet, arrival_time_ms)
+                return
+            if codec.name.lower() == "rtx":
+                # A layer's retransmissions come on an SSRC of their own, named by the repaired RID.
+                repaired = self._layer_of_rid.get(packet.extensions.repaired_rtp_stream_id or "")
+                if packet.ssrc not in rtx_ssrcs and repaired in self.layer_ssrcs:
+                    rtx_ssrcs[packet.ssrc] = self.layer_ssrcs[repaired]
+                layer = self._ssrc_layer.get(rtx_ssrcs.get(packet.ssrc, -1))
+                if layer is not None:
+                    self._use(receiver, self.layer_ssrcs[layer], layer)
+                await original(packet, arrival_time_ms)
+                return
+            layer = self._ssrc_layer.get(packet.ssrc)
+            if layer is None and packet.extensions.rtp_stream_id in self._layer_of_rid:
+                layer = self._ssrc_layer[packet.ssrc] = self._layer_of_rid[packet.extensions.rtp_stream_id]
+                self.layer_ssrcs[layer] = packet.ssrc
+                self._streams[packet.ssrc] = (JitterBuffer(capacity=512, is_video=True), NackGenerator())
+            if layer is not None:  # (a layer's own reassembly; aiortc's per-receiver state otherwise)
+                self._use(receiver, packet.ssrc, layer)
+            self.media_ssrc = packet.ssrc
+            self.layer = layer or 0
             await original(packet, arrival_time_ms)
 
         receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
 
+    def _use(self, receiver: RTCRtpReceiver, ssrc: int, layer: int) -> None:
+        """The layer's jitter buffer and NACK state for the packet about to be handled (aiortc
+        handles a transport's packets one at a time: nothing else runs in between)."""
+        buffer, nacks = self._streams[ssrc]
+        receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+        receiver._RTCRtpReceiver__nack_generator = nacks  # type: ignore[attr-defined]
+        self.layer = layer
+
     def request_keyframe(self) -> None:
-        if self.media_ssrc is not None:
-            asyncio.ensure_future(self._receiver._send_rtcp_pli(self.media_ssrc))
+        """A PLI for every layer (a receiver switching layers needs the new one's keyframe)."""
+        for ssrc in list(self.layer_ssrcs.values()) or ([self.media_ssrc] if self.media_ssrc is not None else []):
+            asyncio.ensure_future(self._receiver._send_rtcp_pli(ssrc))
+
+
+def route_by_mid() -> None:
+    """aiortc 1.16 routes an RTP packet of an unannounced SSRC by payload type only, which fails
+    when several receivers share the payload types (a browser's camera and screen lines under
+    BUNDLE). Browsers announce no SSRCs for simulcast layers: such packets are routed by their MID
+    header extension (RFC 8843 9.2), once, and their SSRC learnt."""
+    if getattr(RtpRouter, "_routes_by_mid", False):
+        return
+    original = RtpRouter.route_rtp
+
+    def route_rtp(self: RtpRouter, packet: RtpPacket) -> Any:
+        if packet.ssrc not in self.ssrc_table and packet.extensions.mid is not None:
+            receiver = self.mid_table.get(packet.extensions.mid)
+            if receiver is not None and receiver in self.payload_type_table.get(packet.payload_type, ()):
+                self.ssrc_table[packet.ssrc] = receiver
+                return receiver
+        return original(self, packet)
+
+    RtpRouter.route_rtp = route_rtp  # type: ignore[method-assign]
+    RtpRouter._routes_by_mid = True  # type: ignore[attr-defined]
+
+
+RID_URIS = {
+    10: "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    11: "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+}
+
+
+def offer_rid_extension() -> None:
+    """Video lines offer the RID header extensions (RFC 8852), so that aiortc reads each simulcast
+    layer's name, and its retransmissions' (RTX), from their packets."""
+    video = aiortc_codecs.HEADER_EXTENSIONS["video"]
+    for id, uri in RID_URIS.items():
+        if not any(ext.uri == uri for ext in video):
+            video.append(RTCRtpHeaderExtensionParameters(id=id, uri=uri))
+
+
+def offer_simulcast(sdp: str, mid: str, rids: tuple[str, ...]) -> str:
+    """The offer with simulcast asked for on the line `mid` (a=rid ... recv and a=simulcast:recv,
+    RFC 8853), lowest layer first: browsers scale the layers down in that order."""
+    lines = sdp.split("\r\n")
+    at = next((i for i, line in enumerate(lines) if line == f"a=mid:{mid}"), None)
+    if at is None:
+        return sdp
+    extra = [f"a=rid:{rid} recv" for rid in rids] + ["a=simulcast:recv " + ";".join(rids)]
+    return "\r\n".join(lines[: at + 1] + extra + lines[at + 1 :])
 
 
 def send_audio_level(sender: RTCRtpSender, level_dbov: Callable[[], float]) -> None:
@@ -396,6 +494,20 @@ def far_end_report(sender: RTCRtpSender) -> tuple[float | None, float | None]:
             rtt = entry.roundTripTime
             return entry.fractionLost / 256, None if rtt is None else rtt * 1000
     return None, None
+
+
+def on_receiver_estimate(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
+    """`callback(bit/s)` with each REMB (the far end's estimate of what it can receive) that names
+    this sender's SSRC; aiortc itself ignores them."""
+    original = sender._handle_rtcp_packet
+
+    async def handle_rtcp_packet(packet: Any) -> None:
+        bps = bitrate_feedback(packet, sender._ssrc)
+        if bps is not None:
+            callback(bps)
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
 
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:

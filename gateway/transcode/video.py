@@ -50,6 +50,8 @@ class EncodedVideoFrame:
     # The stream's negotiated codec (profile, packetization), when the sender's leg knows it; the
     # same object for every frame of a stream. None: only the name is known (any profile).
     format: StreamCodec | None = None
+    # Its simulcast layer (0 the lowest; a sender without simulcast sends layer 0 only)
+    layer: int = 0
 
 
 class VideoSourceId(NamedTuple):
@@ -181,6 +183,9 @@ class _Receiver(_Codecs):
     # Subscriptions that take other codecs than the receiver as a whole (a browser's slot: the one
     # codec its transceiver sends)
     per_source: dict[VideoSourceId, _Codecs] = field(default_factory=dict)
+    # Simulcast: the layer it gets of each source now, and the highest it wants (absent: the best)
+    layers: dict[VideoSourceId, int] = field(default_factory=dict)
+    wanted_layers: dict[VideoSourceId, int] = field(default_factory=dict)
 
     def codecs_for(self, source: VideoSourceId) -> _Codecs:
         return self.per_source.get(source, self)
@@ -194,6 +199,14 @@ class _Source:
     frames_in: int = 0
     frames_undecodable: int = 0
     codec: str | None = None
+    layer_seen: dict[int, float] = field(default_factory=dict)  # simulcast layer -> when it last sent
+    layer_bytes: dict[int, int] = field(default_factory=dict)  # simulcast layer -> bytes in this window
+    layer_bps: dict[int, float] = field(default_factory=dict)  # simulcast layer -> bit/s, last window
+    window_start: float = -1.0
+
+    def top_layer(self, now: float) -> int:
+        """Its highest layer that sends (a browser pauses its upper layers when its uplink is short)."""
+        return max((layer for layer, at in self.layer_seen.items() if now - at < LAYER_GONE_S), default=0)
 
 
 def open_encoder(
@@ -362,6 +375,10 @@ class TranscodePool:
         self._workers.clear()
 
 
+LAYER_GONE_S = 1.0  # a simulcast layer silent this long is taken as paused
+LAYER_WINDOW_S = 1.0  # each layer's bit rate is measured over windows this long
+
+
 class VideoRouter:
     def __init__(
         self,
@@ -463,6 +480,61 @@ class VideoRouter:
     def subscriptions(self, receiver_id: str) -> set[VideoSourceId]:
         return {source for source, subs in self._subscribers.items() if receiver_id in subs}
 
+    def want_layer(self, receiver_id: str, source_id: VideoSourceId, layer: int | None) -> None:
+        """The highest simulcast layer of the source this receiver should get (its bandwidth, the
+        size it shows it at); None: the best there is. The switch happens at the new layer's next
+        keyframe, which is asked for."""
+        receiver = self._receivers.get(receiver_id)
+        if receiver is None or receiver.wanted_layers.get(source_id) == layer:
+            return
+        if layer is None:
+            receiver.wanted_layers.pop(source_id, None)
+        else:
+            receiver.wanted_layers[source_id] = layer
+        self.request_keyframe(source_id)
+
+    def layer_bps(self, source_id: VideoSourceId) -> dict[int, float]:
+        """What each simulcast layer of the source sends (bit/s, over the last second or so)."""
+        source = self._sources.get(source_id)
+        return dict(source.layer_bps) if source else {}
+
+    @staticmethod
+    def _count_layer(source: _Source, frame: EncodedVideoFrame, now: float) -> None:
+        if source.window_start < 0:
+            source.window_start = now
+        source.layer_bytes[frame.layer] = source.layer_bytes.get(frame.layer, 0) + len(frame.data)
+        elapsed = now - source.window_start
+        if elapsed >= LAYER_WINDOW_S:
+            source.layer_bps = {layer: count * 8 / elapsed for layer, count in source.layer_bytes.items()}
+            source.layer_bytes.clear()
+            source.window_start = now
+
+    def layer_of(self, receiver_id: str, source_id: VideoSourceId) -> int | None:
+        """The simulcast layer the receiver gets of the source now (None before its first frame)."""
+        receiver = self._receivers.get(receiver_id)
+        return receiver.layers.get(source_id) if receiver else None
+
+    def _takes_layer(self, receiver: _Receiver, source: _Source, frame: EncodedVideoFrame, now: float) -> bool:
+        """Whether this frame's layer is the one the receiver gets: the layer it wants (at most the
+        source's highest that sends); a switch waits for a keyframe of the new layer."""
+        if len(source.layer_seen) == 1:
+            receiver.layers[source.id] = frame.layer
+            return True  # (no simulcast, or not yet known to be)
+        wanted = min(receiver.wanted_layers.get(source.id, 1 << 30), source.top_layer(now))
+        current = receiver.layers.get(source.id)
+        if current is not None and now - source.layer_seen.get(current, -1e9) >= LAYER_GONE_S:
+            current = None  # (its layer paused: any keyframe of the wanted one will do)
+        if frame.layer == current and current == wanted:
+            return True
+        if frame.layer == wanted:
+            if frame.keyframe:
+                receiver.layers[source.id] = wanted
+                return True
+            self.request_keyframe(source.id)  # (rate-limited)
+            return False
+        # Until the wanted layer's keyframe comes, the current layer goes on (no frozen picture).
+        return frame.layer == current
+
     def request_keyframe(self, source_id: VideoSourceId, force: bool = False) -> None:
         """A receiver lost a picture (PLI/FIR) or a new one subscribed: ask the source, rate-limited."""
         source = self._sources.get(source_id)
@@ -510,6 +582,9 @@ class VideoRouter:
         if source is None:
             return
         source.frames_in += 1
+        now = self._clock()
+        source.layer_seen[frame.layer] = now
+        self._count_layer(source, frame, now)
         if not frame.data:  # nothing any receiver's packetizer or decoder should be handed
             self._undecodable(source_id)
             return
@@ -521,6 +596,8 @@ class VideoRouter:
         for rid in self._subscribers.get(source_id, ()):
             receiver = self._receivers.get(rid)
             if receiver is None:
+                continue
+            if not self._takes_layer(receiver, source, frame, now):
                 continue
             takes = receiver.codecs_for(source_id)
             if takes.accepts(frame):

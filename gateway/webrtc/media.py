@@ -11,6 +11,10 @@ As a leg, a browser has two video streams: its main one (the camera is its sourc
 (participant, main); the slots take the codecs the browser agreed on them, with their profiles)
 and its content (the shared screen is its source, (participant, content); it receives nothing on
 it: someone else's content comes in a slot, through the main stream).
+The camera comes in simulcast: the offer asks for two layers (RFC 8853; the browser sends the first
+at half the size of the second), both go to the router, and each browser receives the layer its
+session picks for it (its REMB against what the layers send; small tiles take the lower one).
+
 Everything aiortc goes through `gateway.rtp.aiortc_glue`.
 """
 
@@ -35,7 +39,11 @@ from gateway.rtp.aiortc_glue import (
     codec_capabilities,
     far_end_report,
     negotiated_codecs,
+    offer_rid_extension,
+    offer_simulcast,
     on_keyframe_request,
+    on_receiver_estimate,
+    route_by_mid,
     tap_audio,
 )
 from gateway.transcode.codecs import StreamCodec, StreamKind, codec_names
@@ -44,6 +52,12 @@ from gateway.transcode.video import EncodedVideoFrame, VideoSourceId, VideoTimel
 from gateway.webrtc.signalling import content_slot_value
 
 FRAME_SAMPLES_48K = 960
+# The camera in simulcast (RFC 8853): two layers, lowest first (the browser sends the first at half
+# the size of the second), each forwarded to the browsers whose bandwidth and tiles need it.
+SIMULCAST_RIDS = ("l", "h")
+
+route_by_mid()  # (the layers come with no SSRCs announced: routed by their MID)
+offer_rid_extension()
 
 
 @dataclass
@@ -54,6 +68,7 @@ class VideoSlot:
     timeline: VideoTimeline = field(default_factory=VideoTimeline)
     # What the browser agreed on this slot; aiortc sends the first (one codec per transceiver)
     codecs: tuple[StreamCodec, ...] = ()
+    layer: int = 0  # the simulcast layer it forwards now
 
     def sends(self, codec: str) -> bool:
         return bool(self.codecs) and self.codecs[0].name.upper() == codec
@@ -63,7 +78,11 @@ class VideoSlot:
         self.timeline.restart()
 
     def push(self, frame: EncodedVideoFrame) -> None:
-        # Timestamps move forward only, even when the slot changes source.
+        # Timestamps move forward only, even when the slot changes source or simulcast layer (each
+        # layer has a timestamp base of its own).
+        if frame.layer != self.layer:
+            self.layer = frame.layer
+            self.timeline.restart()
         self.track.push(frame.data, self.timeline.next(frame.timestamp))
 
 
@@ -105,11 +124,16 @@ class BrowserMedia:
             self.slots.append(VideoSlot(mid="", track=track))
         self._prefer_codecs()
         tap_audio(self.audio.receiver, on_audio)
-        self._video_tap = VideoTap(self.camera.receiver, self._camera_frame)
+        self._video_tap = VideoTap(self.camera.receiver, self._camera_frame, SIMULCAST_RIDS)
         self._screen_tap = VideoTap(self.screen.receiver, self._screen_frame)
         for slot, transceiver in zip(self.slots, self._slot_transceivers, strict=True):
             on_keyframe_request(transceiver.sender, functools.partial(self._slot_wants_keyframe, slot))
+            on_receiver_estimate(transceiver.sender, self._downlink)
+        # What the browser says it can receive (its REMB), and who wants to know when it changes
+        self.downlink_bps: int | None = None
+        self.on_downlink: Callable[[int], None] | None = None
         self.video_frames_in = 0
+        self.camera_layers: dict[int, int] = {}  # simulcast layer -> frames of the camera received
         self.content_frames_in = 0
         # The main stream: the camera comes in on it, the slots take what the browser agreed on them.
         self.main_video = VideoStream(StreamKind.MAIN, request_keyframe=self._video_tap.request_keyframe)
@@ -148,7 +172,7 @@ class BrowserMedia:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         for slot, transceiver in zip(self.slots, self._slot_transceivers, strict=True):
             slot.mid = transceiver.mid or ""
-        return self.pc.localDescription.sdp
+        return offer_simulcast(self.pc.localDescription.sdp, self.camera_mid, SIMULCAST_RIDS)
 
     async def accept_answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
@@ -177,7 +201,15 @@ class BrowserMedia:
     def _camera_frame(self, codec: StreamCodec, data: bytes, timestamp: int) -> None:
         self.video_frames_in += 1
         name = codec.name.upper()
-        self._on_video(EncodedVideoFrame(name, data, timestamp, is_keyframe(name, data), codec))
+        layer = self._video_tap.layer
+        self.camera_layers[layer] = self.camera_layers.get(layer, 0) + 1
+        self._on_video(EncodedVideoFrame(name, data, timestamp, is_keyframe(name, data), codec, layer))
+
+    def _downlink(self, bps: int) -> None:
+        changed = self.downlink_bps != bps
+        self.downlink_bps = bps
+        if changed and self.on_downlink is not None:
+            self.on_downlink(bps)
 
     def _screen_frame(self, codec: StreamCodec, data: bytes, timestamp: int) -> None:
         self.content_frames_in += 1
@@ -240,7 +272,7 @@ class BrowserMedia:
         """What each shown source's slot takes as it is: the one codec it sends."""
         return {slot.source: slot.codecs[:1] for slot in self.slots if slot.source is not None and slot.codecs}
 
-    def counters(self) -> dict[str, int | float | None]:
+    def counters(self) -> dict[str, Any]:
         remote_loss, rtt_ms = far_end_report(self.audio.sender)  # (the browser's reports on the meeting's audio)
         return {
             "audio_frames_sent": self.audio_track.pushed,
@@ -248,6 +280,8 @@ class BrowserMedia:
             "video_frames_received": self.video_frames_in,
             "content_frames_received": self.content_frames_in,
             "video_frames_sent": sum(slot.track.pushed for slot in self.slots),
+            "camera_layers_in": {str(k): v for k, v in sorted(self.camera_layers.items())},
+            "downlink_bps": self.downlink_bps,
             "remote_loss": remote_loss,
             "rtt_ms": None if rtt_ms is None else round(rtt_ms, 1),
         }

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -173,6 +174,16 @@ class BrowserHub:
 
 
 # Room events after which what a browser should see in its video slots may have changed
+# Simulcast (BrowserSession._choose_layers): when a browser gets the lower layer of the cameras it
+# shows, and the better ones again.
+LAYER_DOWN_SHARE = 0.8  # lower layers when the REMB is under this share of what the better ones send
+LAYER_UP_SHARE = 1.2  # the better ones again over this share (or on the next try)
+LAYER_RETRY_S = 8.0  # the first try of the better layers after this long on the lower ones
+LAYER_RETRY_MAX_S = 64.0
+LAYER_PEAK_S = 10.0  # a REMB under LAYER_FALL_SHARE of its peak over this long is falling
+LAYER_FALL_SHARE = 0.85
+SMALL_TILES_FROM = 4
+
 _SLOT_EVENTS = frozenset(
     {
         "participant_joined",
@@ -211,6 +222,10 @@ class BrowserSession:
         self._unwatch_video: Callable[[], None] = lambda: None
         self._lobby: LobbyWait | None = None
         self._state_pending = False
+        self._low_layer = False  # (simulcast: this browser gets the lower layers, _choose_layers)
+        self._low_since = 0.0
+        self._estimates: deque[tuple[float, int]] = deque()  # (when, REMB bit/s), the last LAYER_PEAK_S
+        self._retry_after = LAYER_RETRY_S
         self._state_timer: asyncio.TimerHandle | None = None
         self._negotiation_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -435,6 +450,7 @@ class BrowserSession:
             on_keyframe_wanted=conference.video.request_keyframe,
             on_content=self._on_content_frame,
         )
+        self.media.on_downlink = lambda _bps: self._choose_layers()
         conference.attach(self)
         media = self.media
         sdp = await media.create_offer()
@@ -624,6 +640,44 @@ class BrowserSession:
             shown = [s.source for s in self.media.slots if s.source is not None]
             self.conference.set_video_subscriptions(self.participant_id, shown, self.media.slot_codecs())
             self._spawn(self.send(sig.server_video_slots(self.media.slot_map())))
+            self._choose_layers()
+
+    def _choose_layers(self) -> None:
+        """Which simulcast layer of each camera shown this browser gets. By bandwidth: the better
+        layers while what the browser says it can receive (its REMB) covers what they send; the
+        lower ones when it falls (from its recent peak) short of that, and the better ones tried
+        again after a while (a REMB only grows with what is sent: waiting for it to exceed the
+        better layers would wait forever), each failed try waiting twice as long. By tile size: of
+        all but the spotlight when it shows more cameras than SMALL_TILES_FROM."""
+        if self.media is None or self.conference is None:
+            return
+        video = self.conference.video
+        cameras = [s.source for s in self.media.slots if s.source is not None and s.source.stream is StreamKind.MAIN]
+        if not cameras:
+            return
+        bps = self.media.downlink_bps
+        now = time.monotonic()
+        need = sum(max(video.layer_bps(source).values(), default=0.0) for source in cameras)
+        if bps is not None:
+            self._estimates.append((now, bps))
+            while self._estimates and now - self._estimates[0][0] > LAYER_PEAK_S:
+                self._estimates.popleft()
+        # A REMB that fell from its recent peak is congestion; one still climbing is a browser
+        # whose estimate is warming up (it grows by a few percent a second), not a short link.
+        falling = bps is not None and bps < LAYER_FALL_SHARE * max(b for _, b in self._estimates)
+        if bps is not None and need > 0:
+            if not self._low_layer and falling and bps < need * LAYER_DOWN_SHARE:
+                self._low_layer, self._low_since = True, now
+                self._log.info("simulcast: lower layers for this browser", downlink_bps=bps, needed_bps=round(need))
+            elif self._low_layer and (bps > need * LAYER_UP_SHARE or now - self._low_since > self._retry_after):
+                tried = bps <= need * LAYER_UP_SHARE
+                self._retry_after = min(self._retry_after * 2, LAYER_RETRY_MAX_S) if tried else LAYER_RETRY_S
+                self._low_layer = False
+        small_tiles = len(cameras) > SMALL_TILES_FROM
+        spotlight = self.conference.room.spotlight
+        for source in cameras:
+            low = self._low_layer or (small_tiles and source.participant != spotlight)
+            video.want_layer(self.participant_id, source, 0 if low else None)
 
     # -- the Leg interface ----------------------------------------------------------------------
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 from aiortc.exceptions import InvalidStateError
+from aiortc.rtcdtlstransport import RtpRouter
+from aiortc.rtp import RtpPacket
 
-from gateway.rtp.aiortc_glue import ignore_close_races
+from gateway.rtp.aiortc_glue import ignore_close_races, offer_simulcast, route_by_mid
 
 
 async def _handled(future: asyncio.Future[Any], exception: BaseException) -> list[dict[str, Any]]:
@@ -65,3 +67,28 @@ async def test_pre_encoded_audio_carries_its_level_as_rfc_6464_says() -> None:
     send_audio_level(sender, lambda: -20.4)  # type: ignore[arg-type]
     assert await sender._next_encoded_frame(None) is frame
     assert frame.audio_level == -20 and -frame.audio_level == 20  # (what aiortc writes)
+
+
+def test_simulcast_is_asked_for_on_the_camera_line_only_lowest_layer_first() -> None:
+    sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\na=mid:1\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\na=mid:2\r\n"
+    asked = offer_simulcast(sdp, "1", ("l", "h"))
+    camera, screen = asked.split("m=video")[1:]
+    assert "a=rid:l recv\r\na=rid:h recv\r\na=simulcast:recv l;h\r\n" in camera
+    assert "simulcast" not in screen and "a=rid" not in screen
+    assert offer_simulcast(sdp, "7", ("l", "h")) == sdp  # (no such line: unchanged)
+
+
+def test_packets_of_unannounced_ssrcs_are_routed_by_their_mid() -> None:
+    route_by_mid()
+    router = RtpRouter()
+    camera, screen = object(), object()
+    router.register_receiver(camera, ssrcs=[], payload_types=[97], mid="1")  # type: ignore[arg-type]
+    router.register_receiver(screen, ssrcs=[], payload_types=[97], mid="2")  # type: ignore[arg-type]
+    packet = RtpPacket(payload_type=97, ssrc=1234)
+    assert router.route_rtp(packet) is None  # (no MID: two receivers take payload type 97)
+    packet.extensions.mid = "2"
+    assert router.route_rtp(packet) is screen
+    assert router.route_rtp(RtpPacket(payload_type=97, ssrc=1234)) is screen  # (its SSRC learnt)
+    stray = RtpPacket(payload_type=96, ssrc=99)
+    stray.extensions.mid = "1"
+    assert router.route_rtp(stray) is None  # (a payload type the line did not agree on)

@@ -271,3 +271,63 @@ def test_a_subscription_may_take_other_codecs_than_its_receiver_and_the_sources_
     router.subscribe("cem", ANNA)  # back to what the receiver takes as a whole
     router.on_frame(ANNA, key)
     assert len(rx.got["cem"]) == 1 and asked == ["VP8", "VP8"]
+
+
+def layered(layer: int, key: bool, size: int = 100) -> EncodedVideoFrame:
+    data = (b"\x00" if key else b"\x01") + bytes(size)
+    return EncodedVideoFrame("VP8", data, 0, is_keyframe("VP8", data), layer=layer)
+
+
+def test_simulcast_each_receiver_gets_the_layer_it_wants_switching_at_keyframes() -> None:
+    now = [0.0]
+    requests: list[str] = []
+    router = VideoRouter(clock=lambda: now[0], keyframe_interval_s=0.0)
+    rx = Receivers()
+    router.add_source(ANNA, lambda: requests.append("anna"))
+    for rid in ("ben", "cem"):
+        router.add_receiver(rid, ("VP8",), rx(rid))
+        router.subscribe(rid, ANNA)
+    router.want_layer("cem", ANNA, 0)  # (a squeezed connection)
+
+    def both(key: bool) -> None:
+        now[0] += 0.033
+        router.on_frame(ANNA, layered(0, key, 100))
+        router.on_frame(ANNA, layered(1, key, 400))
+
+    for key in (True, False, False):
+        both(key)
+    # The best there is (the very first frame, before the router knew of a second layer, went as it came)
+    assert [f.layer for _, f in rx.got["ben"]] == [0, 1, 1, 1]
+    assert [f.layer for _, f in rx.got["cem"]] == [0, 0, 0]  # (no keyframe lost to the switch)
+    assert router.layer_of("ben", ANNA) == 1 and router.layer_of("cem", ANNA) == 0
+
+    # Cem may have the better layer again: it keeps the lower one until the better one's keyframe.
+    requests.clear()
+    router.want_layer("cem", ANNA, None)
+    assert requests == ["anna"]
+    both(False)
+    assert [f.layer for _, f in rx.got["cem"]][-1] == 0
+    both(True)
+    assert [f.layer for _, f in rx.got["cem"]][-2:] == [0, 1]
+    assert router.layer_of("cem", ANNA) == 1
+
+    # The browser pauses its upper layer (its uplink is short): everyone falls back to the lower one.
+    for _ in range(40):
+        now[0] += 0.033
+        router.on_frame(ANNA, layered(0, len(requests) % 10 == 0))
+        requests.append("tick")
+    assert rx.got["ben"][-1][1].layer == 0 and router.layer_of("ben", ANNA) == 0
+    # Each layer's rate is measured (bit/s).
+    assert set(router.layer_bps(ANNA)) <= {0, 1} and router.layer_bps(ANNA)[0] > 0
+
+
+def test_a_sender_without_simulcast_is_forwarded_as_before() -> None:
+    router = VideoRouter(clock=lambda: 0.0)
+    rx = Receivers()
+    router.add_source(ANNA, lambda: None)
+    router.add_receiver("ben", ("VP8",), rx("ben"))
+    router.subscribe("ben", ANNA)
+    router.want_layer("ben", ANNA, 0)
+    for key in (True, False):
+        router.on_frame(ANNA, layered(0, key))
+    assert len(rx.got["ben"]) == 2 and router.layer_of("ben", ANNA) == 0

@@ -1,0 +1,77 @@
+"""Simulcast in headless Chromium: the gateway asks every browser for its camera in two layers
+(RFC 8853: a=simulcast:recv with two RIDs), receives both, and forwards each receiving browser the
+layer it can take: the full picture to one with bandwidth to spare, the half-size layer to one whose
+connection DevTools' network emulation squeezes (its REMB falls), which also shows the hint of a
+poor connection; its meeting audio keeps coming all along. Lifted, the full picture comes back."""
+
+from __future__ import annotations
+
+from tests.support.browser import hears, in_meeting, join, participant_id
+from tests.support.gateway import TEST_CONFIG, RunningGateway, gateway_per_module, participant, wait_until
+
+shared_gateway, demo = gateway_per_module("demo", TEST_CONFIG)
+
+# The frame width each page decodes of each sender (its slots' inbound-rtp video, by participant).
+WIDTHS_JS = """
+async () => {
+  const c = window.gatewayClient;
+  const out = {};
+  if (!c || !c.pc) return out;
+  (await c.pc.getStats()).forEach((s) => {
+    const who = s.type === 'inbound-rtp' && s.kind === 'video' && (c.videoSlots || {})[s.mid];
+    if (who && s.frameWidth) out[who] = s.frameWidth;
+  });
+  return out;
+}
+"""
+
+
+NEGLIGIBLE_LOSS = 0.001  # percent
+
+
+def emulate(cdp, loss_percent: float, bytes_per_s: float = -1) -> None:  # type: ignore[no-untyped-def]
+    """DevTools' network emulation of the page's WebRTC traffic (tests/e2e/test_quality.py says why by rule)."""
+    rule = {"urlPattern": "", "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1, "packetLoss": loss_percent}
+    cdp.send("Network.emulateNetworkConditionsByRule", {"matchedNetworkConditions": [rule]})
+
+
+def widths(page) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return {str(k): int(v) for k, v in page.evaluate(WIDTHS_JS).items()}
+
+
+def media(gateway: RunningGateway, name: str) -> dict[str, object]:
+    return dict((participant(gateway, "demo", name) or {}).get("media") or {})  # type: ignore[arg-type]
+
+
+def test_each_browser_gets_the_camera_layer_its_connection_takes(demo: RunningGateway, open_participant) -> None:  # type: ignore[no-untyped-def]
+    anna = join(open_participant, demo, "demo", "Anna", 440.0)
+    bert = join(open_participant, demo, "demo", "Bert", None)
+    wait_until(lambda: in_meeting(anna) and in_meeting(bert), 40, what="both in the meeting")
+    anna_id = participant_id(anna)
+    # Both layers of Anna's camera arrive.
+    wait_until(lambda: len(media(demo, "Anna").get("camera_layers_in") or {}) == 2, 20, what="two layers from Anna")
+    wait_until(lambda: widths(bert).get(anna_id) == 640, 20, what="Bert decoding Anna's full picture")
+
+    # Carl's connection is squeezed (DevTools' emulation, on before his peer connection exists).
+    carl = open_participant(f"{demo.base_url}/r/demo", None)
+    cdp = carl.context.new_cdp_session(carl)
+    cdp.send("Network.enable")
+    emulate(cdp, NEGLIGIBLE_LOSS)
+    carl.fill("#name-input", "Carl")
+    carl.get_by_role("button", name="Join", exact=True).click()
+    wait_until(lambda: in_meeting(carl), 40, what="Carl in the meeting")
+    wait_until(lambda: widths(carl).get(anna_id) == 640, 30, what="Carl decoding Anna's full picture first")
+    emulate(cdp, 10.0, bytes_per_s=40_000)
+    wait_until(lambda: widths(carl).get(anna_id) == 320, 30, what="Carl getting Anna's lower layer")
+    assert widths(bert).get(anna_id) == 640  # (Bert's connection is as good as before)
+    wait_until(lambda: carl.locator("#quality-hint").is_visible(), 20, what="the hint on Carl's page")
+    wait_until(lambda: hears(carl, 440.0), 10, what="Carl hearing Anna")
+    assert (media(demo, "Carl").get("downlink_bps") or 0) < 400_000  # type: ignore[operator]
+
+    # The squeeze lifted: the gateway tries the full picture again, and it stays.
+    emulate(cdp, NEGLIGIBLE_LOSS)
+    wait_until(lambda: widths(carl).get(anna_id) == 640, 60, what="Carl back on Anna's full picture")
+    wait_until(lambda: carl.locator("#quality-hint").is_hidden(), 30, what="the hint gone")
+    for page in (anna, bert, carl):
+        page.click("#btn-leave")
+    wait_until(lambda: not demo.api("GET", "/api/rooms/demo/participants").json(), 15, what="everyone left")
