@@ -124,6 +124,9 @@ class BitrateWanted:
 RtpEvent = AudioIn | DigitIn | SourceLearned | ForeignSource | VideoIn | KeyframeWanted | PictureLost | BitrateWanted
 
 
+SENT_REPORTS_KEPT = 16  # our sender reports a remote's reception report may still echo (RTT)
+
+
 @dataclass
 class RtpStats:
     packets_in: int = 0
@@ -195,7 +198,9 @@ class RtpSession:
         self._rx = _srtp_session(self.remote_crypto, False) if self.remote_crypto else None
         self._last_sr_ntp_middle = 0
         self._last_sr_arrival = 0.0
-        self._sent_sr: tuple[int, float] | None = None  # our last sender report: (its NTP middle 32 bits, when)
+        # Our recent sender reports: their NTP middle 32 bits -> when sent (a report echoes one of
+        # them, not always the last: the remote reports on its own schedule)
+        self._sent_srs: dict[int, float] = {}
         self.remote_loss: float | None = None  # the remote's last report on what we send: share lost, 0..1
         self.rtt_ms: float | None = None  # the round trip that report gives (RFC 3550 6.4.1)
         self._video = self.kind is not StreamKind.AUDIO
@@ -450,8 +455,9 @@ class RtpSession:
             if report.ssrc != self.ssrc:
                 continue
             self.remote_loss = report.fraction_lost / 256
-            if self._sent_sr is not None and report.lsr and report.lsr == self._sent_sr[0]:
-                rtt = now - self._sent_sr[1] - report.dlsr / 65536
+            sent = self._sent_srs.get(report.lsr) if report.lsr else None
+            if sent is not None:
+                rtt = now - sent - report.dlsr / 65536
                 if 0 <= rtt < 60:
                     self.rtt_ms = rtt * 1000
 
@@ -558,7 +564,9 @@ class RtpSession:
                     dlsr=delay,
                 )
             )
-        self._sent_sr = ((ntp >> 16) & 0xFFFFFFFF, now)
+        self._sent_srs[(ntp >> 16) & 0xFFFFFFFF] = now
+        while len(self._sent_srs) > SENT_REPORTS_KEPT:
+            del self._sent_srs[next(iter(self._sent_srs))]
         sr = RtcpSrPacket(
             ssrc=self.ssrc,
             sender_info=RtcpSenderInfo(

@@ -111,6 +111,7 @@ def test_the_remotes_reports_give_its_loss_of_our_stream_and_the_round_trip() ->
         if i not in (3, 6):  # two of ten lost on the way
             b.receive(data, A, i * 0.02)
     b.receive(a.rtcp_report(now=10.0, wall=1_700_000_000.0), A, 10.05)  # our report, 50 ms on the way
+    a.rtcp_report(now=10.2, wall=1_700_000_000.2)  # (another of ours, lost or not yet seen by b)
     a.receive(b.rtcp_report(now=10.35, wall=1_700_000_000.35), B, 10.4)  # theirs 300 ms later, 50 ms back
     assert a.remote_loss is not None and abs(a.remote_loss - 0.2) < 0.01
     assert a.rtt_ms is not None and abs(a.rtt_ms - 100) < 1
