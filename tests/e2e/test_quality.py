@@ -7,23 +7,14 @@ with the loss lifted, the grade recovers and the hint goes."""
 
 from __future__ import annotations
 
-from tests.support.browser import in_meeting, join
+from tests.support.browser import NEGLIGIBLE_LOSS, emulate_network, in_meeting, join
 from tests.support.gateway import TEST_CONFIG, RunningGateway, gateway_per_module, participant, wait_until
 
 shared_gateway, demo = gateway_per_module("demo", TEST_CONFIG)
-NEGLIGIBLE = 0.001  # percent
 
 
 def quality(gateway: RunningGateway, name: str) -> object:
     return (participant(gateway, "demo", name) or {}).get("quality")
-
-
-def emulate_loss(cdp, percent: float) -> None:  # type: ignore[no-untyped-def]
-    """Drops `percent` of the page's WebRTC packets, both ways. (Chromium 156 applies packetLoss to
-    WebRTC through the rule-based command, the older emulateNetworkConditions no longer, and only to
-    sockets made while emulation is on: the test turns it on, at a negligible loss, before joining.)"""
-    rule = {"urlPattern": "", "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1, "packetLoss": percent}
-    cdp.send("Network.emulateNetworkConditionsByRule", {"matchedNetworkConditions": [rule]})
 
 
 def badge_texts(page, name: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -42,7 +33,7 @@ def test_a_lossy_connection_is_graded_poor_shown_to_everyone_and_hinted_to_its_o
     anna = open_participant(f"{demo.base_url}/r/demo", 440.0)
     cdp = anna.context.new_cdp_session(anna)
     cdp.send("Network.enable")
-    emulate_loss(cdp, NEGLIGIBLE)
+    emulate_network(cdp, NEGLIGIBLE_LOSS)
     anna.fill("#name-input", "Anna")
     anna.get_by_role("button", name="Join", exact=True).click()
     bert = join(open_participant, demo, "demo", "Bert", 1700.0)
@@ -52,14 +43,14 @@ def test_a_lossy_connection_is_graded_poor_shown_to_everyone_and_hinted_to_its_o
     anna.click("#btn-mic")  # (muted people are measured too: their browsers still send)
     wait_until(lambda: (participant(demo, "demo", "Anna") or {}).get("muted") is True, 10, what="Anna muted")
 
-    emulate_loss(cdp, 25)
+    emulate_network(cdp, 25)
     wait_until(lambda: quality(demo, "Anna") == "poor", 20, what="Anna graded poor")
     wait_until(lambda: anna.locator("#quality-hint").is_visible(), 10, what="the hint on Anna's page")
     assert "Your connection is poor." in anna.locator("#quality-hint").inner_text()
     wait_until(lambda: "Poor connection" in badge_texts(bert, "Anna"), 10, what="Anna's tile marked on Bert's page")
     assert quality(demo, "Bert") == "good" and bert.locator("#quality-hint").is_hidden()
 
-    emulate_loss(cdp, NEGLIGIBLE)
+    emulate_network(cdp, NEGLIGIBLE_LOSS)
     wait_until(lambda: quality(demo, "Anna") == "good", 30, what="Anna graded good again")
     wait_until(lambda: anna.locator("#quality-hint").is_hidden(), 10, what="the hint gone")
     wait_until(lambda: "Poor connection" not in badge_texts(bert, "Anna"), 10, what="the mark gone")

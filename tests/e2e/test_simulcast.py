@@ -6,7 +6,7 @@ poor connection; its meeting audio keeps coming all along. Lifted, the full pict
 
 from __future__ import annotations
 
-from tests.support.browser import hears, in_meeting, join, participant_id
+from tests.support.browser import NEGLIGIBLE_LOSS, emulate_network, hears, in_meeting, join, participant_id
 from tests.support.gateway import TEST_CONFIG, RunningGateway, gateway_per_module, participant, wait_until
 
 shared_gateway, demo = gateway_per_module("demo", TEST_CONFIG)
@@ -24,15 +24,6 @@ async () => {
   return out;
 }
 """
-
-
-NEGLIGIBLE_LOSS = 0.001  # percent
-
-
-def emulate(cdp, loss_percent: float, bytes_per_s: float = -1) -> None:  # type: ignore[no-untyped-def]
-    """DevTools' network emulation of the page's WebRTC traffic (tests/e2e/test_quality.py says why by rule)."""
-    rule = {"urlPattern": "", "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1, "packetLoss": loss_percent}
-    cdp.send("Network.emulateNetworkConditionsByRule", {"matchedNetworkConditions": [rule]})
 
 
 def widths(page) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -56,12 +47,12 @@ def test_each_browser_gets_the_camera_layer_its_connection_takes(demo: RunningGa
     carl = open_participant(f"{demo.base_url}/r/demo", None)
     cdp = carl.context.new_cdp_session(carl)
     cdp.send("Network.enable")
-    emulate(cdp, NEGLIGIBLE_LOSS)
+    emulate_network(cdp, NEGLIGIBLE_LOSS)
     carl.fill("#name-input", "Carl")
     carl.get_by_role("button", name="Join", exact=True).click()
     wait_until(lambda: in_meeting(carl), 40, what="Carl in the meeting")
     wait_until(lambda: widths(carl).get(anna_id) == 640, 30, what="Carl decoding Anna's full picture first")
-    emulate(cdp, 10.0, bytes_per_s=40_000)
+    emulate_network(cdp, 10.0, bytes_per_s=40_000)
     wait_until(lambda: widths(carl).get(anna_id) == 320, 30, what="Carl getting Anna's lower layer")
     assert widths(bert).get(anna_id) == 640  # (Bert's connection is as good as before)
     wait_until(lambda: carl.locator("#quality-hint").is_visible(), 20, what="the hint on Carl's page")
@@ -69,7 +60,7 @@ def test_each_browser_gets_the_camera_layer_its_connection_takes(demo: RunningGa
     assert (media(demo, "Carl").get("downlink_bps") or 0) < 400_000  # type: ignore[operator]
 
     # The squeeze lifted: the gateway tries the full picture again, and it stays.
-    emulate(cdp, NEGLIGIBLE_LOSS)
+    emulate_network(cdp, NEGLIGIBLE_LOSS)
     wait_until(lambda: widths(carl).get(anna_id) == 640, 60, what="Carl back on Anna's full picture")
     wait_until(lambda: carl.locator("#quality-hint").is_hidden(), 30, what="the hint gone")
     for page in (anna, bert, carl):

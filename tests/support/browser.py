@@ -315,3 +315,15 @@ SHARE_JS = """
 def share_state(page) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """The page's screen sharing now (see SHARE_JS)."""
     return dict(page.evaluate(SHARE_JS))
+
+
+NEGLIGIBLE_LOSS = 0.001  # percent: emulation on, with (next to) nothing lost
+
+
+def emulate_network(cdp, loss_percent: float, bytes_per_s: float = -1) -> None:  # type: ignore[no-untyped-def]
+    """DevTools' network emulation of a page's WebRTC traffic, both ways: `loss_percent` of the
+    packets dropped, at most `bytes_per_s` received (-1: no limit). Chromium 156 applies it to WebRTC
+    through the rule-based command only (the older emulateNetworkConditions no longer), and only to
+    sockets made while emulation is on: turn it on (NEGLIGIBLE_LOSS) before the page joins."""
+    rule = {"urlPattern": "", "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1, "packetLoss": loss_percent}
+    cdp.send("Network.emulateNetworkConditionsByRule", {"matchedNetworkConditions": [rule]})
