@@ -173,7 +173,6 @@ class BrowserHub:
         self._resumable.clear()
 
 
-# Room events after which what a browser should see in its video slots may have changed
 # Simulcast (BrowserSession._choose_layers): when a browser gets the lower layer of the cameras it
 # shows, and the better ones again.
 LAYER_DOWN_SHARE = 0.8  # lower layers when the REMB is under this share of what the better ones send
@@ -184,6 +183,7 @@ LAYER_PEAK_S = 10.0  # a REMB under LAYER_FALL_SHARE of its peak over this long 
 LAYER_FALL_SHARE = 0.85
 SMALL_TILES_FROM = 4
 
+# Room events after which what a browser should see in its video slots may have changed
 _SLOT_EVENTS = frozenset(
     {
         "participant_joined",
