@@ -13,7 +13,7 @@ from typing import Literal
 from gateway.config import AdminConfig
 from gateway.rooms.hostlinks import HostLinks
 
-__all__ = ["AuthError", "Authenticator", "HostLinks", "Principal", "Role"]
+__all__ = ["AuthError", "Authenticator", "HostLinks", "Principal", "Role", "bearer_token"]
 
 Role = Literal["admin", "operator"]
 
@@ -22,6 +22,12 @@ Role = Literal["admin", "operator"]
 class Principal:
     name: str
     role: Role
+
+
+def bearer_token(authorization: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header ("" for anything else)."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class AuthError(Exception):
@@ -50,16 +56,16 @@ class Authenticator:
         """The principal of an `Authorization: Bearer <token>` header, or AuthError (401/403)."""
         if not self.enabled:
             raise AuthError(403, "api_disabled", "no admin token is configured (admin.token or admin.tokens)")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(authorization)
+        if not token:
             raise AuthError(401, "unauthorised", "send 'Authorization: Bearer <token>'")
-        given = token.strip().encode()
+        given = token.encode()
         found = None
         for known, principal in self._tokens:  # compare with every token: no timing hint which one is near
             if hmac.compare_digest(given, known):
                 found = principal
         if found is None and self._sessions is not None:
-            found = self._sessions(token.strip())
+            found = self._sessions(token)
         if found is None:
             raise AuthError(401, "unauthorised", "unknown token, or the sign-in ended (or gave no admin or operator role)")
         return found

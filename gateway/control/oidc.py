@@ -33,7 +33,7 @@ from joserfc.jwk import KeySet
 
 from gateway.config import OidcConfig
 from gateway.config.models import ROOM_ID_PATTERN
-from gateway.control.auth import Principal, Role
+from gateway.control.auth import Principal, Role, bearer_token
 
 log = structlog.get_logger("gateway.oidc")
 
@@ -282,8 +282,7 @@ _FAILED_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><ti
 
 
 def _bearer(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    return bearer_token(request.headers.get("authorization", ""))
 
 
 def add_sign_in_routes(app: FastAPI, sign_in: OidcSignIn | None) -> None:

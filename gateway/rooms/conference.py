@@ -27,6 +27,7 @@ serving legacy systems in the same encode).
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -382,15 +383,16 @@ class Conference:
         for pid, speaking in result.speaking_changed:
             self.room.set_speaking(pid, speaking)
         self._ticks += 1
-        if self._ticks % self._quality_every == 0:
-            self._measure_quality()
+        if self.legs:
+            self._measure_quality(self._ticks % self._quality_every)
 
-    def _measure_quality(self) -> None:
-        """Grades each participant's connection from the audio we get from it (packets that never
-        came or came too late to play, the jitter; muted ones are measured too) and what its leg
-        knows of the way back (the far end's receiver reports: `remote_loss` 0..1 and `rtt_ms` in
-        the leg's media counters)."""
-        for pid, leg in list(self.legs.items()):
+    def _measure_quality(self, turn: int) -> None:
+        """Grades the connections of one share of the participants (every `_quality_every`th leg,
+        from `turn`): each is measured once per QUALITY_INTERVAL_S, and no tick does them all. From
+        the audio we get from it (packets that never came or came too late to play, the jitter;
+        muted ones are measured too) and what its leg knows of the way back (the far end's receiver
+        reports: `remote_loss` 0..1 and `rtt_ms` in the leg's media counters)."""
+        for pid, leg in list(itertools.islice(self.legs.items(), turn, None, self._quality_every)):
             jitter = self.mixer.jitter(pid)
             if jitter is None:
                 continue

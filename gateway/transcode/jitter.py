@@ -55,9 +55,10 @@ class AudioJitterBuffer:
         candidates = (base - 0x10000 + seq, base + seq, base + 0x10000 + seq)
         return min(candidates, key=lambda c: abs(c - near))
 
-    def observe(self, seq: int, arrival_s: float) -> None:
+    def observe(self, seq: int, arrival_s: float) -> int:
         """Counts a packet that arrived (received, jitter, the gaps in its sequence numbers) without
-        buffering it: a muted participant's, whose connection is still measured."""
+        buffering it: a muted participant's, whose connection is still measured. Returns its
+        extended sequence number (one numbering for everything the buffer compares)."""
         ext = self._extend(seq & 0xFFFF, self._seen)
         self.received += 1
         if self._last_arrival is not None and self._last_seq is not None and abs(ext - self._last_seq) <= 3000:
@@ -71,10 +72,10 @@ class AudioJitterBuffer:
             self._seen = ext
         elif self.missing:
             self.missing -= 1  # (a reordered packet filled a gap)
+        return ext
 
     def put(self, seq: int, payload: bytes, level_dbov: float | None, arrival_s: float) -> None:
-        self.observe(seq, arrival_s)
-        ext = self._extend(seq & 0xFFFF, self._highest)
+        ext = self.observe(seq, arrival_s)
         if self._next is not None and ext < self._next:
             self.late += 1
             return

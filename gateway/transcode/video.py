@@ -512,15 +512,19 @@ class VideoRouter:
     def layer_of(self, receiver_id: str, source_id: VideoSourceId) -> int | None:
         """The simulcast layer the receiver gets of the source now (None before its first frame)."""
         receiver = self._receivers.get(receiver_id)
-        return receiver.layers.get(source_id) if receiver else None
+        if receiver is None or source_id in receiver.waiting_keyframe:
+            return None
+        if source_id in receiver.layers:
+            return receiver.layers[source_id]
+        source = self._sources.get(source_id)  # (one layer only: the one it sends)
+        subscribed = receiver_id in self._subscribers.get(source_id, ())
+        return next(iter(source.layer_seen)) if source and subscribed and len(source.layer_seen) == 1 else None
 
-    def _takes_layer(self, receiver: _Receiver, source: _Source, frame: EncodedVideoFrame, now: float) -> bool:
-        """Whether this frame's layer is the one the receiver gets: the layer it wants (at most the
-        source's highest that sends); a switch waits for a keyframe of the new layer."""
-        if len(source.layer_seen) == 1:
-            receiver.layers[source.id] = frame.layer
-            return True  # (no simulcast, or not yet known to be)
-        wanted = min(receiver.wanted_layers.get(source.id, 1 << 30), source.top_layer(now))
+    def _takes_layer(self, receiver: _Receiver, source: _Source, frame: EncodedVideoFrame, top: int, now: float) -> bool:
+        """Whether this frame's layer of a simulcast source is the one the receiver gets: the layer
+        it wants, at most `top` (the source's highest that sends); a switch waits for a keyframe of
+        the new layer."""
+        wanted = min(receiver.wanted_layers.get(source.id, 1 << 30), top)
         current = receiver.layers.get(source.id)
         if current is not None and now - source.layer_seen.get(current, -1e9) >= LAYER_GONE_S:
             current = None  # (its layer paused: any keyframe of the wanted one will do)
@@ -583,8 +587,16 @@ class VideoRouter:
             return
         source.frames_in += 1
         now = self._clock()
+        if frame.layer not in source.layer_seen and len(source.layer_seen) == 1:
+            # (a second layer: the source turns out to send simulcast; its receivers so far got the first)
+            first = next(iter(source.layer_seen))
+            for rid in self._subscribers.get(source_id, ()):
+                receiver = self._receivers.get(rid)
+                if receiver is not None and source_id not in receiver.waiting_keyframe:
+                    receiver.layers.setdefault(source_id, first)
         source.layer_seen[frame.layer] = now
         self._count_layer(source, frame, now)
+        top = source.top_layer(now) if len(source.layer_seen) > 1 else None  # (None: no simulcast)
         if not frame.data:  # nothing any receiver's packetizer or decoder should be handed
             self._undecodable(source_id)
             return
@@ -597,7 +609,7 @@ class VideoRouter:
             receiver = self._receivers.get(rid)
             if receiver is None:
                 continue
-            if not self._takes_layer(receiver, source, frame, now):
+            if top is not None and not self._takes_layer(receiver, source, frame, top, now):
                 continue
             takes = receiver.codecs_for(source_id)
             if takes.accepts(frame):

@@ -450,7 +450,7 @@ class BrowserSession:
             on_keyframe_wanted=conference.video.request_keyframe,
             on_content=self._on_content_frame,
         )
-        self.media.on_downlink = lambda _bps: self._choose_layers()
+        self.media.on_downlink = self._on_downlink
         conference.attach(self)
         media = self.media
         sdp = await media.create_offer()
@@ -642,6 +642,14 @@ class BrowserSession:
             self._spawn(self.send(sig.server_video_slots(self.media.slot_map())))
             self._choose_layers()
 
+    def _on_downlink(self, bps: int) -> None:
+        """A new REMB from the browser: kept for LAYER_PEAK_S (its recent peak), the layers chosen anew."""
+        now = time.monotonic()
+        self._estimates.append((now, bps))
+        while now - self._estimates[0][0] > LAYER_PEAK_S:
+            self._estimates.popleft()
+        self._choose_layers()
+
     def _choose_layers(self) -> None:
         """Which simulcast layer of each camera shown this browser gets. By bandwidth: the better
         layers while what the browser says it can receive (its REMB) covers what they send; the
@@ -658,13 +666,9 @@ class BrowserSession:
         bps = self.media.downlink_bps
         now = time.monotonic()
         need = sum(max(video.layer_bps(source).values(), default=0.0) for source in cameras)
-        if bps is not None:
-            self._estimates.append((now, bps))
-            while self._estimates and now - self._estimates[0][0] > LAYER_PEAK_S:
-                self._estimates.popleft()
         # A REMB that fell from its recent peak is congestion; one still climbing is a browser
         # whose estimate is warming up (it grows by a few percent a second), not a short link.
-        falling = bps is not None and bps < LAYER_FALL_SHARE * max(b for _, b in self._estimates)
+        falling = bps is not None and bps < LAYER_FALL_SHARE * max((b for _, b in self._estimates), default=bps)
         if bps is not None and need > 0:
             if not self._low_layer and falling and bps < need * LAYER_DOWN_SHARE:
                 self._low_layer, self._low_since = True, now
