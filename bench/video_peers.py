@@ -7,7 +7,14 @@ with its counters; `stop`, or the end of stdin, ends it after a last snap):
 - `browsers`: aiortc peers that join rooms over the gateway's WebSocket protocol, like
   gateway/webrtc/probe.py does. A *sender* sends a real camera: 1280x720 at 30 fps from FFmpeg's
   testsrc2 pattern (colour bars, a moving gradient, a running clock; made in this process by
-  libavfilter, about 1 ms a frame), encoded by aiortc's own VP8 encoder here, plus pre-encoded
+  libavfilter), in VP8: `--camera live` encodes every frame with aiortc's own VP8 encoder here
+  (about 10 ms a 720p frame: two senders take most of a core), `--camera clip` sends a 10 s clip
+  encoded once at the start by libvpx in realtime mode and looped (aiortc only packetizes it; a
+  keyframe request restarts it), so that the far ends leave the machine's cores to the gateway.
+  With --simulcast in two layers, as Chromium sends a camera when the gateway's offer asks for
+  simulcast: the full picture and one at half its width and height, each an SSRC of its own named
+  by the RID header extension, `l` and `h`; aiortc sends no simulcast, so a second RTCRtpSender on
+  the same transport sends the lower layer, unannounced, as Chromium's layers are; plus pre-encoded
   Opus with an RFC 6464 level (the room's first sender talks, the others are quiet, so the active
   speaker does not flap). Every peer receives the video slots the gateway offers, counted as whole
   encoded frames (gateway.rtp.aiortc_glue.VideoTap: no decode in this process); a *receiver* sends
@@ -72,21 +79,76 @@ def camera_frames(width: int, height: int, fps: int) -> Any:
             container.close()
 
 
-def make_camera_track(width: int, height: int, fps: int) -> Any:
+class LiveCamera:
+    """testsrc2 frames (libavfilter, in this process) that aiortc's sender encodes: each sender
+    pays a real VP8 encode (about 10 ms a 720p frame). `lower`: a LowerLayer that gets each frame
+    too, at half the size (simulcast)."""
+
+    def __init__(self, width: int, height: int, fps: int, lower: Any = None) -> None:
+        self._frames = camera_frames(width, height, fps)
+        self._lower = lower
+
+    def next(self) -> Any:
+        frame = next(self._frames)
+        if self._lower is not None:
+            self._lower.put(frame)
+        return frame
+
+    def keyframe(self) -> None:
+        """(aiortc's sender encodes a keyframe itself when asked)"""
+
+
+class ClipCamera:
+    """A pre-encoded VP8 clip sent as it is (aiortc's sender only packetizes it), looped: what a
+    browser's encoder would send, at none of its cost here, so that many senders fit beside the
+    gateway on one machine. A keyframe request restarts the clip (its first frame is its only
+    keyframe, as a browser sends none unasked)."""
+
+    def __init__(self, clip: list[bytes]) -> None:
+        self._clip = clip
+        self._at = 0
+
+    def next(self) -> Any:
+        import av
+
+        packet = av.Packet(self._clip[self._at])
+        self._at = (self._at + 1) % len(self._clip)
+        return packet
+
+    def keyframe(self) -> None:
+        self._at = 0
+
+
+def vp8_clip(width: int, height: int, fps: int, bitrate: int, seconds: int = 10) -> list[bytes]:
+    """testsrc2 encoded once by libvpx in realtime mode, as a browser encodes its camera; one
+    keyframe, at the start."""
+    from gateway.transcode.video import open_encoder
+
+    encoder = open_encoder("VP8", width, height, bitrate, fps, gop_size=fps * seconds * 2)
+    frames = camera_frames(width, height, fps)
+    clip: list[bytes] = []
+    for n in range(fps * seconds):
+        frame = next(frames)
+        frame.pts, frame.time_base = n * VIDEO_CLOCK // fps, fractions.Fraction(1, VIDEO_CLOCK)
+        clip.extend(bytes(packet) for packet in encoder.encode(frame))
+    return clip
+
+
+def make_camera_track(source: Any, fps: int) -> Any:
+    """A camera track paced in real time on the loop's clock (late frames are skipped, not
+    bunched), handing out what `source` (LiveCamera, ClipCamera) makes."""
     from gateway.rtp.aiortc_glue import MediaStreamError, MediaStreamTrack
 
     class CameraTrack(MediaStreamTrack):
-        """A camera paced in real time on the loop's clock; late frames are skipped, not bunched."""
-
         kind = "video"
 
         def __init__(self) -> None:
             super().__init__()
-            self._frames = camera_frames(width, height, fps)
+            self.source = source
             self._period = 1 / fps
             self._start: float | None = None
             self._n = 0
-            self.frames = 0  # handed to aiortc's sender (which encodes each one)
+            self.frames = 0  # handed to aiortc's sender
             self.skipped = 0
 
         async def recv(self) -> Any:
@@ -103,14 +165,92 @@ def make_camera_track(width: int, height: int, fps: int) -> Any:
                 behind = int(-delay / self._period)
                 self._n += behind
                 self.skipped += behind
-            frame = next(self._frames)
-            frame.pts = self._n * VIDEO_CLOCK // fps
-            frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+            item = source.next()
+            item.pts = self._n * VIDEO_CLOCK // fps
+            item.time_base = fractions.Fraction(1, VIDEO_CLOCK)
             self._n += 1
+            self.frames += 1
+            return item
+
+    return CameraTrack()
+
+
+def make_lower_layer() -> Any:
+    """The live camera's lower simulcast layer: the frames the camera track hands out, at half its
+    width and height (as Chromium scales the lower of two layers)."""
+    from gateway.rtp.aiortc_glue import MediaStreamError, MediaStreamTrack
+
+    class LowerLayer(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)
+            self.frames = 0
+
+        def put(self, frame: Any) -> None:
+            if self._queue.full():  # (its encoder fell behind: the oldest goes)
+                self._queue.get_nowait()
+            small = frame.reformat(width=frame.width // 2, height=frame.height // 2)
+            small.pts, small.time_base = frame.pts, frame.time_base
+            self._queue.put_nowait(small)
+
+        async def recv(self) -> Any:
+            if self.readyState != "live":
+                raise MediaStreamError
+            frame = await self._queue.get()
             self.frames += 1
             return frame
 
-    return CameraTrack()
+    return LowerLayer()
+
+
+def on_keyframe_request(sender: Any, track: Any) -> None:
+    """A PLI or FIR for this sender's SSRC makes its camera source send a keyframe."""
+    original = sender._send_keyframe
+    source = getattr(track, "source", None)  # (a LowerLayer has none: its own encoder makes the keyframe)
+
+    def send_keyframe() -> None:
+        if source is not None:
+            source.keyframe()
+        original()
+
+    sender._send_keyframe = send_keyframe
+
+
+def name_layer(sender: Any, rid: str) -> None:
+    """Every RTP packet of this sender carries the RID header extension (RFC 8852) with `rid`:
+    set before the sender starts (it configures its extension map when it does)."""
+    from aiortc.rtp import HeaderExtensionsMap
+
+    class Named(HeaderExtensionsMap):
+        def set(self, values: Any) -> Any:
+            values.rtp_stream_id = rid
+            return super().set(values)
+
+    sender._RTCRtpSender__rtp_header_extensions_map = Named()
+
+
+async def send_lower_layer(transceiver: Any, track: Any) -> Any:
+    """A second RTCRtpSender for the camera's lower layer, on the connected transport of the
+    camera's transceiver: same MID and codec, its own SSRC (not in the SDP), RID `l`. Without RTX
+    (a lost packet is resent as it was, RID and all)."""
+    from aiortc import RTCRtpSender
+    from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpSendParameters
+
+    sender = RTCRtpSender(track, transceiver.sender.transport)
+    name_layer(sender, "l")
+    on_keyframe_request(sender, track)
+    codecs = [c for c in transceiver._codecs if c.mimeType.lower() != "video/rtx"]
+    await sender.send(
+        RTCRtpSendParameters(
+            codecs=codecs,
+            headerExtensions=transceiver._headerExtensions,
+            muxId=transceiver.mid,
+            rtcp=RTCRtcpParameters(cname=f"low-{sender._ssrc}", ssrc=sender._ssrc, mux=True),
+        )
+    )
+    return sender
 
 
 def keep_codec(transceiver: Any, name: str) -> None:
@@ -141,16 +281,30 @@ class BrowserPeer:
     """One headless browser: joins, answers the gateway's offer, sends what its role says, counts."""
 
     def __init__(
-        self, url: str, room: str, name: str, camera: bool, speaking: bool, slot_codec: str | None, size: tuple[int, int, int]
+        self,
+        url: str,
+        room: str,
+        name: str,
+        camera: bool,
+        speaking: bool,
+        slot_codec: str | None,
+        size: tuple[int, int, int],
+        simulcast: bool = False,
+        clips: tuple[list[bytes], list[bytes]] | None = None,
     ) -> None:
+        """`clips`: the camera as pre-encoded VP8 (full size, half size) instead of encoded live."""
         self.url, self.room, self.name = url, room, name
         self.camera = camera
         self.speaking = speaking
         self.slot_codec = slot_codec  # None: whatever the gateway offers first
         self.size = size
+        self.simulcast = simulcast and camera
+        self.clips = clips
         self.ws: Any = None
         self.pc: Any = None
         self.track: Any = None
+        self.lower: Any = None  # (simulcast) the lower layer's track and sender
+        self.lower_sender: Any = None
         self.joined = asyncio.Event()
         self.answered = asyncio.Event()
         self.ended: str | None = None
@@ -213,10 +367,13 @@ class BrowserPeer:
             RTCPeerConnection,
             RTCSessionDescription,
             VideoTap,
+            offer_rid_extension,
             tap_audio,
         )
         from gateway.webrtc.probe import EncodedToneTrack
 
+        if self.simulcast:
+            offer_rid_extension()  # (answered only when aiortc knows the RID extension too)
         # max-bundle, as browsers do: with aiortc's default (balanced), an answerer that gets more
         # than one video m-line keeps every video line after the first on a DTLS transport that never
         # connects (aiortc 1.16), so the slots would receive nothing.
@@ -230,7 +387,18 @@ class BrowserPeer:
                 transceiver.direction = "sendrecv"
             elif transceiver.mid == msg["video_mid"]:
                 if self.camera:
-                    self.track = make_camera_track(*self.size)
+                    width, height, fps = self.size
+                    if self.clips is not None:
+                        self.track = make_camera_track(ClipCamera(self.clips[0]), fps)
+                        if self.simulcast:
+                            self.lower = make_camera_track(ClipCamera(self.clips[1]), fps)
+                    else:
+                        if self.simulcast:
+                            self.lower = make_lower_layer()
+                        self.track = make_camera_track(LiveCamera(width, height, fps, self.lower), fps)
+                    if self.simulcast:
+                        name_layer(transceiver.sender, "h")
+                    on_keyframe_request(transceiver.sender, self.track)
                     transceiver.sender.replaceTrack(self.track)
                     keep_codec(transceiver, "VP8")
                     transceiver.direction = "sendonly"
@@ -252,6 +420,14 @@ class BrowserPeer:
                 self.camera_codec = transceiver._codecs[0].mimeType
         await self.ws.send(json.dumps({"type": "answer", "sdp": pc.localDescription.sdp}))
         self.answered.set()
+
+    async def start_lower_layer(self) -> None:
+        """(simulcast, once connected: aiortc's sender stops at once on a transport not yet up)"""
+        if self.lower is None or self.lower_sender is not None or self.pc is None:
+            return
+        camera = next((t for t in self.pc.getTransceivers() if t.sender.track is self.track), None)
+        if camera is not None and self.pc.connectionState == "connected":
+            self.lower_sender = await send_lower_layer(camera, self.lower)
 
     def _count_packets(self, receiver: Any) -> None:
         """RTP packets arriving at a slot (before reassembly), by payload type."""
@@ -290,6 +466,7 @@ class BrowserPeer:
             "camera": self.camera,
             "camera_frames": self.track.frames if self.track is not None else 0,
             "camera_skipped": self.track.skipped if self.track is not None else 0,
+            "lower_layer_frames": self.lower.frames if self.lower is not None else 0,
             "camera_codec": self.camera_codec,
             "audio_packets": self.audio_packets,
             "slot_frames": self.slot_frames,
@@ -314,6 +491,8 @@ class BrowserPeer:
             task.cancel()
         if self.track is not None:
             self.track.stop()
+        if self.lower_sender is not None:
+            await self.lower_sender.stop()
         if self.pc is not None:
             await self.pc.close()
         if self.ws is not None:
@@ -329,10 +508,16 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> 
 
 async def browsers_main(args: argparse.Namespace) -> None:
     size = (args.width, args.height, args.fps)
+    clips = None
+    if args.camera == "clip" and args.senders:
+        clips = (
+            vp8_clip(args.width, args.height, args.fps, args.clip_kbps * 1000),
+            vp8_clip(args.width // 2, args.height // 2, args.fps, args.clip_kbps * 1000 // 3) if args.simulcast else [],
+        )
     peers: list[BrowserPeer] = []
     for room in args.rooms:
         for i in range(args.senders):
-            peers.append(BrowserPeer(args.url, room, f"{room}-cam{i}", True, i == 0, None, size))
+            peers.append(BrowserPeer(args.url, room, f"{room}-cam{i}", True, i == 0, None, size, args.simulcast, clips))
         for i in range(args.receivers):
             speaking = args.senders == 0 and i == 0
             peers.append(BrowserPeer(args.url, room, f"{room}-view{i}", False, speaking, args.slot_codec, size))
@@ -375,6 +560,8 @@ async def connect_peers(peers: list[BrowserPeer]) -> None:
         if all(p.pc is not None and p.pc.connectionState == "connected" for p in peers):
             break
         await asyncio.sleep(0.2)
+    for peer in peers:
+        await peer.start_lower_layer()
 
 
 # -- SIP calls' media -----------------------------------------------------------------------------
@@ -1027,6 +1214,10 @@ def main() -> None:
     b.add_argument("--width", type=int, default=1280)
     b.add_argument("--height", type=int, default=720)
     b.add_argument("--fps", type=int, default=30)
+    b.add_argument("--simulcast", action="store_true", help="senders send their camera in two layers, as Chromium does")
+    b.add_argument("--camera", choices=["clip", "live"], default="live",
+                   help="clip: a VP8 clip encoded once at start, sent as it is; live: aiortc encodes every frame")
+    b.add_argument("--clip-kbps", type=int, default=1500, help="the clip's bit rate (its lower layer: a third)")
     r = sub.add_parser("rtp")
     r.add_argument("--calls", nargs="+", required=True,
                    help="audio_port:video_port:sink|source[:slides_port] per call (slides: a content line, counted apart)")

@@ -115,6 +115,11 @@ class GatewayCollector(Collector):
             "composed_decodes": CounterMetricFamily(
                 "gateway_video_composed_decodes", "Camera frames decoded for the composed picture", labels=["room"]
             ),
+            "composed_lower_layer_frames": CounterMetricFamily(
+                "gateway_video_composed_lower_layer_frames",
+                "Camera frames the composed picture took from a browser's lower simulcast layer (shown small: less to decode)",
+                labels=["room"],
+            ),
             "compositions": CounterMetricFamily(
                 "gateway_video_compositions", "Composed pictures made for room systems", labels=["room"]
             ),

@@ -215,6 +215,7 @@ class Conference:
                 canvas=(config.width, config.height),
                 room=self.room.id,
                 request_keyframe_from=self._compositor_lost_picture,
+                on_tiles=self._compositor_tiles,
             )
             self.video.add_receiver(_COMPOSITOR, ("VP8", "H264"), self._to_compositor)
         self._composed_legs[pid] = spec
@@ -234,6 +235,15 @@ class Conference:
     def _compositor_lost_picture(self, name: str) -> None:
         participant, content, _ = name.partition(_CONTENT)
         self.video.request_keyframe(VideoSourceId(participant, StreamKind.CONTENT if content else StreamKind.MAIN))
+
+    def _compositor_tiles(self, tiles: dict[str, tuple[int, int]]) -> None:
+        """The size of each camera's tile in the picture: a camera shown small (the strip, a grid
+        of many) comes in the lowest simulcast layer that is large enough for its tile. Sizes of
+        cameras no longer shown stay: such frames are not decoded, and shown again they most
+        likely return where they were."""
+        for name, size in tiles.items():
+            if _CONTENT not in name:  # (the presentation: no simulcast)
+                self.video.shown_size(_COMPOSITOR, VideoSourceId(name), size)
 
     def _feed_compositor(self) -> None:
         """The compositor takes every participant's camera (subscribing again is a no-op) and the
@@ -293,6 +303,7 @@ class Conference:
             "transcoder_decodes": transcoders.get("decodes", 0),
             "transcoders": transcoders.get("transcoders", 0),
             "composed_decodes": composed.get("decodes", 0),
+            "composed_lower_layer_frames": self.video.frames_below_top(_COMPOSITOR),
             "compositions": composed.get("compositions", 0),
             "composed_encodes": composed.get("encodes", 0),
             "composed_encoders": composed.get("encoders", 0),
@@ -477,6 +488,9 @@ class Conference:
             "video_frames_in": video_in,
             "video_frames_undecodable": video_undecodable,
             "video_frames_out": self.video.receiver_stats(pid),
+            # Which simulcast layer of the camera the room's composed picture takes (0 the lowest;
+            # None: nothing composed, or no frame yet)
+            "composed_layer": self.video.layer_of(_COMPOSITOR, VideoSourceId(pid)) if self.compositor else None,
             **(leg.media_counters() if leg else {}),
         }
         return view

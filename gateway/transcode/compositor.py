@@ -17,7 +17,9 @@ is, and the loop only ever does the cheap parts (bookkeeping, handing frames to 
 Video threads run at a lower CPU priority than the loop (`VIDEO_NICENESS`): when cores run short,
 the composed picture drops frames before the audio tick is late. A canvas is composed again only
 when something on it changed, and a camera that the arrangement does not show is not decoded (its
-decoder waits for a keyframe, asked for when the camera is shown again).
+decoder waits for a keyframe, asked for when the camera is shown again). The room is told the size
+of each camera's tile (`on_tiles`), so that a browser's camera in the strip comes in its small
+simulcast layer: a 640x360 decode for a 304x172 tile instead of a 1280x720 one.
 
 Bitrate: an output group (receivers with an equal spec) encodes at the minimum of the spec's bitrate
 and its receivers' caps (RTCP TMMBR/REMB, `set_bitrate`): one encode serves everyone, so it must
@@ -603,6 +605,7 @@ class Compositor:
         room: str | None = None,
         max_pending_decodes: int = 5,
         epoch: float | None = None,
+        on_tiles: Callable[[dict[str, tuple[int, int]]], None] | None = None,
     ) -> None:
         width, height = canvas
         if width < 64 or height < 36 or width % 2 or height % 2:
@@ -612,6 +615,10 @@ class Compositor:
         self._clock = clock
         self._size = (width, height)
         self.on_keyframe_needed = request_keyframe_from
+        # Told (on the loop) the size of every camera's tile whenever the arrangement changes, so
+        # that a camera shown small can be sent in a smaller simulcast layer (less to decode).
+        self.on_tiles = on_tiles
+        self._tiles: dict[str, tuple[int, int]] = {}  # (thread) the sizes last told
         self._log = log.bind(room=room) if room else log
         self._max_pending = max_pending_decodes
         self._lock = threading.Lock()  # scene, hold, groups: shared by the loop and the thread
@@ -938,6 +945,11 @@ class Compositor:
                 self._scaled.pop(gone, None)
                 self._scalers.pop(gone, None)
             self._wanted = wanted
+        tiles = {p: (rect.w, rect.h) for p, rect in arrangement if p in wanted}
+        if tiles != self._tiles:
+            self._tiles = tiles
+            if self.on_tiles is not None:
+                self._post(self.on_tiles, tiles)
         pictures = {}
         for pid in wanted:
             source = self._sources.get(pid)

@@ -55,6 +55,7 @@ PIPE_BUFFER_LIMIT = 4 * 1024 * 1024  # camera frames are dropped (to the next ke
 RESTART_BACKOFF_S = (0.0, 1.0, 2.0, 5.0, 10.0)
 HEALTHY_AFTER_S = 60.0  # a child that ran this long starts the backoff afresh when it dies
 STATS_PERIOD_S = 0.1
+MAX_TILES = 64  # cameras in one `tiles` message (a grid shows 16)
 _LENGTH = struct.Struct(">I")
 _HEADER_LENGTH = struct.Struct(">H")
 # The counters that add up over the children of one room (the others describe the live child).
@@ -129,8 +130,11 @@ class CompositorProcess:
         canvas: tuple[int, int] = (1280, 720),
         room: str | None = None,
         request_keyframe_from: Callable[[str], None] | None = None,
+        on_tiles: Callable[[dict[str, tuple[int, int]]], None] | None = None,
     ) -> None:
         self.on_keyframe_needed = request_keyframe_from
+        self.on_tiles = on_tiles
+        self._canvas = canvas
         self._config = {
             "max_fps": max_fps,
             "speaker_hold_s": speaker_hold_s,
@@ -338,6 +342,8 @@ class CompositorProcess:
             if not isinstance(participant, str):
                 raise ProtocolError("bad keyframe_needed message")
             self._ask_keyframe(participant)
+        elif op == "tiles":
+            self._tiles_received(header.get("tiles"))
         elif op == "stats":
             stats = header.get("stats")
             if not isinstance(stats, dict) or not all(isinstance(v, int) for v in stats.values()):
@@ -345,6 +351,27 @@ class CompositorProcess:
             self._stats = stats
         else:
             raise ProtocolError(f"unknown op {op!r}")
+
+    def _tiles_received(self, tiles: Any) -> None:
+        width, height = self._canvas
+        if not isinstance(tiles, dict) or len(tiles) > MAX_TILES:
+            raise ProtocolError("bad tiles message")
+        sizes: dict[str, tuple[int, int]] = {}
+        for participant, size in tiles.items():
+            if not (
+                isinstance(size, list)
+                and len(size) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in size)
+                and 0 < size[0] <= width
+                and 0 < size[1] <= height
+            ):
+                raise ProtocolError("bad tiles message")
+            sizes[participant] = (size[0], size[1])
+        if self.on_tiles is not None:
+            try:
+                self.on_tiles(sizes)
+            except Exception:
+                self._log.exception("tile sizes not taken")
 
     async def close(self) -> None:
         if self._closed:
@@ -401,6 +428,9 @@ class _Child:
     def _keyframe_needed(self, participant: str) -> None:
         self._write({"op": "keyframe_needed", "p": participant})
 
+    def _tiles(self, tiles: dict[str, tuple[int, int]]) -> None:
+        self._write({"op": "tiles", "tiles": {p: list(size) for p, size in tiles.items()}})
+
     def handle(self, header: dict[str, Any], payload: bytes) -> None:
         op = header["op"]
         compositor = self._compositor
@@ -415,6 +445,7 @@ class _Child:
                     room=header.get("room"),
                     epoch=float(header["epoch"]),
                     request_keyframe_from=self._keyframe_needed,
+                    on_tiles=self._tiles,
                 )
             return
         if compositor is None:

@@ -17,6 +17,12 @@ codec aiortc picked for it); the router says when a source's codec becomes known
 Frames come from the network: an empty one is dropped before anyone gets it; one the transcoder
 cannot decode is dropped and counted (`frames_undecodable`), a keyframe is asked of its source and
 the transcoder skips to it. Only that source's transcoded stream pauses; nobody else notices.
+
+Simulcast: a source may send its picture in several layers (a browser's camera at full and half
+size, `EncodedVideoFrame.layer`). Each receiver gets one layer of it: the best there is, or lower
+when it asks (`want_layer`: its bandwidth) or when it shows the picture small (`shown_size`: the
+lowest layer whose size, read from its keyframes, covers the tile; the room's composed picture
+decodes its strip from the small layer). A switch happens at the new layer's keyframe.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -127,6 +134,15 @@ def lower_priority() -> None:
         pass
 
 
+def keyframe_size(codec: str, data: bytes) -> tuple[int, int] | None:
+    """The picture size a keyframe starts: from a VP8 key frame's header (RFC 6386 9.1); None when
+    it is not one, or not known without parsing more (an H.264 SPS)."""
+    if codec == "VP8" and len(data) >= 10 and not data[0] & 0x01 and data[3:6] == b"\x9d\x01\x2a":
+        width, height = struct.unpack_from("<HH", data, 6)
+        return width & 0x3FFF, height & 0x3FFF  # (the top two bits: upscaling hints)
+    return None
+
+
 class UndecodableFrame(ValueError):
     """A frame the transcoder could not decode (garbage, truncated, empty)."""
 
@@ -179,13 +195,16 @@ class _Receiver(_Codecs):
     deliver: Deliver = lambda source, frame: None
     waiting_keyframe: set[VideoSourceId] = field(default_factory=set)
     frames_out: int = 0
+    frames_below_top: int = 0  # frames of a lower simulcast layer than the best the source sent
     send_failures: int = 0
     # Subscriptions that take other codecs than the receiver as a whole (a browser's slot: the one
     # codec its transceiver sends)
     per_source: dict[VideoSourceId, _Codecs] = field(default_factory=dict)
-    # Simulcast: the layer it gets of each source now, and the highest it wants (absent: the best)
+    # Simulcast: the layer it gets of each source now, the highest it wants (absent: the best) and
+    # the size it shows the picture at (absent: not known, the best)
     layers: dict[VideoSourceId, int] = field(default_factory=dict)
     wanted_layers: dict[VideoSourceId, int] = field(default_factory=dict)
+    shown_sizes: dict[VideoSourceId, tuple[int, int]] = field(default_factory=dict)
 
     def codecs_for(self, source: VideoSourceId) -> _Codecs:
         return self.per_source.get(source, self)
@@ -202,6 +221,7 @@ class _Source:
     layer_seen: dict[int, float] = field(default_factory=dict)  # simulcast layer -> when it last sent
     layer_bytes: dict[int, int] = field(default_factory=dict)  # simulcast layer -> bytes in this window
     layer_bps: dict[int, float] = field(default_factory=dict)  # simulcast layer -> bit/s, last window
+    layer_size: dict[int, tuple[int, int]] = field(default_factory=dict)  # simulcast layer -> its last keyframe's size
     window_start: float = -1.0
 
     def top_layer(self, now: float) -> int:
@@ -443,6 +463,10 @@ class VideoRouter:
         for id in [id for id in self._subscribers if id.participant == participant]:
             del self._subscribers[id]
         self._receivers.pop(participant, None)
+        for receiver in self._receivers.values():
+            for choices in (receiver.layers, receiver.wanted_layers, receiver.shown_sizes):
+                for id in [id for id in choices if id.participant == participant]:
+                    del choices[id]
         for subscribers in self._subscribers.values():
             subscribers.discard(participant)
 
@@ -481,9 +505,8 @@ class VideoRouter:
         return {source for source, subs in self._subscribers.items() if receiver_id in subs}
 
     def want_layer(self, receiver_id: str, source_id: VideoSourceId, layer: int | None) -> None:
-        """The highest simulcast layer of the source this receiver should get (its bandwidth, the
-        size it shows it at); None: the best there is. The switch happens at the new layer's next
-        keyframe, which is asked for."""
+        """The highest simulcast layer of the source this receiver should get (its bandwidth); None:
+        the best there is. The switch happens at the new layer's next keyframe, which is asked for."""
         receiver = self._receivers.get(receiver_id)
         if receiver is None or receiver.wanted_layers.get(source_id) == layer:
             return
@@ -492,6 +515,31 @@ class VideoRouter:
         else:
             receiver.wanted_layers[source_id] = layer
         self.request_keyframe(source_id)
+
+    def shown_size(self, receiver_id: str, source_id: VideoSourceId, size: tuple[int, int] | None) -> None:
+        """The size (width, height) the receiver shows the source's picture at; None: not known. It
+        gets the lowest simulcast layer whose keyframes are at least that large (and no higher
+        than `want_layer` says): a picture shown small costs the receiver a small decode. The
+        choice follows the layers' sizes as they change (a browser lowers its resolution when its
+        CPU or uplink is short). (The keyframe a switch needs is asked for by the first frame of
+        the new layer: most size changes change no layer, and most sources have but one.)"""
+        receiver = self._receivers.get(receiver_id)
+        if receiver is None:
+            return
+        if size is None:
+            receiver.shown_sizes.pop(source_id, None)
+        else:
+            receiver.shown_sizes[source_id] = size
+
+    @staticmethod
+    def _layer_for_size(source: _Source, size: tuple[int, int] | None) -> int:
+        """The lowest layer at least `size` large; beyond any (unknown sizes, no size) the best."""
+        best = 1 << 30
+        if size is not None:
+            for layer, (width, height) in source.layer_size.items():
+                if width >= size[0] and height >= size[1] and layer < best:
+                    best = layer
+        return best
 
     def layer_bps(self, source_id: VideoSourceId) -> dict[int, float]:
         """What each simulcast layer of the source sends (bit/s, over the last second or so)."""
@@ -524,7 +572,11 @@ class VideoRouter:
         """Whether this frame's layer of a simulcast source is the one the receiver gets: the layer
         it wants, at most `top` (the source's highest that sends); a switch waits for a keyframe of
         the new layer."""
-        wanted = min(receiver.wanted_layers.get(source.id, 1 << 30), top)
+        wanted = min(
+            receiver.wanted_layers.get(source.id, 1 << 30),
+            self._layer_for_size(source, receiver.shown_sizes.get(source.id)),
+            top,
+        )
         current = receiver.layers.get(source.id)
         if current is not None and now - source.layer_seen.get(current, -1e9) >= LAYER_GONE_S:
             current = None  # (its layer paused: any keyframe of the wanted one will do)
@@ -573,6 +625,11 @@ class VideoRouter:
         receiver = self._receivers.get(receiver_id)
         return receiver.frames_out if receiver else 0
 
+    def frames_below_top(self, receiver_id: str) -> int:
+        """Frames the receiver took from a lower simulcast layer than the best its source sent."""
+        receiver = self._receivers.get(receiver_id)
+        return receiver.frames_below_top if receiver else 0
+
     def _undecodable(self, source_id: VideoSourceId) -> None:
         source = self._sources.get(source_id)
         if source is None:
@@ -595,6 +652,10 @@ class VideoRouter:
                 if receiver is not None and source_id not in receiver.waiting_keyframe:
                     receiver.layers.setdefault(source_id, first)
         source.layer_seen[frame.layer] = now
+        if frame.keyframe:
+            size = keyframe_size(frame.codec, frame.data)
+            if size is not None:
+                source.layer_size[frame.layer] = size
         self._count_layer(source, frame, now)
         top = source.top_layer(now) if len(source.layer_seen) > 1 else None  # (None: no simulcast)
         if not frame.data:  # nothing any receiver's packetizer or decoder should be handed
@@ -609,8 +670,11 @@ class VideoRouter:
             receiver = self._receivers.get(rid)
             if receiver is None:
                 continue
-            if top is not None and not self._takes_layer(receiver, source, frame, top, now):
-                continue
+            if top is not None:
+                if not self._takes_layer(receiver, source, frame, top, now):
+                    continue
+                if frame.layer < top:
+                    receiver.frames_below_top += 1
             takes = receiver.codecs_for(source_id)
             if takes.accepts(frame):
                 self._forward(receiver, source_id, frame)

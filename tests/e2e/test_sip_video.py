@@ -74,6 +74,12 @@ def join_call(gateway: RunningGateway, system: Baresip, room: str = "demo") -> s
     return str(member["id"])
 
 
+def composed_layers(gateway: RunningGateway, room: str = "demo") -> dict[str, object]:
+    """Which simulcast layer of each participant's camera the composed picture takes."""
+    people = gateway.api("GET", f"/api/rooms/{room}/participants").json()
+    return {p["id"]: p["media"].get("composed_layer") for p in people}
+
+
 def share(rgb, x0: float, y0: float, x1: float, y1: float, colour: str) -> float:  # type: ignore[no-untyped-def]
     return colour_fraction(region(rgb, x0, y0, x1, y1), colour)
 
@@ -107,15 +113,29 @@ def test_room_system_camera_passes_through_to_the_browser_and_it_sees_the_compos
         )
         assert metric(gateway, "gateway_video_composed_encoders", room="demo") == 1
 
-        # The host spotlights Ben: he fills the large area; then Anna.
+        # The host spotlights Ben: he fills the large area; then Anna. The camera in the strip is
+        # composed from its lower simulcast layer (320x180 of Chromium's 640x360: enough for a
+        # 304x172 tile, a quarter of the pixels to decode), the large one from the full picture.
         anna_id, ben_id = participant_id(anna), participant_id(ben)
-        for who, colour in ((ben_id, "red"), (anna_id, "green")):
+        for (who, colour), other in zip(((ben_id, "red"), (anna_id, "green")), (anna_id, ben_id), strict=True):
             assert gateway.api("PUT", "/api/rooms/demo/spotlight", json={"participant": who}).status_code == 200
             wait_until(
                 lambda colour=colour: share(load_rgb(system.snapshot()), 0.3, 0.2, 0.7, 0.6, colour) > 0.8,
                 20,
                 what=f"the spotlighted participant ({colour}) large for the room system",
             )
+            wait_until(
+                lambda who=who, other=other: composed_layers(gateway).get(who) == 1 and composed_layers(gateway).get(other) == 0,
+                20,
+                what="the large camera composed from its full picture, the strip's from its lower layer",
+            )
+            strip_colour = "green" if colour == "red" else "red"
+            wait_until(
+                lambda strip_colour=strip_colour: share(load_rgb(system.snapshot()), 0.3, 0.78, 0.7, 0.98, strip_colour) > 0.3,
+                20,
+                what=f"the strip's camera ({strip_colour}) shown from its lower layer",
+            )
+        assert metric(gateway, "gateway_video_composed_lower_layer_frames", room="demo") > 0
         # Grid: both side by side, the same size.
         assert gateway.api("PUT", "/api/rooms/demo/spotlight", json={"participant": None}).status_code == 200
         assert gateway.api("PUT", "/api/rooms/demo/layout", json={"layout": "grid"}).status_code == 200
@@ -126,6 +146,12 @@ def test_room_system_camera_passes_through_to_the_browser_and_it_sees_the_compos
             return green > 0.15 and red > 0.15 and abs(green - red) < 0.1
 
         wait_until(grid_shown, 20, what="a grid of Anna and Ben")
+        # Two 628x352 tiles: the lower layer would be blurred there, so both come in full.
+        wait_until(
+            lambda: composed_layers(gateway).get(anna_id) == 1 and composed_layers(gateway).get(ben_id) == 1,
+            20,
+            what="both cameras composed from their full pictures in the grid",
+        )
 
         # Ben turns his camera off: his tile shows his name on grey, Anna's stays.
         ben.click("#btn-cam")

@@ -474,10 +474,13 @@ async def test_only_shown_cameras_are_decoded() -> None:
         c = r.compositor
         people = [f"p{i}" for i in range(8)]
         r.cameras = {p: camera_frame(GREEN, 320, 180) for p in people}
+        told: list[dict[str, tuple[int, int]]] = []
+        c.on_tiles = told.append
         c.set_scene(tiles(*people), Layout.SPEAKER, None, {"p7"})
         got = Received()
         c.add_output("rs1", H264_720P, got)
-        shown = {pid for pid, _ in arrange(Layout.SPEAKER, people, "p7", 1280, 720)}
+        arrangement = arrange(Layout.SPEAKER, people, "p7", 1280, 720)
+        shown = {pid for pid, _ in arrangement}
         # the speaker and the first five in the strip; p5 and p6 are not shown, not decoded
         assert shown == {"p7", "p0", "p1", "p2", "p3", "p4"}
         await until(lambda: all(c.stats["decodes"].get(p, 0) > 2 for p in shown))
@@ -485,6 +488,14 @@ async def test_only_shown_cameras_are_decoded() -> None:
         assert all(decodes.get(p, 0) > 0 for p in shown)
         assert decodes.get("p5", 0) == 0 and decodes.get("p6", 0) == 0
         assert c.stats["frames_dropped"] > 0
+        # The room is told each shown camera's tile size (a strip tile is small: its camera's small
+        # simulcast layer will do), once per arrangement.
+        assert told == [{pid: (rect.w, rect.h) for pid, rect in arrangement}]
+        assert told[0]["p7"][0] > 2 * told[0]["p0"][0]
+        c.set_scene(tiles(*people), Layout.GRID, None, {"p7"})
+        grid = arrange(Layout.GRID, people, None, 1280, 720)
+        await until(lambda: len(told) == 2)
+        assert told[1] == {pid: (rect.w, rect.h) for pid, rect in grid}
 
 
 async def test_lower_rates_drop_frames_evenly() -> None:

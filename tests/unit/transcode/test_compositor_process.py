@@ -85,7 +85,10 @@ def alive(pid: int) -> bool:
 
 async def test_the_child_composes_and_comes_back_after_kill_9_where_it_was() -> None:
     asked: list[str] = []
-    compositor = CompositorProcess(max_fps=15, canvas=(320, 180), room="r", request_keyframe_from=asked.append)
+    tiles: list[dict[str, tuple[int, int]]] = []
+    compositor = CompositorProcess(
+        max_fps=15, canvas=(320, 180), room="r", request_keyframe_from=asked.append, on_tiles=tiles.append
+    )
     received = Received()
     compositor.set_scene([Tile("anna", "Anna")], Layout.SPEAKER, None, [])
     compositor.add_output("room-system", SMALL, received)
@@ -98,6 +101,7 @@ async def test_the_child_composes_and_comes_back_after_kill_9_where_it_was() -> 
         counters = compositor.counters()
         assert counters["encoders"] == 1 and counters["decodes"] >= 1
         assert counters["restarts"] == 0
+        assert tiles == [{"anna": (320, 180)}]  # (her tile's size, told once: the picture is hers alone)
         first_pid = compositor.pid
         assert first_pid is not None
 
@@ -116,12 +120,38 @@ async def test_the_child_composes_and_comes_back_after_kill_9_where_it_was() -> 
         assert again[0].timestamp > last_timestamp
         await until(lambda: looks(received.last_picture(), rect, GREEN), 20)
         await until(lambda: compositor.counters()["encodes"] >= counters["encodes"] + 10, 2)  # summed over both children
+        assert tiles == [{"anna": (320, 180)}] * 2  # (the new child tells them afresh)
         pid = compositor.pid
     finally:
         feed.task.cancel()
         await compositor.close()
     assert pid is not None
     await until(lambda: not alive(pid), 5)
+
+
+@pytest.mark.parametrize(
+    "tiles",
+    [
+        [],  # not an object
+        {"anna": [320]},
+        {"anna": [0, 180]},
+        {"anna": [321, 180]},  # larger than the canvas
+        {"anna": [True, 180]},
+        {"anna": ["320", "180"]},
+        {f"p{i}": [10, 10] for i in range(65)},  # more tiles than a picture has
+    ],
+)
+async def test_tile_sizes_from_the_child_are_checked(tiles: object) -> None:
+    told: list[dict[str, tuple[int, int]]] = []
+    compositor = CompositorProcess(canvas=(320, 180), on_tiles=told.append)
+    try:
+        compositor._received({"op": "tiles", "tiles": {"anna": [160, 90]}}, b"")
+        assert told == [{"anna": (160, 90)}]
+        with pytest.raises(ProtocolError):  # (the child is killed and started again)
+            compositor._received({"op": "tiles", "tiles": tiles}, b"")
+        assert len(told) == 1
+    finally:
+        await compositor.close()
 
 
 async def test_an_undecodable_camera_costs_a_keyframe_request_not_the_child() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fractions
 import functools
 
@@ -19,6 +20,7 @@ from gateway.transcode.video import (
     VideoRouter,
     VideoSourceId,
     is_keyframe,
+    keyframe_size,
 )
 
 ANNA, BEN = VideoSourceId("anna"), VideoSourceId("ben")  # their main video
@@ -331,3 +333,70 @@ def test_a_sender_without_simulcast_is_forwarded_as_before() -> None:
     for key in (True, False):
         router.on_frame(ANNA, layered(0, key))
     assert len(rx.got["ben"]) == 2 and router.layer_of("ben", ANNA) == 0
+
+
+def test_keyframe_size_reads_a_vp8_key_frame_header() -> None:
+    key, delta = vp8_frames(2, (320, 180))
+    assert keyframe_size("VP8", key.data) == (320, 180)
+    assert keyframe_size("VP8", delta.data) is None  # (a delta frame has no size)
+    assert keyframe_size("VP8", b"\x00\x00\x00\x9d\x01") is None  # cut short
+    assert keyframe_size("VP8", b"\x00" * 12) is None  # no start code
+    assert keyframe_size("H264", b"\x00\x00\x01\x67" + bytes(10)) is None  # (not parsed)
+
+
+def test_a_picture_shown_small_gets_the_lowest_layer_large_enough_for_it() -> None:
+    """The room's composed picture shows a camera in its strip: it decodes the small layer."""
+    now = [0.0]
+    router = VideoRouter(clock=lambda: now[0], keyframe_interval_s=0.0)
+    rx = Receivers()
+    requests: list[str] = []
+    router.add_source(ANNA, lambda: requests.append("anna"))
+    for rid in ("#compositor", "ben"):
+        router.add_receiver(rid, ("VP8",), rx(rid))
+        router.subscribe(rid, ANNA)
+
+    def layer(frames: list[EncodedVideoFrame], n: int) -> list[EncodedVideoFrame]:
+        return [dataclasses.replace(f, layer=n) for f in frames]
+
+    small, large = layer(vp8_frames(3, (160, 90)), 0), layer(vp8_frames(3, (320, 180)), 1)
+
+    def send(lows: list[EncodedVideoFrame], highs: list[EncodedVideoFrame]) -> None:
+        for low, high in zip(lows, highs, strict=True):
+            now[0] += 0.033
+            router.on_frame(ANNA, low)
+            router.on_frame(ANNA, high)
+
+    router.shown_size("#compositor", ANNA, (152, 86))  # a strip tile: the 160x90 layer covers it
+    send(small, large)
+    send(small, large)  # (the layers' sizes are known from the first keyframes: the switch is at the next)
+    assert router.layer_of("#compositor", ANNA) == 0
+    assert router.layer_of("ben", ANNA) == 1  # (no size told: the best there is)
+    assert [f.layer for _, f in rx.got["#compositor"]][-3:] == [0, 0, 0]
+    assert router.frames_below_top("#compositor") >= 3 and router.frames_below_top("ben") == 0
+
+    requests.clear()
+    router.shown_size("#compositor", ANNA, (300, 168))  # made large: too big for the small layer
+    send(small[1:], large[1:])  # (no keyframe: the switch asks for one)
+    assert requests and router.layer_of("#compositor", ANNA) == 0
+    send(small, large)
+    assert router.layer_of("#compositor", ANNA) == 1
+
+    # The lower layer grows (the browser has the CPU again): it covers the tile now.
+    send(layer(vp8_frames(3, (320, 180)), 0), large)
+    send(layer(vp8_frames(3, (320, 180)), 0), large)
+    assert router.layer_of("#compositor", ANNA) == 0
+    # A bandwidth limit and a size: the lower of the two wins.
+    router.shown_size("#compositor", ANNA, (640, 360))
+    router.want_layer("#compositor", ANNA, 0)
+    send(small, large)
+    assert router.layer_of("#compositor", ANNA) == 0
+
+    # Anna leaves: nothing of her stays in the other receivers' choices.
+    router.want_layer("#compositor", ANNA, None)
+    router.shown_size("#compositor", ANNA, (152, 86))
+    router.remove("anna")
+    assert router.layer_of("#compositor", ANNA) is None
+    router.add_source(ANNA, lambda: None)
+    router.subscribe("#compositor", ANNA)
+    send(small, large)
+    assert router.layer_of("#compositor", ANNA) == 1
