@@ -12,6 +12,9 @@ one stream at a time, in a thread per receiver and an executor hop per frame. Th
 neither: it mixes audio from encoded frames (decoding only the speakers) and forwards video
 untouched. So:
 - `EncodedTrack` yields already-encoded `av.Packet`s; aiortc's sender packs them as they are.
+  aiortc sends every frame of a transceiver in its first agreed codec; `send_any_codec` makes a
+  video slot's sender send each frame in its own codec (any the browser agreed on for the slot),
+  so VP8 and H.264 senders alike are forwarded untouched on any slot.
 - `tap_audio` replaces an audio receiver's packet handler: each RTP packet goes straight to the
   mixer with its sequence number and RFC 6464 level, skipping aiortc's jitter buffer and decoder
   (receiver statistics for RTCP reports are still kept).
@@ -32,6 +35,7 @@ untouched. So:
 from __future__ import annotations
 
 import asyncio
+import copy
 import fractions
 import queue
 import struct
@@ -60,11 +64,13 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+from aiortc.rtcrtpsender import RTCEncodedFrame
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB,
+    RTP_HISTORY_SIZE,
     RtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
@@ -111,6 +117,7 @@ __all__ = [
     "keyframe_feedback",
     "negotiated_codecs",
     "offer_rid_extension",
+    "send_any_codec",
     "offer_simulcast",
     "on_keyframe_request",
     "on_receiver_estimate",
@@ -261,12 +268,13 @@ class EncodedTrack(MediaStreamTrack):
         super().__init__()
         self.kind = kind
         self._max_backlog = max_backlog
-        self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue(max_queue)
+        self._queue: asyncio.Queue[tuple[av.Packet[Any], str | None] | None] = asyncio.Queue(max_queue)
         self._time_base = AUDIO_TIME_BASE if kind == "audio" else VIDEO_TIME_BASE
         self.dropped = 0
         self.pushed = 0
 
-    def push(self, payload: bytes, pts: int) -> None:
+    def push(self, payload: bytes, pts: int, codec: str | None = None) -> None:
+        """`codec`: the packet's codec's name, for a sender that sends more than one (send_any_codec)."""
         packet = av.Packet(payload)
         packet.pts = pts
         packet.time_base = self._time_base
@@ -274,20 +282,23 @@ class EncodedTrack(MediaStreamTrack):
             # The sender fell behind: drop the oldest, latency matters more than completeness.
             self._queue.get_nowait()
             self.dropped += 1
-        self._queue.put_nowait(packet)
+        self._queue.put_nowait((packet, codec))
         self.pushed += 1
 
     async def recv(self) -> av.Packet[Any]:
+        return (await self.recv_with_codec())[0]
+
+    async def recv_with_codec(self) -> tuple[av.Packet[Any], str | None]:
         if self.readyState != "live":
             raise MediaStreamError
-        packet = await self._queue.get()
+        item = await self._queue.get()
         if self._max_backlog is not None:
-            while packet is not None and self._queue.qsize() > self._max_backlog:
-                packet = self._queue.get_nowait()
+            while item is not None and self._queue.qsize() > self._max_backlog:
+                item = self._queue.get_nowait()
                 self.dropped += 1
-        if packet is None:
+        if item is None:
             raise MediaStreamError
-        return packet
+        return item
 
     def stop(self) -> None:
         super().stop()
@@ -483,6 +494,61 @@ def send_audio_level(sender: RTCRtpSender, level_dbov: Callable[[], float]) -> N
         return encoded
 
     sender._next_encoded_frame = with_level  # type: ignore[method-assign]
+
+
+def send_any_codec(sender: RTCRtpSender, track: EncodedTrack) -> None:
+    """Makes a sender of pre-encoded video send each frame in the codec it is in: with the payload
+    type of that codec among those the far end agreed on for the transceiver (RTP lets a stream
+    change its payload type, RFC 3550 5.2; browsers decode every codec they agreed on), packetized
+    for it (H.264 in single NAL units where that payload type is packetization-mode 0), and its
+    retransmissions with that codec's RTX payload type. aiortc sends everything in the first codec
+    agreed; a slot that forwards VP8 from one browser and H.264 from a room system, or more VP8
+    cameras than half the slots, would need transcoding otherwise. A frame whose codec was not
+    agreed is dropped (the router never sends one: it transcodes for such a receiver)."""
+    original_send = sender.send
+    original_retransmit = sender._retransmit
+    by_name: dict[str, RTCRtpCodecParameters] = {}
+    rtx_by_apt: dict[int, int] = {}
+    vp8_picture_id = 0
+
+    async def send(parameters: Any) -> None:
+        codecs = list(parameters.codecs)
+        for codec in codecs:
+            name = codec.mimeType.split("/")[-1].upper()
+            if name == "RTX":
+                rtx_by_apt[int(codec.parameters.get("apt", -1))] = codec.payloadType
+            else:
+                by_name.setdefault(name, codec)
+        if codecs:
+            # aiortc's RTP loop stamps every packet with the payload type of the codec object it is
+            # given: a copy of our own, set before each frame to that frame's codec.
+            codecs[0] = copy.copy(codecs[0])
+            parameters.codecs = codecs
+        await original_send(parameters)
+
+    async def next_encoded_frame(active: RTCRtpCodecParameters) -> RTCEncodedFrame | None:
+        nonlocal vp8_picture_id
+        packet, name = await track.recv_with_codec()
+        codec = by_name.get(name) if name is not None else None
+        if name is None or codec is None or not sender._enabled:
+            return None
+        active.payloadType = codec.payloadType
+        single_nal = name == "H264" and str(codec.parameters.get("packetization-mode", "0")) == "0"
+        payloads = packetize(name, bytes(packet), vp8_picture_id, single_nal=single_nal)
+        if name == "VP8":
+            vp8_picture_id = (vp8_picture_id + 1) % (1 << 15)
+        return RTCEncodedFrame(payloads, int(packet.pts or 0), None)  # type: ignore[arg-type]  # (aiortc passes None too)
+
+    async def retransmit(sequence_number: int) -> None:
+        history: dict[int, RtpPacket] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+        packet = history.get(sequence_number % RTP_HISTORY_SIZE)
+        if packet is not None:  # (its own codec's RTX; none: resent as it was)
+            sender._RTCRtpSender__rtx_payload_type = rtx_by_apt.get(packet.payload_type)  # type: ignore[attr-defined]
+        await original_retransmit(sequence_number)
+
+    sender.send = send  # type: ignore[method-assign]
+    sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign,assignment]
+    sender._retransmit = retransmit  # type: ignore[method-assign]
 
 
 def far_end_report(sender: RTCRtpSender) -> tuple[float | None, float | None]:

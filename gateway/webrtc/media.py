@@ -44,6 +44,7 @@ from gateway.rtp.aiortc_glue import (
     on_keyframe_request,
     on_receiver_estimate,
     route_by_mid,
+    send_any_codec,
     tap_audio,
 )
 from gateway.transcode.codecs import StreamCodec, StreamKind, codec_names
@@ -66,12 +67,12 @@ class VideoSlot:
     track: EncodedTrack
     source: VideoSourceId | None = None
     timeline: VideoTimeline = field(default_factory=VideoTimeline)
-    # What the browser agreed on this slot; aiortc sends the first (one codec per transceiver)
+    # What the browser agreed on this slot; each frame goes out in its own codec (send_any_codec)
     codecs: tuple[StreamCodec, ...] = ()
     layer: int = 0  # the simulcast layer it forwards now
 
     def sends(self, codec: str) -> bool:
-        return bool(self.codecs) and self.codecs[0].name.upper() == codec
+        return any(c.name.upper() == codec for c in self.codecs)
 
     def show(self, source: VideoSourceId | None) -> None:
         self.source = source
@@ -83,7 +84,7 @@ class VideoSlot:
         if frame.layer != self.layer:
             self.layer = frame.layer
             self.timeline.restart()
-        self.track.push(frame.data, self.timeline.next(frame.timestamp))
+        self.track.push(frame.data, self.timeline.next(frame.timestamp), frame.codec)
 
 
 def _slot_value(source: VideoSourceId | None) -> str | None:
@@ -120,6 +121,7 @@ class BrowserMedia:
         for _ in range(slots):
             track = EncodedTrack("video", max_queue=30)
             transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            send_any_codec(transceiver.sender, track)
             self._slot_transceivers.append(transceiver)
             self.slots.append(VideoSlot(mid="", track=track))
         self._prefer_codecs()
@@ -160,13 +162,8 @@ class BrowserMedia:
             chosen = [c for name in order for c in video_caps if c.mimeType.upper() == f"VIDEO/{name}"]
             return chosen + [c for c in video_caps if c.mimeType.lower() == "video/rtx"]
 
-        self.camera.setCodecPreferences(preferred(names))
-        self.screen.setCodecPreferences(preferred(names))
-        # aiortc sends one codec per transceiver, the first agreed: the slots take turns in which
-        # codec comes first, so that each codec a sender may use has slots that forward it as it is.
-        for i, transceiver in enumerate(self._slot_transceivers):
-            turn = i % len(names) if names else 0
-            transceiver.setCodecPreferences(preferred(names[turn:] + names[:turn]))
+        for transceiver in (self.camera, self.screen, *self._slot_transceivers):
+            transceiver.setCodecPreferences(preferred(names))
 
     async def create_offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -178,7 +175,7 @@ class BrowserMedia:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         for slot, transceiver in zip(self.slots, self._slot_transceivers, strict=True):
             slot.codecs = negotiated_codecs(transceiver)
-        # What this browser receives at all (each slot sends its first codec: `slot_codecs`)
+        # What this browser receives at all (each slot sends any of its codecs: `slot_codecs`)
         self.main_video.codecs = tuple(dict.fromkeys(c for slot in self.slots for c in slot.codecs))
 
     @property
@@ -269,8 +266,8 @@ class BrowserMedia:
         return changed
 
     def slot_codecs(self) -> dict[VideoSourceId, tuple[StreamCodec, ...]]:
-        """What each shown source's slot takes as it is: the one codec it sends."""
-        return {slot.source: slot.codecs[:1] for slot in self.slots if slot.source is not None and slot.codecs}
+        """What each shown source's slot takes as it is: every codec agreed on it."""
+        return {slot.source: slot.codecs for slot in self.slots if slot.source is not None and slot.codecs}
 
     def counters(self) -> dict[str, Any]:
         remote_loss, rtt_ms = far_end_report(self.audio.sender)  # (the browser's reports on the meeting's audio)

@@ -80,6 +80,24 @@ def composed_layers(gateway: RunningGateway, room: str = "demo") -> dict[str, ob
     return {p["id"]: p["media"].get("composed_layer") for p in people}
 
 
+def expect_composed_layers(gateway: RunningGateway, want: dict[str, int], what: str) -> None:
+    def matches() -> bool:
+        layers = composed_layers(gateway)
+        return all(layers.get(p) == layer for p, layer in want.items())
+
+    try:
+        wait_until(matches, 30, what=what)
+    except AssertionError as exc:  # (what the gateway had: the composed layers and the layers that came)
+        came = {p: camera_layers(gateway, p) for p in want}
+        raise AssertionError(f"{exc}: composed {composed_layers(gateway)}, received {came}") from None
+
+
+def camera_layers(gateway: RunningGateway, pid: str, room: str = "demo") -> dict[str, int]:
+    """The simulcast layers of a browser's camera that reached the gateway (frames per layer)."""
+    people = gateway.api("GET", f"/api/rooms/{room}/participants").json()
+    return dict(next((p["media"].get("camera_layers_in") or {} for p in people if p["id"] == pid), {}))
+
+
 def share(rgb, x0: float, y0: float, x1: float, y1: float, colour: str) -> float:  # type: ignore[no-untyped-def]
     return colour_fraction(region(rgb, x0, y0, x1, y1), colour)
 
@@ -117,6 +135,11 @@ def test_room_system_camera_passes_through_to_the_browser_and_it_sees_the_compos
         # composed from its lower simulcast layer (320x180 of Chromium's 640x360: enough for a
         # 304x172 tile, a quarter of the pixels to decode), the large one from the full picture.
         anna_id, ben_id = participant_id(anna), participant_id(ben)
+        wait_until(
+            lambda: all(len(camera_layers(gateway, p)) == 2 for p in (anna_id, ben_id)),
+            30,
+            what="both layers of both cameras (Chromium adds the upper one as its bandwidth estimate grows)",
+        )
         for (who, colour), other in zip(((ben_id, "red"), (anna_id, "green")), (anna_id, ben_id), strict=True):
             assert gateway.api("PUT", "/api/rooms/demo/spotlight", json={"participant": who}).status_code == 200
             wait_until(
@@ -124,11 +147,7 @@ def test_room_system_camera_passes_through_to_the_browser_and_it_sees_the_compos
                 20,
                 what=f"the spotlighted participant ({colour}) large for the room system",
             )
-            wait_until(
-                lambda who=who, other=other: composed_layers(gateway).get(who) == 1 and composed_layers(gateway).get(other) == 0,
-                20,
-                what="the large camera composed from its full picture, the strip's from its lower layer",
-            )
+            expect_composed_layers(gateway, {who: 1, other: 0}, "the large camera from its full picture, the strip's from its lower layer")
             strip_colour = "green" if colour == "red" else "red"
             wait_until(
                 lambda strip_colour=strip_colour: share(load_rgb(system.snapshot()), 0.3, 0.78, 0.7, 0.98, strip_colour) > 0.3,
@@ -147,11 +166,7 @@ def test_room_system_camera_passes_through_to_the_browser_and_it_sees_the_compos
 
         wait_until(grid_shown, 20, what="a grid of Anna and Ben")
         # Two 628x352 tiles: the lower layer would be blurred there, so both come in full.
-        wait_until(
-            lambda: composed_layers(gateway).get(anna_id) == 1 and composed_layers(gateway).get(ben_id) == 1,
-            20,
-            what="both cameras composed from their full pictures in the grid",
-        )
+        expect_composed_layers(gateway, {anna_id: 1, ben_id: 1}, "both cameras composed from their full pictures in the grid")
 
         # Ben turns his camera off: his tile shows his name on grey, Anna's stays.
         ben.click("#btn-cam")
@@ -163,6 +178,50 @@ def test_room_system_camera_passes_through_to_the_browser_and_it_sees_the_compos
         )
     finally:
         system.stop()
+
+
+SLOT_JS = """
+async () => {
+  const c = window.gatewayClient;
+  const stats = await c.pc.getStats();
+  const out = {};
+  stats.forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video' && (c.videoSlots || {})[s.mid] !== undefined) {
+      out[s.mid] = {frames: s.framesDecoded || 0, mime: stats.get(s.codecId) ? stats.get(s.codecId).mimeType : null};
+    }
+  });
+  return out;
+}
+"""
+
+
+def test_one_slot_carries_a_vp8_camera_then_a_room_systems_h264_untouched(open_participant, tmp_path: Path) -> None:
+    """A browser with a single video slot shows whom the host spotlights: Anna's VP8 camera, then
+    the room system's H.264, then Anna again, on the same transceiver: each frame goes out in its
+    own codec's payload type, and Chromium decodes each (nothing is transcoded)."""
+    gateway = start_gateway(tmp_path, TEST_CONFIG + "webrtc: {video_slots: 1}\n")
+    system = room_system(tmp_path, "Room 9")
+    try:
+        anna = join(open_participant, gateway, "demo", "Anna", None, pin="1234", video_file=write_solid_y4m(tmp_path / "g.y4m", GREEN, 640, 360))
+        carl = join(open_participant, gateway, "demo", "Carl", None)
+        wait_until(lambda: in_meeting(anna) and in_meeting(carl), 30, what="Anna and Carl in the meeting")
+        sip_id = join_call(gateway, system)
+        (mid,) = carl.evaluate("() => Object.keys(window.gatewayClient.videoSlots || {})")
+        decoded = 0
+        for who, mime in ((participant_id(anna), "video/VP8"), (sip_id, "video/H264"), (participant_id(anna), "video/VP8")):
+            assert gateway.api("PUT", "/api/rooms/demo/spotlight", json={"participant": who}).status_code == 200
+            wait_until(
+                lambda who=who, mime=mime, decoded=decoded: carl.evaluate("() => window.gatewayClient.videoSlots")[mid] == who
+                and carl.evaluate(SLOT_JS).get(mid, {}).get("mime") == mime
+                and carl.evaluate(SLOT_JS)[mid]["frames"] > decoded + 20,
+                30,
+                what=f"Carl's one slot decoding {who} in {mime}",
+            )
+            decoded = carl.evaluate(SLOT_JS)[mid]["frames"]
+        assert metric(gateway, "gateway_video_transcoder_decodes", room="demo") == 0
+    finally:
+        system.stop()
+        stop_and_check(gateway)
 
 
 def test_a_browser_that_takes_only_vp8_gets_the_room_system_transcoded_once(open_participant, tmp_path: Path) -> None:

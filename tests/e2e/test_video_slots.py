@@ -5,6 +5,10 @@ Chromium's fake camera sends the same test pattern from every browser, so frame 
 who is in a slot. Here each browser's camera plays a Y4M file of its own solid colour; each page's
 tiles are read back as pixels (the tile's <video> drawn into a canvas) and matched against the colour
 of the participant whose name the tile carries.
+
+With as many slots as others (two), every slot carries a VP8 camera: each slot sends whichever
+codec a frame is in, so nothing is transcoded (aiortc alone would send every slot's first codec,
+and the gateway used to alternate VP8 and H.264 between slots, transcoding the second VP8 camera).
 """
 
 from __future__ import annotations
@@ -15,12 +19,34 @@ from pathlib import Path
 import pytest
 
 from tests.support.browser import in_meeting, join, participant_id, tile_colours, write_solid_y4m
-from tests.support.gateway import RunningGateway, wait_until
+from tests.support.gateway import (
+    TEST_CONFIG,
+    RunningGateway,
+    metric,
+    start_gateway,
+    stop_and_check,
+    wait_until,
+)
 
 pytestmark = pytest.mark.browser
 
 COLOURS: dict[str, tuple[int, int, int]] = {"Anna": (220, 30, 30), "Ben": (30, 200, 30), "Cem": (30, 30, 220)}
 MATCH = 60  # largest distance (RGB, Euclidean) from a sender's colour still counted as its picture
+
+
+# The codec of every video the page decodes from the gateway (its slots' inbound-rtp streams)
+SLOT_CODECS_JS = """
+async () => {
+  const stats = await window.gatewayClient.pc.getStats();
+  const out = [];
+  stats.forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0 && stats.get(s.codecId)) {
+      out.push(stats.get(s.codecId).mimeType);
+    }
+  });
+  return out;
+}
+"""
 
 
 def distance(a: object, b: tuple[int, int, int]) -> float:
@@ -40,9 +66,18 @@ def whose(rgb: list[int] | None) -> str | None:
     return name if distance(rgb, COLOURS[name]) <= MATCH else None
 
 
+@pytest.fixture(params=[None, 2], ids=["default-slots", "two-slots"])
+def slots_gateway(request, tmp_path: Path):  # type: ignore[no-untyped-def]
+    config = TEST_CONFIG + (f"webrtc: {{video_slots: {request.param}}}\n" if request.param else "")
+    running = start_gateway(tmp_path, config)
+    yield running
+    stop_and_check(running)
+
+
 def test_each_tile_shows_the_camera_of_the_participant_it_names(
-    gateway: RunningGateway, open_participant, tmp_path: Path
+    slots_gateway: RunningGateway, open_participant, tmp_path: Path
 ) -> None:
+    gateway = slots_gateway
     pages = {}
     for name, rgb in COLOURS.items():
         clip = write_solid_y4m(tmp_path / f"{name}.y4m", rgb)
@@ -76,3 +111,9 @@ def test_each_tile_shows_the_camera_of_the_participant_it_names(
                 )
             time.sleep(0.5)  # deliberate: the same picture must still be there half a second later
         print(name, "sees", {caption: tile["rgb"] if tile else None for caption, tile in tiles.items()})
+    # Every camera went to every page as it came: VP8, whatever slot it is in.
+    assert metric(gateway, "gateway_video_frames_forwarded", room="demo") > 0
+    assert metric(gateway, "gateway_video_transcoder_decodes", room="demo") == 0
+    for name, page in pages.items():
+        codecs = page.evaluate(SLOT_CODECS_JS)
+        assert codecs and set(codecs) == {"video/VP8"}, f"{name}'s slots decode {codecs}"
