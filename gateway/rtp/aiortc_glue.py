@@ -268,13 +268,14 @@ class EncodedTrack(MediaStreamTrack):
         super().__init__()
         self.kind = kind
         self._max_backlog = max_backlog
-        self._queue: asyncio.Queue[tuple[av.Packet[Any], str | None] | None] = asyncio.Queue(max_queue)
+        self._queue: asyncio.Queue[tuple[av.Packet[Any], int | None] | None] = asyncio.Queue(max_queue)
         self._time_base = AUDIO_TIME_BASE if kind == "audio" else VIDEO_TIME_BASE
         self.dropped = 0
         self.pushed = 0
 
-    def push(self, payload: bytes, pts: int, codec: str | None = None) -> None:
-        """`codec`: the packet's codec's name, for a sender that sends more than one (send_any_codec)."""
+    def push(self, payload: bytes, pts: int, payload_type: int | None = None) -> None:
+        """`payload_type`: the agreed payload type to send it with, for a sender that sends more than
+        one codec (send_any_codec)."""
         packet = av.Packet(payload)
         packet.pts = pts
         packet.time_base = self._time_base
@@ -282,13 +283,13 @@ class EncodedTrack(MediaStreamTrack):
             # The sender fell behind: drop the oldest, latency matters more than completeness.
             self._queue.get_nowait()
             self.dropped += 1
-        self._queue.put_nowait((packet, codec))
+        self._queue.put_nowait((packet, payload_type))
         self.pushed += 1
 
     async def recv(self) -> av.Packet[Any]:
-        return (await self.recv_with_codec())[0]
+        return (await self.recv_with_payload_type())[0]
 
-    async def recv_with_codec(self) -> tuple[av.Packet[Any], str | None]:
+    async def recv_with_payload_type(self) -> tuple[av.Packet[Any], int | None]:
         if self.readyState != "live":
             raise MediaStreamError
         item = await self._queue.get()
@@ -497,28 +498,28 @@ def send_audio_level(sender: RTCRtpSender, level_dbov: Callable[[], float]) -> N
 
 
 def send_any_codec(sender: RTCRtpSender, track: EncodedTrack) -> None:
-    """Makes a sender of pre-encoded video send each frame in the codec it is in: with the payload
-    type of that codec among those the far end agreed on for the transceiver (RTP lets a stream
-    change its payload type, RFC 3550 5.2; browsers decode every codec they agreed on), packetized
-    for it (H.264 in single NAL units where that payload type is packetization-mode 0), and its
-    retransmissions with that codec's RTX payload type. aiortc sends everything in the first codec
-    agreed; a slot that forwards VP8 from one browser and H.264 from a room system, or more VP8
-    cameras than half the slots, would need transcoding otherwise. A frame whose codec was not
-    agreed is dropped (the router never sends one: it transcodes for such a receiver)."""
+    """Makes a sender of pre-encoded video send each frame with the payload type it was pushed
+    with (`EncodedTrack.push`: one the far end agreed on for the transceiver, of the frame's codec;
+    RTP lets a stream change its payload type, RFC 3550 5.2, and browsers decode every codec they
+    agreed on), packetized for that codec (H.264 in single NAL units where that payload type is
+    packetization-mode 0), and its retransmissions with that payload type's RTX. aiortc sends
+    everything in the first codec agreed; a slot that forwards VP8 from one browser and H.264 from
+    a room system, or more VP8 cameras than half the slots, would need transcoding otherwise. A
+    frame without an agreed payload type is dropped (the router never sends one: it transcodes for
+    such a receiver)."""
     original_send = sender.send
     original_retransmit = sender._retransmit
-    by_name: dict[str, RTCRtpCodecParameters] = {}
+    by_pt: dict[int, RTCRtpCodecParameters] = {}
     rtx_by_apt: dict[int, int] = {}
     vp8_picture_id = 0
 
     async def send(parameters: Any) -> None:
         codecs = list(parameters.codecs)
         for codec in codecs:
-            name = codec.mimeType.split("/")[-1].upper()
-            if name == "RTX":
+            if codec.mimeType.lower().endswith("/rtx"):
                 rtx_by_apt[int(codec.parameters.get("apt", -1))] = codec.payloadType
             else:
-                by_name.setdefault(name, codec)
+                by_pt[codec.payloadType] = codec
         if codecs:
             # aiortc's RTP loop stamps every packet with the payload type of the codec object it is
             # given: a copy of our own, set before each frame to that frame's codec.
@@ -528,10 +529,11 @@ def send_any_codec(sender: RTCRtpSender, track: EncodedTrack) -> None:
 
     async def next_encoded_frame(active: RTCRtpCodecParameters) -> RTCEncodedFrame | None:
         nonlocal vp8_picture_id
-        packet, name = await track.recv_with_codec()
-        codec = by_name.get(name) if name is not None else None
-        if name is None or codec is None or not sender._enabled:
+        packet, payload_type = await track.recv_with_payload_type()
+        codec = by_pt.get(payload_type) if payload_type is not None else None
+        if codec is None or not sender._enabled:
             return None
+        name = codec.mimeType.split("/")[-1].upper()
         active.payloadType = codec.payloadType
         single_nal = name == "H264" and str(codec.parameters.get("packetization-mode", "0")) == "0"
         payloads = packetize(name, bytes(packet), vp8_picture_id, single_nal=single_nal)

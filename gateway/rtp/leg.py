@@ -591,6 +591,7 @@ class RtpLeg:
             "rtp_dropped_foreign": stats.dropped_foreign,
             "rtcp_dropped_foreign": stats.rtcp_dropped_foreign,
             "rtp_packets_lost": self.session.packets_lost,
+            "rtcp_packets_in": stats.rtcp_in,
             "rtp_jitter_ms": round(self.session.jitter_ms, 2),
             # (the remote's reports on the audio we send: for the connection quality, rooms/quality.py)
             "remote_loss": self.session.remote_loss,

@@ -47,7 +47,7 @@ from gateway.rtp.aiortc_glue import (
     send_any_codec,
     tap_audio,
 )
-from gateway.transcode.codecs import StreamCodec, StreamKind, codec_names
+from gateway.transcode.codecs import StreamCodec, StreamKind, can_forward, codec_names
 from gateway.transcode.mixer import MixedFrame
 from gateway.transcode.video import EncodedVideoFrame, VideoSourceId, VideoTimeline, is_keyframe
 from gateway.webrtc.signalling import content_slot_value
@@ -70,6 +70,8 @@ class VideoSlot:
     # What the browser agreed on this slot; each frame goes out in its own codec (send_any_codec)
     codecs: tuple[StreamCodec, ...] = ()
     layer: int = 0  # the simulcast layer it forwards now
+    # the payload type each stream's frames go out with (by its negotiated descriptor, or its name)
+    payload_types: dict[StreamCodec | str, int | None] = field(default_factory=dict)
 
     def sends(self, codec: str) -> bool:
         return any(c.name.upper() == codec for c in self.codecs)
@@ -84,7 +86,16 @@ class VideoSlot:
         if frame.layer != self.layer:
             self.layer = frame.layer
             self.timeline.restart()
-        self.track.push(frame.data, self.timeline.next(frame.timestamp), frame.codec)
+        self.track.push(frame.data, self.timeline.next(frame.timestamp), self.payload_type(frame))
+
+    def payload_type(self, frame: EncodedVideoFrame) -> int | None:
+        """The first payload type agreed on the slot that takes the frame's stream as it is (an
+        H.264 one whose profile decodes it), else the first of its codec's name (None: none)."""
+        stream = frame.format or frame.codec
+        if stream not in self.payload_types:
+            fitting = [c for c in self.codecs if can_forward(stream, c)] or [c for c in self.codecs if c.name.upper() == frame.codec]
+            self.payload_types[stream] = fitting[0].payload_type if fitting else None
+        return self.payload_types[stream]
 
 
 def _slot_value(source: VideoSourceId | None) -> str | None:
@@ -175,6 +186,7 @@ class BrowserMedia:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         for slot, transceiver in zip(self.slots, self._slot_transceivers, strict=True):
             slot.codecs = negotiated_codecs(transceiver)
+            slot.payload_types.clear()
         # What this browser receives at all (each slot sends any of its codecs: `slot_codecs`)
         self.main_video.codecs = tuple(dict.fromkeys(c for slot in self.slots for c in slot.codecs))
 

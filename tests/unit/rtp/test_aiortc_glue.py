@@ -136,17 +136,21 @@ async def test_a_slot_sends_each_frame_in_its_own_codec_with_its_own_rtx() -> No
     await sender.send(parameters)
     try:
         big_nal = b"\x00\x00\x00\x01\x65" + bytes(3000)  # (an IDR slice: FU-A in packetization mode 1)
-        track.push(b"\x10\x02\x00\x9d\x01\x2a" + bytes(200), 0, "VP8")
-        track.push(b"\x00\x00\x00\x01\x67\x42\xe0\x1f" + big_nal, 3000, "H264")
-        track.push(b"\x01" + bytes(200), 6000, "AV1")  # never agreed: dropped
-        track.push(b"\x11" + bytes(200), 9000, "VP8")
+        sps = b"\x00\x00\x00\x01\x67\x42\xe0\x1f"
+        track.push(b"\x10\x02\x00\x9d\x01\x2a" + bytes(200), 0, 96)
+        track.push(sps + big_nal, 3000, 102)
+        track.push(b"\x01" + bytes(200), 6000, 120)  # never agreed: dropped
+        track.push(b"\x11" + bytes(200), 9000, 96)
+        track.push(sps + b"\x00\x00\x00\x01\x65" + bytes(900), 12000, 104)  # packetization-mode 0
         for _ in range(100):
-            if len({p.timestamp for p in sent}) >= 3:
+            if len({p.timestamp for p in sent}) >= 4:
                 break
             await asyncio.sleep(0.01)
         frames = list(dict.fromkeys(p.timestamp for p in sent))  # (in the order sent)
         by_frame = [sorted({p.payload_type for p in sent if p.timestamp == ts}) for ts in frames]
-        assert by_frame == [[96], [102], [96]]
+        assert by_frame == [[96], [102], [96], [104]]
+        mode0 = [p for p in sent if p.payload_type == 104]
+        assert [p.payload[0] & 0x1F for p in mode0] == [7, 5]  # single NAL units, no STAP-A or FU-A
         assert len({p.ssrc for p in sent}) == 1
         seqs = [p.sequence_number for p in sent]
         assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))  # (one stream)

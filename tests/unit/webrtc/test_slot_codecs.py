@@ -66,3 +66,25 @@ def test_the_slots_offer_the_configured_codecs_in_order() -> None:
         await m.close()
 
     asyncio.run(run())
+
+
+def test_a_frame_goes_out_with_the_payload_type_that_takes_its_stream() -> None:
+    from gateway.transcode.video import EncodedVideoFrame
+
+    async def run() -> None:
+        m = media(1)
+        (slot,) = m.slots
+        slot.codecs = (vp8(96), h264(102, "42e01f"), h264(106, "640c1f"))  # constrained baseline, high
+
+        def frame(codec: str, format: object = None) -> EncodedVideoFrame:
+            return EncodedVideoFrame(codec, b"\x00", 0, True, format=format)  # type: ignore[arg-type]
+
+        assert slot.payload_type(frame("VP8", vp8(100))) == 96
+        assert slot.payload_type(frame("H264", h264(97, "42e01f"))) == 102
+        assert slot.payload_type(frame("H264", h264(98, "640c1f"))) == 106  # (only the high one decodes it)
+        assert slot.payload_type(frame("H264")) == 102  # (the name alone: the first H.264)
+        slot.codecs, slot.payload_types = (vp8(96),), {}
+        assert slot.payload_type(frame("H264", h264(97))) is None  # not agreed: the router transcodes
+        await m.close()
+
+    asyncio.run(run())
