@@ -122,6 +122,8 @@ class ClipCamera:
 def vp8_clip(width: int, height: int, fps: int, bitrate: int, seconds: int = 10) -> list[bytes]:
     """testsrc2 encoded once by libvpx in realtime mode, as a browser encodes its camera; one
     keyframe, at the start."""
+    import av
+
     from gateway.transcode.video import open_encoder
 
     encoder = open_encoder("VP8", width, height, bitrate, fps, gop_size=fps * seconds * 2)
@@ -130,6 +132,7 @@ def vp8_clip(width: int, height: int, fps: int, bitrate: int, seconds: int = 10)
     for n in range(fps * seconds):
         frame = next(frames)
         frame.pts, frame.time_base = n * VIDEO_CLOCK // fps, fractions.Fraction(1, VIDEO_CLOCK)
+        frame.pict_type = av.video.frame.PictureType.NONE  # (lavfi marks every frame I: a keyframe each)
         clip.extend(bytes(packet) for packet in encoder.encode(frame))
     return clip
 
