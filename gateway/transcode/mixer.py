@@ -9,7 +9,8 @@ tick hands every listener its encoded frame through the sink it registered. Per 
    or a decode; the N loudest above the floor (with a hangover, so speech tails are kept) are
    the speakers; only they are decoded (and resampled);
 3. the full mix is encoded once per output format and the same bytes go to every non-speaker;
-   each speaker gets its own mix-minus (everyone but itself), encoded just for it.
+   each speaker gets its own mix-minus (everyone but itself), encoded just for it; a tap (a
+   recording, a live stream: `add_tap`) gets the full mix as 48 kHz PCM, not encoded here.
 
 So the cost grows with the number of legs (a pop each) plus N decodes and (formats + N) encodes,
 never with legs squared. A room whose every member sends and hears G.711 mixes at 8 kHz: no
@@ -65,6 +66,7 @@ class MixedFrame:
 
 
 Sink = Callable[[MixedFrame], None]
+PcmSink = Callable[[int, Pcm], None]  # (tick, the full mix: 48 kHz mono, one 20 ms frame)
 
 
 @dataclass
@@ -126,6 +128,8 @@ class Mixer:
         self._make_encoder = encoder_factory
         self._make_decoder = decoder_factory
         self._members: dict[str, _Member] = {}
+        self._taps: dict[str, PcmSink] = {}
+        self.tap_failures = 0
         self._shared_encoders: dict[AudioFormat, AudioEncoder] = {}
         self.tick_count = 0
         self.encodes_last_tick = 0
@@ -154,6 +158,17 @@ class Mixer:
                 del self._shared_encoders[fmt]
         self._choose_rate()
 
+    def add_tap(self, id: str, sink: PcmSink) -> None:
+        """A listener of the full mix as PCM (48 kHz mono, every tick, silence included): what the
+        room's recording and live stream carry. It is nobody's mix-minus, and muted participants
+        are not in it (the mixer's mute is the only one). A room with a tap mixes at 48 kHz."""
+        self._taps[id] = sink
+        self._choose_rate()
+
+    def remove_tap(self, id: str) -> None:
+        self._taps.pop(id, None)
+        self._choose_rate()
+
     def _shared_encoder(self, fmt: AudioFormat) -> AudioEncoder:
         encoder = self._shared_encoders.get(fmt)
         if encoder is None:
@@ -162,7 +177,7 @@ class Mixer:
 
     def _choose_rate(self) -> None:
         members = list(self._members.values())
-        self.narrowband = bool(members) and all(
+        self.narrowband = bool(members) and not self._taps and all(
             m.input_codec in _NARROW_CODECS
             and m.output.codec in _NARROW_CODECS
             and isinstance(m.decoder, NarrowbandDecoder)
@@ -339,4 +354,11 @@ class Mixer:
                 member.stats.send_failures += 1
                 if member.stats.send_failures == 1:
                     log.exception("sending mixed audio failed", participant=member.id)
+        for id, tap in self._taps.items():
+            try:
+                tap(tick, full)
+            except Exception:  # a broken recording must not cost the meeting its sound
+                self.tap_failures += 1
+                if self.tap_failures == 1:
+                    log.exception("handing the mix to a tap failed", tap=id)
         self.encodes_last_tick = encodes

@@ -163,3 +163,23 @@ def test_a_target_that_fails_ends_alone_and_says_why_without_its_url(tmp_path: P
     assert good.ended is None
     info = read(tmp_path / "good.mp4")
     assert info["streams"] == ["audio", "video"] and float(info["duration"]) > 2.5  # type: ignore[arg-type]
+
+
+def test_the_mixers_tap_records_the_room_as_it_sounds(tmp_path: Path) -> None:
+    """The two parts together: a phone's 500 Hz through the mixer's full-mix tap into a recording."""
+    from gateway.transcode.audio import AudioCodec, AudioFormat, make_encoder
+    from gateway.transcode.mixer import Mixer
+
+    mixer = Mixer(jitter_min_ms=20)
+    mixer.add("phone", AudioCodec.PCMA, AudioFormat(AudioCodec.PCMA), lambda frame: None)
+    broadcast = Broadcast(EPOCH, video=False)
+    mixer.add_tap("broadcast", lambda tick, pcm: broadcast.audio(pcm, EPOCH + tick * 0.02))
+    broadcast.add_target("recording", str(tmp_path / "room.mp4"), "mp4")
+    encoder = make_encoder(AudioFormat(AudioCodec.PCMA))
+    for i in range(100):
+        mixer.push("phone", i, encoder.encode(tone(i, 500.0)), None, i * 0.02)
+        mixer.tick()
+    broadcast.close()
+    info = read(tmp_path / "room.mp4")
+    assert info["streams"] == ["audio"] and 1.8 <= float(info["duration"]) <= 2.1  # type: ignore[arg-type]
+    assert abs(float(info["peak_hz"]) - 500) < 5  # type: ignore[arg-type]

@@ -378,3 +378,44 @@ def test_a_phone_sending_30_ms_frames_in_a_g711_room_does_not_break_the_8_khz_mi
         mixer.tick()
     assert all(len(f.payload) == 160 for frames in heard.values() for f in frames)
     assert len(heard["listener"]) == 20
+
+
+def test_a_tap_gets_the_full_mix_as_48_khz_pcm_without_the_muted() -> None:
+    """What a recording or live stream takes: everyone the mix holds (no mix-minus), as PCM; a muted
+    participant is not in it; an all-G.711 room mixes at 48 kHz while it has a tap; a tap that
+    raises costs the participants nothing."""
+    mixer = Mixer(max_speakers=3, jitter_min_ms=20)
+    heard: dict[str, list[MixedFrame]] = {"a": [], "b": []}
+    for name in heard:
+        mixer.add(name, AudioCodec.PCMA, AudioFormat(AudioCodec.PCMA), heard[name].append)
+    assert mixer.narrowband
+    tapped: list[tuple[int, np.ndarray]] = []
+    mixer.add_tap("recording", lambda tick, pcm: tapped.append((tick, pcm.copy())))
+    mixer.add_tap("broken", lambda tick, pcm: 1 / 0)
+    assert not mixer.narrowband
+    encoders = {name: make_encoder(AudioFormat(AudioCodec.PCMA)) for name in heard}
+    tones = {"a": tone(500.0, 60), "b": tone(1300.0, 60)}
+
+    def run(ticks: range) -> None:
+        for i in ticks:
+            for name, pcm in tones.items():
+                mixer.push(name, i, encoders[name].encode(pcm[(i % 60) * FRAME_SAMPLES : (i % 60 + 1) * FRAME_SAMPLES]), None, i * 0.02)
+            mixer.tick()
+
+    def peaks(frames: list[tuple[int, np.ndarray]]) -> set[int]:
+        pcm = np.concatenate([f for _, f in frames[-25:]]).astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(pcm))
+        hz = np.fft.rfftfreq(pcm.size, 1 / 48_000)
+        return {int(round(h / 100) * 100) for h in hz[spectrum > spectrum.max() / 10]}
+
+    run(range(0, 50))
+    assert all(pcm.shape == (FRAME_SAMPLES,) and pcm.dtype == np.int16 for _, pcm in tapped)
+    assert [tick for tick, _ in tapped] == list(range(1, 51))
+    assert peaks(tapped) == {500, 1300}  # both speakers: the full mix
+    assert len(heard["a"]) == 50 and mixer.tap_failures == 50  # (the broken tap cost nobody)
+    mixer.set_muted("b", True)
+    run(range(50, 100))
+    assert peaks(tapped) == {500}  # muted: not in the recording either
+    mixer.remove_tap("recording")
+    mixer.remove_tap("broken")
+    assert mixer.narrowband
