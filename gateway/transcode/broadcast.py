@@ -223,8 +223,8 @@ class Broadcast:
     def audio(self, pcm: npt.NDArray[np.int16], at: float) -> None:
         """One tick of the full mix: 48 kHz mono PCM, and the tick's time.monotonic."""
         self.audio_frames_in += 1
-        if not self._targets:
-            self._audio_at = None
+        if not self._targets:  # (the next target starts with a fresh encoder and clock)
+            self._encoder, self._audio_at = None, None
             return
         if self._encoder is None:
             encoder = av.CodecContext.create("aac", "w")

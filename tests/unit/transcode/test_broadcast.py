@@ -183,3 +183,26 @@ def test_the_mixers_tap_records_the_room_as_it_sounds(tmp_path: Path) -> None:
     info = read(tmp_path / "room.mp4")
     assert info["streams"] == ["audio"] and 1.8 <= float(info["duration"]) <= 2.1  # type: ignore[arg-type]
     assert abs(float(info["peak_hz"]) - 500) < 5  # type: ignore[arg-type]
+
+
+def test_a_second_recording_after_the_first_starts_afresh(tmp_path: Path) -> None:
+    broadcast = Broadcast(EPOCH, video=False)
+    ticks = iter(range(1000))
+
+    def sound(seconds: float) -> None:
+        for _ in range(int(seconds * 50)):
+            tick = next(ticks)
+            broadcast.audio(tone(tick), EPOCH + tick * 0.02)
+
+    broadcast.add_target("first", str(tmp_path / "1.mp4"), "mp4")
+    sound(1)
+    broadcast.remove_target("first")
+    sound(0.5)  # nobody records
+    second = broadcast.add_target("second", str(tmp_path / "2.mp4"), "mp4")
+    sound(1)
+    broadcast.close()
+    assert second.started_at is not None and second.started_at >= EPOCH + 1.45  # (less the AAC priming)
+    for name in ("1.mp4", "2.mp4"):
+        info = read(tmp_path / name)
+        assert info["streams"] == ["audio"] and 0.8 <= float(info["duration"]) <= 1.1, info  # type: ignore[arg-type]
+        assert abs(float(info["peak_hz"]) - 440) < 5  # type: ignore[arg-type]
