@@ -509,7 +509,8 @@ def send_any_codec(sender: RTCRtpSender, track: EncodedTrack) -> None:
     such a receiver)."""
     original_send = sender.send
     original_retransmit = sender._retransmit
-    by_pt: dict[int, RTCRtpCodecParameters] = {}
+    # payload type -> (its codec, the codec's name, whether it is H.264 packetization-mode 0)
+    by_pt: dict[int, tuple[RTCRtpCodecParameters, str, bool]] = {}
     rtx_by_apt: dict[int, int] = {}
     vp8_picture_id = 0
 
@@ -519,7 +520,9 @@ def send_any_codec(sender: RTCRtpSender, track: EncodedTrack) -> None:
             if codec.mimeType.lower().endswith("/rtx"):
                 rtx_by_apt[int(codec.parameters.get("apt", -1))] = codec.payloadType
             else:
-                by_pt[codec.payloadType] = codec
+                name = codec.mimeType.split("/")[-1].upper()
+                mode0 = name == "H264" and str(codec.parameters.get("packetization-mode", "0")) == "0"
+                by_pt[codec.payloadType] = (codec, name, mode0)
         if codecs:
             # aiortc's RTP loop stamps every packet with the payload type of the codec object it is
             # given: a copy of our own, set before each frame to that frame's codec.
@@ -530,12 +533,11 @@ def send_any_codec(sender: RTCRtpSender, track: EncodedTrack) -> None:
     async def next_encoded_frame(active: RTCRtpCodecParameters) -> RTCEncodedFrame | None:
         nonlocal vp8_picture_id
         packet, payload_type = await track.recv_with_payload_type()
-        codec = by_pt.get(payload_type) if payload_type is not None else None
-        if codec is None or not sender._enabled:
+        agreed = by_pt.get(payload_type) if payload_type is not None else None
+        if agreed is None or not sender._enabled:
             return None
-        name = codec.mimeType.split("/")[-1].upper()
+        codec, name, single_nal = agreed
         active.payloadType = codec.payloadType
-        single_nal = name == "H264" and str(codec.parameters.get("packetization-mode", "0")) == "0"
         payloads = packetize(name, bytes(packet), vp8_picture_id, single_nal=single_nal)
         if name == "VP8":
             vp8_picture_id = (vp8_picture_id + 1) % (1 << 15)

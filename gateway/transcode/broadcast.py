@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from gateway.transcode.video import VIDEO_CLOCK, EncodedVideoFrame
+from gateway.transcode.video import VIDEO_CLOCK, EncodedVideoFrame, nal_units
 
 log = structlog.get_logger(__name__)
 
@@ -52,18 +52,7 @@ FORMATS: dict[str, tuple[str, dict[str, str]]] = {
 def parameter_sets(data: bytes) -> bytes | None:
     """The SPS and PPS NAL units of an H.264 Annex B access unit, each behind a 4-byte start
     code; None unless it has both (a target can start on it: they are its codec data)."""
-    units: list[bytes] = []
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        start = i + 3
-        j = data.find(b"\x00\x00\x01", start)
-        end = len(data) if j < 0 else j
-        unit = data[start:end]
-        if j >= 0:
-            unit = unit.rstrip(b"\x00")  # (the zero byte of the next 4-byte start code)
-        if unit and unit[0] & 0x1F in (7, 8):
-            units.append(unit)
-        i = j
+    units = [unit for unit in nal_units(data) if unit and unit[0] & 0x1F in (7, 8)]
     kinds = {unit[0] & 0x1F for unit in units}
     return b"".join(b"\x00\x00\x00\x01" + unit for unit in units) if kinds == {7, 8} else None
 

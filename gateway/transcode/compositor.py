@@ -67,6 +67,7 @@ from gateway.transcode.video import (
     EncodedVideoFrame,
     is_keyframe,
     lower_priority,
+    nal_units,
     open_encoder,
 )
 
@@ -563,24 +564,9 @@ def _open_encoder(spec: OutputSpec, width: int, height: int, bitrate: int) -> av
     )
 
 
-def _nal_units(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex B byte stream (without start codes)."""
-    units: list[bytes] = []
-    starts: list[tuple[int, int]] = []  # (start code position, payload position)
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        begin = i - 1 if i > 0 and data[i - 1] == 0 else i
-        starts.append((begin, i + 3))
-        i = data.find(b"\x00\x00\x01", i + 3)
-    for n, (_begin, payload) in enumerate(starts):
-        end = starts[n + 1][0] if n + 1 < len(starts) else len(data)
-        units.append(data[payload:end])
-    return units
-
-
 def _without_sei(data: bytes) -> bytes:
     """An Annex B frame without its SEI NAL units (x264's version SEI is larger than a packet)."""
-    units = _nal_units(data)
+    units = nal_units(data)
     if not any(u and u[0] & 0x1F == 6 for u in units):
         return data
     return b"".join(b"\x00\x00\x00\x01" + u for u in units if u and u[0] & 0x1F != 6)

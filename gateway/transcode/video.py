@@ -134,6 +134,21 @@ def lower_priority() -> None:
         pass
 
 
+def nal_units(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex B byte stream (without start codes)."""
+    units: list[bytes] = []
+    starts: list[tuple[int, int]] = []  # (start code position, payload position)
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0:
+        begin = i - 1 if i > 0 and data[i - 1] == 0 else i
+        starts.append((begin, i + 3))
+        i = data.find(b"\x00\x00\x01", i + 3)
+    for n, (_begin, payload) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(data)
+        units.append(data[payload:end])
+    return units
+
+
 def keyframe_size(codec: str, data: bytes) -> tuple[int, int] | None:
     """The picture size a keyframe starts: from a VP8 key frame's header (RFC 6386 9.1); None when
     it is not one, or not known without parsing more (an H.264 SPS)."""

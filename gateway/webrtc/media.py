@@ -73,6 +73,12 @@ class VideoSlot:
     # the payload type each stream's frames go out with (by its negotiated descriptor, or its name)
     payload_types: dict[StreamCodec | str, int | None] = field(default_factory=dict)
 
+    def agree(self, codecs: tuple[StreamCodec, ...]) -> None:
+        """What the browser agreed on for the slot (each answer): the payload types chosen so far
+        were for the codecs before."""
+        self.codecs = codecs
+        self.payload_types.clear()
+
     def sends(self, codec: str) -> bool:
         return any(c.name.upper() == codec for c in self.codecs)
 
@@ -185,8 +191,7 @@ class BrowserMedia:
     async def accept_answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         for slot, transceiver in zip(self.slots, self._slot_transceivers, strict=True):
-            slot.codecs = negotiated_codecs(transceiver)
-            slot.payload_types.clear()
+            slot.agree(negotiated_codecs(transceiver))
         # What this browser receives at all (each slot sends any of its codecs: `slot_codecs`)
         self.main_video.codecs = tuple(dict.fromkeys(c for slot in self.slots for c in slot.codecs))
 

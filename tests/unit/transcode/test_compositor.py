@@ -18,14 +18,13 @@ from gateway.transcode.compositor import (
     Compositor,
     OutputSpec,
     Tile,
-    _nal_units,
     clean_name,
     initials,
     size_for_bandwidth,
     text_mask,
 )
 from gateway.transcode.layout import Layout, Rect, arrange
-from gateway.transcode.video import EncodedVideoFrame
+from gateway.transcode.video import EncodedVideoFrame, nal_units
 
 GREEN, RED, BLUE = (0, 200, 0), (200, 0, 0), (0, 0, 200)
 
@@ -347,7 +346,7 @@ async def test_a_keyframe_request_gives_an_idr_with_sps_and_pps_in_front() -> No
         c.request_keyframe("rs1")
         await until(lambda: any(f.keyframe for f in got.frames[mark:]))
         for frame in got.frames:
-            types = [u[0] & 0x1F for u in _nal_units(frame.data)]
+            types = [u[0] & 0x1F for u in nal_units(frame.data)]
             assert 5 in types or 1 in types
             if 5 in types:
                 assert frame.keyframe
@@ -391,11 +390,11 @@ async def test_packetization_mode_0_keeps_every_nal_unit_in_one_packet() -> None
         c.add_output("rs1", spec, got)
         await until(lambda: len(got.frames) >= 10 and c.stats["decodes"].get("a", 0) > 0)
         await until(lambda: sum(len(f.data) for f in got.frames[-3:]) > 3 * 3000)  # the noise is there
-        sizes = [len(u) for f in got.frames for u in _nal_units(f.data)]
+        sizes = [len(u) for f in got.frames for u in nal_units(f.data)]
         assert max(sizes) <= 1200
         assert len(sizes) > 2 * len(got.frames)  # pictures were sliced
         for frame in got.frames:
-            types = [u[0] & 0x1F for u in _nal_units(frame.data)]
+            types = [u[0] & 0x1F for u in nal_units(frame.data)]
             if 5 in types:
                 assert 7 in types[: types.index(5)] and 8 in types[: types.index(5)]
         assert got.pictures()

@@ -83,7 +83,7 @@ def test_a_frame_goes_out_with_the_payload_type_that_takes_its_stream() -> None:
         assert slot.payload_type(frame("H264", h264(97, "42e01f"))) == 102
         assert slot.payload_type(frame("H264", h264(98, "640c1f"))) == 106  # (only the high one decodes it)
         assert slot.payload_type(frame("H264")) == 102  # (the name alone: the first H.264)
-        slot.codecs, slot.payload_types = (vp8(96),), {}
+        slot.agree((vp8(96),))
         assert slot.payload_type(frame("H264", h264(97))) is None  # not agreed: the router transcodes
         await m.close()
 
