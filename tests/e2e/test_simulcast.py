@@ -6,28 +6,22 @@ poor connection; its meeting audio keeps coming all along. Lifted, the full pict
 
 from __future__ import annotations
 
-from tests.support.browser import NEGLIGIBLE_LOSS, emulate_network, hears, in_meeting, join, participant_id
+from tests.support.browser import (
+    NEGLIGIBLE_LOSS,
+    emulate_network,
+    hears,
+    in_meeting,
+    inbound_video,
+    join,
+    participant_id,
+)
 from tests.support.gateway import TEST_CONFIG, RunningGateway, gateway_per_module, participant, wait_until
 
 shared_gateway, demo = gateway_per_module("demo", TEST_CONFIG)
 
-# The frame width each page decodes of each sender (its slots' inbound-rtp video, by participant).
-WIDTHS_JS = """
-async () => {
-  const c = window.gatewayClient;
-  const out = {};
-  if (!c || !c.pc) return out;
-  (await c.pc.getStats()).forEach((s) => {
-    const who = s.type === 'inbound-rtp' && s.kind === 'video' && (c.videoSlots || {})[s.mid];
-    if (who && s.frameWidth) out[who] = s.frameWidth;
-  });
-  return out;
-}
-"""
-
-
 def widths(page) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    return {str(k): int(v) for k, v in page.evaluate(WIDTHS_JS).items()}
+    """The frame width the page decodes of each sender (its slots' inbound-rtp video)."""
+    return {str(v["who"]): int(v["width"]) for v in inbound_video(page).values() if v["who"] and v["width"]}  # type: ignore[call-overload]
 
 
 def media(gateway: RunningGateway, name: str) -> dict[str, object]:

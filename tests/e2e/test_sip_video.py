@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.baresip import Baresip
-from tests.support.browser import in_meeting, join, participant_id, video_frames_by_sender, write_solid_y4m
+from tests.support.browser import (
+    in_meeting,
+    inbound_video,
+    join,
+    participant_id,
+    video_frames_by_sender,
+    write_solid_y4m,
+)
 from tests.support.gateway import (
     TEST_CONFIG,
     RunningGateway,
@@ -28,28 +35,9 @@ pytestmark = pytest.mark.browser
 
 GREEN, RED = (0, 200, 0), (220, 0, 0)
 
-VIDEO_STATS_JS = """
-async (mid) => {
-  const c = window.gatewayClient;
-  const out = {};
-  (await c.pc.getStats()).forEach(s => {
-    if (s.type === 'inbound-rtp' && s.kind === 'video' && s.mid === mid) {
-      out.frames = s.framesDecoded || 0; out.width = s.frameWidth || 0; out.height = s.frameHeight || 0;
-      out.codec = s.codecId;
-    }
-  });
-  const stats = await c.pc.getStats();
-  if (out.codec && stats.get(out.codec)) out.mime = stats.get(out.codec).mimeType;
-  return out;
-}
-"""
-
-
 def received_from(page, sender: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """What a page decoded of one participant's video: frames, size and codec (from getStats)."""
-    slots = page.evaluate("() => window.gatewayClient.videoSlots || {}")
-    mid = next((m for m, who in slots.items() if who == sender), None)
-    return page.evaluate(VIDEO_STATS_JS, mid) if mid is not None else {}
+    return next((video for video in inbound_video(page).values() if video["who"] == sender), {})
 
 
 def room_system(tmp_path: Path, name: str, **video: object) -> Baresip:
@@ -180,21 +168,6 @@ def test_room_system_camera_passes_through_to_the_browser_and_it_sees_the_compos
         system.stop()
 
 
-SLOT_JS = """
-async () => {
-  const c = window.gatewayClient;
-  const stats = await c.pc.getStats();
-  const out = {};
-  stats.forEach((s) => {
-    if (s.type === 'inbound-rtp' && s.kind === 'video' && (c.videoSlots || {})[s.mid] !== undefined) {
-      out[s.mid] = {frames: s.framesDecoded || 0, mime: stats.get(s.codecId) ? stats.get(s.codecId).mimeType : null};
-    }
-  });
-  return out;
-}
-"""
-
-
 def test_one_slot_carries_a_vp8_camera_then_a_room_systems_h264_untouched(open_participant, tmp_path: Path) -> None:
     """A browser with a single video slot shows whom the host spotlights: Anna's VP8 camera, then
     the room system's H.264, then Anna again, on the same transceiver: each frame goes out in its
@@ -211,13 +184,13 @@ def test_one_slot_carries_a_vp8_camera_then_a_room_systems_h264_untouched(open_p
         for who, mime in ((participant_id(anna), "video/VP8"), (sip_id, "video/H264"), (participant_id(anna), "video/VP8")):
             assert gateway.api("PUT", "/api/rooms/demo/spotlight", json={"participant": who}).status_code == 200
             wait_until(
-                lambda who=who, mime=mime, decoded=decoded: carl.evaluate("() => window.gatewayClient.videoSlots")[mid] == who
-                and carl.evaluate(SLOT_JS).get(mid, {}).get("mime") == mime
-                and carl.evaluate(SLOT_JS)[mid]["frames"] > decoded + 20,
+                lambda who=who, mime=mime, decoded=decoded: (slot := inbound_video(carl).get(mid, {})).get("who") == who
+                and slot["mime"] == mime
+                and int(slot["frames"]) > decoded + 20,  # type: ignore[call-overload]
                 30,
                 what=f"Carl's one slot decoding {who} in {mime}",
             )
-            decoded = carl.evaluate(SLOT_JS)[mid]["frames"]
+            decoded = int(inbound_video(carl)[mid]["frames"])  # type: ignore[call-overload]
         assert metric(gateway, "gateway_video_transcoder_decodes", room="demo") == 0
     finally:
         system.stop()

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import in_meeting, join, participant_id, tile_colours, write_solid_y4m
+from tests.support.browser import (
+    in_meeting,
+    inbound_video,
+    join,
+    participant_id,
+    tile_colours,
+    write_solid_y4m,
+)
 from tests.support.gateway import (
     TEST_CONFIG,
     RunningGateway,
@@ -32,21 +39,6 @@ pytestmark = pytest.mark.browser
 
 COLOURS: dict[str, tuple[int, int, int]] = {"Anna": (220, 30, 30), "Ben": (30, 200, 30), "Cem": (30, 30, 220)}
 MATCH = 60  # largest distance (RGB, Euclidean) from a sender's colour still counted as its picture
-
-
-# The codec of every video the page decodes from the gateway (its slots' inbound-rtp streams)
-SLOT_CODECS_JS = """
-async () => {
-  const stats = await window.gatewayClient.pc.getStats();
-  const out = [];
-  stats.forEach((s) => {
-    if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0 && stats.get(s.codecId)) {
-      out.push(stats.get(s.codecId).mimeType);
-    }
-  });
-  return out;
-}
-"""
 
 
 def distance(a: object, b: tuple[int, int, int]) -> float:
@@ -115,5 +107,5 @@ def test_each_tile_shows_the_camera_of_the_participant_it_names(
     assert metric(gateway, "gateway_video_frames_forwarded", room="demo") > 0
     assert metric(gateway, "gateway_video_transcoder_decodes", room="demo") == 0
     for name, page in pages.items():
-        codecs = page.evaluate(SLOT_CODECS_JS)
+        codecs = [video["mime"] for video in inbound_video(page).values() if video["frames"]]
         assert codecs and set(codecs) == {"video/VP8"}, f"{name}'s slots decode {codecs}"

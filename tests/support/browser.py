@@ -182,6 +182,34 @@ async () => {
 """
 
 
+# Every video the page receives, by mid: whom the gateway says its slot shows (null: nobody, or no
+# slot), frames decoded, the picture's size and the codec decoding it (inbound-rtp stats).
+INBOUND_VIDEO_JS = """
+async () => {
+  const c = window.gatewayClient;
+  if (!c || !c.pc) return {};
+  const slots = c.videoSlots || {};
+  const stats = await c.pc.getStats();
+  const out = {};
+  stats.forEach(s => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') {
+      const codec = stats.get(s.codecId);
+      out[s.mid] = {
+        who: slots[s.mid] === undefined ? null : slots[s.mid], frames: s.framesDecoded || 0,
+        width: s.frameWidth || 0, height: s.frameHeight || 0, mime: codec ? codec.mimeType : null,
+      };
+    }
+  });
+  return out;
+}
+"""
+
+
+def inbound_video(page) -> dict[str, dict[str, object]]:  # type: ignore[no-untyped-def]
+    """The page's received videos by mid: {"who", "frames", "width", "height", "mime"}."""
+    return dict(page.evaluate(INBOUND_VIDEO_JS))
+
+
 def video_frames_by_sender(page) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Frames the page decoded so far from each participant (by id) whose video it receives."""
     return {str(k): int(v) for k, v in page.evaluate(VIDEO_BY_SENDER_JS).items()}
