@@ -14,6 +14,15 @@ from tests.support.gateway import TEST_CONFIG, RunningGateway, gateway_per_modul
 shared_gateway, demo = gateway_per_module("demo", TEST_CONFIG)
 
 
+# Whether the preview shows a live stream again (after a device switch stopped the old one)
+PREVIEW_LIVE_JS = """
+() => {
+  const stream = document.getElementById('preview-video').srcObject;
+  return !!stream && stream.getTracks().length > 0 && stream.getTracks().every((t) => t.readyState === 'live');
+}
+"""
+
+
 def test_the_device_check_before_joining_and_joining_muted_without_camera(demo: RunningGateway, open_participant) -> None:  # type: ignore[no-untyped-def]
     page = open_participant(f"{demo.base_url}/r/demo", 440.0)  # (no name: the form, with the check)
     wait_until(lambda: page.evaluate("() => document.getElementById('preview-video').videoWidth") > 0, 20, what="the preview")
@@ -31,6 +40,9 @@ def test_the_device_check_before_joining_and_joining_muted_without_camera(demo: 
     microphone = page.locator("#microphone-select option").first.get_attribute("value")
     page.select_option("#microphone-select", microphone)
     assert json.loads(page.evaluate("() => localStorage.getItem('gateway.devices')"))["microphone"] == microphone
+    # (the choice restarts the preview: its old tracks end, the new ones show, the form moves a
+    # little; a click in between can miss, as it did once under CI load)
+    wait_until(lambda: page.evaluate(PREVIEW_LIVE_JS), 15, what="the preview back on the chosen microphone")
 
     page.check("#precheck-mic-off")
     page.check("#precheck-cam-off")
