@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -38,6 +39,8 @@ from gateway.rooms.events import RoomEvent
 from gateway.rooms.leg import Leg
 from gateway.rooms.quality import LinkSample, QualityMeter
 from gateway.rooms.room import Room
+from gateway.transcode.audio import Pcm
+from gateway.transcode.broadcast_process import BroadcastProcess
 from gateway.transcode.clock import ClockDriver, MediaClock
 from gateway.transcode.codecs import StreamCodec, StreamKind, codec_names
 from gateway.transcode.compositor import OutputSpec, Tile
@@ -65,6 +68,11 @@ _SCENE_EVENTS = {
     "meeting_ended",
 }
 _COMPOSITOR = "#compositor"  # the compositor's receiver id in the router
+# The room's broadcast (recording, live stream): its output of the compositor, its tap of the mixer
+_BROADCAST = "#broadcast"
+# The broadcast's picture: H.264 constrained baseline as room systems most often take it (an equal
+# spec shares their encode), at the room's composed size, rate and bitrate
+BROADCAST_CODEC = StreamCodec("H264", 0, 90_000, fmtp=(("profile-level-id", "42e01f"), ("packetization-mode", "1")))
 # A participant's content: its receiver id in the router (a room system's content line) and its
 # source's name in the compositor, `<participant>#content`.
 _CONTENT = "#content"
@@ -93,6 +101,7 @@ class Conference:
         self.video = video_router or VideoRouter(transcode=self._transcode)
         self._composed = media.composed
         self.compositor: CompositorProcess | None = None
+        self.broadcast: BroadcastProcess | None = None
         self._composed_legs: dict[str, OutputSpec] = {}
         self._content_legs: set[str] = set()  # legs with a content line of their own (BFCP room systems)
         self._source_watchers: list[Callable[[VideoSourceId], None]] = []
@@ -208,7 +217,14 @@ class Conference:
         pid = leg.participant_id
         if self._composed_legs.get(pid) == spec:
             return
+        compositor = self._start_compositor()
+        self._composed_legs[pid] = spec
+        compositor.add_output(pid, spec, lambda frame: leg.send_video(COMPOSED, frame))
+        self._log.info("composed picture for a leg", participant=pid, output=f"{spec.codec} {spec.width}x{spec.height}@{spec.fps}")
+
+    def _start_compositor(self) -> CompositorProcess:
         if self.compositor is None:
+            config = self._composed
             self.compositor = CompositorProcess(
                 max_fps=config.fps,
                 speaker_hold_s=config.speaker_hold_s,
@@ -218,9 +234,12 @@ class Conference:
                 on_tiles=self._compositor_tiles,
             )
             self.video.add_receiver(_COMPOSITOR, ("VP8", "H264"), self._to_compositor)
-        self._composed_legs[pid] = spec
-        self.compositor.add_output(pid, spec, lambda frame: leg.send_video(COMPOSED, frame))
-        self._log.info("composed picture for a leg", participant=pid, output=f"{spec.codec} {spec.width}x{spec.height}@{spec.fps}")
+            self._feed_compositor()
+        return self.compositor
+
+    def _compositor_needed(self) -> bool:
+        """Someone takes the composed picture: a room system, or the broadcast."""
+        return bool(self._composed_legs) or (self.broadcast is not None and self.broadcast.video_enabled)
 
     def _stop_composing_for(self, pid: str) -> None:
         if self._composed_legs.pop(pid, None) is not None and self.compositor is not None:
@@ -267,7 +286,9 @@ class Conference:
             for p in room.participants.values()
         ]
         speaking = {p.id for p in room.participants.values() if p.speaking}
-        exclude = next(iter(self._composed_legs)) if len(self._composed_legs) == 1 else None
+        # (a room system alone leaves itself out; the broadcast shows everyone, and shares its picture)
+        alone = len(self._composed_legs) == 1 and not self._compositor_needed_by_broadcast()
+        exclude = next(iter(self._composed_legs)) if alone else None
         spotlight = room.spotlight
         content = self._content_in_picture()
         if content is not None:  # content large (the spotlight's place), the people in the strip
@@ -276,6 +297,97 @@ class Conference:
             spotlight = content.participant + _CONTENT
             tiles.insert(0, Tile(spotlight, name, has_video=content in sources))
         compositor.set_scene(tiles, Layout(room.layout), spotlight, speaking, exclude=exclude)
+
+    # -- the broadcast (recording, live stream) ----------------------------------------------------
+
+    def _compositor_needed_by_broadcast(self) -> bool:
+        return self.broadcast is not None and self.broadcast.video_enabled
+
+    def has_video(self) -> bool:
+        """Some leg of the room can send or take video (a phone-only room has none)."""
+        return any(leg.video_streams for leg in self.legs.values())
+
+    def start_broadcast(
+        self,
+        name: str,
+        url: str,
+        kind: str,
+        *,
+        video: bool | None = None,
+        on_started: Callable[[float], None] | None = None,
+        on_ended: Callable[[str | None, int], None] | None = None,
+    ) -> bool:
+        """Records the room (`kind` mp4, `url` a file's absolute path) or streams it (flv, an
+        rtmp(s) URL): its composed picture (encoded once, shared with room systems of the same
+        format) and its full mix. `on_ended(reason, bytes)` follows once: reason None when
+        stopped, else why it failed (never the URL). `video`: None means the room's picture if any
+        leg has video (else audio only); it is fixed while any target of the room runs. Returns
+        whether the broadcast has a picture. Raises ValueError for a target it cannot take."""
+        broadcast = self.broadcast
+        if broadcast is None:
+            with_video = self.has_video() if video is None else video
+            epoch = self._start_compositor().epoch if with_video else time.monotonic()
+            broadcast = self.broadcast = BroadcastProcess(
+                epoch=epoch, video=with_video, room=self.room.id, on_keyframe_wanted=self._broadcast_keyframe
+            )
+            if with_video:
+                config = self._composed
+                spec = OutputSpec.for_codec(
+                    BROADCAST_CODEC,
+                    width=config.width,
+                    height=config.height,
+                    fps=config.fps,
+                    max_kbps=config.bitrate_kbps,
+                )
+                self._start_compositor().add_output(_BROADCAST, spec, broadcast.video)
+                self._update_scene()
+            self.mixer.add_tap(_BROADCAST, self._to_broadcast)
+            self._log.info("broadcast started", video=with_video)
+
+        def ended(reason: str | None, written: int) -> None:
+            if on_ended is not None:
+                on_ended(reason, written)
+            if self.broadcast is broadcast and not broadcast.targets():
+                self._stop_broadcast()
+
+        try:
+            broadcast.add_target(name, url, kind, on_started, ended)
+        except ValueError:
+            if not broadcast.targets():
+                self._stop_broadcast()
+            raise
+        return broadcast.video_enabled
+
+    def stop_broadcast(self, name: str) -> None:
+        """Stops a target; its on_ended(None, bytes) follows when its file is complete."""
+        if self.broadcast is not None:
+            self.broadcast.remove_target(name)
+
+    def broadcast_targets(self) -> list[str]:
+        return list(self.broadcast.targets()) if self.broadcast is not None else []
+
+    def _to_broadcast(self, _tick: int, pcm: Pcm) -> None:
+        if self.broadcast is not None:
+            self.broadcast.audio(pcm)
+
+    def _broadcast_keyframe(self) -> None:
+        if self.compositor is not None:
+            self.compositor.request_keyframe(_BROADCAST)
+
+    def _stop_broadcast(self) -> None:
+        """The last target ended: the process, the tap and the picture's output go."""
+        broadcast, self.broadcast = self.broadcast, None
+        if broadcast is None:
+            return
+        self.mixer.remove_tap(_BROADCAST)
+        if self.compositor is not None:
+            self.compositor.remove_output(_BROADCAST)
+            if not self._compositor_needed():
+                self._close_compositor()
+            else:
+                self._update_scene()
+        self._background(broadcast.close())
+        self._log.info("broadcast stopped")
 
     def request_keyframe(self, pid: str, source: VideoSourceId) -> None:
         """A leg's remote lost the picture it receives from `source`: the encoder serving that leg
@@ -329,12 +441,14 @@ class Conference:
         if self.compositor is not None:
             self.compositor.remove_source(participant_id)
             self.compositor.remove_source(participant_id + _CONTENT)
-            if not self._composed_legs:
+            if not self._compositor_needed():
                 self._close_compositor()
         if leg is not None:
             self._log.info("leg detached", participant=participant_id, legs=len(self.legs))
         if not self.legs:
             self.clock.stop_now()
+            for name in self.broadcast_targets():  # (a recording covers a meeting: it ends with it)
+                self.stop_broadcast(name)
 
     def _transcode(self, source: VideoSourceId, codec: str, frame: EncodedVideoFrame, done: Any) -> None:
         if self._transcoders is None:
@@ -518,15 +632,24 @@ class Conference:
         compositor, self.compositor = self.compositor, None
         self.video.remove_receiver(_COMPOSITOR)
         if compositor is not None:
-            task = asyncio.get_running_loop().create_task(compositor.close())
-            self._hang_ups.add(task)
-            task.add_done_callback(self._hang_ups.discard)
+            self._background(compositor.close())
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Work that outlives the call that started it (closing a child process), owned until done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._hang_ups.add(task)
+        task.add_done_callback(self._hang_ups.discard)
 
     async def close(self) -> None:
         self._unsubscribe()
         if self._transcoders is not None:
             self._transcoders.close()
+        if self.broadcast is not None:  # (its files are completed, their owners told)
+            broadcast, self.broadcast = self.broadcast, None
+            await broadcast.close()
         if self.compositor is not None:
             compositor, self.compositor = self.compositor, None
             await compositor.close()
+        if self._hang_ups:  # (hang-ups and child processes that were closing: none left behind)
+            await asyncio.wait(set(self._hang_ups), timeout=15.0)
         await self.clock.stop()

@@ -20,6 +20,7 @@ off the event loop (the broadcast process).
 
 from __future__ import annotations
 
+import contextlib
 import fractions
 import functools
 import io
@@ -42,10 +43,12 @@ AUDIO_FRAME = 960  # samples in one 20 ms mixer tick at 48 kHz
 AAC_BITRATE = 128_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
-# Containers by kind: a file is fragmented MP4 (playable however it ends), a stream FLV (RTMP)
+# Containers by kind: a file is fragmented MP4 (playable however it ends), a stream FLV (RTMP).
+# flush_packets: what the muxer gives out is written at once (without it a file held nothing but
+# its first 28 bytes after seconds of recording: a crash would have lost all of it).
 FORMATS: dict[str, tuple[str, dict[str, str]]] = {
-    "mp4": ("mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof"}),
-    "flv": ("flv", {"flvflags": "no_duration_filesize"}),
+    "mp4": ("mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}),
+    "flv": ("flv", {"flvflags": "no_duration_filesize", "flush_packets": "1"}),
 }
 
 
@@ -57,13 +60,24 @@ def parameter_sets(data: bytes) -> bytes | None:
     return b"".join(b"\x00\x00\x00\x01" + unit for unit in units) if kinds == {7, 8} else None
 
 
+def check_target(url: str, kind: str) -> None:
+    """A file is an absolute path, a live stream an rtmp:// or rtmps:// URL: nothing else reaches
+    FFmpeg's protocols (file:, pipe:, http: and the rest could read or write what they should not).
+    Raises ValueError, naming neither (a stream URL holds its key)."""
+    if kind == "mp4":
+        if not url.startswith("/") or "\x00" in url:
+            raise ValueError("a recording's file must be an absolute path")
+    elif not (url.startswith(("rtmp://", "rtmps://")) and url.isprintable() and " " not in url):
+        raise ValueError("a live stream goes to an rtmp:// or rtmps:// URL")
+
+
 @dataclass
 class TargetState:
     name: str
     url: str
     started_at: float | None = None  # (time.monotonic) its first picture or sound
     ended: str | None = None  # why it ended, None while it runs
-    bytes_written: int = 0
+    bytes_written: int = 0  # the media's so far; a file's size once it is closed
 
 
 class Muxer:
@@ -73,6 +87,7 @@ class Muxer:
     def __init__(self, name: str, url: str, kind: str, video: bool, options: dict[str, str] | None = None) -> None:
         if kind not in FORMATS:
             raise ValueError(f"broadcast targets are {sorted(FORMATS)}, not {kind!r}")
+        check_target(url, kind)
         self.state = TargetState(name, url)
         self._kind = kind
         self._video = video
@@ -104,6 +119,8 @@ class Muxer:
             audio.layout = "mono"
             audio.time_base = AUDIO_TIME_BASE
             self._audio_stream = audio
+            # (opens the file or the connection and writes the header: a target that cannot start says so here)
+            container.start_encoding()
         except Exception:
             container.close()
             raise
@@ -138,15 +155,19 @@ class Muxer:
         container, self._container = self._container, None
         if container is not None:
             container.close()
+            if self._kind == "mp4":  # (what it holds: the container's own bytes too)
+                with contextlib.suppress(OSError):
+                    self.state.bytes_written = os.path.getsize(self.state.url)
 
 
 class Broadcast:
     """The broadcast of one room: its targets, one AAC encode of the mix for all of them.
 
     `epoch`: the time.monotonic instant of the picture's RTP time 0 (the compositor's). `video`:
-    whether the room has a picture (without one, targets are audio-only). `on_ended(name, why)`
-    is called once when a target stops by itself (an error: its reason); `on_keyframe_wanted` when
-    a target waits for a keyframe to start."""
+    whether the room has a picture (without one, targets are audio-only). `on_started(name, at)`
+    is called when a target has its first picture or sound (at: time.monotonic), `on_ended(name,
+    why)` once when a target stops by itself (an error: its reason), `on_keyframe_wanted` when a
+    target waits for a keyframe to start."""
 
     def __init__(
         self,
@@ -154,10 +175,12 @@ class Broadcast:
         video: bool = True,
         on_ended: Callable[[str, str], None] | None = None,
         on_keyframe_wanted: Callable[[], None] | None = None,
+        on_started: Callable[[str, float], None] | None = None,
     ) -> None:
         self._epoch = epoch
         self._video = video
         self.on_ended = on_ended
+        self.on_started = on_started
         self.on_keyframe_wanted = on_keyframe_wanted
         self._targets: dict[str, Muxer] = {}
         self._encoder: Any = None
@@ -257,6 +280,9 @@ class Broadcast:
         except Exception as exc:  # (av.error.*, OSError: no such folder, permission denied)
             self._targets.pop(muxer.state.name, None)
             self._ended(muxer, _reason(exc))
+            return
+        if self.on_started is not None:
+            self.on_started(muxer.state.name, at)
 
     def _write(self, muxer: Muxer, write: Callable[[], None]) -> None:
         try:
