@@ -19,6 +19,7 @@ from gateway.control import web
 from gateway.control.admin import Administration
 from gateway.control.api import build_router
 from gateway.control.auth import Authenticator, HostLinks
+from gateway.control.broadcasts import Broadcasts
 from gateway.control.dialout import Dialer, DialOut
 from gateway.control.live import LiveControl
 from gateway.control.metrics import CallCounters, H323Counters, LoopLag, build_registry
@@ -99,7 +100,9 @@ class Gateway:
             if self.sip is not None:
                 self.h323.dial_limits = self.sip.dial_limits
         dial_out = DialOut(read_identity, dialers) if dialers else None
-        self.live = LiveControl(self.directory, dial_out)
+        # Recordings and live streams (gateway/control/broadcasts.py)
+        self.broadcasts = Broadcasts(self.directory, self.store, config.recording)
+        self.live = LiveControl(self.directory, dial_out, self.broadcasts)
         self.browsers.live = self.live
         # Signing in with the town's identity provider (gateway/control/oidc.py), when configured.
         self.sign_in = OidcSignIn(config.oidc) if config.oidc.enabled else None
@@ -230,6 +233,7 @@ class Gateway:
         gc.set_threshold(10_000, 20, 1_000)
         lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         prune_task = asyncio.create_task(self.records.run_pruning(), name="call-record-pruning")
+        prune_recordings = asyncio.create_task(self.broadcasts.run_pruning(), name="recording-pruning")
         admission_task = asyncio.create_task(self.admission.run(), name="admission")
         # Room systems named by host name are recognised by the addresses it resolves to (off the loop).
         refresh_task = asyncio.create_task(self.directory.run_refresh(), name="room-system-addresses")
@@ -252,6 +256,7 @@ class Gateway:
             self.ready = False
             lag_task.cancel()
             prune_task.cancel()
+            prune_recordings.cancel()
             admission_task.cancel()
             refresh_task.cancel()
             if self.sip is not None:
@@ -260,7 +265,8 @@ class Gateway:
                 await self.h323.stop()
             await self.browsers.close()
             await self.records.close()
-            await self.directory.close()
+            await self.directory.close()  # (recordings still running are completed, and their entries)
+            self.broadcasts.close()
             if self.mqtt is not None:
                 await self.mqtt.stop()  # last: the meetings' end and call records go out first, then "offline"
             self.store.close()

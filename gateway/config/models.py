@@ -165,6 +165,16 @@ class StorageConfig(_Strict):
 _TOPIC_LEVEL = r"^[^/+#\x00]{1,64}$"
 
 
+class RecordingConfig(_Strict):
+    folder: Path = Field(
+        Path("var/recordings"),
+        description="where recordings are written (one folder per room; the gateway creates them)",
+    )
+    retention_days: int = Field(
+        30, ge=1, le=3650, description="recordings older than this are deleted, file and entry (data minimisation)"
+    )
+
+
 class MqttConfig(_Strict):
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -696,6 +706,36 @@ class RoomConfig(_Strict):
         False,
         description="staff in oidc.hosts who sign in on the meeting page become hosts here without the host PIN",
     )
+    recording: Literal["allowed", "automatic", "forbidden"] = Field(
+        "allowed",
+        description="whether hosts and administrators may record the meeting; automatic: it is recorded "
+        "from the first participant on; forbidden: never (everyone is told while it is recorded)",
+    )
+    streaming: Literal["allowed", "automatic", "forbidden"] = Field(
+        "allowed",
+        description="whether the meeting may be streamed live to stream_url; automatic: from the first "
+        "participant on; forbidden: never",
+    )
+    stream_url: SecretStr | None = Field(
+        None,
+        description="the live stream's ingest, rtmp:// or rtmps:// with its stream key (a secret: never "
+        "shown, never logged)",
+    )
+
+    @field_validator("stream_url")
+    @classmethod
+    def _stream_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            text = url.get_secret_value()
+            if not (text.startswith(("rtmp://", "rtmps://")) and text.isprintable() and " " not in text):
+                raise ValueError("stream_url must be an rtmp:// or rtmps:// URL")  # (never the URL itself)
+            if len(text) > 1024:
+                raise ValueError("stream_url is longer than 1024 characters")
+        return url
+
+    @field_serializer("stream_url", when_used="json")
+    def _stream_url_out(self, url: SecretStr | None, info: SerializationInfo) -> str | None:
+        return secret_out(url, info)
 
     @field_validator("aliases")
     @classmethod
@@ -915,6 +955,7 @@ class GatewayConfig(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     oidc: OidcConfig = Field(default_factory=OidcConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
     rooms: list[RoomConfig] = Field(default_factory=list)
 
     @field_validator("rooms")

@@ -13,8 +13,9 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import Path as Path_
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,6 +29,7 @@ from gateway.config import (
 )
 from gateway.control.admin import Administration
 from gateway.control.auth import Authenticator, AuthError, HostLinks, Principal
+from gateway.control.broadcasts import Broadcasts
 from gateway.control.live import LiveControl
 from gateway.control.records import records_csv
 from gateway.rooms.conference import Conference
@@ -53,6 +55,12 @@ _STATUS_BY_CODE = {
     "busy": 503,
     "rate_limited": 429,
     "storage_failed": 503,
+    "unknown_recording": 404,
+    "recording_forbidden": 403,
+    "streaming_forbidden": 403,
+    "recording_failed": 503,
+    "broadcasts_disabled": 503,
+    "no_stream_url": 409,
 }
 
 
@@ -202,6 +210,8 @@ def build_router(
             # (`layout` above is the room's configured default; this is the meeting's, now)
             "picture": live.picture(c),
             "presentation": live.presentation(c),
+            # (recorded or streamed now: since when, by whom; the stream's URL is never shown)
+            "broadcasting": live.broadcasting(room.id),
         }
         if who.role == "admin":
             view["host_pin"], view["guest_pin"] = spec.host_pin, spec.guest_pin
@@ -431,6 +441,27 @@ def build_router(
     async def end(room: str, who: Reader) -> dict[str, Any]:
         return {"ended": live.end(room, who.name)}
 
+    @router.post("/rooms/{room}/recording", tags=["live", "recordings"])
+    async def start_recording(room: str, who: Reader) -> dict[str, Any]:
+        """Records the meeting (its composed picture and full mix, MP4; audio-only for a room of
+        phones) until it is stopped or the meeting ends. Everyone in it is told. 403 where the room
+        forbids it, 409 when it is recorded already or nobody is in it."""
+        return live.start_broadcast(room, "recording", who.name)
+
+    @router.post("/rooms/{room}/recording/stop", tags=["live", "recordings"])
+    async def stop_recording(room: str, who: Reader) -> dict[str, bool]:
+        """`stopped`: false when it was not recorded. The file is complete a moment later."""
+        return {"stopped": live.stop_broadcast(room, "recording", who.name)}
+
+    @router.post("/rooms/{room}/streaming", tags=["live"])
+    async def start_streaming(room: str, who: Reader) -> dict[str, Any]:
+        """Streams the meeting live to the room's stream_url (RTMP or RTMPS). Everyone is told."""
+        return live.start_broadcast(room, "streaming", who.name)
+
+    @router.post("/rooms/{room}/streaming/stop", tags=["live"])
+    async def stop_streaming(room: str, who: Reader) -> dict[str, bool]:
+        return {"stopped": live.stop_broadcast(room, "streaming", who.name)}
+
     @router.post("/rooms/{room}/dial", response_model=DialResult, status_code=202, tags=["live"])
     async def dial(room: str, request: DialRequest, who: Reader) -> DialResult:
         """Calls a directory room system, or a SIP URI allowed by sip.dial_out_allow, into the room."""
@@ -498,6 +529,43 @@ def build_router(
         """Where a call to `called` would go (exact alias first, then the rules)."""
         found = directory.route(called)
         return {"called": called, "room": found.room.id if found else None}
+
+    # -- recordings ---------------------------------------------------------------------------------
+
+    def broadcasts() -> Broadcasts:
+        if live.broadcasts is None:
+            raise ApiError(503, "broadcasts_disabled", "this gateway neither records nor streams")
+        return live.broadcasts
+
+    @router.get("/recordings", tags=["recordings"])
+    async def list_recordings(
+        _who: Admin,
+        room: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> list[dict[str, Any]]:
+        """Newest first: room, file, start and end (Unix time; end null while it runs), who started
+        and stopped it, size in bytes, and why it ended when it failed."""
+        return list(broadcasts().recordings(room, limit, offset))
+
+    @router.get("/recordings/{recording}", tags=["recordings"])
+    async def get_recording(recording: Annotated[str, Path_(max_length=64)], _who: Admin) -> dict[str, Any]:
+        return dict(broadcasts().recording(recording))
+
+    @router.get("/recordings/{recording}/file", tags=["recordings"], response_model=None)
+    async def download_recording(recording: Annotated[str, Path_(max_length=64)], who: Admin) -> FileResponse:
+        found = broadcasts().recording(recording)
+        path = broadcasts().path_of(found)
+        if not path.is_file():
+            raise ApiError(404, "unknown_recording", "the recording's file is gone")
+        log.info("recording downloaded", recording=recording, room=found["room"], actor=who.name)
+        return FileResponse(path, media_type="video/mp4", filename=path.name)
+
+    @router.delete("/recordings/{recording}", status_code=204, tags=["recordings"])
+    async def delete_recording(recording: Annotated[str, Path_(max_length=64)], who: Admin) -> Response:
+        """Deletes the file and its entry (409 while it is being recorded)."""
+        broadcasts().delete(recording, who.name)
+        return Response(status_code=204)
 
     # -- call records -------------------------------------------------------------------------------
 

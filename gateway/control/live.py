@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from gateway.control.broadcasts import Broadcasts, What
 from gateway.control.dialout import DialOut
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory, NotFound
@@ -21,9 +22,10 @@ log = structlog.get_logger(__name__)
 
 
 class LiveControl:
-    def __init__(self, directory: Directory, dial_out: DialOut | None = None) -> None:
+    def __init__(self, directory: Directory, dial_out: DialOut | None = None, broadcasts: Broadcasts | None = None) -> None:
         self.directory = directory
         self.dial_out = dial_out
+        self.broadcasts = broadcasts
 
     def conference(self, room: str) -> Conference:
         found = self.directory.find(room)
@@ -147,3 +149,28 @@ class LiveControl:
             return await self.dial_out(conf.room.id, self.directory.identity(entry), actor, entry.name, True)
         assert uri is not None
         return await self.dial_out(conf.room.id, uri.strip(), actor, None, False)
+
+    # -- recording and live streaming ---------------------------------------------------------------
+
+    def _broadcasts(self) -> Broadcasts:
+        if self.broadcasts is None:
+            raise RoomError("this gateway neither records nor streams", "broadcasts_disabled")
+        return self.broadcasts
+
+    def broadcasting(self, room: str) -> dict[str, Any]:
+        """What of the meeting is recorded and streamed now (None: not)."""
+        if self.broadcasts is None:
+            return {"recording": None, "streaming": None}
+        return {what: state for what, state in self.broadcasts.state(room).items()}
+
+    def start_broadcast(self, room: str, what: What, actor: str) -> dict[str, Any]:
+        """Starts recording (`what` recording) or streaming the meeting to its room's stream_url."""
+        state = self._broadcasts().start(room, what, actor)
+        self._done(f"{what} started", self.conference(room), actor)
+        return state
+
+    def stop_broadcast(self, room: str, what: What, actor: str) -> bool:
+        stopped = self._broadcasts().stop(room, what, actor)
+        if stopped:
+            self._done(f"{what} stopped", self.conference(room), actor)
+        return stopped

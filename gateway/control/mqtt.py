@@ -28,6 +28,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.config import MqttConfig
+from gateway.control.broadcasts import What
 from gateway.control.metrics import MqttCounters
 from gateway.control.mqtt_session import (
     Backoff,
@@ -90,10 +91,30 @@ PUBLISHED_EVENTS = frozenset(
         "presentation_started",
         "presentation_stopped",
         "call_record_written",
+        "recording_started",
+        "recording_stopped",
+        "streaming_started",
+        "streaming_stopped",
     }
 )
 
-COMMANDS = ("mute", "unmute", "remove", "admit", "deny", "lock", "unlock", "dial", "set_layout", "spotlight", "stop_presentation")
+COMMANDS = (
+    "mute",
+    "unmute",
+    "remove",
+    "admit",
+    "deny",
+    "lock",
+    "unlock",
+    "dial",
+    "set_layout",
+    "spotlight",
+    "stop_presentation",
+    "start_recording",
+    "stop_recording",
+    "start_streaming",
+    "stop_streaming",
+)
 LAYOUTS = tuple(layout.value for layout in Layout)
 MAX_COMMAND_BYTES = 16 * 1024
 ACTOR = "mqtt"
@@ -252,6 +273,8 @@ class Control(Protocol):
     def set_layout(self, room: str, layout: str, actor: str) -> dict[str, Any]: ...
     def spotlight(self, room: str, participant: str | None, actor: str) -> dict[str, Any]: ...
     def stop_presentation(self, room: str, actor: str) -> dict[str, Any] | None: ...
+    def start_broadcast(self, room: str, what: What, actor: str) -> dict[str, Any]: ...
+    def stop_broadcast(self, room: str, what: What, actor: str) -> bool: ...
 
 
 async def execute(request: CommandRequest, room: str, control: Control) -> dict[str, Any]:
@@ -282,6 +305,14 @@ async def execute(request: CommandRequest, room: str, control: Control) -> dict[
                 result = control.spotlight(room, request.participant, ACTOR)
             case "stop_presentation":
                 result = {"stopped": control.stop_presentation(room, ACTOR)}
+            case "start_recording":
+                result = control.start_broadcast(room, "recording", ACTOR)
+            case "start_streaming":
+                result = control.start_broadcast(room, "streaming", ACTOR)
+            case "stop_recording":
+                result = {"stopped": control.stop_broadcast(room, "recording", ACTOR)}
+            case "stop_streaming":
+                result = {"stopped": control.stop_broadcast(room, "streaming", ACTOR)}
             case _:  # parse_command lets no other through
                 return Refusal(request.id, "unknown_command", f"unknown command {request.command!r}").reply()
     except RoomError as exc:

@@ -68,6 +68,19 @@ CREATE TABLE IF NOT EXISTS call_records (
 CREATE INDEX IF NOT EXISTS call_records_room_joined ON call_records (room, joined_at);
 CREATE INDEX IF NOT EXISTS call_records_joined ON call_records (joined_at);
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS recordings (
+    id TEXT PRIMARY KEY,
+    room TEXT NOT NULL,
+    file TEXT NOT NULL,
+    video INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    started_by TEXT,
+    stopped_by TEXT,
+    size INTEGER NOT NULL DEFAULT 0,
+    end_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS recordings_started ON recordings (started_at);
 """
 
 CALL_RECORD_FIELDS = (
@@ -89,6 +102,20 @@ CALL_RECORD_FIELDS = (
     "audio_frames_lost",
     "loss_percent",
     "jitter_ms",
+)
+
+
+RECORDING_FIELDS = (
+    "id",
+    "room",
+    "file",
+    "video",
+    "started_at",
+    "ended_at",
+    "started_by",
+    "stopped_by",
+    "size",
+    "end_reason",
 )
 
 
@@ -265,3 +292,50 @@ class Store:
     def prune_call_records(self, older_than: float) -> int:
         with self._tx() as db:
             return db.execute("DELETE FROM call_records WHERE left_at < ?", (older_than,)).rowcount
+
+    # -- recordings -------------------------------------------------------------------------------
+
+    def add_recording(self, recording: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO recordings ({', '.join(RECORDING_FIELDS)}) VALUES ({', '.join('?' * len(RECORDING_FIELDS))})",
+                tuple({"size": 0, **recording}.get(f) for f in RECORDING_FIELDS),
+            )
+
+    def update_recording(self, recording_id: str, **fields: Any) -> None:
+        unknown = set(fields) - set(RECORDING_FIELDS[1:])
+        if unknown:
+            raise ValueError(f"recordings have no {sorted(unknown)}")
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE recordings SET {', '.join(f'{name} = ?' for name in fields)} WHERE id = ?",
+                (*fields.values(), recording_id),
+            )
+
+    def recordings(self, room: str | None = None, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(RECORDING_FIELDS)} FROM recordings"
+        args: tuple[Any, ...] = ()
+        if room is not None:
+            sql, args = sql + " WHERE room = ?", (room,)
+        sql += " ORDER BY started_at DESC, id LIMIT ? OFFSET ?"
+        return [_recording(row) for row in self._query(sql, (*args, limit, offset))]
+
+    def recording(self, recording_id: str) -> dict[str, Any] | None:
+        rows = self._query(f"SELECT {', '.join(RECORDING_FIELDS)} FROM recordings WHERE id = ?", (recording_id,))
+        return _recording(rows[0]) if rows else None
+
+    def delete_recording(self, recording_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,)).rowcount > 0
+
+    def recordings_ended_before(self, at: float) -> list[dict[str, Any]]:
+        rows = self._query(
+            f"SELECT {', '.join(RECORDING_FIELDS)} FROM recordings WHERE ended_at IS NOT NULL AND ended_at < ?", (at,)
+        )
+        return [_recording(row) for row in rows]
+
+
+def _recording(row: sqlite3.Row) -> dict[str, Any]:
+    recording = dict(row)
+    recording["video"] = bool(recording["video"])
+    return recording

@@ -142,7 +142,9 @@ class RasClient:
             return
         self.aliases = aliases
         if self.state is State.REGISTERED:
-            self._register(now, keep_alive=False)
+            # (we stay registered meanwhile: a call that comes before the confirm still asks for
+            # admission, under the endpoint id we have)
+            self._register(now, keep_alive=False, update=True)
 
     def stop(self, now: float) -> None:
         """UnregistrationRequest (when registered); no more requests after it."""
@@ -241,8 +243,8 @@ class RasClient:
     def _aliases(self) -> dict[str, Any]:
         return {"endpointAlias": [(a.kind, a.value) for a in self.aliases]} if self.aliases else {}
 
-    def _register(self, now: float, keep_alive: bool) -> None:
-        self.state = State.REGISTERED if keep_alive else State.REGISTERING
+    def _register(self, now: float, keep_alive: bool, update: bool = False) -> None:
+        self.state = State.REGISTERED if keep_alive or update else State.REGISTERING
         value: dict[str, Any] = {
             "protocolIdentifier": (*PROTOCOL_OID, VERSION),
             "discoveryComplete": self.discover,

@@ -122,6 +122,7 @@ class Conference:
         self.last_media: dict[str, dict[str, Any]] = {}
         self._unsubscribe = room.subscribe(self._on_room_event)
         self._log = log.bind(room=room.id)
+        self.on_attached: Callable[[Conference], None] | None = None  # (a leg joined the media)
 
     # -- legs -----------------------------------------------------------------------------------
 
@@ -135,6 +136,8 @@ class Conference:
         if not self.clock.running:
             self.clock.start()
         self._log.info("leg attached", participant=pid, kind=leg.kind.value, legs=len(self.legs))
+        if self.on_attached is not None:
+            self.on_attached(self)
 
     def reattach_audio(self, leg: Leg) -> None:
         """The leg's audio codec changed (a re-INVITE): the mixer decodes and encodes anew."""

@@ -107,6 +107,9 @@ class Directory:
         self._listeners: list[Listener] = []
         self._unsubscribe: dict[str, Callable[[], None]] = {}
         self.alias_watchers: list[Callable[[], None]] = []  # told when rooms or their aliases change (RAS)
+        # told when a leg joins a room's media (after its participant_joined: a browser's leg attaches
+        # once its media is set up); e.g. a room set to record automatically starts then
+        self.attach_watchers: list[Callable[[Conference], None]] = []
         # One media timer for every room of the process: rooms tick in turn on one 20 ms grid.
         self.clock_driver = ClockDriver(config.media.mixer.tick_ms / 1000)
         for rc in config.rooms:
@@ -118,6 +121,13 @@ class Directory:
         """Every room's events (rooms added later too) and the gateway's own (call records)."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _attached(self, conference: Conference) -> None:
+        for watcher in list(self.attach_watchers):
+            try:
+                watcher(conference)
+            except Exception:
+                log.exception("attach watcher failed", room=conference.room.id)
 
     def publish(self, event: RoomEvent) -> None:
         for listener in list(self._listeners):
@@ -161,6 +171,7 @@ class Directory:
         )
         room.max_lobby = self._config.lobby.max_waiting
         conference = Conference(room, self._config.media, clock_driver=self.clock_driver)
+        conference.on_attached = self._attached
         self.conferences[spec.id] = conference
         self.specs[spec.id] = spec
         self.origins[spec.id] = origin

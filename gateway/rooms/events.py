@@ -37,6 +37,10 @@ EventType = Literal[
     "chat_message",  # a chat message to everyone in the meeting (data: message; browsers only, never published)
     "chat_removed",  # a host removed a chat message (data: id)
     "chat_changed",  # a host turned the chat on or off (data: enabled)
+    "recording_started",  # the meeting is recorded from now on (by: who started it)
+    "recording_stopped",  # ... no longer (by: who stopped it; data: reason when it failed)
+    "streaming_started",  # the meeting is streamed live from now on
+    "streaming_stopped",  # ... no longer (data: reason when it failed)
     "call_record_written",  # the gateway's own: a participant's call record was stored
 ]
 

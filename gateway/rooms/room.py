@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from gateway.rooms.chat import Chat, ChatMessage, clean
 from gateway.rooms.errors import JoinRefused, NotAllowed, UnknownParticipant
@@ -67,6 +67,13 @@ class JoinResult:
 
 def _same_pin(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+Broadcasting = Literal["recording", "streaming"]
+_BROADCAST_EVENTS: dict[Broadcasting, tuple[EventType, EventType]] = {
+    "recording": ("recording_started", "recording_stopped"),
+    "streaming": ("streaming_started", "streaming_stopped"),
+}
 
 
 class Room:
@@ -128,6 +135,9 @@ class Room:
         self.guests_forbidden_on_entry = False
         self._held_mutes: dict[str, bool] = {}  # returner key -> self-unmute forbidden
         self.max_lobby = 200
+        # Recorded or streamed now: what ("recording", "streaming") -> since (wall clock). Everyone
+        # is told (the page's indicator, the spoken prompt, MQTT, call records).
+        self.broadcasting: dict[Broadcasting, float] = {}
         self.version = 0  # increases with every event: lets views of the room be cached
 
     # -- events ---------------------------------------------------------------------------------
@@ -631,6 +641,14 @@ class Room:
             rtt_ms=None if measured.rtt_ms is None else round(measured.rtt_ms),
         )
 
+    def set_broadcasting(self, what: Broadcasting, on: bool, by: str | None = None, **data: Any) -> None:
+        """The meeting is now recorded or streamed live (`what`), or no longer: an event says so."""
+        if on and what not in self.broadcasting:
+            self.broadcasting[what] = self._wall()
+            self._emit(_BROADCAST_EVENTS[what][0], None, by, **data)
+        elif not on and self.broadcasting.pop(what, None) is not None:
+            self._emit(_BROADCAST_EVENTS[what][1], None, by, **data)
+
     # -- views ----------------------------------------------------------------------------------
 
     def public(self, for_host: bool) -> dict[str, Any]:
@@ -653,4 +671,5 @@ class Room:
             "presenters": self.presenters.value,
             "presentation": self.presentation.public() if self.presentation is not None else None,
             "chat_enabled": self.chat.enabled,
+            "broadcasting": {what: since for what, since in self.broadcasting.items()},
         }

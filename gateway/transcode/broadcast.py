@@ -44,10 +44,15 @@ AAC_BITRATE = 128_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 # Containers by kind: a file is fragmented MP4 (playable however it ends), a stream FLV (RTMP).
-# flush_packets: what the muxer gives out is written at once (without it a file held nothing but
-# its first 28 bytes after seconds of recording: a crash would have lost all of it).
+# A fragment ends at each keyframe and after at most a second (an audio-only recording has no
+# keyframes: it held nothing but its header until it was closed), and flush_packets writes what
+# the muxer gives out at once (without it a file held its first 28 bytes after seconds of
+# recording): a crash or a full disk loses at most the last second.
 FORMATS: dict[str, tuple[str, dict[str, str]]] = {
-    "mp4": ("mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}),
+    "mp4": (
+        "mp4",
+        {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000", "flush_packets": "1"},
+    ),
     "flv": ("flv", {"flvflags": "no_duration_filesize", "flush_packets": "1"}),
 }
 

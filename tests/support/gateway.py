@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,11 +92,12 @@ def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGate
     raise RuntimeError("gateway did not start in 30 s:\n" + log_path.read_text())
 
 
-def stop_and_check(running: RunningGateway, expected_exit: int = 0) -> None:
+def stop_and_check(running: RunningGateway, expected_exit: int = 0, expected_errors: Collection[str] = ()) -> None:
     """Stops a gateway (SIGTERM: the graceful shutdown `gateway run` answers with exit code 0) and
     fails the test that caused it on a crash: an error or critical line in its log, a raw traceback
     (a line that is not JSON: something bypassed the logging), a shutdown that hangs, or an exit code
-    other than `expected_exit` (a test that killed the gateway itself names the code it expects)."""
+    other than `expected_exit` (a test that killed the gateway itself names the code it expects).
+    `expected_errors`: the events of error lines the test caused on purpose (an alert it checks)."""
     if running.process.poll() is None:
         running.process.terminate()
     try:
@@ -105,7 +106,11 @@ def stop_and_check(running: RunningGateway, expected_exit: int = 0) -> None:
         running.process.kill()
         running.process.wait(10)
         raise AssertionError("gateway did not stop within 30 s of SIGTERM:\n" + running.log_path.read_text()[-4000:]) from None
-    errors = [line for line in running.log_lines() if line.get("level") in ("error", "critical")]
+    errors = [
+        line
+        for line in running.log_lines()
+        if line.get("level") in ("error", "critical") and not (line.get("level") == "error" and line.get("event") in expected_errors)
+    ]
     assert not errors, f"gateway logged errors: {errors}"
     raw = running.log_path.read_text(errors="replace").splitlines()
     tracebacks = [i for i, line in enumerate(raw) if "Traceback" in line and not _is_json(line)]

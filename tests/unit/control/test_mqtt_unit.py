@@ -4,11 +4,13 @@ outbox, command checking and execution against a real room, presence payloads, r
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.config import GatewayConfig, MqttConfig
+from gateway.control.broadcasts import Broadcasts
 from gateway.control.live import LiveControl
 from gateway.control.metrics import LoopLag, MqttCounters, build_registry
 from gateway.control.mqtt import (
@@ -26,6 +28,7 @@ from gateway.control.mqtt import (
     scrub,
     status_payload,
 )
+from gateway.control.store import Store
 from gateway.rooms.directory import Directory
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind
@@ -192,6 +195,23 @@ async def test_execute_carries_out_commands_and_answers_room_errors_with_their_c
     assert (await run(control, command="stop_presentation"))["result"] == {"stopped": None}
     assert (await run(control, command="remove", participant=anna))["result"] == {"removed": anna}
     assert anna not in room.participants
+
+
+async def test_recording_commands_reach_the_rooms_rules(tmp_path: Path) -> None:
+    """start_recording and the others go through the same control as the API: a room that forbids
+    it refuses with its code, an empty meeting is not recorded, stopping what does not run says so,
+    and a gateway without recordings says that."""
+    config = GatewayConfig.model_validate(
+        {"rooms": [{"id": "demo", "recording": "forbidden"}], "storage": {"path": None}, "recording": {"folder": str(tmp_path)}}
+    )
+    directory = Directory(config)
+    control = LiveControl(directory, None, Broadcasts(directory, Store(None), config.recording))
+    assert (await run(control, command="start_recording"))["error"] == "recording_forbidden"
+    assert (await run(control, command="start_streaming"))["error"] == "no_meeting"
+    assert (await run(control, command="stop_recording"))["result"] == {"stopped": False}
+    assert (await run(control, command="stop_streaming"))["result"] == {"stopped": False}
+    without, _ = directory_with_anna()
+    assert (await run(without, command="start_recording"))["error"] == "broadcasts_disabled"
 
 
 def test_status_payloads() -> None:

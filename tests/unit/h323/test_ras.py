@@ -197,6 +197,12 @@ def test_changed_rooms_are_registered_at_once_with_a_full_request() -> None:
     ((name, rrq),) = sent(ras)
     assert name == "registrationRequest" and rrq["keepAlive"] is False
     assert rrq["terminalAlias"] == [("h323-ID", "Ratssaal"), ("dialledDigits", "4799")]
+    # A call before the gatekeeper confirmed the new aliases still asks for admission (under the
+    # endpoint id we have): it was admitted without one (a CI run saw it)
+    assert ras.state is State.REGISTERED
+    ras.admit("call", 5.1, answer=True, call_identifier=bytes(16), conference_id=bytes(16), call_reference=1)
+    ((name, arq),) = sent(ras)
+    assert name == "admissionRequest" and arq["endpointIdentifier"] == "EP-1" and ras.events() == []
     unregistered = client()
     unregistered.update_aliases((Alias("h323-ID", "Neu"),), 0.0)  # (not registered yet: the first request carries them)
     unregistered.start(0.0)

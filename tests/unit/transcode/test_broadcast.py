@@ -206,3 +206,17 @@ def test_a_second_recording_after_the_first_starts_afresh(tmp_path: Path) -> Non
         info = read(tmp_path / name)
         assert info["streams"] == ["audio"] and 0.8 <= float(info["duration"]) <= 1.1, info  # type: ignore[arg-type]
         assert abs(float(info["peak_hz"]) - 440) < 5  # type: ignore[arg-type]
+
+
+def test_a_recording_is_on_disk_as_it_is_made_audio_only_too(tmp_path: Path) -> None:
+    """A crash or a full disk costs at most the last second: fragments of a second at most are
+    written as they are made, with or without a picture (without one there are no keyframes)."""
+    for video, name in ((False, "audio.mp4"), (True, "video.mp4")):
+        broadcast = Broadcast(EPOCH, video=video)
+        broadcast.add_target("recording", str(tmp_path / name), "mp4")
+        play(broadcast, picture(3) if video else [], 3)
+        info = read(tmp_path / name)  # (the file as it is, still being written)
+        assert float(info["duration"]) >= 1.9 and abs(float(info["peak_hz"]) - 440) < 5, info  # type: ignore[arg-type]
+        if video:
+            assert int(info["pictures"]) >= 55  # type: ignore[call-overload]
+        broadcast.close()
