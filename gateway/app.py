@@ -151,7 +151,7 @@ class Gateway:
             else None
         )
         self.metrics = build_registry(
-            self.directory, calls, self.loop_lag, self.mqtt.counters if self.mqtt else None, h323_counters
+            self.directory, calls, self.loop_lag, self.mqtt.counters if self.mqtt else None, h323_counters, self.broadcasts.counters
         )
         self.ready = False
         api = build_router(

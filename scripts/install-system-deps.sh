@@ -24,6 +24,8 @@ command -v sox >/dev/null || need+=(sox)
 [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || need+=(kamailio-tls-modules)
 # a trunk's DNS (NAPTR/SRV/A records for RFC 3263 failover); dnsmasq-base: the program, no service
 [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+# a streaming server for the live-stream tests: nginx with its RTMP module (started by the tests)
+[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(nginx-light libnginx-mod-rtmp)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "Missing Debian packages for the tests: ${need[*]}" >&2
@@ -33,4 +35,11 @@ fi
 echo "Installing Debian packages: ${need[*]}"
 apt-get update -qq
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+# (packages with a service, nginx, must not start it: the tests start their own on free ports)
+policy=/usr/sbin/policy-rc.d
+made_policy=no
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=yes
+fi
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if [ "$made_policy" = yes ]; then rm -f "$policy"; fi

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import structlog
 
 from gateway.config import RecordingConfig
+from gateway.control.metrics import BroadcastCounters
 from gateway.control.store import Store
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory, NotFound
@@ -52,6 +53,8 @@ class _Running:
     by: str
     recording_id: str | None = None  # (a recording's entry in the store)
     stop_by: str | None = None  # who asked it to stop
+    up: bool = False  # (a live stream: connected to its server now)
+    connected_once: bool = False
 
 
 class Broadcasts:
@@ -65,6 +68,7 @@ class Broadcasts:
         # host who stopped it meant it; one that failed is not retried with each newcomer)
         self._automatic: set[tuple[str, What]] = set()
         self.failures: dict[What, int] = {"recording": 0, "streaming": 0}
+        self.interruptions: dict[str, int] = {}  # by room: live streams that lost their server
         self._unsubscribe = directory.subscribe(self._on_event)
         directory.attach_watchers.append(self._attached)
         self._settle_unfinished()
@@ -105,6 +109,7 @@ class Broadcasts:
                 KINDS[what],
                 video=video,
                 on_ended=lambda reason, size: self._ended(running, reason, size),
+                on_interrupted=lambda reason: self._interrupted(running, reason),
             )
         except ValueError as exc:  # (never the target: a stream URL holds its key)
             raise RoomError(str(exc), "bad_request") from None
@@ -141,11 +146,13 @@ class Broadcasts:
         for what in KINDS:
             running = self._running.get((conference.room.id, what))
             since = conference.room.broadcasting.get(what)
-            out[what] = (
-                {"since": since, "started_by": running.by, "recording": running.recording_id}
-                if running is not None and since is not None
-                else None
-            )
+            if running is None or since is None:
+                out[what] = None
+            elif what == "recording":
+                out[what] = {"since": since, "started_by": running.by, "recording": running.recording_id}
+            else:  # (connected: to its server now; else it reconnects)
+                interruptions = self.interruptions.get(running.room, 0)
+                out[what] = {"since": since, "started_by": running.by, "connected": running.up, "interruptions": interruptions}
         return out
 
     def _conference(self, room: str) -> Conference:
@@ -174,6 +181,30 @@ class Broadcasts:
         if conference is not None:
             extra = {"reason": reason} if reason is not None else {}
             conference.room.set_broadcasting(running.what, False, stopped_by, **extra)
+
+    def _interrupted(self, running: _Running, reason: str | None) -> None:
+        """A live stream reached its server (reason None) or lost it; it reconnects by itself."""
+        conference = self.directory.conferences.get(running.room)
+        if reason is None:
+            resumed, running.up = running.connected_once, True
+            running.connected_once = True
+            log.info("live stream resumed" if resumed else "live stream connected", room=running.room)
+            if resumed and conference is not None:
+                conference.room.set_streaming_up(True)
+            return
+        running.up = False
+        self.interruptions[running.room] = self.interruptions.get(running.room, 0) + 1
+        log.warning("live stream interrupted; reconnecting", room=running.room, reason=reason)
+        if conference is not None:
+            conference.room.set_streaming_up(False, reason)
+
+    def counters(self) -> BroadcastCounters:
+        return BroadcastCounters(
+            recording=sorted(room for room, what in self._running if what == "recording"),
+            streaming={r.room: r.up for r in self._running.values() if r.what == "streaming"},
+            interruptions=dict(self.interruptions),
+            failures={what: n for what, n in self.failures.items() if n},
+        )
 
     def _failed(self, running: _Running, reason: str) -> None:
         self.failures[running.what] += 1

@@ -55,6 +55,17 @@ class MqttCounters:
     commands: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class BroadcastCounters:
+    """Recordings and live streams: rooms recorded now, live streams by room (True while connected),
+    interruptions of each room's live streams, and failures by what failed (recording, streaming)."""
+
+    recording: list[str] = field(default_factory=list)
+    streaming: dict[str, bool] = field(default_factory=dict)
+    interruptions: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+
+
 class LoopLag:
     """How late the event loop runs a callback that asked to run now: every audio tick waits that long."""
 
@@ -80,12 +91,14 @@ class GatewayCollector(Collector):
         lag: LoopLag,
         mqtt: Callable[[], MqttCounters] | None = None,
         h323: Callable[[], H323Counters] | None = None,
+        broadcasts: Callable[[], BroadcastCounters] | None = None,
     ) -> None:
         self._directory = directory
         self._calls = calls
         self._lag = lag
         self._mqtt = mqtt
         self._h323 = h323
+        self._broadcasts = broadcasts
 
     def collect(self) -> Iterator[Metric]:
         participants = GaugeMetricFamily(
@@ -210,6 +223,25 @@ class GatewayCollector(Collector):
                 commands.add_metric([result], count)
             yield commands
 
+        if self._broadcasts is not None:
+            broadcasts = self._broadcasts()
+            recording = GaugeMetricFamily("gateway_recording_active", "1 while the room is recorded", labels=["room"])
+            for room_id in sorted(broadcasts.recording):
+                recording.add_metric([room_id], 1)
+            yield recording
+            connected = GaugeMetricFamily(
+                "gateway_streaming_connected", "Live streams: 1 while connected to the server, 0 while reconnecting", labels=["room"]
+            )
+            for room_id, up in sorted(broadcasts.streaming.items()):
+                connected.add_metric([room_id], int(up))
+            yield connected
+            yield _counts(
+                "gateway_streaming_interruptions", "Times a room's live stream lost its server", "room", broadcasts.interruptions
+            )
+            yield _counts(
+                "gateway_broadcast_failures", "Recordings and live streams that failed (an alert), by what", "what", broadcasts.failures
+            )
+
         yield GaugeMetricFamily("gateway_event_loop_lag_seconds", "Event loop lag, last measured", value=self._lag.last_s)
         yield GaugeMetricFamily("gateway_event_loop_lag_max_seconds", "Event loop lag, worst since start", value=self._lag.max_s)
 
@@ -228,7 +260,8 @@ def build_registry(
     lag: LoopLag,
     mqtt: Callable[[], MqttCounters] | None = None,
     h323: Callable[[], H323Counters] | None = None,
+    broadcasts: Callable[[], BroadcastCounters] | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(directory, calls, lag, mqtt, h323))
+    registry.register(GatewayCollector(directory, calls, lag, mqtt, h323, broadcasts))
     return registry

@@ -319,13 +319,16 @@ class Conference:
         video: bool | None = None,
         on_started: Callable[[float], None] | None = None,
         on_ended: Callable[[str | None, int], None] | None = None,
+        on_interrupted: Callable[[str | None], None] | None = None,
     ) -> bool:
         """Records the room (`kind` mp4, `url` a file's absolute path) or streams it (flv, an
         rtmp(s) URL): its composed picture (encoded once, shared with room systems of the same
         format) and its full mix. `on_ended(reason, bytes)` follows once: reason None when
         stopped, else why it failed (never the URL). `video`: None means the room's picture if any
         leg has video (else audio only); it is fixed while any target of the room runs. Returns
-        whether the broadcast has a picture. Raises ValueError for a target it cannot take."""
+        whether the broadcast has a picture. Raises ValueError for a target it cannot take. A live
+        stream that loses its server reconnects with backoff: `on_interrupted(why)`, and
+        `on_interrupted(None)` each time it is connected."""
         broadcast = self.broadcast
         if broadcast is None:
             with_video = self.has_video() if video is None else video
@@ -354,7 +357,7 @@ class Conference:
                 self._stop_broadcast()
 
         try:
-            broadcast.add_target(name, url, kind, on_started, ended)
+            broadcast.add_target(name, url, kind, on_started, ended, on_interrupted)
         except ValueError:
             if not broadcast.targets():
                 self._stop_broadcast()

@@ -41,6 +41,8 @@ EventType = Literal[
     "recording_stopped",  # ... no longer (by: who stopped it; data: reason when it failed)
     "streaming_started",  # the meeting is streamed live from now on
     "streaming_stopped",  # ... no longer (data: reason when it failed)
+    "streaming_interrupted",  # the live stream lost its server and reconnects (data: reason)
+    "streaming_resumed",  # ... it is back
     "call_record_written",  # the gateway's own: a participant's call record was stored
 ]
 

@@ -649,6 +649,14 @@ class Room:
         elif not on and self.broadcasting.pop(what, None) is not None:
             self._emit(_BROADCAST_EVENTS[what][1], None, by, **data)
 
+    def set_streaming_up(self, up: bool, reason: str | None = None) -> None:
+        """The live stream reached its server again, or lost it (and reconnects)."""
+        if "streaming" in self.broadcasting:
+            if up:
+                self._emit("streaming_resumed", None)
+            else:
+                self._emit("streaming_interrupted", None, reason=reason)
+
     # -- views ----------------------------------------------------------------------------------
 
     def public(self, for_host: bool) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -83,6 +83,23 @@ class TargetState:
     started_at: float | None = None  # (time.monotonic) its first picture or sound
     ended: str | None = None  # why it ended, None while it runs
     bytes_written: int = 0  # the media's so far; a file's size once it is closed
+
+
+class Output(Protocol):
+    """A target as the broadcast drives it: a Muxer, or a live stream muxed elsewhere."""
+
+    state: TargetState
+
+    @property
+    def open(self) -> bool: ...
+
+    def start(self, at: float, keyframe: bytes | None) -> None: ...
+
+    def write_video(self, data: bytes, at: float, keyframe: bool) -> None: ...
+
+    def write_audio(self, packet: av.Packet[Any], at: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Muxer:
@@ -172,7 +189,8 @@ class Broadcast:
     whether the room has a picture (without one, targets are audio-only). `on_started(name, at)`
     is called when a target has its first picture or sound (at: time.monotonic), `on_ended(name,
     why)` once when a target stops by itself (an error: its reason), `on_keyframe_wanted` when a
-    target waits for a keyframe to start."""
+    target waits for a keyframe to start. `live_stream(name, url)` makes a live stream's target
+    (by default it is muxed here, like a file)."""
 
     def __init__(
         self,
@@ -181,13 +199,15 @@ class Broadcast:
         on_ended: Callable[[str, str], None] | None = None,
         on_keyframe_wanted: Callable[[], None] | None = None,
         on_started: Callable[[str, float], None] | None = None,
+        live_stream: Callable[[str, str], Output] | None = None,
     ) -> None:
         self._epoch = epoch
+        self._live_stream = live_stream
         self._video = video
         self.on_ended = on_ended
         self.on_started = on_started
         self.on_keyframe_wanted = on_keyframe_wanted
-        self._targets: dict[str, Muxer] = {}
+        self._targets: dict[str, Output] = {}
         self._encoder: Any = None
         self._audio_at: float | None = None  # (time.monotonic) the time of the encoder's sample 0
         self._samples = 0  # samples handed to the encoder since then
@@ -202,7 +222,12 @@ class Broadcast:
         """A file (`kind` mp4) or a live stream (flv); it starts with the next keyframe."""
         if name in self._targets:
             raise ValueError(f"a target named {name!r} runs already")
-        muxer = Muxer(name, url, kind, self._video, options)
+        muxer: Output
+        if kind == "flv" and self._live_stream is not None:
+            check_target(url, kind)
+            muxer = self._live_stream(name, url)
+        else:
+            muxer = Muxer(name, url, kind, self._video, options)
         self._targets[name] = muxer
         if self._video and self.on_keyframe_wanted is not None:
             self.on_keyframe_wanted()
@@ -279,32 +304,32 @@ class Broadcast:
         self._last_ts = timestamp
         return self._epoch + (self._ts_base + timestamp) / VIDEO_CLOCK
 
-    def _start(self, muxer: Muxer, at: float, keyframe: bytes | None) -> None:
+    def _start(self, muxer: Output, at: float, keyframe: bytes | None) -> None:
         try:
             muxer.start(at, keyframe)
         except Exception as exc:  # (av.error.*, OSError: no such folder, permission denied)
             self._targets.pop(muxer.state.name, None)
-            self._ended(muxer, _reason(exc))
+            self._ended(muxer, failure_reason(exc))
             return
         if self.on_started is not None:
             self.on_started(muxer.state.name, at)
 
-    def _write(self, muxer: Muxer, write: Callable[[], None]) -> None:
+    def _write(self, muxer: Output, write: Callable[[], None]) -> None:
         try:
             write()
         except Exception as exc:  # the disk is full, the server went away: this target ends
             self._targets.pop(muxer.state.name, None)
-            self._close(muxer, _reason(exc))
+            self._close(muxer, failure_reason(exc))
 
-    def _close(self, muxer: Muxer, reason: str | None) -> None:
+    def _close(self, muxer: Output, reason: str | None) -> None:
         try:
             muxer.close()
         except Exception as exc:
-            reason = reason or _reason(exc)
+            reason = reason or failure_reason(exc)
         if reason is not None:
             self._ended(muxer, reason)
 
-    def _ended(self, muxer: Muxer, reason: str) -> None:
+    def _ended(self, muxer: Output, reason: str) -> None:
         muxer.state.ended = reason
         log.warning("broadcast target ended", target=muxer.state.name, reason=reason)
         if self.on_ended is not None:
@@ -315,7 +340,7 @@ class Broadcast:
             self.remove_target(name)
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     """Why a target failed, in words for the log and the API (never its URL: a stream key)."""
     errno = getattr(exc, "errno", None)
     if errno is not None:

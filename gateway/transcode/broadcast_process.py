@@ -13,25 +13,31 @@ A target lives in one child only. If the child dies, its targets end ("the broad
 failed": a recording is playable up to its last fragment) and are not taken up again by the next
 child (a recording reopened would overwrite its file); their owner decides what follows.
 
+A live stream's connection lives in a process of its own again (`stream_process`: FFmpeg's RTMP
+client blocks without a timeout), which reconnects with backoff; the stream's target stays while
+it does, and says so: interrupted {name, reason}, resumed {name}.
+
 Messages to the child: init {epoch, video, room}, add {name, url, kind}, remove {name},
 v {t, k} + an H.264 access unit, a {at} + PCM, close. From it: started {name, at}, ended {name,
-reason (None: stopped as asked), bytes}, keyframe (a target waits for one), stats {targets:
-{name: bytes}}.
+reason (None: stopped as asked), bytes}, interrupted {name, reason}, resumed {name}, keyframe (a
+target waits for one), stats {targets: {name: bytes}}.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import av
 import numpy as np
 import structlog
 
 from gateway.transcode.broadcast import AUDIO_FRAME, FORMATS, Broadcast, TargetState, check_target
 from gateway.transcode.child import ChildProcess, ChildWriter, ProtocolError, run_child
+from gateway.transcode.stream_process import StreamProcess
 from gateway.transcode.video import EncodedVideoFrame
 
 log = structlog.get_logger(__name__)
@@ -51,8 +57,11 @@ class Target:
     url: str = field(repr=False)  # (a stream's key: in no repr, no log)
     on_started: Callable[[float], None] | None = None
     on_ended: Callable[[str | None, int], None] | None = None
+    # a live stream lost its server (why) and reconnects; None: it is back
+    on_interrupted: Callable[[str | None], None] | None = None
     started_at: float | None = None  # (time.monotonic) its first picture or sound
     bytes_written: int = 0
+    interrupted: str | None = None  # (a live stream: why it is down now)
 
 
 class BroadcastProcess(ChildProcess):
@@ -88,10 +97,13 @@ class BroadcastProcess(ChildProcess):
         kind: str,
         on_started: Callable[[float], None] | None = None,
         on_ended: Callable[[str | None, int], None] | None = None,
+        on_interrupted: Callable[[str | None], None] | None = None,
     ) -> None:
         """A recording (`kind` mp4: `url` an absolute path) or a live stream (flv: an rtmp(s) URL);
         it starts with the next keyframe. `on_ended(reason, bytes)` is called once when it ends:
-        reason None when it was stopped (its file is complete), else why it failed."""
+        reason None when it was stopped (its file is complete), else why it failed. A live stream
+        whose server goes away reconnects: `on_interrupted(why)`, and `on_interrupted(None)` once
+        it is back."""
         if kind not in FORMATS:
             raise ValueError(f"broadcast targets are {sorted(FORMATS)}, not {kind!r}")
         if name in self._targets:
@@ -99,7 +111,7 @@ class BroadcastProcess(ChildProcess):
         check_target(url, kind)
         if len(self._targets) >= MAX_TARGETS:
             raise ValueError(f"a room has at most {MAX_TARGETS} broadcast targets")
-        self._targets[name] = Target(name, kind, url, on_started, on_ended)
+        self._targets[name] = Target(name, kind, url, on_started, on_ended, on_interrupted)
         self._send({"op": "add", "name": name, "url": url, "kind": kind})  # (or when the child has started)
 
     def remove_target(self, name: str) -> None:
@@ -192,6 +204,18 @@ class BroadcastProcess(ChildProcess):
             ):
                 raise ProtocolError("bad ended message")
             self._end(name, reason, written)
+        elif op in ("interrupted", "resumed"):
+            name, reason = header.get("name"), header.get("reason")
+            if not isinstance(name, str) or (op == "interrupted" and not isinstance(reason, str)):
+                raise ProtocolError(f"bad {op} message")
+            target = self._targets.get(name)
+            if target is not None:
+                target.interrupted = str(reason)[:200] if op == "interrupted" else None
+                if target.on_interrupted is not None:
+                    try:
+                        target.on_interrupted(target.interrupted)
+                    except Exception:
+                        self._log.exception("a live stream's interruption was not taken", target=name)
         elif op == "keyframe":
             self._keyframe_wanted()
         elif op == "stats":
@@ -213,6 +237,44 @@ class BroadcastProcess(ChildProcess):
 # -- the child's side --------------------------------------------------------------------------------
 
 
+class _StreamTarget:
+    """A live stream of the Broadcast: muxed and pushed by a StreamProcess, which reconnects."""
+
+    def __init__(self, name: str, url: str, video: bool, child: _Child) -> None:
+        self.state = TargetState(name, url)
+        self._url, self._video, self._child = url, video, child
+        self._process: StreamProcess | None = None
+
+    @property
+    def open(self) -> bool:
+        return self._process is not None
+
+    def start(self, at: float, keyframe: bytes | None) -> None:
+        name = self.state.name
+        self._process = StreamProcess(
+            self._url,
+            video=self._video,
+            on_connected=lambda: self._child.stream_up(name),
+            on_lost=lambda reason: self._child.stream_down(name, reason),
+            on_keyframe_wanted=self._child.keyframe_wanted,
+        )
+        self.state.started_at = at
+
+    def write_video(self, data: bytes, at: float, keyframe: bool) -> None:
+        if self._process is not None:
+            self._process.video(data, at, keyframe)
+            self.state.bytes_written = self._process.bytes_written
+
+    def write_audio(self, packet: av.Packet[Any], at: float) -> None:
+        if self._process is not None:
+            self._process.audio(bytes(packet), at)
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            self._child.closing(process.close())
+
+
 class _Child:
     """Runs one Broadcast for the parent's messages."""
 
@@ -220,6 +282,26 @@ class _Child:
         self._write = write
         self._broadcast: Broadcast | None = None
         self._states: dict[str, TargetState] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._streams_up: set[str] = set()
+
+    def keyframe_wanted(self) -> None:
+        self._write({"op": "keyframe"})
+
+    def stream_up(self, name: str) -> None:
+        if name not in self._streams_up:
+            self._streams_up.add(name)
+            self._write({"op": "resumed", "name": name})
+
+    def stream_down(self, name: str, reason: str) -> None:
+        self._streams_up.discard(name)
+        self._write({"op": "interrupted", "name": name, "reason": reason})
+
+    def closing(self, work: Coroutine[Any, Any, None]) -> None:
+        """A live stream's process that is being closed: awaited before the child ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _started(self, name: str, at: float) -> None:
         self._write({"op": "started", "name": name, "at": at})
@@ -236,12 +318,14 @@ class _Child:
         broadcast = self._broadcast
         if op == "init":
             if broadcast is None:
+                video = bool(header["video"])
                 self._broadcast = Broadcast(
                     float(header["epoch"]),
-                    video=bool(header["video"]),
+                    video=video,
                     on_ended=self._failed,
-                    on_keyframe_wanted=lambda: self._write({"op": "keyframe"}),
+                    on_keyframe_wanted=self.keyframe_wanted,
                     on_started=self._started,
+                    live_stream=lambda name, url: _StreamTarget(name, url, video, self),
                 )
             return
         if broadcast is None:
@@ -282,6 +366,8 @@ class _Child:
         if broadcast is not None:
             for state in broadcast.targets():
                 self.handle({"op": "remove", "name": state.name}, b"")
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=10.0)
 
 
 def main() -> None:

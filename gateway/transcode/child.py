@@ -47,6 +47,15 @@ class ProtocolError(Exception):
     """A message that breaks the framing or the header format."""
 
 
+class ChildExit(Exception):
+    """Raised by a child's handler to end the child on purpose (its work cannot go on, e.g. a live
+    stream's server went away): a warning with `reason`, exit code 3, and the parent starts it again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def encode_message(header: dict[str, Any], payload: bytes = b"") -> bytes:
     head = json.dumps(header, separators=(",", ":")).encode()
     if len(head) > MAX_HEADER:
@@ -96,6 +105,7 @@ class ChildProcess:
 
     module = ""
     what = "child process"
+    restart_level = "error"  # (how a restart is logged: a live stream's reconnects are warnings)
 
     def __init__(self, room: str | None = None) -> None:
         logging = active_config()  # (the child logs as the gateway does, to the same stderr)
@@ -130,6 +140,13 @@ class ChildProcess:
             return  # (the next child gets the whole state when it starts)
         writer.write(encode_message(header, payload))
 
+    def _kill(self) -> None:
+        """Ends the running child now (it is stuck); the supervisor starts the next one."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+
     def _started(self) -> None:
         """A new child runs: send it what it needs."""
 
@@ -154,7 +171,7 @@ class ChildProcess:
             self.restarts += 1
             failures = 0 if time.monotonic() - started >= HEALTHY_AFTER_S else failures + 1
             delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S)) - 1] if failures else 0.0
-            self._log.error(
+            getattr(self._log, self.restart_level)(
                 f"{self.what} ended; starting it again",
                 exit_code=self._process.returncode if self._process is not None else None,
                 restarts=self.restarts,
@@ -262,7 +279,7 @@ async def _serve(out: Any, make: Callable[[ChildWriter], ChildHandler]) -> None:
                 break
             try:
                 handler.handle(header, payload)
-            except ProtocolError:
+            except (ProtocolError, ChildExit):
                 raise
             except (KeyError, TypeError, ValueError) as exc:
                 raise ProtocolError(f"bad {header['op']!r} message: {exc}") from None
@@ -293,6 +310,9 @@ def run_child(make: Callable[[ChildWriter], ChildHandler], what: str) -> None:
     configure_logging(LoggingConfig.model_validate({"level": level, "format": fmt}))
     try:
         asyncio.run(_serve(out, make))
+    except ChildExit as exc:
+        log.warning(f"{what} ended", reason=exc.reason)
+        sys.exit(3)
     except ProtocolError as exc:
         log.error(f"{what} stopped: malformed message from the gateway", error=str(exc))
         sys.exit(2)
