@@ -86,9 +86,21 @@ def _carry_out(room: Room, me: Participant, command: KeyCommand) -> Prompt:
     return Prompt.MEETING_LOCKED if room.locked else Prompt.MEETING_UNLOCKED
 
 
+# Everyone in the meeting is told when it starts or stops being recorded or streamed (recording
+# policy, GDPR): callers hear it, as browsers see it.
+_BROADCAST_PROMPTS = {
+    "recording_started": Prompt.RECORDING,
+    "recording_stopped": Prompt.RECORDING_STOPPED,
+    "streaming_started": Prompt.STREAMING,
+    "streaming_stopped": Prompt.STREAMING_STOPPED,
+}
+
+
 def prompt_for_event(event: RoomEvent, participant_id: str) -> Prompt | None:
     """What a caller hears of a change someone else made to them (their own changes are answered
-    by carry_out)."""
+    by carry_out), and that the meeting is now recorded or streamed, or no longer."""
+    if event.type in _BROADCAST_PROMPTS:
+        return _BROADCAST_PROMPTS[event.type]
     if event.participant != participant_id or event.by in (None, participant_id):
         return None
     if event.type == "muted" or (event.type == "mute_changed" and event.data.get("host_muted")):
@@ -101,7 +113,9 @@ def prompt_for_event(event: RoomEvent, participant_id: str) -> Prompt | None:
 
 
 def joined_prompts(room: Room, participant_id: str) -> tuple[Prompt, ...]:
-    """What a caller hears on entering the meeting: joined, and that a host muted them if so."""
+    """What a caller hears on entering the meeting: joined, that the meeting is recorded or
+    streamed if so, and that a host muted them if so."""
     participant = room.participants.get(participant_id)
     muted = (Prompt.HOST_MUTED_YOU,) if participant is not None and participant.host_muted else ()
-    return (Prompt.JOINED, *muted)
+    told = tuple(prompt for what, prompt in (("recording", Prompt.RECORDING), ("streaming", Prompt.STREAMING)) if what in room.broadcasting)
+    return (Prompt.JOINED, *told, *muted)

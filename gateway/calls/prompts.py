@@ -50,6 +50,10 @@ class Prompt(enum.StrEnum):
     GOODBYE = "goodbye"
     CLOSED = "closed"
     SHUTTING_DOWN = "shutting_down"
+    RECORDING = "recording"  # "This meeting is being recorded." (when it starts, and to each newcomer)
+    RECORDING_STOPPED = "recording_stopped"
+    STREAMING = "streaming"  # "This meeting is being streamed live."
+    STREAMING_STOPPED = "streaming_stopped"
 
 
 def _decode(path: Path) -> list[Pcm]:

@@ -38,7 +38,7 @@ class CallRecorder:
         if event.type == "participant_joined" and event.participant:
             conference = self.directory.conferences.get(event.room)
             participant = conference.room.participants.get(event.participant) if conference else None
-            if participant is None:
+            if conference is None or participant is None:
                 return
             self._open[(event.room, event.participant)] = {
                 "room": event.room,
@@ -49,7 +49,13 @@ class CallRecorder:
                 "direction": participant.extra.get("direction", "in"),
                 "source": participant.source,
                 "joined_at": participant.joined_at,
+                "broadcast": set(conference.room.broadcasting),  # (recorded or streamed while in)
             }
+        elif event.type in ("recording_started", "streaming_started"):
+            what = event.type.partition("_")[0]
+            for (room, _), record in self._open.items():
+                if room == event.room:
+                    record["broadcast"].add(what)
         elif event.type in _ENDINGS and event.participant:
             self._finish(event.room, event.participant, _ENDINGS[event.type], event.at)
         elif event.type == "meeting_ended":
@@ -68,6 +74,7 @@ class CallRecorder:
         record["left_at"] = at
         record["duration_s"] = round(max(0.0, at - record["joined_at"]), 3)
         record["end_reason"] = reason
+        record["broadcast"] = ",".join(sorted(record["broadcast"])) or None
         task = asyncio.get_running_loop().create_task(self._write(record))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS call_records (
     audio_packets_in INTEGER NOT NULL DEFAULT 0,
     audio_frames_lost INTEGER NOT NULL DEFAULT 0,
     loss_percent REAL NOT NULL DEFAULT 0,
-    jitter_ms REAL
+    jitter_ms REAL,
+    broadcast TEXT
 );
 CREATE INDEX IF NOT EXISTS call_records_room_joined ON call_records (room, joined_at);
 CREATE INDEX IF NOT EXISTS call_records_joined ON call_records (joined_at);
@@ -102,6 +103,7 @@ CALL_RECORD_FIELDS = (
     "audio_frames_lost",
     "loss_percent",
     "jitter_ms",
+    "broadcast",  # recording, streaming (comma-separated): what ran while the participant was in
 )
 
 
@@ -145,6 +147,10 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            # (columns added since schema 1: nullable, so a database made before gets them as they are)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(call_records)")}
+            if "broadcast" not in columns:
+                self._db.execute("ALTER TABLE call_records ADD COLUMN broadcast TEXT")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path or 'memory'}: not a usable SQLite database: {exc}") from None
@@ -254,6 +260,8 @@ class Store:
 
     def add_call_record(self, record: dict[str, Any]) -> int:
         fields = [f for f in CALL_RECORD_FIELDS if f != "id"]
+        # (a participant whose media never came has no media figures: zero, not a failed record)
+        record = {**record, **{k: 0 for k in ("audio_packets_in", "audio_frames_lost", "loss_percent") if record.get(k) is None}}
         with self._tx() as db:
             cursor = db.execute(
                 f"INSERT INTO call_records ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",

@@ -66,7 +66,13 @@ _SCENE_EVENTS = {
     "presentation_started",
     "presentation_stopped",
     "meeting_ended",
+    "recording_started",
+    "recording_stopped",
+    "streaming_started",
+    "streaming_stopped",
 }
+# The mark in the composed picture while the meeting is recorded or streamed (everyone is told)
+_NOTICES = {"recording": "● REC", "streaming": "● LIVE"}
 _COMPOSITOR = "#compositor"  # the compositor's receiver id in the router
 # The room's broadcast (recording, live stream): its output of the compositor, its tap of the mixer
 _BROADCAST = "#broadcast"
@@ -299,7 +305,8 @@ class Conference:
             name = presenter.name if presenter is not None else ""
             spotlight = content.participant + _CONTENT
             tiles.insert(0, Tile(spotlight, name, has_video=content in sources))
-        compositor.set_scene(tiles, Layout(room.layout), spotlight, speaking, exclude=exclude)
+        notice = "  ".join(text for what, text in _NOTICES.items() if what in room.broadcasting) or None
+        compositor.set_scene(tiles, Layout(room.layout), spotlight, speaking, exclude=exclude, notice=notice)
 
     # -- the broadcast (recording, live stream) ----------------------------------------------------
 

@@ -39,7 +39,7 @@ from gateway.rooms.patterns import (
     full_match,
     parse_template,
 )
-from gateway.rooms.room import Room
+from gateway.rooms.room import Broadcasting, Room
 from gateway.transcode.clock import ClockDriver
 from gateway.transcode.layout import Layout
 
@@ -66,6 +66,11 @@ class Conflict(RoomError):
 
 class NotFound(RoomError):
     code = "not_found"
+
+
+def _broadcast_policy(spec: RoomConfig) -> dict[Broadcasting, bool]:
+    """What a host of the room may start: recording unless forbidden, streaming where a stream_url is set."""
+    return {"recording": spec.recording != "forbidden", "streaming": spec.streaming != "forbidden" and spec.stream_url is not None}
 
 
 def _hours(spec: RoomConfig) -> OpeningHours | None:
@@ -170,6 +175,7 @@ class Directory:
             sign_in_hosts=spec.sign_in_hosts,
         )
         room.max_lobby = self._config.lobby.max_waiting
+        room.may_broadcast = _broadcast_policy(spec)
         conference = Conference(room, self._config.media, clock_driver=self.clock_driver)
         conference.on_attached = self._attached
         self.conferences[spec.id] = conference
@@ -213,6 +219,7 @@ class Directory:
             presenters=Presenters(spec.presenters),
             sign_in_hosts=spec.sign_in_hosts,
         )
+        conference.room.may_broadcast = _broadcast_policy(spec)
         self.specs[spec.id] = spec
         self._index_aliases(spec)
         return conference

@@ -138,6 +138,7 @@ class Room:
         # Recorded or streamed now: what ("recording", "streaming") -> since (wall clock). Everyone
         # is told (the page's indicator, the spoken prompt, MQTT, call records).
         self.broadcasting: dict[Broadcasting, float] = {}
+        self.may_broadcast: dict[Broadcasting, bool] = {"recording": True, "streaming": False}  # (its settings)
         self.version = 0  # increases with every event: lets views of the room be cached
 
     # -- events ---------------------------------------------------------------------------------
@@ -680,4 +681,6 @@ class Room:
             "presentation": self.presentation.public() if self.presentation is not None else None,
             "chat_enabled": self.chat.enabled,
             "broadcasting": {what: since for what, since in self.broadcasting.items()},
+            # (hosts: what they may start; a room may forbid it, and streams need a stream_url)
+            "may_broadcast": dict(self.may_broadcast) if for_host else {},
         }

@@ -310,6 +310,7 @@ BLACK = (16, 128, 128)  # limited-range BT.601 Y, U, V
 NO_VIDEO_GREY = 48
 TEXT_Y = 235
 SPEAKING_COLOUR = (177, 35, 170)  # amber, RGB (255, 190, 0)
+NOTICE_COLOUR = (67, 98, 216)  # red, RGB (200, 0, 0): the recording / live mark
 MAX_NAME_CHARS = 64
 _DIM_Y = (16 + (np.arange(256) - 16) * 0.35).clip(0, 255).astype(np.uint8)  # the bar behind a label
 _DIM_C = (128 + (np.arange(256) - 128) * 0.35).clip(0, 255).astype(np.uint8)
@@ -466,6 +467,7 @@ class _Scene:
     spotlight: str | None
     speaking: frozenset[str]
     version: int = 0
+    notice: str | None = None  # a mark at the top right for everyone (recorded, live)
 
 
 class _Source:
@@ -649,11 +651,13 @@ class Compositor:
         spotlight: str | None,
         speaking: Collection[str],
         exclude: str | None = None,
+        notice: str | None = None,
     ) -> None:
         """The room as the picture should show it: its participants in order, its layout, whom a
         host put in the spotlight (shown large for everyone; in a grid room too, in the speaker
         arrangement) and who talks now (the mixer's detection; SpeakerHold smooths it). `exclude`
-        is someone not shown (the one room system of a meeting need not see itself)."""
+        is someone not shown (the one room system of a meeting need not see itself). `notice`: a
+        mark for everyone at the top right (the meeting is recorded or streamed live)."""
         shown = {t.participant: t for t in tiles if t.participant != exclude}
         talking = frozenset(p for p in speaking if p in shown)
         with self._lock:
@@ -669,6 +673,7 @@ class Compositor:
                 spotlight if spotlight in shown else None,
                 talking,
                 self._scene.version + 1,
+                notice or None,
             )
 
     def on_frame(self, participant: str, frame: EncodedVideoFrame) -> None:
@@ -1039,7 +1044,35 @@ class Compositor:
             self._draw_label(y, u, v, tile.name, rect)
             if pid in scene.speaking and len(arrangement) > 1 and (layout is Layout.GRID or pid != large):
                 self._draw_border(y, u, v, rect)
+        if scene.notice:
+            self._draw_notice(y, u, v, scene.notice)
         return canvas
+
+    def _draw_notice(self, y: Plane, u: Plane, v: Plane, text: str) -> None:
+        """White on red at the picture's top right, over whatever is there: seen on every room
+        system, and in the recording and the stream themselves."""
+        width, height = self._size
+        size = max(12, min(40, height // 22))
+        pad = max(2, size // 3) & ~1
+        mask = text_mask(text, size, width // 3)
+        if mask.shape == (1, 1):
+            return
+        box_h = (mask.shape[0] + 2 * pad + 1) & ~1
+        box_w = (mask.shape[1] + 2 * pad + 1) & ~1
+        top, right = pad, width - pad
+        left = (right - box_w) & ~1
+        y[top : top + box_h, left:right] = NOTICE_COLOUR[0]
+        u[top // 2 : (top + box_h) // 2, left // 2 : right // 2] = NOTICE_COLOUR[1]
+        v[top // 2 : (top + box_h) // 2, left // 2 : right // 2] = NOTICE_COLOUR[2]
+        _blend_text(y, mask, top + pad, left + pad, top + box_h, right)
+        # (the letters white, not pink: their chroma neutral, as far as the text covers it)
+        alpha = mask[::2, ::2].astype(np.float32) / 255
+        rows, cols = alpha.shape
+        y0, x0 = (top + pad) // 2, (left + pad) // 2
+        for plane in (u, v):
+            area = plane[y0 : y0 + rows, x0 : x0 + cols]
+            a = alpha[: area.shape[0], : area.shape[1]]
+            area[:] = (area * (1 - a) + 128 * a).astype(np.uint8)
 
     def _draw_picture(
         self, y: Plane, u: Plane, v: Plane, pid: str, rect: Rect, picture: tuple[int, av.VideoFrame]

@@ -132,6 +132,7 @@ class CompositorProcess(ChildProcess):
         spotlight: str | None,
         speaking: Collection[str],
         exclude: str | None = None,
+        notice: str | None = None,
     ) -> None:
         self._scene = {
             "op": "scene",
@@ -140,6 +141,7 @@ class CompositorProcess(ChildProcess):
             "spotlight": spotlight,
             "speaking": sorted(speaking),
             "exclude": exclude,
+            "notice": notice,
         }
         self._send(self._scene)
 
@@ -346,8 +348,11 @@ class _Child:
             compositor.on_frame(str(header["p"]), frame)
         elif op == "scene":
             tiles = [Tile(str(p), str(name), bool(video)) for p, name, video in header["tiles"]]
+            notice = header.get("notice")
+            if notice is not None and not isinstance(notice, str):
+                raise ProtocolError("bad scene message: notice")
             compositor.set_scene(
-                tiles, Layout(header["layout"]), header["spotlight"], header["speaking"], header["exclude"]
+                tiles, Layout(header["layout"]), header["spotlight"], header["speaking"], header["exclude"], notice
             )
         elif op == "output":
             receiver = str(header["r"])

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -62,9 +62,14 @@ def address_key(address: str) -> str:
 
 class Invitations(Protocol):
     """What a host's page may ask of the control plane: call a room system or an address into the
-    room (the control plane checks the dial-out rules and picks the protocol)."""
+    room (the control plane checks the dial-out rules and picks the protocol), record or stream the
+    meeting (the room's settings decide)."""
 
     async def dial(self, room: str, actor: str, uri: str | None = None, system: str | None = None) -> dict[str, Any]: ...
+
+    def start_broadcast(self, room: str, what: Literal["recording", "streaming"], actor: str) -> dict[str, Any]: ...
+
+    def stop_broadcast(self, room: str, what: Literal["recording", "streaming"], actor: str) -> bool: ...
 
 
 class JoinRate:
@@ -539,6 +544,21 @@ class BrowserSession:
     async def _on_deny(self, msg: sig.Deny) -> None:
         self._require_meeting("deny")
         self.room.deny(self.participant_id, msg.participant)
+
+    async def _on_broadcast(self, msg: sig.Broadcast) -> None:
+        """A host starts or stops recording or streaming the meeting (the room's settings decide
+        whether it may; the record says who)."""
+        self._require_meeting("broadcast")
+        you = self.room.get(self.participant_id)
+        if not you.is_host:
+            raise NotAllowed("only a host may record or stream the meeting")
+        if self.hub.live is None:
+            raise RoomError("this gateway neither records nor streams", "broadcasts_disabled")
+        actor = f"host {you.name} ({self.participant_id})"
+        if msg.on:
+            self.hub.live.start_broadcast(self.room.id, msg.what, actor)
+        else:
+            self.hub.live.stop_broadcast(self.room.id, msg.what, actor)
 
     async def _on_set_layout(self, msg: sig.SetLayout) -> None:
         self._require_meeting("set_layout")

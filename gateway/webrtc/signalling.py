@@ -214,6 +214,16 @@ class ChatEnable(_Msg):
     enabled: bool
 
 
+class Broadcast(_Msg):
+    """Hosts: start or stop recording the meeting, or streaming it live (to the room's stream_url).
+    Refusals (the room forbids it, no stream_url) come back as an `error`; everyone is told by the
+    room's `broadcasting`."""
+
+    type: Literal["broadcast"]
+    what: Literal["recording", "streaming"]
+    on: bool
+
+
 class Ping(_Msg):
     type: Literal["ping"]
 
@@ -244,6 +254,7 @@ ClientMessage = Annotated[
     | Chat
     | ChatRemove
     | ChatEnable
+    | Broadcast
     | Ping,
     Field(discriminator="type"),
 ]
@@ -356,8 +367,9 @@ def server_video_slots(video_slots: dict[str, str | None]) -> dict[str, Any]:
 def server_state(room: dict[str, Any], you: dict[str, Any] | None) -> dict[str, Any]:
     """`room` is the room's public view: participants, lock, lobby, the composed picture's
     `layout` and `spotlight` (a participant id or null), who may present (`presenters`: everyone or
-    hosts) and the `presentation` ({presenter, since, content: screen or slides} or null); sent
-    again after every change."""
+    hosts) and the `presentation` ({presenter, since, content: screen or slides} or null), what
+    records or streams the meeting now (`broadcasting`: {recording, streaming: since} while they
+    run; `may_broadcast` for hosts: what they may start); sent again after every change."""
     return {"type": "state", "room": room, "you": you}
 
 

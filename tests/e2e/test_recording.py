@@ -24,8 +24,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from tests.support.baresip import Baresip, free_port, tone_level
+from tests.support.browser import in_meeting, join
 from tests.support.gateway import (
     ADMIN_TOKEN,
     RunningGateway,
@@ -36,6 +38,7 @@ from tests.support.gateway import (
     wait_until,
 )
 from tests.support.nginx_rtmp import NginxRtmp
+from tests.support.prompts import wait_heard
 
 KEY = "live_5f2c9a-council-stream-key"  # (a stream key: in no log line, no answer)
 EXPECTED_ERRORS = ("recording failed",)
@@ -264,6 +267,7 @@ def test_a_room_set_to_record_automatically_records_its_phone_meeting_audio_only
     try:
         entry = wait_until(lambda: recording_entry(gateway, "hotline"), 20, what="the automatic recording")
         assert entry["started_by"] == "automatic" and entry["video"] is False  # type: ignore[index]
+        wait_heard(phone, "recording")  # the caller is told ("This meeting is being recorded.")
         file = Path(gateway.folder) / str(entry["file"])  # type: ignore[attr-defined, index]
         wait_until(lambda: file.exists() and file.stat().st_size > 40_000, 30, what="two seconds or so recorded")  # (AAC: 16 kB/s)
     finally:
@@ -422,3 +426,53 @@ def test_a_full_disk_ends_the_recording_cleanly_and_a_read_only_folder_is_refuse
             running.process.kill()
         subprocess.run(["umount", str(full)], check=False, timeout=10)
         subprocess.run(["umount", str(read_only)], check=False, timeout=10)
+
+
+@pytest.mark.browser
+def test_a_host_streams_and_records_from_the_page_and_every_page_shows_it(
+    gateway: RunningGateway, nginx: NginxRtmp, open_participant, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """The host (Chromium) starts the live stream and the recording from the meeting page; the
+    guest's page shows both badges (and is told); ffmpeg pulls the stream from nginx: both
+    browsers' tones and Chromium's moving fake camera. A guest has no such buttons."""
+    if not nginx.running:
+        nginx.start()
+    anna = join(open_participant, gateway, "stream", "Anna", 600, pin="1234")  # the host
+    ben = join(open_participant, gateway, "stream", "Ben", 800)
+    wait_until(lambda: in_meeting(anna) and in_meeting(ben), 30, what="Anna and Ben in the meeting")
+    try:
+        expect(ben.locator("#btn-record")).to_be_hidden()  # (guests neither see nor may)
+        # A guest's page that asks anyway (a modified client) is refused, and nothing records
+        ben.evaluate("() => window.gatewayClient.send({type: 'broadcast', what: 'recording', on: true})")
+        wait_until(
+            lambda: (ben.evaluate("() => window.gatewayClient.lastError") or {}).get("request") == "broadcast",
+            10,
+            what="Ben's recording refused",
+        )
+        assert ben.evaluate("() => window.gatewayClient.lastError")["code"] == "not_allowed"
+        assert recording_entry(gateway, "stream") is None
+        anna.get_by_role("button", name="Start live stream").click()
+        wait_until(lambda: nginx.publishing(KEY), 30, what="the page's stream reaching nginx")
+        expect(ben.locator("#streaming-badge")).to_have_text("Live")
+        expect(anna.get_by_role("button", name="Stop live stream")).to_be_visible()
+        pulled = nginx.pull(KEY, 5, tmp_path / "viewer.mp4")
+        samples, rate = sound(pulled)
+        assert amplitude(samples[rate:], rate, 600) > 0.01 and amplitude(samples[rate:], rate, 800) > 0.01
+        first, later = pictures(pulled, (1.0, 3.0))
+        assert int((np.abs(first - later) > 25).sum()) > 500  # (Chromium's fake camera moves)
+
+        anna.get_by_role("button", name="Start recording").click()
+        expect(ben.locator("#recording-badge")).to_have_text("Recording")
+        entry = wait_until(lambda: recording_entry(gateway, "stream"), 10, what="the page's recording")
+        assert str(entry["started_by"]).startswith("host Anna (")  # type: ignore[index]
+        ben.screenshot(path=str(tmp_path / "guest-page.png"))
+        anna.get_by_role("button", name="Stop recording").click()
+        anna.get_by_role("button", name="Stop live stream").click()
+        expect(ben.locator("#recording-badge")).to_be_hidden()
+        expect(ben.locator("#streaming-badge")).to_be_hidden()
+        ended_entry = wait_until(lambda: ended(gateway, str(entry["id"])), 20, what="the recording's end")  # type: ignore[index]
+        assert str(ended_entry["stopped_by"]).startswith("host Anna (")  # type: ignore[index]
+        wait_until(lambda: not nginx.publishing(KEY), 20, what="the stream's end at nginx")
+    finally:
+        anna.close()
+        ben.close()

@@ -58,6 +58,7 @@ const state = {
   reconnectDeadline: 0,
   knownHands: null, // whose raised hand a host has already been told about
   knownSpotlight: undefined, // who was in the spotlight when we last told (undefined: not yet known)
+  knownBroadcasting: undefined, // what recorded or streamed the meeting when we last told
   knownPresenter: undefined, // who presented when we last told (undefined: not yet known)
 };
 
@@ -253,6 +254,7 @@ async function join() {
   clearToasts();
   state.knownHands = null;
   state.knownSpotlight = undefined;
+  state.knownBroadcasting = undefined;
   state.knownPresenter = undefined;
   setPhase('connecting');
   if (!state.localStream) {
@@ -450,6 +452,7 @@ const HANDLERS = {
     fillMeetingDevices();
     announceChanges();
     announceSpotlight();
+    announceBroadcasting();
     followPresentation();
     if (wasReconnect) toast('notice', t('reconnected'));
     // Without a device, tell the others honestly that we are muted / have no video.
@@ -482,6 +485,7 @@ const HANDLERS = {
     applyYouToTracks();
     announceChanges();
     announceSpotlight();
+    announceBroadcasting();
     followPresentation();
     scheduleRender();
   },
@@ -589,6 +593,24 @@ function announceSpotlight() {
   if (!spotlight) toast('notice', t('spotlightOffNotice'), { code: 'spotlight' });
   else if (you && spotlight === you.id) toast('notice', t('spotlightYouNotice'), { code: 'spotlight' });
   else if (p) toast('notice', t('spotlightOnNotice', { name: p.name }), { code: 'spotlight' });
+}
+
+/** Everyone is told when the meeting starts or stops being recorded or streamed, and on joining
+ * one that is (the badges stay while it runs; a screen reader hears this). */
+function announceBroadcasting() {
+  const { room } = state;
+  if (!room) return;
+  const running = room.broadcasting || {};
+  const known = state.knownBroadcasting;
+  state.knownBroadcasting = { recording: !!running.recording, streaming: !!running.streaming };
+  for (const what of ['recording', 'streaming']) {
+    const now = !!running[what];
+    const before = known ? known[what] : false;
+    if (now === before) continue;
+    clearToasts(what);
+    const key = `${what}${now ? 'On' : 'Off'}Notice`;
+    toast('notice', t(key), { code: what });
+  }
 }
 
 /** Who presents: everyone is told when it starts and ends (the big tile comes and goes; a screen
@@ -1057,6 +1079,12 @@ function wireUp() {
   $('btn-mute-all').addEventListener('click', () => send({ type: 'mute_all', forbid_self_unmute: $('mute-all-forbid').checked }));
   $('btn-allow-all').addEventListener('click', () => send({ type: 'allow_all_unmute' }));
   $('btn-lock').addEventListener('click', () => send({ type: 'lock', locked: !(state.room && state.room.locked) }));
+  for (const [button, what] of [['btn-record', 'recording'], ['btn-stream', 'streaming']]) {
+    $(button).addEventListener('click', () => {
+      const running = (state.room && state.room.broadcasting) || {};
+      send({ type: 'broadcast', what, on: !running[what] });
+    });
+  }
   $('btn-end').addEventListener('click', endMeetingForAll);
   for (const radio of document.querySelectorAll('input[name="layout"]')) {
     radio.addEventListener('change', () => {

@@ -20,6 +20,8 @@ export function renderMeeting(state, actions) {
     setIcon(lockBadge, 'lock');
   }
 
+  renderBroadcastBadges(room);
+
   const presenting = room.presentation && you && room.presentation.presenter === you.id;
   const presentingBadge = $('presenting-badge');
   presentingBadge.hidden = !presenting;
@@ -277,9 +279,31 @@ function updateParticipant(node, p, you, isHost, spotlit, presenting) {
 
 // -- host controls and waiting room --------------------------------------------------------------
 
+/** Recorded or streamed now: a badge on every page, for everyone (recording policy, GDPR). */
+function renderBroadcastBadges(room) {
+  const running = room.broadcasting || {};
+  for (const [what, key] of [['recording', 'recordingBadge'], ['streaming', 'streamingBadge']]) {
+    const badge = $(`${what}-badge`);
+    badge.hidden = !running[what];
+    if (running[what]) {
+      setText(badge, t(key));
+      setIcon(badge, 'record');
+    }
+  }
+}
+
 function renderHostSection(room, isHost, you) {
   $('host-section').hidden = !isHost;
   if (!isHost) return;
+  const running = room.broadcasting || {};
+  const may = room.may_broadcast || {};
+  $('broadcast-block').hidden = !may.recording && !may.streaming && !running.recording && !running.streaming;
+  const record = $('btn-record');
+  record.hidden = !may.recording && !running.recording;
+  setText(record, running.recording ? t('stopRecording') : t('startRecording'));
+  const stream = $('btn-stream');
+  stream.hidden = !may.streaming && !running.streaming;
+  setText(stream, running.streaming ? t('stopStreaming') : t('startStreaming'));
   for (const radio of document.querySelectorAll('input[name="layout"]')) radio.checked = radio.value === room.layout;
   const spotlit = (room.participants || []).find((p) => p.id === room.spotlight);
   const hint = !spotlit ? t('spotlightNone')

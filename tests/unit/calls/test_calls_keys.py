@@ -67,3 +67,17 @@ def test_what_callers_hear_of_others_changes_and_on_joining() -> None:
     assert joined_prompts(room, guest) == (Prompt.JOINED,)
     room.mute(host, guest)
     assert joined_prompts(room, guest) == (Prompt.JOINED, Prompt.HOST_MUTED_YOU)
+
+
+def test_callers_are_told_when_the_meeting_is_recorded_or_streamed_and_on_joining_one_that_is() -> None:
+    room, host, guest = in_room()
+    heard: list[Prompt | None] = []
+    room.subscribe(lambda event: heard.append(prompt_for_event(event, guest)))
+    room.set_broadcasting("recording", True, "admin")
+    room.set_broadcasting("streaming", True, "admin")
+    assert joined_prompts(room, guest) == (Prompt.JOINED, Prompt.RECORDING, Prompt.STREAMING)
+    room.set_broadcasting("recording", False, "admin")
+    room.set_broadcasting("streaming", False, "admin")
+    room.set_broadcasting("streaming", False, "admin")  # (not streamed: nothing to say)
+    assert heard == [Prompt.RECORDING, Prompt.STREAMING, Prompt.RECORDING_STOPPED, Prompt.STREAMING_STOPPED]
+    assert joined_prompts(room, guest) == (Prompt.JOINED,)

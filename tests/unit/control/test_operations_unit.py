@@ -184,6 +184,50 @@ def test_store_keeps_everything_and_reports_rows_it_cannot_read(tmp_path: Path) 
     assert rows[0]["joined_at_utc"] == "1970-01-01T00:16:40Z" and rows[0]["audio_codec"] == "PCMA"
 
 
+def test_a_database_of_the_first_schema_gets_the_new_column_and_keeps_its_records(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # (call_records as schema 1 made it, before `broadcast`)
+        db.execute(
+            "CREATE TABLE call_records (id INTEGER PRIMARY KEY AUTOINCREMENT, room TEXT NOT NULL, participant TEXT NOT NULL, "
+            "name TEXT NOT NULL, role TEXT NOT NULL, kind TEXT NOT NULL, direction TEXT NOT NULL, source TEXT, "
+            "joined_at REAL NOT NULL, left_at REAL NOT NULL, duration_s REAL NOT NULL, end_reason TEXT NOT NULL, "
+            "audio_codec TEXT, video_codecs TEXT, audio_packets_in INTEGER NOT NULL DEFAULT 0, "
+            "audio_frames_lost INTEGER NOT NULL DEFAULT 0, loss_percent REAL NOT NULL DEFAULT 0, jitter_ms REAL)"
+        )
+        db.execute(
+            "INSERT INTO call_records (room, participant, name, role, kind, direction, joined_at, left_at, duration_s, "
+            "end_reason) VALUES ('a', 'p1', 'Ida', 'guest', 'phone', 'in', 1, 2, 1, 'left')"
+        )
+        db.execute("PRAGMA user_version=1")
+    store = Store(path)
+    [old] = store.call_records()
+    assert old["participant"] == "p1" and old["broadcast"] is None
+    store.add_call_record({**old, "id": None, "participant": "p2", "broadcast": "recording"})
+    assert sorted((r["participant"], r["broadcast"] or "") for r in store.call_records()) == [("p1", ""), ("p2", "recording")]
+    store.close()
+
+
+async def test_a_call_record_says_whether_the_meeting_was_recorded_or_streamed_while_one_was_in_it() -> None:
+    from gateway.control.records import CallRecorder
+
+    directory = Directory(GatewayConfig(rooms=[RoomConfig(id="council")]))
+    store = Store(None)
+    recorder = CallRecorder(directory, store, 30)
+    room = directory.conferences["council"].room
+    early = room.request_join("Early", None, LegKind.PHONE).participant
+    room.set_broadcasting("streaming", True, "admin")
+    late = room.request_join("Late", None, LegKind.PHONE).participant
+    never = room.request_join("Never", None, LegKind.PHONE).participant
+    assert early is not None and late is not None and never is not None
+    room.leave(never.id)  # (before the recording: it was streamed while Never was in)
+    room.set_broadcasting("recording", True, "admin")
+    room.leave(early.id)
+    room.leave(late.id)
+    await recorder.close()
+    by_name = {r["name"]: r["broadcast"] for r in store.call_records()}
+    assert by_name == {"Early": "recording,streaming", "Late": "recording,streaming", "Never": "streaming"}
+
+
 def test_store_refuses_what_it_cannot_use(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"this is not a database" * 100)

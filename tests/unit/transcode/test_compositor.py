@@ -302,6 +302,29 @@ async def test_a_participant_without_video_gets_a_grey_name_tile_and_the_speaker
         assert picture[a.bottom - 40 : a.bottom, a.x : a.x + 200].max() > 200  # and the name on it
 
 
+async def test_a_recorded_or_streamed_meeting_is_marked_at_the_top_right_of_the_picture() -> None:
+    """Everyone is told: room systems see a red mark with white text while the meeting is
+    recorded or streamed (and the recording and the stream carry it themselves)."""
+    async with room() as r:
+        c = r.compositor
+        r.cameras = {"a": camera_frame(GREEN)}
+        got = Received()
+        c.add_output("rs1", H264_720P, got)
+        c.set_scene(tiles("a"), Layout.SPEAKER, None, (), notice="● REC  ● LIVE")
+        corner = Rect(1280 - 240, 20, 220, 36)  # (the mark: its red, and its letters in white)
+
+        def red_mark() -> bool:
+            picture = got.last_picture()
+            region = picture[corner.y : corner.bottom, corner.x : corner.right].reshape(-1, 3)
+            reddish = (region[:, 0] > 150) & (region[:, 1] < 80) & (region[:, 2] < 80)
+            white = region.min(axis=1) > 200
+            return bool(reddish.mean() > 0.3 and white.mean() > 0.05)
+
+        await until(lambda: bool(got.frames) and red_mark())
+        c.set_scene(tiles("a"), Layout.SPEAKER, None, ())  # no longer: the camera shows there again
+        await until(lambda: looks(got.last_picture(), corner, GREEN) and not red_mark())
+
+
 async def test_equal_specs_share_one_encoder_and_another_size_gets_its_own() -> None:
     async with room() as r:
         c = r.compositor

@@ -163,7 +163,7 @@ class FakeCompositor:
     def remove_output(self, _receiver: str) -> None:
         pass
 
-    def set_scene(self, tiles: Any, _layout: Any, spotlight: str | None, _speaking: Any, exclude: str | None = None) -> None:
+    def set_scene(self, tiles: Any, _layout: Any, spotlight: str | None, _speaking: Any, exclude: str | None = None, notice: str | None = None) -> None:
         self.scenes.append(([t.participant for t in tiles], spotlight))
 
     def on_frame(self, name: str, _frame: EncodedVideoFrame) -> None:

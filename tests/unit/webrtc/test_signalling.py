@@ -53,6 +53,7 @@ VALID: dict[str, tuple[dict[str, Any], type, dict[str, Any]]] = {
     "chat": ({"type": "chat", "text": "Aktenzeichen 4711"}, sig.Chat, {"text": "Aktenzeichen 4711"}),
     "chat_remove": ({"type": "chat_remove", "id": 3}, sig.ChatRemove, {"id": 3}),
     "chat_enable": ({"type": "chat_enable", "enabled": False}, sig.ChatEnable, {"enabled": False}),
+    "broadcast": ({"type": "broadcast", "what": "recording", "on": True}, sig.Broadcast, {"what": "recording", "on": True}),
 }
 
 # The fields each message cannot do without.
@@ -76,6 +77,7 @@ REQUIRED: dict[str, list[str]] = {
     "chat": ["text"],
     "chat_remove": ["id"],
     "chat_enable": ["enabled"],
+    "broadcast": ["what", "on"],
 }
 
 
