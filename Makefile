@@ -33,6 +33,7 @@ bench: $(VENV)/.installed system-deps
 	$(BIN)/python bench/sip_setup.py
 	$(BIN)/python bench/sip_worst_case.py
 	$(BIN)/python bench/video_legs.py --passthrough
+	$(BIN)/python bench/broadcast.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check gateway tests bench

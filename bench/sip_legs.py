@@ -116,11 +116,14 @@ def gateway_config(
     log_level: str | None = "warning",
     max_participants: int = 100,
     extra: str = "",
+    room_settings: str = "",
 ) -> str:
-    """The gateway's configuration; `log_level` None leaves logging at the gateway's default level."""
+    """The gateway's configuration; `log_level` None leaves logging at the gateway's default level;
+    `room_settings`: more settings of every room (YAML flow mapping entries)."""
     level = f"level: {log_level}, " if log_level else ""
+    more = f", {room_settings}" if room_settings else ""
     room_lines = "\n".join(
-        f'  - {{id: {room}, aliases: ["{room}"], max_participants: {max_participants}}}' for room in rooms
+        f'  - {{id: {room}, aliases: ["{room}"], max_participants: {max_participants}{more}}}' for room in rooms
     )
     return f"""
 server: {{host: 127.0.0.1, port: {http_port}}}
@@ -212,13 +215,14 @@ def start_gateway(
     max_participants: int = 100,
     tree: Path = ROOT,
     extra_config: str = "",
+    room_settings: str = "",
 ) -> Gateway:
     """Starts `gateway run` from the source tree `tree` on free ports. At level warning the "gateway
     started" line is not logged, so readiness is the admin API answering and the SIP core answering
     an OPTIONS."""
     http_port, sip_port = free_port(tcp_too=True), free_port()
     config = workdir / "gateway.yaml"
-    config.write_text(gateway_config(rooms, http_port, sip_port, log_level, max_participants, extra_config))
+    config.write_text(gateway_config(rooms, http_port, sip_port, log_level, max_participants, extra_config, room_settings))
     log_path = workdir / "gateway.log"
     command, cwd, env = gateway_process(tree)
     process = subprocess.Popen(

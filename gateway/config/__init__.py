@@ -39,6 +39,7 @@ from gateway.config.models import (
     TlsConfig,
     TokenRole,
     TrunkConfig,
+    VideoOutputConfig,
     WebRtcConfig,
     Weekday,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "OpeningHoursConfig",
     "OpusConfig",
     "RecordingConfig",
+    "VideoOutputConfig",
     "RoomConfig",
     "RoomSystemConfig",
     "RoutingRuleConfig",

@@ -294,13 +294,18 @@ class WebRtcConfig(_Strict):
     )
 
 
-class ComposedVideoConfig(_Strict):
-    """The composed picture legs that take one video stream (room systems) receive."""
+class VideoOutputConfig(_Strict):
+    """A size, rate and bitrate of the composed picture."""
 
     width: int = Field(1280, ge=160, le=1920, multiple_of=16, description="the most any room system gets")
     height: int = Field(720, ge=90, le=1080, multiple_of=2)
     fps: int = Field(30, ge=5, le=30)
     bitrate_kbps: int = Field(1500, ge=64, le=8000, description="at the full size and rate; less where the far end asks")
+
+
+class ComposedVideoConfig(VideoOutputConfig):
+    """The composed picture legs that take one video stream (room systems) receive."""
+
     speaker_hold_s: float = Field(
         2.0, ge=0, le=30, description="the large picture stays on a speaker at least this long (no flicker)"
     )
@@ -715,6 +720,11 @@ class RoomConfig(_Strict):
         "allowed",
         description="whether the meeting may be streamed live to stream_url; automatic: from the first "
         "participant on; forbidden: never",
+    )
+    broadcast_video: VideoOutputConfig | None = Field(
+        None,
+        description="the recording's and live stream's picture (H.264): size, rate and bitrate; default "
+        "media.composed's (then room systems that take the same share its encode)",
     )
     stream_url: SecretStr | None = Field(
         None,

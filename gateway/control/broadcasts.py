@@ -102,13 +102,15 @@ class Broadcasts:
             if spec.stream_url is None:
                 raise RoomError("the room has no stream_url", "no_stream_url")
             target = spec.stream_url.get_secret_value()
+        output = spec.broadcast_video
         try:
             with_video = conference.start_broadcast(
                 what,
                 target,
                 KINDS[what],
                 video=video,
-                on_ended=lambda reason, size: self._ended(running, reason, size),
+                size=(output.width, output.height, output.fps, output.bitrate_kbps) if output is not None else None,
+                on_ended=lambda reason, written: self._ended(running, reason, written),
                 on_interrupted=lambda reason: self._interrupted(running, reason),
             )
         except ValueError as exc:  # (never the target: a stream URL holds its key)
@@ -189,7 +191,7 @@ class Broadcasts:
             resumed, running.up = running.connected_once, True
             running.connected_once = True
             log.info("live stream resumed" if resumed else "live stream connected", room=running.room)
-            if resumed and conference is not None:
+            if conference is not None:
                 conference.room.set_streaming_up(True)
             return
         running.up = False

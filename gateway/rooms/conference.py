@@ -210,7 +210,10 @@ class Conference:
         room system takes the composition without a content line of its own (no BFCP), so content
         large with the people small is the only way it sees the presentation (as Pexip does)."""
         presentation = self.room.presentation
-        if presentation is None or all(pid in self._content_legs for pid in self._composed_legs):
+        if presentation is None:
+            return None
+        # (the recording and the live stream show it too: they have no content line of their own)
+        if not self._compositor_needed_by_broadcast() and all(pid in self._content_legs for pid in self._composed_legs):
             return None
         return VideoSourceId(presentation.presenter, StreamKind.CONTENT)
 
@@ -324,6 +327,7 @@ class Conference:
         kind: str,
         *,
         video: bool | None = None,
+        size: tuple[int, int, int, int] | None = None,
         on_started: Callable[[float], None] | None = None,
         on_ended: Callable[[str | None, int], None] | None = None,
         on_interrupted: Callable[[str | None], None] | None = None,
@@ -332,7 +336,8 @@ class Conference:
         rtmp(s) URL): its composed picture (encoded once, shared with room systems of the same
         format) and its full mix. `on_ended(reason, bytes)` follows once: reason None when
         stopped, else why it failed (never the URL). `video`: None means the room's picture if any
-        leg has video (else audio only); it is fixed while any target of the room runs. Returns
+        leg has video (else audio only); it is fixed while any target of the room runs, and so is
+        `size` (width, height, fps, kbps; default the room's composed picture's). Returns
         whether the broadcast has a picture. Raises ValueError for a target it cannot take. A live
         stream that loses its server reconnects with backoff: `on_interrupted(why)`, and
         `on_interrupted(None)` each time it is connected."""
@@ -345,14 +350,10 @@ class Conference:
             )
             if with_video:
                 config = self._composed
-                spec = OutputSpec.for_codec(
-                    BROADCAST_CODEC,
-                    width=config.width,
-                    height=config.height,
-                    fps=config.fps,
-                    max_kbps=config.bitrate_kbps,
-                )
+                width, height, fps, kbps = size or (config.width, config.height, config.fps, config.bitrate_kbps)
+                spec = OutputSpec.for_codec(BROADCAST_CODEC, width=width, height=height, fps=fps, max_kbps=kbps)
                 self._start_compositor().add_output(_BROADCAST, spec, broadcast.video)
+                self._feed_compositor()  # (the presentation belongs in the broadcast's picture)
                 self._update_scene()
             self.mixer.add_tap(_BROADCAST, self._to_broadcast)
             self._log.info("broadcast started", video=with_video)
@@ -398,6 +399,7 @@ class Conference:
             if not self._compositor_needed():
                 self._close_compositor()
             else:
+                self._feed_compositor()
                 self._update_scene()
         self._background(broadcast.close())
         self._log.info("broadcast stopped")

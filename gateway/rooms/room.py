@@ -139,6 +139,7 @@ class Room:
         # is told (the page's indicator, the spoken prompt, MQTT, call records).
         self.broadcasting: dict[Broadcasting, float] = {}
         self.may_broadcast: dict[Broadcasting, bool] = {"recording": True, "streaming": False}  # (its settings)
+        self.streaming_interrupted = False  # the live stream lost its server and reconnects
         self.version = 0  # increases with every event: lets views of the room be cached
 
     # -- events ---------------------------------------------------------------------------------
@@ -648,15 +649,20 @@ class Room:
             self.broadcasting[what] = self._wall()
             self._emit(_BROADCAST_EVENTS[what][0], None, by, **data)
         elif not on and self.broadcasting.pop(what, None) is not None:
+            if what == "streaming":
+                self.streaming_interrupted = False
             self._emit(_BROADCAST_EVENTS[what][1], None, by, **data)
 
     def set_streaming_up(self, up: bool, reason: str | None = None) -> None:
-        """The live stream reached its server again, or lost it (and reconnects)."""
-        if "streaming" in self.broadcasting:
-            if up:
-                self._emit("streaming_resumed", None)
-            else:
-                self._emit("streaming_interrupted", None, reason=reason)
+        """The live stream reached its server (again), or lost it (and reconnects): said when it
+        changes."""
+        if "streaming" not in self.broadcasting or self.streaming_interrupted == (not up):
+            return
+        self.streaming_interrupted = not up
+        if up:
+            self._emit("streaming_resumed", None)
+        else:
+            self._emit("streaming_interrupted", None, reason=reason)
 
     # -- views ----------------------------------------------------------------------------------
 
@@ -681,6 +687,7 @@ class Room:
             "presentation": self.presentation.public() if self.presentation is not None else None,
             "chat_enabled": self.chat.enabled,
             "broadcasting": {what: since for what, since in self.broadcasting.items()},
+            "streaming_interrupted": self.streaming_interrupted,
             # (hosts: what they may start; a room may forbid it, and streams need a stream_url)
             "may_broadcast": dict(self.may_broadcast) if for_host else {},
         }

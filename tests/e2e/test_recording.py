@@ -460,6 +460,11 @@ def test_a_host_streams_and_records_from_the_page_and_every_page_shows_it(
         assert amplitude(samples[rate:], rate, 600) > 0.01 and amplitude(samples[rate:], rate, 800) > 0.01
         first, later = pictures(pulled, (1.0, 3.0))
         assert int((np.abs(first - later) > 25).sum()) > 500  # (Chromium's fake camera moves)
+        # The server goes away: every page says the stream reconnects, and that it is back
+        nginx.stop()
+        expect(ben.locator("#streaming-badge")).to_have_text("Live: reconnecting…", timeout=20_000)
+        nginx.start()
+        expect(ben.locator("#streaming-badge")).to_have_text("Live", timeout=40_000)
 
         anna.get_by_role("button", name="Start recording").click()
         expect(ben.locator("#recording-badge")).to_have_text("Recording")

@@ -279,10 +279,12 @@ function updateParticipant(node, p, you, isHost, spotlit, presenting) {
 
 // -- host controls and waiting room --------------------------------------------------------------
 
-/** Recorded or streamed now: a badge on every page, for everyone (recording policy, GDPR). */
+/** Recorded or streamed now: a badge on every page, for everyone (recording policy, GDPR); the
+ * live stream's says when it lost its server and reconnects. */
 function renderBroadcastBadges(room) {
   const running = room.broadcasting || {};
-  for (const [what, key] of [['recording', 'recordingBadge'], ['streaming', 'streamingBadge']]) {
+  const live = room.streaming_interrupted ? 'streamingBadgeDown' : 'streamingBadge';
+  for (const [what, key] of [['recording', 'recordingBadge'], ['streaming', live]]) {
     const badge = $(`${what}-badge`);
     badge.hidden = !running[what];
     if (running[what]) {

@@ -820,3 +820,30 @@ def test_the_waiting_room_has_a_cap() -> None:
     with pytest.raises(JoinRefused) as refused:
         room.request_join("G4", None, LegKind.BROWSER)
     assert refused.value.code == "full"
+
+
+def test_recording_and_streaming_are_told_once_each_way_and_a_streams_outage_when_it_changes(meeting: Meeting) -> None:
+    room, events = meeting.room, meeting.events
+    room.set_streaming_up(False, "gone")  # (not streamed: nothing to say)
+    room.set_broadcasting("recording", True, "admin", video=True)
+    room.set_broadcasting("recording", True, "admin")  # (already: nothing new)
+    room.set_broadcasting("streaming", True, meeting.host.id)
+    room.set_streaming_up(True)  # (connected at first: nothing new)
+    room.set_streaming_up(False, "Connection refused")
+    room.set_streaming_up(False, "Connection refused")  # (still down: said once)
+    assert room.public(False)["streaming_interrupted"] is True
+    room.set_streaming_up(True)
+    room.set_broadcasting("streaming", False, meeting.host.id)
+    room.set_broadcasting("recording", False, None, reason="No space left on device")
+    assert events.summary() == [
+        ("recording_started", None, "admin"),
+        ("streaming_started", None, meeting.host.id),
+        ("streaming_interrupted", None, None),
+        ("streaming_resumed", None, None),
+        ("streaming_stopped", None, meeting.host.id),
+        ("recording_stopped", None, None),
+    ]
+    assert events[0].data == {"video": True} and events[-1].data == {"reason": "No space left on device"}
+    public = room.public(True)
+    assert public["broadcasting"] == {} and public["streaming_interrupted"] is False
+    assert public["may_broadcast"] == {"recording": True, "streaming": False} and room.public(False)["may_broadcast"] == {}

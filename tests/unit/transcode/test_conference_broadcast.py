@@ -9,12 +9,17 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.config import MediaConfig
 from gateway.rooms import LegKind, Room
 from gateway.rooms.conference import Conference
+from gateway.rooms.floor import Content
+from gateway.transcode.codecs import StreamKind
+from gateway.transcode.video import VideoSourceId
 from tests.unit.transcode.test_broadcast import read
 from tests.unit.transcode.test_compositor import until
-from tests.unit.transcode.test_video_streams import StreamLeg
+from tests.unit.transcode.test_video_streams import FakeCompositor, StreamLeg
 
 SMALL = MediaConfig.model_validate({"composed": {"width": 320, "height": 180, "fps": 15, "bitrate_kbps": 300}})
 
@@ -110,5 +115,64 @@ async def test_a_target_refused_leaves_no_broadcast_behind(tmp_path: Path) -> No
         else:
             raise AssertionError("a relative path was taken")
         assert conference.broadcast is None and conference.mixer.narrowband  # (the tap went too)
+    finally:
+        await conference.close()
+
+
+class FakeBroadcast:
+    """Stands in for the broadcast process: targets, and the picture's frames it is handed."""
+
+    def __init__(self, *, epoch: float, video: bool, **_kwargs: Any) -> None:
+        self.video_enabled = video
+        self._targets: dict[str, Any] = {}
+
+    def add_target(self, name: str, url: str, kind: str, on_started: Any, on_ended: Any, on_interrupted: Any) -> None:
+        self._targets[name] = on_ended
+
+    def remove_target(self, name: str) -> None:
+        on_ended = self._targets.pop(name)
+        on_ended(None, 0)
+
+    def targets(self) -> dict[str, Any]:
+        return dict(self._targets)
+
+    def video(self, _frame: Any) -> None:
+        pass
+
+    def audio(self, _pcm: Any) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_the_broadcast_shows_the_presentation_at_its_own_size_and_leaves_no_compositor_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A meeting of browsers only (no room system): while it is recorded, someone's presentation
+    is in the recording's picture, large (the broadcast has no content line of its own), at the
+    size the room's settings give it; when the recording ends, the compositor goes."""
+    monkeypatch.setattr("gateway.rooms.conference.CompositorProcess", FakeCompositor)
+    monkeypatch.setattr("gateway.rooms.conference.BroadcastProcess", FakeBroadcast)
+    room = Room("council")
+    conference = Conference(room, MediaConfig())
+    try:
+        anna = room.request_join("Anna", None, LegKind.BROWSER).participant
+        assert anna is not None
+        leg = StreamLeg(anna.id)
+        leg.kind = LegKind.BROWSER
+        conference.attach(leg)
+        room.start_presenting(anna.id, Content.SCREEN)
+        assert conference.compositor is None  # (nobody takes the composed picture yet)
+        conference.start_broadcast("recording", "/tmp/x.mp4", "mp4", size=(640, 360, 15, 500))
+        compositor = conference.compositor
+        assert isinstance(compositor, FakeCompositor)
+        assert compositor.scenes[-1] == ([anna.id + "#content", anna.id], anna.id + "#content")
+        assert VideoSourceId(anna.id, StreamKind.CONTENT) in conference.video.subscriptions("#compositor")
+        [(receiver, spec)] = compositor.outputs
+        assert receiver == "#broadcast" and (spec.codec, spec.width, spec.height, spec.fps) == ("H264", 640, 360, 15)
+        assert spec.bitrate_bps <= 500_000
+        conference.stop_broadcast("recording")
+        assert conference.broadcast is None and conference.compositor is None
     finally:
         await conference.close()

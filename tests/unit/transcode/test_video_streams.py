@@ -156,11 +156,16 @@ class FakeCompositor:
     def __init__(self, **_kwargs: Any) -> None:
         self.scenes: list[tuple[list[str], str | None]] = []
         self.frames: list[str] = []
+        self.outputs: list[tuple[str, Any]] = []
+        self.epoch = 0.0
 
-    def add_output(self, *_args: Any) -> None:
-        pass
+    def add_output(self, receiver: str, spec: Any, *_args: Any) -> None:
+        self.outputs.append((receiver, spec))
 
-    def remove_output(self, _receiver: str) -> None:
+    def remove_output(self, receiver: str) -> None:
+        self.outputs = [(r, spec) for r, spec in self.outputs if r != receiver]
+
+    def request_keyframe(self, _receiver: str) -> None:
         pass
 
     def set_scene(self, tiles: Any, _layout: Any, spotlight: str | None, _speaking: Any, exclude: str | None = None, notice: str | None = None) -> None:
