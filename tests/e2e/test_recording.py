@@ -29,7 +29,7 @@ from playwright.sync_api import expect
 from tests.support.baresip import Baresip, free_port, tone_level
 from tests.support.browser import in_meeting, join
 from tests.support.gateway import (
-    ADMIN_TOKEN,
+    TEST_CONFIG,
     RunningGateway,
     metric,
     participant,
@@ -45,13 +45,8 @@ EXPECTED_ERRORS = ("recording failed",)
 
 
 def config(folder: Path, rtmp_port: int = 1, nginx: NginxRtmp | None = None, silent_port: int = 1) -> str:
-    return f"""
-server: {{host: 127.0.0.1, port: 0}}
-admin: {{token: {ADMIN_TOKEN}}}
-logging: {{level: debug, format: json}}
-sip: {{host: 127.0.0.1, port: 0, language: en, digit_timeout_s: 2}}
-storage: {{path: null}}
-admission: {{max_loop_lag_ms: 1000}}
+    base = TEST_CONFIG.split("\nrooms:")[0]  # (the tests' gateway, with these rooms)
+    return base + f"""
 recording: {{folder: "{folder}", retention_days: 30}}
 rooms:
   - {{id: council, host_pin: "1234"}}

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from gateway.transcode.child import encode_message
 from gateway.transcode.video import VIDEO_CLOCK, EncodedVideoFrame
 from tests.unit.transcode.test_broadcast import EPOCH, SIZE, picture, read, tone
 from tests.unit.transcode.test_compositor import until
+from tests.unit.transcode.test_compositor_process import assert_child_refuses
 
 
 class Ends:
@@ -166,16 +165,7 @@ async def test_the_child_refuses_what_the_parent_let_through_by_mistake(tmp_path
     ],
 )
 def test_the_child_refuses_a_malformed_message_with_a_log_line_not_a_traceback(garbage: bytes) -> None:
-    child = subprocess.run(
-        [sys.executable, "-m", "gateway.transcode.broadcast_process"],
-        input=garbage,
-        capture_output=True,
-        timeout=30,
-        env={**os.environ, "GATEWAY_LOG_FORMAT": "json"},
-    )
-    assert child.returncode == 2, child.stderr
-    assert b"malformed message from the gateway" in child.stderr
-    assert b"Traceback" not in child.stderr
+    assert_child_refuses("gateway.transcode.broadcast_process", garbage)
 
 
 async def test_closing_completes_the_files_of_running_targets(tmp_path: Path) -> None:

@@ -182,8 +182,14 @@ async def test_an_undecodable_camera_costs_a_keyframe_request_not_the_child() ->
     ],
 )
 def test_the_child_refuses_a_malformed_message_with_a_log_line_not_a_traceback(garbage: bytes) -> None:
+    assert_child_refuses("gateway.transcode.compositor_process", garbage)
+
+
+def assert_child_refuses(module: str, garbage: bytes) -> None:
+    """The child process `module`, sent `garbage`, stops with exit code 2 and a log line, no
+    traceback, and writes nothing but messages on stdout."""
     child = subprocess.run(
-        [sys.executable, "-m", "gateway.transcode.compositor_process"],
+        [sys.executable, "-m", module],
         input=garbage,
         capture_output=True,
         timeout=30,

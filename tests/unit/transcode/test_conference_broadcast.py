@@ -80,19 +80,25 @@ async def test_a_room_with_a_room_system_is_recorded_with_its_composed_picture(t
     assert float(info["duration"]) >= 1.5 and int(info["pictures"]) >= 20  # type: ignore[arg-type, call-overload]
 
 
-async def test_a_room_of_phones_is_recorded_audio_only_and_the_recording_ends_with_the_meeting(tmp_path: Path) -> None:
+def phone_room() -> tuple[Conference, str]:
+    """A room with one phone in its meeting."""
     room = Room("hotline")
     conference = Conference(room, SMALL)
+    ida = room.request_join("Ida", None, LegKind.PHONE).participant
+    assert ida is not None
+    conference.attach(PhoneLeg(ida.id))
+    return conference, ida.id
+
+
+async def test_a_room_of_phones_is_recorded_audio_only_and_the_recording_ends_with_the_meeting(tmp_path: Path) -> None:
+    conference, ida = phone_room()
     try:
-        ida = room.request_join("Ida", None, LegKind.PHONE).participant
-        assert ida is not None
-        conference.attach(PhoneLeg(ida.id))
         ends = recording(conference, tmp_path / "hotline.mp4")
         assert conference.broadcast is not None and not conference.broadcast.video_enabled
         assert conference.compositor is None
         await until(lambda: bool(ends.started), 30)
         await asyncio.sleep(1)
-        conference.detach(ida.id)  # the last one leaves: the meeting, and its recording, end
+        conference.detach(ida)  # the last one leaves: the meeting, and its recording, end
         await until(lambda: bool(ends.ended), 30)
         assert ends.ended[0][0] is None and conference.broadcast is None
     finally:
@@ -101,13 +107,9 @@ async def test_a_room_of_phones_is_recorded_audio_only_and_the_recording_ends_wi
     assert info["streams"] == ["audio"] and float(info["duration"]) >= 0.8  # type: ignore[arg-type]
 
 
-async def test_a_target_refused_leaves_no_broadcast_behind(tmp_path: Path) -> None:
-    room = Room("hotline")
-    conference = Conference(room, SMALL)
+async def test_a_target_refused_leaves_no_broadcast_behind() -> None:
+    conference, _ = phone_room()
     try:
-        ida = room.request_join("Ida", None, LegKind.PHONE).participant
-        assert ida is not None
-        conference.attach(PhoneLeg(ida.id))
         try:
             recording(conference, Path("relative.mp4"))
         except ValueError as exc:
