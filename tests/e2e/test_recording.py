@@ -1,7 +1,8 @@
-"""Recording meetings and streaming them, through the real gateway: a SIP room system (baresip with
-a moving clip and a 1000 Hz tone) and a phone (baresip, 440 Hz) recorded through the API; ffprobe
-reads the file (H.264 at the composed size and AAC), both tones are in it until the host mutes the
-phone, the picture moves; the entry says who started and stopped it and its size, the download is
+"""Recording meetings and streaming them, through the real gateway: a browser (Chromium, 600 Hz), a
+SIP room system (baresip with a moving clip and a 1000 Hz tone) and a phone (baresip, 440 Hz)
+recorded through the API; the browser's page shows the indicator while it runs; ffprobe reads the
+file (H.264 at the composed size and AAC), the tones are in it until the host mutes the phone,
+whose tone then leaves it, the picture moves; the entry says who started and stopped it and its size, the download is
 the file, deleting removes both. The same meeting streamed to Debian's nginx with its RTMP module:
 ffmpeg pulls it and finds both tones and a moving picture, the host's mute in the stream too; nginx
 stopped and started again, the gateway reconnects and the calls never notice. A stream whose
@@ -196,11 +197,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, nginx: NginxRtmp, silent_s
 
 @pytest.mark.browser  # (baresip's video and the composed picture: the heavy peers' group)
 def test_a_meeting_is_recorded_with_its_picture_and_sound_and_a_host_mute_silences_the_phone(
-    gateway: RunningGateway, tmp_path: Path
+    gateway: RunningGateway, open_participant, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
+    """A browser, a SIP room system and a phone in one meeting, recorded through the API."""
+    clara = join(open_participant, gateway, "council", "Clara", 600)
     system = call(gateway, tmp_path, "council", "Room 123", 1000, video=True)
     phone = call(gateway, tmp_path, "council", "Phone", 440)
     try:
+        wait_until(lambda: in_meeting(clara), 30, what="Clara in the meeting")
+        expect(clara.locator("#recording-badge")).to_be_hidden()
         started = gateway.api("POST", "/api/rooms/council/recording")
         assert started.status_code == 200, started.text
         recording_id = started.json()["recording"]
@@ -210,6 +215,7 @@ def test_a_meeting_is_recorded_with_its_picture_and_sound_and_a_host_mute_silenc
         entry = recording_entry(gateway, "council")
         assert entry is not None and entry["id"] == recording_id and entry["ended_at"] is None and entry["video"] is True
         file = Path(gateway.folder) / str(entry["file"])  # type: ignore[attr-defined]
+        expect(clara.locator("#recording-badge")).to_have_text("Recording")  # (the indicator on her page)
         # (the recording is written as it is made, a fragment a second at most)
         wait_until(lambda: file.exists() and file.stat().st_size > 50_000, 30, what="the recording's first fragment")
         time.sleep(max(0.0, 4.0 - (time.time() - float(entry["started_at"]))))  # (4 s with both, then the mute)
@@ -221,10 +227,12 @@ def test_a_meeting_is_recorded_with_its_picture_and_sound_and_a_host_mute_silenc
         assert stopped == {"stopped": True}
         entry = wait_until(lambda: ended(gateway, recording_id), 20, what="the recording's end")
         assert gateway.api("GET", "/api/rooms/council").json()["broadcasting"]["recording"] is None
-        assert system.established() and phone.established()  # (the meeting goes on)
+        expect(clara.locator("#recording-badge")).to_be_hidden()
+        assert system.established() and phone.established() and in_meeting(clara)  # (the meeting goes on)
     finally:
         phone.stop()
         system.stop()
+        clara.close()
 
     assert entry["started_by"] == entry["stopped_by"] == "admin" and entry["end_reason"] is None  # type: ignore[index]
     assert entry["size"] == file.stat().st_size  # type: ignore[index]
@@ -244,6 +252,7 @@ def test_a_meeting_is_recorded_with_its_picture_and_sound_and_a_host_mute_silenc
     after = samples[int((mute_s + 1.5) * rate) : int((duration - 0.5) * rate)]
     assert before.size > rate and after.size > rate, (mute_s, duration)
     assert tone_level(before, rate, 1000) > 20 and tone_level(before, rate, 440) > 20  # both, before the mute
+    assert amplitude(before, rate, 600) > 0.01 and amplitude(after, rate, 600) > 0.01  # and the browser's, throughout
     assert_muted_in(before, after, rate)
 
     first, later = pictures(file, (1.0, 3.0))
