@@ -26,6 +26,8 @@ command -v sox >/dev/null || need+=(sox)
 [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # a streaming server for the live-stream tests: nginx with its RTMP module (started by the tests)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(nginx-light libnginx-mod-rtmp)
+# ... and its stream module, to take RTMPS (TLS in front of RTMP) as streaming platforms do
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "Missing Debian packages for the tests: ${need[*]}" >&2

@@ -110,6 +110,7 @@ class Broadcasts:
                 KINDS[what],
                 video=video,
                 size=(output.width, output.height, output.fps, output.bitrate_kbps) if output is not None else None,
+                on_started=lambda at: self._started(running, at),
                 on_ended=lambda reason, written: self._ended(running, reason, written),
                 on_interrupted=lambda reason: self._interrupted(running, reason),
             )
@@ -183,6 +184,16 @@ class Broadcasts:
         if conference is not None:
             extra = {"reason": reason} if reason is not None else {}
             conference.room.set_broadcasting(running.what, False, stopped_by, **extra)
+
+    def _started(self, running: _Running, at: float) -> None:
+        """Its first picture or sound is written (a recording starts at a keyframe of the picture):
+        the entry's start is that instant, the time 0 of its file."""
+        if running.recording_id is not None:
+            started = time.time() - (time.monotonic() - at)
+            try:
+                self.store.update_recording(running.recording_id, started_at=started)
+            except Exception:
+                log.exception("a recording's start could not be stored", room=running.room, recording=running.recording_id)
 
     def _interrupted(self, running: _Running, reason: str | None) -> None:
         """A live stream reached its server (reason None) or lost it; it reconnects by itself."""

@@ -12,7 +12,11 @@ after CONNECT_TIMEOUT_S, or connected with more than MAX_BACKLOG bytes not taken
 Nothing of this blocks the broadcast's loop, its recording or the meeting.
 
 The URL holds the stream key: it goes to the child over the pipe (never in its command line,
-which every user of the machine may read) and into no log line.
+which every user of the machine may read) and into no log line. RTMPS goes through `TlsRelay`:
+FFmpeg's own TLS, as PyAV opens it (no options), checks neither the server's certificate nor its
+name, so a stream key would go to whoever answers; the relay (a process: tls_relay) speaks TLS
+with Python's ssl (the system's certificate authorities, or SSL_CERT_FILE's; the name checked) and
+FFmpeg plain RTMP to it on loopback.
 
 Messages to the child: init {url, video}, v {at, k} + an H.264 access unit, a {at} + an AAC
 packet, close. From it: connected {at}, lost {reason}, stats {bytes}.
@@ -21,9 +25,14 @@ packet, close. From it: connected {at}, lost {reason}, stats {bytes}.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 import structlog
@@ -139,6 +148,52 @@ class StreamProcess(ChildProcess):
 # -- the child's side --------------------------------------------------------------------------------
 
 
+class TlsRelay:
+    """The rtmps:// way: FFmpeg speaks plain RTMP to a relay process (gateway.transcode.tls_relay)
+    on loopback, which speaks TLS to the server (its certificate and name checked)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.transcode.tls_relay", host, str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().split()
+        if line[:1] != ["port"]:
+            self.close()
+            raise OSError("the TLS relay did not start")
+        self.port = int(line[1])
+        os.set_blocking(self._process.stdout.fileno(), False)
+
+    @classmethod
+    def for_url(cls, url: str) -> tuple[TlsRelay | None, str]:
+        """A relay for an rtmps:// URL and the URL FFmpeg then opens; (None, url) for rtmp://."""
+        parts = urlsplit(url)
+        if parts.scheme != "rtmps" or not parts.hostname:
+            return None, url
+        relay = cls(parts.hostname, parts.port or 443)
+        return relay, urlunsplit(("rtmp", f"127.0.0.1:{relay.port}", parts.path, parts.query, ""))
+
+    @property
+    def error(self) -> str | None:
+        """Why the last connection to the server failed, if one did."""
+        assert self._process.stdout is not None
+        lines = (self._process.stdout.read() or "").splitlines()
+        errors = [line.removeprefix("error ") for line in lines if line.startswith("error ")]
+        return errors[-1] if errors else None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+        try:
+            self._process.wait(2)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+
+
 class _Child:
     """Pushes the stream the parent sends to the server at its URL."""
 
@@ -147,11 +202,13 @@ class _Child:
         self._url: str | None = None
         self._video = True
         self._muxer: Muxer | None = None
+        self._relay: TlsRelay | None = None
 
     def handle(self, header: dict[str, Any], payload: bytes) -> None:
         op = header["op"]
         if op == "init":
-            self._url, self._video = str(header["url"]), bool(header["video"])
+            self._relay, self._url = TlsRelay.for_url(str(header["url"]))
+            self._video = bool(header["video"])
             return
         if self._url is None:
             raise ProtocolError(f"{op!r} before init")
@@ -185,7 +242,7 @@ class _Child:
         try:
             work(muxer)
         except Exception as exc:  # refused, gone, reset: this child ends, the next one connects again
-            reason = failure_reason(exc)
+            reason = (self._relay.error if self._relay is not None else None) or failure_reason(exc)
             self._write({"op": "lost", "reason": reason})
             raise ChildExit(reason) from None
 
@@ -196,6 +253,8 @@ class _Child:
                 self._write({"op": "stats", "bytes": self._muxer.state.bytes_written})
 
     async def close(self) -> None:
+        if self._relay is not None:
+            self._relay.close()
         muxer, self._muxer = self._muxer, None
         if muxer is not None:
             try:

@@ -2,7 +2,9 @@
 streaming server in tests: an `rtmp://127.0.0.1:<port>/live/<key>` ingest that players pull from
 as well, and its statistics page over HTTP (who publishes). Started in the foreground by the test
 (no master process, no daemon, everything under the test's directory), on free ports; stopped and
-started again on the same port to take the server away in the middle of a stream.
+started again on the same port to take the server away in the middle of a stream. With `tls`
+(certificate and key pairs), RTMPS as platforms take it: nginx's stream module ends TLS on a port
+of its own per pair and hands the connection to the RTMP server.
 """
 
 from __future__ import annotations
@@ -19,20 +21,28 @@ from tests.support.gateway import wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 
 class NginxRtmp:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: list[tuple[Path, Path]] | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.port = free_port()
         self.http_port = free_port()
+        self.tls_ports = [free_port() for _ in tls or []]
         self.process: subprocess.Popen[bytes] | None = None
         temp = " ".join(f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        tls_servers = "".join(
+            f"  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; "
+            f"proxy_pass 127.0.0.1:{self.port}; }}\n"
+            for port, (cert, key) in zip(self.tls_ports, tls or [], strict=True)
+        )
+        stream = f"load_module {STREAM_MODULE};\n" if tls else ""
         (directory / "nginx.conf").write_text(
             f"""
 load_module {MODULE};
-daemon off;
+{stream}daemon off;
 master_process off;
 pid {directory / "nginx.pid"};
 error_log {directory / "error.log"} info;
@@ -50,13 +60,17 @@ http {{
   server {{ listen 127.0.0.1:{self.http_port}; location /stat {{ rtmp_stat all; }} }}
 }}
 """
+            + (f"stream {{\n{tls_servers}}}\n" if tls else "")
         )
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def url(self, key: str) -> str:
+    def url(self, key: str, tls: int | None = None) -> str:
+        """The ingest of `live/<key>`; `tls`: over RTMPS, through the n-th TLS port."""
+        if tls is not None:
+            return f"rtmps://127.0.0.1:{self.tls_ports[tls]}/live/{key}"
         return f"rtmp://127.0.0.1:{self.port}/live/{key}"
 
     def start(self) -> None:
