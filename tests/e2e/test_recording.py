@@ -93,11 +93,17 @@ def probe(path: Path) -> dict[str, object]:
 
 
 def sound(path: Path) -> tuple[np.ndarray, int]:
-    """The file's audio decoded by FFmpeg, as float samples, and its rate."""
+    """The file's audio decoded by FFmpeg, as float samples on the file's clock (each frame where
+    its timestamp puts it: a sample's index over the rate is its time in the file, gaps silent),
+    and its rate."""
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
-        chunks = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
-        return np.concatenate(chunks).astype(np.float64), stream.codec_context.sample_rate
+        rate = stream.codec_context.sample_rate
+        placed = [(max(0, round((frame.time or 0.0) * rate)), frame.to_ndarray().reshape(-1)) for frame in container.decode(stream)]
+    out = np.zeros(max((start + len(chunk) for start, chunk in placed), default=0))
+    for start, chunk in placed:
+        out[start : start + len(chunk)] = chunk
+    return out, rate
 
 
 def pictures(path: Path, at_s: tuple[float, ...]) -> list[np.ndarray]:
