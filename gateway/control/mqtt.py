@@ -95,6 +95,8 @@ PUBLISHED_EVENTS = frozenset(
         "recording_stopped",
         "streaming_started",
         "streaming_stopped",
+        "streaming_interrupted",
+        "streaming_resumed",
     }
 )
 

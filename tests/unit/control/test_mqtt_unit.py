@@ -91,6 +91,10 @@ def test_event_payload_has_the_event_the_node_and_who() -> None:
     record = RoomEvent("call_record_written", "demo", "p1", data={"duration_s": 3, "pin": "1234"})
     published = event_payload(record, None, "n1")
     assert published is not None and published["data"] == {"duration_s": 3}
+    # Recorded and streamed: told to the outside world too (who started it, why it ended)
+    for kind in ("recording_started", "recording_stopped", "streaming_started", "streaming_stopped", "streaming_interrupted", "streaming_resumed"):
+        told = event_payload(RoomEvent(kind, "demo", None, by="admin", data={"reason": "x"}), None, "n1")  # type: ignore[arg-type]
+        assert told is not None and told["type"] == kind and told["by"] == "admin" and told["data"] == {"reason": "x"}
 
 
 def test_participant_names_outlive_the_participant_for_its_left_event_only() -> None:
