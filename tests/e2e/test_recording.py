@@ -42,6 +42,11 @@ from tests.support.gateway import (
 from tests.support.nginx_rtmp import NginxRtmp
 from tests.support.prompts import wait_heard
 
+# With the Chromium tests, one at a time on one worker (conftest's "serial" group): the room systems'
+# 720p30 video and the composed picture's encode here would starve a browser test's bandwidth
+# estimation beside them (CI: test_simulcast's squeezed browser never got the lower layer in time)
+pytestmark = pytest.mark.xdist_group("serial")
+
 KEY = "live_5f2c9a-council-stream-key"  # (a stream key: in no log line, no answer)
 EXPECTED_ERRORS = ("recording failed",)
 
