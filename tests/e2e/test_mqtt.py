@@ -31,6 +31,7 @@ from tests.support.gateway import (
     ADMIN_TOKEN,
     TEST_CONFIG,
     RunningGateway,
+    end_process,
     logged,
     mentions,
     start_gateway,
@@ -85,13 +86,7 @@ user {getpass.getuser()}
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        end_process(self.process)
 
 
 @pytest.fixture

@@ -92,6 +92,17 @@ def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGate
     raise RuntimeError("gateway did not start in 30 s:\n" + log_path.read_text())
 
 
+def end_process(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """Ends a peer's process (nginx, mosquitto): SIGTERM, then SIGKILL if it does not go in time."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 def stop_and_check(running: RunningGateway, expected_exit: int = 0, expected_errors: Collection[str] = ()) -> None:
     """Stops a gateway (SIGTERM: the graceful shutdown `gateway run` answers with exit code 0) and
     fails the test that caused it on a crash: an error or critical line in its log, a raw traceback

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.baresip import free_port
-from tests.support.gateway import wait_until
+from tests.support.gateway import end_process, wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
@@ -107,11 +107,5 @@ http {{
         return out
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        end_process(self.process)
         self.process = None
