@@ -251,7 +251,7 @@ class Conference:
 
     def _compositor_needed(self) -> bool:
         """Someone takes the composed picture: a room system, or the broadcast."""
-        return bool(self._composed_legs) or (self.broadcast is not None and self.broadcast.video_enabled)
+        return bool(self._composed_legs) or self._compositor_needed_by_broadcast()
 
     def _stop_composing_for(self, pid: str) -> None:
         if self._composed_legs.pop(pid, None) is not None and self.compositor is not None:
@@ -344,15 +344,18 @@ class Conference:
         broadcast = self.broadcast
         if broadcast is None:
             with_video = self.has_video() if video is None else video
-            epoch = self._start_compositor().epoch if with_video else time.monotonic()
+            compositor = self._start_compositor() if with_video else None
             broadcast = self.broadcast = BroadcastProcess(
-                epoch=epoch, video=with_video, room=self.room.id, on_keyframe_wanted=self._broadcast_keyframe
+                epoch=compositor.epoch if compositor is not None else time.monotonic(),
+                video=with_video,
+                room=self.room.id,
+                on_keyframe_wanted=self._broadcast_keyframe,
             )
-            if with_video:
+            if compositor is not None:
                 config = self._composed
                 width, height, fps, kbps = size or (config.width, config.height, config.fps, config.bitrate_kbps)
                 spec = OutputSpec.for_codec(BROADCAST_CODEC, width=width, height=height, fps=fps, max_kbps=kbps)
-                self._start_compositor().add_output(_BROADCAST, spec, broadcast.video)
+                compositor.add_output(_BROADCAST, spec, broadcast.video)
                 self._feed_compositor()  # (the presentation belongs in the broadcast's picture)
                 self._update_scene()
             self.mixer.add_tap(_BROADCAST, self._to_broadcast)
