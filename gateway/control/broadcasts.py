@@ -303,9 +303,7 @@ class Broadcasts:
     def _settle_unfinished(self) -> None:
         """Recordings the last run of the gateway never finished (it was killed): they end now,
         with the size their file has (it plays up to its last fragment)."""
-        for recording in self.store.recordings(limit=100_000):
-            if recording["ended_at"] is not None:
-                continue
+        for recording in self.store.unfinished_recordings():
             size, ended = 0, recording["started_at"]
             with contextlib.suppress(OSError, RoomError):
                 stat = self.path_of(recording).stat()

@@ -336,6 +336,11 @@ class Store:
         with self._tx() as db:
             return db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,)).rowcount > 0
 
+    def unfinished_recordings(self) -> list[dict[str, Any]]:
+        """Recordings without an end (the gateway that made them was killed)."""
+        rows = self._query(f"SELECT {', '.join(RECORDING_FIELDS)} FROM recordings WHERE ended_at IS NULL")
+        return [_recording(row) for row in rows]
+
     def recordings_ended_before(self, at: float) -> list[dict[str, Any]]:
         rows = self._query(
             f"SELECT {', '.join(RECORDING_FIELDS)} FROM recordings WHERE ended_at IS NOT NULL AND ended_at < ?", (at,)
