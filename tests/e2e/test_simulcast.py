@@ -28,6 +28,18 @@ def media(gateway: RunningGateway, name: str) -> dict[str, object]:
     return dict((participant(gateway, "demo", name) or {}).get("media") or {})  # type: ignore[arg-type]
 
 
+def wait_for_width(gateway: RunningGateway, page, name: str, sender: str, width: int, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Until the page decodes the sender's video at this width; on timeout the failure says what
+    the page decoded and what the gateway measured of the receiver's downlink."""
+    try:
+        wait_until(lambda: widths(page).get(sender) == width, timeout, what=what)
+    except AssertionError as timeout_error:
+        seen = media(gateway, name)
+        raise AssertionError(
+            f"{timeout_error}: widths {widths(page)}, downlink_bps {seen.get('downlink_bps')}"
+        ) from timeout_error
+
+
 def test_each_browser_gets_the_camera_layer_its_connection_takes(demo: RunningGateway, open_participant) -> None:  # type: ignore[no-untyped-def]
     anna = join(open_participant, demo, "demo", "Anna", 440.0)
     bert = join(open_participant, demo, "demo", "Bert", None)
@@ -45,9 +57,10 @@ def test_each_browser_gets_the_camera_layer_its_connection_takes(demo: RunningGa
     carl.fill("#name-input", "Carl")
     carl.get_by_role("button", name="Join", exact=True).click()
     wait_until(lambda: in_meeting(carl), 40, what="Carl in the meeting")
-    wait_until(lambda: widths(carl).get(anna_id) == 640, 30, what="Carl decoding Anna's full picture first")
+    # (Under load Chromium's first estimate can dip and send Carl to the lower layer for a try or two.)
+    wait_for_width(demo, carl, "Carl", anna_id, 640, 60, "Carl decoding Anna's full picture first")
     emulate_network(cdp, 10.0, bytes_per_s=40_000)
-    wait_until(lambda: widths(carl).get(anna_id) == 320, 30, what="Carl getting Anna's lower layer")
+    wait_for_width(demo, carl, "Carl", anna_id, 320, 30, "Carl getting Anna's lower layer")
     assert widths(bert).get(anna_id) == 640  # (Bert's connection is as good as before)
     wait_until(lambda: carl.locator("#quality-hint").is_visible(), 20, what="the hint on Carl's page")
     wait_until(lambda: hears(carl, 440.0), 10, what="Carl hearing Anna")
@@ -55,7 +68,7 @@ def test_each_browser_gets_the_camera_layer_its_connection_takes(demo: RunningGa
 
     # The squeeze lifted: the gateway tries the full picture again, and it stays.
     emulate_network(cdp, NEGLIGIBLE_LOSS)
-    wait_until(lambda: widths(carl).get(anna_id) == 640, 60, what="Carl back on Anna's full picture")
+    wait_for_width(demo, carl, "Carl", anna_id, 640, 60, "Carl back on Anna's full picture")
     wait_until(lambda: carl.locator("#quality-hint").is_hidden(), 30, what="the hint gone")
     for page in (anna, bert, carl):
         page.click("#btn-leave")
