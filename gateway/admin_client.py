@@ -162,6 +162,35 @@ def cmd_status(api: Api, args: argparse.Namespace) -> Any:
     return None
 
 
+def _print_node(api: Api, node: dict[str, Any]) -> None:
+    deadline = f", deadline in {node['deadline_in_s']} s" if node.get("deadline_in_s") is not None else ""
+    print(f"node at {api.url}: {node['state']}{deadline}; {node['meetings']} meeting(s), {node['participants']} participant(s)")
+
+
+def cmd_node(api: Api, args: argparse.Namespace) -> Any:
+    node = api.call("GET", "/node")
+    if args.json:
+        return node
+    _print_node(api, node)
+    return None
+
+
+def cmd_drain(api: Api, args: argparse.Namespace) -> Any:
+    """Drains the node (or ends a drain with --cancel); with --wait, returns once no meeting is left
+    (a rolling restart's script then restarts the node)."""
+    if args.cancel:
+        node = api.call("DELETE", "/node/drain")
+    else:
+        node = api.call("POST", "/node/drain", {"deadline_s": args.deadline} if args.deadline is not None else {})
+        while args.wait and node["state"] == "draining":
+            time.sleep(1.0)
+            node = api.call("GET", "/node")
+    if args.json:
+        return node
+    _print_node(api, node)
+    return None
+
+
 def cmd_rooms(api: Api, args: argparse.Namespace) -> Any:
     action = args.action
     if action == "list":
@@ -374,6 +403,11 @@ def add_parsers(sub: Any) -> None:
         return action
 
     command("status", cmd_status, "the gateway at a glance, and database rooms that clash with the file")
+    command("node", cmd_node, "this node: serving, draining or drained, and what still runs on it")
+    p = command("drain", cmd_drain, "drain the node for a restart: no new calls, meetings carry on until they end or the deadline")
+    p.add_argument("--deadline", type=float, help="end the meetings still running after this many seconds (default: admission.drain_deadline_s)")
+    p.add_argument("--wait", action="store_true", help="return once no meeting is left")
+    p.add_argument("--cancel", action="store_true", help="end the drain: take new calls again")
 
     action = group("rooms", cmd_rooms, "list, show, create, update or delete rooms")
     action("list", "every room with its live state")

@@ -24,6 +24,7 @@ from gateway.control.dialout import Dialer, DialOut
 from gateway.control.live import LiveControl
 from gateway.control.metrics import CallCounters, H323Counters, LoopLag, build_registry
 from gateway.control.mqtt import MqttBridge
+from gateway.control.node import Drain
 from gateway.control.oidc import OidcSignIn, add_sign_in_routes
 from gateway.control.records import CallRecorder
 from gateway.control.store import Store
@@ -118,6 +119,8 @@ class Gateway:
             self.sip.admission = self.admission
         if self.h323 is not None:
             self.h323.admission = self.admission
+        # Draining for a rolling restart (gateway/control/node.py): the API and `gateway drain`.
+        self.drain = Drain(self.directory, self.admission)
         sip = self.sip
         calls = (
             (
@@ -151,7 +154,13 @@ class Gateway:
             else None
         )
         self.metrics = build_registry(
-            self.directory, calls, self.loop_lag, self.mqtt.counters if self.mqtt else None, h323_counters, self.broadcasts.counters
+            self.directory,
+            calls,
+            self.loop_lag,
+            self.mqtt.counters if self.mqtt else None,
+            h323_counters,
+            self.broadcasts.counters,
+            lambda: self.drain.draining,
         )
         self.ready = False
         api = build_router(
@@ -162,6 +171,7 @@ class Gateway:
             self.mqtt.state if self.mqtt else None,
             sip.trunk_states if sip else None,
             sip.registration_states if sip else None,
+            self.drain,
         )
         self.http = http.build_http_app(
             routes=[
@@ -171,7 +181,7 @@ class Gateway:
             ],
             static=[meeting.STATIC_DIR, web.STATIC_DIR],
             allowed_origins=config.server.allowed_origins,
-            ready=lambda: self.ready,
+            ready=lambda: self.ready and not self.drain.draining,  # (an HTTP front's health check)
         )
         server = config.server
         tls = server.tls
@@ -259,6 +269,7 @@ class Gateway:
             prune_recordings.cancel()
             admission_task.cancel()
             refresh_task.cancel()
+            self.drain.close()
             if self.sip is not None:
                 await self.sip.stop()
             if self.h323 is not None:

@@ -341,7 +341,7 @@ class SecurityConfig(_Strict):
 
 class AdmissionConfig(_Strict):
     """New calls and browsers are refused (SIP 503 with Retry-After, a message on the page) while the
-    process is overloaded; meetings in progress keep their media."""
+    process is overloaded or the node drains; meetings in progress keep their media."""
 
     max_loop_lag_ms: float = Field(
         150.0, gt=0, description="refuse new participants while the event loop runs this late (smoothed over seconds)"
@@ -350,6 +350,11 @@ class AdmissionConfig(_Strict):
         0.9, gt=0, le=1.0, description="refuse new participants while the event loop's thread uses this share of its core"
     )
     retry_after_s: int = Field(30, ge=1, le=3600, description="Retry-After of the 503")
+    drain_deadline_s: float = Field(
+        3600.0, gt=0, le=7 * 86400,
+        description="a drain (gateway drain, POST /api/node/drain) ends the meetings still running after this "
+        "long, unless it names its own deadline",
+    )
 
 
 class SipTlsConfig(TlsConfig):

@@ -31,6 +31,7 @@ from gateway.control.admin import Administration
 from gateway.control.auth import Authenticator, AuthError, HostLinks, Principal
 from gateway.control.broadcasts import Broadcasts
 from gateway.control.live import LiveControl
+from gateway.control.node import Drain
 from gateway.control.records import records_csv
 from gateway.rooms.conference import Conference
 from gateway.rooms.errors import RoomError
@@ -114,6 +115,12 @@ class DialResult(BaseModel):
     uri: str
 
 
+class DrainRequest(_Body):
+    deadline_s: float | None = Field(
+        None, gt=0, le=7 * 86400, description="meetings still running this long from now are ended (default: admission.drain_deadline_s)"
+    )
+
+
 class HostLinkRequest(_Body):
     valid_hours: float | None = Field(None, gt=0, le=24 * 366)
 
@@ -181,6 +188,7 @@ def build_router(
     mqtt_state: Callable[[], dict[str, Any]] | None = None,
     trunk_states: Callable[[], list[dict[str, Any]]] | None = None,
     registrations: Callable[[], list[dict[str, Any]]] | None = None,
+    drain: Drain | None = None,
 ) -> APIRouter:
     started = time.time()
 
@@ -240,6 +248,30 @@ def build_router(
 
     def trunk_states_by_id() -> dict[str, dict[str, Any]]:
         return {s["id"]: s for s in (trunk_states() if trunk_states is not None else [])}
+
+    def node_drain() -> Drain:
+        if drain is None:
+            raise ApiError(404, "not_found", "this gateway has no node control")
+        return drain
+
+    @router.get("/node", tags=["node", "status"])
+    async def node(who: Reader) -> dict[str, Any]:
+        """This node: `serving`, `draining` (new participants are refused, meetings carry on) or
+        `drained` (none left), the drain's deadline, and the meetings and participants still here."""
+        return node_drain().view()
+
+    @router.post("/node/drain", tags=["node"])
+    async def start_drain(who: Admin, request: DrainRequest | None = None) -> dict[str, Any]:
+        """Drains the node for a restart: new calls and browsers are refused (SIP 503, OPTIONS 503,
+        /readyz 503, so a front sends them to another node); meetings carry on until they end or
+        until the deadline, when the rest are ended. Again: a new deadline."""
+        deadline = request.deadline_s if request is not None and request.deadline_s is not None else config.admission.drain_deadline_s
+        return node_drain().start(deadline, who.name)
+
+    @router.delete("/node/drain", tags=["node"])
+    async def cancel_drain(who: Admin) -> dict[str, Any]:
+        """Ends a drain: new participants are taken again."""
+        return node_drain().cancel(who.name)
 
     @router.get("/trunks", tags=["trunks", "status"])
     async def trunks(who: Reader) -> list[dict[str, Any]]:

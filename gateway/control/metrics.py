@@ -92,8 +92,10 @@ class GatewayCollector(Collector):
         mqtt: Callable[[], MqttCounters] | None = None,
         h323: Callable[[], H323Counters] | None = None,
         broadcasts: Callable[[], BroadcastCounters] | None = None,
+        draining: Callable[[], bool] | None = None,
     ) -> None:
         self._directory = directory
+        self._draining = draining
         self._calls = calls
         self._lag = lag
         self._mqtt = mqtt
@@ -242,6 +244,10 @@ class GatewayCollector(Collector):
                 "gateway_broadcast_failures", "Recordings and live streams that failed (an alert), by what", "what", broadcasts.failures
             )
 
+        if self._draining is not None:
+            yield GaugeMetricFamily(
+                "gateway_node_draining", "1 while this node drains (new participants refused, meetings carry on)", value=int(self._draining())
+            )
         yield GaugeMetricFamily("gateway_event_loop_lag_seconds", "Event loop lag, last measured", value=self._lag.last_s)
         yield GaugeMetricFamily("gateway_event_loop_lag_max_seconds", "Event loop lag, worst since start", value=self._lag.max_s)
 
@@ -261,7 +267,8 @@ def build_registry(
     mqtt: Callable[[], MqttCounters] | None = None,
     h323: Callable[[], H323Counters] | None = None,
     broadcasts: Callable[[], BroadcastCounters] | None = None,
+    draining: Callable[[], bool] | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(directory, calls, lag, mqtt, h323, broadcasts))
+    registry.register(GatewayCollector(directory, calls, lag, mqtt, h323, broadcasts, draining))
     return registry

@@ -1,6 +1,6 @@
 """Admission control: while the process is overloaded (its event loop runs late, or it uses more of
 its core than configured), new participants are refused so that meetings in progress keep their
-audio. Protocol-free: each protocol says "no" in its own terms (SIP 503 with Retry-After, a message
+audio; so they are while the node drains for a restart (gateway/control/node.py). Protocol-free: each protocol says "no" in its own terms (SIP 503 with Retry-After, a message
 on the meeting page).
 
 LiveKit's SIP bridge refuses new calls past 0.9 of its CPU; the same idea, measured on the event
@@ -40,7 +40,8 @@ class Admission:
         self._clock = clock
         self._last: tuple[float, float] | None = None
         self._good_samples = _CLEAR_AFTER
-        self.reason: str | None = None  # why new participants are refused now; None: they are taken
+        self.reason: str | None = None  # why new participants are refused now for load; None: they are taken
+        self.draining: str | None = None  # set while the node drains (gateway/control/node.py)
         self.cpu_share = 0.0  # smoothed
         self.lag_ms = 0.0  # smoothed
         self.refused = 0
@@ -68,11 +69,17 @@ class Admission:
                 log.info("load back to normal: new participants are taken again")
                 self.reason = None
 
+    @property
+    def refusing(self) -> str | None:
+        """Why new participants are refused now (draining, or overloaded); None when they are taken."""
+        return self.draining or self.reason
+
     def admit(self) -> str | None:
         """None when a new participant may come in; otherwise why not (counted)."""
-        if self.reason is not None:
+        refusing = self.refusing
+        if refusing is not None:
             self.refused += 1
-        return self.reason
+        return refusing
 
     @property
     def retry_after_s(self) -> int:

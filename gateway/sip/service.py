@@ -209,6 +209,7 @@ class SipService:
         ports = await self.stack.start()
         log.info("SIP started", host=self.config.sip.host, ports=ports)
         assert self.stack.ua is not None
+        self.stack.ua.refusing_calls = self._refusing_calls
         self.registrar = self.stack.ua.registrar = Registrar(
             self.config.sip.realm,
             self._account,
@@ -220,6 +221,12 @@ class SipService:
             self.registrations = TrunkRegistrations(self.config.sip, self.stack, self.trunk_listeners, trunks=self.trunk_configs)
             self.registrations.start()
         return ports
+
+    def _refusing_calls(self) -> int | None:
+        """The Retry-After of a 503 while new calls are refused (overloaded, draining), else None."""
+        if self.admission is None or self.admission.refusing is None:
+            return None
+        return self.admission.retry_after_s
 
     def trunk_states(self) -> list[dict[str, Any]]:
         return self.registrations.states() if self.registrations is not None else []

@@ -44,6 +44,7 @@ import heapq
 import itertools
 import secrets
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -326,6 +327,9 @@ class UserAgent:
         self.public_address = public_address
         self.user_agent = user_agent
         self.max_calls = max_calls
+        # While new calls are refused (overloaded, draining): their Retry-After in seconds, so that
+        # an OPTIONS probe (a front's dispatcher) gets 503 too and sends the calls elsewhere.
+        self.refusing_calls: Callable[[], int | None] = lambda: None
         self.calls: dict[int, _Call] = {}
         self._dialogs: dict[tuple[str, str, str], int] = {}  # (Call-ID, our tag, their tag) -> call
         # Server transactions in the order they began, so the oldest expire (and, past
@@ -671,7 +675,11 @@ class UserAgent:
         elif method == "INVITE":
             self._new_call(msg, peer, tx)
         elif method == "OPTIONS":
-            self._reply(msg, peer, 200, "OK", tx, extra=self._capabilities())
+            retry_after = self.refusing_calls()
+            if retry_after is not None:
+                self._reply(msg, peer, 503, "Service Unavailable", tx, extra=[("retry-after", str(retry_after))])
+            else:
+                self._reply(msg, peer, 200, "OK", tx, extra=self._capabilities())
         elif method == "REGISTER" and self.registrar is not None:
             answer = self.registrar.handle(msg, peer.transport, peer.address, self._now, peer.connection)
             self._reply(msg, peer, answer.status, answer.reason, tx, extra=answer.headers)

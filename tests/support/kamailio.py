@@ -312,3 +312,47 @@ class KamailioProxy(Kamailio):
     def proxied(self) -> list[str]:
         """The requests it relayed so far, as it logged them: "<method> <uri> route=[...] proto=..."."""
         return [line.split("PROXIED ", 1)[1] for line in self.log().splitlines() if "PROXIED " in line]
+
+
+DISPATCHER_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "kamailio-dispatcher.cfg"
+
+
+class KamailioDispatcher(Kamailio):
+    """The shipped configs/kamailio-dispatcher.cfg in front of gateway nodes: its listen address and
+    node list defined ahead of it (the file's own #!ifndef defaults give way), nothing else changed.
+    `nodes`: each node's (address, SIP port), in the list's order."""
+
+    def __init__(self, directory: Path, nodes: list[tuple[str, int]]) -> None:
+        super().__init__(directory, {})
+        self.nodes = nodes
+
+    def _write(self) -> Path:
+        listing = self.directory / "gateway-nodes.list"
+        listing.write_text("".join(f"1 sip:{host}:{port}\n" for host, port in self.nodes))
+        config = self.directory / "kamailio.cfg"
+        shipped = DISPATCHER_CONFIG.read_text()
+        first, rest = shipped.split("\n", 1)
+        config.write_text(
+            f'{first}\n#!define LISTEN udp:{self.host}:{self.port}\n#!define DISPATCHER_LIST "{listing}"\n{rest}'
+        )
+        return config
+
+    def routed(self) -> list[str]:
+        """Where it sent each call, as it logged them: "call <Call-ID> to <user>: node sip:host:port"."""
+        return [line.split("call ", 1)[1] for line in self.log().splitlines() if ": node sip:" in line]
+
+    def probe_state(self, host: str, port: int) -> str | None:
+        """What the dispatcher thinks of a node now (`kamcmd dispatcher.list`): "active" (AP, AX),
+        "inactive" (IP, IX), None when the node is not listed."""
+        listing = subprocess.run(
+            ["kamcmd", "-s", f"unix:{self.directory / 'kamailio_ctl'}", "dispatcher.list"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        uri = f"sip:{host}:{port}"
+        lines = listing.stdout.splitlines()
+        for index, line in enumerate(lines):
+            if line.strip() == f"URI: {uri}":
+                for following in lines[index + 1 : index + 4]:
+                    if following.strip().startswith("FLAGS:"):
+                        return "active" if following.split(":", 1)[1].strip().startswith("A") else "inactive"
+        return None

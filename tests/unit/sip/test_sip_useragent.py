@@ -632,3 +632,15 @@ def test_a_request_outside_calls_without_answer_is_reported_as_408_after_64_t1()
     assert (answer.branch, answer.status, answer.message) == (branch, 408, None)
     with pytest.raises(ValueError):
         h.ua.request("INVITE", "sip:x@y", UDP, [])
+
+
+def test_options_while_new_calls_are_refused_gets_503_with_retry_after() -> None:
+    """A front's OPTIONS probe (Kamailio's dispatcher) sees what an INVITE would: while the node
+    drains or is overloaded, 503 with Retry-After, so it sends new calls to another node."""
+    h = Harness()
+    h.ua.refusing_calls = lambda: 30
+    (busy,) = h.feed(request("OPTIONS", branch="z9hG4bKopt1"))
+    assert busy.status == 503 and busy.get("retry-after") == "30"
+    h.ua.refusing_calls = lambda: None
+    (ok,) = h.feed(request("OPTIONS", branch="z9hG4bKopt2"))
+    assert ok.status == 200
