@@ -38,6 +38,7 @@ from gateway.rtp.aiortc_glue import ignore_close_races
 from gateway.sip.service import SipService
 from gateway.sip.uri import sip_identity
 from gateway.webrtc import server as meeting
+from gateway.webrtc.resume import ResumeTokens
 from gateway.webrtc.session import BrowserHub
 
 log = structlog.get_logger(__name__)
@@ -84,6 +85,11 @@ class Gateway:
         self.browsers = BrowserHub(config, self.directory, self.pin_guard)
         self.host_links = HostLinks(self.store.secret("host-links"))
         self.browsers.host_links = self.host_links
+        # Resume tokens other nodes take after a failover: signed with the cluster's shared key, or
+        # with this node's own from its store (a browser resumes here, also after a restart).
+        cluster = config.cluster
+        resume_key = cluster.secret.get_secret_value().encode() if cluster.secret else self.store.secret("resume-tokens")
+        self.browsers.resume_tokens = ResumeTokens(resume_key, cluster.resume_valid_s)
         self.sip = SipService(config, self.directory, self.pin_guard) if config.sip.enabled else None
         prompts = self.sip.prompts if self.sip is not None else None
         self.h323 = H323Service(config, self.directory, self.pin_guard, prompts) if config.h323.enabled else None

@@ -294,6 +294,32 @@ class WebRtcConfig(_Strict):
     )
 
 
+class ClusterConfig(_Strict):
+    """Several nodes behind a front (README "More machines")."""
+
+    secret: SecretStr | None = Field(
+        None,
+        description="the same on every node (a secret, 32 characters or more): signs the browsers' resume tokens, so "
+        "another node takes a browser back after a failover with its name, role and mute state; unset: a key of this "
+        "node's store (a browser resumes on this node, also after a restart)",
+    )
+    resume_valid_s: float = Field(
+        60.0, ge=30, le=3600,
+        description="a resume token taken by another node is this fresh at most (browsers get a new one at every ping, 20 s)",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 32:
+            raise ValueError("the cluster secret must have 32 characters or more")
+        return secret
+
+    @field_serializer("secret", when_used="json")
+    def _secret(self, secret: SecretStr | None, info: SerializationInfo) -> str | None:
+        return secret_out(secret, info)
+
+
 class VideoOutputConfig(_Strict):
     """A size, rate and bitrate of the composed picture."""
 
@@ -971,6 +997,7 @@ class GatewayConfig(BaseSettings):
     oidc: OidcConfig = Field(default_factory=OidcConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     rooms: list[RoomConfig] = Field(default_factory=list)
 
     @field_validator("rooms")

@@ -274,6 +274,26 @@ class Room:
         participant.trusted = True
         return participant
 
+    def add_resumed(
+        self,
+        name: str,
+        role: Role,
+        kind: LegKind,
+        source: str | None,
+        *,
+        self_muted: bool,
+        host_muted: bool,
+        self_unmute_forbidden: bool,
+    ) -> Participant:
+        """Someone who was in this meeting on another node, back after that node failed (a signed
+        resume token vouches for it): with their role and mute state, past the lobby, the lock and the
+        opening hours, still within the room's size. A mute-all in force here holds them too."""
+        participant = self._add(
+            self._new_id(), name, role, kind, source,
+            mute=(self_muted, host_muted, self_unmute_forbidden),
+        )  # fmt: skip
+        return participant
+
     @staticmethod
     def _returner_key(source: str | None, name: str) -> str | None:
         return f"{source}|{name.strip().casefold()}" if source else None
@@ -287,6 +307,7 @@ class Room:
         source: str | None = None,
         direction: str = "in",
         number: str | None = None,
+        mute: tuple[bool, bool, bool] | None = None,  # (self-muted, host-muted, self-unmute forbidden) it brings along
     ) -> Participant:
         # Places kept for a reconnect do not count: they must never lock a host out.
         if sum(1 for p in self.participants.values() if p.connected) >= self.max_participants:
@@ -300,6 +321,10 @@ class Room:
             if self.guests_muted_on_entry or held is not None:
                 participant.host_muted = True
                 participant.self_unmute_forbidden = self.guests_forbidden_on_entry or bool(held)
+        if mute is not None:
+            participant.self_muted = mute[0]
+            participant.host_muted = participant.host_muted or mute[1]
+            participant.self_unmute_forbidden = participant.self_unmute_forbidden or mute[2]
         self.participants[participant.id] = participant
         self._emit("participant_joined", participant.id, name=name, role=role.value, kind=kind.value)
         return participant

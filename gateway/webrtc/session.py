@@ -25,7 +25,7 @@ from gateway.config import GatewayConfig
 from gateway.rooms.admission import Admission
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
-from gateway.rooms.errors import NotAllowed, RoomError
+from gateway.rooms.errors import JoinRefused, NotAllowed, RoomError
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.floor import Content, StopReason
 from gateway.rooms.hostlinks import HostLinks
@@ -40,6 +40,7 @@ from gateway.transcode.mixer import MixedFrame
 from gateway.transcode.video import EncodedVideoFrame, VideoSourceId
 from gateway.webrtc import signalling as sig
 from gateway.webrtc.media import BrowserMedia
+from gateway.webrtc.resume import Place, ResumeTokens
 
 log = structlog.get_logger(__name__)
 
@@ -101,9 +102,17 @@ class BrowserHub:
         self.directory = directory
         self.sessions: set[BrowserSession] = set()
         self.pin_guard = pin_guard  # the gateway's one guard: phone and browser guesses add up
+        # Signs and reads the browsers' resume tokens (gateway/webrtc/resume.py); the gateway gives it
+        # the cluster's key, or its store's, so that tokens outlive this process.
+        self.resume_tokens = ResumeTokens(secrets.token_bytes(32), config.cluster.resume_valid_s)
+        # Places kept for a reconnect, by place id (a resume token's `place`)
         self._resumable: dict[str, tuple[str, str, asyncio.TimerHandle, Callable[[], None]]] = {}
-        # Tokens of kept places that ended meanwhile (removed, meeting ended): the returner is told.
+        # Kept places that ended meanwhile (removed, meeting ended): the returner is told.
         self._ended_places: dict[str, Ending] = {}
+        # Places whose tokens are worth nothing here any more, until they would be stale anyway: ended
+        # (left, removed, the meeting ended, the grace ran out), taken back, or brought from another
+        # node once. place -> until when (monotonic)
+        self._spent: dict[str, float] = {}
         self._room_json: dict[tuple[str, bool], tuple[int, str]] = {}
         self.host_links: HostLinks | None = None  # set by the gateway once its store is open
         # A signed-in person's session token -> (may host rooms that allow it, name); None: none or
@@ -125,6 +134,7 @@ class BrowserHub:
         return cached[1]
 
     def keep_place(self, token: str, conference: Conference, pid: str) -> None:
+        """Keeps the participant's place for a reconnect; `token`: the place's id."""
         grace = self.config.webrtc.reconnect_grace_s
         loop = asyncio.get_running_loop()
 
@@ -134,6 +144,7 @@ class BrowserHub:
                 return
             entry[2].cancel()
             entry[3]()
+            self.spend(token)
             if ending is not None:
                 self._ended_places[token] = ending
                 loop.call_later(grace, self._ended_places.pop, token, None)
@@ -155,6 +166,24 @@ class BrowserHub:
         """A place is kept for this token: its owner lost the connection and is within the grace."""
         return token in self._resumable
 
+    def spend(self, place: str) -> None:
+        """The place's tokens are worth nothing here from now on (see take_over)."""
+        now = time.monotonic()
+        for old in [p for p, until in self._spent.items() if until < now]:
+            del self._spent[old]
+        if place:
+            self._spent[place] = now + 2 * self.resume_tokens.valid_s
+
+    def take_over(self, place: Place) -> bool:
+        """Whether a place another node kept may come in here: its token is fresh, and its place is
+        neither here now nor spent here (it ended here: left, removed; or a token used before)."""
+        if not self.resume_tokens.fresh(place) or place.place in self._spent or place.place in self._resumable:
+            return False
+        if any(session.place == place.place for session in self.sessions):
+            return False
+        self.spend(place.place)
+        return True
+
     def take_place(self, token: str, room_id: str) -> str | None:
         """The participant id whose place the token keeps, or None."""
         entry = self._resumable.get(token)
@@ -163,6 +192,7 @@ class BrowserHub:
         del self._resumable[token]
         entry[2].cancel()
         entry[3]()
+        self.spend(token)  # (the one who comes back gets a new place)
         return entry[1]
 
     def ended_place(self, token: str) -> Ending | None:
@@ -206,6 +236,10 @@ _TOLD_STOPS = frozenset(
 )
 
 
+# A participant's own events that change what its resume token says
+_OWN_STATE_EVENTS = frozenset({"muted", "unmuted", "mute_changed", "self_unmute_forbidden", "self_unmute_allowed"})
+
+
 class BrowserSession:
     kind = LegKind.BROWSER
     audio_in_codec = AudioCodec.OPUS
@@ -220,7 +254,7 @@ class BrowserSession:
         self.participant_id = ""
         self.conference: Conference | None = None
         self.media: BrowserMedia | None = None
-        self.resume_token = ""
+        self.place = ""  # this participant's place (a resume token's id), new at every join
         opus = hub.config.media.opus
         self.audio_out_format = AudioFormat(AudioCodec.OPUS, opus.bitrate, opus.complexity)
         self.video_codecs: tuple[str, ...] = ()
@@ -314,14 +348,37 @@ class BrowserSession:
             raise RoomError(f"{request} is only possible in the meeting", "not_in_meeting")
 
     async def _on_ping(self, _msg: sig.Ping) -> None:
-        await self.send(sig.server_pong())
+        # (with a fresh resume token: the one another node takes after a failover must be recent)
+        await self.send(sig.server_pong(self.resume_token()))
+
+    def resume_token(self) -> str:
+        """A signed token of this participant's place as it is now (name, role, mute state); "" before a join."""
+        if not self.place or self.conference is None:
+            return ""
+        room = self.conference.room
+        p = room.participants.get(self.participant_id)
+        if p is not None:
+            place = Place(
+                place=self.place, room=room.id, name=p.name, role=p.role.value, host_muted=p.host_muted,
+                self_unmute_forbidden=p.self_unmute_forbidden, self_muted=p.self_muted, issued=time.time(),
+            )  # fmt: skip
+        elif self.participant_id in room.lobby:
+            entry = room.lobby[self.participant_id]
+            place = Place(place=self.place, room=room.id, name=entry.name, role="guest", lobby=True, issued=time.time())
+        else:
+            return ""
+        return self.hub.resume_tokens.issue(place)
 
     async def _on_join(self, msg: sig.Join) -> None:
         if self.phase != "new":
             raise RoomError("already joined", "already_joined")
+        # A resume token that is not ours (forged, malformed, another cluster's) counts for nothing.
+        back = self.hub.resume_tokens.read(msg.resume) if msg.resume else None
+        if msg.resume and back is None:
+            self._log.warning("resume token not valid: joining anew", source=self.client_ip)
         # Someone coming back to a kept place is already in the meeting (or its lobby): neither the
         # join limit nor overload may cost them that place, which the grace promised to keep.
-        if not (msg.resume and self.hub.holds_place(msg.resume)):
+        if not (back is not None and self.hub.holds_place(back.place)):
             refused = self.hub.join_rate.refusals(self.client_ip)
             if refused:
                 if refused == 1 or refused % 100 == 0:  # a flood must not fill the log as well
@@ -341,16 +398,16 @@ class BrowserSession:
             return
         self.conference = conference
         self._log = self._log.bind(room=conference.room.id)
-        if msg.resume:
-            gone = self.hub.ended_place(msg.resume)
+        if back is not None:
+            gone = self.hub.ended_place(back.place)
             if gone is not None:
                 self._log.info("join refused: the kept place ended meanwhile", code=gone.value)
                 await self._end(gone)
                 return
-            pid = self.hub.take_place(msg.resume, conference.room.id)
+            pid = self.hub.take_place(back.place, conference.room.id)
             if pid is not None and (pid in conference.room.participants or pid in conference.room.lobby):
-                # A fresh token each time: a used one (seen by someone else, or replayed) is worthless.
-                self.participant_id, self.resume_token = pid, secrets.token_urlsafe(24)
+                # A new place each time: a used token (seen by someone else, or replayed) is worthless.
+                self.participant_id, self.place = pid, secrets.token_urlsafe(12)
                 self._log = self._log.bind(participant=pid)
                 if pid in conference.room.lobby:  # still waiting: back to the same place in the queue
                     self._log.info("reconnected to the lobby")
@@ -359,6 +416,9 @@ class BrowserSession:
                 self._log.info("participant reconnected")  # (admitted meanwhile, or was in the meeting)
                 conference.room.set_connected(pid, True)
                 await self._enter_meeting()
+                return
+            if pid is None and back.room == conference.room.id and not back.lobby and self.hub.take_over(back):
+                await self._resume_from_another_node(conference, back)
                 return
         role = None
         if msg.signin is not None:
@@ -388,7 +448,7 @@ class BrowserSession:
                 self._log.info("join refused", code=outcome.ending.value)
             await self._end(outcome.ending)  # (a wrong PIN that locked the source out says wrong_pin)
             return
-        self.resume_token = secrets.token_urlsafe(24)
+        self.place = secrets.token_urlsafe(12)
         if isinstance(outcome, Waiting):
             self.participant_id = outcome.entry.id
             self._log = self._log.bind(participant=self.participant_id)
@@ -397,6 +457,23 @@ class BrowserSession:
             return
         self.participant_id = outcome.participant.id
         self._log = self._log.bind(participant=self.participant_id)
+        await self._enter_meeting()
+
+    async def _resume_from_another_node(self, conference: Conference, back: Place) -> None:
+        """Back in the meeting after the node it was on failed: as the token says (name, role, mute
+        state), not as the client says; past the lobby and the lock, within the room's size."""
+        try:
+            participant = conference.room.add_resumed(
+                back.name, Role(back.role), LegKind.BROWSER, self.client_ip,
+                self_muted=back.self_muted, host_muted=back.host_muted, self_unmute_forbidden=back.self_unmute_forbidden,
+            )  # fmt: skip
+        except JoinRefused as exc:
+            self._log.info("join refused", code=exc.code)
+            await self._end(ending_for(exc.code))
+            return
+        self.participant_id, self.place = participant.id, secrets.token_urlsafe(12)
+        self._log = self._log.bind(participant=self.participant_id)
+        self._log.info("participant resumed from another node", role=back.role, host_muted=back.host_muted)
         await self._enter_meeting()
 
     async def _wait_in_lobby(self) -> None:
@@ -412,7 +489,7 @@ class BrowserSession:
         shown = (position, round(wait / 30), hosts)  # a message only when something a person sees changed
         if shown != self._last_lobby_position:
             self._last_lobby_position = shown
-            await self.send(sig.server_lobby(position, wait, self.room.name, hosts, self.resume_token))
+            await self.send(sig.server_lobby(position, wait, self.room.name, hosts, self.resume_token()))
 
     def _on_lobby_news(self, news: LobbyNews) -> None:
         if self.phase != "lobby":
@@ -439,7 +516,7 @@ class BrowserSession:
         assert you is not None
         await self.send(
             sig.server_joined(
-                you, conference.room.public(you["role"] == "host"), self.resume_token, self.hub.config.webrtc.ice_servers
+                you, conference.room.public(you["role"] == "host"), self.resume_token(), self.hub.config.webrtc.ice_servers
             )
         )
         self._log.info("joined meeting", role=you["role"])
@@ -734,6 +811,8 @@ class BrowserSession:
             self._update_video_slots()
         elif speaking and self.media is not None and len(self.room.participants) + (self.room.presentation is not None) > len(self.media.slots) + 1:
             self._update_video_slots()  # more videos (content takes a slot) than slots: speakers move into view
+        if event.participant == me and event.type in _OWN_STATE_EVENTS and self.phase == "meeting":
+            self._spawn(self.send(sig.server_resume(self.resume_token())))  # (what another node would take)
         if event.participant == me and event.by != me:
             notice = {
                 "self_unmute_forbidden": "self_unmute_forbidden",
@@ -837,14 +916,15 @@ class BrowserSession:
                 and self._media_ready
                 and self.participant_id in conference.room.participants
             ):
-                self.hub.keep_place(self.resume_token, conference, self.participant_id)
+                self.hub.keep_place(self.place, conference, self.participant_id)
                 conference.room.set_connected(self.participant_id, False)
                 self._log.info("connection lost; place kept", grace_s=self.hub.config.webrtc.reconnect_grace_s)
             elif keep_place and previous == "lobby" and self.participant_id in conference.room.lobby:
-                self.hub.keep_place(self.resume_token, conference, self.participant_id)
+                self.hub.keep_place(self.place, conference, self.participant_id)
                 self._log.info("connection lost; place in the queue kept")
             else:
                 conference.room.leave(self.participant_id)
+                self.hub.spend(self.place)
         if self.media is not None:
             media, self.media = self.media, None
             await media.close()

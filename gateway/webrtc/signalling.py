@@ -64,7 +64,7 @@ class Join(_Msg):
     name: Name
     pin: Annotated[str, Field(max_length=32), Unicode] = ""
     # Reconnecting with the previous session token keeps the participant's place (no lobby again).
-    resume: Annotated[str, Field(max_length=128), Unicode] | None = None
+    resume: Annotated[str, Field(max_length=1024), Unicode] | None = None
     # A signed host link's token (`/r/<room>?host=...`): a host without typing the PIN.
     host: Annotated[str, Field(max_length=128), Unicode] | None = None
     # Signed in with the identity provider (the page's session token): a host where the room allows it.
@@ -313,8 +313,14 @@ def server_chat_removed(message_id: int) -> dict[str, Any]:
     return {"type": "chat_removed", "id": message_id}
 
 
-def server_pong() -> dict[str, Any]:
-    return {"type": "pong"}
+def server_pong(resume: str = "") -> dict[str, Any]:
+    """`resume`: a fresh resume token (another node takes only a recent one after a failover)."""
+    return {"type": "pong", "resume": resume} if resume else {"type": "pong"}
+
+
+def server_resume(resume: str) -> dict[str, Any]:
+    """A new resume token after the participant's mute state changed."""
+    return {"type": "resume", "resume": resume}
 
 
 def server_lobby(

@@ -1,27 +1,45 @@
 """Gateway nodes on one machine for the cluster tests: each its own process on its own loopback
-address (127.0.0.2, 127.0.0.3 ...) with the same SIP port, as two machines would be, and where a
-room's participants are now."""
+address (127.0.0.2, 127.0.0.3 ...) with the same SIP and HTTP ports, as two machines would be, and
+where a room's participants are now; Debian's nginx in front of them for browsers, with the shipped
+configs/nginx-gateway.conf."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.gateway import ADMIN_TOKEN, RunningGateway, participants, start_gateway
+import httpx
 
-ROOMS = ("north", "south", "east", "west")
+from tests.support.baresip import free_port
+from tests.support.gateway import (
+    ADMIN_TOKEN,
+    RunningGateway,
+    end_process,
+    participants,
+    start_gateway,
+    wait_until,
+)
+from tests.support.nginx_rtmp import NGINX
+
+ROOMS = ("north", "south", "east", "west")  # (no PIN: calls go straight in)
+COUNCIL = "council"  # with a host PIN
+HOST_PIN = "1234"
+CLUSTER_SECRET = "cluster-test-secret-0123456789abcdef"
+NGINX_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "nginx-gateway.conf"
 
 NODE_CONFIG = """
-server: {{host: {host}, port: 0}}
+server: {{host: {host}, port: {http_port}, trusted_proxies: ["127.0.0.1"]}}
 admin: {{token: {token}}}
 logging: {{level: debug, format: json}}
 sip: {{host: {host}, port: {sip_port}, language: en, digit_timeout_s: 2}}
 h323: {{enabled: false}}
 storage: {{path: null}}
 admission: {{max_loop_lag_ms: 1000, retry_after_s: 5}}
+cluster: {{secret: {secret}}}
 rooms:
 {rooms}
 """
@@ -33,12 +51,16 @@ class Node:
     host: str
     sip_port: int
     directory: Path
+    http_port: int = 0
     running: RunningGateway | None = None
 
     def start(self) -> RunningGateway:
         rooms = "\n".join(f"  - {{id: {room}, name: {room.title()}}}" for room in ROOMS)
+        rooms += f'\n  - {{id: {COUNCIL}, name: Council, host_pin: "{HOST_PIN}"}}'
         self.directory.mkdir(parents=True, exist_ok=True)
-        config = NODE_CONFIG.format(host=self.host, token=ADMIN_TOKEN, sip_port=self.sip_port, rooms=rooms)
+        config = NODE_CONFIG.format(
+            host=self.host, token=ADMIN_TOKEN, sip_port=self.sip_port, http_port=self.http_port, rooms=rooms, secret=CLUSTER_SECRET
+        )
         self.running = start_gateway(self.directory, config)
         return self.running
 
@@ -68,3 +90,57 @@ class Node:
 def where(nodes: list[Node], room: str, name: str) -> str | None:
     """The node whose meeting in `room` has a participant of this name."""
     return next((node.name for node in nodes if name in node.names_in(room)), None)
+
+
+class NginxFront:
+    """The shipped configs/nginx-gateway.conf with the test's nodes and a loopback port, nothing else
+    changed, in nginx's http block; in the foreground under the test's directory."""
+
+    def __init__(self, directory: Path, nodes: list[Node]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        shipped = NGINX_CONFIG.read_text()
+        servers = "".join(f"    server {n.host}:{n.http_port} max_fails=1 fail_timeout=10s;\n" for n in nodes)
+        site, count = re.subn(r"(?m)^    server 192\.0\.2\.\d+:8080 [^\n]*\n", "", shipped)
+        assert count == 2, "the shipped nginx config's example nodes changed"
+        site = site.replace("    hash $gateway_room consistent;\n", "    hash $gateway_room consistent;\n" + servers)
+        site = site.replace("    listen 80;", f"    listen 127.0.0.1:{self.port};")
+        (directory / "gateway.conf").write_text(site)
+        temp = " ".join(f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (directory / "nginx.conf").write_text(
+            f"""daemon off;
+master_process off;
+pid {directory / "nginx.pid"};
+error_log {directory / "error.log"} info;
+events {{ worker_connections 256; }}
+http {{
+  access_log {directory / "access.log"};
+  {temp}
+  include {directory / "gateway.conf"};
+}}
+"""
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [NGINX, "-c", str(self.directory / "nginx.conf"), "-p", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.directory / "nginx.out").open("ab"),
+        )
+        wait_until(self._answers, 10, what="nginx in front of the nodes")
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        end_process(self.process)
+        self.process = None

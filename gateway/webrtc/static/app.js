@@ -275,7 +275,8 @@ function applyMedia(media) {
 }
 
 function connect() {
-  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+  // (the room in the address lets a front in front of several nodes send the socket to the room's node)
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?room=${encodeURIComponent(state.roomId)}`;
   let ws;
   try {
     ws = new WebSocket(url);
@@ -415,8 +416,13 @@ function onMessage(raw) {
 }
 
 const HANDLERS = {
-  pong() {
+  pong(msg) {
     state.lastPong = Date.now();
+    if (msg.resume) state.resume = msg.resume; // (kept fresh: another node takes only a recent one)
+  },
+
+  resume(msg) {
+    if (msg.resume) state.resume = msg.resume; // our mute state changed: what another node would take back
   },
 
   chat(msg) {

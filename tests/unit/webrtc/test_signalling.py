@@ -148,7 +148,7 @@ def test_explicit_nulls_are_accepted_where_a_field_is_optional() -> None:
         ("join", "room", "r" * 64),
         ("join", "pin", "9" * 32),
         ("join", "pin", ""),
-        ("join", "resume", "t" * 128),
+        ("join", "resume", "t" * 1024),
         ("answer", "sdp", "s" * 200_000),
         ("answer", "sdp", "s" * 10),
         ("mute", "participant", "p" * 64),
@@ -246,7 +246,7 @@ def test_wrongly_typed_field(type_: str, field: str, value: Any, expected: str) 
         ("join", "name", "n" * 65, "at most 64 characters"),
         ("join", "room", "r" * 65, "at most 64 characters"),
         ("join", "pin", "9" * 33, "at most 32 characters"),
-        ("join", "resume", "t" * 129, "at most 128 characters"),
+        ("join", "resume", "t" * 1025, "at most 1024 characters"),
         ("answer", "sdp", "s" * 200_001, "at most 200000 characters"),
         ("mute", "participant", "p" * 65, "at most 64 characters"),
         ("admit", "participant", "p" * 1000, "at most 64 characters"),
@@ -279,9 +279,12 @@ def test_server_messages_are_json_objects_with_a_type() -> None:
         sig.server_error("bad_message", "nope", "join"),
         sig.server_ended("removed"),
         sig.server_pong(),
+        sig.server_pong("v1.tok.sig"),
+        sig.server_resume("v1.tok.sig"),
     ]
     types = [json.loads(json.dumps(m))["type"] for m in messages]
-    assert types == ["joined", "lobby", "offer", "video_slots", "state", "notice", "error", "ended", "pong"]
+    assert types == ["joined", "lobby", "offer", "video_slots", "state", "notice", "error", "ended", "pong", "pong", "resume"]
+    assert messages[-2]["resume"] == messages[-1]["resume"] == "v1.tok.sig" and "resume" not in messages[-3]
 
 
 def test_server_lobby_rounds_the_wait_and_notice_carries_its_data() -> None:
