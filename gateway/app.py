@@ -77,7 +77,9 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.directory = Directory(config, identify=read_identity)
-        self.store = Store(config.storage.path)  # StoreError: not usable (reported by the CLI)
+        # SQLite, or the cluster's shared PostgreSQL (StoreError: not usable, reported by the CLI)
+        storage_url = config.storage.url.get_secret_value() if config.storage.url else None
+        self.store = Store(config.storage.path, storage_url, node=config.mqtt.node)
         self.admin = Administration(config, self.directory, self.store)
         self.records = CallRecorder(self.directory, self.store, config.storage.call_records_days)
         # One PIN guard for every kind of leg: guessing by phone and by browser add up.
@@ -227,6 +229,8 @@ class Gateway:
 
     async def run(self, ready: Callable[[Gateway], None] | None = None) -> None:
         ignore_close_races(asyncio.get_running_loop())
+        # The calls a killed node left open become records that say so, before any new call comes.
+        await self.records.settle_lost_calls()
         serve = asyncio.create_task(self._uvicorn.serve())
         while not self._uvicorn.started:
             if serve.done():
@@ -249,6 +253,9 @@ class Gateway:
         gc.set_threshold(10_000, 20, 1_000)
         lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         prune_task = asyncio.create_task(self.records.run_pruning(), name="call-record-pruning")
+        heartbeat_task = asyncio.create_task(self.records.run_heartbeat(), name="open-calls-heartbeat")
+        # Other nodes' changes of rooms, systems, trunks and rules in the shared database (PostgreSQL)
+        store_changes = asyncio.create_task(self.store.listen(self.admin.reload), name="shared-store-changes")
         prune_recordings = asyncio.create_task(self.broadcasts.run_pruning(), name="recording-pruning")
         admission_task = asyncio.create_task(self.admission.run(), name="admission")
         # Room systems named by host name are recognised by the addresses it resolves to (off the loop).
@@ -272,6 +279,8 @@ class Gateway:
             self.ready = False
             lag_task.cancel()
             prune_task.cancel()
+            heartbeat_task.cancel()
+            store_changes.cancel()
             prune_recordings.cancel()
             admission_task.cancel()
             refresh_task.cancel()

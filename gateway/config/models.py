@@ -157,9 +157,25 @@ class StorageConfig(_Strict):
         description="SQLite file for rooms, room systems, rules and call records made through the API; "
         "null keeps them in memory only",
     )
+    url: SecretStr | None = Field(
+        None,
+        description="postgresql://user:password@host:port/database (a secret): the nodes of a cluster share it, "
+        "and `path` is not used; unset: SQLite at `path`",
+    )
     call_records_days: int = Field(
         90, ge=1, le=3650, description="call records older than this are deleted (data minimisation)"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and urlsplit(url.get_secret_value()).scheme not in ("postgresql", "postgres"):
+            raise ValueError("storage.url must be a postgresql:// URL")
+        return url
+
+    @field_serializer("url", when_used="json")
+    def _secret(self, secret: SecretStr | None, info: SerializationInfo) -> str | None:
+        return secret_out(secret, info)
 
 
 _TOPIC_LEVEL = r"^[^/+#\x00]{1,64}$"
@@ -185,7 +201,8 @@ class MqttConfig(_Strict):
     tls_ca: Path | None = Field(None, description="a CA file to trust instead of the system's")
     prefix: str = Field("gateway", pattern=r"^[^+#\x00]{1,128}$", description="first topic level(s)")
     node: str = Field(
-        default_factory=socket.gethostname, pattern=_TOPIC_LEVEL, description="this gateway's name in topics"
+        default_factory=socket.gethostname, pattern=_TOPIC_LEVEL,
+        description="this gateway's name in topics, and in a shared database (what belongs to this node: its open calls, its recordings)"
     )
     command_token: str | None = Field(
         None, min_length=16, description="commands must carry this token; no commands are taken while unset"

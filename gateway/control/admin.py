@@ -53,7 +53,7 @@ class Administration:
         self._load()
 
     def _load(self) -> None:
-        where = str(self.store.path) if self.store.path else "memory"
+        where = self.store.where or "memory"
         for spec in self.store.rooms():
             problems = self.directory.clashes(spec)
             if problems:
@@ -85,6 +85,34 @@ class Administration:
             rules=len(self.directory.rules),
             conflicts=len(self.conflicts),
         )
+
+    async def reload(self, table: str) -> None:
+        """Another node changed `table` (rooms, systems, trunks, rules) in the shared database: the
+        stored state is taken over here as it is (this node's own changes read back the same)."""
+        if table == "rooms":
+            stored = {spec.id: spec for spec in self.store.rooms()}
+            ours = {room_id for room_id, origin in self.directory.origins.items() if origin == "api"}
+            for room_id in ours - set(stored):
+                await self.directory.remove(room_id)
+                log.info("room deleted on another node", room=room_id)
+            for room_id, spec in stored.items():
+                if room_id in ours:
+                    if self.directory.specs.get(room_id) != spec:
+                        self.directory.update(spec)
+                        log.info("room changed on another node", room=room_id)
+                elif room_id not in self.directory.specs and not self.directory.clashes(spec):
+                    self.directory.add(spec, "api")
+                    log.info("room created on another node", room=room_id)
+        elif table == "systems":
+            self.directory.set_systems(self.store.systems())
+        elif table == "rules":
+            self.directory.set_rules(self.store.rules())
+        elif table == "trunks":
+            configured = {t.id for t in self.config.sip.trunks}
+            stored_trunks = {t.id: t for t in self.store.trunks() if t.id not in configured}
+            if stored_trunks != self.api_trunks:
+                self.api_trunks = stored_trunks
+                self._trunks_changed()
 
     def _stored(self, action: Any, undo: Any) -> None:
         try:

@@ -235,7 +235,7 @@ def build_router(
             "uptime_s": round(time.time() - started, 1),
             "rooms": len(directory.conferences),
             "participants": sum(len(c.room.participants) for c in directory),
-            "database": str(admin.store.path) if admin.store.path else None,
+            "database": admin.store.where,
             "conflicts": admin.conflicts,
             "mqtt": mqtt_state() if mqtt_state else {"enabled": False},
             "sip_enabled": config.sip.enabled,

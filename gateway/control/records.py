@@ -1,6 +1,10 @@
 """Call records: who was in which room when, from where, how long, over which leg and codecs, with
 packet loss and jitter. Written when a participant leaves, announced as a `call_record_written`
 event (MQTT), queryable through the API and exportable as CSV.
+
+While a participant is in, their record so far is kept in the store as an open call, and the store
+hears every HEARTBEAT_S that the node is alive: the calls of a node that died (killed, its machine
+gone) become records ending `node_failed` at its last sign of life when it starts again.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ log = structlog.get_logger(__name__)
 
 _ENDINGS = {"participant_left": "left", "participant_removed": "removed"}
 _DAY_S = 86_400.0
+HEARTBEAT_S = 10.0
+NODE_FAILED = "node_failed"
 
 
 class CallRecorder:
@@ -30,6 +36,7 @@ class CallRecorder:
         self.store = store
         self.retention_s = retention_days * _DAY_S
         self._open: dict[tuple[str, str], dict[str, Any]] = {}
+        self._opening: dict[tuple[str, str], asyncio.Task[None]] = {}  # the open call being stored
         self._pending: set[asyncio.Task[None]] = set()
         self._unsubscribe = directory.subscribe(self._on_event)
         self.written = 0
@@ -51,6 +58,9 @@ class CallRecorder:
                 "joined_at": participant.joined_at,
                 "broadcast": set(conference.room.broadcasting),  # (recorded or streamed while in)
             }
+            if self.store.persistent:  # (a node without a database keeps nothing after it)
+                key = (event.room, event.participant)
+                self._opening[key] = asyncio.get_running_loop().create_task(self._store_open(dict(self._open[key])))
         elif event.type in ("recording_started", "streaming_started"):
             what = event.type.partition("_")[0]
             for (room, _), record in self._open.items():
@@ -75,11 +85,20 @@ class CallRecorder:
         record["duration_s"] = round(max(0.0, at - record["joined_at"]), 3)
         record["end_reason"] = reason
         record["broadcast"] = ",".join(sorted(record["broadcast"])) or None
-        task = asyncio.get_running_loop().create_task(self._write(record))
+        task = asyncio.get_running_loop().create_task(self._write(record, self._opening.pop((room, pid), None)))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _write(self, record: dict[str, Any]) -> None:
+    async def _store_open(self, record: dict[str, Any]) -> None:
+        record["broadcast"] = ",".join(sorted(record["broadcast"])) or None
+        try:
+            await asyncio.to_thread(self.store.open_call, record)
+        except Exception:
+            log.exception("open call could not be stored", room=record["room"], participant=record["participant"])
+
+    async def _write(self, record: dict[str, Any], opening: asyncio.Task[None] | None = None) -> None:
+        if opening is not None:
+            await opening  # (its open call first: the record's write ends it)
         try:
             record["id"] = await self.store.add_call_record_async(record)
         except Exception:
@@ -94,6 +113,28 @@ class CallRecorder:
         if removed:
             log.info("old call records deleted", count=removed, older_than_days=self.retention_s / _DAY_S)
         return removed
+
+    async def settle_lost_calls(self) -> list[dict[str, Any]]:
+        """At start-up, before any call: the calls the node had when it last stopped without ending
+        them (killed, its machine gone) become call records that end `node_failed` when it was last
+        alive."""
+        lost = await asyncio.to_thread(self.store.settle_open_calls, NODE_FAILED)
+        if lost:
+            log.warning("calls lost when the node last stopped", count=len(lost), rooms=sorted({r["room"] for r in lost}))
+        for record in lost:
+            full = {field: record.get(field) for field in CALL_RECORD_FIELDS}
+            self.directory.publish(RoomEvent("call_record_written", record["room"], record["participant"], data=full))
+        return lost
+
+    async def run_heartbeat(self) -> None:
+        """Tells the store every HEARTBEAT_S that the open calls still go on (when they were lost, if the node dies)."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            if self._open and self.store.persistent:
+                try:
+                    await asyncio.to_thread(self.store.touch_open_calls, time.time())
+                except Exception:
+                    log.exception("open calls could not be touched")
 
     async def run_pruning(self) -> None:
         while True:

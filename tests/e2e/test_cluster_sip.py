@@ -2,7 +2,8 @@
 machine (127.0.0.2 and 127.0.0.3, the same SIP port): every call to a room lands on the room's node;
 a drained node (`gateway drain`) takes no new call, which goes to the other node, while its meeting
 carries on, and it is `drained` when that meeting ends; a node killed with SIGKILL: a new call to its
-room is answered by the other node within 5 s; restarted, it takes its rooms' new calls again."""
+room is answered by the other node within 5 s; restarted, it takes its rooms' new calls again, and
+the call records of the calls it lost say so."""
 
 from __future__ import annotations
 
@@ -125,6 +126,10 @@ def test_a_killed_node_s_rooms_are_answered_by_the_other_within_5_s(tmp_path: Pa
         wait_until(lambda: _probed_back(front, home), 10, what="kamailio probing the node back")
         call(front, carl, "north")
         assert landed(nodes, "north", "Carl") == home.name
+        # Anna's call died with the node: its call record, written when it came back, says so.
+        records = home.gateway.api("GET", "/api/call-records", params={"room": "north"}).json()
+        (lost,) = [r for r in records if r["name"] == "Anna"]
+        assert lost["end_reason"] == "node_failed" and 0 <= lost["duration_s"] <= time.time() - lost["joined_at"]
     finally:
         stop_all(nodes, front, phones)
 

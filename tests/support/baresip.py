@@ -282,7 +282,8 @@ snd_path {directory}
         same connection before the response are skipped.)"""
         data = json.dumps({"command": name, "params": params, "token": "t"}).encode()
         buffer = b""
-        with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=5) as conn:
+        # (15 s: on a loaded machine baresip's loop can be slow to answer; a CI run timed out at 5 s)
+        with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=15) as conn:
             conn.sendall(str(len(data)).encode() + b":" + data + b",")
             while True:
                 length, colon, rest = buffer.partition(b":")

@@ -37,7 +37,8 @@ admin: {{token: {token}}}
 logging: {{level: debug, format: json}}
 sip: {{host: {host}, port: {sip_port}, language: en, digit_timeout_s: 2}}
 h323: {{enabled: false}}
-storage: {{path: null}}
+storage: {storage}
+mqtt: {{enabled: false, node: {name}}}
 admission: {{max_loop_lag_ms: 1000, retry_after_s: 5}}
 cluster: {{secret: {secret}}}
 rooms:
@@ -52,6 +53,7 @@ class Node:
     sip_port: int
     directory: Path
     http_port: int = 0
+    storage_url: str | None = None  # the cluster's PostgreSQL; None: SQLite in the node's folder
     running: RunningGateway | None = None
 
     def start(self) -> RunningGateway:
@@ -59,8 +61,10 @@ class Node:
         rooms += f'\n  - {{id: {COUNCIL}, name: Council, host_pin: "{HOST_PIN}"}}'
         self.directory.mkdir(parents=True, exist_ok=True)
         config = NODE_CONFIG.format(
-            host=self.host, token=ADMIN_TOKEN, sip_port=self.sip_port, http_port=self.http_port, rooms=rooms, secret=CLUSTER_SECRET
-        )
+            host=self.host, token=ADMIN_TOKEN, sip_port=self.sip_port, http_port=self.http_port, rooms=rooms,
+            secret=CLUSTER_SECRET, name=self.name,
+            storage=f'{{url: "{self.storage_url}"}}' if self.storage_url else f"{{path: {self.directory}/gateway.sqlite}}",
+        )  # fmt: skip
         self.running = start_gateway(self.directory, config)
         return self.running
 
