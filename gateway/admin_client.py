@@ -162,17 +162,17 @@ def cmd_status(api: Api, args: argparse.Namespace) -> Any:
     return None
 
 
-def _print_node(api: Api, node: dict[str, Any]) -> None:
+def _node(api: Api, args: argparse.Namespace, node: dict[str, Any]) -> Any:
+    """The node's state: its JSON with --json, else a line."""
+    if args.json:
+        return node
     deadline = f", deadline in {node['deadline_in_s']} s" if node.get("deadline_in_s") is not None else ""
     print(f"node at {api.url}: {node['state']}{deadline}; {node['meetings']} meeting(s), {node['participants']} participant(s)")
+    return None
 
 
 def cmd_node(api: Api, args: argparse.Namespace) -> Any:
-    node = api.call("GET", "/node")
-    if args.json:
-        return node
-    _print_node(api, node)
-    return None
+    return _node(api, args, api.call("GET", "/node"))
 
 
 def cmd_drain(api: Api, args: argparse.Namespace) -> Any:
@@ -185,10 +185,7 @@ def cmd_drain(api: Api, args: argparse.Namespace) -> Any:
         while args.wait and node["state"] == "draining":
             time.sleep(1.0)
             node = api.call("GET", "/node")
-    if args.json:
-        return node
-    _print_node(api, node)
-    return None
+    return _node(api, args, node)
 
 
 def cmd_rooms(api: Api, args: argparse.Namespace) -> Any:

@@ -374,8 +374,6 @@ class BrowserSession:
             raise RoomError("already joined", "already_joined")
         # A resume token that is not ours (forged, malformed, another cluster's) counts for nothing.
         back = self.hub.resume_tokens.read(msg.resume) if msg.resume else None
-        if msg.resume and back is None:
-            self._log.warning("resume token not valid: joining anew", source=self.client_ip)
         # Someone coming back to a kept place is already in the meeting (or its lobby): neither the
         # join limit nor overload may cost them that place, which the grace promised to keep.
         if not (back is not None and self.hub.holds_place(back.place)):
@@ -390,6 +388,8 @@ class BrowserSession:
                 self._log.info("join refused: the gateway is overloaded", why=overloaded.detail)
                 await self._end(overloaded.ending)
                 return
+        if msg.resume and back is None:  # (after the join limit: a flood of them is not logged each)
+            self._log.warning("resume token not valid: joining anew", source=self.client_ip)
         conference = self.hub.directory.find(msg.room)
         if conference is None:
             # (not what was typed: people type PINs into the meeting-ID field too)

@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 from gateway.webrtc.resume import Place, ResumeTokens, _b64, _unb64
 from tests.support.baresip import Baresip, free_port, menu_speaking, recording_so_far, tone_level
 from tests.support.browser import in_meeting, participant_id
-from tests.support.cluster import CLUSTER_SECRET, COUNCIL, HOST_PIN, NginxFront, Node, where
+from tests.support.cluster import CLUSTER_SECRET, COUNCIL, HOST_PIN, NginxFront, Node, home_and_other, where
 from tests.support.gateway import logged, participant, stop_and_check, wait_until
 from tests.support.kamailio import KamailioDispatcher
 from tests.support.sipp import free_udp_port
@@ -48,8 +48,7 @@ def test_browsers_resume_on_the_other_node_with_role_and_mute_after_a_kill(open_
         hilde = open_participant(f"{web.url}/r/{COUNCIL}?name=Hilde&pin={HOST_PIN}", 440.0)
         gert = open_participant(f"{web.url}/r/{COUNCIL}?name=Gert", 660.0)
         wait_until(lambda: in_meeting(hilde) and in_meeting(gert), 40, what="both in the meeting")
-        home_name = where(nodes, COUNCIL, "Hilde")
-        home, other = (nodes[0], nodes[1]) if home_name == "a" else (nodes[1], nodes[0])
+        home, other = home_and_other(nodes, COUNCIL, "Hilde")
         assert where(nodes, COUNCIL, "Gert") == home.name  # (nginx: one room, one node)
 
         # The host mutes Gert and forbids him to unmute: his page gets a token that says so.

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.baresip import Baresip
-from tests.support.cluster import ROOMS, Node, where
+from tests.support.cluster import ROOMS, Node, home_and_other, landed
 from tests.support.gateway import metric, stop_and_check, wait_until
 from tests.support.kamailio import KamailioDispatcher
 from tests.support.sipp import free_udp_port
@@ -43,11 +43,6 @@ def call(front: KamailioDispatcher, caller: Baresip, room: str) -> None:
     caller.start(dial=f"sip:{room}@127.0.0.1:{front.port}")
 
 
-def landed(nodes: list[Node], room: str, name: str, timeout: float = 20.0) -> str:
-    found = wait_until(lambda: where(nodes, room, name), timeout, what=f"{name} in {room} on a node")
-    return str(found)
-
-
 def stop_all(nodes: list[Node], front: KamailioDispatcher, phones: list[Baresip]) -> None:
     for caller in phones:
         caller.stop()
@@ -57,15 +52,18 @@ def stop_all(nodes: list[Node], front: KamailioDispatcher, phones: list[Baresip]
             stop_and_check(node.gateway)
 
 
+def three_phones(tmp_path: Path) -> list[Baresip]:
+    return [phone(tmp_path, name, tone) for name, tone in (("Anna", 440.0), ("Bert", 700.0), ("Carl", 1000.0))]
+
+
 def test_a_room_lands_on_its_node_and_a_draining_node_takes_no_new_call(tmp_path: Path) -> None:
     nodes, front = two_nodes(tmp_path)
-    phones = [phone(tmp_path, name, tone) for name, tone in (("Anna", 440.0), ("Bert", 700.0), ("Carl", 1000.0))]
+    phones = three_phones(tmp_path)
     anna, bert, carl = phones
     try:
         # Every call to a room goes to the same node: the room's.
         call(front, anna, "north")
-        home_name = landed(nodes, "north", "Anna")
-        home, other = (nodes[0], nodes[1]) if home_name == "a" else (nodes[1], nodes[0])
+        home, other = home_and_other(nodes, "north", "Anna")
         call(front, bert, "north")
         assert landed(nodes, "north", "Bert") == home.name
         # (the other rooms are spread: some of them are the other node's)
@@ -103,12 +101,11 @@ def test_a_room_lands_on_its_node_and_a_draining_node_takes_no_new_call(tmp_path
 
 def test_a_killed_node_s_rooms_are_answered_by_the_other_within_5_s(tmp_path: Path) -> None:
     nodes, front = two_nodes(tmp_path)
-    phones = [phone(tmp_path, name, tone) for name, tone in (("Anna", 440.0), ("Bert", 700.0), ("Carl", 1000.0))]
+    phones = three_phones(tmp_path)
     anna, bert, carl = phones
     try:
         call(front, anna, "north")
-        home_name = landed(nodes, "north", "Anna")
-        home, other = (nodes[0], nodes[1]) if home_name == "a" else (nodes[1], nodes[0])
+        home, other = home_and_other(nodes, "north", "Anna")
 
         os.kill(home.gateway.process.pid, signal.SIGKILL)
         killed_at = time.monotonic()

@@ -16,7 +16,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.support.baresip import Baresip, free_port, menu_speaking
-from tests.support.cluster import Node, where
+from tests.support.cluster import Node, home_and_other
 from tests.support.gateway import stop_and_check, wait_until
 from tests.support.kamailio import KamailioDispatcher
 from tests.support.postgres import PASSWORD, Postgres
@@ -63,8 +63,7 @@ def test_nodes_share_rooms_rules_records_and_keys_through_postgresql(tmp_path: P
         wait_until(phone.established, 15, what="the phone's call")
         wait_until(lambda: menu_speaking(phone), 15, what="the voice menu asking the phone for a PIN")
         phone.send_keys("#")
-        home_name = wait_until(lambda: where(nodes, "harbour", "Phone"), 20, what="the phone in the meeting")
-        home = a if home_name == "a" else b
+        home, _ = home_and_other(nodes, "harbour", "Phone")
         phone.stop()
         for node in nodes:
             wait_until(

@@ -91,6 +91,18 @@ class Node:
         )
 
 
+def home_and_other(nodes: list[Node], room: str, name: str, timeout: float = 20.0) -> tuple[Node, Node]:
+    """Of two nodes: the one whose meeting in `room` the participant of this name landed in (waited
+    for), and the other."""
+    home = next(node for node in nodes if node.name == landed(nodes, room, name, timeout))
+    return home, next(node for node in nodes if node is not home)
+
+
+def landed(nodes: list[Node], room: str, name: str, timeout: float = 20.0) -> str:
+    """The name of the node the participant of this name landed on in `room` (waited for)."""
+    return str(wait_until(lambda: where(nodes, room, name), timeout, what=f"{name} in {room} on a node"))
+
+
 def where(nodes: list[Node], room: str, name: str) -> str | None:
     """The node whose meeting in `room` has a participant of this name."""
     return next((node.name for node in nodes if name in node.names_in(room)), None)
