@@ -294,6 +294,26 @@ class Room:
         )  # fmt: skip
         return participant
 
+    def waiting_since(self, entry_id: str) -> float:
+        """When someone began to wait in the lobby, on the wall clock (another node's clock agrees)."""
+        return self._wall() - max(0.0, self._monotonic() - self.lobby[entry_id].since)
+
+    def add_waiting_resumed(self, name: str, kind: LegKind, source: str | None, waiting_since: float) -> LobbyEntry:
+        """Someone who waited in this room's lobby on another node, back after that node failed (a
+        signed resume token vouches for it): in the queue where the time they came puts them, before
+        those who came after them, whatever the order they come back in; within the lobby's size."""
+        if len(self.lobby) >= self.max_lobby:
+            raise JoinRefused("the waiting room is full", "full")
+        waited = max(0.0, self._wall() - waiting_since)
+        entry = LobbyEntry(id=self._new_id(), name=name, kind=kind, since=self._monotonic() - waited, source=source)
+        if not self.lobby:
+            self._last_decision_at = entry.since
+        queue = sorted([*self.lobby.values(), entry], key=lambda waiting: waiting.since)
+        self.lobby.clear()
+        self.lobby.update((waiting.id, waiting) for waiting in queue)
+        self._emit("lobby_changed", entry.id, waiting=len(self.lobby), name=name)
+        return entry
+
     @staticmethod
     def _returner_key(source: str | None, name: str) -> str | None:
         return f"{source}|{name.strip().casefold()}" if source else None

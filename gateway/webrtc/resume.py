@@ -5,7 +5,7 @@ with the cluster's shared key), not the client. Sans-IO: no sockets, the clock i
 
 A token is `v1.<claims>.<signature>`, both parts base64url. Claims: the place (a random id, new at
 every join: a token of a place taken once is worth nothing on that node again), the room, the name,
-the role, whether the person waited in the lobby, the mute state (host-muted, self-unmute forbidden,
+the role, whether the person waited in the lobby and since when, the mute state (host-muted, self-unmute forbidden,
 self-muted) and when it was issued. Another node takes it only while it is fresh
 (cluster.resume_valid_s); browsers get a new one at every ping and whenever their mute state changes.
 """
@@ -36,6 +36,7 @@ class Place(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     role: Literal["host", "guest"]
     lobby: bool = False
+    waiting_since: float = 0.0  # in the lobby: since when, on the wall clock (its place in the queue)
     host_muted: bool = False
     self_unmute_forbidden: bool = False
     self_muted: bool = False

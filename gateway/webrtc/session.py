@@ -364,7 +364,10 @@ class BrowserSession:
             )  # fmt: skip
         elif self.participant_id in room.lobby:
             entry = room.lobby[self.participant_id]
-            place = Place(place=self.place, room=room.id, name=entry.name, role="guest", lobby=True, issued=time.time())
+            place = Place(
+                place=self.place, room=room.id, name=entry.name, role="guest", lobby=True,
+                waiting_since=room.waiting_since(entry.id), issued=time.time(),
+            )  # fmt: skip
         else:
             return ""
         return self.hub.resume_tokens.issue(place)
@@ -417,7 +420,7 @@ class BrowserSession:
                 conference.room.set_connected(pid, True)
                 await self._enter_meeting()
                 return
-            if pid is None and back.room == conference.room.id and not back.lobby and self.hub.take_over(back):
+            if pid is None and back.room == conference.room.id and self.hub.take_over(back):
                 await self._resume_from_another_node(conference, back)
                 return
         role = None
@@ -460,19 +463,29 @@ class BrowserSession:
         await self._enter_meeting()
 
     async def _resume_from_another_node(self, conference: Conference, back: Place) -> None:
-        """Back in the meeting after the node it was on failed: as the token says (name, role, mute
-        state), not as the client says; past the lobby and the lock, within the room's size."""
+        """Back after the node it was on failed, as the token says, not as the client says: in the
+        meeting with its name, role and mute state, past the lobby and the lock, within the room's
+        size; or in the lobby where its wait so far puts it in the queue."""
+        room = conference.room
         try:
-            participant = conference.room.add_resumed(
-                back.name, Role(back.role), LegKind.BROWSER, self.client_ip,
-                self_muted=back.self_muted, host_muted=back.host_muted, self_unmute_forbidden=back.self_unmute_forbidden,
-            )  # fmt: skip
+            if back.lobby:
+                waiting = room.add_waiting_resumed(back.name, LegKind.BROWSER, self.client_ip, back.waiting_since)
+            else:
+                joined = room.add_resumed(
+                    back.name, Role(back.role), LegKind.BROWSER, self.client_ip,
+                    self_muted=back.self_muted, host_muted=back.host_muted, self_unmute_forbidden=back.self_unmute_forbidden,
+                )  # fmt: skip
         except JoinRefused as exc:
             self._log.info("join refused", code=exc.code)
             await self._end(ending_for(exc.code))
             return
-        self.participant_id, self.place = participant.id, secrets.token_urlsafe(12)
+        self.participant_id = waiting.id if back.lobby else joined.id
+        self.place = secrets.token_urlsafe(12)
         self._log = self._log.bind(participant=self.participant_id)
+        if back.lobby:
+            self._log.info("waiting in lobby, resumed from another node")
+            await self._wait_in_lobby()
+            return
         self._log.info("participant resumed from another node", role=back.role, host_muted=back.host_muted)
         await self._enter_meeting()
 

@@ -3,7 +3,8 @@ nodes on one machine (127.0.0.2 and 127.0.0.3), phones behind kamailio: a room's
 the room's node; that node is killed with SIGKILL, and within 5 s both browsers are back in the
 meeting on the other node as their signed resume tokens say (the host a host, the guest the host
 muted still muted, and not allowed to unmute), a new phone call lands there too and hears the host
-but not the muted guest. A forged token makes no one a host."""
+but not the muted guest. A forged token makes no one a host. People waiting in a lobby come back
+to another node in the order they came in."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 import signal
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,16 @@ from websockets.sync.client import connect
 from gateway.webrtc.resume import Place, ResumeTokens, _b64, _unb64
 from tests.support.baresip import Baresip, free_port, menu_speaking, recording_so_far, tone_level
 from tests.support.browser import in_meeting, participant_id
-from tests.support.cluster import CLUSTER_SECRET, COUNCIL, HOST_PIN, NginxFront, Node, home_and_other, where
+from tests.support.cluster import (
+    CLUSTER_SECRET,
+    COUNCIL,
+    HOST_PIN,
+    OFFICE,
+    NginxFront,
+    Node,
+    home_and_other,
+    where,
+)
 from tests.support.gateway import logged, participant, stop_and_check, wait_until
 from tests.support.kamailio import KamailioDispatcher
 from tests.support.sipp import free_udp_port
@@ -151,3 +162,38 @@ def test_a_forged_foreign_or_spent_resume_token_lets_no_one_in(tmp_path: Path) -
             assert back["type"] == "ended" and back["reason"] == "locked", back
     finally:
         stop_and_check(gateway)
+
+
+def test_the_lobby_order_survives_a_killed_node(tmp_path: Path) -> None:
+    """Three citizens wait in a lobby on node a; it is killed; they come back to node b (as their
+    pages would, with their resume tokens) in another order, and wait in the order they came in."""
+    sip_port, http_port = free_udp_port(), free_port()
+    a, b = (Node(n, host, sip_port, tmp_path / n, http_port) for n, host in (("a", "127.0.0.2"), ("b", "127.0.0.3")))
+    a.start()
+    b.start()
+
+    def next_of(ws, kinds: tuple[str, ...]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+        while True:
+            message = dict(json.loads(ws.recv(timeout=10)))
+            if message["type"] in (*kinds, "ended", "error"):
+                return message
+
+    try:
+        with ExitStack() as sockets:
+            tokens = {}
+            for name in ("Erste", "Zweite", "Dritte"):
+                ws = sockets.enter_context(connect(a.gateway.ws_url, origin=a.gateway.base_url))  # type: ignore[arg-type]
+                ws.send(json.dumps({"type": "join", "room": OFFICE, "name": name}))
+                waiting = next_of(ws, ("lobby",))
+                assert waiting["type"] == "lobby", waiting
+                tokens[name] = str(waiting["resume"])
+            os.kill(a.gateway.process.pid, signal.SIGKILL)
+            a.gateway.process.wait(5)
+            for name in ("Dritte", "Erste", "Zweite"):  # (not the order they came in)
+                ws = sockets.enter_context(connect(b.gateway.ws_url, origin=b.gateway.base_url))  # type: ignore[arg-type]
+                ws.send(json.dumps({"type": "join", "room": OFFICE, "name": name, "resume": tokens[name]}))
+                assert next_of(ws, ("lobby",))["type"] == "lobby"
+            lobby = b.gateway.api("GET", f"/api/rooms/{OFFICE}/lobby").json()
+            assert [entry["name"] for entry in sorted(lobby, key=lambda e: e["position"])] == ["Erste", "Zweite", "Dritte"]
+    finally:
+        stop_and_check(b.gateway)

@@ -27,6 +27,7 @@ from tests.support.nginx_rtmp import NGINX
 
 ROOMS = ("north", "south", "east", "west")  # (no PIN: calls go straight in)
 COUNCIL = "council"  # with a host PIN
+OFFICE = "office"  # with a host PIN and a lobby
 HOST_PIN = "1234"
 CLUSTER_SECRET = "cluster-test-secret-0123456789abcdef"
 NGINX_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "nginx-gateway.conf"
@@ -59,6 +60,7 @@ class Node:
     def start(self) -> RunningGateway:
         rooms = "\n".join(f"  - {{id: {room}, name: {room.title()}}}" for room in ROOMS)
         rooms += f'\n  - {{id: {COUNCIL}, name: Council, host_pin: "{HOST_PIN}"}}'
+        rooms += f'\n  - {{id: {OFFICE}, name: Citizen office, host_pin: "{HOST_PIN}", lobby: true}}'
         self.directory.mkdir(parents=True, exist_ok=True)
         config = NODE_CONFIG.format(
             host=self.host, token=ADMIN_TOKEN, sip_port=self.sip_port, http_port=self.http_port, rooms=rooms,

@@ -847,3 +847,19 @@ def test_recording_and_streaming_are_told_once_each_way_and_a_streams_outage_whe
     public = room.public(True)
     assert public["broadcasting"] == {} and public["streaming_interrupted"] is False
     assert public["may_broadcast"] == {"recording": True, "streaming": False} and room.public(False)["may_broadcast"] == {}
+
+
+def test_waiting_people_back_from_another_node_keep_their_order_whatever_order_they_come_back_in(make_room, clock) -> None:  # type: ignore[no-untyped-def]
+    """After a failover, the lobby's queue is rebuilt by how long each had waited (their tokens say),
+    not by who reconnected first; and a full lobby stays full."""
+    from gateway.rooms.participant import LegKind
+
+    room = make_room(lobby=True)
+    room.max_lobby = 3
+    late = room.add_waiting_resumed("Late", LegKind.BROWSER, None, waiting_since=WALL_TIME - 10.0)
+    first = room.add_waiting_resumed("First", LegKind.BROWSER, None, waiting_since=WALL_TIME - 300.0)
+    middle = room.add_waiting_resumed("Middle", LegKind.BROWSER, None, waiting_since=WALL_TIME - 120.0)
+    assert [room.lobby_position(e.id)[0] for e in (first, middle, late)] == [1, 2, 3]
+    assert room.waiting_since(first.id) == pytest.approx(WALL_TIME - 300.0)
+    with pytest.raises(JoinRefused):
+        room.add_waiting_resumed("One more", LegKind.BROWSER, None, waiting_since=WALL_TIME - 500.0)
