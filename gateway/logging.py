@@ -33,7 +33,9 @@ def configure_logging(config: LoggingConfig, stream: Any = None) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(), structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per line (PrintLogger writes the line and its newline apart): the gateway's child
+        # processes share its stream, and a line of theirs must never land inside one of ours.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     # Libraries (uvicorn, aiortc, aioice) log through the standard library: render their lines the

@@ -33,6 +33,7 @@ from tests.support.certificates import self_signed
 from tests.support.gateway import (
     TEST_CONFIG,
     RunningGateway,
+    logged,
     metric,
     participant,
     start_gateway,
@@ -327,8 +328,8 @@ def test_a_stream_whose_server_is_not_there_keeps_trying_and_says_so_and_its_key
         assert streaming(gateway, "live")["connected"] is False  # (it keeps trying, with backoff)
         assert metric(gateway, "gateway_streaming_connected", room="live") == 0
         assert metric(gateway, "gateway_streaming_interruptions", room="live") >= 1
-        reported = [line for line in gateway.log_lines() if line.get("event") == "live stream interrupted; reconnecting"]
-        assert reported and reported[0]["room"] == "live" and reported[0]["reason"], reported
+        reported = wait_until(lambda: logged(gateway, "live stream interrupted; reconnecting", room="live"), 10, what="the interruption logged")
+        assert reported[0]["reason"], reported  # type: ignore[index]
         assert participant(gateway, "live", "Caller") is not None and phone.established()  # (the call goes on)
         assert gateway.api("POST", "/api/rooms/live/streaming/stop").json() == {"stopped": True}
         wait_until(lambda: not streaming(gateway, "live"), 20, what="the stream stopped")
@@ -345,14 +346,7 @@ def test_a_streaming_server_that_never_answers_is_given_up_and_tried_again_and_t
     try:
         assert gateway.api("POST", "/api/rooms/silent/streaming").status_code == 200
         wait_until(lambda: streaming(gateway, "silent").get("interruptions"), 30, what="the silent server given up")
-        # (the log line may come a moment after the count the API shows: waited for, not assumed)
-        reported = wait_until(
-            lambda: [
-                line for line in gateway.log_lines() if line.get("event") == "live stream interrupted; reconnecting" and line.get("room") == "silent"
-            ],
-            10,
-            what="the interruption logged",
-        )
+        reported = wait_until(lambda: logged(gateway, "live stream interrupted; reconnecting", room="silent"), 10, what="the interruption logged")
         assert reported[0]["reason"] == "the streaming server did not answer", reported  # type: ignore[index]
         wait_until(
             lambda: len([line for line in gateway.log_lines() if line.get("event") == "live stream process ended; starting it again"]) >= 2,
@@ -534,10 +528,8 @@ def test_rtmps_reaches_a_server_whose_certificate_is_trusted_and_never_one_whose
         assert amplitude(heard[rate:], rate, 440) > 0.01
         wait_until(lambda: streaming(running, "spoofed").get("interruptions"), 30, what="the stranger's certificate refused")
         assert not nginx.publishing("other-" + KEY)
-        refused = [
-            line for line in running.log_lines() if line.get("event") == "live stream interrupted; reconnecting" and line.get("room") == "spoofed"
-        ]
-        assert refused[0]["reason"] == "the streaming server's certificate was not accepted", refused
+        refused = wait_until(lambda: logged(running, "live stream interrupted; reconnecting", room="spoofed"), 10, what="the refusal logged")
+        assert refused[0]["reason"] == "the streaming server's certificate was not accepted", refused  # type: ignore[index]
     finally:
         for phone in phones:
             phone.stop()
