@@ -309,9 +309,7 @@ class Gateway:
 
     async def _end_meetings(self) -> None:
         try:
-            busy = [c for c in self.directory if c.room.participants or c.room.lobby]
-            for conference in busy:
-                conference.room.end(None, reason="shutdown")
+            busy = self.directory.end_meetings("shutdown")
             log.info("shutting down: meetings ended", rooms=len(busy))
             if self.sip is not None:
                 await self.sip.wait_idle(timeout_s=_SHUTDOWN_PROMPT_S)

@@ -30,11 +30,8 @@ class Drain:
     def draining(self) -> bool:
         return self._admission.draining is not None
 
-    def _busy(self) -> list[str]:
-        return [c.room.id for c in self._directory if c.room.participants or c.room.lobby]
-
     def view(self) -> dict[str, Any]:
-        busy = self._busy()
+        busy = self._directory.meetings()
         state = "serving" if not self.draining else ("drained" if not busy else "draining")
         return {
             "state": state,
@@ -54,8 +51,7 @@ class Drain:
         if self._task is not None:
             self._task.cancel()
         self._task = asyncio.get_running_loop().create_task(self._run(deadline_s), name="drain")
-        busy = self._busy()
-        log.warning("draining: new participants are refused", actor=actor, deadline_s=deadline_s, meetings=len(busy))
+        log.warning("draining: new participants are refused", actor=actor, deadline_s=deadline_s, meetings=len(self._directory.meetings()))
         return self.view()
 
     def cancel(self, actor: str) -> dict[str, Any]:
@@ -72,9 +68,7 @@ class Drain:
     async def _run(self, deadline_s: float) -> None:
         """At the deadline, ends the meetings still running (their callers hear it, browsers are told)."""
         await asyncio.sleep(deadline_s)
-        busy = [c for c in self._directory if c.room.participants or c.room.lobby]
-        for conference in busy:
-            conference.room.end(None, reason="shutdown")
+        busy = self._directory.end_meetings("shutdown")
         self.ended_at_deadline = len(busy)
         log.warning("drain deadline: the meetings left were ended", rooms=[c.room.id for c in busy])
 

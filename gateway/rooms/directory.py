@@ -271,6 +271,17 @@ class Directory:
     def __iter__(self) -> Iterator[Conference]:
         return iter(list(self.conferences.values()))
 
+    def meetings(self) -> list[Conference]:
+        """The rooms with a meeting now (someone in it, or waiting in its lobby)."""
+        return [c for c in self.conferences.values() if c.room.participants or c.room.lobby]
+
+    def end_meetings(self, reason: str) -> list[Conference]:
+        """Ends every meeting (the gateway stops, or a drain's deadline came); returns their rooms."""
+        busy = self.meetings()
+        for conference in busy:
+            conference.room.end(None, reason=reason)
+        return busy
+
     # -- room systems and rules -----------------------------------------------------------------
 
     def set_systems(self, systems: list[RoomSystemConfig]) -> None:

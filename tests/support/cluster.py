@@ -23,7 +23,7 @@ from tests.support.gateway import (
     start_gateway,
     wait_until,
 )
-from tests.support.nginx_rtmp import NGINX
+from tests.support.nginx_rtmp import start_nginx, temp_paths
 
 ROOMS = ("north", "south", "east", "west")  # (no PIN: calls go straight in)
 COUNCIL = "council"  # with a host PIN
@@ -126,7 +126,7 @@ class NginxFront:
         site = site.replace("    hash $gateway_room consistent;\n", "    hash $gateway_room consistent;\n" + servers)
         site = site.replace("    listen 80;", f"    listen 127.0.0.1:{self.port};")
         (directory / "gateway.conf").write_text(site)
-        temp = " ".join(f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        temp = temp_paths(directory)
         (directory / "nginx.conf").write_text(
             f"""daemon off;
 master_process off;
@@ -146,11 +146,7 @@ http {{
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [NGINX, "-c", str(self.directory / "nginx.conf"), "-p", str(self.directory)],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.directory / "nginx.out").open("ab"),
-        )
+        self.process = start_nginx(self.directory)
         wait_until(self._answers, 10, what="nginx in front of the nodes")
 
     def _answers(self) -> bool:

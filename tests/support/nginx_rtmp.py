@@ -24,6 +24,20 @@ MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 
+def temp_paths(directory: Path) -> str:
+    """nginx's temporary folders under the test's directory (not /var/lib/nginx)."""
+    return " ".join(f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+
+
+def start_nginx(directory: Path) -> subprocess.Popen[bytes]:
+    """nginx in the foreground with `directory`/nginx.conf, its output in `directory`/nginx.out."""
+    return subprocess.Popen(
+        [NGINX, "-c", str(directory / "nginx.conf"), "-p", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=(directory / "nginx.out").open("ab"),
+    )
+
+
 class NginxRtmp:
     def __init__(self, directory: Path, tls: list[tuple[Path, Path]] | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -32,7 +46,7 @@ class NginxRtmp:
         self.http_port = free_port()
         self.tls_ports = [free_port() for _ in tls or []]
         self.process: subprocess.Popen[bytes] | None = None
-        temp = " ".join(f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        temp = temp_paths(directory)
         tls_servers = "".join(
             f"  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; "
             f"proxy_pass 127.0.0.1:{self.port}; }}\n"
@@ -74,11 +88,7 @@ http {{
         return f"rtmp://127.0.0.1:{self.port}/live/{key}"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [NGINX, "-c", str(self.directory / "nginx.conf"), "-p", str(self.directory)],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.directory / "nginx.out").open("ab"),
-        )
+        self.process = start_nginx(self.directory)
         wait_until(self._answers, 10, what="nginx's RTMP server")
 
     def _answers(self) -> bool:
