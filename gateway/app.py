@@ -14,6 +14,7 @@ import structlog
 import uvicorn
 
 from gateway import http
+from gateway.cluster.backplane import Backplane
 from gateway.config import GatewayConfig
 from gateway.control import web
 from gateway.control.admin import Administration
@@ -92,6 +93,12 @@ class Gateway:
         cluster = config.cluster
         resume_key = cluster.secret.get_secret_value().encode() if cluster.secret else self.store.secret("resume-tokens")
         self.browsers.resume_tokens = ResumeTokens(resume_key, cluster.resume_valid_s)
+        # One room's participants on several nodes meet through the backplane (gateway/cluster/).
+        self.backplane = (
+            Backplane(self.directory, config.mqtt.node, cluster.secret.get_secret_value().encode(), cluster.backplane, cluster.peers)
+            if cluster.backplane and cluster.secret
+            else None
+        )
         self.sip = SipService(config, self.directory, self.pin_guard) if config.sip.enabled else None
         prompts = self.sip.prompts if self.sip is not None else None
         self.h323 = H323Service(config, self.directory, self.pin_guard, prompts) if config.h323.enabled else None
@@ -129,6 +136,8 @@ class Gateway:
             self.h323.admission = self.admission
         # Draining for a rolling restart (gateway/control/node.py): the API and `gateway drain`.
         self.drain = Drain(self.directory, self.admission)
+        if self.backplane is not None:
+            self.drain.backplane = self.backplane.state
         sip = self.sip
         calls = (
             (
@@ -242,6 +251,8 @@ class Gateway:
                 self.sip_ports = await self.sip.start()
             if self.h323 is not None:
                 self.h323_port = await self.h323.start()
+            if self.backplane is not None:
+                await self.backplane.start()
         except Exception:
             self.stop()
             await serve
@@ -268,6 +279,7 @@ class Gateway:
             url=self.base_url,
             sip=self.sip_ports,
             h323=self.h323_port or None,
+            backplane=f"{self.backplane.host}:{self.backplane.port}" if self.backplane else None,
             rooms=[c.room.id for c in self.directory],
         )
         self.started.set()
@@ -285,6 +297,8 @@ class Gateway:
             admission_task.cancel()
             refresh_task.cancel()
             self.drain.close()
+            if self.backplane is not None:
+                await self.backplane.stop()
             if self.sip is not None:
                 await self.sip.stop()
             if self.h323 is not None:

@@ -324,6 +324,25 @@ class ClusterConfig(_Strict):
         60.0, ge=30, le=3600,
         description="a resume token taken by another node is this fresh at most (browsers get a new one at every ping, 20 s)",
     )
+    backplane: str | None = Field(
+        None, pattern=r"^[^\s:]+:\d{1,5}$",
+        description="host:port where this node takes other nodes' backplane (TCP: control, UDP: the same port for "
+        "media in SRTP): the participants of one room on several nodes meet through it. Needs the secret; unset: off",
+    )
+    peers: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="the other nodes' backplane addresses (host:port); this node dials each, and keeps dialling",
+    )
+
+    @model_validator(mode="after")
+    def _backplane_needs_secret(self) -> ClusterConfig:
+        if self.backplane is not None and self.secret is None:
+            raise ValueError("the backplane needs cluster.secret (the nodes prove it to each other and key SRTP with it)")
+        for peer in self.peers:
+            host, _, port = peer.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"a peer must be host:port, not {peer!r}")
+        return self
 
     @field_validator("secret")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ class Drain:
         self._deadline: float | None = None  # (wall clock, for the API) while draining
         self._task: asyncio.Task[None] | None = None
         self.ended_at_deadline = 0  # meetings the last drain's deadline ended
+        self.backplane: Callable[[], dict[str, Any]] | None = None  # its links to other nodes, when on
 
     @property
     def draining(self) -> bool:
@@ -40,6 +42,7 @@ class Drain:
             "meetings": len(busy),
             "participants": sum(len(c.room.participants) + len(c.room.lobby) for c in self._directory),
             "ended_at_deadline": self.ended_at_deadline,
+            "backplane": self.backplane() if self.backplane is not None else None,
         }
 
     def start(self, deadline_s: float, actor: str) -> dict[str, Any]:

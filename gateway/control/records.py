@@ -45,8 +45,8 @@ class CallRecorder:
         if event.type == "participant_joined" and event.participant:
             conference = self.directory.conferences.get(event.room)
             participant = conference.room.participants.get(event.participant) if conference else None
-            if conference is None or participant is None:
-                return
+            if conference is None or participant is None or participant.extra.get("via") is not None:
+                return  # (another node's participant, shown here: that node keeps its record)
             self._open[(event.room, event.participant)] = {
                 "room": event.room,
                 "participant": participant.id,

@@ -39,14 +39,14 @@ from gateway.rooms.events import RoomEvent
 from gateway.rooms.leg import Leg
 from gateway.rooms.quality import LinkSample, QualityMeter
 from gateway.rooms.room import Room
-from gateway.transcode.audio import Pcm
+from gateway.transcode.audio import AudioFormat, Pcm
 from gateway.transcode.broadcast_process import BroadcastProcess
 from gateway.transcode.clock import ClockDriver, MediaClock
 from gateway.transcode.codecs import StreamCodec, StreamKind, codec_names
 from gateway.transcode.compositor import OutputSpec, Tile
 from gateway.transcode.compositor_process import CompositorProcess
 from gateway.transcode.layout import Layout
-from gateway.transcode.mixer import Mixer
+from gateway.transcode.mixer import MixedFrame, Mixer
 from gateway.transcode.video import COMPOSED, EncodedVideoFrame, TranscodePool, VideoRouter, VideoSourceId
 
 log = structlog.get_logger(__name__)
@@ -95,6 +95,7 @@ class Conference:
     ) -> None:
         self.room = room
         self.legs: dict[str, Leg] = {}
+        self.links: set[str] = set()  # other nodes' shares of the meeting, each one voice in the mixer
         self._hang_ups: set[asyncio.Task[None]] = set()
         self.mixer = Mixer(
             max_speakers=media.mixer.max_speakers,
@@ -144,6 +145,24 @@ class Conference:
         self._log.info("leg attached", participant=pid, kind=leg.kind.value, legs=len(self.legs))
         if self.on_attached is not None:
             self.on_attached(self)
+
+    def attach_link(self, link_id: str, sink: Callable[[MixedFrame], None], fmt: AudioFormat) -> None:
+        """Another node's share of the meeting (gateway/cluster/): one more voice in the mixer, which
+        sends it this node's mix-minus (everyone here, but not the link) and takes its mix in
+        (everyone there). Never muted here: whoever is muted there is dropped by that node's mixer."""
+        self.links.add(link_id)
+        self.mixer.add(link_id, fmt.codec, fmt, sink)
+        if not self.clock.running:
+            self.clock.start()
+        self._log.info("node link attached", link=link_id)
+
+    def detach_link(self, link_id: str) -> None:
+        if link_id in self.links:
+            self.links.discard(link_id)
+            self.mixer.remove(link_id)
+            self._log.info("node link detached", link=link_id)
+            if not self.legs:
+                self.clock.stop_now()
 
     def reattach_audio(self, leg: Leg) -> None:
         """The leg's audio codec changed (a re-INVITE): the mixer decodes and encodes anew."""

@@ -69,3 +69,38 @@ class Participant:
             "quality": self.quality,
             "joined_at": self.joined_at,
         }
+
+
+@dataclass(frozen=True)
+class MirrorState:
+    """What another node of the cluster shows of a participant it serves (rooms' `add_mirror`)."""
+
+    id: str
+    name: str
+    role: Role
+    kind: LegKind
+    joined_at: float
+    self_muted: bool = False
+    host_muted: bool = False
+    self_unmute_forbidden: bool = False
+    hand_raised: bool = False
+    speaking: bool = False
+    connected: bool = True
+    quality: str | None = None
+
+    @classmethod
+    def of(cls, p: Participant) -> MirrorState:
+        return cls(
+            id=p.id,
+            name=p.name,
+            role=p.role,
+            kind=p.kind,
+            joined_at=p.joined_at,
+            self_muted=p.self_muted,
+            host_muted=p.host_muted,
+            self_unmute_forbidden=p.self_unmute_forbidden,
+            hand_raised=p.hand_raised,
+            speaking=p.speaking,
+            connected=p.connected,
+            quality=p.quality,
+        )

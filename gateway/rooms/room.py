@@ -7,6 +7,7 @@ host may do.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import secrets
 import time
@@ -18,7 +19,7 @@ from gateway.rooms.chat import Chat, ChatMessage, clean
 from gateway.rooms.errors import JoinRefused, NotAllowed, UnknownParticipant
 from gateway.rooms.events import EventType, RoomEvent
 from gateway.rooms.floor import Content, Presentation, Presenters, StopReason
-from gateway.rooms.participant import LegKind, Participant, Role
+from gateway.rooms.participant import LegKind, MirrorState, Participant, Role
 from gateway.rooms.quality import Measured
 from gateway.transcode.layout import Layout
 
@@ -348,6 +349,66 @@ class Room:
         self.participants[participant.id] = participant
         self._emit("participant_joined", participant.id, name=name, role=role.value, kind=kind.value)
         return participant
+
+    # -- mirrors: participants another node of the cluster serves (gateway/cluster/) -----------
+
+    def add_mirror(self, state: MirrorState, via: str) -> Participant:
+        """Shows a participant of this meeting whom the node `via` serves. Its audio comes inside
+        that node's link; its state is that node's to change (`update_mirror` follows it); a host's
+        action on it here changes it here at once and goes to that node as a command."""
+        p = self.participants.get(state.id)
+        if p is not None:
+            if p.extra.get("via") != via:
+                raise JoinRefused("that participant is someone else here", "conflict")
+            self.update_mirror(state)
+            return p
+        p = Participant(id=state.id, name=state.name, role=state.role, kind=state.kind, joined_at=state.joined_at)
+        p.extra["via"] = via
+        self._apply_mirror(p, state)
+        self.participants[p.id] = p
+        self._emit("participant_joined", p.id, name=p.name, role=p.role.value, kind=p.kind.value, via=via)
+        return p
+
+    def update_mirror(self, state: MirrorState) -> None:
+        """Another node's participant changed: the same events as a change here."""
+        p = self.participants.get(state.id)
+        if p is None or p.extra.get("via") is None:
+            return
+        before = dataclasses.replace(p)
+        self._apply_mirror(p, state)
+        if (before.self_muted, before.host_muted) != (p.self_muted, p.host_muted):
+            kind: EventType = "mute_changed"
+            if before.audio_muted != p.audio_muted:
+                kind = "muted" if p.audio_muted else "unmuted"
+            self._emit(kind, p.id, None, self_muted=p.self_muted, host_muted=p.host_muted)
+        if before.self_unmute_forbidden != p.self_unmute_forbidden:
+            self._emit("self_unmute_forbidden" if p.self_unmute_forbidden else "self_unmute_allowed", p.id)
+        if before.hand_raised != p.hand_raised:
+            self._emit("hand_raised" if p.hand_raised else "hand_lowered", p.id, p.id)
+        if before.speaking != p.speaking:
+            self._emit("speaking_started" if p.speaking else "speaking_stopped", p.id)
+        if before.connected != p.connected:
+            self._emit("connection_changed", p.id, connected=p.connected)
+        if before.quality != p.quality and p.quality is not None:
+            self._emit("quality_changed", p.id, quality=p.quality)
+
+    @staticmethod
+    def _apply_mirror(p: Participant, state: MirrorState) -> None:
+        p.name = state.name
+        p.self_muted, p.host_muted = state.self_muted, state.host_muted
+        p.self_unmute_forbidden = state.self_unmute_forbidden
+        p.hand_raised, p.speaking, p.connected = state.hand_raised, state.speaking, state.connected
+        p.quality = state.quality
+        p.video_off = True  # (the link carries the meeting's audio; video does not cross nodes yet)
+
+    def mirrors(self, via: str | None = None) -> list[Participant]:
+        """The participants other nodes serve (those of node `via`)."""
+        return [p for p in self.participants.values() if p.extra.get("via") is not None and via in (None, p.extra["via"])]
+
+    @property
+    def has_own_participants(self) -> bool:
+        """Someone this node serves is in the meeting (a mirror alone keeps no meeting here)."""
+        return any(p.extra.get("via") is None for p in self.participants.values())
 
     def _remember_mute(self, p: Participant) -> None:
         key = self._returner_key(p.source, p.name)

@@ -41,7 +41,7 @@ h323: {{enabled: false}}
 storage: {storage}
 mqtt: {{enabled: false, node: {name}}}
 admission: {{max_loop_lag_ms: 1000, retry_after_s: 5}}
-cluster: {{secret: {secret}}}
+cluster: {{secret: {secret}{backplane}}}
 rooms:
 {rooms}
 """
@@ -55,6 +55,8 @@ class Node:
     directory: Path
     http_port: int = 0
     storage_url: str | None = None  # the cluster's PostgreSQL; None: SQLite in the node's folder
+    backplane_port: int = 0  # the backplane on this node's host at this port (TCP and UDP); 0: off
+    peers: tuple[str, ...] = ()  # the other nodes' backplanes (host:port)
     running: RunningGateway | None = None
 
     def start(self) -> RunningGateway:
@@ -65,6 +67,7 @@ class Node:
         config = NODE_CONFIG.format(
             host=self.host, token=ADMIN_TOKEN, sip_port=self.sip_port, http_port=self.http_port, rooms=rooms,
             secret=CLUSTER_SECRET, name=self.name,
+            backplane=f", backplane: '{self.host}:{self.backplane_port}', peers: {list(self.peers)}" if self.backplane_port else "",
             storage=f'{{url: "{self.storage_url}"}}' if self.storage_url else f"{{path: {self.directory}/gateway.sqlite}}",
         )  # fmt: skip
         self.running = start_gateway(self.directory, config)
@@ -77,6 +80,11 @@ class Node:
 
     def alive(self) -> bool:
         return self.running is not None and self.running.process.poll() is None
+
+    def linked_with(self) -> set[str]:
+        """The nodes this node's backplane has a link with now (its API)."""
+        backplane = self.gateway.api("GET", "/api/node").json().get("backplane") or {}
+        return set(backplane.get("links", {}))
 
     def names_in(self, room: str) -> list[str]:
         """Who is in the room's meeting on this node."""

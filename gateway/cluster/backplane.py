@@ -1,0 +1,258 @@
+"""The backplane's asyncio adapter: a TCP server and a dialler per peer for the control links
+(wire.py), one UDP socket on the same host:port for the links' media (media.py), and the cascade
+(cascade.py) they feed.
+
+Both nodes of a pair dial each other; when two links to one node open, the one the node of the
+lower name dialled stays. A link is pinged every PING_S and counts as lost after DEAD_S of silence
+(a killed node's kernel usually resets the connection at once). A link that fails its handshake or
+a tag is closed and logged with the reason and the address, never with what it carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+
+from gateway.cluster.cascade import Cascade
+from gateway.cluster.media import PeerMedia
+from gateway.cluster.wire import NODE_NAME, ControlLink, LinkState
+from gateway.rooms.directory import Directory
+
+log = structlog.get_logger(__name__)
+
+PING_S = 1.0
+DEAD_S = 4.0
+REDIAL_S = 1.0
+HANDSHAKE_S = 5.0
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Connection:
+    def __init__(self, backplane: Backplane, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, initiator: bool) -> None:
+        self.backplane = backplane
+        self.reader = reader
+        self.writer = writer
+        self.link = ControlLink(backplane.secret, backplane.node, initiator)
+        peer = writer.get_extra_info("peername")
+        self.address: tuple[str, int] = (str(peer[0]), int(peer[1])) if peer else ("?", 0)
+        self.media: PeerMedia | None = None
+        self.last_heard = time.monotonic()
+        self.up = False
+        self.done = asyncio.Event()  # (its run ended)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.link.state is LinkState.OPEN and not self.writer.is_closing():
+            self.link.send(message)
+            self.writer.write(self.link.data_to_send())
+
+    async def run(self) -> None:
+        self.writer.write(self.link.data_to_send())
+        try:
+            while True:
+                timeout = HANDSHAKE_S if self.link.state is LinkState.HELLO else DEAD_S
+                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                if not data:
+                    return
+                self.last_heard = time.monotonic()
+                was_open = self.link.state is LinkState.OPEN
+                self.link.receive(data)
+                if self.link.state is LinkState.FAILED:
+                    log.warning("backplane link refused", address=self.address[0], reason=self.link.failure)
+                    return
+                self.writer.write(self.link.data_to_send())
+                if not was_open and self.link.state is LinkState.OPEN:
+                    self.send({"type": "media", "port": self.backplane.media_port})
+                while (message := self.link.next_message()) is not None:
+                    self.backplane.on_message(self, message)
+        except (TimeoutError, ConnectionError, OSError):
+            return
+        finally:
+            self.writer.close()
+            self.done.set()
+            self.backplane.lost(self)
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, backplane: Backplane) -> None:
+        self.backplane = backplane
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.backplane.on_datagram(data, addr)
+
+
+class Backplane:
+    def __init__(self, directory: Directory, node: str, secret: bytes, listen: str, peers: list[str]) -> None:
+        if not NODE_NAME.match(node):
+            raise ValueError(f"mqtt.node {node!r} cannot name a node on the backplane: letters, digits, '.', '_', '-' (64 at most)")
+        self.node = node
+        self.secret = secret
+        self.host, self.port = split_address(listen)
+        # (a list of every node may name this one too: it is not dialled)
+        self.peer_addresses = [a for a in map(split_address, peers) if a != (self.host, self.port)]
+        self.cascade = Cascade(directory, node, self._send, self._send_media)
+        self.links: dict[str, _Connection] = {}  # peer node -> its link (open, media address known)
+        self._by_media: dict[tuple[str, int], str] = {}  # a peer's media address -> its name
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self.media_port = 0
+        self.datagrams_foreign = 0
+        self.links_refused = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_server(self._accepted, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), local_addr=(self.host, self.port))
+        self._udp = transport
+        self.media_port = transport.get_extra_info("sockname")[1]
+        for address in self.peer_addresses:
+            self._spawn(self._dial(address), f"backplane-dial-{address[0]}:{address[1]}")
+        self._spawn(self._ping(), "backplane-ping")
+        log.info("backplane listening", address=f"{self.host}:{self.port}", peers=len(self.peer_addresses))
+
+    async def stop(self) -> None:
+        self.cascade.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for connection in list(self._connections):
+            connection.writer.close()
+        if self._server is not None:
+            self._server.close()
+        if self._udp is not None:
+            self._udp.close()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _spawn(self, work: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._serve(_Connection(self, reader, writer, initiator=False))
+
+    async def _dial(self, address: tuple[str, int]) -> None:
+        while True:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(address[0], address[1], local_addr=(self.host, 0)), HANDSHAKE_S
+                )
+            except (TimeoutError, OSError):
+                await asyncio.sleep(REDIAL_S)
+                continue
+            connection = _Connection(self, reader, writer, initiator=True)
+            await self._serve(connection)
+            # That node is linked through its own dial (its link stays): dial again once it is lost.
+            held = self.links.get(connection.link.peer or "")
+            if held is not None:
+                await held.done.wait()
+            await asyncio.sleep(REDIAL_S)
+
+    async def _serve(self, connection: _Connection) -> None:
+        self._connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(PING_S)
+            for connection in list(self._connections):
+                connection.send({"type": "ping"})
+
+    # -- from the links -----------------------------------------------------------------------------
+
+    def on_message(self, connection: _Connection, message: dict[str, Any]) -> None:
+        peer = connection.link.peer or ""
+        if message.get("type") == "ping":
+            return
+        if message.get("type") == "media":
+            port = message.get("port")
+            if connection.media is not None or not isinstance(port, int) or not 0 < port < 65536:
+                self.links_refused += 1
+                connection.writer.close()
+                return
+            self._take(connection, peer, port)
+            return
+        if connection.up:
+            self.cascade.on_message(peer, message)
+
+    def _take(self, connection: _Connection, peer: str, port: int) -> None:
+        current = self.links.get(peer)
+        if current is not None and current is not connection:
+            # Two links to one node (both dialled): the one the lower name dialled stays.
+            keep_current = current.link.initiator == (self.node < peer)
+            if keep_current:
+                connection.writer.close()
+                return
+            self._drop(current)
+            current.writer.close()
+        send_key, receive_key = connection.link.media_keys()
+        connection.media = PeerMedia(send_key, receive_key, address=(connection.address[0], port))
+        connection.up = True
+        self.links[peer] = connection
+        self._by_media[(connection.address[0], port)] = peer
+        log.info("backplane link up", peer=peer, address=connection.address[0])
+        self.cascade.peer_up(peer, connection.media, connection.link.media_ssrc)
+
+    def lost(self, connection: _Connection) -> None:
+        peer = connection.link.peer
+        if peer is not None and self.links.get(peer) is connection:
+            self._drop(connection)
+            log.warning("backplane link lost", peer=peer)
+
+    def _drop(self, connection: _Connection) -> None:
+        peer = connection.link.peer or ""
+        connection.up = False
+        self.links.pop(peer, None)
+        if connection.media is not None and connection.media.address is not None:
+            self._by_media.pop(connection.media.address, None)
+        self.cascade.peer_down(peer)
+
+    # -- media --------------------------------------------------------------------------------------
+
+    def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        peer = self._by_media.get((addr[0], addr[1]))
+        if peer is None:
+            self.datagrams_foreign += 1
+            return
+        self.cascade.on_media(peer, data, addr)
+
+    def _send(self, peer: str, message: dict[str, Any]) -> None:
+        connection = self.links.get(peer)
+        if connection is not None:
+            connection.send(message)
+
+    def _send_media(self, peer: str, packet: bytes) -> None:
+        connection = self.links.get(peer)
+        if connection is not None and connection.media is not None and self._udp is not None:
+            assert connection.media.address is not None
+            self._udp.sendto(packet, connection.media.address)
+
+    def state(self) -> dict[str, Any]:
+        """For the API and metrics: the links and what they carried."""
+        return {
+            "address": f"{self.host}:{self.port}",
+            "links": {
+                peer: {
+                    "rooms": sorted(self.cascade.peers[peer].linked) if peer in self.cascade.peers else [],
+                    **(vars(c.media.counters) if c.media else {}),
+                }
+                for peer, c in self.links.items()
+            },
+            "datagrams_foreign": self.datagrams_foreign,
+            "messages_refused": self.cascade.messages_refused,
+            "links_refused": self.links_refused,
+        }

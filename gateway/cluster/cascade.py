@@ -1,0 +1,417 @@
+"""One meeting across nodes: each node serves its own participants of a room, and the nodes' shares
+are joined by links, the way Pexip joins the nodes of one conference.
+
+Where a room is in use on several nodes (a phone's call and a browser landed apart: a front hashed
+two aliases differently, a node came back, a drain), the node with the highest rendezvous score of
+(room, node) among them is the room's hub; every other node links to the hub alone, so the links
+form a star and nobody hears a voice twice. Per link:
+- audio: each side's mixer takes the link as one voice (conference.attach_link): it sends its
+  mix-minus and takes the other side's in (media.py, SRTP);
+- the roster: each side shows the other's participants as mirrors (Room.add_mirror) with their state;
+- control: a participant's state is written by the node that serves it. A host's action on a mirror
+  (mute, allow to unmute, remove, lower the hand) changes the mirror here at once and goes to the
+  serving node as a command, which applies it on its own mixer: the mute is enforced on the media
+  before that node's mix crosses the link. Room-wide actions (mute all guests and its policy, lock,
+  end the meeting) go to the other side as room commands.
+Events a link message caused are not sent back (`_applying`), except a served participant's state:
+that always goes out, so both sides converge on the serving node's word.
+
+Sans-IO towards the network: messages leave through `send(peer, message)`, media through the peers'
+`PeerMedia` and `send_media`; the asyncio adapter (backplane.py) feeds `peer_up`, `peer_down`,
+`on_message` and `on_media`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from gateway.cluster.media import PeerMedia
+from gateway.rooms.conference import Conference
+from gateway.rooms.directory import Directory
+from gateway.rooms.errors import RoomError
+from gateway.rooms.events import RoomEvent
+from gateway.rooms.participant import LegKind, MirrorState, Role
+from gateway.transcode.audio import AudioCodec, AudioFormat
+from gateway.transcode.mixer import MixedFrame
+
+log = structlog.get_logger(__name__)
+
+LINK_FORMAT = AudioFormat(AudioCodec.OPUS, bitrate=64_000, complexity=5)
+_ID = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+#-]+$")]
+_STATE_EVENTS = {
+    "muted",
+    "unmuted",
+    "mute_changed",
+    "self_unmute_forbidden",
+    "self_unmute_allowed",
+    "hand_raised",
+    "hand_lowered",
+    "speaking_started",
+    "speaking_stopped",
+    "connection_changed",
+    "quality_changed",
+}
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoomsMessage(_Message):
+    """The rooms in use on the sending node (all of them, at connect; then one at a time)."""
+
+    type: Literal["rooms"]
+    active: list[_ID] = Field(max_length=100_000)
+    inactive: list[_ID] = Field(default_factory=list, max_length=100_000)
+
+
+class ParticipantMessage(_Message):
+    """A participant the sending node serves joined or changed."""
+
+    type: Literal["participant"]
+    room: _ID
+    id: _ID
+    name: str = Field(max_length=200)
+    role: Role
+    kind: LegKind
+    joined_at: float
+    self_muted: bool
+    host_muted: bool
+    self_unmute_forbidden: bool
+    hand_raised: bool
+    speaking: bool
+    connected: bool
+    quality: Literal["good", "fair", "poor"] | None = None
+
+
+class LeftMessage(_Message):
+    type: Literal["left"]
+    room: _ID
+    id: _ID
+
+
+class CommandMessage(_Message):
+    """A host on the sending node acted on a participant the receiving node serves."""
+
+    type: Literal["command"]
+    room: _ID
+    id: _ID
+    action: Literal["host_mute", "set_forbidden", "remove", "lower_hand"]
+    on: bool = False  # host_mute: muted or not; set_forbidden: forbidden or not
+    forbid: bool = False  # host_mute: and forbidden to unmute
+
+
+class RoomCommandMessage(_Message):
+    type: Literal["room_command"]
+    room: _ID
+    action: Literal["mute_all_guests", "allow_guests_to_unmute", "lock", "unlock", "end"]
+    forbid: bool = False
+
+
+Message = Annotated[
+    RoomsMessage | ParticipantMessage | LeftMessage | CommandMessage | RoomCommandMessage, Field(discriminator="type")
+]
+MESSAGE = TypeAdapter(Message)
+
+
+def hub_of(room: str, nodes: set[str]) -> str:
+    """The room's hub among the nodes using it: the highest rendezvous score, the same answer on
+    every node, and most links stay when a node comes or goes."""
+    return max(nodes, key=lambda node: hashlib.sha256(f"{room}|{node}".encode()).digest())
+
+
+@dataclass
+class _Peer:
+    media: PeerMedia
+    ssrc: Callable[[str, str], int]  # (room, sending node) -> the stream's SSRC
+    active: set[str] = field(default_factory=set)  # rooms in use there
+    linked: set[str] = field(default_factory=set)  # rooms linked with it now
+    mirrored: dict[str, set[str]] = field(default_factory=dict)  # room -> its participants shown here
+
+
+class Cascade:
+    def __init__(
+        self,
+        directory: Directory,
+        node: str,
+        send: Callable[[str, dict[str, Any]], None],
+        send_media: Callable[[str, bytes], None],
+    ) -> None:
+        self.directory = directory
+        self.node = node
+        self._send = send
+        self._send_media = send_media
+        self.peers: dict[str, _Peer] = {}
+        self._active: set[str] = set()  # rooms in use here (someone this node serves is in)
+        self._applying = False
+        self.messages_refused = 0
+        self._unsubscribe = directory.subscribe(self._on_event)
+
+    def close(self) -> None:
+        self._unsubscribe()
+        for peer in list(self.peers):
+            self.peer_down(peer)
+
+    # -- peers --------------------------------------------------------------------------------------
+
+    def peer_up(self, peer: str, media: PeerMedia, ssrc: Callable[[str, str], int]) -> None:
+        if peer in self.peers:
+            self.peer_down(peer)
+        self.peers[peer] = _Peer(media, ssrc)
+        self._send(peer, RoomsMessage(type="rooms", active=sorted(self._active)).model_dump(mode="json"))
+
+    def peer_down(self, peer: str) -> None:
+        state = self.peers.pop(peer, None)
+        if state is None:
+            return
+        for room in list(state.linked):
+            self._unlink(peer, state, room)
+        for room in state.active:
+            self._relink(room)
+
+    def on_media(self, peer: str, data: bytes, addr: tuple[str, int]) -> None:
+        state = self.peers.get(peer)
+        if state is not None:
+            state.media.receive(data, addr)
+
+    def link_id(self, peer: str) -> str:
+        return f"#node:{peer}"
+
+    # -- links --------------------------------------------------------------------------------------
+
+    def _wanted(self, room: str) -> set[str]:
+        """The peers this node links with for `room` now."""
+        if room not in self._active:
+            return set()
+        using = {peer for peer, state in self.peers.items() if room in state.active}
+        if not using:
+            return set()
+        hub = hub_of(room, using | {self.node})
+        return using if hub == self.node else {hub}
+
+    def _relink(self, room: str) -> None:
+        wanted = self._wanted(room)
+        for peer, state in self.peers.items():
+            if room in state.linked and peer not in wanted:
+                self._unlink(peer, state, room)
+        for peer in wanted:
+            state = self.peers[peer]
+            if room not in state.linked:
+                self._link(peer, state, room)
+
+    def _link(self, peer: str, state: _Peer, room: str) -> None:
+        conference = self.directory.conferences.get(room)
+        if conference is None:
+            return
+        link = self.link_id(peer)
+        media = state.media
+
+        def deliver(seq: int, payload: bytes) -> None:
+            conference.push_audio(link, seq, payload, None, time.monotonic())
+
+        def sink(frame: MixedFrame) -> None:
+            packet = media.protect(room, frame.payload, marker=False)
+            if packet is not None:
+                self._send_media(peer, packet)
+
+        media.open_stream(room, state.ssrc(room, self.node), state.ssrc(room, peer), deliver)
+        conference.attach_link(link, sink, LINK_FORMAT)
+        state.linked.add(room)
+        log.info("room linked with node", room=room, peer=peer)
+        for participant in list(conference.room.participants.values()):
+            if participant.extra.get("via") is None:
+                self._send(peer, _participant_message(room, MirrorState.of(participant)))
+
+    def _unlink(self, peer: str, state: _Peer, room: str) -> None:
+        state.linked.discard(room)
+        state.media.close_stream(room, state.ssrc(room, peer))
+        conference = self.directory.conferences.get(room)
+        if conference is None:
+            return
+        conference.detach_link(self.link_id(peer))
+        self._applying = True
+        try:
+            for mirror in conference.room.mirrors(peer):
+                conference.room.leave(mirror.id)
+        finally:
+            self._applying = False
+            state.mirrored.pop(room, None)
+        log.info("room unlinked from node", room=room, peer=peer)
+
+    # -- our events out -----------------------------------------------------------------------------
+
+    def _on_event(self, event: RoomEvent) -> None:
+        conference = self.directory.conferences.get(event.room)
+        if conference is None:
+            return
+        room = conference.room
+        pid = event.participant
+        participant = room.participants.get(pid) if pid is not None else None
+        via = participant.extra.get("via") if participant is not None else None
+        linked = [peer for peer, state in self.peers.items() if event.room in state.linked]
+        if event.type == "participant_joined" or event.type in _STATE_EVENTS:
+            if participant is not None and via is None:
+                message = _participant_message(event.room, MirrorState.of(participant))
+                for peer in linked:
+                    self._send(peer, message)
+            elif participant is not None and not self._applying:
+                self._command_for_mirror(event, participant, str(via))
+        elif event.type in ("participant_left", "participant_removed") and pid is not None:
+            mirror_of = self._mirror_owner(event.room, pid)
+            if mirror_of is not None:
+                if event.type == "participant_removed" and not self._applying:
+                    self._send(mirror_of, CommandMessage(type="command", room=event.room, id=pid, action="remove").model_dump(mode="json"))
+            else:
+                for peer in linked:
+                    self._send(peer, LeftMessage(type="left", room=event.room, id=pid).model_dump(mode="json"))
+        elif event.type == "meeting_ended":
+            own = [p for p in event.data.get("participants", []) if self._mirror_owner(event.room, p) is None]
+            for peer in linked:
+                for p in own:
+                    self._send(peer, LeftMessage(type="left", room=event.room, id=p).model_dump(mode="json"))
+                # (a node's shutdown or drain deadline ends only its own share)
+                if not self._applying and event.data.get("reason") == "meeting_ended":
+                    self._room_command(peer, event.room, "end")
+        elif not self._applying and event.type in ("room_locked", "room_unlocked"):
+            for peer in linked:
+                self._room_command(peer, event.room, "lock" if event.type == "room_locked" else "unlock")
+        elif not self._applying and event.type == "mute_policy_changed":
+            on = bool(event.data.get("guests_muted_on_entry"))
+            forbid = not event.data.get("guests_may_unmute", True)
+            for peer in linked:
+                self._room_command(peer, event.room, "mute_all_guests" if on else "allow_guests_to_unmute", forbid)
+        self._refresh(event.room, room.has_own_participants)
+
+    def _mirror_owner(self, room: str, pid: str) -> str | None:
+        for peer, state in self.peers.items():
+            if pid in state.mirrored.get(room, ()):
+                return peer
+        return None
+
+    def _command_for_mirror(self, event: RoomEvent, participant: Any, via: str) -> None:
+        """A host here acted on a participant node `via` serves: that node applies it."""
+        command: CommandMessage | None = None
+        if event.type in ("muted", "unmuted", "mute_changed"):
+            command = CommandMessage(
+                type="command", room=event.room, id=participant.id, action="host_mute",
+                on=participant.host_muted, forbid=participant.self_unmute_forbidden,
+            )
+        elif event.type in ("self_unmute_forbidden", "self_unmute_allowed"):
+            command = CommandMessage(
+                type="command", room=event.room, id=participant.id, action="set_forbidden",
+                on=event.type == "self_unmute_forbidden",
+            )
+        elif event.type == "hand_lowered":
+            command = CommandMessage(type="command", room=event.room, id=participant.id, action="lower_hand")
+        if command is not None and via in self.peers:
+            self._send(via, command.model_dump(mode="json"))
+
+    def _room_command(self, peer: str, room: str, action: str, forbid: bool = False) -> None:
+        self._send(peer, {"type": "room_command", "room": room, "action": action, "forbid": forbid})
+
+    def _refresh(self, room: str, in_use: bool) -> None:
+        if in_use == (room in self._active):
+            return
+        if in_use:
+            self._active.add(room)
+            message = RoomsMessage(type="rooms", active=[room])
+        else:
+            self._active.discard(room)
+            message = RoomsMessage(type="rooms", active=[], inactive=[room])
+        for peer in list(self.peers):
+            self._send(peer, message.model_dump(mode="json"))
+        self._relink(room)
+
+    # -- their messages in --------------------------------------------------------------------------
+
+    def on_message(self, peer: str, raw: dict[str, Any]) -> None:
+        state = self.peers.get(peer)
+        if state is None:
+            return
+        try:
+            message = MESSAGE.validate_python(raw)
+        except ValidationError as exc:
+            self.messages_refused += 1
+            log.warning("backplane message refused", peer=peer, errors=exc.error_count(), first=_first_error(exc))
+            return
+        if isinstance(message, RoomsMessage):
+            before = set(state.active)
+            state.active |= set(message.active)
+            state.active -= set(message.inactive)
+            for room in before ^ state.active:
+                self._relink(room)
+            return
+        conference = self.directory.conferences.get(message.room)
+        if conference is None or message.room not in state.linked:
+            return  # (a room not linked with it now: a late message, or one that was never ours)
+        try:
+            self._apply(peer, state, conference, message)
+        except RoomError as exc:
+            log.info("backplane message not applied", peer=peer, room=message.room, type=message.type, reason=str(exc))
+
+    def _apply(self, peer: str, state: _Peer, conference: Conference, message: Any) -> None:
+        room = conference.room
+        mirrored = state.mirrored.setdefault(message.room, set())
+        if isinstance(message, ParticipantMessage):
+            existing = room.participants.get(message.id)
+            if existing is not None and existing.extra.get("via") != peer:
+                raise RoomError("a participant of that id is served elsewhere")
+            mirror = MirrorState(**message.model_dump(exclude={"type", "room"}))
+            self._applying = True
+            try:
+                room.add_mirror(mirror, via=peer)
+            finally:
+                self._applying = False
+            mirrored.add(message.id)
+        elif isinstance(message, LeftMessage):
+            if message.id in mirrored:
+                self._applying = True
+                try:
+                    room.leave(message.id)
+                finally:
+                    self._applying = False
+                mirrored.discard(message.id)
+        elif isinstance(message, CommandMessage):
+            target = room.participants.get(message.id)
+            if target is None or target.extra.get("via") is not None:
+                return  # (only a participant this node serves is commanded here)
+            if message.action == "host_mute":
+                if message.on:
+                    room.mute(None, message.id, message.forbid)
+                else:
+                    room.unmute(None, message.id)
+            elif message.action == "set_forbidden":
+                room.set_self_unmute_forbidden(None, message.id, message.on)
+            elif message.action == "remove":
+                room.remove(None, message.id)
+            elif message.action == "lower_hand":
+                room.set_hand(None, message.id, False)
+        elif isinstance(message, RoomCommandMessage):
+            self._applying = True
+            try:
+                if message.action == "mute_all_guests":
+                    room.mute_all_guests(None, message.forbid)
+                elif message.action == "allow_guests_to_unmute":
+                    room.allow_guests_to_unmute(None)
+                elif message.action in ("lock", "unlock"):
+                    room.set_locked(None, message.action == "lock")
+                elif message.action == "end":
+                    room.end(None)
+            finally:
+                self._applying = False
+
+
+def _participant_message(room: str, state: MirrorState) -> dict[str, Any]:
+    return ParticipantMessage(type="participant", room=room, **vars(state)).model_dump(mode="json")
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"

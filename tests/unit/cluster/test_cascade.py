@@ -1,0 +1,247 @@
+"""One meeting on two nodes, in one process: two directories joined by cascades over in-memory
+links (real SRTP, real mixers). Audio crosses as each side's mix-minus, the roster shows the other
+side's people, and a host's mute on one node silences a participant of the other on the media."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway.cluster.cascade import Cascade, hub_of
+from gateway.cluster.media import PeerMedia
+from gateway.cluster.wire import ControlLink
+from gateway.config import GatewayConfig, RoomConfig
+from gateway.rooms import LegKind, NotAllowed
+from gateway.rooms.directory import Directory
+from gateway.rooms.events import RoomEvent
+from gateway.rooms.leg import VideoStream
+from gateway.transcode.audio import AudioCodec, AudioFormat, make_decoder, make_encoder
+from gateway.transcode.codecs import StreamKind
+from gateway.transcode.mixer import MixedFrame
+
+HOST_PIN = "4711"
+PCMU = AudioFormat(AudioCodec.PCMU)
+
+
+class Phone:
+    """A leg speaking G.711: what it hears is decoded and kept."""
+
+    kind = LegKind.PHONE
+    audio_in_codec = AudioCodec.PCMU
+    audio_out_format = PCMU
+
+    def __init__(self, participant_id: str) -> None:
+        self.participant_id = participant_id
+        self.heard: list[np.ndarray] = []
+        self._decoder = make_decoder(AudioCodec.PCMU)
+
+    @property
+    def video_streams(self) -> Mapping[StreamKind, VideoStream]:
+        return {}
+
+    def send_audio(self, frame: MixedFrame) -> None:
+        self.heard.append(self._decoder.decode(frame.payload))
+
+    def send_video(self, source: Any, frame: Any) -> None:
+        pass
+
+    def on_room_event(self, event: RoomEvent) -> None:
+        pass
+
+    async def hang_up(self, reason: str) -> None:
+        pass
+
+    def media_counters(self) -> dict[str, Any]:
+        return {}
+
+    def loudness(self, last: int = 5) -> float:
+        return max(float(np.abs(f.astype(np.int32)).mean()) for f in self.heard[-last:])
+
+
+class Node:
+    def __init__(self, name: str, outbox: list[tuple[str, str, Any]]) -> None:
+        self.name = name
+        self.directory = Directory(GatewayConfig(rooms=[RoomConfig(id="council", host_pin=HOST_PIN)]))
+        self.cascade = Cascade(
+            self.directory,
+            name,
+            lambda peer, message: outbox.append(("msg", peer, json.loads(json.dumps(message)))),
+            lambda peer, packet: outbox.append(("media", peer, packet)),
+        )
+        self.conference = self.directory.conferences["council"]
+        self.room = self.conference.room
+        self.seq = 0
+        self._encoder = make_encoder(PCMU)
+
+    def join(self, name: str, pin: str | None = None) -> Phone:
+        result = self.room.request_join(name, pin, LegKind.PHONE)
+        assert result.participant is not None
+        leg = Phone(result.participant.id)
+        self.conference.attach(leg)
+        return leg
+
+    def speak(self, leg: Phone, hz: float) -> None:
+        t = (np.arange(960) + self.seq * 960) / 48_000
+        pcm = (8000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+        self.seq += 1
+        self.conference.push_audio(leg.participant_id, self.seq, self._encoder.encode(pcm), None, self.seq * 0.02)
+
+
+class Cluster:
+    """Nodes a and b, linked; `pump` delivers what they sent each other until nothing is left."""
+
+    def __init__(self) -> None:
+        self.outbox: list[tuple[str, str, Any]] = []
+        self.a = Node("node-a", self.outbox)
+        self.b = Node("node-b", self.outbox)
+        self.nodes = {"node-a": self.a, "node-b": self.b}
+        la, lb = ControlLink(b"k" * 40, "node-a", True), ControlLink(b"k" * 40, "node-b", False)
+        for _ in range(3):
+            lb.receive(la.data_to_send())
+            la.receive(lb.data_to_send())
+        self.a.cascade.peer_up("node-b", PeerMedia(*la.media_keys(), address=("b", 1)), la.media_ssrc)
+        self.b.cascade.peer_up("node-a", PeerMedia(*lb.media_keys(), address=("a", 1)), lb.media_ssrc)
+        self.pump()
+
+    def pump(self) -> None:
+        while self.outbox:
+            what, peer, item = self.outbox.pop(0)
+            sender = next(n for n in self.nodes if n != peer)
+            target = self.nodes[peer].cascade
+            if what == "msg":
+                target.on_message(sender, item)
+            else:
+                target.on_media(sender, item, (sender[-1], 1))
+
+    def tick(self, n: int = 1, speakers: tuple[tuple[Node, Phone, float], ...] = ()) -> None:
+        for _ in range(n):
+            for node, leg, hz in speakers:
+                node.speak(leg, hz)
+            self.a.conference.mixer.tick()
+            self.b.conference.mixer.tick()
+            self.pump()
+
+
+@pytest.fixture
+async def cluster() -> Cluster:  # (async: the rooms' media clocks need a running loop)
+    return Cluster()
+
+
+async def test_the_two_shares_of_a_meeting_hear_and_see_each_other(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    hanna = a.join("Hanna", HOST_PIN)
+    cluster.pump()
+    assert "#node:node-b" not in a.conference.mixer  # (b uses no room yet: nothing to link)
+    bernd = b.join("Bernd")
+    cluster.pump()
+    assert a.room.participants[bernd.participant_id].extra["via"] == "node-b"
+    assert b.room.participants[hanna.participant_id].extra["via"] == "node-a"
+    assert "#node:node-b" in a.conference.mixer and "#node:node-a" in b.conference.mixer
+    assert a.conference.legs.keys() == {hanna.participant_id}  # (a mirror has no leg here)
+
+    cluster.tick(15, ((b, bernd, 440.0),))
+    assert hanna.loudness() > 1000, "Hanna on node a does not hear Bernd on node b"
+    cluster.tick(15, ((a, hanna, 660.0),))
+    assert bernd.loudness() > 1000, "Bernd on node b does not hear Hanna on node a"
+    cluster.tick(15)
+    assert hanna.loudness() < 50 and bernd.loudness() < 50  # (and nobody hears themselves back)
+
+
+async def test_a_hosts_mute_on_one_node_silences_a_participant_of_the_other(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    hanna = a.join("Hanna", HOST_PIN)
+    bernd = b.join("Bernd")
+    cluster.pump()
+    a.room.mute(hanna.participant_id, bernd.participant_id, forbid_self_unmute=True)
+    cluster.pump()
+    served = b.room.participants[bernd.participant_id]
+    assert served.host_muted and served.self_unmute_forbidden  # (node b applied it: its mixer enforces it)
+    cluster.tick(20, ((b, bernd, 440.0),))
+    assert hanna.loudness(10) < 50, "a muted participant of node b is heard on node a"
+    assert b.conference.mixer.stats(bernd.participant_id).frames_dropped_muted > 0  # type: ignore[union-attr]
+    with pytest.raises(NotAllowed):
+        b.room.set_self_muted(bernd.participant_id, False)
+    # The host allows it again: the command crosses, and Bernd is heard
+    a.room.unmute(hanna.participant_id, bernd.participant_id)
+    cluster.pump()
+    assert not b.room.participants[bernd.participant_id].host_muted
+    cluster.tick(15, ((b, bernd, 440.0),))
+    assert hanna.loudness() > 1000
+
+
+async def test_mute_all_and_remove_and_leaving_cross_the_link(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    hanna = a.join("Hanna", HOST_PIN)
+    bernd = b.join("Bernd")
+    berta = b.join("Berta")
+    cluster.pump()
+    a.room.mute_all_guests(hanna.participant_id, forbid_self_unmute=True)
+    cluster.pump()
+    assert all(p.host_muted for p in b.room.participants.values() if not p.is_host)
+    assert b.room.guests_muted_on_entry and b.room.guests_forbidden_on_entry  # (the policy, for latecomers there)
+    assert not b.room.participants[hanna.participant_id].host_muted
+    a.room.remove(hanna.participant_id, berta.participant_id)
+    cluster.pump()
+    assert berta.participant_id not in b.room.participants
+    b.room.leave(bernd.participant_id)
+    b.conference.detach(bernd.participant_id)
+    cluster.pump()
+    # Node b serves nobody now: the link is gone on both sides, and so are b's people on a
+    assert set(a.room.participants) == {hanna.participant_id}
+    assert "#node:node-b" not in a.conference.mixer and not b.room.participants
+
+
+async def test_the_lost_node_takes_its_people_with_it_and_a_shutdown_ends_only_its_share(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    hanna = a.join("Hanna", HOST_PIN)
+    b.join("Bernd")
+    cluster.pump()
+    b.directory.end_meetings("shutdown")
+    cluster.pump()
+    assert set(a.room.participants) == {hanna.participant_id}  # (a's meeting goes on)
+    bernd = b.join("Bernd")
+    cluster.pump()
+    assert bernd.participant_id in a.room.participants
+    a.cascade.peer_down("node-b")
+    assert set(a.room.participants) == {hanna.participant_id}
+    assert "#node:node-b" not in a.conference.mixer
+
+
+async def test_a_hosts_end_ends_the_meeting_on_both(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    hanna = a.join("Hanna", HOST_PIN)
+    b.join("Bernd")
+    cluster.pump()
+    a.room.end(hanna.participant_id)
+    cluster.pump()
+    assert not a.room.participants and not b.room.participants
+
+
+async def test_bad_messages_are_refused_and_change_nothing(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    a.join("Hanna", HOST_PIN)
+    bernd = b.join("Bernd")
+    cluster.pump()
+    before = a.room.public(for_host=True)
+    for bad in (
+        {"type": "command", "room": "council", "id": "x", "action": "explode"},
+        {"type": "participant", "room": "council", "id": "../../etc", "name": "x"},
+        {"type": "rooms", "active": ["a" * 500]},
+        {"no": "type"},
+    ):
+        a.cascade.on_message("node-b", bad)
+    assert a.cascade.messages_refused == 4
+    # A command for a participant a does not serve (a mirror of b's) is not applied by a
+    a.cascade.on_message("node-b", {"type": "command", "room": "council", "id": bernd.participant_id, "action": "remove"})
+    assert a.room.public(for_host=True)["participants"] == before["participants"]
+
+
+def test_every_node_picks_the_same_hub() -> None:
+    nodes = {"node-a", "node-b", "node-c"}
+    hubs = {hub_of(f"room-{i}", nodes) for i in range(100)}
+    assert hubs == nodes  # (rooms spread over the nodes)
+    assert hub_of("council", nodes) == hub_of("council", set(sorted(nodes, reverse=True)))
