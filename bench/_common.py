@@ -134,3 +134,43 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def sum_mixers(mixers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One room's mixer figures (GET /api/rooms/{room} "mixer") over the workers that mix it: each
+    worker serving someone of the room runs a mixer of its own."""
+    return {
+        "ticks": sum(m["ticks"] for m in mixers),
+        "late_ticks": sum(m["late_ticks"] for m in mixers),
+        "skipped_ticks": sum(m.get("skipped_ticks", 0) for m in mixers),
+        "max_lateness_ms": max(m.get("max_lateness_ms", 0.0) for m in mixers),
+        "tick_cpu_ms_mean": max(m.get("tick_cpu_ms_mean", 0.0) for m in mixers),
+    }
+
+
+def worker_urls(get: Any, node: str, workers: int) -> dict[str, str]:
+    """Each worker's own address by its node name (`get(path)`: the gateway's API), from GET
+    /api/node; one process: {} (its shared address is its own)."""
+    if workers == 1:
+        return {}
+    return {f"{node}-{w['index']}": w["url"] for w in get("/api/node")["workers"]}
+
+
+def capacities(points: list[dict[str, Any]], good: Any) -> dict[str, dict[str, Any]]:
+    """Per worker count ("workers" of each point): the most legs ("legs") of a point that is
+    `good(point)`, and its ratio to one worker's."""
+    out: dict[str, dict[str, Any]] = {}
+    for workers in sorted({p["workers"] for p in points}):
+        legs = max((p["legs"] for p in points if p["workers"] == workers and good(p)), default=0)
+        out[str(workers)] = {"workers": workers, "legs": legs}
+    base = out.get("1", {}).get("legs") or 0
+    for row in out.values():
+        row["ratio"] = round(row["legs"] / base, 2) if base else None
+    return out
+
+
+def print_capacities(capacity: dict[str, dict[str, Any]], what: str) -> None:
+    if len(capacity) > 1:
+        print(f"\ncapacity ({what}):")
+        for row in capacity.values():
+            print(f"  {row['workers']} worker(s): {row['legs']} legs, {row['ratio']}x one worker's")

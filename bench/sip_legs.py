@@ -43,9 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import (  # noqa: E402
     ROOT,
     add_common_arguments,
+    capacities,
     gateway_process,
     git_state,
+    print_capacities,
     print_table,
+    sum_mixers,
+    tree_cpu_seconds,
+    worker_urls,
     write_results,
 )
 
@@ -117,19 +122,23 @@ def gateway_config(
     max_participants: int = 100,
     extra: str = "",
     room_settings: str = "",
+    workers: int = 1,
+    store: Path | None = None,
 ) -> str:
     """The gateway's configuration; `log_level` None leaves logging at the gateway's default level;
-    `room_settings`: more settings of every room (YAML flow mapping entries)."""
+    `room_settings`: more settings of every room (YAML flow mapping entries); `workers`: worker
+    processes (more than one needs a `store` file they share)."""
     level = f"level: {log_level}, " if log_level else ""
     more = f", {room_settings}" if room_settings else ""
     room_lines = "\n".join(
         f'  - {{id: {room}, aliases: ["{room}"], max_participants: {max_participants}{more}}}' for room in rooms
     )
     return f"""
-server: {{host: 127.0.0.1, port: {http_port}}}
+server: {{host: 127.0.0.1, port: {http_port}, workers: {workers}}}
 admin: {{token: {TOKEN}}}
 logging: {{{level}format: json}}
-storage: {{path: null}}
+storage: {{path: {store or "null"}}}
+mqtt: {{enabled: false, node: bench}}
 sip: {{host: 127.0.0.1, port: {sip_port}, transports: [udp], language: en, max_calls: 4000,
        rtp_port_min: {GATEWAY_RTP[0]}, rtp_port_max: {GATEWAY_RTP[1]},
        trunk_sources: ["127.0.0.1/32"]}}  # sipp calls like a carrier trunk: no per-address limit
@@ -168,13 +177,23 @@ class Gateway:
     base_url: str
     sip_port: int
     log_path: Path
+    workers: int = 1
 
-    def api(self, path: str) -> Any:
+    def api(self, path: str, base_url: str | None = None) -> Any:
         import httpx
 
-        response = httpx.get(self.base_url + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        response = httpx.get((base_url or self.base_url) + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
         response.raise_for_status()
         return response.json()
+
+    def worker_urls(self) -> dict[str, str]:
+        """Each worker's own address by its node name (one process: its own)."""
+        return worker_urls(self.api, "bench", self.workers) or {"bench": self.base_url}
+
+    def cpu_seconds(self) -> float:
+        """The gateway's CPU: its process and every child (workers, compositors), live or reaped."""
+        own, children = tree_cpu_seconds(self.process.pid)
+        return own + children
 
     def stop(self) -> None:
         self.process.terminate()
@@ -216,13 +235,17 @@ def start_gateway(
     tree: Path = ROOT,
     extra_config: str = "",
     room_settings: str = "",
+    workers: int = 1,
 ) -> Gateway:
     """Starts `gateway run` from the source tree `tree` on free ports. At level warning the "gateway
     started" line is not logged, so readiness is the admin API answering and the SIP core answering
     an OPTIONS."""
     http_port, sip_port = free_port(tcp_too=True), free_port()
     config = workdir / "gateway.yaml"
-    config.write_text(gateway_config(rooms, http_port, sip_port, log_level, max_participants, extra_config, room_settings))
+    store = workdir / "gateway.sqlite" if workers > 1 else None
+    config.write_text(
+        gateway_config(rooms, http_port, sip_port, log_level, max_participants, extra_config, room_settings, workers, store)
+    )
     log_path = workdir / "gateway.log"
     command, cwd, env = gateway_process(tree)
     process = subprocess.Popen(
@@ -232,7 +255,7 @@ def start_gateway(
         cwd=cwd,
         env=env,
     )
-    gateway = Gateway(process, f"http://127.0.0.1:{http_port}", sip_port, log_path)
+    gateway = Gateway(process, f"http://127.0.0.1:{http_port}", sip_port, log_path, workers)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -242,7 +265,7 @@ def start_gateway(
         except Exception:  # noqa: BLE001 (not up yet)
             time.sleep(0.1)
             continue
-        if sip_options_ping(sip_port):
+        if sip_options_ping(sip_port) and (workers == 1 or _all_workers_up(gateway)):
             return gateway
     process.kill()
     raise RuntimeError("gateway did not start in 60 s:\n" + log_path.read_text(errors="replace"))
@@ -476,17 +499,33 @@ def phones_delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> d
 # -- the measurement --------------------------------------------------------------------------------
 
 
-def room_snapshot(gateway: Gateway, room: str) -> dict[str, Any]:
+def _all_workers_up(gateway: Gateway) -> bool:
+    workers = gateway.api("/api/node").get("workers") or []
+    return len(workers) == gateway.workers and all(w["alive"] for w in workers)
+
+
+def room_snapshot(gateway: Gateway, room: str, node: str = "bench", url: str | None = None) -> dict[str, Any]:
+    """A room on one worker (`url`): its mixer there, and the media of the participants it serves."""
     began = time.monotonic()
-    mixer = gateway.api(f"/api/rooms/{room}")["mixer"]
-    participants = gateway.api(f"/api/rooms/{room}/participants")
+    mixer = gateway.api(f"/api/rooms/{room}", url)["mixer"]
+    participants = gateway.api(f"/api/rooms/{room}/participants", url)
     at = (began + time.monotonic()) / 2
-    media = {p["id"]: p["media"] for p in participants if p.get("connected", True)}
+    media = {p["id"]: p["media"] for p in participants if p.get("connected", True) and p.get("node", node) == node}
     return {"at": at, "mixer": mixer, "media": media}
 
 
 def snapshot(gateway: Gateway, rooms: list[str]) -> dict[str, dict[str, Any]]:
-    return {room: room_snapshot(gateway, room) for room in rooms}
+    """Every room, summed over the workers (each has a mixer for a room it serves someone of)."""
+    urls = gateway.worker_urls()
+    out: dict[str, dict[str, Any]] = {}
+    for room in rooms:
+        parts = [room_snapshot(gateway, room, node, url) for node, url in urls.items()]
+        out[room] = {
+            "at": sum(p["at"] for p in parts) / len(parts),
+            "media": {pid: media for p in parts for pid, media in p["media"].items()},
+            "mixer": sum_mixers([p["mixer"] for p in parts]),
+        }
+    return out
 
 
 def joined(gateway: Gateway, rooms: list[str]) -> int:
@@ -541,22 +580,23 @@ def measure(
     keep: Path | None,
     idle_seconds: float = 3.0,
     tree: Path = ROOT,
+    workers: int = 1,
 ) -> dict[str, Any]:
     room_count = math.ceil(legs / room_size)
     rooms = [f"r{i}" for i in range(room_count)]
     procs = math.ceil(legs / calls_per_sipp)
     with tempfile.TemporaryDirectory(prefix="sip_legs_") as tmp:
         workdir = sipp_workdir(Path(tmp))
-        gateway = start_gateway(workdir, rooms, log_level, max_participants=max(room_size, 1), tree=tree)
+        gateway = start_gateway(workdir, rooms, log_level, max_participants=max(room_size, 1), tree=tree, workers=workers)
         sipps: list[Sipp] = []
         phones: list[Phones] = []
         try:
             # The idle gateway's own cost (SIP thread polling, HTTP server): subtracted for the
             # marginal cost of a leg.
             time.sleep(1)
-            idle0, idle_wall0 = cpu_seconds(gateway.process.pid), time.monotonic()
+            idle0, idle_wall0 = gateway.cpu_seconds(), time.monotonic()
             time.sleep(idle_seconds)
-            idle_cores = (cpu_seconds(gateway.process.pid) - idle0) / (time.monotonic() - idle_wall0)
+            idle_cores = (gateway.cpu_seconds() - idle0) / (time.monotonic() - idle_wall0)
             # The calls: leg i dials room i // room_size; sipp process k places a contiguous slice.
             per_proc_rate = max(1, round(rate / procs))
             ramp = legs / (per_proc_rate * procs)
@@ -604,10 +644,10 @@ def measure(
             # The window: API snapshots outside the CPU readings, so their cost is not counted.
             before = snapshot(gateway, rooms)
             phones0 = [ph.snap() for ph in phones]
-            cpu0, sipp0, wall0 = cpu_seconds(gateway.process.pid), sipp_cpu(sipps), time.monotonic()
+            cpu0, sipp0, wall0 = gateway.cpu_seconds(), sipp_cpu(sipps), time.monotonic()
             phones_cpu0 = sipp_cpu(phones)
             time.sleep(seconds)
-            cpu1, sipp1, wall1 = cpu_seconds(gateway.process.pid), sipp_cpu(sipps), time.monotonic()
+            cpu1, sipp1, wall1 = gateway.cpu_seconds(), sipp_cpu(sipps), time.monotonic()
             phones_cpu1 = sipp_cpu(phones)
             phones1 = [ph.snap() for ph in phones]
             after = snapshot(gateway, rooms)
@@ -655,6 +695,7 @@ def measure(
     marginal = max(cores - idle_cores, 0.0) / measured if measured else 0.0
     active_rooms = sum(1 for r in rooms if after[r]["media"])
     return {
+        "workers": workers,
         "legs": legs,
         "legs_in_rooms": in_rooms,
         "legs_measured": measured,
@@ -725,28 +766,38 @@ def main() -> None:
     parser.add_argument("--calls-per-sipp", type=int, default=100, help="calls (RTP streams) per sipp process")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--keep", type=Path, help="copy the gateway's and sipp's files (logs, traces) here")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1],
+        help="worker processes (server.workers); several: every leg count with each, and the capacity ratio",
+    )  # fmt: skip
     add_common_arguments(parser)
     args = parser.parse_args()
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
     points = []
-    for legs in args.legs:
-        point = measure(
-            legs, args.room_size, args.seconds, args.warmup, args.rate, args.calls_per_sipp, args.log_level, args.keep,
-            tree=args.tree,
-        )  # fmt: skip
-        points.append(point)
-        print(
-            f"{legs} legs: {point['legs_measured']} measured, {point['gateway_cores']:.3f} gateway cores, "
+    for workers in args.workers:
+        for legs in args.legs:
+            point = measure(
+                legs, args.room_size, args.seconds, args.warmup, args.rate, args.calls_per_sipp, args.log_level, args.keep,
+                tree=args.tree, workers=workers,
+            )  # fmt: skip
+            points.append(point)
+            print(
+                f"{workers} worker(s), {legs} legs: {point['legs_measured']} measured, {point['gateway_cores']:.3f} gateway cores, "
             f"{point['late_tick_percent']:.3f} % late ticks, RTP to phones {point['rtp_to_phones_lost']} lost "
-            f"(at the phones), {point['calls_failed']} failed calls",
-            flush=True,
-        )
+                f"(at the phones), {point['calls_failed']} failed calls",
+                flush=True,
+            )
     goal = {"legs": 200, "gateway_cores_below": 1.0, "late_tick_percent_below": 0.1, "rtp_to_phones_lost": 0}
+    capacity = capacities(
+        points,
+        lambda p: p["complete"] and p["late_tick_percent"] < goal["late_tick_percent_below"] and p["rtp_to_phones_lost"] == 0,
+    )
     path = write_results(
         "sip_legs",
         {
             "points": points,
+            "capacity_by_workers": capacity,
             "goal": goal,
             "settings": {
                 "room_size": args.room_size,
@@ -765,11 +816,12 @@ def main() -> None:
     )
     print()
     print_table(
-        ["legs", "in rooms", "gw cores", "idle", "% core/leg", "late ticks %", "max late ms (run)",
+        ["workers", "legs", "in rooms", "gw cores", "idle", "% core/leg", "late ticks %", "max late ms (run)",
          "to phones: recv mean", "recv min", "lost", "gw sent mean", "from phones: gw recv mean", "recv min",
          "sipp+phones cores", "failed calls"],
         [
             [
+                p["workers"],
                 p["legs"],
                 p["legs_measured"],
                 f"{p['gateway_cores']:.3f}",
@@ -802,6 +854,7 @@ def main() -> None:
         for s in p["sipp"]:
             if s["failed"] or s["exit_code"] != 0:
                 print(f"sipp at {p['legs']} legs: exit {s['exit_code']}, {s['failed']} failed: {s['failures']} {s['unexpected_answers']}")
+    print_capacities(capacity, "the most legs measured under the goal's late ticks, no RTP lost, every caller in")
     print(
         f"\nresults: {path} (goal: {goal['legs']} G.711 legs in one process under "
         f"{goal['late_tick_percent_below']} % late ticks, no RTP lost at the phones; ratios are against the "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,9 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import (  # noqa: E402
     ROOT,
     add_common_arguments,
+    capacities,
     gateway_process,
     import_gateway_from,
+    print_capacities,
     print_table,
+    sum_mixers,
+    tree_cpu_seconds,
+    worker_urls,
     write_results,
 )
 
@@ -46,20 +50,26 @@ server: {{host: 127.0.0.1, port: 0, joins_per_minute: 10000, sockets_per_address
 admin: {{token: {TOKEN}}}
 logging: {{level: warning, format: json}}
 storage: {{path: null}}
+mqtt: {{enabled: false, node: bench}}
 admission: {{max_loop_lag_ms: 100000, max_cpu: 1.0}}  # measure the load, do not refuse it
 rooms: [{{id: bench, host_pin: "1234", max_participants: 1000}}]
 """
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The gateway's CPU: its process and every child (its workers), live or reaped."""
+    own, children = tree_cpu_seconds(pid)
+    return own + children
 
 
-def start_gateway(workdir: Path, tree: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`gateway run` from the source tree `tree`; at level info it logs its URL when it is up."""
+def start_gateway(workdir: Path, tree: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    """`gateway run` from the source tree `tree`; at level info it logs its URL when it is up (with
+    workers: once every worker is)."""
     config = workdir / "gateway.yaml"
-    config.write_text(CONFIG.replace("level: warning", "level: info"))
+    text = CONFIG.replace("level: warning", "level: info")
+    if workers > 1:  # (they share a store file)
+        text = text.replace("port: 0,", f"port: 0, workers: {workers},").replace("path: null", f"path: {workdir / 'gw.sqlite'}")
+    config.write_text(text)
     log = workdir / "gateway.log"
     command, cwd, env = gateway_process(tree)
     proc = subprocess.Popen(
@@ -71,9 +81,9 @@ def start_gateway(workdir: Path, tree: Path) -> tuple[subprocess.Popen[bytes], s
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if '"gateway started"' in line:
-                return proc, json.loads(line)["url"]
+        started = [json.loads(line)["url"] for line in log.read_text().splitlines() if '"gateway started"' in line]
+        if len(started) >= workers:
+            return proc, started[0]
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(log.read_text())
@@ -105,15 +115,25 @@ def api(base: str, path: str) -> object:
     return httpx.get(base + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
 
 
-def sent_per_leg(base: str) -> dict[str, int]:
-    """Frames the gateway handed to each browser leg's sender (the gateway's side of delivery)."""
-    participants = api(base, "/api/rooms/bench/participants")
-    return {p["id"]: p["media"].get("audio_frames_sent", 0) for p in participants}  # type: ignore[attr-defined,index]
+def sent_per_leg(workers: dict[str, str]) -> dict[str, int]:
+    """Frames the gateway handed to each browser leg's sender (the gateway's side of delivery), from
+    the worker serving it."""
+    sent = {}
+    for node, url in workers.items():
+        for p in api(url, "/api/rooms/bench/participants"):  # type: ignore[attr-defined]
+            if p.get("node", node) == node:
+                sent[p["id"]] = p["media"].get("audio_frames_sent", 0)
+    return sent
 
 
-def measure(legs: int, warmup: float, window: float, tree: Path, peers_tree: Path) -> dict[str, Any]:
+def mixer(workers: dict[str, str]) -> dict[str, Any]:
+    return sum_mixers([api(url, "/api/rooms/bench")["mixer"] for url in workers.values()])  # type: ignore[index]
+
+
+def measure(legs: int, warmup: float, window: float, tree: Path, peers_tree: Path, workers: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        gateway, base = start_gateway(Path(tmp), tree)
+        gateway, base = start_gateway(Path(tmp), tree, workers)
+        own = worker_urls(lambda path: api(base, path), "bench", workers) or {"bench": base}
         try:
             ws = base.replace("http", "ws", 1) + "/ws"
             # The load generator (gateway.webrtc.probe) comes from `peers_tree`: by default this
@@ -135,12 +155,12 @@ def measure(legs: int, warmup: float, window: float, tree: Path, peers_tree: Pat
                 event = json.loads(line)
                 if event["event"] == "window_start":
                     cpu0, wall0 = cpu_seconds(gateway.pid), time.monotonic()
-                    mixer0 = api(base, "/api/rooms/bench")["mixer"]  # type: ignore[index]
-                    sent0 = sent_per_leg(base)
+                    mixer0 = mixer(own)
+                    sent0 = sent_per_leg(own)
                 elif event["event"] == "window_end":
                     cpu1, wall1 = cpu_seconds(gateway.pid), time.monotonic()
-                    mixer1 = api(base, "/api/rooms/bench")["mixer"]  # type: ignore[index]
-                    sent1 = sent_per_leg(base)
+                    mixer1 = mixer(own)
+                    sent1 = sent_per_leg(own)
                     received = event["received"]
             peers.wait(60)
         finally:
@@ -153,6 +173,7 @@ def measure(legs: int, warmup: float, window: float, tree: Path, peers_tree: Pat
     late = mixer1["late_ticks"] - mixer0["late_ticks"]
     sent = [sent1[pid] - sent0.get(pid, 0) for pid in sent1]
     return {
+        "workers": workers,
         "legs": legs,
         "rooms": 1,
         "media": "audio",
@@ -177,6 +198,7 @@ def main() -> None:
     parser.add_argument("--peers", help=argparse.SUPPRESS)
     parser.add_argument("--legs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--peers-tree", type=Path, default=ROOT, help="tree whose gateway.webrtc.probe drives the peers")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="worker processes (server.workers); several: each")
     add_common_arguments(parser)
     args = parser.parse_args()
     if args.peers:
@@ -184,12 +206,14 @@ def main() -> None:
         asyncio.run(peers_main(args.peers, args.legs, args.warmup, args.window))
         return
     print(f"WebRTC legs: {SCOPE}", flush=True)
-    points = [measure(n, args.warmup, args.window, args.tree, args.peers_tree) for n in args.sizes]
+    points = [measure(n, args.warmup, args.window, args.tree, args.peers_tree, w) for w in args.workers for n in args.sizes]
+    capacity = capacities(points, lambda p: p["delivered_ratio_min"] >= 0.99 and p["late_tick_percent"] < 0.1)
     path = write_results(
         "webrtc_legs",
         {
             "scope": SCOPE,
             "points": points,
+            "capacity_by_workers": capacity,
             "goal_legs_per_core": 50,
             "settings": {"warmup": args.warmup, "window": args.window, "peers_tree": str(args.peers_tree.resolve())},
         },
@@ -198,10 +222,11 @@ def main() -> None:
     )
     print(f"\n{SCOPE}:")
     print_table(
-        ["legs (1 room, audio)", "gateway cores", "us CPU/leg/frame", "sent min (gw counter)",
+        ["workers", "legs (1 room, audio)", "gateway cores", "us CPU/leg/frame", "sent min (gw counter)",
          "delivered min (at peers)", "delivered mean (at peers)", "late ticks %", "max late ms"],
         [
             [
+                p["workers"],
                 p["legs"],
                 f"{p['gateway_cores']:.2f}",
                 p["cpu_us_per_leg_frame"],
@@ -214,6 +239,7 @@ def main() -> None:
             for p in points
         ],
     )  # fmt: skip
+    print_capacities(capacity, "the most legs measured with 99 % of the frames delivered to every peer, under 0.1 % late ticks")
     print(f"\nresults: {path} (goal: 50 audio legs per core in one room, every frame delivered at the peers)")
 
 

@@ -23,7 +23,7 @@ from gateway.control.auth import Authenticator, HostLinks
 from gateway.control.broadcasts import Broadcasts
 from gateway.control.dialout import Dialer, DialOut
 from gateway.control.live import LiveControl
-from gateway.control.metrics import CallCounters, H323Counters, LoopLag, build_registry
+from gateway.control.metrics import CallCounters, H323Counters, LoopLag, WorkersCollector, build_registry
 from gateway.control.mqtt import MqttBridge
 from gateway.control.node import Drain
 from gateway.control.oidc import OidcSignIn, add_sign_in_routes
@@ -41,6 +41,7 @@ from gateway.sip.uri import sip_identity
 from gateway.webrtc import server as meeting
 from gateway.webrtc.resume import ResumeTokens
 from gateway.webrtc.session import BrowserHub
+from gateway.workers import WorkerPlan, WorkerRuntime
 
 log = structlog.get_logger(__name__)
 
@@ -75,12 +76,17 @@ def dialer(service: SipService | H323Service) -> Dialer:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, plan: WorkerPlan | None = None) -> None:
+        """`plan`: this process is one worker of several (gateway/workers.py), `config` already its own."""
         self.config = config
+        self.plan = plan
+        # The sockets the supervisor bound for every worker (HTTP, SIP, H.323)
+        self._inherited = plan.sockets() if plan is not None else {}
         self.directory = Directory(config, identify=read_identity)
         # SQLite, or the cluster's shared PostgreSQL (StoreError: not usable, reported by the CLI)
         storage_url = config.storage.url.get_secret_value() if config.storage.url else None
         self.store = Store(config.storage.path, storage_url, node=config.mqtt.node)
+        self.store.shared_file = plan is not None  # (the workers share the SQLite file: each hears the others' changes)
         self.admin = Administration(config, self.directory, self.store)
         self.records = CallRecorder(self.directory, self.store, config.storage.call_records_days)
         # One PIN guard for every kind of leg: guessing by phone and by browser add up.
@@ -95,13 +101,20 @@ class Gateway:
         self.browsers.resume_tokens = ResumeTokens(resume_key, cluster.resume_valid_s)
         # One room's participants on several nodes meet through the backplane (gateway/cluster/).
         self.backplane = (
-            Backplane(self.directory, config.mqtt.node, cluster.secret.get_secret_value().encode(), cluster.backplane, cluster.peers)
+            Backplane(
+                self.directory, config.mqtt.node, cluster.secret.get_secret_value().encode(), cluster.backplane, cluster.peers,
+                observe=plan is not None and plan.observe,
+            )
             if cluster.backplane and cluster.secret
             else None
         )
         self.sip = SipService(config, self.directory, self.pin_guard) if config.sip.enabled else None
+        if self.sip is not None:
+            self.sip.inherited = {k[4:]: v for k, v in self._inherited.items() if k.startswith("sip_")}
         prompts = self.sip.prompts if self.sip is not None else None
         self.h323 = H323Service(config, self.directory, self.pin_guard, prompts) if config.h323.enabled else None
+        if self.h323 is not None:
+            self.h323.inherited = self._inherited.get("h323")
         self.h323_port = 0
         # Dial-out picks the protocol from the callee's identity: SIP URIs and numbers (its trunk) by
         # SIP, h323: URLs by H.323, under one set of rate limits (toll fraud).
@@ -138,6 +151,7 @@ class Gateway:
         self.drain = Drain(self.directory, self.admission)
         if self.backplane is not None:
             self.drain.backplane = self.backplane.state
+        self.worker = WorkerRuntime(plan, self.drain, self.directory) if plan is not None else None
         sip = self.sip
         calls = (
             (
@@ -179,6 +193,8 @@ class Gateway:
             self.broadcasts.counters,
             lambda: self.drain.draining,
         )
+        if self.worker is not None and plan is not None:
+            self.metrics.register(WorkersCollector(plan.index, self.worker.supervisor_state))
         self.ready = False
         api = build_router(
             config,
@@ -240,7 +256,9 @@ class Gateway:
         ignore_close_races(asyncio.get_running_loop())
         # The calls a killed node left open become records that say so, before any new call comes.
         await self.records.settle_lost_calls()
-        serve = asyncio.create_task(self._uvicorn.serve())
+        # (a worker: the port all share, and its own)
+        http_sockets = [self._inherited[name] for name in ("http", "http_own") if name in self._inherited]
+        serve = asyncio.create_task(self._uvicorn.serve(sockets=http_sockets or None))
         while not self._uvicorn.started:
             if serve.done():
                 await serve  # raises the start-up error (port in use, bad certificate)
@@ -273,6 +291,7 @@ class Gateway:
         refresh_task = asyncio.create_task(self.directory.run_refresh(), name="room-system-addresses")
         if self.mqtt is not None:
             self.mqtt.start()
+        worker_task = asyncio.create_task(self.worker.run(), name="worker-state") if self.worker is not None else None
         self.ready = True
         log.info(
             "gateway started",
@@ -297,6 +316,8 @@ class Gateway:
             admission_task.cancel()
             refresh_task.cancel()
             self.drain.close()
+            if worker_task is not None:
+                worker_task.cancel()
             if self.backplane is not None:
                 await self.backplane.stop()
             if self.sip is not None:
@@ -346,9 +367,9 @@ def _raise_open_file_limit() -> None:
             log.warning("could not raise the open-file limit", soft=soft, hard=hard, error=str(exc))
 
 
-async def run_gateway(config: GatewayConfig) -> None:
+async def run_gateway(config: GatewayConfig, plan: WorkerPlan | None = None) -> None:
     _raise_open_file_limit()
-    gateway = Gateway(config)
+    gateway = Gateway(config, plan)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, gateway.stop)

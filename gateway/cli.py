@@ -55,13 +55,26 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         return 1
     from gateway.logging import configure_logging
+    from gateway.workers import Supervisor, WorkerPlan, worker_count
 
     configure_logging(config.logging)
+    plan = WorkerPlan.from_environment()
+    if plan is None and worker_count(config) > 1:
+        try:
+            return Supervisor(config, args.config, worker_count(config)).run()
+        except OSError as exc:
+            print(f"gateway: cannot start: {exc}", file=sys.stderr)
+            return 1
+    if plan is not None:
+        import structlog
+
+        config = plan.configure(config)
+        structlog.contextvars.bind_contextvars(worker=plan.index)  # (on every line of this worker)
     from gateway.app import run_gateway  # heavy imports (aiortc, av) only when running
     from gateway.control.store import StoreError
 
     try:
-        asyncio.run(run_gateway(config))
+        asyncio.run(run_gateway(config, plan))
     except KeyboardInterrupt:
         pass
     except (OSError, StoreError) as exc:

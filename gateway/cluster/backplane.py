@@ -89,7 +89,9 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 
 class Backplane:
-    def __init__(self, directory: Directory, node: str, secret: bytes, listen: str, peers: list[str]) -> None:
+    def __init__(
+        self, directory: Directory, node: str, secret: bytes, listen: str, peers: list[str], observe: bool = False
+    ) -> None:
         if not NODE_NAME.match(node):
             raise ValueError(f"mqtt.node {node!r} cannot name a node on the backplane: letters, digits, '.', '_', '-' (64 at most)")
         self.node = node
@@ -97,7 +99,7 @@ class Backplane:
         self.host, self.port = split_address(listen)
         # (a list of every node may name this one too: it is not dialled)
         self.peer_addresses = [a for a in map(split_address, peers) if a != (self.host, self.port)]
-        self.cascade = Cascade(directory, node, self._send, self._send_media)
+        self.cascade = Cascade(directory, node, self._send, self._send_media, observe=observe)
         self.links: dict[str, _Connection] = {}  # peer node -> its link (open, media address known)
         self._by_media: dict[tuple[str, int], str] = {}  # a peer's media address -> its name
         self._connections: set[_Connection] = set()

@@ -133,6 +133,7 @@ class _Peer:
     ssrc: Callable[[str, str], int]  # (room, sending node) -> the stream's SSRC
     active: set[str] = field(default_factory=set)  # rooms in use there
     linked: set[str] = field(default_factory=set)  # rooms linked with it now
+    audio: set[str] = field(default_factory=set)  # rooms whose audio crosses it now
     mirrored: dict[str, set[str]] = field(default_factory=dict)  # room -> its participants shown here
 
 
@@ -143,11 +144,15 @@ class Cascade:
         node: str,
         send: Callable[[str, dict[str, Any]], None],
         send_media: Callable[[str, bytes], None],
+        observe: bool = False,
     ) -> None:
         self.directory = directory
         self.node = node
         self._send = send
         self._send_media = send_media
+        # Link with every room in use anywhere, for its roster (the workers of one machine: any of
+        # them then shows and commands every meeting, whichever the API request reached)
+        self.observe = observe
         self.peers: dict[str, _Peer] = {}
         self._active: set[str] = set()  # rooms in use here (someone this node serves is in)
         self._applying = False
@@ -186,15 +191,23 @@ class Cascade:
 
     # -- links --------------------------------------------------------------------------------------
 
-    def _wanted(self, room: str) -> set[str]:
-        """The peers this node links with for `room` now."""
-        if room not in self._active:
-            return set()
+    def _hub(self, room: str) -> str | None:
+        """The room's hub: of the nodes using it (this one too, if it does), the highest rendezvous
+        score; None while no node uses it."""
         using = {peer for peer, state in self.peers.items() if room in state.active}
-        if not using:
+        if room in self._active:
+            using.add(self.node)
+        return hub_of(room, using) if using else None
+
+    def _wanted(self, room: str) -> set[str]:
+        """The peers this node links with for `room` now: the hub with every other node using it
+        (observing: every node), the others with the hub."""
+        hub = self._hub(room)
+        if hub is None or (room not in self._active and not self.observe):
             return set()
-        hub = hub_of(room, using | {self.node})
-        return using if hub == self.node else {hub}
+        if hub == self.node:
+            return set(self.peers) if self.observe else {p for p, s in self.peers.items() if room in s.active}
+        return {hub} if hub in self.peers else set()
 
     def _relink(self, room: str) -> None:
         wanted = self._wanted(room)
@@ -205,12 +218,31 @@ class Cascade:
             state = self.peers[peer]
             if room not in state.linked:
                 self._link(peer, state, room)
+            # Audio only between two nodes that both serve someone in the room (an observer's link
+            # carries the roster and commands)
+            self._set_audio(peer, state, room, room in self._active and room in state.active)
 
     def _link(self, peer: str, state: _Peer, room: str) -> None:
         conference = self.directory.conferences.get(room)
         if conference is None:
             return
+        state.linked.add(room)
+        log.info("room linked with node", room=room, peer=peer)
+        # Everyone shown here who is not that node's own: ours, and (at the hub) the other nodes'
+        for participant in list(conference.room.participants.values()):
+            if participant.extra.get("via") != peer:
+                self._send(peer, _participant_message(room, MirrorState.of(participant)))
+
+    def _set_audio(self, peer: str, state: _Peer, room: str, on: bool) -> None:
+        conference = self.directory.conferences.get(room)
+        if conference is None or on == (room in state.audio):
+            return
         link = self.link_id(peer)
+        if not on:
+            state.audio.discard(room)
+            state.media.close_stream(room, state.ssrc(room, peer))
+            conference.detach_link(link)
+            return
         media = state.media
 
         def deliver(seq: int, payload: bytes) -> None:
@@ -221,29 +253,35 @@ class Cascade:
             if packet is not None:
                 self._send_media(peer, packet)
 
+        state.audio.add(room)
         media.open_stream(room, state.ssrc(room, self.node), state.ssrc(room, peer), deliver)
         conference.attach_link(link, sink, LINK_FORMAT)
-        state.linked.add(room)
-        log.info("room linked with node", room=room, peer=peer)
-        for participant in list(conference.room.participants.values()):
-            if participant.extra.get("via") is None:
-                self._send(peer, _participant_message(room, MirrorState.of(participant)))
 
     def _unlink(self, peer: str, state: _Peer, room: str) -> None:
+        self._set_audio(peer, state, room, False)
         state.linked.discard(room)
-        state.media.close_stream(room, state.ssrc(room, peer))
         conference = self.directory.conferences.get(room)
         if conference is None:
             return
-        conference.detach_link(self.link_id(peer))
+        gone = []
         self._applying = True
         try:
             for mirror in conference.room.mirrors(peer):
                 conference.room.leave(mirror.id)
+                gone.append(mirror.id)
         finally:
             self._applying = False
             state.mirrored.pop(room, None)
+        for pid in gone:  # (at the hub: the other nodes see them go too)
+            self._relay(room, LeftMessage(type="left", room=room, id=pid).model_dump(mode="json"), peer)
         log.info("room unlinked from node", room=room, peer=peer)
+
+    def _relay(self, room: str, message: dict[str, Any], came_from: str) -> None:
+        """What one linked node said about `room`, passed on to the others it is linked with (at
+        the hub; a node at the edge is linked with the hub alone)."""
+        for peer, state in self.peers.items():
+            if peer != came_from and room in state.linked:
+                self._send(peer, message)
 
     # -- our events out -----------------------------------------------------------------------------
 
@@ -353,6 +391,8 @@ class Cascade:
             return  # (a room not linked with it now: a late message, or one that was never ours)
         try:
             self._apply(peer, state, conference, message)
+            if isinstance(message, ParticipantMessage | LeftMessage | RoomCommandMessage):
+                self._relay(message.room, raw, peer)
         except RoomError as exc:
             log.info("backplane message not applied", peer=peer, room=message.room, type=message.type, reason=str(exc))
 
@@ -380,8 +420,13 @@ class Cascade:
                 mirrored.discard(message.id)
         elif isinstance(message, CommandMessage):
             target = room.participants.get(message.id)
-            if target is None or target.extra.get("via") is not None:
-                return  # (only a participant this node serves is commanded here)
+            if target is None:
+                return
+            via = target.extra.get("via")
+            if via is not None:  # (at the hub: another node serves it)
+                if via != peer and via in self.peers:
+                    self._send(via, message.model_dump(mode="json"))
+                return
             if message.action == "host_mute":
                 if message.on:
                     room.mute(None, message.id, message.forbid)

@@ -65,6 +65,14 @@ class ServerConfig(_Strict):
         "gateway's own; a browser page from any other site is refused (cross-site WebSocket hijacking)",
     )
     join_timeout_s: float = Field(30.0, gt=0, description="a meeting WebSocket that has not joined by then is closed")
+    workers: int | Literal["auto"] = Field(
+        1, description="worker processes (auto: one per core), supervised by `gateway run`; they share the ports, and "
+        "a room's participants on different workers meet through the backplane (README \"Every core\")",
+    )
+    worker_ports: int = Field(
+        0, ge=0, le=65535, description="with workers: worker i also serves everything (API, /metrics) on its own port, "
+        "this + i, to reach (scrape) one worker; 0: free ports, listed by GET /api/node",
+    )
     sockets_per_address: int = Field(
         50, ge=1, le=100_000, description="meeting WebSockets open at once from one client address (an IPv6 /64)"
     )
@@ -1055,6 +1063,15 @@ class GatewayConfig(BaseSettings):
         if duplicates:
             raise ValidationError.from_exception_data(cls.__name__, duplicates)
         return rooms
+
+    @model_validator(mode="after")
+    def _workers_share_a_store(self) -> GatewayConfig:
+        if self.server.workers != 1 and self.storage.path is None and self.storage.url is None:
+            raise ValueError(
+                "server.workers: the workers share one store (what the API changes, call records): "
+                "storage.path must name a file, or set storage.url"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -397,7 +397,13 @@ def build_router(
     async def list_participants(room: str, _who: Reader) -> list[dict[str, Any]]:
         conf = conference(room)
         return [
-            {**conf.participant_view(pid), "spotlight": pid == conf.room.spotlight} for pid in list(conf.room.participants)
+            {
+                **conf.participant_view(pid),
+                "spotlight": pid == conf.room.spotlight,
+                # the node (or worker) that serves it: this one, or another through the backplane
+                "node": conf.room.participants[pid].extra.get("via") or config.mqtt.node,
+            }
+            for pid in list(conf.room.participants)
         ]
 
     @router.get("/rooms/{room}/lobby", tags=["live"])

@@ -157,7 +157,8 @@ class GatewayCollector(Collector):
             room = conference.room
             by_kind: dict[str, int] = {}
             for p in room.participants.values():
-                by_kind[p.kind.value] = by_kind.get(p.kind.value, 0) + 1
+                if p.extra.get("via") is None:  # (another node's participant: counted there)
+                    by_kind[p.kind.value] = by_kind.get(p.kind.value, 0) + 1
             for kind, count in sorted(by_kind.items()):
                 participants.add_metric([room.id, kind], count)
             lobby.add_metric([room.id], len(room.lobby))
@@ -272,3 +273,23 @@ def build_registry(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(directory, calls, lag, mqtt, h323, broadcasts, draining))
     return registry
+
+
+class WorkersCollector(Collector):
+    """One worker of several (gateway/workers.py): which one answered the scrape, and the
+    supervisor's view of them all (alive, restarts)."""
+
+    def __init__(self, index: int, state: Callable[[], dict[str, Any] | None]) -> None:
+        self._index = index
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("gateway_worker_index", "The worker that answered this scrape", value=self._index)
+        workers = (self._state() or {}).get("workers", [])
+        alive = GaugeMetricFamily("gateway_worker_up", "1 while the worker process runs", labels=["worker"])
+        restarts = CounterMetricFamily("gateway_worker_restarts", "Times the supervisor restarted the worker after it died", labels=["worker"])
+        for worker in workers:
+            alive.add_metric([str(worker.get("index"))], int(bool(worker.get("alive"))))
+            restarts.add_metric([str(worker.get("index"))], int(worker.get("restarts", 0)))
+        yield alive
+        yield restarts

@@ -407,7 +407,8 @@ class MqttBridge:
 
     def on_event(self, event: RoomEvent) -> None:
         try:
-            if event.type in PUBLISHED_EVENTS:
+            # (another node's or worker's participant, shown here: the node serving it publishes it)
+            if event.type in PUBLISHED_EVENTS and "via" not in event.data:
                 payload = event_payload(event, self._who(event), self.config.node)
                 if payload is not None:
                     body = json.dumps(payload, default=str).encode()

@@ -27,27 +27,38 @@ class Drain:
         self._task: asyncio.Task[None] | None = None
         self.ended_at_deadline = 0  # meetings the last drain's deadline ended
         self.backplane: Callable[[], dict[str, Any]] | None = None  # its links to other nodes, when on
+        # One worker of several (gateway/workers.py): the others' figures, and telling them of a drain
+        self.elsewhere: Callable[[], dict[str, Any]] | None = None
+        self.announce: Callable[[float | None], None] | None = None  # (the deadline, wall clock; None: cancelled)
 
     @property
     def draining(self) -> bool:
         return self._admission.draining is not None
 
     def view(self) -> dict[str, Any]:
-        busy = self._directory.meetings()
-        state = "serving" if not self.draining else ("drained" if not busy else "draining")
+        meetings = len(self._directory.meetings())
+        participants = sum(
+            sum(1 for p in c.room.participants.values() if p.extra.get("via") is None) + len(c.room.lobby) for c in self._directory
+        )
+        elsewhere = self.elsewhere() if self.elsewhere is not None else None
+        if elsewhere is not None:  # (the node's other workers)
+            meetings += int(elsewhere["meetings"])
+            participants += int(elsewhere["participants"])
+        state = "serving" if not self.draining else ("drained" if not meetings else "draining")
         return {
             "state": state,
             "deadline": self._deadline,
             "deadline_in_s": max(0.0, round(self._deadline - time.time(), 1)) if self._deadline is not None else None,
-            "meetings": len(busy),
-            "participants": sum(len(c.room.participants) + len(c.room.lobby) for c in self._directory),
+            "meetings": meetings,
+            "participants": participants,
             "ended_at_deadline": self.ended_at_deadline,
             "backplane": self.backplane() if self.backplane is not None else None,
+            "workers": elsewhere["workers"] if elsewhere is not None else None,
         }
 
-    def start(self, deadline_s: float, actor: str) -> dict[str, Any]:
+    def start(self, deadline_s: float, actor: str, announce: bool = True) -> dict[str, Any]:
         """Refuses new participants from now on; the meetings still running at the deadline are
-        ended. A second call sets the deadline anew."""
+        ended. A second call sets the deadline anew. (`announce`: tell the node's other workers.)"""
         self._admission.draining = "the node is draining"
         self._deadline = time.time() + deadline_s
         self.ended_at_deadline = 0
@@ -55,12 +66,16 @@ class Drain:
             self._task.cancel()
         self._task = asyncio.get_running_loop().create_task(self._run(deadline_s), name="drain")
         log.warning("draining: new participants are refused", actor=actor, deadline_s=deadline_s, meetings=len(self._directory.meetings()))
+        if announce and self.announce is not None:
+            self.announce(self._deadline)
         return self.view()
 
-    def cancel(self, actor: str) -> dict[str, Any]:
+    def cancel(self, actor: str, announce: bool = True) -> dict[str, Any]:
         """Takes new participants again."""
         if self.draining:
             log.info("drain cancelled: new participants are taken again", actor=actor)
+        if announce and self.announce is not None:
+            self.announce(None)
         self._admission.draining = None
         self._deadline = None
         if self._task is not None:

@@ -192,6 +192,7 @@ class Store:
         """SQLite at `path` (None: in memory), or PostgreSQL at `url` (postgresql://...) when given."""
         self.path = None if url else path
         self.url = url
+        self.shared_file = False  # other processes (workers) write the SQLite file too
         self.node = node
         self._lock = threading.Lock()
         self._db = self._open_postgres(url) if url else self._open_sqlite(path)
@@ -313,8 +314,12 @@ class Store:
 
     async def listen(self, changed: Callable[[str], Awaitable[None]]) -> None:
         """Calls `changed(table)` when a node (this one too) changed rooms, systems, trunks or rules
-        in the shared PostgreSQL; reconnects with backoff. Returns at once for SQLite."""
+        in the shared PostgreSQL; reconnects with backoff. With SQLite, only while other processes
+        share the file (`shared_file`: the workers of one machine): each second SQLite's
+        data_version says whether one of them committed, and then every shared table is read anew."""
         if self.url is None:
+            if self.shared_file and self.path is not None:
+                await self._watch_file(changed)
             return
         delay = 1.0
         while True:
@@ -331,6 +336,20 @@ class Store:
                 log.warning("listening to the shared database failed; again soon", error=str(exc), retry_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    async def _watch_file(self, changed: Callable[[str], Awaitable[None]]) -> None:
+        last = self._data_version()
+        while True:
+            await asyncio.sleep(1.0)
+            version = self._data_version()
+            if version != last:
+                last = version
+                for table in _SHARED_TABLES:
+                    await _told(changed, table)
+
+    def _data_version(self) -> int:
+        """Changes when another connection to the file committed (never for our own commits)."""
+        return int(self._query("PRAGMA data_version")[0]["data_version"])
 
     # -- objects kept as JSON ---------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import functools
 import ipaddress
 import re
 import secrets
+import socket
 from typing import Any
 
 import structlog
@@ -141,6 +142,7 @@ class H323Service:
         self, config: GatewayConfig, directory: Directory, pin_guard: PinGuard, prompts: PromptLibrary | None = None
     ) -> None:
         self.config = config
+        self.inherited: socket.socket | None = None  # (a worker's listening socket: gateway/workers.py)
         self.directory = directory
         self.prompts = prompts or PromptLibrary()  # (the gateway's one library, shared with SIP)
         self.admission: Admission | None = None  # set by the gateway: refuses new calls while overloaded
@@ -180,7 +182,10 @@ class H323Service:
 
     async def start(self) -> int:
         h323 = self.config.h323
-        self._server = await asyncio.start_server(self._connected, h323.host, h323.port, limit=1 << 16)
+        inherited = self.inherited  # (a worker's: gateway/workers.py)
+        self._server = await asyncio.start_server(
+            self._connected, *((None, None) if inherited else (h323.host, h323.port)), limit=1 << 16, sock=inherited
+        )
         self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("H.323 listening", host=h323.host, port=self.port)
         if h323.gatekeeper is not None:

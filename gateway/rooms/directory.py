@@ -272,8 +272,9 @@ class Directory:
         return iter(list(self.conferences.values()))
 
     def meetings(self) -> list[Conference]:
-        """The rooms with a meeting now (someone in it, or waiting in its lobby)."""
-        return [c for c in self.conferences.values() if c.room.participants or c.room.lobby]
+        """The rooms with a meeting here now (someone this node serves is in it, or waiting in its
+        lobby; other nodes' participants shown here keep no meeting on this node)."""
+        return [c for c in self.conferences.values() if c.room.has_own_participants or c.room.lobby]
 
     def end_meetings(self, reason: str) -> list[Conference]:
         """Ends every meeting (the gateway stops, or a drain's deadline came); returns their rooms."""

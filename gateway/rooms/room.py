@@ -151,6 +151,9 @@ class Room:
 
     def _emit(self, type: EventType, participant: str | None = None, by: str | None = None, **data: Any) -> None:
         self.version += 1
+        mirror = self.participants.get(participant) if participant is not None else None
+        if mirror is not None and "via" in mirror.extra:
+            data["via"] = mirror.extra["via"]  # (another node's participant: that node tells the world)
         event = RoomEvent(type=type, room=self.id, participant=participant, by=by, data=data, at=self._wall())
         for listener in list(self._listeners):
             listener(event)
@@ -366,7 +369,7 @@ class Room:
         p.extra["via"] = via
         self._apply_mirror(p, state)
         self.participants[p.id] = p
-        self._emit("participant_joined", p.id, name=p.name, role=p.role.value, kind=p.kind.value, via=via)
+        self._emit("participant_joined", p.id, name=p.name, role=p.role.value, kind=p.kind.value)
         return p
 
     def update_mirror(self, state: MirrorState) -> None:
@@ -420,7 +423,8 @@ class Room:
         participant = self.participants.pop(participant_id, None)
         if participant is not None:
             self._remember_mute(participant)
-            self._emit("participant_left", participant_id)
+            via = {"via": participant.extra["via"]} if "via" in participant.extra else {}
+            self._emit("participant_left", participant_id, **via)
             self._end_spotlight_of(participant_id)
             self._end_presentation_of(participant_id)
             self._reset_lock_if_empty()
@@ -442,9 +446,10 @@ class Room:
 
     def remove(self, by: str | None, participant_id: str) -> None:
         self._require_host(by)
-        self._remember_mute(self.get(participant_id))
+        removed = self.get(participant_id)
+        self._remember_mute(removed)
         del self.participants[participant_id]
-        self._emit("participant_removed", participant_id, by)
+        self._emit("participant_removed", participant_id, by, **({"via": removed.extra["via"]} if "via" in removed.extra else {}))
         self._end_spotlight_of(participant_id)
         self._end_presentation_of(participant_id)
         self._reset_lock_if_empty()

@@ -18,6 +18,7 @@ import functools
 import ipaddress
 import re
 import secrets
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -129,6 +130,7 @@ class SipService:
         self.config = config
         self.directory = directory
         self.pin_guard = pin_guard
+        self.inherited: dict[str, socket.socket] = {}  # (a worker's: udp, tcp, tls; gateway/workers.py)
         self.prompts = PromptLibrary()
         self.codecs = [_CODECS[name] for name in config.sip.codecs]
         self.video_codecs = video_codecs(list(config.sip.video_codecs)) if config.sip.video else ()
@@ -205,7 +207,7 @@ class SipService:
         task.add_done_callback(self._lookups.discard)
 
     async def start(self) -> dict[str, int]:
-        self.stack = SipTransport(self.config.sip, self.handle_event)
+        self.stack = SipTransport(self.config.sip, self.handle_event, self.inherited)
         ports = await self.stack.start()
         log.info("SIP started", host=self.config.sip.host, ports=ports)
         assert self.stack.ua is not None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,9 +83,13 @@ class _Datagrams(asyncio.DatagramProtocol):
 class SipTransport:
     """Owns the sockets and the user agent; the gateway talks to it as to the SIP stack."""
 
-    def __init__(self, config: SipConfig, on_event: Callable[[Event], None]) -> None:
+    def __init__(
+        self, config: SipConfig, on_event: Callable[[Event], None], inherited: dict[str, socket.socket] | None = None
+    ) -> None:
         self.config = config
         self._on_event = on_event
+        # Sockets a supervisor bound for its workers (gateway/workers.py): udp, tcp, tls
+        self._inherited = inherited or {}
         self.ports: dict[str, int] = {}
         self.ua: UserAgent | None = None
         self._udp: _Datagrams | None = None
@@ -110,7 +115,7 @@ class SipTransport:
         config = self.config
         # With port 0 UDP picks a free port and TCP must take the same number, which an outgoing TCP
         # connection of another program may hold: then pick another pair.
-        for attempt in range(1 if config.port else 20):
+        for attempt in range(1 if config.port or self._inherited else 20):
             try:
                 await self._bind_udp_and_tcp(loop, config.port)
                 break
@@ -121,8 +126,12 @@ class SipTransport:
         if config.tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(config.tls.cert), str(config.tls.key))
+            tls = self._inherited.get("tls")
             server = await asyncio.start_server(
-                lambda r, w: self._serve(r, w, "tls"), config.host, config.tls.port, ssl=context
+                lambda r, w: self._serve(r, w, "tls"),
+                *((None, None) if tls else (config.host, config.tls.port)),
+                ssl=context,
+                sock=tls,
             )
             self._servers.append(server)
             self.ports["tls"] = int(server.sockets[0].getsockname()[1])
@@ -141,15 +150,17 @@ class SipTransport:
     async def _bind_udp_and_tcp(self, loop: asyncio.AbstractEventLoop, port: int) -> None:
         config = self.config
         if "udp" in config.transports:
+            udp = self._inherited.get("udp")
             _, self._udp = await loop.create_datagram_endpoint(
-                lambda: _Datagrams(self), local_addr=(config.host, port)
+                lambda: _Datagrams(self), **({"sock": udp} if udp else {"local_addr": (config.host, port)})
             )
             assert self._udp.transport is not None
             port = int(self._udp.transport.get_extra_info("sockname")[1])
             self.ports["udp"] = port
         if "tcp" in config.transports:
+            tcp = self._inherited.get("tcp")
             server = await asyncio.start_server(
-                lambda r, w: self._serve(r, w, "tcp"), config.host, port, limit=2**17
+                lambda r, w: self._serve(r, w, "tcp"), *((None, None) if tcp else (config.host, port)), limit=2**17, sock=tcp
             )
             self._servers.append(server)
             self.ports["tcp"] = int(server.sockets[0].getsockname()[1])
@@ -186,7 +197,10 @@ class SipTransport:
     # -- in and out -----------------------------------------------------------------------------
 
     def received(self, data: bytes, peer: Peer) -> None:
-        assert self.ua is not None and self._loop is not None
+        if self.ua is None or self._loop is None:
+            # Before the user agent exists: a restarted worker's inherited socket may hold what came
+            # while it was away. Its senders send requests again (UDP), so they are dropped.
+            return
         try:
             self.ua.receive(data, peer, self._loop.time())
         except Exception:

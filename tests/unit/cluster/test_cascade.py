@@ -63,14 +63,15 @@ class Phone:
 
 
 class Node:
-    def __init__(self, name: str, outbox: list[tuple[str, str, Any]]) -> None:
+    def __init__(self, name: str, outbox: list[tuple[str, str, Any]], observe: bool = False) -> None:
         self.name = name
         self.directory = Directory(GatewayConfig(rooms=[RoomConfig(id="council", host_pin=HOST_PIN)]))
         self.cascade = Cascade(
             self.directory,
             name,
-            lambda peer, message: outbox.append(("msg", peer, json.loads(json.dumps(message)))),
-            lambda peer, packet: outbox.append(("media", peer, packet)),
+            lambda peer, message: outbox.append(("msg", peer, {**json.loads(json.dumps(message)), "_from": name})),
+            lambda peer, packet: outbox.append(("media", peer, (name, packet))),
+            observe=observe,
         )
         self.conference = self.directory.conferences["council"]
         self.room = self.conference.room
@@ -92,37 +93,44 @@ class Node:
 
 
 class Cluster:
-    """Nodes a and b, linked; `pump` delivers what they sent each other until nothing is left."""
+    """Nodes a, b (and c ...), each linked with each; `pump` delivers what they sent each other
+    until nothing is left."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: tuple[str, ...] = ("node-a", "node-b"), observe: bool = False) -> None:
         self.outbox: list[tuple[str, str, Any]] = []
-        self.a = Node("node-a", self.outbox)
-        self.b = Node("node-b", self.outbox)
-        self.nodes = {"node-a": self.a, "node-b": self.b}
-        la, lb = ControlLink(b"k" * 40, "node-a", True), ControlLink(b"k" * 40, "node-b", False)
-        for _ in range(3):
-            lb.receive(la.data_to_send())
-            la.receive(lb.data_to_send())
-        self.a.cascade.peer_up("node-b", PeerMedia(*la.media_keys(), address=("b", 1)), la.media_ssrc)
-        self.b.cascade.peer_up("node-a", PeerMedia(*lb.media_keys(), address=("a", 1)), lb.media_ssrc)
+        self.nodes = {name: Node(name, self.outbox, observe) for name in names}
+        self.a, self.b = self.nodes["node-a"], self.nodes["node-b"]
+        self.senders: dict[tuple[str, str], str] = {}
+        for i, one in enumerate(names):
+            for other in names[i + 1 :]:
+                lo, lt = ControlLink(b"k" * 40, one, True), ControlLink(b"k" * 40, other, False)
+                for _ in range(3):
+                    lt.receive(lo.data_to_send())
+                    lo.receive(lt.data_to_send())
+                self.nodes[one].cascade.peer_up(other, PeerMedia(*lo.media_keys(), address=(other, 1)), lo.media_ssrc)
+                self.nodes[other].cascade.peer_up(one, PeerMedia(*lt.media_keys(), address=(one, 1)), lt.media_ssrc)
         self.pump()
 
     def pump(self) -> None:
         while self.outbox:
             what, peer, item = self.outbox.pop(0)
-            sender = next(n for n in self.nodes if n != peer)
             target = self.nodes[peer].cascade
             if what == "msg":
+                sender = self._sender_of(peer, item)
                 target.on_message(sender, item)
             else:
-                target.on_media(sender, item, (sender[-1], 1))
+                sender, packet = item
+                target.on_media(sender, packet, (sender, 1))
+
+    def _sender_of(self, peer: str, message: Any) -> str:
+        return message.pop("_from")
 
     def tick(self, n: int = 1, speakers: tuple[tuple[Node, Phone, float], ...] = ()) -> None:
         for _ in range(n):
             for node, leg, hz in speakers:
                 node.speak(leg, hz)
-            self.a.conference.mixer.tick()
-            self.b.conference.mixer.tick()
+            for node in self.nodes.values():
+                node.conference.mixer.tick()
             self.pump()
 
 
@@ -245,3 +253,42 @@ def test_every_node_picks_the_same_hub() -> None:
     hubs = {hub_of(f"room-{i}", nodes) for i in range(100)}
     assert hubs == nodes  # (rooms spread over the nodes)
     assert hub_of("council", nodes) == hub_of("council", set(sorted(nodes, reverse=True)))
+
+
+async def test_three_nodes_meet_in_a_star_and_an_observer_shows_and_commands_the_meeting() -> None:
+    """Workers of one machine observe: a and c serve people of the room, b serves nobody there but
+    shows everyone (for its API) and its command reaches the node that serves the participant."""
+    cluster = Cluster(("node-a", "node-b", "node-c"), observe=True)
+    a, b, c = cluster.nodes["node-a"], cluster.nodes["node-b"], cluster.nodes["node-c"]
+    hanna = a.join("Hanna", HOST_PIN)
+    carl = c.join("Carl")
+    cluster.pump()
+    for node in (a, b, c):
+        assert set(node.room.participants) == {hanna.participant_id, carl.participant_id}, node.name
+    assert not b.conference.links and not b.room.has_own_participants  # (no audio to an observer)
+    cluster.tick(15, ((c, carl, 440.0),))
+    assert hanna.loudness() > 1000
+    b.room.mute(None, carl.participant_id, forbid_self_unmute=True)  # (the API on the observer)
+    cluster.pump()
+    assert c.room.participants[carl.participant_id].host_muted
+    assert a.room.participants[carl.participant_id].self_unmute_forbidden
+    cluster.tick(20, ((c, carl, 440.0),))
+    assert hanna.loudness(10) < 50
+
+
+async def test_three_serving_nodes_hear_each_voice_once() -> None:
+    cluster = Cluster(("node-a", "node-b", "node-c"))
+    a, b, c = cluster.nodes["node-a"], cluster.nodes["node-b"], cluster.nodes["node-c"]
+    legs = {node.name: node.join(f"P{node.name}") for node in (a, b, c)}
+    cluster.pump()
+    links = {node.name: len(node.conference.links) for node in (a, b, c)}
+    assert sorted(links.values()) == [1, 1, 2], links  # (a star: the hub has two links)
+    for node in (a, b, c):  # (the edges see each other through the hub)
+        assert len(node.room.participants) == 3, node.name
+    speaker = next(name for name, n in links.items() if n == 1)
+    cluster.tick(20, ((cluster.nodes[speaker], legs[speaker], 440.0),))
+    for name, leg in legs.items():
+        if name != speaker:
+            assert leg.loudness() > 1000, f"{name} does not hear {speaker}"
+    loud = [max(float(abs(f.astype(int)).mean()) for f in leg.heard[-5:]) for n, leg in legs.items() if n != speaker]
+    assert max(loud) < 1.5 * min(loud)  # (nobody hears it twice, louder)

@@ -1,0 +1,128 @@
+"""Every core: `gateway run` with two workers. A browser host and a phone that landed on different
+workers meet in one room (they hear each other, the host's mute applies on the other worker); the
+browser's worker is killed with SIGKILL: the supervisor restarts it and says so (log, /api/node,
+/metrics), the browser is back in the meeting within 5 s, and the phone on the other worker never
+left and hears her again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support.baresip import Baresip, menu_speaking, recording_so_far, tone_level
+from tests.support.browser import hears, in_meeting
+from tests.support.gateway import (
+    ADMIN_TOKEN,
+    RunningGateway,
+    logged,
+    metric,
+    participants,
+    start_gateway,
+    stop_and_check,
+    wait_until,
+)
+
+pytestmark = pytest.mark.xdist_group("serial")
+
+CONFIG = f"""
+server: {{host: 127.0.0.1, port: 0, workers: 2}}
+admin: {{token: {ADMIN_TOKEN}}}
+logging: {{level: debug, format: json}}
+sip: {{host: 127.0.0.1, port: 0, language: en, digit_timeout_s: 2}}
+storage: {{path: {{db}}}}
+mqtt: {{enabled: false, node: box}}
+admission: {{max_loop_lag_ms: 1000}}
+rooms:
+  - {{id: council, name: Council, host_pin: "1234"}}
+"""
+
+
+def node_state(gateway: RunningGateway) -> dict[str, object]:
+    return dict(gateway.api("GET", "/api/node").json())
+
+
+def workers_up(gateway: RunningGateway) -> bool:
+    workers = node_state(gateway).get("workers") or []
+    return len(workers) == 2 and all(w["alive"] for w in workers)  # type: ignore[index]
+
+
+def served_by(gateway: RunningGateway, name: str) -> str | None:
+    return next((str(p["node"]) for p in participants(gateway, "council") if p["name"] == name), None)
+
+
+def heard_for(samples: np.ndarray, rate: int, tone: float) -> int:
+    windows = [samples[i : i + rate // 2] for i in range(0, samples.size - rate // 2, rate // 4)]
+    return sum(1 for w in windows if tone_level(w, rate, tone) > 30)
+
+
+def test_two_workers_share_a_room_and_a_killed_worker_comes_back(open_participant, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    gateway = start_gateway(tmp_path, CONFIG.replace("{db}", str(tmp_path / "gateway.sqlite")))
+    phones: list[Baresip] = []
+    try:
+        wait_until(lambda: workers_up(gateway), 30, what="both workers up")
+        hilde = open_participant(f"{gateway.base_url}/r/council?name=Hilde&pin=1234", 440.0)
+        wait_until(lambda: in_meeting(hilde), 40, what="Hilde in the meeting")
+        hilde_worker = wait_until(lambda: served_by(gateway, "Hilde"), 10, what="Hilde's worker")
+        # Phones until one lands on the other worker (the kernel hashes each sender to a worker)
+        phone = None
+        for n in range(10):
+            candidate = Baresip(tmp_path / f"phone{n}", tone_hz=1000, name=f"Phone{n}", codecs=("g711",))
+            phones.append(candidate)
+            candidate.start(dial=f"sip:council@127.0.0.1:{gateway.sip_port}")
+            wait_until(candidate.established, 15, what=f"phone {n} established")
+            wait_until(lambda c=candidate: menu_speaking(c), 15, what=f"phone {n} asked for a PIN")
+            candidate.send_keys("#")
+            worker = wait_until(lambda n=n: served_by(gateway, f"Phone{n}"), 15, what=f"phone {n} in the meeting")
+            if worker != hilde_worker:
+                phone = candidate
+                break
+            candidate.stop()  # (on Hilde's worker: its 1000 Hz would blur what crosses)
+            wait_until(lambda n=n: served_by(gateway, f"Phone{n}") is None, 15, what=f"phone {n} gone")
+        assert phone is not None, "ten phones all landed on one worker"
+        name = phone._settings[1]
+        print(json.dumps({"phones_until_the_other_worker": len(phones), "hilde": hilde_worker}))
+
+        # One meeting across the workers: they hear each other
+        wait_until(lambda: hears(hilde, 1000.0), 20, what="Hilde hearing the phone on the other worker")
+        start = recording_so_far(phone)[0].size
+        wait_until(lambda: heard_for(recording_so_far(phone)[0][start:], 8000, 440.0) >= 4, 20, interval=0.5, what="the phone hearing Hilde")
+
+        # The host's mute applies on the phone's worker
+        phone_id = next(str(p["id"]) for p in participants(gateway, "council") if p["name"] == name)
+        hilde.evaluate("(id) => window.gatewayClient.send({type: 'mute', participant: id})", phone_id)
+        wait_until(lambda: not hears(hilde, 1000.0), 10, what="the muted phone silent for Hilde")
+        muted_at = hilde.evaluate("() => Date.now()")
+        time.sleep(2.0)  # deliberate: silence is proven over time
+        assert hilde.evaluate("(f) => window.__monitor.lastHeard[f] || 0", 1000.0) < muted_at, "the muted phone was heard"
+        hilde.evaluate("(id) => window.gatewayClient.send({type: 'unmute', participant: id})", phone_id)
+        wait_until(lambda: hears(hilde, 1000.0), 10, what="the phone heard again")
+
+        # Hilde's worker is killed: the supervisor restarts it, and Hilde is back within 5 s
+        workers = node_state(gateway)["workers"]
+        index = int(str(hilde_worker).rsplit("-", 1)[1])
+        victim = next(w for w in workers if w["index"] == index)  # type: ignore[union-attr]
+        os.kill(int(victim["pid"]), signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_until(lambda: not in_meeting(hilde), 3.0, interval=0.05, what="Hilde's page noticing her worker gone")
+        wait_until(lambda: in_meeting(hilde) and served_by(gateway, "Hilde") is not None, 5.0, what="Hilde back in the meeting")
+        back_after = time.monotonic() - killed_at
+        wait_until(lambda: workers_up(gateway), 15, what="the killed worker restarted")
+        restarted = next(w for w in node_state(gateway)["workers"] if w["index"] == index)  # type: ignore[union-attr]
+        assert restarted["restarts"] == 1 and restarted["pid"] != victim["pid"] and restarted["last_exit"] == "signal 9"
+        assert logged(gateway, "worker died; restarting it", how="signal 9", worker=index)
+        wait_until(lambda: metric(gateway, "gateway_worker_restarts_total", worker=str(index)) == 1, 10, what="the restart in /metrics")
+        # The phone on the other worker never left, and hears Hilde again
+        assert phone.established() and served_by(gateway, name) is not None
+        start = recording_so_far(phone)[0].size
+        wait_until(lambda: heard_for(recording_so_far(phone)[0][start:], 8000, 440.0) >= 4, 20, interval=0.5, what="the phone hearing Hilde again")
+        print(json.dumps({"browser_back_after_s": round(back_after, 2)}))
+    finally:
+        for candidate in phones:
+            candidate.stop()
+        stop_and_check(gateway, expected_errors=("worker died; restarting it",))
