@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,17 +91,4 @@ class MirrorState:
 
     @classmethod
     def of(cls, p: Participant) -> MirrorState:
-        return cls(
-            id=p.id,
-            name=p.name,
-            role=p.role,
-            kind=p.kind,
-            joined_at=p.joined_at,
-            self_muted=p.self_muted,
-            host_muted=p.host_muted,
-            self_unmute_forbidden=p.self_unmute_forbidden,
-            hand_raised=p.hand_raised,
-            speaking=p.speaking,
-            connected=p.connected,
-            quality=p.quality,
-        )
+        return cls(**{f.name: getattr(p, f.name) for f in dataclasses.fields(cls)})

@@ -398,6 +398,10 @@ class SipTransport:
             destination.connection = None
             if not self._stopping:
                 log.info("SIP connection ended", destination=_shown(destination.address), transport=kind, connection=number)
+                # Requests still waiting for an answer on it get none (answers come on the same
+                # connection): they fail now, not at Timer F (a REGISTER sent as a restarting
+                # registrar reset the connection waited 32 s)
+                self._transport_error(Peer(kind, destination.address), f"{kind} connection to {_shown(destination.address)} closed")
                 self._tell(StreamEvent("closed", kind, destination.address))
 
     def _local_addr(self) -> tuple[str, int] | None:

@@ -1377,8 +1377,8 @@ class UserAgent:
         return branch
 
     def transport_error(self, peer: Peer, reason: str, now: float) -> None:
-        """What was sent to `peer` could not go out (a connection refused or lost before it was up, a
-        TLS handshake that failed). RFC 3261 8.1.3.1 takes that as a 503: our requests to it that
+        """What was sent to `peer` could not go out, or can get no answer (a connection refused, lost
+        before it was up or closed with requests waiting on it, a TLS handshake that failed). RFC 3261 8.1.3.1 takes that as a 503: our requests to it that
         wait for an answer end now instead of after 64*T1, a request outside calls with a
         ResponseReceived 503 (message None, `reason` the transport's), a dial-out not answered yet
         with CallEnded 503."""

@@ -87,6 +87,8 @@ def test_nodes_share_rooms_rules_records_and_keys_through_postgresql(tmp_path: P
         wait_until(lambda: menu_speaking(later), 15, what="the voice menu asking the later phone for a PIN")
         later.send_keys("#")
         wait_until(lambda: "Later" in home.names_in("harbour"), 20, what="the later call in the meeting on the room's node")
+        # (its open call is written just after it joined, off the loop: a kill before that loses it)
+        wait_until(lambda: open_calls(database.url, home.name) == 1, 10, what="the later call's open call in the store")
         os.kill(home.gateway.process.pid, signal.SIGKILL)
         home.gateway.process.wait(5)
         later.stop()
@@ -109,3 +111,12 @@ def test_nodes_share_rooms_rules_records_and_keys_through_postgresql(tmp_path: P
             if node.alive():
                 stop_and_check(node.gateway)
         database.stop()
+
+
+def open_calls(url: str, node: str) -> int:
+    """The calls the store holds open for a node (read straight from PostgreSQL)."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SELECT count(*) FROM open_calls WHERE node = %s", (node,)).fetchone()
+    return int(row[0]) if row else 0

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime
 import os
 import signal
+import socket
+import threading
 import time
 import types
 from pathlib import Path
@@ -123,6 +125,34 @@ def test_a_registrar_whose_certificate_does_not_chain_to_tls_ca_is_refused_at_on
     finally:
         stop_and_check(gateway)
         kamailio.stop()
+
+
+def test_a_register_whose_connection_closes_unanswered_fails_at_once(tmp_path: Path) -> None:
+    """The registrar takes the connection, reads the REGISTER and closes without an answer (as a
+    registrar going down does): the REGISTER fails at once (503, the connection closed), not at
+    Timer F 32 s later, and the trunk tries again after its backoff."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    registers: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                registers.append(connection.recv(65536))
+
+    threading.Thread(target=serve, daemon=True).start()
+    gateway = start_gateway(tmp_path, trunk_config(f"127.0.0.1:{port}", "tcp"))
+    try:
+        state = wait_until(lambda: (s := trunk_state(gateway))["status"] == "failing" and s, 5, what="the REGISTER failed at once")
+        assert isinstance(state, dict) and state["last_status"] == 503 and "closed" in str(state["reason"]), state
+        assert registers and registers[0].startswith(b"REGISTER ")
+    finally:
+        stop_and_check(gateway)
+        listener.close()
 
 
 def test_a_frozen_registrar_is_noticed_by_the_missing_pong_and_registered_with_again(tmp_path: Path) -> None:

@@ -126,3 +126,26 @@ def test_two_workers_share_a_room_and_a_killed_worker_comes_back(open_participan
         for candidate in phones:
             candidate.stop()
         stop_and_check(gateway, expected_errors=("worker died; restarting it",))
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "configs" / "gateway.yaml"
+
+
+def test_the_shipped_configuration_runs_a_worker_per_core(tmp_path: Path) -> None:
+    """The Quickstart's `make run` (configs/gateway.yaml: workers auto) on free ports: one worker per
+    core, each up with its own HTTP port, the meeting page served, and a phone's call answered."""
+    env = {"GATEWAY_SERVER__PORT": "0", "GATEWAY_SIP__PORT": "0", "GATEWAY_H323__PORT": "0", "GATEWAY_STORAGE__PATH": str(tmp_path / "gw.sqlite3")}
+    gateway = start_gateway(tmp_path, SHIPPED.read_text(), env=env, token="demo-admin-token-change-me")
+    phone = Baresip(tmp_path / "phone", tone_hz=1000, name="Phone", codecs=("g711",))
+    try:
+        cores = os.cpu_count() or 1
+        wait_until(lambda: len([w for w in node_state(gateway).get("workers") or [] if w["alive"]]) == cores, 30, what="a worker per core")  # type: ignore[union-attr]
+        for worker in node_state(gateway)["workers"]:  # type: ignore[union-attr]
+            assert gateway.api("GET", "/api/node", base_url=worker["url"]).status_code == 200
+        assert "<html" in gateway.api("GET", "/r/demo").text.lower()
+        phone.start(dial=f"sip:demo@127.0.0.1:{gateway.sip_port}")
+        wait_until(phone.established, 15, what="the phone's call")
+        wait_until(lambda: menu_speaking(phone), 15, what="the voice menu")
+    finally:
+        phone.stop()
+        stop_and_check(gateway)

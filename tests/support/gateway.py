@@ -44,6 +44,7 @@ class RunningGateway:
     log_path: Path
     sip_port: int = 0
     h323_port: int = 0
+    token: str = ADMIN_TOKEN  # the admin token its configuration names
 
     @property
     def ws_url(self) -> str:
@@ -58,14 +59,20 @@ class RunningGateway:
                 continue
         return lines
 
-    def api(self, method: str, path: str, token: str | None = ADMIN_TOKEN, **kwargs: object):  # type: ignore[no-untyped-def]
+    def api(self, method: str, path: str, token: str | None = "", base_url: str | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
+        """`token` "": its admin token, None: none; `base_url`: another address of it (a worker's own)."""
         import httpx
 
+        token = self.token if token == "" else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.request(method, self.base_url + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+        return httpx.request(method, (base_url or self.base_url) + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
-def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGateway:
+def start_gateway(
+    tmp_path: Path, config_text: str = TEST_CONFIG, env: dict[str, str] | None = None, token: str = ADMIN_TOKEN
+) -> RunningGateway:
+    """`gateway run` with this configuration (`env`: more environment, e.g. overrides), once it
+    logged "gateway started" (JSON logging)."""
     if "\nh323:" not in config_text:
         config_text += "\nh323: {port: 0}\n"  # (never the default 1720: gateways of parallel tests)
     config = tmp_path / "gateway.yaml"
@@ -76,7 +83,7 @@ def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGate
         [sys.executable, "-m", "gateway", "run", "--config", str(config)],
         stdout=log_file,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -84,7 +91,7 @@ def start_gateway(tmp_path: Path, config_text: str = TEST_CONFIG) -> RunningGate
             if '"gateway started"' in raw:
                 started = json.loads(raw)
                 sip_port = (started.get("sip") or {}).get("udp", 0)
-                return RunningGateway(process, started["url"], log_path, sip_port, started.get("h323") or 0)
+                return RunningGateway(process, started["url"], log_path, sip_port, started.get("h323") or 0, token)
         if process.poll() is not None:
             raise RuntimeError("gateway exited during start-up:\n" + log_path.read_text())
         time.sleep(0.05)
