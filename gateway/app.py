@@ -104,6 +104,7 @@ class Gateway:
             Backplane(
                 self.directory, config.mqtt.node, cluster.secret.get_secret_value().encode(), cluster.backplane, cluster.peers,
                 observe=plan is not None and plan.observe,
+                sockets=(self._inherited["backplane_tcp"], self._inherited["backplane_udp"]) if "backplane_tcp" in self._inherited else None,
             )
             if cluster.backplane and cluster.secret
             else None

@@ -60,7 +60,7 @@ class WorkerPlan:
 
     index: int
     count: int
-    fds: dict[str, int]  # inherited sockets: http, http_own, sip_udp, sip_tcp, sip_tls, h323
+    fds: dict[str, int]  # inherited sockets: http, http_own, sip_udp, sip_tcp, sip_tls, h323, backplane_tcp/udp
     backplane: str  # this worker's backplane address
     peers: list[str]  # every worker's
     secret: str  # cluster.secret, or the run's own
@@ -157,18 +157,17 @@ def _end_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # (1: PR_SET_PDEATHSIG)
 
 
-def _free_loopback_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (a worker's backplane)."""
+def _loopback_pair() -> tuple[socket.socket, socket.socket]:
+    """A worker's backplane on the loopback: a listening TCP socket and a UDP one of the same port,
+    held by the supervisor so a restarted worker finds its port again."""
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
+        tcp = _bound(socket.SOCK_STREAM, "127.0.0.1", 0)
+        try:
+            udp = _bound(socket.SOCK_DGRAM, "127.0.0.1", tcp.getsockname()[1])
+        except OSError:
+            tcp.close()
+            continue
+        return tcp, udp
 
 
 class Supervisor:
@@ -183,12 +182,14 @@ class Supervisor:
         self.udp: list[socket.socket] = []  # SIP over UDP: one per worker
         self._stopping = False
         self._secret = config.cluster.secret.get_secret_value() if config.cluster.secret else secrets.token_urlsafe(32)
+        self.loopback: list[tuple[socket.socket, socket.socket]] = []  # each worker's backplane, when local
         self._backplanes = self._plan_backplanes()
 
     def _plan_backplanes(self) -> tuple[list[str], bool]:
         cluster = self.config.cluster
         if cluster.backplane is None:
-            return [f"127.0.0.1:{_free_loopback_port()}" for _ in range(self.count)], True
+            self.loopback = [_loopback_pair() for _ in range(self.count)]
+            return [f"127.0.0.1:{tcp.getsockname()[1]}" for tcp, _ in self.loopback], True
         # Workers of several machines: worker i of every node at its port + i (nodes run as many)
         host, _, port = cluster.backplane.rpartition(":")
         return [f"{host}:{int(port) + i}" for i in range(self.count)], False
@@ -236,6 +237,8 @@ class Supervisor:
     def _plan(self, index: int) -> WorkerPlan:
         fds = {name: sock.fileno() for name, sock in self.shared.items()}
         fds["http_own"] = self.own_http[index].fileno()
+        if self.loopback:
+            fds["backplane_tcp"], fds["backplane_udp"] = (sock.fileno() for sock in self.loopback[index])
         if self.udp:
             fds["sip_udp"] = self.udp[index].fileno()
         addresses, observe = self._backplanes
@@ -340,7 +343,7 @@ class Supervisor:
                 log.error("worker did not stop in time; killed", worker=worker.index)
                 worker.process.kill()
                 worker.process.wait()
-        for sock in [*self.shared.values(), *self.udp, *self.own_http]:
+        for sock in [*self.shared.values(), *self.udp, *self.own_http, *(s for pair in self.loopback for s in pair)]:
             sock.close()
         for path in self.runtime.iterdir():
             path.unlink(missing_ok=True)
@@ -379,9 +382,7 @@ class WorkerRuntime:
             "pid": os.getpid(),
             "at": time.time(),
             "meetings": len(meetings),
-            "participants": sum(
-                sum(1 for p in c.room.participants.values() if p.extra.get("via") is None) + len(c.room.lobby) for c in meetings
-            ),
+            "participants": sum(c.room.own_people for c in meetings),
             "draining": self._drain.draining,
         }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from typing import Any
 
@@ -90,7 +91,14 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 class Backplane:
     def __init__(
-        self, directory: Directory, node: str, secret: bytes, listen: str, peers: list[str], observe: bool = False
+        self,
+        directory: Directory,
+        node: str,
+        secret: bytes,
+        listen: str,
+        peers: list[str],
+        observe: bool = False,
+        sockets: tuple[socket.socket, socket.socket] | None = None,  # (TCP, UDP) bound by a supervisor
     ) -> None:
         if not NODE_NAME.match(node):
             raise ValueError(f"mqtt.node {node!r} cannot name a node on the backplane: letters, digits, '.', '_', '-' (64 at most)")
@@ -107,14 +115,18 @@ class Backplane:
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self.media_port = 0
+        self._sockets = sockets
         self.datagrams_foreign = 0
         self.links_refused = 0
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._accepted, self.host, self.port)
+        tcp, udp = self._sockets or (None, None)
+        self._server = await asyncio.start_server(self._accepted, *((None, None) if tcp else (self.host, self.port)), sock=tcp)
         self.port = self._server.sockets[0].getsockname()[1]
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), local_addr=(self.host, self.port))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self), **({"sock": udp} if udp else {"local_addr": (self.host, self.port)})
+        )
         self._udp = transport
         self.media_port = transport.get_extra_info("sockname")[1]
         for address in self.peer_addresses:

@@ -97,13 +97,25 @@ class LeftMessage(_Message):
     id: _ID
 
 
+class LobbyMessage(_Message):
+    """Someone the sending node waits in the room's lobby (`waiting`), or no longer."""
+
+    type: Literal["lobby"]
+    room: _ID
+    id: _ID
+    waiting: bool
+    name: str = Field("", max_length=200)
+    kind: LegKind = LegKind.BROWSER
+    waiting_since: float = 0.0  # (wall clock)
+
+
 class CommandMessage(_Message):
     """A host on the sending node acted on a participant the receiving node serves."""
 
     type: Literal["command"]
     room: _ID
     id: _ID
-    action: Literal["host_mute", "set_forbidden", "remove", "lower_hand"]
+    action: Literal["host_mute", "set_forbidden", "remove", "lower_hand", "admit", "deny"]
     on: bool = False  # host_mute: muted or not; set_forbidden: forbidden or not
     forbid: bool = False  # host_mute: and forbidden to unmute
 
@@ -116,7 +128,8 @@ class RoomCommandMessage(_Message):
 
 
 Message = Annotated[
-    RoomsMessage | ParticipantMessage | LeftMessage | CommandMessage | RoomCommandMessage, Field(discriminator="type")
+    RoomsMessage | ParticipantMessage | LeftMessage | LobbyMessage | CommandMessage | RoomCommandMessage,
+    Field(discriminator="type"),
 ]
 MESSAGE = TypeAdapter(Message)
 
@@ -232,6 +245,9 @@ class Cascade:
         for participant in list(conference.room.participants.values()):
             if participant.extra.get("via") != peer:
                 self._send(peer, _participant_message(room, MirrorState.of(participant)))
+        for entry in list(conference.room.lobby.values()):
+            if entry.via != peer:
+                self._send(peer, self._lobby_message(conference, entry.id))
 
     def _set_audio(self, peer: str, state: _Peer, room: str, on: bool) -> None:
         conference = self.directory.conferences.get(room)
@@ -269,11 +285,16 @@ class Cascade:
             for mirror in conference.room.mirrors(peer):
                 conference.room.leave(mirror.id)
                 gone.append(mirror.id)
+            waiting = [entry.id for entry in conference.room.lobby_mirrors(peer)]
+            for entry_id in waiting:
+                conference.room.remove_lobby_mirror(entry_id)
         finally:
             self._applying = False
             state.mirrored.pop(room, None)
         for pid in gone:  # (at the hub: the other nodes see them go too)
             self._relay(room, LeftMessage(type="left", room=room, id=pid).model_dump(mode="json"), peer)
+        for entry_id in waiting:
+            self._relay(room, LobbyMessage(type="lobby", room=room, id=entry_id, waiting=False).model_dump(mode="json"), peer)
         log.info("room unlinked from node", room=room, peer=peer)
 
     def _relay(self, room: str, message: dict[str, Any], came_from: str) -> None:
@@ -317,6 +338,14 @@ class Cascade:
                 # (a node's shutdown or drain deadline ends only its own share)
                 if not self._applying and event.data.get("reason") == "meeting_ended":
                     self._room_command(peer, event.room, "end")
+        elif event.type == "lobby_changed" and pid is not None and "via" not in event.data:
+            for peer in linked:  # (someone this node waits, or no longer)
+                self._send(peer, self._lobby_message(conference, pid))
+        elif event.type in ("lobby_admitted", "lobby_denied") and "via" in event.data and pid is not None:
+            via = str(event.data["via"])
+            if not self._applying and via in self.peers:  # (a host here decided on someone another node waits)
+                action = "admit" if event.type == "lobby_admitted" else "deny"
+                self._send(via, CommandMessage(type="command", room=event.room, id=pid, action=action).model_dump(mode="json"))
         elif not self._applying and event.type in ("room_locked", "room_unlocked"):
             for peer in linked:
                 self._room_command(peer, event.room, "lock" if event.type == "room_locked" else "unlock")
@@ -325,7 +354,17 @@ class Cascade:
             forbid = not event.data.get("guests_may_unmute", True)
             for peer in linked:
                 self._room_command(peer, event.room, "mute_all_guests" if on else "allow_guests_to_unmute", forbid)
-        self._refresh(event.room, room.has_own_participants)
+        self._refresh(event.room, room.in_use)
+
+    def _lobby_message(self, conference: Conference, entry_id: str) -> dict[str, Any]:
+        room = conference.room
+        entry = room.lobby.get(entry_id)
+        if entry is None:
+            return LobbyMessage(type="lobby", room=room.id, id=entry_id, waiting=False).model_dump(mode="json")
+        return LobbyMessage(
+            type="lobby", room=room.id, id=entry_id, waiting=True, name=entry.name, kind=entry.kind,
+            waiting_since=room.waiting_since(entry_id),
+        ).model_dump(mode="json")  # fmt: skip
 
     def _mirror_owner(self, room: str, pid: str) -> str | None:
         for peer, state in self.peers.items():
@@ -391,7 +430,7 @@ class Cascade:
             return  # (a room not linked with it now: a late message, or one that was never ours)
         try:
             self._apply(peer, state, conference, message)
-            if isinstance(message, ParticipantMessage | LeftMessage | RoomCommandMessage):
+            if isinstance(message, ParticipantMessage | LeftMessage | LobbyMessage | RoomCommandMessage):
                 self._relay(message.room, raw, peer)
         except RoomError as exc:
             log.info("backplane message not applied", peer=peer, room=message.room, type=message.type, reason=str(exc))
@@ -418,6 +457,26 @@ class Cascade:
                 finally:
                     self._applying = False
                 mirrored.discard(message.id)
+        elif isinstance(message, LobbyMessage):
+            self._applying = True
+            try:
+                if message.waiting:
+                    room.add_lobby_mirror(message.id, message.name, message.kind, message.waiting_since, via=peer)
+                else:
+                    room.remove_lobby_mirror(message.id)
+            finally:
+                self._applying = False
+        elif isinstance(message, CommandMessage) and message.action in ("admit", "deny"):
+            entry = room.lobby.get(message.id)
+            if entry is None:
+                return
+            if entry.via is not None:  # (at the hub: another node waits them)
+                if entry.via != peer and entry.via in self.peers:
+                    self._send(entry.via, message.model_dump(mode="json"))
+            elif message.action == "admit":
+                room.admit(None, message.id)
+            else:
+                room.deny(None, message.id)
         elif isinstance(message, CommandMessage):
             target = room.participants.get(message.id)
             if target is None:

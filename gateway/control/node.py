@@ -37,9 +37,7 @@ class Drain:
 
     def view(self) -> dict[str, Any]:
         meetings = len(self._directory.meetings())
-        participants = sum(
-            sum(1 for p in c.room.participants.values() if p.extra.get("via") is None) + len(c.room.lobby) for c in self._directory
-        )
+        participants = sum(c.room.own_people for c in self._directory)
         elsewhere = self.elsewhere() if self.elsewhere is not None else None
         if elsewhere is not None:  # (the node's other workers)
             meetings += int(elsewhere["meetings"])

@@ -274,7 +274,7 @@ class Directory:
     def meetings(self) -> list[Conference]:
         """The rooms with a meeting here now (someone this node serves is in it, or waiting in its
         lobby; other nodes' participants shown here keep no meeting on this node)."""
-        return [c for c in self.conferences.values() if c.room.has_own_participants or c.room.lobby]
+        return [c for c in self.conferences.values() if c.room.in_use]
 
     def end_meetings(self, reason: str) -> list[Conference]:
         """Ends every meeting (the gateway stops, or a drain's deadline came); returns their rooms."""

@@ -46,6 +46,7 @@ class LobbyEntry:
     since: float  # monotonic
     source: str | None = None
     number: str | None = None  # a caller's whole number (hosts see it: the lobby is theirs)
+    via: str | None = None  # another node waits them (gateway/cluster/): its to admit or deny
 
     def public(self, position: int, estimated_wait_s: float) -> dict[str, Any]:
         view = {
@@ -310,13 +311,35 @@ class Room:
             raise JoinRefused("the waiting room is full", "full")
         waited = max(0.0, self._wall() - waiting_since)
         entry = LobbyEntry(id=self._new_id(), name=name, kind=kind, since=self._monotonic() - waited, source=source)
+        self._queue(entry)
+        self._emit("lobby_changed", entry.id, waiting=len(self.lobby), name=name)
+        return entry
+
+    def _queue(self, entry: LobbyEntry) -> None:
+        """Into the lobby where the time it came puts it."""
         if not self.lobby:
             self._last_decision_at = entry.since
         queue = sorted([*self.lobby.values(), entry], key=lambda waiting: waiting.since)
         self.lobby.clear()
         self.lobby.update((waiting.id, waiting) for waiting in queue)
-        self._emit("lobby_changed", entry.id, waiting=len(self.lobby), name=name)
-        return entry
+
+    def add_lobby_mirror(self, entry_id: str, name: str, kind: LegKind, waiting_since: float, via: str) -> None:
+        """Someone waiting in this room's lobby on another node (gateway/cluster/): hosts here see
+        them in the queue by the time they came, and admitting or denying them goes to that node."""
+        if entry_id in self.lobby or entry_id in self.participants:
+            return
+        waited = max(0.0, self._wall() - waiting_since)
+        self._queue(LobbyEntry(id=entry_id, name=name, kind=kind, since=self._monotonic() - waited, via=via))
+        self._emit("lobby_changed", entry_id, waiting=len(self.lobby), name=name, via=via)
+
+    def remove_lobby_mirror(self, entry_id: str) -> None:
+        entry = self.lobby.get(entry_id)
+        if entry is not None and entry.via is not None:
+            del self.lobby[entry_id]
+            self._emit("lobby_changed", entry_id, waiting=len(self.lobby), left=True, via=entry.via)
+
+    def lobby_mirrors(self, via: str) -> list[LobbyEntry]:
+        return [entry for entry in self.lobby.values() if entry.via == via]
 
     @staticmethod
     def _returner_key(source: str | None, name: str) -> str | None:
@@ -413,6 +436,18 @@ class Room:
         """Someone this node serves is in the meeting (a mirror alone keeps no meeting here)."""
         return any(p.extra.get("via") is None for p in self.participants.values())
 
+    @property
+    def in_use(self) -> bool:
+        """Someone this node serves is in the meeting or waits in its lobby."""
+        return self.own_people > 0
+
+    @property
+    def own_people(self) -> int:
+        """Those this node serves, in the meeting and in its lobby."""
+        return sum(1 for p in self.participants.values() if p.extra.get("via") is None) + sum(
+            1 for entry in self.lobby.values() if entry.via is None
+        )
+
     def _remember_mute(self, p: Participant) -> None:
         key = self._returner_key(p.source, p.name)
         if key is not None and p.host_muted and not p.is_host:
@@ -507,14 +542,19 @@ class Room:
         if entry is not None and len(self.participants) >= self.max_participants:
             raise JoinRefused("the meeting is full", "full")
         entry = self._take_from_lobby(by, entry_id)
-        self._emit("lobby_admitted", entry.id, by, name=entry.name)
-        self._emit("lobby_changed", entry.id, by, waiting=len(self.lobby))
+        via = {"via": entry.via} if entry.via is not None else {}
+        self._emit("lobby_admitted", entry.id, by, name=entry.name, **via)
+        self._emit("lobby_changed", entry.id, by, waiting=len(self.lobby), **via)
+        if entry.via is not None:
+            # (another node waits them: it admits them, and they show here as its participant)
+            return Participant(id=entry.id, name=entry.name, role=Role.GUEST, kind=entry.kind, joined_at=self._wall())
         return self._add(entry.id, entry.name, Role.GUEST, entry.kind, entry.source, number=entry.number)
 
     def deny(self, by: str | None, entry_id: str) -> None:
         entry = self._take_from_lobby(by, entry_id)
-        self._emit("lobby_denied", entry.id, by, name=entry.name)
-        self._emit("lobby_changed", entry.id, by, waiting=len(self.lobby))
+        via = {"via": entry.via} if entry.via is not None else {}
+        self._emit("lobby_denied", entry.id, by, name=entry.name, **via)
+        self._emit("lobby_changed", entry.id, by, waiting=len(self.lobby), **via)
 
     # -- lock -----------------------------------------------------------------------------------
 

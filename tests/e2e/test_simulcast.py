@@ -59,8 +59,10 @@ def test_each_browser_gets_the_camera_layer_its_connection_takes(demo: RunningGa
     wait_until(lambda: in_meeting(carl), 40, what="Carl in the meeting")
     # (Under load Chromium's first estimate can dip and send Carl to the lower layer for a try or two.)
     wait_for_width(demo, carl, "Carl", anna_id, 640, 60, "Carl decoding Anna's full picture first")
-    emulate_network(cdp, 10.0, bytes_per_s=40_000)
-    wait_for_width(demo, carl, "Carl", anna_id, 320, 30, "Carl getting Anna's lower layer")
+    # A squeeze well under any full picture: under CPU load Anna's browser may send its full layer
+    # at little more than 200 kbit/s, which the estimate of a 320 kbit/s link (CI: 195 kbit/s) still covered.
+    emulate_network(cdp, 10.0, bytes_per_s=25_000)
+    wait_for_width(demo, carl, "Carl", anna_id, 320, 45, "Carl getting Anna's lower layer")
     assert widths(bert).get(anna_id) == 640  # (Bert's connection is as good as before)
     wait_until(lambda: carl.locator("#quality-hint").is_visible(), 20, what="the hint on Carl's page")
     wait_until(lambda: hears(carl, 440.0), 10, what="Carl hearing Anna")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from websockets.sync.client import connect
 
 from tests.support.baresip import Baresip, menu_speaking, recording_so_far, tone_level
 from tests.support.browser import hears, in_meeting
@@ -40,6 +41,7 @@ mqtt: {{enabled: false, node: box}}
 admission: {{max_loop_lag_ms: 1000}}
 rooms:
   - {{id: council, name: Council, host_pin: "1234"}}
+  - {{id: office, name: Citizen office, host_pin: "1234", lobby: true}}
 """
 
 
@@ -148,4 +150,47 @@ def test_the_shipped_configuration_runs_a_worker_per_core(tmp_path: Path) -> Non
         wait_until(lambda: menu_speaking(phone), 15, what="the voice menu")
     finally:
         phone.stop()
+        stop_and_check(gateway)
+
+
+def test_a_host_on_one_worker_admits_and_denies_citizens_waiting_on_the_other(tmp_path: Path) -> None:
+    """The lobby across workers: citizens wait on worker 1 (its own port), the host is on worker 0;
+    worker 0's API lists them in the order they came, and its admit and deny reach worker 1."""
+    gateway = start_gateway(tmp_path, CONFIG.replace("{db}", str(tmp_path / "gateway.sqlite")))
+
+    def next_of(ws, kinds: tuple[str, ...]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+        while True:
+            message = dict(json.loads(ws.recv(timeout=10)))
+            if message["type"] in (*kinds, "ended", "error"):
+                return message
+
+    try:
+        wait_until(lambda: workers_up(gateway), 30, what="both workers up")
+        urls = {w["index"]: str(w["url"]) for w in node_state(gateway)["workers"]}  # type: ignore[union-attr]
+        ws_url = {i: url.replace("http", "ws", 1) + "/ws" for i, url in urls.items()}
+        with (
+            connect(ws_url[0], origin=urls[0]) as host,  # type: ignore[arg-type]
+            connect(ws_url[1], origin=urls[1]) as erste,  # type: ignore[arg-type]
+            connect(ws_url[1], origin=urls[1]) as zweite,  # type: ignore[arg-type]
+        ):
+            host.send(json.dumps({"type": "join", "room": "office", "name": "Hanna", "pin": "1234"}))
+            assert next_of(host, ("joined",))["type"] == "joined"
+            for ws, name in ((erste, "Erste"), (zweite, "Zweite")):
+                ws.send(json.dumps({"type": "join", "room": "office", "name": name}))
+                assert next_of(ws, ("lobby",))["type"] == "lobby"
+
+            def lobby() -> list[dict[str, object]]:
+                entries = gateway.api("GET", "/api/rooms/office/lobby", base_url=urls[0]).json()
+                return sorted(entries, key=lambda e: e["position"])
+
+            wait_until(lambda: [e["name"] for e in lobby()] == ["Erste", "Zweite"], 10, what="worker 0 listing worker 1's lobby")
+            first, second = (str(e["id"]) for e in lobby())
+            assert gateway.api("POST", f"/api/rooms/office/lobby/{first}/admit", base_url=urls[0]).status_code == 200
+            assert next_of(erste, ("joined",))["type"] == "joined"
+            assert gateway.api("POST", f"/api/rooms/office/lobby/{second}/deny", base_url=urls[0]).status_code == 204
+            denied = next_of(zweite, ("joined",))
+            assert denied["type"] == "ended" and denied["reason"] == "denied", denied
+            served = {str(p["name"]): p["node"] for p in gateway.api("GET", "/api/rooms/office/participants", base_url=urls[0]).json()}
+            assert served == {"Hanna": "box-0", "Erste": "box-1"}, served
+    finally:
         stop_and_check(gateway)

@@ -292,3 +292,23 @@ async def test_three_serving_nodes_hear_each_voice_once() -> None:
             assert leg.loudness() > 1000, f"{name} does not hear {speaker}"
     loud = [max(float(abs(f.astype(int)).mean()) for f in leg.heard[-5:]) for n, leg in legs.items() if n != speaker]
     assert max(loud) < 1.5 * min(loud)  # (nobody hears it twice, louder)
+
+
+async def test_a_host_admits_and_denies_people_another_node_waits(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    a.room.lobby_enabled = b.room.lobby_enabled = True
+    hanna = a.join("Hanna", HOST_PIN)
+    events: list[RoomEvent] = []
+    b.room.subscribe(events.append)
+    first = b.room.request_join("Erste", None, LegKind.PHONE).lobby_entry
+    second = b.room.request_join("Zweite", None, LegKind.BROWSER).lobby_entry
+    assert first is not None and second is not None
+    cluster.pump()
+    assert [entry["name"] for entry in a.room.lobby_public()] == ["Erste", "Zweite"]  # (the host's view, in order)
+    assert b.room.in_use and not b.room.has_own_participants  # (someone waiting there links the room)
+    a.room.admit(hanna.participant_id, first.id)
+    a.room.deny(hanna.participant_id, second.id)
+    cluster.pump()
+    assert first.id in b.room.participants and not b.room.lobby  # (node b let her in)
+    assert [e.type for e in events if e.participant == second.id] == ["lobby_changed", "lobby_denied", "lobby_changed"]
+    assert a.room.participants[first.id].extra["via"] == "node-b" and not a.room.lobby
