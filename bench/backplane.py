@@ -8,7 +8,7 @@ mix-minus for the link in Opus, decodes the other side's, and protects and unpro
 packet each way (the UDP send itself is left out: the loopback's cost, 9 us a packet per
 ARCHITECTURE.md, is the same as any leg's). The difference, per room and node, is the backplane's
 cost: CPU microseconds per 20 ms tick (and as a share of one core), and the bytes per second it
-sends each way.
+sends each way. Both links: Opus (between machines) and L16 (between the workers of one machine).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from bench._common import (  # noqa: E402
 
 import_gateway_from(tree_from_argv())  # --tree: the gateway modules measured come from that tree
 
-from gateway.cluster.cascade import Cascade  # noqa: E402
+from gateway.cluster.cascade import LINK_FORMAT, LOCAL_LINK_FORMAT, Cascade  # noqa: E402
 from gateway.cluster.media import PeerMedia  # noqa: E402
 from gateway.cluster.wire import ControlLink  # noqa: E402
 from gateway.config import GatewayConfig, RoomConfig  # noqa: E402
@@ -72,7 +72,7 @@ class _Phone:
 
 
 class _Node:
-    def __init__(self, name: str, rooms: int, outbox: list[tuple[str, str, Any]]) -> None:
+    def __init__(self, name: str, rooms: int, outbox: list[tuple[str, str, Any]], link_format: AudioFormat) -> None:
         self.name = name
         self.directory = Directory(GatewayConfig(rooms=[RoomConfig(id=f"room-{i}") for i in range(rooms)]))
         self.cascade = Cascade(
@@ -80,6 +80,7 @@ class _Node:
             name,
             lambda peer, message: outbox.append(("msg", peer, json.loads(json.dumps(message)))),
             lambda peer, packet: outbox.append(("media", peer, packet)),
+            link_format=link_format,
         )
         self.talkers = []
         for conference in self.directory.conferences.values():
@@ -93,9 +94,9 @@ class _Node:
         self.bytes_sent = 0
 
 
-async def _measure(rooms: int, ticks: int) -> dict[str, Any]:
+async def _measure(rooms: int, ticks: int, link_format: AudioFormat) -> dict[str, Any]:
     outbox: list[tuple[str, str, Any]] = []
-    nodes = {"node-a": _Node("node-a", rooms, outbox), "node-b": _Node("node-b", rooms, outbox)}
+    nodes = {name: _Node(name, rooms, outbox, link_format) for name in ("node-a", "node-b")}
     t = np.arange(960) / 48_000
     tone = make_encoder(PCMU)
     frames = [tone.encode((6000 * np.sin(2 * np.pi * (300 + 10 * k) * t)).astype(np.int16)) for k in range(50)]
@@ -128,8 +129,9 @@ async def _measure(rooms: int, ticks: int) -> dict[str, Any]:
     for _ in range(3):
         lb.receive(la.data_to_send())
         la.receive(lb.data_to_send())
-    nodes["node-a"].cascade.peer_up("node-b", PeerMedia(*la.media_keys(), address=("x", 1)), la.media_ssrc)
-    nodes["node-b"].cascade.peer_up("node-a", PeerMedia(*lb.media_keys(), address=("x", 1)), lb.media_ssrc)
+    codec = link_format.codec
+    nodes["node-a"].cascade.peer_up("node-b", PeerMedia(*la.media_keys(), address=("x", 1), codec=codec), la.media_ssrc)
+    nodes["node-b"].cascade.peer_up("node-a", PeerMedia(*lb.media_keys(), address=("x", 1), codec=codec), lb.media_ssrc)
     pump()
     linked_rooms = sum(1 for c in nodes["node-a"].directory.conferences.values() if c.links)
     assert linked_rooms == rooms, f"only {linked_rooms} of {rooms} rooms linked"
@@ -138,6 +140,7 @@ async def _measure(rooms: int, ticks: int) -> dict[str, Any]:
     linked = run()
     per_room_node_us = (linked - alone) / ticks / rooms / 2 * 1e6
     return {
+        "link": "L16 (workers of one machine)" if codec is AudioCodec.L16 else "Opus 64 kbit/s (nodes)",
         "rooms": rooms,
         "ticks": ticks,
         "cpu_s_alone": round(alone, 3),
@@ -158,14 +161,14 @@ def main() -> None:
     import asyncio
 
     async def all_sizes() -> list[dict[str, Any]]:
-        return [await _measure(rooms, args.ticks) for rooms in args.rooms]
+        return [await _measure(rooms, args.ticks, fmt) for fmt in (LINK_FORMAT, LOCAL_LINK_FORMAT) for rooms in args.rooms]
 
     rows = asyncio.run(all_sizes())
     path = write_results("backplane", {"phones_per_room_per_node": PHONES, "results": rows}, args.json, args.tree)
     print_table(
-        ["rooms", "cpu s alone", "cpu s linked", "us/room/node/tick", "core share/room/node", "bytes/s/room each way"],
+        ["link", "rooms", "cpu s alone", "cpu s linked", "us/room/node/tick", "core share/room/node", "bytes/s/room each way"],
         [
-            [r["rooms"], r["cpu_s_alone"], r["cpu_s_linked"], r["backplane_us_per_room_node_tick"],
+            [r["link"], r["rooms"], r["cpu_s_alone"], r["cpu_s_linked"], r["backplane_us_per_room_node_tick"],
              f"{r['backplane_core_share_per_room_node']:.2%}", r["bytes_per_s_per_room_each_way"]]
             for r in rows
         ],

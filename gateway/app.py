@@ -15,6 +15,7 @@ import uvicorn
 
 from gateway import http
 from gateway.cluster.backplane import Backplane
+from gateway.cluster.cascade import LINK_FORMAT, LOCAL_LINK_FORMAT
 from gateway.config import GatewayConfig
 from gateway.control import web
 from gateway.control.admin import Administration
@@ -105,6 +106,8 @@ class Gateway:
                 self.directory, config.mqtt.node, cluster.secret.get_secret_value().encode(), cluster.backplane, cluster.peers,
                 observe=plan is not None and plan.observe,
                 sockets=(self._inherited["backplane_tcp"], self._inherited["backplane_udp"]) if "backplane_tcp" in self._inherited else None,
+                # (the workers of one machine: the samples as they are, no codec)
+                link_format=LOCAL_LINK_FORMAT if "backplane_tcp" in self._inherited else LINK_FORMAT,
             )
             if cluster.backplane and cluster.secret
             else None

@@ -18,10 +18,11 @@ from typing import Any
 
 import structlog
 
-from gateway.cluster.cascade import Cascade
+from gateway.cluster.cascade import LINK_FORMAT, Cascade
 from gateway.cluster.media import PeerMedia
 from gateway.cluster.wire import NODE_NAME, ControlLink, LinkState
 from gateway.rooms.directory import Directory
+from gateway.transcode.audio import AudioFormat
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +100,7 @@ class Backplane:
         peers: list[str],
         observe: bool = False,
         sockets: tuple[socket.socket, socket.socket] | None = None,  # (TCP, UDP) bound by a supervisor
+        link_format: AudioFormat = LINK_FORMAT,
     ) -> None:
         if not NODE_NAME.match(node):
             raise ValueError(f"mqtt.node {node!r} cannot name a node on the backplane: letters, digits, '.', '_', '-' (64 at most)")
@@ -107,7 +109,7 @@ class Backplane:
         self.host, self.port = split_address(listen)
         # (a list of every node may name this one too: it is not dialled)
         self.peer_addresses = [a for a in map(split_address, peers) if a != (self.host, self.port)]
-        self.cascade = Cascade(directory, node, self._send, self._send_media, observe=observe)
+        self.cascade = Cascade(directory, node, self._send, self._send_media, observe=observe, link_format=link_format)
         self.links: dict[str, _Connection] = {}  # peer node -> its link (open, media address known)
         self._by_media: dict[tuple[str, int], str] = {}  # a peer's media address -> its name
         self._connections: set[_Connection] = set()
@@ -214,7 +216,7 @@ class Backplane:
             self._drop(current)
             current.writer.close()
         send_key, receive_key = connection.link.media_keys()
-        connection.media = PeerMedia(send_key, receive_key, address=(connection.address[0], port))
+        connection.media = PeerMedia(send_key, receive_key, address=(connection.address[0], port), codec=self.cascade.link_format.codec)
         connection.up = True
         self.links[peer] = connection
         self._by_media[(connection.address[0], port)] = peer

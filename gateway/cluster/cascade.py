@@ -43,7 +43,9 @@ from gateway.transcode.mixer import MixedFrame
 
 log = structlog.get_logger(__name__)
 
+# Between machines: Opus. Between the workers of one machine: the samples as they are (L16), no codec.
 LINK_FORMAT = AudioFormat(AudioCodec.OPUS, bitrate=64_000, complexity=5)
+LOCAL_LINK_FORMAT = AudioFormat(AudioCodec.L16)
 _ID = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+#-]+$")]
 _STATE_EVENTS = {
     "muted",
@@ -158,6 +160,7 @@ class Cascade:
         send: Callable[[str, dict[str, Any]], None],
         send_media: Callable[[str, bytes], None],
         observe: bool = False,
+        link_format: AudioFormat = LINK_FORMAT,
     ) -> None:
         self.directory = directory
         self.node = node
@@ -166,6 +169,7 @@ class Cascade:
         # Link with every room in use anywhere, for its roster (the workers of one machine: any of
         # them then shows and commands every meeting, whichever the API request reached)
         self.observe = observe
+        self.link_format = link_format
         self.peers: dict[str, _Peer] = {}
         self._active: set[str] = set()  # rooms in use here (someone this node serves is in)
         self._applying = False
@@ -271,7 +275,7 @@ class Cascade:
 
         state.audio.add(room)
         media.open_stream(room, state.ssrc(room, self.node), state.ssrc(room, peer), deliver)
-        conference.attach_link(link, sink, LINK_FORMAT)
+        conference.attach_link(link, sink, self.link_format)
 
     def _unlink(self, peer: str, state: _Peer, room: str) -> None:
         self._set_audio(peer, state, room, False)

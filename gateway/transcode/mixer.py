@@ -33,6 +33,7 @@ import structlog
 from gateway.transcode.audio import (
     FRAME_MS,
     FRAME_SAMPLES,
+    L16_FRAME_BYTES,
     MAX_FRAME_BYTES,
     NARROW_FRAME_SAMPLES,
     NARROW_SILENCE,
@@ -52,7 +53,8 @@ from gateway.transcode.jitter import LOSS, AudioJitterBuffer, BufferedFrame
 
 log = structlog.get_logger(__name__)
 
-_NARROW_CODECS = (AudioCodec.PCMU, AudioCodec.PCMA)
+# (L16: a link between the workers of one machine, which carries 8 kHz samples from such a room)
+_NARROW_CODECS = (AudioCodec.PCMU, AudioCodec.PCMA, AudioCodec.L16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +220,7 @@ class Mixer:
             member.stats.frames_dropped_muted += 1
             member.jitter.observe(seq, arrival_s)  # (not played, but its connection is still measured)
             return
-        if not payload or len(payload) > self.max_frame_bytes:
+        if not payload or len(payload) > (L16_FRAME_BYTES if member.input_codec is AudioCodec.L16 else self.max_frame_bytes):
             self._malformed(member, "empty" if not payload else "oversized")
             return  # (it plays out as a lost frame: concealed)
         member.jitter.put(seq, payload, level_dbov, arrival_s)

@@ -312,3 +312,29 @@ async def test_a_host_admits_and_denies_people_another_node_waits(cluster: Clust
     assert first.id in b.room.participants and not b.room.lobby  # (node b let her in)
     assert [e.type for e in events if e.participant == second.id] == ["lobby_changed", "lobby_denied", "lobby_changed"]
     assert a.room.participants[first.id].extra["via"] == "node-b" and not a.room.lobby
+
+
+async def test_the_workers_of_one_machine_carry_the_plain_samples_authenticated() -> None:
+    """L16 (no codec) between workers: heard across; a forged, altered or replayed packet is dropped."""
+    from gateway.cluster.cascade import LOCAL_LINK_FORMAT
+
+    cluster = Cluster()
+    for node in cluster.nodes.values():
+        node.cascade.link_format = LOCAL_LINK_FORMAT
+        for peer in node.cascade.peers.values():
+            peer.media.codec = LOCAL_LINK_FORMAT.codec
+    a, b = cluster.a, cluster.b
+    hanna = a.join("Hanna", HOST_PIN)
+    bernd = b.join("Bernd")
+    captured: list[bytes] = []
+    send = b.cascade._send_media
+    b.cascade._send_media = lambda peer, packet: (captured.append(packet), send(peer, packet))[1]  # type: ignore[method-assign]
+    cluster.pump()
+    cluster.tick(15, ((b, bernd, 440.0),))
+    assert hanna.loudness() > 1000
+    media = a.cascade.peers["node-b"].media
+    taken = media.counters.packets_in
+    packet = captured[-1]
+    for forged in (packet, packet[:20] + bytes([packet[20] ^ 1]) + packet[21:], packet[:-16] + bytes(16)):
+        a.cascade.on_media("node-b", forged, ("node-b", 1))
+    assert media.counters.packets_in == taken and media.counters.dropped_unauthentic == 3
