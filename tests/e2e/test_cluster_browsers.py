@@ -32,7 +32,7 @@ from tests.support.cluster import (
     home_and_other,
     where,
 )
-from tests.support.gateway import logged, participant, stop_and_check, wait_until
+from tests.support.gateway import logged, next_message, participant, stop_and_check, wait_until
 from tests.support.kamailio import KamailioDispatcher
 from tests.support.sipp import free_udp_port
 
@@ -172,19 +172,13 @@ def test_the_lobby_order_survives_a_killed_node(tmp_path: Path) -> None:
     a.start()
     b.start()
 
-    def next_of(ws, kinds: tuple[str, ...]) -> dict[str, object]:  # type: ignore[no-untyped-def]
-        while True:
-            message = dict(json.loads(ws.recv(timeout=10)))
-            if message["type"] in (*kinds, "ended", "error"):
-                return message
-
     try:
         with ExitStack() as sockets:
             tokens = {}
             for name in ("Erste", "Zweite", "Dritte"):
                 ws = sockets.enter_context(connect(a.gateway.ws_url, origin=a.gateway.base_url))  # type: ignore[arg-type]
                 ws.send(json.dumps({"type": "join", "room": OFFICE, "name": name}))
-                waiting = next_of(ws, ("lobby",))
+                waiting = next_message(ws, ("lobby",))
                 assert waiting["type"] == "lobby", waiting
                 tokens[name] = str(waiting["resume"])
             os.kill(a.gateway.process.pid, signal.SIGKILL)
@@ -192,7 +186,7 @@ def test_the_lobby_order_survives_a_killed_node(tmp_path: Path) -> None:
             for name in ("Dritte", "Erste", "Zweite"):  # (not the order they came in)
                 ws = sockets.enter_context(connect(b.gateway.ws_url, origin=b.gateway.base_url))  # type: ignore[arg-type]
                 ws.send(json.dumps({"type": "join", "room": OFFICE, "name": name, "resume": tokens[name]}))
-                assert next_of(ws, ("lobby",))["type"] == "lobby"
+                assert next_message(ws, ("lobby",))["type"] == "lobby"
             lobby = b.gateway.api("GET", f"/api/rooms/{OFFICE}/lobby").json()
             assert [entry["name"] for entry in sorted(lobby, key=lambda e: e["position"])] == ["Erste", "Zweite", "Dritte"]
     finally:

@@ -23,6 +23,7 @@ from tests.support.gateway import (
     RunningGateway,
     logged,
     metric,
+    next_message,
     participants,
     start_gateway,
     stop_and_check,
@@ -158,12 +159,6 @@ def test_a_host_on_one_worker_admits_and_denies_citizens_waiting_on_the_other(tm
     worker 0's API lists them in the order they came, and its admit and deny reach worker 1."""
     gateway = start_gateway(tmp_path, CONFIG.replace("{db}", str(tmp_path / "gateway.sqlite")))
 
-    def next_of(ws, kinds: tuple[str, ...]) -> dict[str, object]:  # type: ignore[no-untyped-def]
-        while True:
-            message = dict(json.loads(ws.recv(timeout=10)))
-            if message["type"] in (*kinds, "ended", "error"):
-                return message
-
     try:
         wait_until(lambda: workers_up(gateway), 30, what="both workers up")
         urls = {w["index"]: str(w["url"]) for w in node_state(gateway)["workers"]}  # type: ignore[union-attr]
@@ -174,10 +169,10 @@ def test_a_host_on_one_worker_admits_and_denies_citizens_waiting_on_the_other(tm
             connect(ws_url[1], origin=urls[1]) as zweite,  # type: ignore[arg-type]
         ):
             host.send(json.dumps({"type": "join", "room": "office", "name": "Hanna", "pin": "1234"}))
-            assert next_of(host, ("joined",))["type"] == "joined"
+            assert next_message(host, ("joined",))["type"] == "joined"
             for ws, name in ((erste, "Erste"), (zweite, "Zweite")):
                 ws.send(json.dumps({"type": "join", "room": "office", "name": name}))
-                assert next_of(ws, ("lobby",))["type"] == "lobby"
+                assert next_message(ws, ("lobby",))["type"] == "lobby"
 
             def lobby() -> list[dict[str, object]]:
                 entries = gateway.api("GET", "/api/rooms/office/lobby", base_url=urls[0]).json()
@@ -186,9 +181,9 @@ def test_a_host_on_one_worker_admits_and_denies_citizens_waiting_on_the_other(tm
             wait_until(lambda: [e["name"] for e in lobby()] == ["Erste", "Zweite"], 10, what="worker 0 listing worker 1's lobby")
             first, second = (str(e["id"]) for e in lobby())
             assert gateway.api("POST", f"/api/rooms/office/lobby/{first}/admit", base_url=urls[0]).status_code == 200
-            assert next_of(erste, ("joined",))["type"] == "joined"
+            assert next_message(erste, ("joined",))["type"] == "joined"
             assert gateway.api("POST", f"/api/rooms/office/lobby/{second}/deny", base_url=urls[0]).status_code == 204
-            denied = next_of(zweite, ("joined",))
+            denied = next_message(zweite, ("joined",))
             assert denied["type"] == "ended" and denied["reason"] == "denied", denied
             served = {str(p["name"]): p["node"] for p in gateway.api("GET", "/api/rooms/office/participants", base_url=urls[0]).json()}
             assert served == {"Hanna": "box-0", "Erste": "box-1"}, served

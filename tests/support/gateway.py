@@ -263,3 +263,12 @@ def gateway_per_module(room: str = "demo", config_text: str = TEST_CONFIG) -> tu
             yield gateway
 
     return shared_gateway, kept_clean
+
+
+def next_message(ws, kinds: tuple[str, ...]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The next message of a meeting WebSocket (websockets' sync client) of one of these types, or
+    one that ends the wait ("ended", "error")."""
+    while True:
+        message = dict(json.loads(ws.recv(timeout=10)))
+        if message["type"] in (*kinds, "ended", "error"):
+            return message
