@@ -7,6 +7,12 @@ two aliases differently, a node came back, a drain), the node with the highest r
 form a star and nobody hears a voice twice. Per link:
 - audio: each side's mixer takes the link as one voice (conference.attach_link): it sends its
   mix-minus and takes the other side's in (media.py, SRTP);
+- video, the way an SFU cascades: each side tells the other which cameras it can send
+  (`video_sources`: its own participants', and at the hub those of the other edges); the other
+  side shows each as a source of its mirror (conference.attach_remote_video) and asks for those
+  someone there takes, a browser or its composed picture (`video_want`). Frames cross as they were
+  encoded, once per camera and link whoever takes them there; keyframe requests go back
+  (`keyframe`);
 - the roster: each side shows the other's participants as mirrors (Room.add_mirror) with their state;
 - control: a participant's state is written by the node that serves it. A host's action on a mirror
   (mute, allow to unmute, remove, lower the hand) changes the mirror here at once and goes to the
@@ -39,7 +45,9 @@ from gateway.rooms.errors import RoomError
 from gateway.rooms.events import RoomEvent
 from gateway.rooms.participant import LegKind, MirrorState, Role
 from gateway.transcode.audio import AudioCodec, AudioFormat
+from gateway.transcode.codecs import StreamKind
 from gateway.transcode.mixer import MixedFrame
+from gateway.transcode.video import EncodedVideoFrame, VideoSourceId
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +67,9 @@ _STATE_EVENTS = {
     "speaking_stopped",
     "connection_changed",
     "quality_changed",
+    "video_changed",
 }
+_LINK_VIDEO_CODECS = ("VP8", "H264")  # (what a link takes: any camera, as it was encoded)
 
 
 class _Message(BaseModel):
@@ -88,6 +98,7 @@ class ParticipantMessage(_Message):
     host_muted: bool
     self_unmute_forbidden: bool
     hand_raised: bool
+    video_off: bool = False
     speaking: bool
     connected: bool
     quality: Literal["good", "fair", "poor"] | None = None
@@ -129,8 +140,46 @@ class RoomCommandMessage(_Message):
     forbid: bool = False
 
 
+class Camera(_Message):
+    id: _ID
+    stream: Literal["main"] = "main"
+
+    def source(self) -> VideoSourceId:
+        return VideoSourceId(self.id, StreamKind(self.stream))
+
+
+class VideoSourcesMessage(_Message):
+    """The cameras of the room the sending node can send (all of them, each time)."""
+
+    type: Literal["video_sources"]
+    room: _ID
+    cameras: list[Camera] = Field(max_length=10_000)
+
+
+class VideoWantMessage(_Message):
+    """The cameras of the receiving node's participants someone on the sending node takes now."""
+
+    type: Literal["video_want"]
+    room: _ID
+    cameras: list[Camera] = Field(max_length=10_000)
+
+
+class KeyframeMessage(_Message):
+    type: Literal["keyframe"]
+    room: _ID
+    camera: Camera
+
+
 Message = Annotated[
-    RoomsMessage | ParticipantMessage | LeftMessage | LobbyMessage | CommandMessage | RoomCommandMessage,
+    RoomsMessage
+    | ParticipantMessage
+    | LeftMessage
+    | LobbyMessage
+    | CommandMessage
+    | RoomCommandMessage
+    | VideoSourcesMessage
+    | VideoWantMessage
+    | KeyframeMessage,
     Field(discriminator="type"),
 ]
 MESSAGE = TypeAdapter(Message)
@@ -150,6 +199,13 @@ class _Peer:
     linked: set[str] = field(default_factory=set)  # rooms linked with it now
     audio: set[str] = field(default_factory=set)  # rooms whose audio crosses it now
     mirrored: dict[str, set[str]] = field(default_factory=dict)  # room -> its participants shown here
+    # Video, per room: the cameras we told it we send, those it wants of us (we forward them), those
+    # it told us it sends (and those of them shown here as sources), and those we asked it for
+    cameras_told: dict[str, frozenset[VideoSourceId]] = field(default_factory=dict)
+    cameras_out: dict[str, set[VideoSourceId]] = field(default_factory=dict)
+    cameras_there: dict[str, frozenset[VideoSourceId]] = field(default_factory=dict)
+    cameras_in: dict[str, set[VideoSourceId]] = field(default_factory=dict)
+    cameras_asked: dict[str, frozenset[VideoSourceId]] = field(default_factory=dict)
 
 
 class Cascade:
@@ -172,6 +228,8 @@ class Cascade:
         self.link_format = link_format
         self.peers: dict[str, _Peer] = {}
         self._active: set[str] = set()  # rooms in use here (someone this node serves is in)
+        # room -> the conference whose video we watch, and how to stop
+        self._video_watch: dict[str, tuple[Conference, Callable[[], None]]] = {}
         self._applying = False
         self.messages_refused = 0
         self._unsubscribe = directory.subscribe(self._on_event)
@@ -262,6 +320,7 @@ class Cascade:
             state.audio.discard(room)
             state.media.close_stream(room, state.ssrc(room, peer))
             conference.detach_link(link)
+            self._video_off(peer, state, conference)
             return
         media = state.media
 
@@ -276,6 +335,125 @@ class Cascade:
         state.audio.add(room)
         media.open_stream(room, state.ssrc(room, self.node), state.ssrc(room, peer), deliver)
         conference.attach_link(link, sink, self.link_format)
+        self._video_on(peer, state, conference)
+
+    # -- video ----------------------------------------------------------------------------------------
+
+    def _video_on(self, peer: str, state: _Peer, conference: Conference) -> None:
+        room = conference.room.id
+        watched = self._video_watch.get(room)
+        if watched is None or watched[0] is not conference:
+            if watched is not None:
+                watched[1]()
+            stop = conference.watch_video(lambda kind, source: self._video_changed(room, kind, source))
+            self._video_watch[room] = (conference, stop)
+        self._tell_cameras(peer, state, conference)
+        self._sync_cameras(peer, state, conference)
+
+    def _video_off(self, peer: str, state: _Peer, conference: Conference) -> None:
+        room = conference.room.id
+        conference.video.remove_receiver(self.link_id(peer))
+        for source in state.cameras_out.pop(room, set()):
+            state.media.close_video_out((room, source))
+        state.cameras_told.pop(room, None)
+        state.cameras_there.pop(room, None)
+        self._sync_cameras(peer, state, conference)  # (none now: their sources go)
+        state.cameras_asked.pop(room, None)
+        if not any(room in s.audio for s in self.peers.values() if s is not state):
+            watched = self._video_watch.pop(room, None)
+            if watched is not None:
+                watched[1]()
+
+    def _video_changed(self, room: str, kind: str, source: VideoSourceId) -> None:
+        conference = self.directory.conferences.get(room)
+        if conference is None:
+            return
+        for peer, state in list(self.peers.items()):
+            if room not in state.audio:
+                continue
+            if kind == "source":
+                self._tell_cameras(peer, state, conference)
+            elif source in state.cameras_in.get(room, ()):
+                self._ask_cameras(peer, state, conference)
+
+    @staticmethod
+    def _served_apart_from(conference: Conference, pid: str, peer: str) -> bool:
+        """A participant of the room whom `peer` does not serve (here, or another node)."""
+        participant = conference.room.participants.get(pid)
+        return participant is not None and participant.extra.get("via") != peer
+
+    def _tell_cameras(self, peer: str, state: _Peer, conference: Conference) -> None:
+        """Which cameras we can send it: ours, and (at the hub) the other edges'."""
+        room = conference.room.id
+        cameras = frozenset(
+            source for source in conference.video.source_ids()
+            if source.stream is StreamKind.MAIN and self._served_apart_from(conference, source.participant, peer)
+        )  # fmt: skip
+        if cameras != state.cameras_told.get(room, frozenset()):
+            state.cameras_told[room] = cameras
+            message = VideoSourcesMessage(type="video_sources", room=room, cameras=_cameras(cameras))
+            self._send(peer, message.model_dump(mode="json"))
+
+    def _sync_cameras(self, peer: str, state: _Peer, conference: Conference) -> None:
+        """Its cameras shown here as sources of their mirrors (while the room's media crosses)."""
+        room = conference.room.id
+        there = state.cameras_there.get(room, frozenset()) if room in state.audio else frozenset()
+        wanted = {source for source in there if not self._served_apart_from(conference, source.participant, peer)}
+        current = state.cameras_in.setdefault(room, set())
+        for source in current - wanted:
+            current.discard(source)
+            state.media.close_video_in(state.ssrc(_camera_key(room, source), peer))
+            conference.detach_remote_video(source)
+        for source in wanted - current:
+            current.add(source)
+
+            def deliver(frame: EncodedVideoFrame, source: VideoSourceId = source) -> None:
+                conference.push_video(source.participant, frame, source.stream)
+
+            def lost(source: VideoSourceId = source) -> None:  # (the router limits the rate of asking)
+                conference.video.request_keyframe(source)
+
+            def ask(source: VideoSourceId = source) -> None:
+                message = KeyframeMessage(type="keyframe", room=room, camera=Camera(id=source.participant))
+                self._send(peer, message.model_dump(mode="json"))
+
+            state.media.open_video_in(state.ssrc(_camera_key(room, source), peer), deliver, lost)
+            conference.attach_remote_video(source, ask)
+        if not current:
+            state.cameras_in.pop(room, None)
+        self._ask_cameras(peer, state, conference)
+
+    def _ask_cameras(self, peer: str, state: _Peer, conference: Conference) -> None:
+        """Asks it for the cameras of its people someone here takes now (and no others)."""
+        room = conference.room.id
+        asked = frozenset(source for source in state.cameras_in.get(room, ()) if conference.video.demanded(source))
+        if asked != state.cameras_asked.get(room, frozenset()):
+            state.cameras_asked[room] = asked
+            self._send(peer, VideoWantMessage(type="video_want", room=room, cameras=_cameras(asked)).model_dump(mode="json"))
+
+    def _send_cameras(self, peer: str, state: _Peer, conference: Conference, message: VideoWantMessage) -> None:
+        """It takes these of our cameras now: the link subscribes to them like a receiver, and
+        forwards each frame as it came."""
+        room = conference.room.id
+        if room not in state.audio:
+            return
+        wanted = {c.source() for c in message.cameras if self._served_apart_from(conference, c.id, peer)}
+        link = self.link_id(peer)
+        out = state.cameras_out.get(room)
+        if out is None:
+            out = state.cameras_out[room] = set()
+            media = state.media
+
+            def forward(source: VideoSourceId, frame: EncodedVideoFrame) -> None:
+                ssrc = state.ssrc(_camera_key(room, source), self.node)
+                for packet in media.protect_video((room, source), ssrc, frame):
+                    self._send_media(peer, packet)
+
+            conference.video.add_receiver(link, _LINK_VIDEO_CODECS, forward)
+        for source in out - wanted:
+            state.media.close_video_out((room, source))
+        conference.set_video_subscriptions(link, sorted(wanted))
+        state.cameras_out[room] = wanted
 
     def _unlink(self, peer: str, state: _Peer, room: str) -> None:
         self._set_audio(peer, state, room, False)
@@ -452,7 +630,9 @@ class Cascade:
                 room.add_mirror(mirror, via=peer)
             finally:
                 self._applying = False
-            mirrored.add(message.id)
+            if message.id not in mirrored:
+                mirrored.add(message.id)
+                self._sync_cameras(peer, state, conference)  # (its camera may have been told before)
         elif isinstance(message, LeftMessage):
             if message.id in mirrored:
                 self._applying = True
@@ -461,6 +641,16 @@ class Cascade:
                 finally:
                     self._applying = False
                 mirrored.discard(message.id)
+                self._sync_cameras(peer, state, conference)
+        elif isinstance(message, VideoSourcesMessage):
+            state.cameras_there[message.room] = frozenset(c.source() for c in message.cameras)
+            self._sync_cameras(peer, state, conference)
+        elif isinstance(message, VideoWantMessage):
+            self._send_cameras(peer, state, conference, message)
+        elif isinstance(message, KeyframeMessage):
+            source = message.camera.source()
+            if source in state.cameras_out.get(message.room, ()):
+                conference.video.request_keyframe(source)
         elif isinstance(message, LobbyMessage):
             self._applying = True
             try:
@@ -514,6 +704,15 @@ class Cascade:
                     room.end(None)
             finally:
                 self._applying = False
+
+
+def _camera_key(room: str, source: VideoSourceId) -> str:
+    """What names a camera's stream on a link (its SSRC: media_ssrc(key, sending node))."""
+    return f"{room}|{source.participant}|{source.stream.value}"
+
+
+def _cameras(sources: frozenset[VideoSourceId]) -> list[Camera]:
+    return [Camera(id=source.participant) for source in sorted(sources)]
 
 
 def _participant_message(room: str, state: MirrorState) -> dict[str, Any]:

@@ -6,22 +6,38 @@ What a node sends for a room is its mixer's frame for the link: the mix-minus of
 (the other node's share left out), encoded once. What it receives goes into its mixer as one voice.
 A packet is taken only from the address the other node's control link named, only when SRTP
 authenticates it, and only for a stream of a room linked now; anything else is counted and dropped.
+
+Video: the cameras the other node takes, each as it was encoded (no transcode on the way), one
+stream per camera. A frame is cut into fragments of at most VIDEO_CHUNK bytes, each an RTP packet
+(payload type VIDEO_PAYLOAD_TYPE, the frame's timestamp, the marker on the last) whose payload
+starts with VIDEO_HEADER: the frame's number, the fragment's index and count, the codec and
+keyframe flags and the simulcast layer. The receiver puts a frame together once all its fragments
+came; after a frame that did not (a lost packet), nothing is passed on until the next keyframe,
+which it asks for (`lost`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import pylibsrtp
 
 from gateway.rtp.aiortc_glue import RtpPacket
 from gateway.transcode.audio import FRAME_SAMPLES, AudioCodec
+from gateway.transcode.video import EncodedVideoFrame
 
 PAYLOAD_TYPES = {AudioCodec.OPUS: 111, AudioCodec.L16: 96}
 _TAG_BYTES = 16
+VIDEO_PAYLOAD_TYPE = 100
+VIDEO_CHUNK = 1100  # (with the headers and SRTP's tag well inside libsrtp's 1500 bytes)
+MAX_VIDEO_FRAGMENTS = 2048  # a frame of up to 2.2 MB; a 1080p keyframe is a few hundred kB
+VIDEO_HEADER = struct.Struct("!HHHBB")  # frame number, index, count, flags, layer
+_KEYFRAME, _H264 = 1, 2
+_VIDEO_CODECS = {"VP8": 0, "H264": _H264}
 
 
 def _tag(key: bytes, data: bytes) -> bytes:
@@ -35,6 +51,72 @@ class MediaCounters:
     dropped_foreign: int = 0  # from an address the other node did not name
     dropped_unauthentic: int = 0  # SRTP refused it (forged, altered, replayed)
     dropped_unknown_stream: int = 0  # authentic, but for no room linked now
+    video_frames_out: int = 0
+    video_frames_in: int = 0
+    video_frames_lost: int = 0  # a fragment never came (the next keyframe was asked for)
+    video_fragments_malformed: int = 0
+
+
+class _VideoIn:
+    """One camera's frames coming in: fragments put together, a frame passed on once complete."""
+
+    def __init__(self, deliver: Callable[[EncodedVideoFrame], None], lost: Callable[[], None], counters: MediaCounters) -> None:
+        self._deliver = deliver
+        self._lost = lost
+        self._counters = counters
+        self._frame: int | None = None  # the frame being put together (its number)
+        self._done: int | None = None  # the last frame passed on or given up
+        self._parts: dict[int, bytes] = {}
+        self._shape: tuple[int, int, int, int] = (0, 0, 0, 0)  # count, flags, layer, timestamp
+        self._broken = True  # until a keyframe: the decoder would show garbage
+
+    def take(self, packet: RtpPacket) -> None:
+        payload = packet.payload
+        if len(payload) <= VIDEO_HEADER.size or len(payload) > VIDEO_HEADER.size + VIDEO_CHUNK:
+            self._counters.video_fragments_malformed += 1
+            return
+        number, index, count, flags, layer = VIDEO_HEADER.unpack_from(payload)
+        if not 0 < count <= MAX_VIDEO_FRAGMENTS or index >= count or flags & ~(_KEYFRAME | _H264) or layer > 3:
+            self._counters.video_fragments_malformed += 1
+            return
+        if number == self._done:
+            return  # (a late fragment of a frame passed on or given up)
+        if number != self._frame:
+            self._start(number)
+        shape = (count, flags, layer, packet.timestamp)
+        if not self._parts:
+            self._shape = shape
+        elif shape != self._shape:
+            self._counters.video_fragments_malformed += 1
+            return
+        self._parts.setdefault(index, payload[VIDEO_HEADER.size :])
+        if len(self._parts) == count:
+            self._complete(number)
+
+    def _start(self, number: int) -> None:
+        expected = None if self._done is None else (self._done + 1) & 0xFFFF
+        if self._frame is not None or (expected is not None and number != expected):
+            self._give_up()  # (the one being put together, or a whole frame, never came)
+        self._frame = number
+        self._parts = {}
+
+    def _give_up(self) -> None:
+        self._counters.video_frames_lost += 1
+        self._broken = True
+        self._lost()
+
+    def _complete(self, number: int) -> None:
+        count, flags, layer, timestamp = self._shape
+        data = b"".join(self._parts[i] for i in range(count))
+        self._frame, self._done, self._parts = None, number, {}
+        keyframe = bool(flags & _KEYFRAME)
+        if self._broken and not keyframe:
+            self._lost()  # (rate-limited by the router: asked again until a keyframe comes)
+            return
+        self._broken = False
+        self._counters.video_frames_in += 1
+        codec = "H264" if flags & _H264 else "VP8"
+        self._deliver(EncodedVideoFrame(codec, data, timestamp, keyframe, layer=layer))
 
 
 @dataclass
@@ -63,6 +145,9 @@ class PeerMedia:
         )
         self._out: dict[str, _Outbound] = {}
         self._in: dict[int, Callable[[int, bytes], None]] = {}  # ssrc -> (sequence, frame)
+        self._video_out: dict[Hashable, _Outbound] = {}  # (room, camera) -> its stream
+        self._video_frames: dict[Hashable, int] = {}  # (room, camera) -> the next frame's number
+        self._video_in: dict[int, _VideoIn] = {}  # ssrc -> the camera's frames
         self._last_seq: dict[int, int] = {}  # (L16: the newest sequence number taken per stream)
 
     def open_stream(self, room: str, send_ssrc: int, receive_ssrc: int, deliver: Callable[[int, bytes], None]) -> None:
@@ -89,10 +174,56 @@ class PeerMedia:
         stream.seq = (stream.seq + 1) & 0xFFFF
         stream.timestamp = (stream.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
         self.counters.packets_out += 1
+        return self._protect(packet)
+
+    def _protect(self, packet: RtpPacket) -> bytes:
         if self.codec is AudioCodec.L16:
             data = packet.serialize()
             return data + _tag(self.send_key, data)
         return bytes(self._tx.protect(packet.serialize()))
+
+    def open_video_in(self, ssrc: int, deliver: Callable[[EncodedVideoFrame], None], lost: Callable[[], None]) -> None:
+        """A camera the other node sends (its stream's SSRC): `deliver` gets each whole frame,
+        `lost` is called when one did not come whole (ask for a keyframe)."""
+        if ssrc not in self._video_in:
+            self._video_in[ssrc] = _VideoIn(deliver, lost, self.counters)
+
+    def close_video_in(self, ssrc: int) -> None:
+        self._video_in.pop(ssrc, None)
+
+    def close_video_out(self, key: Hashable) -> None:
+        self._video_out.pop(key, None)
+        self._video_frames.pop(key, None)
+
+    def protect_video(self, key: Hashable, ssrc: int, frame: EncodedVideoFrame) -> list[bytes]:
+        """The packets carrying one frame of camera `key` (its stream's SSRC)."""
+        codec = _VIDEO_CODECS.get(frame.codec)
+        if codec is None or not frame.data or len(frame.data) > VIDEO_CHUNK * MAX_VIDEO_FRAGMENTS:
+            return []
+        stream = self._video_out.get(key)
+        if stream is None:
+            stream = self._video_out[key] = _Outbound(ssrc)
+        number = self._video_frames.get(key, 0)
+        self._video_frames[key] = (number + 1) & 0xFFFF
+        data = frame.data
+        count = -(-len(data) // VIDEO_CHUNK)
+        flags = codec | (_KEYFRAME if frame.keyframe else 0)
+        packets = []
+        for index in range(count):
+            header = VIDEO_HEADER.pack(number, index, count, flags, min(frame.layer, 3))
+            packet = RtpPacket(
+                payload_type=VIDEO_PAYLOAD_TYPE,
+                marker=int(index == count - 1),
+                sequence_number=stream.seq,
+                timestamp=frame.timestamp & 0xFFFFFFFF,
+                ssrc=stream.ssrc,
+                payload=header + data[index * VIDEO_CHUNK : (index + 1) * VIDEO_CHUNK],
+            )
+            stream.seq = (stream.seq + 1) & 0xFFFF
+            packets.append(self._protect(packet))
+        self.counters.packets_out += count
+        self.counters.video_frames_out += 1
+        return packets
 
     def _unprotect(self, data: bytes) -> bytes:
         """SRTP's, or (L16 between the workers of one machine, larger than libsrtp's 1500-byte
@@ -118,6 +249,14 @@ class PeerMedia:
             packet = RtpPacket.parse(self._unprotect(data))
         except (pylibsrtp.Error, ValueError):
             self.counters.dropped_unauthentic += 1
+            return
+        if packet.payload_type == VIDEO_PAYLOAD_TYPE:
+            video = self._video_in.get(packet.ssrc)
+            if video is None:
+                self.counters.dropped_unknown_stream += 1
+                return
+            self.counters.packets_in += 1
+            video.take(packet)
             return
         deliver = self._in.get(packet.ssrc)
         if deliver is None or packet.payload_type != PAYLOAD_TYPES[self.codec]:

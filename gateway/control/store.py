@@ -36,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.config import RoomConfig, RoomSystemConfig, RoutingRuleConfig, TrunkConfig
 
 log = structlog.get_logger(__name__)
+SQLITE_SETUP_WAIT_S = 15.0
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -221,22 +222,40 @@ class Store:
         try:
             connection = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
             connection.row_factory = sqlite3.Row
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{path}: the database is from a newer gateway (schema {version}, this one knows {SCHEMA_VERSION})"
-                )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
-            connection.execute("PRAGMA foreign_keys=ON")
-            connection.executescript(_SCHEMA)
-            for table, column, kind in _ADDED_COLUMNS:
-                if column not in {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}:
-                    connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # Workers (or nodes sharing the file) start at once: whoever finds it locked waits its turn
+            deadline = time.monotonic() + SQLITE_SETUP_WAIT_S
+            while True:
+                try:
+                    self._setup_sqlite(connection, path)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path or 'memory'}: not a usable SQLite database: {exc}") from None
         return _Db(connection)
+
+    @staticmethod
+    def _setup_sqlite(connection: sqlite3.Connection, path: Path | None) -> None:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("BEGIN IMMEDIATE")  # (one process makes or updates the schema at a time)
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            connection.execute("ROLLBACK")
+            raise StoreError(f"{path}: the database is from a newer gateway (schema {version}, this one knows {SCHEMA_VERSION})")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+        for table, column, kind in _ADDED_COLUMNS:
+            if column not in {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        connection.execute("COMMIT")
 
     def _connect_postgres(self) -> psycopg.Connection[Any]:
         assert self.url is not None

@@ -113,6 +113,8 @@ class Conference:
         self._content_legs: set[str] = set()  # legs with a content line of their own (BFCP room systems)
         self._source_watchers: list[Callable[[VideoSourceId], None]] = []
         self.video.source_codec_changed = self._source_codec_changed
+        self._video_watchers: list[Callable[[str, VideoSourceId], None]] = []
+        self.video.changed = self._video_changed
         self.clock = MediaClock(
             self._tick,
             period_s=media.mixer.tick_ms / 1000,
@@ -163,6 +165,32 @@ class Conference:
             self._log.info("node link detached", link=link_id)
             if not self.legs:
                 self.clock.stop_now()
+
+    def attach_remote_video(self, source: VideoSourceId, request_keyframe: Callable[[], None]) -> None:
+        """A camera of another node's participant (a mirror), whose frames a node link brings
+        (push_video): a source like a leg's, so browsers and the composed picture show it."""
+        self.video.add_source(source, request_keyframe)
+        if self.compositor is not None:
+            self._feed_compositor()
+            self._update_scene()
+
+    def detach_remote_video(self, source: VideoSourceId) -> None:
+        self.video.remove_source(source)
+        if self.compositor is not None:
+            self._update_scene()
+
+    def watch_video(self, listener: Callable[[str, VideoSourceId], None]) -> Callable[[], None]:
+        """`listener(kind, source)`: a source came or went ("source"), or got its first subscriber
+        or lost its last ("demand"). Returns the way to stop watching."""
+        self._video_watchers.append(listener)
+        return lambda: self._video_watchers.remove(listener) if listener in self._video_watchers else None
+
+    def _video_changed(self, kind: str, source: VideoSourceId) -> None:
+        for listener in list(self._video_watchers):
+            try:
+                listener(kind, source)
+            except Exception:
+                self._log.exception("a video watcher failed", source=source.participant)
 
     def reattach_audio(self, leg: Leg) -> None:
         """The leg's audio codec changed (a re-INVITE): the mixer decodes and encodes anew."""

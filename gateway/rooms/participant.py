@@ -85,6 +85,7 @@ class MirrorState:
     host_muted: bool = False
     self_unmute_forbidden: bool = False
     hand_raised: bool = False
+    video_off: bool = False
     speaking: bool = False
     connected: bool = True
     quality: str | None = None

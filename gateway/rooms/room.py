@@ -417,6 +417,8 @@ class Room:
             self._emit("connection_changed", p.id, connected=p.connected)
         if before.quality != p.quality and p.quality is not None:
             self._emit("quality_changed", p.id, quality=p.quality)
+        if before.video_off != p.video_off:
+            self._emit("video_changed", p.id, p.id, video_off=p.video_off)
 
     @staticmethod
     def _apply_mirror(p: Participant, state: MirrorState) -> None:
@@ -424,8 +426,7 @@ class Room:
         p.self_muted, p.host_muted = state.self_muted, state.host_muted
         p.self_unmute_forbidden = state.self_unmute_forbidden
         p.hand_raised, p.speaking, p.connected = state.hand_raised, state.speaking, state.connected
-        p.quality = state.quality
-        p.video_off = True  # (the link carries the meeting's audio; video does not cross nodes yet)
+        p.quality, p.video_off = state.quality, state.video_off
 
     def mirrors(self, via: str | None = None) -> list[Participant]:
         """The participants other nodes serve (those of node `via`)."""

@@ -436,6 +436,17 @@ class VideoRouter:
         self.frames_undecodable = 0
         # Told when a source's codec becomes known or changes (receivers may place it better)
         self.source_codec_changed: Callable[[VideoSourceId], None] | None = None
+        # Told ("source", id) when a source comes or goes, ("demand", id) when a source gets its
+        # first subscriber or loses its last (a node link forwards only what someone takes)
+        self.changed: Callable[[str, VideoSourceId], None] | None = None
+
+    def _changed(self, kind: str, id: VideoSourceId) -> None:
+        if self.changed is not None:
+            self.changed(kind, id)
+
+    def demanded(self, id: VideoSourceId) -> bool:
+        """Some receiver subscribes to the source (whether or not it is attached)."""
+        return bool(self._subscribers.get(id))
 
     def add_source(self, id: VideoSourceId, request_keyframe: Callable[[], None]) -> None:
         """A stream that sends video, and how to ask its sender for a keyframe. Registering it again
@@ -447,6 +458,7 @@ class VideoRouter:
         self._sources[id] = _Source(id, request_keyframe)
         if self._subscribers.get(id):
             self.request_keyframe(id, force=True)
+        self._changed("source", id)
 
     def add_receiver(self, id: str, codecs: Sequence[StreamCodec | str], deliver: Deliver) -> None:
         """A participant that takes video in these codecs (preferred first; descriptors with their
@@ -455,11 +467,13 @@ class VideoRouter:
 
     def remove_source(self, id: VideoSourceId) -> None:
         """The stream went away; who subscribed to it stays subscribed (a reconnect)."""
-        self._sources.pop(id, None)
+        if self._sources.pop(id, None) is None:
+            return
         subscribers = self._subscribers.get(id, set())
         for receiver in self._receivers.values():
             if receiver.id in subscribers:
                 receiver.waiting_keyframe.add(id)
+        self._changed("source", id)
 
     def remove_sources(self, participant: str) -> None:
         """The participant's media went away (all its streams); subscriptions to them stay."""
@@ -468,12 +482,19 @@ class VideoRouter:
 
     def remove_receiver(self, id: str) -> None:
         self._receivers.pop(id, None)
-        for subscribers in self._subscribers.values():
-            subscribers.discard(id)
+        self._unsubscribe_everywhere(id)
+
+    def _unsubscribe_everywhere(self, receiver_id: str) -> None:
+        for source_id, subscribers in list(self._subscribers.items()):
+            if receiver_id in subscribers:
+                subscribers.discard(receiver_id)
+                if not subscribers:
+                    self._changed("demand", source_id)
 
     def remove(self, participant: str) -> None:
         """The participant left: as the sender of all its streams and as receiver."""
-        for id in [id for id in self._sources if id.participant == participant]:
+        gone = [id for id in self._sources if id.participant == participant]
+        for id in gone:
             del self._sources[id]
         for id in [id for id in self._subscribers if id.participant == participant]:
             del self._subscribers[id]
@@ -482,8 +503,9 @@ class VideoRouter:
             for choices in (receiver.layers, receiver.wanted_layers, receiver.shown_sizes):
                 for id in [id for id in choices if id.participant == participant]:
                     del choices[id]
-        for subscribers in self._subscribers.values():
-            subscribers.discard(participant)
+        self._unsubscribe_everywhere(participant)
+        for id in gone:
+            self._changed("source", id)
 
     def source_ids(self) -> list[VideoSourceId]:
         return list(self._sources)
@@ -508,9 +530,15 @@ class VideoRouter:
             subscribers.add(receiver_id)
             receiver.waiting_keyframe.add(source_id)
             self.request_keyframe(source_id, force=True)
+            if len(subscribers) == 1:
+                self._changed("demand", source_id)
 
     def unsubscribe(self, receiver_id: str, source_id: VideoSourceId) -> None:
-        self._subscribers.get(source_id, set()).discard(receiver_id)
+        subscribers = self._subscribers.get(source_id)
+        if subscribers is not None and receiver_id in subscribers:
+            subscribers.discard(receiver_id)
+            if not subscribers:
+                self._changed("demand", source_id)
         receiver = self._receivers.get(receiver_id)
         if receiver is not None:
             receiver.waiting_keyframe.discard(source_id)

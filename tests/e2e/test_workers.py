@@ -17,7 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.support.baresip import Baresip, menu_speaking, recording_so_far, tone_level
-from tests.support.browser import hears, in_meeting
+from tests.support.browser import hears, in_meeting, tile_colours, video_frames_by_sender, write_solid_y4m
 from tests.support.gateway import (
     ADMIN_TOKEN,
     RunningGateway,
@@ -29,6 +29,7 @@ from tests.support.gateway import (
     stop_and_check,
     wait_until,
 )
+from tests.support.video import colour_fraction, load_rgb
 
 pytestmark = pytest.mark.xdist_group("serial")
 
@@ -187,5 +188,68 @@ def test_a_host_on_one_worker_admits_and_denies_citizens_waiting_on_the_other(tm
             assert denied["type"] == "ended" and denied["reason"] == "denied", denied
             served = {str(p["name"]): p["node"] for p in gateway.api("GET", "/api/rooms/office/participants", base_url=urls[0]).json()}
             assert served == {"Hanna": "box-0", "Erste": "box-1"}, served
+    finally:
+        stop_and_check(gateway)
+
+
+def test_browsers_on_two_workers_see_each_others_camera(open_participant, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Video across the backplane: Anna on worker 0 and Ben on worker 1 (each through its worker's
+    own port), each camera a solid colour; each page shows the other's colour in the tile with the
+    other's name, and the frames crossed the link between the workers."""
+    gateway = start_gateway(tmp_path, CONFIG.replace("{db}", str(tmp_path / "gateway.sqlite")))
+    colours = {"Anna": (220, 30, 30), "Ben": (30, 200, 30)}
+    try:
+        wait_until(lambda: workers_up(gateway), 30, what="both workers up")
+        urls = {w["index"]: str(w["url"]) for w in node_state(gateway)["workers"]}  # type: ignore[union-attr]
+        pages = {}
+        for index, (name, rgb) in enumerate(colours.items()):
+            clip = write_solid_y4m(tmp_path / f"{name}.y4m", rgb)
+            pin = "&pin=1234" if name == "Anna" else ""
+            pages[name] = open_participant(f"{urls[index]}/r/council?name={name}{pin}", None, video_file=clip)
+        for name, page in pages.items():
+            wait_until(lambda page=page: in_meeting(page), 40, what=f"{name} in the meeting")
+        assert {p["name"]: p["node"] for p in participants(gateway, "council")} == {"Anna": "box-0", "Ben": "box-1"}
+
+        def colour_of(page, other: str) -> list[int] | None:  # type: ignore[no-untyped-def]
+            tile = tile_colours(page).get(other)
+            return tile["rgb"] if tile else None  # type: ignore[return-value]
+
+        def near(rgb: list[int] | None, want: tuple[int, int, int]) -> bool:
+            return rgb is not None and sum((a - b) ** 2 for a, b in zip(rgb, want, strict=True)) ** 0.5 <= 60
+
+        for name, other in (("Anna", "Ben"), ("Ben", "Anna")):
+            page = pages[name]
+            wait_until(lambda page=page, other=other: near(colour_of(page, other), colours[other]), 30,
+                       what=f"{name}'s page showing {other}'s camera from the other worker")  # fmt: skip
+            print(name, "sees", other, colour_of(page, other))
+        links = {
+            index: gateway.api("GET", "/api/node", base_url=url).json()["backplane"]["links"]
+            for index, url in urls.items()
+        }
+        for index, state in links.items():
+            (link,) = state.values()
+            assert link["video_frames_out"] > 0 and link["video_frames_in"] > 0 and link["video_frames_lost"] == 0, (index, link)
+        print(json.dumps({i: {k: v for k, v in next(iter(s.values())).items() if k.startswith("video")} for i, s in links.items()}))
+
+        # A room system (H.264, one composed picture) on whichever worker took its call: its
+        # picture shows the camera of the browser on the other worker, and that browser decodes its camera
+        system = Baresip(tmp_path / "room-system", tone_hz=1000, name="Room", video="clip", video_codecs=("H264",))
+        try:
+            system.start(dial=f"sip:council@127.0.0.1:{gateway.sip_port}")
+            wait_until(system.established, 20, what="the room system's call established")
+            wait_until(lambda: menu_speaking(system), 15, what="the room system asked for a PIN")
+            system.send_keys("#")
+            worker = wait_until(lambda: served_by(gateway, "Room"), 20, what="the room system in the meeting")
+            far = "Anna" if worker == "box-1" else "Ben"
+            room_id = next(str(p["id"]) for p in participants(gateway, "council") if p["name"] == "Room")
+            wait_until(system.receiving_video, 20, what="the room system decoding its composed picture")
+            colour = "red" if far == "Anna" else "green"
+            wait_until(lambda: colour_fraction(load_rgb(system.snapshot()), colour) > 0.03, 30,
+                       what=f"{far}'s camera (the other worker) in the room system's picture")  # fmt: skip
+            wait_until(lambda: video_frames_by_sender(pages[far]).get(room_id, 0) >= 10, 30,
+                       what=f"{far} decoding the room system's camera from the other worker")  # fmt: skip
+            print(json.dumps({"room_system_on": worker, "far": far, colour: colour_fraction(load_rgb(system.snapshot()), colour)}))
+        finally:
+            system.stop()
     finally:
         stop_and_check(gateway)

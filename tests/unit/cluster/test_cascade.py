@@ -22,6 +22,7 @@ from gateway.rooms.leg import VideoStream
 from gateway.transcode.audio import AudioCodec, AudioFormat, make_decoder, make_encoder
 from gateway.transcode.codecs import StreamKind
 from gateway.transcode.mixer import MixedFrame
+from gateway.transcode.video import EncodedVideoFrame, VideoSourceId
 
 HOST_PIN = "4711"
 PCMU = AudioFormat(AudioCodec.PCMU)
@@ -338,3 +339,139 @@ async def test_the_workers_of_one_machine_carry_the_plain_samples_authenticated(
     for forged in (packet, packet[:20] + bytes([packet[20] ^ 1]) + packet[21:], packet[:-16] + bytes(16)):
         a.cascade.on_media("node-b", forged, ("node-b", 1))
     assert media.counters.packets_in == taken and media.counters.dropped_unauthentic == 3
+
+
+# -- video: cameras cross the links as they were encoded, to whoever takes them ---------------------
+
+
+class CameraLeg(Phone):
+    """A leg that sends and takes VP8 (a browser, as far as the conference sees it)."""
+
+    kind = LegKind.BROWSER
+
+    def __init__(self, participant_id: str) -> None:
+        super().__init__(participant_id)
+        self.keyframes_asked = 0
+        self.seen: list[tuple[str, EncodedVideoFrame]] = []
+
+    def _ask(self) -> None:
+        self.keyframes_asked += 1
+
+    @property
+    def video_streams(self) -> Mapping[StreamKind, VideoStream]:
+        return {StreamKind.MAIN: VideoStream(StreamKind.MAIN, ("VP8",), self._ask)}
+
+    def send_video(self, source: Any, frame: Any) -> None:
+        self.seen.append((source.participant, frame))
+
+
+def picture(n: int, keyframe: bool, size: int = 3000) -> EncodedVideoFrame:
+    """A VP8-shaped frame (a 320x240 keyframe header) of `size` bytes, distinct per n."""
+    head = b"\x10\x00\x00\x9d\x01\x2a\x40\x01\xf0\x00" if keyframe else b"\x11\x00\x00"
+    body = bytes((n * 7 + i) & 0xFF for i in range(size - len(head)))
+    return EncodedVideoFrame("VP8", head + body, n * 3000, keyframe)
+
+
+def join_camera(node: Node, name: str, pin: str | None = None) -> CameraLeg:
+    result = node.room.request_join(name, pin, LegKind.BROWSER)
+    assert result.participant is not None
+    leg = CameraLeg(result.participant.id)
+    node.conference.attach(leg)
+    return leg
+
+
+async def test_a_camera_crosses_whole_to_whoever_takes_it_and_only_then(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    hanna = join_camera(a, "Hanna", HOST_PIN)
+    bernd = join_camera(b, "Bernd")
+    cluster.pump()
+    camera = VideoSourceId(bernd.participant_id)
+    assert camera in a.conference.video.source_ids()  # (his mirror has a camera: a browser or the picture may take it)
+    b_media = b.cascade.peers["node-a"].media
+    b.conference.push_video(bernd.participant_id, picture(0, True))
+    cluster.pump()
+    assert b_media.counters.video_frames_out == 0  # (nobody on node a takes it yet: nothing crosses)
+
+    a.conference.set_video_subscriptions(hanna.participant_id, [camera])
+    cluster.pump()
+    assert bernd.keyframes_asked >= 1  # (node a's new viewer needs a keyframe: asked of his browser)
+    frames = [picture(1, True, 9000), picture(2, False), picture(3, False, 40)]
+    for frame in frames:
+        b.conference.push_video(bernd.participant_id, frame)
+    cluster.pump()
+    assert [(pid, f.data, f.keyframe, f.timestamp) for pid, f in hanna.seen] == [
+        (bernd.participant_id, f.data, f.keyframe, f.timestamp) for f in frames
+    ]
+    assert b_media.counters.video_frames_out == 3
+
+    # A fragment lost: nothing more until a keyframe, which his browser is asked for
+    for node in (a, b):
+        node.conference.video._keyframe_interval = 0.0  # (no rate limit: the test runs within it)
+    asked = bernd.keyframes_asked
+    sent: list[bytes] = []
+    send = b.cascade._send_media
+    b.cascade._send_media = lambda peer, packet: sent.append(packet)  # type: ignore[method-assign]
+    b.conference.push_video(bernd.participant_id, picture(4, False, 2500))  # (three fragments)
+    b.cascade._send_media = send  # type: ignore[method-assign]
+    for packet in sent[:1] + sent[2:]:
+        a.cascade.on_media("node-b", packet, ("node-b", 1))
+    b.conference.push_video(bernd.participant_id, picture(5, False))
+    cluster.pump()
+    assert len(hanna.seen) == 3 and a.cascade.peers["node-b"].media.counters.video_frames_lost == 1
+    assert bernd.keyframes_asked > asked
+    b.conference.push_video(bernd.participant_id, picture(6, True))
+    cluster.pump()
+    assert len(hanna.seen) == 4 and hanna.seen[-1][1].keyframe
+
+    # Nobody takes it any more: it stops crossing
+    a.conference.set_video_subscriptions(hanna.participant_id, [])
+    cluster.pump()
+    b.conference.push_video(bernd.participant_id, picture(7, True))
+    cluster.pump()
+    assert b_media.counters.video_frames_out == 6 and len(hanna.seen) == 4
+    # He leaves: his camera goes from node a too
+    b.room.leave(bernd.participant_id)
+    cluster.pump()
+    assert camera not in a.conference.video.source_ids()
+
+
+async def test_a_camera_reaches_the_far_edge_through_the_hub_and_video_off_crosses() -> None:
+    cluster = Cluster(("node-a", "node-b", "node-c"))
+    legs = {name: join_camera(node, f"P{name}") for name, node in cluster.nodes.items()}
+    cluster.pump()
+    hub = hub_of("council", set(cluster.nodes))
+    edge, far = sorted(set(cluster.nodes) - {hub})
+    viewer, sender = legs[edge], legs[far]
+    camera = VideoSourceId(sender.participant_id)
+    cluster.nodes[edge].conference.set_video_subscriptions(viewer.participant_id, [camera])
+    cluster.pump()
+    cluster.nodes[far].conference.push_video(sender.participant_id, picture(1, True, 5000))
+    cluster.pump()
+    assert [f.data for _, f in viewer.seen] == [picture(1, True, 5000).data]
+    assert legs[hub].seen == []  # (the hub forwards it; nobody there takes it)
+    cluster.nodes[far].room.set_video_off(sender.participant_id, True)
+    cluster.pump()
+    assert cluster.nodes[edge].room.participants[sender.participant_id].video_off
+
+
+async def test_forged_video_fragments_are_dropped() -> None:
+    from gateway.cluster.media import VIDEO_HEADER, VIDEO_PAYLOAD_TYPE
+    from gateway.rtp.aiortc_glue import RtpPacket
+
+    cluster = Cluster()
+    a, b = cluster.a, cluster.b
+    hanna = join_camera(a, "Hanna", HOST_PIN)
+    bernd = join_camera(b, "Bernd")
+    cluster.pump()
+    a.conference.set_video_subscriptions(hanna.participant_id, [VideoSourceId(bernd.participant_id)])
+    cluster.pump()
+    media_b = b.cascade.peers["node-a"].media
+    media_a = a.cascade.peers["node-b"].media
+    ssrc = next(iter(media_a._video_in))
+    before = media_a.counters.video_fragments_malformed
+    headers = ((0, 0, 0, 0, 0), (0, 5, 3, 0, 0), (0, 0, 9999, 0, 0), (0, 0, 1, 0x80, 0), (0, 0, 1, 0, 9))
+    for seq, header in enumerate(headers, start=900):
+        rtp = RtpPacket(payload_type=VIDEO_PAYLOAD_TYPE, sequence_number=seq, timestamp=0, ssrc=ssrc,
+                        payload=VIDEO_HEADER.pack(*header) + b"x")  # fmt: skip
+        a.cascade.on_media("node-b", media_b._protect(rtp), ("node-b", 1))  # (authentic, but malformed)
+    assert media_a.counters.video_fragments_malformed == before + 5 and hanna.seen == []

@@ -240,6 +240,26 @@ def test_store_refuses_what_it_cannot_use(tmp_path: Path) -> None:
         Store(newer)
 
 
+def test_processes_opening_a_new_store_at_once_all_start(tmp_path: Path) -> None:
+    """The workers of one machine open the same new SQLite file at the same moment: each waits its
+    turn to make the schema (a worker used to exit with "database is locked" and be restarted)."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "shared.sqlite"
+    script = (
+        "import sys, time; from gateway.control.store import Store; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); Store(__import__('pathlib').Path(sys.argv[1])); print('ok')"
+    )
+    start = str(time.time() + 1.5)  # (all of them past their imports, then at once)
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(path), start], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
+    results = [run.communicate(timeout=60) for run in runs]
+    assert [run.returncode for run in runs] == [0] * 6, [err.decode()[-300:] for _, err in results]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_tokens_roles_and_host_links() -> None:
     from gateway.config import AdminConfig
 
