@@ -13,6 +13,9 @@ form a star and nobody hears a voice twice. Per link:
   someone there takes, a browser or its composed picture (`video_want`). Frames cross as they were
   encoded, once per camera and link whoever takes them there; keyframe requests go back
   (`keyframe`);
+- the presentation floor: a start or stop of a participant a node serves crosses (`presentation`);
+  the latest start wins on every node, so two that started at once agree. The presenter's content
+  crosses like a camera;
 - the roster: each side shows the other's participants as mirrors (Room.add_mirror) with their state;
 - control: a participant's state is written by the node that serves it. A host's action on a mirror
   (mute, allow to unmute, remove, lower the hand) changes the mirror here at once and goes to the
@@ -43,6 +46,7 @@ from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
 from gateway.rooms.errors import RoomError
 from gateway.rooms.events import RoomEvent
+from gateway.rooms.floor import Content, StopReason
 from gateway.rooms.participant import LegKind, MirrorState, Role
 from gateway.transcode.audio import AudioCodec, AudioFormat
 from gateway.transcode.codecs import StreamKind
@@ -128,7 +132,7 @@ class CommandMessage(_Message):
     type: Literal["command"]
     room: _ID
     id: _ID
-    action: Literal["host_mute", "set_forbidden", "remove", "lower_hand", "admit", "deny"]
+    action: Literal["host_mute", "set_forbidden", "remove", "lower_hand", "admit", "deny", "stop_presenting"]
     on: bool = False  # host_mute: muted or not; set_forbidden: forbidden or not
     forbid: bool = False  # host_mute: and forbidden to unmute
 
@@ -140,9 +144,21 @@ class RoomCommandMessage(_Message):
     forbid: bool = False
 
 
+class PresentationMessage(_Message):
+    """A participant the sending node serves (or, at the hub, another edge) started or stopped presenting."""
+
+    type: Literal["presentation"]
+    room: _ID
+    presenter: _ID
+    presenting: bool
+    content: Content = Content.SCREEN
+    since: float = 0.0  # (wall clock: the latest start wins)
+    reason: StopReason = StopReason.STOPPED
+
+
 class Camera(_Message):
     id: _ID
-    stream: Literal["main"] = "main"
+    stream: Literal["main", "content"] = "main"
 
     def source(self) -> VideoSourceId:
         return VideoSourceId(self.id, StreamKind(self.stream))
@@ -179,7 +195,8 @@ Message = Annotated[
     | RoomCommandMessage
     | VideoSourcesMessage
     | VideoWantMessage
-    | KeyframeMessage,
+    | KeyframeMessage
+    | PresentationMessage,
     Field(discriminator="type"),
 ]
 MESSAGE = TypeAdapter(Message)
@@ -310,6 +327,9 @@ class Cascade:
         for entry in list(conference.room.lobby.values()):
             if entry.via != peer:
                 self._send(peer, self._lobby_message(conference, entry.id))
+        presentation = conference.room.presentation
+        if presentation is not None and self._served_apart_from(conference, presentation.presenter, peer):
+            self._send(peer, _presentation_message(room, presentation.presenter, True, presentation.content, presentation.since))
 
     def _set_audio(self, peer: str, state: _Peer, room: str, on: bool) -> None:
         conference = self.directory.conferences.get(room)
@@ -387,7 +407,7 @@ class Cascade:
         room = conference.room.id
         cameras = frozenset(
             source for source in conference.video.source_ids()
-            if source.stream is StreamKind.MAIN and self._served_apart_from(conference, source.participant, peer)
+            if source.stream is not StreamKind.AUDIO and self._served_apart_from(conference, source.participant, peer)
         )  # fmt: skip
         if cameras != state.cameras_told.get(room, frozenset()):
             state.cameras_told[room] = cameras
@@ -414,7 +434,7 @@ class Cascade:
                 conference.video.request_keyframe(source)
 
             def ask(source: VideoSourceId = source) -> None:
-                message = KeyframeMessage(type="keyframe", room=room, camera=Camera(id=source.participant))
+                message = KeyframeMessage(type="keyframe", room=room, camera=_camera(source))
                 self._send(peer, message.model_dump(mode="json"))
 
             state.media.open_video_in(state.ssrc(_camera_key(room, source), peer), deliver, lost)
@@ -528,6 +548,22 @@ class Cascade:
             if not self._applying and via in self.peers:  # (a host here decided on someone another node waits)
                 action = "admit" if event.type == "lobby_admitted" else "deny"
                 self._send(via, CommandMessage(type="command", room=event.room, id=pid, action=action).model_dump(mode="json"))
+        elif event.type == "presentation_started" and pid is not None and not self._applying:
+            presentation = room.presentation
+            if presentation is not None and presentation.presenter == pid and via is None:
+                message = _presentation_message(event.room, pid, True, presentation.content, presentation.since)
+                for peer in linked:
+                    self._send(peer, message)
+        elif event.type == "presentation_stopped" and pid is not None and not self._applying:
+            reason = StopReason(event.data.get("reason", StopReason.STOPPED))
+            owner = self._mirror_owner(event.room, pid)
+            if owner is None:  # (ours: its presenter stopped, a host here stopped it, it left)
+                message = _presentation_message(event.room, pid, False, Content(event.data["content"]), reason=reason)
+                for peer in linked:
+                    self._send(peer, message)
+            elif reason in (StopReason.STOPPED_BY_HOST, StopReason.STOPPED_BY_OPERATOR) and owner in self.peers:
+                # (a host or the API here stopped another node's presenter: that node ends it)
+                self._send(owner, CommandMessage(type="command", room=event.room, id=pid, action="stop_presenting").model_dump(mode="json"))
         elif not self._applying and event.type in ("room_locked", "room_unlocked"):
             for peer in linked:
                 self._room_command(peer, event.room, "lock" if event.type == "room_locked" else "unlock")
@@ -612,7 +648,7 @@ class Cascade:
             return  # (a room not linked with it now: a late message, or one that was never ours)
         try:
             self._apply(peer, state, conference, message)
-            if isinstance(message, ParticipantMessage | LeftMessage | LobbyMessage | RoomCommandMessage):
+            if isinstance(message, ParticipantMessage | LeftMessage | LobbyMessage | RoomCommandMessage | PresentationMessage):
                 self._relay(message.room, raw, peer)
         except RoomError as exc:
             log.info("backplane message not applied", peer=peer, room=message.room, type=message.type, reason=str(exc))
@@ -647,6 +683,17 @@ class Cascade:
             self._sync_cameras(peer, state, conference)
         elif isinstance(message, VideoWantMessage):
             self._send_cameras(peer, state, conference, message)
+        elif isinstance(message, PresentationMessage):
+            if message.presenter not in mirrored:
+                return  # (only the node that serves the presenter says)
+            self._applying = True
+            try:
+                if message.presenting:
+                    room.mirror_presentation(message.presenter, message.content, message.since)
+                else:
+                    room.end_presentation_of(message.presenter, message.reason)
+            finally:
+                self._applying = False
         elif isinstance(message, KeyframeMessage):
             source = message.camera.source()
             if source in state.cameras_out.get(message.room, ()):
@@ -691,6 +738,8 @@ class Cascade:
                 room.remove(None, message.id)
             elif message.action == "lower_hand":
                 room.set_hand(None, message.id, False)
+            elif message.action == "stop_presenting":
+                room.end_presentation_of(message.id, StopReason.STOPPED_BY_HOST)
         elif isinstance(message, RoomCommandMessage):
             self._applying = True
             try:
@@ -711,8 +760,20 @@ def _camera_key(room: str, source: VideoSourceId) -> str:
     return f"{room}|{source.participant}|{source.stream.value}"
 
 
+def _camera(source: VideoSourceId) -> Camera:
+    return Camera(id=source.participant, stream="content" if source.stream is StreamKind.CONTENT else "main")
+
+
 def _cameras(sources: frozenset[VideoSourceId]) -> list[Camera]:
-    return [Camera(id=source.participant) for source in sorted(sources)]
+    return [_camera(source) for source in sorted(sources)]
+
+
+def _presentation_message(
+    room: str, presenter: str, presenting: bool, content: Content, since: float = 0.0, reason: StopReason = StopReason.STOPPED
+) -> dict[str, Any]:
+    return PresentationMessage(
+        type="presentation", room=room, presenter=presenter, presenting=presenting, content=content, since=since, reason=reason
+    ).model_dump(mode="json")
 
 
 def _participant_message(room: str, state: MirrorState) -> dict[str, Any]:

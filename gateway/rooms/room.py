@@ -751,6 +751,28 @@ class Room:
             reason = StopReason.STOPPED if by == current.presenter else StopReason.STOPPED_BY_HOST
         self._end_presentation(reason, by)
 
+    def mirror_presentation(self, presenter: str, content: Content, since: float) -> None:
+        """Another node's participant presents (that node let them, by the room's policy there): the
+        floor here follows, unless it went to someone later (the latest start wins on every node,
+        so two nodes that started at once agree)."""
+        p = self.participants.get(presenter)
+        current = self.presentation
+        if p is None or p.extra.get("via") is None:
+            return
+        if current is not None:
+            if (current.since, current.presenter) > (since, presenter):
+                return
+            if current.presenter == presenter and current.content is content:
+                return
+            self._end_presentation(StopReason.STOPPED if current.presenter == presenter else StopReason.TAKEN_OVER, presenter)
+        self.presentation = Presentation(presenter, since, content)
+        self._emit("presentation_started", presenter, presenter, content=content.value, since=since)
+
+    def end_presentation_of(self, presenter: str, reason: StopReason) -> None:
+        """Ends the presenter's presentation, if it is the room's now (another node said so)."""
+        if self.presentation is not None and self.presentation.presenter == presenter:
+            self._end_presentation(reason, None)
+
     def _end_presentation_of(self, participant_id: str) -> None:
         if self.presentation is not None and self.presentation.presenter == participant_id:
             self._end_presentation(StopReason.LEFT, None)

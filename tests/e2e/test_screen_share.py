@@ -17,7 +17,16 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import in_meeting, join, participant_id, share_state, tiles, video_frames_by_sender
+from tests.support.browser import (
+    content_frames,
+    content_tile,
+    in_meeting,
+    join,
+    participant_id,
+    share_state,
+    shows_content_first_and_large,
+    tiles,
+)
 from tests.support.gateway import TEST_CONFIG, RunningGateway, start_gateway, stop_and_check, wait_until
 
 pytestmark = pytest.mark.browser
@@ -38,32 +47,6 @@ def presentation(gateway: RunningGateway, room: str) -> dict[str, Any] | None:
     """The room's presentation as the admin API shows it (without `since`), None when nobody presents."""
     shown = gateway.api("GET", f"/api/rooms/{room}").json()["presentation"]
     return {k: v for k, v in shown.items() if k != "since"} if shown else None
-
-
-def content_tile(page, presenter: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
-    return next((t for t in tiles(page) if t["key"] == f"{presenter}#content"), None)
-
-
-def shows_content_first_and_large(page, presenter: str, name: str) -> bool:  # type: ignore[no-untyped-def]
-    """The presenter's content is the page's first tile, large (the others in a strip below),
-    captioned and badged, with live video playing in it."""
-    shown = tiles(page)
-    if not shown or shown[0]["key"] != f"{presenter}#content":
-        return False
-    first = shown[0]
-    return bool(
-        first["content"]
-        and first["main"]
-        and first["caption"] == f"{name} is presenting"
-        and "Shared screen" in first["badges"]
-        and first["playing"]
-        and all(float(first["width"]) > 1.5 * float(t["width"]) for t in shown[1:])
-    )
-
-
-def content_frames(page, presenter: str) -> int:  # type: ignore[no-untyped-def]
-    """Frames the page decoded on the slot that carries the presenter's content."""
-    return video_frames_by_sender(page).get(f"{presenter}#content", 0)
 
 
 def notice(page) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,17 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.support.baresip import Baresip, menu_speaking, recording_so_far, tone_level
-from tests.support.browser import hears, in_meeting, tile_colours, video_frames_by_sender, write_solid_y4m
+from tests.support.browser import (
+    content_frames,
+    hears,
+    in_meeting,
+    participant_id,
+    share_state,
+    shows_content_first_and_large,
+    tile_colours,
+    video_frames_by_sender,
+    write_solid_y4m,
+)
 from tests.support.gateway import (
     ADMIN_TOKEN,
     RunningGateway,
@@ -230,6 +240,25 @@ def test_browsers_on_two_workers_see_each_others_camera(open_participant, tmp_pa
             (link,) = state.values()
             assert link["video_frames_out"] > 0 and link["video_frames_in"] > 0 and link["video_frames_lost"] == 0, (index, link)
         print(json.dumps({i: {k: v for k, v in next(iter(s.values())).items() if k.startswith("video")} for i, s in links.items()}))
+
+        # Ben (worker 1) shares his screen: Anna's page (worker 0) shows it first and large, and
+        # worker 0's API shows him presenting; Anna, a host, stops it from her worker
+        ids = {name: participant_id(page) for name, page in pages.items()}
+        pages["Ben"].set_viewport_size({"width": 1366, "height": 900})
+        pages["Anna"].set_viewport_size({"width": 1366, "height": 900})
+        pages["Ben"].get_by_role("button", name="Share screen", exact=True).click()
+
+        def presenting(index: int) -> object:
+            shown = gateway.api("GET", "/api/rooms/council", base_url=urls[index]).json()["presentation"]
+            return shown and shown["presenter"]
+
+        wait_until(lambda: presenting(0) == ids["Ben"], 15, what="worker 0 showing Ben presenting")
+        wait_until(lambda: shows_content_first_and_large(pages["Anna"], ids["Ben"], "Ben"), 30,
+                   what="Anna's page showing Ben's screen (the other worker) first and large")  # fmt: skip
+        wait_until(lambda: content_frames(pages["Anna"], ids["Ben"]) > 10, 20, what="Anna decoding Ben's screen")
+        pages["Anna"].evaluate("(id) => window.gatewayClient.send({type: 'stop_presentation', participant: id})", ids["Ben"])
+        wait_until(lambda: presenting(1) is None and presenting(0) is None, 10, what="the presentation ended on both workers")
+        wait_until(lambda: share_state(pages["Ben"])["sharing"] is False, 10, what="Ben's page told his share was stopped")
 
         # A room system (H.264, one composed picture) on whichever worker took its call: its
         # picture shows the camera of the browser on the other worker, and that browser decodes its camera

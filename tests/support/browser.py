@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.support.gateway import RunningGateway
 
@@ -355,3 +356,29 @@ def emulate_network(cdp, loss_percent: float, bytes_per_s: float = -1) -> None: 
     sockets made while emulation is on: turn it on (NEGLIGIBLE_LOSS) before the page joins."""
     rule = {"urlPattern": "", "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1, "packetLoss": loss_percent}
     cdp.send("Network.emulateNetworkConditionsByRule", {"matchedNetworkConditions": [rule]})
+
+
+def content_tile(page, presenter: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    return next((t for t in tiles(page) if t["key"] == f"{presenter}#content"), None)
+
+
+def shows_content_first_and_large(page, presenter: str, name: str) -> bool:  # type: ignore[no-untyped-def]
+    """The presenter's content is the page's first tile, large (the others in a strip below),
+    captioned and badged, with live video playing in it."""
+    shown = tiles(page)
+    if not shown or shown[0]["key"] != f"{presenter}#content":
+        return False
+    first = shown[0]
+    return bool(
+        first["content"]
+        and first["main"]
+        and first["caption"] == f"{name} is presenting"
+        and "Shared screen" in first["badges"]
+        and first["playing"]
+        and all(float(first["width"]) > 1.5 * float(t["width"]) for t in shown[1:])
+    )
+
+
+def content_frames(page, presenter: str) -> int:  # type: ignore[no-untyped-def]
+    """Frames the page decoded on the slot that carries the presenter's content."""
+    return video_frames_by_sender(page).get(f"{presenter}#content", 0)

@@ -475,3 +475,53 @@ async def test_forged_video_fragments_are_dropped() -> None:
                         payload=VIDEO_HEADER.pack(*header) + b"x")  # fmt: skip
         a.cascade.on_media("node-b", media_b._protect(rtp), ("node-b", 1))  # (authentic, but malformed)
     assert media_a.counters.video_fragments_malformed == before + 5 and hanna.seen == []
+
+
+class PresenterLeg(CameraLeg):
+    """A camera and a content line (a room system with BFCP, a browser that shares its screen)."""
+
+    @property
+    def video_streams(self) -> Mapping[StreamKind, VideoStream]:
+        return {
+            StreamKind.MAIN: VideoStream(StreamKind.MAIN, ("VP8",), self._ask),
+            StreamKind.CONTENT: VideoStream(StreamKind.CONTENT, ("VP8",), self._ask),
+        }
+
+
+async def test_the_presentation_floor_and_its_content_cross_and_a_host_elsewhere_stops_it(cluster: Cluster) -> None:
+    from gateway.rooms.floor import Content
+
+    a, b = cluster.a, cluster.b
+    hanna = join_camera(a, "Hanna", HOST_PIN)
+    result = b.room.request_join("Bernd", None, LegKind.BROWSER)
+    assert result.participant is not None
+    bernd = PresenterLeg(result.participant.id)
+    b.conference.attach(bernd)
+    cluster.pump()
+    b.room.start_presenting(bernd.participant_id, Content.SCREEN)
+    cluster.pump()
+    shown = a.room.presentation
+    assert shown is not None and shown.presenter == bernd.participant_id and shown.content is Content.SCREEN
+    content = VideoSourceId(bernd.participant_id, StreamKind.CONTENT)
+    a.conference.set_video_subscriptions(hanna.participant_id, [content])  # (her page's content tile)
+    cluster.pump()
+    b.conference.push_video(bernd.participant_id, picture(1, True, 4000), StreamKind.CONTENT)
+    cluster.pump()
+    assert [(source, f.data) for source, f in hanna.seen] == [(bernd.participant_id, picture(1, True, 4000).data)]
+
+    # Hanna, a host on node a, stops it: node b ends it, and both agree nobody presents
+    a.room.stop_presenting(hanna.participant_id)
+    cluster.pump()
+    assert a.room.presentation is None and b.room.presentation is None
+
+    # Both start at once (before either heard of the other): the later start wins on both nodes
+    b.room._wall, a.room._wall = (lambda: 2000.0), (lambda: 2000.5)
+    b.room.start_presenting(bernd.participant_id, Content.SCREEN)
+    a.room.start_presenting(hanna.participant_id, Content.SCREEN)
+    cluster.pump()
+    for node in (a, b):
+        assert node.room.presentation is not None and node.room.presentation.presenter == hanna.participant_id, node.name
+    # The presenter leaves: nobody presents anywhere
+    a.room.leave(hanna.participant_id)
+    cluster.pump()
+    assert b.room.presentation is None
