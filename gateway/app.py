@@ -39,6 +39,7 @@ from gateway.rooms.pinguard import PinGuard
 from gateway.rtp.aiortc_glue import ignore_close_races
 from gateway.sip.service import SipService
 from gateway.sip.uri import sip_identity
+from gateway.sip.useragent import Peer
 from gateway.webrtc import server as meeting
 from gateway.webrtc.resume import ResumeTokens
 from gateway.webrtc.session import BrowserHub
@@ -115,6 +116,8 @@ class Gateway:
         self.sip = SipService(config, self.directory, self.pin_guard) if config.sip.enabled else None
         if self.sip is not None:
             self.sip.inherited = {k[4:]: v for k, v in self._inherited.items() if k.startswith("sip_")}
+            if plan is not None and self.backplane is not None:
+                self._hand_sip_between_workers(plan, self.sip, self.backplane)
         prompts = self.sip.prompts if self.sip is not None else None
         self.h323 = H323Service(config, self.directory, self.pin_guard, prompts) if config.h323.enabled else None
         if self.h323 is not None:
@@ -244,6 +247,21 @@ class Gateway:
         self.started = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
 
+    def _hand_sip_between_workers(self, plan: WorkerPlan, sip: SipService, backplane: Backplane) -> None:
+        """The workers share the SIP port and the kernel hashes each sender to one of them: an
+        answer to another worker's request (a dial-out, a trunk's registration), or a request in its
+        dialog, goes to that worker over the backplane, and is handled there as if it had come there."""
+
+        def hand_off(index: int, data: bytes, peer: Peer) -> bool:
+            return backplane.hand_sip(_worker_peer(self.config.mqtt.node, plan, index), data, peer.address)
+
+        def taken(data: bytes, source: tuple[str, int]) -> None:
+            if sip.stack is not None:
+                sip.stack.received(data, Peer("udp", source))
+
+        sip.worker = (plan.index, hand_off)
+        backplane.on_sip = taken
+
     @property
     def http_port(self) -> int:
         for srv in self._uvicorn.servers:
@@ -369,6 +387,11 @@ def _raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open-file limit", soft=soft, hard=hard, error=str(exc))
+
+
+def _worker_peer(node: str, plan: WorkerPlan, index: int) -> str:
+    """The backplane name of the machine's worker `index` (`<mqtt.node>-<index>`; ours is `node`)."""
+    return f"{node.removesuffix(f'-{plan.index}')}-{index}"
 
 
 async def run_gateway(config: GatewayConfig, plan: WorkerPlan | None = None) -> None:

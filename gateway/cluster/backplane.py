@@ -6,14 +6,21 @@ Both nodes of a pair dial each other; when two links to one node open, the one t
 lower name dialled stays. A link is pinged every PING_S and counts as lost after DEAD_S of silence
 (a killed node's kernel usually resets the connection at once). A link that fails its handshake or
 a tag is closed and logged with the reason and the address, never with what it carried.
+
+Between the workers of one machine the links also carry SIP over UDP that the kernel gave the wrong
+worker (all share the port, hashed by sender): an answer to another worker's request, or a request
+in its dialog (`hand_sip`, `on_sip`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -30,6 +37,7 @@ PING_S = 1.0
 DEAD_S = 4.0
 REDIAL_S = 1.0
 HANDSHAKE_S = 5.0
+MAX_SIP_BYTES = 65_535  # (a UDP datagram)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -120,6 +128,11 @@ class Backplane:
         self._sockets = sockets
         self.datagrams_foreign = 0
         self.links_refused = 0
+        # The workers of one machine: SIP datagrams handed over (data, where it came from)
+        self.on_sip: Callable[[bytes, tuple[str, int]], None] | None = None
+        self.sip_handed = 0
+        self.sip_taken = 0
+        self.sip_refused = 0
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -202,8 +215,34 @@ class Backplane:
                 return
             self._take(connection, peer, port)
             return
+        if message.get("type") == "sip":
+            self._take_sip(connection, message)
+            return
         if connection.up:
             self.cascade.on_message(peer, message)
+
+    def hand_sip(self, peer: str, data: bytes, source: tuple[str, int]) -> bool:
+        """A SIP datagram for worker `peer` (its branch or tag says so); False: no link to it now."""
+        connection = self.links.get(peer)
+        if connection is None or len(data) > MAX_SIP_BYTES:
+            return False
+        connection.send({"type": "sip", "data": base64.b64encode(data).decode(), "from": [source[0], source[1]]})
+        self.sip_handed += 1
+        return True
+
+    def _take_sip(self, connection: _Connection, message: dict[str, Any]) -> None:
+        source, text = message.get("from"), message.get("data")
+        try:
+            if self.on_sip is None or not connection.up or not isinstance(text, str) or len(text) > MAX_SIP_BYTES * 2:
+                raise ValueError("not taken here")
+            if not (isinstance(source, list) and len(source) == 2 and isinstance(source[0], str) and isinstance(source[1], int)):
+                raise ValueError("no source")
+            data = base64.b64decode(text, validate=True)
+        except (ValueError, binascii.Error):
+            self.sip_refused += 1
+            return
+        self.sip_taken += 1
+        self.on_sip(data, (source[0], source[1]))
 
     def _take(self, connection: _Connection, peer: str, port: int) -> None:
         current = self.links.get(peer)
@@ -269,6 +308,9 @@ class Backplane:
                 for peer, c in self.links.items()
             },
             "datagrams_foreign": self.datagrams_foreign,
+            "sip_handed": self.sip_handed,
+            "sip_taken": self.sip_taken,
+            "sip_refused": self.sip_refused,
             "messages_refused": self.cascade.messages_refused,
             "links_refused": self.links_refused,
         }

@@ -131,6 +131,8 @@ class SipService:
         self.directory = directory
         self.pin_guard = pin_guard
         self.inherited: dict[str, socket.socket] = {}  # (a worker's: udp, tcp, tls; gateway/workers.py)
+        # A worker of several (its index) and how it hands another worker's SIP over (useragent.py)
+        self.worker: tuple[int, Callable[[int, bytes, Peer], bool]] | None = None
         self.prompts = PromptLibrary()
         self.codecs = [_CODECS[name] for name in config.sip.codecs]
         self.video_codecs = video_codecs(list(config.sip.video_codecs)) if config.sip.video else ()
@@ -212,6 +214,8 @@ class SipService:
         log.info("SIP started", host=self.config.sip.host, ports=ports)
         assert self.stack.ua is not None
         self.stack.ua.refusing_calls = self._refusing_calls
+        if self.worker is not None:
+            self.stack.ua.worker, self.stack.ua.hand_off = self.worker
         self.registrar = self.stack.ua.registrar = Registrar(
             self.config.sip.realm,
             self._account,

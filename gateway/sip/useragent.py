@@ -42,6 +42,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import re
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -350,6 +351,12 @@ class UserAgent:
         self._call_ids = itertools.count(1)
         self.counters = {"requests": 0, "malformed": 0, "calls": 0, "refused_busy": 0, "transactions_dropped": 0}
         self.registrar: Registrar | None = None  # (the directory's room systems register here)
+        # One worker of several sharing the SIP port (gateway/workers.py): our branches and tags
+        # carry its index, and an answer or an in-dialog request over UDP that the kernel gave this
+        # worker but names another's is handed to that one (`hand_off(index, data, peer)`, False:
+        # no such worker now, so it is handled here)
+        self.worker: int | None = None
+        self.hand_off: Callable[[int, bytes, Peer], bool] | None = None
         # An outbound proxy in front of a destination (a trunk's): (transport, address) -> its Route
         # value; requests outside dialogs sent there carry it, a loose route (RFC 3261 8.1.2).
         self.preloaded_routes: dict[tuple[str, Address], str] = {}
@@ -494,6 +501,20 @@ class UserAgent:
         finally:
             self._timed = False
 
+    def _new_branch(self) -> str:
+        return f"z9hG4bK{'' if self.worker is None else f'w{self.worker}x'}{secrets.token_hex(10)}"
+
+    def _new_tag(self) -> str:
+        return f"{'' if self.worker is None else f'w{self.worker}x'}{secrets.token_hex(8)}"
+
+    def _owner(self, msg: SipMessage) -> int | None:
+        """The worker whose branch (an answer) or tag (a request in a dialog) the message names."""
+        if msg.is_request:
+            found = _WORKER_TAG.match(NameAddr.parse(msg.get("to") or "").tag or "")
+        else:
+            found = _WORKER_BRANCH.match(msg.top_via.branch)
+        return int(found.group(1)) if found else None
+
     def _receive(self, data: bytes, peer: Peer) -> None:
         if not data.strip():
             return  # keep-alive
@@ -511,6 +532,14 @@ class UserAgent:
                 )
             self._answer_malformed(data, peer, exc)
             return
+        if self.hand_off is not None and peer.transport == "udp":
+            try:
+                owner = self._owner(msg)
+            except SipMessageError:
+                owner = None  # (handled here, and refused here)
+            if owner is not None and owner != self.worker and self.hand_off(owner, data, peer):
+                self.counters["handed_off"] = self.counters.get("handed_off", 0) + 1
+                return
         try:
             if msg.is_request:
                 self.counters["requests"] += 1
@@ -718,7 +747,7 @@ class UserAgent:
             id=next(self._call_ids),
             invite=msg,
             peer=peer,
-            local_tag=secrets.token_hex(8),
+            local_tag=self._new_tag(),
             remote_tag=NameAddr.parse(msg.get("from") or "").tag,
             call_id=msg.call_id,
             local_uri=NameAddr.parse(msg.get("to") or "").uri,
@@ -901,7 +930,7 @@ class UserAgent:
         extra: list[tuple[str, str]] | None = None,
         to_tag: str | None = None,
     ) -> None:
-        tag = to_tag or (secrets.token_hex(8) if status >= 200 else None)
+        tag = to_tag or (self._new_tag() if status >= 200 else None)
         data = self._build_response(request, status, reason, tag, extra, peer).serialize()
         if tx is not None:
             tx.last_response = data
@@ -1280,7 +1309,7 @@ class UserAgent:
         """A request in the dialog: a non-INVITE client transaction (timers E, F, K), or a re-INVITE
         (timers A, B; our session refresh)."""
         call.local_cseq += 1
-        branch = "z9hG4bK" + secrets.token_hex(10)
+        branch = self._new_branch()
         request = SipMessage(method=method, uri=call.remote_target)
         request.add("via", self._via(call.peer, branch))
         request.add("max-forwards", "70")
@@ -1358,7 +1387,7 @@ class UserAgent:
         over UDP; its final answer comes as ResponseReceived with the branch returned here."""
         if method in ("INVITE", "ACK", "CANCEL"):
             raise ValueError(f"{method} is not a request outside calls")
-        branch = "z9hG4bK" + secrets.token_hex(10)
+        branch = self._new_branch()
         request = SipMessage(method=method, uri=uri)
         request.add("via", self._via(peer, branch))
         request.add("max-forwards", "70")
@@ -1435,7 +1464,7 @@ class UserAgent:
             id=next(self._call_ids),
             invite=request,
             peer=peer,
-            local_tag=secrets.token_hex(8),
+            local_tag=self._new_tag(),
             remote_tag="",
             call_id=call_id,
             local_uri=local_uri,
@@ -1451,7 +1480,7 @@ class UserAgent:
             local_sdp=sdp,
             se_asked=self.session_expires_s,
         )
-        branch = "z9hG4bK" + secrets.token_hex(10)
+        branch = self._new_branch()
         name = display_name.replace('"', "'")
         request.add("via", self._via(peer, branch))
         request.add("max-forwards", "70")
@@ -1514,7 +1543,7 @@ class UserAgent:
         """`old` again with the next CSeq and a new branch, without the headers `drop` names and
         with `add` (a new branch: a new transaction, RFC 3261 8.1.3.5)."""
         call.local_cseq += 1
-        branch = "z9hG4bK" + secrets.token_hex(10)
+        branch = self._new_branch()
         request = SipMessage(method=old.method, uri=old.uri)
         for name, value in old.headers:
             if name == "via":
@@ -1704,7 +1733,7 @@ class UserAgent:
         ack = SipMessage(method="ACK", uri=request.uri if call is None else call.remote_target)
         via = request.all("via")[0]
         if branch is None:
-            via = via.split(";branch=")[0] + f";branch=z9hG4bK{secrets.token_hex(10)};rport"
+            via = via.split(";branch=")[0] + f";branch={self._new_branch()};rport"
         ack.add("via", via)
         ack.add("max-forwards", "70")
         ack.add("from", request.get("from") or "")
@@ -1782,6 +1811,10 @@ def _stamp_via(via: str, peer: Peer) -> str:
 
 def _worth_logging(count: int) -> bool:
     return count <= 20 or count % 1000 == 0
+
+
+_WORKER_BRANCH = re.compile(r"z9hG4bKw(\d{1,3})x")
+_WORKER_TAG = re.compile(r"w(\d{1,3})x")
 
 
 def _tags(value: str | None) -> list[str]:
