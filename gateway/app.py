@@ -37,6 +37,7 @@ from gateway.rooms.directory import Directory
 from gateway.rooms.identity import Identity, IdentityKind
 from gateway.rooms.pinguard import PinGuard
 from gateway.rtp.aiortc_glue import ignore_close_races
+from gateway.sip.registrar import Binding, binding_from_wire, binding_to_wire
 from gateway.sip.service import SipService
 from gateway.sip.uri import sip_identity
 from gateway.sip.useragent import Peer
@@ -261,6 +262,26 @@ class Gateway:
 
         sip.worker = (plan.index, hand_off)
         backplane.on_sip = taken
+
+        # The room systems registered with one worker can be called from any (over UDP)
+        def share(system: str, binding: Binding | None, peer: str | None = None) -> None:
+            backplane.tell_workers({"what": "binding", "system": system, "binding": binding_to_wire(binding) if binding else None}, peer)
+
+        def told(message: dict[str, Any]) -> None:
+            if message.get("what") != "binding" or sip.registrar is None or not isinstance(message.get("system"), str):
+                raise ValueError("not a binding")
+            raw = message.get("binding")
+            sip.registrar.learn(message["system"], binding_from_wire(raw) if raw is not None else None)
+
+        def link_up(peer: str) -> None:  # (a worker that restarted learns what is bound here)
+            if sip.registrar is not None:
+                for system, binding in sip.registrar.own_bindings().items():
+                    if binding.connection is None:
+                        share(system, binding, peer)
+
+        sip.binding_sharer = share
+        backplane.on_worker_message = told
+        backplane.link_up_listeners.append(link_up)
 
     @property
     def http_port(self) -> int:

@@ -9,7 +9,8 @@ a tag is closed and logged with the reason and the address, never with what it c
 
 Between the workers of one machine the links also carry SIP over UDP that the kernel gave the wrong
 worker (all share the port, hashed by sender): an answer to another worker's request, or a request
-in its dialog (`hand_sip`, `on_sip`).
+in its dialog (`hand_sip`, `on_sip`); and what one worker tells the others of its own (`tell_workers`,
+`on_worker_message`: the room systems registered with it).
 """
 
 from __future__ import annotations
@@ -133,6 +134,10 @@ class Backplane:
         self.sip_handed = 0
         self.sip_taken = 0
         self.sip_refused = 0
+        # The workers of one machine: what they tell each other ({"type": "worker", ...}), and who
+        # is told a link came up (to tell that worker what it missed)
+        self.on_worker_message: Callable[[dict[str, Any]], None] | None = None
+        self.link_up_listeners: list[Callable[[str], None]] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -218,8 +223,22 @@ class Backplane:
         if message.get("type") == "sip":
             self._take_sip(connection, message)
             return
+        if message.get("type") == "worker":
+            try:
+                if self.on_worker_message is None or not connection.up:
+                    raise ValueError("not taken here")
+                self.on_worker_message(message)
+            except ValueError:
+                self.sip_refused += 1
+            return
         if connection.up:
             self.cascade.on_message(peer, message)
+
+    def tell_workers(self, message: dict[str, Any], peer: str | None = None) -> None:
+        """To every linked worker (or `peer`): {"type": "worker", ...message}."""
+        for name, connection in list(self.links.items()):
+            if peer in (None, name):
+                connection.send({**message, "type": "worker"})
 
     def hand_sip(self, peer: str, data: bytes, source: tuple[str, int]) -> bool:
         """A SIP datagram for worker `peer` (its branch or tag says so); False: no link to it now."""
@@ -261,6 +280,8 @@ class Backplane:
         self._by_media[(connection.address[0], port)] = peer
         log.info("backplane link up", peer=peer, address=connection.address[0])
         self.cascade.peer_up(peer, connection.media, connection.link.media_ssrc)
+        for listener in self.link_up_listeners:
+            listener(peer)
 
     def lost(self, connection: _Connection) -> None:
         peer = connection.link.peer

@@ -13,6 +13,10 @@ window (password guessing). Nothing here logs or keeps a password or a digest re
 
     registrar.handle(msg, transport, address, now) -> Answer(status, reason, headers)
     registrar.binding(system_id, now) -> Binding | None
+
+The workers of one machine share the SIP port, and a room system's REGISTER reaches one of them:
+each binding over UDP is told to the others (`share`, `learn`), so a dial-out from any worker finds
+it (the answers come back to the worker the room system's address hashes to, which hands them on).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -82,6 +87,9 @@ class Registrar:
         self._bindings: dict[str, Binding] = {}  # system id -> its binding
         self._failures: OrderedDict[str, list[float]] = OrderedDict()  # source ip -> failure times
         self._on_change = on_change  # told a system id whose binding came, changed or went
+        # The workers of one machine: bindings another worker holds, and how ours are told to them
+        self.elsewhere: dict[str, Binding] = {}
+        self.share: Callable[[str, Binding | None], None] | None = None
         self.counters = {"registered": 0, "refused": 0, "challenged": 0}
 
     # -- what the adapter asks --------------------------------------------------------------------
@@ -92,8 +100,32 @@ class Registrar:
         if found is not None and found.expires_at <= now:
             del self._bindings[system]
             self._changed(system)
-            return None
+            found = None
+        if found is None:
+            other = self.elsewhere.get(system)
+            if other is not None and other.expires_at > now:
+                return other
         return found
+
+    def learn(self, system: str, binding: Binding | None) -> None:
+        """Another worker's binding of a room system (None: it has none now). The newest word
+        wins: a room system registered there now (its address changed) is no longer bound here."""
+        if binding is None:
+            self.elsewhere.pop(system, None)
+            return
+        self.elsewhere[system] = binding
+        self._bindings.pop(system, None)
+
+    def _share(self, system: str, binding: Binding | None) -> None:
+        if self.share is not None:
+            try:
+                self.share(system, binding if binding is not None and binding.connection is None else None)
+            except Exception:
+                log.exception("sharing a binding failed", system=system)
+
+    def own_bindings(self) -> dict[str, Binding]:
+        """The bindings made here (not another worker's), expired or not."""
+        return dict(self._bindings)
 
     def bindings(self, now: float) -> dict[str, Binding]:
         for system in [s for s, b in self._bindings.items() if b.expires_at <= now]:
@@ -105,6 +137,7 @@ class Registrar:
         """Drops an entry's binding (the entry was deleted, or lost its password)."""
         if self._bindings.pop(system, None) is not None:
             self._changed(system)
+            self._share(system, None)
 
     # -- REGISTER ---------------------------------------------------------------------------------
 
@@ -226,7 +259,9 @@ class Registrar:
             binding.connection,
         )
         self._bindings[account.system] = binding
+        self.elsewhere.pop(account.system, None)
         self.counters["registered"] += 1
+        self._share(account.system, binding)
         if fresh:
             log.info("room system registered", system=account.system, source=address[0], expires_s=granted)
             self._changed(account.system)
@@ -267,6 +302,34 @@ class Registrar:
                 self._on_change(system)
             except Exception:
                 log.exception("registration listener failed", system=system)
+
+
+def binding_to_wire(binding: Binding) -> dict[str, Any]:
+    """A binding as the workers tell each other (the expiry on the machine's monotonic clock)."""
+    return {
+        "system": binding.system, "contact": binding.contact, "transport": binding.transport,
+        "source": [binding.source[0], binding.source[1]], "expires_at": binding.expires_at,
+        "user_agent": binding.user_agent, "call_id": binding.call_id, "cseq": binding.cseq, "since": binding.since,
+    }  # fmt: skip
+
+
+def binding_from_wire(raw: Any) -> Binding:
+    """The binding another worker told (ValueError: not one)."""
+    if not isinstance(raw, dict):
+        raise ValueError("no binding")
+    source = raw.get("source")
+    strings = ("system", "contact", "transport", "user_agent", "call_id")
+    if not all(isinstance(raw.get(k), str) and len(raw[k]) <= 1024 for k in strings):
+        raise ValueError("a binding's text fields")
+    if not (isinstance(source, list) and len(source) == 2 and isinstance(source[0], str) and isinstance(source[1], int)):
+        raise ValueError("a binding's source")
+    if raw["transport"] != "udp" or not all(isinstance(raw.get(k), int | float) for k in ("expires_at", "cseq", "since")):
+        raise ValueError("a binding's transport, expiry or sequence")
+    return Binding(
+        system=raw["system"], contact=raw["contact"], transport="udp", source=(source[0], source[1]), connection=None,
+        expires_at=float(raw["expires_at"]), user_agent=raw["user_agent"], call_id=raw["call_id"], cseq=int(raw["cseq"]),
+        since=float(raw["since"]),
+    )  # fmt: skip
 
 
 def _expires(value: str | None) -> int | None:

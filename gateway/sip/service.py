@@ -133,6 +133,7 @@ class SipService:
         self.inherited: dict[str, socket.socket] = {}  # (a worker's: udp, tcp, tls; gateway/workers.py)
         # A worker of several (its index) and how it hands another worker's SIP over (useragent.py)
         self.worker: tuple[int, Callable[[int, bytes, Peer], bool]] | None = None
+        self.binding_sharer: Callable[[str, Binding | None], None] | None = None  # (the other workers)
         self.prompts = PromptLibrary()
         self.codecs = [_CODECS[name] for name in config.sip.codecs]
         self.video_codecs = video_codecs(list(config.sip.video_codecs)) if config.sip.video else ()
@@ -222,6 +223,7 @@ class SipService:
             digest=DigestServer(self.config.sip.realm, algorithms=tuple(dict.fromkeys(self.config.sip.registrar_digest))),
             on_change=self._registration_changed,
         )
+        self.registrar.share = self.binding_sharer
         if self.trunk_configs:
             await self._resolve_trunks()
             self.registrations = TrunkRegistrations(self.config.sip, self.stack, self.trunk_listeners, trunks=self.trunk_configs)

@@ -288,36 +288,55 @@ def test_each_worker_dials_out_and_the_answers_find_it(tmp_path: Path) -> None:
     """All workers send and receive SIP on one UDP port, and the kernel gives every datagram from a
     sender to one worker. A room system is called from worker 0, then from worker 1: its answers all
     reach one worker, which hands those for the other's call over the backplane (the branch and tag
-    say whose), so both calls are set up, carried and hung up."""
+    say whose), so both calls are set up, carried and hung up. A room system registered with one
+    worker is called from both (the worker it registered with told the other)."""
     rule = r"sip:[A-Za-z0-9]+@127\.0\.0\.1:\d+"
     config = CONFIG.replace("{db}", str(tmp_path / "gateway.sqlite")).replace(
         "sip: {host: 127.0.0.1, port: 0,", f"sip: {{host: 127.0.0.1, port: 0, dial_out_allow: ['{rule}'],"
     )
     gateway = start_gateway(tmp_path, config)
+    password = "Ratssaal-Kennwort-42"
     system = Baresip(tmp_path / "board-room", tone_hz=1000, name="Board room")
+    registered = Baresip(
+        tmp_path / "chamber", tone_hz=500, name="Chamber", register=(f"sip:chamber@127.0.0.1:{gateway.sip_port}", password)
+    )
     try:
         wait_until(lambda: workers_up(gateway), 30, what="both workers up")
         urls = {w["index"]: str(w["url"]) for w in node_state(gateway)["workers"]}  # type: ignore[union-attr]
+        entry = {"id": "chamber", "name": "Chamber", "uri": "sip:chamber@127.0.0.1", "password": password}
+        assert gateway.api("POST", "/api/systems", json=entry, base_url=urls[0]).status_code == 201
+
+        def registration(index: int) -> dict[str, object]:
+            states = gateway.api("GET", "/api/registrations", base_url=urls[index]).json()
+            return next((s for s in states if s["system"] == "chamber"), {})
+
+        wait_until(lambda: registration(1).get("registered") is False, 10, what="worker 1 knowing the entry")
         system.start()  # (answers calls itself)
+        registered.start()
+        for index in urls:
+            wait_until(lambda index=index: registration(index).get("registered"), 20, what=f"the chamber registered (worker {index}'s view)")
+        assert registration(0)["address"] == registration(1)["address"] == f"127.0.0.1:{registered.sip_port}"
 
         def dialled() -> list[dict[str, object]]:
             return [p for p in participants(gateway, "council") if p["kind"] == "sip_room_system"]
 
-        for index, url in urls.items():
-            placed = gateway.api("POST", "/api/rooms/council/dial", json={"uri": f"sip:A@127.0.0.1:{system.sip_port}"}, base_url=url)
-            assert placed.status_code == 202, placed.text
-            wait_until(lambda: system.log().count("Call established") == index + 1, 20, what=f"the call from worker {index} answered")
-            member = wait_until(lambda: dialled() or None, 15, what=f"the room system in the room (worker {index})")[0]  # type: ignore[index]
-            assert member["node"] == f"box-{index}", member
-            removed = gateway.api("DELETE", f"/api/rooms/council/participants/{member['id']}", base_url=url)
-            assert removed.status_code == 204, removed.text
-            wait_until(lambda: not dialled(), 15, what=f"the call from worker {index} hung up")
-            wait_until(lambda: system.log().count("terminated") >= index + 1 or system.log().count("closed") >= index + 1, 15,
-                       what=f"baresip saw the call from worker {index} end")  # fmt: skip
+        for device, callee in ((system, {"uri": f"sip:A@127.0.0.1:{system.sip_port}"}), (registered, {"system": "chamber"})):
+            for index, url in urls.items():
+                placed = gateway.api("POST", "/api/rooms/council/dial", json=callee, base_url=url)
+                assert placed.status_code == 202, placed.text
+                wait_until(lambda d=device, n=index + 1: d.log().count("Call established") == n, 20, what=f"{callee}: the call from worker {index} answered")
+                member = wait_until(lambda: dialled() or None, 15, what=f"{callee} in the room (worker {index})")[0]  # type: ignore[index]
+                assert member["node"] == f"box-{index}", member
+                removed = gateway.api("DELETE", f"/api/rooms/council/participants/{member['id']}", base_url=url)
+                assert removed.status_code == 204, removed.text
+                wait_until(lambda: not dialled(), 15, what=f"{callee}: the call from worker {index} hung up")
+                wait_until(lambda d=device, n=index + 1: d.log().count("terminated (duration") == n, 15,
+                           what=f"{callee}: the callee saw the call from worker {index} end")  # fmt: skip
         handed = {i: gateway.api("GET", "/api/node", base_url=url).json()["backplane"]["sip_handed"] for i, url in urls.items()}
         taken = {i: gateway.api("GET", "/api/node", base_url=url).json()["backplane"]["sip_taken"] for i, url in urls.items()}
         print(json.dumps({"sip_handed": handed, "sip_taken": taken}))
-        assert sum(handed.values()) >= 2 and sum(taken.values()) == sum(handed.values()), (handed, taken)
+        assert sum(handed.values()) >= 4 and sum(taken.values()) == sum(handed.values()), (handed, taken)
     finally:
         system.stop()
+        registered.stop()
         stop_and_check(gateway)

@@ -142,3 +142,35 @@ def test_a_replayed_register_is_refused() -> None:
     authorization = answered(challenge)
     assert reg.handle(register(authorization=authorization, cseq=2), "udp", SOURCE, 0.0).status == 200
     assert reg.handle(register(authorization=authorization, cseq=3), "udp", SOURCE, 0.0).status == 403
+
+
+def test_the_workers_of_one_machine_share_their_bindings_over_udp() -> None:
+    """Worker a takes the REGISTER and tells worker b (as the backplane carries it: JSON), which
+    then finds the binding for a dial-out; an unregister is told too; a binding over TCP is not (its
+    connection is a's), and what comes in malformed is refused."""
+    import json
+
+    from gateway.sip.registrar import binding_from_wire, binding_to_wire
+
+    a, b = registrar(), registrar()
+    told: list[tuple[str, object]] = []
+    a.share = lambda system, binding: told.append((system, json.loads(json.dumps(binding_to_wire(binding))) if binding else None))
+    assert registered(a, now=10.0).status == 200
+    system, wire = told[-1]
+    b.learn(system, binding_from_wire(wire))
+    found = b.binding("boardroom", 11.0)
+    assert found is not None and found.source == SOURCE and found.contact == "sip:boardroom@192.0.2.50:5062"
+    assert b.binding("boardroom", 10.0 + 601) is None  # (it expires on b's clock as on a's)
+    a.forget("boardroom")  # (the entry lost its password, or the device unregistered)
+    assert told[-1] == ("boardroom", None)
+    b.learn("boardroom", None)
+    assert b.binding("boardroom", 12.0) is None
+
+    tcp = registrar()
+    tcp.share = lambda system, binding: told.append((system, binding))
+    challenge = tcp.handle(register(), "tcp", SOURCE, 0.0, connection=7)
+    tcp.handle(register(authorization=answered(challenge), cseq=2), "tcp", SOURCE, 0.0, connection=7)
+    assert told[-1] == ("boardroom", None)  # (b cannot send on a's connection)
+    for bad in (None, {}, {**(wire or {}), "transport": "tcp"}, {**(wire or {}), "source": "x"}, {**(wire or {}), "cseq": "1"}):
+        with pytest.raises(ValueError):
+            binding_from_wire(bad)
