@@ -175,7 +175,16 @@ class Gateway:
             else None
         )
         # Events out, commands in, presence (gateway/control/mqtt.py): only with mqtt.enabled.
-        self.mqtt = MqttBridge(config.mqtt, self.directory, self.live) if config.mqtt.enabled else None
+        self.mqtt = (
+            MqttBridge(
+                config.mqtt, self.directory, self.live,
+                # (the workers of a machine speak as its node; each room-wide event once, by the room's hub)
+                worker=(_machine(config.mqtt.node, plan), plan.index) if plan is not None else None,
+                publishes_room=self.backplane.cascade.publishes if self.backplane is not None else None,
+            )
+            if config.mqtt.enabled
+            else None
+        )  # fmt: skip
         if self.mqtt is not None and sip is not None:
             sip.trunk_listeners.append(self.mqtt.publish_trunk_state)
             sip.registration_listeners.append(self.mqtt.publish_registration)
@@ -410,9 +419,14 @@ def _raise_open_file_limit() -> None:
             log.warning("could not raise the open-file limit", soft=soft, hard=hard, error=str(exc))
 
 
+def _machine(node: str, plan: WorkerPlan) -> str:
+    """The machine's node name (mqtt.node), from a worker's own (`<mqtt.node>-<index>`)."""
+    return node.removesuffix(f"-{plan.index}")
+
+
 def _worker_peer(node: str, plan: WorkerPlan, index: int) -> str:
     """The backplane name of the machine's worker `index` (`<mqtt.node>-<index>`; ours is `node`)."""
-    return f"{node.removesuffix(f'-{plan.index}')}-{index}"
+    return f"{_machine(node, plan)}-{index}"
 
 
 async def run_gateway(config: GatewayConfig, plan: WorkerPlan | None = None) -> None:

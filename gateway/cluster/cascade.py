@@ -50,6 +50,7 @@ from gateway.rooms.floor import Content, StopReason
 from gateway.rooms.participant import LegKind, MirrorState, Role
 from gateway.transcode.audio import AudioCodec, AudioFormat
 from gateway.transcode.codecs import StreamKind
+from gateway.transcode.layout import Layout
 from gateway.transcode.mixer import MixedFrame
 from gateway.transcode.video import EncodedVideoFrame, VideoSourceId
 
@@ -72,6 +73,12 @@ _STATE_EVENTS = {
     "connection_changed",
     "quality_changed",
     "video_changed",
+}
+# Room settings a host changes on one node, the others follow: event -> (room command, its value)
+_SETTINGS: dict[str, Callable[[dict[str, Any]], tuple[str, str | None]]] = {
+    "layout_changed": lambda data: ("layout", str(data["layout"])),
+    "spotlight_changed": lambda data: ("spotlight", data.get("spotlight")),
+    "chat_changed": lambda data: ("chat", "on" if data.get("enabled") else "off"),
 }
 _LINK_VIDEO_CODECS = ("VP8", "H264")  # (what a link takes: any camera, as it was encoded)
 
@@ -140,8 +147,9 @@ class CommandMessage(_Message):
 class RoomCommandMessage(_Message):
     type: Literal["room_command"]
     room: _ID
-    action: Literal["mute_all_guests", "allow_guests_to_unmute", "lock", "unlock", "end"]
+    action: Literal["mute_all_guests", "allow_guests_to_unmute", "lock", "unlock", "end", "layout", "spotlight", "chat"]
     forbid: bool = False
+    value: _ID | None = None  # layout: its name; spotlight: the participant (None: none); chat: on or off
 
 
 class PresentationMessage(_Message):
@@ -572,6 +580,10 @@ class Cascade:
             forbid = not event.data.get("guests_may_unmute", True)
             for peer in linked:
                 self._room_command(peer, event.room, "mute_all_guests" if on else "allow_guests_to_unmute", forbid)
+        elif not self._applying and event.type in _SETTINGS:
+            action, value = _SETTINGS[event.type](event.data)
+            for peer in linked:
+                self._room_command(peer, event.room, action, value=value)
         self._refresh(event.room, room.in_use)
 
     def _lobby_message(self, conference: Conference, entry_id: str) -> dict[str, Any]:
@@ -608,8 +620,14 @@ class Cascade:
         if command is not None and via in self.peers:
             self._send(via, command.model_dump(mode="json"))
 
-    def _room_command(self, peer: str, room: str, action: str, forbid: bool = False) -> None:
-        self._send(peer, {"type": "room_command", "room": room, "action": action, "forbid": forbid})
+    def _room_command(self, peer: str, room: str, action: str, forbid: bool = False, value: str | None = None) -> None:
+        self._send(peer, {"type": "room_command", "room": room, "action": action, "forbid": forbid, "value": value})
+
+    def publishes(self, room: str) -> bool:
+        """Whether this node speaks for the room's room-wide events (MQTT): its hub does, or
+        anyone while no node uses it."""
+        hub = self._hub(room)
+        return hub is None or hub == self.node
 
     def _refresh(self, room: str, in_use: bool) -> None:
         if in_use == (room in self._active):
@@ -650,7 +668,7 @@ class Cascade:
             self._apply(peer, state, conference, message)
             if isinstance(message, ParticipantMessage | LeftMessage | LobbyMessage | RoomCommandMessage | PresentationMessage):
                 self._relay(message.room, raw, peer)
-        except RoomError as exc:
+        except (RoomError, ValueError) as exc:  # (ValueError: a layout this node does not know)
             log.info("backplane message not applied", peer=peer, room=message.room, type=message.type, reason=str(exc))
 
     def _apply(self, peer: str, state: _Peer, conference: Conference, message: Any) -> None:
@@ -751,6 +769,12 @@ class Cascade:
                     room.set_locked(None, message.action == "lock")
                 elif message.action == "end":
                     room.end(None)
+                elif message.action == "layout" and message.value is not None:
+                    room.set_layout(None, Layout(message.value))
+                elif message.action == "spotlight":
+                    room.set_spotlight(None, message.value)
+                elif message.action == "chat":
+                    room.set_chat(None, message.value == "on")
             finally:
                 self._applying = False
 

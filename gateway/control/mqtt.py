@@ -68,6 +68,8 @@ __all__ = [
 ]
 
 # Events worth telling the outside world; the rest (video, connection, mute-holder changes) are UI detail.
+# Changes of the whole meeting that every node sharing it makes (gateway/cluster/cascade.py)
+ROOM_WIDE_EVENTS = frozenset({"room_locked", "room_unlocked", "meeting_ended", "layout_changed", "spotlight_changed"})
 PUBLISHED_EVENTS = frozenset(
     {
         "participant_joined",
@@ -326,11 +328,23 @@ async def execute(request: CommandRequest, room: str, control: Control) -> dict[
 
 
 class MqttBridge:
-    def __init__(self, config: MqttConfig, directory: Directory, control: Control) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        directory: Directory,
+        control: Control,
+        worker: tuple[str, int] | None = None,
+        publishes_room: Callable[[str], bool] | None = None,
+    ) -> None:
+        """`worker`: (the machine's node name, this worker's index), when this process is one
+        worker of several (Topics). `publishes_room(room)`: whether this node publishes the room's
+        room-wide events (those every node sharing the meeting sees: a lock, the layout, its end);
+        the room's hub does (gateway/cluster/), so they are published once."""
         self.config = config
         self.directory = directory
         self.control = control
-        self.topics = Topics(config.prefix, config.node)
+        self.topics = Topics(config.prefix, worker[0], worker[1]) if worker is not None else Topics(config.prefix, config.node)
+        self.publishes_room = publishes_room
         self.session = MqttSession(config, self.topics, self.answer)
         self.names = ParticipantNames()
         # Commands need the broker to authenticate their sender (broker credentials) and our token.
@@ -407,8 +421,11 @@ class MqttBridge:
 
     def on_event(self, event: RoomEvent) -> None:
         try:
-            # (another node's or worker's participant, shown here: the node serving it publishes it)
-            if event.type in PUBLISHED_EVENTS and "via" not in event.data:
+            # (another node's or worker's participant, shown here: the node serving it publishes it;
+            # a room-wide change every node sharing the meeting makes: the room's hub publishes it)
+            room_wide = event.participant is None and event.type in ROOM_WIDE_EVENTS
+            published_elsewhere = room_wide and self.publishes_room is not None and not self.publishes_room(event.room)
+            if event.type in PUBLISHED_EVENTS and "via" not in event.data and not published_elsewhere:
                 payload = event_payload(event, self._who(event), self.config.node)
                 if payload is not None:
                     body = json.dumps(payload, default=str).encode()

@@ -41,8 +41,15 @@ CommandHandler = Callable[[str, bytes], Awaitable[dict[str, Any]]]
 
 @dataclass(frozen=True)
 class Topics:
+    """`node`: the machine's name (mqtt.node). `worker`: this process is that worker of the
+    machine's (gateway/workers.py): the machine still speaks as one node (its events, commands and
+    replies under `<prefix>/<node>`), each worker says its own presence (`.../workers/<i>/status`),
+    and each command goes to one worker (an MQTT shared subscription): any worker can carry out a
+    command on any meeting of the machine."""
+
     prefix: str
     node: str
+    worker: int | None = None
 
     @property
     def base(self) -> str:
@@ -50,11 +57,15 @@ class Topics:
 
     @property
     def status(self) -> str:
-        return f"{self.base}/status"
+        return f"{self.base}/status" if self.worker is None else f"{self.base}/workers/{self.worker}/status"
 
     @property
     def commands_filter(self) -> str:
-        return f"{self.base}/rooms/+/commands"
+        plain = f"{self.base}/rooms/+/commands"
+        if self.worker is None:
+            return plain
+        group = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"gateway-{self.base}")
+        return f"$share/{group}/{plain}"
 
     def event(self, room: str, event_type: str) -> str:
         return f"{self.base}/rooms/{room}/events/{event_type}"

@@ -340,3 +340,61 @@ def test_each_worker_dials_out_and_the_answers_find_it(tmp_path: Path) -> None:
         system.stop()
         registered.stop()
         stop_and_check(gateway)
+
+
+def test_the_workers_speak_on_mqtt_as_one_node(tmp_path: Path) -> None:
+    """With a real mosquitto: each worker says its presence under the machine's node, a command to
+    the node is carried out once (one worker takes it) whichever worker serves the room's people,
+    and every event of the meeting is published once: a participant's by the worker serving it, a
+    room-wide one (the lock) by the room's hub."""
+    from tests.e2e.test_mqtt import BASE, COMMAND_TOKEN, Client, Mosquitto, mqtt_config
+
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    mqtt = mqtt_config(broker).split("\nmqtt:", 1)[1]
+    config = CONFIG.replace("{db}", str(tmp_path / "gateway.sqlite")).replace("mqtt: {enabled: false, node: box}\n", "")
+    gateway = start_gateway(tmp_path, config + "mqtt:" + mqtt)
+    watcher = Client(broker.port).ready()
+    try:
+        wait_until(lambda: workers_up(gateway), 30, what="both workers up")
+        for index in (0, 1):
+            wait_until(lambda index=index: any(m.payload.get("state") == "online" for m in watcher.received(f"{BASE}/workers/{index}/status")),
+                       20, what=f"worker {index} online")  # fmt: skip
+        urls = {w["index"]: str(w["url"]) for w in node_state(gateway)["workers"]}  # type: ignore[union-attr]
+        ws_url = {i: url.replace("http", "ws", 1) + "/ws" for i, url in urls.items()}
+        with (
+            connect(ws_url[0], origin=urls[0]) as hanna,  # type: ignore[arg-type]
+            connect(ws_url[1], origin=urls[1]) as erste,  # type: ignore[arg-type]
+        ):
+            hanna.send(json.dumps({"type": "join", "room": "council", "name": "Hanna", "pin": "1234"}))
+            assert next_message(hanna, ("joined",))["type"] == "joined"
+            erste.send(json.dumps({"type": "join", "room": "council", "name": "Erste"}))
+            assert next_message(erste, ("joined",))["type"] == "joined"
+            wait_until(lambda: len(watcher.events("participant_joined", room="council")) >= 2, 15, what="both joins published")
+            for index in (0, 1):  # (both workers show both: the one serving each publishes it)
+                wait_until(lambda index=index: len(gateway.api("GET", "/api/rooms/council/participants", base_url=urls[index]).json()) == 2,
+                           10, what=f"worker {index} showing both")  # fmt: skip
+            def locked() -> list[bool]:
+                return [gateway.api("GET", "/api/rooms/council", base_url=urls[i]).json()["live"]["locked"] for i in (0, 1)]
+
+            for n in range(3):  # (whichever worker takes a command, both follow)
+                watcher.command({"token": COMMAND_TOKEN, "id": f"lock-{n}", "command": "lock" if n % 2 == 0 else "unlock"}, room="council")
+                assert watcher.reply(f"lock-{n}", room="council")["ok"] is True
+                wait_until(lambda n=n: locked() == [n % 2 == 0] * 2, 10, what=f"both workers following command {n}")
+            wait_until(lambda: len(watcher.events("room_unlocked", room="council")) >= 1 and len(watcher.events("room_locked", room="council")) >= 2,
+                       15, what="the lock events published")  # fmt: skip
+            time.sleep(1.0)  # deliberate: a second copy of an event would come within this
+            joined = sorted(e["participant_name"] for e in watcher.events("participant_joined", room="council"))
+            replies = watcher.received(f"{BASE}/rooms/council/replies")
+            counts = {
+                "joined": joined,
+                "room_locked": len(watcher.events("room_locked", room="council")),
+                "room_unlocked": len(watcher.events("room_unlocked", room="council")),
+                "replies": len(replies),
+            }
+            print(json.dumps(counts))
+            assert counts == {"joined": ["Erste", "Hanna"], "room_locked": 2, "room_unlocked": 1, "replies": 3}, counts
+    finally:
+        watcher.close()
+        stop_and_check(gateway)
+        broker.stop()

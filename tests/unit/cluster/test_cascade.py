@@ -525,3 +525,25 @@ async def test_the_presentation_floor_and_its_content_cross_and_a_host_elsewhere
     a.room.leave(hanna.participant_id)
     cluster.pump()
     assert b.room.presentation is None
+
+
+async def test_room_settings_cross_and_the_hub_alone_speaks_for_the_room(cluster: Cluster) -> None:
+    from gateway.transcode.layout import Layout
+
+    a, b = cluster.a, cluster.b
+    hanna = a.join("Hanna", HOST_PIN)
+    bernd = b.join("Bernd")
+    cluster.pump()
+    a.room.set_layout(hanna.participant_id, Layout.GRID)
+    a.room.set_spotlight(hanna.participant_id, bernd.participant_id)  # (a participant of node b)
+    a.room.set_chat(hanna.participant_id, False)
+    cluster.pump()
+    assert b.room.layout is Layout.GRID and b.room.spotlight == bernd.participant_id and not b.room.chat.enabled
+    a.room.set_spotlight(hanna.participant_id, None)
+    cluster.pump()
+    assert b.room.spotlight is None
+    hub = hub_of("council", {"node-a", "node-b"})
+    assert {n.name: n.cascade.publishes("council") for n in (a, b)} == {"node-a": hub == "node-a", "node-b": hub == "node-b"}
+    # A room command naming a layout this node does not know changes nothing, and the link stays
+    b.cascade.on_message("node-a", {"type": "room_command", "room": "council", "action": "layout", "value": "mosaic"})
+    assert b.room.layout is Layout.GRID and "node-a" in b.cascade.peers

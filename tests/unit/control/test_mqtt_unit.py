@@ -48,6 +48,16 @@ def test_topics() -> None:
     assert topics.command_room("site/a/node1/rooms//commands") is None
 
 
+def test_a_worker_speaks_as_its_machine_with_its_own_presence_and_a_share_of_the_commands() -> None:
+    topics = Topics("site/a", "box", worker=1)
+    assert topics.event("demo", "muted") == "site/a/box/rooms/demo/events/muted"
+    assert topics.replies("demo") == "site/a/box/rooms/demo/replies"
+    assert topics.status == "site/a/box/workers/1/status"
+    # (each command to one worker of the machine: an MQTT shared subscription)
+    assert topics.commands_filter == "$share/gateway-site_a_box/site/a/box/rooms/+/commands"
+    assert topics.command_room("site/a/box/rooms/demo/commands") == "demo"
+
+
 def test_a_response_topic_is_honoured_only_outside_the_gateways_namespace() -> None:
     topics = Topics("gateway", "n1")
     assert topics.reply_topic("demo", "controller/7/answers") == "controller/7/answers"
