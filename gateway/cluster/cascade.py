@@ -13,6 +13,8 @@ form a star and nobody hears a voice twice. Per link:
   someone there takes, a browser or its composed picture (`video_want`). Frames cross as they were
   encoded, once per camera and link whoever takes them there; keyframe requests go back
   (`keyframe`);
+- the chat: a message crosses to every node (`chat`), each node giving it an id of its own; a
+  host's removal crosses too, named as the receiving node knows it;
 - the presentation floor: a start or stop of a participant a node serves crosses (`presentation`);
   the latest start wins on every node, so two that started at once agree. The presenter's content
   crosses like a camera;
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -42,6 +45,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.cluster.media import PeerMedia
+from gateway.rooms.chat import KEPT, MAX_TEXT
 from gateway.rooms.conference import Conference
 from gateway.rooms.directory import Directory
 from gateway.rooms.errors import RoomError
@@ -164,6 +168,28 @@ class PresentationMessage(_Message):
     reason: StopReason = StopReason.STOPPED
 
 
+class ChatMessageMessage(_Message):
+    """A chat message of the meeting (`id`: the sending node's)."""
+
+    type: Literal["chat"]
+    room: _ID
+    id: int = Field(ge=0)
+    sender: _ID
+    name: str = Field(max_length=200)
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    host: bool = False
+    at: float = 0.0
+
+
+class ChatRemovedMessage(_Message):
+    """A host removed a chat message: `id` is the receiving node's own (`yours`) or the sending node's."""
+
+    type: Literal["chat_removed"]
+    room: _ID
+    id: int = Field(ge=0)
+    yours: bool = False
+
+
 class Camera(_Message):
     id: _ID
     stream: Literal["main", "content"] = "main"
@@ -204,7 +230,9 @@ Message = Annotated[
     | VideoSourcesMessage
     | VideoWantMessage
     | KeyframeMessage
-    | PresentationMessage,
+    | PresentationMessage
+    | ChatMessageMessage
+    | ChatRemovedMessage,
     Field(discriminator="type"),
 ]
 MESSAGE = TypeAdapter(Message)
@@ -253,6 +281,9 @@ class Cascade:
         self.link_format = link_format
         self.peers: dict[str, _Peer] = {}
         self._active: set[str] = set()  # rooms in use here (someone this node serves is in)
+        # The chat: per room, (our id -> the node it came from, its id there) and the way back
+        self._chat_from: dict[str, OrderedDict[int, tuple[str, int]]] = {}
+        self._chat_here: dict[str, dict[tuple[str, int], int]] = {}
         # room -> the conference whose video we watch, and how to stop
         self._video_watch: dict[str, tuple[Conference, Callable[[], None]]] = {}
         self._applying = False
@@ -335,6 +366,11 @@ class Cascade:
         for entry in list(conference.room.lobby.values()):
             if entry.via != peer:
                 self._send(peer, self._lobby_message(conference, entry.id))
+        origins = self._chat_from.get(room)
+        for message in list(conference.room.chat.messages):  # (what was said before the link)
+            origin = origins.get(message.id) if origins is not None else None
+            if origin is None or origin[0] != peer:
+                self._send(peer, _chat_message(room, message.public()))
         presentation = conference.room.presentation
         if presentation is not None and self._served_apart_from(conference, presentation.presenter, peer):
             self._send(peer, _presentation_message(room, presentation.presenter, True, presentation.content, presentation.since))
@@ -505,6 +541,9 @@ class Cascade:
             self._relay(room, LeftMessage(type="left", room=room, id=pid).model_dump(mode="json"), peer)
         for entry_id in waiting:
             self._relay(room, LobbyMessage(type="lobby", room=room, id=entry_id, waiting=False).model_dump(mode="json"), peer)
+        if not any(room in other.linked for other in self.peers.values()):
+            self._chat_from.pop(room, None)
+            self._chat_here.pop(room, None)
         log.info("room unlinked from node", room=room, peer=peer)
 
     def _relay(self, room: str, message: dict[str, Any], came_from: str) -> None:
@@ -580,6 +619,20 @@ class Cascade:
             forbid = not event.data.get("guests_may_unmute", True)
             for peer in linked:
                 self._room_command(peer, event.room, "mute_all_guests" if on else "allow_guests_to_unmute", forbid)
+        elif event.type == "chat_message" and not self._applying:
+            message = _chat_message(event.room, event.data["message"])
+            for peer in linked:
+                self._send(peer, message)
+        elif event.type == "chat_removed":
+            local = int(event.data["id"])
+            origins = self._chat_from.get(event.room)
+            origin = origins.pop(local, None) if origins is not None else None
+            if origin is not None:
+                self._chat_here.get(event.room, {}).pop(origin, None)
+            for peer in linked:
+                yours = origin is not None and origin[0] == peer
+                removed = ChatRemovedMessage(type="chat_removed", room=event.room, id=origin[1] if yours and origin else local, yours=yours)
+                self._send(peer, removed.model_dump(mode="json"))
         elif not self._applying and event.type in _SETTINGS:
             action, value = _SETTINGS[event.type](event.data)
             for peer in linked:
@@ -712,6 +765,29 @@ class Cascade:
                     room.end_presentation_of(message.presenter, message.reason)
             finally:
                 self._applying = False
+        elif isinstance(message, ChatMessageMessage):
+            self._applying = True
+            try:
+                shown = room.mirror_chat(message.sender, message.name, message.text, message.host, message.at)
+            finally:
+                self._applying = False
+            if shown is None:
+                return
+            origins = self._chat_from.setdefault(message.room, OrderedDict())
+            here = self._chat_here.setdefault(message.room, {})
+            origins[shown.id] = (peer, message.id)
+            here[(peer, message.id)] = shown.id
+            while len(origins) > 2 * KEPT:  # (older ones are gone from the chat's history anyway)
+                _, old = origins.popitem(last=False)
+                here.pop(old, None)
+            relayed = _chat_message(message.room, shown.public())  # (at the hub: on to the other edges)
+            for other, other_state in self.peers.items():
+                if other != peer and message.room in other_state.linked:
+                    self._send(other, relayed)
+        elif isinstance(message, ChatRemovedMessage):
+            local = message.id if message.yours else self._chat_here.get(message.room, {}).get((peer, message.id))
+            if local is not None:
+                room.remove_chat(None, local)  # (its event tells the other nodes, each by its id)
         elif isinstance(message, KeyframeMessage):
             source = message.camera.source()
             if source in state.cameras_out.get(message.room, ()):
@@ -782,6 +858,13 @@ class Cascade:
 def _camera_key(room: str, source: VideoSourceId) -> str:
     """What names a camera's stream on a link (its SSRC: media_ssrc(key, sending node))."""
     return f"{room}|{source.participant}|{source.stream.value}"
+
+
+def _chat_message(room: str, public: dict[str, Any]) -> dict[str, Any]:
+    return ChatMessageMessage(
+        type="chat", room=room, id=public["id"], sender=public["sender"], name=public["name"], text=public["text"],
+        host=public["host"], at=public["at"],
+    ).model_dump(mode="json")  # fmt: skip
 
 
 def _camera(source: VideoSourceId) -> Camera:

@@ -678,6 +678,16 @@ class Room:
         self._emit("chat_message", participant_id, participant_id, message=message.public())
         return message
 
+    def mirror_chat(self, sender: str, name: str, text: str, host: bool, at: float) -> ChatMessage | None:
+        """A chat message written on another node of the meeting (that node checked it): shown here
+        too, with an id of this room's. None: its sender is not in the meeting here."""
+        p = self.participants.get(sender)
+        if p is None or p.extra.get("via") is None:
+            return None
+        message = self.chat.add(sender, name, clean(text), host, at)
+        self._emit("chat_message", sender, sender, message=message.public())
+        return message
+
     def remove_chat(self, by: str | None, message_id: int) -> None:
         self._require_host(by)
         if self.chat.remove(message_id) is not None:

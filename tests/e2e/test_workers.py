@@ -241,6 +241,13 @@ def test_browsers_on_two_workers_see_each_others_camera(open_participant, tmp_pa
             assert link["video_frames_out"] > 0 and link["video_frames_in"] > 0 and link["video_frames_lost"] == 0, (index, link)
         print(json.dumps({i: {k: v for k, v in next(iter(s.values())).items() if k.startswith("video")} for i, s in links.items()}))
 
+        # Ben's chat message reaches Anna's page on the other worker
+        from tests.e2e.test_chat import chat
+
+        pages["Ben"].evaluate("() => window.gatewayClient.ws.send(JSON.stringify({type: 'chat', text: 'Guten Morgen'}))")
+        wait_until(lambda: [(m["name"], m["text"]) for m in chat(pages["Anna"])] == [("Ben", "Guten Morgen")], 10,
+                   what="Ben's chat message on Anna's page (the other worker)")  # fmt: skip
+
         # Ben (worker 1) shares his screen: Anna's page (worker 0) shows it first and large, and
         # worker 0's API shows him presenting; Anna, a host, stops it from her worker
         ids = {name: participant_id(page) for name, page in pages.items()}

@@ -547,3 +547,27 @@ async def test_room_settings_cross_and_the_hub_alone_speaks_for_the_room(cluster
     # A room command naming a layout this node does not know changes nothing, and the link stays
     b.cascade.on_message("node-a", {"type": "room_command", "room": "council", "action": "layout", "value": "mosaic"})
     assert b.room.layout is Layout.GRID and "node-a" in b.cascade.peers
+
+
+async def test_the_chat_crosses_to_every_node_and_a_hosts_removal_too() -> None:
+    cluster = Cluster(("node-a", "node-b", "node-c"))
+    nodes = cluster.nodes
+    people = {name: node.join(f"P{name}", HOST_PIN if name == "node-a" else None) for name, node in nodes.items()}
+    cluster.pump()
+    nodes["node-c"].room.send_chat(people["node-c"].participant_id, "Guten Morgen")
+    cluster.pump()
+    for name, node in nodes.items():  # (through the hub, whichever node it is)
+        assert [(m.sender, m.text, m.name) for m in node.room.chat.messages] == [(people["node-c"].participant_id, "Guten Morgen", "Pnode-c")], name
+    # A host on node a removes it (by node a's id): gone everywhere
+    (shown,) = nodes["node-a"].room.chat.messages
+    nodes["node-a"].room.remove_chat(people["node-a"].participant_id, shown.id)
+    cluster.pump()
+    assert all(not node.room.chat.messages for node in nodes.values())
+    # A message from someone a node does not know is not shown; a host's "chat off" crosses
+    nodes["node-b"].cascade.on_message(next(iter(nodes["node-b"].cascade.peers)), {
+        "type": "chat", "room": "council", "id": 7, "sender": "nobody", "name": "X", "text": "hi", "host": False, "at": 0.0,
+    })  # fmt: skip
+    assert not nodes["node-b"].room.chat.messages
+    nodes["node-a"].room.set_chat(people["node-a"].participant_id, False)
+    cluster.pump()
+    assert all(not node.room.chat.enabled for node in nodes.values())
