@@ -513,7 +513,8 @@ class Cascade:
                 for packet in media.protect_video((room, source), ssrc, frame):
                     self._send_media(peer, packet)
 
-            conference.video.add_receiver(link, _LINK_VIDEO_CODECS, forward)
+            # (every simulcast layer: the router there gives each of its receivers the one it can take)
+            conference.video.add_receiver(link, _LINK_VIDEO_CODECS, forward, all_layers=True)
         for source in out - wanted:
             state.media.close_video_out((room, source))
         conference.set_video_subscriptions(link, sorted(wanted))

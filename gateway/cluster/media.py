@@ -12,8 +12,9 @@ stream per camera. A frame is cut into fragments of at most VIDEO_CHUNK bytes, e
 (payload type VIDEO_PAYLOAD_TYPE, the frame's timestamp, the marker on the last) whose payload
 starts with VIDEO_HEADER: the frame's number, the fragment's index and count, the codec and
 keyframe flags and the simulcast layer. The receiver puts a frame together once all its fragments
-came; after a frame that did not (a lost packet), nothing is passed on until the next keyframe,
-which it asks for (`lost`).
+came; after a frame that did not (a lost packet), nothing of its simulcast layer (of every layer,
+when none of its fragments came) is passed on until that layer's next keyframe, which it asks for
+(`lost`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ VIDEO_CHUNK = 1100  # (with the headers and SRTP's tag well inside libsrtp's 150
 MAX_VIDEO_FRAGMENTS = 2048  # a frame of up to 2.2 MB; a 1080p keyframe is a few hundred kB
 VIDEO_HEADER = struct.Struct("!HHHBB")  # frame number, index, count, flags, layer
 _KEYFRAME, _H264 = 1, 2
+_LAYERS = range(4)
 _VIDEO_CODECS = {"VP8": 0, "H264": _H264}
 
 
@@ -68,7 +70,7 @@ class _VideoIn:
         self._done: int | None = None  # the last frame passed on or given up
         self._parts: dict[int, bytes] = {}
         self._shape: tuple[int, int, int, int] = (0, 0, 0, 0)  # count, flags, layer, timestamp
-        self._broken = True  # until a keyframe: the decoder would show garbage
+        self._broken = set(_LAYERS)  # layers waiting for a keyframe: a decoder would show garbage
 
     def take(self, packet: RtpPacket) -> None:
         payload = packet.payload
@@ -95,14 +97,16 @@ class _VideoIn:
 
     def _start(self, number: int) -> None:
         expected = None if self._done is None else (self._done + 1) & 0xFFFF
-        if self._frame is not None or (expected is not None and number != expected):
-            self._give_up()  # (the one being put together, or a whole frame, never came)
+        if self._frame is not None:
+            self._give_up({self._shape[2]} if self._parts else set(_LAYERS))  # (it never came whole)
+        elif expected is not None and number != expected:
+            self._give_up(set(_LAYERS))  # (a whole frame never came: of which layer, nobody knows)
         self._frame = number
         self._parts = {}
 
-    def _give_up(self) -> None:
+    def _give_up(self, layers: set[int]) -> None:
         self._counters.video_frames_lost += 1
-        self._broken = True
+        self._broken |= layers
         self._lost()
 
     def _complete(self, number: int) -> None:
@@ -110,10 +114,10 @@ class _VideoIn:
         data = b"".join(self._parts[i] for i in range(count))
         self._frame, self._done, self._parts = None, number, {}
         keyframe = bool(flags & _KEYFRAME)
-        if self._broken and not keyframe:
+        if layer in self._broken and not keyframe:
             self._lost()  # (rate-limited by the router: asked again until a keyframe comes)
             return
-        self._broken = False
+        self._broken.discard(layer)
         self._counters.video_frames_in += 1
         codec = "H264" if flags & _H264 else "VP8"
         self._deliver(EncodedVideoFrame(codec, data, timestamp, keyframe, layer=layer))

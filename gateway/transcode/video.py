@@ -212,6 +212,8 @@ class _Receiver(_Codecs):
     frames_out: int = 0
     frames_below_top: int = 0  # frames of a lower simulcast layer than the best the source sent
     send_failures: int = 0
+    # Every simulcast layer as it comes (another node's link: its router picks per receiver there)
+    all_layers: bool = False
     # Subscriptions that take other codecs than the receiver as a whole (a browser's slot: the one
     # codec its transceiver sends)
     per_source: dict[VideoSourceId, _Codecs] = field(default_factory=dict)
@@ -460,10 +462,10 @@ class VideoRouter:
             self.request_keyframe(id, force=True)
         self._changed("source", id)
 
-    def add_receiver(self, id: str, codecs: Sequence[StreamCodec | str], deliver: Deliver) -> None:
+    def add_receiver(self, id: str, codecs: Sequence[StreamCodec | str], deliver: Deliver, all_layers: bool = False) -> None:
         """A participant that takes video in these codecs (preferred first; descriptors with their
-        profiles, or bare names for any profile)."""
-        self._receivers[id] = _Receiver(tuple(codecs), id=id, deliver=deliver)
+        profiles, or bare names for any profile). `all_layers`: every simulcast layer, not one."""
+        self._receivers[id] = _Receiver(tuple(codecs), id=id, deliver=deliver, all_layers=all_layers)
 
     def remove_source(self, id: VideoSourceId) -> None:
         """The stream went away; who subscribed to it stays subscribed (a reconnect)."""
@@ -713,7 +715,7 @@ class VideoRouter:
             receiver = self._receivers.get(rid)
             if receiver is None:
                 continue
-            if top is not None:
+            if top is not None and not receiver.all_layers:
                 if not self._takes_layer(receiver, source, frame, top, now):
                     continue
                 if frame.layer < top:

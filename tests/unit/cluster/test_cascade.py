@@ -571,3 +571,25 @@ async def test_the_chat_crosses_to_every_node_and_a_hosts_removal_too() -> None:
     nodes["node-a"].room.set_chat(people["node-a"].participant_id, False)
     cluster.pump()
     assert all(not node.room.chat.enabled for node in nodes.values())
+
+
+async def test_every_simulcast_layer_crosses_and_each_viewer_there_gets_the_one_it_can_take(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    hanna = join_camera(a, "Hanna", HOST_PIN)
+    carl = join_camera(a, "Carl")
+    bernd = join_camera(b, "Bernd")
+    cluster.pump()
+    camera = VideoSourceId(bernd.participant_id)
+    for viewer in (hanna, carl):
+        a.conference.set_video_subscriptions(viewer.participant_id, [camera])
+    a.conference.video.want_layer(carl.participant_id, camera, 0)  # (Carl's link is short)
+    cluster.pump()
+    for n in range(4):
+        for layer in (0, 1):
+            frame = picture(n * 2 + layer, n == 0, 2000 + layer * 2000)
+            b.conference.push_video(bernd.participant_id, EncodedVideoFrame("VP8", frame.data, n * 3000, n == 0, layer=layer))
+        cluster.pump()
+    # (Hanna: the first keyframe came before the source was known to send two layers, as it would
+    # in one process; from the better layer's keyframe on, that one)
+    assert [f.layer for _, f in hanna.seen] == [0, 1, 1, 1, 1]
+    assert {f.layer for _, f in carl.seen} == {0} and len(carl.seen) == 4

@@ -26,7 +26,7 @@ def pair() -> tuple[PeerMedia, PeerMedia, list[EncodedVideoFrame], list[int]]:
 
 def test_frames_cross_whole_in_any_order_and_a_loss_waits_for_a_keyframe() -> None:
     sender, receiver, got, lost = pair()
-    frames = [EncodedVideoFrame("H264", bytes([n]) * (n * 1000 + 7), n * 3000, n in (0, 3), layer=n % 2) for n in range(5)]
+    frames = [EncodedVideoFrame("H264", bytes([n]) * (n * 1000 + 7), n * 3000, n in (0, 3)) for n in range(5)]
     packets = [sender.protect_video("cam", SSRC, frame) for frame in frames]
     assert [len(p) for p in packets] == [-(-len(f.data) // VIDEO_CHUNK) for f in frames]
     for packet in reversed(packets[0]):  # (fragments of one frame in any order)
@@ -41,6 +41,25 @@ def test_frames_cross_whole_in_any_order_and_a_loss_waits_for_a_keyframe() -> No
     assert [(f.data, f.keyframe, f.timestamp, f.layer, f.codec) for f in got] == [
         (f.data, f.keyframe, f.timestamp, f.layer, "H264") for f in (frames[0], frames[1], frames[3], frames[4])
     ]
+    assert lost and receiver.counters.video_frames_lost == 1
+
+
+def test_a_loss_in_one_simulcast_layer_stops_only_that_layer_until_its_keyframe() -> None:
+    sender, receiver, got, lost = pair()
+    frames = [
+        EncodedVideoFrame("VP8", b"k0" * 700, 0, True, layer=0),
+        EncodedVideoFrame("VP8", b"k1" * 900, 0, True, layer=1),
+        EncodedVideoFrame("VP8", b"d1" * 900, 3000, False, layer=1),  # (one fragment lost)
+        EncodedVideoFrame("VP8", b"d0" * 300, 3000, False, layer=0),
+        EncodedVideoFrame("VP8", b"e1" * 300, 6000, False, layer=1),  # (layer 1: waits for a keyframe)
+        EncodedVideoFrame("VP8", b"e0" * 300, 6000, False, layer=0),
+        EncodedVideoFrame("VP8", b"K1" * 300, 9000, True, layer=1),
+    ]
+    for n, frame in enumerate(frames):
+        packets = sender.protect_video("cam", SSRC, frame)
+        for packet in packets[1:] if n == 2 else packets:
+            receiver.receive(packet, ("b", 1))
+    assert [(f.data[:2], f.layer) for f in got] == [(b"k0", 0), (b"k1", 1), (b"d0", 0), (b"e0", 0), (b"K1", 1)]
     assert lost and receiver.counters.video_frames_lost == 1
 
 
