@@ -6,6 +6,7 @@ left and hears her again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -405,3 +406,49 @@ def test_the_workers_speak_on_mqtt_as_one_node(tmp_path: Path) -> None:
         watcher.close()
         stop_and_check(gateway)
         broker.stop()
+
+
+def test_forged_sip_naming_a_worker_changes_nothing(tmp_path: Path) -> None:
+    """The worker marks in branches and tags are public: a scanner can forge them. Answers and
+    in-dialog requests naming a worker (one that exists, this one, or none) are handed over at
+    most once, find no transaction or dialog there, and change nothing; both workers stay up, log
+    no error, and still answer."""
+    import socket as sockets
+
+    gateway = start_gateway(tmp_path, CONFIG.replace("{db}", str(tmp_path / "gateway.sqlite")))
+    try:
+        wait_until(lambda: workers_up(gateway), 30, what="both workers up")
+        urls = {w["index"]: str(w["url"]) for w in node_state(gateway)["workers"]}  # type: ignore[union-attr]
+        port = gateway.sip_port
+
+        def message(start: str, branch: str, to_tag: str, method: str = "INVITE") -> bytes:
+            return (
+                f"{start}\r\nVia: SIP/2.0/UDP 127.0.0.1:5099;branch={branch}\r\nFrom: <sip:x@127.0.0.1>;tag=f1\r\n"
+                f"To: <sip:council@127.0.0.1>;tag={to_tag}\r\nCall-ID: forged-{branch}@x\r\nCSeq: 1 {method}\r\n"
+                "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+
+        forged = []
+        for worker in ("0", "1", "7", "999", "1234567"):
+            forged.append(message("SIP/2.0 200 OK", f"z9hG4bKw{worker}xdeadbeef", f"w{worker}xab"))
+            forged.append(message(f"BYE sip:council@127.0.0.1:{port} SIP/2.0", f"z9hG4bKforged{worker}", f"w{worker}xab", "BYE"))
+        answers = []
+        with sockets.socket(sockets.AF_INET, sockets.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(2.0)
+            for data in forged * 3:
+                s.sendto(data, ("127.0.0.1", port))
+            options = message(f"OPTIONS sip:council@127.0.0.1:{port} SIP/2.0", "z9hG4bKprobe1", "", "OPTIONS")
+            s.sendto(options.replace(b";tag=\r\n", b"\r\n"), ("127.0.0.1", port))
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    answers.append(s.recv(65535).split(b"\r\n", 1)[0].decode())
+        print(json.dumps({"answers": answers}))
+        assert "SIP/2.0 200 OK" in answers, answers  # (the probe: the worker it reached still answers)
+        assert all(a.startswith("SIP/2.0 481") or a == "SIP/2.0 200 OK" for a in answers), answers  # (no dialog)
+        assert workers_up(gateway)
+        for url in urls.values():
+            state = gateway.api("GET", "/api/node", base_url=url).json()["backplane"]
+            assert state["sip_refused"] == 0 and state["sip_taken"] <= 2 * 3 * 2, state  # (handed at most once each)
+    finally:
+        stop_and_check(gateway)
