@@ -28,6 +28,8 @@ command -v sox >/dev/null || need+=(sox)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(nginx-light libnginx-mod-rtmp)
 # ... and its stream module, to take RTMPS (TLS in front of RTMP) as streaming platforms do
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+# browsers in front of several nodes: haproxy with its health checks (configs/haproxy-gateway.cfg)
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
 # the shared store of a cluster's nodes (started by the tests in a folder of their own)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0

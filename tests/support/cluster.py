@@ -166,3 +166,47 @@ http {{
     def stop(self) -> None:
         end_process(self.process)
         self.process = None
+
+
+HAPROXY = "/usr/sbin/haproxy"
+HAPROXY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "haproxy-gateway.cfg"
+
+
+class HaproxyFront:
+    """The shipped configs/haproxy-gateway.cfg with the test's nodes and a loopback port, nothing else
+    changed; in the foreground under the test's directory."""
+
+    def __init__(self, directory: Path, nodes: list[Node]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        shipped = HAPROXY_CONFIG.read_text()
+        servers = "".join(f"    server {n.name} {n.host}:{n.http_port}\n" for n in nodes)
+        config, count = re.subn(r"(?m)^    server node\d 192\.0\.2\.\d+:8080\n", "", shipped)
+        assert count == 2, "the shipped haproxy config's example nodes changed"
+        config = config.rstrip("\n") + "\n" + servers
+        config = config.replace("    bind :80\n", f"    bind 127.0.0.1:{self.port}\n")
+        self.config = directory / "haproxy.cfg"
+        self.config.write_text(config)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [HAPROXY, "-db", "-f", str(self.config)], stdout=(self.directory / "haproxy.log").open("ab"), stderr=subprocess.STDOUT
+        )
+        wait_until(self._answers, 10, what="haproxy in front of the nodes")
+
+    def _answers(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, (self.directory / "haproxy.log").read_text()
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        end_process(self.process)
+        self.process = None
