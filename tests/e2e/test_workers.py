@@ -288,8 +288,19 @@ def test_browsers_on_two_workers_see_each_others_camera(open_participant, tmp_pa
             print(json.dumps({"room_system_on": worker, "far": far, colour: colour_fraction(load_rgb(system.snapshot()), colour)}))
         finally:
             system.stop()
+
+        # Ben's worker is killed: he comes back (on the restarted worker, his page's port) and Anna
+        # sees his camera again, and he hers
+        victim = next(w for w in node_state(gateway)["workers"] if w["index"] == 1)  # type: ignore[union-attr]
+        os.kill(int(victim["pid"]), signal.SIGKILL)
+        wait_until(lambda: not in_meeting(pages["Ben"]), 5, interval=0.05, what="Ben's page noticing his worker gone")
+        wait_until(lambda: near(colour_of(pages["Anna"], "Ben"), colours["Ben"]) is False, 10, what="Ben's camera gone from Anna's page")
+        wait_until(lambda: in_meeting(pages["Ben"]) and served_by(gateway, "Ben") is not None, 15, what="Ben back in the meeting")
+        for name, other in (("Anna", "Ben"), ("Ben", "Anna")):
+            wait_until(lambda page=pages[name], other=other: near(colour_of(page, other), colours[other]), 30,
+                       what=f"{name}'s page showing {other}'s camera again after the restart")  # fmt: skip
     finally:
-        stop_and_check(gateway)
+        stop_and_check(gateway, expected_errors=("worker died; restarting it",))
 
 
 def test_each_worker_dials_out_and_the_answers_find_it(tmp_path: Path) -> None:
