@@ -84,6 +84,11 @@ _SETTINGS: dict[str, Callable[[dict[str, Any]], tuple[str, str | None]]] = {
     "spotlight_changed": lambda data: ("spotlight", data.get("spotlight")),
     "chat_changed": lambda data: ("chat", "on" if data.get("enabled") else "off"),
 }
+# Which setting a room command changes (the latest change of each wins; "end" is no setting)
+_SETTING_OF = {
+    "lock": "lock", "unlock": "lock", "mute_all_guests": "mute_policy", "allow_guests_to_unmute": "mute_policy",
+    "layout": "layout", "spotlight": "spotlight", "chat": "chat",
+}  # fmt: skip
 _LINK_VIDEO_CODECS = ("VP8", "H264")  # (what a link takes: any camera, as it was encoded)
 
 
@@ -154,6 +159,9 @@ class RoomCommandMessage(_Message):
     action: Literal["mute_all_guests", "allow_guests_to_unmute", "lock", "unlock", "end", "layout", "spotlight", "chat"]
     forbid: bool = False
     value: _ID | None = None  # layout: its name; spotlight: the participant (None: none); chat: on or off
+    # When and where the change was made: of two changes of one setting, the later wins on every node
+    at: float = 0.0
+    origin: _ID | None = None
 
 
 class PresentationMessage(_Message):
@@ -284,6 +292,8 @@ class Cascade:
         # The chat: per room, (our id -> the node it came from, its id there) and the way back
         self._chat_from: dict[str, OrderedDict[int, tuple[str, int]]] = {}
         self._chat_here: dict[str, dict[tuple[str, int], int]] = {}
+        # (room, setting) -> when and where it was changed last: (wall clock, node)
+        self._changed_at: dict[tuple[str, str], tuple[float, str]] = {}
         # room -> the conference whose video we watch, and how to stop
         self._video_watch: dict[str, tuple[Conference, Callable[[], None]]] = {}
         self._applying = False
@@ -371,6 +381,8 @@ class Cascade:
             origin = origins.get(message.id) if origins is not None else None
             if origin is None or origin[0] != peer:
                 self._send(peer, _chat_message(room, message.public()))
+        for setting in self._settings_now(conference):
+            self._send(peer, setting)
         presentation = conference.room.presentation
         if presentation is not None and self._served_apart_from(conference, presentation.presenter, peer):
             self._send(peer, _presentation_message(room, presentation.presenter, True, presentation.content, presentation.since))
@@ -545,6 +557,9 @@ class Cascade:
         if not any(room in other.linked for other in self.peers.values()):
             self._chat_from.pop(room, None)
             self._chat_here.pop(room, None)
+            if not conference.room.in_use:  # (the meeting is over here: its settings' stamps with it)
+                for key in [key for key in self._changed_at if key[0] == room]:
+                    del self._changed_at[key]
         log.info("room unlinked from node", room=room, peer=peer)
 
     def _relay(self, room: str, message: dict[str, Any], came_from: str) -> None:
@@ -613,13 +628,11 @@ class Cascade:
                 # (a host or the API here stopped another node's presenter: that node ends it)
                 self._send(owner, CommandMessage(type="command", room=event.room, id=pid, action="stop_presenting").model_dump(mode="json"))
         elif not self._applying and event.type in ("room_locked", "room_unlocked"):
-            for peer in linked:
-                self._room_command(peer, event.room, "lock" if event.type == "room_locked" else "unlock")
+            self._room_change(linked, event, "lock" if event.type == "room_locked" else "unlock")
         elif not self._applying and event.type == "mute_policy_changed":
             on = bool(event.data.get("guests_muted_on_entry"))
             forbid = not event.data.get("guests_may_unmute", True)
-            for peer in linked:
-                self._room_command(peer, event.room, "mute_all_guests" if on else "allow_guests_to_unmute", forbid)
+            self._room_change(linked, event, "mute_all_guests" if on else "allow_guests_to_unmute", forbid)
         elif event.type == "chat_message" and not self._applying:
             message = _chat_message(event.room, event.data["message"])
             for peer in linked:
@@ -636,8 +649,7 @@ class Cascade:
                 self._send(peer, removed.model_dump(mode="json"))
         elif not self._applying and event.type in _SETTINGS:
             action, value = _SETTINGS[event.type](event.data)
-            for peer in linked:
-                self._room_command(peer, event.room, action, value=value)
+            self._room_change(linked, event, action, value=value)
         self._refresh(event.room, room.in_use)
 
     def _lobby_message(self, conference: Conference, entry_id: str) -> dict[str, Any]:
@@ -674,8 +686,37 @@ class Cascade:
         if command is not None and via in self.peers:
             self._send(via, command.model_dump(mode="json"))
 
-    def _room_command(self, peer: str, room: str, action: str, forbid: bool = False, value: str | None = None) -> None:
-        self._send(peer, {"type": "room_command", "room": room, "action": action, "forbid": forbid, "value": value})
+    def _room_command(self, peer: str, room: str, action: str) -> None:
+        self._send(peer, RoomCommandMessage(type="room_command", room=room, action=action).model_dump(mode="json"))
+
+    def _settings_now(self, conference: Conference) -> list[dict[str, Any]]:
+        """The meeting's settings that were changed, as they are now, with when and where (for a
+        node that links later: it follows the later of its own and these)."""
+        room = conference.room
+        now: dict[str, tuple[str, bool, str | None]] = {
+            "lock": ("lock" if room.locked else "unlock", False, None),
+            "mute_policy": ("mute_all_guests" if room.guests_muted_on_entry else "allow_guests_to_unmute", room.guests_forbidden_on_entry, None),
+            "layout": ("layout", False, room.layout.value),
+            "spotlight": ("spotlight", False, room.spotlight),
+            "chat": ("chat", False, "on" if room.chat.enabled else "off"),
+        }
+        out = []
+        for setting, (action, forbid, value) in now.items():
+            stamp = self._changed_at.get((room.id, setting))
+            if stamp is not None:
+                out.append(RoomCommandMessage(
+                    type="room_command", room=room.id, action=action, forbid=forbid, value=value, at=stamp[0], origin=stamp[1] or None,
+                ).model_dump(mode="json"))  # fmt: skip
+        return out
+
+    def _room_change(self, linked: list[str], event: RoomEvent, action: str, forbid: bool = False, value: str | None = None) -> None:
+        """A host here changed a setting of the meeting: the other nodes follow, stamped."""
+        self._changed_at[(event.room, _SETTING_OF[action])] = (event.at, self.node)
+        message = RoomCommandMessage(
+            type="room_command", room=event.room, action=action, forbid=forbid, value=value, at=event.at, origin=self.node
+        ).model_dump(mode="json")
+        for peer in linked:
+            self._send(peer, message)
 
     def publishes(self, room: str) -> bool:
         """Whether this node speaks for the room's room-wide events (MQTT): its hub does, or
@@ -836,6 +877,12 @@ class Cascade:
             elif message.action == "stop_presenting":
                 room.end_presentation_of(message.id, StopReason.STOPPED_BY_HOST)
         elif isinstance(message, RoomCommandMessage):
+            setting = _SETTING_OF.get(message.action)
+            if setting is not None:
+                stamp, key = (message.at, message.origin or ""), (message.room, setting)
+                if stamp <= self._changed_at.get(key, (0.0, "")):
+                    return  # (changed here or elsewhere since: the later change stands)
+                self._changed_at[key] = stamp
             self._applying = True
             try:
                 if message.action == "mute_all_guests":

@@ -593,3 +593,39 @@ async def test_every_simulcast_layer_crosses_and_each_viewer_there_gets_the_one_
     # in one process; from the better layer's keyframe on, that one)
     assert [f.layer for _, f in hanna.seen] == [0, 1, 1, 1, 1]
     assert {f.layer for _, f in carl.seen} == {0} and len(carl.seen) == 4
+
+
+async def test_two_hosts_changing_a_setting_at_once_agree_on_the_later_and_a_late_node_follows() -> None:
+    from gateway.transcode.layout import Layout
+
+    cluster = Cluster()
+    a, b = cluster.a, cluster.b
+    hanna = a.join("Hanna", HOST_PIN)
+    bert = b.join("Bert", HOST_PIN)
+    cluster.pump()
+    # (before either hears of the other's: Bert's is the later)
+    a.room._wall, b.room._wall = (lambda: 3000.0), (lambda: 3000.5)
+    a.room.set_spotlight(hanna.participant_id, hanna.participant_id)
+    b.room.set_spotlight(bert.participant_id, bert.participant_id)
+    cluster.pump()
+    assert a.room.spotlight == b.room.spotlight == bert.participant_id
+    a.room.set_layout(hanna.participant_id, Layout.GRID)
+    a.room.set_locked(hanna.participant_id, True)
+    cluster.pump()
+
+    # A third node whose first participant comes now follows the meeting's settings as they are
+    late = Cluster(("node-a", "node-b", "node-c"))
+    for name, node in late.nodes.items():
+        node.room._wall = (lambda: 4000.0) if name == "node-a" else (lambda: 3999.0)
+    host = late.a.join("Hanna", HOST_PIN)
+    late.pump()
+    late.a.room.set_layout(host.participant_id, Layout.GRID)
+    late.a.room.set_locked(host.participant_id, True)
+    late.pump()
+    c = late.nodes["node-c"]
+    assert c.room.layout is Layout.SPEAKER and not c.room.locked  # (nobody there: not linked yet)
+    result = c.room.request_join("Cora", HOST_PIN, LegKind.PHONE)
+    assert result.participant is not None
+    c.conference.attach(Phone(result.participant.id))
+    late.pump()
+    assert c.room.layout is Layout.GRID and c.room.locked
