@@ -118,15 +118,49 @@ def where(nodes: list[Node], room: str, name: str) -> str | None:
     return next((node.name for node in nodes if name in node.names_in(room)), None)
 
 
-class NginxFront:
-    """The shipped configs/nginx-gateway.conf with the test's nodes and a loopback port, nothing else
-    changed, in nginx's http block; in the foreground under the test's directory."""
+class _Front:
+    """A front for browsers in front of the test's nodes, on a loopback port: its folder, its
+    process, and whether it answers (the nodes' /healthz through it)."""
 
-    def __init__(self, directory: Path, nodes: list[Node]) -> None:
+    name = "front"
+
+    def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> subprocess.Popen[bytes]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.process = self._run()
+        wait_until(self._answers, 10, what=f"{self.name} in front of the nodes")
+
+    def _answers(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, f"{self.name} ended (see {self.directory})"
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        end_process(self.process)
+        self.process = None
+
+
+class NginxFront(_Front):
+    """The shipped configs/nginx-gateway.conf with the test's nodes and a loopback port, nothing else
+    changed, in nginx's http block; in the foreground under the test's directory."""
+
+    name = "nginx"
+
+    def __init__(self, directory: Path, nodes: list[Node]) -> None:
+        super().__init__(directory)
         shipped = NGINX_CONFIG.read_text()
         servers = "".join(f"    server {n.host}:{n.http_port} max_fails=1 fail_timeout=10s;\n" for n in nodes)
         site, count = re.subn(r"(?m)^    server 192\.0\.2\.\d+:8080 [^\n]*\n", "", shipped)
@@ -149,38 +183,22 @@ http {{
 """
         )
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = start_nginx(self.directory)
-        wait_until(self._answers, 10, what="nginx in front of the nodes")
-
-    def _answers(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        end_process(self.process)
-        self.process = None
+    def _run(self) -> subprocess.Popen[bytes]:
+        return start_nginx(self.directory)
 
 
 HAPROXY = "/usr/sbin/haproxy"
 HAPROXY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "haproxy-gateway.cfg"
 
 
-class HaproxyFront:
+class HaproxyFront(_Front):
     """The shipped configs/haproxy-gateway.cfg with the test's nodes and a loopback port, nothing else
-    changed; in the foreground under the test's directory."""
+    changed; in the foreground under the test's directory (its log in haproxy.log there)."""
+
+    name = "haproxy"
 
     def __init__(self, directory: Path, nodes: list[Node]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(directory)
         shipped = HAPROXY_CONFIG.read_text()
         servers = "".join(f"    server {n.name} {n.host}:{n.http_port}\n" for n in nodes)
         config, count = re.subn(r"(?m)^    server node\d 192\.0\.2\.\d+:8080\n", "", shipped)
@@ -190,23 +208,6 @@ class HaproxyFront:
         self.config = directory / "haproxy.cfg"
         self.config.write_text(config)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [HAPROXY, "-db", "-f", str(self.config)], stdout=(self.directory / "haproxy.log").open("ab"), stderr=subprocess.STDOUT
-        )
-        wait_until(self._answers, 10, what="haproxy in front of the nodes")
-
-    def _answers(self) -> bool:
-        assert self.process is not None and self.process.poll() is None, (self.directory / "haproxy.log").read_text()
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        end_process(self.process)
-        self.process = None
+    def _run(self) -> subprocess.Popen[bytes]:
+        log = (self.directory / "haproxy.log").open("ab")
+        return subprocess.Popen([HAPROXY, "-db", "-f", str(self.config)], stdout=log, stderr=subprocess.STDOUT)
