@@ -34,10 +34,11 @@ Sans-IO towards the network: messages leave through `send(peer, message)`, media
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -300,6 +301,15 @@ class Cascade:
         self.messages_refused = 0
         self._unsubscribe = directory.subscribe(self._on_event)
 
+    @contextlib.contextmanager
+    def _from_link(self) -> Iterator[None]:
+        """While a link's message is applied here: the events it causes are not sent back."""
+        self._applying = True
+        try:
+            yield
+        finally:
+            self._applying = False
+
     def close(self) -> None:
         self._unsubscribe()
         for peer in list(self.peers):
@@ -520,8 +530,12 @@ class Cascade:
             out = state.cameras_out[room] = set()
             media = state.media
 
+            ssrcs: dict[VideoSourceId, int] = {}
+
             def forward(source: VideoSourceId, frame: EncodedVideoFrame) -> None:
-                ssrc = state.ssrc(_camera_key(room, source), self.node)
+                ssrc = ssrcs.get(source)
+                if ssrc is None:  # (an HMAC: once per camera, not per frame)
+                    ssrc = ssrcs[source] = state.ssrc(_camera_key(room, source), self.node)
                 for packet in media.protect_video((room, source), ssrc, frame):
                     self._send_media(peer, packet)
 
@@ -539,17 +553,14 @@ class Cascade:
         if conference is None:
             return
         gone = []
-        self._applying = True
-        try:
+        with self._from_link():
             for mirror in conference.room.mirrors(peer):
                 conference.room.leave(mirror.id)
                 gone.append(mirror.id)
             waiting = [entry.id for entry in conference.room.lobby_mirrors(peer)]
             for entry_id in waiting:
                 conference.room.remove_lobby_mirror(entry_id)
-        finally:
-            self._applying = False
-            state.mirrored.pop(room, None)
+        state.mirrored.pop(room, None)
         for pid in gone:  # (at the hub: the other nodes see them go too)
             self._relay(room, LeftMessage(type="left", room=room, id=pid).model_dump(mode="json"), peer)
         for entry_id in waiting:
@@ -582,9 +593,10 @@ class Cascade:
         linked = [peer for peer, state in self.peers.items() if event.room in state.linked]
         if event.type == "participant_joined" or event.type in _STATE_EVENTS:
             if participant is not None and via is None:
-                message = _participant_message(event.room, MirrorState.of(participant))
-                for peer in linked:
-                    self._send(peer, message)
+                if linked:  # (speaking changes come often: no message is built for nobody)
+                    message = _participant_message(event.room, MirrorState.of(participant))
+                    for peer in linked:
+                        self._send(peer, message)
             elif participant is not None and not self._applying:
                 self._command_for_mirror(event, participant, str(via))
         elif event.type in ("participant_left", "participant_removed") and pid is not None:
@@ -774,21 +786,15 @@ class Cascade:
             if existing is not None and existing.extra.get("via") != peer:
                 raise RoomError("a participant of that id is served elsewhere")
             mirror = MirrorState(**message.model_dump(exclude={"type", "room"}))
-            self._applying = True
-            try:
+            with self._from_link():
                 room.add_mirror(mirror, via=peer)
-            finally:
-                self._applying = False
             if message.id not in mirrored:
                 mirrored.add(message.id)
                 self._sync_cameras(peer, state, conference)  # (its camera may have been told before)
         elif isinstance(message, LeftMessage):
             if message.id in mirrored:
-                self._applying = True
-                try:
+                with self._from_link():
                     room.leave(message.id)
-                finally:
-                    self._applying = False
                 mirrored.discard(message.id)
                 self._sync_cameras(peer, state, conference)
         elif isinstance(message, VideoSourcesMessage):
@@ -799,20 +805,14 @@ class Cascade:
         elif isinstance(message, PresentationMessage):
             if message.presenter not in mirrored:
                 return  # (only the node that serves the presenter says)
-            self._applying = True
-            try:
+            with self._from_link():
                 if message.presenting:
                     room.mirror_presentation(message.presenter, message.content, message.since)
                 else:
                     room.end_presentation_of(message.presenter, message.reason)
-            finally:
-                self._applying = False
         elif isinstance(message, ChatMessageMessage):
-            self._applying = True
-            try:
+            with self._from_link():
                 shown = room.mirror_chat(message.sender, message.name, message.text, message.host, message.at)
-            finally:
-                self._applying = False
             if shown is None:
                 return
             origins = self._chat_from.setdefault(message.room, OrderedDict())
@@ -835,14 +835,11 @@ class Cascade:
             if source in state.cameras_out.get(message.room, ()):
                 conference.video.request_keyframe(source)
         elif isinstance(message, LobbyMessage):
-            self._applying = True
-            try:
+            with self._from_link():
                 if message.waiting:
                     room.add_lobby_mirror(message.id, message.name, message.kind, message.waiting_since, via=peer)
                 else:
                     room.remove_lobby_mirror(message.id)
-            finally:
-                self._applying = False
         elif isinstance(message, CommandMessage) and message.action in ("admit", "deny"):
             entry = room.lobby.get(message.id)
             if entry is None:
@@ -883,8 +880,7 @@ class Cascade:
                 if stamp <= self._changed_at.get(key, (0.0, "")):
                     return  # (changed here or elsewhere since: the later change stands)
                 self._changed_at[key] = stamp
-            self._applying = True
-            try:
+            with self._from_link():
                 if message.action == "mute_all_guests":
                     room.mute_all_guests(None, message.forbid)
                 elif message.action == "allow_guests_to_unmute":
@@ -899,8 +895,6 @@ class Cascade:
                     room.set_spotlight(None, message.value)
                 elif message.action == "chat":
                     room.set_chat(None, message.value == "on")
-            finally:
-                self._applying = False
 
 
 def _camera_key(room: str, source: VideoSourceId) -> str:

@@ -439,8 +439,9 @@ class Room:
 
     @property
     def in_use(self) -> bool:
-        """Someone this node serves is in the meeting or waits in its lobby."""
-        return self.own_people > 0
+        """Someone this node serves is in the meeting or waits in its lobby (asked at every room
+        event: stops at the first one)."""
+        return self.has_own_participants or any(entry.via is None for entry in self.lobby.values())
 
     @property
     def own_people(self) -> int:

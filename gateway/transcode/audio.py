@@ -369,8 +369,7 @@ class L16Encoder:
     def encode(self, pcm: Pcm) -> bytes:
         return pcm.astype(">i2").tobytes()
 
-    def encode_narrow(self, pcm: Pcm) -> bytes:
-        return pcm.astype(">i2").tobytes()
+    encode_narrow = encode  # (the samples as they are, at whichever rate the room mixes)
 
 
 def make_decoder(codec: AudioCodec) -> AudioDecoder:

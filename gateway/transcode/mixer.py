@@ -92,6 +92,7 @@ class _Member:
     sink: Sink | None
     jitter: AudioJitterBuffer
     decoder: AudioDecoder
+    max_frame_bytes: int  # (a frame larger than this is refused as it comes in)
     muted: bool = False
     last_active_tick: int = -(10**9)
     speaking: bool = False  # voice activity, with hangover: what the room shows
@@ -149,6 +150,8 @@ class Mixer:
             sink=sink,
             jitter=AudioJitterBuffer(FRAME_MS, *self._jitter_bounds),
             decoder=self._make_decoder(input_codec),
+            # (L16, a link between workers, carries the samples: larger than any codec's frame)
+            max_frame_bytes=L16_FRAME_BYTES if input_codec is AudioCodec.L16 else self.max_frame_bytes,
         )
         self._choose_rate()
 
@@ -220,7 +223,7 @@ class Mixer:
             member.stats.frames_dropped_muted += 1
             member.jitter.observe(seq, arrival_s)  # (not played, but its connection is still measured)
             return
-        if not payload or len(payload) > (L16_FRAME_BYTES if member.input_codec is AudioCodec.L16 else self.max_frame_bytes):
+        if not payload or len(payload) > member.max_frame_bytes:
             self._malformed(member, "empty" if not payload else "oversized")
             return  # (it plays out as a lost frame: concealed)
         member.jitter.put(seq, payload, level_dbov, arrival_s)
